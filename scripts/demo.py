@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""nib's demo: drives the real `nib` language server over stdio, like an editor, on the sample
+project in examples/shop, and prints what an editor would show.
+
+Standard library only. Run through `make demo` (which builds nib and the default model first).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import queue
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NIB = os.path.join(ROOT, "target", "release", "nib")
+SHOP = os.path.join(ROOT, "examples", "shop")
+DIM, BOLD, RESET = ("\033[2m", "\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
+
+
+class Client:
+    """A minimal LSP client: framing, requests with ids, notifications kept aside."""
+
+    def __init__(self, command):
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.messages = queue.Queue()
+        self.next_id = 0
+        self.notifications = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        stream = self.process.stdout
+        while True:
+            length = None
+            while True:
+                line = stream.readline()
+                if not line:
+                    self.messages.put(None)
+                    return
+                line = line.strip()
+                if not line:
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            self.messages.put(json.loads(stream.read(length)))
+
+    def send(self, message):
+        body = json.dumps(message).encode()
+        self.process.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.process.stdin.flush()
+
+    def notify(self, method, params):
+        self.send({"jsonrpc": "2.0", "method": method, "params": params})
+
+    def request(self, method, params, timeout=300):
+        self.next_id += 1
+        request_id = self.next_id
+        self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        deadline = time.time() + timeout
+        while True:
+            message = self.messages.get(timeout=max(0.1, deadline - time.time()))
+            if message is None:
+                raise RuntimeError("nib exited")
+            if message.get("id") == request_id and "method" not in message:
+                if "error" in message:
+                    raise RuntimeError(message["error"]["message"])
+                return message["result"]
+            self._other(message)
+
+    def _other(self, message):
+        if "method" in message and "id" in message:  # a request from the server
+            result = [{}] if message["method"] == "workspace/configuration" else None
+            self.send({"jsonrpc": "2.0", "id": message["id"], "result": result})
+        else:
+            self.notifications.append(message)
+            if message.get("method") == "window/showMessage":
+                print(f"  [nib says] {message['params']['message']}")
+
+    def wait_for_status(self, timeout=300):
+        deadline = time.time() + timeout
+        while True:
+            for message in self.notifications:
+                if message.get("method") == "nib/status" and message["params"]["state"] in ("ready", "error"):
+                    return message["params"]
+            message = self.messages.get(timeout=max(0.1, deadline - time.time()))
+            if message is None:
+                raise RuntimeError("nib exited")
+            self._other(message)
+
+
+def uri(path):
+    return "file://" + path
+
+
+def show_ghost(label, document_text, line, character, ghost):
+    lines = document_text.split("\n")
+    before = lines[line][:character]
+    print(f"{BOLD}{label}{RESET}")
+    for number in range(max(0, line - 3), line):
+        print(f"  {number + 1:3} | {lines[number]}")
+    ghost_lines = ghost.split("\n") if ghost else [""]
+    print(f"  {line + 1:3} | {before}{DIM}{ghost_lines[0]}{RESET}{lines[line][character:]}")
+    for extra in ghost_lines[1:]:
+        print(f"      | {DIM}{extra}{RESET}")
+    if not ghost:
+        print("      (no suggestion)")
+
+
+def inline_completion(client, path, line, character):
+    started = time.perf_counter()
+    result = client.request(
+        "textDocument/inlineCompletion",
+        {
+            "textDocument": {"uri": uri(path)},
+            "position": {"line": line, "character": character},
+            "context": {"triggerKind": 2},
+        },
+    )
+    elapsed = (time.perf_counter() - started) * 1000
+    items = result.get("items", []) if result else []
+    return (items[0]["insertText"] if items else ""), elapsed
+
+
+def main():
+    if not os.path.exists(NIB):
+        sys.exit("nib is not built: run `make demo`")
+    print(f"{BOLD}nib demo{RESET}: the real language server, the default model, the sample project in examples/shop\n")
+    client = Client([NIB])
+    client.request(
+        "initialize",
+        {
+            "processId": os.getpid(),
+            "rootUri": uri(SHOP),
+            "capabilities": {
+                "general": {"positionEncodings": ["utf-16"]},
+                "textDocument": {"inlineCompletion": {}},
+                "window": {"workDoneProgress": True},
+            },
+        },
+    )
+    client.notify("initialized", {})
+    started = time.perf_counter()
+    status = client.wait_for_status()
+    if status["state"] != "ready":
+        sys.exit(f"the model did not load: {status.get('message')}")
+    print(f"model {status['name']} ready in {(time.perf_counter() - started) * 1000:.0f} ms "
+          f"(context {status['contextLength']} tokens)\n")
+
+    texts = {}
+    for name in ("pricing.py", "cart.py"):
+        path = os.path.join(SHOP, name)
+        with open(path) as file:
+            texts[path] = file.read()
+        client.notify("textDocument/didOpen", {"textDocument": {
+            "uri": uri(path), "languageId": "python", "version": 1, "text": texts[path]}})
+
+    cart = os.path.join(SHOP, "cart.py")
+    text = texts[cart]
+    lines = text.split("\n")
+    line = next(i for i, l in enumerate(lines) if "def count_items" in l) + 1
+    ghost, cold_ms = inline_completion(client, cart, line, 8)
+    show_ghost("1. Ghost text at an empty method body (cold: the whole prompt is prefilled)", text, line, 8, ghost)
+    stats = client.request("nib/inspect", {"textDocument": {"uri": uri(cart)}})["engine"]["stats"]["last"]
+    print(f"   {cold_ms:.0f} ms: {stats['promptTokens']} prompt tokens, {stats['prefilledTokens']} prefilled, "
+          f"{stats['generatedTokens']} generated\n")
+
+    ghost_again, warm_ms = inline_completion(client, cart, line, 8)
+    print(f"{BOLD}2. The same request again{RESET}: {warm_ms:.1f} ms (served from the suggestion cache)\n")
+
+    if ghost:
+        typed = ghost[: min(4, len(ghost))]
+        version = 2
+        lines[line] = lines[line][:8] + typed + lines[line][8:]
+        text = "\n".join(lines)
+        client.notify("textDocument/didChange", {
+            "textDocument": {"uri": uri(cart), "version": version},
+            "contentChanges": [{"range": {"start": {"line": line, "character": 8}, "end": {"line": line, "character": 8}},
+                                "text": typed}]})
+        rest, typed_ms = inline_completion(client, cart, line, 8 + len(typed))
+        show_ghost(f"3. After typing {typed!r} along the suggestion (typing-through, no model run)", text, line, 8 + len(typed), rest)
+        print(f"   {typed_ms:.1f} ms\n")
+
+    # A new line in another method: the prompt shares its start with the previous one.
+    lines = text.split("\n")
+    subtotal_line = next(i for i, l in enumerate(lines) if "def subtotal" in l)
+    edit_line = subtotal_line + 1
+    insertion = "        # sum of price times quantity\n"
+    client.notify("textDocument/didChange", {
+        "textDocument": {"uri": uri(cart), "version": 3},
+        "contentChanges": [{"range": {"start": {"line": edit_line, "character": 0}, "end": {"line": edit_line, "character": 0}},
+                            "text": insertion}]})
+    lines.insert(edit_line, insertion.rstrip("\n"))
+    text = "\n".join(lines)
+    ghost, ms = inline_completion(client, cart, edit_line + 1, 8)
+    show_ghost("4. Mid-file, after a comment", text, edit_line + 1, 8, ghost)
+    stats = client.request("nib/inspect", {"textDocument": {"uri": uri(cart)}})["engine"]["stats"]
+    last = stats["last"]
+    print(f"   {ms:.0f} ms: {last['reusedTokens']} of {last['promptTokens']} prompt tokens reused from the KV cache\n")
+
+    client.request("shutdown", None)
+    client.notify("exit", None)
+    client.process.wait(timeout=30)
+    print(f"engine totals: {stats['generations']} generations, {stats['cacheHits']} KV-cache hits, "
+          f"{stats['reusedTokens']} tokens reused, {stats['prefilledTokens']} prefilled")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,358 @@
+//! What the model sees around the cursor, within a budget: a path header, definitions from
+//! other open buffers of the symbols used near the cursor, Jaccard-similar windows from other
+//! buffers, the file's imports, and prefix/suffix windows cut at line boundaries that keep the
+//! enclosing scope whole when it fits.
+//!
+//! Everything before the cursor is laid out to stay byte-identical while the user types inside
+//! one scope (the window start moves in steps, cross-file context is cached per scope), so the
+//! engine's KV cache covers all of it and only the newly typed tokens are prefilled.
+
+use std::collections::{BTreeSet, HashSet};
+use std::ops::Range;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ropey::Rope;
+use tree_sitter::Tree;
+
+use crate::document::Document;
+use crate::syntax::Language;
+use crate::syntax::scopes::{self, Scope};
+
+/// Rough bytes per token of source code for budgeting without running the tokenizer.
+pub(crate) const BYTES_PER_TOKEN: usize = 3;
+/// The prefix window's start moves in steps of this many lines, so it stays put while typing.
+const WINDOW_STEP_LINES: usize = 16;
+/// Each cross-file source gets at most this long.
+const SOURCE_TIME_BOX: Duration = Duration::from_millis(25);
+const SIMILAR_WINDOW_LINES: usize = 30;
+const SIMILAR_MIN_SCORE: f64 = 0.15;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CompletionContext {
+    /// Stable text before the code: path header, cross-file snippets, imports.
+    pub(crate) header: String,
+    /// The code before the cursor.
+    pub(crate) prefix: String,
+    /// The code after the cursor.
+    pub(crate) suffix: String,
+    /// Names of the sources used, for inspection.
+    pub(crate) sources: Vec<String>,
+}
+
+pub(crate) fn comment_prefix(language: Option<Language>) -> &'static str {
+    match language {
+        Some(Language::Python) | None => "#",
+        Some(_) => "//",
+    }
+}
+
+/// A path relative to the first workspace folder that contains it.
+pub(crate) fn display_path(
+    path: Option<&Path>,
+    uri: &str,
+    workspace_folders: &[std::path::PathBuf],
+) -> String {
+    let Some(path) = path else {
+        return uri.to_string();
+    };
+    workspace_folders
+        .iter()
+        .find_map(|folder| path.strip_prefix(folder).ok())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+fn line_start(rope: &Rope, line: usize) -> usize {
+    rope.line_to_byte(line.min(rope.len_lines()))
+}
+
+/// The prefix window's first line: the enclosing scope's start when the scope fits, else the
+/// earliest line that fits, rounded up to a multiple of `WINDOW_STEP_LINES`.
+fn prefix_start_line(
+    rope: &Rope,
+    cursor: usize,
+    budget_bytes: usize,
+    scope: Option<&Scope>,
+) -> usize {
+    let cursor_line = rope.byte_to_line(cursor);
+    if let Some(scope) = scope {
+        let scope_line = rope.byte_to_line(scope.anchor.start);
+        if cursor - line_start(rope, scope_line) <= budget_bytes {
+            // The scope fits; extend to a stable step boundary above it if that fits too.
+            let stepped = scope_line - scope_line % WINDOW_STEP_LINES;
+            return if cursor - line_start(rope, stepped) <= budget_bytes {
+                stepped
+            } else {
+                scope_line
+            };
+        }
+    }
+    let mut first = cursor_line;
+    while first > 0 && cursor - line_start(rope, first - 1) <= budget_bytes {
+        first -= 1;
+    }
+    if first == 0 {
+        return 0;
+    }
+    let stepped = first.div_ceil(WINDOW_STEP_LINES) * WINDOW_STEP_LINES;
+    stepped.min(cursor_line)
+}
+
+/// The suffix window's end: whole lines within the budget, extended to the scope end when it fits.
+fn suffix_end(rope: &Rope, cursor: usize, budget_bytes: usize, scope: Option<&Scope>) -> usize {
+    let total = rope.len_bytes();
+    let mut end_line = rope.byte_to_line(cursor) + 1;
+    while end_line < rope.len_lines() && line_start(rope, end_line + 1) - cursor <= budget_bytes {
+        end_line += 1;
+    }
+    let mut end = line_start(rope, end_line).min(total);
+    if let Some(scope) = scope {
+        let scope_end = scope.range.end.min(total);
+        if scope_end > end && scope_end - cursor <= budget_bytes * 2 {
+            end = line_start(rope, rope.byte_to_line(scope_end) + 1).min(total);
+        }
+    }
+    end.max(cursor)
+}
+
+/// Identifiers in `range` of `tree`, in order of first appearance.
+fn identifiers(tree: &Tree, rope: &Rope, range: Range<usize>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let mut names = Vec::new();
+    let mut cursor = tree.walk();
+    loop {
+        let node = cursor.node();
+        let overlaps = node.start_byte() < range.end && node.end_byte() > range.start;
+        if overlaps && node.child_count() == 0 && node.kind().ends_with("identifier") {
+            let name = rope.byte_slice(node.byte_range()).to_string();
+            if name.len() > 1 && seen.insert(name.clone()) {
+                names.push(name);
+            }
+        }
+        if overlaps && cursor.goto_first_child() {
+            continue;
+        }
+        while !cursor.goto_next_sibling() {
+            if !cursor.goto_parent() {
+                return names;
+            }
+        }
+    }
+}
+
+/// Definitions (signature and docstring) in other buffers of the symbols used near the cursor.
+fn definitions(
+    used: &[String],
+    others: &[&Document],
+    budget_bytes: usize,
+    sources: &mut Vec<String>,
+) -> Vec<(String, String)> {
+    let started = Instant::now();
+    let mut snippets = Vec::new();
+    let mut spent = 0;
+    for other in others {
+        if started.elapsed() > SOURCE_TIME_BOX {
+            break;
+        }
+        let (Some(language), Some(tree)) = (other.language, other.tree.as_ref()) else {
+            continue;
+        };
+        for scope in scopes::all_scopes(language, tree, &other.rope) {
+            if !used.contains(&scope.name) {
+                continue;
+            }
+            let mut snippet = scope.signature.clone();
+            if matches!(language, Language::Python) {
+                snippet.push(':');
+                if let Some(doc) = &scope.doc {
+                    snippet.push_str("\n    ");
+                    snippet.push_str(other.rope.byte_slice(doc.clone()).to_string().trim());
+                }
+                snippet.push_str("\n    ...");
+            }
+            if spent + snippet.len() > budget_bytes {
+                return snippets;
+            }
+            spent += snippet.len();
+            sources.push(format!("definition:{}:{}", other.uri, scope.name));
+            snippets.push((other.uri.clone(), snippet));
+        }
+    }
+    snippets
+}
+
+fn words(text: &str) -> BTreeSet<&str> {
+    text.split(|c: char| !c.is_alphanumeric() && c != '_')
+        .filter(|w| w.len() > 1)
+        .collect()
+}
+
+/// The window of each other buffer most similar (Jaccard over words) to the code before the
+/// cursor; the best few above a threshold, one per file.
+fn similar_windows(
+    query: &str,
+    others: &[&Document],
+    budget_bytes: usize,
+    sources: &mut Vec<String>,
+) -> Vec<(String, String)> {
+    let started = Instant::now();
+    let query_words = words(query);
+    if query_words.is_empty() {
+        return Vec::new();
+    }
+    let mut best: Vec<(f64, String, String)> = Vec::new();
+    for other in others {
+        if started.elapsed() > SOURCE_TIME_BOX {
+            break;
+        }
+        let lines: Vec<String> = other.rope.lines().map(|line| line.to_string()).collect();
+        let mut file_best: Option<(f64, String)> = None;
+        for start in (0..lines.len()).step_by(SIMILAR_WINDOW_LINES / 2) {
+            let window = lines[start..(start + SIMILAR_WINDOW_LINES).min(lines.len())].concat();
+            let window_words = words(&window);
+            let union = query_words.union(&window_words).count();
+            let score =
+                query_words.intersection(&window_words).count() as f64 / union.max(1) as f64;
+            if score >= SIMILAR_MIN_SCORE
+                && file_best
+                    .as_ref()
+                    .is_none_or(|(best_score, _)| score > *best_score)
+            {
+                file_best = Some((score, window));
+            }
+        }
+        if let Some((score, window)) = file_best {
+            best.push((score, other.uri.clone(), window));
+        }
+    }
+    best.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut spent = 0;
+    let mut chosen = Vec::new();
+    for (score, uri, window) in best.into_iter().take(2) {
+        if spent + window.len() > budget_bytes {
+            break;
+        }
+        spent += window.len();
+        sources.push(format!("similar:{uri}:{score:.2}"));
+        chosen.push((uri, window));
+    }
+    chosen
+}
+
+/// Cross-file context for the cursor's scope. Callers cache it per scope: it must not change
+/// with every keystroke or the KV cache would miss.
+pub(crate) fn cross_file(
+    document: &Document,
+    others: &[&Document],
+    cursor: usize,
+    budget_bytes: usize,
+    workspace_folders: &[std::path::PathBuf],
+) -> (String, Vec<String>) {
+    let mut sources = Vec::new();
+    let (Some(language), Some(tree)) = (document.language, document.tree.as_ref()) else {
+        return (String::new(), sources);
+    };
+    if others.is_empty() || budget_bytes == 0 {
+        return (String::new(), sources);
+    }
+    let rope = &document.rope;
+    let scope = scopes::scope_at(language, tree, rope, cursor);
+    // The region whose symbols matter: the enclosing scope, or the lines around the cursor.
+    let region = match &scope {
+        Some(scope) => scope.range.clone(),
+        None => {
+            let line = rope.byte_to_line(cursor);
+            line_start(rope, line.saturating_sub(20))..line_start(rope, line + 5)
+        }
+    };
+    let used = identifiers(tree, rope, region.clone());
+    let comment = comment_prefix(Some(language));
+    let mut text = String::new();
+    let snippets = definitions(&used, others, budget_bytes / 2, &mut sources);
+    let query = rope
+        .byte_slice(region.start..cursor.max(region.start))
+        .to_string();
+    let similar = similar_windows(
+        &query,
+        others,
+        budget_bytes - snippets.iter().map(|s| s.1.len()).sum::<usize>(),
+        &mut sources,
+    );
+    for (uri, snippet) in snippets.iter().chain(&similar) {
+        let name = display_path(
+            crate::document::file_uri_to_path(uri).as_deref(),
+            uri,
+            workspace_folders,
+        );
+        text.push_str(&format!(
+            "{comment} from {name}:\n{}\n\n",
+            snippet.trim_end()
+        ));
+    }
+    (text, sources)
+}
+
+/// Builds the context for `cursor` in `document`. `cross_file_text` comes from `cross_file`
+/// (usually cached).
+pub(crate) fn build(
+    document: &Document,
+    cursor: usize,
+    budget_tokens: usize,
+    cross_file_text: &str,
+    workspace_folders: &[std::path::PathBuf],
+) -> CompletionContext {
+    let rope = &document.rope;
+    let cursor = cursor.min(rope.len_bytes());
+    let budget = budget_tokens * BYTES_PER_TOKEN;
+    let scope = match (document.language, document.tree.as_ref()) {
+        (Some(language), Some(tree)) => scopes::scope_at(language, tree, rope, cursor),
+        _ => None,
+    };
+    let mut sources = Vec::new();
+    let comment = comment_prefix(document.language);
+    let path = display_path(document.path.as_deref(), &document.uri, workspace_folders);
+    let mut header = format!("{comment} {path}\n");
+    sources.push("path".to_string());
+
+    let cross_file_budget = budget * 3 / 10;
+    if !cross_file_text.is_empty() && cross_file_text.len() <= cross_file_budget {
+        header.push_str(cross_file_text);
+        sources.push("cross-file".to_string());
+    }
+    let suffix_budget = budget * 15 / 100;
+    let prefix_budget = budget.saturating_sub(header.len() + suffix_budget);
+    let start_line = prefix_start_line(rope, cursor, prefix_budget, scope.as_ref());
+    let window_start = line_start(rope, start_line);
+    // Imports above the window keep names resolvable.
+    if window_start > 0
+        && let (Some(language), Some(tree)) = (document.language, document.tree.as_ref()) {
+            let imports: Vec<String> = scopes::imports(language, tree)
+                .into_iter()
+                .filter(|range| range.end <= window_start)
+                .map(|range| rope.byte_slice(range).to_string())
+                .collect();
+            let imports = imports.join("\n");
+            if !imports.is_empty() && imports.len() < prefix_budget / 4 {
+                header.push_str(&imports);
+                header.push_str("\n\n");
+                sources.push("imports".to_string());
+            }
+        }
+    let prefix = rope.byte_slice(window_start..cursor).to_string();
+    sources.push(format!(
+        "prefix:{}-{}",
+        start_line,
+        rope.byte_to_line(cursor)
+    ));
+    let end = suffix_end(rope, cursor, suffix_budget, scope.as_ref());
+    let suffix = rope.byte_slice(cursor..end).to_string();
+    sources.push("suffix".to_string());
+    CompletionContext {
+        header,
+        prefix,
+        suffix,
+        sources,
+    }
+}

@@ -1,0 +1,273 @@
+//! An open buffer: the text as a rope, its version, and a tree-sitter tree kept in step with
+//! every edit (`Tree::edit` + incremental re-parse). All offsets are UTF-8 bytes.
+
+use std::path::PathBuf;
+
+use ropey::Rope;
+use tree_sitter::{InputEdit, Parser, Point, Tree};
+
+use crate::position::{self, LineColumn, PositionEncoding};
+use crate::syntax::{self, Language};
+
+/// One entry of a `didChange`: a replacement of `range` (or of the whole text when `None`).
+#[derive(Clone, Debug)]
+pub(crate) struct TextChange {
+    pub(crate) range: Option<(LineColumn, LineColumn)>,
+    pub(crate) text: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum ChangeError {
+    #[error("stale edit: document is at version {current}, change is for version {received}")]
+    StaleVersion { current: i32, received: i32 },
+    #[error("invalid edit range: start {start:?} is after end {end:?}")]
+    ReversedRange { start: LineColumn, end: LineColumn },
+}
+
+pub(crate) struct Document {
+    pub(crate) uri: String,
+    /// The file behind a `file:` URI.
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) language_id: String,
+    pub(crate) language: Option<Language>,
+    pub(crate) version: i32,
+    pub(crate) rope: Rope,
+    pub(crate) tree: Option<Tree>,
+    parser: Option<Parser>,
+}
+
+impl Document {
+    pub(crate) fn new(uri: String, language_id: String, version: i32, text: &str) -> Self {
+        let path = file_uri_to_path(&uri);
+        let language = Language::from_language_id(&language_id)
+            .or_else(|| {
+                path.as_ref()
+                    .and_then(|p| Language::from_path(&p.to_string_lossy()))
+            })
+            .or_else(|| Language::from_path(&uri));
+        let mut parser = language.map(Language::parser);
+        let rope = Rope::from_str(text);
+        let tree = parser.as_mut().and_then(|p| syntax::parse(p, &rope, None));
+        Document {
+            uri,
+            path,
+            language_id,
+            language,
+            version,
+            rope,
+            tree,
+            parser,
+        }
+    }
+
+    /// Applies a `didChange` atomically: either every change lands and the version moves to
+    /// `version`, or nothing changes. Versions must increase (LSP: "the version number points
+    /// to the version after all provided content changes have been applied").
+    pub(crate) fn apply_changes(
+        &mut self,
+        changes: &[TextChange],
+        version: i32,
+        encoding: PositionEncoding,
+    ) -> Result<(), ChangeError> {
+        if version <= self.version {
+            return Err(ChangeError::StaleVersion {
+                current: self.version,
+                received: version,
+            });
+        }
+        // Ropes clone in O(1); work on copies so a bad change in the middle leaves no trace.
+        let mut rope = self.rope.clone();
+        let mut tree = self.tree.clone();
+        for change in changes {
+            let Some((start, end)) = change.range else {
+                rope = Rope::from_str(&change.text);
+                tree = None;
+                continue;
+            };
+            if start > end {
+                return Err(ChangeError::ReversedRange { start, end });
+            }
+            let start_byte = position::to_byte(&rope, start, encoding);
+            let old_end_byte = position::to_byte(&rope, end, encoding).max(start_byte);
+            let start_position = tree_point(&rope, start_byte);
+            let old_end_position = tree_point(&rope, old_end_byte);
+            let start_char = rope.byte_to_char(start_byte);
+            rope.remove(start_char..rope.byte_to_char(old_end_byte));
+            rope.insert(start_char, &change.text);
+            let new_end_byte = start_byte + change.text.len();
+            if let Some(tree) = tree.as_mut() {
+                tree.edit(&InputEdit {
+                    start_byte,
+                    old_end_byte,
+                    new_end_byte,
+                    start_position,
+                    old_end_position,
+                    new_end_position: tree_point(&rope, new_end_byte),
+                });
+            }
+        }
+        self.tree = match self.parser.as_mut() {
+            Some(parser) => syntax::parse(parser, &rope, tree.as_ref()),
+            None => None,
+        };
+        self.rope = rope;
+        self.version = version;
+        Ok(())
+    }
+
+    /// A fresh parse of the current text, ignoring the incremental tree (for checks).
+    pub(crate) fn fresh_tree(&self) -> Option<Tree> {
+        let mut parser = self.language?.parser();
+        syntax::parse(&mut parser, &self.rope, None)
+    }
+
+    pub(crate) fn text(&self) -> String {
+        self.rope.to_string()
+    }
+}
+
+/// The tree-sitter point of a byte: row = line, column = bytes since the line start. Rows
+/// match tree-sitter's own only where lines end in `\n` (a lone `\r` counts as a line break
+/// for LSP but not for tree-sitter); nib only ever reads byte offsets from trees, never points.
+fn tree_point(rope: &Rope, byte: usize) -> Point {
+    let line = rope.byte_to_line(byte);
+    Point {
+        row: line,
+        column: byte - rope.line_to_byte(line),
+    }
+}
+
+/// Decodes a `file:` URI to a path; other schemes have none.
+pub(crate) fn file_uri_to_path(uri: &str) -> Option<PathBuf> {
+    let rest = uri.strip_prefix("file://")?;
+    // Skip an authority (`file://host/path`); local files have an empty one.
+    let path = &rest[rest.find('/')?..];
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len()
+            && let Ok(value) = u8::from_str_radix(&path[i + 1..i + 3], 16) {
+                decoded.push(value);
+                i += 3;
+                continue;
+            }
+        decoded.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(decoded).ok().map(PathBuf::from)
+}
+
+/// Encodes a path as a `file:` URI, percent-encoding everything but unreserved characters and `/`.
+pub(crate) fn path_to_file_uri(path: &std::path::Path) -> String {
+    let mut uri = String::from("file://");
+    for byte in path.to_string_lossy().bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                uri.push(byte as char)
+            }
+            _ => uri.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    uri
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(start: (u32, u32), end: (u32, u32), text: &str) -> TextChange {
+        TextChange {
+            range: Some((
+                LineColumn {
+                    line: start.0,
+                    column: start.1,
+                },
+                LineColumn {
+                    line: end.0,
+                    column: end.1,
+                },
+            )),
+            text: text.to_string(),
+        }
+    }
+
+    #[test]
+    fn incremental_edits_keep_tree_equal_to_fresh_parse() {
+        let mut doc = Document::new(
+            "file:///t/a.py".into(),
+            "python".into(),
+            1,
+            "def f(x):\n    return x\n",
+        );
+        doc.apply_changes(
+            &[
+                change((1, 12), (1, 12), " + 1"),
+                change((0, 4), (0, 5), "g😀"),
+            ],
+            2,
+            PositionEncoding::Utf16,
+        )
+        .unwrap();
+        assert_eq!(doc.text(), "def g😀(x):\n    return x + 1\n");
+        let fresh = doc.fresh_tree().unwrap();
+        assert_eq!(
+            doc.tree.as_ref().unwrap().root_node().to_sexp(),
+            fresh.root_node().to_sexp()
+        );
+    }
+
+    #[test]
+    fn rejected_changes_leave_the_document_untouched() {
+        let mut doc = Document::new("file:///t/a.py".into(), "python".into(), 5, "abc\n");
+        let stale = doc.apply_changes(&[change((0, 0), (0, 0), "x")], 5, PositionEncoding::Utf16);
+        assert_eq!(
+            stale,
+            Err(ChangeError::StaleVersion {
+                current: 5,
+                received: 5
+            })
+        );
+        let reversed = doc.apply_changes(
+            &[change((0, 0), (0, 0), "x"), change((0, 3), (0, 1), "y")],
+            6,
+            PositionEncoding::Utf16,
+        );
+        assert!(matches!(reversed, Err(ChangeError::ReversedRange { .. })));
+        assert_eq!((doc.text().as_str(), doc.version), ("abc\n", 5));
+    }
+
+    #[test]
+    fn full_sync_replaces_text_and_reparses() {
+        let mut doc = Document::new("untitled:1".into(), "rust".into(), 1, "fn a() {}");
+        doc.apply_changes(
+            &[TextChange {
+                range: None,
+                text: "fn b(".into(),
+            }],
+            2,
+            PositionEncoding::Utf8,
+        )
+        .unwrap();
+        assert_eq!(doc.text(), "fn b(");
+        assert!(doc.tree.as_ref().unwrap().root_node().has_error());
+    }
+
+    #[test]
+    fn language_falls_back_to_the_extension() {
+        let doc = Document::new("file:///w/My%20Lib/x.tsx".into(), "plaintext".into(), 1, "");
+        assert_eq!(doc.language, Some(Language::Tsx));
+        assert_eq!(
+            doc.path.as_deref(),
+            Some(std::path::Path::new("/w/My Lib/x.tsx"))
+        );
+        assert_eq!(
+            path_to_file_uri(doc.path.as_deref().unwrap()),
+            "file:///w/My%20Lib/x.tsx"
+        );
+        assert_eq!(
+            Document::new("file:///w/notes.txt".into(), "plaintext".into(), 1, "").language,
+            None
+        );
+    }
+}

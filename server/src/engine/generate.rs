@@ -1,0 +1,407 @@
+//! Text generation on a loaded model: tokenize the prompt, reuse the longest cached token
+//! prefix, prefill the rest in cancellable chunks, then decode token by token until a stop
+//! token, a stop string, the token limit, the caller's observer, cancellation or the deadline.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ort::session::RunOptions;
+use tokenizers::Tokenizer;
+
+use super::model::{ModelFiles, ModelInfo};
+use super::session::{DecoderSession, KvCache};
+use super::{CancelToken, EngineError, EngineStats};
+
+/// Tokens prefilled per forward pass: small enough that cancellation and deadlines are noticed
+/// quickly, large enough that per-run overhead stays negligible.
+const PREFILL_CHUNK: usize = 128;
+
+/// A piece of a prompt: ordinary text, or a special token given by name (FIM markers, chat
+/// delimiters), which is looked up in the vocabulary rather than tokenized.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PromptPiece {
+    Text(String),
+    Special(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Sampling {
+    /// 0 means greedy.
+    pub(crate) temperature: f32,
+    pub(crate) top_p: f32,
+    pub(crate) seed: u64,
+}
+
+impl Sampling {
+    pub(crate) const GREEDY: Sampling = Sampling {
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 0,
+    };
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct GenerationRequest {
+    pub(crate) prompt: Vec<PromptPiece>,
+    pub(crate) max_tokens: usize,
+    pub(crate) sampling: Sampling,
+    pub(crate) stop_strings: Vec<String>,
+    /// Special tokens that end generation besides the model's own (FIM separators).
+    pub(crate) stop_tokens: Vec<String>,
+    pub(crate) cancel: CancelToken,
+    pub(crate) deadline: Option<Instant>,
+}
+
+/// What the observer tells the generator after each new piece of text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    Stop,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum FinishReason {
+    Length,
+    StopToken,
+    StopString,
+    Observer,
+}
+
+/// Timings and cache use of one generation.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct GenerationStats {
+    pub(crate) prompt_tokens: usize,
+    pub(crate) reused_tokens: usize,
+    pub(crate) prefilled_tokens: usize,
+    pub(crate) generated_tokens: usize,
+    pub(crate) tokenize_ms: f64,
+    pub(crate) prefill_ms: f64,
+    pub(crate) decode_ms: f64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Generation {
+    pub(crate) text: String,
+    pub(crate) finish: FinishReason,
+    pub(crate) stats: GenerationStats,
+}
+
+/// A loaded model with its KV cache. Owned by one thread at a time.
+pub(crate) struct Model {
+    pub(crate) info: ModelInfo,
+    pub(crate) tokenizer: Tokenizer,
+    session: DecoderSession,
+    cache: KvCache,
+    stop_token_ids: Vec<u32>,
+    bos_token_id: Option<u32>,
+    pub(crate) stats: EngineStats,
+}
+
+fn millis(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+impl Model {
+    pub(crate) fn new(files: ModelFiles, session: DecoderSession) -> Result<Self, EngineError> {
+        let cache = session.empty_cache()?;
+        Ok(Model {
+            info: files.info,
+            tokenizer: files.tokenizer,
+            session,
+            cache,
+            stop_token_ids: files.stop_token_ids,
+            bos_token_id: files.bos_token_id,
+            stats: EngineStats::default(),
+        })
+    }
+
+    /// Token ids of a prompt, pieces tokenized one by one.
+    pub(crate) fn tokenize(&self, prompt: &[PromptPiece]) -> Result<Vec<u32>, EngineError> {
+        let mut ids: Vec<u32> = self.bos_token_id.into_iter().collect();
+        for piece in prompt {
+            match piece {
+                PromptPiece::Text(text) if text.is_empty() => {}
+                PromptPiece::Text(text) => {
+                    let encoding =
+                        self.tokenizer
+                            .encode(text.as_str(), false)
+                            .map_err(|error| {
+                                EngineError::Inference(format!("tokenizer failed: {error}"))
+                            })?;
+                    ids.extend_from_slice(encoding.get_ids());
+                }
+                PromptPiece::Special(token) => {
+                    ids.push(self.tokenizer.token_to_id(token).ok_or_else(|| {
+                        EngineError::Inference(format!(
+                            "the model's vocabulary has no special token {token:?}"
+                        ))
+                    })?)
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    pub(crate) fn decode(&self, ids: &[u32]) -> Result<String, EngineError> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|error| EngineError::Inference(format!("tokenizer failed: {error}")))
+    }
+
+    /// Forgets the KV cache (after an error, whose partial state cannot be trusted).
+    pub(crate) fn reset_cache(&mut self) {
+        if let Ok(cache) = self.session.empty_cache() {
+            self.cache = cache;
+        }
+    }
+
+    pub(crate) fn cached_tokens(&self) -> usize {
+        self.cache.tokens.len()
+    }
+
+    fn check_interrupt(request: &GenerationRequest) -> Result<(), EngineError> {
+        if request.cancel.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
+        if request
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            return Err(EngineError::TimedOut);
+        }
+        Ok(())
+    }
+
+    /// Brings the cache to `prompt[..len - 1]` plus the last token's logits: reuses the longest
+    /// common prefix with what is cached and prefills the rest. Returns the last logits.
+    fn prefill(
+        &mut self,
+        prompt: &[u32],
+        request: &GenerationRequest,
+        run_options: &RunOptions,
+        stats: &mut GenerationStats,
+    ) -> Result<Vec<f32>, EngineError> {
+        let common = self
+            .cache
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(cached, new)| cached == new)
+            .count();
+        // At least one token must run to produce logits.
+        let keep = common.min(prompt.len() - 1);
+        self.session.truncate(&mut self.cache, keep)?;
+        stats.reused_tokens = keep;
+        stats.prefilled_tokens = prompt.len() - keep;
+        let mut logits = Vec::new();
+        for chunk in prompt[keep..].chunks(PREFILL_CHUNK) {
+            Self::check_interrupt(request)?;
+            logits = self
+                .session
+                .forward(&mut self.cache, chunk, Some(run_options))?;
+        }
+        Ok(logits)
+    }
+
+    /// Generates a continuation of `request.prompt`. `observer` sees the whole text generated so
+    /// far after every token and may stop generation early (e.g. at the end of a block).
+    pub(crate) fn generate(
+        &mut self,
+        request: &GenerationRequest,
+        observer: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<Generation, EngineError> {
+        let run_options =
+            Arc::new(RunOptions::new().map_err(|error| EngineError::Inference(error.to_string()))?);
+        request.cancel.attach_run(&run_options);
+        let result = self.generate_inner(request, observer, &run_options);
+        request.cancel.detach_run();
+        match &result {
+            Ok(generation) => self.stats.record(&generation.stats),
+            // A run interrupted midway may have left the cache short of its tokens list; the
+            // cache is only ever extended after a successful run, so it stays consistent.
+            Err(EngineError::Inference(_)) => self.reset_cache(),
+            Err(_) => {}
+        }
+        result
+    }
+
+    fn generate_inner(
+        &mut self,
+        request: &GenerationRequest,
+        observer: &mut dyn FnMut(&str) -> Flow,
+        run_options: &RunOptions,
+    ) -> Result<Generation, EngineError> {
+        let mut stats = GenerationStats::default();
+        let started = Instant::now();
+        let prompt = self.tokenize(&request.prompt)?;
+        stats.tokenize_ms = millis(started);
+        if prompt.is_empty() {
+            return Err(EngineError::Inference("the prompt is empty".into()));
+        }
+        let limit = self.info.context_length;
+        if prompt.len() + 1 > limit {
+            return Err(EngineError::Inference(format!(
+                "the prompt has {} tokens, more than the model's context of {limit}",
+                prompt.len()
+            )));
+        }
+        stats.prompt_tokens = prompt.len();
+        let max_tokens = request.max_tokens.min(limit - prompt.len());
+
+        let prefill_started = Instant::now();
+        let mut logits = self.prefill(&prompt, request, run_options, &mut stats)?;
+        stats.prefill_ms = millis(prefill_started);
+
+        let decode_started = Instant::now();
+        let extra_stops: Vec<u32> = request
+            .stop_tokens
+            .iter()
+            .filter_map(|token| self.tokenizer.token_to_id(token))
+            .collect();
+        let mut sampler = Sampler::new(&request.sampling);
+        let mut generated: Vec<u32> = Vec::new();
+        let mut text = String::new();
+        let mut finish = FinishReason::Length;
+        while generated.len() < max_tokens {
+            let next = sampler.sample(&logits);
+            if self.stop_token_ids.contains(&next) || extra_stops.contains(&next) {
+                finish = FinishReason::StopToken;
+                break;
+            }
+            generated.push(next);
+            let decoded = self.decode(&generated)?;
+            // A token can end inside a multi-byte character; wait for the rest of it.
+            if !decoded.ends_with('\u{fffd}') {
+                text = decoded;
+                if let Some(cut) = request
+                    .stop_strings
+                    .iter()
+                    .filter_map(|stop| text.find(stop.as_str()))
+                    .min()
+                {
+                    text.truncate(cut);
+                    finish = FinishReason::StopString;
+                    break;
+                }
+                if observer(&text) == Flow::Stop {
+                    finish = FinishReason::Observer;
+                    break;
+                }
+            }
+            if generated.len() == max_tokens {
+                break;
+            }
+            Self::check_interrupt(request)?;
+            logits = self
+                .session
+                .forward(&mut self.cache, &[next], Some(run_options))?;
+        }
+        stats.generated_tokens = generated.len();
+        stats.decode_ms = millis(decode_started);
+        Ok(Generation {
+            text,
+            finish,
+            stats,
+        })
+    }
+}
+
+/// Greedy or seeded temperature + nucleus sampling.
+struct Sampler {
+    temperature: f32,
+    top_p: f32,
+    state: u64,
+}
+
+impl Sampler {
+    fn new(sampling: &Sampling) -> Self {
+        // xorshift64* needs a non-zero state.
+        Sampler {
+            temperature: sampling.temperature,
+            top_p: sampling.top_p,
+            state: sampling.seed | 1,
+        }
+    }
+
+    fn next_unit(&mut self) -> f32 {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        let bits = self.state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40; // 24 random bits
+        bits as f32 / (1u64 << 24) as f32
+    }
+
+    fn sample(&mut self, logits: &[f32]) -> u32 {
+        let argmax = logits
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(index, _)| index);
+        if self.temperature <= 0.0 {
+            return argmax as u32;
+        }
+        let max = logits[argmax];
+        let mut candidates: Vec<(usize, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(index, &logit)| (index, ((logit - max) / self.temperature).exp()))
+            .collect();
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let total: f32 = candidates.iter().map(|c| c.1).sum();
+        // Keep the smallest set of tokens whose probability mass reaches top_p.
+        let mut mass = 0.0;
+        let mut kept = 0;
+        for candidate in &candidates {
+            mass += candidate.1 / total;
+            kept += 1;
+            if mass >= self.top_p {
+                break;
+            }
+        }
+        candidates.truncate(kept);
+        let kept_total: f32 = candidates.iter().map(|c| c.1).sum();
+        let mut target = self.next_unit() * kept_total;
+        for (index, weight) in &candidates {
+            if target < *weight {
+                return *index as u32;
+            }
+            target -= weight;
+        }
+        candidates.last().map_or(argmax, |c| c.0) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_picks_the_argmax_and_sampling_is_seeded() {
+        let logits = [0.1, 2.0, 1.9, -1.0];
+        assert_eq!(Sampler::new(&Sampling::GREEDY).sample(&logits), 1);
+        let sampling = Sampling {
+            temperature: 1.0,
+            top_p: 0.95,
+            seed: 42,
+        };
+        let first: Vec<u32> = {
+            let mut sampler = Sampler::new(&sampling);
+            (0..20).map(|_| sampler.sample(&logits)).collect()
+        };
+        let second: Vec<u32> = {
+            let mut sampler = Sampler::new(&sampling);
+            (0..20).map(|_| sampler.sample(&logits)).collect()
+        };
+        assert_eq!(first, second);
+        assert!(first.contains(&1) && first.contains(&2), "{first:?}");
+        // top_p small enough keeps only the best token.
+        let mut narrow = Sampler::new(&Sampling {
+            temperature: 1.0,
+            top_p: 0.1,
+            seed: 7,
+        });
+        assert!((0..20).all(|_| narrow.sample(&logits) == 1));
+    }
+}

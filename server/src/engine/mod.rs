@@ -1,0 +1,246 @@
+//! The inference engine: a decoder language model run in-process through ONNX Runtime, owned by
+//! one dedicated thread. Callers submit jobs (a prompt, limits, a cancellation token and a
+//! completion callback) and get results on that thread; the LSP threads never block on it.
+
+pub(crate) mod generate;
+pub(crate) mod model;
+pub(crate) mod runtime;
+pub(crate) mod session;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ort::session::RunOptions;
+use serde_json::{Value, json};
+
+pub(crate) use generate::{
+    Flow, Generation, GenerationRequest, GenerationStats, Model, PromptPiece, Sampling,
+};
+pub(crate) use model::ModelInfo;
+pub(crate) use worker::{EngineHandle, Job};
+
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum EngineError {
+    #[error("{0}")]
+    Runtime(String),
+    #[error("{0}")]
+    Model(String),
+    #[error("the model is not ready: {0}")]
+    NotReady(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("inference took longer than the request timeout (nib.requestTimeoutMs)")]
+    TimedOut,
+}
+
+/// Cancels one generation from any thread: between decode steps, and in the middle of a long
+/// prefill through ONNX Runtime's run termination.
+#[derive(Clone, Default)]
+pub(crate) struct CancelToken {
+    inner: Arc<CancelInner>,
+}
+
+#[derive(Default)]
+struct CancelInner {
+    cancelled: AtomicBool,
+    finished: AtomicBool,
+    running: Mutex<Option<Arc<RunOptions>>>,
+}
+
+impl std::fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelToken")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+impl CancelToken {
+    pub(crate) fn cancel(&self) {
+        self.inner.cancelled.store(true, Ordering::SeqCst);
+        if let Some(run) = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = run.terminate();
+        }
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Marks the work as done, so registries of in-flight work can forget it.
+    pub(crate) fn finish(&self) {
+        self.inner.finished.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.inner.finished.load(Ordering::SeqCst)
+    }
+
+    fn attach_run(&self, run: &Arc<RunOptions>) {
+        *self.inner.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(run));
+        // A cancel that raced ahead of the attach still stops this run.
+        if self.is_cancelled() {
+            let _ = run.terminate();
+        }
+    }
+
+    fn detach_run(&self) {
+        *self.inner.running.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// Where the engine's model is in its life.
+#[derive(Clone, Debug)]
+pub(crate) enum ModelState {
+    Unloaded,
+    Loading {
+        model: PathBuf,
+    },
+    Ready {
+        model: PathBuf,
+        info: Box<ModelInfo>,
+        load_ms: u64,
+    },
+    Failed {
+        message: String,
+    },
+}
+
+impl ModelState {
+    pub(crate) fn to_json(&self) -> Value {
+        match self {
+            ModelState::Unloaded => json!({ "state": "unloaded" }),
+            ModelState::Loading { model } => json!({ "state": "loading", "model": model }),
+            ModelState::Ready {
+                model,
+                info,
+                load_ms,
+            } => json!({
+                "state": "ready", "model": model, "name": info.name, "loadMs": load_ms,
+                "contextLength": info.context_length,
+            }),
+            ModelState::Failed { message } => json!({ "state": "error", "message": message }),
+        }
+    }
+}
+
+pub(crate) enum EngineEvent {
+    State(ModelState),
+}
+
+/// Counters since the model was loaded.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct EngineStats {
+    pub(crate) generations: u64,
+    pub(crate) cache_hits: u64,
+    pub(crate) cache_misses: u64,
+    pub(crate) reused_tokens: u64,
+    pub(crate) prefilled_tokens: u64,
+    pub(crate) generated_tokens: u64,
+    pub(crate) last: Option<GenerationStats>,
+}
+
+impl EngineStats {
+    fn record(&mut self, stats: &GenerationStats) {
+        self.generations += 1;
+        if stats.reused_tokens > 0 {
+            self.cache_hits += 1;
+        } else {
+            self.cache_misses += 1;
+        }
+        self.reused_tokens += stats.reused_tokens as u64;
+        self.prefilled_tokens += stats.prefilled_tokens as u64;
+        self.generated_tokens += stats.generated_tokens as u64;
+        self.last = Some(stats.clone());
+    }
+}
+
+/// A snapshot of the engine for `nib/inspect` and handlers.
+#[derive(Clone, Debug)]
+pub(crate) struct EngineStatus {
+    pub(crate) state: ModelState,
+    pub(crate) stats: EngineStats,
+    pub(crate) cached_tokens: usize,
+}
+
+impl EngineStatus {
+    pub(crate) fn to_json(&self) -> Value {
+        let mut value = self.state.to_json();
+        value["stats"] = serde_json::to_value(&self.stats).unwrap_or(Value::Null);
+        value["cachedTokens"] = json!(self.cached_tokens);
+        value
+    }
+}
+
+/// Settings that decide which model is loaded and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EngineSettings {
+    pub(crate) model_dir: Option<PathBuf>,
+    pub(crate) onnx_runtime_path: Option<PathBuf>,
+    pub(crate) threads: usize,
+}
+
+impl EngineSettings {
+    pub(crate) fn from_config(config: &crate::config::Config) -> Self {
+        EngineSettings {
+            model_dir: config.model_path.clone(),
+            onnx_runtime_path: config.onnx_runtime_path.clone(),
+            threads: config.threads.unwrap_or_else(physical_cores),
+        }
+    }
+}
+
+/// Physical cores (hyper-threads share the vector units that inference saturates).
+pub(crate) fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let Ok(cpuinfo) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return logical;
+    };
+    let mut cores = std::collections::HashSet::new();
+    let mut physical_id = "";
+    for line in cpuinfo.lines() {
+        if let Some((key, value)) = line.split_once(':') {
+            match key.trim() {
+                "physical id" => physical_id = value.trim(),
+                "core id" => {
+                    cores.insert((physical_id.to_string(), value.trim().to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    if cores.is_empty() {
+        logical
+    } else {
+        cores.len().min(logical)
+    }
+}
+
+/// Loads the model named by `settings` (the default model when none is configured).
+pub(crate) fn load_model(settings: &EngineSettings) -> Result<Model, EngineError> {
+    let started = Instant::now();
+    let dir = model::resolve_dir(settings.model_dir.as_deref())?;
+    let files = model::load(&dir)?;
+    let environment = runtime::environment(settings.onnx_runtime_path.as_deref())?;
+    let session = session::DecoderSession::load(environment, &files.onnx, settings.threads.max(1))?;
+    let model = Model::new(files, session)?;
+    tracing::info!(
+        model = %dir.display(),
+        threads = settings.threads,
+        "model loaded in {} ms",
+        started.elapsed().as_millis()
+    );
+    Ok(model)
+}

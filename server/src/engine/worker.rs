@@ -1,0 +1,218 @@
+//! The engine thread and its handle. The thread owns the model (ONNX session, tokenizer, KV
+//! cache); everything else talks to it through a channel. A panic inside inference is caught,
+//! answered as an error and the cache dropped; the thread lives on.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::{
+    EngineError, EngineEvent, EngineSettings, EngineStats, EngineStatus, Flow, Generation,
+    GenerationRequest, Model, ModelState, load_model,
+};
+use crate::config::Config;
+
+type Callback = Box<dyn FnOnce(Result<Generation, EngineError>) + Send>;
+type Observer = Box<dyn FnMut(&str) -> Flow + Send>;
+
+/// One generation to run. `on_done` runs on the engine thread with the result, exactly once,
+/// also when no model is loaded (`EngineError::NotReady`); it answers the request it came from.
+pub(crate) struct Job {
+    pub(crate) request: GenerationRequest,
+    pub(crate) observer: Option<Observer>,
+    pub(crate) on_done: Callback,
+}
+
+enum Command {
+    Configure(EngineSettings),
+    Generate(Box<Job>),
+    Stop,
+}
+
+struct Shared {
+    state: ModelState,
+    stats: EngineStats,
+    cached_tokens: usize,
+}
+
+pub(crate) struct EngineHandle {
+    commands: Sender<Command>,
+    shared: Arc<Mutex<Shared>>,
+    thread: Option<JoinHandle<()>>,
+    /// Tokens of every job not yet finished, so shutdown can cancel them.
+    in_flight: Mutex<Vec<super::CancelToken>>,
+}
+
+impl EngineHandle {
+    /// Starts the engine thread, idle until the first `configure`.
+    pub(crate) fn start() -> (Self, Receiver<EngineEvent>) {
+        let (commands, command_receiver) = crossbeam_channel::unbounded();
+        let (events, event_receiver) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Mutex::new(Shared {
+            state: ModelState::Unloaded,
+            stats: EngineStats::default(),
+            cached_tokens: 0,
+        }));
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("nib-engine".into())
+            .spawn(move || engine_thread(&command_receiver, &events, &thread_shared))
+            .expect("spawn engine thread");
+        let handle = EngineHandle {
+            commands,
+            shared,
+            thread: Some(thread),
+            in_flight: Mutex::new(Vec::new()),
+        };
+        (handle, event_receiver)
+    }
+
+    /// Loads (or reloads) the model when the settings that matter changed.
+    pub(crate) fn configure(&self, config: &Config) {
+        let _ = self
+            .commands
+            .send(Command::Configure(EngineSettings::from_config(config)));
+    }
+
+    pub(crate) fn submit(&self, job: Job) {
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            in_flight.retain(|token| !token.is_finished());
+            in_flight.push(job.request.cancel.clone());
+        }
+        if let Err(error) = self.commands.send(Command::Generate(Box::new(job))) {
+            // The thread is gone: answer now rather than never.
+            if let Command::Generate(job) = error.into_inner() {
+                (job.on_done)(Err(EngineError::NotReady(
+                    "the engine thread has stopped".into(),
+                )));
+            }
+        }
+    }
+
+    pub(crate) fn cancel_all(&self) {
+        for token in self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            token.cancel();
+        }
+    }
+
+    pub(crate) fn status(&self) -> EngineStatus {
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        EngineStatus {
+            state: shared.state.clone(),
+            stats: shared.stats.clone(),
+            cached_tokens: shared.cached_tokens,
+        }
+    }
+
+    pub(crate) fn stop(&mut self) {
+        self.cancel_all();
+        let _ = self.commands.send(Command::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn engine_thread(
+    commands: &Receiver<Command>,
+    events: &Sender<EngineEvent>,
+    shared: &Mutex<Shared>,
+) {
+    let mut model: Option<Model> = None;
+    let mut settings: Option<EngineSettings> = None;
+    let set_state = |state: ModelState| {
+        shared.lock().unwrap_or_else(|e| e.into_inner()).state = state.clone();
+        let _ = events.send(EngineEvent::State(state));
+    };
+    for command in commands {
+        match command {
+            Command::Stop => return,
+            Command::Configure(new_settings) => {
+                if settings.as_ref() == Some(&new_settings) && model.is_some() {
+                    continue;
+                }
+                model = None;
+                let target = super::model::resolve_dir(new_settings.model_dir.as_deref())
+                    .unwrap_or_else(|_| new_settings.model_dir.clone().unwrap_or_default());
+                set_state(ModelState::Loading { model: target });
+                let started = Instant::now();
+                match catch_unwind(|| load_model(&new_settings)) {
+                    Ok(Ok(loaded)) => {
+                        set_state(ModelState::Ready {
+                            model: loaded.info.dir.clone(),
+                            info: Box::new(loaded.info.clone()),
+                            load_ms: started.elapsed().as_millis() as u64,
+                        });
+                        model = Some(loaded);
+                    }
+                    Ok(Err(error)) => set_state(ModelState::Failed {
+                        message: error.to_string(),
+                    }),
+                    Err(_) => set_state(ModelState::Failed {
+                        message: "loading the model crashed".into(),
+                    }),
+                }
+                settings = Some(new_settings);
+            }
+            Command::Generate(job) => {
+                let Job {
+                    request,
+                    observer,
+                    on_done,
+                } = *job;
+                let Some(loaded) = model.as_mut() else {
+                    let why = match &shared.lock().unwrap_or_else(|e| e.into_inner()).state {
+                        ModelState::Failed { message } => message.clone(),
+                        ModelState::Loading { .. } => "the model is still loading".to_string(),
+                        _ => "no model is loaded".to_string(),
+                    };
+                    request.cancel.finish();
+                    on_done(Err(EngineError::NotReady(why)));
+                    continue;
+                };
+                let result = if request.cancel.is_cancelled() {
+                    Err(EngineError::Cancelled)
+                } else {
+                    let mut observer = observer;
+                    let outcome = catch_unwind(AssertUnwindSafe(|| {
+                        let mut keep_going =
+                            |text: &str| observer.as_mut().map_or(Flow::Continue, |o| o(text));
+                        loaded.generate(&request, &mut keep_going)
+                    }));
+                    outcome.unwrap_or_else(|_| {
+                        loaded.reset_cache();
+                        Err(EngineError::Inference(
+                            "internal error during generation".into(),
+                        ))
+                    })
+                };
+                {
+                    let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    shared.stats = loaded.stats.clone();
+                    shared.cached_tokens = loaded.cached_tokens();
+                }
+                request.cancel.finish();
+                if catch_unwind(AssertUnwindSafe(|| on_done(result))).is_err() {
+                    tracing::error!(
+                        "a completion callback panicked; its request was answered with an error"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! `workspace/didChangeConfiguration`: new settings, pushed in the notification or pulled with
+//! `workspace/configuration` when the notification carries none.
+
+use ls_types::MessageType;
+use serde_json::{Value, json};
+
+use crate::config;
+use crate::lsp::server::{PendingReply, Server};
+
+#[derive(serde::Deserialize)]
+pub(crate) struct Params {
+    #[serde(default)]
+    settings: Value,
+}
+
+pub(crate) fn handle(server: &mut Server, params: Params) {
+    let has_nib_settings = match &params.settings {
+        Value::Object(map) => !map.is_empty(),
+        _ => false,
+    };
+    if has_nib_settings {
+        apply(server, &params.settings);
+    } else if server.client.configuration_request {
+        server.request_client(
+            "workspace/configuration",
+            json!({ "items": [{ "section": "nib" }] }),
+            PendingReply::Configuration,
+        );
+    }
+}
+
+/// Validates and applies settings; warns once per bad key; reloads the model when its
+/// settings changed.
+pub(crate) fn apply(server: &mut Server, settings: &Value) {
+    let (config, warnings) = config::parse(&crate::config::Config::default(), settings);
+    for warning in warnings {
+        server.show(MessageType::WARNING, warning);
+    }
+    server.config = config;
+    server.engine.configure(&server.config);
+}

@@ -1,0 +1,14 @@
+//! `textDocument/didOpen`: start tracking a buffer (re-opening replaces it).
+
+use ls_types::DidOpenTextDocumentParams;
+
+use crate::document::Document;
+use crate::lsp::server::Server;
+
+pub(crate) fn handle(server: &mut Server, params: DidOpenTextDocumentParams) {
+    let item = params.text_document;
+    let uri = item.uri.as_str().to_string();
+    let document = Document::new(uri.clone(), item.language_id, item.version, &item.text);
+    tracing::debug!(uri, language = ?document.language, bytes = item.text.len(), "opened");
+    server.documents.insert(uri, document);
+}

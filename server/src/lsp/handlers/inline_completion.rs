@@ -1,0 +1,275 @@
+//! `textDocument/inlineCompletion` (LSP 3.18): ghost text at the cursor. Also drives the
+//! `textDocument/completion` fallback, which shows the same text as a single item.
+//!
+//! Newest wins: a new request cancels the one before it, which is answered `RequestCancelled`.
+//! Text typed along a shown suggestion is answered from the typing-through cache at once.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ls_types::{InlineCompletionParams, InlineCompletionTriggerKind, Position, Range};
+use serde_json::{Value, json};
+
+use crate::completion::{self, cache, context};
+use crate::document::Document;
+use crate::engine::{CancelToken, EngineError, GenerationRequest, Job, ModelState, Sampling};
+use crate::lsp::convert;
+use crate::lsp::jsonrpc::ResponseError;
+use crate::lsp::server::{Responder, Server};
+
+/// How the result is shaped for the client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    Inline,
+    CompletionList,
+}
+
+impl Shape {
+    fn render(self, text: &str, range: Range) -> Value {
+        match (self, text.is_empty()) {
+            (Shape::Inline, true) => json!({ "items": [] }),
+            (Shape::Inline, false) => json!({ "items": [{ "insertText": text, "range": range }] }),
+            (Shape::CompletionList, true) => json!({ "isIncomplete": true, "items": [] }),
+            (Shape::CompletionList, false) => {
+                let first_line = text.trim().lines().next().unwrap_or_default();
+                let label: String = first_line.chars().take(60).collect();
+                json!({
+                    "isIncomplete": true,
+                    "items": [{
+                        "label": label,
+                        "kind": 1,
+                        "detail": "nib",
+                        "sortText": "0",
+                        "filterText": "",
+                        "textEdit": { "range": range, "newText": text },
+                    }],
+                })
+            }
+        }
+    }
+}
+
+/// What the server keeps between completion requests.
+#[derive(Default)]
+pub(crate) struct CompletionState {
+    /// The last suggestion shown, for typing-through.
+    pub(crate) suggestion: Arc<Mutex<Option<cache::Suggestion>>>,
+    /// The running request's token: the next request cancels it.
+    pub(crate) current: Option<CancelToken>,
+    /// Cross-file context of the last scope: (key, text).
+    pub(crate) cross_file: Option<(u64, String)>,
+}
+
+pub(crate) fn handle(server: &mut Server, responder: Responder, params: InlineCompletionParams) {
+    let invoked = params.context.trigger_kind == InlineCompletionTriggerKind::INVOKED;
+    let position = params.text_document_position.position;
+    let uri = params
+        .text_document_position
+        .text_document
+        .uri
+        .as_str()
+        .to_string();
+    let selected = params
+        .context
+        .selected_completion_info
+        .map(|info| (info.range, info.text));
+    complete(
+        server,
+        responder,
+        &uri,
+        position,
+        invoked,
+        selected,
+        Shape::Inline,
+    );
+}
+
+fn cross_file_key(server: &Server, document: &Document, cursor: usize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    document.uri.hash(&mut hasher);
+    let scope_start = match (document.language, document.tree.as_ref()) {
+        (Some(language), Some(tree)) => {
+            crate::syntax::scopes::scope_at(language, tree, &document.rope, cursor)
+                .map(|scope| scope.anchor.start)
+        }
+        _ => None,
+    };
+    // Outside any scope, context is refreshed every 32 lines.
+    scope_start
+        .unwrap_or(usize::MAX - document.rope.byte_to_line(cursor) / 32)
+        .hash(&mut hasher);
+    let mut others: Vec<(&String, i32)> = server
+        .documents
+        .values()
+        .filter(|d| d.uri != document.uri)
+        .map(|d| (&d.uri, d.version))
+        .collect();
+    others.sort();
+    others.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Runs the completion pipeline for `position` and answers `responder` in `shape`.
+pub(crate) fn complete(
+    server: &mut Server,
+    responder: Responder,
+    uri: &str,
+    position: Position,
+    invoked: bool,
+    selected: Option<(Range, String)>,
+    shape: Shape,
+) {
+    let Some(open_document) = server.documents.get(uri) else {
+        responder.respond(Err(ResponseError::invalid_params(format!(
+            "document {uri} is not open"
+        ))));
+        return;
+    };
+    let cursor = match convert::request_byte(&open_document.rope, position, server.encoding) {
+        Ok(cursor) => cursor,
+        Err(error) => return responder.respond(Err(error)),
+    };
+    let config = &server.config.completion;
+    let language_enabled =
+        config.languages.is_empty() || config.languages.contains(&open_document.language_id);
+    if !(config.enabled || invoked) || !language_enabled {
+        return responder.respond(Ok(shape.render("", Range::default())));
+    }
+
+    // With a completion item selected in the client's menu, complete as if it were inserted.
+    let with_selection;
+    let (document, cursor, replace_range, lead) = match &selected {
+        Some((range, text)) => {
+            let start = convert::to_byte(&open_document.rope, range.start, server.encoding);
+            let end = convert::to_byte(&open_document.rope, range.end, server.encoding).max(start);
+            let mut edited = open_document.text();
+            edited.replace_range(start..end, text);
+            with_selection = Document::new(
+                uri.to_string(),
+                open_document.language_id.clone(),
+                open_document.version,
+                &edited,
+            );
+            (&with_selection, start + text.len(), *range, text.clone())
+        }
+        None => {
+            let at = convert::to_position(&open_document.rope, cursor, server.encoding);
+            (
+                open_document,
+                cursor,
+                Range { start: at, end: at },
+                String::new(),
+            )
+        }
+    };
+
+    // Typing through the suggestion on screen.
+    if lead.is_empty() {
+        let shown = server
+            .completions
+            .suggestion
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(rest) = shown.and_then(|s| cache::type_through(&s, uri, &document.rope, cursor))
+        {
+            tracing::debug!(uri, "typing-through hit");
+            return responder.respond(Ok(shape.render(&rest, replace_range)));
+        }
+    }
+
+    let info = match server.engine.status().state {
+        ModelState::Ready { info, .. } => info,
+        ModelState::Failed { message } if invoked => {
+            return responder.respond(Err(ResponseError::request_failed(format!(
+                "no model: {message}"
+            ))));
+        }
+        ModelState::Loading { .. } if invoked => {
+            return responder.respond(Err(ResponseError::request_failed(
+                "the model is still loading",
+            )));
+        }
+        _ => return responder.respond(Ok(shape.render("", replace_range))),
+    };
+
+    if let Some(previous) = server.completions.current.take() {
+        previous.cancel();
+    }
+    let key = cross_file_key(server, document, cursor);
+    let cross_file = match &server.completions.cross_file {
+        Some((cached_key, text)) if *cached_key == key => text.clone(),
+        _ => {
+            let others: Vec<&Document> = server
+                .documents
+                .values()
+                .filter(|d| d.uri != document.uri)
+                .collect();
+            let budget =
+                server.config.completion.context_tokens * context::BYTES_PER_TOKEN * 3 / 10;
+            let (text, _) =
+                context::cross_file(document, &others, cursor, budget, &server.workspace_folders);
+            server.completions.cross_file = Some((key, text.clone()));
+            text
+        }
+    };
+    let prepared = completion::prepare(&completion::Inputs {
+        document,
+        cursor,
+        config: &server.config.completion,
+        model: &info,
+        cross_file: &cross_file,
+        workspace_folders: &server.workspace_folders,
+    });
+
+    let rope = document.rope.clone();
+    let token = CancelToken::default();
+    server.track(responder.id(), &token);
+    server.completions.current = Some(token.clone());
+    let request = GenerationRequest {
+        prompt: prepared.prompt.clone(),
+        max_tokens: prepared.max_tokens,
+        sampling: Sampling::GREEDY,
+        stop_strings: prepared.stop_strings.clone(),
+        stop_tokens: prepared.stop_tokens.clone(),
+        cancel: token,
+        deadline: Some(Instant::now() + Duration::from_millis(server.config.request_timeout_ms)),
+    };
+    let observer = prepared.observer();
+    let suggestion_slot = Arc::clone(&server.completions.suggestion);
+    let uri = uri.to_string();
+    server.engine.submit(Job {
+        request,
+        observer: Some(Box::new(observer)),
+        on_done: Box::new(move |result| match result {
+            Ok(generation) => {
+                let text = prepared.finish(&generation.text);
+                tracing::debug!(
+                    uri,
+                    reused = generation.stats.reused_tokens,
+                    prefilled = generation.stats.prefilled_tokens,
+                    generated = generation.stats.generated_tokens,
+                    prefill_ms = generation.stats.prefill_ms,
+                    decode_ms = generation.stats.decode_ms,
+                    "completion"
+                );
+                if lead.is_empty() {
+                    let suggestion = (!text.is_empty()).then(|| cache::Suggestion {
+                        uri,
+                        rope,
+                        cursor,
+                        text: text.clone(),
+                    });
+                    *suggestion_slot.lock().unwrap_or_else(|e| e.into_inner()) = suggestion;
+                }
+                responder.respond(Ok(shape.render(&format!("{lead}{text}"), replace_range)));
+            }
+            Err(EngineError::Cancelled) => responder.respond(Err(ResponseError::cancelled())),
+            Err(EngineError::NotReady(_)) if !invoked => {
+                responder.respond(Ok(shape.render("", replace_range)))
+            }
+            Err(error) => responder.respond(Err(ResponseError::request_failed(error.to_string()))),
+        }),
+    });
+}

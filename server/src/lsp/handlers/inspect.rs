@@ -1,0 +1,64 @@
+//! `nib/inspect`: what the server believes about a document (its copy of the text, parse
+//! state, the scope at a position) and the engine's state. Documented in
+//! `docs/lsp-extensions.md`; tests and users read the server's mind through it.
+
+use ls_types::{Position, TextDocumentIdentifier};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::lsp::convert;
+use crate::lsp::jsonrpc::ResponseError;
+use crate::lsp::server::Server;
+use crate::syntax::{self, scopes};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Params {
+    text_document: TextDocumentIdentifier,
+    position: Option<Position>,
+    /// Also compare the incremental syntax tree with a fresh parse (slow on big files).
+    #[serde(default)]
+    check_tree: bool,
+}
+
+pub(crate) fn handle(server: &mut Server, params: Params) -> Result<Value, ResponseError> {
+    let uri = params.text_document.uri.as_str();
+    let document = server
+        .documents
+        .get(uri)
+        .ok_or_else(|| ResponseError::invalid_params(format!("document {uri} is not open")))?;
+    let rope = &document.rope;
+    let scope = match (params.position, document.language, document.tree.as_ref()) {
+        (Some(position), Some(language), Some(tree)) => {
+            let byte = convert::request_byte(rope, position, server.encoding)?;
+            scopes::scope_at(language, tree, rope, byte).map(|scope| {
+                json!({
+                    "kind": scope.kind.as_str(),
+                    "name": scope.name,
+                    "range": convert::to_range(rope, scope.range.clone(), server.encoding),
+                })
+            })
+        }
+        _ => None,
+    };
+    let tree_matches_fresh_parse = params.check_tree.then(|| {
+        let fresh = document.fresh_tree().map(|tree| tree.root_node().to_sexp());
+        fresh
+            == document
+                .tree
+                .as_ref()
+                .map(|tree| tree.root_node().to_sexp())
+    });
+    Ok(json!({
+        "uri": document.uri,
+        "treeMatchesFreshParse": tree_matches_fresh_parse,
+        "version": document.version,
+        "languageId": document.language_id,
+        "language": document.language.map(|language| language.name()),
+        "text": document.text(),
+        "lineCount": rope.len_lines(),
+        "parseErrorCount": document.tree.as_ref().map(syntax::error_count),
+        "scope": scope,
+        "engine": server.engine.status().to_json(),
+    }))
+}

@@ -1,0 +1,206 @@
+//! JSON-RPC 2.0 messages as LSP uses them: classification of incoming bodies, constructors for
+//! outgoing ones, and the error codes nib answers with.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RequestId {
+    Number(i64),
+    String(String),
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestId::Number(n) => write!(f, "{n}"),
+            RequestId::String(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// Error codes from the JSON-RPC and LSP specifications.
+pub(crate) mod code {
+    pub(crate) const PARSE_ERROR: i32 = -32700;
+    pub(crate) const INVALID_REQUEST: i32 = -32600;
+    pub(crate) const METHOD_NOT_FOUND: i32 = -32601;
+    pub(crate) const INVALID_PARAMS: i32 = -32602;
+    pub(crate) const INTERNAL_ERROR: i32 = -32603;
+    pub(crate) const SERVER_NOT_INITIALIZED: i32 = -32002;
+    pub(crate) const REQUEST_FAILED: i32 = -32803;
+    pub(crate) const CONTENT_MODIFIED: i32 = -32801;
+    pub(crate) const REQUEST_CANCELLED: i32 = -32800;
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ResponseError {
+    pub(crate) code: i32,
+    pub(crate) message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) data: Option<Value>,
+}
+
+impl ResponseError {
+    pub(crate) fn new(code: i32, message: impl Into<String>) -> Self {
+        ResponseError {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    pub(crate) fn invalid_params(message: impl Into<String>) -> Self {
+        Self::new(code::INVALID_PARAMS, message)
+    }
+
+    pub(crate) fn request_failed(message: impl Into<String>) -> Self {
+        Self::new(code::REQUEST_FAILED, message)
+    }
+
+    pub(crate) fn cancelled() -> Self {
+        Self::new(code::REQUEST_CANCELLED, "request cancelled")
+    }
+}
+
+/// An incoming message after classification.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    Request {
+        id: RequestId,
+        method: String,
+        params: Value,
+    },
+    Notification {
+        method: String,
+        params: Value,
+    },
+    Response {
+        id: RequestId,
+        result: Result<Value, ResponseError>,
+    },
+    /// Not a usable message; answered with `error` (and `id` when one could be read).
+    Invalid {
+        id: Option<RequestId>,
+        error: ResponseError,
+    },
+}
+
+impl Incoming {
+    pub(crate) fn parse(body: &[u8]) -> Incoming {
+        let value: Value = match serde_json::from_slice(body) {
+            Ok(value) => value,
+            Err(error) => {
+                return Incoming::Invalid {
+                    id: None,
+                    error: ResponseError::new(code::PARSE_ERROR, format!("invalid JSON: {error}")),
+                };
+            }
+        };
+        let Value::Object(mut object) = value else {
+            return Incoming::Invalid {
+                id: None,
+                error: ResponseError::new(code::INVALID_REQUEST, "a message must be a JSON object"),
+            };
+        };
+        let id = match object.remove("id") {
+            None | Some(Value::Null) => None,
+            Some(raw) => match serde_json::from_value::<RequestId>(raw) {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    return Incoming::Invalid {
+                        id: None,
+                        error: ResponseError::new(
+                            code::INVALID_REQUEST,
+                            "`id` must be a number or a string",
+                        ),
+                    };
+                }
+            },
+        };
+        let params = object.remove("params").unwrap_or(Value::Null);
+        match (object.remove("method"), id) {
+            (Some(Value::String(method)), Some(id)) => Incoming::Request { id, method, params },
+            (Some(Value::String(method)), None) => Incoming::Notification { method, params },
+            (Some(_), id) => Incoming::Invalid {
+                id,
+                error: ResponseError::new(code::INVALID_REQUEST, "`method` must be a string"),
+            },
+            (None, Some(id)) => {
+                let result = match (object.remove("result"), object.remove("error")) {
+                    (_, Some(error)) => Err(serde_json::from_value(error).unwrap_or_else(|_| {
+                        ResponseError::new(code::INTERNAL_ERROR, "malformed error in response")
+                    })),
+                    (Some(result), None) => Ok(result),
+                    (None, None) => Ok(Value::Null),
+                };
+                Incoming::Response { id, result }
+            }
+            (None, None) => Incoming::Invalid {
+                id: None,
+                error: ResponseError::new(
+                    code::INVALID_REQUEST,
+                    "a message needs a `method` or an `id`",
+                ),
+            },
+        }
+    }
+}
+
+pub(crate) fn response(id: Option<&RequestId>, result: Result<Value, ResponseError>) -> Value {
+    match result {
+        Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+        Err(error) => json!({ "jsonrpc": "2.0", "id": id, "error": error }),
+    }
+}
+
+pub(crate) fn notification(method: &str, params: Value) -> Value {
+    json!({ "jsonrpc": "2.0", "method": method, "params": params })
+}
+
+pub(crate) fn request(id: &RequestId, method: &str, params: Value) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_messages() {
+        let kind = |text: &str| match Incoming::parse(text.as_bytes()) {
+            Incoming::Request { id, method, .. } => format!("request {id} {method}"),
+            Incoming::Notification { method, .. } => format!("notification {method}"),
+            Incoming::Response { id, result } => format!("response {id} ok={}", result.is_ok()),
+            Incoming::Invalid { id, error } => format!("invalid {id:?} {}", error.code),
+        };
+        assert_eq!(
+            kind(r#"{"jsonrpc":"2.0","id":1,"method":"a"}"#),
+            "request 1 a"
+        );
+        assert_eq!(
+            kind(r#"{"jsonrpc":"2.0","id":"x","method":"a"}"#),
+            r#"request "x" a"#
+        );
+        assert_eq!(
+            kind(r#"{"jsonrpc":"2.0","method":"b","params":{}}"#),
+            "notification b"
+        );
+        assert_eq!(
+            kind(r#"{"jsonrpc":"2.0","id":3,"result":null}"#),
+            "response 3 ok=true"
+        );
+        assert_eq!(
+            kind(r#"{"jsonrpc":"2.0","id":3,"error":{"code":1,"message":"m"}}"#),
+            "response 3 ok=false"
+        );
+        assert_eq!(
+            kind(r#"{"id":1,"method":7}"#),
+            "invalid Some(Number(1)) -32600"
+        );
+        assert_eq!(kind(r#"{"id":[1],"method":"a"}"#), "invalid None -32600");
+        assert_eq!(kind("[1,2]"), "invalid None -32600");
+        assert_eq!(kind("{\"id\":"), "invalid None -32700");
+        assert_eq!(kind("\u{fffd}\u{0}"), "invalid None -32700");
+    }
+}

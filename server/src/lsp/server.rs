@@ -1,0 +1,319 @@
+//! The main loop. One thread owns all server state (documents, configuration, lifecycle) and
+//! handles messages one at a time, so state is never shared and never locked; a reader thread
+//! feeds it frames from stdin, a writer thread drains replies to stdout, and inference runs on
+//! the engine's own thread, answering through `Responder`s.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+
+use crossbeam_channel::{Receiver, Sender, select};
+use ls_types::MessageType;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::handlers;
+use super::handlers::inline_completion::CompletionState;
+use super::jsonrpc::{self, Incoming, RequestId, ResponseError, code};
+use super::transport::{Frame, MessageReader, write_frame};
+use crate::config::Config;
+use crate::document::Document;
+use crate::engine::{CancelToken, EngineEvent, EngineHandle};
+use crate::position::PositionEncoding;
+
+/// Answers one request exactly once. Dropping it unanswered (a panic, a forgotten path, an
+/// engine that died) sends an internal error, so no request ever waits forever.
+pub(crate) struct Responder {
+    id: Option<RequestId>,
+    output: Sender<Value>,
+}
+
+impl Responder {
+    pub(crate) fn id(&self) -> &RequestId {
+        self.id.as_ref().expect("responder already used")
+    }
+
+    pub(crate) fn respond(mut self, result: Result<Value, ResponseError>) {
+        if let Some(id) = self.id.take() {
+            let _ = self.output.send(jsonrpc::response(Some(&id), result));
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let error = ResponseError::new(
+                code::INTERNAL_ERROR,
+                "the request failed before it could be answered",
+            );
+            let _ = self.output.send(jsonrpc::response(Some(&id), Err(error)));
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    Uninitialized,
+    Running,
+    ShutDown,
+}
+
+/// What to do with the reply to a request nib sent to the client.
+pub(crate) enum PendingReply {
+    /// `workspace/configuration` for the `nib` section.
+    Configuration,
+    /// Replies nib has no use for (`window/workDoneProgress/create`, `workspace/applyEdit`).
+    Ignore,
+}
+
+/// What the client said it can do, reduced to what nib acts on.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ClientSupport {
+    pub(crate) configuration_request: bool,
+    pub(crate) work_done_progress: bool,
+    pub(crate) code_action_resolve: bool,
+    pub(crate) apply_edit: bool,
+    pub(crate) inline_completion: bool,
+}
+
+pub(crate) struct Server {
+    pub(crate) output: Sender<Value>,
+    pub(crate) documents: HashMap<String, Document>,
+    pub(crate) encoding: PositionEncoding,
+    pub(crate) config: Config,
+    pub(crate) client: ClientSupport,
+    pub(crate) workspace_folders: Vec<PathBuf>,
+    pub(crate) engine: EngineHandle,
+    /// Cancellation tokens of requests still running on the engine, for `$/cancelRequest`.
+    pub(crate) in_flight: HashMap<RequestId, CancelToken>,
+    pub(crate) completions: CompletionState,
+    lifecycle: Lifecycle,
+    next_request_id: i64,
+    pending_replies: HashMap<RequestId, PendingReply>,
+}
+
+/// Runs the server over the given streams until `exit` or the end of the input. Returns the
+/// process exit code: 0 after a proper `shutdown`/`exit` or when the client closes the stream,
+/// 1 on `exit` without `shutdown` (as the spec asks).
+pub(crate) fn run(
+    input: impl BufRead + Send + 'static,
+    output: impl Write + Send + 'static,
+) -> i32 {
+    let (incoming_sender, incoming) = crossbeam_channel::unbounded::<Frame>();
+    let (output_sender, output_receiver) = crossbeam_channel::unbounded::<Value>();
+    std::thread::Builder::new()
+        .name("nib-reader".into())
+        .spawn(move || {
+            let mut reader = MessageReader::new(input);
+            loop {
+                let frame = reader.read_frame().unwrap_or(Frame::Eof);
+                let end = frame == Frame::Eof;
+                if incoming_sender.send(frame).is_err() || end {
+                    return;
+                }
+            }
+        })
+        .expect("spawn reader thread");
+    let writer = std::thread::Builder::new()
+        .name("nib-writer".into())
+        .spawn(move || {
+            let mut output = output;
+            for message in output_receiver {
+                let body = serde_json::to_vec(&message).expect("JSON values always serialize");
+                if write_frame(&mut output, &body).is_err() {
+                    return; // The client is gone; the reader will see the end of input.
+                }
+            }
+        })
+        .expect("spawn writer thread");
+
+    let (engine, engine_events) = EngineHandle::start();
+    let mut server = Server {
+        output: output_sender,
+        documents: HashMap::new(),
+        encoding: PositionEncoding::default(),
+        config: Config::default(),
+        client: ClientSupport::default(),
+        workspace_folders: Vec::new(),
+        engine,
+        in_flight: HashMap::new(),
+        completions: CompletionState::default(),
+        lifecycle: Lifecycle::Uninitialized,
+        next_request_id: 0,
+        pending_replies: HashMap::new(),
+    };
+    let exit_code = server.main_loop(&incoming, &engine_events);
+    server.engine.stop();
+    drop(server);
+    let _ = writer.join();
+    exit_code
+}
+
+impl Server {
+    fn main_loop(
+        &mut self,
+        incoming: &Receiver<Frame>,
+        engine_events: &Receiver<EngineEvent>,
+    ) -> i32 {
+        loop {
+            select! {
+                recv(incoming) -> frame => match frame {
+                    Ok(Frame::Body(body)) => {
+                        if let Some(exit_code) = self.handle_message(Incoming::parse(&body)) {
+                            return exit_code;
+                        }
+                    }
+                    Ok(Frame::Malformed(why)) => {
+                        tracing::warn!("malformed message: {why}");
+                        let error = ResponseError::new(code::PARSE_ERROR, why);
+                        self.send(jsonrpc::response(None, Err(error)));
+                    }
+                    Ok(Frame::Eof) | Err(_) => {
+                        tracing::info!("input closed; exiting");
+                        return 0;
+                    }
+                },
+                recv(engine_events) -> event => {
+                    if let Ok(event) = event {
+                        self.guarded("engine event", |server| handlers::engine_event::handle(server, event));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `work`, turning a panic into a log line: one bad request never takes the server down.
+    fn guarded(&mut self, what: &str, work: impl FnOnce(&mut Self)) {
+        if catch_unwind(AssertUnwindSafe(|| work(self))).is_err() {
+            self.log(
+                MessageType::ERROR,
+                format!("internal error while handling {what}; the server carries on"),
+            );
+        }
+    }
+
+    /// Handles one message; returns an exit code when the server must stop.
+    fn handle_message(&mut self, message: Incoming) -> Option<i32> {
+        match message {
+            Incoming::Invalid { id, error } => {
+                tracing::warn!("invalid message: {}", error.message);
+                self.send(jsonrpc::response(id.as_ref(), Err(error)));
+            }
+            Incoming::Response { id, result } => {
+                if let Some(pending) = self.pending_replies.remove(&id) {
+                    self.guarded("a client reply", |server| {
+                        handlers::client_reply(server, pending, result)
+                    });
+                }
+            }
+            Incoming::Notification { method, params } => {
+                if method == "exit" {
+                    return Some(if self.lifecycle == Lifecycle::ShutDown {
+                        0
+                    } else {
+                        1
+                    });
+                }
+                if self.lifecycle == Lifecycle::Running {
+                    self.guarded(&method.clone(), |server| {
+                        handlers::notification(server, &method, params)
+                    });
+                }
+            }
+            Incoming::Request { id, method, params } => {
+                let responder = Responder {
+                    id: Some(id),
+                    output: self.output.clone(),
+                };
+                match (self.lifecycle, method.as_str()) {
+                    (Lifecycle::Uninitialized, "initialize") => {
+                        let result = parse_params(params)
+                            .map(|params| handlers::initialize::handle(self, params));
+                        if result.is_ok() {
+                            self.lifecycle = Lifecycle::Running;
+                        }
+                        responder.respond(result);
+                    }
+                    (Lifecycle::Uninitialized, _) => responder.respond(Err(ResponseError::new(
+                        code::SERVER_NOT_INITIALIZED,
+                        "the server is not initialized",
+                    ))),
+                    (_, "initialize") => responder.respond(Err(ResponseError::new(
+                        code::INVALID_REQUEST,
+                        "the server is already initialized",
+                    ))),
+                    (Lifecycle::ShutDown, _) => responder.respond(Err(ResponseError::new(
+                        code::INVALID_REQUEST,
+                        "the server is shutting down",
+                    ))),
+                    (Lifecycle::Running, "shutdown") => {
+                        self.lifecycle = Lifecycle::ShutDown;
+                        self.engine.cancel_all();
+                        responder.respond(Ok(Value::Null));
+                    }
+                    (Lifecycle::Running, _) => {
+                        self.guarded(&method.clone(), move |server| {
+                            handlers::request(server, responder, &method, params)
+                        });
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Registers a request's token so `$/cancelRequest` can reach it; forgets finished ones.
+    pub(crate) fn track(&mut self, id: &RequestId, token: &CancelToken) {
+        self.in_flight.retain(|_, token| !token.is_finished());
+        self.in_flight.insert(id.clone(), token.clone());
+    }
+
+    pub(crate) fn send(&self, message: Value) {
+        // The writer only goes away when the client is gone; nothing is left to tell then.
+        let _ = self.output.send(message);
+    }
+
+    pub(crate) fn notify(&self, method: &str, params: Value) {
+        self.send(jsonrpc::notification(method, params));
+    }
+
+    /// Sends a request to the client; its reply is routed by `pending`.
+    pub(crate) fn request_client(&mut self, method: &str, params: Value, pending: PendingReply) {
+        self.next_request_id += 1;
+        let id = RequestId::String(format!("nib-{}", self.next_request_id));
+        self.send(jsonrpc::request(&id, method, params));
+        self.pending_replies.insert(id, pending);
+    }
+
+    /// Logs to stderr and to the client's log (`window/logMessage`).
+    pub(crate) fn log(&self, level: MessageType, message: impl Into<String>) {
+        let message = message.into();
+        match level {
+            MessageType::ERROR => tracing::error!("{message}"),
+            MessageType::WARNING => tracing::warn!("{message}"),
+            _ => tracing::info!("{message}"),
+        }
+        self.notify(
+            "window/logMessage",
+            json!({ "type": level, "message": message }),
+        );
+    }
+
+    /// Logs and shows a message to the user (`window/showMessage`).
+    pub(crate) fn show(&self, level: MessageType, message: impl Into<String>) {
+        let message = message.into();
+        self.log(level, message.clone());
+        self.notify(
+            "window/showMessage",
+            json!({ "type": level, "message": format!("nib: {message}") }),
+        );
+    }
+}
+
+/// Deserializes request parameters, answering bad ones with `InvalidParams`.
+pub(crate) fn parse_params<P: DeserializeOwned>(params: Value) -> Result<P, ResponseError> {
+    serde_json::from_value(params)
+        .map_err(|error| ResponseError::invalid_params(format!("invalid params: {error}")))
+}

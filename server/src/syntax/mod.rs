@@ -1,0 +1,173 @@
+//! Languages nib understands and their tree-sitter grammars: detection from an LSP
+//! `languageId` or a file extension, and (re)parsing straight from a rope.
+
+pub(crate) mod scopes;
+
+use ropey::Rope;
+use tree_sitter::{Parser, Tree};
+
+/// A language with a tree-sitter grammar. Documents in other languages are tracked as text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Language {
+    Python,
+    Rust,
+    JavaScript,
+    TypeScript,
+    Tsx,
+    Go,
+}
+
+impl Language {
+    /// Maps an LSP `languageId` (the identifiers VS Code and Neovim use) to a language.
+    pub(crate) fn from_language_id(id: &str) -> Option<Self> {
+        Some(match id {
+            "python" => Language::Python,
+            "rust" => Language::Rust,
+            "javascript" | "javascriptreact" | "jsx" => Language::JavaScript,
+            "typescript" => Language::TypeScript,
+            "typescriptreact" | "tsx" => Language::Tsx,
+            "go" => Language::Go,
+            _ => return None,
+        })
+    }
+
+    /// Maps a path's extension to a language; the fallback when the `languageId` is unknown.
+    pub(crate) fn from_path(path: &str) -> Option<Self> {
+        let extension = path.rsplit_once('.')?.1;
+        Some(match extension {
+            "py" | "pyi" => Language::Python,
+            "rs" => Language::Rust,
+            "js" | "mjs" | "cjs" | "jsx" => Language::JavaScript,
+            "ts" | "mts" | "cts" => Language::TypeScript,
+            "tsx" => Language::Tsx,
+            "go" => Language::Go,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Language::Python => "python",
+            Language::Rust => "rust",
+            Language::JavaScript => "javascript",
+            Language::TypeScript => "typescript",
+            Language::Tsx => "typescriptreact",
+            Language::Go => "go",
+        }
+    }
+
+    fn grammar(self) -> tree_sitter::Language {
+        match self {
+            Language::Python => tree_sitter_python::LANGUAGE.into(),
+            Language::Rust => tree_sitter_rust::LANGUAGE.into(),
+            Language::JavaScript => tree_sitter_javascript::LANGUAGE.into(),
+            Language::TypeScript => tree_sitter_typescript::LANGUAGE_TYPESCRIPT.into(),
+            Language::Tsx => tree_sitter_typescript::LANGUAGE_TSX.into(),
+            Language::Go => tree_sitter_go::LANGUAGE.into(),
+        }
+    }
+
+    /// A parser for this language. Grammar versions are pinned in Cargo.toml, so a failure here
+    /// is a build defect, not a runtime condition.
+    pub(crate) fn parser(self) -> Parser {
+        let mut parser = Parser::new();
+        parser
+            .set_language(&self.grammar())
+            .expect("grammar built against an incompatible tree-sitter");
+        parser
+    }
+}
+
+/// Documents larger than this are tracked as text only: parsing them would stall the server
+/// for seconds on every edit, and nothing nib does needs a tree of a generated 10 MB file.
+pub(crate) const MAX_PARSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Parses `rope`, reusing `old_tree` (already `edit`ed to match `rope`) when given.
+pub(crate) fn parse(parser: &mut Parser, rope: &Rope, old_tree: Option<&Tree>) -> Option<Tree> {
+    if rope.len_bytes() > MAX_PARSE_BYTES {
+        return None;
+    }
+    let mut read = |byte: usize, _position: tree_sitter::Point| -> &[u8] {
+        if byte >= rope.len_bytes() {
+            return &[];
+        }
+        let (chunk, chunk_start, _, _) = rope.chunk_at_byte(byte);
+        &chunk.as_bytes()[byte - chunk_start..]
+    };
+    parser.parse_with_options(&mut read, old_tree, None)
+}
+
+/// Counts ERROR and MISSING nodes: how much of the file tree-sitter could not make sense of.
+pub(crate) fn error_count(tree: &Tree) -> usize {
+    let mut count = 0;
+    let mut cursor = tree.walk();
+    loop {
+        let node = cursor.node();
+        if node.is_error() || node.is_missing() {
+            count += 1;
+        }
+        // Only descend into subtrees that contain errors.
+        if node.has_error() && cursor.goto_first_child() {
+            continue;
+        }
+        while !cursor.goto_next_sibling() {
+            if !cursor.goto_parent() {
+                return count;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_languages() {
+        assert_eq!(
+            Language::from_language_id("typescriptreact"),
+            Some(Language::Tsx)
+        );
+        assert_eq!(Language::from_language_id("markdown"), None);
+        assert_eq!(Language::from_path("/a/b/c.pyi"), Some(Language::Python));
+        assert_eq!(Language::from_path("/a/b.c/Makefile"), None);
+        assert_eq!(Language::from_path("main.go"), Some(Language::Go));
+    }
+
+    #[test]
+    fn every_grammar_parses_its_hello_world() {
+        let samples = [
+            (Language::Python, "def f(x):\n    return x\n"),
+            (Language::Rust, "fn f(x: u8) -> u8 { x }\n"),
+            (
+                Language::JavaScript,
+                "function f(x) { return <div>{x}</div>; }\n",
+            ),
+            (
+                Language::TypeScript,
+                "function f(x: number): number { return x; }\n",
+            ),
+            (Language::Tsx, "const f = (x: number) => <b>{x}</b>;\n"),
+            (
+                Language::Go,
+                "package main\nfunc f(x int) int { return x }\n",
+            ),
+        ];
+        for (language, text) in samples {
+            let tree = parse(&mut language.parser(), &Rope::from_str(text), None).unwrap();
+            assert_eq!(
+                error_count(&tree),
+                0,
+                "{language:?}: {}",
+                tree.root_node().to_sexp()
+            );
+        }
+        let broken = parse(
+            &mut Language::Python.parser(),
+            &Rope::from_str("def f(:\n"),
+            None,
+        )
+        .unwrap();
+        assert!(error_count(&broken) > 0);
+    }
+}

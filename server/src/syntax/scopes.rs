@@ -1,0 +1,716 @@
+//! Syntax queries over a parsed document: the function, method or class around a byte offset,
+//! its signature and parameters, whether it already has documentation, and the file's imports.
+//! Completion context, docstrings and test generation are all built on these.
+
+use std::ops::Range;
+
+use ropey::Rope;
+use tree_sitter::{Node, Tree};
+
+use super::Language;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ScopeKind {
+    Function,
+    Method,
+    Class,
+}
+
+impl ScopeKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ScopeKind::Function => "function",
+            ScopeKind::Method => "method",
+            ScopeKind::Class => "class",
+        }
+    }
+}
+
+/// `*args`-style parameters, which docstrings and tests spell differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Variadic {
+    No,
+    /// `*args`, `...rest`, `args ...T`
+    Positional,
+    /// `**kwargs`
+    Keyword,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Parameter {
+    pub(crate) name: String,
+    pub(crate) annotation: Option<String>,
+    pub(crate) default: Option<String>,
+    pub(crate) variadic: Variadic,
+}
+
+/// A function, method or class, as the syntax tree describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Scope {
+    pub(crate) kind: ScopeKind,
+    pub(crate) name: String,
+    /// The definition node itself.
+    pub(crate) range: Range<usize>,
+    /// Where documentation attaches: includes decorators, attributes and `export`.
+    pub(crate) anchor: Range<usize>,
+    /// The body (block, declaration list, class body), when it has one.
+    pub(crate) body: Option<Range<usize>>,
+    /// The definition's header: from its start up to the body, whitespace-trimmed.
+    pub(crate) signature: String,
+    /// Parameters without the receiver (`self`, `cls`, `&self`, Go receivers).
+    pub(crate) parameters: Vec<Parameter>,
+    pub(crate) return_annotation: Option<String>,
+    /// The existing docstring or doc comment, if any.
+    pub(crate) doc: Option<Range<usize>>,
+    pub(crate) is_async: bool,
+}
+
+fn text(rope: &Rope, node: Node) -> String {
+    rope.byte_slice(node.start_byte()..node.end_byte())
+        .to_string()
+}
+
+fn field_text(rope: &Rope, node: Node, field: &str) -> Option<String> {
+    node.child_by_field_name(field)
+        .map(|child| text(rope, child))
+}
+
+/// The node kinds that define scopes, per language.
+fn scope_kind_of(language: Language, node: Node) -> Option<ScopeKind> {
+    let kind = node.kind();
+    match language {
+        Language::Python => match kind {
+            "function_definition" => Some(ScopeKind::Function),
+            "class_definition" => Some(ScopeKind::Class),
+            _ => None,
+        },
+        Language::Rust => match kind {
+            "function_item" | "function_signature_item" => Some(ScopeKind::Function),
+            "struct_item" | "enum_item" | "union_item" | "trait_item" | "impl_item" => {
+                Some(ScopeKind::Class)
+            }
+            _ => None,
+        },
+        Language::JavaScript | Language::TypeScript | Language::Tsx => match kind {
+            "function_declaration" | "generator_function_declaration" => Some(ScopeKind::Function),
+            "method_definition" => Some(ScopeKind::Method),
+            "class_declaration" | "abstract_class_declaration" => Some(ScopeKind::Class),
+            // `const f = (x) => ...` and `const f = function () {}`: the declarator is the scope.
+            "variable_declarator" => node
+                .child_by_field_name("value")
+                .filter(|value| {
+                    matches!(
+                        value.kind(),
+                        "arrow_function" | "function_expression" | "function"
+                    )
+                })
+                .map(|_| ScopeKind::Function),
+            _ => None,
+        },
+        Language::Go => match kind {
+            "function_declaration" => Some(ScopeKind::Function),
+            "method_declaration" => Some(ScopeKind::Method),
+            "type_spec" => Some(ScopeKind::Class),
+            _ => None,
+        },
+    }
+}
+
+/// A function directly inside a class body (Python, Rust impl/trait) is a method.
+fn refine_kind(language: Language, node: Node, kind: ScopeKind) -> ScopeKind {
+    if kind != ScopeKind::Function {
+        return kind;
+    }
+    let mut parent = node.parent();
+    if language == Language::Python && parent.is_some_and(|p| p.kind() == "decorated_definition") {
+        parent = parent.and_then(|p| p.parent());
+    }
+    let container = parent.and_then(|p| p.parent());
+    let is_method = match language {
+        Language::Python => {
+            parent.is_some_and(|p| p.kind() == "block")
+                && container.is_some_and(|c| c.kind() == "class_definition")
+        }
+        Language::Rust => {
+            parent.is_some_and(|p| p.kind() == "declaration_list")
+                && container.is_some_and(|c| matches!(c.kind(), "impl_item" | "trait_item"))
+        }
+        _ => false,
+    };
+    if is_method { ScopeKind::Method } else { kind }
+}
+
+/// The node documentation attaches to: decorators, `export`, a `const` declaration.
+fn anchor_node(language: Language, node: Node) -> Node {
+    let mut anchor = node;
+    match language {
+        Language::Python => {
+            if let Some(parent) = node.parent().filter(|p| p.kind() == "decorated_definition") {
+                anchor = parent;
+            }
+        }
+        Language::JavaScript | Language::TypeScript | Language::Tsx => {
+            if node.kind() == "variable_declarator"
+                && let Some(declaration) = node
+                    .parent()
+                    .filter(|p| matches!(p.kind(), "lexical_declaration" | "variable_declaration"))
+                {
+                    anchor = declaration;
+                }
+            if let Some(export) = anchor.parent().filter(|p| p.kind() == "export_statement") {
+                anchor = export;
+            }
+        }
+        Language::Go => {
+            if node.kind() == "type_spec"
+                && let Some(declaration) = node.parent().filter(|p| p.kind() == "type_declaration")
+                {
+                    anchor = declaration;
+                }
+        }
+        Language::Rust => {}
+    }
+    anchor
+}
+
+fn body_node(language: Language, node: Node) -> Option<Node> {
+    match language {
+        Language::JavaScript | Language::TypeScript | Language::Tsx
+            if node.kind() == "variable_declarator" =>
+        {
+            node.child_by_field_name("value")
+                .and_then(|value| value.child_by_field_name("body"))
+        }
+        Language::Go if node.kind() == "type_spec" => node.child_by_field_name("type"),
+        Language::Rust if node.kind() == "impl_item" => node.child_by_field_name("body"),
+        _ => node.child_by_field_name("body"),
+    }
+}
+
+fn scope_name(language: Language, rope: &Rope, node: Node) -> String {
+    let name = match (language, node.kind()) {
+        (Language::Rust, "impl_item") => {
+            let type_name = field_text(rope, node, "type");
+            match field_text(rope, node, "trait") {
+                Some(trait_name) => type_name.map(|t| format!("{trait_name} for {t}")),
+                None => type_name,
+            }
+        }
+        _ => field_text(rope, node, "name"),
+    };
+    name.unwrap_or_default()
+}
+
+fn is_async(language: Language, rope: &Rope, node: Node) -> bool {
+    let header_end = body_node(language, node).map_or(node.end_byte(), |body| body.start_byte());
+    let node = match (language, node.kind()) {
+        (Language::JavaScript | Language::TypeScript | Language::Tsx, "variable_declarator") => {
+            match node.child_by_field_name("value") {
+                Some(value) => value,
+                None => return false,
+            }
+        }
+        _ => node,
+    };
+    let mut cursor = node.walk();
+    
+    node
+        .children(&mut cursor)
+        .take_while(|child| child.start_byte() < header_end)
+        .any(|child| {
+            child.kind() == "async"
+                || (child.kind() == "function_modifiers" && text(rope, child).contains("async"))
+        })
+}
+
+fn parameters_node(language: Language, node: Node) -> Option<Node> {
+    match language {
+        Language::JavaScript | Language::TypeScript | Language::Tsx
+            if node.kind() == "variable_declarator" =>
+        {
+            let value = node.child_by_field_name("value")?;
+            // `x => x` has a single `parameter` field instead of a parameter list.
+            value
+                .child_by_field_name("parameters")
+                .or_else(|| value.child_by_field_name("parameter"))
+        }
+        _ => node.child_by_field_name("parameters"),
+    }
+}
+
+fn parameters(language: Language, rope: &Rope, node: Node) -> Vec<Parameter> {
+    let Some(list) = parameters_node(language, node) else {
+        return Vec::new();
+    };
+    if list.kind() == "identifier" {
+        return vec![Parameter {
+            name: text(rope, list),
+            annotation: None,
+            default: None,
+            variadic: Variadic::No,
+        }];
+    }
+    let mut result = Vec::new();
+    let mut cursor = list.walk();
+    for child in list.named_children(&mut cursor) {
+        match language {
+            Language::Python => python_parameter(rope, child, &mut result),
+            Language::Rust => rust_parameter(rope, child, &mut result),
+            Language::JavaScript | Language::TypeScript | Language::Tsx => {
+                js_parameter(rope, child, &mut result)
+            }
+            Language::Go => go_parameter(rope, child, &mut result),
+        }
+    }
+    // The receiver is implicit: docstrings and tests never list it.
+    if language == Language::Python
+        && refine_kind(language, node, ScopeKind::Function) == ScopeKind::Method
+        && result
+            .first()
+            .is_some_and(|p| p.name == "self" || p.name == "cls")
+        {
+            result.remove(0);
+        }
+    result
+}
+
+fn python_parameter(rope: &Rope, node: Node, out: &mut Vec<Parameter>) {
+    let first_identifier = |n: Node| {
+        let mut cursor = n.walk();
+        
+        n
+            .named_children(&mut cursor)
+            .find(|c| c.kind() == "identifier")
+            .map(|c| text(rope, c))
+    };
+    let (name, variadic) = match node.kind() {
+        "identifier" => (Some(text(rope, node)), Variadic::No),
+        "list_splat_pattern" => (first_identifier(node), Variadic::Positional),
+        "dictionary_splat_pattern" => (first_identifier(node), Variadic::Keyword),
+        "typed_parameter" => {
+            let mut cursor = node.walk();
+            let inner = node.named_children(&mut cursor).next();
+            match inner.map(|n| n.kind()) {
+                Some("list_splat_pattern") => {
+                    (inner.and_then(first_identifier), Variadic::Positional)
+                }
+                Some("dictionary_splat_pattern") => {
+                    (inner.and_then(first_identifier), Variadic::Keyword)
+                }
+                _ => (first_identifier(node), Variadic::No),
+            }
+        }
+        "default_parameter" | "typed_default_parameter" => {
+            (field_text(rope, node, "name"), Variadic::No)
+        }
+        // `*`, `/` separators carry no name.
+        _ => (None, Variadic::No),
+    };
+    if let Some(name) = name {
+        out.push(Parameter {
+            name,
+            annotation: field_text(rope, node, "type"),
+            default: field_text(rope, node, "value"),
+            variadic,
+        });
+    }
+}
+
+fn rust_parameter(rope: &Rope, node: Node, out: &mut Vec<Parameter>) {
+    match node.kind() {
+        "parameter" => out.push(Parameter {
+            name: field_text(rope, node, "pattern").unwrap_or_default(),
+            annotation: field_text(rope, node, "type"),
+            default: None,
+            variadic: Variadic::No,
+        }),
+        "variadic_parameter" => out.push(Parameter {
+            name: field_text(rope, node, "pattern").unwrap_or_else(|| "...".to_string()),
+            annotation: None,
+            default: None,
+            variadic: Variadic::Positional,
+        }),
+        _ => {} // self_parameter, attributes
+    }
+}
+
+fn js_parameter(rope: &Rope, node: Node, out: &mut Vec<Parameter>) {
+    let (name, annotation, default, variadic) = match node.kind() {
+        "identifier" | "object_pattern" | "array_pattern" => {
+            (text(rope, node), None, None, Variadic::No)
+        }
+        "assignment_pattern" => (
+            field_text(rope, node, "left").unwrap_or_default(),
+            None,
+            field_text(rope, node, "right"),
+            Variadic::No,
+        ),
+        "rest_pattern" => {
+            let name = text(rope, node).trim_start_matches("...").to_string();
+            (name, None, None, Variadic::Positional)
+        }
+        "required_parameter" | "optional_parameter" => {
+            let pattern = node.child_by_field_name("pattern");
+            let variadic = pattern.is_some_and(|p| p.kind() == "rest_pattern");
+            let name = pattern
+                .map(|p| text(rope, p).trim_start_matches("...").to_string())
+                .unwrap_or_default();
+            if name == "this" {
+                return;
+            }
+            let annotation = field_text(rope, node, "type")
+                .map(|t| t.trim_start_matches(':').trim().to_string());
+            let variadic = if variadic {
+                Variadic::Positional
+            } else {
+                Variadic::No
+            };
+            (name, annotation, field_text(rope, node, "value"), variadic)
+        }
+        _ => return,
+    };
+    out.push(Parameter {
+        name,
+        annotation,
+        default,
+        variadic,
+    });
+}
+
+fn go_parameter(rope: &Rope, node: Node, out: &mut Vec<Parameter>) {
+    let variadic = match node.kind() {
+        "parameter_declaration" => Variadic::No,
+        "variadic_parameter_declaration" => Variadic::Positional,
+        _ => return,
+    };
+    let annotation = field_text(rope, node, "type");
+    let mut cursor = node.walk();
+    for name in node.children_by_field_name("name", &mut cursor) {
+        out.push(Parameter {
+            name: text(rope, name),
+            annotation: annotation.clone(),
+            default: None,
+            variadic,
+        });
+    }
+}
+
+fn return_annotation(language: Language, rope: &Rope, node: Node) -> Option<String> {
+    let node = match node.kind() {
+        "variable_declarator" => node.child_by_field_name("value")?,
+        _ => node,
+    };
+    let field = if language == Language::Go {
+        "result"
+    } else {
+        "return_type"
+    };
+    field_text(rope, node, field).map(|t| t.trim_start_matches(':').trim().to_string())
+}
+
+/// The existing docstring (Python) or the doc comment directly above the anchor.
+fn existing_doc(language: Language, rope: &Rope, node: Node, anchor: Node) -> Option<Range<usize>> {
+    if language == Language::Python {
+        let body = node.child_by_field_name("body")?;
+        let first = body.named_child(0)?;
+        let string = first
+            .named_child(0)
+            .filter(|_| first.kind() == "expression_statement")?;
+        return matches!(string.kind(), "string" | "concatenated_string")
+            .then(|| first.byte_range());
+    }
+    // Walk up over attributes (Rust) to the comment that documents the item.
+    let mut previous = anchor.prev_sibling();
+    while let Some(sibling) = previous.filter(|s| s.kind() == "attribute_item") {
+        if text(rope, sibling).starts_with("#[doc") {
+            return Some(sibling.byte_range());
+        }
+        previous = sibling.prev_sibling();
+    }
+    let comment = previous.filter(|s| s.kind().contains("comment"))?;
+    let comment_text = text(rope, comment);
+    let is_doc = match language {
+        Language::Rust => comment_text.starts_with("///") || comment_text.starts_with("/**"),
+        Language::JavaScript | Language::TypeScript | Language::Tsx => {
+            comment_text.starts_with("/**")
+        }
+        // Go doc comments are plain `//` comments on the lines directly above the declaration.
+        Language::Go => comment.end_position().row + 1 >= anchor.start_position().row,
+        Language::Python => false,
+    };
+    is_doc.then(|| comment.byte_range())
+}
+
+fn describe(language: Language, rope: &Rope, node: Node, kind: ScopeKind) -> Scope {
+    let anchor = anchor_node(language, node);
+    let body = body_node(language, node);
+    let header_end = body.map_or(node.end_byte(), |b| b.start_byte());
+    let signature = rope
+        .byte_slice(node.start_byte()..header_end)
+        .to_string()
+        .trim()
+        .trim_end_matches(['{', ':'])
+        .trim_end()
+        .to_string();
+    Scope {
+        kind: refine_kind(language, node, kind),
+        name: scope_name(language, rope, node),
+        range: node.byte_range(),
+        anchor: anchor.byte_range(),
+        body: body.map(|b| b.byte_range()),
+        signature,
+        parameters: parameters(language, rope, node),
+        return_annotation: return_annotation(language, rope, node),
+        doc: existing_doc(language, rope, node, anchor),
+        is_async: is_async(language, rope, node),
+    }
+}
+
+/// The innermost scope node whose range holds `byte` (start ≤ byte ≤ end, so a cursor at the
+/// very end of the last line of a body is still inside).
+fn innermost_containing(
+    language: Language,
+    tree: &Tree,
+    byte: usize,
+) -> Option<(Node<'_>, ScopeKind)> {
+    let mut found = None;
+    let mut node = tree.root_node();
+    'descend: loop {
+        let mut cursor = node.walk();
+        for child in node.children(&mut cursor) {
+            if child.start_byte() <= byte
+                && byte <= child.end_byte()
+                && child.end_byte() > child.start_byte()
+            {
+                if let Some(kind) = scope_kind_of(language, child) {
+                    found = Some((child, kind));
+                }
+                node = child;
+                continue 'descend;
+            }
+        }
+        return found;
+    }
+}
+
+/// Python blocks end at their last statement, so a cursor on a blank line below it, indented
+/// deeper than the `def`, is still inside: that is where a user types the next line of a body.
+fn python_scope_by_indentation<'tree>(
+    tree: &'tree Tree,
+    rope: &Rope,
+    byte: usize,
+) -> Option<(Node<'tree>, ScopeKind)> {
+    let line = rope.byte_to_line(byte);
+    let line_start = rope.line_to_byte(line);
+    let before_cursor = rope.byte_slice(line_start..byte).to_string();
+    if !before_cursor.chars().all(|c| c == ' ' || c == '\t') {
+        return None;
+    }
+    let cursor_column = before_cursor.len();
+    // The last non-blank line above the cursor.
+    let previous = (0..line)
+        .rev()
+        .find(|&l| !rope.line(l).chars().all(char::is_whitespace))?;
+    let previous_end =
+        rope.line_to_byte(previous) + rope.line(previous).to_string().trim_end().len();
+    let (mut node, mut kind) =
+        innermost_containing(Language::Python, tree, previous_end.saturating_sub(1))?;
+    loop {
+        let anchor = anchor_node(Language::Python, node);
+        if anchor.start_position().column < cursor_column {
+            return Some((node, kind));
+        }
+        let mut parent = anchor.parent();
+        let outer = loop {
+            let candidate = parent?;
+            if let Some(outer_kind) = scope_kind_of(Language::Python, candidate) {
+                break (candidate, outer_kind);
+            }
+            parent = candidate.parent();
+        };
+        (node, kind) = outer;
+    }
+}
+
+/// The innermost function, method or class around `byte`.
+pub(crate) fn scope_at(language: Language, tree: &Tree, rope: &Rope, byte: usize) -> Option<Scope> {
+    let byte = byte.min(rope.len_bytes());
+    let mut found = innermost_containing(language, tree, byte);
+    if language == Language::Python
+        && let Some(by_indent) = python_scope_by_indentation(tree, rope, byte) {
+            // Prefer the deeper of the two.
+            let deeper = found.is_none_or(|(node, _)| {
+                by_indent.0.start_byte() >= node.start_byte()
+                    && by_indent.0.end_byte() <= node.end_byte()
+            });
+            if deeper {
+                found = Some(by_indent);
+            }
+        }
+    found.map(|(node, kind)| describe(language, rope, node, kind))
+}
+
+/// Every function, method and class in the file, in document order.
+pub(crate) fn all_scopes(language: Language, tree: &Tree, rope: &Rope) -> Vec<Scope> {
+    let mut scopes = Vec::new();
+    let mut cursor = tree.walk();
+    loop {
+        let node = cursor.node();
+        if let Some(kind) = scope_kind_of(language, node) {
+            scopes.push(describe(language, rope, node, kind));
+        }
+        if cursor.goto_first_child() {
+            continue;
+        }
+        while !cursor.goto_next_sibling() {
+            if !cursor.goto_parent() {
+                return scopes;
+            }
+        }
+    }
+}
+
+/// The file's top-level import statements, in document order.
+pub(crate) fn imports(language: Language, tree: &Tree) -> Vec<Range<usize>> {
+    let kinds: &[&str] = match language {
+        Language::Python => &[
+            "import_statement",
+            "import_from_statement",
+            "future_import_statement",
+        ],
+        Language::Rust => &["use_declaration", "extern_crate_declaration"],
+        Language::JavaScript | Language::TypeScript | Language::Tsx => &["import_statement"],
+        Language::Go => &["import_declaration"],
+    };
+    let root = tree.root_node();
+    let mut cursor = root.walk();
+    root.children(&mut cursor)
+        .filter(|node| kinds.contains(&node.kind()))
+        .map(|node| node.byte_range())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syntax::parse;
+
+    /// Parses `source` with a `$0` cursor marker and returns the scope there.
+    fn scope(language: Language, source: &str) -> Option<(Scope, String)> {
+        let byte = source.find("$0").expect("cursor marker");
+        let text = source.replacen("$0", "", 1);
+        let rope = Rope::from_str(&text);
+        let tree = parse(&mut language.parser(), &rope, None).unwrap();
+        scope_at(language, &tree, &rope, byte).map(|s| (s, text))
+    }
+
+    fn summary(language: Language, source: &str) -> String {
+        match scope(language, source) {
+            None => "none".to_string(),
+            Some((s, text)) => {
+                let params: Vec<String> = s
+                    .parameters
+                    .iter()
+                    .map(|p| {
+                        let stars = match p.variadic {
+                            Variadic::No => "",
+                            Variadic::Positional => "*",
+                            Variadic::Keyword => "**",
+                        };
+                        match &p.annotation {
+                            Some(a) => format!("{stars}{}: {a}", p.name),
+                            None => format!("{stars}{}", p.name),
+                        }
+                    })
+                    .collect();
+                format!(
+                    "{} {} ({}) -> {:?} | sig: {} | doc: {} | async: {}",
+                    s.kind.as_str(),
+                    s.name,
+                    params.join(", "),
+                    s.return_annotation,
+                    s.signature,
+                    s.doc.map_or("none".to_string(), |r| text[r].to_string()),
+                    s.is_async
+                )
+            }
+        }
+    }
+
+    #[test]
+    fn python_scopes() {
+        let py = Language::Python;
+        let src = "class Cart:\n    def add(self, item: str, qty: int = 1, *rest, **opts) -> None:\n        self.items.append(item)$0\n";
+        expect_test::expect![[r#"method add (item: str, qty: int, *rest, **opts) -> Some("None") | sig: def add(self, item: str, qty: int = 1, *rest, **opts) -> None | doc: none | async: false"#]]
+            .assert_eq(&summary(py, src));
+        // End-of-line pitfall: the cursor after the last character of a body.
+        let src = "def f(x):\n    return x$0\n\nprint(1)\n";
+        assert!(summary(py, src).starts_with("function f (x)"));
+        // Blank line inside a body, below its last statement.
+        let src = "class A:\n    def g(self):\n        y = 1\n\n        $0\n\nz = 2\n";
+        assert!(
+            summary(py, src).starts_with("method g ()"),
+            "{}",
+            summary(py, src)
+        );
+        // Dedented back to class level.
+        let src = "class A:\n    def g(self):\n        y = 1\n\n    $0\n";
+        assert!(
+            summary(py, src).starts_with("class A"),
+            "{}",
+            summary(py, src)
+        );
+        let src = "x = 1$0\n";
+        assert_eq!(summary(py, src), "none");
+        let src = "@cache\nasync def fetch(url):\n    \"\"\"Fetch it.\"\"\"\n    return await get(url)$0\n";
+        expect_test::expect![[r#"function fetch (url) -> None | sig: async def fetch(url) | doc: """Fetch it.""" | async: true"#]]
+            .assert_eq(&summary(py, src));
+    }
+
+    #[test]
+    fn rust_scopes() {
+        let rs = Language::Rust;
+        let src = "struct S;\nimpl S {\n    /// Doc.\n    #[inline]\n    pub async fn go(&self, a: u8, b: &str) -> Result<(), E> {\n        $0\n    }\n}\n";
+        expect_test::expect![[r#"method go (a: u8, b: &str) -> Some("Result<(), E>") | sig: pub async fn go(&self, a: u8, b: &str) -> Result<(), E> | doc: /// Doc.
+ | async: true"#]]
+        .assert_eq(&summary(rs, src));
+        let src = "fn free(x: i32) -> i32 { x$0 }\n";
+        assert!(summary(rs, src).starts_with("function free (x: i32)"));
+    }
+
+    #[test]
+    fn javascript_and_typescript_scopes() {
+        let src = "/** Adds. */\nexport function add(a, b = 2, ...rest) { return a$0 + b; }\n";
+        expect_test::expect![[r#"function add (a, b, *rest) -> None | sig: function add(a, b = 2, ...rest) | doc: /** Adds. */ | async: false"#]]
+            .assert_eq(&summary(Language::JavaScript, src));
+        let src = "const mul = async (x: number, y?: number): Promise<number> => {\n  return x$0 * y;\n};\n";
+        expect_test::expect![[r#"function mul (x: number, y: number) -> Some("Promise<number>") | sig: mul = async (x: number, y?: number): Promise<number> => | doc: none | async: true"#]]
+            .assert_eq(&summary(Language::TypeScript, src));
+        let src = "class K {\n  run(n: number) {\n    $0\n  }\n}\n";
+        assert!(summary(Language::Tsx, src).starts_with("method run (n: number)"));
+    }
+
+    #[test]
+    fn go_scopes() {
+        let src = "package p\n\n// Sum adds.\nfunc (r *R) Sum(a, b int, rest ...int) int {\n\treturn a$0\n}\n";
+        expect_test::expect![[r#"method Sum (a: int, b: int, *rest: int) -> Some("int") | sig: func (r *R) Sum(a, b int, rest ...int) int | doc: // Sum adds. | async: false"#]]
+            .assert_eq(&summary(Language::Go, src));
+    }
+
+    #[test]
+    fn imports_and_all_scopes() {
+        let text = "import os\nfrom a import b\n\ndef f():\n    import json\n\nclass C:\n    def m(self):\n        pass\n";
+        let rope = Rope::from_str(text);
+        let tree = parse(&mut Language::Python.parser(), &rope, None).unwrap();
+        let imports: Vec<&str> = imports(Language::Python, &tree)
+            .into_iter()
+            .map(|r| &text[r])
+            .collect();
+        assert_eq!(imports, ["import os", "from a import b"]);
+        let names: Vec<String> = all_scopes(Language::Python, &tree, &rope)
+            .into_iter()
+            .map(|s| format!("{} {}", s.kind.as_str(), s.name))
+            .collect();
+        assert_eq!(names, ["function f", "class C", "method m"]);
+    }
+}
