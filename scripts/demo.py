@@ -181,22 +181,20 @@ def main():
         show_ghost(f"3. After typing {typed!r} along the suggestion (typing-through, no model run)", text, line, 8 + len(typed), rest)
         print(f"   {typed_ms:.1f} ms\n")
 
-    # A new line in another method: the prompt shares its start with the previous one.
+    # Accept the suggestion, then start a new method: the prompt shares its start with the
+    # previous one, so only the new tokens are prefilled.
     lines = text.split("\n")
-    subtotal_line = next(i for i, l in enumerate(lines) if "def subtotal" in l)
-    edit_line = subtotal_line + 1
-    insertion = "        # sum of price times quantity\n"
-    client.notify("textDocument/didChange", {
-        "textDocument": {"uri": uri(cart), "version": 3},
-        "contentChanges": [{"range": {"start": {"line": edit_line, "character": 0}, "end": {"line": edit_line, "character": 0}},
-                            "text": insertion}]})
-    lines.insert(edit_line, insertion.rstrip("\n"))
+    lines[line] = " " * 8 + ghost.split("\n")[0] if ghost else lines[line]
+    lines[line + 1:line + 1] = ["", "    def is_empty(self):", "        return "]
     text = "\n".join(lines)
-    ghost, ms = inline_completion(client, cart, edit_line + 1, 8)
-    show_ghost("4. Mid-file, after a comment", text, edit_line + 1, 8, ghost)
+    client.notify("textDocument/didChange", {
+        "textDocument": {"uri": uri(cart), "version": 3}, "contentChanges": [{"text": text}]})
+    ghost, ms = inline_completion(client, cart, line + 3, 15)
+    show_ghost("4. A new method, mid-line", text, line + 3, 15, ghost)
     stats = client.request("nib/inspect", {"textDocument": {"uri": uri(cart)}})["engine"]["stats"]
     last = stats["last"]
-    print(f"   {ms:.0f} ms: {last['reusedTokens']} of {last['promptTokens']} prompt tokens reused from the KV cache\n")
+    print(f"   {ms:.0f} ms: {last['reusedTokens']} of {last['promptTokens']} prompt tokens reused from the KV cache, "
+          f"{last['prefilledTokens']} prefilled, {last['generatedTokens']} generated\n")
 
     client.request("shutdown", None)
     client.notify("exit", None)

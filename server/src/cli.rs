@@ -105,7 +105,7 @@ pub(crate) fn complete(
     let folders = vec![std::env::current_dir()?];
     let other_refs: Vec<&Document> = others.iter().collect();
     let budget = config.context_tokens * context::BYTES_PER_TOKEN * 3 / 10;
-    let (cross_file, _) = context::cross_file(&document, &other_refs, cursor, budget, &folders);
+    let (cross_file, _) = context::cross_file(&document, &other_refs, budget, &folders);
     let prepared = completion::prepare(&completion::Inputs {
         document: &document,
         cursor,
@@ -113,7 +113,8 @@ pub(crate) fn complete(
         model: &model.info,
         cross_file: &cross_file,
         workspace_folders: &folders,
-    });
+    })
+    .ok_or_else(|| anyhow::anyhow!("code follows the cursor on its line: nib completes only at the end of a line or before closing brackets"))?;
     let request = GenerationRequest {
         prompt: prepared.prompt.clone(),
         max_tokens: prepared.max_tokens,

@@ -146,12 +146,14 @@ pub(crate) fn file_uri_to_path(uri: &str) -> Option<PathBuf> {
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len()
-            && let Ok(value) = u8::from_str_radix(&path[i + 1..i + 3], 16) {
-                decoded.push(value);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(value) = u8::from_str_radix(&path[i + 1..i + 3], 16)
+        {
+            decoded.push(value);
+            i += 3;
+            continue;
+        }
         decoded.push(bytes[i]);
         i += 1;
     }

@@ -27,6 +27,10 @@ const WINDOW_STEP_LINES: usize = 16;
 const SOURCE_TIME_BOX: Duration = Duration::from_millis(25);
 const SIMILAR_WINDOW_LINES: usize = 30;
 const SIMILAR_MIN_SCORE: f64 = 0.15;
+/// Symbols of the current document looked up in other buffers, in order of first use.
+const MAX_SYMBOLS: usize = 200;
+/// How much of the current document is compared with other buffers' windows.
+const SIMILAR_QUERY_BYTES: usize = 16 * 1024;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct CompletionContext {
@@ -68,8 +72,9 @@ fn line_start(rope: &Rope, line: usize) -> usize {
     rope.line_to_byte(line.min(rope.len_lines()))
 }
 
-/// The prefix window's first line: the enclosing scope's start when the scope fits, else the
-/// earliest line that fits, rounded up to a multiple of `WINDOW_STEP_LINES`.
+/// The prefix window's first line: the earliest line that fits the budget, rounded up to a
+/// multiple of `WINDOW_STEP_LINES` so it stays put while typing, moved up to the enclosing
+/// scope's start when the scope fits, so the scope is never cut.
 fn prefix_start_line(
     rope: &Rope,
     cursor: usize,
@@ -77,27 +82,26 @@ fn prefix_start_line(
     scope: Option<&Scope>,
 ) -> usize {
     let cursor_line = rope.byte_to_line(cursor);
-    if let Some(scope) = scope {
-        let scope_line = rope.byte_to_line(scope.anchor.start);
-        if cursor - line_start(rope, scope_line) <= budget_bytes {
-            // The scope fits; extend to a stable step boundary above it if that fits too.
-            let stepped = scope_line - scope_line % WINDOW_STEP_LINES;
-            return if cursor - line_start(rope, stepped) <= budget_bytes {
-                stepped
-            } else {
-                scope_line
-            };
-        }
-    }
     let mut first = cursor_line;
     while first > 0 && cursor - line_start(rope, first - 1) <= budget_bytes {
         first -= 1;
     }
-    if first == 0 {
-        return 0;
+    let start = if first == 0 {
+        0
+    } else {
+        (first.div_ceil(WINDOW_STEP_LINES) * WINDOW_STEP_LINES).min(cursor_line)
+    };
+    match scope {
+        Some(scope) if scope.anchor.start <= cursor => {
+            let scope_line = rope.byte_to_line(scope.anchor.start);
+            if cursor - line_start(rope, scope_line) <= budget_bytes {
+                start.min(scope_line)
+            } else {
+                start
+            }
+        }
+        _ => start,
     }
-    let stepped = first.div_ceil(WINDOW_STEP_LINES) * WINDOW_STEP_LINES;
-    stepped.min(cursor_line)
 }
 
 /// The suffix window's end: whole lines within the budget, extended to the scope end when it fits.
@@ -241,12 +245,13 @@ fn similar_windows(
     chosen
 }
 
-/// Cross-file context for the cursor's scope. Callers cache it per scope: it must not change
-/// with every keystroke or the KV cache would miss.
+/// Cross-file context for a document: definitions of the symbols it uses and windows similar
+/// to it, from the other open buffers. It depends on the whole document rather than on the
+/// cursor, so callers can cache it until another buffer changes: text placed before the code
+/// must not change while the user types, or the KV cache would miss.
 pub(crate) fn cross_file(
     document: &Document,
     others: &[&Document],
-    cursor: usize,
     budget_bytes: usize,
     workspace_folders: &[std::path::PathBuf],
 ) -> (String, Vec<String>) {
@@ -258,28 +263,17 @@ pub(crate) fn cross_file(
         return (String::new(), sources);
     }
     let rope = &document.rope;
-    let scope = scopes::scope_at(language, tree, rope, cursor);
-    // The region whose symbols matter: the enclosing scope, or the lines around the cursor.
-    let region = match &scope {
-        Some(scope) => scope.range.clone(),
-        None => {
-            let line = rope.byte_to_line(cursor);
-            line_start(rope, line.saturating_sub(20))..line_start(rope, line + 5)
-        }
-    };
-    let used = identifiers(tree, rope, region.clone());
+    let whole = 0..rope.len_bytes();
+    let mut used = identifiers(tree, rope, whole);
+    used.truncate(MAX_SYMBOLS);
     let comment = comment_prefix(Some(language));
     let mut text = String::new();
     let snippets = definitions(&used, others, budget_bytes / 2, &mut sources);
     let query = rope
-        .byte_slice(region.start..cursor.max(region.start))
+        .byte_slice(..rope.len_bytes().min(SIMILAR_QUERY_BYTES))
         .to_string();
-    let similar = similar_windows(
-        &query,
-        others,
-        budget_bytes - snippets.iter().map(|s| s.1.len()).sum::<usize>(),
-        &mut sources,
-    );
+    let spent: usize = snippets.iter().map(|snippet| snippet.1.len()).sum();
+    let similar = similar_windows(&query, others, budget_bytes - spent, &mut sources);
     for (uri, snippet) in snippets.iter().chain(&similar) {
         let name = display_path(
             crate::document::file_uri_to_path(uri).as_deref(),
@@ -327,19 +321,20 @@ pub(crate) fn build(
     let window_start = line_start(rope, start_line);
     // Imports above the window keep names resolvable.
     if window_start > 0
-        && let (Some(language), Some(tree)) = (document.language, document.tree.as_ref()) {
-            let imports: Vec<String> = scopes::imports(language, tree)
-                .into_iter()
-                .filter(|range| range.end <= window_start)
-                .map(|range| rope.byte_slice(range).to_string())
-                .collect();
-            let imports = imports.join("\n");
-            if !imports.is_empty() && imports.len() < prefix_budget / 4 {
-                header.push_str(&imports);
-                header.push_str("\n\n");
-                sources.push("imports".to_string());
-            }
+        && let (Some(language), Some(tree)) = (document.language, document.tree.as_ref())
+    {
+        let imports: Vec<String> = scopes::imports(language, tree)
+            .into_iter()
+            .filter(|range| range.end <= window_start)
+            .map(|range| rope.byte_slice(range).to_string())
+            .collect();
+        let imports = imports.join("\n");
+        if !imports.is_empty() && imports.len() < prefix_budget / 4 {
+            header.push_str(&imports);
+            header.push_str("\n\n");
+            sources.push("imports".to_string());
         }
+    }
     let prefix = rope.byte_slice(window_start..cursor).to_string();
     sources.push(format!(
         "prefix:{}-{}",

@@ -77,10 +77,15 @@ pub(crate) fn surroundings(document: &Document, cursor: usize) -> Surroundings {
     }
 }
 
-pub(crate) fn prepare(inputs: &Inputs) -> Prepared {
+/// Prepares a completion, or `None` where nothing should be completed (code follows the
+/// cursor on its line).
+pub(crate) fn prepare(inputs: &Inputs) -> Option<Prepared> {
     let document = inputs.document;
     let cursor = inputs.cursor.min(document.rope.len_bytes());
     let surroundings = surroundings(document, cursor);
+    if !postprocess::rest_of_line_allows_completion(&surroundings) {
+        return None;
+    }
     let mode = postprocess::decide_mode(&surroundings);
     let context = context::build(
         document,
@@ -112,7 +117,7 @@ pub(crate) fn prepare(inputs: &Inputs) -> Prepared {
         // One line, and once it ended nothing more is needed.
         stop_strings.push("\n\n".to_string());
     }
-    Prepared {
+    Some(Prepared {
         prompt,
         max_tokens,
         stop_strings,
@@ -126,7 +131,7 @@ pub(crate) fn prepare(inputs: &Inputs) -> Prepared {
             language: document.language,
             cursor,
         },
-    }
+    })
 }
 
 impl Prepared {
@@ -197,9 +202,10 @@ impl Prepared {
                 new_end_position: point(&rope, at + candidate.len()),
             });
             if let Some(reparsed) = syntax::parse(&mut parser, &rope, Some(&edited))
-                && syntax::error_count(&reparsed) <= baseline {
-                    return candidate.clone();
-                }
+                && syntax::error_count(&reparsed) <= baseline
+            {
+                return candidate.clone();
+            }
         }
         processed
     }
@@ -238,6 +244,7 @@ mod tests {
             cross_file: "",
             workspace_folders: &[PathBuf::from("/w")],
         })
+        .expect("a completion is possible at the cursor")
     }
 
     #[test]
@@ -330,6 +337,22 @@ mod tests {
         );
         let typed_rendered = prompt::render(&typed.prompt);
         assert_eq!(typed_rendered, format!("{rendered}val"));
+    }
+
+    #[test]
+    fn nothing_is_prepared_in_front_of_code() {
+        let document = Document::new("file:///w/a.py".into(), "python".into(), 1, "x = foo(1)\n");
+        let config = Config::default();
+        let info = model(&[]);
+        let inputs = Inputs {
+            document: &document,
+            cursor: 4,
+            config: &config.completion,
+            model: &info,
+            cross_file: "",
+            workspace_folders: &[],
+        };
+        assert!(prepare(&inputs).is_none());
     }
 
     #[test]

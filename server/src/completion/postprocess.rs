@@ -76,12 +76,18 @@ fn is_blank(text: &str) -> bool {
     text.trim().is_empty()
 }
 
-/// Single line mid-line; a block at an empty line inside a block or after a block opener.
-pub(crate) fn decide_mode(surroundings: &Surroundings) -> Mode {
-    let rest_is_closers = surroundings
+/// Whether the rest of the line leaves room for a completion: only closing brackets, quotes
+/// and separators may follow the cursor. Completing in front of real code would push it aside.
+pub(crate) fn rest_of_line_allows_completion(surroundings: &Surroundings) -> bool {
+    surroundings
         .line_suffix
         .chars()
-        .all(|c| c.is_whitespace() || ")]}\"'`;,".contains(c));
+        .all(|c| c.is_whitespace() || ")]}\"'`;,:".contains(c))
+}
+
+/// Single line mid-line; a block at an empty line inside a block or after a block opener.
+pub(crate) fn decide_mode(surroundings: &Surroundings) -> Mode {
+    let rest_is_closers = rest_of_line_allows_completion(surroundings);
     if is_blank(&surroundings.line_prefix) && is_blank(&surroundings.line_suffix) {
         return if surroundings.in_scope {
             Mode::MultiLine
@@ -403,6 +409,21 @@ mod tests {
             text(Language::Go, around, true, "\n\treturn\n}\nfunc g() {}\n"),
             "\n\treturn"
         );
+    }
+
+    #[test]
+    fn no_completion_in_front_of_code() {
+        let surroundings = |suffix: &str| Surroundings {
+            language: Some(Language::Python),
+            line_prefix: "x = ".into(),
+            line_suffix: suffix.into(),
+            next_line: None,
+            in_scope: false,
+        };
+        assert!(rest_of_line_allows_completion(&surroundings("")));
+        assert!(rest_of_line_allows_completion(&surroundings(")]  ")));
+        assert!(rest_of_line_allows_completion(&surroundings("\");")));
+        assert!(!rest_of_line_allows_completion(&surroundings("foo(1)")));
     }
 
     #[test]

@@ -215,8 +215,12 @@ impl Model {
         let run_options =
             Arc::new(RunOptions::new().map_err(|error| EngineError::Inference(error.to_string()))?);
         request.cancel.attach_run(&run_options);
-        let result = self.generate_inner(request, observer, &run_options);
+        let mut result = self.generate_inner(request, observer, &run_options);
         request.cancel.detach_run();
+        // A run stopped by the cancel token's termination reports an ONNX Runtime error.
+        if result.is_err() && request.cancel.is_cancelled() {
+            result = Err(EngineError::Cancelled);
+        }
         match &result {
             Ok(generation) => self.stats.record(&generation.stats),
             // A run interrupted midway may have left the cache short of its tokens list; the

@@ -158,9 +158,10 @@ pub(crate) fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
         }
     }
     if let Some(eos) = config.get("eos_token_id").and_then(Value::as_u64)
-        && !stop_token_ids.contains(&(eos as u32)) {
-            stop_token_ids.push(eos as u32);
-        }
+        && !stop_token_ids.contains(&(eos as u32))
+    {
+        stop_token_ids.push(eos as u32);
+    }
     let bos_token_id = if nib.add_bos {
         config
             .get("bos_token_id")

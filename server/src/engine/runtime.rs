@@ -147,12 +147,13 @@ pub(crate) fn check_library(path: &Path) -> Result<(), EngineError> {
         )));
     }
     if let Some((major, minor)) = version_from_file_name(path)
-        && (major != 1 || minor < MIN_MINOR_VERSION) {
-            return Err(EngineError::Runtime(format!(
-                "{} is onnxruntime {major}.{minor}, but nib needs 1.{MIN_MINOR_VERSION} or newer; {FIX}",
-                path.display()
-            )));
-        }
+        && (major != 1 || minor < MIN_MINOR_VERSION)
+    {
+        return Err(EngineError::Runtime(format!(
+            "{} is onnxruntime {major}.{minor}, but nib needs 1.{MIN_MINOR_VERSION} or newer; {FIX}",
+            path.display()
+        )));
+    }
     Ok(())
 }
 

@@ -154,9 +154,9 @@ fn anchor_node(language: Language, node: Node) -> Node {
                 && let Some(declaration) = node
                     .parent()
                     .filter(|p| matches!(p.kind(), "lexical_declaration" | "variable_declaration"))
-                {
-                    anchor = declaration;
-                }
+            {
+                anchor = declaration;
+            }
             if let Some(export) = anchor.parent().filter(|p| p.kind() == "export_statement") {
                 anchor = export;
             }
@@ -164,9 +164,9 @@ fn anchor_node(language: Language, node: Node) -> Node {
         Language::Go => {
             if node.kind() == "type_spec"
                 && let Some(declaration) = node.parent().filter(|p| p.kind() == "type_declaration")
-                {
-                    anchor = declaration;
-                }
+            {
+                anchor = declaration;
+            }
         }
         Language::Rust => {}
     }
@@ -213,9 +213,8 @@ fn is_async(language: Language, rope: &Rope, node: Node) -> bool {
         _ => node,
     };
     let mut cursor = node.walk();
-    
-    node
-        .children(&mut cursor)
+
+    node.children(&mut cursor)
         .take_while(|child| child.start_byte() < header_end)
         .any(|child| {
             child.kind() == "async"
@@ -268,18 +267,17 @@ fn parameters(language: Language, rope: &Rope, node: Node) -> Vec<Parameter> {
         && result
             .first()
             .is_some_and(|p| p.name == "self" || p.name == "cls")
-        {
-            result.remove(0);
-        }
+    {
+        result.remove(0);
+    }
     result
 }
 
 fn python_parameter(rope: &Rope, node: Node, out: &mut Vec<Parameter>) {
     let first_identifier = |n: Node| {
         let mut cursor = n.walk();
-        
-        n
-            .named_children(&mut cursor)
+
+        n.named_children(&mut cursor)
             .find(|c| c.kind() == "identifier")
             .map(|c| text(rope, c))
     };
@@ -537,16 +535,17 @@ pub(crate) fn scope_at(language: Language, tree: &Tree, rope: &Rope, byte: usize
     let byte = byte.min(rope.len_bytes());
     let mut found = innermost_containing(language, tree, byte);
     if language == Language::Python
-        && let Some(by_indent) = python_scope_by_indentation(tree, rope, byte) {
-            // Prefer the deeper of the two.
-            let deeper = found.is_none_or(|(node, _)| {
-                by_indent.0.start_byte() >= node.start_byte()
-                    && by_indent.0.end_byte() <= node.end_byte()
-            });
-            if deeper {
-                found = Some(by_indent);
-            }
+        && let Some(by_indent) = python_scope_by_indentation(tree, rope, byte)
+    {
+        // Prefer the deeper of the two.
+        let deeper = found.is_none_or(|(node, _)| {
+            by_indent.0.start_byte() >= node.start_byte()
+                && by_indent.0.end_byte() <= node.end_byte()
+        });
+        if deeper {
+            found = Some(by_indent);
         }
+    }
     found.map(|(node, kind)| describe(language, rope, node, kind))
 }
 

@@ -84,21 +84,12 @@ pub(crate) fn handle(server: &mut Server, responder: Responder, params: InlineCo
     );
 }
 
-fn cross_file_key(server: &Server, document: &Document, cursor: usize) -> u64 {
+/// Cross-file context is recomputed only when the document or another buffer is opened,
+/// closed or changed elsewhere, never while typing in this one.
+fn cross_file_key(server: &Server, document: &Document) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     document.uri.hash(&mut hasher);
-    let scope_start = match (document.language, document.tree.as_ref()) {
-        (Some(language), Some(tree)) => {
-            crate::syntax::scopes::scope_at(language, tree, &document.rope, cursor)
-                .map(|scope| scope.anchor.start)
-        }
-        _ => None,
-    };
-    // Outside any scope, context is refreshed every 32 lines.
-    scope_start
-        .unwrap_or(usize::MAX - document.rope.byte_to_line(cursor) / 32)
-        .hash(&mut hasher);
     let mut others: Vec<(&String, i32)> = server
         .documents
         .values()
@@ -197,7 +188,7 @@ pub(crate) fn complete(
     if let Some(previous) = server.completions.current.take() {
         previous.cancel();
     }
-    let key = cross_file_key(server, document, cursor);
+    let key = cross_file_key(server, document);
     let cross_file = match &server.completions.cross_file {
         Some((cached_key, text)) if *cached_key == key => text.clone(),
         _ => {
@@ -209,7 +200,7 @@ pub(crate) fn complete(
             let budget =
                 server.config.completion.context_tokens * context::BYTES_PER_TOKEN * 3 / 10;
             let (text, _) =
-                context::cross_file(document, &others, cursor, budget, &server.workspace_folders);
+                context::cross_file(document, &others, budget, &server.workspace_folders);
             server.completions.cross_file = Some((key, text.clone()));
             text
         }
@@ -222,6 +213,9 @@ pub(crate) fn complete(
         cross_file: &cross_file,
         workspace_folders: &server.workspace_folders,
     });
+    let Some(prepared) = prepared else {
+        return responder.respond(Ok(shape.render("", replace_range)));
+    };
 
     let rope = document.rope.clone();
     let token = CancelToken::default();

@@ -1,0 +1,172 @@
+//! End-to-end inline completion on the real default model, through the real binary: ghost
+//! text while typing, typing-through from the cache, newest-wins under a burst of requests.
+//!
+//! Needs the default model (`make setup`). `make test` sets `NIB_REQUIRE_DEFAULT_MODEL=1`, so
+//! there a missing model fails the test instead of skipping it.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{TestServer, repo_root};
+use serde_json::{Value, json};
+
+fn default_model() -> Option<PathBuf> {
+    let path = std::env::var_os("NIB_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("models/smollm2-135m-instruct"));
+    if path.join("model.onnx").is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("NIB_REQUIRE_DEFAULT_MODEL").is_none(),
+        "the default model is missing at {}: run `make setup`",
+        path.display()
+    );
+    eprintln!(
+        "skipping: no default model at {} (run `make setup`)",
+        path.display()
+    );
+    None
+}
+
+fn start(model: &PathBuf) -> TestServer {
+    let mut server = TestServer::spawn(&[]);
+    server.initialize(json!({ "modelPath": model, "threads": 2 }), &["utf-16"]);
+    let status = server.wait_for_status(|s| s["state"] == "ready" || s["state"] == "error");
+    assert_eq!(status["state"], "ready", "{status}");
+    server
+}
+
+fn inline(server: &mut TestServer, uri: &str, line: u32, character: u32) -> i64 {
+    server.send_request(
+        "textDocument/inlineCompletion",
+        json!({
+            "textDocument": { "uri": uri },
+            "position": { "line": line, "character": character },
+            "context": { "triggerKind": 2 },
+        }),
+    )
+}
+
+fn ghost_text(result: &Value) -> String {
+    result["items"][0]["insertText"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn typing_gets_ghost_text_and_typing_through_is_served_from_cache() {
+    let Some(model) = default_model() else { return };
+    let mut server = start(&model);
+    let uri = format!("file://{}/examples/shop/cart.py", repo_root().display());
+    let text = std::fs::read_to_string(repo_root().join("examples/shop/cart.py")).unwrap();
+    server.open(&uri, "python", &text);
+    let line = text
+        .lines()
+        .position(|l| l.contains("def count_items"))
+        .unwrap() as u32
+        + 1;
+
+    let id = inline(&mut server, &uri, line, 8);
+    let result = server.response(id).expect("a completion");
+    let ghost = ghost_text(&result);
+    assert!(!ghost.trim().is_empty(), "no ghost text: {result}");
+    assert_eq!(
+        result["items"][0]["range"]["start"],
+        json!({ "line": line, "character": 8 })
+    );
+    let before = server.inspect(&uri, None)["engine"]["stats"]["generations"]
+        .as_u64()
+        .unwrap();
+
+    // Type the first characters of the suggestion: the rest comes back without a model run.
+    let typed: String = ghost.chars().take(3).collect();
+    server.notify(
+        "textDocument/didChange",
+        json!({
+            "textDocument": { "uri": uri, "version": 2 },
+            "contentChanges": [{
+                "range": { "start": { "line": line, "character": 8 }, "end": { "line": line, "character": 8 } },
+                "text": typed,
+            }],
+        }),
+    );
+    let id = inline(&mut server, &uri, line, 8 + typed.chars().count() as u32);
+    let rest = ghost_text(&server.response(id).unwrap());
+    assert_eq!(format!("{typed}{rest}"), ghost);
+    let after = server.inspect(&uri, None)["engine"]["stats"]["generations"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(before, after, "typing-through must not run the model");
+
+    // Typing something else runs the model again, reusing the cached prompt prefix.
+    server.notify(
+        "textDocument/didChange",
+        json!({
+            "textDocument": { "uri": uri, "version": 3 },
+            "contentChanges": [{
+                "range": { "start": { "line": line, "character": 8 }, "end": { "line": line, "character": 8 + typed.chars().count() as u32 } },
+                "text": "total = 0\n        ",
+            }],
+        }),
+    );
+    let id = inline(&mut server, &uri, line + 1, 8);
+    server.response(id).expect("a completion after an edit");
+    let engine = server.inspect(&uri, None)["engine"].clone();
+    let last = &engine["stats"]["last"];
+    assert!(
+        last["reusedTokens"].as_u64().unwrap() > 50,
+        "expected a KV-cache hit: {engine}"
+    );
+    assert!(last["prefilledTokens"].as_u64().unwrap() < 20, "{engine}");
+    server.shutdown();
+}
+
+#[test]
+fn a_burst_of_requests_gets_exactly_one_reply_each() {
+    let Some(model) = default_model() else { return };
+    let mut server = start(&model);
+    let uri = "file:///w/burst.py";
+    let mut text = String::from("def mean(values):\n    ");
+    server.open(uri, "python", &text);
+    let mut ids = Vec::new();
+    for (version, c) in "total = sum(values) / len(values)"
+        .chars()
+        .take(20)
+        .enumerate()
+    {
+        // Each keystroke: an edit, then a request, as an editor sends them.
+        server.notify(
+            "textDocument/didChange",
+            json!({
+                "textDocument": { "uri": uri, "version": version + 2 },
+                "contentChanges": [{ "text": format!("{text}{c}") }],
+            }),
+        );
+        text.push(c);
+        ids.push(inline(&mut server, uri, 1, 4 + version as u32 + 1));
+    }
+    let mut cancelled = 0;
+    let mut answered = 0;
+    let mut last_answered = false;
+    for id in &ids {
+        match server.response(*id) {
+            Ok(_) => {
+                answered += 1;
+                last_answered = id == ids.last().unwrap();
+            }
+            Err(error) => {
+                assert_eq!(
+                    error["code"], -32800,
+                    "only cancellation is an acceptable error: {error}"
+                );
+                cancelled += 1;
+            }
+        }
+    }
+    assert_eq!(answered + cancelled, 20);
+    assert!(last_answered, "the newest request is never superseded");
+    server.shutdown();
+}
