@@ -277,8 +277,8 @@ mod tests {
             (
                 "a.tsx",
                 "typescriptreact",
-                "const A = () => <div>$0</div>;",
-                "// a.tsx\nconst A = () => <div>",
+                "const A = () => $0;",
+                "// a.tsx\nconst A = () => ",
             ),
             (
                 "m.go",
