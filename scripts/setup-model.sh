@@ -55,6 +55,7 @@ trap 'rm -rf "$tmp"' EXIT
 log "converting to $PRECISION in $tmp (about 15 s)"
 "$PY" models/convert.py "$gguf" --out "$tmp" --precision "$PRECISION" --name "SmolLM2-135M-Instruct"
 echo "$stamp" > "$tmp/.stamp"
+chmod -R a+rX "$tmp"   # mktemp makes it 0700
 
 log "installing $OUT"
 if [ -d "$OUT" ]; then
