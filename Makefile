@@ -28,8 +28,9 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
 
+# The end-to-end tests run on the default model; here a missing model is a failure, not a skip.
 test-rust: setup
-	cargo test --release --locked
+	NIB_REQUIRE_DEFAULT_MODEL=1 cargo test --release --locked
 
 test-python: venv
 	$(VENV)/bin/python -m pytest models/tests -q

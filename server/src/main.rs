@@ -1,6 +1,7 @@
 //! `nib`: a language server that runs a code model in-process for inline completions,
 //! docstrings and unit tests. This file is the command line; `ARCHITECTURE.md` maps the rest.
 
+mod actions;
 mod cli;
 mod completion;
 mod config;

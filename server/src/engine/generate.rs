@@ -84,6 +84,8 @@ pub(crate) struct GenerationStats {
 #[derive(Clone, Debug)]
 pub(crate) struct Generation {
     pub(crate) text: String,
+    /// The generated token ids (without a final stop token).
+    pub(crate) tokens: Vec<u32>,
     pub(crate) finish: FinishReason,
     pub(crate) stats: GenerationStats,
 }
@@ -155,6 +157,19 @@ impl Model {
         if let Ok(cache) = self.session.empty_cache() {
             self.cache = cache;
         }
+    }
+
+    /// Runs `ids` after the cached tokens and returns the last position's logits (tests).
+    #[cfg(test)]
+    pub(crate) fn forward_for_test(
+        &mut self,
+        ids: &[u32],
+        fresh: bool,
+    ) -> Result<Vec<f32>, EngineError> {
+        if fresh {
+            self.reset_cache();
+        }
+        self.session.forward(&mut self.cache, ids, None)
     }
 
     pub(crate) fn cached_tokens(&self) -> usize {
@@ -306,6 +321,7 @@ impl Model {
         stats.decode_ms = millis(decode_started);
         Ok(Generation {
             text,
+            tokens: generated,
             finish,
             stats,
         })

@@ -6,6 +6,8 @@ pub(crate) mod generate;
 pub(crate) mod model;
 pub(crate) mod runtime;
 pub(crate) mod session;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 use std::path::PathBuf;
@@ -19,8 +21,8 @@ use serde_json::{Value, json};
 pub(crate) use generate::{
     Flow, Generation, GenerationRequest, GenerationStats, Model, PromptPiece, Sampling,
 };
-pub(crate) use model::ModelInfo;
-pub(crate) use worker::{EngineHandle, Job};
+pub(crate) use model::{ChatFormat, ModelInfo};
+pub(crate) use worker::{EngineHandle, Job, Task};
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum EngineError {

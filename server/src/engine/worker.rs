@@ -26,9 +26,14 @@ pub(crate) struct Job {
     pub(crate) on_done: Callback,
 }
 
+/// Work that needs the model for several generations in a row (docstrings, tests). Runs on
+/// the engine thread with the model, or with the reason there is none.
+pub(crate) type Task = Box<dyn FnOnce(Result<&mut Model, EngineError>) + Send>;
+
 enum Command {
     Configure(EngineSettings),
     Generate(Box<Job>),
+    Run(Task),
     Stop,
 }
 
@@ -87,6 +92,17 @@ impl EngineHandle {
             // The thread is gone: answer now rather than never.
             if let Command::Generate(job) = error.into_inner() {
                 (job.on_done)(Err(EngineError::NotReady(
+                    "the engine thread has stopped".into(),
+                )));
+            }
+        }
+    }
+
+    /// Runs `task` on the engine thread, after the jobs already queued.
+    pub(crate) fn run(&self, task: Task) {
+        if let Err(error) = self.commands.send(Command::Run(task)) {
+            if let Command::Run(task) = error.into_inner() {
+                task(Err(EngineError::NotReady(
                     "the engine thread has stopped".into(),
                 )));
             }
@@ -168,6 +184,32 @@ fn engine_thread(
                     }),
                 }
                 settings = Some(new_settings);
+            }
+            Command::Run(task) => {
+                let outcome = match model.as_mut() {
+                    Some(loaded) => catch_unwind(AssertUnwindSafe(|| task(Ok(loaded)))),
+                    None => {
+                        let why = match &shared.lock().unwrap_or_else(|e| e.into_inner()).state {
+                            ModelState::Failed { message } => message.clone(),
+                            ModelState::Loading { .. } => "the model is still loading".to_string(),
+                            _ => "no model is loaded".to_string(),
+                        };
+                        catch_unwind(AssertUnwindSafe(|| task(Err(EngineError::NotReady(why)))))
+                    }
+                };
+                if outcome.is_err() {
+                    tracing::error!(
+                        "an engine task panicked; its request was answered with an error"
+                    );
+                    if let Some(loaded) = model.as_mut() {
+                        loaded.reset_cache();
+                    }
+                }
+                if let Some(loaded) = model.as_ref() {
+                    let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    shared.stats = loaded.stats.clone();
+                    shared.cached_tokens = loaded.cached_tokens();
+                }
             }
             Command::Generate(job) => {
                 let Job {

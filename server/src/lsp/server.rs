@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, select};
 use ls_types::MessageType;
@@ -89,6 +90,12 @@ pub(crate) struct Server {
     /// Cancellation tokens of requests still running on the engine, for `$/cancelRequest`.
     pub(crate) in_flight: HashMap<RequestId, CancelToken>,
     pub(crate) completions: CompletionState,
+    /// Document versions, readable from the engine thread to detect edits made during a
+    /// generation.
+    pub(crate) versions: Arc<Mutex<HashMap<String, i32>>>,
+    /// `$/progress` tokens of running code actions and how to cancel them.
+    pub(crate) progress_tokens: Vec<(String, CancelToken)>,
+    next_progress_id: u64,
     lifecycle: Lifecycle,
     next_request_id: i64,
     pending_replies: HashMap<RequestId, PendingReply>,
@@ -140,6 +147,9 @@ pub(crate) fn run(
         engine,
         in_flight: HashMap::new(),
         completions: CompletionState::default(),
+        versions: Arc::default(),
+        progress_tokens: Vec::new(),
+        next_progress_id: 0,
         lifecycle: Lifecycle::Uninitialized,
         next_request_id: 0,
         pending_replies: HashMap::new(),
@@ -268,6 +278,20 @@ impl Server {
     pub(crate) fn track(&mut self, id: &RequestId, token: &CancelToken) {
         self.in_flight.retain(|_, token| !token.is_finished());
         self.in_flight.insert(id.clone(), token.clone());
+    }
+
+    pub(crate) fn next_progress_id(&mut self) -> u64 {
+        self.next_progress_id += 1;
+        self.next_progress_id
+    }
+
+    /// Records a document's version for checks made off the main loop.
+    pub(crate) fn set_version(&self, uri: &str, version: Option<i32>) {
+        let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        match version {
+            Some(version) => versions.insert(uri.to_string(), version),
+            None => versions.remove(uri),
+        };
     }
 
     pub(crate) fn send(&self, message: Value) {

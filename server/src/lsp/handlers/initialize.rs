@@ -70,6 +70,13 @@ pub(crate) fn handle(server: &mut Server, params: InitializeParams) -> Value {
         "positionEncoding": server.encoding.as_lsp_str(),
         "textDocumentSync": { "openClose": true, "change": 2 },
         "inlineCompletionProvider": {},
+        "codeActionProvider": {
+            "codeActionKinds": [super::code_action::DOCSTRING_KIND, super::code_action::TESTS_KIND],
+            "resolveProvider": true,
+        },
+        "executeCommandProvider": {
+            "commands": [super::code_action::DOCSTRING_COMMAND, super::code_action::TESTS_COMMAND],
+        },
     });
     // Clients with inline completion get ghost text only; a completion menu entry on every
     // keystroke would be noise for them.

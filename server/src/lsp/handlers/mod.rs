@@ -1,11 +1,14 @@
 //! One file per LSP method; this module routes method names to them.
 
+pub(crate) mod code_action;
+pub(crate) mod code_action_resolve;
 pub(crate) mod completion;
 pub(crate) mod did_change;
 pub(crate) mod did_change_configuration;
 pub(crate) mod did_close;
 pub(crate) mod did_open;
 pub(crate) mod engine_event;
+pub(crate) mod execute_command;
 pub(crate) mod initialize;
 pub(crate) mod inline_completion;
 pub(crate) mod inspect;
@@ -24,6 +27,13 @@ pub(crate) fn request(server: &mut Server, responder: Responder, method: &str, p
         },
         "textDocument/completion" => match parse_params(params) {
             Ok(params) => completion::handle(server, responder, params),
+            Err(error) => responder.respond(Err(error)),
+        },
+        "textDocument/codeAction" => responder
+            .respond(parse_params(params).and_then(|params| code_action::handle(server, params))),
+        "codeAction/resolve" => code_action_resolve::handle(server, responder, params),
+        "workspace/executeCommand" => match parse_params(params) {
+            Ok(params) => execute_command::handle(server, responder, params),
             Err(error) => responder.respond(Err(error)),
         },
         "nib/inspect" => responder
@@ -59,6 +69,15 @@ pub(crate) fn notification(server: &mut Server, method: &str, params: Value) {
                 token.cancel();
             }
         }),
+        "window/workDoneProgress/cancel" => {
+            parse_params(params).map(|params: ls_types::WorkDoneProgressCancelParams| {
+                let token = match params.token {
+                    ls_types::NumberOrString::Number(n) => n.to_string(),
+                    ls_types::NumberOrString::String(s) => s,
+                };
+                code_action_resolve::cancel_progress(server, &token);
+            })
+        }
         // Other notifications (`$/setTrace`, `textDocument/didSave`, ...) need nothing from nib.
         _ => Ok(()),
     };

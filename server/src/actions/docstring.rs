@@ -1,0 +1,711 @@
+//! **Add docstring**: the documentation block for a function, method or class in the language's
+//! convention. Placement, indentation, sections and parameter names come from the syntax tree;
+//! the model writes the sentences. The result is checked (it parses, it lists exactly the
+//! signature's parameters) before it is offered; otherwise the action fails with a message.
+
+use tree_sitter::Node;
+
+use super::{ActionError, Asker, Insertion, Target, clean_sentence, lower_first};
+use crate::config::DocstringStyle;
+use crate::engine::{CancelToken, Model};
+use crate::syntax::scopes::{ScopeKind, Variadic};
+use crate::syntax::{self, Language, scopes};
+
+/// What the code itself says about what to document.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Facts {
+    /// Parameter names as documentation spells them (`*args`, `**kwargs`).
+    pub(crate) parameters: Vec<String>,
+    pub(crate) returns_value: bool,
+    pub(crate) raises: Vec<String>,
+    pub(crate) returns_result: bool,
+    pub(crate) can_panic: bool,
+}
+
+/// The sentences the model wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Prose {
+    pub(crate) summary: String,
+    pub(crate) parameters: Vec<String>,
+    pub(crate) returns: Option<String>,
+    pub(crate) raises: Vec<String>,
+    pub(crate) errors: Option<String>,
+    pub(crate) panics: Option<String>,
+}
+
+/// Visits the nodes of `node`'s subtree, not descending into nested functions and classes.
+fn visit_own_body<'tree>(node: Node<'tree>, visit: &mut dyn FnMut(Node<'tree>)) {
+    let mut cursor = node.walk();
+    for child in node.children(&mut cursor) {
+        let nested = matches!(
+            child.kind(),
+            "function_definition"
+                | "class_definition"
+                | "lambda"
+                | "function_item"
+                | "closure_expression"
+                | "function_declaration"
+                | "function_expression"
+                | "arrow_function"
+                | "method_definition"
+                | "func_literal"
+        );
+        if nested {
+            continue;
+        }
+        visit(child);
+        visit_own_body(child, visit);
+    }
+}
+
+pub(crate) fn facts(target: &Target) -> Facts {
+    let scope = &target.scope;
+    let parameters = if scope.kind == ScopeKind::Class {
+        Vec::new()
+    } else {
+        scope
+            .parameters
+            .iter()
+            .map(|p| match (target.language, p.variadic) {
+                (Language::Python, Variadic::Positional) => format!("*{}", p.name),
+                (Language::Python, Variadic::Keyword) => format!("**{}", p.name),
+                _ => p.name.clone(),
+            })
+            .collect()
+    };
+    let mut facts = Facts {
+        parameters,
+        ..Facts::default()
+    };
+    let Some(body) = scope.body.as_ref().and_then(|range| {
+        target
+            .tree
+            .root_node()
+            .descendant_for_byte_range(range.start, range.end)
+    }) else {
+        return facts;
+    };
+    let text = |node: Node| target.rope.byte_slice(node.byte_range()).to_string();
+    let mut inspect = |node: Node| match node.kind() {
+        "return_statement" if node.named_child_count() > 0 => facts.returns_value = true,
+        "raise_statement" => {
+            if let Some(raised) = node.named_child(0) {
+                let name = match raised.kind() {
+                    "call" => raised.child_by_field_name("function").map(text),
+                    "identifier" | "attribute" => Some(text(raised)),
+                    _ => None,
+                };
+                if let Some(name) = name.filter(|name| !facts.raises.contains(name)) {
+                    facts.raises.push(name);
+                }
+            }
+        }
+        "macro_invocation" => {
+            let name = node
+                .child_by_field_name("macro")
+                .map(text)
+                .unwrap_or_default();
+            if matches!(
+                name.as_str(),
+                "panic"
+                    | "unreachable"
+                    | "todo"
+                    | "unimplemented"
+                    | "assert"
+                    | "assert_eq"
+                    | "assert_ne"
+            ) {
+                facts.can_panic = true;
+            }
+        }
+        "field_identifier" if matches!(text(node).as_str(), "unwrap" | "expect") => {
+            facts.can_panic = true
+        }
+        _ => {}
+    };
+    // A one-statement body can be that statement itself.
+    inspect(body);
+    visit_own_body(body, &mut inspect);
+    match target.language {
+        Language::Python | Language::JavaScript | Language::TypeScript | Language::Tsx => {}
+        Language::Rust => {
+            facts.returns_result = scope
+                .return_annotation
+                .as_deref()
+                .is_some_and(|t| t.contains("Result"));
+            facts.returns_value = false; // Rust convention documents behaviour, not a Returns section.
+        }
+        Language::Go => facts.returns_value = false,
+    }
+    if scope.kind == ScopeKind::Class {
+        facts = Facts::default();
+    }
+    facts
+}
+
+/// Asks the model for every sentence the docstring needs.
+pub(crate) fn write_prose(
+    model: &mut Model,
+    target: &Target,
+    facts: &Facts,
+    cancel: CancelToken,
+) -> Result<Prose, ActionError> {
+    let context = format!("```{}\n{}\n```", target.fence(), target.source());
+    let mut asker = Asker::new(model, cancel, context);
+    let name = target.scope.name.clone();
+    let what = target.scope.kind.as_str();
+    let comment = if target.language == Language::Python {
+        "#"
+    } else {
+        "//"
+    };
+    let summary = ask(
+        &mut asker,
+        &format!(
+            "Write one short sentence that says what the {what} `{name}` does. Start with a verb such as \"Return\", \"Compute\" or \"Create\"."
+        ),
+        &format!("{comment} Summary of {name}: "),
+        &[
+            name.clone(),
+            format!("The {what} {name}"),
+            format!("{name}()"),
+        ],
+        "a summary",
+    )?;
+    let mut prose = Prose {
+        summary,
+        ..Prose::default()
+    };
+    for parameter in &facts.parameters {
+        let bare = parameter.trim_start_matches('*').to_string();
+        prose.parameters.push(ask(
+            &mut asker,
+            &format!("In a few words, what is the parameter `{bare}` of `{name}`?"),
+            &format!("{comment} Parameter {bare} of {name}: "),
+            &[
+                format!("The parameter {bare}"),
+                format!("The {bare} parameter"),
+                bare.clone(),
+                parameter.clone(),
+            ],
+            &format!("a description of `{bare}`"),
+        )?);
+    }
+    if facts.returns_value {
+        prose.returns = Some(ask(
+            &mut asker,
+            &format!("In a few words, what does `{name}` return?"),
+            &format!("{comment} {name} returns: "),
+            &[
+                format!("{name} returns"),
+                "It returns".into(),
+                "Returns".into(),
+            ],
+            "a description of the return value",
+        )?);
+    }
+    for exception in &facts.raises {
+        prose.raises.push(ask(
+            &mut asker,
+            &format!("In a few words, when does `{name}` raise `{exception}`?"),
+            &format!("{comment} {name} raises {exception} when "),
+            &[
+                format!("{name} raises {exception}"),
+                format!("It raises {exception}"),
+                "It is raised".into(),
+            ],
+            &format!("when `{exception}` is raised"),
+        )?);
+    }
+    if facts.returns_result {
+        prose.errors = Some(ask(
+            &mut asker,
+            &format!("In a few words, when does `{name}` return an error?"),
+            &format!("{comment} {name} returns an error when "),
+            &[
+                format!("{name} returns an error"),
+                "It returns an error".into(),
+            ],
+            "when an error is returned",
+        )?);
+    }
+    if facts.can_panic {
+        prose.panics = Some(ask(
+            &mut asker,
+            &format!("In a few words, when does `{name}` panic?"),
+            &format!("{comment} {name} panics when "),
+            &[format!("{name} panics"), "It panics".into()],
+            "when it panics",
+        )?);
+    }
+    Ok(prose)
+}
+
+/// One question; a second, sampled try when the first answer is unusable.
+fn ask(
+    asker: &mut Asker,
+    question: &str,
+    completion_lead: &str,
+    subjects: &[String],
+    what: &str,
+) -> Result<String, ActionError> {
+    for attempt in 0..2 {
+        asker.attempt = attempt;
+        let prompt = asker.prompt(question, completion_lead, "");
+        let answer = asker.generate(prompt, 48, &["\n"])?;
+        if let Some(sentence) = clean_sentence(&answer, subjects) {
+            return Ok(sentence);
+        }
+        tracing::debug!(answer, "unusable answer for {what}");
+    }
+    Err(ActionError::Rejected(format!(
+        "the model gave no usable {what}; nothing was inserted (try again, or a larger model)"
+    )))
+}
+
+fn line_start(target: &Target, byte: usize) -> usize {
+    target.rope.line_to_byte(target.rope.byte_to_line(byte))
+}
+
+fn indentation_at(target: &Target, byte: usize) -> String {
+    let start = line_start(target, byte);
+    target
+        .rope
+        .byte_slice(start..byte)
+        .to_string()
+        .chars()
+        .take_while(|c| c.is_whitespace())
+        .collect()
+}
+
+/// Where the documentation goes and how it is indented, then the text itself.
+pub(crate) fn render(
+    target: &Target,
+    facts: &Facts,
+    prose: &Prose,
+    style: DocstringStyle,
+) -> Insertion {
+    match target.language {
+        Language::Python => render_python(target, facts, prose, style),
+        Language::Rust => {
+            // Above the item's attributes.
+            let mut anchor = target.scope.anchor.start;
+            let root = target.tree.root_node();
+            if let Some(node) =
+                root.descendant_for_byte_range(target.scope.range.start, target.scope.range.end)
+            {
+                let mut previous = node.prev_sibling();
+                while let Some(attribute) = previous.filter(|p| p.kind() == "attribute_item") {
+                    anchor = attribute.start_byte();
+                    previous = attribute.prev_sibling();
+                }
+            }
+            let indent = indentation_at(target, anchor);
+            let mut lines = vec![prose.summary.clone()];
+            for (heading, text) in [("Errors", &prose.errors), ("Panics", &prose.panics)] {
+                if let Some(text) = text {
+                    lines.extend([
+                        String::new(),
+                        format!("# {heading}"),
+                        String::new(),
+                        text.clone(),
+                    ]);
+                }
+            }
+            let text = lines
+                .iter()
+                .map(|line| {
+                    format!(
+                        "{indent}///{}{line}\n",
+                        if line.is_empty() { "" } else { " " }
+                    )
+                })
+                .collect();
+            Insertion {
+                offset: line_start(target, anchor),
+                text,
+            }
+        }
+        Language::JavaScript | Language::TypeScript | Language::Tsx => {
+            let anchor = target.scope.anchor.start;
+            let indent = indentation_at(target, anchor);
+            let mut lines = vec![prose.summary.clone()];
+            if !facts.parameters.is_empty() || prose.returns.is_some() {
+                lines.push(String::new());
+            }
+            for (name, text) in facts.parameters.iter().zip(&prose.parameters) {
+                lines.push(format!("@param {name} - {text}"));
+            }
+            if let Some(returns) = &prose.returns {
+                lines.push(format!("@returns {returns}"));
+            }
+            let mut text = format!("{indent}/**\n");
+            for line in lines {
+                text.push_str(&format!(
+                    "{indent} *{}{line}\n",
+                    if line.is_empty() { "" } else { " " }
+                ));
+            }
+            text.push_str(&format!("{indent} */\n"));
+            Insertion {
+                offset: line_start(target, anchor),
+                text,
+            }
+        }
+        Language::Go => {
+            let anchor = target.scope.anchor.start;
+            let indent = indentation_at(target, anchor);
+            let text = format!(
+                "{indent}// {} {}\n",
+                target.scope.name,
+                lower_first(&prose.summary)
+            );
+            Insertion {
+                offset: line_start(target, anchor),
+                text,
+            }
+        }
+    }
+}
+
+fn render_python(
+    target: &Target,
+    facts: &Facts,
+    prose: &Prose,
+    style: DocstringStyle,
+) -> Insertion {
+    let scope = &target.scope;
+    let body = scope
+        .body
+        .clone()
+        .unwrap_or(scope.range.end..scope.range.end);
+    let header_line = target.rope.byte_to_line(scope.range.start);
+    let body_line = target.rope.byte_to_line(body.start);
+    let (offset, indent, lead, tail) = if body_line > header_line {
+        let indent = indentation_at(target, body.start);
+        (
+            line_start(target, body.start),
+            indent.clone(),
+            indent,
+            "\n".to_string(),
+        )
+    } else {
+        // `def f(): return 1`: the docstring goes on its own line and pushes the body down.
+        let indent = format!("{}    ", indentation_at(target, scope.range.start));
+        (
+            body.start,
+            indent.clone(),
+            format!("\n{indent}"),
+            format!("\n{indent}"),
+        )
+    };
+    let mut sections: Vec<Vec<String>> = Vec::new();
+    let entries: Vec<(String, String)> = facts
+        .parameters
+        .iter()
+        .cloned()
+        .zip(prose.parameters.iter().cloned())
+        .collect();
+    let raises: Vec<(String, String)> = facts
+        .raises
+        .iter()
+        .cloned()
+        .zip(prose.raises.iter().cloned())
+        .collect();
+    match style {
+        DocstringStyle::Google => {
+            if !entries.is_empty() {
+                let mut section = vec!["Args:".to_string()];
+                section.extend(
+                    entries
+                        .iter()
+                        .map(|(name, text)| format!("    {name}: {text}")),
+                );
+                sections.push(section);
+            }
+            if let Some(returns) = &prose.returns {
+                sections.push(vec!["Returns:".into(), format!("    {returns}")]);
+            }
+            if !raises.is_empty() {
+                let mut section = vec!["Raises:".to_string()];
+                section.extend(
+                    raises
+                        .iter()
+                        .map(|(name, text)| format!("    {name}: {text}")),
+                );
+                sections.push(section);
+            }
+        }
+        DocstringStyle::Numpy => {
+            let heading = |title: &str| vec![title.to_string(), "-".repeat(title.len())];
+            if !entries.is_empty() {
+                let mut section = heading("Parameters");
+                for (name, text) in &entries {
+                    section.push(name.clone());
+                    section.push(format!("    {text}"));
+                }
+                sections.push(section);
+            }
+            if let Some(returns) = &prose.returns {
+                let mut section = heading("Returns");
+                section.push(
+                    scope
+                        .return_annotation
+                        .clone()
+                        .unwrap_or_else(|| "object".into()),
+                );
+                section.push(format!("    {returns}"));
+                sections.push(section);
+            }
+            if !raises.is_empty() {
+                let mut section = heading("Raises");
+                for (name, text) in &raises {
+                    section.push(name.clone());
+                    section.push(format!("    {text}"));
+                }
+                sections.push(section);
+            }
+        }
+        DocstringStyle::Rest => {
+            let mut fields: Vec<String> = entries
+                .iter()
+                .map(|(name, text)| format!(":param {}: {text}", name.trim_start_matches('*')))
+                .collect();
+            if let Some(returns) = &prose.returns {
+                fields.push(format!(":returns: {returns}"));
+            }
+            fields.extend(
+                raises
+                    .iter()
+                    .map(|(name, text)| format!(":raises {name}: {text}")),
+            );
+            if !fields.is_empty() {
+                sections.push(fields);
+            }
+        }
+    }
+    let text = if sections.is_empty() {
+        format!("{lead}\"\"\"{}\"\"\"{tail}", prose.summary)
+    } else {
+        let mut text = format!("{lead}\"\"\"{}\n", prose.summary);
+        for section in sections {
+            text.push('\n');
+            for line in section {
+                text.push_str(&format!("{indent}{line}\n"));
+            }
+        }
+        text.push_str(&format!("{indent}\"\"\"{tail}"));
+        text
+    };
+    Insertion { offset, text }
+}
+
+/// Checks the insertion: the file still parses as well as before, the scope now has
+/// documentation, and every parameter of the signature is documented.
+pub(crate) fn check(target: &Target, facts: &Facts, insertion: &Insertion) -> Result<(), String> {
+    let mut rope = target.rope.clone();
+    rope.insert(rope.byte_to_char(insertion.offset), &insertion.text);
+    let tree = syntax::parse(&mut target.language.parser(), &rope, None)
+        .ok_or("the file could not be parsed")?;
+    if syntax::error_count(&tree) > syntax::error_count(&target.tree) {
+        return Err("the docstring would break the file's syntax".into());
+    }
+    let moved = if insertion.offset <= target.scope.range.start {
+        insertion.text.len()
+    } else {
+        0
+    };
+    let scope = scopes::scope_at(
+        target.language,
+        &tree,
+        &rope,
+        target.scope.range.start + moved + 1,
+    )
+    .ok_or("the documented item was not found after inserting")?;
+    if scope.doc.is_none() {
+        return Err("the documentation is not attached to the item".into());
+    }
+    let lists_parameters = matches!(
+        target.language,
+        Language::Python | Language::JavaScript | Language::TypeScript | Language::Tsx
+    );
+    for parameter in facts.parameters.iter().filter(|_| lists_parameters) {
+        if !insertion.text.contains(parameter.trim_start_matches('*')) {
+            return Err(format!("parameter `{parameter}` is not documented"));
+        }
+    }
+    Ok(())
+}
+
+/// The whole action: facts, prose, rendering, check.
+pub(crate) fn generate(
+    model: &mut Model,
+    target: &Target,
+    style: DocstringStyle,
+    cancel: CancelToken,
+) -> Result<Insertion, ActionError> {
+    let facts = facts(target);
+    let prose = write_prose(model, target, &facts, cancel)?;
+    let insertion = render(target, &facts, &prose, style);
+    check(target, &facts, &insertion)
+        .map_err(|why| ActionError::Rejected(format!("no docstring inserted: {why}")))?;
+    Ok(insertion)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::Document;
+
+    fn target(name: &str, language_id: &str, source: &str) -> Target {
+        let cursor = source.find("$0").unwrap();
+        let text = source.replacen("$0", "", 1);
+        let document = Document::new(format!("file:///w/{name}"), language_id.into(), 3, &text);
+        let language = document.language.unwrap();
+        let tree = document.tree.clone().unwrap();
+        let scope = scopes::scope_at(language, &tree, &document.rope, cursor).unwrap();
+        Target {
+            uri: document.uri.clone(),
+            path: document.path.clone(),
+            version: 3,
+            language,
+            rope: document.rope.clone(),
+            tree,
+            scope,
+        }
+    }
+
+    /// Renders with canned prose and returns the document after the insertion.
+    fn apply(target: &Target, style: DocstringStyle) -> String {
+        let facts = facts(target);
+        let prose = Prose {
+            summary: "Do the thing.".into(),
+            parameters: facts
+                .parameters
+                .iter()
+                .map(|p| format!("The {}.", p.trim_start_matches('*')))
+                .collect(),
+            returns: facts.returns_value.then(|| "The result.".into()),
+            raises: facts
+                .raises
+                .iter()
+                .map(|_| "If it is bad.".into())
+                .collect(),
+            errors: facts.returns_result.then(|| "If reading fails.".into()),
+            panics: facts.can_panic.then(|| "If the input is empty.".into()),
+        };
+        let insertion = render(target, &facts, &prose, style);
+        check(target, &facts, &insertion).unwrap();
+        let mut text = target.rope.to_string();
+        text.insert_str(insertion.offset, &insertion.text);
+        text
+    }
+
+    const PYTHON: &str = "class Shop:\n    def price(self, base, rate=0.2, *extra, **options):\n        if base < 0:\n            raise ValueError(\"negative\")\n        def helper():\n            return 1\n        return base * (1 + rate)$0\n";
+
+    #[test]
+    fn python_google_numpy_and_rest() {
+        let shop = target("shop.py", "python", PYTHON);
+        expect_test::expect![[r#"
+            class Shop:
+                def price(self, base, rate=0.2, *extra, **options):
+                    """Do the thing.
+
+                    Args:
+                        base: The base.
+                        rate: The rate.
+                        *extra: The extra.
+                        **options: The options.
+
+                    Returns:
+                        The result.
+
+                    Raises:
+                        ValueError: If it is bad.
+                    """
+                    if base < 0:
+                        raise ValueError("negative")
+                    def helper():
+                        return 1
+                    return base * (1 + rate)
+        "#]]
+        .assert_eq(&apply(&shop, DocstringStyle::Google));
+        let numpy = apply(&shop, DocstringStyle::Numpy);
+        assert!(
+            numpy.contains(
+                "        Parameters\n        ----------\n        base\n            The base.\n"
+            ),
+            "{numpy}"
+        );
+        let rest = apply(&shop, DocstringStyle::Rest);
+        assert!(rest.contains("        :param options: The options.\n        :returns: The result.\n        :raises ValueError: If it is bad.\n"), "{rest}");
+    }
+
+    #[test]
+    fn python_without_return_or_on_one_line() {
+        let quiet = target(
+            "q.py",
+            "python",
+            "def log(message):\n    print(message)$0\n",
+        );
+        assert_eq!(
+            apply(&quiet, DocstringStyle::Google),
+            "def log(message):\n    \"\"\"Do the thing.\n\n    Args:\n        message: The message.\n    \"\"\"\n    print(message)\n"
+        );
+        let one_line = target("o.py", "python", "def one(): return 1$0\n");
+        assert_eq!(
+            apply(&one_line, DocstringStyle::Google),
+            "def one(): \n    \"\"\"Do the thing.\n\n    Returns:\n        The result.\n    \"\"\"\n    return 1\n"
+        );
+    }
+
+    #[test]
+    fn rust_doc_goes_above_attributes_with_errors_and_panics() {
+        let item = target(
+            "lib.rs",
+            "rust",
+            "impl Store {\n    #[inline]\n    pub fn load(&self, key: &str) -> Result<u8, Error> {\n        let v = self.map.get(key).unwrap();$0\n        Ok(*v)\n    }\n}\n",
+        );
+        expect_test::expect![[r#"
+            impl Store {
+                /// Do the thing.
+                ///
+                /// # Errors
+                ///
+                /// If reading fails.
+                ///
+                /// # Panics
+                ///
+                /// If the input is empty.
+                #[inline]
+                pub fn load(&self, key: &str) -> Result<u8, Error> {
+                    let v = self.map.get(key).unwrap();
+                    Ok(*v)
+                }
+            }
+        "#]]
+        .assert_eq(&apply(&item, DocstringStyle::Google));
+    }
+
+    #[test]
+    fn jsdoc_and_go_comments() {
+        let js = target(
+            "a.ts",
+            "typescript",
+            "export function add(a: number, b = 1) {\n  return a + b;$0\n}\n",
+        );
+        assert_eq!(
+            apply(&js, DocstringStyle::Google),
+            "/**\n * Do the thing.\n *\n * @param a - The a.\n * @param b - The b.\n * @returns The result.\n */\nexport function add(a: number, b = 1) {\n  return a + b;\n}\n"
+        );
+        let go = target(
+            "m.go",
+            "go",
+            "package m\n\nfunc Sum(a, b int) int {\n\treturn a + b$0\n}\n",
+        );
+        assert_eq!(
+            apply(&go, DocstringStyle::Google),
+            "package m\n\n// Sum do the thing.\nfunc Sum(a, b int) int {\n\treturn a + b\n}\n"
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! Code generation actions: **Add docstring** and **Generate unit tests**. The structure of
+//! what is inserted (where, how indented, which parameters, which file) comes from the syntax
+//! tree; the model only writes prose and test bodies, which are checked before anything is
+//! inserted. Both run on the engine thread as one task of several short generations that share
+//! a prompt prefix, so the KV cache makes every question after the first cheap.
+
+pub(crate) mod docstring;
+pub(crate) mod unit_tests;
+
+use std::path::PathBuf;
+
+use ropey::Rope;
+use tree_sitter::Tree;
+
+use crate::engine::{
+    CancelToken, ChatFormat, EngineError, Flow, GenerationRequest, Model, PromptPiece, Sampling,
+};
+use crate::syntax::Language;
+use crate::syntax::scopes::Scope;
+
+/// The function, method or class an action works on, with the document as it was.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub(crate) uri: String,
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) version: i32,
+    pub(crate) language: Language,
+    pub(crate) rope: Rope,
+    pub(crate) tree: Tree,
+    pub(crate) scope: Scope,
+}
+
+impl Target {
+    pub(crate) fn source(&self) -> String {
+        self.rope
+            .byte_slice(self.scope.anchor.start..self.scope.range.end)
+            .to_string()
+    }
+
+    pub(crate) fn fence(&self) -> &'static str {
+        match self.language {
+            Language::Python => "python",
+            Language::Rust => "rust",
+            Language::JavaScript => "javascript",
+            Language::TypeScript | Language::Tsx => "typescript",
+            Language::Go => "go",
+        }
+    }
+}
+
+/// An insertion into a file: at `offset` of `uri` (a byte offset in the text the action saw).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Insertion {
+    pub(crate) offset: usize,
+    pub(crate) text: String,
+}
+
+/// Why an action produced nothing; shown to the user.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum ActionError {
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// Asks the model short questions about one piece of code, through its chat template when it
+/// has one and through a plain completion prompt otherwise.
+pub(crate) struct Asker<'a> {
+    pub(crate) model: &'a mut Model,
+    pub(crate) cancel: CancelToken,
+    /// The code the questions are about, first in every prompt so the KV cache is shared.
+    pub(crate) context: String,
+    pub(crate) chat: Option<ChatFormat>,
+    pub(crate) attempt: u64,
+}
+
+impl<'a> Asker<'a> {
+    pub(crate) fn new(model: &'a mut Model, cancel: CancelToken, context: String) -> Self {
+        let chat = model.info.chat_format;
+        Asker {
+            model,
+            cancel,
+            context,
+            chat,
+            attempt: 0,
+        }
+    }
+
+    /// The prompt for `question` (chat) or for `completion_lead` (plain models): a text the
+    /// answer continues.
+    pub(crate) fn prompt(
+        &self,
+        question: &str,
+        completion_lead: &str,
+        answer_lead: &str,
+    ) -> Vec<PromptPiece> {
+        match self.chat {
+            Some(ChatFormat::ChatMl) => {
+                let special = |token: &str| PromptPiece::Special(token.to_string());
+                vec![
+                    special("<|im_start|>"),
+                    PromptPiece::Text(
+                        "system\nYou are a precise senior software engineer. Answer briefly."
+                            .into(),
+                    ),
+                    special("<|im_end|>"),
+                    PromptPiece::Text("\n".into()),
+                    special("<|im_start|>"),
+                    PromptPiece::Text(format!("user\n{}\n\n{question}", self.context)),
+                    special("<|im_end|>"),
+                    PromptPiece::Text("\n".into()),
+                    special("<|im_start|>"),
+                    PromptPiece::Text(format!("assistant\n{answer_lead}")),
+                ]
+            }
+            None => vec![PromptPiece::Text(format!(
+                "{}\n\n{completion_lead}{answer_lead}",
+                self.context
+            ))],
+        }
+    }
+
+    /// Generates up to `max_tokens` after `prompt`, stopping at any of `stops`. The first try is
+    /// greedy; retries (higher `attempt`) sample, so they can say something else.
+    pub(crate) fn generate(
+        &mut self,
+        prompt: Vec<PromptPiece>,
+        max_tokens: usize,
+        stops: &[&str],
+    ) -> Result<String, ActionError> {
+        let sampling = if self.attempt == 0 {
+            Sampling::GREEDY
+        } else {
+            Sampling {
+                temperature: 0.6,
+                top_p: 0.9,
+                seed: 0x5eed + self.attempt,
+            }
+        };
+        let request = GenerationRequest {
+            prompt,
+            max_tokens,
+            sampling,
+            stop_strings: stops.iter().map(|s| s.to_string()).collect(),
+            stop_tokens: Vec::new(),
+            cancel: self.cancel.clone(),
+            deadline: None,
+        };
+        let mut keep_going = |_: &str| Flow::Continue;
+        Ok(self.model.generate(&request, &mut keep_going)?.text)
+    }
+}
+
+/// One clean sentence out of a model's answer: the first line and sentence, without quotes,
+/// code markup or "The function x" preambles, capitalised, ending with a period. `None` when
+/// nothing usable is left.
+pub(crate) fn clean_sentence(answer: &str, strip_subjects: &[String]) -> Option<String> {
+    let line = answer.trim().lines().next()?.trim();
+    if line.contains("```") || line.contains("<|") {
+        return None;
+    }
+    let mut sentence = line.replace('`', "");
+    if let Some(end) = sentence.find(". ") {
+        sentence.truncate(end + 1);
+    }
+    let mut sentence = sentence
+        .trim()
+        .trim_matches(['"', '\'', '*', '-', ':'])
+        .trim()
+        .to_string();
+    for subject in strip_subjects {
+        let lower = sentence.to_lowercase();
+        for lead in [
+            format!("{subject} is "),
+            format!("{subject}: "),
+            format!("{subject} - "),
+        ] {
+            if lower.starts_with(&lead.to_lowercase()) {
+                sentence = sentence[lead.len()..].trim().to_string();
+                break;
+            }
+        }
+    }
+    for lead in ["This function ", "The function ", "This method ", "It "] {
+        if let Some(rest) = sentence.strip_prefix(lead) {
+            sentence = rest.to_string();
+        }
+    }
+    if sentence.chars().filter(|c| c.is_alphabetic()).count() < 3 || sentence.len() > 240 {
+        return None;
+    }
+    let mut chars = sentence.chars();
+    let first = chars.next()?;
+    let mut cleaned: String = first.to_uppercase().chain(chars).collect();
+    if !cleaned.ends_with(['.', '!', '?']) {
+        cleaned.push('.');
+    }
+    Some(cleaned)
+}
+
+/// Lower-cases the first letter (for "// Name does ..." Go comments).
+pub(crate) fn lower_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleans_answers_into_sentences() {
+        let subjects = vec!["price".to_string(), "The parameter price".to_string()];
+        assert_eq!(
+            clean_sentence("  return the `price` after tax. Then more.", &[]).as_deref(),
+            Some("Return the price after tax.")
+        );
+        assert_eq!(
+            clean_sentence("price: the amount to pay\nmore", &subjects).as_deref(),
+            Some("The amount to pay.")
+        );
+        assert_eq!(
+            clean_sentence("The parameter price is the base cost", &subjects).as_deref(),
+            Some("The base cost.")
+        );
+        assert_eq!(
+            clean_sentence("This function computes totals", &[]).as_deref(),
+            Some("Computes totals.")
+        );
+        assert_eq!(clean_sentence("```python", &[]), None);
+        assert_eq!(clean_sentence("  ", &[]), None);
+        assert_eq!(clean_sentence("x.", &[]), None);
+    }
+}

@@ -1,0 +1,678 @@
+//! **Generate unit tests**: tests for a function, method or class, in the file the language's
+//! convention expects (pytest `tests/test_<module>.py` or `test_<module>.py`, a Rust
+//! `#[cfg(test)] mod tests`, `<name>.test.<ext>`, `<file>_test.go`). The model writes test
+//! bodies; nib keeps only complete tests that parse, renames clashes with existing tests,
+//! deduplicates imports, and appends — an existing test file is never replaced.
+
+use std::path::{Path, PathBuf};
+
+use tree_sitter::Node;
+
+use super::{ActionError, Asker, Insertion, Target};
+use crate::engine::{CancelToken, Model};
+use crate::syntax::scopes::ScopeKind;
+use crate::syntax::{self, Language};
+
+/// Where the tests go and what is there already.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub(crate) file: PathBuf,
+    /// The target's current text (an open buffer or the file on disk); `None` when it does
+    /// not exist yet.
+    pub(crate) existing: Option<String>,
+    /// Python: the import of the code under test.
+    import_line: String,
+}
+
+/// The result: insert `insertion` into `file` (creating it first when `create`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TestEdit {
+    pub(crate) file: PathBuf,
+    pub(crate) create: bool,
+    pub(crate) insertion: Insertion,
+    pub(crate) test_names: Vec<String>,
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The name tests import or call: the class for a method.
+fn subject(target: &Target) -> (String, String) {
+    let name = target.scope.name.clone();
+    if target.scope.kind == ScopeKind::Method && target.language == Language::Python {
+        let root = target.tree.root_node();
+        let mut node =
+            root.descendant_for_byte_range(target.scope.range.start, target.scope.range.end);
+        while let Some(current) = node {
+            if current.kind() == "class_definition" {
+                let class = current
+                    .child_by_field_name("name")
+                    .map(|n| target.rope.byte_slice(n.byte_range()).to_string())
+                    .unwrap_or_default();
+                return (class.clone(), format!("{class}.{name}"));
+            }
+            node = current.parent();
+        }
+    }
+    (name.clone(), name)
+}
+
+/// Decides the test file. `read` gives the current text of a path (open buffer, else disk).
+pub(crate) fn plan(
+    target: &Target,
+    workspace_folders: &[PathBuf],
+    read: &dyn Fn(&Path) -> Option<String>,
+) -> Result<Plan, ActionError> {
+    let source = target.path.clone().ok_or_else(|| {
+        ActionError::Rejected("tests can only be generated for files on disk".into())
+    })?;
+    let root = workspace_folders
+        .iter()
+        .find(|folder| source.starts_with(folder))
+        .cloned()
+        .ok_or_else(|| {
+            ActionError::Rejected(format!(
+                "{} is outside the workspace folders; nothing was written",
+                source.display()
+            ))
+        })?;
+    let directory = source.parent().unwrap_or(&root).to_path_buf();
+    let module = stem(&source);
+    let (imported, _) = subject(target);
+    let (file, import_line) = match target.language {
+        Language::Python => {
+            if root.join("tests").is_dir() {
+                let relative = source
+                    .strip_prefix(&root)
+                    .unwrap_or(&source)
+                    .with_extension("");
+                let mut parts: Vec<String> = relative
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect();
+                if parts.first().is_some_and(|first| first == "src") {
+                    parts.remove(0);
+                }
+                if parts.last().is_some_and(|last| last == "__init__") {
+                    parts.pop();
+                }
+                (
+                    root.join("tests").join(format!("test_{module}.py")),
+                    format!("from {} import {imported}", parts.join(".")),
+                )
+            } else {
+                (
+                    directory.join(format!("test_{module}.py")),
+                    format!("from {module} import {imported}"),
+                )
+            }
+        }
+        Language::Rust => (source.clone(), String::new()),
+        Language::JavaScript | Language::TypeScript | Language::Tsx => {
+            let extension = source
+                .extension()
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "js".into());
+            (
+                directory.join(format!("{module}.test.{extension}")),
+                format!("import {{ {imported} }} from \"./{module}\";"),
+            )
+        }
+        Language::Go => (directory.join(format!("{module}_test.go")), String::new()),
+    };
+    if !file.starts_with(&root) {
+        return Err(ActionError::Rejected(format!(
+            "{} is outside the workspace; nothing was written",
+            file.display()
+        )));
+    }
+    let existing = if file == source {
+        Some(target.rope.to_string())
+    } else {
+        read(&file)
+    };
+    Ok(Plan {
+        file,
+        existing,
+        import_line,
+    })
+}
+
+/// What the code the model writes starts with, so it writes tests straight away.
+fn code_lead(language: Language, plan: &Plan) -> String {
+    match language {
+        Language::Python => format!("{}\n\n\ndef test_", plan.import_line),
+        Language::Rust => "#[test]\nfn ".into(),
+        Language::JavaScript | Language::TypeScript | Language::Tsx => "test(\"".into(),
+        Language::Go => "func Test".into(),
+    }
+}
+
+fn framework(language: Language) -> &'static str {
+    match language {
+        Language::Python => "pytest",
+        Language::Rust => "Rust #[test]",
+        Language::JavaScript | Language::TypeScript | Language::Tsx => {
+            "node:test (with `test` and `assert`)"
+        }
+        Language::Go => "Go `testing`",
+    }
+}
+
+/// A test found in generated or existing code: its name and its full text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Test {
+    name: String,
+    text: String,
+}
+
+fn node_text(code: &str, node: Node) -> String {
+    code[node.byte_range()].to_string()
+}
+
+/// Complete, error-free tests in `code`.
+fn find_tests(language: Language, code: &str) -> Vec<Test> {
+    let rope = ropey::Rope::from_str(code);
+    let Some(tree) = syntax::parse(&mut language.parser(), &rope, None) else {
+        return Vec::new();
+    };
+    let mut tests = Vec::new();
+    let mut cursor = tree.walk();
+    loop {
+        let node = cursor.node();
+        let found = match (language, node.kind()) {
+            (Language::Python, "function_definition") => node
+                .child_by_field_name("name")
+                .map(|n| node_text(code, n))
+                .filter(|name| name.starts_with("test"))
+                .map(|name| Test {
+                    name,
+                    text: node_text(code, node),
+                }),
+            (Language::Rust, "function_item") => node
+                .prev_sibling()
+                .filter(|attribute| {
+                    attribute.kind() == "attribute_item"
+                        && node_text(code, *attribute).contains("test")
+                })
+                .and_then(|attribute| {
+                    let name = node
+                        .child_by_field_name("name")
+                        .map(|n| node_text(code, n))?;
+                    Some(Test {
+                        name,
+                        text: code[attribute.start_byte()..node.end_byte()].to_string(),
+                    })
+                }),
+            (Language::Go, "function_declaration") => node
+                .child_by_field_name("name")
+                .map(|n| node_text(code, n))
+                .filter(|name| name.starts_with("Test"))
+                .map(|name| Test {
+                    name,
+                    text: node_text(code, node),
+                }),
+            (
+                Language::JavaScript | Language::TypeScript | Language::Tsx,
+                "expression_statement",
+            ) => {
+                let call = node
+                    .named_child(0)
+                    .filter(|c| c.kind() == "call_expression");
+                call.and_then(|call| {
+                    let callee = call
+                        .child_by_field_name("function")
+                        .map(|f| node_text(code, f))?;
+                    if callee != "test" && callee != "it" {
+                        return None;
+                    }
+                    let title = call
+                        .child_by_field_name("arguments")?
+                        .named_child(0)
+                        .map(|t| node_text(code, t))?;
+                    Some(Test {
+                        name: title,
+                        text: node_text(code, node),
+                    })
+                })
+            }
+            _ => None,
+        };
+        if let Some(test) = found.filter(|_| !node.has_error()) {
+            tests.push(test);
+        } else if cursor.goto_first_child() {
+            continue;
+        }
+        while !cursor.goto_next_sibling() {
+            if !cursor.goto_parent() {
+                return tests;
+            }
+        }
+    }
+}
+
+/// Renames tests whose names are taken (in the target file or earlier in the batch).
+fn make_names_unique(language: Language, tests: &mut [Test], taken: &[String]) {
+    let mut used: Vec<String> = taken.to_vec();
+    for test in tests.iter_mut() {
+        if !used.contains(&test.name) {
+            used.push(test.name.clone());
+            continue;
+        }
+        let renamed = (2..)
+            .map(|n| match language {
+                // Titles are string literals: number them inside the quotes.
+                Language::JavaScript | Language::TypeScript | Language::Tsx => {
+                    let quote = &test.name[..1];
+                    format!("{} ({n}){quote}", &test.name[..test.name.len() - 1])
+                }
+                _ => format!("{}_{n}", test.name),
+            })
+            .find(|candidate| !used.contains(candidate))
+            .expect("an unused name exists");
+        test.text = test.text.replacen(&test.name, &renamed, 1);
+        test.name = renamed.clone();
+        used.push(renamed);
+    }
+}
+
+fn indent(text: &str, by: &str) -> String {
+    text.lines()
+        .map(|line| {
+            if line.is_empty() {
+                String::new()
+            } else {
+                format!("{by}{line}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The text to insert into the target for `tests`, with the headers it still lacks.
+fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertion {
+    let existing = plan.existing.clone().unwrap_or_default();
+    let end = existing.len();
+    let separator = if existing.is_empty() || existing.ends_with("\n\n") {
+        ""
+    } else if existing.ends_with('\n') {
+        "\n"
+    } else {
+        "\n\n"
+    };
+    let body: Vec<&str> = tests.iter().map(|t| t.text.as_str()).collect();
+    let has_line = |line: &str| existing.lines().any(|l| l.trim() == line.trim());
+    match target.language {
+        Language::Python => {
+            let mut header = String::new();
+            if body.iter().any(|t| t.contains("pytest.")) && !has_line("import pytest") {
+                header.push_str("import pytest\n");
+            }
+            if !has_line(&plan.import_line) {
+                header.push_str(&plan.import_line);
+                header.push('\n');
+            }
+            let mut parts: Vec<&str> = Vec::new();
+            if !header.is_empty() {
+                parts.push(header.trim_end());
+            }
+            parts.extend(&body);
+            // PEP 8: two blank lines between top-level definitions.
+            let lead = match existing.as_str() {
+                "" => "",
+                text if text.ends_with("\n\n\n") => "",
+                text if text.ends_with("\n\n") => "\n",
+                text if text.ends_with('\n') => "\n\n",
+                _ => "\n\n\n",
+            };
+            Insertion {
+                offset: end,
+                text: format!("{lead}{}\n", parts.join("\n\n\n")),
+            }
+        }
+        Language::Rust => {
+            let tests_text = body
+                .iter()
+                .map(|t| indent(t, "    "))
+                .collect::<Vec<_>>()
+                .join("\n\n");
+            // Inside an existing `#[cfg(test)] mod tests { ... }`, before its closing brace.
+            let module_end = existing_test_module_end(&target.rope.to_string());
+            match module_end {
+                Some(close) => Insertion {
+                    offset: close,
+                    text: format!("\n{tests_text}\n"),
+                },
+                None => Insertion {
+                    offset: end,
+                    text: format!(
+                        "{separator}#[cfg(test)]\nmod tests {{\n    use super::*;\n\n{tests_text}\n}}\n"
+                    ),
+                },
+            }
+        }
+        Language::JavaScript | Language::TypeScript | Language::Tsx => {
+            let mut header = String::new();
+            for line in [
+                "import { test } from \"node:test\";",
+                "import assert from \"node:assert/strict\";",
+                plan.import_line.as_str(),
+            ] {
+                if !has_line(line) {
+                    header.push_str(line);
+                    header.push('\n');
+                }
+            }
+            let gap = if header.is_empty() { "" } else { "\n" };
+            Insertion {
+                offset: end,
+                text: format!("{separator}{header}{gap}{}\n", body.join("\n\n")),
+            }
+        }
+        Language::Go => {
+            let header = if existing.trim().is_empty() {
+                let package = package_name(target).unwrap_or_else(|| "main".into());
+                format!("package {package}\n\nimport \"testing\"\n\n")
+            } else {
+                String::new()
+            };
+            Insertion {
+                offset: end,
+                text: format!("{separator}{header}{}\n", body.join("\n\n")),
+            }
+        }
+    }
+}
+
+fn package_name(target: &Target) -> Option<String> {
+    let root = target.tree.root_node();
+    let mut cursor = root.walk();
+    let clause = root
+        .children(&mut cursor)
+        .find(|n| n.kind() == "package_clause")?;
+    let name = clause.named_child(0)?;
+    Some(target.rope.byte_slice(name.byte_range()).to_string())
+}
+
+/// The byte offset of the closing brace of a `#[cfg(test)] mod tests { ... }` in `code`.
+fn existing_test_module_end(code: &str) -> Option<usize> {
+    let rope = ropey::Rope::from_str(code);
+    let tree = syntax::parse(&mut Language::Rust.parser(), &rope, None)?;
+    let root = tree.root_node();
+    let mut cursor = root.walk();
+    let module = root.children(&mut cursor).find(|node| {
+        node.kind() == "mod_item"
+            && node
+                .child_by_field_name("name")
+                .is_some_and(|n| &code[n.byte_range()] == "tests")
+            && node.prev_sibling().is_some_and(|a| {
+                a.kind() == "attribute_item" && code[a.byte_range()].contains("cfg(test)")
+            })
+    })?;
+    let body = module.child_by_field_name("body")?;
+    Some(body.end_byte() - 1)
+}
+
+/// The whole action: ask for tests, keep the good ones, place them.
+pub(crate) fn generate(
+    model: &mut Model,
+    target: &Target,
+    plan: &Plan,
+    cancel: CancelToken,
+) -> Result<TestEdit, ActionError> {
+    let language = target.language;
+    let (_, qualified) = subject(target);
+    let context = format!("```{}\n{}\n```", target.fence(), target.source());
+    let mut asker = Asker::new(model, cancel, context);
+    let lead = code_lead(language, plan);
+    let existing_names: Vec<String> = plan
+        .existing
+        .as_deref()
+        .map(|text| {
+            find_tests(language, text)
+                .into_iter()
+                .map(|t| t.name)
+                .collect()
+        })
+        .unwrap_or_default();
+    let comment = if language == Language::Python {
+        "#"
+    } else {
+        "//"
+    };
+    for attempt in 0..2 {
+        asker.attempt = attempt;
+        let question = format!(
+            "Write {} unit tests for `{qualified}`. Cover typical inputs and edge cases with three short test functions. Reply with code only.",
+            framework(language)
+        );
+        let prompt = asker.prompt(
+            &question,
+            &format!("{comment} Unit tests for {qualified}\n"),
+            &format!("```{}\n{lead}", target.fence()),
+        );
+        let generated = asker.generate(prompt, 384, &["```"])?;
+        let code = format!("{lead}{generated}");
+        let mut tests = find_tests(language, &code);
+        // Never repeat the import the header adds.
+        tests.retain(|t| !t.text.trim().is_empty());
+        if tests.is_empty() {
+            tracing::debug!(code, "no complete test in the generated code");
+            continue;
+        }
+        make_names_unique(language, &mut tests, &existing_names);
+        // Keep the longest run of tests that leaves the target parsing as well as before.
+        while !tests.is_empty() {
+            let insertion = assemble(target, plan, &tests);
+            if parses_as_well(language, plan.existing.as_deref().unwrap_or(""), &insertion) {
+                return Ok(TestEdit {
+                    file: plan.file.clone(),
+                    create: plan.existing.is_none(),
+                    test_names: tests.iter().map(|t| t.name.clone()).collect(),
+                    insertion,
+                });
+            }
+            tests.pop();
+        }
+    }
+    Err(ActionError::Rejected(format!(
+        "the model wrote no complete test for `{qualified}` that parses; nothing was written (try again, or a larger model)"
+    )))
+}
+
+fn parses_as_well(language: Language, existing: &str, insertion: &Insertion) -> bool {
+    let mut parser = language.parser();
+    let before = syntax::parse(&mut parser, &ropey::Rope::from_str(existing), None)
+        .map(|t| syntax::error_count(&t));
+    let mut after_text = existing.to_string();
+    after_text.insert_str(insertion.offset.min(after_text.len()), &insertion.text);
+    let after = syntax::parse(&mut parser, &ropey::Rope::from_str(&after_text), None)
+        .map(|t| syntax::error_count(&t));
+    matches!((before, after), (Some(before), Some(after)) if after <= before)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::Document;
+    use crate::syntax::scopes;
+
+    fn target(path: &str, language_id: &str, source: &str) -> Target {
+        let cursor = source.find("$0").unwrap();
+        let text = source.replacen("$0", "", 1);
+        let document = Document::new(format!("file://{path}"), language_id.into(), 1, &text);
+        let language = document.language.unwrap();
+        let tree = document.tree.clone().unwrap();
+        let scope = scopes::scope_at(language, &tree, &document.rope, cursor).unwrap();
+        Target {
+            uri: document.uri.clone(),
+            path: document.path.clone(),
+            version: 1,
+            language,
+            rope: document.rope.clone(),
+            tree,
+            scope,
+        }
+    }
+
+    fn no_files(_: &Path) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn python_plans_beside_the_module_or_in_tests() {
+        let shop = target(
+            "/w/shop/cart.py",
+            "python",
+            "class Cart:\n    def total(self):\n        return 1$0\n",
+        );
+        let plan = plan(&shop, &[PathBuf::from("/w")], &no_files).unwrap();
+        assert_eq!(plan.file, PathBuf::from("/w/shop/test_cart.py"));
+        assert_eq!(plan.import_line, "from cart import Cart");
+        let outside = plan_error(&shop, &[PathBuf::from("/elsewhere")]);
+        assert!(outside.contains("outside the workspace"), "{outside}");
+        let dir = std::env::temp_dir().join(format!("nib-plan-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("tests")).unwrap();
+        std::fs::create_dir_all(dir.join("src/shop")).unwrap();
+        let path = dir.join("src/shop/cart.py");
+        let nested = target(
+            &path.to_string_lossy(),
+            "python",
+            "def total(x):\n    return x$0\n",
+        );
+        let planned = super::plan(&nested, std::slice::from_ref(&dir), &no_files).unwrap();
+        assert_eq!(planned.file, dir.join("tests/test_cart.py"));
+        assert_eq!(planned.import_line, "from shop.cart import total");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn plan_error(target: &Target, folders: &[PathBuf]) -> String {
+        plan(target, folders, &no_files).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn python_appends_unique_complete_tests_with_one_import() {
+        let cart = target(
+            "/w/cart.py",
+            "python",
+            "def total(items):\n    return sum(items)$0\n",
+        );
+        let existing = "from cart import total\n\n\ndef test_total():\n    assert total([]) == 0\n";
+        let plan = plan(&cart, &[PathBuf::from("/w")], &|_| {
+            Some(existing.to_string())
+        })
+        .unwrap();
+        let generated = "from cart import total\n\n\ndef test_total():\n    assert total([1]) == 1\n\n\ndef test_total_many():\n    assert total([1, 2]) == 3\n\n\ndef test_broken(:\n";
+        let mut tests = find_tests(Language::Python, generated);
+        assert_eq!(
+            tests.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["test_total", "test_total_many"]
+        );
+        make_names_unique(Language::Python, &mut tests, &["test_total".to_string()]);
+        let insertion = assemble(&cart, &plan, &tests);
+        let mut result = existing.to_string();
+        result.insert_str(insertion.offset, &insertion.text);
+        expect_test::expect![[r#"
+            from cart import total
+
+
+            def test_total():
+                assert total([]) == 0
+
+
+            def test_total_2():
+                assert total([1]) == 1
+
+
+            def test_total_many():
+                assert total([1, 2]) == 3
+        "#]]
+        .assert_eq(&result);
+        assert!(parses_as_well(Language::Python, existing, &insertion));
+    }
+
+    #[test]
+    fn rust_tests_go_into_the_existing_test_module() {
+        let source = "fn add(a: u8, b: u8) -> u8 {\n    a + b$0\n}\n\n#[cfg(test)]\nmod tests {\n    use super::*;\n\n    #[test]\n    fn adds() {\n        assert_eq!(add(1, 1), 2);\n    }\n}\n";
+        let item = target("/w/src/lib.rs", "rust", source);
+        let plan = plan(&item, &[PathBuf::from("/w")], &no_files).unwrap();
+        assert_eq!(plan.file, PathBuf::from("/w/src/lib.rs"));
+        let mut tests = find_tests(
+            Language::Rust,
+            "#[test]\nfn adds() {\n    assert_eq!(add(0, 0), 0);\n}\n",
+        );
+        make_names_unique(Language::Rust, &mut tests, &["adds".to_string()]);
+        let insertion = assemble(&item, &plan, &tests);
+        let mut result = plan.existing.clone().unwrap();
+        result.insert_str(insertion.offset, &insertion.text);
+        assert!(
+            result.ends_with(
+                "    #[test]\n    fn adds_2() {\n        assert_eq!(add(0, 0), 0);\n    }\n}\n"
+            ),
+            "{result}"
+        );
+        // Without a test module, one is appended.
+        let bare = target("/w/src/m.rs", "rust", "fn one() -> u8 {\n    1$0\n}\n");
+        let plan = super::plan(&bare, &[PathBuf::from("/w")], &no_files).unwrap();
+        let insertion = assemble(
+            &bare,
+            &plan,
+            &find_tests(
+                Language::Rust,
+                "#[test]\nfn one_is_one() {\n    assert_eq!(one(), 1);\n}\n",
+            ),
+        );
+        assert_eq!(
+            insertion.text,
+            "\n#[cfg(test)]\nmod tests {\n    use super::*;\n\n    #[test]\n    fn one_is_one() {\n        assert_eq!(one(), 1);\n    }\n}\n"
+        );
+    }
+
+    #[test]
+    fn javascript_and_go_files_and_headers() {
+        let js = target(
+            "/w/lib/math.ts",
+            "typescript",
+            "export function double(x: number) {\n  return x * 2;$0\n}\n",
+        );
+        let plan = plan(&js, &[PathBuf::from("/w")], &no_files).unwrap();
+        assert_eq!(plan.file, PathBuf::from("/w/lib/math.test.ts"));
+        let mut tests = find_tests(
+            Language::TypeScript,
+            "test(\"doubles\", () => {\n  assert.equal(double(2), 4);\n});\ntest(\"doubles\", () => {\n  assert.equal(double(0), 0);\n});\n",
+        );
+        make_names_unique(Language::TypeScript, &mut tests, &[]);
+        let insertion = assemble(&js, &plan, &tests);
+        assert!(insertion.text.starts_with("import { test } from \"node:test\";\nimport assert from \"node:assert/strict\";\nimport { double } from \"./math\";\n\n"));
+        assert!(
+            insertion.text.contains("test(\"doubles (2)\""),
+            "{}",
+            insertion.text
+        );
+        let go = target(
+            "/w/calc/sum.go",
+            "go",
+            "package calc\n\nfunc Sum(a, b int) int {\n\treturn a + b$0\n}\n",
+        );
+        let plan = super::plan(&go, &[PathBuf::from("/w")], &no_files).unwrap();
+        assert_eq!(plan.file, PathBuf::from("/w/calc/sum_test.go"));
+        let insertion = assemble(
+            &go,
+            &plan,
+            &find_tests(
+                Language::Go,
+                "func TestSum(t *testing.T) {\n\tif Sum(1, 2) != 3 {\n\t\tt.Fatal(\"bad\")\n\t}\n}\n",
+            ),
+        );
+        assert!(
+            insertion
+                .text
+                .starts_with("package calc\n\nimport \"testing\"\n\nfunc TestSum(t *testing.T) {"),
+            "{}",
+            insertion.text
+        );
+    }
+}

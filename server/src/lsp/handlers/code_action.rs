@@ -1,0 +1,96 @@
+//! `textDocument/codeAction`: offers **Add docstring** (when the function, method or class at
+//! the cursor has none) and **Generate unit tests**. Listing is instant; the work happens in
+//! `codeAction/resolve`, or in `workspace/executeCommand` for clients without resolve support.
+
+use ls_types::CodeActionParams;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::lsp::convert;
+use crate::lsp::jsonrpc::ResponseError;
+use crate::lsp::server::Server;
+use crate::syntax::Language;
+use crate::syntax::scopes;
+
+pub(crate) const DOCSTRING_KIND: &str = "refactor.rewrite.nib.docstring";
+pub(crate) const TESTS_KIND: &str = "refactor.nib.tests";
+pub(crate) const DOCSTRING_COMMAND: &str = "nib.addDocstring";
+pub(crate) const TESTS_COMMAND: &str = "nib.generateTests";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum ActionKind {
+    Docstring,
+    Tests,
+}
+
+/// What a listed action carries to its resolution.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ActionData {
+    pub(crate) action: ActionKind,
+    pub(crate) uri: String,
+    pub(crate) version: i32,
+    pub(crate) position: ls_types::Position,
+}
+
+pub(crate) fn title(kind: ActionKind, language: Language) -> &'static str {
+    match (kind, language) {
+        (ActionKind::Docstring, Language::Python) => "Add docstring",
+        (ActionKind::Docstring, _) => "Add doc comment",
+        (ActionKind::Tests, _) => "Generate unit tests",
+    }
+}
+
+pub(crate) fn handle(
+    server: &mut Server,
+    params: CodeActionParams,
+) -> Result<Value, ResponseError> {
+    let uri = params.text_document.uri.as_str();
+    let Some(document) = server.documents.get(uri) else {
+        return Err(ResponseError::invalid_params(format!(
+            "document {uri} is not open"
+        )));
+    };
+    let (Some(language), Some(tree)) = (document.language, document.tree.as_ref()) else {
+        return Ok(json!([]));
+    };
+    let byte = convert::request_byte(&document.rope, params.range.start, server.encoding)?;
+    let Some(scope) = scopes::scope_at(language, tree, &document.rope, byte) else {
+        return Ok(json!([]));
+    };
+    let wanted = |kind: &str| {
+        params.context.only.as_ref().is_none_or(|only| {
+            only.iter().any(|prefix| {
+                kind == prefix.as_str() || kind.starts_with(&format!("{}.", prefix.as_str()))
+            })
+        })
+    };
+    let mut actions = Vec::new();
+    let candidates = [
+        (
+            ActionKind::Docstring,
+            DOCSTRING_KIND,
+            DOCSTRING_COMMAND,
+            scope.doc.is_none(),
+        ),
+        (ActionKind::Tests, TESTS_KIND, TESTS_COMMAND, true),
+    ];
+    for (action, kind, command, applicable) in candidates {
+        if !applicable || !wanted(kind) {
+            continue;
+        }
+        let data = ActionData {
+            action,
+            uri: uri.to_string(),
+            version: document.version,
+            position: params.range.start,
+        };
+        let title = format!("{} for `{}` (nib)", title(action, language), scope.name);
+        let mut entry = json!({ "title": title, "kind": kind, "data": data });
+        if !server.client.code_action_resolve {
+            entry["command"] = json!({ "title": title, "command": command, "arguments": [data] });
+        }
+        actions.push(entry);
+    }
+    Ok(Value::Array(actions))
+}

@@ -1,0 +1,28 @@
+//! `workspace/executeCommand`: `nib.addDocstring` and `nib.generateTests`, the code actions'
+//! fallback for clients without `codeAction/resolve`; the edit arrives as `workspace/applyEdit`.
+
+use ls_types::ExecuteCommandParams;
+
+use super::code_action::{ActionData, DOCSTRING_COMMAND, TESTS_COMMAND};
+use super::code_action_resolve::{Delivery, run};
+use crate::lsp::jsonrpc::{ResponseError, code};
+use crate::lsp::server::{Responder, Server};
+
+pub(crate) fn handle(server: &mut Server, responder: Responder, params: ExecuteCommandParams) {
+    if params.command != DOCSTRING_COMMAND && params.command != TESTS_COMMAND {
+        let message = format!("unknown command `{}`", params.command);
+        return responder.respond(Err(ResponseError::new(code::INVALID_PARAMS, message)));
+    }
+    let data = params
+        .arguments
+        .into_iter()
+        .next()
+        .map(serde_json::from_value::<ActionData>);
+    match data {
+        Some(Ok(data)) => run(server, responder, data, Delivery::ApplyEdit),
+        _ => responder.respond(Err(ResponseError::invalid_params(format!(
+            "`{}` needs the code action's data",
+            params.command
+        )))),
+    }
+}
