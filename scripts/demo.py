@@ -196,6 +196,43 @@ def main():
     print(f"   {ms:.0f} ms: {last['reusedTokens']} of {last['promptTokens']} prompt tokens reused from the KV cache, "
           f"{last['prefilledTokens']} prefilled, {last['generatedTokens']} generated\n")
 
+    # Code actions on pricing.py: listing is instant, generation happens on resolve.
+    pricing = os.path.join(SHOP, "pricing.py")
+    lines = texts[pricing].split("\n")
+    line = next(i for i, l in enumerate(lines) if l.startswith("def with_tax"))
+    actions = client.request("textDocument/codeAction", {
+        "textDocument": {"uri": uri(pricing)},
+        "range": {"start": {"line": line + 1, "character": 4}, "end": {"line": line + 1, "character": 4}},
+        "context": {"diagnostics": []}})
+    print(f"{BOLD}5. Code actions offered in with_tax{RESET}: " + ", ".join(a["title"] for a in actions) + "\n")
+    for action in actions:
+        started = time.perf_counter()
+        try:
+            resolved = client.request("codeAction/resolve", action)
+        except RuntimeError as error:
+            print(f"   {action['title']}: {error}\n")
+            continue
+        elapsed = time.perf_counter() - started
+        changes = resolved["edit"]["documentChanges"]
+        edit = changes[-1]
+        target = edit["textDocument"]["uri"]
+        new_text = edit["edits"][0]["newText"]
+        if "docstring" in action["kind"]:
+            print(f"{BOLD}6. {action['title']}{RESET} ({elapsed:.1f} s):")
+            at = edit["edits"][0]["range"]["start"]["line"]
+            for number, text in enumerate(lines[line:at], start=line + 1):
+                print(f"  {number:3} | {text}")
+            for text in new_text.rstrip("\n").split("\n"):
+                print(f"      | {DIM}{text}{RESET}")
+            print(f"  {at + 1:3} | {lines[at]}\n")
+        else:
+            created = any(c.get("kind") == "create" for c in changes)
+            name = os.path.relpath(target[len("file://"):], ROOT)
+            print(f"{BOLD}7. {action['title']}{RESET} ({elapsed:.1f} s): {'creates' if created else 'appends to'} {name}")
+            for text in new_text.rstrip("\n").split("\n"):
+                print(f"      | {DIM}{text}{RESET}")
+            print("   (the demo prints the edit; an editor applies it)\n")
+
     client.request("shutdown", None)
     client.notify("exit", None)
     client.process.wait(timeout=30)

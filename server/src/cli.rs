@@ -10,9 +10,7 @@ use serde_json::json;
 use crate::completion::{self, context, prompt};
 use crate::config::Config;
 use crate::document::{Document, path_to_file_uri};
-use crate::engine::{
-    self, CancelToken, EngineSettings, Flow, GenerationRequest, PromptPiece, Sampling,
-};
+use crate::engine::{self, CancelToken, EngineSettings, Flow, GenerationRequest, PromptPiece, Sampling};
 use crate::position::{self, LineColumn, PositionEncoding};
 use crate::syntax::Language;
 
@@ -62,17 +60,10 @@ pub(crate) fn generate(
 }
 
 fn open_document(path: &Path) -> anyhow::Result<Document> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let absolute = std::path::absolute(path)?;
-    let language_id =
-        Language::from_path(&absolute.to_string_lossy()).map_or("plaintext", Language::name);
-    Ok(Document::new(
-        path_to_file_uri(&absolute),
-        language_id.to_string(),
-        1,
-        &text,
-    ))
+    let language_id = Language::from_path(&absolute.to_string_lossy()).map_or("plaintext", Language::name);
+    Ok(Document::new(path_to_file_uri(&absolute), language_id.to_string(), 1, &text))
 }
 
 pub(crate) fn complete(
@@ -85,17 +76,9 @@ pub(crate) fn complete(
 ) -> anyhow::Result<()> {
     let document = open_document(file)?;
     if at.line as usize >= document.rope.len_lines() {
-        bail!(
-            "line {} is past the end of {} ({} lines)",
-            at.line,
-            file.display(),
-            document.rope.len_lines()
-        );
+        bail!("line {} is past the end of {} ({} lines)", at.line, file.display(), document.rope.len_lines());
     }
-    let others = open
-        .iter()
-        .map(|path| open_document(path))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let others = open.iter().map(|path| open_document(path)).collect::<anyhow::Result<Vec<_>>>()?;
     let cursor = position::to_byte(&document.rope, at, PositionEncoding::Utf16);
     let mut config = Config::default().completion;
     if let Some(max_tokens) = max_tokens {
@@ -114,7 +97,11 @@ pub(crate) fn complete(
         cross_file: &cross_file,
         workspace_folders: &folders,
     })
-    .ok_or_else(|| anyhow::anyhow!("code follows the cursor on its line: nib completes only at the end of a line or before closing brackets"))?;
+    .ok_or_else(|| {
+        anyhow::anyhow!(
+            "code follows the cursor on its line: nib completes only at the end of a line or before closing brackets"
+        )
+    })?;
     let request = GenerationRequest {
         prompt: prepared.prompt.clone(),
         max_tokens: prepared.max_tokens,

@@ -44,12 +44,7 @@ impl Default for Config {
             model_path: None,
             onnx_runtime_path: None,
             threads: None,
-            completion: CompletionConfig {
-                enabled: true,
-                max_tokens: 64,
-                context_tokens: 1024,
-                languages: Vec::new(),
-            },
+            completion: CompletionConfig { enabled: true, max_tokens: 64, context_tokens: 1024, languages: Vec::new() },
             docstring_style: DocstringStyle::Google,
             request_timeout_ms: 30_000,
         }
@@ -83,9 +78,7 @@ fn read_section(config: &mut Config, map: &Map<String, Value>, warnings: &mut Ve
             "modelPath" => path(value).map(|p| config.model_path = p),
             "onnxRuntimePath" => path(value).map(|p| config.onnx_runtime_path = p),
             "threads" => integer(value, 0, 256).map(|n| config.threads = (n > 0).then_some(n)),
-            "requestTimeoutMs" => {
-                integer(value, 100, 600_000).map(|n| config.request_timeout_ms = n as u64)
-            }
+            "requestTimeoutMs" => integer(value, 100, 600_000).map(|n| config.request_timeout_ms = n as u64),
             "completion" => match value.as_object() {
                 Some(inner) => {
                     read_completion(&mut config.completion, inner, warnings);
@@ -97,15 +90,11 @@ fn read_section(config: &mut Config, map: &Map<String, Value>, warnings: &mut Ve
                 Some(inner) => {
                     for (inner_key, inner_value) in inner {
                         let outcome = match inner_key.as_str() {
-                            "style" => {
-                                docstring_style(inner_value).map(|s| config.docstring_style = s)
-                            }
+                            "style" => docstring_style(inner_value).map(|s| config.docstring_style = s),
                             _ => Err("unknown setting".to_string()),
                         };
                         if let Err(why) = outcome {
-                            warnings.push(format!(
-                                "nib.docstring.{inner_key}: {why}; keeping the default"
-                            ));
+                            warnings.push(format!("nib.docstring.{inner_key}: {why}; keeping the default"));
                         }
                     }
                     Ok(())
@@ -120,28 +109,18 @@ fn read_section(config: &mut Config, map: &Map<String, Value>, warnings: &mut Ve
     }
 }
 
-fn read_completion(
-    completion: &mut CompletionConfig,
-    map: &Map<String, Value>,
-    warnings: &mut Vec<String>,
-) {
+fn read_completion(completion: &mut CompletionConfig, map: &Map<String, Value>, warnings: &mut Vec<String>) {
     for (key, value) in map {
         if value.is_null() {
             continue;
         }
         let outcome = match key.as_str() {
-            "enabled" => value
-                .as_bool()
-                .map(|b| completion.enabled = b)
-                .ok_or_else(|| "expected true or false".into()),
+            "enabled" => value.as_bool().map(|b| completion.enabled = b).ok_or_else(|| "expected true or false".into()),
             "maxTokens" => integer(value, 1, 1024).map(|n| completion.max_tokens = n),
             "contextTokens" => integer(value, 64, 32_768).map(|n| completion.context_tokens = n),
             "languages" => match value.as_array() {
                 Some(items) if items.iter().all(Value::is_string) => {
-                    completion.languages = items
-                        .iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect();
+                    completion.languages = items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
                     Ok(())
                 }
                 _ => Err("expected a list of language ids".to_string()),
@@ -173,9 +152,7 @@ fn expand_home(text: &str) -> PathBuf {
 fn integer(value: &Value, min: u64, max: u64) -> Result<usize, String> {
     match value.as_u64() {
         Some(n) if (min..=max).contains(&n) => Ok(n as usize),
-        _ => Err(format!(
-            "expected an integer from {min} to {max}, got {value}"
-        )),
+        _ => Err(format!("expected an integer from {min} to {max}, got {value}")),
     }
 }
 
@@ -184,9 +161,7 @@ fn docstring_style(value: &Value) -> Result<DocstringStyle, String> {
         Some("google") => Ok(DocstringStyle::Google),
         Some("numpy") => Ok(DocstringStyle::Numpy),
         Some("rest") => Ok(DocstringStyle::Rest),
-        _ => Err(format!(
-            "expected \"google\", \"numpy\" or \"rest\", got {value}"
-        )),
+        _ => Err(format!("expected \"google\", \"numpy\" or \"rest\", got {value}")),
     }
 }
 
@@ -197,19 +172,11 @@ mod tests {
 
     #[test]
     fn reads_nested_and_flat_sections() {
-        let (config, warnings) = parse(
-            &Config::default(),
-            &json!({"nib": {"completion": {"maxTokens": 32}, "threads": 1}}),
-        );
+        let (config, warnings) =
+            parse(&Config::default(), &json!({"nib": {"completion": {"maxTokens": 32}, "threads": 1}}));
         assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!(
-            (config.completion.max_tokens, config.threads),
-            (32, Some(1))
-        );
-        let (config, _) = parse(
-            &Config::default(),
-            &json!({"docstring": {"style": "numpy"}}),
-        );
+        assert_eq!((config.completion.max_tokens, config.threads), (32, Some(1)));
+        let (config, _) = parse(&Config::default(), &json!({"docstring": {"style": "numpy"}}));
         assert_eq!(config.docstring_style, DocstringStyle::Numpy);
     }
 
@@ -223,14 +190,8 @@ mod tests {
         });
         let (config, warnings) = parse(&Config::default(), &settings);
         assert_eq!(config.completion.max_tokens, 64);
-        assert!(
-            !config.completion.enabled,
-            "valid keys next to invalid ones still apply"
-        );
-        let mut keys: Vec<&str> = warnings
-            .iter()
-            .map(|w| w.split(':').next().unwrap())
-            .collect();
+        assert!(!config.completion.enabled, "valid keys next to invalid ones still apply");
+        let mut keys: Vec<&str> = warnings.iter().map(|w| w.split(':').next().unwrap()).collect();
         keys.sort();
         assert_eq!(
             keys,

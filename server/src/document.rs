@@ -40,24 +40,12 @@ impl Document {
     pub(crate) fn new(uri: String, language_id: String, version: i32, text: &str) -> Self {
         let path = file_uri_to_path(&uri);
         let language = Language::from_language_id(&language_id)
-            .or_else(|| {
-                path.as_ref()
-                    .and_then(|p| Language::from_path(&p.to_string_lossy()))
-            })
+            .or_else(|| path.as_ref().and_then(|p| Language::from_path(&p.to_string_lossy())))
             .or_else(|| Language::from_path(&uri));
         let mut parser = language.map(Language::parser);
         let rope = Rope::from_str(text);
         let tree = parser.as_mut().and_then(|p| syntax::parse(p, &rope, None));
-        Document {
-            uri,
-            path,
-            language_id,
-            language,
-            version,
-            rope,
-            tree,
-            parser,
-        }
+        Document { uri, path, language_id, language, version, rope, tree, parser }
     }
 
     /// Applies a `didChange` atomically: either every change lands and the version moves to
@@ -70,10 +58,7 @@ impl Document {
         encoding: PositionEncoding,
     ) -> Result<(), ChangeError> {
         if version <= self.version {
-            return Err(ChangeError::StaleVersion {
-                current: self.version,
-                received: version,
-            });
+            return Err(ChangeError::StaleVersion { current: self.version, received: version });
         }
         // Ropes clone in O(1); work on copies so a bad change in the middle leaves no trace.
         let mut rope = self.rope.clone();
@@ -131,10 +116,7 @@ impl Document {
 /// for LSP but not for tree-sitter); nib only ever reads byte offsets from trees, never points.
 fn tree_point(rope: &Rope, byte: usize) -> Point {
     let line = rope.byte_to_line(byte);
-    Point {
-        row: line,
-        column: byte - rope.line_to_byte(line),
-    }
+    Point { row: line, column: byte - rope.line_to_byte(line) }
 }
 
 /// Decodes a `file:` URI to a path; other schemes have none.
@@ -165,9 +147,7 @@ pub(crate) fn path_to_file_uri(path: &std::path::Path) -> String {
     let mut uri = String::from("file://");
     for byte in path.to_string_lossy().bytes() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
-                uri.push(byte as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => uri.push(byte as char),
             _ => uri.push_str(&format!("%{byte:02X}")),
         }
     }
@@ -180,61 +160,32 @@ mod tests {
 
     fn change(start: (u32, u32), end: (u32, u32), text: &str) -> TextChange {
         TextChange {
-            range: Some((
-                LineColumn {
-                    line: start.0,
-                    column: start.1,
-                },
-                LineColumn {
-                    line: end.0,
-                    column: end.1,
-                },
-            )),
+            range: Some((LineColumn { line: start.0, column: start.1 }, LineColumn { line: end.0, column: end.1 })),
             text: text.to_string(),
         }
     }
 
     #[test]
     fn incremental_edits_keep_tree_equal_to_fresh_parse() {
-        let mut doc = Document::new(
-            "file:///t/a.py".into(),
-            "python".into(),
-            1,
-            "def f(x):\n    return x\n",
-        );
+        let mut doc = Document::new("file:///t/a.py".into(), "python".into(), 1, "def f(x):\n    return x\n");
         doc.apply_changes(
-            &[
-                change((1, 12), (1, 12), " + 1"),
-                change((0, 4), (0, 5), "g😀"),
-            ],
+            &[change((1, 12), (1, 12), " + 1"), change((0, 4), (0, 5), "g😀")],
             2,
             PositionEncoding::Utf16,
         )
         .unwrap();
         assert_eq!(doc.text(), "def g😀(x):\n    return x + 1\n");
         let fresh = doc.fresh_tree().unwrap();
-        assert_eq!(
-            doc.tree.as_ref().unwrap().root_node().to_sexp(),
-            fresh.root_node().to_sexp()
-        );
+        assert_eq!(doc.tree.as_ref().unwrap().root_node().to_sexp(), fresh.root_node().to_sexp());
     }
 
     #[test]
     fn rejected_changes_leave_the_document_untouched() {
         let mut doc = Document::new("file:///t/a.py".into(), "python".into(), 5, "abc\n");
         let stale = doc.apply_changes(&[change((0, 0), (0, 0), "x")], 5, PositionEncoding::Utf16);
-        assert_eq!(
-            stale,
-            Err(ChangeError::StaleVersion {
-                current: 5,
-                received: 5
-            })
-        );
-        let reversed = doc.apply_changes(
-            &[change((0, 0), (0, 0), "x"), change((0, 3), (0, 1), "y")],
-            6,
-            PositionEncoding::Utf16,
-        );
+        assert_eq!(stale, Err(ChangeError::StaleVersion { current: 5, received: 5 }));
+        let reversed =
+            doc.apply_changes(&[change((0, 0), (0, 0), "x"), change((0, 3), (0, 1), "y")], 6, PositionEncoding::Utf16);
         assert!(matches!(reversed, Err(ChangeError::ReversedRange { .. })));
         assert_eq!((doc.text().as_str(), doc.version), ("abc\n", 5));
     }
@@ -242,15 +193,7 @@ mod tests {
     #[test]
     fn full_sync_replaces_text_and_reparses() {
         let mut doc = Document::new("untitled:1".into(), "rust".into(), 1, "fn a() {}");
-        doc.apply_changes(
-            &[TextChange {
-                range: None,
-                text: "fn b(".into(),
-            }],
-            2,
-            PositionEncoding::Utf8,
-        )
-        .unwrap();
+        doc.apply_changes(&[TextChange { range: None, text: "fn b(".into() }], 2, PositionEncoding::Utf8).unwrap();
         assert_eq!(doc.text(), "fn b(");
         assert!(doc.tree.as_ref().unwrap().root_node().has_error());
     }
@@ -259,17 +202,8 @@ mod tests {
     fn language_falls_back_to_the_extension() {
         let doc = Document::new("file:///w/My%20Lib/x.tsx".into(), "plaintext".into(), 1, "");
         assert_eq!(doc.language, Some(Language::Tsx));
-        assert_eq!(
-            doc.path.as_deref(),
-            Some(std::path::Path::new("/w/My Lib/x.tsx"))
-        );
-        assert_eq!(
-            path_to_file_uri(doc.path.as_deref().unwrap()),
-            "file:///w/My%20Lib/x.tsx"
-        );
-        assert_eq!(
-            Document::new("file:///w/notes.txt".into(), "plaintext".into(), 1, "").language,
-            None
-        );
+        assert_eq!(doc.path.as_deref(), Some(std::path::Path::new("/w/My Lib/x.tsx")));
+        assert_eq!(path_to_file_uri(doc.path.as_deref().unwrap()), "file:///w/My%20Lib/x.tsx");
+        assert_eq!(Document::new("file:///w/notes.txt".into(), "plaintext".into(), 1, "").language, None);
     }
 }

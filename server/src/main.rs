@@ -18,11 +18,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "nib",
-    version,
-    about = "Local AI code assistance over LSP, with the model running in-process"
-)]
+#[command(name = "nib", version, about = "Local AI code assistance over LSP, with the model running in-process")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -107,11 +103,7 @@ enum Command {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NIB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
 }
 
 fn main() -> ExitCode {
@@ -123,49 +115,13 @@ fn main() -> ExitCode {
             let code = lsp::server::run(stdin, std::io::stdout());
             ExitCode::from(code as u8)
         }
-        Command::Generate {
-            model,
-            prompt,
-            max_tokens,
-            temperature,
-            top_p,
-            seed,
-            stream,
-        } => {
-            let sampling = engine::Sampling {
-                temperature,
-                top_p,
-                seed,
-            };
-            report(cli::generate(
-                &model.settings(),
-                prompt,
-                max_tokens,
-                sampling,
-                stream,
-            ))
+        Command::Generate { model, prompt, max_tokens, temperature, top_p, seed, stream } => {
+            let sampling = engine::Sampling { temperature, top_p, seed };
+            report(cli::generate(&model.settings(), prompt, max_tokens, sampling, stream))
         }
-        Command::Complete {
-            model,
-            file,
-            line,
-            character,
-            max_tokens,
-            json,
-            open,
-        } => {
-            let position = position::LineColumn {
-                line,
-                column: character,
-            };
-            report(cli::complete(
-                &model.settings(),
-                &file,
-                position,
-                max_tokens,
-                &open,
-                json,
-            ))
+        Command::Complete { model, file, line, character, max_tokens, json, open } => {
+            let position = position::LineColumn { line, column: character };
+            report(cli::complete(&model.settings(), &file, position, max_tokens, &open, json))
         }
     }
 }

@@ -39,10 +39,7 @@ impl PositionEncoding {
     /// at all), else UTF-16, which every client must support. UTF-32 is used only when it is the
     /// sole offer.
     pub(crate) fn negotiate(offered: &[String]) -> Self {
-        let offered: Vec<Self> = offered
-            .iter()
-            .filter_map(|name| Self::from_lsp_str(name))
-            .collect();
+        let offered: Vec<Self> = offered.iter().filter_map(|name| Self::from_lsp_str(name)).collect();
         if offered.contains(&PositionEncoding::Utf8) {
             PositionEncoding::Utf8
         } else if offered.is_empty() || offered.contains(&PositionEncoding::Utf16) {
@@ -63,11 +60,7 @@ pub(crate) struct LineColumn {
 /// Byte range `[start, end)` of line `line` without its terminator.
 fn line_content_bytes(rope: &Rope, line: usize) -> (usize, usize) {
     let start = rope.line_to_byte(line);
-    let mut end = if line + 1 < rope.len_lines() {
-        rope.line_to_byte(line + 1)
-    } else {
-        rope.len_bytes()
-    };
+    let mut end = if line + 1 < rope.len_lines() { rope.line_to_byte(line + 1) } else { rope.len_bytes() };
     // Strip `\n`, `\r\n` or `\r`.
     if end > start && rope.byte(end - 1) == b'\n' {
         end -= 1;
@@ -120,15 +113,10 @@ pub(crate) fn from_byte(rope: &Rope, byte: usize, encoding: PositionEncoding) ->
     let line_start_char = rope.line_to_char(line);
     let column = match encoding {
         PositionEncoding::Utf8 => rope.char_to_byte(char_index) - rope.line_to_byte(line),
-        PositionEncoding::Utf16 => {
-            rope.char_to_utf16_cu(char_index) - rope.char_to_utf16_cu(line_start_char)
-        }
+        PositionEncoding::Utf16 => rope.char_to_utf16_cu(char_index) - rope.char_to_utf16_cu(line_start_char),
         PositionEncoding::Utf32 => char_index - line_start_char,
     };
-    LineColumn {
-        line: line as u32,
-        column: column as u32,
-    }
+    LineColumn { line: line as u32, column: column as u32 }
 }
 
 #[cfg(test)]
@@ -176,11 +164,7 @@ mod tests {
         ];
         for (text, position, encoding, expected) in rows {
             let rope = Rope::from_str(text);
-            assert_eq!(
-                to_byte(&rope, *position, *encoding),
-                *expected,
-                "{text:?} {position:?} {encoding:?}"
-            );
+            assert_eq!(to_byte(&rope, *position, *encoding), *expected, "{text:?} {position:?} {encoding:?}");
         }
     }
 
@@ -193,9 +177,8 @@ mod tests {
                 let position = from_byte(&rope, byte, encoding);
                 let back = to_byte(&rope, position, encoding);
                 // A byte inside a line terminator maps to the line end; everything else round-trips.
-                let inside_crlf = byte > 0
-                    && text.as_bytes()[byte - 1] == b'\r'
-                    && text.as_bytes().get(byte) == Some(&b'\n');
+                let inside_crlf =
+                    byte > 0 && text.as_bytes()[byte - 1] == b'\r' && text.as_bytes().get(byte) == Some(&b'\n');
                 if !inside_crlf {
                     assert_eq!(back, byte, "{encoding:?} byte {byte} -> {position:?}");
                 }
@@ -206,14 +189,8 @@ mod tests {
     #[test]
     fn negotiation_prefers_utf8_then_utf16() {
         let offer = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            PositionEncoding::negotiate(&offer(&["utf-16", "utf-8"])),
-            Utf8
-        );
-        assert_eq!(
-            PositionEncoding::negotiate(&offer(&["utf-32", "utf-16"])),
-            Utf16
-        );
+        assert_eq!(PositionEncoding::negotiate(&offer(&["utf-16", "utf-8"])), Utf8);
+        assert_eq!(PositionEncoding::negotiate(&offer(&["utf-32", "utf-16"])), Utf16);
         assert_eq!(PositionEncoding::negotiate(&offer(&["utf-32"])), Utf32);
         assert_eq!(PositionEncoding::negotiate(&offer(&[])), Utf16);
         assert_eq!(PositionEncoding::negotiate(&offer(&["latin-1"])), Utf16);

@@ -23,10 +23,7 @@ fn default_model() -> Option<PathBuf> {
         "the default model is missing at {}: run `make setup`",
         path.display()
     );
-    eprintln!(
-        "skipping: no default model at {} (run `make setup`)",
-        path.display()
-    );
+    eprintln!("skipping: no default model at {} (run `make setup`)", path.display());
     None
 }
 
@@ -50,10 +47,7 @@ fn inline(server: &mut TestServer, uri: &str, line: u32, character: u32) -> i64 
 }
 
 fn ghost_text(result: &Value) -> String {
-    result["items"][0]["insertText"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+    result["items"][0]["insertText"].as_str().unwrap_or_default().to_string()
 }
 
 #[test]
@@ -63,23 +57,14 @@ fn typing_gets_ghost_text_and_typing_through_is_served_from_cache() {
     let uri = format!("file://{}/examples/shop/cart.py", repo_root().display());
     let text = std::fs::read_to_string(repo_root().join("examples/shop/cart.py")).unwrap();
     server.open(&uri, "python", &text);
-    let line = text
-        .lines()
-        .position(|l| l.contains("def count_items"))
-        .unwrap() as u32
-        + 1;
+    let line = text.lines().position(|l| l.contains("def count_items")).unwrap() as u32 + 1;
 
     let id = inline(&mut server, &uri, line, 8);
     let result = server.response(id).expect("a completion");
     let ghost = ghost_text(&result);
     assert!(!ghost.trim().is_empty(), "no ghost text: {result}");
-    assert_eq!(
-        result["items"][0]["range"]["start"],
-        json!({ "line": line, "character": 8 })
-    );
-    let before = server.inspect(&uri, None)["engine"]["stats"]["generations"]
-        .as_u64()
-        .unwrap();
+    assert_eq!(result["items"][0]["range"]["start"], json!({ "line": line, "character": 8 }));
+    let before = server.inspect(&uri, None)["engine"]["stats"]["generations"].as_u64().unwrap();
 
     // Type the first characters of the suggestion: the rest comes back without a model run.
     let typed: String = ghost.chars().take(3).collect();
@@ -96,9 +81,7 @@ fn typing_gets_ghost_text_and_typing_through_is_served_from_cache() {
     let id = inline(&mut server, &uri, line, 8 + typed.chars().count() as u32);
     let rest = ghost_text(&server.response(id).unwrap());
     assert_eq!(format!("{typed}{rest}"), ghost);
-    let after = server.inspect(&uri, None)["engine"]["stats"]["generations"]
-        .as_u64()
-        .unwrap();
+    let after = server.inspect(&uri, None)["engine"]["stats"]["generations"].as_u64().unwrap();
     assert_eq!(before, after, "typing-through must not run the model");
 
     // Typing something else runs the model again, reusing the cached prompt prefix.
@@ -116,10 +99,7 @@ fn typing_gets_ghost_text_and_typing_through_is_served_from_cache() {
     server.response(id).expect("a completion after an edit");
     let engine = server.inspect(&uri, None)["engine"].clone();
     let last = &engine["stats"]["last"];
-    assert!(
-        last["reusedTokens"].as_u64().unwrap() > 50,
-        "expected a KV-cache hit: {engine}"
-    );
+    assert!(last["reusedTokens"].as_u64().unwrap() > 50, "expected a KV-cache hit: {engine}");
     assert!(last["prefilledTokens"].as_u64().unwrap() < 20, "{engine}");
     server.shutdown();
 }
@@ -132,11 +112,7 @@ fn a_burst_of_requests_gets_exactly_one_reply_each() {
     let mut text = String::from("def mean(values):\n    ");
     server.open(uri, "python", &text);
     let mut ids = Vec::new();
-    for (version, c) in "total = sum(values) / len(values)"
-        .chars()
-        .take(20)
-        .enumerate()
-    {
+    for (version, c) in "total = sum(values) / len(values)".chars().take(20).enumerate() {
         // Each keystroke: an edit, then a request, as an editor sends them.
         server.notify(
             "textDocument/didChange",
@@ -158,10 +134,7 @@ fn a_burst_of_requests_gets_exactly_one_reply_each() {
                 last_answered = id == ids.last().unwrap();
             }
             Err(error) => {
-                assert_eq!(
-                    error["code"], -32800,
-                    "only cancellation is an acceptable error: {error}"
-                );
+                assert_eq!(error["code"], -32800, "only cancellation is an acceptable error: {error}");
                 cancelled += 1;
             }
         }

@@ -20,10 +20,7 @@ fn initialize_negotiates_encodings_and_shuts_down_cleanly() {
     ] {
         let mut server = TestServer::spawn(&[]);
         let result = server.initialize(options(), offered);
-        assert_eq!(
-            result["capabilities"]["positionEncoding"], expected,
-            "offered {offered:?}"
-        );
+        assert_eq!(result["capabilities"]["positionEncoding"], expected, "offered {offered:?}");
         assert_eq!(result["serverInfo"]["name"], "nib");
         server.shutdown();
     }
@@ -32,40 +29,25 @@ fn initialize_negotiates_encodings_and_shuts_down_cleanly() {
 #[test]
 fn lifecycle_errors_and_exit_codes() {
     let mut server = TestServer::spawn(&[]);
-    let early = server.request(
-        "nib/inspect",
-        json!({ "textDocument": { "uri": "file:///x.py" } }),
-    );
+    let early = server.request("nib/inspect", json!({ "textDocument": { "uri": "file:///x.py" } }));
     assert_eq!(early.unwrap_err()["code"], -32002);
     server.initialize(options(), &["utf-16"]);
     let again = server.request("initialize", json!({ "capabilities": {} }));
     assert_eq!(again.unwrap_err()["code"], -32600);
     assert_eq!(server.request("shutdown", Value::Null), Ok(Value::Null));
-    let after = server.request(
-        "nib/inspect",
-        json!({ "textDocument": { "uri": "file:///x.py" } }),
-    );
+    let after = server.request("nib/inspect", json!({ "textDocument": { "uri": "file:///x.py" } }));
     assert_eq!(after.unwrap_err()["code"], -32600);
     server.notify("exit", Value::Null);
-    assert_eq!(
-        server.wait_exit().map(|status| status.code()),
-        Some(Some(0))
-    );
+    assert_eq!(server.wait_exit().map(|status| status.code()), Some(Some(0)));
 
     // `exit` without `shutdown` exits with 1, as the spec asks.
     let mut server = TestServer::start(options(), &["utf-16"]);
     server.notify("exit", Value::Null);
-    assert_eq!(
-        server.wait_exit().map(|status| status.code()),
-        Some(Some(1))
-    );
+    assert_eq!(server.wait_exit().map(|status| status.code()), Some(Some(1)));
 
     // Closing stdin ends the server cleanly.
     let mut server = TestServer::start(options(), &["utf-16"]);
-    assert_eq!(
-        server.wait_exit().map(|status| status.code()),
-        Some(Some(0))
-    );
+    assert_eq!(server.wait_exit().map(|status| status.code()), Some(Some(0)));
 }
 
 #[test]
@@ -80,38 +62,24 @@ fn bad_input_gets_error_replies_and_the_server_stays_up() {
     assert_eq!(reply["id"], Value::Null);
     // Garbage between messages, then a bad header.
     server.send_raw(b"\x00\xffnot a header\r\nContent-Length: x\r\n\r\n");
-    server.wait_for("a parse error for garbage", |m| {
-        m["error"]["code"] == -32700
-    });
-    server.wait_for("a parse error for the header", |m| {
-        m["error"]["code"] == -32700
-    });
+    server.wait_for("a parse error for garbage", |m| m["error"]["code"] == -32700);
+    server.wait_for("a parse error for the header", |m| m["error"]["code"] == -32700);
     // Unknown method.
-    assert_eq!(
-        server.request("nib/frobnicate", json!({})).unwrap_err()["code"],
-        -32601
-    );
+    assert_eq!(server.request("nib/frobnicate", json!({})).unwrap_err()["code"], -32601);
     // Wrong parameter types and negative positions.
     let wrong = server.request("nib/inspect", json!({ "textDocument": 7 }));
     assert_eq!(wrong.unwrap_err()["code"], -32602);
-    let negative = server.request(
-        "nib/inspect",
-        json!({ "textDocument": { "uri": uri }, "position": { "line": -1, "character": 0 } }),
-    );
+    let negative = server
+        .request("nib/inspect", json!({ "textDocument": { "uri": uri }, "position": { "line": -1, "character": 0 } }));
     assert_eq!(negative.unwrap_err()["code"], -32602);
     // A line past the end of the document is an error; a column past the end clamps.
-    let past = server.request(
-        "nib/inspect",
-        json!({ "textDocument": { "uri": uri }, "position": { "line": 9, "character": 0 } }),
-    );
+    let past = server
+        .request("nib/inspect", json!({ "textDocument": { "uri": uri }, "position": { "line": 9, "character": 0 } }));
     assert_eq!(past.unwrap_err()["code"], -32602);
     let clamped = server.inspect(uri, Some((0, 999)));
     assert_eq!(clamped["text"], "x = 1\n");
     // Unopened documents.
-    let unopened = server.request(
-        "nib/inspect",
-        json!({ "textDocument": { "uri": "file:///nope.py" } }),
-    );
+    let unopened = server.request("nib/inspect", json!({ "textDocument": { "uri": "file:///nope.py" } }));
     assert_eq!(unopened.unwrap_err()["code"], -32602);
     server.notify(
         "textDocument/didChange",
@@ -135,10 +103,7 @@ fn python_method_is_the_scope_at_a_position_inside_it() {
     let inside = server.inspect(uri, Some((4, 12)));
     assert_eq!(inside["scope"]["kind"], "method");
     assert_eq!(inside["scope"]["name"], "total");
-    assert_eq!(
-        inside["scope"]["range"]["start"],
-        json!({ "line": 3, "character": 4 })
-    );
+    assert_eq!(inside["scope"]["range"]["start"], json!({ "line": 3, "character": 4 }));
     // End of the method's last line: the pitfall tree-sitter lookups fall into.
     let end_of_line = server.inspect(uri, Some((5, 22)));
     assert_eq!(end_of_line["scope"]["name"], "total");
@@ -151,52 +116,20 @@ fn python_method_is_the_scope_at_a_position_inside_it() {
 #[test]
 fn invalid_settings_warn_by_key_and_keep_defaults() {
     let mut server = TestServer::spawn(&[]);
-    server.initialize(
-        json!({ "modelPath": fixture_model(), "completion": { "maxTokens": "lots" } }),
-        &["utf-16"],
-    );
-    let warning = server.wait_for("a settings warning", |m| {
-        m["method"] == "window/showMessage"
-    });
+    server.initialize(json!({ "modelPath": fixture_model(), "completion": { "maxTokens": "lots" } }), &["utf-16"]);
+    let warning = server.wait_for("a settings warning", |m| m["method"] == "window/showMessage");
     assert_eq!(warning["params"]["type"], 2);
-    assert!(
-        warning["params"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("nib.completion.maxTokens"),
-        "{warning}"
-    );
+    assert!(warning["params"]["message"].as_str().unwrap().contains("nib.completion.maxTokens"), "{warning}");
     // Pushed settings.
-    server.notify(
-        "workspace/didChangeConfiguration",
-        json!({ "settings": { "nib": { "docstring": { "style": 3 } } } }),
-    );
-    let warning = server.wait_for("a pushed-settings warning", |m| {
-        m["method"] == "window/showMessage"
-    });
-    assert!(
-        warning["params"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("nib.docstring.style"),
-        "{warning}"
-    );
+    server
+        .notify("workspace/didChangeConfiguration", json!({ "settings": { "nib": { "docstring": { "style": 3 } } } }));
+    let warning = server.wait_for("a pushed-settings warning", |m| m["method"] == "window/showMessage");
+    assert!(warning["params"]["message"].as_str().unwrap().contains("nib.docstring.style"), "{warning}");
     // Pulled settings (the notification carries none).
     server.settings = json!({ "threads": -4, "modelPath": fixture_model() });
-    server.notify(
-        "workspace/didChangeConfiguration",
-        json!({ "settings": null }),
-    );
-    let warning = server.wait_for("a pulled-settings warning", |m| {
-        m["method"] == "window/showMessage"
-    });
-    assert!(
-        warning["params"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("nib.threads"),
-        "{warning}"
-    );
+    server.notify("workspace/didChangeConfiguration", json!({ "settings": null }));
+    let warning = server.wait_for("a pulled-settings warning", |m| m["method"] == "window/showMessage");
+    assert!(warning["params"]["message"].as_str().unwrap().contains("nib.threads"), "{warning}");
     server.shutdown();
 }
 
@@ -253,10 +186,7 @@ impl Reference {
             return ((line, total + 1 + random.below(5)), end);
         }
         let count = random.below(chars.len() + 1);
-        let column = chars[..count]
-            .iter()
-            .map(|(_, c)| Self::units(*c, encoding))
-            .sum();
+        let column = chars[..count].iter().map(|(_, c)| Self::units(*c, encoding)).sum();
         let byte = chars.get(count).map_or(end, |(offset, _)| start + offset);
         ((line, column), byte)
     }
@@ -266,9 +196,7 @@ fn random_edits(encoding: &'static str, edits: usize, seed: u64, initial: &str) 
     let mut server = TestServer::start(options(), &[encoding]);
     let uri = format!("file:///w/prop_{}.py", encoding.replace('-', ""));
     server.open(&uri, "python", initial);
-    let mut reference = Reference {
-        text: initial.to_string(),
-    };
+    let mut reference = Reference { text: initial.to_string() };
     let mut random = Random::new(seed);
     let pieces = [
         "x",
@@ -290,11 +218,8 @@ fn random_edits(encoding: &'static str, edits: usize, seed: u64, initial: &str) 
     let mut version = 1;
     for step in 0..edits {
         let (mut a_position, mut a_byte) = reference.random_position(&mut random, encoding);
-        let (mut b_position, mut b_byte) = if random.below(3) == 0 {
-            (a_position, a_byte)
-        } else {
-            reference.random_position(&mut random, encoding)
-        };
+        let (mut b_position, mut b_byte) =
+            if random.below(3) == 0 { (a_position, a_byte) } else { reference.random_position(&mut random, encoding) };
         if (b_position.0, b_position.1) < (a_position.0, a_position.1) {
             std::mem::swap(&mut a_position, &mut b_position);
             std::mem::swap(&mut a_byte, &mut b_byte);
@@ -317,22 +242,11 @@ fn random_edits(encoding: &'static str, edits: usize, seed: u64, initial: &str) 
             }),
         );
         if step % 100 == 99 || step + 1 == edits {
-            let state = server
-                .request(
-                    "nib/inspect",
-                    json!({ "textDocument": { "uri": uri }, "checkTree": true }),
-                )
-                .unwrap();
-            assert_eq!(
-                state["text"].as_str().unwrap(),
-                reference.text,
-                "{encoding}: diverged by step {step}"
-            );
+            let state =
+                server.request("nib/inspect", json!({ "textDocument": { "uri": uri }, "checkTree": true })).unwrap();
+            assert_eq!(state["text"].as_str().unwrap(), reference.text, "{encoding}: diverged by step {step}");
             assert_eq!(state["version"], version);
-            assert_eq!(
-                state["treeMatchesFreshParse"], true,
-                "{encoding}: tree diverged by step {step}"
-            );
+            assert_eq!(state["treeMatchesFreshParse"], true, "{encoding}: tree diverged by step {step}");
         }
     }
     server.shutdown();
@@ -340,22 +254,12 @@ fn random_edits(encoding: &'static str, edits: usize, seed: u64, initial: &str) 
 
 #[test]
 fn random_edits_utf16_python_with_emoji_and_crlf() {
-    random_edits(
-        "utf-16",
-        1000,
-        0x5eed_0016,
-        "# 😀 héllo\r\ndef main():\r\n    print('漢字')\r\n",
-    );
+    random_edits("utf-16", 1000, 0x5eed_0016, "# 😀 héllo\r\ndef main():\r\n    print('漢字')\r\n");
 }
 
 #[test]
 fn random_edits_utf8() {
-    random_edits(
-        "utf-8",
-        1000,
-        0x5eed_0008,
-        "a = 'e\u{301}'\n\ndef g(x):\n    return x\n",
-    );
+    random_edits("utf-8", 1000, 0x5eed_0008, "a = 'e\u{301}'\n\ndef g(x):\n    return x\n");
 }
 
 #[test]

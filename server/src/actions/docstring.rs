@@ -73,16 +73,10 @@ pub(crate) fn facts(target: &Target) -> Facts {
             })
             .collect()
     };
-    let mut facts = Facts {
-        parameters,
-        ..Facts::default()
-    };
-    let Some(body) = scope.body.as_ref().and_then(|range| {
-        target
-            .tree
-            .root_node()
-            .descendant_for_byte_range(range.start, range.end)
-    }) else {
+    let mut facts = Facts { parameters, ..Facts::default() };
+    let Some(body) =
+        scope.body.as_ref().and_then(|range| target.tree.root_node().descendant_for_byte_range(range.start, range.end))
+    else {
         return facts;
     };
     let text = |node: Node| target.rope.byte_slice(node.byte_range()).to_string();
@@ -101,26 +95,15 @@ pub(crate) fn facts(target: &Target) -> Facts {
             }
         }
         "macro_invocation" => {
-            let name = node
-                .child_by_field_name("macro")
-                .map(text)
-                .unwrap_or_default();
+            let name = node.child_by_field_name("macro").map(text).unwrap_or_default();
             if matches!(
                 name.as_str(),
-                "panic"
-                    | "unreachable"
-                    | "todo"
-                    | "unimplemented"
-                    | "assert"
-                    | "assert_eq"
-                    | "assert_ne"
+                "panic" | "unreachable" | "todo" | "unimplemented" | "assert" | "assert_eq" | "assert_ne"
             ) {
                 facts.can_panic = true;
             }
         }
-        "field_identifier" if matches!(text(node).as_str(), "unwrap" | "expect") => {
-            facts.can_panic = true
-        }
+        "field_identifier" if matches!(text(node).as_str(), "unwrap" | "expect") => facts.can_panic = true,
         _ => {}
     };
     // A one-statement body can be that statement itself.
@@ -129,10 +112,7 @@ pub(crate) fn facts(target: &Target) -> Facts {
     match target.language {
         Language::Python | Language::JavaScript | Language::TypeScript | Language::Tsx => {}
         Language::Rust => {
-            facts.returns_result = scope
-                .return_annotation
-                .as_deref()
-                .is_some_and(|t| t.contains("Result"));
+            facts.returns_result = scope.return_annotation.as_deref().is_some_and(|t| t.contains("Result"));
             facts.returns_value = false; // Rust convention documents behaviour, not a Returns section.
         }
         Language::Go => facts.returns_value = false,
@@ -154,40 +134,25 @@ pub(crate) fn write_prose(
     let mut asker = Asker::new(model, cancel, context);
     let name = target.scope.name.clone();
     let what = target.scope.kind.as_str();
-    let comment = if target.language == Language::Python {
-        "#"
-    } else {
-        "//"
-    };
+    let comment = if target.language == Language::Python { "#" } else { "//" };
     let summary = ask(
         &mut asker,
         &format!(
             "Write one short sentence that says what the {what} `{name}` does. Start with a verb such as \"Return\", \"Compute\" or \"Create\"."
         ),
         &format!("{comment} Summary of {name}: "),
-        &[
-            name.clone(),
-            format!("The {what} {name}"),
-            format!("{name}()"),
-        ],
+        &[name.clone(), format!("The {what} {name}"), format!("{name}()")],
         "a summary",
     )?;
-    let mut prose = Prose {
-        summary,
-        ..Prose::default()
-    };
+    let summary = if target.language == Language::Go { summary } else { super::imperative(&summary, &name) };
+    let mut prose = Prose { summary, ..Prose::default() };
     for parameter in &facts.parameters {
         let bare = parameter.trim_start_matches('*').to_string();
         prose.parameters.push(ask(
             &mut asker,
             &format!("In a few words, what is the parameter `{bare}` of `{name}`?"),
             &format!("{comment} Parameter {bare} of {name}: "),
-            &[
-                format!("The parameter {bare}"),
-                format!("The {bare} parameter"),
-                bare.clone(),
-                parameter.clone(),
-            ],
+            &[format!("The parameter {bare}"), format!("The {bare} parameter"), bare.clone(), parameter.clone()],
             &format!("a description of `{bare}`"),
         )?);
     }
@@ -197,6 +162,8 @@ pub(crate) fn write_prose(
             &format!("In a few words, what does `{name}` return?"),
             &format!("{comment} {name} returns: "),
             &[
+                format!("The {name} function returns"),
+                format!("The {name} method returns"),
                 format!("{name} returns"),
                 "It returns".into(),
                 "Returns".into(),
@@ -209,11 +176,7 @@ pub(crate) fn write_prose(
             &mut asker,
             &format!("In a few words, when does `{name}` raise `{exception}`?"),
             &format!("{comment} {name} raises {exception} when "),
-            &[
-                format!("{name} raises {exception}"),
-                format!("It raises {exception}"),
-                "It is raised".into(),
-            ],
+            &[format!("{name} raises {exception}"), format!("It raises {exception}"), "It is raised".into()],
             &format!("when `{exception}` is raised"),
         )?);
     }
@@ -222,10 +185,7 @@ pub(crate) fn write_prose(
             &mut asker,
             &format!("In a few words, when does `{name}` return an error?"),
             &format!("{comment} {name} returns an error when "),
-            &[
-                format!("{name} returns an error"),
-                "It returns an error".into(),
-            ],
+            &[format!("{name} returns an error"), "It returns an error".into()],
             "when an error is returned",
         )?);
     }
@@ -269,31 +229,18 @@ fn line_start(target: &Target, byte: usize) -> usize {
 
 fn indentation_at(target: &Target, byte: usize) -> String {
     let start = line_start(target, byte);
-    target
-        .rope
-        .byte_slice(start..byte)
-        .to_string()
-        .chars()
-        .take_while(|c| c.is_whitespace())
-        .collect()
+    target.rope.byte_slice(start..byte).to_string().chars().take_while(|c| c.is_whitespace()).collect()
 }
 
 /// Where the documentation goes and how it is indented, then the text itself.
-pub(crate) fn render(
-    target: &Target,
-    facts: &Facts,
-    prose: &Prose,
-    style: DocstringStyle,
-) -> Insertion {
+pub(crate) fn render(target: &Target, facts: &Facts, prose: &Prose, style: DocstringStyle) -> Insertion {
     match target.language {
         Language::Python => render_python(target, facts, prose, style),
         Language::Rust => {
             // Above the item's attributes.
             let mut anchor = target.scope.anchor.start;
             let root = target.tree.root_node();
-            if let Some(node) =
-                root.descendant_for_byte_range(target.scope.range.start, target.scope.range.end)
-            {
+            if let Some(node) = root.descendant_for_byte_range(target.scope.range.start, target.scope.range.end) {
                 let mut previous = node.prev_sibling();
                 while let Some(attribute) = previous.filter(|p| p.kind() == "attribute_item") {
                     anchor = attribute.start_byte();
@@ -304,27 +251,14 @@ pub(crate) fn render(
             let mut lines = vec![prose.summary.clone()];
             for (heading, text) in [("Errors", &prose.errors), ("Panics", &prose.panics)] {
                 if let Some(text) = text {
-                    lines.extend([
-                        String::new(),
-                        format!("# {heading}"),
-                        String::new(),
-                        text.clone(),
-                    ]);
+                    lines.extend([String::new(), format!("# {heading}"), String::new(), text.clone()]);
                 }
             }
             let text = lines
                 .iter()
-                .map(|line| {
-                    format!(
-                        "{indent}///{}{line}\n",
-                        if line.is_empty() { "" } else { " " }
-                    )
-                })
+                .map(|line| format!("{indent}///{}{line}\n", if line.is_empty() { "" } else { " " }))
                 .collect();
-            Insertion {
-                offset: line_start(target, anchor),
-                text,
-            }
+            Insertion { offset: line_start(target, anchor), text }
         }
         Language::JavaScript | Language::TypeScript | Language::Tsx => {
             let anchor = target.scope.anchor.start;
@@ -341,86 +275,61 @@ pub(crate) fn render(
             }
             let mut text = format!("{indent}/**\n");
             for line in lines {
-                text.push_str(&format!(
-                    "{indent} *{}{line}\n",
-                    if line.is_empty() { "" } else { " " }
-                ));
+                text.push_str(&format!("{indent} *{}{line}\n", if line.is_empty() { "" } else { " " }));
             }
             text.push_str(&format!("{indent} */\n"));
-            Insertion {
-                offset: line_start(target, anchor),
-                text,
-            }
+            Insertion { offset: line_start(target, anchor), text }
         }
         Language::Go => {
             let anchor = target.scope.anchor.start;
             let indent = indentation_at(target, anchor);
-            let text = format!(
-                "{indent}// {} {}\n",
-                target.scope.name,
-                lower_first(&prose.summary)
-            );
-            Insertion {
-                offset: line_start(target, anchor),
-                text,
-            }
+            // Go doc comments are sentences about the name: "Sum returns ...".
+            let name = &target.scope.name;
+            let sentence = match prose.summary.strip_prefix(name.as_str()) {
+                Some(rest) if rest.starts_with(' ') => prose.summary.clone(),
+                _ => format!("{name} {}", third_person(&lower_first(&prose.summary))),
+            };
+            let text = format!("{indent}// {sentence}\n");
+            Insertion { offset: line_start(target, anchor), text }
         }
     }
 }
 
-fn render_python(
-    target: &Target,
-    facts: &Facts,
-    prose: &Prose,
-    style: DocstringStyle,
-) -> Insertion {
+/// "return the sum" → "returns the sum".
+fn third_person(summary: &str) -> String {
+    let (verb, rest) = summary.split_once(' ').unwrap_or((summary, ""));
+    let conjugated = if verb.ends_with('y') && !verb.ends_with("ay") && !verb.ends_with("ey") {
+        format!("{}ies", &verb[..verb.len() - 1])
+    } else if verb.ends_with(['s', 'x', 'o']) || verb.ends_with("sh") || verb.ends_with("ch") {
+        format!("{verb}es")
+    } else {
+        format!("{verb}s")
+    };
+    if rest.is_empty() { conjugated } else { format!("{conjugated} {rest}") }
+}
+
+fn render_python(target: &Target, facts: &Facts, prose: &Prose, style: DocstringStyle) -> Insertion {
     let scope = &target.scope;
-    let body = scope
-        .body
-        .clone()
-        .unwrap_or(scope.range.end..scope.range.end);
+    let body = scope.body.clone().unwrap_or(scope.range.end..scope.range.end);
     let header_line = target.rope.byte_to_line(scope.range.start);
     let body_line = target.rope.byte_to_line(body.start);
     let (offset, indent, lead, tail) = if body_line > header_line {
         let indent = indentation_at(target, body.start);
-        (
-            line_start(target, body.start),
-            indent.clone(),
-            indent,
-            "\n".to_string(),
-        )
+        (line_start(target, body.start), indent.clone(), indent, "\n".to_string())
     } else {
         // `def f(): return 1`: the docstring goes on its own line and pushes the body down.
         let indent = format!("{}    ", indentation_at(target, scope.range.start));
-        (
-            body.start,
-            indent.clone(),
-            format!("\n{indent}"),
-            format!("\n{indent}"),
-        )
+        (body.start, indent.clone(), format!("\n{indent}"), format!("\n{indent}"))
     };
     let mut sections: Vec<Vec<String>> = Vec::new();
-    let entries: Vec<(String, String)> = facts
-        .parameters
-        .iter()
-        .cloned()
-        .zip(prose.parameters.iter().cloned())
-        .collect();
-    let raises: Vec<(String, String)> = facts
-        .raises
-        .iter()
-        .cloned()
-        .zip(prose.raises.iter().cloned())
-        .collect();
+    let entries: Vec<(String, String)> =
+        facts.parameters.iter().cloned().zip(prose.parameters.iter().cloned()).collect();
+    let raises: Vec<(String, String)> = facts.raises.iter().cloned().zip(prose.raises.iter().cloned()).collect();
     match style {
         DocstringStyle::Google => {
             if !entries.is_empty() {
                 let mut section = vec!["Args:".to_string()];
-                section.extend(
-                    entries
-                        .iter()
-                        .map(|(name, text)| format!("    {name}: {text}")),
-                );
+                section.extend(entries.iter().map(|(name, text)| format!("    {name}: {text}")));
                 sections.push(section);
             }
             if let Some(returns) = &prose.returns {
@@ -428,11 +337,7 @@ fn render_python(
             }
             if !raises.is_empty() {
                 let mut section = vec!["Raises:".to_string()];
-                section.extend(
-                    raises
-                        .iter()
-                        .map(|(name, text)| format!("    {name}: {text}")),
-                );
+                section.extend(raises.iter().map(|(name, text)| format!("    {name}: {text}")));
                 sections.push(section);
             }
         }
@@ -448,12 +353,7 @@ fn render_python(
             }
             if let Some(returns) = &prose.returns {
                 let mut section = heading("Returns");
-                section.push(
-                    scope
-                        .return_annotation
-                        .clone()
-                        .unwrap_or_else(|| "object".into()),
-                );
+                section.push(scope.return_annotation.clone().unwrap_or_else(|| "object".into()));
                 section.push(format!("    {returns}"));
                 sections.push(section);
             }
@@ -467,18 +367,12 @@ fn render_python(
             }
         }
         DocstringStyle::Rest => {
-            let mut fields: Vec<String> = entries
-                .iter()
-                .map(|(name, text)| format!(":param {}: {text}", name.trim_start_matches('*')))
-                .collect();
+            let mut fields: Vec<String> =
+                entries.iter().map(|(name, text)| format!(":param {}: {text}", name.trim_start_matches('*'))).collect();
             if let Some(returns) = &prose.returns {
                 fields.push(format!(":returns: {returns}"));
             }
-            fields.extend(
-                raises
-                    .iter()
-                    .map(|(name, text)| format!(":raises {name}: {text}")),
-            );
+            fields.extend(raises.iter().map(|(name, text)| format!(":raises {name}: {text}")));
             if !fields.is_empty() {
                 sections.push(fields);
             }
@@ -505,30 +399,18 @@ fn render_python(
 pub(crate) fn check(target: &Target, facts: &Facts, insertion: &Insertion) -> Result<(), String> {
     let mut rope = target.rope.clone();
     rope.insert(rope.byte_to_char(insertion.offset), &insertion.text);
-    let tree = syntax::parse(&mut target.language.parser(), &rope, None)
-        .ok_or("the file could not be parsed")?;
+    let tree = syntax::parse(&mut target.language.parser(), &rope, None).ok_or("the file could not be parsed")?;
     if syntax::error_count(&tree) > syntax::error_count(&target.tree) {
         return Err("the docstring would break the file's syntax".into());
     }
-    let moved = if insertion.offset <= target.scope.range.start {
-        insertion.text.len()
-    } else {
-        0
-    };
-    let scope = scopes::scope_at(
-        target.language,
-        &tree,
-        &rope,
-        target.scope.range.start + moved + 1,
-    )
-    .ok_or("the documented item was not found after inserting")?;
+    let moved = if insertion.offset <= target.scope.range.start { insertion.text.len() } else { 0 };
+    let scope = scopes::scope_at(target.language, &tree, &rope, target.scope.range.start + moved + 1)
+        .ok_or("the documented item was not found after inserting")?;
     if scope.doc.is_none() {
         return Err("the documentation is not attached to the item".into());
     }
-    let lists_parameters = matches!(
-        target.language,
-        Language::Python | Language::JavaScript | Language::TypeScript | Language::Tsx
-    );
+    let lists_parameters =
+        matches!(target.language, Language::Python | Language::JavaScript | Language::TypeScript | Language::Tsx);
     for parameter in facts.parameters.iter().filter(|_| lists_parameters) {
         if !insertion.text.contains(parameter.trim_start_matches('*')) {
             return Err(format!("parameter `{parameter}` is not documented"));
@@ -547,8 +429,7 @@ pub(crate) fn generate(
     let facts = facts(target);
     let prose = write_prose(model, target, &facts, cancel)?;
     let insertion = render(target, &facts, &prose, style);
-    check(target, &facts, &insertion)
-        .map_err(|why| ActionError::Rejected(format!("no docstring inserted: {why}")))?;
+    check(target, &facts, &insertion).map_err(|why| ActionError::Rejected(format!("no docstring inserted: {why}")))?;
     Ok(insertion)
 }
 
@@ -580,17 +461,9 @@ mod tests {
         let facts = facts(target);
         let prose = Prose {
             summary: "Do the thing.".into(),
-            parameters: facts
-                .parameters
-                .iter()
-                .map(|p| format!("The {}.", p.trim_start_matches('*')))
-                .collect(),
+            parameters: facts.parameters.iter().map(|p| format!("The {}.", p.trim_start_matches('*'))).collect(),
             returns: facts.returns_value.then(|| "The result.".into()),
-            raises: facts
-                .raises
-                .iter()
-                .map(|_| "If it is bad.".into())
-                .collect(),
+            raises: facts.raises.iter().map(|_| "If it is bad.".into()).collect(),
             errors: facts.returns_result.then(|| "If reading fails.".into()),
             panics: facts.can_panic.then(|| "If the input is empty.".into()),
         };
@@ -632,9 +505,7 @@ mod tests {
         .assert_eq(&apply(&shop, DocstringStyle::Google));
         let numpy = apply(&shop, DocstringStyle::Numpy);
         assert!(
-            numpy.contains(
-                "        Parameters\n        ----------\n        base\n            The base.\n"
-            ),
+            numpy.contains("        Parameters\n        ----------\n        base\n            The base.\n"),
             "{numpy}"
         );
         let rest = apply(&shop, DocstringStyle::Rest);
@@ -643,11 +514,7 @@ mod tests {
 
     #[test]
     fn python_without_return_or_on_one_line() {
-        let quiet = target(
-            "q.py",
-            "python",
-            "def log(message):\n    print(message)$0\n",
-        );
+        let quiet = target("q.py", "python", "def log(message):\n    print(message)$0\n");
         assert_eq!(
             apply(&quiet, DocstringStyle::Google),
             "def log(message):\n    \"\"\"Do the thing.\n\n    Args:\n        message: The message.\n    \"\"\"\n    print(message)\n"
@@ -689,23 +556,15 @@ mod tests {
 
     #[test]
     fn jsdoc_and_go_comments() {
-        let js = target(
-            "a.ts",
-            "typescript",
-            "export function add(a: number, b = 1) {\n  return a + b;$0\n}\n",
-        );
+        let js = target("a.ts", "typescript", "export function add(a: number, b = 1) {\n  return a + b;$0\n}\n");
         assert_eq!(
             apply(&js, DocstringStyle::Google),
             "/**\n * Do the thing.\n *\n * @param a - The a.\n * @param b - The b.\n * @returns The result.\n */\nexport function add(a: number, b = 1) {\n  return a + b;\n}\n"
         );
-        let go = target(
-            "m.go",
-            "go",
-            "package m\n\nfunc Sum(a, b int) int {\n\treturn a + b$0\n}\n",
-        );
+        let go = target("m.go", "go", "package m\n\nfunc Sum(a, b int) int {\n\treturn a + b$0\n}\n");
         assert_eq!(
             apply(&go, DocstringStyle::Google),
-            "package m\n\n// Sum do the thing.\nfunc Sum(a, b int) int {\n\treturn a + b\n}\n"
+            "package m\n\n// Sum does the thing.\nfunc Sum(a, b int) int {\n\treturn a + b\n}\n"
         );
     }
 }

@@ -12,9 +12,7 @@ use std::path::PathBuf;
 use ropey::Rope;
 use tree_sitter::Tree;
 
-use crate::engine::{
-    CancelToken, ChatFormat, EngineError, Flow, GenerationRequest, Model, PromptPiece, Sampling,
-};
+use crate::engine::{CancelToken, ChatFormat, EngineError, Flow, GenerationRequest, Model, PromptPiece, Sampling};
 use crate::syntax::Language;
 use crate::syntax::scopes::Scope;
 
@@ -32,9 +30,7 @@ pub(crate) struct Target {
 
 impl Target {
     pub(crate) fn source(&self) -> String {
-        self.rope
-            .byte_slice(self.scope.anchor.start..self.scope.range.end)
-            .to_string()
+        self.rope.byte_slice(self.scope.anchor.start..self.scope.range.end).to_string()
     }
 
     pub(crate) fn fence(&self) -> &'static str {
@@ -78,32 +74,18 @@ pub(crate) struct Asker<'a> {
 impl<'a> Asker<'a> {
     pub(crate) fn new(model: &'a mut Model, cancel: CancelToken, context: String) -> Self {
         let chat = model.info.chat_format;
-        Asker {
-            model,
-            cancel,
-            context,
-            chat,
-            attempt: 0,
-        }
+        Asker { model, cancel, context, chat, attempt: 0 }
     }
 
     /// The prompt for `question` (chat) or for `completion_lead` (plain models): a text the
     /// answer continues.
-    pub(crate) fn prompt(
-        &self,
-        question: &str,
-        completion_lead: &str,
-        answer_lead: &str,
-    ) -> Vec<PromptPiece> {
+    pub(crate) fn prompt(&self, question: &str, completion_lead: &str, answer_lead: &str) -> Vec<PromptPiece> {
         match self.chat {
             Some(ChatFormat::ChatMl) => {
                 let special = |token: &str| PromptPiece::Special(token.to_string());
                 vec![
                     special("<|im_start|>"),
-                    PromptPiece::Text(
-                        "system\nYou are a precise senior software engineer. Answer briefly."
-                            .into(),
-                    ),
+                    PromptPiece::Text("system\nYou are a precise senior software engineer. Answer briefly.".into()),
                     special("<|im_end|>"),
                     PromptPiece::Text("\n".into()),
                     special("<|im_start|>"),
@@ -114,10 +96,7 @@ impl<'a> Asker<'a> {
                     PromptPiece::Text(format!("assistant\n{answer_lead}")),
                 ]
             }
-            None => vec![PromptPiece::Text(format!(
-                "{}\n\n{completion_lead}{answer_lead}",
-                self.context
-            ))],
+            None => vec![PromptPiece::Text(format!("{}\n\n{completion_lead}{answer_lead}", self.context))],
         }
     }
 
@@ -129,14 +108,21 @@ impl<'a> Asker<'a> {
         max_tokens: usize,
         stops: &[&str],
     ) -> Result<String, ActionError> {
+        self.generate_until(prompt, max_tokens, stops, &mut |_| Flow::Continue)
+    }
+
+    /// `generate`, also stopped when `done` says the text so far is enough.
+    pub(crate) fn generate_until(
+        &mut self,
+        prompt: Vec<PromptPiece>,
+        max_tokens: usize,
+        stops: &[&str],
+        done: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<String, ActionError> {
         let sampling = if self.attempt == 0 {
             Sampling::GREEDY
         } else {
-            Sampling {
-                temperature: 0.6,
-                top_p: 0.9,
-                seed: 0x5eed + self.attempt,
-            }
+            Sampling { temperature: 0.6, top_p: 0.9, seed: 0x5eed + self.attempt }
         };
         let request = GenerationRequest {
             prompt,
@@ -147,8 +133,7 @@ impl<'a> Asker<'a> {
             cancel: self.cancel.clone(),
             deadline: None,
         };
-        let mut keep_going = |_: &str| Flow::Continue;
-        Ok(self.model.generate(&request, &mut keep_going)?.text)
+        Ok(self.model.generate(&request, done)?.text)
     }
 }
 
@@ -164,28 +149,27 @@ pub(crate) fn clean_sentence(answer: &str, strip_subjects: &[String]) -> Option<
     if let Some(end) = sentence.find(". ") {
         sentence.truncate(end + 1);
     }
-    let mut sentence = sentence
-        .trim()
-        .trim_matches(['"', '\'', '*', '-', ':'])
-        .trim()
-        .to_string();
+    let mut sentence = sentence.trim().trim_matches(['"', '\'', '*', '-', ':']).trim().to_string();
     for subject in strip_subjects {
         let lower = sentence.to_lowercase();
-        for lead in [
-            format!("{subject} is "),
-            format!("{subject}: "),
-            format!("{subject} - "),
-        ] {
+        // A multi-word subject ("The f function returns") also leads without a verb after it.
+        let bare = subject.contains(' ').then(|| format!("{subject} "));
+        let leads = [format!("{subject} is "), format!("{subject}: "), format!("{subject} - ")];
+        for lead in leads.into_iter().chain(bare) {
             if lower.starts_with(&lead.to_lowercase()) {
                 sentence = sentence[lead.len()..].trim().to_string();
                 break;
             }
         }
     }
-    for lead in ["This function ", "The function ", "This method ", "It "] {
+    for lead in ["This function ", "The function ", "This method ", "The method ", "This class ", "It "] {
         if let Some(rest) = sentence.strip_prefix(lead) {
             sentence = rest.to_string();
         }
+    }
+    // A relative clause is where small models start to ramble.
+    if let Some(cut) = sentence.find(", which ") {
+        sentence.truncate(cut);
     }
     if sentence.chars().filter(|c| c.is_alphabetic()).count() < 3 || sentence.len() > 240 {
         return None;
@@ -197,6 +181,30 @@ pub(crate) fn clean_sentence(answer: &str, strip_subjects: &[String]) -> Option<
         cleaned.push('.');
     }
     Some(cleaned)
+}
+
+/// PEP 257's imperative mood for a summary that starts with its subject: "add returns the
+/// sum" → "Return the sum".
+pub(crate) fn imperative(summary: &str, name: &str) -> String {
+    let mut words = summary.split(' ');
+    let first = words.next().unwrap_or_default();
+    let named = first.trim_matches(['`', '(', ')']).eq_ignore_ascii_case(name) || first.eq_ignore_ascii_case("it");
+    let rest: Vec<&str> = words.collect();
+    let (Some(verb), true) = (rest.first(), named) else {
+        return summary.to_string();
+    };
+    let base = if let Some(stem) = verb.strip_suffix("ies") {
+        format!("{stem}y")
+    } else if verb.ends_with("ses") || verb.ends_with("xes") || verb.ends_with("shes") || verb.ends_with("ches") {
+        verb[..verb.len() - 2].to_string()
+    } else if let Some(stem) = verb.strip_suffix('s').filter(|stem| !stem.ends_with('s')) {
+        stem.to_string()
+    } else {
+        return summary.to_string();
+    };
+    let mut chars = base.chars();
+    let capitalised: String = chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default();
+    std::iter::once(capitalised.as_str()).chain(rest[1..].iter().copied()).collect::<Vec<_>>().join(" ")
 }
 
 /// Lower-cases the first letter (for "// Name does ..." Go comments).
@@ -219,20 +227,26 @@ mod tests {
             clean_sentence("  return the `price` after tax. Then more.", &[]).as_deref(),
             Some("Return the price after tax.")
         );
-        assert_eq!(
-            clean_sentence("price: the amount to pay\nmore", &subjects).as_deref(),
-            Some("The amount to pay.")
-        );
+        assert_eq!(clean_sentence("price: the amount to pay\nmore", &subjects).as_deref(), Some("The amount to pay."));
         assert_eq!(
             clean_sentence("The parameter price is the base cost", &subjects).as_deref(),
             Some("The base cost.")
         );
-        assert_eq!(
-            clean_sentence("This function computes totals", &[]).as_deref(),
-            Some("Computes totals.")
-        );
+        assert_eq!(clean_sentence("This function computes totals", &[]).as_deref(), Some("Computes totals."));
         assert_eq!(clean_sentence("```python", &[]), None);
         assert_eq!(clean_sentence("  ", &[]), None);
         assert_eq!(clean_sentence("x.", &[]), None);
+        assert_eq!(
+            clean_sentence("Returns a float, which is the same as a float.", &[]).as_deref(),
+            Some("Returns a float.")
+        );
+        assert_eq!(imperative("With_tax returns a rounded value.", "with_tax"), "Return a rounded value.");
+        let returns = vec!["The f function returns".to_string()];
+        assert_eq!(
+            clean_sentence("The f function returns a float value.", &returns).as_deref(),
+            Some("A float value.")
+        );
+        assert_eq!(imperative("Total applies discounts.", "total"), "Apply discounts.");
+        assert_eq!(imperative("Compute the sum.", "total"), "Compute the sum.");
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use tree_sitter::Node;
 
 use super::{ActionError, Asker, Insertion, Target};
-use crate::engine::{CancelToken, Model};
+use crate::engine::{CancelToken, Flow, Model};
 use crate::syntax::scopes::ScopeKind;
 use crate::syntax::{self, Language};
 
@@ -34,9 +34,7 @@ pub(crate) struct TestEdit {
 }
 
 fn stem(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// The name tests import or call: the class for a method.
@@ -44,8 +42,7 @@ fn subject(target: &Target) -> (String, String) {
     let name = target.scope.name.clone();
     if target.scope.kind == ScopeKind::Method && target.language == Language::Python {
         let root = target.tree.root_node();
-        let mut node =
-            root.descendant_for_byte_range(target.scope.range.start, target.scope.range.end);
+        let mut node = root.descendant_for_byte_range(target.scope.range.start, target.scope.range.end);
         while let Some(current) = node {
             if current.kind() == "class_definition" {
                 let class = current
@@ -66,33 +63,21 @@ pub(crate) fn plan(
     workspace_folders: &[PathBuf],
     read: &dyn Fn(&Path) -> Option<String>,
 ) -> Result<Plan, ActionError> {
-    let source = target.path.clone().ok_or_else(|| {
-        ActionError::Rejected("tests can only be generated for files on disk".into())
+    let source = target
+        .path
+        .clone()
+        .ok_or_else(|| ActionError::Rejected("tests can only be generated for files on disk".into()))?;
+    let root = workspace_folders.iter().find(|folder| source.starts_with(folder)).cloned().ok_or_else(|| {
+        ActionError::Rejected(format!("{} is outside the workspace folders; nothing was written", source.display()))
     })?;
-    let root = workspace_folders
-        .iter()
-        .find(|folder| source.starts_with(folder))
-        .cloned()
-        .ok_or_else(|| {
-            ActionError::Rejected(format!(
-                "{} is outside the workspace folders; nothing was written",
-                source.display()
-            ))
-        })?;
     let directory = source.parent().unwrap_or(&root).to_path_buf();
     let module = stem(&source);
     let (imported, _) = subject(target);
     let (file, import_line) = match target.language {
         Language::Python => {
             if root.join("tests").is_dir() {
-                let relative = source
-                    .strip_prefix(&root)
-                    .unwrap_or(&source)
-                    .with_extension("");
-                let mut parts: Vec<String> = relative
-                    .iter()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .collect();
+                let relative = source.strip_prefix(&root).unwrap_or(&source).with_extension("");
+                let mut parts: Vec<String> = relative.iter().map(|p| p.to_string_lossy().into_owned()).collect();
                 if parts.first().is_some_and(|first| first == "src") {
                     parts.remove(0);
                 }
@@ -104,18 +89,12 @@ pub(crate) fn plan(
                     format!("from {} import {imported}", parts.join(".")),
                 )
             } else {
-                (
-                    directory.join(format!("test_{module}.py")),
-                    format!("from {module} import {imported}"),
-                )
+                (directory.join(format!("test_{module}.py")), format!("from {module} import {imported}"))
             }
         }
         Language::Rust => (source.clone(), String::new()),
         Language::JavaScript | Language::TypeScript | Language::Tsx => {
-            let extension = source
-                .extension()
-                .map(|e| e.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "js".into());
+            let extension = source.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "js".into());
             (
                 directory.join(format!("{module}.test.{extension}")),
                 format!("import {{ {imported} }} from \"./{module}\";"),
@@ -124,40 +103,70 @@ pub(crate) fn plan(
         Language::Go => (directory.join(format!("{module}_test.go")), String::new()),
     };
     if !file.starts_with(&root) {
-        return Err(ActionError::Rejected(format!(
-            "{} is outside the workspace; nothing was written",
-            file.display()
-        )));
+        return Err(ActionError::Rejected(format!("{} is outside the workspace; nothing was written", file.display())));
     }
-    let existing = if file == source {
-        Some(target.rope.to_string())
-    } else {
-        read(&file)
-    };
-    Ok(Plan {
-        file,
-        existing,
-        import_line,
-    })
+    let existing = if file == source { Some(target.rope.to_string()) } else { read(&file) };
+    Ok(Plan { file, existing, import_line })
 }
 
-/// What the code the model writes starts with, so it writes tests straight away.
-fn code_lead(language: Language, plan: &Plan) -> String {
-    match language {
-        Language::Python => format!("{}\n\n\ndef test_", plan.import_line),
-        Language::Rust => "#[test]\nfn ".into(),
-        Language::JavaScript | Language::TypeScript | Language::Tsx => "test(\"".into(),
-        Language::Go => "func Test".into(),
+/// How one test is written, in two short generations: the rest of its name after `name_lead`
+/// (up to `name_end`), then its body after `body_lead`, which already asserts on a call of the
+/// code under test, so every test checks a result of it.
+struct Shape {
+    name_lead: String,
+    name_end: &'static str,
+    body_lead: String,
+}
+
+fn shape(target: &Target) -> Shape {
+    let name = &target.scope.name;
+    let callable = target.scope.kind == ScopeKind::Function;
+    match target.language {
+        Language::Python => Shape {
+            name_lead: format!("def test_{}_", name.to_lowercase()),
+            name_end: "(",
+            body_lead: if callable { format!("():\n    assert {name}(") } else { "():\n    ".into() },
+        },
+        Language::Rust => Shape {
+            name_lead: format!("#[test]\nfn {}_", name.to_lowercase()),
+            name_end: "(",
+            body_lead: if callable { format!("() {{\n    assert_eq!({name}(") } else { "() {\n    ".into() },
+        },
+        Language::JavaScript | Language::TypeScript | Language::Tsx => Shape {
+            name_lead: format!("test(\"{name} "),
+            name_end: "\"",
+            body_lead: if callable {
+                format!("\", () => {{\n  assert.deepStrictEqual({name}(")
+            } else {
+                "\", () => {\n  ".into()
+            },
+        },
+        Language::Go => Shape {
+            name_lead: format!("func Test{name}"),
+            name_end: "(",
+            body_lead: if callable {
+                format!("(t *testing.T) {{\n\tif got := {name}(")
+            } else {
+                "(t *testing.T) {\n\t".into()
+            },
+        },
     }
+}
+
+/// Keeps the characters a test name (or title) may hold.
+fn clean_name_part(language: Language, text: &str) -> String {
+    let keep = |c: char| match language {
+        Language::JavaScript | Language::TypeScript | Language::Tsx => c.is_alphanumeric() || " _-,".contains(c),
+        _ => c.is_alphanumeric() || c == '_',
+    };
+    text.chars().take_while(|c| keep(*c)).collect::<String>().trim().to_string()
 }
 
 fn framework(language: Language) -> &'static str {
     match language {
         Language::Python => "pytest",
         Language::Rust => "Rust #[test]",
-        Language::JavaScript | Language::TypeScript | Language::Tsx => {
-            "node:test (with `test` and `assert`)"
-        }
+        Language::JavaScript | Language::TypeScript | Language::Tsx => "node:test (with `test` and `assert`)",
         Language::Go => "Go `testing`",
     }
 }
@@ -188,55 +197,30 @@ fn find_tests(language: Language, code: &str) -> Vec<Test> {
                 .child_by_field_name("name")
                 .map(|n| node_text(code, n))
                 .filter(|name| name.starts_with("test"))
-                .map(|name| Test {
-                    name,
-                    text: node_text(code, node),
-                }),
+                .map(|name| Test { name, text: node_text(code, node) }),
             (Language::Rust, "function_item") => node
                 .prev_sibling()
                 .filter(|attribute| {
-                    attribute.kind() == "attribute_item"
-                        && node_text(code, *attribute).contains("test")
+                    attribute.kind() == "attribute_item" && node_text(code, *attribute).contains("test")
                 })
                 .and_then(|attribute| {
-                    let name = node
-                        .child_by_field_name("name")
-                        .map(|n| node_text(code, n))?;
-                    Some(Test {
-                        name,
-                        text: code[attribute.start_byte()..node.end_byte()].to_string(),
-                    })
+                    let name = node.child_by_field_name("name").map(|n| node_text(code, n))?;
+                    Some(Test { name, text: code[attribute.start_byte()..node.end_byte()].to_string() })
                 }),
             (Language::Go, "function_declaration") => node
                 .child_by_field_name("name")
                 .map(|n| node_text(code, n))
                 .filter(|name| name.starts_with("Test"))
-                .map(|name| Test {
-                    name,
-                    text: node_text(code, node),
-                }),
-            (
-                Language::JavaScript | Language::TypeScript | Language::Tsx,
-                "expression_statement",
-            ) => {
-                let call = node
-                    .named_child(0)
-                    .filter(|c| c.kind() == "call_expression");
+                .map(|name| Test { name, text: node_text(code, node) }),
+            (Language::JavaScript | Language::TypeScript | Language::Tsx, "expression_statement") => {
+                let call = node.named_child(0).filter(|c| c.kind() == "call_expression");
                 call.and_then(|call| {
-                    let callee = call
-                        .child_by_field_name("function")
-                        .map(|f| node_text(code, f))?;
+                    let callee = call.child_by_field_name("function").map(|f| node_text(code, f))?;
                     if callee != "test" && callee != "it" {
                         return None;
                     }
-                    let title = call
-                        .child_by_field_name("arguments")?
-                        .named_child(0)
-                        .map(|t| node_text(code, t))?;
-                    Some(Test {
-                        name: title,
-                        text: node_text(code, node),
-                    })
+                    let title = call.child_by_field_name("arguments")?.named_child(0).map(|t| node_text(code, t))?;
+                    Some(Test { name: title, text: node_text(code, node) })
                 })
             }
             _ => None,
@@ -281,13 +265,7 @@ fn make_names_unique(language: Language, tests: &mut [Test], taken: &[String]) {
 
 fn indent(text: &str, by: &str) -> String {
     text.lines()
-        .map(|line| {
-            if line.is_empty() {
-                String::new()
-            } else {
-                format!("{by}{line}")
-            }
-        })
+        .map(|line| if line.is_empty() { String::new() } else { format!("{by}{line}") })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -328,29 +306,17 @@ fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertion {
                 text if text.ends_with('\n') => "\n\n",
                 _ => "\n\n\n",
             };
-            Insertion {
-                offset: end,
-                text: format!("{lead}{}\n", parts.join("\n\n\n")),
-            }
+            Insertion { offset: end, text: format!("{lead}{}\n", parts.join("\n\n\n")) }
         }
         Language::Rust => {
-            let tests_text = body
-                .iter()
-                .map(|t| indent(t, "    "))
-                .collect::<Vec<_>>()
-                .join("\n\n");
+            let tests_text = body.iter().map(|t| indent(t, "    ")).collect::<Vec<_>>().join("\n\n");
             // Inside an existing `#[cfg(test)] mod tests { ... }`, before its closing brace.
             let module_end = existing_test_module_end(&target.rope.to_string());
             match module_end {
-                Some(close) => Insertion {
-                    offset: close,
-                    text: format!("\n{tests_text}\n"),
-                },
+                Some(close) => Insertion { offset: close, text: format!("\n{tests_text}\n") },
                 None => Insertion {
                     offset: end,
-                    text: format!(
-                        "{separator}#[cfg(test)]\nmod tests {{\n    use super::*;\n\n{tests_text}\n}}\n"
-                    ),
+                    text: format!("{separator}#[cfg(test)]\nmod tests {{\n    use super::*;\n\n{tests_text}\n}}\n"),
                 },
             }
         }
@@ -367,10 +333,7 @@ fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertion {
                 }
             }
             let gap = if header.is_empty() { "" } else { "\n" };
-            Insertion {
-                offset: end,
-                text: format!("{separator}{header}{gap}{}\n", body.join("\n\n")),
-            }
+            Insertion { offset: end, text: format!("{separator}{header}{gap}{}\n", body.join("\n\n")) }
         }
         Language::Go => {
             let header = if existing.trim().is_empty() {
@@ -379,10 +342,7 @@ fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertion {
             } else {
                 String::new()
             };
-            Insertion {
-                offset: end,
-                text: format!("{separator}{header}{}\n", body.join("\n\n")),
-            }
+            Insertion { offset: end, text: format!("{separator}{header}{}\n", body.join("\n\n")) }
         }
     }
 }
@@ -390,9 +350,7 @@ fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertion {
 fn package_name(target: &Target) -> Option<String> {
     let root = target.tree.root_node();
     let mut cursor = root.walk();
-    let clause = root
-        .children(&mut cursor)
-        .find(|n| n.kind() == "package_clause")?;
+    let clause = root.children(&mut cursor).find(|n| n.kind() == "package_clause")?;
     let name = clause.named_child(0)?;
     Some(target.rope.byte_slice(name.byte_range()).to_string())
 }
@@ -405,18 +363,63 @@ fn existing_test_module_end(code: &str) -> Option<usize> {
     let mut cursor = root.walk();
     let module = root.children(&mut cursor).find(|node| {
         node.kind() == "mod_item"
+            && node.child_by_field_name("name").is_some_and(|n| &code[n.byte_range()] == "tests")
             && node
-                .child_by_field_name("name")
-                .is_some_and(|n| &code[n.byte_range()] == "tests")
-            && node.prev_sibling().is_some_and(|a| {
-                a.kind() == "attribute_item" && code[a.byte_range()].contains("cfg(test)")
-            })
+                .prev_sibling()
+                .is_some_and(|a| a.kind() == "attribute_item" && code[a.byte_range()].contains("cfg(test)"))
     })?;
     let body = module.child_by_field_name("body")?;
     Some(body.end_byte() - 1)
 }
 
-/// The whole action: ask for tests, keep the good ones, place them.
+/// How many tests one action writes.
+const TESTS_PER_ACTION: usize = 3;
+/// Token budget of one test: a test longer than this is probably a loop and is dropped.
+const TOKENS_PER_TEST: usize = 160;
+
+/// A test without an assertion checks nothing.
+fn asserts_something(language: Language, test: &Test) -> bool {
+    match language {
+        Language::Go => ["t.Error", "t.Fatal", "t.Fail"].iter().any(|call| test.text.contains(call)),
+        _ => test.text.contains("assert") || test.text.contains("pytest.raises") || test.text.contains("should_panic"),
+    }
+}
+
+/// Where a finished line of `text` repeats an earlier non-blank line (a loop), if it does.
+fn repeated_line(text: &str) -> Option<usize> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if !line.ends_with('\n') {
+            break;
+        }
+        let content = line.trim();
+        if content.len() > 3 && seen.contains(&content) {
+            return Some(offset);
+        }
+        seen.push(content);
+        offset += line.len();
+    }
+    None
+}
+
+/// What ends a test whose body was cut short.
+fn closer(language: Language) -> &'static str {
+    match language {
+        Language::Python => "",
+        Language::Rust | Language::Go => "}\n",
+        Language::JavaScript | Language::TypeScript | Language::Tsx => "});\n",
+    }
+}
+
+/// Body text without the name, to spot a test repeating an earlier one.
+fn body_of(test: &Test) -> String {
+    test.text.replacen(&test.name, "", 1)
+}
+
+/// The whole action: tests written one at a time (each prompt shows the earlier ones, so the
+/// model writes different cases and the KV cache covers the shared start), each generation
+/// stopped as soon as the test is complete; only complete, asserting, distinct tests are kept.
 pub(crate) fn generate(
     model: &mut Model,
     target: &Target,
@@ -427,70 +430,95 @@ pub(crate) fn generate(
     let (_, qualified) = subject(target);
     let context = format!("```{}\n{}\n```", target.fence(), target.source());
     let mut asker = Asker::new(model, cancel, context);
-    let lead = code_lead(language, plan);
     let existing_names: Vec<String> = plan
         .existing
         .as_deref()
-        .map(|text| {
-            find_tests(language, text)
-                .into_iter()
-                .map(|t| t.name)
-                .collect()
-        })
+        .map(|text| find_tests(language, text).into_iter().map(|t| t.name).collect())
         .unwrap_or_default();
-    let comment = if language == Language::Python {
-        "#"
-    } else {
-        "//"
-    };
-    for attempt in 0..2 {
-        asker.attempt = attempt;
-        let question = format!(
-            "Write {} unit tests for `{qualified}`. Cover typical inputs and edge cases with three short test functions. Reply with code only.",
-            framework(language)
-        );
-        let prompt = asker.prompt(
-            &question,
-            &format!("{comment} Unit tests for {qualified}\n"),
-            &format!("```{}\n{lead}", target.fence()),
-        );
-        let generated = asker.generate(prompt, 384, &["```"])?;
-        let code = format!("{lead}{generated}");
-        let mut tests = find_tests(language, &code);
-        // Never repeat the import the header adds.
-        tests.retain(|t| !t.text.trim().is_empty());
-        if tests.is_empty() {
-            tracing::debug!(code, "no complete test in the generated code");
-            continue;
+    let comment = if language == Language::Python { "#" } else { "//" };
+    let question = format!(
+        "Write {} unit tests for `{qualified}`. Cover typical inputs and edge cases with short test functions that each assert a result. Reply with code only.",
+        framework(language)
+    );
+    let shape = shape(target);
+    let mut tests: Vec<Test> = Vec::new();
+    let mut failures = 0;
+    while tests.len() < TESTS_PER_ACTION && failures < 5 {
+        // The first test is greedy; later ones (and retries) sample, so they differ.
+        asker.attempt = (tests.len() + failures) as u64;
+        // The tests so far, then the start of the next one.
+        let mut written = match language {
+            Language::Python => format!("{}\n\n\n", plan.import_line),
+            _ => String::new(),
+        };
+        for test in &tests {
+            written.push_str(&test.text);
+            written.push_str(if language == Language::Python { "\n\n\n" } else { "\n\n" });
         }
-        make_names_unique(language, &mut tests, &existing_names);
-        // Keep the longest run of tests that leaves the target parsing as well as before.
-        while !tests.is_empty() {
-            let insertion = assemble(target, plan, &tests);
-            if parses_as_well(language, plan.existing.as_deref().unwrap_or(""), &insertion) {
-                return Ok(TestEdit {
-                    file: plan.file.clone(),
-                    create: plan.existing.is_none(),
-                    test_names: tests.iter().map(|t| t.name.clone()).collect(),
-                    insertion,
-                });
+        let fence = format!("```{}\n", target.fence());
+        let completion_lead = format!("{comment} Unit tests for {qualified}\n");
+        let name_prompt = asker.prompt(&question, &completion_lead, &format!("{fence}{written}{}", shape.name_lead));
+        let name_part = asker.generate(name_prompt, 12, &[shape.name_end, "\n"])?;
+        let mut name_part = clean_name_part(language, &name_part);
+        if name_part.is_empty() {
+            name_part = format!("case_{}", tests.len() + 1);
+        }
+        let code_so_far = format!("{written}{}{name_part}{}", shape.name_lead, shape.body_lead);
+        let prompt = asker.prompt(&question, &completion_lead, &format!("{fence}{code_so_far}"));
+        let known = tests.len();
+        // The body's first line starts in the lead; loops are spotted on whole lines.
+        let line_start = code_so_far.rsplit('\n').next().unwrap_or_default().to_string();
+        let mut complete = |text: &str| {
+            // A test is complete once its last line is finished and it parses on its own; a
+            // line repeating an earlier one is a loop, cut below.
+            let finished = text.ends_with('\n') && find_tests(language, &format!("{code_so_far}{text}")).len() > known;
+            if finished || repeated_line(&format!("{line_start}{text}")).is_some() {
+                Flow::Stop
+            } else {
+                Flow::Continue
             }
-            tests.pop();
+        };
+        let mut generated = asker.generate_until(prompt, TOKENS_PER_TEST, &["```"], &mut complete)?;
+        if let Some(cut) = repeated_line(&format!("{line_start}{generated}")) {
+            generated.truncate(cut.saturating_sub(line_start.len()));
+            generated.push_str(closer(language));
+        }
+        let new = find_tests(language, &format!("{code_so_far}{generated}")).into_iter().nth(known);
+        match new {
+            Some(test) if asserts_something(language, &test) && tests.iter().all(|t| body_of(t) != body_of(&test)) => {
+                tests.push(test);
+            }
+            other => {
+                tracing::debug!(?other, "discarded a generated test");
+                failures += 1;
+            }
         }
     }
+    make_names_unique(language, &mut tests, &existing_names);
+    // Keep the longest run of tests that leaves the target parsing as well as before.
+    while !tests.is_empty() {
+        let insertion = assemble(target, plan, &tests);
+        if parses_as_well(language, plan.existing.as_deref().unwrap_or(""), &insertion) {
+            return Ok(TestEdit {
+                file: plan.file.clone(),
+                create: plan.existing.is_none(),
+                test_names: tests.iter().map(|t| t.name.clone()).collect(),
+                insertion,
+            });
+        }
+        tests.pop();
+    }
     Err(ActionError::Rejected(format!(
-        "the model wrote no complete test for `{qualified}` that parses; nothing was written (try again, or a larger model)"
+        "the model wrote no complete test with an assertion for `{qualified}`; nothing was written (try again, or a larger model)"
     )))
 }
 
 fn parses_as_well(language: Language, existing: &str, insertion: &Insertion) -> bool {
     let mut parser = language.parser();
-    let before = syntax::parse(&mut parser, &ropey::Rope::from_str(existing), None)
-        .map(|t| syntax::error_count(&t));
+    let before = syntax::parse(&mut parser, &ropey::Rope::from_str(existing), None).map(|t| syntax::error_count(&t));
     let mut after_text = existing.to_string();
     after_text.insert_str(insertion.offset.min(after_text.len()), &insertion.text);
-    let after = syntax::parse(&mut parser, &ropey::Rope::from_str(&after_text), None)
-        .map(|t| syntax::error_count(&t));
+    let after = syntax::parse(&mut parser, &ropey::Rope::from_str(&after_text), None).map(|t| syntax::error_count(&t));
     matches!((before, after), (Some(before), Some(after)) if after <= before)
 }
 
@@ -524,11 +552,7 @@ mod tests {
 
     #[test]
     fn python_plans_beside_the_module_or_in_tests() {
-        let shop = target(
-            "/w/shop/cart.py",
-            "python",
-            "class Cart:\n    def total(self):\n        return 1$0\n",
-        );
+        let shop = target("/w/shop/cart.py", "python", "class Cart:\n    def total(self):\n        return 1$0\n");
         let plan = plan(&shop, &[PathBuf::from("/w")], &no_files).unwrap();
         assert_eq!(plan.file, PathBuf::from("/w/shop/test_cart.py"));
         assert_eq!(plan.import_line, "from cart import Cart");
@@ -538,11 +562,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("tests")).unwrap();
         std::fs::create_dir_all(dir.join("src/shop")).unwrap();
         let path = dir.join("src/shop/cart.py");
-        let nested = target(
-            &path.to_string_lossy(),
-            "python",
-            "def total(x):\n    return x$0\n",
-        );
+        let nested = target(&path.to_string_lossy(), "python", "def total(x):\n    return x$0\n");
         let planned = super::plan(&nested, std::slice::from_ref(&dir), &no_files).unwrap();
         assert_eq!(planned.file, dir.join("tests/test_cart.py"));
         assert_eq!(planned.import_line, "from shop.cart import total");
@@ -555,22 +575,12 @@ mod tests {
 
     #[test]
     fn python_appends_unique_complete_tests_with_one_import() {
-        let cart = target(
-            "/w/cart.py",
-            "python",
-            "def total(items):\n    return sum(items)$0\n",
-        );
+        let cart = target("/w/cart.py", "python", "def total(items):\n    return sum(items)$0\n");
         let existing = "from cart import total\n\n\ndef test_total():\n    assert total([]) == 0\n";
-        let plan = plan(&cart, &[PathBuf::from("/w")], &|_| {
-            Some(existing.to_string())
-        })
-        .unwrap();
+        let plan = plan(&cart, &[PathBuf::from("/w")], &|_| Some(existing.to_string())).unwrap();
         let generated = "from cart import total\n\n\ndef test_total():\n    assert total([1]) == 1\n\n\ndef test_total_many():\n    assert total([1, 2]) == 3\n\n\ndef test_broken(:\n";
         let mut tests = find_tests(Language::Python, generated);
-        assert_eq!(
-            tests.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-            ["test_total", "test_total_many"]
-        );
+        assert_eq!(tests.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["test_total", "test_total_many"]);
         make_names_unique(Language::Python, &mut tests, &["test_total".to_string()]);
         let insertion = assemble(&cart, &plan, &tests);
         let mut result = existing.to_string();
@@ -600,18 +610,13 @@ mod tests {
         let item = target("/w/src/lib.rs", "rust", source);
         let plan = plan(&item, &[PathBuf::from("/w")], &no_files).unwrap();
         assert_eq!(plan.file, PathBuf::from("/w/src/lib.rs"));
-        let mut tests = find_tests(
-            Language::Rust,
-            "#[test]\nfn adds() {\n    assert_eq!(add(0, 0), 0);\n}\n",
-        );
+        let mut tests = find_tests(Language::Rust, "#[test]\nfn adds() {\n    assert_eq!(add(0, 0), 0);\n}\n");
         make_names_unique(Language::Rust, &mut tests, &["adds".to_string()]);
         let insertion = assemble(&item, &plan, &tests);
         let mut result = plan.existing.clone().unwrap();
         result.insert_str(insertion.offset, &insertion.text);
         assert!(
-            result.ends_with(
-                "    #[test]\n    fn adds_2() {\n        assert_eq!(add(0, 0), 0);\n    }\n}\n"
-            ),
+            result.ends_with("    #[test]\n    fn adds_2() {\n        assert_eq!(add(0, 0), 0);\n    }\n}\n"),
             "{result}"
         );
         // Without a test module, one is appended.
@@ -620,10 +625,7 @@ mod tests {
         let insertion = assemble(
             &bare,
             &plan,
-            &find_tests(
-                Language::Rust,
-                "#[test]\nfn one_is_one() {\n    assert_eq!(one(), 1);\n}\n",
-            ),
+            &find_tests(Language::Rust, "#[test]\nfn one_is_one() {\n    assert_eq!(one(), 1);\n}\n"),
         );
         assert_eq!(
             insertion.text,
@@ -633,11 +635,7 @@ mod tests {
 
     #[test]
     fn javascript_and_go_files_and_headers() {
-        let js = target(
-            "/w/lib/math.ts",
-            "typescript",
-            "export function double(x: number) {\n  return x * 2;$0\n}\n",
-        );
+        let js = target("/w/lib/math.ts", "typescript", "export function double(x: number) {\n  return x * 2;$0\n}\n");
         let plan = plan(&js, &[PathBuf::from("/w")], &no_files).unwrap();
         assert_eq!(plan.file, PathBuf::from("/w/lib/math.test.ts"));
         let mut tests = find_tests(
@@ -647,16 +645,8 @@ mod tests {
         make_names_unique(Language::TypeScript, &mut tests, &[]);
         let insertion = assemble(&js, &plan, &tests);
         assert!(insertion.text.starts_with("import { test } from \"node:test\";\nimport assert from \"node:assert/strict\";\nimport { double } from \"./math\";\n\n"));
-        assert!(
-            insertion.text.contains("test(\"doubles (2)\""),
-            "{}",
-            insertion.text
-        );
-        let go = target(
-            "/w/calc/sum.go",
-            "go",
-            "package calc\n\nfunc Sum(a, b int) int {\n\treturn a + b$0\n}\n",
-        );
+        assert!(insertion.text.contains("test(\"doubles (2)\""), "{}", insertion.text);
+        let go = target("/w/calc/sum.go", "go", "package calc\n\nfunc Sum(a, b int) int {\n\treturn a + b$0\n}\n");
         let plan = super::plan(&go, &[PathBuf::from("/w")], &no_files).unwrap();
         assert_eq!(plan.file, PathBuf::from("/w/calc/sum_test.go"));
         let insertion = assemble(
@@ -668,9 +658,7 @@ mod tests {
             ),
         );
         assert!(
-            insertion
-                .text
-                .starts_with("package calc\n\nimport \"testing\"\n\nfunc TestSum(t *testing.T) {"),
+            insertion.text.starts_with("package calc\n\nimport \"testing\"\n\nfunc TestSum(t *testing.T) {"),
             "{}",
             insertion.text
         );

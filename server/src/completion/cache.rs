@@ -14,12 +14,7 @@ pub(crate) struct Suggestion {
 
 /// The rest of `suggestion` if the document now equals the old one with a prefix of the
 /// suggestion typed at the old cursor, and the new cursor right after it.
-pub(crate) fn type_through(
-    suggestion: &Suggestion,
-    uri: &str,
-    rope: &Rope,
-    cursor: usize,
-) -> Option<String> {
+pub(crate) fn type_through(suggestion: &Suggestion, uri: &str, rope: &Rope, cursor: usize) -> Option<String> {
     if suggestion.uri != uri || cursor < suggestion.cursor || suggestion.text.is_empty() {
         return None;
     }
@@ -35,8 +30,7 @@ pub(crate) fn type_through(
     if typed != suggestion.text[..typed_length] {
         return None;
     }
-    let same_before =
-        rope.get_byte_slice(..suggestion.cursor)? == old.byte_slice(..suggestion.cursor);
+    let same_before = rope.get_byte_slice(..suggestion.cursor)? == old.byte_slice(..suggestion.cursor);
     let same_after = rope.get_byte_slice(cursor..)? == old.byte_slice(suggestion.cursor..);
     (same_before && same_after).then(|| suggestion.text[typed_length..].to_string())
 }
@@ -58,16 +52,10 @@ mod tests {
     fn serves_the_rest_while_typing_matches() {
         let shown = suggestion("x = ", "\nprint(x)\n", "compute(1)");
         let now = Rope::from_str("x = comp\nprint(x)\n");
-        assert_eq!(
-            type_through(&shown, "file:///a.py", &now, 8).as_deref(),
-            Some("ute(1)")
-        );
+        assert_eq!(type_through(&shown, "file:///a.py", &now, 8).as_deref(), Some("ute(1)"));
         // Same position, nothing typed yet: the whole suggestion.
         let same = Rope::from_str("x = \nprint(x)\n");
-        assert_eq!(
-            type_through(&shown, "file:///a.py", &same, 4).as_deref(),
-            Some("compute(1)")
-        );
+        assert_eq!(type_through(&shown, "file:///a.py", &same, 4).as_deref(), Some("compute(1)"));
     }
 
     #[test]
@@ -78,10 +66,7 @@ mod tests {
         let edited_below = Rope::from_str("x = comp\nprint(y)\n");
         assert_eq!(type_through(&shown, "file:///a.py", &edited_below, 8), None);
         let everything_typed = Rope::from_str("x = compute(1)\nprint(x)\n");
-        assert_eq!(
-            type_through(&shown, "file:///a.py", &everything_typed, 14),
-            None
-        );
+        assert_eq!(type_through(&shown, "file:///a.py", &everything_typed, 14), None);
         let other_file = Rope::from_str("x = comp\nprint(x)\n");
         assert_eq!(type_through(&shown, "file:///b.py", &other_file, 8), None);
     }

@@ -52,20 +52,11 @@ pub(crate) fn comment_prefix(language: Option<Language>) -> &'static str {
 }
 
 /// A path relative to the first workspace folder that contains it.
-pub(crate) fn display_path(
-    path: Option<&Path>,
-    uri: &str,
-    workspace_folders: &[std::path::PathBuf],
-) -> String {
+pub(crate) fn display_path(path: Option<&Path>, uri: &str, workspace_folders: &[std::path::PathBuf]) -> String {
     let Some(path) = path else {
         return uri.to_string();
     };
-    workspace_folders
-        .iter()
-        .find_map(|folder| path.strip_prefix(folder).ok())
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    workspace_folders.iter().find_map(|folder| path.strip_prefix(folder).ok()).unwrap_or(path).display().to_string()
 }
 
 fn line_start(rope: &Rope, line: usize) -> usize {
@@ -75,30 +66,17 @@ fn line_start(rope: &Rope, line: usize) -> usize {
 /// The prefix window's first line: the earliest line that fits the budget, rounded up to a
 /// multiple of `WINDOW_STEP_LINES` so it stays put while typing, moved up to the enclosing
 /// scope's start when the scope fits, so the scope is never cut.
-fn prefix_start_line(
-    rope: &Rope,
-    cursor: usize,
-    budget_bytes: usize,
-    scope: Option<&Scope>,
-) -> usize {
+fn prefix_start_line(rope: &Rope, cursor: usize, budget_bytes: usize, scope: Option<&Scope>) -> usize {
     let cursor_line = rope.byte_to_line(cursor);
     let mut first = cursor_line;
     while first > 0 && cursor - line_start(rope, first - 1) <= budget_bytes {
         first -= 1;
     }
-    let start = if first == 0 {
-        0
-    } else {
-        (first.div_ceil(WINDOW_STEP_LINES) * WINDOW_STEP_LINES).min(cursor_line)
-    };
+    let start = if first == 0 { 0 } else { (first.div_ceil(WINDOW_STEP_LINES) * WINDOW_STEP_LINES).min(cursor_line) };
     match scope {
         Some(scope) if scope.anchor.start <= cursor => {
             let scope_line = rope.byte_to_line(scope.anchor.start);
-            if cursor - line_start(rope, scope_line) <= budget_bytes {
-                start.min(scope_line)
-            } else {
-                start
-            }
+            if cursor - line_start(rope, scope_line) <= budget_bytes { start.min(scope_line) } else { start }
         }
         _ => start,
     }
@@ -188,9 +166,7 @@ fn definitions(
 }
 
 fn words(text: &str) -> BTreeSet<&str> {
-    text.split(|c: char| !c.is_alphanumeric() && c != '_')
-        .filter(|w| w.len() > 1)
-        .collect()
+    text.split(|c: char| !c.is_alphanumeric() && c != '_').filter(|w| w.len() > 1).collect()
 }
 
 /// The window of each other buffer most similar (Jaccard over words) to the code before the
@@ -217,13 +193,8 @@ fn similar_windows(
             let window = lines[start..(start + SIMILAR_WINDOW_LINES).min(lines.len())].concat();
             let window_words = words(&window);
             let union = query_words.union(&window_words).count();
-            let score =
-                query_words.intersection(&window_words).count() as f64 / union.max(1) as f64;
-            if score >= SIMILAR_MIN_SCORE
-                && file_best
-                    .as_ref()
-                    .is_none_or(|(best_score, _)| score > *best_score)
-            {
+            let score = query_words.intersection(&window_words).count() as f64 / union.max(1) as f64;
+            if score >= SIMILAR_MIN_SCORE && file_best.as_ref().is_none_or(|(best_score, _)| score > *best_score) {
                 file_best = Some((score, window));
             }
         }
@@ -269,21 +240,12 @@ pub(crate) fn cross_file(
     let comment = comment_prefix(Some(language));
     let mut text = String::new();
     let snippets = definitions(&used, others, budget_bytes / 2, &mut sources);
-    let query = rope
-        .byte_slice(..rope.len_bytes().min(SIMILAR_QUERY_BYTES))
-        .to_string();
+    let query = rope.byte_slice(..rope.len_bytes().min(SIMILAR_QUERY_BYTES)).to_string();
     let spent: usize = snippets.iter().map(|snippet| snippet.1.len()).sum();
     let similar = similar_windows(&query, others, budget_bytes - spent, &mut sources);
     for (uri, snippet) in snippets.iter().chain(&similar) {
-        let name = display_path(
-            crate::document::file_uri_to_path(uri).as_deref(),
-            uri,
-            workspace_folders,
-        );
-        text.push_str(&format!(
-            "{comment} from {name}:\n{}\n\n",
-            snippet.trim_end()
-        ));
+        let name = display_path(crate::document::file_uri_to_path(uri).as_deref(), uri, workspace_folders);
+        text.push_str(&format!("{comment} from {name}:\n{}\n\n", snippet.trim_end()));
     }
     (text, sources)
 }
@@ -336,18 +298,9 @@ pub(crate) fn build(
         }
     }
     let prefix = rope.byte_slice(window_start..cursor).to_string();
-    sources.push(format!(
-        "prefix:{}-{}",
-        start_line,
-        rope.byte_to_line(cursor)
-    ));
+    sources.push(format!("prefix:{}-{}", start_line, rope.byte_to_line(cursor)));
     let end = suffix_end(rope, cursor, suffix_budget, scope.as_ref());
     let suffix = rope.byte_slice(cursor..end).to_string();
     sources.push("suffix".to_string());
-    CompletionContext {
-        header,
-        prefix,
-        suffix,
-        sources,
-    }
+    CompletionContext { header, prefix, suffix, sources }
 }

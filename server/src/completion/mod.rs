@@ -87,32 +87,19 @@ pub(crate) fn prepare(inputs: &Inputs) -> Option<Prepared> {
         return None;
     }
     let mode = postprocess::decide_mode(&surroundings);
-    let context = context::build(
-        document,
-        cursor,
-        inputs.config.context_tokens,
-        inputs.cross_file,
-        inputs.workspace_folders,
-    );
+    let context =
+        context::build(document, cursor, inputs.config.context_tokens, inputs.cross_file, inputs.workspace_folders);
     let fim = FimFormat::for_model(inputs.model);
     let prompt = match &fim {
-        Some(format) => format.build(
-            format!("{}{}", context.header, context.prefix),
-            context.suffix.clone(),
-        ),
-        None => vec![PromptPiece::Text(format!(
-            "{}{}",
-            context.header, context.prefix
-        ))],
+        Some(format) => format.build(format!("{}{}", context.header, context.prefix), context.suffix.clone()),
+        None => vec![PromptPiece::Text(format!("{}{}", context.header, context.prefix))],
     };
     let max_tokens = match mode {
         Mode::SingleLine => inputs.config.max_tokens.min(SINGLE_LINE_MAX_TOKENS),
         Mode::MultiLine => inputs.config.max_tokens,
     };
-    let mut stop_strings: Vec<String> = postprocess::stop_strings(document.language)
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut stop_strings: Vec<String> =
+        postprocess::stop_strings(document.language).iter().map(|s| s.to_string()).collect();
     if mode == Mode::SingleLine {
         // One line, and once it ended nothing more is needed.
         stop_strings.push("\n\n".to_string());
@@ -140,11 +127,7 @@ impl Prepared {
         let surroundings = self.surroundings.clone();
         let mode = self.mode;
         move |text: &str| {
-            if postprocess::process(text, &surroundings, mode).complete {
-                Flow::Stop
-            } else {
-                Flow::Continue
-            }
+            if postprocess::process(text, &surroundings, mode).complete { Flow::Stop } else { Flow::Continue }
         }
     }
 
@@ -188,10 +171,7 @@ impl Prepared {
             let mut edited = tree.clone();
             let point = |rope: &Rope, byte: usize| {
                 let line = rope.byte_to_line(byte);
-                Point {
-                    row: line,
-                    column: byte - rope.line_to_byte(line),
-                }
+                Point { row: line, column: byte - rope.line_to_byte(line) }
             };
             edited.edit(&InputEdit {
                 start_byte: at,
@@ -224,7 +204,6 @@ mod tests {
             fim_family: None,
             fim_declared_absent: false,
             special_tokens: special.iter().map(|s| s.to_string()).collect(),
-            stop_tokens: vec![],
             chat_format: None,
         }
     }
@@ -256,30 +235,10 @@ mod tests {
                 "import os\n\ndef f(x):\n    return $0\n",
                 "# a.py\nimport os\n\ndef f(x):\n    return ",
             ),
-            (
-                "lib.rs",
-                "rust",
-                "fn f() -> u8 {\n    $0\n}\n",
-                "// lib.rs\nfn f() -> u8 {\n    ",
-            ),
-            (
-                "a.js",
-                "javascript",
-                "function f() { return $0 }",
-                "// a.js\nfunction f() { return ",
-            ),
-            (
-                "a.ts",
-                "typescript",
-                "const x: number = $0;",
-                "// a.ts\nconst x: number = ",
-            ),
-            (
-                "a.tsx",
-                "typescriptreact",
-                "const A = () => $0;",
-                "// a.tsx\nconst A = () => ",
-            ),
+            ("lib.rs", "rust", "fn f() -> u8 {\n    $0\n}\n", "// lib.rs\nfn f() -> u8 {\n    "),
+            ("a.js", "javascript", "function f() { return $0 }", "// a.js\nfunction f() { return "),
+            ("a.ts", "typescript", "const x: number = $0;", "// a.ts\nconst x: number = "),
+            ("a.tsx", "typescriptreact", "const A = () => $0;", "// a.tsx\nconst A = () => "),
             (
                 "m.go",
                 "go",
@@ -318,23 +277,11 @@ mod tests {
         source.push_str("result = $0\n");
         let first = prepare_at("big.py", "python", &source, &[]);
         let rendered = prompt::render(&first.prompt);
-        assert!(
-            rendered.starts_with("# big.py\nimport json\nimport os\n\n"),
-            "{}",
-            &rendered[..80]
-        );
-        assert!(
-            !rendered.contains("value_0 = 0\n"),
-            "the window is cut to the budget"
-        );
+        assert!(rendered.starts_with("# big.py\nimport json\nimport os\n\n"), "{}", &rendered[..80]);
+        assert!(!rendered.contains("value_0 = 0\n"), "the window is cut to the budget");
         assert!(rendered.len() <= 1024 * context::BYTES_PER_TOKEN + 100);
         // Typing on the same line leaves everything before the cursor line unchanged.
-        let typed = prepare_at(
-            "big.py",
-            "python",
-            &source.replace("result = $0", "result = val$0"),
-            &[],
-        );
+        let typed = prepare_at("big.py", "python", &source.replace("result = $0", "result = val$0"), &[]);
         let typed_rendered = prompt::render(&typed.prompt);
         assert_eq!(typed_rendered, format!("{rendered}val"));
     }

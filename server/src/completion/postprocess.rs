@@ -39,16 +39,7 @@ pub(crate) struct Processed {
 pub(crate) fn stop_strings(language: Option<Language>) -> &'static [&'static str] {
     match language {
         Some(Language::Python) => &["\nclass ", "\ndef ", "\nasync def ", "\nif __name__", "\n@"],
-        Some(Language::Rust) => &[
-            "\nfn ",
-            "\npub fn ",
-            "\nimpl ",
-            "\nimpl<",
-            "\n#[",
-            "\nmod ",
-            "\nstruct ",
-            "\nenum ",
-        ],
+        Some(Language::Rust) => &["\nfn ", "\npub fn ", "\nimpl ", "\nimpl<", "\n#[", "\nmod ", "\nstruct ", "\nenum "],
         Some(Language::JavaScript | Language::TypeScript | Language::Tsx) => {
             &["\nfunction ", "\nexport ", "\nclass ", "\nimport "]
         }
@@ -66,10 +57,7 @@ fn block_opener(language: Option<Language>) -> &'static [char] {
 }
 
 fn indentation(line: &str) -> usize {
-    line.chars()
-        .take_while(|c| *c == ' ' || *c == '\t')
-        .map(|c| if c == '\t' { 4 } else { 1 })
-        .sum()
+    line.chars().take_while(|c| *c == ' ' || *c == '\t').map(|c| if c == '\t' { 4 } else { 1 }).sum()
 }
 
 fn is_blank(text: &str) -> bool {
@@ -79,21 +67,14 @@ fn is_blank(text: &str) -> bool {
 /// Whether the rest of the line leaves room for a completion: only closing brackets, quotes
 /// and separators may follow the cursor. Completing in front of real code would push it aside.
 pub(crate) fn rest_of_line_allows_completion(surroundings: &Surroundings) -> bool {
-    surroundings
-        .line_suffix
-        .chars()
-        .all(|c| c.is_whitespace() || ")]}\"'`;,:".contains(c))
+    surroundings.line_suffix.chars().all(|c| c.is_whitespace() || ")]}\"'`;,:".contains(c))
 }
 
 /// Single line mid-line; a block at an empty line inside a block or after a block opener.
 pub(crate) fn decide_mode(surroundings: &Surroundings) -> Mode {
     let rest_is_closers = rest_of_line_allows_completion(surroundings);
     if is_blank(&surroundings.line_prefix) && is_blank(&surroundings.line_suffix) {
-        return if surroundings.in_scope {
-            Mode::MultiLine
-        } else {
-            Mode::SingleLine
-        };
+        return if surroundings.in_scope { Mode::MultiLine } else { Mode::SingleLine };
     }
     let trimmed = surroundings.line_prefix.trim_end();
     if rest_is_closers && trimmed.ends_with(block_opener(surroundings.language)) {
@@ -212,11 +193,7 @@ fn cut_block(text: &mut String, surroundings: &Surroundings) -> bool {
     } else {
         indentation(&surroundings.line_prefix) + 1
     };
-    let next_line = surroundings
-        .next_line
-        .as_deref()
-        .map(str::trim)
-        .filter(|line| !line.is_empty());
+    let next_line = surroundings.next_line.as_deref().map(str::trim).filter(|line| !line.is_empty());
     let mut offset = 0;
     let mut previous_nonblank: Option<&str> = None;
     let mut saw_blank = false;
@@ -225,22 +202,15 @@ fn cut_block(text: &mut String, surroundings: &Surroundings) -> bool {
         let content = line.trim_end_matches('\n');
         let is_last = offset + line.len() == text.len();
         // The first line continues the cursor line; its own indentation is the cursor's.
-        let indent = if index == 0 {
-            if prefix_is_blank { base } else { usize::MAX }
-        } else {
-            indentation(content)
-        };
+        let indent = if index == 0 { if prefix_is_blank { base } else { usize::MAX } } else { indentation(content) };
         if !is_blank(content) {
             let dedented = index > 0 && indent < base;
             let repeats_below = next_line == Some(content.trim());
-            let repeats_above =
-                previous_nonblank == Some(content.trim()) && content.trim().len() > 2;
+            let repeats_above = previous_nonblank == Some(content.trim()) && content.trim().len() > 2;
             // At top level, one paragraph: a new unindented item after a blank line ends it.
             let new_top_level_item = base == 0 && saw_blank && indent == 0 && has_content;
             let complete_line = !is_last || text.ends_with('\n');
-            if (dedented || repeats_below || repeats_above || new_top_level_item)
-                && (complete_line || dedented)
-            {
+            if (dedented || repeats_below || repeats_above || new_top_level_item) && (complete_line || dedented) {
                 text.truncate(offset);
                 return true;
             }
@@ -270,10 +240,7 @@ mod tests {
         let text = around.replacen("$0", "", 1);
         let line_start = text[..cursor].rfind('\n').map_or(0, |i| i + 1);
         let line_end = text[cursor..].find('\n').map_or(text.len(), |i| cursor + i);
-        let next_line = text[line_end..]
-            .lines()
-            .find(|line| !line.trim().is_empty())
-            .map(str::to_string);
+        let next_line = text[line_end..].lines().find(|line| !line.trim().is_empty()).map(str::to_string);
         let surroundings = Surroundings {
             language: Some(language),
             line_prefix: text[line_start..cursor].to_string(),
@@ -291,47 +258,23 @@ mod tests {
 
     #[test]
     fn single_line_mid_line_stops_at_the_newline() {
-        let (mode, result) = check(
-            Language::Python,
-            "x = compute($0",
-            false,
-            "a, b)\nprint(x)\n",
-        );
+        let (mode, result) = check(Language::Python, "x = compute($0", false, "a, b)\nprint(x)\n");
         assert_eq!(mode, Mode::SingleLine);
-        assert_eq!(
-            result,
-            Processed {
-                text: "a, b)".into(),
-                complete: true
-            }
-        );
+        assert_eq!(result, Processed { text: "a, b)".into(), complete: true });
         // Not complete until a newline (or a cut) shows up.
-        assert!(
-            !check(Language::Python, "x = comp$0", false, "ute(")
-                .1
-                .complete
-        );
+        assert!(!check(Language::Python, "x = comp$0", false, "ute(").1.complete);
     }
 
     #[test]
     fn stray_leading_whitespace_is_stripped() {
         assert_eq!(text(Language::Python, "x = $0", false, "  42\n"), "42");
-        assert_eq!(
-            text(Language::Python, "def f():\n    $0", true, "    return 1\n"),
-            "return 1"
-        );
+        assert_eq!(text(Language::Python, "def f():\n    $0", true, "    return 1\n"), "return 1");
     }
 
     #[test]
     fn text_repeating_the_rest_of_the_line_is_cut() {
-        assert_eq!(
-            text(Language::Python, "print($0)", false, "'hi')\n"),
-            "'hi'"
-        );
-        assert_eq!(
-            text(Language::Rust, "let v = vec![$0];", false, "1, 2];\n"),
-            "1, 2"
-        );
+        assert_eq!(text(Language::Python, "print($0)", false, "'hi')\n"), "'hi'");
+        assert_eq!(text(Language::Rust, "let v = vec![$0];", false, "1, 2];\n"), "1, 2");
         assert_eq!(text(Language::Python, "foo($0)", false, ")\n"), "");
     }
 
@@ -339,30 +282,20 @@ mod tests {
     fn only_brackets_the_completion_opened_are_closed() {
         // The completion's own `(...)` stays; the `)` the line already has is not repeated.
         assert_eq!(text(Language::Python, "f(g($0))", false, "x), y)\n"), "x");
-        assert_eq!(
-            text(Language::JavaScript, "call(a, $0)", false, "b(c))"),
-            "b(c)"
-        );
+        assert_eq!(text(Language::JavaScript, "call(a, $0)", false, "b(c))"), "b(c)");
         // Without a closer after the cursor the completion may close the bracket itself.
         assert_eq!(text(Language::Python, "print(x$0", false, ")\n"), ")");
         // Brackets inside strings do not count.
-        assert_eq!(
-            text(Language::Python, "s = f($0)", false, "\")\")\n"),
-            "\")\""
-        );
+        assert_eq!(text(Language::Python, "s = f($0)", false, "\")\")\n"), "\")\"");
     }
 
     #[test]
     fn multi_line_at_a_blank_line_in_a_block_stops_at_its_end() {
         let around = "def f(items):\n    total = 0\n    $0\n\nprint(f([1]))\n";
-        let raw =
-            "for item in items:\n        total += item\n    return total\n\ndef g():\n    pass\n";
+        let raw = "for item in items:\n        total += item\n    return total\n\ndef g():\n    pass\n";
         let (mode, result) = check(Language::Python, around, true, raw);
         assert_eq!(mode, Mode::MultiLine);
-        assert_eq!(
-            result.text,
-            "for item in items:\n        total += item\n    return total"
-        );
+        assert_eq!(result.text, "for item in items:\n        total += item\n    return total");
         assert!(result.complete);
     }
 
@@ -375,10 +308,7 @@ mod tests {
         assert_eq!(result.text, "\n    return a + b");
         let around = "fn main() {$0}\n";
         let raw = "\n    println!(\"hi\");\n}\n\nfn other() {}\n";
-        assert_eq!(
-            text(Language::Rust, around, true, raw),
-            "\n    println!(\"hi\");"
-        );
+        assert_eq!(text(Language::Rust, around, true, raw), "\n    println!(\"hi\");");
     }
 
     #[test]
@@ -397,18 +327,12 @@ mod tests {
 
     #[test]
     fn top_level_blank_line_is_single_line_and_language_stops_apply() {
-        assert_eq!(
-            check(Language::Python, "x = 1\n$0\n", false, "").0,
-            Mode::SingleLine
-        );
+        assert_eq!(check(Language::Python, "x = 1\n$0\n", false, "").0, Mode::SingleLine);
         let around = "def f():\n    $0";
         let raw = "return 1\n\nif __name__ == '__main__':\n    f()\n";
         assert_eq!(text(Language::Python, around, true, raw), "return 1");
         let around = "package p\nfunc f() {$0\n";
-        assert_eq!(
-            text(Language::Go, around, true, "\n\treturn\n}\nfunc g() {}\n"),
-            "\n\treturn"
-        );
+        assert_eq!(text(Language::Go, around, true, "\n\treturn\n}\nfunc g() {}\n"), "\n\treturn");
     }
 
     #[test]
@@ -430,12 +354,6 @@ mod tests {
     fn incomplete_output_is_not_complete() {
         let around = "def f():\n    $0\n";
         let partial = check(Language::Python, around, true, "x = 1\n    y = ");
-        assert_eq!(
-            partial.1,
-            Processed {
-                text: "x = 1\n    y =".into(),
-                complete: false
-            }
-        );
+        assert_eq!(partial.1, Processed { text: "x = 1\n    y =".into(), complete: false });
     }
 }

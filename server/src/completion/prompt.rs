@@ -28,34 +28,11 @@ type Spelling = (&'static str, &'static str, Option<&'static str>);
 
 /// Candidate spellings per family (with its `nib.json` name), in the order tried.
 const FAMILIES: &[(FimFamily, &str, &[Spelling])] = &[
-    (
-        FimFamily::StarCoder,
-        "starcoder",
-        &[("<fim_prefix>", "<fim_suffix>", Some("<fim_middle>"))],
-    ),
-    (
-        FimFamily::Qwen,
-        "qwen",
-        &[("<|fim_prefix|>", "<|fim_suffix|>", Some("<|fim_middle|>"))],
-    ),
-    (
-        FimFamily::DeepSeek,
-        "deepseek",
-        &[("<｜fim▁begin｜>", "<｜fim▁hole｜>", Some("<｜fim▁end｜>"))],
-    ),
-    (
-        FimFamily::CodeLlama,
-        "codellama",
-        &[
-            ("▁<PRE>", "▁<SUF>", Some("▁<MID>")),
-            ("<PRE>", "<SUF>", Some("<MID>")),
-        ],
-    ),
-    (
-        FimFamily::Codestral,
-        "codestral",
-        &[("[PREFIX]", "[SUFFIX]", None)],
-    ),
+    (FimFamily::StarCoder, "starcoder", &[("<fim_prefix>", "<fim_suffix>", Some("<fim_middle>"))]),
+    (FimFamily::Qwen, "qwen", &[("<|fim_prefix|>", "<|fim_suffix|>", Some("<|fim_middle|>"))]),
+    (FimFamily::DeepSeek, "deepseek", &[("<｜fim▁begin｜>", "<｜fim▁hole｜>", Some("<｜fim▁end｜>"))]),
+    (FimFamily::CodeLlama, "codellama", &[("▁<PRE>", "▁<SUF>", Some("▁<MID>")), ("<PRE>", "<SUF>", Some("<MID>"))]),
+    (FimFamily::Codestral, "codestral", &[("[PREFIX]", "[SUFFIX]", None)]),
 ];
 
 impl FimFormat {
@@ -68,15 +45,10 @@ impl FimFormat {
         let is_token = |token: &str| info.special_tokens.iter().any(|special| special == token);
         FAMILIES
             .iter()
-            .filter(|(_, name, _)| {
-                info.fim_family
-                    .as_deref()
-                    .is_none_or(|declared| declared == *name)
-            })
+            .filter(|(_, name, _)| info.fim_family.as_deref().is_none_or(|declared| declared == *name))
             .find_map(|(family, _, spellings)| {
                 spellings.iter().find_map(|(prefix, suffix, middle)| {
-                    let all_single =
-                        is_token(prefix) && is_token(suffix) && middle.is_none_or(is_token);
+                    let all_single = is_token(prefix) && is_token(suffix) && middle.is_none_or(is_token);
                     all_single.then(|| FimFormat {
                         family: *family,
                         prefix: prefix.to_string(),
@@ -109,12 +81,9 @@ impl FimFormat {
             ],
             // Suffix first: the text typed at the cursor stays at the end of the prompt, which
             // keeps the KV cache valid while typing.
-            (_, None) => vec![
-                special(&self.suffix),
-                PromptPiece::Text(suffix),
-                special(&self.prefix),
-                PromptPiece::Text(prefix),
-            ],
+            (_, None) => {
+                vec![special(&self.suffix), PromptPiece::Text(suffix), special(&self.prefix), PromptPiece::Text(prefix)]
+            }
         }
     }
 
@@ -125,12 +94,7 @@ impl FimFormat {
             FimFamily::CodeLlama => vec!["<EOT>".into(), "▁<EOT>".into()],
             FimFamily::DeepSeek => vec!["<｜end▁of▁sentence｜>".into(), "<|EOT|>".into()],
             FimFamily::Qwen => {
-                vec![
-                    "<|fim_pad|>".into(),
-                    "<|endoftext|>".into(),
-                    "<|im_start|>".into(),
-                    "<|im_end|>".into(),
-                ]
+                vec!["<|fim_pad|>".into(), "<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()]
             }
             FimFamily::Codestral => vec![],
         };
@@ -163,7 +127,6 @@ mod tests {
             fim_family: declared.map(str::to_string),
             fim_declared_absent: absent,
             special_tokens: special.iter().map(|s| s.to_string()).collect(),
-            stop_tokens: vec![],
             chat_format: None,
         }
     }
@@ -179,21 +142,13 @@ mod tests {
             template(&["<fim_prefix>", "<fim_suffix>", "<fim_middle>"]),
             "<fim_prefix>P<fim_suffix>S<fim_middle>"
         );
-        assert_eq!(
-            template(&["▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"]),
-            "▁<PRE> P▁<SUF>S ▁<MID>"
-        );
+        assert_eq!(template(&["▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"]), "▁<PRE> P▁<SUF>S ▁<MID>");
         assert_eq!(
             template(&["<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"]),
             "<｜fim▁begin｜>P<｜fim▁hole｜>S<｜fim▁end｜>"
         );
         assert_eq!(
-            template(&[
-                "<|fim_prefix|>",
-                "<|fim_suffix|>",
-                "<|fim_middle|>",
-                "<|fim_pad|>"
-            ]),
+            template(&["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|fim_pad|>"]),
             "<|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>"
         );
         assert_eq!(template(&["[PREFIX]", "[SUFFIX]"]), "[SUFFIX]S[PREFIX]P");
@@ -202,37 +157,14 @@ mod tests {
     #[test]
     fn detection_needs_every_marker_and_respects_nib_json() {
         // SmolLM2's special tokens: no FIM.
-        assert_eq!(
-            FimFormat::for_model(&info(
-                &["<|endoftext|>", "<|im_start|>", "<file_sep>"],
-                None,
-                false
-            )),
-            None
-        );
+        assert_eq!(FimFormat::for_model(&info(&["<|endoftext|>", "<|im_start|>", "<file_sep>"], None, false)), None);
         // A missing middle marker disqualifies the family.
-        assert_eq!(
-            FimFormat::for_model(&info(&["<fim_prefix>", "<fim_suffix>"], None, false)),
-            None
-        );
+        assert_eq!(FimFormat::for_model(&info(&["<fim_prefix>", "<fim_suffix>"], None, false)), None);
         // `"fim": null` in nib.json wins over the vocabulary.
-        assert_eq!(
-            FimFormat::for_model(&info(
-                &["<fim_prefix>", "<fim_suffix>", "<fim_middle>"],
-                None,
-                true
-            )),
-            None
-        );
+        assert_eq!(FimFormat::for_model(&info(&["<fim_prefix>", "<fim_suffix>", "<fim_middle>"], None, true)), None);
         // A declared family picks among several present.
-        let both = [
-            "<fim_prefix>",
-            "<fim_suffix>",
-            "<fim_middle>",
-            "<|fim_prefix|>",
-            "<|fim_suffix|>",
-            "<|fim_middle|>",
-        ];
+        let both =
+            ["<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"];
         let declared = FimFormat::for_model(&info(&both, Some("qwen"), false)).unwrap();
         assert_eq!(declared.family, FimFamily::Qwen);
         assert!(declared.stop_tokens().contains(&"<|fim_pad|>".to_string()));

@@ -33,11 +33,7 @@ pub(crate) struct Sampling {
 }
 
 impl Sampling {
-    pub(crate) const GREEDY: Sampling = Sampling {
-        temperature: 0.0,
-        top_p: 1.0,
-        seed: 0,
-    };
+    pub(crate) const GREEDY: Sampling = Sampling { temperature: 0.0, top_p: 1.0, seed: 0 };
 }
 
 #[derive(Clone, Debug)]
@@ -85,6 +81,7 @@ pub(crate) struct GenerationStats {
 pub(crate) struct Generation {
     pub(crate) text: String,
     /// The generated token ids (without a final stop token).
+    #[cfg_attr(not(test), allow(dead_code))] // Compared token by token in the engine tests.
     pub(crate) tokens: Vec<u32>,
     pub(crate) finish: FinishReason,
     pub(crate) stats: GenerationStats,
@@ -126,30 +123,22 @@ impl Model {
             match piece {
                 PromptPiece::Text(text) if text.is_empty() => {}
                 PromptPiece::Text(text) => {
-                    let encoding =
-                        self.tokenizer
-                            .encode(text.as_str(), false)
-                            .map_err(|error| {
-                                EngineError::Inference(format!("tokenizer failed: {error}"))
-                            })?;
+                    let encoding = self
+                        .tokenizer
+                        .encode(text.as_str(), false)
+                        .map_err(|error| EngineError::Inference(format!("tokenizer failed: {error}")))?;
                     ids.extend_from_slice(encoding.get_ids());
                 }
-                PromptPiece::Special(token) => {
-                    ids.push(self.tokenizer.token_to_id(token).ok_or_else(|| {
-                        EngineError::Inference(format!(
-                            "the model's vocabulary has no special token {token:?}"
-                        ))
-                    })?)
-                }
+                PromptPiece::Special(token) => ids.push(self.tokenizer.token_to_id(token).ok_or_else(|| {
+                    EngineError::Inference(format!("the model's vocabulary has no special token {token:?}"))
+                })?),
             }
         }
         Ok(ids)
     }
 
     pub(crate) fn decode(&self, ids: &[u32]) -> Result<String, EngineError> {
-        self.tokenizer
-            .decode(ids, true)
-            .map_err(|error| EngineError::Inference(format!("tokenizer failed: {error}")))
+        self.tokenizer.decode(ids, true).map_err(|error| EngineError::Inference(format!("tokenizer failed: {error}")))
     }
 
     /// Forgets the KV cache (after an error, whose partial state cannot be trusted).
@@ -161,11 +150,7 @@ impl Model {
 
     /// Runs `ids` after the cached tokens and returns the last position's logits (tests).
     #[cfg(test)]
-    pub(crate) fn forward_for_test(
-        &mut self,
-        ids: &[u32],
-        fresh: bool,
-    ) -> Result<Vec<f32>, EngineError> {
+    pub(crate) fn forward_for_test(&mut self, ids: &[u32], fresh: bool) -> Result<Vec<f32>, EngineError> {
         if fresh {
             self.reset_cache();
         }
@@ -180,10 +165,7 @@ impl Model {
         if request.cancel.is_cancelled() {
             return Err(EngineError::Cancelled);
         }
-        if request
-            .deadline
-            .is_some_and(|deadline| Instant::now() >= deadline)
-        {
+        if request.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return Err(EngineError::TimedOut);
         }
         Ok(())
@@ -198,13 +180,7 @@ impl Model {
         run_options: &RunOptions,
         stats: &mut GenerationStats,
     ) -> Result<Vec<f32>, EngineError> {
-        let common = self
-            .cache
-            .tokens
-            .iter()
-            .zip(prompt)
-            .take_while(|(cached, new)| cached == new)
-            .count();
+        let common = self.cache.tokens.iter().zip(prompt).take_while(|(cached, new)| cached == new).count();
         // At least one token must run to produce logits.
         let keep = common.min(prompt.len() - 1);
         self.session.truncate(&mut self.cache, keep)?;
@@ -213,9 +189,7 @@ impl Model {
         let mut logits = Vec::new();
         for chunk in prompt[keep..].chunks(PREFILL_CHUNK) {
             Self::check_interrupt(request)?;
-            logits = self
-                .session
-                .forward(&mut self.cache, chunk, Some(run_options))?;
+            logits = self.session.forward(&mut self.cache, chunk, Some(run_options))?;
         }
         Ok(logits)
     }
@@ -227,8 +201,7 @@ impl Model {
         request: &GenerationRequest,
         observer: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Generation, EngineError> {
-        let run_options =
-            Arc::new(RunOptions::new().map_err(|error| EngineError::Inference(error.to_string()))?);
+        let run_options = Arc::new(RunOptions::new().map_err(|error| EngineError::Inference(error.to_string()))?);
         request.cancel.attach_run(&run_options);
         let mut result = self.generate_inner(request, observer, &run_options);
         request.cancel.detach_run();
@@ -274,11 +247,8 @@ impl Model {
         stats.prefill_ms = millis(prefill_started);
 
         let decode_started = Instant::now();
-        let extra_stops: Vec<u32> = request
-            .stop_tokens
-            .iter()
-            .filter_map(|token| self.tokenizer.token_to_id(token))
-            .collect();
+        let extra_stops: Vec<u32> =
+            request.stop_tokens.iter().filter_map(|token| self.tokenizer.token_to_id(token)).collect();
         let mut sampler = Sampler::new(&request.sampling);
         let mut generated: Vec<u32> = Vec::new();
         let mut text = String::new();
@@ -294,12 +264,7 @@ impl Model {
             // A token can end inside a multi-byte character; wait for the rest of it.
             if !decoded.ends_with('\u{fffd}') {
                 text = decoded;
-                if let Some(cut) = request
-                    .stop_strings
-                    .iter()
-                    .filter_map(|stop| text.find(stop.as_str()))
-                    .min()
-                {
+                if let Some(cut) = request.stop_strings.iter().filter_map(|stop| text.find(stop.as_str())).min() {
                     text.truncate(cut);
                     finish = FinishReason::StopString;
                     break;
@@ -313,18 +278,11 @@ impl Model {
                 break;
             }
             Self::check_interrupt(request)?;
-            logits = self
-                .session
-                .forward(&mut self.cache, &[next], Some(run_options))?;
+            logits = self.session.forward(&mut self.cache, &[next], Some(run_options))?;
         }
         stats.generated_tokens = generated.len();
         stats.decode_ms = millis(decode_started);
-        Ok(Generation {
-            text,
-            tokens: generated,
-            finish,
-            stats,
-        })
+        Ok(Generation { text, tokens: generated, finish, stats })
     }
 }
 
@@ -338,11 +296,7 @@ struct Sampler {
 impl Sampler {
     fn new(sampling: &Sampling) -> Self {
         // xorshift64* needs a non-zero state.
-        Sampler {
-            temperature: sampling.temperature,
-            top_p: sampling.top_p,
-            state: sampling.seed | 1,
-        }
+        Sampler { temperature: sampling.temperature, top_p: sampling.top_p, state: sampling.seed | 1 }
     }
 
     fn next_unit(&mut self) -> f32 {
@@ -354,11 +308,7 @@ impl Sampler {
     }
 
     fn sample(&mut self, logits: &[f32]) -> u32 {
-        let argmax = logits
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(index, _)| index);
+        let argmax = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(index, _)| index);
         if self.temperature <= 0.0 {
             return argmax as u32;
         }
@@ -401,11 +351,7 @@ mod tests {
     fn greedy_picks_the_argmax_and_sampling_is_seeded() {
         let logits = [0.1, 2.0, 1.9, -1.0];
         assert_eq!(Sampler::new(&Sampling::GREEDY).sample(&logits), 1);
-        let sampling = Sampling {
-            temperature: 1.0,
-            top_p: 0.95,
-            seed: 42,
-        };
+        let sampling = Sampling { temperature: 1.0, top_p: 0.95, seed: 42 };
         let first: Vec<u32> = {
             let mut sampler = Sampler::new(&sampling);
             (0..20).map(|_| sampler.sample(&logits)).collect()
@@ -417,11 +363,7 @@ mod tests {
         assert_eq!(first, second);
         assert!(first.contains(&1) && first.contains(&2), "{first:?}");
         // top_p small enough keeps only the best token.
-        let mut narrow = Sampler::new(&Sampling {
-            temperature: 1.0,
-            top_p: 0.1,
-            seed: 7,
-        });
+        let mut narrow = Sampler::new(&Sampling { temperature: 1.0, top_p: 0.1, seed: 7 });
         assert!((0..20).all(|_| narrow.sample(&logits) == 1));
     }
 }

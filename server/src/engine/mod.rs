@@ -18,11 +18,9 @@ use std::time::Instant;
 use ort::session::RunOptions;
 use serde_json::{Value, json};
 
-pub(crate) use generate::{
-    Flow, Generation, GenerationRequest, GenerationStats, Model, PromptPiece, Sampling,
-};
+pub(crate) use generate::{Flow, Generation, GenerationRequest, GenerationStats, Model, PromptPiece, Sampling};
 pub(crate) use model::{ChatFormat, ModelInfo};
-pub(crate) use worker::{EngineHandle, Job, Task};
+pub(crate) use worker::{EngineHandle, Job};
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum EngineError {
@@ -56,22 +54,14 @@ struct CancelInner {
 
 impl std::fmt::Debug for CancelToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CancelToken")
-            .field("cancelled", &self.is_cancelled())
-            .finish()
+        f.debug_struct("CancelToken").field("cancelled", &self.is_cancelled()).finish()
     }
 }
 
 impl CancelToken {
     pub(crate) fn cancel(&self) {
         self.inner.cancelled.store(true, Ordering::SeqCst);
-        if let Some(run) = self
-            .inner
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
+        if let Some(run) = self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             let _ = run.terminate();
         }
     }
@@ -106,17 +96,9 @@ impl CancelToken {
 #[derive(Clone, Debug)]
 pub(crate) enum ModelState {
     Unloaded,
-    Loading {
-        model: PathBuf,
-    },
-    Ready {
-        model: PathBuf,
-        info: Box<ModelInfo>,
-        load_ms: u64,
-    },
-    Failed {
-        message: String,
-    },
+    Loading { model: PathBuf },
+    Ready { model: PathBuf, info: Box<ModelInfo>, load_ms: u64 },
+    Failed { message: String },
 }
 
 impl ModelState {
@@ -124,11 +106,7 @@ impl ModelState {
         match self {
             ModelState::Unloaded => json!({ "state": "unloaded" }),
             ModelState::Loading { model } => json!({ "state": "loading", "model": model }),
-            ModelState::Ready {
-                model,
-                info,
-                load_ms,
-            } => json!({
+            ModelState::Ready { model, info, load_ms } => json!({
                 "state": "ready", "model": model, "name": info.name, "loadMs": load_ms,
                 "contextLength": info.context_length,
             }),
@@ -223,11 +201,7 @@ pub(crate) fn physical_cores() -> usize {
             }
         }
     }
-    if cores.is_empty() {
-        logical
-    } else {
-        cores.len().min(logical)
-    }
+    if cores.is_empty() { logical } else { cores.len().min(logical) }
 }
 
 /// Loads the model named by `settings` (the default model when none is configured).

@@ -54,7 +54,6 @@ pub(crate) struct ModelInfo {
     pub(crate) fim_declared_absent: bool,
     /// Every special (added) token of the tokenizer, for FIM detection and stop tokens.
     pub(crate) special_tokens: Vec<String>,
-    pub(crate) stop_tokens: Vec<String>,
     pub(crate) chat_format: Option<ChatFormat>,
 }
 
@@ -88,10 +87,7 @@ fn model_error(dir: &Path, what: impl std::fmt::Display) -> EngineError {
 
 pub(crate) fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
     if !dir.is_dir() {
-        return Err(model_error(
-            dir,
-            "does not exist; see models/README.md for the format",
-        ));
+        return Err(model_error(dir, "does not exist; see models/README.md for the format"));
     }
     let onnx = dir.join("model.onnx");
     if !onnx.is_file() {
@@ -101,20 +97,15 @@ pub(crate) fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
     let tokenizer = Tokenizer::from_file(&tokenizer_path)
         .map_err(|error| model_error(dir, format_args!("cannot read tokenizer.json: {error}")))?;
     let nib: NibJson = match std::fs::read_to_string(dir.join("nib.json")) {
-        Ok(text) => serde_json::from_str(&text)
-            .map_err(|error| model_error(dir, format_args!("invalid nib.json: {error}")))?,
+        Ok(text) => {
+            serde_json::from_str(&text).map_err(|error| model_error(dir, format_args!("invalid nib.json: {error}")))?
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!(
-                "{} has no nib.json; detecting the prompt format from the tokenizer",
-                dir.display()
-            );
+            tracing::warn!("{} has no nib.json; detecting the prompt format from the tokenizer", dir.display());
             NibJson::default()
         }
         Err(error) => {
-            return Err(model_error(
-                dir,
-                format_args!("cannot read nib.json: {error}"),
-            ));
+            return Err(model_error(dir, format_args!("cannot read nib.json: {error}")));
         }
     };
     let config: Value = std::fs::read_to_string(dir.join("config.json"))
@@ -129,26 +120,16 @@ pub(crate) fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
         .map(|(id, token)| (id, token.content))
         .collect();
     special_tokens.sort();
-    let special_tokens: Vec<String> = special_tokens
-        .into_iter()
-        .map(|(_, content)| content)
-        .collect();
+    let special_tokens: Vec<String> = special_tokens.into_iter().map(|(_, content)| content).collect();
 
     let mut stop_tokens = nib.stop_tokens.clone();
     if stop_tokens.is_empty() {
         // Without nib.json: the usual end-of-text markers that this vocabulary has.
-        stop_tokens = [
-            "<|endoftext|>",
-            "</s>",
-            "<|im_end|>",
-            "<|EOT|>",
-            "<EOT>",
-            "<file_sep>",
-        ]
-        .iter()
-        .filter(|token| tokenizer.token_to_id(token).is_some())
-        .map(|token| token.to_string())
-        .collect();
+        stop_tokens = ["<|endoftext|>", "</s>", "<|im_end|>", "<|EOT|>", "<EOT>", "<file_sep>"]
+            .iter()
+            .filter(|token| tokenizer.token_to_id(token).is_some())
+            .map(|token| token.to_string())
+            .collect();
     }
     let mut stop_token_ids = Vec::new();
     for token in &stop_tokens {
@@ -162,28 +143,15 @@ pub(crate) fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
     {
         stop_token_ids.push(eos as u32);
     }
-    let bos_token_id = if nib.add_bos {
-        config
-            .get("bos_token_id")
-            .and_then(Value::as_u64)
-            .map(|id| id as u32)
-    } else {
-        None
-    };
+    let bos_token_id =
+        if nib.add_bos { config.get("bos_token_id").and_then(Value::as_u64).map(|id| id as u32) } else { None };
     let context_length = nib
         .context_length
-        .or_else(|| {
-            config
-                .get("max_position_embeddings")
-                .and_then(Value::as_u64)
-                .map(|n| n as usize)
-        })
+        .or_else(|| config.get("max_position_embeddings").and_then(Value::as_u64).map(|n| n as usize))
         .unwrap_or(2048);
     let chat_format = match nib.chat.as_ref().and_then(|chat| chat.format.as_deref()) {
         Some("chatml") => Some(ChatFormat::ChatMl),
-        _ if tokenizer.token_to_id("<|im_start|>").is_some()
-            && tokenizer.token_to_id("<|im_end|>").is_some() =>
-        {
+        _ if tokenizer.token_to_id("<|im_start|>").is_some() && tokenizer.token_to_id("<|im_end|>").is_some() => {
             Some(ChatFormat::ChatMl)
         }
         _ => None,
@@ -191,18 +159,10 @@ pub(crate) fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
     let (fim_family, fim_declared_absent) = match &nib.fim {
         None => (None, false),
         Some(Value::Null) => (None, true),
-        Some(value) => (
-            value
-                .get("family")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            false,
-        ),
+        Some(value) => (value.get("family").and_then(Value::as_str).map(str::to_string), false),
     };
-    let name = nib.name.clone().unwrap_or_else(|| {
-        dir.file_name()
-            .map_or("model".into(), |n| n.to_string_lossy().into())
-    });
+    let name =
+        nib.name.clone().unwrap_or_else(|| dir.file_name().map_or("model".into(), |n| n.to_string_lossy().into()));
     Ok(ModelFiles {
         info: ModelInfo {
             dir: dir.to_path_buf(),
@@ -211,7 +171,6 @@ pub(crate) fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
             fim_family,
             fim_declared_absent,
             special_tokens,
-            stop_tokens,
             chat_format,
         },
         onnx,

@@ -34,10 +34,7 @@ pub(crate) fn environment(configured: Option<&Path>) -> Result<&'static Environm
     let library = find_library(configured)?;
     check_library(&library)?;
     let builder = ort::init_from(&library).map_err(|error| {
-        EngineError::Runtime(format!(
-            "cannot load onnxruntime from {}: {error}; {FIX}",
-            library.display()
-        ))
+        EngineError::Runtime(format!("cannot load onnxruntime from {}: {error}; {FIX}", library.display()))
     })?;
     let environment = builder
         .with_name("nib")
@@ -65,11 +62,7 @@ pub(crate) fn find_library(configured: Option<&Path>) -> Result<PathBuf, EngineE
     let looked: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
     Err(EngineError::Runtime(format!(
         "onnxruntime library not found (looked in ORT_DYLIB_PATH and {}); {FIX}",
-        if looked.is_empty() {
-            "no Python installation".to_string()
-        } else {
-            looked.join(", ")
-        }
+        if looked.is_empty() { "no Python installation".to_string() } else { looked.join(", ") }
     )))
 }
 
@@ -98,10 +91,7 @@ fn site_packages_roots() -> Vec<PathBuf> {
         let mut pythons: Vec<PathBuf> = entries
             .flatten()
             .map(|entry| entry.path())
-            .filter(|path| {
-                path.file_name()
-                    .is_some_and(|name| name.to_string_lossy().starts_with("python3"))
-            })
+            .filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("python3")))
             .collect();
         pythons.sort();
         for python in pythons {
@@ -119,10 +109,7 @@ fn library_in_site_packages(root: &Path) -> Option<PathBuf> {
         .ok()?
         .flatten()
         .map(|entry| entry.path())
-        .filter(|path| {
-            path.file_name()
-                .is_some_and(|name| name.to_string_lossy().starts_with("libonnxruntime.so"))
-        })
+        .filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("libonnxruntime.so")))
         .collect();
     // Prefer the fully versioned name (`libonnxruntime.so.1.31.1`), which tells the version.
     candidates.sort_by_key(|path| std::cmp::Reverse(path.as_os_str().len()));
@@ -132,8 +119,7 @@ fn library_in_site_packages(root: &Path) -> Option<PathBuf> {
 /// Checks that `path` is a loadable ONNX Runtime before handing it to `ort`.
 pub(crate) fn check_library(path: &Path) -> Result<(), EngineError> {
     let mut magic = [0u8; 4];
-    let readable = std::fs::File::open(path)
-        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut magic));
+    let readable = std::fs::File::open(path).and_then(|mut file| std::io::Read::read_exact(&mut file, &mut magic));
     if let Err(error) = readable {
         return Err(EngineError::Runtime(format!(
             "cannot read onnxruntime library {}: {error}; {FIX}",
@@ -141,10 +127,7 @@ pub(crate) fn check_library(path: &Path) -> Result<(), EngineError> {
         )));
     }
     if &magic != b"\x7fELF" {
-        return Err(EngineError::Runtime(format!(
-            "{} is not a shared library; {FIX}",
-            path.display()
-        )));
+        return Err(EngineError::Runtime(format!("{} is not a shared library; {FIX}", path.display())));
     }
     if let Some((major, minor)) = version_from_file_name(path)
         && (major != 1 || minor < MIN_MINOR_VERSION)
@@ -171,14 +154,8 @@ mod tests {
 
     #[test]
     fn reads_versions_from_file_names() {
-        assert_eq!(
-            version_from_file_name(Path::new("/x/libonnxruntime.so.1.31.1")),
-            Some((1, 31))
-        );
-        assert_eq!(
-            version_from_file_name(Path::new("/x/libonnxruntime.so")),
-            None
-        );
+        assert_eq!(version_from_file_name(Path::new("/x/libonnxruntime.so.1.31.1")), Some((1, 31)));
+        assert_eq!(version_from_file_name(Path::new("/x/libonnxruntime.so")), None);
     }
 
     #[test]
@@ -186,26 +163,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("nib-runtime-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let missing = check_library(&dir.join("nope.so")).unwrap_err().to_string();
-        assert!(
-            missing.contains("cannot read") && missing.contains("make setup"),
-            "{missing}"
-        );
+        assert!(missing.contains("cannot read") && missing.contains("make setup"), "{missing}");
         let text_file = dir.join("libonnxruntime.so.1.31.1");
         std::fs::write(&text_file, "not a library").unwrap();
-        assert!(
-            check_library(&text_file)
-                .unwrap_err()
-                .to_string()
-                .contains("not a shared library")
-        );
+        assert!(check_library(&text_file).unwrap_err().to_string().contains("not a shared library"));
         let old = dir.join("libonnxruntime.so.1.30.0");
         std::fs::write(&old, b"\x7fELF....").unwrap();
-        assert!(
-            check_library(&old)
-                .unwrap_err()
-                .to_string()
-                .contains("needs 1.31 or newer")
-        );
+        assert!(check_library(&old).unwrap_err().to_string().contains("needs 1.31 or newer"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

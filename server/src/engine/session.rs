@@ -32,67 +32,45 @@ impl GraphSignature {
         let input_names: Vec<&str> = session.inputs().iter().map(|input| input.name()).collect();
         for required in ["input_ids", "attention_mask"] {
             if !input_names.contains(&required) {
-                return Err(format!(
-                    "the graph has no `{required}` input (inputs: {})",
-                    input_names.join(", ")
-                ));
+                return Err(format!("the graph has no `{required}` input (inputs: {})", input_names.join(", ")));
             }
         }
-        let output_names: Vec<&str> = session
-            .outputs()
-            .iter()
-            .map(|output| output.name())
-            .collect();
+        let output_names: Vec<&str> = session.outputs().iter().map(|output| output.name()).collect();
         if !output_names.contains(&"logits") {
-            return Err(format!(
-                "the graph has no `logits` output (outputs: {})",
-                output_names.join(", ")
-            ));
+            return Err(format!("the graph has no `logits` output (outputs: {})", output_names.join(", ")));
         }
         let mut layers = 0;
         while input_names.contains(&format!("past_key_values.{layers}.key").as_str()) {
             layers += 1;
         }
         if layers == 0 {
-            return Err("the graph has no `past_key_values.0.key` input: nib needs a decoder exported with a KV cache".into());
+            return Err(
+                "the graph has no `past_key_values.0.key` input: nib needs a decoder exported with a KV cache".into()
+            );
         }
-        let first_past = session
-            .inputs()
-            .iter()
-            .find(|input| input.name() == "past_key_values.0.key")
-            .expect("checked above");
+        let first_past =
+            session.inputs().iter().find(|input| input.name() == "past_key_values.0.key").expect("checked above");
         let (kv_heads, head_dim) = match first_past.dtype() {
             ValueType::Tensor { shape, .. } if shape.len() == 4 && shape[1] > 0 && shape[3] > 0 => {
                 (shape[1] as usize, shape[3] as usize)
             }
             other => {
-                return Err(format!(
-                    "`past_key_values.0.key` must be [batch, kv_heads, seq, head_dim], got {other:?}"
-                ));
+                return Err(format!("`past_key_values.0.key` must be [batch, kv_heads, seq, head_dim], got {other:?}"));
             }
         };
         let mut past_names = Vec::new();
         let mut present_names = Vec::new();
         for layer in 0..layers {
             for kind in ["key", "value"] {
-                for (names, prefix) in [
-                    (&input_names, "past_key_values"),
-                    (&output_names, "present"),
-                ] {
+                for (names, prefix) in [(&input_names, "past_key_values"), (&output_names, "present")] {
                     let name = format!("{prefix}.{layer}.{kind}");
                     if !names.contains(&name.as_str()) {
                         return Err(format!("the graph has no `{name}`"));
                     }
                 }
             }
-            past_names.push((
-                format!("past_key_values.{layer}.key"),
-                format!("past_key_values.{layer}.value"),
-            ));
-            present_names.push((
-                format!("present.{layer}.key"),
-                format!("present.{layer}.value"),
-            ));
+            past_names.push((format!("past_key_values.{layer}.key"), format!("past_key_values.{layer}.value")));
+            present_names.push((format!("present.{layer}.key"), format!("present.{layer}.value")));
         }
         Ok(GraphSignature {
             position_ids: input_names.contains(&"position_ids"),
@@ -130,25 +108,17 @@ fn ort_error(error: impl std::fmt::Display) -> EngineError {
 }
 
 impl DecoderSession {
-    pub(crate) fn load(
-        environment: &Environment,
-        path: &Path,
-        threads: usize,
-    ) -> Result<Self, EngineError> {
-        let session = build_session(environment, path, threads).map_err(|error| {
-            EngineError::Model(format!("cannot load {}: {error}", path.display()))
-        })?;
-        let signature = GraphSignature::read(&session).map_err(|why| {
-            EngineError::Model(format!("{} is not a usable decoder: {why}", path.display()))
-        })?;
+    pub(crate) fn load(environment: &Environment, path: &Path, threads: usize) -> Result<Self, EngineError> {
+        let session = build_session(environment, path, threads)
+            .map_err(|error| EngineError::Model(format!("cannot load {}: {error}", path.display())))?;
+        let signature = GraphSignature::read(&session)
+            .map_err(|why| EngineError::Model(format!("{} is not a usable decoder: {why}", path.display())))?;
         Ok(DecoderSession { session, signature })
     }
 
     fn empty_tensor(&self) -> Result<DynValue, EngineError> {
         let shape = [1usize, self.signature.kv_heads, 0, self.signature.head_dim];
-        Ok(Tensor::<f32>::from_array((shape, Vec::<f32>::new()))
-            .map_err(ort_error)?
-            .into_dyn())
+        Ok(Tensor::<f32>::from_array((shape, Vec::<f32>::new())).map_err(ort_error)?.into_dyn())
     }
 
     pub(crate) fn empty_cache(&self) -> Result<KvCache, EngineError> {
@@ -156,10 +126,7 @@ impl DecoderSession {
         for _ in 0..self.signature.layers {
             layers.push((self.empty_tensor()?, self.empty_tensor()?));
         }
-        Ok(KvCache {
-            layers,
-            tokens: Vec::new(),
-        })
+        Ok(KvCache { layers, tokens: Vec::new() })
     }
 
     /// Runs `ids` after the cached tokens, extends the cache with them and returns the logits
@@ -175,31 +142,20 @@ impl DecoderSession {
         let total = past + ids.len();
         let input_ids: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
-            (
-                "input_ids".into(),
-                Tensor::from_array(([1usize, ids.len()], input_ids))
-                    .map_err(ort_error)?
-                    .into(),
-            ),
+            ("input_ids".into(), Tensor::from_array(([1usize, ids.len()], input_ids)).map_err(ort_error)?.into()),
             (
                 "attention_mask".into(),
-                Tensor::from_array(([1usize, total], vec![1i64; total]))
-                    .map_err(ort_error)?
-                    .into(),
+                Tensor::from_array(([1usize, total], vec![1i64; total])).map_err(ort_error)?.into(),
             ),
         ];
         if self.signature.position_ids {
             let positions: Vec<i64> = (past as i64..total as i64).collect();
             inputs.push((
                 "position_ids".into(),
-                Tensor::from_array(([1usize, ids.len()], positions))
-                    .map_err(ort_error)?
-                    .into(),
+                Tensor::from_array(([1usize, ids.len()], positions)).map_err(ort_error)?.into(),
             ));
         }
-        for ((key_name, value_name), (key, value)) in
-            self.signature.past_names.iter().zip(&cache.layers)
-        {
+        for ((key_name, value_name), (key, value)) in self.signature.past_names.iter().zip(&cache.layers) {
             inputs.push((key_name.as_str().into(), key.into()));
             inputs.push((value_name.as_str().into(), value.into()));
         }
@@ -210,23 +166,14 @@ impl DecoderSession {
         .map_err(ort_error)?;
         // logits: [batch, seq or 1, vocab]; only the last row matters.
         let logits = {
-            let (shape, data) = outputs["logits"]
-                .try_extract_tensor::<f32>()
-                .map_err(ort_error)?;
-            let vocab = *shape
-                .last()
-                .ok_or_else(|| ort_error("logits have no dimensions"))?
-                as usize;
+            let (shape, data) = outputs["logits"].try_extract_tensor::<f32>().map_err(ort_error)?;
+            let vocab = *shape.last().ok_or_else(|| ort_error("logits have no dimensions"))? as usize;
             data[data.len() - vocab..].to_vec()
         };
         let mut layers = Vec::with_capacity(self.signature.layers);
         for (key_name, value_name) in &self.signature.present_names {
-            let key = outputs
-                .remove(key_name)
-                .ok_or_else(|| ort_error(format!("missing output {key_name}")))?;
-            let value = outputs
-                .remove(value_name)
-                .ok_or_else(|| ort_error(format!("missing output {value_name}")))?;
+            let key = outputs.remove(key_name).ok_or_else(|| ort_error(format!("missing output {key_name}")))?;
+            let value = outputs.remove(value_name).ok_or_else(|| ort_error(format!("missing output {value_name}")))?;
             layers.push((key, value));
         }
         drop(outputs);
@@ -254,9 +201,7 @@ impl DecoderSession {
                 let start = head * length * head_dim;
                 kept.extend_from_slice(&data[start..start + keep * head_dim]);
             }
-            Ok(Tensor::from_array(([1usize, heads, keep, head_dim], kept))
-                .map_err(ort_error)?
-                .into_dyn())
+            Ok(Tensor::from_array(([1usize, heads, keep, head_dim], kept)).map_err(ort_error)?.into_dyn())
         };
         let mut layers = Vec::with_capacity(cache.layers.len());
         for (key, value) in &cache.layers {

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::{
-    CancelToken, EngineError, EngineSettings, Flow, GenerationRequest, Model, PromptPiece,
-    Sampling, load_model,
+    CancelToken, EngineError, EngineSettings, Flow, GenerationRequest, Model, PromptPiece, Sampling, load_model,
 };
 
 fn fixture() -> PathBuf {
@@ -15,43 +14,25 @@ fn fixture() -> PathBuf {
 }
 
 fn reference() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture().join("reference.json")).unwrap())
-        .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(fixture().join("reference.json")).unwrap()).unwrap()
 }
 
 fn ids(value: &Value) -> Vec<u32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
+    value.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
 }
 
 fn floats(value: &Value) -> Vec<f32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect()
+    value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
 }
 
 fn model() -> Model {
-    let settings = EngineSettings {
-        model_dir: Some(fixture()),
-        onnx_runtime_path: None,
-        threads: 1,
-    };
+    let settings = EngineSettings { model_dir: Some(fixture()), onnx_runtime_path: None, threads: 1 };
     load_model(&settings).expect("the fixture model loads")
 }
 
 fn max_difference(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 fn request(prompt: &str, max_tokens: usize) -> GenerationRequest {
@@ -67,12 +48,7 @@ fn request(prompt: &str, max_tokens: usize) -> GenerationRequest {
 }
 
 fn argmax(logits: &[f32]) -> u32 {
-    logits
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .unwrap()
-        .0 as u32
+    logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32
 }
 
 #[test]
@@ -81,47 +57,22 @@ fn logits_equal_python_onnxruntime() {
     let tolerance = reference["tolerance"].as_f64().unwrap() as f32;
     let mut model = model();
     let prompt = ids(&reference["prompt_ids"]);
-    assert_eq!(
-        model
-            .tokenize(&[PromptPiece::Text(
-                reference["prompt"].as_str().unwrap().into()
-            )])
-            .unwrap(),
-        prompt
-    );
+    assert_eq!(model.tokenize(&[PromptPiece::Text(reference["prompt"].as_str().unwrap().into())]).unwrap(), prompt);
     let logits = model.forward_for_test(&prompt, true).unwrap();
     let difference = max_difference(&logits, &floats(&reference["prefill_logits"]));
-    assert!(
-        difference < tolerance,
-        "prefill logits differ by {difference}"
-    );
+    assert!(difference < tolerance, "prefill logits differ by {difference}");
     let greedy = ids(&reference["greedy_tokens"]);
-    for (step, expected) in reference["decode_logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-    {
+    for (step, expected) in reference["decode_logits"].as_array().unwrap().iter().enumerate() {
         let logits = model.forward_for_test(&[greedy[step]], false).unwrap();
         let difference = max_difference(&logits, &floats(expected));
-        assert!(
-            difference < tolerance,
-            "decode step {step} logits differ by {difference}"
-        );
+        assert!(difference < tolerance, "decode step {step} logits differ by {difference}");
     }
     // The cached-prefix path: the prompt's head first, then its tail on top of the cache.
     let prefix_length = reference["prefix_len"].as_u64().unwrap() as usize;
-    model
-        .forward_for_test(&prompt[..prefix_length], true)
-        .unwrap();
-    let logits = model
-        .forward_for_test(&prompt[prefix_length..], false)
-        .unwrap();
+    model.forward_for_test(&prompt[..prefix_length], true).unwrap();
+    let logits = model.forward_for_test(&prompt[prefix_length..], false).unwrap();
     let difference = max_difference(&logits, &floats(&reference["prefix_prefill_logits"]));
-    assert!(
-        difference < tolerance,
-        "tail-prefill logits differ by {difference}"
-    );
+    assert!(difference < tolerance, "tail-prefill logits differ by {difference}");
 }
 
 #[test]
@@ -129,12 +80,8 @@ fn greedy_generation_matches_python_and_recomputation_without_cache() {
     let reference = reference();
     let mut model = model();
     let steps = reference["steps"].as_u64().unwrap() as usize;
-    let generation = model
-        .generate(
-            &request(reference["prompt"].as_str().unwrap(), steps),
-            &mut |_| Flow::Continue,
-        )
-        .unwrap();
+    let generation =
+        model.generate(&request(reference["prompt"].as_str().unwrap(), steps), &mut |_| Flow::Continue).unwrap();
     assert_eq!(generation.tokens, ids(&reference["greedy_tokens"]));
     // Recompute every step from scratch over the whole sequence: the cache changes nothing.
     let mut sequence = ids(&reference["prompt_ids"]);
@@ -150,39 +97,21 @@ fn prefix_reuse_gives_the_same_tokens_with_less_prefill() {
     let reference = reference();
     let prompt = reference["prompt"].as_str().unwrap();
     let mut model = model();
-    let cold = model
-        .generate(&request(prompt, 8), &mut |_| Flow::Continue)
-        .unwrap();
+    let cold = model.generate(&request(prompt, 8), &mut |_| Flow::Continue).unwrap();
     assert_eq!(cold.stats.reused_tokens, 0);
-    let warm = model
-        .generate(&request(prompt, 8), &mut |_| Flow::Continue)
-        .unwrap();
+    let warm = model.generate(&request(prompt, 8), &mut |_| Flow::Continue).unwrap();
     assert_eq!(warm.tokens, cold.tokens);
-    assert_eq!(
-        warm.stats.prefilled_tokens, 1,
-        "only the last prompt token runs again"
-    );
+    assert_eq!(warm.stats.prefilled_tokens, 1, "only the last prompt token runs again");
     // A longer prompt sharing the start reuses it.
     let longer = format!("{prompt}    return 1\n");
-    let extended = model
-        .generate(&request(&longer, 8), &mut |_| Flow::Continue)
-        .unwrap();
+    let extended = model.generate(&request(&longer, 8), &mut |_| Flow::Continue).unwrap();
     let mut fresh = self::model();
-    let from_scratch = fresh
-        .generate(&request(&longer, 8), &mut |_| Flow::Continue)
-        .unwrap();
+    let from_scratch = fresh.generate(&request(&longer, 8), &mut |_| Flow::Continue).unwrap();
     assert_eq!(extended.tokens, from_scratch.tokens);
-    assert!(
-        extended.stats.reused_tokens >= cold.stats.prompt_tokens - 2,
-        "{:?}",
-        extended.stats
-    );
+    assert!(extended.stats.reused_tokens >= cold.stats.prompt_tokens - 2, "{:?}", extended.stats);
     assert!(extended.stats.prefilled_tokens < from_scratch.stats.prefilled_tokens);
     let stats = &model.stats;
-    assert_eq!(
-        (stats.generations, stats.cache_hits, stats.cache_misses),
-        (3, 2, 1)
-    );
+    assert_eq!((stats.generations, stats.cache_hits, stats.cache_misses), (3, 2, 1));
 }
 
 #[test]
@@ -203,19 +132,13 @@ fn cancellation_stops_within_one_decode_step() {
     let result = model.generate(&long, &mut |_| Flow::Continue);
     assert_eq!(result.unwrap_err(), EngineError::Cancelled);
     // The model is still usable.
-    assert!(
-        model
-            .generate(&request("x = ", 2), &mut |_| Flow::Continue)
-            .is_ok()
-    );
+    assert!(model.generate(&request("x = ", 2), &mut |_| Flow::Continue).is_ok());
 }
 
 #[test]
 fn stop_strings_and_the_observer_end_generation() {
     let mut model = model();
-    let free = model
-        .generate(&request("def add(a, b):\n", 16), &mut |_| Flow::Continue)
-        .unwrap();
+    let free = model.generate(&request("def add(a, b):\n", 16), &mut |_| Flow::Continue).unwrap();
     assert!(!free.text.is_empty());
     let stop = free.text.chars().take(2).collect::<String>();
     let mut stopped = request("def add(a, b):\n", 16);
@@ -223,13 +146,8 @@ fn stop_strings_and_the_observer_end_generation() {
     let result = model.generate(&stopped, &mut |_| Flow::Continue).unwrap();
     assert_eq!(result.finish, super::generate::FinishReason::StopString);
     assert!(result.text.len() < free.text.len());
-    let observed = model
-        .generate(&request("def add(a, b):\n", 16), &mut |_| Flow::Stop)
-        .unwrap();
-    assert_eq!(
-        (observed.finish, observed.tokens.len()),
-        (super::generate::FinishReason::Observer, 1)
-    );
+    let observed = model.generate(&request("def add(a, b):\n", 16), &mut |_| Flow::Stop).unwrap();
+    assert_eq!((observed.finish, observed.tokens.len()), (super::generate::FinishReason::Observer, 1));
 }
 
 #[test]
@@ -243,10 +161,7 @@ fn bad_model_directories_are_clear_errors() {
         Err(error) => error.to_string(),
     };
     let missing = load(Path::new("/nonexistent/model"));
-    assert!(
-        missing.contains("does not exist") && missing.contains("models/README.md"),
-        "{missing}"
-    );
+    assert!(missing.contains("does not exist") && missing.contains("models/README.md"), "{missing}");
     let dir = std::env::temp_dir().join(format!("nib-bad-model-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for file in ["tokenizer.json", "config.json", "nib.json"] {

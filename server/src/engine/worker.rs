@@ -10,8 +10,8 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::{
-    EngineError, EngineEvent, EngineSettings, EngineStats, EngineStatus, Flow, Generation,
-    GenerationRequest, Model, ModelState, load_model,
+    EngineError, EngineEvent, EngineSettings, EngineStats, EngineStatus, Flow, Generation, GenerationRequest, Model,
+    ModelState, load_model,
 };
 use crate::config::Config;
 
@@ -66,20 +66,13 @@ impl EngineHandle {
             .name("nib-engine".into())
             .spawn(move || engine_thread(&command_receiver, &events, &thread_shared))
             .expect("spawn engine thread");
-        let handle = EngineHandle {
-            commands,
-            shared,
-            thread: Some(thread),
-            in_flight: Mutex::new(Vec::new()),
-        };
+        let handle = EngineHandle { commands, shared, thread: Some(thread), in_flight: Mutex::new(Vec::new()) };
         (handle, event_receiver)
     }
 
     /// Loads (or reloads) the model when the settings that matter changed.
     pub(crate) fn configure(&self, config: &Config) {
-        let _ = self
-            .commands
-            .send(Command::Configure(EngineSettings::from_config(config)));
+        let _ = self.commands.send(Command::Configure(EngineSettings::from_config(config)));
     }
 
     pub(crate) fn submit(&self, job: Job) {
@@ -91,42 +84,29 @@ impl EngineHandle {
         if let Err(error) = self.commands.send(Command::Generate(Box::new(job))) {
             // The thread is gone: answer now rather than never.
             if let Command::Generate(job) = error.into_inner() {
-                (job.on_done)(Err(EngineError::NotReady(
-                    "the engine thread has stopped".into(),
-                )));
+                (job.on_done)(Err(EngineError::NotReady("the engine thread has stopped".into())));
             }
         }
     }
 
     /// Runs `task` on the engine thread, after the jobs already queued.
     pub(crate) fn run(&self, task: Task) {
-        if let Err(error) = self.commands.send(Command::Run(task)) {
-            if let Command::Run(task) = error.into_inner() {
-                task(Err(EngineError::NotReady(
-                    "the engine thread has stopped".into(),
-                )));
-            }
+        if let Err(error) = self.commands.send(Command::Run(task))
+            && let Command::Run(task) = error.into_inner()
+        {
+            task(Err(EngineError::NotReady("the engine thread has stopped".into())));
         }
     }
 
     pub(crate) fn cancel_all(&self) {
-        for token in self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
+        for token in self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             token.cancel();
         }
     }
 
     pub(crate) fn status(&self) -> EngineStatus {
         let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        EngineStatus {
-            state: shared.state.clone(),
-            stats: shared.stats.clone(),
-            cached_tokens: shared.cached_tokens,
-        }
+        EngineStatus { state: shared.state.clone(), stats: shared.stats.clone(), cached_tokens: shared.cached_tokens }
     }
 
     pub(crate) fn stop(&mut self) {
@@ -144,11 +124,7 @@ impl Drop for EngineHandle {
     }
 }
 
-fn engine_thread(
-    commands: &Receiver<Command>,
-    events: &Sender<EngineEvent>,
-    shared: &Mutex<Shared>,
-) {
+fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, shared: &Mutex<Shared>) {
     let mut model: Option<Model> = None;
     let mut settings: Option<EngineSettings> = None;
     let set_state = |state: ModelState| {
@@ -176,12 +152,8 @@ fn engine_thread(
                         });
                         model = Some(loaded);
                     }
-                    Ok(Err(error)) => set_state(ModelState::Failed {
-                        message: error.to_string(),
-                    }),
-                    Err(_) => set_state(ModelState::Failed {
-                        message: "loading the model crashed".into(),
-                    }),
+                    Ok(Err(error)) => set_state(ModelState::Failed { message: error.to_string() }),
+                    Err(_) => set_state(ModelState::Failed { message: "loading the model crashed".into() }),
                 }
                 settings = Some(new_settings);
             }
@@ -198,9 +170,7 @@ fn engine_thread(
                     }
                 };
                 if outcome.is_err() {
-                    tracing::error!(
-                        "an engine task panicked; its request was answered with an error"
-                    );
+                    tracing::error!("an engine task panicked; its request was answered with an error");
                     if let Some(loaded) = model.as_mut() {
                         loaded.reset_cache();
                     }
@@ -212,11 +182,7 @@ fn engine_thread(
                 }
             }
             Command::Generate(job) => {
-                let Job {
-                    request,
-                    observer,
-                    on_done,
-                } = *job;
+                let Job { request, observer, on_done } = *job;
                 let Some(loaded) = model.as_mut() else {
                     let why = match &shared.lock().unwrap_or_else(|e| e.into_inner()).state {
                         ModelState::Failed { message } => message.clone(),
@@ -232,15 +198,12 @@ fn engine_thread(
                 } else {
                     let mut observer = observer;
                     let outcome = catch_unwind(AssertUnwindSafe(|| {
-                        let mut keep_going =
-                            |text: &str| observer.as_mut().map_or(Flow::Continue, |o| o(text));
+                        let mut keep_going = |text: &str| observer.as_mut().map_or(Flow::Continue, |o| o(text));
                         loaded.generate(&request, &mut keep_going)
                     }));
                     outcome.unwrap_or_else(|_| {
                         loaded.reset_cache();
-                        Err(EngineError::Inference(
-                            "internal error during generation".into(),
-                        ))
+                        Err(EngineError::Inference("internal error during generation".into()))
                     })
                 };
                 {
@@ -250,9 +213,7 @@ fn engine_thread(
                 }
                 request.cancel.finish();
                 if catch_unwind(AssertUnwindSafe(|| on_done(result))).is_err() {
-                    tracing::error!(
-                        "a completion callback panicked; its request was answered with an error"
-                    );
+                    tracing::error!("a completion callback panicked; its request was answered with an error");
                 }
             }
         }

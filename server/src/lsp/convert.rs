@@ -9,10 +9,7 @@ use ropey::Rope;
 use crate::position::{self, LineColumn, PositionEncoding};
 
 pub(crate) fn line_column(position: Position) -> LineColumn {
-    LineColumn {
-        line: position.line,
-        column: position.character,
-    }
+    LineColumn { line: position.line, column: position.character }
 }
 
 pub(crate) fn to_byte(rope: &Rope, position: Position, encoding: PositionEncoding) -> usize {
@@ -21,17 +18,11 @@ pub(crate) fn to_byte(rope: &Rope, position: Position, encoding: PositionEncodin
 
 pub(crate) fn to_position(rope: &Rope, byte: usize, encoding: PositionEncoding) -> Position {
     let at = position::from_byte(rope, byte, encoding);
-    Position {
-        line: at.line,
-        character: at.column,
-    }
+    Position { line: at.line, character: at.column }
 }
 
 pub(crate) fn to_range(rope: &Rope, bytes: Range<usize>, encoding: PositionEncoding) -> LspRange {
-    LspRange {
-        start: to_position(rope, bytes.start, encoding),
-        end: to_position(rope, bytes.end, encoding),
-    }
+    LspRange { start: to_position(rope, bytes.start, encoding), end: to_position(rope, bytes.end, encoding) }
 }
 
 /// The byte offset of a position in a request. A column past the end of its line clamps to the

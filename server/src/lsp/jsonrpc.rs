@@ -43,11 +43,7 @@ pub(crate) struct ResponseError {
 
 impl ResponseError {
     pub(crate) fn new(code: i32, message: impl Into<String>) -> Self {
-        ResponseError {
-            code,
-            message: message.into(),
-            data: None,
-        }
+        ResponseError { code, message: message.into(), data: None }
     }
 
     pub(crate) fn invalid_params(message: impl Into<String>) -> Self {
@@ -110,10 +106,7 @@ impl Incoming {
                 Err(_) => {
                     return Incoming::Invalid {
                         id: None,
-                        error: ResponseError::new(
-                            code::INVALID_REQUEST,
-                            "`id` must be a number or a string",
-                        ),
+                        error: ResponseError::new(code::INVALID_REQUEST, "`id` must be a number or a string"),
                     };
                 }
             },
@@ -122,15 +115,13 @@ impl Incoming {
         match (object.remove("method"), id) {
             (Some(Value::String(method)), Some(id)) => Incoming::Request { id, method, params },
             (Some(Value::String(method)), None) => Incoming::Notification { method, params },
-            (Some(_), id) => Incoming::Invalid {
-                id,
-                error: ResponseError::new(code::INVALID_REQUEST, "`method` must be a string"),
-            },
+            (Some(_), id) => {
+                Incoming::Invalid { id, error: ResponseError::new(code::INVALID_REQUEST, "`method` must be a string") }
+            }
             (None, Some(id)) => {
                 let result = match (object.remove("result"), object.remove("error")) {
-                    (_, Some(error)) => Err(serde_json::from_value(error).unwrap_or_else(|_| {
-                        ResponseError::new(code::INTERNAL_ERROR, "malformed error in response")
-                    })),
+                    (_, Some(error)) => Err(serde_json::from_value(error)
+                        .unwrap_or_else(|_| ResponseError::new(code::INTERNAL_ERROR, "malformed error in response"))),
                     (Some(result), None) => Ok(result),
                     (None, None) => Ok(Value::Null),
                 };
@@ -138,10 +129,7 @@ impl Incoming {
             }
             (None, None) => Incoming::Invalid {
                 id: None,
-                error: ResponseError::new(
-                    code::INVALID_REQUEST,
-                    "a message needs a `method` or an `id`",
-                ),
+                error: ResponseError::new(code::INVALID_REQUEST, "a message needs a `method` or an `id`"),
             },
         }
     }
@@ -174,30 +162,12 @@ mod tests {
             Incoming::Response { id, result } => format!("response {id} ok={}", result.is_ok()),
             Incoming::Invalid { id, error } => format!("invalid {id:?} {}", error.code),
         };
-        assert_eq!(
-            kind(r#"{"jsonrpc":"2.0","id":1,"method":"a"}"#),
-            "request 1 a"
-        );
-        assert_eq!(
-            kind(r#"{"jsonrpc":"2.0","id":"x","method":"a"}"#),
-            r#"request "x" a"#
-        );
-        assert_eq!(
-            kind(r#"{"jsonrpc":"2.0","method":"b","params":{}}"#),
-            "notification b"
-        );
-        assert_eq!(
-            kind(r#"{"jsonrpc":"2.0","id":3,"result":null}"#),
-            "response 3 ok=true"
-        );
-        assert_eq!(
-            kind(r#"{"jsonrpc":"2.0","id":3,"error":{"code":1,"message":"m"}}"#),
-            "response 3 ok=false"
-        );
-        assert_eq!(
-            kind(r#"{"id":1,"method":7}"#),
-            "invalid Some(Number(1)) -32600"
-        );
+        assert_eq!(kind(r#"{"jsonrpc":"2.0","id":1,"method":"a"}"#), "request 1 a");
+        assert_eq!(kind(r#"{"jsonrpc":"2.0","id":"x","method":"a"}"#), r#"request "x" a"#);
+        assert_eq!(kind(r#"{"jsonrpc":"2.0","method":"b","params":{}}"#), "notification b");
+        assert_eq!(kind(r#"{"jsonrpc":"2.0","id":3,"result":null}"#), "response 3 ok=true");
+        assert_eq!(kind(r#"{"jsonrpc":"2.0","id":3,"error":{"code":1,"message":"m"}}"#), "response 3 ok=false");
+        assert_eq!(kind(r#"{"id":1,"method":7}"#), "invalid Some(Number(1)) -32600");
         assert_eq!(kind(r#"{"id":[1],"method":"a"}"#), "invalid None -32600");
         assert_eq!(kind("[1,2]"), "invalid None -32600");
         assert_eq!(kind("{\"id\":"), "invalid None -32700");

@@ -45,10 +45,7 @@ impl Responder {
 impl Drop for Responder {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
-            let error = ResponseError::new(
-                code::INTERNAL_ERROR,
-                "the request failed before it could be answered",
-            );
+            let error = ResponseError::new(code::INTERNAL_ERROR, "the request failed before it could be answered");
             let _ = self.output.send(jsonrpc::response(Some(&id), Err(error)));
         }
     }
@@ -104,10 +101,7 @@ pub(crate) struct Server {
 /// Runs the server over the given streams until `exit` or the end of the input. Returns the
 /// process exit code: 0 after a proper `shutdown`/`exit` or when the client closes the stream,
 /// 1 on `exit` without `shutdown` (as the spec asks).
-pub(crate) fn run(
-    input: impl BufRead + Send + 'static,
-    output: impl Write + Send + 'static,
-) -> i32 {
+pub(crate) fn run(input: impl BufRead + Send + 'static, output: impl Write + Send + 'static) -> i32 {
     let (incoming_sender, incoming) = crossbeam_channel::unbounded::<Frame>();
     let (output_sender, output_receiver) = crossbeam_channel::unbounded::<Value>();
     std::thread::Builder::new()
@@ -162,11 +156,7 @@ pub(crate) fn run(
 }
 
 impl Server {
-    fn main_loop(
-        &mut self,
-        incoming: &Receiver<Frame>,
-        engine_events: &Receiver<EngineEvent>,
-    ) -> i32 {
+    fn main_loop(&mut self, incoming: &Receiver<Frame>, engine_events: &Receiver<EngineEvent>) -> i32 {
         loop {
             select! {
                 recv(incoming) -> frame => match frame {
@@ -197,10 +187,7 @@ impl Server {
     /// Runs `work`, turning a panic into a log line: one bad request never takes the server down.
     fn guarded(&mut self, what: &str, work: impl FnOnce(&mut Self)) {
         if catch_unwind(AssertUnwindSafe(|| work(self))).is_err() {
-            self.log(
-                MessageType::ERROR,
-                format!("internal error while handling {what}; the server carries on"),
-            );
+            self.log(MessageType::ERROR, format!("internal error while handling {what}; the server carries on"));
         }
     }
 
@@ -213,34 +200,22 @@ impl Server {
             }
             Incoming::Response { id, result } => {
                 if let Some(pending) = self.pending_replies.remove(&id) {
-                    self.guarded("a client reply", |server| {
-                        handlers::client_reply(server, pending, result)
-                    });
+                    self.guarded("a client reply", |server| handlers::client_reply(server, pending, result));
                 }
             }
             Incoming::Notification { method, params } => {
                 if method == "exit" {
-                    return Some(if self.lifecycle == Lifecycle::ShutDown {
-                        0
-                    } else {
-                        1
-                    });
+                    return Some(if self.lifecycle == Lifecycle::ShutDown { 0 } else { 1 });
                 }
                 if self.lifecycle == Lifecycle::Running {
-                    self.guarded(&method.clone(), |server| {
-                        handlers::notification(server, &method, params)
-                    });
+                    self.guarded(&method.clone(), |server| handlers::notification(server, &method, params));
                 }
             }
             Incoming::Request { id, method, params } => {
-                let responder = Responder {
-                    id: Some(id),
-                    output: self.output.clone(),
-                };
+                let responder = Responder { id: Some(id), output: self.output.clone() };
                 match (self.lifecycle, method.as_str()) {
                     (Lifecycle::Uninitialized, "initialize") => {
-                        let result = parse_params(params)
-                            .map(|params| handlers::initialize::handle(self, params));
+                        let result = parse_params(params).map(|params| handlers::initialize::handle(self, params));
                         if result.is_ok() {
                             self.lifecycle = Lifecycle::Running;
                         }
@@ -250,14 +225,11 @@ impl Server {
                         code::SERVER_NOT_INITIALIZED,
                         "the server is not initialized",
                     ))),
-                    (_, "initialize") => responder.respond(Err(ResponseError::new(
-                        code::INVALID_REQUEST,
-                        "the server is already initialized",
-                    ))),
-                    (Lifecycle::ShutDown, _) => responder.respond(Err(ResponseError::new(
-                        code::INVALID_REQUEST,
-                        "the server is shutting down",
-                    ))),
+                    (_, "initialize") => responder
+                        .respond(Err(ResponseError::new(code::INVALID_REQUEST, "the server is already initialized"))),
+                    (Lifecycle::ShutDown, _) => {
+                        responder.respond(Err(ResponseError::new(code::INVALID_REQUEST, "the server is shutting down")))
+                    }
                     (Lifecycle::Running, "shutdown") => {
                         self.lifecycle = Lifecycle::ShutDown;
                         self.engine.cancel_all();
@@ -319,25 +291,18 @@ impl Server {
             MessageType::WARNING => tracing::warn!("{message}"),
             _ => tracing::info!("{message}"),
         }
-        self.notify(
-            "window/logMessage",
-            json!({ "type": level, "message": message }),
-        );
+        self.notify("window/logMessage", json!({ "type": level, "message": message }));
     }
 
     /// Logs and shows a message to the user (`window/showMessage`).
     pub(crate) fn show(&self, level: MessageType, message: impl Into<String>) {
         let message = message.into();
         self.log(level, message.clone());
-        self.notify(
-            "window/showMessage",
-            json!({ "type": level, "message": format!("nib: {message}") }),
-        );
+        self.notify("window/showMessage", json!({ "type": level, "message": format!("nib: {message}") }));
     }
 }
 
 /// Deserializes request parameters, answering bad ones with `InvalidParams`.
 pub(crate) fn parse_params<P: DeserializeOwned>(params: Value) -> Result<P, ResponseError> {
-    serde_json::from_value(params)
-        .map_err(|error| ResponseError::invalid_params(format!("invalid params: {error}")))
+    serde_json::from_value(params).map_err(|error| ResponseError::invalid_params(format!("invalid params: {error}")))
 }

@@ -40,10 +40,7 @@ fn header_start(line: &[u8]) -> Option<usize> {
 
 impl<R: BufRead> MessageReader<R> {
     pub(crate) fn new(input: R) -> Self {
-        MessageReader {
-            input,
-            pending_line: None,
-        }
+        MessageReader { input, pending_line: None }
     }
 
     /// Reads one line including its `\n`; `None` at the end of the stream.
@@ -70,9 +67,7 @@ impl<R: BufRead> MessageReader<R> {
                 Some(0) if !skipped_garbage => break line,
                 Some(start) => {
                     self.pending_line = Some(line[start..].to_vec());
-                    return Ok(Frame::Malformed(
-                        "unexpected bytes before a message header".into(),
-                    ));
+                    return Ok(Frame::Malformed("unexpected bytes before a message header".into()));
                 }
                 None => skipped_garbage = true,
             }
@@ -87,20 +82,14 @@ impl<R: BufRead> MessageReader<R> {
             match header.split_once(':') {
                 Some((name, value)) if name.trim().eq_ignore_ascii_case("content-length") => {
                     let value = value.trim();
-                    content_length = Some(
-                        value
-                            .parse::<usize>()
-                            .map_err(|_| format!("invalid Content-Length `{value}`")),
-                    );
+                    content_length =
+                        Some(value.parse::<usize>().map_err(|_| format!("invalid Content-Length `{value}`")));
                 }
                 Some(_) => {} // Content-Type and unknown headers are ignored.
                 None => {
                     // Not a header: treat it as the start of the next message's garbage.
                     self.pending_line = Some(line);
-                    return Ok(Frame::Malformed(format!(
-                        "malformed header line `{}`",
-                        truncate(&header)
-                    )));
+                    return Ok(Frame::Malformed(format!("malformed header line `{}`", truncate(&header))));
                 }
             }
             match self.read_line()? {
@@ -114,16 +103,11 @@ impl<R: BufRead> MessageReader<R> {
             Some(Ok(length)) => length,
         };
         if length > MAX_BODY_BYTES {
-            let skipped = io::copy(
-                &mut io::Read::by_ref(&mut self.input).take(length as u64),
-                &mut io::sink(),
-            )?;
+            let skipped = io::copy(&mut io::Read::by_ref(&mut self.input).take(length as u64), &mut io::sink())?;
             if skipped < length as u64 {
                 return Ok(Frame::Eof);
             }
-            return Ok(Frame::Malformed(format!(
-                "message of {length} bytes exceeds the {MAX_BODY_BYTES}-byte limit"
-            )));
+            return Ok(Frame::Malformed(format!("message of {length} bytes exceeds the {MAX_BODY_BYTES}-byte limit")));
         }
         let mut body = vec![0; length];
         match self.input.read_exact(&mut body) {
@@ -178,25 +162,13 @@ Content-Length: abc\r\n\r\n\
 Content-Type: x\r\n\r\n\
 Content-Length: 1\r\n\r\n[xyzContent-Length: 2\r\n\r\n[]";
         let got = frames(input);
-        assert_eq!(
-            got[0],
-            Frame::Malformed("unexpected bytes before a message header".into())
-        );
+        assert_eq!(got[0], Frame::Malformed("unexpected bytes before a message header".into()));
         assert_eq!(got[1], body("{}"));
-        assert_eq!(
-            got[2],
-            Frame::Malformed("invalid Content-Length `abc`".into())
-        );
-        assert_eq!(
-            got[3],
-            Frame::Malformed("missing Content-Length header".into())
-        );
+        assert_eq!(got[2], Frame::Malformed("invalid Content-Length `abc`".into()));
+        assert_eq!(got[3], Frame::Malformed("missing Content-Length header".into()));
         // A too-short Content-Length: the body is cut, the rest is garbage before the next header.
         assert_eq!(got[4], body("["));
-        assert_eq!(
-            got[5],
-            Frame::Malformed("unexpected bytes before a message header".into())
-        );
+        assert_eq!(got[5], Frame::Malformed("unexpected bytes before a message header".into()));
         assert_eq!(got[6], body("[]"));
         assert_eq!(got[7], Frame::Eof);
     }

@@ -71,9 +71,7 @@ impl Language {
     /// is a build defect, not a runtime condition.
     pub(crate) fn parser(self) -> Parser {
         let mut parser = Parser::new();
-        parser
-            .set_language(&self.grammar())
-            .expect("grammar built against an incompatible tree-sitter");
+        parser.set_language(&self.grammar()).expect("grammar built against an incompatible tree-sitter");
         parser
     }
 }
@@ -124,10 +122,7 @@ mod tests {
 
     #[test]
     fn detects_languages() {
-        assert_eq!(
-            Language::from_language_id("typescriptreact"),
-            Some(Language::Tsx)
-        );
+        assert_eq!(Language::from_language_id("typescriptreact"), Some(Language::Tsx));
         assert_eq!(Language::from_language_id("markdown"), None);
         assert_eq!(Language::from_path("/a/b/c.pyi"), Some(Language::Python));
         assert_eq!(Language::from_path("/a/b.c/Makefile"), None);
@@ -139,35 +134,16 @@ mod tests {
         let samples = [
             (Language::Python, "def f(x):\n    return x\n"),
             (Language::Rust, "fn f(x: u8) -> u8 { x }\n"),
-            (
-                Language::JavaScript,
-                "function f(x) { return <div>{x}</div>; }\n",
-            ),
-            (
-                Language::TypeScript,
-                "function f(x: number): number { return x; }\n",
-            ),
+            (Language::JavaScript, "function f(x) { return <div>{x}</div>; }\n"),
+            (Language::TypeScript, "function f(x: number): number { return x; }\n"),
             (Language::Tsx, "const f = (x: number) => <b>{x}</b>;\n"),
-            (
-                Language::Go,
-                "package main\nfunc f(x int) int { return x }\n",
-            ),
+            (Language::Go, "package main\nfunc f(x int) int { return x }\n"),
         ];
         for (language, text) in samples {
             let tree = parse(&mut language.parser(), &Rope::from_str(text), None).unwrap();
-            assert_eq!(
-                error_count(&tree),
-                0,
-                "{language:?}: {}",
-                tree.root_node().to_sexp()
-            );
+            assert_eq!(error_count(&tree), 0, "{language:?}: {}", tree.root_node().to_sexp());
         }
-        let broken = parse(
-            &mut Language::Python.parser(),
-            &Rope::from_str("def f(:\n"),
-            None,
-        )
-        .unwrap();
+        let broken = parse(&mut Language::Python.parser(), &Rope::from_str("def f(:\n"), None).unwrap();
         assert!(error_count(&broken) > 0);
     }
 }

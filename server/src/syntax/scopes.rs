@@ -66,13 +66,11 @@ pub(crate) struct Scope {
 }
 
 fn text(rope: &Rope, node: Node) -> String {
-    rope.byte_slice(node.start_byte()..node.end_byte())
-        .to_string()
+    rope.byte_slice(node.start_byte()..node.end_byte()).to_string()
 }
 
 fn field_text(rope: &Rope, node: Node, field: &str) -> Option<String> {
-    node.child_by_field_name(field)
-        .map(|child| text(rope, child))
+    node.child_by_field_name(field).map(|child| text(rope, child))
 }
 
 /// The node kinds that define scopes, per language.
@@ -86,9 +84,7 @@ fn scope_kind_of(language: Language, node: Node) -> Option<ScopeKind> {
         },
         Language::Rust => match kind {
             "function_item" | "function_signature_item" => Some(ScopeKind::Function),
-            "struct_item" | "enum_item" | "union_item" | "trait_item" | "impl_item" => {
-                Some(ScopeKind::Class)
-            }
+            "struct_item" | "enum_item" | "union_item" | "trait_item" | "impl_item" => Some(ScopeKind::Class),
             _ => None,
         },
         Language::JavaScript | Language::TypeScript | Language::Tsx => match kind {
@@ -98,12 +94,7 @@ fn scope_kind_of(language: Language, node: Node) -> Option<ScopeKind> {
             // `const f = (x) => ...` and `const f = function () {}`: the declarator is the scope.
             "variable_declarator" => node
                 .child_by_field_name("value")
-                .filter(|value| {
-                    matches!(
-                        value.kind(),
-                        "arrow_function" | "function_expression" | "function"
-                    )
-                })
+                .filter(|value| matches!(value.kind(), "arrow_function" | "function_expression" | "function"))
                 .map(|_| ScopeKind::Function),
             _ => None,
         },
@@ -128,8 +119,7 @@ fn refine_kind(language: Language, node: Node, kind: ScopeKind) -> ScopeKind {
     let container = parent.and_then(|p| p.parent());
     let is_method = match language {
         Language::Python => {
-            parent.is_some_and(|p| p.kind() == "block")
-                && container.is_some_and(|c| c.kind() == "class_definition")
+            parent.is_some_and(|p| p.kind() == "block") && container.is_some_and(|c| c.kind() == "class_definition")
         }
         Language::Rust => {
             parent.is_some_and(|p| p.kind() == "declaration_list")
@@ -151,9 +141,8 @@ fn anchor_node(language: Language, node: Node) -> Node {
         }
         Language::JavaScript | Language::TypeScript | Language::Tsx => {
             if node.kind() == "variable_declarator"
-                && let Some(declaration) = node
-                    .parent()
-                    .filter(|p| matches!(p.kind(), "lexical_declaration" | "variable_declaration"))
+                && let Some(declaration) =
+                    node.parent().filter(|p| matches!(p.kind(), "lexical_declaration" | "variable_declaration"))
             {
                 anchor = declaration;
             }
@@ -175,11 +164,8 @@ fn anchor_node(language: Language, node: Node) -> Node {
 
 fn body_node(language: Language, node: Node) -> Option<Node> {
     match language {
-        Language::JavaScript | Language::TypeScript | Language::Tsx
-            if node.kind() == "variable_declarator" =>
-        {
-            node.child_by_field_name("value")
-                .and_then(|value| value.child_by_field_name("body"))
+        Language::JavaScript | Language::TypeScript | Language::Tsx if node.kind() == "variable_declarator" => {
+            node.child_by_field_name("value").and_then(|value| value.child_by_field_name("body"))
         }
         Language::Go if node.kind() == "type_spec" => node.child_by_field_name("type"),
         Language::Rust if node.kind() == "impl_item" => node.child_by_field_name("body"),
@@ -214,24 +200,17 @@ fn is_async(language: Language, rope: &Rope, node: Node) -> bool {
     };
     let mut cursor = node.walk();
 
-    node.children(&mut cursor)
-        .take_while(|child| child.start_byte() < header_end)
-        .any(|child| {
-            child.kind() == "async"
-                || (child.kind() == "function_modifiers" && text(rope, child).contains("async"))
-        })
+    node.children(&mut cursor).take_while(|child| child.start_byte() < header_end).any(|child| {
+        child.kind() == "async" || (child.kind() == "function_modifiers" && text(rope, child).contains("async"))
+    })
 }
 
 fn parameters_node(language: Language, node: Node) -> Option<Node> {
     match language {
-        Language::JavaScript | Language::TypeScript | Language::Tsx
-            if node.kind() == "variable_declarator" =>
-        {
+        Language::JavaScript | Language::TypeScript | Language::Tsx if node.kind() == "variable_declarator" => {
             let value = node.child_by_field_name("value")?;
             // `x => x` has a single `parameter` field instead of a parameter list.
-            value
-                .child_by_field_name("parameters")
-                .or_else(|| value.child_by_field_name("parameter"))
+            value.child_by_field_name("parameters").or_else(|| value.child_by_field_name("parameter"))
         }
         _ => node.child_by_field_name("parameters"),
     }
@@ -242,12 +221,7 @@ fn parameters(language: Language, rope: &Rope, node: Node) -> Vec<Parameter> {
         return Vec::new();
     };
     if list.kind() == "identifier" {
-        return vec![Parameter {
-            name: text(rope, list),
-            annotation: None,
-            default: None,
-            variadic: Variadic::No,
-        }];
+        return vec![Parameter { name: text(rope, list), annotation: None, default: None, variadic: Variadic::No }];
     }
     let mut result = Vec::new();
     let mut cursor = list.walk();
@@ -255,18 +229,14 @@ fn parameters(language: Language, rope: &Rope, node: Node) -> Vec<Parameter> {
         match language {
             Language::Python => python_parameter(rope, child, &mut result),
             Language::Rust => rust_parameter(rope, child, &mut result),
-            Language::JavaScript | Language::TypeScript | Language::Tsx => {
-                js_parameter(rope, child, &mut result)
-            }
+            Language::JavaScript | Language::TypeScript | Language::Tsx => js_parameter(rope, child, &mut result),
             Language::Go => go_parameter(rope, child, &mut result),
         }
     }
     // The receiver is implicit: docstrings and tests never list it.
     if language == Language::Python
         && refine_kind(language, node, ScopeKind::Function) == ScopeKind::Method
-        && result
-            .first()
-            .is_some_and(|p| p.name == "self" || p.name == "cls")
+        && result.first().is_some_and(|p| p.name == "self" || p.name == "cls")
     {
         result.remove(0);
     }
@@ -277,9 +247,7 @@ fn python_parameter(rope: &Rope, node: Node, out: &mut Vec<Parameter>) {
     let first_identifier = |n: Node| {
         let mut cursor = n.walk();
 
-        n.named_children(&mut cursor)
-            .find(|c| c.kind() == "identifier")
-            .map(|c| text(rope, c))
+        n.named_children(&mut cursor).find(|c| c.kind() == "identifier").map(|c| text(rope, c))
     };
     let (name, variadic) = match node.kind() {
         "identifier" => (Some(text(rope, node)), Variadic::No),
@@ -289,18 +257,12 @@ fn python_parameter(rope: &Rope, node: Node, out: &mut Vec<Parameter>) {
             let mut cursor = node.walk();
             let inner = node.named_children(&mut cursor).next();
             match inner.map(|n| n.kind()) {
-                Some("list_splat_pattern") => {
-                    (inner.and_then(first_identifier), Variadic::Positional)
-                }
-                Some("dictionary_splat_pattern") => {
-                    (inner.and_then(first_identifier), Variadic::Keyword)
-                }
+                Some("list_splat_pattern") => (inner.and_then(first_identifier), Variadic::Positional),
+                Some("dictionary_splat_pattern") => (inner.and_then(first_identifier), Variadic::Keyword),
                 _ => (first_identifier(node), Variadic::No),
             }
         }
-        "default_parameter" | "typed_default_parameter" => {
-            (field_text(rope, node, "name"), Variadic::No)
-        }
+        "default_parameter" | "typed_default_parameter" => (field_text(rope, node, "name"), Variadic::No),
         // `*`, `/` separators carry no name.
         _ => (None, Variadic::No),
     };
@@ -334,15 +296,10 @@ fn rust_parameter(rope: &Rope, node: Node, out: &mut Vec<Parameter>) {
 
 fn js_parameter(rope: &Rope, node: Node, out: &mut Vec<Parameter>) {
     let (name, annotation, default, variadic) = match node.kind() {
-        "identifier" | "object_pattern" | "array_pattern" => {
-            (text(rope, node), None, None, Variadic::No)
+        "identifier" | "object_pattern" | "array_pattern" => (text(rope, node), None, None, Variadic::No),
+        "assignment_pattern" => {
+            (field_text(rope, node, "left").unwrap_or_default(), None, field_text(rope, node, "right"), Variadic::No)
         }
-        "assignment_pattern" => (
-            field_text(rope, node, "left").unwrap_or_default(),
-            None,
-            field_text(rope, node, "right"),
-            Variadic::No,
-        ),
         "rest_pattern" => {
             let name = text(rope, node).trim_start_matches("...").to_string();
             (name, None, None, Variadic::Positional)
@@ -350,29 +307,17 @@ fn js_parameter(rope: &Rope, node: Node, out: &mut Vec<Parameter>) {
         "required_parameter" | "optional_parameter" => {
             let pattern = node.child_by_field_name("pattern");
             let variadic = pattern.is_some_and(|p| p.kind() == "rest_pattern");
-            let name = pattern
-                .map(|p| text(rope, p).trim_start_matches("...").to_string())
-                .unwrap_or_default();
+            let name = pattern.map(|p| text(rope, p).trim_start_matches("...").to_string()).unwrap_or_default();
             if name == "this" {
                 return;
             }
-            let annotation = field_text(rope, node, "type")
-                .map(|t| t.trim_start_matches(':').trim().to_string());
-            let variadic = if variadic {
-                Variadic::Positional
-            } else {
-                Variadic::No
-            };
+            let annotation = field_text(rope, node, "type").map(|t| t.trim_start_matches(':').trim().to_string());
+            let variadic = if variadic { Variadic::Positional } else { Variadic::No };
             (name, annotation, field_text(rope, node, "value"), variadic)
         }
         _ => return,
     };
-    out.push(Parameter {
-        name,
-        annotation,
-        default,
-        variadic,
-    });
+    out.push(Parameter { name, annotation, default, variadic });
 }
 
 fn go_parameter(rope: &Rope, node: Node, out: &mut Vec<Parameter>) {
@@ -384,12 +329,7 @@ fn go_parameter(rope: &Rope, node: Node, out: &mut Vec<Parameter>) {
     let annotation = field_text(rope, node, "type");
     let mut cursor = node.walk();
     for name in node.children_by_field_name("name", &mut cursor) {
-        out.push(Parameter {
-            name: text(rope, name),
-            annotation: annotation.clone(),
-            default: None,
-            variadic,
-        });
+        out.push(Parameter { name: text(rope, name), annotation: annotation.clone(), default: None, variadic });
     }
 }
 
@@ -398,11 +338,7 @@ fn return_annotation(language: Language, rope: &Rope, node: Node) -> Option<Stri
         "variable_declarator" => node.child_by_field_name("value")?,
         _ => node,
     };
-    let field = if language == Language::Go {
-        "result"
-    } else {
-        "return_type"
-    };
+    let field = if language == Language::Go { "result" } else { "return_type" };
     field_text(rope, node, field).map(|t| t.trim_start_matches(':').trim().to_string())
 }
 
@@ -411,11 +347,8 @@ fn existing_doc(language: Language, rope: &Rope, node: Node, anchor: Node) -> Op
     if language == Language::Python {
         let body = node.child_by_field_name("body")?;
         let first = body.named_child(0)?;
-        let string = first
-            .named_child(0)
-            .filter(|_| first.kind() == "expression_statement")?;
-        return matches!(string.kind(), "string" | "concatenated_string")
-            .then(|| first.byte_range());
+        let string = first.named_child(0).filter(|_| first.kind() == "expression_statement")?;
+        return matches!(string.kind(), "string" | "concatenated_string").then(|| first.byte_range());
     }
     // Walk up over attributes (Rust) to the comment that documents the item.
     let mut previous = anchor.prev_sibling();
@@ -429,9 +362,7 @@ fn existing_doc(language: Language, rope: &Rope, node: Node, anchor: Node) -> Op
     let comment_text = text(rope, comment);
     let is_doc = match language {
         Language::Rust => comment_text.starts_with("///") || comment_text.starts_with("/**"),
-        Language::JavaScript | Language::TypeScript | Language::Tsx => {
-            comment_text.starts_with("/**")
-        }
+        Language::JavaScript | Language::TypeScript | Language::Tsx => comment_text.starts_with("/**"),
         // Go doc comments are plain `//` comments on the lines directly above the declaration.
         Language::Go => comment.end_position().row + 1 >= anchor.start_position().row,
         Language::Python => false,
@@ -466,20 +397,13 @@ fn describe(language: Language, rope: &Rope, node: Node, kind: ScopeKind) -> Sco
 
 /// The innermost scope node whose range holds `byte` (start ≤ byte ≤ end, so a cursor at the
 /// very end of the last line of a body is still inside).
-fn innermost_containing(
-    language: Language,
-    tree: &Tree,
-    byte: usize,
-) -> Option<(Node<'_>, ScopeKind)> {
+fn innermost_containing(language: Language, tree: &Tree, byte: usize) -> Option<(Node<'_>, ScopeKind)> {
     let mut found = None;
     let mut node = tree.root_node();
     'descend: loop {
         let mut cursor = node.walk();
         for child in node.children(&mut cursor) {
-            if child.start_byte() <= byte
-                && byte <= child.end_byte()
-                && child.end_byte() > child.start_byte()
-            {
+            if child.start_byte() <= byte && byte <= child.end_byte() && child.end_byte() > child.start_byte() {
                 if let Some(kind) = scope_kind_of(language, child) {
                     found = Some((child, kind));
                 }
@@ -493,11 +417,7 @@ fn innermost_containing(
 
 /// Python blocks end at their last statement, so a cursor on a blank line below it, indented
 /// deeper than the `def`, is still inside: that is where a user types the next line of a body.
-fn python_scope_by_indentation<'tree>(
-    tree: &'tree Tree,
-    rope: &Rope,
-    byte: usize,
-) -> Option<(Node<'tree>, ScopeKind)> {
+fn python_scope_by_indentation<'tree>(tree: &'tree Tree, rope: &Rope, byte: usize) -> Option<(Node<'tree>, ScopeKind)> {
     let line = rope.byte_to_line(byte);
     let line_start = rope.line_to_byte(line);
     let before_cursor = rope.byte_slice(line_start..byte).to_string();
@@ -506,13 +426,9 @@ fn python_scope_by_indentation<'tree>(
     }
     let cursor_column = before_cursor.len();
     // The last non-blank line above the cursor.
-    let previous = (0..line)
-        .rev()
-        .find(|&l| !rope.line(l).chars().all(char::is_whitespace))?;
-    let previous_end =
-        rope.line_to_byte(previous) + rope.line(previous).to_string().trim_end().len();
-    let (mut node, mut kind) =
-        innermost_containing(Language::Python, tree, previous_end.saturating_sub(1))?;
+    let previous = (0..line).rev().find(|&l| !rope.line(l).chars().all(char::is_whitespace))?;
+    let previous_end = rope.line_to_byte(previous) + rope.line(previous).to_string().trim_end().len();
+    let (mut node, mut kind) = innermost_containing(Language::Python, tree, previous_end.saturating_sub(1))?;
     loop {
         let anchor = anchor_node(Language::Python, node);
         if anchor.start_position().column < cursor_column {
@@ -539,8 +455,7 @@ pub(crate) fn scope_at(language: Language, tree: &Tree, rope: &Rope, byte: usize
     {
         // Prefer the deeper of the two.
         let deeper = found.is_none_or(|(node, _)| {
-            by_indent.0.start_byte() >= node.start_byte()
-                && by_indent.0.end_byte() <= node.end_byte()
+            by_indent.0.start_byte() >= node.start_byte() && by_indent.0.end_byte() <= node.end_byte()
         });
         if deeper {
             found = Some(by_indent);
@@ -572,21 +487,14 @@ pub(crate) fn all_scopes(language: Language, tree: &Tree, rope: &Rope) -> Vec<Sc
 /// The file's top-level import statements, in document order.
 pub(crate) fn imports(language: Language, tree: &Tree) -> Vec<Range<usize>> {
     let kinds: &[&str] = match language {
-        Language::Python => &[
-            "import_statement",
-            "import_from_statement",
-            "future_import_statement",
-        ],
+        Language::Python => &["import_statement", "import_from_statement", "future_import_statement"],
         Language::Rust => &["use_declaration", "extern_crate_declaration"],
         Language::JavaScript | Language::TypeScript | Language::Tsx => &["import_statement"],
         Language::Go => &["import_declaration"],
     };
     let root = tree.root_node();
     let mut cursor = root.walk();
-    root.children(&mut cursor)
-        .filter(|node| kinds.contains(&node.kind()))
-        .map(|node| node.byte_range())
-        .collect()
+    root.children(&mut cursor).filter(|node| kinds.contains(&node.kind())).map(|node| node.byte_range()).collect()
 }
 
 #[cfg(test)]
@@ -647,23 +555,17 @@ mod tests {
         assert!(summary(py, src).starts_with("function f (x)"));
         // Blank line inside a body, below its last statement.
         let src = "class A:\n    def g(self):\n        y = 1\n\n        $0\n\nz = 2\n";
-        assert!(
-            summary(py, src).starts_with("method g ()"),
-            "{}",
-            summary(py, src)
-        );
+        assert!(summary(py, src).starts_with("method g ()"), "{}", summary(py, src));
         // Dedented back to class level.
         let src = "class A:\n    def g(self):\n        y = 1\n\n    $0\n";
-        assert!(
-            summary(py, src).starts_with("class A"),
-            "{}",
-            summary(py, src)
-        );
+        assert!(summary(py, src).starts_with("class A"), "{}", summary(py, src));
         let src = "x = 1$0\n";
         assert_eq!(summary(py, src), "none");
         let src = "@cache\nasync def fetch(url):\n    \"\"\"Fetch it.\"\"\"\n    return await get(url)$0\n";
-        expect_test::expect![[r#"function fetch (url) -> None | sig: async def fetch(url) | doc: """Fetch it.""" | async: true"#]]
-            .assert_eq(&summary(py, src));
+        expect_test::expect![[
+            r#"function fetch (url) -> None | sig: async def fetch(url) | doc: """Fetch it.""" | async: true"#
+        ]]
+        .assert_eq(&summary(py, src));
     }
 
     #[test]
@@ -698,13 +600,11 @@ mod tests {
 
     #[test]
     fn imports_and_all_scopes() {
-        let text = "import os\nfrom a import b\n\ndef f():\n    import json\n\nclass C:\n    def m(self):\n        pass\n";
+        let text =
+            "import os\nfrom a import b\n\ndef f():\n    import json\n\nclass C:\n    def m(self):\n        pass\n";
         let rope = Rope::from_str(text);
         let tree = parse(&mut Language::Python.parser(), &rope, None).unwrap();
-        let imports: Vec<&str> = imports(Language::Python, &tree)
-            .into_iter()
-            .map(|r| &text[r])
-            .collect();
+        let imports: Vec<&str> = imports(Language::Python, &tree).into_iter().map(|r| &text[r]).collect();
         assert_eq!(imports, ["import os", "from a import b"]);
         let names: Vec<String> = all_scopes(Language::Python, &tree, &rope)
             .into_iter()

@@ -36,10 +36,7 @@ pub fn nib_binary() -> PathBuf {
 
 /// The repository root (the tests run from `server/`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 pub fn fixture_model() -> PathBuf {
@@ -70,10 +67,7 @@ impl TestServer {
     /// Spawns `nib` with the given extra environment, without initializing.
     pub fn spawn(env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(nib_binary());
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         command.env("NIB_LOG", "nib=debug");
         for (key, value) in env {
             command.env(key, value);
@@ -175,10 +169,7 @@ impl TestServer {
                 self.log.push(message);
                 continue;
             }
-            if matches!(
-                method,
-                "window/logMessage" | "nib/status" | "$/progress" | "telemetry/event"
-            ) {
+            if matches!(method, "window/logMessage" | "nib/status" | "$/progress" | "telemetry/event") {
                 self.log.push(message);
                 continue;
             }
@@ -202,9 +193,8 @@ impl TestServer {
     }
 
     pub fn response(&mut self, id: i64) -> Result<Value, Value> {
-        let message = self.wait_for(&format!("the reply to request {id}"), |m| {
-            m["id"] == json!(id) && m.get("method").is_none()
-        });
+        let message =
+            self.wait_for(&format!("the reply to request {id}"), |m| m["id"] == json!(id) && m.get("method").is_none());
         match message.get("error") {
             Some(error) => Err(error.clone()),
             None => Ok(message["result"].clone()),
@@ -221,9 +211,8 @@ impl TestServer {
         let deadline = Instant::now() + TIMEOUT;
         let mut seen = 0;
         loop {
-            if let Some(found) = self.log[seen..]
-                .iter()
-                .find(|m| m["method"] == "nib/status" && predicate(&m["params"]))
+            if let Some(found) =
+                self.log[seen..].iter().find(|m| m["method"] == "nib/status" && predicate(&m["params"]))
             {
                 return found["params"].clone();
             }
@@ -250,8 +239,7 @@ impl TestServer {
         if let Some((line, character)) = position {
             params["position"] = json!({ "line": line, "character": character });
         }
-        self.request("nib/inspect", params)
-            .expect("nib/inspect succeeds")
+        self.request("nib/inspect", params).expect("nib/inspect succeeds")
     }
 
     /// `shutdown` + `exit`; asserts exit code 0 and that the test read every message.
@@ -265,11 +253,7 @@ impl TestServer {
         while let Some(message) = self.receive(Instant::now() + Duration::from_millis(100)) {
             self.unread.push_back(message);
         }
-        assert!(
-            self.unread.is_empty(),
-            "unread messages at shutdown: {:?}",
-            self.unread
-        );
+        assert!(self.unread.is_empty(), "unread messages at shutdown: {:?}", self.unread);
     }
 
     pub fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {

@@ -41,15 +41,10 @@ pub(crate) fn title(kind: ActionKind, language: Language) -> &'static str {
     }
 }
 
-pub(crate) fn handle(
-    server: &mut Server,
-    params: CodeActionParams,
-) -> Result<Value, ResponseError> {
+pub(crate) fn handle(server: &mut Server, params: CodeActionParams) -> Result<Value, ResponseError> {
     let uri = params.text_document.uri.as_str();
     let Some(document) = server.documents.get(uri) else {
-        return Err(ResponseError::invalid_params(format!(
-            "document {uri} is not open"
-        )));
+        return Err(ResponseError::invalid_params(format!("document {uri} is not open")));
     };
     let (Some(language), Some(tree)) = (document.language, document.tree.as_ref()) else {
         return Ok(json!([]));
@@ -60,31 +55,19 @@ pub(crate) fn handle(
     };
     let wanted = |kind: &str| {
         params.context.only.as_ref().is_none_or(|only| {
-            only.iter().any(|prefix| {
-                kind == prefix.as_str() || kind.starts_with(&format!("{}.", prefix.as_str()))
-            })
+            only.iter().any(|prefix| kind == prefix.as_str() || kind.starts_with(&format!("{}.", prefix.as_str())))
         })
     };
     let mut actions = Vec::new();
     let candidates = [
-        (
-            ActionKind::Docstring,
-            DOCSTRING_KIND,
-            DOCSTRING_COMMAND,
-            scope.doc.is_none(),
-        ),
+        (ActionKind::Docstring, DOCSTRING_KIND, DOCSTRING_COMMAND, scope.doc.is_none()),
         (ActionKind::Tests, TESTS_KIND, TESTS_COMMAND, true),
     ];
     for (action, kind, command, applicable) in candidates {
         if !applicable || !wanted(kind) {
             continue;
         }
-        let data = ActionData {
-            action,
-            uri: uri.to_string(),
-            version: document.version,
-            position: params.range.start,
-        };
+        let data = ActionData { action, uri: uri.to_string(), version: document.version, position: params.range.start };
         let title = format!("{} for `{}` (nib)", title(action, language), scope.name);
         let mut entry = json!({ "title": title, "kind": kind, "data": data });
         if !server.client.code_action_resolve {

@@ -30,16 +30,10 @@ pub(crate) enum Delivery {
 }
 
 pub(crate) fn handle(server: &mut Server, responder: Responder, action: Value) {
-    let data = match action
-        .get("data")
-        .cloned()
-        .map(serde_json::from_value::<ActionData>)
-    {
+    let data = match action.get("data").cloned().map(serde_json::from_value::<ActionData>) {
         Some(Ok(data)) => data,
         _ => {
-            return responder.respond(Err(ResponseError::invalid_params(
-                "this code action has no nib data",
-            )));
+            return responder.respond(Err(ResponseError::invalid_params("this code action has no nib data")));
         }
     };
     run(server, responder, data, Delivery::Resolve(action));
@@ -57,11 +51,8 @@ pub(crate) fn run(server: &mut Server, responder: Responder, data: ActionData, d
     let plan = match data.action {
         ActionKind::Docstring => None,
         ActionKind::Tests => {
-            let open: Vec<(std::path::PathBuf, String)> = server
-                .documents
-                .values()
-                .filter_map(|d| d.path.clone().map(|p| (p, d.text())))
-                .collect();
+            let open: Vec<(std::path::PathBuf, String)> =
+                server.documents.values().filter_map(|d| d.path.clone().map(|p| (p, d.text()))).collect();
             let read = move |path: &Path| {
                 open.iter()
                     .find(|(p, _)| p == path)
@@ -72,17 +63,12 @@ pub(crate) fn run(server: &mut Server, responder: Responder, data: ActionData, d
                 Ok(plan) => Some(plan),
                 Err(error) => {
                     progress.end(&server.output, "not possible");
-                    return responder
-                        .respond(Err(ResponseError::request_failed(error.to_string())));
+                    return responder.respond(Err(ResponseError::request_failed(error.to_string())));
                 }
             }
         }
     };
-    let open_versions: Vec<(String, i32)> = server
-        .documents
-        .values()
-        .map(|d| (d.uri.clone(), d.version))
-        .collect();
+    let open_versions: Vec<(String, i32)> = server.documents.values().map(|d| (d.uri.clone(), d.version)).collect();
     let versions = Arc::clone(&server.versions);
     let encoding = server.encoding;
     let style = server.config.docstring_style;
@@ -101,7 +87,8 @@ pub(crate) fn run(server: &mut Server, responder: Responder, data: ActionData, d
                 .map(|edit| test_edit_json(&edit, &target, &open_versions, encoding, plan.existing.as_deref())),
         });
         cancel.finish();
-        let still_current = versions.lock().unwrap_or_else(|e| e.into_inner()).get(&target.uri) == Some(&target.version);
+        let still_current =
+            versions.lock().unwrap_or_else(|e| e.into_inner()).get(&target.uri) == Some(&target.version);
         match result {
             Ok(_) if !still_current => {
                 progress.end(&output, "the document changed");
@@ -119,7 +106,11 @@ pub(crate) fn run(server: &mut Server, responder: Responder, data: ActionData, d
                     }
                     Delivery::ApplyEdit => {
                         let id = jsonrpc::RequestId::String(format!("nib-apply-{}", responder.id()));
-                        let _ = output.send(jsonrpc::request(&id, "workspace/applyEdit", json!({ "label": "nib", "edit": edit })));
+                        let _ = output.send(jsonrpc::request(
+                            &id,
+                            "workspace/applyEdit",
+                            json!({ "label": "nib", "edit": edit }),
+                        ));
                         responder.respond(Ok(Value::Null));
                     }
                 }
@@ -150,9 +141,10 @@ fn actions_title(kind: ActionKind, target: &Target) -> String {
 
 /// The function, method or class the action was listed for, as the document is now.
 fn target(server: &Server, data: &ActionData) -> Result<Target, ResponseError> {
-    let document = server.documents.get(&data.uri).ok_or_else(|| {
-        ResponseError::invalid_params(format!("document {} is not open", data.uri))
-    })?;
+    let document = server
+        .documents
+        .get(&data.uri)
+        .ok_or_else(|| ResponseError::invalid_params(format!("document {} is not open", data.uri)))?;
     if document.version != data.version {
         return Err(ResponseError::new(
             code::CONTENT_MODIFIED,
@@ -160,14 +152,11 @@ fn target(server: &Server, data: &ActionData) -> Result<Target, ResponseError> {
         ));
     }
     let (Some(language), Some(tree)) = (document.language, document.tree.clone()) else {
-        return Err(ResponseError::request_failed(
-            "nib has no grammar for this language",
-        ));
+        return Err(ResponseError::request_failed("nib has no grammar for this language"));
     };
     let byte = convert::request_byte(&document.rope, data.position, server.encoding)?;
-    let scope = scopes::scope_at(language, &tree, &document.rope, byte).ok_or_else(|| {
-        ResponseError::request_failed("there is no function, method or class here any more")
-    })?;
+    let scope = scopes::scope_at(language, &tree, &document.rope, byte)
+        .ok_or_else(|| ResponseError::request_failed("there is no function, method or class here any more"))?;
     Ok(Target {
         uri: document.uri.clone(),
         path: document.path.clone(),
@@ -195,13 +184,11 @@ fn test_edit_json(
     };
     let rope = Rope::from_str(existing.unwrap_or(""));
     let at = convert::to_position(&rope, edit.insertion.offset, encoding);
-    let version = open_versions
-        .iter()
-        .find(|(open, _)| *open == uri)
-        .map(|(_, version)| *version);
+    let version = open_versions.iter().find(|(open, _)| *open == uri).map(|(_, version)| *version);
     let mut changes = Vec::new();
     if edit.create {
-        changes.push(json!({ "kind": "create", "uri": uri, "options": { "ignoreIfExists": true, "overwrite": false } }));
+        changes
+            .push(json!({ "kind": "create", "uri": uri, "options": { "ignoreIfExists": true, "overwrite": false } }));
     }
     changes.push(json!({
         "textDocument": { "uri": uri, "version": version },
@@ -221,18 +208,12 @@ impl Progress {
             return Progress { token: None };
         }
         let token = format!("nib/action/{}", server.next_progress_id());
-        server.request_client(
-            "window/workDoneProgress/create",
-            json!({ "token": token }),
-            PendingReply::Ignore,
-        );
+        server.request_client("window/workDoneProgress/create", json!({ "token": token }), PendingReply::Ignore);
         server.notify(
             "$/progress",
             json!({ "token": token, "value": { "kind": "begin", "title": title, "cancellable": true } }),
         );
-        server
-            .progress_tokens
-            .retain(|(_, cancel)| !cancel.is_finished());
+        server.progress_tokens.retain(|(_, cancel)| !cancel.is_finished());
         server.progress_tokens.push((token.clone(), cancel.clone()));
         Progress { token: Some(token) }
     }

@@ -14,10 +14,7 @@ pub(crate) fn handle(server: &mut Server, event: EngineEvent) {
     server.notify("nib/status", state.to_json());
     match &state {
         ModelState::Loading { model } => {
-            server.log(
-                MessageType::INFO,
-                format!("loading model {}", model.display()),
-            );
+            server.log(MessageType::INFO, format!("loading model {}", model.display()));
             if server.client.work_done_progress {
                 server.request_client(
                     "window/workDoneProgress/create",
@@ -34,10 +31,7 @@ pub(crate) fn handle(server: &mut Server, event: EngineEvent) {
             }
         }
         ModelState::Ready { model, load_ms, .. } => {
-            server.log(
-                MessageType::INFO,
-                format!("model {} ready in {load_ms} ms", model.display()),
-            );
+            server.log(MessageType::INFO, format!("model {} ready in {load_ms} ms", model.display()));
             end_progress(server, "ready");
         }
         ModelState::Failed { message } => {
@@ -50,9 +44,6 @@ pub(crate) fn handle(server: &mut Server, event: EngineEvent) {
 
 fn end_progress(server: &Server, message: &str) {
     if server.client.work_done_progress {
-        server.notify(
-            "$/progress",
-            json!({ "token": PROGRESS_TOKEN, "value": { "kind": "end", "message": message } }),
-        );
+        server.notify("$/progress", json!({ "token": PROGRESS_TOKEN, "value": { "kind": "end", "message": message } }));
     }
 }

@@ -13,16 +13,15 @@ pub(crate) fn handle(server: &mut Server, responder: Responder, params: ExecuteC
         let message = format!("unknown command `{}`", params.command);
         return responder.respond(Err(ResponseError::new(code::INVALID_PARAMS, message)));
     }
-    let data = params
-        .arguments
-        .into_iter()
-        .next()
-        .map(serde_json::from_value::<ActionData>);
+    if !server.client.apply_edit {
+        let message =
+            "this client cannot apply workspace edits (workspace.applyEdit), so nib cannot deliver the result";
+        return responder.respond(Err(ResponseError::request_failed(message)));
+    }
+    let data = params.arguments.into_iter().next().map(serde_json::from_value::<ActionData>);
     match data {
         Some(Ok(data)) => run(server, responder, data, Delivery::ApplyEdit),
-        _ => responder.respond(Err(ResponseError::invalid_params(format!(
-            "`{}` needs the code action's data",
-            params.command
-        )))),
+        _ => responder
+            .respond(Err(ResponseError::invalid_params(format!("`{}` needs the code action's data", params.command)))),
     }
 }

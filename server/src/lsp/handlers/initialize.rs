@@ -22,36 +22,19 @@ pub(crate) fn handle(server: &mut Server, params: InitializeParams) -> Value {
     server.encoding = PositionEncoding::negotiate(&offered);
     let text_document = capabilities.text_document.as_ref();
     server.client = ClientSupport {
-        configuration_request: capabilities
-            .workspace
-            .as_ref()
-            .and_then(|w| w.configuration)
-            .unwrap_or(false),
-        work_done_progress: capabilities
-            .window
-            .as_ref()
-            .and_then(|w| w.work_done_progress)
-            .unwrap_or(false),
+        configuration_request: capabilities.workspace.as_ref().and_then(|w| w.configuration).unwrap_or(false),
+        work_done_progress: capabilities.window.as_ref().and_then(|w| w.work_done_progress).unwrap_or(false),
         code_action_resolve: text_document
             .and_then(|t| t.code_action.as_ref())
             .and_then(|c| c.resolve_support.as_ref())
             .is_some_and(|r| r.properties.iter().any(|p| p == "edit")),
-        apply_edit: capabilities
-            .workspace
-            .as_ref()
-            .and_then(|w| w.apply_edit)
-            .unwrap_or(false),
+        apply_edit: capabilities.workspace.as_ref().and_then(|w| w.apply_edit).unwrap_or(false),
         inline_completion: text_document.is_some_and(|t| t.inline_completion.is_some()),
     };
     server.workspace_folders = workspace_folders(&params);
 
-    let (config, warnings) = config::parse(
-        &server.config,
-        params
-            .initialization_options
-            .as_ref()
-            .unwrap_or(&Value::Null),
-    );
+    let (config, warnings) =
+        config::parse(&server.config, params.initialization_options.as_ref().unwrap_or(&Value::Null));
     for warning in warnings {
         server.show(MessageType::WARNING, warning);
     }
@@ -59,11 +42,7 @@ pub(crate) fn handle(server: &mut Server, params: InitializeParams) -> Value {
     server.engine.configure(&server.config);
     server.log(
         MessageType::INFO,
-        format!(
-            "nib {} initialized (positions in {})",
-            env!("CARGO_PKG_VERSION"),
-            server.encoding.as_lsp_str()
-        ),
+        format!("nib {} initialized (positions in {})", env!("CARGO_PKG_VERSION"), server.encoding.as_lsp_str()),
     );
 
     let mut capabilities = json!({
@@ -91,18 +70,10 @@ pub(crate) fn handle(server: &mut Server, params: InitializeParams) -> Value {
 
 #[allow(deprecated)] // `root_uri` is what older clients still send.
 fn workspace_folders(params: &InitializeParams) -> Vec<PathBuf> {
-    let from_folders: Vec<PathBuf> = params
-        .workspace_folders
-        .iter()
-        .flatten()
-        .filter_map(|folder| file_uri_to_path(folder.uri.as_str()))
-        .collect();
+    let from_folders: Vec<PathBuf> =
+        params.workspace_folders.iter().flatten().filter_map(|folder| file_uri_to_path(folder.uri.as_str())).collect();
     if !from_folders.is_empty() {
         return from_folders;
     }
-    params
-        .root_uri
-        .iter()
-        .filter_map(|uri| file_uri_to_path(uri.as_str()))
-        .collect()
+    params.root_uri.iter().filter_map(|uri| file_uri_to_path(uri.as_str())).collect()
 }

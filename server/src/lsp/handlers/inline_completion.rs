@@ -63,25 +63,9 @@ pub(crate) struct CompletionState {
 pub(crate) fn handle(server: &mut Server, responder: Responder, params: InlineCompletionParams) {
     let invoked = params.context.trigger_kind == InlineCompletionTriggerKind::INVOKED;
     let position = params.text_document_position.position;
-    let uri = params
-        .text_document_position
-        .text_document
-        .uri
-        .as_str()
-        .to_string();
-    let selected = params
-        .context
-        .selected_completion_info
-        .map(|info| (info.range, info.text));
-    complete(
-        server,
-        responder,
-        &uri,
-        position,
-        invoked,
-        selected,
-        Shape::Inline,
-    );
+    let uri = params.text_document_position.text_document.uri.as_str().to_string();
+    let selected = params.context.selected_completion_info.map(|info| (info.range, info.text));
+    complete(server, responder, &uri, position, invoked, selected, Shape::Inline);
 }
 
 /// Cross-file context is recomputed only when the document or another buffer is opened,
@@ -90,12 +74,8 @@ fn cross_file_key(server: &Server, document: &Document) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     document.uri.hash(&mut hasher);
-    let mut others: Vec<(&String, i32)> = server
-        .documents
-        .values()
-        .filter(|d| d.uri != document.uri)
-        .map(|d| (&d.uri, d.version))
-        .collect();
+    let mut others: Vec<(&String, i32)> =
+        server.documents.values().filter(|d| d.uri != document.uri).map(|d| (&d.uri, d.version)).collect();
     others.sort();
     others.hash(&mut hasher);
     hasher.finish()
@@ -112,9 +92,7 @@ pub(crate) fn complete(
     shape: Shape,
 ) {
     let Some(open_document) = server.documents.get(uri) else {
-        responder.respond(Err(ResponseError::invalid_params(format!(
-            "document {uri} is not open"
-        ))));
+        responder.respond(Err(ResponseError::invalid_params(format!("document {uri} is not open"))));
         return;
     };
     let cursor = match convert::request_byte(&open_document.rope, position, server.encoding) {
@@ -122,8 +100,7 @@ pub(crate) fn complete(
         Err(error) => return responder.respond(Err(error)),
     };
     let config = &server.config.completion;
-    let language_enabled =
-        config.languages.is_empty() || config.languages.contains(&open_document.language_id);
+    let language_enabled = config.languages.is_empty() || config.languages.contains(&open_document.language_id);
     if !(config.enabled || invoked) || !language_enabled {
         return responder.respond(Ok(shape.render("", Range::default())));
     }
@@ -136,35 +113,20 @@ pub(crate) fn complete(
             let end = convert::to_byte(&open_document.rope, range.end, server.encoding).max(start);
             let mut edited = open_document.text();
             edited.replace_range(start..end, text);
-            with_selection = Document::new(
-                uri.to_string(),
-                open_document.language_id.clone(),
-                open_document.version,
-                &edited,
-            );
+            with_selection =
+                Document::new(uri.to_string(), open_document.language_id.clone(), open_document.version, &edited);
             (&with_selection, start + text.len(), *range, text.clone())
         }
         None => {
             let at = convert::to_position(&open_document.rope, cursor, server.encoding);
-            (
-                open_document,
-                cursor,
-                Range { start: at, end: at },
-                String::new(),
-            )
+            (open_document, cursor, Range { start: at, end: at }, String::new())
         }
     };
 
     // Typing through the suggestion on screen.
     if lead.is_empty() {
-        let shown = server
-            .completions
-            .suggestion
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(rest) = shown.and_then(|s| cache::type_through(&s, uri, &document.rope, cursor))
-        {
+        let shown = server.completions.suggestion.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(rest) = shown.and_then(|s| cache::type_through(&s, uri, &document.rope, cursor)) {
             tracing::debug!(uri, "typing-through hit");
             return responder.respond(Ok(shape.render(&rest, replace_range)));
         }
@@ -173,14 +135,10 @@ pub(crate) fn complete(
     let info = match server.engine.status().state {
         ModelState::Ready { info, .. } => info,
         ModelState::Failed { message } if invoked => {
-            return responder.respond(Err(ResponseError::request_failed(format!(
-                "no model: {message}"
-            ))));
+            return responder.respond(Err(ResponseError::request_failed(format!("no model: {message}"))));
         }
         ModelState::Loading { .. } if invoked => {
-            return responder.respond(Err(ResponseError::request_failed(
-                "the model is still loading",
-            )));
+            return responder.respond(Err(ResponseError::request_failed("the model is still loading")));
         }
         _ => return responder.respond(Ok(shape.render("", replace_range))),
     };
@@ -192,15 +150,9 @@ pub(crate) fn complete(
     let cross_file = match &server.completions.cross_file {
         Some((cached_key, text)) if *cached_key == key => text.clone(),
         _ => {
-            let others: Vec<&Document> = server
-                .documents
-                .values()
-                .filter(|d| d.uri != document.uri)
-                .collect();
-            let budget =
-                server.config.completion.context_tokens * context::BYTES_PER_TOKEN * 3 / 10;
-            let (text, _) =
-                context::cross_file(document, &others, budget, &server.workspace_folders);
+            let others: Vec<&Document> = server.documents.values().filter(|d| d.uri != document.uri).collect();
+            let budget = server.config.completion.context_tokens * context::BYTES_PER_TOKEN * 3 / 10;
+            let (text, _) = context::cross_file(document, &others, budget, &server.workspace_folders);
             server.completions.cross_file = Some((key, text.clone()));
             text
         }
@@ -249,20 +201,14 @@ pub(crate) fn complete(
                     "completion"
                 );
                 if lead.is_empty() {
-                    let suggestion = (!text.is_empty()).then(|| cache::Suggestion {
-                        uri,
-                        rope,
-                        cursor,
-                        text: text.clone(),
-                    });
+                    let suggestion =
+                        (!text.is_empty()).then(|| cache::Suggestion { uri, rope, cursor, text: text.clone() });
                     *suggestion_slot.lock().unwrap_or_else(|e| e.into_inner()) = suggestion;
                 }
                 responder.respond(Ok(shape.render(&format!("{lead}{text}"), replace_range)));
             }
             Err(EngineError::Cancelled) => responder.respond(Err(ResponseError::cancelled())),
-            Err(EngineError::NotReady(_)) if !invoked => {
-                responder.respond(Ok(shape.render("", replace_range)))
-            }
+            Err(EngineError::NotReady(_)) if !invoked => responder.respond(Ok(shape.render("", replace_range))),
             Err(error) => responder.respond(Err(ResponseError::request_failed(error.to_string()))),
         }),
     });

@@ -43,11 +43,7 @@ pub(crate) fn handle(server: &mut Server, params: Params) -> Result<Value, Respo
     };
     let tree_matches_fresh_parse = params.check_tree.then(|| {
         let fresh = document.fresh_tree().map(|tree| tree.root_node().to_sexp());
-        fresh
-            == document
-                .tree
-                .as_ref()
-                .map(|tree| tree.root_node().to_sexp())
+        fresh == document.tree.as_ref().map(|tree| tree.root_node().to_sexp())
     });
     Ok(json!({
         "uri": document.uri,

@@ -29,34 +29,25 @@ pub(crate) fn request(server: &mut Server, responder: Responder, method: &str, p
             Ok(params) => completion::handle(server, responder, params),
             Err(error) => responder.respond(Err(error)),
         },
-        "textDocument/codeAction" => responder
-            .respond(parse_params(params).and_then(|params| code_action::handle(server, params))),
+        "textDocument/codeAction" => {
+            responder.respond(parse_params(params).and_then(|params| code_action::handle(server, params)))
+        }
         "codeAction/resolve" => code_action_resolve::handle(server, responder, params),
         "workspace/executeCommand" => match parse_params(params) {
             Ok(params) => execute_command::handle(server, responder, params),
             Err(error) => responder.respond(Err(error)),
         },
-        "nib/inspect" => responder
-            .respond(parse_params(params).and_then(|params| inspect::handle(server, params))),
-        _ => responder.respond(Err(ResponseError::new(
-            code::METHOD_NOT_FOUND,
-            format!("unknown method `{method}`"),
-        ))),
+        "nib/inspect" => responder.respond(parse_params(params).and_then(|params| inspect::handle(server, params))),
+        _ => responder.respond(Err(ResponseError::new(code::METHOD_NOT_FOUND, format!("unknown method `{method}`")))),
     }
 }
 
 pub(crate) fn notification(server: &mut Server, method: &str, params: Value) {
     let outcome = match method {
         "initialized" => Ok(()),
-        "textDocument/didOpen" => {
-            parse_params(params).map(|params| did_open::handle(server, params))
-        }
-        "textDocument/didChange" => {
-            parse_params(params).map(|params| did_change::handle(server, params))
-        }
-        "textDocument/didClose" => {
-            parse_params(params).map(|params| did_close::handle(server, params))
-        }
+        "textDocument/didOpen" => parse_params(params).map(|params| did_open::handle(server, params)),
+        "textDocument/didChange" => parse_params(params).map(|params| did_change::handle(server, params)),
+        "textDocument/didClose" => parse_params(params).map(|params| did_close::handle(server, params)),
         "workspace/didChangeConfiguration" => {
             parse_params(params).map(|params| did_change_configuration::handle(server, params))
         }
@@ -82,27 +73,17 @@ pub(crate) fn notification(server: &mut Server, method: &str, params: Value) {
         _ => Ok(()),
     };
     if let Err(error) = outcome {
-        server.log(
-            MessageType::WARNING,
-            format!("ignoring `{method}`: {}", error.message),
-        );
+        server.log(MessageType::WARNING, format!("ignoring `{method}`: {}", error.message));
     }
 }
 
-pub(crate) fn client_reply(
-    server: &mut Server,
-    pending: PendingReply,
-    result: Result<Value, ResponseError>,
-) {
+pub(crate) fn client_reply(server: &mut Server, pending: PendingReply, result: Result<Value, ResponseError>) {
     match (pending, result) {
         (PendingReply::Configuration, Ok(Value::Array(mut sections))) if !sections.is_empty() => {
             did_change_configuration::apply(server, &sections.swap_remove(0));
         }
         (PendingReply::Configuration, other) => {
-            server.log(
-                MessageType::WARNING,
-                format!("unexpected reply to workspace/configuration: {other:?}"),
-            );
+            server.log(MessageType::WARNING, format!("unexpected reply to workspace/configuration: {other:?}"));
         }
         (PendingReply::Ignore, _) => {}
     }

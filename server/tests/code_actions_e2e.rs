@@ -1,0 +1,199 @@
+//! End-to-end code actions on the real default model, through the real binary, in a scratch
+//! workspace: Add docstring and Generate unit tests produce edits that parse, a second run
+//! appends instead of overwriting, and a stale document gets no edit.
+//!
+//! Needs the default model, like `completion_e2e.rs`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{TestServer, repo_root};
+use serde_json::{Value, json};
+
+fn default_model() -> Option<PathBuf> {
+    let path = std::env::var_os("NIB_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("models/smollm2-135m-instruct"));
+    if path.join("model.onnx").is_file() {
+        return Some(path);
+    }
+    assert!(std::env::var_os("NIB_REQUIRE_DEFAULT_MODEL").is_none(), "the default model is missing: run `make setup`");
+    eprintln!("skipping: no default model at {}", path.display());
+    None
+}
+
+struct Workspace {
+    root: PathBuf,
+}
+
+impl Workspace {
+    fn new(name: &str) -> Self {
+        let root = std::env::temp_dir().join(format!("nib-actions-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        for file in ["pricing.py", "cart.py"] {
+            std::fs::copy(repo_root().join("examples/shop").join(file), root.join(file)).unwrap();
+        }
+        Workspace { root }
+    }
+
+    fn uri(&self, name: &str) -> String {
+        format!("file://{}", self.root.join(name).display())
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn start(model: &Path, workspace: &Workspace) -> TestServer {
+    let mut server = TestServer::spawn(&[]);
+    let result = server
+        .request(
+            "initialize",
+            json!({
+                "processId": std::process::id(),
+                "rootUri": format!("file://{}", workspace.root.display()),
+                "capabilities": {
+                    "general": { "positionEncodings": ["utf-16"] },
+                    "window": { "workDoneProgress": true },
+                    "workspace": { "applyEdit": true, "workspaceEdit": { "documentChanges": true } },
+                    "textDocument": { "codeAction": { "resolveSupport": { "properties": ["edit"] } } },
+                },
+                "initializationOptions": { "modelPath": model, "threads": 2 },
+            }),
+        )
+        .unwrap();
+    assert_eq!(result["capabilities"]["codeActionProvider"]["resolveProvider"], true);
+    server.notify("initialized", json!({}));
+    let status = server.wait_for_status(|s| s["state"] == "ready" || s["state"] == "error");
+    assert_eq!(status["state"], "ready", "{status}");
+    server
+}
+
+/// Applies LSP text edits (single-line positions are enough here: inserts only) to `text`.
+fn apply_edits(text: &str, edits: &[Value]) -> String {
+    let mut result = text.to_string();
+    for edit in edits.iter().rev() {
+        let start = &edit["range"]["start"];
+        let line = start["line"].as_u64().unwrap() as usize;
+        let character = start["character"].as_u64().unwrap() as usize;
+        let line_start: usize = result.split_inclusive('\n').take(line).map(str::len).sum();
+        let offset = line_start + result[line_start..].chars().take(character).map(char::len_utf8).sum::<usize>();
+        result.insert_str(offset.min(result.len()), edit["newText"].as_str().unwrap());
+    }
+    result
+}
+
+fn actions_at(server: &mut TestServer, uri: &str, line: u32) -> Vec<Value> {
+    let actions = server
+        .request(
+            "textDocument/codeAction",
+            json!({
+                "textDocument": { "uri": uri },
+                "range": { "start": { "line": line, "character": 8 }, "end": { "line": line, "character": 8 } },
+                "context": { "diagnostics": [] },
+            }),
+        )
+        .unwrap();
+    actions.as_array().unwrap().clone()
+}
+
+fn find(actions: &[Value], kind: &str) -> Value {
+    actions.iter().find(|a| a["kind"] == kind).unwrap_or_else(|| panic!("no {kind} in {actions:?}")).clone()
+}
+
+/// Parse errors of `text` according to nib (the file opened as `uri`).
+fn parse_errors(server: &mut TestServer, uri: &str, text: &str) -> u64 {
+    server.open(uri, "python", text);
+    let errors = server.inspect(uri, None)["parseErrorCount"].as_u64().unwrap();
+    server.notify("textDocument/didClose", json!({ "textDocument": { "uri": uri } }));
+    errors
+}
+
+#[test]
+fn add_docstring_and_generate_tests_on_the_default_model() {
+    let Some(model) = default_model() else { return };
+    let workspace = Workspace::new("e2e");
+    let mut server = start(&model, &workspace);
+    let uri = workspace.uri("pricing.py");
+    let text = std::fs::read_to_string(workspace.root.join("pricing.py")).unwrap();
+    server.open(&uri, "python", &text);
+    let line = text.lines().position(|l| l.starts_with("def with_tax")).unwrap() as u32 + 1;
+
+    // Listing is instant and offers both actions for an undocumented function.
+    let actions = actions_at(&mut server, &uri, line);
+    let docstring = find(&actions, "refactor.rewrite.nib.docstring");
+    find(&actions, "refactor.nib.tests");
+    assert!(docstring.get("edit").is_none(), "generation happens in resolve");
+    // A documented function offers no docstring action.
+    let documented = text.lines().position(|l| l.starts_with("def apply_discount")).unwrap() as u32 + 2;
+    assert!(actions_at(&mut server, &uri, documented).iter().all(|a| a["kind"] != "refactor.rewrite.nib.docstring"));
+
+    let resolved = server.request("codeAction/resolve", docstring).expect("a docstring");
+    let change = &resolved["edit"]["documentChanges"][0];
+    assert_eq!(change["textDocument"]["version"], 1);
+    let documented_text = apply_edits(&text, change["edits"].as_array().unwrap());
+    let inserted = change["edits"][0]["newText"].as_str().unwrap();
+    assert!(inserted.contains("\"\"\"") && inserted.contains("price") && inserted.contains("rate"), "{inserted}");
+    assert!(documented_text.contains("def with_tax(price, rate=TAX_RATE):\n    \"\"\""), "{documented_text}");
+    assert_eq!(parse_errors(&mut server, &workspace.uri("check_doc.py"), &documented_text), 0);
+
+    // Generate unit tests: a new test_pricing.py beside the module, created without overwriting.
+    let tests = find(&actions_at(&mut server, &uri, line), "refactor.nib.tests");
+    let resolved = server.request("codeAction/resolve", tests.clone()).expect("tests");
+    let changes = resolved["edit"]["documentChanges"].as_array().unwrap().clone();
+    let test_uri = workspace.uri("test_pricing.py");
+    assert_eq!(
+        changes[0],
+        json!({ "kind": "create", "uri": test_uri, "options": { "ignoreIfExists": true, "overwrite": false } })
+    );
+    let first = apply_edits("", changes[1]["edits"].as_array().unwrap());
+    assert!(first.starts_with("from pricing import with_tax\n"), "{first}");
+    assert!(first.contains("def test_"), "{first}");
+    assert_eq!(parse_errors(&mut server, &workspace.uri("check_tests.py"), &first), 0, "{first}");
+    std::fs::write(workspace.root.join("test_pricing.py"), &first).unwrap();
+
+    // Running it again appends to the file on disk and never replaces what is there.
+    let resolved = server.request("codeAction/resolve", tests).expect("more tests");
+    let changes = resolved["edit"]["documentChanges"].as_array().unwrap().clone();
+    assert!(changes.iter().all(|c| c.get("kind").is_none()), "the file exists: no create: {changes:?}");
+    let second = apply_edits(&first, changes[0]["edits"].as_array().unwrap());
+    assert!(second.starts_with(&first), "the first tests are kept");
+    assert_eq!(second.matches("from pricing import with_tax").count(), 1, "imports are not repeated");
+    assert_eq!(parse_errors(&mut server, &workspace.uri("check_tests2.py"), &second), 0, "{second}");
+    let names: Vec<&str> =
+        second.lines().filter_map(|l| l.strip_prefix("def ")).map(|l| l.split('(').next().unwrap()).collect();
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(names.len(), unique.len(), "test names are unique: {names:?}");
+
+    let progress: Vec<&Value> = server.log.iter().filter(|m| m["method"] == "$/progress").collect();
+    assert!(
+        progress.iter().any(|m| m["params"]["value"]["kind"] == "begin" && m["params"]["value"]["cancellable"] == true)
+    );
+    server.shutdown();
+}
+
+#[test]
+fn stale_documents_get_no_edit() {
+    let Some(model) = default_model() else { return };
+    let workspace = Workspace::new("stale");
+    let mut server = start(&model, &workspace);
+    let uri = workspace.uri("cart.py");
+    let text = std::fs::read_to_string(workspace.root.join("cart.py")).unwrap();
+    server.open(&uri, "python", &text);
+    let line = text.lines().position(|l| l.contains("def subtotal")).unwrap() as u32 + 1;
+    let docstring = find(&actions_at(&mut server, &uri, line), "refactor.rewrite.nib.docstring");
+    server.notify(
+        "textDocument/didChange",
+        json!({ "textDocument": { "uri": uri, "version": 2 }, "contentChanges": [{ "text": format!("{text}\n# edited\n") }] }),
+    );
+    let error = server.request("codeAction/resolve", docstring).unwrap_err();
+    assert_eq!(error["code"], -32801, "{error}");
+    server.shutdown();
+}
