@@ -59,6 +59,18 @@ fn typing_gets_ghost_text_and_typing_through_is_served_from_cache() {
     server.open(&uri, "python", &text);
     let line = text.lines().position(|l| l.contains("def count_items")).unwrap() as u32 + 1;
 
+    // The exact prompt for the position, as nib/inspect shows it.
+    let state = server
+        .request(
+            "nib/inspect",
+            json!({ "textDocument": { "uri": uri }, "position": { "line": line, "character": 8 }, "prompt": true }),
+        )
+        .unwrap();
+    let prompt = state["prompt"]["text"].as_str().unwrap();
+    assert!(prompt.starts_with("# examples/shop/cart.py\n"), "{prompt}");
+    assert!(prompt.ends_with("    def count_items(self):\n       "), "{prompt}");
+    assert_eq!(state["prompt"]["mode"], "MultiLine");
+
     let id = inline(&mut server, &uri, line, 8);
     let result = server.response(id).expect("a completion");
     let ghost = ghost_text(&result);

@@ -5,6 +5,8 @@
 //! a prompt prefix, so the KV cache makes every question after the first cheap.
 
 pub(crate) mod docstring;
+#[cfg(test)]
+mod fixture_tests;
 pub(crate) mod unit_tests;
 
 use std::path::PathBuf;
@@ -174,6 +176,14 @@ pub(crate) fn clean_sentence(answer: &str, strip_subjects: &[String]) -> Option<
     if sentence.chars().filter(|c| c.is_alphabetic()).count() < 3 || sentence.len() > 240 {
         return None;
     }
+    // Prose is mostly words: broken bytes, control characters or symbol soup are junk.
+    let wordlike = sentence.chars().filter(|c| c.is_alphanumeric() || " ,.;:'()-/%".contains(*c)).count();
+    if sentence.contains(['\u{fffd}', '{', '}', '<', '>', '$'])
+        || sentence.chars().any(char::is_control)
+        || wordlike * 10 < sentence.chars().count() * 9
+    {
+        return None;
+    }
     let mut chars = sentence.chars();
     let first = chars.next()?;
     let mut cleaned: String = first.to_uppercase().chain(chars).collect();
@@ -236,6 +246,8 @@ mod tests {
         assert_eq!(clean_sentence("```python", &[]), None);
         assert_eq!(clean_sentence("  ", &[]), None);
         assert_eq!(clean_sentence("x.", &[]), None);
+        assert_eq!(clean_sentence("Hello \u{fffd}\u{fffd} world", &[]), None);
+        assert_eq!(clean_sentence("fox();i 8ello PoYY range i' %  add range, ${i> jump", &[]), None);
         assert_eq!(
             clean_sentence("Returns a float, which is the same as a float.", &[]).as_deref(),
             Some("Returns a float.")

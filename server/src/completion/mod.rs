@@ -90,9 +90,17 @@ pub(crate) fn prepare(inputs: &Inputs) -> Option<Prepared> {
     let context =
         context::build(document, cursor, inputs.config.context_tokens, inputs.cross_file, inputs.workspace_folders);
     let fim = FimFormat::for_model(inputs.model);
+    // Token healing, the simple way: byte-level BPE vocabularies glue a space to the word after
+    // it (" return") and a newline to the indentation but its last space. A prompt ending in a
+    // space makes the model start with something unusual (often a newline); without that
+    // space it writes the usual token, and post-processing drops the space the buffer has.
+    let mut prompt_prefix = format!("{}{}", context.header, context.prefix);
+    if prompt_prefix.ends_with(' ') {
+        prompt_prefix.pop();
+    }
     let prompt = match &fim {
-        Some(format) => format.build(format!("{}{}", context.header, context.prefix), context.suffix.clone()),
-        None => vec![PromptPiece::Text(format!("{}{}", context.header, context.prefix))],
+        Some(format) => format.build(prompt_prefix, context.suffix.clone()),
+        None => vec![PromptPiece::Text(prompt_prefix)],
     };
     let max_tokens = match mode {
         Mode::SingleLine => inputs.config.max_tokens.min(SINGLE_LINE_MAX_TOKENS),
@@ -229,21 +237,16 @@ mod tests {
     #[test]
     fn plain_prompt_for_each_language_puts_the_path_first() {
         let cases = [
-            (
-                "a.py",
-                "python",
-                "import os\n\ndef f(x):\n    return $0\n",
-                "# a.py\nimport os\n\ndef f(x):\n    return ",
-            ),
-            ("lib.rs", "rust", "fn f() -> u8 {\n    $0\n}\n", "// lib.rs\nfn f() -> u8 {\n    "),
-            ("a.js", "javascript", "function f() { return $0 }", "// a.js\nfunction f() { return "),
-            ("a.ts", "typescript", "const x: number = $0;", "// a.ts\nconst x: number = "),
-            ("a.tsx", "typescriptreact", "const A = () => $0;", "// a.tsx\nconst A = () => "),
+            ("a.py", "python", "import os\n\ndef f(x):\n    return $0\n", "# a.py\nimport os\n\ndef f(x):\n    return"),
+            ("lib.rs", "rust", "fn f() -> u8 {\n    $0\n}\n", "// lib.rs\nfn f() -> u8 {\n   "),
+            ("a.js", "javascript", "function f() { return $0 }", "// a.js\nfunction f() { return"),
+            ("a.ts", "typescript", "const x: number = $0;", "// a.ts\nconst x: number ="),
+            ("a.tsx", "typescriptreact", "const A = () => $0;", "// a.tsx\nconst A = () =>"),
             (
                 "m.go",
                 "go",
                 "package m\n\nfunc F() int {\n\treturn $0\n}\n",
-                "// m.go\npackage m\n\nfunc F() int {\n\treturn ",
+                "// m.go\npackage m\n\nfunc F() int {\n\treturn",
             ),
         ];
         for (name, language_id, source, expected) in cases {
@@ -262,7 +265,7 @@ mod tests {
         );
         assert_eq!(
             prompt::render(&prepared.prompt),
-            "<fim_prefix># a.py\ndef f(x):\n    y = <fim_suffix>\n    return y\n<fim_middle>"
+            "<fim_prefix># a.py\ndef f(x):\n    y =<fim_suffix>\n    return y\n<fim_middle>"
         );
         assert!(prepared.stop_tokens.contains(&"<file_sep>".to_string()));
         assert_eq!(prepared.mode, Mode::SingleLine);
@@ -283,7 +286,7 @@ mod tests {
         // Typing on the same line leaves everything before the cursor line unchanged.
         let typed = prepare_at("big.py", "python", &source.replace("result = $0", "result = val$0"), &[]);
         let typed_rendered = prompt::render(&typed.prompt);
-        assert_eq!(typed_rendered, format!("{rendered}val"));
+        assert_eq!(typed_rendered, format!("{rendered} val"));
     }
 
     #[test]

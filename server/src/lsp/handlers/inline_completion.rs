@@ -56,8 +56,9 @@ pub(crate) struct CompletionState {
     pub(crate) suggestion: Arc<Mutex<Option<cache::Suggestion>>>,
     /// The running request's token: the next request cancels it.
     pub(crate) current: Option<CancelToken>,
-    /// Cross-file context of the last scope: (key, text).
-    pub(crate) cross_file: Option<(u64, String)>,
+    /// Cross-file context of the last document: (key, text). Behind a lock only so that
+    /// read-only handlers (`nib/inspect`) can fill it too; only the main loop touches it.
+    pub(crate) cross_file: Mutex<Option<(u64, String)>>,
 }
 
 pub(crate) fn handle(server: &mut Server, responder: Responder, params: InlineCompletionParams) {
@@ -79,6 +80,38 @@ fn cross_file_key(server: &Server, document: &Document) -> u64 {
     others.sort();
     others.hash(&mut hasher);
     hasher.finish()
+}
+
+/// Cross-file context for `document`, from the cache while no other buffer changed.
+fn cross_file_for(server: &Server, document: &Document) -> String {
+    let key = cross_file_key(server, document);
+    let mut cache = server.completions.cross_file.lock().unwrap_or_else(|e| e.into_inner());
+    match &*cache {
+        Some((cached_key, text)) if *cached_key == key => text.clone(),
+        _ => {
+            let others: Vec<&Document> = server.documents.values().filter(|d| d.uri != document.uri).collect();
+            let budget = server.config.completion.context_tokens * context::BYTES_PER_TOKEN * 3 / 10;
+            let (text, _) = context::cross_file(document, &others, budget, &server.workspace_folders);
+            *cache = Some((key, text.clone()));
+            text
+        }
+    }
+}
+
+/// The completion nib would run at `cursor` of the open document `uri`, for inspection:
+/// `None` when no model is ready or nothing would be completed there.
+pub(crate) fn prepare_for(server: &Server, uri: &str, cursor: usize) -> Option<completion::Prepared> {
+    let ModelState::Ready { info, .. } = server.engine.status().state else { return None };
+    let document = server.documents.get(uri)?;
+    let cross_file = cross_file_for(server, document);
+    completion::prepare(&completion::Inputs {
+        document,
+        cursor,
+        config: &server.config.completion,
+        model: &info,
+        cross_file: &cross_file,
+        workspace_folders: &server.workspace_folders,
+    })
 }
 
 /// Runs the completion pipeline for `position` and answers `responder` in `shape`.
@@ -146,17 +179,7 @@ pub(crate) fn complete(
     if let Some(previous) = server.completions.current.take() {
         previous.cancel();
     }
-    let key = cross_file_key(server, document);
-    let cross_file = match &server.completions.cross_file {
-        Some((cached_key, text)) if *cached_key == key => text.clone(),
-        _ => {
-            let others: Vec<&Document> = server.documents.values().filter(|d| d.uri != document.uri).collect();
-            let budget = server.config.completion.context_tokens * context::BYTES_PER_TOKEN * 3 / 10;
-            let (text, _) = context::cross_file(document, &others, budget, &server.workspace_folders);
-            server.completions.cross_file = Some((key, text.clone()));
-            text
-        }
-    };
+    let cross_file = cross_file_for(server, document);
     let prepared = completion::prepare(&completion::Inputs {
         document,
         cursor,

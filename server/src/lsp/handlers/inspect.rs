@@ -6,6 +6,8 @@ use ls_types::{Position, TextDocumentIdentifier};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::inline_completion;
+use crate::completion::prompt;
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::ResponseError;
 use crate::lsp::server::Server;
@@ -19,6 +21,9 @@ pub(crate) struct Params {
     /// Also compare the incremental syntax tree with a fresh parse (slow on big files).
     #[serde(default)]
     check_tree: bool,
+    /// Also return the completion prompt nib would build at `position`.
+    #[serde(default)]
+    prompt: bool,
 }
 
 pub(crate) fn handle(server: &mut Server, params: Params) -> Result<Value, ResponseError> {
@@ -28,6 +33,20 @@ pub(crate) fn handle(server: &mut Server, params: Params) -> Result<Value, Respo
         .get(uri)
         .ok_or_else(|| ResponseError::invalid_params(format!("document {uri} is not open")))?;
     let rope = &document.rope;
+    let prompt = match (params.prompt, params.position) {
+        (true, Some(position)) => {
+            let cursor = convert::request_byte(rope, position, server.encoding)?;
+            inline_completion::prepare_for(server, uri, cursor).map(|prepared| {
+                json!({
+                    "text": prompt::render(&prepared.prompt),
+                    "mode": format!("{:?}", prepared.mode),
+                    "maxTokens": prepared.max_tokens,
+                    "sources": prepared.context.sources,
+                })
+            })
+        }
+        _ => None,
+    };
     let scope = match (params.position, document.language, document.tree.as_ref()) {
         (Some(position), Some(language), Some(tree)) => {
             let byte = convert::request_byte(rope, position, server.encoding)?;
@@ -55,6 +74,7 @@ pub(crate) fn handle(server: &mut Server, params: Params) -> Result<Value, Respo
         "lineCount": rope.len_lines(),
         "parseErrorCount": document.tree.as_ref().map(syntax::error_count),
         "scope": scope,
+        "prompt": prompt,
         "engine": server.engine.status().to_json(),
     }))
 }
