@@ -8,20 +8,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{TestServer, repo_root};
+use common::{TestServer, default_model, repo_root};
 use serde_json::{Value, json};
-
-fn default_model() -> Option<PathBuf> {
-    let path = std::env::var_os("NIB_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("models/smollm2-135m-instruct"));
-    if path.join("model.onnx").is_file() {
-        return Some(path);
-    }
-    assert!(std::env::var_os("NIB_REQUIRE_DEFAULT_MODEL").is_none(), "the default model is missing: run `make setup`");
-    eprintln!("skipping: no default model at {}", path.display());
-    None
-}
 
 struct Workspace {
     root: PathBuf,

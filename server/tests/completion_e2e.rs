@@ -8,24 +8,8 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{TestServer, repo_root};
+use common::{TestServer, default_model, repo_root};
 use serde_json::{Value, json};
-
-fn default_model() -> Option<PathBuf> {
-    let path = std::env::var_os("NIB_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("models/smollm2-135m-instruct"));
-    if path.join("model.onnx").is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("NIB_REQUIRE_DEFAULT_MODEL").is_none(),
-        "the default model is missing at {}: run `make setup`",
-        path.display()
-    );
-    eprintln!("skipping: no default model at {} (run `make setup`)", path.display());
-    None
-}
 
 fn start(model: &PathBuf) -> TestServer {
     let mut server = TestServer::spawn(&[]);

@@ -436,24 +436,9 @@ pub(crate) fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::document::Document;
 
     fn target(name: &str, language_id: &str, source: &str) -> Target {
-        let cursor = source.find("$0").unwrap();
-        let text = source.replacen("$0", "", 1);
-        let document = Document::new(format!("file:///w/{name}"), language_id.into(), 3, &text);
-        let language = document.language.unwrap();
-        let tree = document.tree.clone().unwrap();
-        let scope = scopes::scope_at(language, &tree, &document.rope, cursor).unwrap();
-        Target {
-            uri: document.uri.clone(),
-            path: document.path.clone(),
-            version: 3,
-            language,
-            rope: document.rope.clone(),
-            tree,
-            scope,
-        }
+        crate::actions::test_target(&format!("/w/{name}"), language_id, source)
     }
 
     /// Renders with canned prose and returns the document after the insertion.

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Target, docstring, unit_tests};
 use crate::config::DocstringStyle;
-use crate::document::Document;
 use crate::engine::{CancelToken, EngineSettings, Model, load_model};
-use crate::syntax::scopes;
 
 fn fixture_model() -> Model {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-model");
@@ -19,21 +17,7 @@ fn fixture_model() -> Model {
 }
 
 fn target(path: &str, language_id: &str, source: &str) -> Target {
-    let cursor = source.find("$0").unwrap();
-    let text = source.replacen("$0", "", 1);
-    let document = Document::new(format!("file://{path}"), language_id.into(), 1, &text);
-    let language = document.language.unwrap();
-    let tree = document.tree.clone().unwrap();
-    let scope = scopes::scope_at(language, &tree, &document.rope, cursor).unwrap();
-    Target {
-        uri: document.uri.clone(),
-        path: document.path.clone(),
-        version: 1,
-        language,
-        rope: document.rope.clone(),
-        tree,
-        scope,
-    }
+    super::test_target(path, language_id, source)
 }
 
 /// The document after the docstring action, or its error.

@@ -226,6 +226,26 @@ pub(crate) fn lower_first(text: &str) -> String {
     }
 }
 
+/// A target at the `$0` marker of `source` in a file at `path` (tests).
+#[cfg(test)]
+pub(crate) fn test_target(path: &str, language_id: &str, source: &str) -> Target {
+    let cursor = source.find("$0").expect("a $0 cursor marker");
+    let text = source.replacen("$0", "", 1);
+    let document = crate::document::Document::new(format!("file://{path}"), language_id.into(), 1, &text);
+    let language = document.language.expect("a language with a grammar");
+    let tree = document.tree.clone().expect("a syntax tree");
+    let scope = crate::syntax::scopes::scope_at(language, &tree, &document.rope, cursor).expect("a scope at $0");
+    Target {
+        uri: document.uri.clone(),
+        path: document.path.clone(),
+        version: 1,
+        language,
+        rope: document.rope.clone(),
+        tree,
+        scope,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

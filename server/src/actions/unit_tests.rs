@@ -525,25 +525,9 @@ fn parses_as_well(language: Language, existing: &str, insertion: &Insertion) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::document::Document;
-    use crate::syntax::scopes;
 
     fn target(path: &str, language_id: &str, source: &str) -> Target {
-        let cursor = source.find("$0").unwrap();
-        let text = source.replacen("$0", "", 1);
-        let document = Document::new(format!("file://{path}"), language_id.into(), 1, &text);
-        let language = document.language.unwrap();
-        let tree = document.tree.clone().unwrap();
-        let scope = scopes::scope_at(language, &tree, &document.rope, cursor).unwrap();
-        Target {
-            uri: document.uri.clone(),
-            path: document.path.clone(),
-            version: 1,
-            language,
-            rope: document.rope.clone(),
-            tree,
-            scope,
-        }
+        crate::actions::test_target(path, language_id, source)
     }
 
     fn no_files(_: &Path) -> Option<String> {

@@ -39,6 +39,24 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+/// The default model for end-to-end tests (`NIB_TEST_MODEL` overrides). Without it the test is
+/// skipped, unless `NIB_REQUIRE_DEFAULT_MODEL` is set (as `make test` does): then it fails.
+pub fn default_model() -> Option<PathBuf> {
+    let path = std::env::var_os("NIB_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("models/smollm2-135m-instruct"));
+    if path.join("model.onnx").is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("NIB_REQUIRE_DEFAULT_MODEL").is_none(),
+        "the default model is missing at {}: run `make setup`",
+        path.display()
+    );
+    eprintln!("skipping: no default model at {} (run `make setup`)", path.display());
+    None
+}
+
 pub fn fixture_model() -> PathBuf {
     repo_root().join("tests/fixtures/tiny-model")
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::completion::{self, cache, context};
 use crate::document::Document;
-use crate::engine::{CancelToken, EngineError, GenerationRequest, Job, ModelState, Sampling};
+use crate::engine::{CancelToken, EngineError, GenerationRequest, Job, ModelInfo, ModelState, Sampling};
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::ResponseError;
 use crate::lsp::server::{Responder, Server};
@@ -102,13 +102,17 @@ fn cross_file_for(server: &Server, document: &Document) -> String {
 /// `None` when no model is ready or nothing would be completed there.
 pub(crate) fn prepare_for(server: &Server, uri: &str, cursor: usize) -> Option<completion::Prepared> {
     let ModelState::Ready { info, .. } = server.engine.status().state else { return None };
-    let document = server.documents.get(uri)?;
+    prepare_in(server, server.documents.get(uri)?, cursor, &info)
+}
+
+/// The pipeline's preparation with the server's settings and cached cross-file context.
+fn prepare_in(server: &Server, document: &Document, cursor: usize, info: &ModelInfo) -> Option<completion::Prepared> {
     let cross_file = cross_file_for(server, document);
     completion::prepare(&completion::Inputs {
         document,
         cursor,
         config: &server.config.completion,
-        model: &info,
+        model: info,
         cross_file: &cross_file,
         workspace_folders: &server.workspace_folders,
     })
@@ -179,16 +183,7 @@ pub(crate) fn complete(
     if let Some(previous) = server.completions.current.take() {
         previous.cancel();
     }
-    let cross_file = cross_file_for(server, document);
-    let prepared = completion::prepare(&completion::Inputs {
-        document,
-        cursor,
-        config: &server.config.completion,
-        model: &info,
-        cross_file: &cross_file,
-        workspace_folders: &server.workspace_folders,
-    });
-    let Some(prepared) = prepared else {
+    let Some(prepared) = prepare_in(server, document, cursor, &info) else {
         return responder.respond(Ok(shape.render("", replace_range)));
     };
 
