@@ -101,6 +101,36 @@ fn typing_gets_ghost_text_and_typing_through_is_served_from_cache() {
 }
 
 #[test]
+fn a_selected_completion_item_leads_the_ghost_text() {
+    let Some(model) = default_model() else { return };
+    let mut server = start(&model);
+    let uri = "file:///w/selected.py";
+    server.open(uri, "python", "import os\n\nfiles = os.li\n");
+    // The client's menu has `listdir` selected, replacing `li`.
+    let result = server
+        .request(
+            "textDocument/inlineCompletion",
+            json!({
+                "textDocument": { "uri": uri },
+                "position": { "line": 2, "character": 13 },
+                "context": {
+                    "triggerKind": 1,
+                    "selectedCompletionInfo": {
+                        "range": { "start": { "line": 2, "character": 11 }, "end": { "line": 2, "character": 13 } },
+                        "text": "listdir",
+                    },
+                },
+            }),
+        )
+        .unwrap();
+    let item = &result["items"][0];
+    assert!(item["insertText"].as_str().unwrap().starts_with("listdir"), "{result}");
+    assert_eq!(item["range"]["start"], json!({ "line": 2, "character": 11 }));
+    assert_eq!(item["range"]["end"], json!({ "line": 2, "character": 13 }));
+    server.shutdown();
+}
+
+#[test]
 fn a_burst_of_requests_gets_exactly_one_reply_each() {
     let Some(model) = default_model() else { return };
     let mut server = start(&model);

@@ -124,6 +124,15 @@ impl Drop for EngineHandle {
     }
 }
 
+/// Why there is no model to run on, for the requests that needed one.
+fn unavailable_reason(shared: &Mutex<Shared>) -> String {
+    match &shared.lock().unwrap_or_else(|e| e.into_inner()).state {
+        ModelState::Failed { message } => message.clone(),
+        ModelState::Loading { .. } => "the model is still loading".to_string(),
+        _ => "no model is loaded".to_string(),
+    }
+}
+
 fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, shared: &Mutex<Shared>) {
     let mut model: Option<Model> = None;
     let mut settings: Option<EngineSettings> = None;
@@ -161,11 +170,7 @@ fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, sha
                 let outcome = match model.as_mut() {
                     Some(loaded) => catch_unwind(AssertUnwindSafe(|| task(Ok(loaded)))),
                     None => {
-                        let why = match &shared.lock().unwrap_or_else(|e| e.into_inner()).state {
-                            ModelState::Failed { message } => message.clone(),
-                            ModelState::Loading { .. } => "the model is still loading".to_string(),
-                            _ => "no model is loaded".to_string(),
-                        };
+                        let why = unavailable_reason(shared);
                         catch_unwind(AssertUnwindSafe(|| task(Err(EngineError::NotReady(why)))))
                     }
                 };
@@ -184,11 +189,7 @@ fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, sha
             Command::Generate(job) => {
                 let Job { request, observer, on_done } = *job;
                 let Some(loaded) = model.as_mut() else {
-                    let why = match &shared.lock().unwrap_or_else(|e| e.into_inner()).state {
-                        ModelState::Failed { message } => message.clone(),
-                        ModelState::Loading { .. } => "the model is still loading".to_string(),
-                        _ => "no model is loaded".to_string(),
-                    };
+                    let why = unavailable_reason(shared);
                     request.cancel.finish();
                     on_done(Err(EngineError::NotReady(why)));
                     continue;
