@@ -196,11 +196,15 @@ pub(crate) fn clean_sentence(answer: &str, strip_subjects: &[String]) -> Option<
 /// PEP 257's imperative mood for a summary that starts with its subject: "add returns the
 /// sum" → "Return the sum".
 pub(crate) fn imperative(summary: &str, name: &str) -> String {
-    let mut words = summary.split(' ');
-    let first = words.next().unwrap_or_default();
-    let named = first.trim_matches(['`', '(', ')']).eq_ignore_ascii_case(name) || first.eq_ignore_ascii_case("it");
-    let rest: Vec<&str> = words.collect();
-    let (Some(verb), true) = (rest.first(), named) else {
+    let words: Vec<&str> = summary.split(' ').collect();
+    let first = words[0].trim_matches(['`', '(', ')']);
+    let named = first.eq_ignore_ascii_case(name) || first.eq_ignore_ascii_case("it");
+    // "add returns the sum" (subject first), or "Returns the sum" (a verb before a determiner).
+    let (verb, rest) = if named && words.len() > 1 {
+        (words[1], &words[2..])
+    } else if words.len() > 1 && DETERMINERS.contains(&words[1].to_lowercase().as_str()) {
+        (words[0], &words[1..])
+    } else {
         return summary.to_string();
     };
     let base = if let Some(stem) = verb.strip_suffix("ies") {
@@ -214,8 +218,14 @@ pub(crate) fn imperative(summary: &str, name: &str) -> String {
     };
     let mut chars = base.chars();
     let capitalised: String = chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default();
-    std::iter::once(capitalised.as_str()).chain(rest[1..].iter().copied()).collect::<Vec<_>>().join(" ")
+    std::iter::once(capitalised.as_str()).chain(rest.iter().copied()).collect::<Vec<_>>().join(" ")
 }
+
+/// Words that follow a verb at the start of a summary ("Returns *the* sum").
+const DETERMINERS: &[&str] = &[
+    "a", "an", "the", "this", "that", "all", "each", "every", "its", "their", "one", "true", "false", "whether", "how",
+    "what",
+];
 
 /// Lower-cases the first letter (for "// Name does ..." Go comments).
 pub(crate) fn lower_first(text: &str) -> String {
@@ -280,5 +290,8 @@ mod tests {
         );
         assert_eq!(imperative("Total applies discounts.", "total"), "Apply discounts.");
         assert_eq!(imperative("Compute the sum.", "total"), "Compute the sum.");
+        assert_eq!(imperative("Returns a rounded value.", "with_tax"), "Return a rounded value.");
+        assert_eq!(imperative("Checks whether it is empty.", "empty"), "Check whether it is empty.");
+        assert_eq!(imperative("Items are counted.", "count"), "Items are counted.");
     }
 }
