@@ -168,6 +168,39 @@ fn add_docstring_and_generate_tests_on_the_default_model() {
 }
 
 #[test]
+fn the_source_action_documents_every_undocumented_function_in_one_edit() {
+    let Some(model) = default_model() else { return };
+    let workspace = Workspace::new("all");
+    let mut server = start(&model, &workspace);
+    let uri = workspace.uri("pricing.py");
+    let text = std::fs::read_to_string(workspace.root.join("pricing.py")).unwrap();
+    server.open(&uri, "python", &text);
+    let actions = server
+        .request(
+            "textDocument/codeAction",
+            json!({
+                "textDocument": { "uri": uri },
+                "range": { "start": { "line": 0, "character": 0 }, "end": { "line": 0, "character": 0 } },
+                "context": { "diagnostics": [], "only": ["source"] },
+            }),
+        )
+        .unwrap();
+    let actions = actions.as_array().unwrap();
+    assert_eq!(actions.len(), 1, "only source actions were asked for: {actions:?}");
+    assert_eq!(actions[0]["kind"], "source.addDocstrings");
+    let resolved = server.request("codeAction/resolve", actions[0].clone()).expect("docstrings");
+    let change = &resolved["edit"]["documentChanges"][0];
+    let edits = change["edits"].as_array().unwrap();
+    assert_eq!(edits.len(), 1, "one undocumented function (with_tax); apply_discount keeps its docstring");
+    let documented = apply_edits(&text, edits);
+    assert_eq!(documented.matches("\"\"\"").count(), text.matches("\"\"\"").count() + 2);
+    assert_eq!(parse_errors(&mut server, &workspace.uri("check_all.py"), &documented), 0);
+    let reports = server.log.iter().filter(|m| m["params"]["value"]["kind"] == "report").count();
+    assert!(reports >= 1, "progress reports n of m");
+    server.shutdown();
+}
+
+#[test]
 fn stale_documents_get_no_edit() {
     let Some(model) = default_model() else { return };
     let workspace = Workspace::new("stale");

@@ -419,6 +419,40 @@ pub(crate) fn check(target: &Target, facts: &Facts, insertion: &Insertion) -> Re
     Ok(())
 }
 
+/// Documents every target (all undocumented items of one file) in one go: either every
+/// insertion, checked together, or an error and nothing. `prose` writes the sentences for one
+/// item (the model; canned text in tests) and is told which item of how many it is at.
+pub(crate) fn document_all(
+    targets: &[Target],
+    style: DocstringStyle,
+    prose: &mut dyn FnMut(&Target, &Facts, usize) -> Result<Prose, ActionError>,
+) -> Result<Vec<Insertion>, ActionError> {
+    let Some(first) = targets.first() else {
+        return Err(ActionError::Rejected("every function, method and class here is documented already".into()));
+    };
+    let mut insertions = Vec::with_capacity(targets.len());
+    for (index, target) in targets.iter().enumerate() {
+        let facts = facts(target);
+        let insertion = render(target, &facts, &prose(target, &facts, index)?, style);
+        check(target, &facts, &insertion)
+            .map_err(|why| ActionError::Rejected(format!("no docstrings inserted: `{}`: {why}", target.scope.name)))?;
+        insertions.push(insertion);
+    }
+    insertions.sort_by_key(|insertion| insertion.offset);
+    // Together, too: the file must parse as well as before with all of them.
+    let mut rope = first.rope.clone();
+    for insertion in insertions.iter().rev() {
+        rope.insert(rope.byte_to_char(insertion.offset), &insertion.text);
+    }
+    let tree = syntax::parse(&mut first.language.parser(), &rope, None);
+    if tree.is_none_or(|tree| syntax::error_count(&tree) > syntax::error_count(&first.tree)) {
+        return Err(ActionError::Rejected(
+            "no docstrings inserted: together they would break the file's syntax".into(),
+        ));
+    }
+    Ok(insertions)
+}
+
 /// The whole action: facts, prose, rendering, check.
 pub(crate) fn generate(
     model: &mut Model,
@@ -495,6 +529,105 @@ mod tests {
         );
         let rest = apply(&shop, DocstringStyle::Rest);
         assert!(rest.contains("        :param options: The options.\n        :returns: The result.\n        :raises ValueError: If it is bad.\n"), "{rest}");
+    }
+
+    #[test]
+    fn a_whole_file_gets_one_edit_for_every_undocumented_item_and_nothing_else() {
+        let source = "import os\n\n\ndef one(a):\n    return a\n\n\ndef two():\n    \"\"\"Documented.\"\"\"\n\n\nclass Three:\n    def four(self, b):\n        print(b)\n\n    def five(self):\n        return 5\n\n\nasync def six(url):\n    return await get(url)\n$0";
+        let document =
+            crate::document::Document::new("file:///w/all.py".into(), "python".into(), 1, &source.replace("$0", ""));
+        let tree = document.tree.clone().unwrap();
+        let targets: Vec<Target> = scopes::all_scopes(Language::Python, &tree, &document.rope)
+            .into_iter()
+            .filter(|scope| scope.doc.is_none())
+            .map(|scope| Target {
+                uri: document.uri.clone(),
+                path: None,
+                version: 1,
+                language: Language::Python,
+                rope: document.rope.clone(),
+                tree: tree.clone(),
+                scope,
+            })
+            .collect();
+        let names: Vec<&str> = targets.iter().map(|t| t.scope.name.as_str()).collect();
+        assert_eq!(names, ["one", "Three", "four", "five", "six"]);
+        let mut seen = Vec::new();
+        let mut canned = |target: &Target, facts: &Facts, index: usize| {
+            seen.push(index);
+            Ok(Prose {
+                summary: format!("Describe {}.", target.scope.name),
+                parameters: facts.parameters.iter().map(|p| format!("The {p}.")).collect(),
+                returns: facts.returns_value.then(|| "The result.".into()),
+                ..Prose::default()
+            })
+        };
+        let insertions = document_all(&targets, DocstringStyle::Google, &mut canned).unwrap();
+        assert_eq!(seen, [0, 1, 2, 3, 4]);
+        let mut text = document.rope.to_string();
+        for insertion in insertions.iter().rev() {
+            text.insert_str(insertion.offset, &insertion.text);
+        }
+        expect_test::expect![[r#"
+            import os
+
+
+            def one(a):
+                """Describe one.
+
+                Args:
+                    a: The a.
+
+                Returns:
+                    The result.
+                """
+                return a
+
+
+            def two():
+                """Documented."""
+
+
+            class Three:
+                """Describe Three."""
+                def four(self, b):
+                    """Describe four.
+
+                    Args:
+                        b: The b.
+                    """
+                    print(b)
+
+                def five(self):
+                    """Describe five.
+
+                    Returns:
+                        The result.
+                    """
+                    return 5
+
+
+            async def six(url):
+                """Describe six.
+
+                Args:
+                    url: The url.
+
+                Returns:
+                    The result.
+                """
+                return await get(url)
+        "#]]
+        .assert_eq(&text);
+        // One failure means nothing at all.
+        let mut failing = |target: &Target, _: &Facts, _: usize| {
+            if target.scope.name == "five" {
+                Err(ActionError::Rejected("no summary".into()))
+            } else {
+                Ok(Prose { summary: "Fine.".into(), ..Prose::default() })
+            }
+        };
+        assert!(document_all(&targets, DocstringStyle::Google, &mut failing).is_err());
     }
 
     #[test]

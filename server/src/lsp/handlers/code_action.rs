@@ -16,12 +16,16 @@ pub(crate) const DOCSTRING_KIND: &str = "refactor.rewrite.nib.docstring";
 pub(crate) const TESTS_KIND: &str = "refactor.nib.tests";
 pub(crate) const DOCSTRING_COMMAND: &str = "nib.addDocstring";
 pub(crate) const TESTS_COMMAND: &str = "nib.generateTests";
+pub(crate) const ALL_DOCSTRINGS_KIND: &str = "source.addDocstrings";
+pub(crate) const ALL_DOCSTRINGS_COMMAND: &str = "nib.addDocstrings";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) enum ActionKind {
     Docstring,
     Tests,
+    /// Every undocumented function, method and class of the file.
+    AllDocstrings,
 }
 
 /// What a listed action carries to its resolution.
@@ -38,6 +42,8 @@ pub(crate) fn title(kind: ActionKind, language: Language) -> &'static str {
         (ActionKind::Docstring, Language::Python) => "Add docstring",
         (ActionKind::Docstring, _) => "Add doc comment",
         (ActionKind::Tests, _) => "Generate unit tests",
+        (ActionKind::AllDocstrings, Language::Python) => "Add docstrings to all functions in file",
+        (ActionKind::AllDocstrings, _) => "Add doc comments to all functions in file",
     }
 }
 
@@ -50,25 +56,29 @@ pub(crate) fn handle(server: &mut Server, params: CodeActionParams) -> Result<Va
         return Ok(json!([]));
     };
     let byte = convert::request_byte(&document.rope, params.range.start, server.encoding)?;
-    let Some(scope) = scopes::scope_at(language, tree, &document.rope, byte) else {
-        return Ok(json!([]));
-    };
     let wanted = |kind: &str| {
         params.context.only.as_ref().is_none_or(|only| {
             only.iter().any(|prefix| kind == prefix.as_str() || kind.starts_with(&format!("{}.", prefix.as_str())))
         })
     };
+    let scope = scopes::scope_at(language, tree, &document.rope, byte);
+    let undocumented = scopes::all_scopes(language, tree, &document.rope).iter().filter(|s| s.doc.is_none()).count();
     let mut actions = Vec::new();
     let candidates = [
-        (ActionKind::Docstring, DOCSTRING_KIND, DOCSTRING_COMMAND, scope.doc.is_none()),
-        (ActionKind::Tests, TESTS_KIND, TESTS_COMMAND, true),
+        (ActionKind::Docstring, DOCSTRING_KIND, DOCSTRING_COMMAND, scope.as_ref().is_some_and(|s| s.doc.is_none())),
+        (ActionKind::Tests, TESTS_KIND, TESTS_COMMAND, scope.is_some()),
+        (ActionKind::AllDocstrings, ALL_DOCSTRINGS_KIND, ALL_DOCSTRINGS_COMMAND, undocumented > 0),
     ];
     for (action, kind, command, applicable) in candidates {
         if !applicable || !wanted(kind) {
             continue;
         }
         let data = ActionData { action, uri: uri.to_string(), version: document.version, position: params.range.start };
-        let title = format!("{} for `{}` (nib)", title(action, language), scope.name);
+        let title = match (&scope, action) {
+            (_, ActionKind::AllDocstrings) => format!("{} ({undocumented}) (nib)", title(action, language)),
+            (Some(scope), _) => format!("{} for `{}` (nib)", title(action, language), scope.name),
+            (None, _) => continue,
+        };
         let mut entry = json!({ "title": title, "kind": kind, "data": data });
         if !server.client.code_action_resolve {
             entry["command"] = json!({ "title": title, "command": command, "arguments": [data] });

@@ -12,7 +12,7 @@ use ropey::Rope;
 use serde_json::{Value, json};
 
 use super::code_action::{ActionData, ActionKind};
-use crate::actions::{ActionError, Target, docstring, unit_tests};
+use crate::actions::{self, ActionError, Target, docstring, unit_tests};
 use crate::document::path_to_file_uri;
 use crate::engine::{CancelToken, EngineError};
 use crate::lsp::convert;
@@ -39,18 +39,36 @@ pub(crate) fn handle(server: &mut Server, responder: Responder, action: Value) {
     run(server, responder, data, Delivery::Resolve(action));
 }
 
-/// Starts the generation for `data`; `responder` is answered when it ends.
-pub(crate) fn run(server: &mut Server, responder: Responder, data: ActionData, delivery: Delivery) {
-    let target = match target(server, &data) {
-        Ok(target) => target,
-        Err(error) => return responder.respond(Err(error)),
-    };
-    let cancel = CancelToken::default();
-    server.track(responder.id(), &cancel);
-    let progress = Progress::begin(server, &cancel, actions_title(data.action, &target));
-    let plan = match data.action {
-        ActionKind::Docstring => None,
+/// What one resolution does, with everything it needs captured from the main loop.
+enum Work {
+    Docstring(Target),
+    Tests(Target, unit_tests::Plan),
+    AllDocstrings(Vec<Target>),
+}
+
+impl Work {
+    fn title(&self) -> String {
+        match self {
+            Work::Docstring(target) => format!("nib: documenting `{}`", target.scope.name),
+            Work::Tests(target, _) => format!("nib: writing tests for `{}`", target.scope.name),
+            Work::AllDocstrings(targets) => format!("nib: documenting {} items", targets.len()),
+        }
+    }
+
+    /// The document the edit is computed for: (uri, version).
+    fn source(&self) -> (String, i32) {
+        match self {
+            Work::Docstring(target) | Work::Tests(target, _) => (target.uri.clone(), target.version),
+            Work::AllDocstrings(targets) => targets.first().map_or((String::new(), 0), |t| (t.uri.clone(), t.version)),
+        }
+    }
+}
+
+fn work(server: &Server, data: &ActionData) -> Result<Work, ResponseError> {
+    match data.action {
+        ActionKind::Docstring => Ok(Work::Docstring(target(server, data)?)),
         ActionKind::Tests => {
+            let target = target(server, data)?;
             let open: Vec<(std::path::PathBuf, String)> =
                 server.documents.values().filter_map(|d| d.path.clone().map(|p| (p, d.text()))).collect();
             let read = move |path: &Path| {
@@ -59,88 +77,149 @@ pub(crate) fn run(server: &mut Server, responder: Responder, data: ActionData, d
                     .map(|(_, text)| text.clone())
                     .or_else(|| std::fs::read_to_string(path).ok())
             };
-            match unit_tests::plan(&target, &server.workspace_folders, &read) {
-                Ok(plan) => Some(plan),
-                Err(error) => {
-                    progress.end(&server.output, "not possible");
-                    return responder.respond(Err(ResponseError::request_failed(error.to_string())));
-                }
-            }
+            let plan = unit_tests::plan(&target, &server.workspace_folders, &read)
+                .map_err(|error| ResponseError::request_failed(error.to_string()))?;
+            Ok(Work::Tests(target, plan))
         }
+        ActionKind::AllDocstrings => {
+            let (document, language, tree) = current_document(server, data)?;
+            let targets: Vec<Target> = scopes::all_scopes(language, &tree, &document.rope)
+                .into_iter()
+                .filter(|scope| scope.doc.is_none())
+                .map(|scope| Target {
+                    uri: document.uri.clone(),
+                    path: document.path.clone(),
+                    version: document.version,
+                    language,
+                    rope: document.rope.clone(),
+                    tree: tree.clone(),
+                    scope,
+                })
+                .collect();
+            if targets.is_empty() {
+                return Err(ResponseError::request_failed("every function, method and class is documented already"));
+            }
+            Ok(Work::AllDocstrings(targets))
+        }
+    }
+}
+
+fn insertions_json(
+    uri: &str,
+    version: i32,
+    rope: &Rope,
+    insertions: &[actions::Insertion],
+    encoding: PositionEncoding,
+) -> Value {
+    let edits: Vec<Value> = insertions
+        .iter()
+        .map(|insertion| {
+            let at = convert::to_position(rope, insertion.offset, encoding);
+            json!({ "range": { "start": at, "end": at }, "newText": insertion.text })
+        })
+        .collect();
+    json!({ "documentChanges": [{ "textDocument": { "uri": uri, "version": version }, "edits": edits }] })
+}
+
+/// Starts the generation for `data`; `responder` is answered when it ends.
+pub(crate) fn run(server: &mut Server, responder: Responder, data: ActionData, delivery: Delivery) {
+    let work = match work(server, &data) {
+        Ok(work) => work,
+        Err(error) => return responder.respond(Err(error)),
     };
+    let cancel = CancelToken::default();
+    server.track(responder.id(), &cancel);
+    let progress = Progress::begin(server, &cancel, work.title());
     let open_versions: Vec<(String, i32)> = server.documents.values().map(|d| (d.uri.clone(), d.version)).collect();
     let versions = Arc::clone(&server.versions);
     let encoding = server.encoding;
     let style = server.config.docstring_style;
     let output = server.output.clone();
     server.engine.run(Box::new(move |model| {
-        let result: Result<Value, ActionError> = model.map_err(ActionError::from).and_then(|model| match &plan {
-            None => docstring::generate(model, &target, style, cancel.clone()).map(|insertion| {
-                let rope = &target.rope;
-                let at = convert::to_position(rope, insertion.offset, encoding);
-                json!({ "documentChanges": [{
-                    "textDocument": { "uri": target.uri, "version": target.version },
-                    "edits": [{ "range": { "start": at, "end": at }, "newText": insertion.text }],
-                }]})
-            }),
-            Some(plan) => unit_tests::generate(model, &target, plan, cancel.clone())
-                .map(|edit| test_edit_json(&edit, &target, &open_versions, encoding, plan.existing.as_deref())),
+        let result: Result<Value, ActionError> = model.map_err(ActionError::from).and_then(|model| match &work {
+            Work::Docstring(target) => docstring::generate(model, target, style, cancel.clone())
+                .map(|insertion| insertions_json(&target.uri, target.version, &target.rope, &[insertion], encoding)),
+            Work::Tests(target, plan) => unit_tests::generate(model, target, plan, cancel.clone())
+                .map(|edit| test_edit_json(&edit, target, &open_versions, encoding, plan.existing.as_deref())),
+            Work::AllDocstrings(targets) => {
+                let total = targets.len();
+                let mut write = |target: &Target, facts: &docstring::Facts, index: usize| {
+                    progress.report(
+                        &output,
+                        &format!("{} of {total}: `{}`", index + 1, target.scope.name),
+                        index * 100 / total,
+                    );
+                    docstring::write_prose(model, target, facts, cancel.clone())
+                };
+                docstring::document_all(targets, style, &mut write).map(|insertions| {
+                    let first = &targets[0];
+                    insertions_json(&first.uri, first.version, &first.rope, &insertions, encoding)
+                })
+            }
         });
         cancel.finish();
-        let still_current =
-            versions.lock().unwrap_or_else(|e| e.into_inner()).get(&target.uri) == Some(&target.version);
-        match result {
-            Ok(_) if !still_current => {
-                progress.end(&output, "the document changed");
-                responder.respond(Err(ResponseError::new(
-                    code::CONTENT_MODIFIED,
-                    "the document changed while nib was generating; nothing was applied — run the action again",
-                )));
-            }
-            Ok(edit) => {
-                progress.end(&output, "done");
-                match delivery {
-                    Delivery::Resolve(mut action) => {
-                        action["edit"] = edit;
-                        responder.respond(Ok(action));
-                    }
-                    Delivery::ApplyEdit => {
-                        let id = jsonrpc::RequestId::String(format!("nib-apply-{}", responder.id()));
-                        let _ = output.send(jsonrpc::request(
-                            &id,
-                            "workspace/applyEdit",
-                            json!({ "label": "nib", "edit": edit }),
-                        ));
-                        responder.respond(Ok(Value::Null));
-                    }
-                }
-            }
-            Err(ActionError::Engine(EngineError::Cancelled)) => {
-                progress.end(&output, "cancelled");
-                responder.respond(Err(ResponseError::cancelled()));
-            }
-            Err(error) => {
-                progress.end(&output, "failed");
-                let message = error.to_string();
-                let _ = output.send(jsonrpc::notification(
-                    "window/showMessage",
-                    json!({ "type": MessageType::ERROR, "message": format!("nib: {message}") }),
-                ));
-                responder.respond(Err(ResponseError::request_failed(message)));
-            }
-        }
+        let (uri, version) = work.source();
+        let still_current = versions.lock().unwrap_or_else(|e| e.into_inner()).get(&uri) == Some(&version);
+        deliver(result, still_current, &progress, &output, responder, delivery);
     }));
 }
 
-fn actions_title(kind: ActionKind, target: &Target) -> String {
-    match kind {
-        ActionKind::Docstring => format!("nib: documenting `{}`", target.scope.name),
-        ActionKind::Tests => format!("nib: writing tests for `{}`", target.scope.name),
+/// Answers the request with the edit, or says why there is none.
+fn deliver(
+    result: Result<Value, ActionError>,
+    still_current: bool,
+    progress: &Progress,
+    output: &crossbeam_channel::Sender<Value>,
+    responder: Responder,
+    delivery: Delivery,
+) {
+    match result {
+        Ok(_) if !still_current => {
+            progress.end(output, "the document changed");
+            responder.respond(Err(ResponseError::new(
+                code::CONTENT_MODIFIED,
+                "the document changed while nib was generating; nothing was applied — run the action again",
+            )));
+        }
+        Ok(edit) => {
+            progress.end(output, "done");
+            match delivery {
+                Delivery::Resolve(mut action) => {
+                    action["edit"] = edit;
+                    responder.respond(Ok(action));
+                }
+                Delivery::ApplyEdit => {
+                    let id = jsonrpc::RequestId::String(format!("nib-apply-{}", responder.id()));
+                    let _ = output.send(jsonrpc::request(
+                        &id,
+                        "workspace/applyEdit",
+                        json!({ "label": "nib", "edit": edit }),
+                    ));
+                    responder.respond(Ok(Value::Null));
+                }
+            }
+        }
+        Err(ActionError::Engine(EngineError::Cancelled)) => {
+            progress.end(output, "cancelled");
+            responder.respond(Err(ResponseError::cancelled()));
+        }
+        Err(error) => {
+            progress.end(output, "failed");
+            let message = error.to_string();
+            let _ = output.send(jsonrpc::notification(
+                "window/showMessage",
+                json!({ "type": MessageType::ERROR, "message": format!("nib: {message}") }),
+            ));
+            responder.respond(Err(ResponseError::request_failed(message)));
+        }
     }
 }
 
-/// The function, method or class the action was listed for, as the document is now.
-fn target(server: &Server, data: &ActionData) -> Result<Target, ResponseError> {
+/// The open document of `data`, unchanged since the action was listed, with its grammar.
+fn current_document<'a>(
+    server: &'a Server,
+    data: &ActionData,
+) -> Result<(&'a crate::document::Document, crate::syntax::Language, tree_sitter::Tree), ResponseError> {
     let document = server
         .documents
         .get(&data.uri)
@@ -151,9 +230,15 @@ fn target(server: &Server, data: &ActionData) -> Result<Target, ResponseError> {
             "the document changed since the action was offered; nothing was applied — run it again",
         ));
     }
-    let (Some(language), Some(tree)) = (document.language, document.tree.clone()) else {
-        return Err(ResponseError::request_failed("nib has no grammar for this language"));
-    };
+    match (document.language, document.tree.clone()) {
+        (Some(language), Some(tree)) => Ok((document, language, tree)),
+        _ => Err(ResponseError::request_failed("nib has no grammar for this language")),
+    }
+}
+
+/// The function, method or class the action was listed for, as the document is now.
+fn target(server: &Server, data: &ActionData) -> Result<Target, ResponseError> {
+    let (document, language, tree) = current_document(server, data)?;
     let byte = convert::request_byte(&document.rope, data.position, server.encoding)?;
     let scope = scopes::scope_at(language, &tree, &document.rope, byte)
         .ok_or_else(|| ResponseError::request_failed("there is no function, method or class here any more"))?;
@@ -216,6 +301,15 @@ impl Progress {
         server.progress_tokens.retain(|(_, cancel)| !cancel.is_finished());
         server.progress_tokens.push((token.clone(), cancel.clone()));
         Progress { token: Some(token) }
+    }
+
+    fn report(&self, output: &crossbeam_channel::Sender<Value>, message: &str, percentage: usize) {
+        if let Some(token) = &self.token {
+            let _ = output.send(jsonrpc::notification(
+                "$/progress",
+                json!({ "token": token, "value": { "kind": "report", "message": message, "percentage": percentage } }),
+            ));
+        }
     }
 
     fn end(&self, output: &crossbeam_channel::Sender<Value>, message: &str) {

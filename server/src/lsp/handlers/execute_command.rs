@@ -3,13 +3,13 @@
 
 use ls_types::ExecuteCommandParams;
 
-use super::code_action::{ActionData, DOCSTRING_COMMAND, TESTS_COMMAND};
+use super::code_action::{ALL_DOCSTRINGS_COMMAND, ActionData, DOCSTRING_COMMAND, TESTS_COMMAND};
 use super::code_action_resolve::{Delivery, run};
 use crate::lsp::jsonrpc::{ResponseError, code};
 use crate::lsp::server::{Responder, Server};
 
 pub(crate) fn handle(server: &mut Server, responder: Responder, params: ExecuteCommandParams) {
-    if params.command != DOCSTRING_COMMAND && params.command != TESTS_COMMAND {
+    if ![DOCSTRING_COMMAND, TESTS_COMMAND, ALL_DOCSTRINGS_COMMAND].contains(&params.command.as_str()) {
         let message = format!("unknown command `{}`", params.command);
         return responder.respond(Err(ResponseError::new(code::INVALID_PARAMS, message)));
     }

@@ -50,11 +50,19 @@ pub(crate) fn handle(server: &mut Server, params: InitializeParams) -> Value {
         "textDocumentSync": { "openClose": true, "change": 2 },
         "inlineCompletionProvider": {},
         "codeActionProvider": {
-            "codeActionKinds": [super::code_action::DOCSTRING_KIND, super::code_action::TESTS_KIND],
+            "codeActionKinds": [
+                super::code_action::DOCSTRING_KIND,
+                super::code_action::TESTS_KIND,
+                super::code_action::ALL_DOCSTRINGS_KIND,
+            ],
             "resolveProvider": true,
         },
         "executeCommandProvider": {
-            "commands": [super::code_action::DOCSTRING_COMMAND, super::code_action::TESTS_COMMAND],
+            "commands": [
+                super::code_action::DOCSTRING_COMMAND,
+                super::code_action::TESTS_COMMAND,
+                super::code_action::ALL_DOCSTRINGS_COMMAND,
+            ],
         },
     });
     // Clients with inline completion get ghost text only; a completion menu entry on every
