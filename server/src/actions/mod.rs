@@ -7,6 +7,7 @@
 pub(crate) mod docstring;
 #[cfg(test)]
 mod fixture_tests;
+pub(crate) mod scaffold;
 pub(crate) mod unit_tests;
 
 use std::path::PathBuf;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use tree_sitter::Node;
 
+use super::scaffold::{self, AsyncStyle, Collaborator, Piece};
 use super::{ActionError, Asker, Insertion, Target};
 use crate::engine::{CancelToken, Flow, Model};
 use crate::syntax::scopes::ScopeKind;
@@ -22,6 +23,12 @@ pub(crate) struct Plan {
     pub(crate) existing: Option<String>,
     /// Python: the import of the code under test.
     import_line: String,
+    /// Python: the dotted module tests import the code from (for `patch` targets).
+    module: String,
+    /// Python: how the workspace runs async tests.
+    async_style: AsyncStyle,
+    /// Rust: the crate depends on tokio (`#[tokio::test]` for async functions).
+    tokio: bool,
 }
 
 /// The result: insert `insertion` into `file` (creating it first when `create`).
@@ -73,7 +80,7 @@ pub(crate) fn plan(
     let directory = source.parent().unwrap_or(&root).to_path_buf();
     let module = stem(&source);
     let (imported, _) = subject(target);
-    let (file, import_line) = match target.language {
+    let (file, import_line, dotted_module) = match target.language {
         Language::Python => {
             if root.join("tests").is_dir() {
                 let relative = source.strip_prefix(&root).unwrap_or(&source).with_extension("");
@@ -84,29 +91,40 @@ pub(crate) fn plan(
                 if parts.last().is_some_and(|last| last == "__init__") {
                     parts.pop();
                 }
+                let dotted = parts.join(".");
                 (
                     root.join("tests").join(format!("test_{module}.py")),
-                    format!("from {} import {imported}", parts.join(".")),
+                    format!("from {dotted} import {imported}"),
+                    dotted,
                 )
             } else {
-                (directory.join(format!("test_{module}.py")), format!("from {module} import {imported}"))
+                (
+                    directory.join(format!("test_{module}.py")),
+                    format!("from {module} import {imported}"),
+                    module.clone(),
+                )
             }
         }
-        Language::Rust => (source.clone(), String::new()),
+        Language::Rust => (source.clone(), String::new(), String::new()),
         Language::JavaScript | Language::TypeScript | Language::Tsx => {
             let extension = source.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "js".into());
-            (
-                directory.join(format!("{module}.test.{extension}")),
-                format!("import {{ {imported} }} from \"./{module}\";"),
-            )
+            let import = format!("import {{ {imported} }} from \"./{module}\";");
+            (directory.join(format!("{module}.test.{extension}")), import, String::new())
         }
-        Language::Go => (directory.join(format!("{module}_test.go")), String::new()),
+        Language::Go => (directory.join(format!("{module}_test.go")), String::new(), String::new()),
     };
     if !file.starts_with(&root) {
         return Err(ActionError::Rejected(format!("{} is outside the workspace; nothing was written", file.display())));
     }
     let existing = if file == source { Some(target.rope.to_string()) } else { read(&file) };
-    Ok(Plan { file, existing, import_line })
+    Ok(Plan {
+        file,
+        existing,
+        import_line,
+        module: dotted_module,
+        async_style: scaffold::python_async_style(&root),
+        tokio: target.language == Language::Rust && scaffold::rust_uses_tokio(&source, &root),
+    })
 }
 
 /// How one test is written, in two short generations: the rest of its name after `name_lead`
@@ -162,6 +180,108 @@ fn clean_name_part(language: Language, text: &str) -> String {
     text.chars().take_while(|c| keep(*c)).collect::<String>().trim().to_string()
 }
 
+/// For async code and code with collaborators: the name lead, where the name ends, and the
+/// scaffold of the body after the name.
+fn scaffolded_shape(
+    target: &Target,
+    plan: &Plan,
+    collaborators: &[Collaborator],
+) -> Option<(String, &'static str, Vec<Piece>)> {
+    if target.scope.kind != ScopeKind::Function {
+        return None;
+    }
+    let name = &target.scope.name;
+    let lower = name.to_lowercase();
+    let is_async = target.scope.is_async;
+    let fixed = |text: &str| Piece::Fixed(text.to_string());
+    match target.language {
+        Language::Python => {
+            let (lead, receiver) = match (is_async, plan.async_style) {
+                (true, AsyncStyle::PytestAsyncio) => (format!("@pytest.mark.asyncio\nasync def test_{lower}_"), ""),
+                // A method of an `IsolatedAsyncioTestCase`; `assemble` adds the class.
+                (true, AsyncStyle::Unittest) => (format!("async def test_{lower}_"), "self"),
+                (false, _) => (format!("def test_{lower}_"), ""),
+            };
+            let mut pieces = vec![Piece::Fixed(format!("({receiver}):\n"))];
+            pieces.extend(scaffold::python_body(&format!("{name}("), is_async, collaborators, "    "));
+            Some((lead, "(", pieces))
+        }
+        Language::Rust if is_async && plan.tokio => Some((
+            format!("#[tokio::test]\nasync fn {lower}_"),
+            "(",
+            vec![
+                Piece::Fixed(format!("() {{\n    let result = {name}(")),
+                Piece::Arguments,
+                fixed(".await;\n    assert_eq!(result, "),
+                Piece::Hole { stop: "\n" },
+                fixed("\n}\n"),
+            ],
+        )),
+        Language::JavaScript | Language::TypeScript | Language::Tsx if is_async => Some((
+            format!("test(\"{name} "),
+            "\"",
+            vec![
+                Piece::Fixed(format!("\", async () => {{\n  const result = await {name}(")),
+                Piece::Arguments,
+                fixed(";\n  assert.deepStrictEqual(result, "),
+                Piece::Hole { stop: "\n" },
+                fixed("\n});\n"),
+            ],
+        )),
+        _ => None,
+    }
+}
+
+/// The model as `write_scaffolded` uses it: (code so far, stop strings, max tokens) → text.
+type Ask<'a> = dyn FnMut(&str, &[&str], usize) -> Result<String, ActionError> + 'a;
+
+/// A scaffolded test's parts (see `scaffolded_shape`).
+struct ScaffoldShape<'a> {
+    lead: &'a str,
+    name_end: &'static str,
+    pieces: &'a [Piece],
+    collaborators: &'a [Collaborator],
+    parameters: &'a [String],
+}
+
+/// Writes one scaffolded test after `written`: its name, then each hole in order.
+/// `ask(code so far, stops, max tokens)` is the model (canned answers in tests).
+fn write_scaffolded(
+    language: Language,
+    written: &str,
+    shape: &ScaffoldShape,
+    index: usize,
+    ask: &mut Ask,
+) -> Result<String, ActionError> {
+    let name_part = clean_name_part(language, &ask(&format!("{written}{}", shape.lead), &[shape.name_end, "\n"], 12)?);
+    let name_part = if name_part.is_empty() { format!("case_{}", index + 1) } else { name_part };
+    let mut code = format!("{written}{}{name_part}", shape.lead);
+    let mut call_arguments = String::new();
+    for piece in shape.pieces {
+        match piece {
+            Piece::Fixed(text) => code.push_str(text),
+            Piece::Hole { stop } => {
+                let filled = ask(&code, &[stop, "```"], 24)?;
+                code.push_str(filled.lines().next().unwrap_or_default().trim_end());
+            }
+            Piece::Arguments => {
+                call_arguments = scaffold::cut_arguments(&ask(&code, &["\n", "```"], 24)?);
+                code.push_str(&call_arguments);
+                code.push(')');
+            }
+        }
+    }
+    Ok(scaffold::resolve_assert_calls(&code, shape.collaborators, shape.parameters, &call_arguments))
+}
+
+/// Whether tests of `target` are methods of an `IsolatedAsyncioTestCase` class.
+fn in_unittest_class(target: &Target, plan: &Plan) -> bool {
+    target.language == Language::Python
+        && target.scope.is_async
+        && target.scope.kind == ScopeKind::Function
+        && plan.async_style == AsyncStyle::Unittest
+}
+
 fn framework(language: Language) -> &'static str {
     match language {
         Language::Python => "pytest",
@@ -193,11 +313,14 @@ fn find_tests(language: Language, code: &str) -> Vec<Test> {
     loop {
         let node = cursor.node();
         let found = match (language, node.kind()) {
-            (Language::Python, "function_definition") => node
-                .child_by_field_name("name")
-                .map(|n| node_text(code, n))
-                .filter(|name| name.starts_with("test"))
-                .map(|name| Test { name, text: node_text(code, node) }),
+            (Language::Python, "function_definition") => {
+                // With its decorators (`@pytest.mark.asyncio`).
+                let whole = node.parent().filter(|p| p.kind() == "decorated_definition").unwrap_or(node);
+                node.child_by_field_name("name")
+                    .map(|n| node_text(code, n))
+                    .filter(|name| name.starts_with("test"))
+                    .map(|name| Test { name, text: node_text(code, whole) })
+            }
             (Language::Rust, "function_item") => node
                 .prev_sibling()
                 .filter(|attribute| {
@@ -285,19 +408,55 @@ fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertion {
     let has_line = |line: &str| existing.lines().any(|l| l.trim() == line.trim());
     match target.language {
         Language::Python => {
+            let uses = |name: &str| body.iter().any(|t| t.contains(name));
+            let class = in_unittest_class(target, plan);
             let mut header = String::new();
-            if body.iter().any(|t| t.contains("pytest.")) && !has_line("import pytest") {
+            if uses("pytest.") && !has_line("import pytest") {
                 header.push_str("import pytest\n");
+            }
+            if class && !has_line("import unittest") {
+                header.push_str("import unittest\n");
+            }
+            let mocks: Vec<&str> = [("AsyncMock", "AsyncMock"), ("MagicMock", "MagicMock"), ("patch(", "patch")]
+                .iter()
+                .filter(|(used, _)| uses(used))
+                .map(|(_, name)| *name)
+                .collect();
+            let mock_import = format!("from unittest.mock import {}", mocks.join(", "));
+            if !mocks.is_empty() && !has_line(&mock_import) {
+                header.push_str(&mock_import);
+                header.push('\n');
             }
             if !has_line(&plan.import_line) {
                 header.push_str(&plan.import_line);
                 header.push('\n');
             }
+            // Async tests without pytest-asyncio: methods of an IsolatedAsyncioTestCase.
+            let class_block = class.then(|| {
+                let camel: String = target
+                    .scope
+                    .name
+                    .split('_')
+                    .map(|word| {
+                        let mut chars = word.chars();
+                        chars.next().map(|c| c.to_uppercase().chain(chars).collect::<String>()).unwrap_or_default()
+                    })
+                    .collect();
+                let mut class_name = format!("Test{camel}");
+                while existing.contains(&format!("class {class_name}(")) {
+                    class_name.push('2');
+                }
+                let methods: Vec<String> = body.iter().map(|t| indent(t, "    ")).collect();
+                format!("class {class_name}(unittest.IsolatedAsyncioTestCase):\n{}", methods.join("\n\n"))
+            });
             let mut parts: Vec<&str> = Vec::new();
             if !header.is_empty() {
                 parts.push(header.trim_end());
             }
-            parts.extend(&body);
+            match &class_block {
+                Some(block) => parts.push(block),
+                None => parts.extend(&body),
+            }
             // PEP 8: two blank lines between top-level definitions.
             let lead = match existing.as_str() {
                 "" => "",
@@ -441,6 +600,10 @@ pub(crate) fn generate(
         framework(language)
     );
     let shape = shape(target);
+    let collaborators = scaffold::collaborators(target, &plan.module);
+    let scaffolded =
+        if scaffold::needed(target, &collaborators) { scaffolded_shape(target, plan, &collaborators) } else { None };
+    let parameter_names: Vec<String> = target.scope.parameters.iter().map(|p| p.name.clone()).collect();
     let mut tests: Vec<Test> = Vec::new();
     let mut failures = 0;
     while tests.len() < TESTS_PER_ACTION && failures < 5 {
@@ -457,6 +620,23 @@ pub(crate) fn generate(
         }
         let fence = format!("```{}\n", target.fence());
         let completion_lead = format!("{comment} Unit tests for {qualified}\n");
+        if let Some((lead, name_end, pieces)) = &scaffolded {
+            let mut ask = |code: &str, stops: &[&str], max_tokens: usize| {
+                let prompt = asker.prompt(&question, &completion_lead, &format!("{fence}{code}"));
+                asker.generate(prompt, max_tokens, stops)
+            };
+            let shape =
+                ScaffoldShape { lead, name_end, pieces, collaborators: &collaborators, parameters: &parameter_names };
+            let code = write_scaffolded(language, &written, &shape, tests.len(), &mut ask)?;
+            match find_tests(language, &code).into_iter().nth(tests.len()) {
+                Some(test) if tests.iter().all(|t| body_of(t) != body_of(&test)) => tests.push(test),
+                other => {
+                    tracing::debug!(?other, "discarded a scaffolded test");
+                    failures += 1;
+                }
+            }
+            continue;
+        }
         let name_prompt = asker.prompt(&question, &completion_lead, &format!("{fence}{written}{}", shape.name_lead));
         let name_part = asker.generate(name_prompt, 12, &[shape.name_end, "\n"])?;
         let mut name_part = clean_name_part(language, &name_part);
@@ -646,5 +826,122 @@ mod tests {
             "{}",
             insertion.text
         );
+    }
+
+    /// Builds the tests file for `source` in a scratch workspace (with `files` in it), filling
+    /// every hole of each scaffolded test from `answers`, in order.
+    fn scaffolded_file(
+        name: &str,
+        files: &[(&str, &str)],
+        language_id: &str,
+        source: &str,
+        answers: &[&str],
+    ) -> String {
+        let root = std::env::temp_dir().join(format!("nib-scaffold-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        for (file, text) in files {
+            std::fs::write(root.join(file), text).unwrap();
+        }
+        let path = root.join(name);
+        let target = target(&path.to_string_lossy(), language_id, source);
+        let plan = plan(&target, std::slice::from_ref(&root), &no_files).unwrap();
+        let collaborators = scaffold::collaborators(&target, &plan.module);
+        assert!(scaffold::needed(&target, &collaborators));
+        let (lead, name_end, pieces) = scaffolded_shape(&target, &plan, &collaborators).expect("a scaffold");
+        let parameters: Vec<String> = target.scope.parameters.iter().map(|p| p.name.clone()).collect();
+        let shape = ScaffoldShape {
+            lead: &lead,
+            name_end,
+            pieces: &pieces,
+            collaborators: &collaborators,
+            parameters: &parameters,
+        };
+        let mut answers = answers.iter();
+        let mut ask = |_: &str, _: &[&str], _: usize| Ok(answers.next().expect("enough canned answers").to_string());
+        let code = write_scaffolded(target.language, "", &shape, 0, &mut ask).unwrap();
+        let tests = find_tests(target.language, &code);
+        assert_eq!(tests.len(), 1, "{code}");
+        let insertion = assemble(&target, &plan, &tests);
+        assert!(parses_as_well(target.language, "", &insertion), "{}", insertion.text);
+        std::fs::remove_dir_all(&root).unwrap();
+        insertion.text
+    }
+
+    const ORDERS: &str = "import app\n\n\nasync def get_orders(customer_id):\n    orders = await app.get_orders_for_customer(customer_id)\n    return [o for o in orders if o.open]$0\n";
+
+    #[test]
+    fn async_python_with_pytest_asyncio_patches_the_collaborator_with_an_async_mock() {
+        let files = [("pyproject.toml", "[project]\ndependencies = [\"pytest-asyncio\"]\n")];
+        let text = scaffolded_file("orders.py", &files, "python", ORDERS, &["no_open_orders", "[]", "7)", "[]"]);
+        expect_test::expect![[r#"
+            import pytest
+            from unittest.mock import AsyncMock, patch
+            from orders import get_orders
+
+
+            @pytest.mark.asyncio
+            async def test_get_orders_no_open_orders():
+                with patch("app.get_orders_for_customer", new_callable=AsyncMock) as mock_get_orders_for_customer:
+                    mock_get_orders_for_customer.return_value = []
+                    result = await get_orders(7)
+                    mock_get_orders_for_customer.assert_called_once_with(7)
+                    assert result == []
+        "#]]
+        .assert_eq(&text);
+    }
+
+    #[test]
+    fn async_python_without_pytest_asyncio_uses_isolated_asyncio_test_case() {
+        let text = scaffolded_file("orders.py", &[], "python", ORDERS, &["empty", "[]", "customer_id=3)", "[]"]);
+        expect_test::expect![[r#"
+            import unittest
+            from unittest.mock import AsyncMock, patch
+            from orders import get_orders
+
+
+            class TestGetOrders(unittest.IsolatedAsyncioTestCase):
+                async def test_get_orders_empty(self):
+                    with patch("app.get_orders_for_customer", new_callable=AsyncMock) as mock_get_orders_for_customer:
+                        mock_get_orders_for_customer.return_value = []
+                        result = await get_orders(customer_id=3)
+                        mock_get_orders_for_customer.assert_called_once()
+                        assert result == []
+        "#]]
+        .assert_eq(&text);
+    }
+
+    #[test]
+    fn async_rust_with_tokio_and_async_typescript() {
+        let cargo = [("Cargo.toml", "[dependencies]\ntokio = { version = \"1\", features = [\"full\"] }\n")];
+        let source = "pub async fn double(x: u32) -> u32 {\n    x * 2$0\n}\n";
+        let text = scaffolded_file("lib.rs", &cargo, "rust", source, &["of_two", "2) + 1", "4);"]);
+        expect_test::expect![[r#"
+
+            #[cfg(test)]
+            mod tests {
+                use super::*;
+
+                #[tokio::test]
+                async fn double_of_two() {
+                    let result = double(2).await;
+                    assert_eq!(result, 4);
+                }
+            }
+        "#]]
+        .assert_eq(&text);
+        let source = "export async function fetchUser(id: number) {\n  return await api.get(id);$0\n}\n";
+        let text = scaffolded_file("user.ts", &[], "typescript", source, &["returns the user", "1)", "{ id: 1 });"]);
+        expect_test::expect![[r#"
+            import { test } from "node:test";
+            import assert from "node:assert/strict";
+            import { fetchUser } from "./user";
+
+            test("fetchUser returns the user", async () => {
+              const result = await fetchUser(1);
+              assert.deepStrictEqual(result, { id: 1 });
+            });
+        "#]]
+        .assert_eq(&text);
     }
 }
