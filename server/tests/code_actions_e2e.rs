@@ -201,6 +201,30 @@ fn the_source_action_documents_every_undocumented_function_in_one_edit() {
 }
 
 #[test]
+fn tests_for_an_async_function_patch_its_async_collaborator() {
+    let Some(model) = default_model() else { return };
+    let workspace = Workspace::new("async");
+    std::fs::write(workspace.root.join("app.py"), "async def get_orders_for_customer(customer_id):\n    return []\n")
+        .unwrap();
+    let source = "import app\n\n\nasync def get_orders(customer_id):\n    orders = await app.get_orders_for_customer(customer_id)\n    return [order for order in orders if order[\"open\"]]\n";
+    std::fs::write(workspace.root.join("orders.py"), source).unwrap();
+    let mut server = start(&model, &workspace);
+    let uri = workspace.uri("orders.py");
+    server.open(&uri, "python", source);
+    let tests = find(&actions_at(&mut server, &uri, 4), "refactor.nib.tests");
+    let resolved = server.request("codeAction/resolve", tests).expect("tests");
+    let changes = resolved["edit"]["documentChanges"].as_array().unwrap().clone();
+    let text = apply_edits("", changes.last().unwrap()["edits"].as_array().unwrap());
+    assert!(text.contains("from unittest.mock import AsyncMock, patch\n"), "{text}");
+    assert!(text.contains("with patch(\"app.get_orders_for_customer\", new_callable=AsyncMock)"), "{text}");
+    assert!(text.contains("result = await get_orders("), "{text}");
+    assert!(text.contains("assert_called_once"), "{text}");
+    assert!(text.contains("unittest.IsolatedAsyncioTestCase"), "no pytest-asyncio in this workspace: {text}");
+    assert_eq!(parse_errors(&mut server, &workspace.uri("check_async.py"), &text), 0, "{text}");
+    server.shutdown();
+}
+
+#[test]
 fn stale_documents_get_no_edit() {
     let Some(model) = default_model() else { return };
     let workspace = Workspace::new("stale");
