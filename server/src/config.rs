@@ -36,6 +36,8 @@ pub(crate) struct Config {
     pub(crate) docstring_style: DocstringStyle,
     /// How long a generation may run before it is stopped and answered with an error.
     pub(crate) request_timeout_ms: u64,
+    /// The workspace's Python interpreter: generated test modules must import under it.
+    pub(crate) python_interpreter: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             completion: CompletionConfig { enabled: true, max_tokens: 64, context_tokens: 1024, languages: Vec::new() },
             docstring_style: DocstringStyle::Google,
             request_timeout_ms: 30_000,
+            python_interpreter: None,
         }
     }
 }
@@ -79,6 +82,21 @@ fn read_section(config: &mut Config, map: &Map<String, Value>, warnings: &mut Ve
             "onnxRuntimePath" => path(value).map(|p| config.onnx_runtime_path = p),
             "threads" => integer(value, 0, 256).map(|n| config.threads = (n > 0).then_some(n)),
             "requestTimeoutMs" => integer(value, 100, 600_000).map(|n| config.request_timeout_ms = n as u64),
+            "python" => match value.as_object() {
+                Some(inner) => {
+                    for (inner_key, inner_value) in inner {
+                        let outcome = match inner_key.as_str() {
+                            "interpreter" => path(inner_value).map(|p| config.python_interpreter = p),
+                            _ => Err("unknown setting".to_string()),
+                        };
+                        if let Err(why) = outcome {
+                            warnings.push(format!("nib.python.{inner_key}: {why}; keeping the default"));
+                        }
+                    }
+                    Ok(())
+                }
+                None => Err("expected an object".to_string()),
+            },
             "completion" => match value.as_object() {
                 Some(inner) => {
                     read_completion(&mut config.completion, inner, warnings);

@@ -29,6 +29,9 @@ pub(crate) struct Plan {
     async_style: AsyncStyle,
     /// Rust: the crate depends on tokio (`#[tokio::test]` for async functions).
     tokio: bool,
+    /// Python: the workspace's interpreter; the generated module must import under it.
+    pub(crate) interpreter: Option<PathBuf>,
+    root: PathBuf,
 }
 
 /// The result: insert `insertion` into `file` (creating it first when `create`).
@@ -124,6 +127,8 @@ pub(crate) fn plan(
         module: dotted_module,
         async_style: scaffold::python_async_style(&root),
         tokio: target.language == Language::Rust && scaffold::rust_uses_tokio(&source, &root),
+        interpreter: None,
+        root,
     })
 }
 
@@ -679,6 +684,9 @@ pub(crate) fn generate(
     while !tests.is_empty() {
         let insertion = assemble(target, plan, &tests);
         if parses_as_well(language, plan.existing.as_deref().unwrap_or(""), &insertion) {
+            if let Some(interpreter) = plan.interpreter.as_deref().filter(|_| language == Language::Python) {
+                imports_cleanly(interpreter, plan, target, &insertion).map_err(ActionError::Rejected)?;
+            }
             return Ok(TestEdit {
                 file: plan.file.clone(),
                 create: plan.existing.is_none(),
@@ -691,6 +699,61 @@ pub(crate) fn generate(
     Err(ActionError::Rejected(format!(
         "the model wrote no complete test with an assertion for `{qualified}`; nothing was written (try again, or a larger model)"
     )))
+}
+
+/// How long the import check may take before it counts as a failure.
+const IMPORT_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Imports the finished test module (existing text + insertion) under the workspace's Python
+/// interpreter, without running any test: module-level code is nib's own (imports, the
+/// `IsolatedAsyncioTestCase` class); what the model wrote sits in test bodies, which importing
+/// does not execute.
+fn imports_cleanly(interpreter: &Path, plan: &Plan, target: &Target, insertion: &Insertion) -> Result<(), String> {
+    let mut module = plan.existing.clone().unwrap_or_default();
+    module.insert_str(insertion.offset.min(module.len()), &insertion.text);
+    let directory = std::env::temp_dir().join(format!("nib-import-check-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).map_err(|e| format!("cannot check the import: {e}"))?;
+    let file = directory.join(plan.file.file_name().unwrap_or_default());
+    std::fs::write(&file, &module).map_err(|e| format!("cannot check the import: {e}"))?;
+    let source_directory = target.path.as_deref().and_then(Path::parent).unwrap_or(&plan.root);
+    let search_path = [plan.root.as_path(), source_directory, plan.file.parent().unwrap_or(&plan.root)];
+    let script = format!(
+        "import importlib.util, sys\nsys.path[:0] = {}\nspec = importlib.util.spec_from_file_location('nib_generated_tests', {:?})\nmodule = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(module)\n",
+        serde_json::to_string(&search_path.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>()).unwrap_or_default(),
+        file.to_string_lossy()
+    );
+    let child = std::process::Command::new(interpreter)
+        .arg("-c")
+        .arg(&script)
+        .current_dir(&plan.root)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = child.map_err(|e| format!("cannot run the Python interpreter {}: {e}", interpreter.display()))?;
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if started.elapsed() > IMPORT_CHECK_TIMEOUT {
+            let _ = child.kill();
+            let _ = std::fs::remove_file(&file);
+            return Err("importing the generated tests took too long; nothing was written".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = std::fs::remove_file(&file);
+    if status.success() {
+        return Ok(());
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    let reason =
+        stderr.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("unknown error").trim().to_string();
+    Err(format!("the generated tests do not import under {} ({reason}); nothing was written", interpreter.display()))
 }
 
 fn parses_as_well(language: Language, existing: &str, insertion: &Insertion) -> bool {
@@ -866,6 +929,33 @@ mod tests {
         assert!(parses_as_well(target.language, "", &insertion), "{}", insertion.text);
         std::fs::remove_dir_all(&root).unwrap();
         insertion.text
+    }
+
+    #[test]
+    fn the_import_check_runs_the_module_level_code_only() {
+        let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+        if !python.exists() {
+            return; // `make setup` creates the venv; `make test` always has it.
+        }
+        let root = std::env::temp_dir().join(format!("nib-import-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("calc.py"), "def double(x):\n    return x * 2\n").unwrap();
+        let path = root.join("calc.py");
+        let calc = target(&path.to_string_lossy(), "python", "def double(x):\n    return x * 2$0\n");
+        let mut planned = plan(&calc, std::slice::from_ref(&root), &no_files).unwrap();
+        planned.interpreter = Some(python.clone());
+        let failing_body = find_tests(
+            Language::Python,
+            "def test_double_one():\n    assert double(1) == 2\n    raise SystemExit(3)\n",
+        );
+        let insertion = assemble(&calc, &planned, &failing_body);
+        assert_eq!(imports_cleanly(&python, &planned, &calc, &insertion), Ok(()), "test bodies are not run");
+        let mut broken = planned.clone();
+        broken.import_line = "from calcx import double".into();
+        let insertion = assemble(&calc, &broken, &failing_body);
+        let error = imports_cleanly(&python, &broken, &calc, &insertion).unwrap_err();
+        assert!(error.contains("No module named 'calcx'"), "{error}");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     const ORDERS: &str = "import app\n\n\nasync def get_orders(customer_id):\n    orders = await app.get_orders_for_customer(customer_id)\n    return [o for o in orders if o.open]$0\n";

@@ -77,8 +77,9 @@ fn work(server: &Server, data: &ActionData) -> Result<Work, ResponseError> {
                     .map(|(_, text)| text.clone())
                     .or_else(|| std::fs::read_to_string(path).ok())
             };
-            let plan = unit_tests::plan(&target, &server.workspace_folders, &read)
+            let mut plan = unit_tests::plan(&target, &server.workspace_folders, &read)
                 .map_err(|error| ResponseError::request_failed(error.to_string()))?;
+            plan.interpreter = server.config.python_interpreter.clone();
             Ok(Work::Tests(target, plan))
         }
         ActionKind::AllDocstrings => {
