@@ -196,6 +196,9 @@ fn cut_block(text: &mut String, surroundings: &Surroundings) -> bool {
     let next_line = surroundings.next_line.as_deref().map(str::trim).filter(|line| !line.is_empty());
     let mut offset = 0;
     let mut previous_nonblank: Option<&str> = None;
+    // Lines seen so far: a line coming back a third time is a loop even when other lines
+    // sit between its repeats (`a`, `b`, `a`, `b`, `a`).
+    let mut seen: Vec<&str> = Vec::new();
     let mut saw_blank = false;
     let mut has_content = false;
     for (index, line) in text.split_inclusive('\n').enumerate() {
@@ -206,7 +209,9 @@ fn cut_block(text: &mut String, surroundings: &Surroundings) -> bool {
         if !is_blank(content) {
             let dedented = index > 0 && indent < base;
             let repeats_below = next_line == Some(content.trim());
-            let repeats_above = previous_nonblank == Some(content.trim()) && content.trim().len() > 2;
+            let trimmed = content.trim();
+            let repeats_above = (previous_nonblank == Some(trimmed) && trimmed.len() > 2)
+                || (trimmed.len() > 3 && seen.iter().filter(|line| **line == trimmed).count() >= 2);
             // At top level, one paragraph: a new unindented item after a blank line ends it.
             let new_top_level_item = base == 0 && saw_blank && indent == 0 && has_content;
             let complete_line = !is_last || text.ends_with('\n');
@@ -215,6 +220,7 @@ fn cut_block(text: &mut String, surroundings: &Surroundings) -> bool {
                 return true;
             }
             previous_nonblank = Some(content.trim());
+            seen.push(content.trim());
             has_content = true;
             saw_blank = false;
         } else if index > 0 {
@@ -323,6 +329,16 @@ mod tests {
         let around = "def f():\n    $0\n";
         let raw = "log('a')\n    log('a')\n    log('a')\n";
         assert_eq!(text(Language::Python, around, true, raw), "log('a')");
+    }
+
+    #[test]
+    fn loops_over_several_lines_are_cut_at_the_third_round() {
+        let around = "def f(items):\n    $0\n";
+        let raw = "for a in items:\n        log(a)\n    for a in items:\n        log(a)\n    for a in items:\n        log(a)\n";
+        assert_eq!(
+            text(Language::Python, around, true, raw),
+            "for a in items:\n        log(a)\n    for a in items:\n        log(a)"
+        );
     }
 
     #[test]
