@@ -240,5 +240,10 @@ fn stale_documents_get_no_edit() {
     );
     let error = server.request("codeAction/resolve", docstring).unwrap_err();
     assert_eq!(error["code"], -32801, "{error}");
+    // Listed again for the edited document, the action works.
+    let docstring = find(&actions_at(&mut server, &uri, line), "refactor.rewrite.nib.docstring");
+    assert_eq!(docstring["data"]["version"], 2);
+    let resolved = server.request("codeAction/resolve", docstring).expect("a docstring after an edit");
+    assert_eq!(resolved["edit"]["documentChanges"][0]["textDocument"]["version"], 2);
     server.shutdown();
 }

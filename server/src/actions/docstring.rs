@@ -141,8 +141,9 @@ pub(crate) fn write_prose(
             "Write one short sentence that says what the {what} `{name}` does. Start with a verb such as \"Return\", \"Compute\" or \"Create\"."
         ),
         &format!("{comment} Summary of {name}: "),
+        Steer { lead: &format!("This {what}"), prefix: "" },
         &[name.clone(), format!("The {what} {name}"), format!("{name}()")],
-        "a summary",
+        "summary",
     )?;
     let summary = if target.language == Language::Go { summary } else { super::imperative(&summary, &name) };
     let mut prose = Prose { summary, ..Prose::default() };
@@ -152,8 +153,9 @@ pub(crate) fn write_prose(
             &mut asker,
             &format!("In a few words, what is the parameter `{bare}` of `{name}`?"),
             &format!("{comment} Parameter {bare} of {name}: "),
+            Steer { lead: &format!("`{bare}` is"), prefix: "" },
             &[format!("The parameter {bare}"), format!("The {bare} parameter"), bare.clone(), parameter.clone()],
-            &format!("a description of `{bare}`"),
+            &format!("description of `{bare}`"),
         )?);
     }
     if facts.returns_value {
@@ -161,6 +163,7 @@ pub(crate) fn write_prose(
             &mut asker,
             &format!("In a few words, what does `{name}` return?"),
             &format!("{comment} {name} returns: "),
+            Steer { lead: "It returns", prefix: "" },
             &[
                 format!("The {name} function returns"),
                 format!("The {name} method returns"),
@@ -168,7 +171,7 @@ pub(crate) fn write_prose(
                 "It returns".into(),
                 "Returns".into(),
             ],
-            "a description of the return value",
+            "description of the return value",
         )?);
     }
     for exception in &facts.raises {
@@ -176,8 +179,9 @@ pub(crate) fn write_prose(
             &mut asker,
             &format!("In a few words, when does `{name}` raise `{exception}`?"),
             &format!("{comment} {name} raises {exception} when "),
+            Steer { lead: &format!("It raises `{exception}` when"), prefix: "If " },
             &[format!("{name} raises {exception}"), format!("It raises {exception}"), "It is raised".into()],
-            &format!("when `{exception}` is raised"),
+            &format!("description of when `{exception}` is raised"),
         )?);
     }
     if facts.returns_result {
@@ -185,8 +189,9 @@ pub(crate) fn write_prose(
             &mut asker,
             &format!("In a few words, when does `{name}` return an error?"),
             &format!("{comment} {name} returns an error when "),
+            Steer { lead: "It returns an error when", prefix: "If " },
             &[format!("{name} returns an error"), "It returns an error".into()],
-            "when an error is returned",
+            "description of when an error is returned",
         )?);
     }
     if facts.can_panic {
@@ -194,29 +199,40 @@ pub(crate) fn write_prose(
             &mut asker,
             &format!("In a few words, when does `{name}` panic?"),
             &format!("{comment} {name} panics when "),
+            Steer { lead: "It panics when", prefix: "If " },
             &[format!("{name} panics"), "It panics".into()],
-            "when it panics",
+            "description of when it panics",
         )?);
     }
     Ok(prose)
 }
 
-/// One question; a second, sampled try when the first answer is unusable.
+/// How an answer may be steered: `lead` is written as the start of the answer (the model
+/// continues it), and `prefix` goes before what it wrote ("If " before a condition).
+struct Steer<'a> {
+    lead: &'a str,
+    prefix: &'a str,
+}
+
+/// One question. First the model answers freely; when that is unusable (small models like to
+/// answer with code), the answer is started for it (`steer`), greedy and then sampled.
 fn ask(
     asker: &mut Asker,
     question: &str,
     completion_lead: &str,
+    steer: Steer,
     subjects: &[String],
     what: &str,
 ) -> Result<String, ActionError> {
-    for attempt in 0..2 {
-        asker.attempt = attempt;
-        let prompt = asker.prompt(question, completion_lead, "");
+    for attempt in 0..3u64 {
+        asker.attempt = attempt.saturating_sub(1);
+        let (lead, prefix) = if attempt == 0 { ("", "") } else { (steer.lead, steer.prefix) };
+        let prompt = asker.prompt(question, completion_lead, lead);
         let answer = asker.generate(prompt, 48, &["\n"])?;
-        if let Some(sentence) = clean_sentence(&answer, subjects) {
+        if let Some(sentence) = clean_sentence(&format!("{prefix}{}", answer.trim_start()), subjects) {
             return Ok(sentence);
         }
-        tracing::debug!(answer, "unusable answer for {what}");
+        tracing::debug!(answer, lead, "unusable answer for {what}");
     }
     Err(ActionError::Rejected(format!(
         "the model gave no usable {what}; nothing was inserted (try again, or a larger model)"

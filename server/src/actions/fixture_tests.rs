@@ -43,11 +43,11 @@ fn docstrings_through_the_completion_prompt_path() {
     let python_again = target("/w/a.py", "python", "def scale(value, factor=2):\n    return value * factor$0\n");
     assert_eq!(docstring_outcome(&mut model, &python_again), outcomes[0]);
     expect_test::expect![[r#"
-        error: the model gave no usable a summary; nothing was inserted (try again, or a larger model)
+        error: the model gave no usable summary; nothing was inserted (try again, or a larger model)
         ---
-        error: the model gave no usable a summary; nothing was inserted (try again, or a larger model)
+        error: the model gave no usable summary; nothing was inserted (try again, or a larger model)
         ---
-        error: the model gave no usable a summary; nothing was inserted (try again, or a larger model)"#]]
+        error: the model gave no usable summary; nothing was inserted (try again, or a larger model)"#]]
     .assert_eq(&outcomes.join("\n---\n"));
 }
 
