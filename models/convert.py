@@ -46,7 +46,7 @@ def run_check(gguf_path: str, out: str, precision: str, threads: int) -> bool:
     else:
         ok &= r["rel_diff"] < QUANT_REL_TOL and r["top1_agreement"] >= QUANT_MIN_AGREEMENT
     bad = check_tokenizer(gguf_path, out)
-    print(f"tokenizer: {'identical to the reference BPE' if not bad else f'{len(bad)} mismatches'}")
+    print(f"tokenizer: {'identical to the reference tokenizer' if not bad else f'{len(bad)} mismatches'}")
     for b in bad[:3]:
         print(f"  {b['text'][:60]!r}\n    reference {b['reference'][:20]}\n    tokenizer {b['tokenizer_json'][:20]}")
     return ok and not bad

@@ -8,7 +8,9 @@ Logits are compared teacher-forced along the reference's greedy path, so one nea
 derail the comparison; free-running greedy equality is reported separately (required at fp32).
 
 Tokenizer: ids from tokenizer.json (HF `tokenizers`, the library the Rust server links) against
-`ReferenceBPE` built straight from the GGUF metadata, over `TEST_CORPUS` plus special tokens.
+`ReferenceBPE` (byte-level BPE) or `ReferenceSPM` (SentencePiece) built straight from the GGUF
+metadata, over `TEST_CORPUS` plus special tokens; decode(encode(text)) must give the text back
+(for SentencePiece, with the space its add_dummy_prefix puts after each special token).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from .gguf_model import GGUFModel
 from .reference import Reference
 from .runtime import OrtDecoder
-from .tokenizer import TEST_CORPUS, ReferenceBPE
+from .tokenizer import TEST_CORPUS, reference_tokenizer
 
 DEFAULT_PROMPTS = [
     "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
@@ -90,7 +92,7 @@ def check_tokenizer(gguf_path: str, model_dir: str, extra: list[str] | None = No
     from tokenizers import Tokenizer
 
     info = GGUFModel(gguf_path).tokenizer()
-    ref = ReferenceBPE(info)
+    ref = reference_tokenizer(info)
     tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
     specials = [info.tokens[i] for i in info.special_ids()]
     corpus = list(TEST_CORPUS) + list(extra or [])
@@ -101,6 +103,6 @@ def check_tokenizer(gguf_path: str, model_dir: str, extra: list[str] | None = No
     for text in corpus:
         want, got = ref.encode(text), tok.encode(text).ids
         decoded = tok.decode(got[1:] if info.add_bos else got, skip_special_tokens=False)
-        if want != got or decoded != text:
+        if want != got or decoded != ref.expected_decode(text):
             bad.append({"text": text, "reference": want, "tokenizer_json": got, "decoded": decoded})
     return bad

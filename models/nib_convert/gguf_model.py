@@ -97,10 +97,13 @@ class GGUFModel:
     # --- tokenizer -------------------------------------------------------------------------
     def tokenizer(self) -> TokenizerInfo:
         g = lambda k, d=None: self.meta.get(f"tokenizer.ggml.{k}", d)  # noqa: E731
+        model = g("model")
+        spm = model == "llama"  # SentencePiece: llama.cpp defaults add_bos and add_space_prefix to true
         return TokenizerInfo(
-            model=g("model"), pre=g("pre", "default"), tokens=g("tokens"), types=g("token_type", []),
+            model=model, pre=g("pre", "default"), tokens=g("tokens"), types=g("token_type", []),
             merges=g("merges", []), bos_id=g("bos_token_id"), eos_id=g("eos_token_id"),
-            add_bos=bool(g("add_bos_token", False)), add_eos=bool(g("add_eos_token", False)))
+            add_bos=bool(g("add_bos_token", spm)), add_eos=bool(g("add_eos_token", False)),
+            scores=g("scores"), unk_id=g("unknown_token_id"), add_space_prefix=bool(g("add_space_prefix", True)))
 
     def chat_template(self) -> str | None:
         return self.meta.get("tokenizer.chat_template")

@@ -24,7 +24,7 @@ FIM_FAMILIES: list[tuple[str, list[tuple[str, str, str]]]] = [
 ]
 
 # Tokens that end a completion when present in the vocabulary (the GGUF's eos is added first).
-STOP_CANDIDATES = ["<|im_end|>", "<|endoftext|>", "<file_sep>", "<|file_sep|>", "<|EOT|>", "<EOT>",
+STOP_CANDIDATES = ["<|im_end|>", "<|endoftext|>", "<file_sep>", "<|file_sep|>", "<|EOT|>", "<EOT>", "▁<EOT>",
                    "<|eot_id|>", "<|end|>", "</s>", "<｜end▁of▁sentence｜>"]
 
 

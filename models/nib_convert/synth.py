@@ -1,4 +1,4 @@
-"""Tiny synthetic GGUF models (random weights, real byte-level BPE vocabulary).
+"""Tiny synthetic GGUF models (random weights, a real byte-level BPE or SentencePiece vocabulary).
 
 Used by the tests (every arch x tensor type x precision, in seconds) and by
 `models/make_fixture.py` for the Rust test fixture.  Everything is derived from a seed, so the
@@ -13,7 +13,8 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 
-from .tokenizer import PRE_TOKENIZERS, TT_CONTROL, TT_NORMAL, bytes_to_unicode
+from .tokenizer import (PRE_TOKENIZERS, SPM_SPACE, TT_BYTE, TT_CONTROL, TT_NORMAL, TT_UNKNOWN,
+                        bytes_to_unicode)
 
 TRAIN_TEXT = """\
 def add(a, b):
@@ -36,6 +37,8 @@ for i in range(10):
 """
 
 STARCODER_SPECIALS = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<file_sep>"]
+# CodeLlama's infilling tokens (ids 32007..32010 there: after the SentencePiece vocabulary).
+CODELLAMA_FIM = ["▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"]
 
 
 def train_bpe(text: str, n_merges: int, pre: str = "smollm") -> tuple[list[str], list[str]]:
@@ -74,6 +77,54 @@ def train_bpe(text: str, n_merges: int, pre: str = "smollm") -> tuple[list[str],
     return tokens, merges
 
 
+def train_spm(text: str, n_merges: int) -> tuple[list[str], list[float], list[int]]:
+    """A SentencePiece-style BPE vocabulary, laid out like Llama's tokenizer.model.
+
+    Returns (tokens, scores, types): `<unk>` `<s>` `</s>`, the 256 byte-fallback tokens `<0x00>`..`<0xFF>`,
+    merged pieces (scores -1, -2, ...: earlier merges score higher) and then the single characters
+    (lower, distinct scores), plus their token types.  Spaces are "▁"; newlines and tabs are not in
+    the vocabulary, so they go through byte fallback as in Llama.  Every character of every piece
+    is itself a piece, and scores are distinct, so SentencePiece and HF's BPE agree exactly.
+    """
+    import regex
+
+    escaped = text.replace(" ", SPM_SPACE)
+    # Pieces start at a "▁" (SentencePiece's split_by_whitespace); runs of "▁" stay together.
+    words = collections.Counter(tuple(w) for w in regex.findall(
+        f"{SPM_SPACE}+(?={SPM_SPACE}[^{SPM_SPACE}\\n\\t])|{SPM_SPACE}?[^{SPM_SPACE}\\n\\t]+|{SPM_SPACE}+",
+        escaped))
+    chars = sorted({c for w in words for c in w})
+    pieces: list[str] = []
+    for _ in range(n_merges):
+        pairs: collections.Counter = collections.Counter()
+        for w, f in words.items():
+            for a, b in zip(w, w[1:]):
+                pairs[(a, b)] += f
+        if not pairs:
+            break
+        best = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        if best[0] + best[1] not in pieces:
+            pieces.append(best[0] + best[1])
+        new = collections.Counter()
+        for w, f in words.items():
+            out, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
+                    out.append(w[i] + w[i + 1])
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            new[tuple(out)] += f
+        words = new
+    chars = [c for c in chars if c not in pieces]
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + pieces + chars
+    scores = [0.0] * 259 + [-float(i + 1) for i in range(len(pieces))] + \
+        [-float(len(pieces) + 1 + i) for i in range(len(chars))]
+    types = [TT_UNKNOWN, TT_CONTROL, TT_CONTROL] + [TT_BYTE] * 256 + [TT_NORMAL] * (len(pieces) + len(chars))
+    return tokens, scores, types
+
+
 def _split(rx, text: str) -> list[str]:
     out, last = [], 0
     for m in rx.finditer(text):
@@ -100,19 +151,27 @@ def write_synthetic_gguf(path: str, arch: str = "llama", seed: int = 0, layers: 
                          heads: int = 4, kv_heads: int = 2, ffn: int = 128, n_merges: int = 150,
                          types: dict[str, QT] | None = None, tied: bool = True, context: int = 256,
                          specials: list[str] | None = None, name: str = "tiny-synthetic",
-                         pre: str = "smollm", gain: float = 2.0) -> None:
+                         pre: str = "smollm", gain: float = 2.0, tokenizer: str = "gpt2") -> None:
     """Write a small random llama/qwen2 GGUF.
 
     `types` maps a tensor-name suffix ("attn_q", "ffn_down", "token_embd", "output", ...) to its
     GGML type; the default mixes F32, F16, Q8_0, Q4_0 and Q4_1 so every decoder path is used.
     Token 0 is `<|endoftext|>` (eos); StarCoder FIM markers follow.  `gain` scales the layer
     weights: with large gains a random network is chaotic and amplifies any weight rounding.
+    `tokenizer="spm"`: a SentencePiece vocabulary instead (`train_spm`: `<unk>` 0, `<s>` 1 = bos,
+    `</s>` 2 = eos, byte tokens, scored pieces, then the CodeLlama FIM tokens; add_bos true,
+    `specials` and `pre` unused), as in TinyLlama / CodeLlama GGUFs.
     """
     rng = np.random.default_rng(seed)
-    specials = STARCODER_SPECIALS if specials is None else specials
-    bpe_tokens, merges = train_bpe(TRAIN_TEXT, n_merges)
-    tokens = specials + bpe_tokens
-    ttypes = [TT_CONTROL] * len(specials) + [TT_NORMAL] * len(bpe_tokens)
+    if tokenizer == "spm":
+        tokens, scores, ttypes = train_spm(TRAIN_TEXT, n_merges)
+        tokens, scores = tokens + CODELLAMA_FIM, scores + [0.0] * len(CODELLAMA_FIM)
+        ttypes = ttypes + [TT_CONTROL] * len(CODELLAMA_FIM)
+    else:
+        specials = STARCODER_SPECIALS if specials is None else specials
+        bpe_tokens, merges = train_bpe(TRAIN_TEXT, n_merges)
+        tokens = specials + bpe_tokens
+        ttypes = [TT_CONTROL] * len(specials) + [TT_NORMAL] * len(bpe_tokens)
     vocab = len(tokens)
     hd = hidden // heads
     types = types or {"token_embd": QT.Q8_0, "output": QT.F16, "attn_q": QT.Q4_1, "attn_k": QT.Q4_1,
@@ -131,14 +190,26 @@ def write_synthetic_gguf(path: str, arch: str = "llama", seed: int = 0, layers: 
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_1)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(pre)
-    w.add_token_list(tokens)
-    w.add_token_types(ttypes)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(0)
-    w.add_eos_token_id(0)
-    w.add_add_bos_token(False)
+    if tokenizer == "spm":
+        w.add_tokenizer_model("llama")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(tokens)
+        w.add_token_scores(scores)
+        w.add_token_types(ttypes)
+        w.add_bos_token_id(1)
+        w.add_eos_token_id(2)
+        w.add_unk_token_id(0)
+        w.add_add_bos_token(True)
+        w.add_add_eos_token(False)
+    else:
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(pre)
+        w.add_token_list(tokens)
+        w.add_token_types(ttypes)
+        w.add_token_merges(merges)
+        w.add_bos_token_id(0)
+        w.add_eos_token_id(0)
+        w.add_add_bos_token(False)
 
     def rand(*shape, scale=None):
         return rng.standard_normal(shape).astype(np.float32) * (scale or shape[-1] ** -0.5)

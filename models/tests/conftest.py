@@ -25,6 +25,8 @@ VARIANTS = {
     "llama-float": dict(arch="llama", types=FLOAT, tied=False, gain=1.0),
     "qwen2-mixed": dict(arch="qwen2", types=MIXED, tied=False),
     "qwen2-float": dict(arch="qwen2", types=FLOAT, tied=True, gain=1.0),
+    # SentencePiece vocabulary (tokenizer.ggml.model "llama", byte fallback, CodeLlama FIM tokens).
+    "llama-spm": dict(arch="llama", types=MIXED, tied=True, tokenizer="spm"),
 }
 
 

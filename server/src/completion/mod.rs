@@ -87,8 +87,11 @@ pub(crate) fn prepare(inputs: &Inputs) -> Option<Prepared> {
         return None;
     }
     let mode = postprocess::decide_mode(&surroundings);
-    let context =
-        context::build(document, cursor, inputs.config.context_tokens, inputs.cross_file, inputs.workspace_folders);
+    // The budget is an estimate (bytes per token): keep a quarter of the model's context spare
+    // so a small-context model never gets a prompt longer than it can read.
+    let model_budget = (inputs.model.context_length * 3 / 4).saturating_sub(inputs.config.max_tokens).max(64);
+    let budget_tokens = inputs.config.context_tokens.min(model_budget);
+    let context = context::build(document, cursor, budget_tokens, inputs.cross_file, inputs.workspace_folders);
     let fim = FimFormat::for_model(inputs.model);
     // Token healing, the simple way: byte-level BPE vocabularies glue a space to the word after
     // it (" return") and a newline to the indentation but its last space. A prompt ending in a
