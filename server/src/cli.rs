@@ -14,6 +14,11 @@ use crate::engine::{self, CancelToken, EngineSettings, Flow, GenerationRequest, 
 use crate::position::{self, LineColumn, PositionEncoding};
 use crate::syntax::Language;
 
+/// Prints a line of output; a closed pipe (`nib complete ... | head`) is not an error.
+fn output_line(text: &str) {
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
 pub(crate) fn generate(
     settings: &EngineSettings,
     prompt: String,
@@ -34,15 +39,15 @@ pub(crate) fn generate(
     let mut printed = 0;
     let mut print_new = |text: &str| {
         if stream && text.len() > printed && text.is_char_boundary(printed) {
-            print!("{}", &text[printed..]);
-            let _ = std::io::stdout().flush();
+            let mut stdout = std::io::stdout();
+            let _ = write!(stdout, "{}", &text[printed..]).and_then(|()| stdout.flush());
             printed = text.len();
         }
         Flow::Continue
     };
     let generation = model.generate(&request, &mut print_new)?;
     if stream {
-        println!("{}", generation.text.get(printed..).unwrap_or_default());
+        output_line(generation.text.get(printed..).unwrap_or_default());
         let stats = &generation.stats;
         eprintln!(
             "nib: {} prompt tokens in {:.0} ms, {} tokens in {:.0} ms ({:.1} tok/s), stop: {:?}",
@@ -54,7 +59,7 @@ pub(crate) fn generate(
             generation.finish
         );
     } else {
-        println!("{}", generation.text);
+        output_line(&generation.text);
     }
     Ok(())
 }
@@ -124,9 +129,9 @@ pub(crate) fn complete(
             "finish": generation.finish,
             "stats": generation.stats,
         });
-        println!("{}", serde_json::to_string_pretty(&output)?);
+        output_line(&serde_json::to_string_pretty(&output)?);
     } else {
-        println!("{text}");
+        output_line(&text);
     }
     Ok(())
 }
