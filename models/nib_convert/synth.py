@@ -62,19 +62,24 @@ def train_bpe(text: str, n_merges: int, pre: str = "smollm") -> tuple[list[str],
         best = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))[0]
         merges.append(f"{best[0]} {best[1]}")
         tokens.append(best[0] + best[1])
-        new = collections.Counter()
-        for w, f in words.items():
-            out, i = [], 0
-            while i < len(w):
-                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
-                    out.append(w[i] + w[i + 1])
-                    i += 2
-                else:
-                    out.append(w[i])
-                    i += 1
-            new[tuple(out)] += f
-        words = new
+        words = _apply_merge(words, best)
     return tokens, merges
+
+
+def _apply_merge(words: collections.Counter, pair: tuple[str, str]) -> collections.Counter:
+    """Every word of the counter with each occurrence of `pair` merged into one symbol."""
+    merged: collections.Counter = collections.Counter()
+    for word, count in words.items():
+        out, i = [], 0
+        while i < len(word):
+            if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+                out.append(word[i] + word[i + 1])
+                i += 2
+            else:
+                out.append(word[i])
+                i += 1
+        merged[tuple(out)] += count
+    return merged
 
 
 def train_spm(text: str, n_merges: int) -> tuple[list[str], list[float], list[int]]:
@@ -105,18 +110,7 @@ def train_spm(text: str, n_merges: int) -> tuple[list[str], list[float], list[in
         best = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))[0]
         if best[0] + best[1] not in pieces:
             pieces.append(best[0] + best[1])
-        new = collections.Counter()
-        for w, f in words.items():
-            out, i = [], 0
-            while i < len(w):
-                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
-                    out.append(w[i] + w[i + 1])
-                    i += 2
-                else:
-                    out.append(w[i])
-                    i += 1
-            new[tuple(out)] += f
-        words = new
+        words = _apply_merge(words, best)
     chars = [c for c in chars if c not in pieces]
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + pieces + chars
     scores = [0.0] * 259 + [-float(i + 1) for i in range(len(pieces))] + \

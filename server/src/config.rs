@@ -82,43 +82,17 @@ fn read_section(config: &mut Config, map: &Map<String, Value>, warnings: &mut Ve
             "onnxRuntimePath" => path(value).map(|p| config.onnx_runtime_path = p),
             "threads" => integer(value, 0, 256).map(|n| config.threads = (n > 0).then_some(n)),
             "requestTimeoutMs" => integer(value, 100, 600_000).map(|n| config.request_timeout_ms = n as u64),
-            "python" => match value.as_object() {
-                Some(inner) => {
-                    for (inner_key, inner_value) in inner {
-                        let outcome = match inner_key.as_str() {
-                            "interpreter" => path(inner_value).map(|p| config.python_interpreter = p),
-                            _ => Err("unknown setting".to_string()),
-                        };
-                        if let Err(why) = outcome {
-                            warnings.push(format!("nib.python.{inner_key}: {why}; keeping the default"));
-                        }
-                    }
-                    Ok(())
-                }
-                None => Err("expected an object".to_string()),
-            },
-            "completion" => match value.as_object() {
-                Some(inner) => {
-                    read_completion(&mut config.completion, inner, warnings);
-                    Ok(())
-                }
-                None => Err("expected an object".to_string()),
-            },
-            "docstring" => match value.as_object() {
-                Some(inner) => {
-                    for (inner_key, inner_value) in inner {
-                        let outcome = match inner_key.as_str() {
-                            "style" => docstring_style(inner_value).map(|s| config.docstring_style = s),
-                            _ => Err("unknown setting".to_string()),
-                        };
-                        if let Err(why) = outcome {
-                            warnings.push(format!("nib.docstring.{inner_key}: {why}; keeping the default"));
-                        }
-                    }
-                    Ok(())
-                }
-                None => Err("expected an object".to_string()),
-            },
+            "python" => nested(value, "nib.python", warnings, |inner_key, inner_value| match inner_key {
+                "interpreter" => path(inner_value).map(|p| config.python_interpreter = p),
+                _ => Err("unknown setting".to_string()),
+            }),
+            "completion" => nested(value, "nib.completion", warnings, |inner_key, inner_value| {
+                read_completion_key(&mut config.completion, inner_key, inner_value)
+            }),
+            "docstring" => nested(value, "nib.docstring", warnings, |inner_key, inner_value| match inner_key {
+                "style" => docstring_style(inner_value).map(|s| config.docstring_style = s),
+                _ => Err("unknown setting".to_string()),
+            }),
             _ => Err("unknown setting".to_string()),
         };
         if let Err(why) = outcome {
@@ -127,27 +101,39 @@ fn read_section(config: &mut Config, map: &Map<String, Value>, warnings: &mut Ve
     }
 }
 
-fn read_completion(completion: &mut CompletionConfig, map: &Map<String, Value>, warnings: &mut Vec<String>) {
+/// Reads a section object key by key with `read_key`, warning (as `{prefix}.{key}`) for each
+/// rejected key. Errs only when the section is not an object.
+fn nested(
+    value: &Value,
+    prefix: &str,
+    warnings: &mut Vec<String>,
+    mut read_key: impl FnMut(&str, &Value) -> Result<(), String>,
+) -> Result<(), String> {
+    let map = value.as_object().ok_or_else(|| "expected an object".to_string())?;
     for (key, value) in map {
         if value.is_null() {
             continue;
         }
-        let outcome = match key.as_str() {
-            "enabled" => value.as_bool().map(|b| completion.enabled = b).ok_or_else(|| "expected true or false".into()),
-            "maxTokens" => integer(value, 1, 1024).map(|n| completion.max_tokens = n),
-            "contextTokens" => integer(value, 64, 32_768).map(|n| completion.context_tokens = n),
-            "languages" => match value.as_array() {
-                Some(items) if items.iter().all(Value::is_string) => {
-                    completion.languages = items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
-                    Ok(())
-                }
-                _ => Err("expected a list of language ids".to_string()),
-            },
-            _ => Err("unknown setting".to_string()),
-        };
-        if let Err(why) = outcome {
-            warnings.push(format!("nib.completion.{key}: {why}; keeping the default"));
+        if let Err(why) = read_key(key, value) {
+            warnings.push(format!("{prefix}.{key}: {why}; keeping the default"));
         }
+    }
+    Ok(())
+}
+
+fn read_completion_key(completion: &mut CompletionConfig, key: &str, value: &Value) -> Result<(), String> {
+    match key {
+        "enabled" => value.as_bool().map(|b| completion.enabled = b).ok_or_else(|| "expected true or false".into()),
+        "maxTokens" => integer(value, 1, 1024).map(|n| completion.max_tokens = n),
+        "contextTokens" => integer(value, 64, 32_768).map(|n| completion.context_tokens = n),
+        "languages" => match value.as_array() {
+            Some(items) if items.iter().all(Value::is_string) => {
+                completion.languages = items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
+                Ok(())
+            }
+            _ => Err("expected a list of language ids".to_string()),
+        },
+        _ => Err("unknown setting".to_string()),
     }
 }
 
