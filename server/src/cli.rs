@@ -19,7 +19,7 @@ fn output_line(text: &str) {
     let _ = writeln!(std::io::stdout(), "{text}");
 }
 
-pub(crate) fn generate(
+pub fn generate(
     settings: &EngineSettings,
     prompt: String,
     max_tokens: usize,
@@ -71,7 +71,7 @@ fn open_document(path: &Path) -> anyhow::Result<Document> {
     Ok(Document::new(path_to_file_uri(&absolute), language_id.to_string(), 1, &text))
 }
 
-pub(crate) fn complete(
+pub fn complete(
     settings: &EngineSettings,
     file: &Path,
     at: LineColumn,

@@ -7,37 +7,37 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum DocstringStyle {
+pub enum DocstringStyle {
     Google,
     Numpy,
     Rest,
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct CompletionConfig {
-    pub(crate) enabled: bool,
+pub struct CompletionConfig {
+    pub enabled: bool,
     /// Upper bound on generated tokens per completion.
-    pub(crate) max_tokens: usize,
+    pub max_tokens: usize,
     /// Prompt budget in tokens (prefix, suffix and cross-file context together).
-    pub(crate) context_tokens: usize,
+    pub context_tokens: usize,
     /// Language ids completions are offered for; empty means every language.
-    pub(crate) languages: Vec<String>,
+    pub languages: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Config {
+pub struct Config {
     /// Model directory; `None` means the default model.
-    pub(crate) model_path: Option<PathBuf>,
+    pub model_path: Option<PathBuf>,
     /// `libonnxruntime.so`; `None` means search (see `engine::runtime`).
-    pub(crate) onnx_runtime_path: Option<PathBuf>,
+    pub onnx_runtime_path: Option<PathBuf>,
     /// Inference threads; `None` means one per physical core.
-    pub(crate) threads: Option<usize>,
-    pub(crate) completion: CompletionConfig,
-    pub(crate) docstring_style: DocstringStyle,
+    pub threads: Option<usize>,
+    pub completion: CompletionConfig,
+    pub docstring_style: DocstringStyle,
     /// How long a generation may run before it is stopped and answered with an error.
-    pub(crate) request_timeout_ms: u64,
+    pub request_timeout_ms: u64,
     /// The workspace's Python interpreter: generated test modules must import under it.
-    pub(crate) python_interpreter: Option<PathBuf>,
+    pub python_interpreter: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -57,7 +57,7 @@ impl Default for Config {
 /// Reads settings on top of `base`. Accepts both `{"nib": {...}}` (a client sending its whole
 /// settings tree) and the `nib` section itself. Returns the result and one warning per
 /// rejected key.
-pub(crate) fn parse(base: &Config, settings: &Value) -> (Config, Vec<String>) {
+pub fn parse(base: &Config, settings: &Value) -> (Config, Vec<String>) {
     let mut config = base.clone();
     let mut warnings = Vec::new();
     let section = match settings.get("nib") {

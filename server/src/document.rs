@@ -11,33 +11,33 @@ use crate::syntax::{self, Language};
 
 /// One entry of a `didChange`: a replacement of `range` (or of the whole text when `None`).
 #[derive(Clone, Debug)]
-pub(crate) struct TextChange {
-    pub(crate) range: Option<(LineColumn, LineColumn)>,
-    pub(crate) text: String,
+pub struct TextChange {
+    pub range: Option<(LineColumn, LineColumn)>,
+    pub text: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum ChangeError {
+pub enum ChangeError {
     #[error("stale edit: document is at version {current}, change is for version {received}")]
     StaleVersion { current: i32, received: i32 },
     #[error("invalid edit range: start {start:?} is after end {end:?}")]
     ReversedRange { start: LineColumn, end: LineColumn },
 }
 
-pub(crate) struct Document {
-    pub(crate) uri: String,
+pub struct Document {
+    pub uri: String,
     /// The file behind a `file:` URI.
-    pub(crate) path: Option<PathBuf>,
-    pub(crate) language_id: String,
-    pub(crate) language: Option<Language>,
-    pub(crate) version: i32,
-    pub(crate) rope: Rope,
-    pub(crate) tree: Option<Tree>,
+    pub path: Option<PathBuf>,
+    pub language_id: String,
+    pub language: Option<Language>,
+    pub version: i32,
+    pub rope: Rope,
+    pub tree: Option<Tree>,
     parser: Option<Parser>,
 }
 
 impl Document {
-    pub(crate) fn new(uri: String, language_id: String, version: i32, text: &str) -> Self {
+    pub fn new(uri: String, language_id: String, version: i32, text: &str) -> Self {
         let path = file_uri_to_path(&uri);
         let language = Language::from_language_id(&language_id)
             .or_else(|| path.as_ref().and_then(|p| Language::from_path(&p.to_string_lossy())))
@@ -51,7 +51,7 @@ impl Document {
     /// Applies a `didChange` atomically: either every change lands and the version moves to
     /// `version`, or nothing changes. Versions must increase (LSP: "the version number points
     /// to the version after all provided content changes have been applied").
-    pub(crate) fn apply_changes(
+    pub fn apply_changes(
         &mut self,
         changes: &[TextChange],
         version: i32,
@@ -101,12 +101,12 @@ impl Document {
     }
 
     /// A fresh parse of the current text, ignoring the incremental tree (for checks).
-    pub(crate) fn fresh_tree(&self) -> Option<Tree> {
+    pub fn fresh_tree(&self) -> Option<Tree> {
         let mut parser = self.language?.parser();
         syntax::parse(&mut parser, &self.rope, None)
     }
 
-    pub(crate) fn text(&self) -> String {
+    pub fn text(&self) -> String {
         self.rope.to_string()
     }
 }
@@ -120,7 +120,7 @@ fn tree_point(rope: &Rope, byte: usize) -> Point {
 }
 
 /// Decodes a `file:` URI to a path; other schemes have none.
-pub(crate) fn file_uri_to_path(uri: &str) -> Option<PathBuf> {
+pub fn file_uri_to_path(uri: &str) -> Option<PathBuf> {
     let rest = uri.strip_prefix("file://")?;
     // Skip an authority (`file://host/path`); local files have an empty one.
     let path = &rest[rest.find('/')?..];
@@ -143,7 +143,7 @@ pub(crate) fn file_uri_to_path(uri: &str) -> Option<PathBuf> {
 }
 
 /// Encodes a path as a `file:` URI, percent-encoding everything but unreserved characters and `/`.
-pub(crate) fn path_to_file_uri(path: &std::path::Path) -> String {
+pub fn path_to_file_uri(path: &std::path::Path) -> String {
     let mut uri = String::from("file://");
     for byte in path.to_string_lossy().bytes() {
         match byte {

@@ -1,21 +1,11 @@
 //! `nib`: a language server that runs a code model in-process for inline completions,
 //! docstrings and unit tests. This file is the command line; `ARCHITECTURE.md` maps the rest.
 
-mod actions;
-mod cli;
-mod completion;
-mod config;
-mod document;
-mod engine;
-mod lsp;
-mod paths;
-mod position;
-mod syntax;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use nib::{cli, engine, lsp, position};
 
 #[derive(Parser)]
 #[command(name = "nib", version, about = "Local AI code assistance over LSP, with the model running in-process")]

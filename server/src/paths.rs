@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 /// The name of the default model's directory under `models/`.
-pub(crate) const DEFAULT_MODEL_DIR_NAME: &str = "smollm2-135m-instruct";
+pub const DEFAULT_MODEL_DIR_NAME: &str = "smollm2-135m-instruct";
 
 /// The nib checkout: `NIB_HOME` when set, else the nearest ancestor of the executable that
 /// looks like one (`target/release/nib` lives two levels below it).
-pub(crate) fn project_root() -> Option<PathBuf> {
+pub fn project_root() -> Option<PathBuf> {
     if let Some(home) = std::env::var_os("NIB_HOME").filter(|h| !h.is_empty()) {
         return Some(PathBuf::from(home));
     }
@@ -20,7 +20,7 @@ pub(crate) fn project_root() -> Option<PathBuf> {
 }
 
 /// Per-user data folder for installed copies: `$XDG_DATA_HOME/nib` or `~/.local/share/nib`.
-pub(crate) fn user_data_dir() -> Option<PathBuf> {
+pub fn user_data_dir() -> Option<PathBuf> {
     if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(data).join("nib"));
     }
@@ -28,7 +28,7 @@ pub(crate) fn user_data_dir() -> Option<PathBuf> {
 }
 
 /// Candidate locations of the default model, in the order they are tried.
-pub(crate) fn default_model_candidates() -> Vec<PathBuf> {
+pub fn default_model_candidates() -> Vec<PathBuf> {
     let mut candidates = Vec::new();
     if let Some(path) = std::env::var_os("NIB_MODEL").filter(|p| !p.is_empty()) {
         candidates.push(PathBuf::from(path));

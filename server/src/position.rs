@@ -9,7 +9,7 @@ use ropey::Rope;
 
 /// The unit an editor counts columns in (LSP `PositionEncodingKind`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub(crate) enum PositionEncoding {
+pub enum PositionEncoding {
     Utf8,
     /// The LSP default, used when the client offers nothing else.
     #[default]
@@ -18,7 +18,7 @@ pub(crate) enum PositionEncoding {
 }
 
 impl PositionEncoding {
-    pub(crate) fn as_lsp_str(self) -> &'static str {
+    pub fn as_lsp_str(self) -> &'static str {
         match self {
             PositionEncoding::Utf8 => "utf-8",
             PositionEncoding::Utf16 => "utf-16",
@@ -26,7 +26,7 @@ impl PositionEncoding {
         }
     }
 
-    pub(crate) fn from_lsp_str(name: &str) -> Option<Self> {
+    pub fn from_lsp_str(name: &str) -> Option<Self> {
         match name {
             "utf-8" => Some(PositionEncoding::Utf8),
             "utf-16" => Some(PositionEncoding::Utf16),
@@ -38,7 +38,7 @@ impl PositionEncoding {
     /// Picks the encoding to use from what the client offers: UTF-8 when offered (no conversion
     /// at all), else UTF-16, which every client must support. UTF-32 is used only when it is the
     /// sole offer.
-    pub(crate) fn negotiate(offered: &[String]) -> Self {
+    pub fn negotiate(offered: &[String]) -> Self {
         let offered: Vec<Self> = offered.iter().filter_map(|name| Self::from_lsp_str(name)).collect();
         if offered.contains(&PositionEncoding::Utf8) {
             PositionEncoding::Utf8
@@ -52,9 +52,9 @@ impl PositionEncoding {
 
 /// A position as an editor sends it: zero-based line, and column in `PositionEncoding` units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct LineColumn {
-    pub(crate) line: u32,
-    pub(crate) column: u32,
+pub struct LineColumn {
+    pub line: u32,
+    pub column: u32,
 }
 
 /// Byte range `[start, end)` of line `line` without its terminator.
@@ -75,7 +75,7 @@ fn line_content_bytes(rope: &Rope, line: usize) -> (usize, usize) {
 /// of its line clamps to the line end, and a line past the end of the document clamps to the
 /// document end. A column inside a character (half of a UTF-16 surrogate pair, the middle of a
 /// UTF-8 sequence) rounds down to the character's start.
-pub(crate) fn to_byte(rope: &Rope, position: LineColumn, encoding: PositionEncoding) -> usize {
+pub fn to_byte(rope: &Rope, position: LineColumn, encoding: PositionEncoding) -> usize {
     let line = position.line as usize;
     if line >= rope.len_lines() {
         return rope.len_bytes();
@@ -106,7 +106,7 @@ pub(crate) fn to_byte(rope: &Rope, position: LineColumn, encoding: PositionEncod
 
 /// Converts a byte offset (clamped to the document and rounded down to a character boundary)
 /// to an editor position.
-pub(crate) fn from_byte(rope: &Rope, byte: usize, encoding: PositionEncoding) -> LineColumn {
+pub fn from_byte(rope: &Rope, byte: usize, encoding: PositionEncoding) -> LineColumn {
     let byte = byte.min(rope.len_bytes());
     let char_index = rope.byte_to_char(byte);
     let line = rope.char_to_line(char_index);

@@ -13,24 +13,24 @@ use crate::syntax::{self, Language, scopes};
 
 /// What the code itself says about what to document.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Facts {
+pub struct Facts {
     /// Parameter names as documentation spells them (`*args`, `**kwargs`).
-    pub(crate) parameters: Vec<String>,
-    pub(crate) returns_value: bool,
-    pub(crate) raises: Vec<String>,
-    pub(crate) returns_result: bool,
-    pub(crate) can_panic: bool,
+    pub parameters: Vec<String>,
+    pub returns_value: bool,
+    pub raises: Vec<String>,
+    pub returns_result: bool,
+    pub can_panic: bool,
 }
 
 /// The sentences the model wrote.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Prose {
-    pub(crate) summary: String,
-    pub(crate) parameters: Vec<String>,
-    pub(crate) returns: Option<String>,
-    pub(crate) raises: Vec<String>,
-    pub(crate) errors: Option<String>,
-    pub(crate) panics: Option<String>,
+pub struct Prose {
+    pub summary: String,
+    pub parameters: Vec<String>,
+    pub returns: Option<String>,
+    pub raises: Vec<String>,
+    pub errors: Option<String>,
+    pub panics: Option<String>,
 }
 
 /// Visits the nodes of `node`'s subtree, not descending into nested functions and classes.
@@ -58,7 +58,7 @@ fn visit_own_body<'tree>(node: Node<'tree>, visit: &mut dyn FnMut(Node<'tree>)) 
     }
 }
 
-pub(crate) fn facts(target: &Target) -> Facts {
+pub fn facts(target: &Target) -> Facts {
     let scope = &target.scope;
     let parameters = if scope.kind == ScopeKind::Class {
         Vec::new()
@@ -124,7 +124,7 @@ pub(crate) fn facts(target: &Target) -> Facts {
 }
 
 /// Asks the model for every sentence the docstring needs.
-pub(crate) fn write_prose(
+pub fn write_prose(
     model: &mut Model,
     target: &Target,
     facts: &Facts,
@@ -249,7 +249,7 @@ fn indentation_at(target: &Target, byte: usize) -> String {
 }
 
 /// Where the documentation goes and how it is indented, then the text itself.
-pub(crate) fn render(target: &Target, facts: &Facts, prose: &Prose, style: DocstringStyle) -> Insertion {
+pub fn render(target: &Target, facts: &Facts, prose: &Prose, style: DocstringStyle) -> Insertion {
     match target.language {
         Language::Python => render_python(target, facts, prose, style),
         Language::Rust => {
@@ -412,7 +412,7 @@ fn render_python(target: &Target, facts: &Facts, prose: &Prose, style: Docstring
 
 /// Checks the insertion: the file still parses as well as before, the scope now has
 /// documentation, and every parameter of the signature is documented.
-pub(crate) fn check(target: &Target, facts: &Facts, insertion: &Insertion) -> Result<(), String> {
+pub fn check(target: &Target, facts: &Facts, insertion: &Insertion) -> Result<(), String> {
     let mut rope = target.rope.clone();
     rope.insert(rope.byte_to_char(insertion.offset), &insertion.text);
     let tree = syntax::parse(&mut target.language.parser(), &rope, None).ok_or("the file could not be parsed")?;
@@ -438,7 +438,7 @@ pub(crate) fn check(target: &Target, facts: &Facts, insertion: &Insertion) -> Re
 /// Documents every target (all undocumented items of one file) in one go: either every
 /// insertion, checked together, or an error and nothing. `prose` writes the sentences for one
 /// item (the model; canned text in tests) and is told which item of how many it is at.
-pub(crate) fn document_all(
+pub fn document_all(
     targets: &[Target],
     style: DocstringStyle,
     prose: &mut dyn FnMut(&Target, &Facts, usize) -> Result<Prose, ActionError>,
@@ -470,7 +470,7 @@ pub(crate) fn document_all(
 }
 
 /// The whole action: facts, prose, rendering, check.
-pub(crate) fn generate(
+pub fn generate(
     model: &mut Model,
     target: &Target,
     style: DocstringStyle,

@@ -4,11 +4,11 @@
 //! inserted. Both run on the engine thread as one task of several short generations that share
 //! a prompt prefix, so the KV cache makes every question after the first cheap.
 
-pub(crate) mod docstring;
+pub mod docstring;
 #[cfg(test)]
 mod fixture_tests;
-pub(crate) mod scaffold;
-pub(crate) mod unit_tests;
+pub mod scaffold;
+pub mod unit_tests;
 
 use std::path::PathBuf;
 
@@ -21,22 +21,22 @@ use crate::syntax::scopes::Scope;
 
 /// The function, method or class an action works on, with the document as it was.
 #[derive(Clone)]
-pub(crate) struct Target {
-    pub(crate) uri: String,
-    pub(crate) path: Option<PathBuf>,
-    pub(crate) version: i32,
-    pub(crate) language: Language,
-    pub(crate) rope: Rope,
-    pub(crate) tree: Tree,
-    pub(crate) scope: Scope,
+pub struct Target {
+    pub uri: String,
+    pub path: Option<PathBuf>,
+    pub version: i32,
+    pub language: Language,
+    pub rope: Rope,
+    pub tree: Tree,
+    pub scope: Scope,
 }
 
 impl Target {
-    pub(crate) fn source(&self) -> String {
+    pub fn source(&self) -> String {
         self.rope.byte_slice(self.scope.anchor.start..self.scope.range.end).to_string()
     }
 
-    pub(crate) fn fence(&self) -> &'static str {
+    pub fn fence(&self) -> &'static str {
         match self.language {
             Language::Python => "python",
             Language::Rust => "rust",
@@ -49,14 +49,14 @@ impl Target {
 
 /// An insertion into a file: at `offset` of `uri` (a byte offset in the text the action saw).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Insertion {
-    pub(crate) offset: usize,
-    pub(crate) text: String,
+pub struct Insertion {
+    pub offset: usize,
+    pub text: String,
 }
 
 /// Why an action produced nothing; shown to the user.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum ActionError {
+pub enum ActionError {
     #[error("{0}")]
     Engine(#[from] EngineError),
     #[error("{0}")]
@@ -65,24 +65,24 @@ pub(crate) enum ActionError {
 
 /// Asks the model short questions about one piece of code, through its chat template when it
 /// has one and through a plain completion prompt otherwise.
-pub(crate) struct Asker<'a> {
-    pub(crate) model: &'a mut Model,
-    pub(crate) cancel: CancelToken,
+pub struct Asker<'a> {
+    pub model: &'a mut Model,
+    pub cancel: CancelToken,
     /// The code the questions are about, first in every prompt so the KV cache is shared.
-    pub(crate) context: String,
-    pub(crate) chat: Option<ChatFormat>,
-    pub(crate) attempt: u64,
+    pub context: String,
+    pub chat: Option<ChatFormat>,
+    pub attempt: u64,
 }
 
 impl<'a> Asker<'a> {
-    pub(crate) fn new(model: &'a mut Model, cancel: CancelToken, context: String) -> Self {
+    pub fn new(model: &'a mut Model, cancel: CancelToken, context: String) -> Self {
         let chat = model.info.chat_format;
         Asker { model, cancel, context, chat, attempt: 0 }
     }
 
     /// The prompt for `question` (chat) or for `completion_lead` (plain models): a text the
     /// answer continues.
-    pub(crate) fn prompt(&self, question: &str, completion_lead: &str, answer_lead: &str) -> Vec<PromptPiece> {
+    pub fn prompt(&self, question: &str, completion_lead: &str, answer_lead: &str) -> Vec<PromptPiece> {
         match self.chat {
             Some(ChatFormat::ChatMl) => {
                 let special = |token: &str| PromptPiece::Special(token.to_string());
@@ -105,7 +105,7 @@ impl<'a> Asker<'a> {
 
     /// Generates up to `max_tokens` after `prompt`, stopping at any of `stops`. The first try is
     /// greedy; retries (higher `attempt`) sample, so they can say something else.
-    pub(crate) fn generate(
+    pub fn generate(
         &mut self,
         prompt: Vec<PromptPiece>,
         max_tokens: usize,
@@ -115,7 +115,7 @@ impl<'a> Asker<'a> {
     }
 
     /// `generate`, also stopped when `done` says the text so far is enough.
-    pub(crate) fn generate_until(
+    pub fn generate_until(
         &mut self,
         prompt: Vec<PromptPiece>,
         max_tokens: usize,
@@ -143,7 +143,7 @@ impl<'a> Asker<'a> {
 /// One clean sentence out of a model's answer: the first line and sentence, without quotes,
 /// code markup or "The function x" preambles, capitalised, ending with a period. `None` when
 /// nothing usable is left.
-pub(crate) fn clean_sentence(answer: &str, strip_subjects: &[String]) -> Option<String> {
+pub fn clean_sentence(answer: &str, strip_subjects: &[String]) -> Option<String> {
     let line = answer.trim().lines().next()?.trim();
     if line.contains("```") || line.contains("<|") {
         return None;
@@ -196,7 +196,7 @@ pub(crate) fn clean_sentence(answer: &str, strip_subjects: &[String]) -> Option<
 
 /// PEP 257's imperative mood for a summary that starts with its subject: "add returns the
 /// sum" → "Return the sum".
-pub(crate) fn imperative(summary: &str, name: &str) -> String {
+pub fn imperative(summary: &str, name: &str) -> String {
     let words: Vec<&str> = summary.split(' ').collect();
     let first = words[0].trim_matches(['`', '(', ')']);
     let named = first.eq_ignore_ascii_case(name) || first.eq_ignore_ascii_case("it");
@@ -229,7 +229,7 @@ const DETERMINERS: &[&str] = &[
 ];
 
 /// Lower-cases the first letter (for "// Name does ..." Go comments).
-pub(crate) fn lower_first(text: &str) -> String {
+pub fn lower_first(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
@@ -239,7 +239,7 @@ pub(crate) fn lower_first(text: &str) -> String {
 
 /// A target at the `$0` marker of `source` in a file at `path` (tests).
 #[cfg(test)]
-pub(crate) fn test_target(path: &str, language_id: &str, source: &str) -> Target {
+pub fn test_target(path: &str, language_id: &str, source: &str) -> Target {
     let cursor = source.find("$0").expect("a $0 cursor marker");
     let text = source.replacen("$0", "", 1);
     let document = crate::document::Document::new(format!("file://{path}"), language_id.into(), 1, &text);

@@ -13,26 +13,26 @@ use crate::syntax::Language;
 
 /// A collaborator to replace with a mock.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Collaborator {
+pub struct Collaborator {
     /// What `patch()` gets: where the name is looked up at call time.
-    pub(crate) patch_target: String,
+    pub patch_target: String,
     /// The mock's variable name in the test.
-    pub(crate) variable: String,
-    pub(crate) awaited: bool,
+    pub variable: String,
+    pub awaited: bool,
     /// The argument texts at the call site, when they are all parameters of the function.
-    pub(crate) parameter_arguments: Option<Vec<String>>,
+    pub parameter_arguments: Option<Vec<String>>,
 }
 
 /// How a project runs async Python tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum AsyncStyle {
+pub enum AsyncStyle {
     PytestAsyncio,
     Unittest,
 }
 
 /// A piece of a scaffolded test: fixed text, or a hole the model fills up to `stop`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Piece {
+pub enum Piece {
     Fixed(String),
     /// The rest of a line, up to `stop`.
     Hole {
@@ -90,7 +90,7 @@ fn python_imports(target: &Target) -> Vec<(String, String, Option<String>)> {
 /// Calls in the function body to names imported from other modules, plus any named by a
 /// `# mock: module.name` comment in the function. `module` is how tests import the code under
 /// test (`shop.orders`), for patching names imported into it.
-pub(crate) fn collaborators(target: &Target, module: &str) -> Vec<Collaborator> {
+pub fn collaborators(target: &Target, module: &str) -> Vec<Collaborator> {
     if target.language != Language::Python {
         return Vec::new();
     }
@@ -163,7 +163,7 @@ pub(crate) fn collaborators(target: &Target, module: &str) -> Vec<Collaborator> 
 }
 
 /// pytest-asyncio when the workspace uses it, else unittest's `IsolatedAsyncioTestCase`.
-pub(crate) fn python_async_style(root: &Path) -> AsyncStyle {
+pub fn python_async_style(root: &Path) -> AsyncStyle {
     let files = [
         "pyproject.toml",
         "setup.cfg",
@@ -184,7 +184,7 @@ pub(crate) fn python_async_style(root: &Path) -> AsyncStyle {
 }
 
 /// Whether the Rust crate holding `source` depends on tokio (its nearest Cargo.toml says so).
-pub(crate) fn rust_uses_tokio(source: &Path, root: &Path) -> bool {
+pub fn rust_uses_tokio(source: &Path, root: &Path) -> bool {
     let mut directory: Option<PathBuf> = source.parent().map(Path::to_path_buf);
     while let Some(current) = directory {
         if let Ok(manifest) = std::fs::read_to_string(current.join("Cargo.toml")) {
@@ -199,13 +199,13 @@ pub(crate) fn rust_uses_tokio(source: &Path, root: &Path) -> bool {
 }
 
 /// Whether a target needs a scaffold rather than free-form tests.
-pub(crate) fn needed(target: &Target, collaborators: &[Collaborator]) -> bool {
+pub fn needed(target: &Target, collaborators: &[Collaborator]) -> bool {
     target.scope.is_async || !collaborators.is_empty()
 }
 
 /// The body of one test after its name, as fixed text and holes. `indent` is the test
 /// body's indentation; `call` is how the code under test is called (`orders.get(`).
-pub(crate) fn python_body(call: &str, is_async: bool, collaborators: &[Collaborator], indent: &str) -> Vec<Piece> {
+pub fn python_body(call: &str, is_async: bool, collaborators: &[Collaborator], indent: &str) -> Vec<Piece> {
     let fixed = |text: String| Piece::Fixed(text);
     let mut pieces = Vec::new();
     let mut depth = indent.to_string();
@@ -238,7 +238,7 @@ pub(crate) fn python_body(call: &str, is_async: bool, collaborators: &[Collabora
 
 /// The arguments of a call as generated: up to the first unmatched closing parenthesis or the
 /// end of the line, without it.
-pub(crate) fn cut_arguments(generated: &str) -> String {
+pub fn cut_arguments(generated: &str) -> String {
     let line = generated.lines().next().unwrap_or_default();
     let mut depth = 0i32;
     for (index, c) in line.char_indices() {
@@ -253,11 +253,11 @@ pub(crate) fn cut_arguments(generated: &str) -> String {
 }
 
 /// Replaced after the call's arguments are known: `_with(args)` or `()`.
-pub(crate) const ASSERT_CALL_MARK: &str = "\u{1}ASSERT_CALL\u{1}";
+pub const ASSERT_CALL_MARK: &str = "\u{1}ASSERT_CALL\u{1}";
 
 /// Completes `assert_called_once` marks: `_with(values)` when the collaborator got the
 /// function's parameters and the test's call shows their values, else `()`.
-pub(crate) fn resolve_assert_calls(
+pub fn resolve_assert_calls(
     code: &str,
     collaborators: &[Collaborator],
     parameters: &[String],

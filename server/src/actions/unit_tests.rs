@@ -16,11 +16,11 @@ use crate::syntax::{self, Language};
 
 /// Where the tests go and what is there already.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Plan {
-    pub(crate) file: PathBuf,
+pub struct Plan {
+    pub file: PathBuf,
     /// The target's current text (an open buffer or the file on disk); `None` when it does
     /// not exist yet.
-    pub(crate) existing: Option<String>,
+    pub existing: Option<String>,
     /// Python: the import of the code under test.
     import_line: String,
     /// Python: the dotted module tests import the code from (for `patch` targets).
@@ -30,17 +30,17 @@ pub(crate) struct Plan {
     /// Rust: the crate depends on tokio (`#[tokio::test]` for async functions).
     tokio: bool,
     /// Python: the workspace's interpreter; the generated module must import under it.
-    pub(crate) interpreter: Option<PathBuf>,
+    pub interpreter: Option<PathBuf>,
     root: PathBuf,
 }
 
 /// The result: insert `insertion` into `file` (creating it first when `create`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct TestEdit {
-    pub(crate) file: PathBuf,
-    pub(crate) create: bool,
-    pub(crate) insertion: Insertion,
-    pub(crate) test_names: Vec<String>,
+pub struct TestEdit {
+    pub file: PathBuf,
+    pub create: bool,
+    pub insertion: Insertion,
+    pub test_names: Vec<String>,
 }
 
 fn stem(path: &Path) -> String {
@@ -68,7 +68,7 @@ fn subject(target: &Target) -> (String, String) {
 }
 
 /// Decides the test file. `read` gives the current text of a path (open buffer, else disk).
-pub(crate) fn plan(
+pub fn plan(
     target: &Target,
     workspace_folders: &[PathBuf],
     read: &dyn Fn(&Path) -> Option<String>,
@@ -584,12 +584,7 @@ fn body_of(test: &Test) -> String {
 /// The whole action: tests written one at a time (each prompt shows the earlier ones, so the
 /// model writes different cases and the KV cache covers the shared start), each generation
 /// stopped as soon as the test is complete; only complete, asserting, distinct tests are kept.
-pub(crate) fn generate(
-    model: &mut Model,
-    target: &Target,
-    plan: &Plan,
-    cancel: CancelToken,
-) -> Result<TestEdit, ActionError> {
+pub fn generate(model: &mut Model, target: &Target, plan: &Plan, cancel: CancelToken) -> Result<TestEdit, ActionError> {
     let language = target.language;
     let (_, qualified) = subject(target);
     let context = format!("```{}\n{}\n```", target.fence(), target.source());

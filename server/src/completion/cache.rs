@@ -4,17 +4,17 @@
 use ropey::Rope;
 
 #[derive(Clone)]
-pub(crate) struct Suggestion {
-    pub(crate) uri: String,
+pub struct Suggestion {
+    pub uri: String,
     /// The document when the suggestion was made (ropes clone in O(1)).
-    pub(crate) rope: Rope,
-    pub(crate) cursor: usize,
-    pub(crate) text: String,
+    pub rope: Rope,
+    pub cursor: usize,
+    pub text: String,
 }
 
 /// The rest of `suggestion` if the document now equals the old one with a prefix of the
 /// suggestion typed at the old cursor, and the new cursor right after it.
-pub(crate) fn type_through(suggestion: &Suggestion, uri: &str, rope: &Rope, cursor: usize) -> Option<String> {
+pub fn type_through(suggestion: &Suggestion, uri: &str, rope: &Rope, cursor: usize) -> Option<String> {
     if suggestion.uri != uri || cursor < suggestion.cursor || suggestion.text.is_empty() {
         return None;
     }

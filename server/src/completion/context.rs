@@ -20,7 +20,7 @@ use crate::syntax::Language;
 use crate::syntax::scopes::{self, Scope};
 
 /// Rough bytes per token of source code for budgeting without running the tokenizer.
-pub(crate) const BYTES_PER_TOKEN: usize = 3;
+pub const BYTES_PER_TOKEN: usize = 3;
 /// The prefix window's start moves in steps of this many lines, so it stays put while typing.
 const WINDOW_STEP_LINES: usize = 16;
 /// Each cross-file source gets at most this long.
@@ -33,18 +33,18 @@ const MAX_SYMBOLS: usize = 200;
 const SIMILAR_QUERY_BYTES: usize = 16 * 1024;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct CompletionContext {
+pub struct CompletionContext {
     /// Stable text before the code: path header, cross-file snippets, imports.
-    pub(crate) header: String,
+    pub header: String,
     /// The code before the cursor.
-    pub(crate) prefix: String,
+    pub prefix: String,
     /// The code after the cursor.
-    pub(crate) suffix: String,
+    pub suffix: String,
     /// Names of the sources used, for inspection.
-    pub(crate) sources: Vec<String>,
+    pub sources: Vec<String>,
 }
 
-pub(crate) fn comment_prefix(language: Option<Language>) -> &'static str {
+pub fn comment_prefix(language: Option<Language>) -> &'static str {
     match language {
         Some(Language::Python) | None => "#",
         Some(_) => "//",
@@ -52,7 +52,7 @@ pub(crate) fn comment_prefix(language: Option<Language>) -> &'static str {
 }
 
 /// A path relative to the first workspace folder that contains it.
-pub(crate) fn display_path(path: Option<&Path>, uri: &str, workspace_folders: &[std::path::PathBuf]) -> String {
+pub fn display_path(path: Option<&Path>, uri: &str, workspace_folders: &[std::path::PathBuf]) -> String {
     let Some(path) = path else {
         return uri.to_string();
     };
@@ -220,7 +220,7 @@ fn similar_windows(
 /// to it, from the other open buffers. It depends on the whole document rather than on the
 /// cursor, so callers can cache it until another buffer changes: text placed before the code
 /// must not change while the user types, or the KV cache would miss.
-pub(crate) fn cross_file(
+pub fn cross_file(
     document: &Document,
     others: &[&Document],
     budget_bytes: usize,
@@ -252,7 +252,7 @@ pub(crate) fn cross_file(
 
 /// Builds the context for `cursor` in `document`. `cross_file_text` comes from `cross_file`
 /// (usually cached).
-pub(crate) fn build(
+pub fn build(
     document: &Document,
     cursor: usize,
     budget_tokens: usize,

@@ -2,10 +2,10 @@
 //! prompt → generation (stopped early by post-processing) → post-processing → the candidate
 //! that adds no parse error.
 
-pub(crate) mod cache;
-pub(crate) mod context;
-pub(crate) mod postprocess;
-pub(crate) mod prompt;
+pub mod cache;
+pub mod context;
+pub mod postprocess;
+pub mod prompt;
 
 use std::path::PathBuf;
 
@@ -24,13 +24,13 @@ use prompt::FimFormat;
 const SINGLE_LINE_MAX_TOKENS: usize = 32;
 
 /// Everything needed to run and finish one completion, built on the main thread.
-pub(crate) struct Prepared {
-    pub(crate) prompt: Vec<PromptPiece>,
-    pub(crate) max_tokens: usize,
-    pub(crate) stop_strings: Vec<String>,
-    pub(crate) stop_tokens: Vec<String>,
-    pub(crate) mode: Mode,
-    pub(crate) context: CompletionContext,
+pub struct Prepared {
+    pub prompt: Vec<PromptPiece>,
+    pub max_tokens: usize,
+    pub stop_strings: Vec<String>,
+    pub stop_tokens: Vec<String>,
+    pub mode: Mode,
+    pub context: CompletionContext,
     surroundings: Surroundings,
     snapshot: Snapshot,
 }
@@ -43,17 +43,17 @@ struct Snapshot {
     cursor: usize,
 }
 
-pub(crate) struct Inputs<'a> {
-    pub(crate) document: &'a Document,
-    pub(crate) cursor: usize,
-    pub(crate) config: &'a CompletionConfig,
-    pub(crate) model: &'a ModelInfo,
+pub struct Inputs<'a> {
+    pub document: &'a Document,
+    pub cursor: usize,
+    pub config: &'a CompletionConfig,
+    pub model: &'a ModelInfo,
     /// Cross-file context for the cursor's scope (see `context::cross_file`).
-    pub(crate) cross_file: &'a str,
-    pub(crate) workspace_folders: &'a [PathBuf],
+    pub cross_file: &'a str,
+    pub workspace_folders: &'a [PathBuf],
 }
 
-pub(crate) fn surroundings(document: &Document, cursor: usize) -> Surroundings {
+pub fn surroundings(document: &Document, cursor: usize) -> Surroundings {
     let rope = &document.rope;
     let line = rope.byte_to_line(cursor);
     let line_start = rope.line_to_byte(line);
@@ -79,7 +79,7 @@ pub(crate) fn surroundings(document: &Document, cursor: usize) -> Surroundings {
 
 /// Prepares a completion, or `None` where nothing should be completed (code follows the
 /// cursor on its line).
-pub(crate) fn prepare(inputs: &Inputs) -> Option<Prepared> {
+pub fn prepare(inputs: &Inputs) -> Option<Prepared> {
     let document = inputs.document;
     let cursor = inputs.cursor.min(document.rope.len_bytes());
     let surroundings = surroundings(document, cursor);
@@ -134,7 +134,7 @@ pub(crate) fn prepare(inputs: &Inputs) -> Option<Prepared> {
 
 impl Prepared {
     /// Stops generation once post-processing says more tokens cannot change the result.
-    pub(crate) fn observer(&self) -> impl FnMut(&str) -> Flow + Send + 'static {
+    pub fn observer(&self) -> impl FnMut(&str) -> Flow + Send + 'static {
         let surroundings = self.surroundings.clone();
         let mode = self.mode;
         move |text: &str| {
@@ -143,7 +143,7 @@ impl Prepared {
     }
 
     /// The ghost text for the raw generation (possibly empty).
-    pub(crate) fn finish(&self, raw: &str) -> String {
+    pub fn finish(&self, raw: &str) -> String {
         let processed = postprocess::process(raw, &self.surroundings, self.mode).text;
         if processed.trim().is_empty() {
             return String::new();

@@ -8,35 +8,35 @@
 use crate::syntax::Language;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
+pub enum Mode {
     SingleLine,
     MultiLine,
 }
 
 /// The text around the cursor that post-processing needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Surroundings {
-    pub(crate) language: Option<Language>,
+pub struct Surroundings {
+    pub language: Option<Language>,
     /// The cursor line's text before the cursor.
-    pub(crate) line_prefix: String,
+    pub line_prefix: String,
     /// The cursor line's text after the cursor (no line terminator).
-    pub(crate) line_suffix: String,
+    pub line_suffix: String,
     /// The first non-blank line below the cursor line.
-    pub(crate) next_line: Option<String>,
+    pub next_line: Option<String>,
     /// Whether the cursor sits inside a function, method or class.
-    pub(crate) in_scope: bool,
+    pub in_scope: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Processed {
-    pub(crate) text: String,
+pub struct Processed {
+    pub text: String,
     /// True once more tokens could not change the result.
-    pub(crate) complete: bool,
+    pub complete: bool,
 }
 
 /// Line starts that begin a new top-level item, per language: a multi-line completion stops
 /// before them. Kept as data so each language's rules read as a table.
-pub(crate) fn stop_strings(language: Option<Language>) -> &'static [&'static str] {
+pub fn stop_strings(language: Option<Language>) -> &'static [&'static str] {
     match language {
         Some(Language::Python) => &["\nclass ", "\ndef ", "\nasync def ", "\nif __name__", "\n@"],
         Some(Language::Rust) => &["\nfn ", "\npub fn ", "\nimpl ", "\nimpl<", "\n#[", "\nmod ", "\nstruct ", "\nenum "],
@@ -66,12 +66,12 @@ fn is_blank(text: &str) -> bool {
 
 /// Whether the rest of the line leaves room for a completion: only closing brackets, quotes
 /// and separators may follow the cursor. Completing in front of real code would push it aside.
-pub(crate) fn rest_of_line_allows_completion(surroundings: &Surroundings) -> bool {
+pub fn rest_of_line_allows_completion(surroundings: &Surroundings) -> bool {
     surroundings.line_suffix.chars().all(|c| c.is_whitespace() || ")]}\"'`;,:".contains(c))
 }
 
 /// Single line mid-line; a block at an empty line inside a block or after a block opener.
-pub(crate) fn decide_mode(surroundings: &Surroundings) -> Mode {
+pub fn decide_mode(surroundings: &Surroundings) -> Mode {
     let rest_is_closers = rest_of_line_allows_completion(surroundings);
     if is_blank(&surroundings.line_prefix) && is_blank(&surroundings.line_suffix) {
         return if surroundings.in_scope { Mode::MultiLine } else { Mode::SingleLine };
@@ -151,7 +151,7 @@ fn unclosed_openers(text: &str) -> usize {
     depth
 }
 
-pub(crate) fn process(raw: &str, surroundings: &Surroundings, mode: Mode) -> Processed {
+pub fn process(raw: &str, surroundings: &Surroundings, mode: Mode) -> Processed {
     let mut text = raw.replace("\r\n", "\n");
     let mut complete = false;
 

@@ -5,7 +5,7 @@
 use crate::engine::{ModelInfo, PromptPiece};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum FimFamily {
+pub enum FimFamily {
     StarCoder,
     CodeLlama,
     DeepSeek,
@@ -15,8 +15,8 @@ pub(crate) enum FimFamily {
 
 /// The markers of one family as the vocabulary spells them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct FimFormat {
-    pub(crate) family: FimFamily,
+pub struct FimFormat {
+    pub family: FimFamily,
     prefix: String,
     suffix: String,
     /// Codestral has no middle marker: `[SUFFIX]s[PREFIX]p`.
@@ -38,7 +38,7 @@ const FAMILIES: &[(FimFamily, &str, &[Spelling])] = &[
 impl FimFormat {
     /// The FIM format of a model: the family named in `nib.json` or, when it names none, the
     /// first family whose markers are all single special tokens of the vocabulary.
-    pub(crate) fn for_model(info: &ModelInfo) -> Option<FimFormat> {
+    pub fn for_model(info: &ModelInfo) -> Option<FimFormat> {
         if info.fim_declared_absent {
             return None;
         }
@@ -60,7 +60,7 @@ impl FimFormat {
     }
 
     /// `prefix` already holds the context header; `suffix` is the text after the cursor.
-    pub(crate) fn build(&self, prefix: String, suffix: String) -> Vec<PromptPiece> {
+    pub fn build(&self, prefix: String, suffix: String) -> Vec<PromptPiece> {
         let special = |token: &str| PromptPiece::Special(token.to_string());
         match (&self.family, &self.middle) {
             // CodeLlama: `<PRE> {prefix} <SUF>{suffix} <MID>`; the spaces are part of the format.
@@ -88,7 +88,7 @@ impl FimFormat {
     }
 
     /// Tokens that end a FIM completion besides the model's own stop tokens.
-    pub(crate) fn stop_tokens(&self) -> Vec<String> {
+    pub fn stop_tokens(&self) -> Vec<String> {
         let mut stops: Vec<String> = match self.family {
             FimFamily::StarCoder => vec!["<|endoftext|>".into(), "<file_sep>".into()],
             FimFamily::CodeLlama => vec!["<EOT>".into(), "▁<EOT>".into()],
@@ -106,7 +106,7 @@ impl FimFormat {
 }
 
 /// Renders prompt pieces as one string (special tokens spelled out), for inspection.
-pub(crate) fn render(pieces: &[PromptPiece]) -> String {
+pub fn render(pieces: &[PromptPiece]) -> String {
     pieces
         .iter()
         .map(|piece| match piece {

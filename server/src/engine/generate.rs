@@ -19,45 +19,45 @@ const PREFILL_CHUNK: usize = 128;
 /// A piece of a prompt: ordinary text, or a special token given by name (FIM markers, chat
 /// delimiters), which is looked up in the vocabulary rather than tokenized.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum PromptPiece {
+pub enum PromptPiece {
     Text(String),
     Special(String),
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Sampling {
+pub struct Sampling {
     /// 0 means greedy.
-    pub(crate) temperature: f32,
-    pub(crate) top_p: f32,
-    pub(crate) seed: u64,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u64,
 }
 
 impl Sampling {
-    pub(crate) const GREEDY: Sampling = Sampling { temperature: 0.0, top_p: 1.0, seed: 0 };
+    pub const GREEDY: Sampling = Sampling { temperature: 0.0, top_p: 1.0, seed: 0 };
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct GenerationRequest {
-    pub(crate) prompt: Vec<PromptPiece>,
-    pub(crate) max_tokens: usize,
-    pub(crate) sampling: Sampling,
-    pub(crate) stop_strings: Vec<String>,
+pub struct GenerationRequest {
+    pub prompt: Vec<PromptPiece>,
+    pub max_tokens: usize,
+    pub sampling: Sampling,
+    pub stop_strings: Vec<String>,
     /// Special tokens that end generation besides the model's own (FIM separators).
-    pub(crate) stop_tokens: Vec<String>,
-    pub(crate) cancel: CancelToken,
-    pub(crate) deadline: Option<Instant>,
+    pub stop_tokens: Vec<String>,
+    pub cancel: CancelToken,
+    pub deadline: Option<Instant>,
 }
 
 /// What the observer tells the generator after each new piece of text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Flow {
+pub enum Flow {
     Continue,
     Stop,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) enum FinishReason {
+pub enum FinishReason {
     Length,
     StopToken,
     StopString,
@@ -67,35 +67,35 @@ pub(crate) enum FinishReason {
 /// Timings and cache use of one generation.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct GenerationStats {
-    pub(crate) prompt_tokens: usize,
-    pub(crate) reused_tokens: usize,
-    pub(crate) prefilled_tokens: usize,
-    pub(crate) generated_tokens: usize,
-    pub(crate) tokenize_ms: f64,
-    pub(crate) prefill_ms: f64,
-    pub(crate) decode_ms: f64,
+pub struct GenerationStats {
+    pub prompt_tokens: usize,
+    pub reused_tokens: usize,
+    pub prefilled_tokens: usize,
+    pub generated_tokens: usize,
+    pub tokenize_ms: f64,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct Generation {
-    pub(crate) text: String,
+pub struct Generation {
+    pub text: String,
     /// The generated token ids (without a final stop token).
     #[cfg_attr(not(test), allow(dead_code))] // Compared token by token in the engine tests.
-    pub(crate) tokens: Vec<u32>,
-    pub(crate) finish: FinishReason,
-    pub(crate) stats: GenerationStats,
+    pub tokens: Vec<u32>,
+    pub finish: FinishReason,
+    pub stats: GenerationStats,
 }
 
 /// A loaded model with its KV cache. Owned by one thread at a time.
-pub(crate) struct Model {
-    pub(crate) info: ModelInfo,
-    pub(crate) tokenizer: Tokenizer,
+pub struct Model {
+    pub info: ModelInfo,
+    pub tokenizer: Tokenizer,
     session: DecoderSession,
     cache: KvCache,
     stop_token_ids: Vec<u32>,
     bos_token_id: Option<u32>,
-    pub(crate) stats: EngineStats,
+    pub stats: EngineStats,
 }
 
 fn millis(since: Instant) -> f64 {
@@ -103,7 +103,7 @@ fn millis(since: Instant) -> f64 {
 }
 
 impl Model {
-    pub(crate) fn new(files: ModelFiles, session: DecoderSession) -> Result<Self, EngineError> {
+    pub fn new(files: ModelFiles, session: DecoderSession) -> Result<Self, EngineError> {
         let cache = session.empty_cache()?;
         Ok(Model {
             info: files.info,
@@ -117,7 +117,7 @@ impl Model {
     }
 
     /// Token ids of a prompt, pieces tokenized one by one.
-    pub(crate) fn tokenize(&self, prompt: &[PromptPiece]) -> Result<Vec<u32>, EngineError> {
+    pub fn tokenize(&self, prompt: &[PromptPiece]) -> Result<Vec<u32>, EngineError> {
         let mut ids: Vec<u32> = self.bos_token_id.into_iter().collect();
         for piece in prompt {
             match piece {
@@ -137,12 +137,12 @@ impl Model {
         Ok(ids)
     }
 
-    pub(crate) fn decode(&self, ids: &[u32]) -> Result<String, EngineError> {
+    pub fn decode(&self, ids: &[u32]) -> Result<String, EngineError> {
         self.tokenizer.decode(ids, true).map_err(|error| EngineError::Inference(format!("tokenizer failed: {error}")))
     }
 
     /// Forgets the KV cache (after an error, whose partial state cannot be trusted).
-    pub(crate) fn reset_cache(&mut self) {
+    pub fn reset_cache(&mut self) {
         if let Ok(cache) = self.session.empty_cache() {
             self.cache = cache;
         }
@@ -150,14 +150,14 @@ impl Model {
 
     /// Runs `ids` after the cached tokens and returns the last position's logits (tests).
     #[cfg(test)]
-    pub(crate) fn forward_for_test(&mut self, ids: &[u32], fresh: bool) -> Result<Vec<f32>, EngineError> {
+    pub fn forward_for_test(&mut self, ids: &[u32], fresh: bool) -> Result<Vec<f32>, EngineError> {
         if fresh {
             self.reset_cache();
         }
         self.session.forward(&mut self.cache, ids, None)
     }
 
-    pub(crate) fn cached_tokens(&self) -> usize {
+    pub fn cached_tokens(&self) -> usize {
         self.cache.tokens.len()
     }
 
@@ -196,7 +196,7 @@ impl Model {
 
     /// Generates a continuation of `request.prompt`. `observer` sees the whole text generated so
     /// far after every token and may stop generation early (e.g. at the end of a block).
-    pub(crate) fn generate(
+    pub fn generate(
         &mut self,
         request: &GenerationRequest,
         observer: &mut dyn FnMut(&str) -> Flow,

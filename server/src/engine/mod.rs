@@ -2,10 +2,10 @@
 //! one dedicated thread. Callers submit jobs (a prompt, limits, a cancellation token and a
 //! completion callback) and get results on that thread; the LSP threads never block on it.
 
-pub(crate) mod generate;
-pub(crate) mod model;
-pub(crate) mod runtime;
-pub(crate) mod session;
+pub mod generate;
+pub mod model;
+pub mod runtime;
+pub mod session;
 #[cfg(test)]
 mod tests;
 mod worker;
@@ -18,12 +18,12 @@ use std::time::Instant;
 use ort::session::RunOptions;
 use serde_json::{Value, json};
 
-pub(crate) use generate::{Flow, Generation, GenerationRequest, GenerationStats, Model, PromptPiece, Sampling};
-pub(crate) use model::{ChatFormat, ModelInfo};
-pub(crate) use worker::{EngineHandle, Job};
+pub use generate::{Flow, Generation, GenerationRequest, GenerationStats, Model, PromptPiece, Sampling};
+pub use model::{ChatFormat, ModelInfo};
+pub use worker::{EngineHandle, Job};
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum EngineError {
+pub enum EngineError {
     #[error("{0}")]
     Runtime(String),
     #[error("{0}")]
@@ -41,7 +41,7 @@ pub(crate) enum EngineError {
 /// Cancels one generation from any thread: between decode steps, and in the middle of a long
 /// prefill through ONNX Runtime's run termination.
 #[derive(Clone, Default)]
-pub(crate) struct CancelToken {
+pub struct CancelToken {
     inner: Arc<CancelInner>,
 }
 
@@ -59,23 +59,23 @@ impl std::fmt::Debug for CancelToken {
 }
 
 impl CancelToken {
-    pub(crate) fn cancel(&self) {
+    pub fn cancel(&self) {
         self.inner.cancelled.store(true, Ordering::SeqCst);
         if let Some(run) = self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             let _ = run.terminate();
         }
     }
 
-    pub(crate) fn is_cancelled(&self) -> bool {
+    pub fn is_cancelled(&self) -> bool {
         self.inner.cancelled.load(Ordering::SeqCst)
     }
 
     /// Marks the work as done, so registries of in-flight work can forget it.
-    pub(crate) fn finish(&self) {
+    pub fn finish(&self) {
         self.inner.finished.store(true, Ordering::SeqCst);
     }
 
-    pub(crate) fn is_finished(&self) -> bool {
+    pub fn is_finished(&self) -> bool {
         self.inner.finished.load(Ordering::SeqCst)
     }
 
@@ -94,7 +94,7 @@ impl CancelToken {
 
 /// Where the engine's model is in its life.
 #[derive(Clone, Debug)]
-pub(crate) enum ModelState {
+pub enum ModelState {
     Unloaded,
     Loading { model: PathBuf },
     Ready { model: PathBuf, info: Box<ModelInfo>, load_ms: u64 },
@@ -102,7 +102,7 @@ pub(crate) enum ModelState {
 }
 
 impl ModelState {
-    pub(crate) fn to_json(&self) -> Value {
+    pub fn to_json(&self) -> Value {
         match self {
             ModelState::Unloaded => json!({ "state": "unloaded" }),
             ModelState::Loading { model } => json!({ "state": "loading", "model": model }),
@@ -115,21 +115,21 @@ impl ModelState {
     }
 }
 
-pub(crate) enum EngineEvent {
+pub enum EngineEvent {
     State(ModelState),
 }
 
 /// Counters since the model was loaded.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct EngineStats {
-    pub(crate) generations: u64,
-    pub(crate) cache_hits: u64,
-    pub(crate) cache_misses: u64,
-    pub(crate) reused_tokens: u64,
-    pub(crate) prefilled_tokens: u64,
-    pub(crate) generated_tokens: u64,
-    pub(crate) last: Option<GenerationStats>,
+pub struct EngineStats {
+    pub generations: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub reused_tokens: u64,
+    pub prefilled_tokens: u64,
+    pub generated_tokens: u64,
+    pub last: Option<GenerationStats>,
 }
 
 impl EngineStats {
@@ -149,14 +149,14 @@ impl EngineStats {
 
 /// A snapshot of the engine for `nib/inspect` and handlers.
 #[derive(Clone, Debug)]
-pub(crate) struct EngineStatus {
-    pub(crate) state: ModelState,
-    pub(crate) stats: EngineStats,
-    pub(crate) cached_tokens: usize,
+pub struct EngineStatus {
+    pub state: ModelState,
+    pub stats: EngineStats,
+    pub cached_tokens: usize,
 }
 
 impl EngineStatus {
-    pub(crate) fn to_json(&self) -> Value {
+    pub fn to_json(&self) -> Value {
         let mut value = self.state.to_json();
         value["stats"] = serde_json::to_value(&self.stats).unwrap_or(Value::Null);
         value["cachedTokens"] = json!(self.cached_tokens);
@@ -166,14 +166,14 @@ impl EngineStatus {
 
 /// Settings that decide which model is loaded and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct EngineSettings {
-    pub(crate) model_dir: Option<PathBuf>,
-    pub(crate) onnx_runtime_path: Option<PathBuf>,
-    pub(crate) threads: usize,
+pub struct EngineSettings {
+    pub model_dir: Option<PathBuf>,
+    pub onnx_runtime_path: Option<PathBuf>,
+    pub threads: usize,
 }
 
 impl EngineSettings {
-    pub(crate) fn from_config(config: &crate::config::Config) -> Self {
+    pub fn from_config(config: &crate::config::Config) -> Self {
         EngineSettings {
             model_dir: config.model_path.clone(),
             onnx_runtime_path: config.onnx_runtime_path.clone(),
@@ -183,7 +183,7 @@ impl EngineSettings {
 }
 
 /// Physical cores (hyper-threads share the vector units that inference saturates).
-pub(crate) fn physical_cores() -> usize {
+pub fn physical_cores() -> usize {
     let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
     let Ok(cpuinfo) = std::fs::read_to_string("/proc/cpuinfo") else {
         return logical;
@@ -205,7 +205,7 @@ pub(crate) fn physical_cores() -> usize {
 }
 
 /// Loads the model named by `settings` (the default model when none is configured).
-pub(crate) fn load_model(settings: &EngineSettings) -> Result<Model, EngineError> {
+pub fn load_model(settings: &EngineSettings) -> Result<Model, EngineError> {
     let started = Instant::now();
     let dir = model::resolve_dir(settings.model_dir.as_deref())?;
     let files = model::load(&dir)?;

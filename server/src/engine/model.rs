@@ -37,36 +37,36 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<V
 
 /// How the model wants chat prompts (for docstrings and tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ChatFormat {
+pub enum ChatFormat {
     /// `<|im_start|>role\n...<|im_end|>\n`
     ChatMl,
 }
 
 /// What the rest of nib needs to know about a loaded model.
 #[derive(Clone, Debug)]
-pub(crate) struct ModelInfo {
-    pub(crate) dir: PathBuf,
-    pub(crate) name: String,
-    pub(crate) context_length: usize,
+pub struct ModelInfo {
+    pub dir: PathBuf,
+    pub name: String,
+    pub context_length: usize,
     /// FIM family named in `nib.json` (`Some("")` never happens); `None` with
     /// `fim_declared_absent == false` means "detect from special tokens".
-    pub(crate) fim_family: Option<String>,
-    pub(crate) fim_declared_absent: bool,
+    pub fim_family: Option<String>,
+    pub fim_declared_absent: bool,
     /// Every special (added) token of the tokenizer, for FIM detection and stop tokens.
-    pub(crate) special_tokens: Vec<String>,
-    pub(crate) chat_format: Option<ChatFormat>,
+    pub special_tokens: Vec<String>,
+    pub chat_format: Option<ChatFormat>,
 }
 
-pub(crate) struct ModelFiles {
-    pub(crate) info: ModelInfo,
-    pub(crate) onnx: PathBuf,
-    pub(crate) tokenizer: Tokenizer,
-    pub(crate) stop_token_ids: Vec<u32>,
-    pub(crate) bos_token_id: Option<u32>,
+pub struct ModelFiles {
+    pub info: ModelInfo,
+    pub onnx: PathBuf,
+    pub tokenizer: Tokenizer,
+    pub stop_token_ids: Vec<u32>,
+    pub bos_token_id: Option<u32>,
 }
 
 /// The model directory to use: the configured one, else the first default that exists.
-pub(crate) fn resolve_dir(configured: Option<&Path>) -> Result<PathBuf, EngineError> {
+pub fn resolve_dir(configured: Option<&Path>) -> Result<PathBuf, EngineError> {
     if let Some(dir) = configured {
         return Ok(dir.to_path_buf());
     }
@@ -85,7 +85,7 @@ fn model_error(dir: &Path, what: impl std::fmt::Display) -> EngineError {
     EngineError::Model(format!("model directory {}: {what}", dir.display()))
 }
 
-pub(crate) fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
+pub fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
     if !dir.is_dir() {
         return Err(model_error(dir, "does not exist; see models/README.md for the format"));
     }

@@ -20,7 +20,7 @@ const FIX: &str = "run `make setup`, or set `nib.onnxRuntimePath` (or ORT_DYLIB_
 
 /// The process-wide ONNX Runtime environment, loading the library on first use. Once loaded,
 /// a library cannot be swapped for another: a different `configured` path then only logs.
-pub(crate) fn environment(configured: Option<&Path>) -> Result<&'static Environment, EngineError> {
+pub fn environment(configured: Option<&Path>) -> Result<&'static Environment, EngineError> {
     if let Some((loaded, environment)) = ENVIRONMENT.get() {
         if let Some(path) = configured.filter(|path| *path != loaded) {
             tracing::warn!(
@@ -46,7 +46,7 @@ pub(crate) fn environment(configured: Option<&Path>) -> Result<&'static Environm
 
 /// The library to load: the setting, then `ORT_DYLIB_PATH`, then nib's own virtualenv, then
 /// other Python installations.
-pub(crate) fn find_library(configured: Option<&Path>) -> Result<PathBuf, EngineError> {
+pub fn find_library(configured: Option<&Path>) -> Result<PathBuf, EngineError> {
     if let Some(path) = configured {
         return Ok(path.to_path_buf());
     }
@@ -117,7 +117,7 @@ fn library_in_site_packages(root: &Path) -> Option<PathBuf> {
 }
 
 /// Checks that `path` is a loadable ONNX Runtime before handing it to `ort`.
-pub(crate) fn check_library(path: &Path) -> Result<(), EngineError> {
+pub fn check_library(path: &Path) -> Result<(), EngineError> {
     let mut magic = [0u8; 4];
     let readable = std::fs::File::open(path).and_then(|mut file| std::io::Read::read_exact(&mut file, &mut magic));
     if let Err(error) = readable {

@@ -18,11 +18,11 @@ use super::EngineError;
 
 /// Names and shapes read from the graph.
 #[derive(Clone, Debug)]
-pub(crate) struct GraphSignature {
-    pub(crate) position_ids: bool,
-    pub(crate) layers: usize,
-    pub(crate) kv_heads: usize,
-    pub(crate) head_dim: usize,
+pub struct GraphSignature {
+    pub position_ids: bool,
+    pub layers: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
     past_names: Vec<(String, String)>,
     present_names: Vec<(String, String)>,
 }
@@ -85,14 +85,14 @@ impl GraphSignature {
 
 /// Keys and values of the tokens seen so far, one pair per layer, each
 /// `[1, kv_heads, tokens.len(), head_dim]`.
-pub(crate) struct KvCache {
+pub struct KvCache {
     layers: Vec<(DynValue, DynValue)>,
-    pub(crate) tokens: Vec<u32>,
+    pub tokens: Vec<u32>,
 }
 
-pub(crate) struct DecoderSession {
+pub struct DecoderSession {
     session: Session,
-    pub(crate) signature: GraphSignature,
+    pub signature: GraphSignature,
 }
 
 fn build_session(environment: &Environment, path: &Path, threads: usize) -> ort::Result<Session> {
@@ -108,7 +108,7 @@ fn ort_error(error: impl std::fmt::Display) -> EngineError {
 }
 
 impl DecoderSession {
-    pub(crate) fn load(environment: &Environment, path: &Path, threads: usize) -> Result<Self, EngineError> {
+    pub fn load(environment: &Environment, path: &Path, threads: usize) -> Result<Self, EngineError> {
         let session = build_session(environment, path, threads)
             .map_err(|error| EngineError::Model(format!("cannot load {}: {error}", path.display())))?;
         let signature = GraphSignature::read(&session)
@@ -121,7 +121,7 @@ impl DecoderSession {
         Ok(Tensor::<f32>::from_array((shape, Vec::<f32>::new())).map_err(ort_error)?.into_dyn())
     }
 
-    pub(crate) fn empty_cache(&self) -> Result<KvCache, EngineError> {
+    pub fn empty_cache(&self) -> Result<KvCache, EngineError> {
         let mut layers = Vec::with_capacity(self.signature.layers);
         for _ in 0..self.signature.layers {
             layers.push((self.empty_tensor()?, self.empty_tensor()?));
@@ -131,7 +131,7 @@ impl DecoderSession {
 
     /// Runs `ids` after the cached tokens, extends the cache with them and returns the logits
     /// of the last position. On error the cache is left as it was.
-    pub(crate) fn forward(
+    pub fn forward(
         &mut self,
         cache: &mut KvCache,
         ids: &[u32],
@@ -183,7 +183,7 @@ impl DecoderSession {
     }
 
     /// Cuts the cache back to its first `keep` tokens.
-    pub(crate) fn truncate(&self, cache: &mut KvCache, keep: usize) -> Result<(), EngineError> {
+    pub fn truncate(&self, cache: &mut KvCache, keep: usize) -> Result<(), EngineError> {
         let length = cache.tokens.len();
         if keep >= length {
             return Ok(());

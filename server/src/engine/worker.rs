@@ -20,15 +20,15 @@ type Observer = Box<dyn FnMut(&str) -> Flow + Send>;
 
 /// One generation to run. `on_done` runs on the engine thread with the result, exactly once,
 /// also when no model is loaded (`EngineError::NotReady`); it answers the request it came from.
-pub(crate) struct Job {
-    pub(crate) request: GenerationRequest,
-    pub(crate) observer: Option<Observer>,
-    pub(crate) on_done: Callback,
+pub struct Job {
+    pub request: GenerationRequest,
+    pub observer: Option<Observer>,
+    pub on_done: Callback,
 }
 
 /// Work that needs the model for several generations in a row (docstrings, tests). Runs on
 /// the engine thread with the model, or with the reason there is none.
-pub(crate) type Task = Box<dyn FnOnce(Result<&mut Model, EngineError>) + Send>;
+pub type Task = Box<dyn FnOnce(Result<&mut Model, EngineError>) + Send>;
 
 enum Command {
     Configure(EngineSettings),
@@ -43,7 +43,7 @@ struct Shared {
     cached_tokens: usize,
 }
 
-pub(crate) struct EngineHandle {
+pub struct EngineHandle {
     commands: Sender<Command>,
     shared: Arc<Mutex<Shared>>,
     thread: Option<JoinHandle<()>>,
@@ -53,7 +53,7 @@ pub(crate) struct EngineHandle {
 
 impl EngineHandle {
     /// Starts the engine thread, idle until the first `configure`.
-    pub(crate) fn start() -> (Self, Receiver<EngineEvent>) {
+    pub fn start() -> (Self, Receiver<EngineEvent>) {
         let (commands, command_receiver) = crossbeam_channel::unbounded();
         let (events, event_receiver) = crossbeam_channel::unbounded();
         let shared = Arc::new(Mutex::new(Shared {
@@ -71,11 +71,11 @@ impl EngineHandle {
     }
 
     /// Loads (or reloads) the model when the settings that matter changed.
-    pub(crate) fn configure(&self, config: &Config) {
+    pub fn configure(&self, config: &Config) {
         let _ = self.commands.send(Command::Configure(EngineSettings::from_config(config)));
     }
 
-    pub(crate) fn submit(&self, job: Job) {
+    pub fn submit(&self, job: Job) {
         {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             in_flight.retain(|token| !token.is_finished());
@@ -90,7 +90,7 @@ impl EngineHandle {
     }
 
     /// Runs `task` on the engine thread, after the jobs already queued.
-    pub(crate) fn run(&self, task: Task) {
+    pub fn run(&self, task: Task) {
         if let Err(error) = self.commands.send(Command::Run(task))
             && let Command::Run(task) = error.into_inner()
         {
@@ -98,18 +98,18 @@ impl EngineHandle {
         }
     }
 
-    pub(crate) fn cancel_all(&self) {
+    pub fn cancel_all(&self) {
         for token in self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             token.cancel();
         }
     }
 
-    pub(crate) fn status(&self) -> EngineStatus {
+    pub fn status(&self) -> EngineStatus {
         let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         EngineStatus { state: shared.state.clone(), stats: shared.stats.clone(), cached_tokens: shared.cached_tokens }
     }
 
-    pub(crate) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         self.cancel_all();
         let _ = self.commands.send(Command::Stop);
         if let Some(thread) = self.thread.take() {

@@ -8,27 +8,27 @@ use ropey::Rope;
 
 use crate::position::{self, LineColumn, PositionEncoding};
 
-pub(crate) fn line_column(position: Position) -> LineColumn {
+pub fn line_column(position: Position) -> LineColumn {
     LineColumn { line: position.line, column: position.character }
 }
 
-pub(crate) fn to_byte(rope: &Rope, position: Position, encoding: PositionEncoding) -> usize {
+pub fn to_byte(rope: &Rope, position: Position, encoding: PositionEncoding) -> usize {
     position::to_byte(rope, line_column(position), encoding)
 }
 
-pub(crate) fn to_position(rope: &Rope, byte: usize, encoding: PositionEncoding) -> Position {
+pub fn to_position(rope: &Rope, byte: usize, encoding: PositionEncoding) -> Position {
     let at = position::from_byte(rope, byte, encoding);
     Position { line: at.line, character: at.column }
 }
 
-pub(crate) fn to_range(rope: &Rope, bytes: Range<usize>, encoding: PositionEncoding) -> LspRange {
+pub fn to_range(rope: &Rope, bytes: Range<usize>, encoding: PositionEncoding) -> LspRange {
     LspRange { start: to_position(rope, bytes.start, encoding), end: to_position(rope, bytes.end, encoding) }
 }
 
 /// The byte offset of a position in a request. A column past the end of its line clamps to the
 /// line end (LSP: "defaults back to the line length"); a line past the end of the document is
 /// an error, since nothing sensible can be answered there.
-pub(crate) fn request_byte(
+pub fn request_byte(
     rope: &Rope,
     position: Position,
     encoding: PositionEncoding,

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
-pub(crate) enum RequestId {
+pub enum RequestId {
     Number(i64),
     String(String),
 }
@@ -21,47 +21,47 @@ impl std::fmt::Display for RequestId {
 }
 
 /// Error codes from the JSON-RPC and LSP specifications.
-pub(crate) mod code {
-    pub(crate) const PARSE_ERROR: i32 = -32700;
-    pub(crate) const INVALID_REQUEST: i32 = -32600;
-    pub(crate) const METHOD_NOT_FOUND: i32 = -32601;
-    pub(crate) const INVALID_PARAMS: i32 = -32602;
-    pub(crate) const INTERNAL_ERROR: i32 = -32603;
-    pub(crate) const SERVER_NOT_INITIALIZED: i32 = -32002;
-    pub(crate) const REQUEST_FAILED: i32 = -32803;
-    pub(crate) const CONTENT_MODIFIED: i32 = -32801;
-    pub(crate) const REQUEST_CANCELLED: i32 = -32800;
+pub mod code {
+    pub const PARSE_ERROR: i32 = -32700;
+    pub const INVALID_REQUEST: i32 = -32600;
+    pub const METHOD_NOT_FOUND: i32 = -32601;
+    pub const INVALID_PARAMS: i32 = -32602;
+    pub const INTERNAL_ERROR: i32 = -32603;
+    pub const SERVER_NOT_INITIALIZED: i32 = -32002;
+    pub const REQUEST_FAILED: i32 = -32803;
+    pub const CONTENT_MODIFIED: i32 = -32801;
+    pub const REQUEST_CANCELLED: i32 = -32800;
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct ResponseError {
-    pub(crate) code: i32,
-    pub(crate) message: String,
+pub struct ResponseError {
+    pub code: i32,
+    pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) data: Option<Value>,
+    pub data: Option<Value>,
 }
 
 impl ResponseError {
-    pub(crate) fn new(code: i32, message: impl Into<String>) -> Self {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
         ResponseError { code, message: message.into(), data: None }
     }
 
-    pub(crate) fn invalid_params(message: impl Into<String>) -> Self {
+    pub fn invalid_params(message: impl Into<String>) -> Self {
         Self::new(code::INVALID_PARAMS, message)
     }
 
-    pub(crate) fn request_failed(message: impl Into<String>) -> Self {
+    pub fn request_failed(message: impl Into<String>) -> Self {
         Self::new(code::REQUEST_FAILED, message)
     }
 
-    pub(crate) fn cancelled() -> Self {
+    pub fn cancelled() -> Self {
         Self::new(code::REQUEST_CANCELLED, "request cancelled")
     }
 }
 
 /// An incoming message after classification.
 #[derive(Debug)]
-pub(crate) enum Incoming {
+pub enum Incoming {
     Request {
         id: RequestId,
         method: String,
@@ -83,7 +83,7 @@ pub(crate) enum Incoming {
 }
 
 impl Incoming {
-    pub(crate) fn parse(body: &[u8]) -> Incoming {
+    pub fn parse(body: &[u8]) -> Incoming {
         let value: Value = match serde_json::from_slice(body) {
             Ok(value) => value,
             Err(error) => {
@@ -135,18 +135,18 @@ impl Incoming {
     }
 }
 
-pub(crate) fn response(id: Option<&RequestId>, result: Result<Value, ResponseError>) -> Value {
+pub fn response(id: Option<&RequestId>, result: Result<Value, ResponseError>) -> Value {
     match result {
         Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
         Err(error) => json!({ "jsonrpc": "2.0", "id": id, "error": error }),
     }
 }
 
-pub(crate) fn notification(method: &str, params: Value) -> Value {
+pub fn notification(method: &str, params: Value) -> Value {
     json!({ "jsonrpc": "2.0", "method": method, "params": params })
 }
 
-pub(crate) fn request(id: &RequestId, method: &str, params: Value) -> Value {
+pub fn request(id: &RequestId, method: &str, params: Value) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
 }
 

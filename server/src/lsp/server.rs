@@ -25,17 +25,17 @@ use crate::position::PositionEncoding;
 
 /// Answers one request exactly once. Dropping it unanswered (a panic, a forgotten path, an
 /// engine that died) sends an internal error, so no request ever waits forever.
-pub(crate) struct Responder {
+pub struct Responder {
     id: Option<RequestId>,
     output: Sender<Value>,
 }
 
 impl Responder {
-    pub(crate) fn id(&self) -> &RequestId {
+    pub fn id(&self) -> &RequestId {
         self.id.as_ref().expect("responder already used")
     }
 
-    pub(crate) fn respond(mut self, result: Result<Value, ResponseError>) {
+    pub fn respond(mut self, result: Result<Value, ResponseError>) {
         if let Some(id) = self.id.take() {
             let _ = self.output.send(jsonrpc::response(Some(&id), result));
         }
@@ -59,7 +59,7 @@ enum Lifecycle {
 }
 
 /// What to do with the reply to a request nib sent to the client.
-pub(crate) enum PendingReply {
+pub enum PendingReply {
     /// `workspace/configuration` for the `nib` section.
     Configuration,
     /// Replies nib has no use for (`window/workDoneProgress/create`, `workspace/applyEdit`).
@@ -68,30 +68,30 @@ pub(crate) enum PendingReply {
 
 /// What the client said it can do, reduced to what nib acts on.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct ClientSupport {
-    pub(crate) configuration_request: bool,
-    pub(crate) work_done_progress: bool,
-    pub(crate) code_action_resolve: bool,
-    pub(crate) apply_edit: bool,
-    pub(crate) inline_completion: bool,
+pub struct ClientSupport {
+    pub configuration_request: bool,
+    pub work_done_progress: bool,
+    pub code_action_resolve: bool,
+    pub apply_edit: bool,
+    pub inline_completion: bool,
 }
 
-pub(crate) struct Server {
-    pub(crate) output: Sender<Value>,
-    pub(crate) documents: HashMap<String, Document>,
-    pub(crate) encoding: PositionEncoding,
-    pub(crate) config: Config,
-    pub(crate) client: ClientSupport,
-    pub(crate) workspace_folders: Vec<PathBuf>,
-    pub(crate) engine: EngineHandle,
+pub struct Server {
+    pub output: Sender<Value>,
+    pub documents: HashMap<String, Document>,
+    pub encoding: PositionEncoding,
+    pub config: Config,
+    pub client: ClientSupport,
+    pub workspace_folders: Vec<PathBuf>,
+    pub engine: EngineHandle,
     /// Cancellation tokens of requests still running on the engine, for `$/cancelRequest`.
-    pub(crate) in_flight: HashMap<RequestId, CancelToken>,
-    pub(crate) completions: CompletionState,
+    pub in_flight: HashMap<RequestId, CancelToken>,
+    pub completions: CompletionState,
     /// Document versions, readable from the engine thread to detect edits made during a
     /// generation.
-    pub(crate) versions: Arc<Mutex<HashMap<String, i32>>>,
+    pub versions: Arc<Mutex<HashMap<String, i32>>>,
     /// `$/progress` tokens of running code actions and how to cancel them.
-    pub(crate) progress_tokens: Vec<(String, CancelToken)>,
+    pub progress_tokens: Vec<(String, CancelToken)>,
     next_progress_id: u64,
     lifecycle: Lifecycle,
     next_request_id: i64,
@@ -101,7 +101,7 @@ pub(crate) struct Server {
 /// Runs the server over the given streams until `exit` or the end of the input. Returns the
 /// process exit code: 0 after a proper `shutdown`/`exit` or when the client closes the stream,
 /// 1 on `exit` without `shutdown` (as the spec asks).
-pub(crate) fn run(input: impl BufRead + Send + 'static, output: impl Write + Send + 'static) -> i32 {
+pub fn run(input: impl BufRead + Send + 'static, output: impl Write + Send + 'static) -> i32 {
     let (incoming_sender, incoming) = crossbeam_channel::unbounded::<Frame>();
     let (output_sender, output_receiver) = crossbeam_channel::unbounded::<Value>();
     std::thread::Builder::new()
@@ -247,18 +247,18 @@ impl Server {
     }
 
     /// Registers a request's token so `$/cancelRequest` can reach it; forgets finished ones.
-    pub(crate) fn track(&mut self, id: &RequestId, token: &CancelToken) {
+    pub fn track(&mut self, id: &RequestId, token: &CancelToken) {
         self.in_flight.retain(|_, token| !token.is_finished());
         self.in_flight.insert(id.clone(), token.clone());
     }
 
-    pub(crate) fn next_progress_id(&mut self) -> u64 {
+    pub fn next_progress_id(&mut self) -> u64 {
         self.next_progress_id += 1;
         self.next_progress_id
     }
 
     /// Records a document's version for checks made off the main loop.
-    pub(crate) fn set_version(&self, uri: &str, version: Option<i32>) {
+    pub fn set_version(&self, uri: &str, version: Option<i32>) {
         let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
         match version {
             Some(version) => versions.insert(uri.to_string(), version),
@@ -266,17 +266,17 @@ impl Server {
         };
     }
 
-    pub(crate) fn send(&self, message: Value) {
+    pub fn send(&self, message: Value) {
         // The writer only goes away when the client is gone; nothing is left to tell then.
         let _ = self.output.send(message);
     }
 
-    pub(crate) fn notify(&self, method: &str, params: Value) {
+    pub fn notify(&self, method: &str, params: Value) {
         self.send(jsonrpc::notification(method, params));
     }
 
     /// Sends a request to the client; its reply is routed by `pending`.
-    pub(crate) fn request_client(&mut self, method: &str, params: Value, pending: PendingReply) {
+    pub fn request_client(&mut self, method: &str, params: Value, pending: PendingReply) {
         self.next_request_id += 1;
         let id = RequestId::String(format!("nib-{}", self.next_request_id));
         self.send(jsonrpc::request(&id, method, params));
@@ -284,7 +284,7 @@ impl Server {
     }
 
     /// Logs to stderr and to the client's log (`window/logMessage`).
-    pub(crate) fn log(&self, level: MessageType, message: impl Into<String>) {
+    pub fn log(&self, level: MessageType, message: impl Into<String>) {
         let message = message.into();
         match level {
             MessageType::ERROR => tracing::error!("{message}"),
@@ -295,7 +295,7 @@ impl Server {
     }
 
     /// Logs and shows a message to the user (`window/showMessage`).
-    pub(crate) fn show(&self, level: MessageType, message: impl Into<String>) {
+    pub fn show(&self, level: MessageType, message: impl Into<String>) {
         let message = message.into();
         self.log(level, message.clone());
         self.notify("window/showMessage", json!({ "type": level, "message": format!("nib: {message}") }));
@@ -303,6 +303,6 @@ impl Server {
 }
 
 /// Deserializes request parameters, answering bad ones with `InvalidParams`.
-pub(crate) fn parse_params<P: DeserializeOwned>(params: Value) -> Result<P, ResponseError> {
+pub fn parse_params<P: DeserializeOwned>(params: Value) -> Result<P, ResponseError> {
     serde_json::from_value(params).map_err(|error| ResponseError::invalid_params(format!("invalid params: {error}")))
 }

@@ -9,16 +9,16 @@
 use std::io::{self, BufRead, Read, Write};
 
 /// Bodies larger than this are skipped (and answered with an error) rather than buffered.
-pub(crate) const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+pub const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
 
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Frame {
+pub enum Frame {
     Body(Vec<u8>),
     Malformed(String),
     Eof,
 }
 
-pub(crate) struct MessageReader<R> {
+pub struct MessageReader<R> {
     input: R,
     /// A header line found glued to garbage, to be read first next time.
     pending_line: Option<Vec<u8>>,
@@ -39,7 +39,7 @@ fn header_start(line: &[u8]) -> Option<usize> {
 }
 
 impl<R: BufRead> MessageReader<R> {
-    pub(crate) fn new(input: R) -> Self {
+    pub fn new(input: R) -> Self {
         MessageReader { input, pending_line: None }
     }
 
@@ -53,7 +53,7 @@ impl<R: BufRead> MessageReader<R> {
         Ok((read > 0).then_some(line))
     }
 
-    pub(crate) fn read_frame(&mut self) -> io::Result<Frame> {
+    pub fn read_frame(&mut self) -> io::Result<Frame> {
         // Find the first header line, skipping blank lines and reporting garbage once.
         let mut skipped_garbage = false;
         let first_line = loop {
@@ -122,7 +122,7 @@ fn truncate(text: &str) -> String {
     text.chars().take(60).collect()
 }
 
-pub(crate) fn write_frame(output: &mut impl Write, body: &[u8]) -> io::Result<()> {
+pub fn write_frame(output: &mut impl Write, body: &[u8]) -> io::Result<()> {
     write!(output, "Content-Length: {}\r\n\r\n", body.len())?;
     output.write_all(body)?;
     output.flush()

@@ -1,14 +1,14 @@
 //! Languages nib understands and their tree-sitter grammars: detection from an LSP
 //! `languageId` or a file extension, and (re)parsing straight from a rope.
 
-pub(crate) mod scopes;
+pub mod scopes;
 
 use ropey::Rope;
 use tree_sitter::{Parser, Tree};
 
 /// A language with a tree-sitter grammar. Documents in other languages are tracked as text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Language {
+pub enum Language {
     Python,
     Rust,
     JavaScript,
@@ -19,7 +19,7 @@ pub(crate) enum Language {
 
 impl Language {
     /// Maps an LSP `languageId` (the identifiers VS Code and Neovim use) to a language.
-    pub(crate) fn from_language_id(id: &str) -> Option<Self> {
+    pub fn from_language_id(id: &str) -> Option<Self> {
         Some(match id {
             "python" => Language::Python,
             "rust" => Language::Rust,
@@ -32,7 +32,7 @@ impl Language {
     }
 
     /// Maps a path's extension to a language; the fallback when the `languageId` is unknown.
-    pub(crate) fn from_path(path: &str) -> Option<Self> {
+    pub fn from_path(path: &str) -> Option<Self> {
         let extension = path.rsplit_once('.')?.1;
         Some(match extension {
             "py" | "pyi" => Language::Python,
@@ -45,7 +45,7 @@ impl Language {
         })
     }
 
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Language::Python => "python",
             Language::Rust => "rust",
@@ -69,7 +69,7 @@ impl Language {
 
     /// A parser for this language. Grammar versions are pinned in Cargo.toml, so a failure here
     /// is a build defect, not a runtime condition.
-    pub(crate) fn parser(self) -> Parser {
+    pub fn parser(self) -> Parser {
         let mut parser = Parser::new();
         parser.set_language(&self.grammar()).expect("grammar built against an incompatible tree-sitter");
         parser
@@ -78,10 +78,10 @@ impl Language {
 
 /// Documents larger than this are tracked as text only: parsing them would stall the server
 /// for seconds on every edit, and nothing nib does needs a tree of a generated 10 MB file.
-pub(crate) const MAX_PARSE_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_PARSE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Parses `rope`, reusing `old_tree` (already `edit`ed to match `rope`) when given.
-pub(crate) fn parse(parser: &mut Parser, rope: &Rope, old_tree: Option<&Tree>) -> Option<Tree> {
+pub fn parse(parser: &mut Parser, rope: &Rope, old_tree: Option<&Tree>) -> Option<Tree> {
     if rope.len_bytes() > MAX_PARSE_BYTES {
         return None;
     }
@@ -96,7 +96,7 @@ pub(crate) fn parse(parser: &mut Parser, rope: &Rope, old_tree: Option<&Tree>) -
 }
 
 /// Counts ERROR and MISSING nodes: how much of the file tree-sitter could not make sense of.
-pub(crate) fn error_count(tree: &Tree) -> usize {
+pub fn error_count(tree: &Tree) -> usize {
     let mut count = 0;
     let mut cursor = tree.walk();
     loop {

@@ -10,14 +10,14 @@ use tree_sitter::{Node, Tree};
 use super::Language;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ScopeKind {
+pub enum ScopeKind {
     Function,
     Method,
     Class,
 }
 
 impl ScopeKind {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             ScopeKind::Function => "function",
             ScopeKind::Method => "method",
@@ -28,7 +28,7 @@ impl ScopeKind {
 
 /// `*args`-style parameters, which docstrings and tests spell differently.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Variadic {
+pub enum Variadic {
     No,
     /// `*args`, `...rest`, `args ...T`
     Positional,
@@ -37,32 +37,32 @@ pub(crate) enum Variadic {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Parameter {
-    pub(crate) name: String,
-    pub(crate) annotation: Option<String>,
-    pub(crate) default: Option<String>,
-    pub(crate) variadic: Variadic,
+pub struct Parameter {
+    pub name: String,
+    pub annotation: Option<String>,
+    pub default: Option<String>,
+    pub variadic: Variadic,
 }
 
 /// A function, method or class, as the syntax tree describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Scope {
-    pub(crate) kind: ScopeKind,
-    pub(crate) name: String,
+pub struct Scope {
+    pub kind: ScopeKind,
+    pub name: String,
     /// The definition node itself.
-    pub(crate) range: Range<usize>,
+    pub range: Range<usize>,
     /// Where documentation attaches: includes decorators, attributes and `export`.
-    pub(crate) anchor: Range<usize>,
+    pub anchor: Range<usize>,
     /// The body (block, declaration list, class body), when it has one.
-    pub(crate) body: Option<Range<usize>>,
+    pub body: Option<Range<usize>>,
     /// The definition's header: from its start up to the body, whitespace-trimmed.
-    pub(crate) signature: String,
+    pub signature: String,
     /// Parameters without the receiver (`self`, `cls`, `&self`, Go receivers).
-    pub(crate) parameters: Vec<Parameter>,
-    pub(crate) return_annotation: Option<String>,
+    pub parameters: Vec<Parameter>,
+    pub return_annotation: Option<String>,
     /// The existing docstring or doc comment, if any.
-    pub(crate) doc: Option<Range<usize>>,
-    pub(crate) is_async: bool,
+    pub doc: Option<Range<usize>>,
+    pub is_async: bool,
 }
 
 fn text(rope: &Rope, node: Node) -> String {
@@ -447,7 +447,7 @@ fn python_scope_by_indentation<'tree>(tree: &'tree Tree, rope: &Rope, byte: usiz
 }
 
 /// The innermost function, method or class around `byte`.
-pub(crate) fn scope_at(language: Language, tree: &Tree, rope: &Rope, byte: usize) -> Option<Scope> {
+pub fn scope_at(language: Language, tree: &Tree, rope: &Rope, byte: usize) -> Option<Scope> {
     let byte = byte.min(rope.len_bytes());
     let mut found = innermost_containing(language, tree, byte);
     if language == Language::Python
@@ -465,7 +465,7 @@ pub(crate) fn scope_at(language: Language, tree: &Tree, rope: &Rope, byte: usize
 }
 
 /// Every function, method and class in the file, in document order.
-pub(crate) fn all_scopes(language: Language, tree: &Tree, rope: &Rope) -> Vec<Scope> {
+pub fn all_scopes(language: Language, tree: &Tree, rope: &Rope) -> Vec<Scope> {
     let mut scopes = Vec::new();
     let mut cursor = tree.walk();
     loop {
@@ -485,7 +485,7 @@ pub(crate) fn all_scopes(language: Language, tree: &Tree, rope: &Rope) -> Vec<Sc
 }
 
 /// The file's top-level import statements, in document order.
-pub(crate) fn imports(language: Language, tree: &Tree) -> Vec<Range<usize>> {
+pub fn imports(language: Language, tree: &Tree) -> Vec<Range<usize>> {
     let kinds: &[&str] = match language {
         Language::Python => &["import_statement", "import_from_statement", "future_import_statement"],
         Language::Rust => &["use_declaration", "extern_crate_declaration"],

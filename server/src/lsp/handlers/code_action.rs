@@ -12,16 +12,16 @@ use crate::lsp::server::Server;
 use crate::syntax::Language;
 use crate::syntax::scopes;
 
-pub(crate) const DOCSTRING_KIND: &str = "refactor.rewrite.nib.docstring";
-pub(crate) const TESTS_KIND: &str = "refactor.nib.tests";
-pub(crate) const DOCSTRING_COMMAND: &str = "nib.addDocstring";
-pub(crate) const TESTS_COMMAND: &str = "nib.generateTests";
-pub(crate) const ALL_DOCSTRINGS_KIND: &str = "source.addDocstrings";
-pub(crate) const ALL_DOCSTRINGS_COMMAND: &str = "nib.addDocstrings";
+pub const DOCSTRING_KIND: &str = "refactor.rewrite.nib.docstring";
+pub const TESTS_KIND: &str = "refactor.nib.tests";
+pub const DOCSTRING_COMMAND: &str = "nib.addDocstring";
+pub const TESTS_COMMAND: &str = "nib.generateTests";
+pub const ALL_DOCSTRINGS_KIND: &str = "source.addDocstrings";
+pub const ALL_DOCSTRINGS_COMMAND: &str = "nib.addDocstrings";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) enum ActionKind {
+pub enum ActionKind {
     Docstring,
     Tests,
     /// Every undocumented function, method and class of the file.
@@ -30,14 +30,14 @@ pub(crate) enum ActionKind {
 
 /// What a listed action carries to its resolution.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct ActionData {
-    pub(crate) action: ActionKind,
-    pub(crate) uri: String,
-    pub(crate) version: i32,
-    pub(crate) position: ls_types::Position,
+pub struct ActionData {
+    pub action: ActionKind,
+    pub uri: String,
+    pub version: i32,
+    pub position: ls_types::Position,
 }
 
-pub(crate) fn title(kind: ActionKind, language: Language) -> &'static str {
+pub fn title(kind: ActionKind, language: Language) -> &'static str {
     match (kind, language) {
         (ActionKind::Docstring, Language::Python) => "Add docstring",
         (ActionKind::Docstring, _) => "Add doc comment",
@@ -47,7 +47,7 @@ pub(crate) fn title(kind: ActionKind, language: Language) -> &'static str {
     }
 }
 
-pub(crate) fn handle(server: &mut Server, params: CodeActionParams) -> Result<Value, ResponseError> {
+pub fn handle(server: &mut Server, params: CodeActionParams) -> Result<Value, ResponseError> {
     let uri = params.text_document.uri.as_str();
     let Some(document) = server.documents.get(uri) else {
         return Err(ResponseError::invalid_params(format!("document {uri} is not open")));

@@ -22,14 +22,14 @@ use crate::position::PositionEncoding;
 use crate::syntax::scopes;
 
 /// How the result reaches the client.
-pub(crate) enum Delivery {
+pub enum Delivery {
     /// The resolved code action, with its `edit`.
     Resolve(Value),
     /// `workspace/applyEdit`, then a `null` reply to `workspace/executeCommand`.
     ApplyEdit,
 }
 
-pub(crate) fn handle(server: &mut Server, responder: Responder, action: Value) {
+pub fn handle(server: &mut Server, responder: Responder, action: Value) {
     let data = match action.get("data").cloned().map(serde_json::from_value::<ActionData>) {
         Some(Ok(data)) => data,
         _ => {
@@ -123,7 +123,7 @@ fn insertions_json(
 }
 
 /// Starts the generation for `data`; `responder` is answered when it ends.
-pub(crate) fn run(server: &mut Server, responder: Responder, data: ActionData, delivery: Delivery) {
+pub fn run(server: &mut Server, responder: Responder, data: ActionData, delivery: Delivery) {
     let work = match work(server, &data) {
         Ok(work) => work,
         Err(error) => return responder.respond(Err(error)),
@@ -284,7 +284,7 @@ fn test_edit_json(
 }
 
 /// Work-done progress for one action, cancellable from the client.
-pub(crate) struct Progress {
+pub struct Progress {
     token: Option<String>,
 }
 
@@ -324,7 +324,7 @@ impl Progress {
 }
 
 /// `window/workDoneProgress/cancel`: the user pressed cancel on a progress notification.
-pub(crate) fn cancel_progress(server: &Server, token: &str) {
+pub fn cancel_progress(server: &Server, token: &str) {
     for (_, cancel) in server.progress_tokens.iter().filter(|(t, _)| t == token) {
         cancel.cancel();
     }

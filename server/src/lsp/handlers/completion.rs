@@ -6,7 +6,7 @@ use ls_types::CompletionParams;
 use super::inline_completion::{Shape, complete};
 use crate::lsp::server::{Responder, Server};
 
-pub(crate) fn handle(server: &mut Server, responder: Responder, params: CompletionParams) {
+pub fn handle(server: &mut Server, responder: Responder, params: CompletionParams) {
     let position = params.text_document_position.position;
     let uri = params.text_document_position.text_document.uri.as_str().to_string();
     let invoked =

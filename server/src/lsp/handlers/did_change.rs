@@ -6,7 +6,7 @@ use crate::document::TextChange;
 use crate::lsp::convert::line_column;
 use crate::lsp::server::Server;
 
-pub(crate) fn handle(server: &mut Server, params: DidChangeTextDocumentParams) {
+pub fn handle(server: &mut Server, params: DidChangeTextDocumentParams) {
     let uri = params.text_document.uri.as_str();
     let encoding = server.encoding;
     let Some(document) = server.documents.get_mut(uri) else {

@@ -8,12 +8,12 @@ use crate::config;
 use crate::lsp::server::{PendingReply, Server};
 
 #[derive(serde::Deserialize)]
-pub(crate) struct Params {
+pub struct Params {
     #[serde(default)]
     settings: Value,
 }
 
-pub(crate) fn handle(server: &mut Server, params: Params) {
+pub fn handle(server: &mut Server, params: Params) {
     let has_nib_settings = match &params.settings {
         Value::Object(map) => !map.is_empty(),
         _ => false,
@@ -31,7 +31,7 @@ pub(crate) fn handle(server: &mut Server, params: Params) {
 
 /// Validates and applies settings; warns once per bad key; reloads the model when its
 /// settings changed.
-pub(crate) fn apply(server: &mut Server, settings: &Value) {
+pub fn apply(server: &mut Server, settings: &Value) {
     let (config, warnings) = config::parse(&crate::config::Config::default(), settings);
     for warning in warnings {
         server.show(MessageType::WARNING, warning);

@@ -4,7 +4,7 @@ use ls_types::DidCloseTextDocumentParams;
 
 use crate::lsp::server::Server;
 
-pub(crate) fn handle(server: &mut Server, params: DidCloseTextDocumentParams) {
+pub fn handle(server: &mut Server, params: DidCloseTextDocumentParams) {
     let uri = params.text_document.uri.as_str();
     server.set_version(uri, None);
     if server.documents.remove(uri).is_none() {

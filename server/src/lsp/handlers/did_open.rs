@@ -5,7 +5,7 @@ use ls_types::DidOpenTextDocumentParams;
 use crate::document::Document;
 use crate::lsp::server::Server;
 
-pub(crate) fn handle(server: &mut Server, params: DidOpenTextDocumentParams) {
+pub fn handle(server: &mut Server, params: DidOpenTextDocumentParams) {
     let item = params.text_document;
     let uri = item.uri.as_str().to_string();
     let document = Document::new(uri.clone(), item.language_id, item.version, &item.text);

@@ -9,7 +9,7 @@ use crate::lsp::server::{PendingReply, Server};
 
 const PROGRESS_TOKEN: &str = "nib/model-load";
 
-pub(crate) fn handle(server: &mut Server, event: EngineEvent) {
+pub fn handle(server: &mut Server, event: EngineEvent) {
     let EngineEvent::State(state) = event;
     server.notify("nib/status", state.to_json());
     match &state {

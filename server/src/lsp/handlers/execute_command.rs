@@ -8,7 +8,7 @@ use super::code_action_resolve::{Delivery, run};
 use crate::lsp::jsonrpc::{ResponseError, code};
 use crate::lsp::server::{Responder, Server};
 
-pub(crate) fn handle(server: &mut Server, responder: Responder, params: ExecuteCommandParams) {
+pub fn handle(server: &mut Server, responder: Responder, params: ExecuteCommandParams) {
     if ![DOCSTRING_COMMAND, TESTS_COMMAND, ALL_DOCSTRINGS_COMMAND].contains(&params.command.as_str()) {
         let message = format!("unknown command `{}`", params.command);
         return responder.respond(Err(ResponseError::new(code::INVALID_PARAMS, message)));

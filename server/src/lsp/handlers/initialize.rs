@@ -11,7 +11,7 @@ use crate::document::file_uri_to_path;
 use crate::lsp::server::{ClientSupport, Server};
 use crate::position::PositionEncoding;
 
-pub(crate) fn handle(server: &mut Server, params: InitializeParams) -> Value {
+pub fn handle(server: &mut Server, params: InitializeParams) -> Value {
     let capabilities = &params.capabilities;
     let offered: Vec<String> = capabilities
         .general

@@ -19,7 +19,7 @@ use crate::lsp::server::{Responder, Server};
 
 /// How the result is shaped for the client.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Shape {
+pub enum Shape {
     Inline,
     CompletionList,
 }
@@ -51,17 +51,17 @@ impl Shape {
 
 /// What the server keeps between completion requests.
 #[derive(Default)]
-pub(crate) struct CompletionState {
+pub struct CompletionState {
     /// The last suggestion shown, for typing-through.
-    pub(crate) suggestion: Arc<Mutex<Option<cache::Suggestion>>>,
+    pub suggestion: Arc<Mutex<Option<cache::Suggestion>>>,
     /// The running request's token: the next request cancels it.
-    pub(crate) current: Option<CancelToken>,
+    pub current: Option<CancelToken>,
     /// Cross-file context of the last document: (key, text). Behind a lock only so that
     /// read-only handlers (`nib/inspect`) can fill it too; only the main loop touches it.
-    pub(crate) cross_file: Mutex<Option<(u64, String)>>,
+    pub cross_file: Mutex<Option<(u64, String)>>,
 }
 
-pub(crate) fn handle(server: &mut Server, responder: Responder, params: InlineCompletionParams) {
+pub fn handle(server: &mut Server, responder: Responder, params: InlineCompletionParams) {
     let invoked = params.context.trigger_kind == InlineCompletionTriggerKind::INVOKED;
     let position = params.text_document_position.position;
     let uri = params.text_document_position.text_document.uri.as_str().to_string();
@@ -100,7 +100,7 @@ fn cross_file_for(server: &Server, document: &Document) -> String {
 
 /// The completion nib would run at `cursor` of the open document `uri`, for inspection:
 /// `None` when no model is ready or nothing would be completed there.
-pub(crate) fn prepare_for(server: &Server, uri: &str, cursor: usize) -> Option<completion::Prepared> {
+pub fn prepare_for(server: &Server, uri: &str, cursor: usize) -> Option<completion::Prepared> {
     let ModelState::Ready { info, .. } = server.engine.status().state else { return None };
     prepare_in(server, server.documents.get(uri)?, cursor, &info)
 }
@@ -119,7 +119,7 @@ fn prepare_in(server: &Server, document: &Document, cursor: usize, info: &ModelI
 }
 
 /// Runs the completion pipeline for `position` and answers `responder` in `shape`.
-pub(crate) fn complete(
+pub fn complete(
     server: &mut Server,
     responder: Responder,
     uri: &str,

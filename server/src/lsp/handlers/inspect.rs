@@ -15,7 +15,7 @@ use crate::syntax::{self, scopes};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct Params {
+pub struct Params {
     text_document: TextDocumentIdentifier,
     position: Option<Position>,
     /// Also compare the incremental syntax tree with a fresh parse (slow on big files).
@@ -26,7 +26,7 @@ pub(crate) struct Params {
     prompt: bool,
 }
 
-pub(crate) fn handle(server: &mut Server, params: Params) -> Result<Value, ResponseError> {
+pub fn handle(server: &mut Server, params: Params) -> Result<Value, ResponseError> {
     let uri = params.text_document.uri.as_str();
     let document = server
         .documents

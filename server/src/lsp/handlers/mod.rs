@@ -1,17 +1,17 @@
 //! One file per LSP method; this module routes method names to them.
 
-pub(crate) mod code_action;
-pub(crate) mod code_action_resolve;
-pub(crate) mod completion;
-pub(crate) mod did_change;
-pub(crate) mod did_change_configuration;
-pub(crate) mod did_close;
-pub(crate) mod did_open;
-pub(crate) mod engine_event;
-pub(crate) mod execute_command;
-pub(crate) mod initialize;
-pub(crate) mod inline_completion;
-pub(crate) mod inspect;
+pub mod code_action;
+pub mod code_action_resolve;
+pub mod completion;
+pub mod did_change;
+pub mod did_change_configuration;
+pub mod did_close;
+pub mod did_open;
+pub mod engine_event;
+pub mod execute_command;
+pub mod initialize;
+pub mod inline_completion;
+pub mod inspect;
 
 use ls_types::MessageType;
 use serde_json::Value;
@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::jsonrpc::{RequestId, ResponseError, code};
 use super::server::{PendingReply, Responder, Server, parse_params};
 
-pub(crate) fn request(server: &mut Server, responder: Responder, method: &str, params: Value) {
+pub fn request(server: &mut Server, responder: Responder, method: &str, params: Value) {
     match method {
         "textDocument/inlineCompletion" => match parse_params(params) {
             Ok(params) => inline_completion::handle(server, responder, params),
@@ -42,7 +42,7 @@ pub(crate) fn request(server: &mut Server, responder: Responder, method: &str, p
     }
 }
 
-pub(crate) fn notification(server: &mut Server, method: &str, params: Value) {
+pub fn notification(server: &mut Server, method: &str, params: Value) {
     let outcome = match method {
         "initialized" => Ok(()),
         "textDocument/didOpen" => parse_params(params).map(|params| did_open::handle(server, params)),
@@ -77,7 +77,7 @@ pub(crate) fn notification(server: &mut Server, method: &str, params: Value) {
     }
 }
 
-pub(crate) fn client_reply(server: &mut Server, pending: PendingReply, result: Result<Value, ResponseError>) {
+pub fn client_reply(server: &mut Server, pending: PendingReply, result: Result<Value, ResponseError>) {
     match (pending, result) {
         (PendingReply::Configuration, Ok(Value::Array(mut sections))) if !sections.is_empty() => {
             did_change_configuration::apply(server, &sections.swap_remove(0));
