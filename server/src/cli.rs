@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::completion::{self, context, prompt};
 use crate::config::Config;
 use crate::document::{Document, path_to_file_uri};
-use crate::engine::{self, CancelToken, EngineSettings, Flow, GenerationRequest, PromptPiece, Sampling};
+use crate::engine::{self, Backend, CancelToken, EngineSettings, Flow, GenerationRequest, PromptPiece, Sampling};
 use crate::position::{self, LineColumn, PositionEncoding};
 use crate::syntax::Language;
 
@@ -26,7 +26,7 @@ pub fn generate(
     sampling: Sampling,
     stream: bool,
 ) -> anyhow::Result<()> {
-    let mut model = engine::load_model(settings)?;
+    let mut model = load_backend(settings)?;
     let request = GenerationRequest {
         prompt: vec![PromptPiece::Text(prompt)],
         max_tokens,
@@ -64,6 +64,15 @@ pub fn generate(
     Ok(())
 }
 
+/// The configured backend; a warning about it (an unreachable server) goes to stderr.
+fn load_backend(settings: &EngineSettings) -> anyhow::Result<Box<dyn Backend + Send>> {
+    let (backend, warning) = engine::load_backend(settings)?;
+    if let Some(warning) = warning {
+        eprintln!("nib: warning: {warning}");
+    }
+    Ok(backend)
+}
+
 fn open_document(path: &Path) -> anyhow::Result<Document> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let absolute = std::path::absolute(path)?;
@@ -89,7 +98,7 @@ pub fn complete(
     if let Some(max_tokens) = max_tokens {
         config.max_tokens = max_tokens;
     }
-    let mut model = engine::load_model(settings)?;
+    let mut model = load_backend(settings)?;
     let folders = vec![std::env::current_dir()?];
     let other_refs: Vec<&Document> = others.iter().collect();
     let budget = config.context_tokens * context::BYTES_PER_TOKEN * 3 / 10;
@@ -98,7 +107,7 @@ pub fn complete(
         document: &document,
         cursor,
         config: &config,
-        model: &model.info,
+        model: model.info(),
         cross_file: &cross_file,
         workspace_folders: &folders,
     })

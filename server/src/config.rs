@@ -24,6 +24,64 @@ pub struct CompletionConfig {
     pub languages: Vec<String>,
 }
 
+/// Where generations run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// The in-process ONNX model.
+    Local,
+    /// An OpenAI-compatible completions server (`nib.remote.*`).
+    Remote,
+}
+
+/// A setting that is detected unless the user names a value (or turns it off).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Choice {
+    Auto,
+    Off,
+    Named(String),
+}
+
+/// The OpenAI-compatible completions server used when `nib.backend` is `"remote"`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteConfig {
+    /// Base URL of the API, e.g. `http://gpu-box:8000/v1`; nib posts to `{url}/completions`.
+    pub url: String,
+    /// The `model` field of requests; empty means "the one the server serves".
+    pub model: String,
+    /// Name of the environment variable holding the API key (the key itself is never a setting).
+    pub api_key_env: String,
+    /// FIM family (`starcoder`, `codellama`, `deepseek`, `qwen`, `codestral`), detected from the
+    /// model name when `Auto`, plain prefix prompts when `Off`.
+    pub fim: Choice,
+    /// Chat format for code actions (`chatml`), detected from the model name when `Auto`.
+    pub chat: Choice,
+    /// The served model's context window in tokens (prompts are sized to fit it).
+    pub context_length: usize,
+    pub connect_timeout_ms: u64,
+    /// Longest wait for the response to start and, after that, for each streamed piece.
+    pub timeout_ms: u64,
+    pub max_concurrent_requests: usize,
+    /// Answer from the local model when the server cannot be reached or fails.
+    pub fallback_to_local: bool,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            url: String::new(),
+            model: String::new(),
+            api_key_env: String::new(),
+            fim: Choice::Auto,
+            chat: Choice::Auto,
+            context_length: 4096,
+            connect_timeout_ms: 3_000,
+            timeout_ms: 15_000,
+            max_concurrent_requests: 4,
+            fallback_to_local: false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// Model directory; `None` means the default model.
@@ -38,6 +96,8 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// The workspace's Python interpreter: generated test modules must import under it.
     pub python_interpreter: Option<PathBuf>,
+    pub backend: BackendKind,
+    pub remote: RemoteConfig,
 }
 
 impl Default for Config {
@@ -50,6 +110,8 @@ impl Default for Config {
             docstring_style: DocstringStyle::Google,
             request_timeout_ms: 30_000,
             python_interpreter: None,
+            backend: BackendKind::Local,
+            remote: RemoteConfig::default(),
         }
     }
 }
@@ -88,6 +150,15 @@ fn read_section(config: &mut Config, map: &Map<String, Value>, warnings: &mut Ve
             }),
             "completion" => nested(value, "nib.completion", warnings, |inner_key, inner_value| {
                 read_completion_key(&mut config.completion, inner_key, inner_value)
+            }),
+            "backend" => match value.as_str() {
+                Some("local") => Ok(BackendKind::Local),
+                Some("remote") => Ok(BackendKind::Remote),
+                _ => Err(format!("expected \"local\" or \"remote\", got {value}")),
+            }
+            .map(|kind| config.backend = kind),
+            "remote" => nested(value, "nib.remote", warnings, |inner_key, inner_value| {
+                read_remote_key(&mut config.remote, inner_key, inner_value)
             }),
             "docstring" => nested(value, "nib.docstring", warnings, |inner_key, inner_value| match inner_key {
                 "style" => docstring_style(inner_value).map(|s| config.docstring_style = s),
@@ -134,6 +205,57 @@ fn read_completion_key(completion: &mut CompletionConfig, key: &str, value: &Val
             _ => Err("expected a list of language ids".to_string()),
         },
         _ => Err("unknown setting".to_string()),
+    }
+}
+
+fn read_remote_key(remote: &mut RemoteConfig, key: &str, value: &Value) -> Result<(), String> {
+    match key {
+        "url" => match value.as_str() {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                remote.url = url.trim_end_matches('/').to_string();
+                Ok(())
+            }
+            _ => Err(format!("expected an http:// or https:// URL, got {value}")),
+        },
+        "model" => string(value).map(|name| remote.model = name),
+        "apiKeyEnv" => match value.as_str() {
+            Some(name) if is_env_var_name(name) => Ok(name.to_string()),
+            _ => Err(format!("expected the name of an environment variable, got {value}")),
+        }
+        .map(|name| remote.api_key_env = name),
+        "apiKey" => Err("API keys are never read from settings (they end up in dotfiles and logs); put the key \
+                         in an environment variable and name it in nib.remote.apiKeyEnv"
+            .to_string()),
+        "fim" => choice(value, &["starcoder", "codellama", "deepseek", "qwen", "codestral"]).map(|c| remote.fim = c),
+        "chat" => choice(value, &["chatml"]).map(|c| remote.chat = c),
+        "contextLength" => integer(value, 256, 1_048_576).map(|n| remote.context_length = n),
+        "connectTimeoutMs" => integer(value, 100, 600_000).map(|n| remote.connect_timeout_ms = n as u64),
+        "timeoutMs" => integer(value, 100, 600_000).map(|n| remote.timeout_ms = n as u64),
+        "maxConcurrentRequests" => integer(value, 1, 64).map(|n| remote.max_concurrent_requests = n),
+        "fallbackToLocal" => {
+            value.as_bool().map(|b| remote.fallback_to_local = b).ok_or_else(|| "expected true or false".into())
+        }
+        _ => Err("unknown setting".to_string()),
+    }
+}
+
+fn is_env_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn string(value: &Value) -> Result<String, String> {
+    value.as_str().map(str::to_string).ok_or_else(|| format!("expected a string, got {value}"))
+}
+
+/// `"auto"`, `"none"` or one of `names`.
+fn choice(value: &Value, names: &[&str]) -> Result<Choice, String> {
+    match value.as_str() {
+        Some("auto") => Ok(Choice::Auto),
+        Some("none") => Ok(Choice::Off),
+        Some(name) if names.contains(&name) => Ok(Choice::Named(name.to_string())),
+        _ => Err(format!("expected \"auto\", \"none\" or one of {}, got {value}", names.join(", "))),
     }
 }
 
@@ -209,5 +331,28 @@ mod tests {
         );
         let (_, warnings) = parse(&Config::default(), &json!(["not", "an", "object"]));
         assert_eq!(warnings.len(), 1);
+    }
+
+    #[test]
+    fn remote_settings_are_validated_and_keys_never_accepted() {
+        let settings = json!({"backend": "remote", "remote": {
+            "url": "http://gpu-box:8000/v1/", "model": "qwen2.5-coder-7b", "apiKeyEnv": "TEAM_KEY",
+            "fim": "qwen", "maxConcurrentRequests": 2, "fallbackToLocal": true
+        }});
+        let (config, warnings) = parse(&Config::default(), &settings);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.backend, BackendKind::Remote);
+        assert_eq!(config.remote.url, "http://gpu-box:8000/v1", "the trailing slash is dropped");
+        assert_eq!((config.remote.fim, config.remote.chat), (Choice::Named("qwen".into()), Choice::Auto));
+        assert_eq!((config.remote.max_concurrent_requests, config.remote.fallback_to_local), (2, true));
+
+        let bad = json!({"backend": "cloud", "remote": {
+            "url": "gpu-box:8000", "apiKey": "sk-secret", "apiKeyEnv": "not a name", "fim": "gpt"
+        }});
+        let (config, warnings) = parse(&Config::default(), &bad);
+        assert_eq!(config.backend, BackendKind::Local);
+        assert_eq!(warnings.len(), 5, "{warnings:?}");
+        assert!(warnings.iter().all(|w| !w.contains("sk-secret")), "a key given in settings is not echoed back");
+        assert!(warnings.iter().any(|w| w.starts_with("nib.remote.apiKey:") && w.contains("apiKeyEnv")));
     }
 }

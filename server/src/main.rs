@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use nib::{cli, engine, lsp, position};
+use nib::{cli, config, engine, lsp, position};
 
 #[derive(Parser)]
 #[command(name = "nib", version, about = "Local AI code assistance over LSP, with the model running in-process")]
@@ -25,6 +25,15 @@ struct ModelArgs {
     /// Inference threads (default: one per physical core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Generate on an OpenAI-compatible completions server instead, e.g. http://gpu-box:8000/v1.
+    #[arg(long, value_name = "URL")]
+    remote: Option<String>,
+    /// The model name to request from the --remote server (default: the one it serves).
+    #[arg(long, requires = "remote")]
+    remote_model: Option<String>,
+    /// Environment variable holding the --remote server's API key.
+    #[arg(long, requires = "remote", value_name = "VARIABLE")]
+    remote_api_key_env: Option<String>,
 }
 
 impl ModelArgs {
@@ -33,6 +42,14 @@ impl ModelArgs {
             model_dir: self.model.clone(),
             onnx_runtime_path: self.onnx_runtime.clone(),
             threads: self.threads.unwrap_or_else(engine::physical_cores),
+            remote: self.remote.as_ref().map(|url| {
+                engine::RemoteSettings::from_config(&config::RemoteConfig {
+                    url: url.trim_end_matches('/').to_string(),
+                    model: self.remote_model.clone().unwrap_or_default(),
+                    api_key_env: self.remote_api_key_env.clone().unwrap_or_default(),
+                    ..config::RemoteConfig::default()
+                })
+            }),
         }
     }
 }

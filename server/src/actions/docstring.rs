@@ -7,7 +7,7 @@ use tree_sitter::Node;
 
 use super::{ActionError, Asker, Insertion, Target, clean_sentence, lower_first};
 use crate::config::DocstringStyle;
-use crate::engine::{CancelToken, Model};
+use crate::engine::{Backend, CancelToken};
 use crate::syntax::scopes::{ScopeKind, Variadic};
 use crate::syntax::{self, Language, scopes};
 
@@ -125,7 +125,7 @@ pub fn facts(target: &Target) -> Facts {
 
 /// Asks the model for every sentence the docstring needs.
 pub fn write_prose(
-    model: &mut Model,
+    model: &mut dyn Backend,
     target: &Target,
     facts: &Facts,
     cancel: CancelToken,
@@ -471,7 +471,7 @@ pub fn document_all(
 
 /// The whole action: facts, prose, rendering, check.
 pub fn generate(
-    model: &mut Model,
+    model: &mut dyn Backend,
     target: &Target,
     style: DocstringStyle,
     cancel: CancelToken,

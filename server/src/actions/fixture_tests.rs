@@ -11,7 +11,8 @@ use crate::engine::{CancelToken, EngineSettings, Model, load_model};
 
 fn fixture_model() -> Model {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-model");
-    let model = load_model(&EngineSettings { model_dir: Some(dir), onnx_runtime_path: None, threads: 1 }).unwrap();
+    let model = load_model(&EngineSettings { model_dir: Some(dir), onnx_runtime_path: None, threads: 1, remote: None })
+        .unwrap();
     assert!(model.info.chat_format.is_none(), "the fixture exercises the completion-prompt path");
     model
 }

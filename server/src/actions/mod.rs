@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use ropey::Rope;
 use tree_sitter::Tree;
 
-use crate::engine::{CancelToken, ChatFormat, EngineError, Flow, GenerationRequest, Model, PromptPiece, Sampling};
+use crate::engine::{Backend, CancelToken, ChatFormat, EngineError, Flow, GenerationRequest, PromptPiece, Sampling};
 use crate::syntax::Language;
 use crate::syntax::scopes::Scope;
 
@@ -66,7 +66,7 @@ pub enum ActionError {
 /// Asks the model short questions about one piece of code, through its chat template when it
 /// has one and through a plain completion prompt otherwise.
 pub struct Asker<'a> {
-    pub model: &'a mut Model,
+    pub model: &'a mut dyn Backend,
     pub cancel: CancelToken,
     /// The code the questions are about, first in every prompt so the KV cache is shared.
     pub context: String,
@@ -75,8 +75,8 @@ pub struct Asker<'a> {
 }
 
 impl<'a> Asker<'a> {
-    pub fn new(model: &'a mut Model, cancel: CancelToken, context: String) -> Self {
-        let chat = model.info.chat_format;
+    pub fn new(model: &'a mut dyn Backend, cancel: CancelToken, context: String) -> Self {
+        let chat = model.info().chat_format;
         Asker { model, cancel, context, chat, attempt: 0 }
     }
 

@@ -10,7 +10,7 @@ use tree_sitter::Node;
 
 use super::scaffold::{self, AsyncStyle, Collaborator, Piece};
 use super::{ActionError, Asker, Insertion, Target};
-use crate::engine::{CancelToken, Flow, Model};
+use crate::engine::{Backend, CancelToken, Flow};
 use crate::syntax::scopes::ScopeKind;
 use crate::syntax::{self, Language};
 
@@ -584,7 +584,12 @@ fn body_of(test: &Test) -> String {
 /// The whole action: tests written one at a time (each prompt shows the earlier ones, so the
 /// model writes different cases and the KV cache covers the shared start), each generation
 /// stopped as soon as the test is complete; only complete, asserting, distinct tests are kept.
-pub fn generate(model: &mut Model, target: &Target, plan: &Plan, cancel: CancelToken) -> Result<TestEdit, ActionError> {
+pub fn generate(
+    model: &mut dyn Backend,
+    target: &Target,
+    plan: &Plan,
+    cancel: CancelToken,
+) -> Result<TestEdit, ActionError> {
     let language = target.language;
     let (_, qualified) = subject(target);
     let context = format!("```{}\n{}\n```", target.fence(), target.source());

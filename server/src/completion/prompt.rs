@@ -42,12 +42,15 @@ impl FimFormat {
         if info.fim_declared_absent {
             return None;
         }
-        let is_token = |token: &str| info.special_tokens.iter().any(|special| special == token);
+        // A remote server reads markers from text: any family's can be used, spelled as text.
+        let is_token =
+            |token: &str| info.markers_are_text || info.special_tokens.iter().any(|special| special == token);
         FAMILIES
             .iter()
             .filter(|(_, name, _)| info.fim_family.as_deref().is_none_or(|declared| declared == *name))
             .find_map(|(family, _, spellings)| {
-                spellings.iter().find_map(|(prefix, suffix, middle)| {
+                let spelled_as_text = |(prefix, _, _): &&Spelling| !(info.markers_are_text && prefix.starts_with('▁'));
+                spellings.iter().filter(spelled_as_text).find_map(|(prefix, suffix, middle)| {
                     let all_single = is_token(prefix) && is_token(suffix) && middle.is_none_or(is_token);
                     all_single.then(|| FimFormat {
                         family: *family,
@@ -127,6 +130,7 @@ mod tests {
             fim_family: declared.map(str::to_string),
             fim_declared_absent: absent,
             special_tokens: special.iter().map(|s| s.to_string()).collect(),
+            markers_are_text: false,
             chat_format: None,
         }
     }
@@ -168,5 +172,9 @@ mod tests {
         let declared = FimFormat::for_model(&info(&both, Some("qwen"), false)).unwrap();
         assert_eq!(declared.family, FimFamily::Qwen);
         assert!(declared.stop_tokens().contains(&"<|fim_pad|>".to_string()));
+        // A remote model's markers are text: the declared family is used as spelled in text.
+        let remote = ModelInfo { markers_are_text: true, ..info(&[], Some("codellama"), false) };
+        let format = FimFormat::for_model(&remote).unwrap();
+        assert_eq!(render(&format.build("P".into(), "S".into())), "<PRE> P<SUF>S <MID>");
     }
 }

@@ -2,8 +2,10 @@
 //! one dedicated thread. Callers submit jobs (a prompt, limits, a cancellation token and a
 //! completion callback) and get results on that thread; the LSP threads never block on it.
 
+pub mod backend;
 pub mod generate;
 pub mod model;
+pub mod remote;
 pub mod runtime;
 pub mod session;
 #[cfg(test)]
@@ -18,9 +20,11 @@ use std::time::Instant;
 use ort::session::RunOptions;
 use serde_json::{Value, json};
 
-pub use generate::{Flow, Generation, GenerationRequest, GenerationStats, Model, PromptPiece, Sampling};
+pub use backend::Backend;
+pub use generate::{FinishReason, Flow, Generation, GenerationRequest, GenerationStats, Model, PromptPiece, Sampling};
 pub use model::{ChatFormat, ModelInfo};
-pub use worker::{EngineHandle, Job};
+pub use remote::RemoteSettings;
+pub use worker::{EngineHandle, Job, Route};
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EngineError {
@@ -36,6 +40,9 @@ pub enum EngineError {
     Cancelled,
     #[error("inference took longer than the request timeout (nib.requestTimeoutMs)")]
     TimedOut,
+    /// The remote completions server failed (unreachable, refused, HTTP error, broken stream).
+    #[error("{0}")]
+    Remote(String),
 }
 
 /// Cancels one generation from any thread: between decode steps, and in the middle of a long
@@ -96,9 +103,18 @@ impl CancelToken {
 #[derive(Clone, Debug)]
 pub enum ModelState {
     Unloaded,
-    Loading { model: PathBuf },
-    Ready { model: PathBuf, info: Box<ModelInfo>, load_ms: u64 },
-    Failed { message: String },
+    /// `model` is a model directory or a server URL.
+    Loading {
+        model: String,
+    },
+    Ready {
+        model: String,
+        info: Box<ModelInfo>,
+        load_ms: u64,
+    },
+    Failed {
+        message: String,
+    },
 }
 
 impl ModelState {
@@ -109,6 +125,7 @@ impl ModelState {
             ModelState::Ready { model, info, load_ms } => json!({
                 "state": "ready", "model": model, "name": info.name, "loadMs": load_ms,
                 "contextLength": info.context_length,
+                "backend": if info.markers_are_text { "remote" } else { "local" },
             }),
             ModelState::Failed { message } => json!({ "state": "error", "message": message }),
         }
@@ -117,6 +134,8 @@ impl ModelState {
 
 pub enum EngineEvent {
     State(ModelState),
+    /// Something the user should know that is not a state change (a failing remote server).
+    Trouble(String),
 }
 
 /// Counters since the model was loaded.
@@ -165,11 +184,13 @@ impl EngineStatus {
 }
 
 /// Settings that decide which model is loaded and how.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EngineSettings {
     pub model_dir: Option<PathBuf>,
     pub onnx_runtime_path: Option<PathBuf>,
     pub threads: usize,
+    /// Set when generations run on a completions server (`nib.backend = "remote"`).
+    pub remote: Option<RemoteSettings>,
 }
 
 impl EngineSettings {
@@ -178,6 +199,8 @@ impl EngineSettings {
             model_dir: config.model_path.clone(),
             onnx_runtime_path: config.onnx_runtime_path.clone(),
             threads: config.threads.unwrap_or_else(physical_cores),
+            remote: (config.backend == crate::config::BackendKind::Remote)
+                .then(|| RemoteSettings::from_config(&config.remote)),
         }
     }
 }
@@ -202,6 +225,17 @@ pub fn physical_cores() -> usize {
         }
     }
     if cores.is_empty() { logical } else { cores.len().min(logical) }
+}
+
+/// The backend `settings` name: the remote server (with any warning about it) or the local model.
+pub fn load_backend(settings: &EngineSettings) -> Result<(Box<dyn Backend + Send>, Option<String>), EngineError> {
+    match &settings.remote {
+        Some(remote) => {
+            let connection = remote::RemoteBackend::connect(remote.clone())?;
+            Ok((Box::new(connection.backend), connection.warning))
+        }
+        None => Ok((Box::new(load_model(settings)?), None)),
+    }
 }
 
 /// Loads the model named by `settings` (the default model when none is configured).

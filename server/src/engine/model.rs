@@ -43,7 +43,7 @@ pub enum ChatFormat {
 }
 
 /// What the rest of nib needs to know about a loaded model.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ModelInfo {
     pub dir: PathBuf,
     pub name: String,
@@ -54,6 +54,9 @@ pub struct ModelInfo {
     pub fim_declared_absent: bool,
     /// Every special (added) token of the tokenizer, for FIM detection and stop tokens.
     pub special_tokens: Vec<String>,
+    /// Special tokens are sent as text and read by a remote server's tokenizer, so any FIM
+    /// family's markers can be used (there is no vocabulary here to check them against).
+    pub markers_are_text: bool,
     pub chat_format: Option<ChatFormat>,
 }
 
@@ -171,6 +174,7 @@ pub fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
             fim_family,
             fim_declared_absent,
             special_tokens,
+            markers_are_text: false,
             chat_format,
         },
         onnx,

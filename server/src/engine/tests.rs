@@ -26,7 +26,7 @@ fn floats(value: &Value) -> Vec<f32> {
 }
 
 fn model() -> Model {
-    let settings = EngineSettings { model_dir: Some(fixture()), onnx_runtime_path: None, threads: 1 };
+    let settings = EngineSettings { model_dir: Some(fixture()), onnx_runtime_path: None, threads: 1, remote: None };
     load_model(&settings).expect("the fixture model loads")
 }
 
@@ -156,6 +156,7 @@ fn bad_model_directories_are_clear_errors() {
         model_dir: Some(dir.to_path_buf()),
         onnx_runtime_path: None,
         threads: 1,
+        remote: None,
     }) {
         Ok(_) => panic!("{} should not load", dir.display()),
         Err(error) => error.to_string(),

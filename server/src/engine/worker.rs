@@ -1,37 +1,61 @@
-//! The engine thread and its handle. The thread owns the model (ONNX session, tokenizer, KV
-//! cache); everything else talks to it through a channel. A panic inside inference is caught,
-//! answered as an error and the cache dropped; the thread lives on.
+//! The engine thread and its handle. Everything that generates goes through here: callers
+//! submit jobs (one generation) and tasks (several in a row) and get results through callbacks.
+//!
+//! With the local backend the engine thread owns the model (ONNX session, tokenizer, KV cache)
+//! and runs everything itself, one at a time. With the remote backend it only dispatches: each
+//! job or task runs on its own thread, because the work is waiting on the network, and the
+//! backend bounds how many requests are in flight. While the server is failing, and a local
+//! fallback is loaded, new work is routed to the local model for a cool-down period.
+//!
+//! A panic inside inference is caught and answered as an error (the local KV cache is dropped);
+//! the thread lives on.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::backend::Backend;
+use super::remote::{Connection, RemoteBackend};
 use super::{
     EngineError, EngineEvent, EngineSettings, EngineStats, EngineStatus, Flow, Generation, GenerationRequest, Model,
-    ModelState, load_model,
+    ModelInfo, ModelState, load_model,
 };
 use crate::config::Config;
 
 type Callback = Box<dyn FnOnce(Result<Generation, EngineError>) + Send>;
 type Observer = Box<dyn FnMut(&str) -> Flow + Send>;
 
-/// One generation to run. `on_done` runs on the engine thread with the result, exactly once,
-/// also when no model is loaded (`EngineError::NotReady`); it answers the request it came from.
+/// How long new work goes to the local fallback after the remote server failed.
+const COOL_DOWN: Duration = Duration::from_secs(30);
+
+/// Which backend a job's prompt was built for (see [`EngineHandle::serving`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// The configured backend.
+    Primary,
+    /// The local model standing in for a failing remote server.
+    Fallback,
+}
+
+/// One generation to run. `on_done` runs with the result exactly once, also when no model is
+/// loaded (`EngineError::NotReady`); it answers the request it came from.
 pub struct Job {
     pub request: GenerationRequest,
     pub observer: Option<Observer>,
     pub on_done: Callback,
+    /// The backend the prompt was built for.
+    pub route: Route,
 }
 
-/// Work that needs the model for several generations in a row (docstrings, tests). Runs on
-/// the engine thread with the model, or with the reason there is none.
-pub type Task = Box<dyn FnOnce(Result<&mut Model, EngineError>) + Send>;
+/// Work that needs the model for several generations in a row (docstrings, tests). Runs with
+/// a backend, or with the reason there is none; it builds its prompts from `backend.info()`.
+pub type Task = Box<dyn FnOnce(Result<&mut dyn Backend, EngineError>) + Send>;
 
 enum Command {
-    Configure(EngineSettings),
+    Configure(Box<EngineSettings>),
     Generate(Box<Job>),
     Run(Task),
     Stop,
@@ -41,11 +65,21 @@ struct Shared {
     state: ModelState,
     stats: EngineStats,
     cached_tokens: usize,
+    /// The local model's info when it stands by for a remote server.
+    fallback: Option<Box<ModelInfo>>,
+    /// Since when the remote server has been failing (cleared by its next success).
+    failing_since: Option<Instant>,
+}
+
+type SharedState = Arc<Mutex<Shared>>;
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub struct EngineHandle {
     commands: Sender<Command>,
-    shared: Arc<Mutex<Shared>>,
+    shared: SharedState,
     thread: Option<JoinHandle<()>>,
     /// Tokens of every job not yet finished, so shutdown can cancel them.
     in_flight: Mutex<Vec<super::CancelToken>>,
@@ -60,6 +94,8 @@ impl EngineHandle {
             state: ModelState::Unloaded,
             stats: EngineStats::default(),
             cached_tokens: 0,
+            fallback: None,
+            failing_since: None,
         }));
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -70,9 +106,10 @@ impl EngineHandle {
         (handle, event_receiver)
     }
 
-    /// Loads (or reloads) the model when the settings that matter changed.
+    /// Loads (or reloads) the model, or connects to the server, when the settings that matter
+    /// changed.
     pub fn configure(&self, config: &Config) {
-        let _ = self.commands.send(Command::Configure(EngineSettings::from_config(config)));
+        let _ = self.commands.send(Command::Configure(Box::new(EngineSettings::from_config(config))));
     }
 
     pub fn submit(&self, job: Job) {
@@ -89,7 +126,7 @@ impl EngineHandle {
         }
     }
 
-    /// Runs `task` on the engine thread, after the jobs already queued.
+    /// Runs `task` with the backend, after the jobs already queued.
     pub fn run(&self, task: Task) {
         if let Err(error) = self.commands.send(Command::Run(task))
             && let Command::Run(task) = error.into_inner()
@@ -105,8 +142,19 @@ impl EngineHandle {
     }
 
     pub fn status(&self) -> EngineStatus {
-        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let shared = lock(&self.shared);
         EngineStatus { state: shared.state.clone(), stats: shared.stats.clone(), cached_tokens: shared.cached_tokens }
+    }
+
+    /// The model new work should be prepared for, and its route: the configured backend, or
+    /// the local fallback while a remote server is failing. `None` while nothing is ready.
+    pub fn serving(&self) -> Option<(Route, Box<ModelInfo>)> {
+        let shared = lock(&self.shared);
+        let ModelState::Ready { info, .. } = &shared.state else { return None };
+        match (&shared.fallback, shared.failing_since) {
+            (Some(local), Some(since)) if since.elapsed() < COOL_DOWN => Some((Route::Fallback, local.clone())),
+            _ => Some((Route::Primary, info.clone())),
+        }
     }
 
     pub fn stop(&mut self) {
@@ -124,99 +172,282 @@ impl Drop for EngineHandle {
     }
 }
 
+/// What generations run on.
+enum Lane {
+    /// Nothing loaded; work is answered with the reason.
+    None,
+    /// The in-process model, used on the engine thread.
+    Local(Box<Model>),
+    /// A completions server; each job and task runs on a thread of its own.
+    Remote(Arc<RemoteLane>),
+}
+
+struct RemoteLane {
+    backend: RemoteBackend,
+    /// The local model, when `nib.remote.fallbackToLocal` is set.
+    fallback: Option<Mutex<Model>>,
+    shared: SharedState,
+    events: Sender<EngineEvent>,
+}
+
+/// The remote backend as seen by one job or task: records the server's health.
+struct RemoteSession<'a>(&'a RemoteLane);
+
+impl Backend for RemoteSession<'_> {
+    fn info(&self) -> &ModelInfo {
+        self.0.backend.info()
+    }
+
+    fn generate(
+        &mut self,
+        request: &GenerationRequest,
+        observer: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<Generation, EngineError> {
+        let lane = self.0;
+        let result = lane.backend.generate(request, observer);
+        let mut shared = lock(&lane.shared);
+        shared.stats = lane.backend.stats();
+        match &result {
+            Err(EngineError::Remote(message)) => {
+                if shared.failing_since.is_none() {
+                    let next = if lane.fallback.is_some() {
+                        format!("; the local model answers for the next {} s", COOL_DOWN.as_secs())
+                    } else {
+                        String::new()
+                    };
+                    let _ = lane.events.send(EngineEvent::Trouble(format!("{message}{next}")));
+                }
+                shared.failing_since = Some(Instant::now());
+            }
+            Ok(_) if shared.failing_since.take().is_some() => {
+                tracing::info!("{} answers again", lane.backend.url());
+            }
+            _ => {}
+        }
+        result
+    }
+}
+
+impl RemoteLane {
+    /// Runs `work` with the backend `route` names, on the calling thread.
+    fn with_backend<T>(&self, route: Route, work: impl FnOnce(&mut dyn Backend) -> T) -> T {
+        match (route, &self.fallback) {
+            (Route::Fallback, Some(local)) => {
+                let mut model = local.lock().unwrap_or_else(|e| e.into_inner());
+                work(&mut *model)
+            }
+            _ => work(&mut RemoteSession(self)),
+        }
+    }
+
+    /// The route for work that builds its own prompts (tasks).
+    fn current_route(&self) -> Route {
+        let shared = lock(&self.shared);
+        match shared.failing_since {
+            Some(since) if self.fallback.is_some() && since.elapsed() < COOL_DOWN => Route::Fallback,
+            _ => Route::Primary,
+        }
+    }
+}
+
 /// Why there is no model to run on, for the requests that needed one.
 fn unavailable_reason(shared: &Mutex<Shared>) -> String {
-    match &shared.lock().unwrap_or_else(|e| e.into_inner()).state {
+    match &lock(shared).state {
         ModelState::Failed { message } => message.clone(),
         ModelState::Loading { .. } => "the model is still loading".to_string(),
         _ => "no model is loaded".to_string(),
     }
 }
 
-fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, shared: &Mutex<Shared>) {
-    let mut model: Option<Model> = None;
+/// Runs a job's generation, isolating a panic. Returns the result and whether it panicked.
+fn generate(backend: &mut dyn Backend, job: &mut Job) -> (Result<Generation, EngineError>, bool) {
+    if job.request.cancel.is_cancelled() {
+        return (Err(EngineError::Cancelled), false);
+    }
+    let observer = &mut job.observer;
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let mut keep_going = |text: &str| observer.as_mut().map_or(Flow::Continue, |o| o(text));
+        backend.generate(&job.request, &mut keep_going)
+    }));
+    match outcome {
+        Ok(result) => (result, false),
+        Err(_) => (Err(EngineError::Inference("internal error during generation".into())), true),
+    }
+}
+
+/// Answers a job; a panicking callback is logged, not fatal.
+fn answer(job: Job, result: Result<Generation, EngineError>) {
+    job.request.cancel.finish();
+    if catch_unwind(AssertUnwindSafe(|| (job.on_done)(result))).is_err() {
+        tracing::error!("a completion callback panicked; its request was answered with an error");
+    }
+}
+
+fn run_task(task: Task, backend: Result<&mut dyn Backend, EngineError>) -> bool {
+    let panicked = catch_unwind(AssertUnwindSafe(|| task(backend))).is_err();
+    if panicked {
+        tracing::error!("an engine task panicked; its request was answered with an error");
+    }
+    panicked
+}
+
+fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, shared: &SharedState) {
+    let mut lane = Lane::None;
     let mut settings: Option<EngineSettings> = None;
-    let set_state = |state: ModelState| {
-        shared.lock().unwrap_or_else(|e| e.into_inner()).state = state.clone();
-        let _ = events.send(EngineEvent::State(state));
-    };
     for command in commands {
         match command {
             Command::Stop => return,
             Command::Configure(new_settings) => {
-                if settings.as_ref() == Some(&new_settings) && model.is_some() {
+                if settings.as_ref() == Some(&*new_settings) && !matches!(lane, Lane::None) {
                     continue;
                 }
-                model = None;
-                let target = super::model::resolve_dir(new_settings.model_dir.as_deref())
-                    .unwrap_or_else(|_| new_settings.model_dir.clone().unwrap_or_default());
-                set_state(ModelState::Loading { model: target });
-                let started = Instant::now();
-                match catch_unwind(|| load_model(&new_settings)) {
-                    Ok(Ok(loaded)) => {
-                        set_state(ModelState::Ready {
-                            model: loaded.info.dir.clone(),
-                            info: Box::new(loaded.info.clone()),
-                            load_ms: started.elapsed().as_millis() as u64,
-                        });
-                        model = Some(loaded);
-                    }
-                    Ok(Err(error)) => set_state(ModelState::Failed { message: error.to_string() }),
-                    Err(_) => set_state(ModelState::Failed { message: "loading the model crashed".into() }),
-                }
-                settings = Some(new_settings);
+                drop(std::mem::replace(&mut lane, Lane::None)); // Free the old model before loading another.
+                lane = configure(&new_settings, events, shared);
+                settings = Some(*new_settings);
             }
-            Command::Run(task) => {
-                let outcome = match model.as_mut() {
-                    Some(loaded) => catch_unwind(AssertUnwindSafe(|| task(Ok(loaded)))),
-                    None => {
-                        let why = unavailable_reason(shared);
-                        catch_unwind(AssertUnwindSafe(|| task(Err(EngineError::NotReady(why)))))
+            Command::Run(task) => match &mut lane {
+                Lane::Local(model) => {
+                    if run_task(task, Ok(&mut **model)) {
+                        model.reset_cache();
                     }
-                };
-                if outcome.is_err() {
-                    tracing::error!("an engine task panicked; its request was answered with an error");
-                    if let Some(loaded) = model.as_mut() {
-                        loaded.reset_cache();
-                    }
+                    record_local(shared, model);
                 }
-                if let Some(loaded) = model.as_ref() {
-                    let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
-                    shared.stats = loaded.stats.clone();
-                    shared.cached_tokens = loaded.cached_tokens();
+                Lane::Remote(remote) => {
+                    let remote = Arc::clone(remote);
+                    spawn_worker(move || {
+                        let route = remote.current_route();
+                        remote.with_backend(route, |backend| run_task(task, Ok(backend)));
+                    });
                 }
-            }
+                Lane::None => {
+                    run_task(task, Err(EngineError::NotReady(unavailable_reason(shared))));
+                }
+            },
             Command::Generate(job) => {
-                let Job { request, observer, on_done } = *job;
-                let Some(loaded) = model.as_mut() else {
-                    let why = unavailable_reason(shared);
-                    request.cancel.finish();
-                    on_done(Err(EngineError::NotReady(why)));
-                    continue;
-                };
-                let result = if request.cancel.is_cancelled() {
-                    Err(EngineError::Cancelled)
-                } else {
-                    let mut observer = observer;
-                    let outcome = catch_unwind(AssertUnwindSafe(|| {
-                        let mut keep_going = |text: &str| observer.as_mut().map_or(Flow::Continue, |o| o(text));
-                        loaded.generate(&request, &mut keep_going)
-                    }));
-                    outcome.unwrap_or_else(|_| {
-                        loaded.reset_cache();
-                        Err(EngineError::Inference("internal error during generation".into()))
-                    })
-                };
-                {
-                    let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
-                    shared.stats = loaded.stats.clone();
-                    shared.cached_tokens = loaded.cached_tokens();
-                }
-                request.cancel.finish();
-                if catch_unwind(AssertUnwindSafe(|| on_done(result))).is_err() {
-                    tracing::error!("a completion callback panicked; its request was answered with an error");
+                let mut job = *job;
+                match &mut lane {
+                    Lane::Local(model) => {
+                        let (result, panicked) = generate(&mut **model, &mut job);
+                        if panicked {
+                            model.reset_cache();
+                        }
+                        record_local(shared, model);
+                        answer(job, result);
+                    }
+                    Lane::Remote(remote) => {
+                        let remote = Arc::clone(remote);
+                        spawn_worker(move || {
+                            let (result, _) = remote.with_backend(job.route, |backend| generate(backend, &mut job));
+                            answer(job, result);
+                        });
+                    }
+                    Lane::None => {
+                        let why = unavailable_reason(shared);
+                        answer(job, Err(EngineError::NotReady(why)));
+                    }
                 }
             }
+        }
+    }
+}
+
+fn spawn_worker(work: impl FnOnce() + Send + 'static) {
+    if let Err(error) = std::thread::Builder::new().name("nib-remote".into()).spawn(work) {
+        // Without a thread the work (and the request it answers) would be lost silently.
+        tracing::error!("cannot start a thread for a remote request: {error}");
+    }
+}
+
+fn record_local(shared: &Mutex<Shared>, model: &Model) {
+    let mut shared = lock(shared);
+    shared.stats = model.stats.clone();
+    shared.cached_tokens = model.cached_tokens();
+}
+
+/// Loads the local model and/or connects to the remote server, reporting each state change.
+fn configure(settings: &EngineSettings, events: &Sender<EngineEvent>, shared: &SharedState) -> Lane {
+    let set_state = |state: ModelState| {
+        lock(shared).state = state.clone();
+        let _ = events.send(EngineEvent::State(state));
+    };
+    {
+        let mut shared = lock(shared);
+        shared.fallback = None;
+        shared.failing_since = None;
+        shared.stats = EngineStats::default();
+        shared.cached_tokens = 0;
+    }
+    let started = Instant::now();
+    let load_local = |settings: &EngineSettings| -> Result<Model, String> {
+        let target = super::model::resolve_dir(settings.model_dir.as_deref())
+            .unwrap_or_else(|_| settings.model_dir.clone().unwrap_or_default());
+        set_state(ModelState::Loading { model: target.display().to_string() });
+        match catch_unwind(|| load_model(settings)) {
+            Ok(Ok(model)) => Ok(model),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("loading the model crashed".into()),
+        }
+    };
+    let Some(remote) = &settings.remote else {
+        return match load_local(settings) {
+            Ok(model) => {
+                set_state(ModelState::Ready {
+                    model: model.info.dir.display().to_string(),
+                    info: Box::new(model.info.clone()),
+                    load_ms: started.elapsed().as_millis() as u64,
+                });
+                Lane::Local(Box::new(model))
+            }
+            Err(message) => {
+                set_state(ModelState::Failed { message });
+                Lane::None
+            }
+        };
+    };
+
+    let fallback = if remote.config.fallback_to_local {
+        match load_local(settings) {
+            Ok(model) => Some(model),
+            Err(message) => {
+                let _ = events.send(EngineEvent::Trouble(format!(
+                    "the local fallback model (nib.remote.fallbackToLocal) is unavailable: {message}"
+                )));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    set_state(ModelState::Loading { model: remote.config.url.clone() });
+    match RemoteBackend::connect(remote.clone()) {
+        Ok(Connection { backend, warning, reachable }) => {
+            if let Some(warning) = warning {
+                let meanwhile = match (reachable, &fallback) {
+                    (true, _) => "",
+                    (false, Some(_)) => "; the local model answers until it is back",
+                    (false, None) => "; nib will keep trying with each request",
+                };
+                let _ = events.send(EngineEvent::Trouble(format!("{warning}{meanwhile}")));
+            }
+            let mut state = lock(shared);
+            state.fallback = fallback.as_ref().map(|model| Box::new(model.info.clone()));
+            state.failing_since = (!reachable).then(Instant::now);
+            drop(state);
+            set_state(ModelState::Ready {
+                model: backend.url().to_string(),
+                info: Box::new(backend.info().clone()),
+                load_ms: started.elapsed().as_millis() as u64,
+            });
+            Lane::Remote(Arc::new(RemoteLane {
+                backend,
+                fallback: fallback.map(Mutex::new),
+                shared: Arc::clone(shared),
+                events: events.clone(),
+            }))
+        }
+        Err(error) => {
+            set_state(ModelState::Failed { message: error.to_string() });
+            Lane::None
         }
     }
 }

@@ -84,8 +84,13 @@ fn read_message(reader: &mut impl BufRead) -> Option<Value> {
 impl TestServer {
     /// Spawns `nib` with the given extra environment, without initializing.
     pub fn spawn(env: &[(&str, &str)]) -> Self {
+        Self::spawn_with_stderr(env, Stdio::inherit())
+    }
+
+    /// `spawn`, with the server's log (stderr) sent to `stderr`, e.g. a file the test reads.
+    pub fn spawn_with_stderr(env: &[(&str, &str)], stderr: Stdio) -> Self {
         let mut command = Command::new(nib_binary());
-        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr);
         command.env("NIB_LOG", "nib=debug");
         for (key, value) in env {
             command.env(key, value);
@@ -140,6 +145,10 @@ impl TestServer {
             .expect("initialize succeeds");
         self.notify("initialized", json!({}));
         result
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {

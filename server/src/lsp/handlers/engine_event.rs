@@ -10,11 +10,14 @@ use crate::lsp::server::{PendingReply, Server};
 const PROGRESS_TOKEN: &str = "nib/model-load";
 
 pub fn handle(server: &mut Server, event: EngineEvent) {
-    let EngineEvent::State(state) = event;
+    let state = match event {
+        EngineEvent::State(state) => state,
+        EngineEvent::Trouble(message) => return server.show(MessageType::WARNING, message),
+    };
     server.notify("nib/status", state.to_json());
     match &state {
         ModelState::Loading { model } => {
-            server.log(MessageType::INFO, format!("loading model {}", model.display()));
+            server.log(MessageType::INFO, format!("loading model {model}"));
             if server.client.work_done_progress {
                 server.request_client(
                     "window/workDoneProgress/create",
@@ -25,13 +28,13 @@ pub fn handle(server: &mut Server, event: EngineEvent) {
                     "$/progress",
                     json!({ "token": PROGRESS_TOKEN, "value": {
                         "kind": "begin", "title": "nib: loading model", "cancellable": false,
-                        "message": model.display().to_string(),
+                        "message": model,
                     }}),
                 );
             }
         }
         ModelState::Ready { model, load_ms, .. } => {
-            server.log(MessageType::INFO, format!("model {} ready in {load_ms} ms", model.display()));
+            server.log(MessageType::INFO, format!("model {model} ready in {load_ms} ms"));
             end_progress(server, "ready");
         }
         ModelState::Failed { message } => {

@@ -101,7 +101,7 @@ fn cross_file_for(server: &Server, document: &Document) -> String {
 /// The completion nib would run at `cursor` of the open document `uri`, for inspection:
 /// `None` when no model is ready or nothing would be completed there.
 pub fn prepare_for(server: &Server, uri: &str, cursor: usize) -> Option<completion::Prepared> {
-    let ModelState::Ready { info, .. } = server.engine.status().state else { return None };
+    let (_, info) = server.engine.serving()?;
     prepare_in(server, server.documents.get(uri)?, cursor, &info)
 }
 
@@ -169,8 +169,11 @@ pub fn complete(
         }
     }
 
-    let info = match server.engine.status().state {
-        ModelState::Ready { info, .. } => info,
+    let (route, info) = match server.engine.status().state {
+        ModelState::Ready { .. } => match server.engine.serving() {
+            Some(serving) => serving,
+            None => return responder.respond(Ok(shape.render("", replace_range))),
+        },
         ModelState::Failed { message } if invoked => {
             return responder.respond(Err(ResponseError::request_failed(format!("no model: {message}"))));
         }
@@ -206,6 +209,7 @@ pub fn complete(
     server.engine.submit(Job {
         request,
         observer: Some(Box::new(observer)),
+        route,
         on_done: Box::new(move |result| match result {
             Ok(generation) => {
                 let text = prepared.finish(&generation.text);

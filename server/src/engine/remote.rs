@@ -1,0 +1,657 @@
+//! The remote backend: generations run on an OpenAI-compatible completions server (vLLM, TGI,
+//! llama.cpp's server, Ollama, ...) through `POST {url}/completions` with a raw prompt, streamed
+//! as server-sent events. nib still builds every prompt and post-processes every answer; the
+//! server only generates.
+//!
+//! Each generation is one HTTP request on a shared connection pool. Cancellation, the request
+//! deadline and the idle timeout are checked while waiting for every piece of the stream, and
+//! giving up drops the response, which closes its connection, so the server stops generating.
+//! The API key is read from the environment variable the settings name and appears nowhere
+//! else: not in settings, logs, errors or `Debug` output.
+
+use std::future::Future;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{
+    ChatFormat, EngineError, EngineStats, FinishReason, Flow, Generation, GenerationRequest, GenerationStats,
+    ModelInfo, PromptPiece,
+};
+use crate::config::{Choice, RemoteConfig};
+
+/// How often a wait on the server checks for cancellation and the request deadline.
+const POLL: Duration = Duration::from_millis(20);
+
+/// OpenAI's API accepts at most four stop sequences; nib enforces all of them itself anyway.
+const MAX_SERVER_STOPS: usize = 4;
+
+/// A value that must never be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// The remote backend's settings, with the API key read from its environment variable.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteSettings {
+    pub config: RemoteConfig,
+    pub api_key: Option<Secret>,
+}
+
+impl RemoteSettings {
+    pub fn from_config(config: &RemoteConfig) -> Self {
+        let api_key = (!config.api_key_env.is_empty())
+            .then(|| std::env::var(&config.api_key_env).ok())
+            .flatten()
+            .filter(|key| !key.is_empty())
+            .map(Secret);
+        RemoteSettings { config: config.clone(), api_key }
+    }
+}
+
+/// Bounds the requests in flight to `nib.remote.maxConcurrentRequests`.
+struct Permits {
+    free: Mutex<usize>,
+    released: Condvar,
+}
+
+struct Permit<'a>(&'a Permits);
+
+impl Permits {
+    /// Waits for a free slot, giving up when the request is cancelled or out of time.
+    fn acquire(&self, request: &GenerationRequest) -> Result<Permit<'_>, EngineError> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            interrupted(request)?;
+            if *free > 0 {
+                *free -= 1;
+                return Ok(Permit(self));
+            }
+            free = self.released.wait_timeout(free, POLL).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.released.notify_one();
+    }
+}
+
+fn interrupted(request: &GenerationRequest) -> Result<(), EngineError> {
+    if request.cancel.is_cancelled() {
+        return Err(EngineError::Cancelled);
+    }
+    if request.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+        return Err(EngineError::TimedOut);
+    }
+    Ok(())
+}
+
+/// A backend ready to send requests, and what its first contact with the server showed.
+pub struct Connection {
+    pub backend: RemoteBackend,
+    /// Something to tell the user: the server did not answer, the model is not served, the API
+    /// key variable is not set.
+    pub warning: Option<String>,
+    /// Whether the server answered (a failing server is not an error: it may come up later).
+    pub reachable: bool,
+}
+
+pub struct RemoteBackend {
+    settings: RemoteSettings,
+    info: ModelInfo,
+    /// The `model` field sent with every request (may be empty).
+    model: String,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+    permits: Permits,
+    stats: Mutex<EngineStats>,
+}
+
+impl RemoteBackend {
+    /// Prepares the client and asks the server which models it serves.
+    pub fn connect(settings: RemoteSettings) -> Result<Connection, EngineError> {
+        let config = &settings.config;
+        if config.url.is_empty() {
+            return Err(EngineError::Model(
+                "nib.backend is \"remote\" but nib.remote.url is not set (e.g. \"http://gpu-box:8000/v1\")".into(),
+            ));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("nib-remote-io")
+            .enable_all()
+            .build()
+            .map_err(|error| EngineError::Runtime(format!("cannot start the HTTP runtime: {error}")))?;
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("nib/", env!("CARGO_PKG_VERSION")));
+        if is_loopback(&config.url) {
+            builder = builder.no_proxy(); // A proxy cannot reach this machine's own server.
+        }
+        let client = builder
+            .build()
+            .map_err(|error| EngineError::Runtime(format!("cannot create the HTTP client: {}", chain(&error))))?;
+        let mut backend = RemoteBackend {
+            info: ModelInfo::default(),
+            model: config.model.clone(),
+            client,
+            runtime,
+            permits: Permits { free: Mutex::new(config.max_concurrent_requests.max(1)), released: Condvar::new() },
+            stats: Mutex::new(EngineStats::default()),
+            settings,
+        };
+        let mut warning = None;
+        let mut reachable = true;
+        if backend.settings.api_key.is_none() && !backend.settings.config.api_key_env.is_empty() {
+            warning = Some(format!(
+                "the environment variable {} (nib.remote.apiKeyEnv) is not set; requests are sent without an API key",
+                backend.settings.config.api_key_env
+            ));
+        }
+        match backend.served_models() {
+            Ok(served) => {
+                if backend.model.is_empty() && served.len() == 1 {
+                    backend.model = served[0].clone();
+                } else if !backend.model.is_empty() && !served.is_empty() && !served.contains(&backend.model) {
+                    warning = Some(format!(
+                        "{} does not list the model {:?} (nib.remote.model); it serves {}",
+                        backend.settings.config.url,
+                        backend.model,
+                        served.join(", ")
+                    ));
+                }
+            }
+            Err(error) => {
+                warning = Some(error.to_string());
+                reachable = false;
+            }
+        }
+        backend.info = remote_info(&backend.settings.config, &backend.model);
+        Ok(Connection { backend, warning, reachable })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn url(&self) -> &str {
+        &self.settings.config.url
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// `GET {url}/models`: the ids the server serves.
+    fn served_models(&self) -> Result<Vec<String>, EngineError> {
+        let url = format!("{}/models", self.settings.config.url);
+        let timeout = Duration::from_millis(self.settings.config.connect_timeout_ms + 2_000);
+        self.runtime.block_on(async {
+            let response = tokio::time::timeout(timeout, self.authorized(self.client.get(&url)).send())
+                .await
+                .map_err(|_| self.error(format!("{url} did not answer within {} ms", timeout.as_millis())))?
+                .map_err(|error| self.transport_error(&error))?;
+            let status = response.status();
+            let body =
+                tokio::time::timeout(timeout, response.text()).await.ok().and_then(Result::ok).unwrap_or_default();
+            if !status.is_success() {
+                return Err(self.status_error(status, &body));
+            }
+            let listing: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            Ok(listing["data"]
+                .as_array()
+                .map(|models| models.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect())
+                .unwrap_or_default())
+        })
+    }
+
+    fn authorized(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.settings.api_key {
+            Some(Secret(key)) => builder.bearer_auth(key),
+            None => builder,
+        }
+    }
+
+    /// Runs one generation on the server. Blocks the calling thread; many threads may call it
+    /// at once (up to `maxConcurrentRequests` requests are sent, the others wait).
+    pub fn generate(
+        &self,
+        request: &GenerationRequest,
+        observer: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<Generation, EngineError> {
+        let _permit = self.permits.acquire(request)?;
+        let result = self.runtime.block_on(self.stream(request, observer));
+        if let Ok(generation) = &result {
+            self.stats.lock().unwrap_or_else(|e| e.into_inner()).record(&generation.stats);
+        }
+        result
+    }
+
+    fn body(&self, request: &GenerationRequest) -> Value {
+        let prompt: String = request
+            .prompt
+            .iter()
+            .map(|piece| match piece {
+                PromptPiece::Text(text) | PromptPiece::Special(text) => text.as_str(),
+            })
+            .collect();
+        let stops: Vec<&String> =
+            request.stop_tokens.iter().chain(&request.stop_strings).take(MAX_SERVER_STOPS).collect();
+        let mut body = json!({
+            "prompt": prompt,
+            "max_tokens": request.max_tokens,
+            "temperature": request.sampling.temperature,
+            "top_p": request.sampling.top_p,
+            "stream": true,
+        });
+        if !self.model.is_empty() {
+            body["model"] = json!(self.model);
+        }
+        if !stops.is_empty() {
+            body["stop"] = json!(stops);
+        }
+        if request.sampling.temperature > 0.0 {
+            body["seed"] = json!(request.sampling.seed);
+        }
+        body
+    }
+
+    async fn stream(
+        &self,
+        request: &GenerationRequest,
+        observer: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<Generation, EngineError> {
+        let started = Instant::now();
+        let endpoint = format!("{}/completions", self.settings.config.url);
+        let body = serde_json::to_vec(&self.body(request)).map_err(|error| self.error(error.to_string()))?;
+        let http = self
+            .authorized(self.client.post(&endpoint))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .body(body);
+        let mut response =
+            self.interruptible(request, http.send()).await?.map_err(|error| self.transport_error(&error))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = self.interruptible(request, response.text()).await?.unwrap_or_default();
+            return Err(self.status_error(status, &body));
+        }
+
+        let mut stats = GenerationStats::default();
+        let mut events = EventStream::default();
+        let mut text = String::new();
+        let mut pieces = 0;
+        let mut first_piece: Option<Instant> = None;
+        let finish = 'stream: loop {
+            let chunk = self.interruptible(request, response.chunk()).await?.map_err(|error| {
+                self.error(format!("the connection to {} broke mid-stream: {}", self.url(), chain(&error)))
+            })?;
+            let Some(chunk) = chunk else {
+                return Err(self.error(format!("{} closed the stream before it was complete", self.url())));
+            };
+            for event in events.push(&chunk) {
+                match event.map_err(|why| self.error(format!("{} sent {why}", self.url())))? {
+                    Event::Done => break 'stream FinishReason::Length,
+                    Event::Usage { prompt_tokens } => stats.prompt_tokens = prompt_tokens,
+                    Event::Piece { text: piece, finish } => {
+                        if !piece.is_empty() {
+                            first_piece.get_or_insert_with(Instant::now);
+                            pieces += 1;
+                            text.push_str(&piece);
+                            if let Some(cut) =
+                                request.stop_strings.iter().filter_map(|stop| text.find(stop.as_str())).min()
+                            {
+                                text.truncate(cut);
+                                break 'stream FinishReason::StopString;
+                            }
+                            if observer(&text) == Flow::Stop {
+                                break 'stream FinishReason::Observer;
+                            }
+                        }
+                        match finish.as_deref() {
+                            Some("length") => break 'stream FinishReason::Length,
+                            Some(_) => break 'stream FinishReason::StopToken,
+                            None => {}
+                        }
+                    }
+                }
+            }
+        };
+        // Returning drops `response`: an unfinished stream's connection is closed, not reused.
+        let first = first_piece.unwrap_or_else(Instant::now);
+        stats.prefill_ms = (first - started).as_secs_f64() * 1e3;
+        stats.decode_ms = first.elapsed().as_secs_f64() * 1e3;
+        stats.generated_tokens = pieces;
+        Ok(Generation { text, tokens: Vec::new(), finish, stats })
+    }
+
+    /// Awaits `future` while checking cancellation, the request deadline and the idle timeout.
+    async fn interruptible<T>(
+        &self,
+        request: &GenerationRequest,
+        future: impl Future<Output = T>,
+    ) -> Result<T, EngineError> {
+        let idle_ms = self.settings.config.timeout_ms;
+        let idle = tokio::time::sleep(Duration::from_millis(idle_ms));
+        tokio::pin!(future, idle);
+        let mut ticker = tokio::time::interval(POLL);
+        loop {
+            tokio::select! {
+                output = &mut future => return Ok(output),
+                () = &mut idle => {
+                    return Err(self.error(format!(
+                        "{} sent nothing for {idle_ms} ms (nib.remote.timeoutMs)",
+                        self.url()
+                    )));
+                }
+                _ = ticker.tick() => interrupted(request)?,
+            }
+        }
+    }
+
+    fn error(&self, message: String) -> EngineError {
+        EngineError::Remote(message)
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> EngineError {
+        let url = self.url();
+        let detail = chain(error);
+        if error.is_connect() {
+            let hint = if detail.contains("refused") { " (is the server running?)" } else { "" };
+            self.error(format!("cannot connect to {url}: {detail}{hint}"))
+        } else if error.is_timeout() {
+            self.error(format!(
+                "{url} did not accept the connection within {} ms",
+                self.settings.config.connect_timeout_ms
+            ))
+        } else {
+            self.error(format!("the request to {url} failed: {detail}"))
+        }
+    }
+
+    fn status_error(&self, status: reqwest::StatusCode, body: &str) -> EngineError {
+        let url = self.url();
+        let detail = server_message(body);
+        let code = status.as_u16();
+        self.error(match code {
+            401 | 403 if self.settings.api_key.is_none() => format!(
+                "{url} requires an API key (HTTP {code}); put it in an environment variable and name that variable in \
+                 nib.remote.apiKeyEnv"
+            ),
+            401 | 403 => {
+                format!("{url} rejected the API key from ${} (HTTP {code}){detail}", self.settings.config.api_key_env)
+            }
+            404 => format!("{url} has no /completions endpoint or no model {:?} (HTTP 404){detail}", self.model),
+            _ => format!("{url} answered HTTP {code}{detail}"),
+        })
+    }
+}
+
+impl super::Backend for RemoteBackend {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn generate(
+        &mut self,
+        request: &GenerationRequest,
+        observer: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<Generation, EngineError> {
+        RemoteBackend::generate(self, request, observer)
+    }
+}
+
+/// The error message in a server's error body (`{"error": {"message": ...}}` or `{"detail": ...}`),
+/// or the start of the body, as `": message"`.
+fn server_message(body: &str) -> String {
+    let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let message = [&parsed["error"]["message"], &parsed["error"], &parsed["detail"], &parsed["message"]]
+        .into_iter()
+        .find_map(|value| value.as_str().map(str::to_string))
+        .unwrap_or_else(|| body.trim().chars().take(300).collect());
+    if message.is_empty() { String::new() } else { format!(": {message}") }
+}
+
+/// An error with its causes ("error sending request: connection refused").
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    ["localhost", "127.", "[::1]"].iter().any(|host| rest.starts_with(host))
+}
+
+/// What nib knows about a served model: prompts are plain text, so special tokens are
+/// spelled out and the server's tokenizer reads them.
+fn remote_info(config: &RemoteConfig, model: &str) -> ModelInfo {
+    let fim_family = match &config.fim {
+        Choice::Auto => detect_fim_family(model).map(str::to_string),
+        Choice::Off => None,
+        Choice::Named(name) => Some(name.clone()),
+    };
+    let chat_format = match &config.chat {
+        Choice::Auto => detect_chat_format(model),
+        Choice::Off => None,
+        Choice::Named(_) => Some(ChatFormat::ChatMl),
+    };
+    ModelInfo {
+        name: if model.is_empty() { config.url.clone() } else { model.to_string() },
+        context_length: config.context_length,
+        fim_declared_absent: fim_family.is_none(),
+        fim_family,
+        markers_are_text: true,
+        chat_format,
+        ..ModelInfo::default()
+    }
+}
+
+/// The FIM family of a model, from the names model hubs and serving engines use.
+pub fn detect_fim_family(model: &str) -> Option<&'static str> {
+    let name = model.to_ascii_lowercase();
+    let has = |part: &str| name.contains(part);
+    if has("codestral") {
+        Some("codestral")
+    } else if has("qwen") && has("coder") || has("codegemma") {
+        Some("qwen") // CodeGemma spells its markers as Qwen2.5-Coder does.
+    } else if has("deepseek") && has("coder") {
+        Some("deepseek")
+    } else if has("codellama") || has("code-llama") || has("code_llama") {
+        Some("codellama")
+    } else if has("starcoder") || has("santacoder") || has("stable-code") || has("refact") {
+        Some("starcoder")
+    } else {
+        None
+    }
+}
+
+fn detect_chat_format(model: &str) -> Option<ChatFormat> {
+    let name = model.to_ascii_lowercase();
+    let chatml_family = ["qwen", "smollm", "hermes", "openhermes", "yi-"].iter().any(|family| name.contains(family));
+    let tuned = name.contains("instruct") || name.contains("chat");
+    (chatml_family && tuned).then_some(ChatFormat::ChatMl)
+}
+
+/// One parsed server-sent event of a completions stream.
+#[derive(Debug, PartialEq)]
+enum Event {
+    Piece { text: String, finish: Option<String> },
+    Usage { prompt_tokens: usize },
+    Done,
+}
+
+/// Splits a byte stream into server-sent events (`data:` lines ended by a blank line) and
+/// parses their payloads. Chunks may end anywhere, even inside a UTF-8 character.
+#[derive(Default)]
+struct EventStream {
+    pending: Vec<u8>,
+    data: Vec<String>,
+}
+
+impl EventStream {
+    fn push(&mut self, bytes: &[u8]) -> Vec<Result<Event, String>> {
+        self.pending.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if !self.data.is_empty() {
+                    let payload = self.data.join("\n");
+                    self.data.clear();
+                    events.extend(parse_payload(&payload));
+                }
+            } else if let Some(value) = line.strip_prefix("data:") {
+                self.data.push(value.strip_prefix(' ').unwrap_or(value).to_string());
+            }
+            // Comments (": keep-alive"), `event:`, `id:` and `retry:` lines carry nothing nib needs.
+        }
+        events
+    }
+}
+
+fn parse_payload(payload: &str) -> Vec<Result<Event, String>> {
+    if payload.trim() == "[DONE]" {
+        return vec![Ok(Event::Done)];
+    }
+    let value: Value = match serde_json::from_str(payload) {
+        Ok(value) => value,
+        Err(_) => {
+            let start: String = payload.chars().take(120).collect();
+            return vec![Err(format!("a malformed event: {start:?}"))];
+        }
+    };
+    if !value["error"].is_null() {
+        return vec![Err(format!("an error mid-stream{}", server_message(payload)))];
+    }
+    let mut events = Vec::new();
+    if let Some(choice) = value["choices"].as_array().and_then(|choices| choices.first()) {
+        let text = match &choice["text"] {
+            Value::String(text) => text.clone(),
+            Value::Null => String::new(),
+            other => return vec![Err(format!("a malformed event: \"text\" is {other}"))],
+        };
+        events.push(Ok(Event::Piece { text, finish: choice["finish_reason"].as_str().map(str::to_string) }));
+    } else if value["usage"].is_null() {
+        return vec![Err("an event without choices".to_string())];
+    }
+    if let Some(prompt_tokens) = value["usage"]["prompt_tokens"].as_u64() {
+        events.push(Ok(Event::Usage { prompt_tokens: prompt_tokens as usize }));
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(text: &str) -> Result<Event, String> {
+        Ok(Event::Piece { text: text.to_string(), finish: None })
+    }
+
+    #[test]
+    fn events_are_parsed_across_arbitrary_chunk_boundaries() {
+        let stream = concat!(
+            ": keep-alive\r\n\r\n",
+            "data: {\"choices\":[{\"text\":\"def \",\"finish_reason\":null}]}\r\n\r\n",
+            "data: {\"choices\":[{\"text\":\"π()\",\"finish_reason\":null}]}\n\n",
+            "event: completion\ndata: {\"choices\":[{\"text\":\"\",\"finish_reason\":\"stop\"}],",
+            "\"usage\":{\"prompt_tokens\":12}}\n\n",
+            "data: [DONE]\n\n"
+        )
+        .as_bytes();
+        let expected = vec![
+            piece("def "),
+            piece("π()"),
+            Ok(Event::Piece { text: String::new(), finish: Some("stop".into()) }),
+            Ok(Event::Usage { prompt_tokens: 12 }),
+            Ok(Event::Done),
+        ];
+        for split in 0..stream.len() {
+            let mut events = EventStream::default();
+            let mut got = events.push(&stream[..split]);
+            got.extend(events.push(&stream[split..]));
+            assert_eq!(got, expected, "split at byte {split}");
+        }
+        // One byte at a time, too (splits inside the two-byte π).
+        let mut events = EventStream::default();
+        let got: Vec<_> = stream.iter().flat_map(|byte| events.push(&[*byte])).collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn malformed_and_error_events_are_errors_with_the_reason() {
+        let mut events = EventStream::default();
+        let got = events.push(b"data: {not json\n\ndata: {\"error\":{\"message\":\"out of memory\"}}\n\ndata: {}\n\n");
+        assert_eq!(got.len(), 3);
+        assert!(got[0].as_ref().unwrap_err().starts_with("a malformed event"));
+        assert_eq!(got[1].as_ref().unwrap_err(), "an error mid-stream: out of memory");
+        assert_eq!(got[2].as_ref().unwrap_err(), "an event without choices");
+    }
+
+    #[test]
+    fn fim_family_and_chat_format_are_detected_from_model_names() {
+        let cases = [
+            ("Qwen/Qwen2.5-Coder-7B", Some("qwen")),
+            ("deepseek-ai/deepseek-coder-6.7b-base", Some("deepseek")),
+            ("codellama:7b-code", Some("codellama")),
+            ("bigcode/starcoder2-15b", Some("starcoder")),
+            ("mistralai/Codestral-22B-v0.1", Some("codestral")),
+            ("google/codegemma-2b", Some("qwen")),
+            ("SmolLM2-135M-Instruct", None),
+            ("llama3.1:8b", None),
+        ];
+        for (name, family) in cases {
+            assert_eq!(detect_fim_family(name), family, "{name}");
+        }
+        assert_eq!(detect_chat_format("Qwen2.5-Coder-7B-Instruct"), Some(ChatFormat::ChatMl));
+        assert_eq!(detect_chat_format("SmolLM2-135M-Instruct.Q4_1.gguf"), Some(ChatFormat::ChatMl));
+        assert_eq!(detect_chat_format("Qwen2.5-Coder-7B"), None, "base models get plain prompts");
+    }
+
+    #[test]
+    fn settings_choose_over_detection_and_the_key_is_never_printed() {
+        let config = RemoteConfig {
+            url: "http://127.0.0.1:9".into(),
+            fim: Choice::Named("starcoder".into()),
+            chat: Choice::Off,
+            ..RemoteConfig::default()
+        };
+        let info = remote_info(&config, "Qwen2.5-Coder-7B-Instruct");
+        assert_eq!((info.fim_family.as_deref(), info.chat_format), (Some("starcoder"), None));
+        assert!(info.markers_are_text);
+        let settings = RemoteSettings { config, api_key: Some(Secret("sk-very-secret".into())) };
+        assert!(!format!("{settings:?}").contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn server_error_bodies_are_summarised() {
+        assert_eq!(server_message(r#"{"error":{"message":"model not found"}}"#), ": model not found");
+        assert_eq!(server_message(r#"{"detail":"Invalid API Key"}"#), ": Invalid API Key");
+        assert_eq!(server_message("Bad Gateway"), ": Bad Gateway");
+        assert_eq!(server_message(""), "");
+        assert!(is_loopback("http://127.0.0.1:8080/v1") && is_loopback("http://localhost/v1"));
+        assert!(!is_loopback("https://gpu-box.internal/v1"));
+    }
+}
