@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 NIB := target/release/nib
 
-.PHONY: setup venv build model demo test test-rust test-python test-nvim lint clean-model
+.PHONY: setup venv build model demo test test-rust test-python test-nvim test-vscode vscode-package lint clean-model
 
 setup: venv build model
 
@@ -39,7 +39,16 @@ test-python: venv
 test-nvim: setup
 	editors/nvim/tests/run.sh
 
-test: lint test-rust test-python test-nvim
+# The VS Code extension: unit tests, then an end-to-end test in code-server (npm, VS Code
+# 1.100.3) driven through Debian's chromium; scripts/setup-vscode.sh installs both once.
+test-vscode: setup
+	editors/vscode/tests/run.sh
+
+# The VS Code extension as editors/vscode/build/nib.vsix (install: code --install-extension).
+vscode-package:
+	editors/vscode/build.sh
+
+test: lint test-rust test-python test-nvim test-vscode
 	@echo "make test: all suites passed"
 
 clean-model:
