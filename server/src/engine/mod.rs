@@ -117,6 +117,9 @@ impl ModelState {
 
 pub enum EngineEvent {
     State(ModelState),
+    /// A generation failed (inference error, panic, request timeout): shown to the user once
+    /// until a generation succeeds again.
+    Problem(String),
 }
 
 /// Counters since the model was loaded.

@@ -1,6 +1,12 @@
 //! The engine thread and its handle. The thread owns the model (ONNX session, tokenizer, KV
 //! cache); everything else talks to it through a channel. A panic inside inference is caught,
-//! answered as an error and the cache dropped; the thread lives on.
+//! answered as an error and the cache dropped; the thread lives on. Inference failures (a panic,
+//! an ONNX Runtime error, the request timeout) are reported once as `EngineEvent::Problem` until
+//! a generation succeeds again.
+//!
+//! Fault injection for the reliability tests: with `NIB_FAULT=panic-in-generate` in the
+//! environment, a generation whose prompt contains `nib-fault:panic` panics inside the engine's
+//! panic isolation. Without the variable the hook does nothing (docs/reliability.md).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
@@ -133,7 +139,33 @@ fn unavailable_reason(shared: &Mutex<Shared>) -> String {
     }
 }
 
+/// The text of a panic's payload, for the log.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// `NIB_FAULT=panic-in-generate`: panic in generations whose prompt asks for it.
+fn injected_panic(enabled: bool, request: &GenerationRequest) {
+    let asks = |piece: &super::PromptPiece| matches!(piece, super::PromptPiece::Text(text) if text.contains("nib-fault:panic"));
+    if enabled && request.prompt.iter().any(asks) {
+        panic!("fault injected by NIB_FAULT=panic-in-generate");
+    }
+}
+
 fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, shared: &Mutex<Shared>) {
+    let panic_fault = std::env::var("NIB_FAULT").is_ok_and(|fault| fault == "panic-in-generate");
+    // The last inference problem reported, so a failure repeated on every keystroke is shown once.
+    let mut reported: Option<String> = None;
+    let mut report = |problem: Option<String>| {
+        if problem.is_some() && problem != reported {
+            let _ = events.send(EngineEvent::Problem(problem.clone().unwrap_or_default()));
+        }
+        reported = problem;
+    };
     let mut model: Option<Model> = None;
     let mut settings: Option<EngineSettings> = None;
     let set_state = |state: ModelState| {
@@ -174,8 +206,9 @@ fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, sha
                         catch_unwind(AssertUnwindSafe(|| task(Err(EngineError::NotReady(why)))))
                     }
                 };
-                if outcome.is_err() {
-                    tracing::error!("an engine task panicked; its request was answered with an error");
+                if let Err(payload) = outcome {
+                    tracing::error!("an engine task panicked: {}", panic_text(payload.as_ref()));
+                    report(Some("internal error during a code action; the request was answered with an error".into()));
                     if let Some(loaded) = model.as_mut() {
                         loaded.reset_cache();
                     }
@@ -199,14 +232,21 @@ fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, sha
                 } else {
                     let mut observer = observer;
                     let outcome = catch_unwind(AssertUnwindSafe(|| {
+                        injected_panic(panic_fault, &request);
                         let mut keep_going = |text: &str| observer.as_mut().map_or(Flow::Continue, |o| o(text));
                         loaded.generate(&request, &mut keep_going)
                     }));
-                    outcome.unwrap_or_else(|_| {
+                    outcome.unwrap_or_else(|payload| {
+                        tracing::error!("generation panicked: {}", panic_text(payload.as_ref()));
                         loaded.reset_cache();
-                        Err(EngineError::Inference("internal error during generation".into()))
+                        Err(EngineError::Inference("internal error during generation (a bug; see the log)".into()))
                     })
                 };
+                match &result {
+                    Ok(_) => report(None),
+                    Err(error @ (EngineError::Inference(_) | EngineError::TimedOut)) => report(Some(error.to_string())),
+                    Err(_) => {}
+                }
                 {
                     let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
                     shared.stats = loaded.stats.clone();
