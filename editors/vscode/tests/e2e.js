@@ -263,6 +263,45 @@ async function testUnitTests() {
   await shot('6-unit-tests');
 }
 
+/** Sets a string setting through the Settings editor, as a user would. */
+async function setInSettingsEditor(id, value) {
+  await palette('Preferences: Open User Settings');
+  await page.waitForSelector('.settings-editor', { timeout: 20000 });
+  await page.keyboard.press('Control+A');
+  await page.keyboard.type(`@id:${id}`);
+  const input = `.settings-editor .setting-item-contents:has-text("${id.split('.').pop().replace(/Path$/, '')}") input`;
+  await page.waitForSelector(input, { timeout: 20000 });
+  await page.fill(input, value);
+  await waitFor(`${id} = ${JSON.stringify(value)} in the user settings`, async () => {
+    const settings = fs.readFileSync(NIB_USER_SETTINGS, 'utf8');
+    return value === '' ? !settings.includes(`"${id}"`) : settings.includes(`"${id}": ${JSON.stringify(value)}`);
+  }, 15000);
+}
+
+async function testModelError() {
+  log('a model path that does not exist: error in the status bar, the log one click away, then back');
+  const bad = '/nonexistent/nib-model';
+  await setInSettingsEditor('nib.modelPath', bad);
+  await shot('7-settings-editor');
+  const error = await waitFor('the status bar to say "nib: error"', async () => {
+    const status = await nibStatus();
+    return status && status.label === 'nib: error' && status;
+  }, 60000);
+  log(`  status bar: ${JSON.stringify(error)}`);
+  await page.keyboard.press('Escape');
+  await page.click('.statusbar-item:has([aria-label="nib: error"]), .statusbar-item[aria-label="nib: error"]');
+  await waitFor('the nib output channel with the model path in the panel', async () => {
+    const panel = await page.$('.part.panel');
+    return panel && (await panel.isVisible()) && (await panel.innerText()).includes(bad);
+  }, 15000);
+  await shot('8-model-error-log');
+  await setInSettingsEditor('nib.modelPath', '');
+  await waitFor('the status bar to say "nib: ready" again', async () => {
+    const status = await nibStatus();
+    return status && status.label === 'nib: ready';
+  }, 120000);
+}
+
 (async () => {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -288,6 +327,7 @@ async function testUnitTests() {
     await testToggle();
     await testDocstring();
     await testUnitTests();
+    await testModelError();
     ok = true;
   } catch (error) {
     console.error(`FAIL: ${error.stack || error.message}`);
