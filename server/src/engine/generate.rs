@@ -104,6 +104,18 @@ fn millis(since: Instant) -> f64 {
 
 impl Model {
     pub fn new(files: ModelFiles, session: DecoderSession) -> Result<Self, EngineError> {
+        // A tokenizer with ids past the model's embedding (one made for another model) would
+        // feed the graph ids it cannot look up: refuse it at load time, with both sizes.
+        let highest = files.tokenizer.get_vocab(true).into_values().max();
+        if let (Some(highest), Some(vocab)) = (highest, session.signature.vocab)
+            && highest as usize >= vocab
+        {
+            return Err(EngineError::Model(format!(
+                "model directory {}: tokenizer.json has token ids up to {highest}, but the model's vocabulary has \
+                 {vocab} entries: the tokenizer does not belong to this model",
+                files.info.dir.display()
+            )));
+        }
         let cache = session.empty_cache()?;
         Ok(Model {
             info: files.info,

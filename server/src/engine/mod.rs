@@ -134,8 +134,9 @@ impl ModelState {
 
 pub enum EngineEvent {
     State(ModelState),
-    /// Something the user should know that is not a state change (a failing remote server).
-    Trouble(String),
+    /// A generation failed (inference error, panic, request timeout, a failing remote server):
+    /// shown to the user once until a generation succeeds again.
+    Problem(String),
 }
 
 /// Counters since the model was loaded.

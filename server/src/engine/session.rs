@@ -23,6 +23,8 @@ pub struct GraphSignature {
     pub layers: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
+    /// Rows of the output embedding (the logits' last dimension), when the graph states it.
+    pub vocab: Option<usize>,
     past_names: Vec<(String, String)>,
     present_names: Vec<(String, String)>,
 }
@@ -39,6 +41,11 @@ impl GraphSignature {
         if !output_names.contains(&"logits") {
             return Err(format!("the graph has no `logits` output (outputs: {})", output_names.join(", ")));
         }
+        let vocab =
+            session.outputs().iter().find(|output| output.name() == "logits").and_then(|output| match output.dtype() {
+                ValueType::Tensor { shape, .. } => shape.last().filter(|&&n| n > 0).map(|&n| n as usize),
+                _ => None,
+            });
         let mut layers = 0;
         while input_names.contains(&format!("past_key_values.{layers}.key").as_str()) {
             layers += 1;
@@ -77,6 +84,7 @@ impl GraphSignature {
             layers,
             kv_heads,
             head_dim,
+            vocab,
             past_names,
             present_names,
         })
@@ -138,6 +146,15 @@ impl DecoderSession {
         run_options: Option<&RunOptions>,
     ) -> Result<Vec<f32>, EngineError> {
         assert!(!ids.is_empty(), "forward needs at least one token");
+        // An id past the embedding would make ONNX Runtime read out of bounds (quantized
+        // gathers do not check); a tokenizer that does not match the model is refused here.
+        if let Some(vocab) = self.signature.vocab
+            && let Some(id) = ids.iter().find(|&&id| id as usize >= vocab)
+        {
+            return Err(EngineError::Inference(format!(
+                "token id {id} is outside the model's vocabulary of {vocab}: the tokenizer does not match the model"
+            )));
+        }
         let past = cache.tokens.len();
         let total = past + ids.len();
         let input_ids: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
@@ -168,6 +185,9 @@ impl DecoderSession {
         let logits = {
             let (shape, data) = outputs["logits"].try_extract_tensor::<f32>().map_err(ort_error)?;
             let vocab = *shape.last().ok_or_else(|| ort_error("logits have no dimensions"))? as usize;
+            if vocab == 0 || data.len() < vocab {
+                return Err(ort_error(format!("the model returned logits of shape {shape:?}")));
+            }
             data[data.len() - vocab..].to_vec()
         };
         let mut layers = Vec::with_capacity(self.signature.layers);

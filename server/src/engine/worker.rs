@@ -8,10 +8,15 @@
 //! fallback is loaded, new work is routed to the local model for a cool-down period.
 //!
 //! A panic inside inference is caught and answered as an error (the local KV cache is dropped);
-//! the thread lives on.
+//! the thread lives on. Inference failures (a panic, an ONNX Runtime error, the request timeout,
+//! a failing server) are reported once as `EngineEvent::Problem` until a generation succeeds.
+//!
+//! Fault injection for the reliability tests: with `NIB_FAULT=panic-in-generate` in the
+//! environment, a generation whose prompt contains `nib-fault:panic` panics inside the engine's
+//! panic isolation. Without the variable the hook does nothing (docs/reliability.md).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -69,6 +74,8 @@ struct Shared {
     fallback: Option<Box<ModelInfo>>,
     /// Since when the remote server has been failing (cleared by its next success).
     failing_since: Option<Instant>,
+    /// The last local inference problem reported, so one repeated on every keystroke is shown once.
+    reported: Option<String>,
 }
 
 type SharedState = Arc<Mutex<Shared>>;
@@ -96,6 +103,7 @@ impl EngineHandle {
             cached_tokens: 0,
             fallback: None,
             failing_since: None,
+            reported: None,
         }));
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -215,7 +223,7 @@ impl Backend for RemoteSession<'_> {
                     } else {
                         String::new()
                     };
-                    let _ = lane.events.send(EngineEvent::Trouble(format!("{message}{next}")));
+                    let _ = lane.events.send(EngineEvent::Problem(format!("{message}{next}")));
                 }
                 shared.failing_since = Some(Instant::now());
             }
@@ -259,6 +267,34 @@ fn unavailable_reason(shared: &Mutex<Shared>) -> String {
     }
 }
 
+/// Reports a local inference problem (`Some`) once, until a success (`None`) resets it.
+fn report(shared: &Mutex<Shared>, events: &Sender<EngineEvent>, problem: Option<String>) {
+    let mut shared = lock(shared);
+    if problem.is_some() && problem != shared.reported {
+        let _ = events.send(EngineEvent::Problem(problem.clone().unwrap_or_default()));
+    }
+    shared.reported = problem;
+}
+
+/// The text of a panic's payload, for the log.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// `NIB_FAULT=panic-in-generate`: panic in generations whose prompt asks for it.
+fn injected_panic(request: &GenerationRequest) {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    let enabled = *ENABLED.get_or_init(|| std::env::var("NIB_FAULT").is_ok_and(|fault| fault == "panic-in-generate"));
+    let asks = |piece: &super::PromptPiece| matches!(piece, super::PromptPiece::Text(text) if text.contains("nib-fault:panic"));
+    if enabled && request.prompt.iter().any(asks) {
+        panic!("fault injected by NIB_FAULT=panic-in-generate");
+    }
+}
+
 /// Runs a job's generation, isolating a panic. Returns the result and whether it panicked.
 fn generate(backend: &mut dyn Backend, job: &mut Job) -> (Result<Generation, EngineError>, bool) {
     if job.request.cancel.is_cancelled() {
@@ -266,12 +302,16 @@ fn generate(backend: &mut dyn Backend, job: &mut Job) -> (Result<Generation, Eng
     }
     let observer = &mut job.observer;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
+        injected_panic(&job.request);
         let mut keep_going = |text: &str| observer.as_mut().map_or(Flow::Continue, |o| o(text));
         backend.generate(&job.request, &mut keep_going)
     }));
     match outcome {
         Ok(result) => (result, false),
-        Err(_) => (Err(EngineError::Inference("internal error during generation".into())), true),
+        Err(payload) => {
+            tracing::error!("generation panicked: {}", panic_text(payload.as_ref()));
+            (Err(EngineError::Inference("internal error during generation (a bug; see the log)".into())), true)
+        }
     }
 }
 
@@ -284,12 +324,16 @@ fn answer(job: Job, result: Result<Generation, EngineError>) {
 }
 
 fn run_task(task: Task, backend: Result<&mut dyn Backend, EngineError>) -> bool {
-    let panicked = catch_unwind(AssertUnwindSafe(|| task(backend))).is_err();
-    if panicked {
-        tracing::error!("an engine task panicked; its request was answered with an error");
+    match catch_unwind(AssertUnwindSafe(|| task(backend))) {
+        Ok(()) => false,
+        Err(payload) => {
+            tracing::error!("an engine task panicked: {}", panic_text(payload.as_ref()));
+            true
+        }
     }
-    panicked
 }
+
+const TASK_PANIC: &str = "internal error during a code action; the request was answered with an error";
 
 fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, shared: &SharedState) {
     let mut lane = Lane::None;
@@ -308,6 +352,7 @@ fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, sha
             Command::Run(task) => match &mut lane {
                 Lane::Local(model) => {
                     if run_task(task, Ok(&mut **model)) {
+                        report(shared, events, Some(TASK_PANIC.into()));
                         model.reset_cache();
                     }
                     record_local(shared, model);
@@ -316,7 +361,9 @@ fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, sha
                     let remote = Arc::clone(remote);
                     spawn_worker(move || {
                         let route = remote.current_route();
-                        remote.with_backend(route, |backend| run_task(task, Ok(backend)));
+                        if remote.with_backend(route, |backend| run_task(task, Ok(backend))) {
+                            report(&remote.shared, &remote.events, Some(TASK_PANIC.into()));
+                        }
                     });
                 }
                 Lane::None => {
@@ -330,6 +377,13 @@ fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, sha
                         let (result, panicked) = generate(&mut **model, &mut job);
                         if panicked {
                             model.reset_cache();
+                        }
+                        match &result {
+                            Ok(_) => report(shared, events, None),
+                            Err(error @ (EngineError::Inference(_) | EngineError::TimedOut)) => {
+                                report(shared, events, Some(error.to_string()));
+                            }
+                            Err(_) => {}
                         }
                         record_local(shared, model);
                         answer(job, result);
@@ -374,6 +428,7 @@ fn configure(settings: &EngineSettings, events: &Sender<EngineEvent>, shared: &S
         let mut shared = lock(shared);
         shared.fallback = None;
         shared.failing_since = None;
+        shared.reported = None;
         shared.stats = EngineStats::default();
         shared.cached_tokens = 0;
     }
@@ -409,7 +464,7 @@ fn configure(settings: &EngineSettings, events: &Sender<EngineEvent>, shared: &S
         match load_local(settings) {
             Ok(model) => Some(model),
             Err(message) => {
-                let _ = events.send(EngineEvent::Trouble(format!(
+                let _ = events.send(EngineEvent::Problem(format!(
                     "the local fallback model (nib.remote.fallbackToLocal) is unavailable: {message}"
                 )));
                 None
@@ -427,7 +482,7 @@ fn configure(settings: &EngineSettings, events: &Sender<EngineEvent>, shared: &S
                     (false, Some(_)) => "; the local model answers until it is back",
                     (false, None) => "; nib will keep trying with each request",
                 };
-                let _ = events.send(EngineEvent::Trouble(format!("{warning}{meanwhile}")));
+                let _ = events.send(EngineEvent::Problem(format!("{warning}{meanwhile}")));
             }
             let mut state = lock(shared);
             state.fallback = fallback.as_ref().map(|model| Box::new(model.info.clone()));

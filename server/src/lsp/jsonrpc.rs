@@ -84,7 +84,14 @@ pub enum Incoming {
 
 impl Incoming {
     pub fn parse(body: &[u8]) -> Incoming {
-        let value: Value = match serde_json::from_slice(body) {
+        // Editors written in JavaScript can send lone UTF-16 surrogates (`"\ud800"`), which
+        // serde rejects; they become U+FFFD (also one UTF-16 unit, so positions stay right)
+        // rather than losing the whole message, a document change perhaps.
+        let parsed = serde_json::from_slice(body).or_else(|error| match replace_lone_surrogates(body) {
+            Some(repaired) => serde_json::from_slice(&repaired).map_err(|_| error),
+            None => Err(error),
+        });
+        let value: Value = match parsed {
             Ok(value) => value,
             Err(error) => {
                 return Incoming::Invalid {
@@ -135,6 +142,48 @@ impl Incoming {
     }
 }
 
+/// `body` with every `\uXXXX` escape of an unpaired surrogate replaced by `\uFFFD`, or `None`
+/// when it has none. Escapes are only read inside strings, where JSON allows backslashes.
+fn replace_lone_surrogates(body: &[u8]) -> Option<Vec<u8>> {
+    let escape_at = |i: usize| -> Option<u16> {
+        let hex = body.get(i..i + 6)?;
+        if hex[0] != b'\\' || hex[1] != b'u' {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+    };
+    let mut out = Vec::with_capacity(body.len());
+    let (mut i, mut in_string, mut replaced) = (0, false, false);
+    while i < body.len() {
+        match body[i] {
+            b'"' => in_string = !in_string,
+            b'\\' if in_string => {
+                let pair = escape_at(i).zip(escape_at(i + 6));
+                match escape_at(i) {
+                    Some(0xD800..=0xDBFF) if pair.is_some_and(|(_, low)| (0xDC00..=0xDFFF).contains(&low)) => {
+                        out.extend_from_slice(&body[i..i + 12]);
+                        i += 12;
+                    }
+                    Some(0xD800..=0xDFFF) => {
+                        out.extend_from_slice(b"\\uFFFD");
+                        replaced = true;
+                        i += 6;
+                    }
+                    _ => {
+                        out.extend_from_slice(&body[i..(i + 2).min(body.len())]);
+                        i += 2;
+                    }
+                }
+                continue;
+            }
+            _ => {}
+        }
+        out.push(body[i]);
+        i += 1;
+    }
+    replaced.then_some(out)
+}
+
 pub fn response(id: Option<&RequestId>, result: Result<Value, ResponseError>) -> Value {
     match result {
         Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
@@ -172,5 +221,18 @@ mod tests {
         assert_eq!(kind("[1,2]"), "invalid None -32600");
         assert_eq!(kind("{\"id\":"), "invalid None -32700");
         assert_eq!(kind("\u{fffd}\u{0}"), "invalid None -32700");
+    }
+
+    #[test]
+    fn lone_surrogates_become_replacement_characters() {
+        let text = |body: &str| match Incoming::parse(body.as_bytes()) {
+            Incoming::Notification { params, .. } => params["t"].as_str().unwrap().to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(text(r#"{"method":"m","params":{"t":"a\ud800b"}}"#), "a\u{fffd}b");
+        assert_eq!(text(r#"{"method":"m","params":{"t":"\udc00\ud83d\ude00\ud83d"}}"#), "\u{fffd}😀\u{fffd}");
+        // An escaped backslash followed by `ud800` is plain text, not an escape.
+        assert_eq!(text(r#"{"method":"m","params":{"t":"\\ud800 \ud800"}}"#), "\\ud800 \u{fffd}");
+        assert!(matches!(Incoming::parse(br#"{"id":1,"method":"m","params":"\ud800"}"#), Incoming::Request { .. }));
     }
 }

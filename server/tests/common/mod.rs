@@ -84,12 +84,28 @@ fn read_message(reader: &mut impl BufRead) -> Option<Value> {
 impl TestServer {
     /// Spawns `nib` with the given extra environment, without initializing.
     pub fn spawn(env: &[(&str, &str)]) -> Self {
-        Self::spawn_with_stderr(env, Stdio::inherit())
+        Self::spawn_with(&[], env, Stdio::inherit())
+    }
+
+    /// Spawns `nib` under a wrapper command (`strace ...`, `unshare ...`; empty for none).
+    pub fn spawn_wrapped(wrapper: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_with(wrapper, env, Stdio::inherit())
     }
 
     /// `spawn`, with the server's log (stderr) sent to `stderr`, e.g. a file the test reads.
     pub fn spawn_with_stderr(env: &[(&str, &str)], stderr: Stdio) -> Self {
-        let mut command = Command::new(nib_binary());
+        Self::spawn_with(&[], env, stderr)
+    }
+
+    fn spawn_with(wrapper: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Self {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(nib_binary());
+                command
+            }
+            None => Command::new(nib_binary()),
+        };
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr);
         command.env("NIB_LOG", "nib=debug");
         for (key, value) in env {
@@ -126,7 +142,11 @@ impl TestServer {
     }
 
     pub fn initialize(&mut self, options: Value, encodings: &[&str]) -> Value {
-        let root = repo_root();
+        self.initialize_at(&repo_root(), options, encodings)
+    }
+
+    /// `initialize` with `root` as the workspace folder.
+    pub fn initialize_at(&mut self, root: &Path, options: Value, encodings: &[&str]) -> Value {
         let result = self
             .request(
                 "initialize",
@@ -147,6 +167,7 @@ impl TestServer {
         result
     }
 
+    /// The process id of the spawned command (the wrapper's, when there is one).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -167,10 +188,15 @@ impl TestServer {
         self.send(&json!({ "jsonrpc": "2.0", "method": method, "params": params }));
     }
 
+    /// A fresh request id, for requests written by hand with `send_raw`.
+    pub fn allocate_id(&mut self) -> i64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
     /// Sends a request without waiting; returns its id.
     pub fn send_request(&mut self, method: &str, params: Value) -> i64 {
-        self.next_id += 1;
-        let id = self.next_id;
+        let id = self.allocate_id();
         self.send(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }));
         id
     }
@@ -269,6 +295,18 @@ impl TestServer {
         self.request("nib/inspect", params).expect("nib/inspect succeeds")
     }
 
+    /// The code actions listed at (`line`, `character`) of `uri`.
+    pub fn code_actions(&mut self, uri: &str, line: u32, character: u32) -> Vec<Value> {
+        let at = json!({ "line": line, "character": character });
+        let actions = self
+            .request(
+                "textDocument/codeAction",
+                json!({ "textDocument": { "uri": uri }, "range": { "start": at, "end": at }, "context": { "diagnostics": [] } }),
+            )
+            .expect("textDocument/codeAction succeeds");
+        actions.as_array().expect("a list of code actions").clone()
+    }
+
     /// `shutdown` + `exit`; asserts exit code 0 and that the test read every message.
     pub fn shutdown(mut self) {
         let result = self.request("shutdown", Value::Null);
@@ -314,6 +352,24 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A fresh folder under the temporary directory, removed on drop.
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("nib-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a scratch folder");
+        ScratchDir(dir)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -79,6 +79,12 @@ fn work(server: &Server, data: &ActionData) -> Result<Work, ResponseError> {
             };
             let mut plan = unit_tests::plan(&target, &server.workspace_folders, &read)
                 .map_err(|error| ResponseError::request_failed(error.to_string()))?;
+            if !really_inside(&plan.file, &server.workspace_folders) {
+                return Err(ResponseError::request_failed(format!(
+                    "{} leads outside the workspace folders (through a symbolic link); nothing was written",
+                    plan.file.display()
+                )));
+            }
             plan.interpreter = server.config.python_interpreter.clone();
             Ok(Work::Tests(target, plan))
         }
@@ -103,6 +109,19 @@ fn work(server: &Server, data: &ActionData) -> Result<Work, ResponseError> {
             Ok(Work::AllDocstrings(targets))
         }
     }
+}
+
+/// Whether `file` (or, before it exists, its folder) really lies in a workspace folder once
+/// symbolic links are resolved: a link inside the folder must not lead an edit elsewhere.
+fn really_inside(file: &Path, folders: &[std::path::PathBuf]) -> bool {
+    let real = match file.canonicalize() {
+        Ok(real) => real,
+        Err(_) => match file.parent().map(Path::canonicalize) {
+            Some(Ok(folder)) => folder,
+            _ => return false,
+        },
+    };
+    folders.iter().filter_map(|folder| folder.canonicalize().ok()).any(|folder| real.starts_with(folder))
 }
 
 fn insertions_json(

@@ -1,5 +1,5 @@
-//! Events from the engine thread (model loading progress, ready, failed), turned into
-//! `$/progress`, `window/showMessage` and nib's own `nib/status` notification.
+//! Events from the engine thread (model loading progress, ready, failed; inference problems),
+//! turned into `$/progress`, `window/showMessage` and nib's own `nib/status` notification.
 
 use ls_types::MessageType;
 use serde_json::json;
@@ -12,7 +12,7 @@ const PROGRESS_TOKEN: &str = "nib/model-load";
 pub fn handle(server: &mut Server, event: EngineEvent) {
     let state = match event {
         EngineEvent::State(state) => state,
-        EngineEvent::Trouble(message) => return server.show(MessageType::WARNING, message),
+        EngineEvent::Problem(message) => return server.show(MessageType::WARNING, message),
     };
     server.notify("nib/status", state.to_json());
     match &state {
