@@ -36,6 +36,9 @@ pub enum EngineError {
     Cancelled,
     #[error("inference took longer than the request timeout (nib.requestTimeoutMs)")]
     TimedOut,
+    /// The prompt does not fit the model's context (the context budget is an estimate).
+    #[error("the prompt has {tokens} tokens, more than the model's context of {context}")]
+    PromptTooLong { tokens: usize, context: usize },
 }
 
 /// Cancels one generation from any thread: between decode steps, and in the middle of a long

@@ -150,7 +150,8 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// `NIB_FAULT=panic-in-generate`: panic in generations whose prompt asks for it.
 fn injected_panic(enabled: bool, request: &GenerationRequest) {
-    let asks = |piece: &super::PromptPiece| matches!(piece, super::PromptPiece::Text(text) if text.contains("nib-fault:panic"));
+    use super::PromptPiece;
+    let asks = |piece: &PromptPiece| matches!(piece, PromptPiece::Text(text) if text.contains("nib-fault:panic"));
     if enabled && request.prompt.iter().any(asks) {
         panic!("fault injected by NIB_FAULT=panic-in-generate");
     }

@@ -231,7 +231,10 @@ pub fn complete(
                 responder.respond(Ok(shape.render(&format!("{lead}{text}"), replace_range)));
             }
             Err(EngineError::Cancelled) => responder.respond(Err(ResponseError::cancelled())),
-            Err(EngineError::NotReady(_)) if !invoked => responder.respond(Ok(shape.render("", replace_range))),
+            // Automatic requests stay quiet when there is no model or the prompt does not fit.
+            Err(EngineError::NotReady(_) | EngineError::PromptTooLong { .. }) if !invoked => {
+                responder.respond(Ok(shape.render("", replace_range)))
+            }
             Err(error) => responder.respond(Err(ResponseError::request_failed(error.to_string()))),
         }),
     });
