@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 NIB := target/release/nib
 
-.PHONY: setup venv build model demo test test-rust test-python test-nvim test-vscode vscode-package lint clean-model
+.PHONY: setup venv build model demo test test-rust test-python test-nvim test-vscode vscode-package lint clean-model llama bench test-bench-smoke
 
 setup: venv build model
 
@@ -56,7 +56,20 @@ test-vscode: setup
 vscode-package:
 	editors/vscode/build.sh
 
-test: lint test-rust test-python test-nvim test-vscode
+# llama.cpp (llama-cpp-python from its PyPI source distribution) in .venv-llama, for the
+# benchmarks' side-by-side comparison; compiled once (~10 min), then cached.
+llama:
+	@scripts/setup-llama.sh
+
+# Every benchmark (benches/README.md), written to docs/benchmarks.md; ~15 min on 2 cores.
+bench: setup llama
+	$(VENV)/bin/python benches/run.py
+
+# One tiny iteration of every benchmark, so they never rot (no timing assertions).
+test-bench-smoke: setup llama
+	$(VENV)/bin/python benches/run.py --smoke --out .cache/bench/smoke.md
+
+test: lint test-rust test-python test-nvim test-vscode test-bench-smoke
 	@echo "make test: all suites passed"
 
 clean-model:

@@ -25,7 +25,13 @@ command -v rg >/dev/null || missing_apt+=(ripgrep)
 if [[ ${#missing_apt[@]} -gt 0 ]]; then
   echo "setup-vscode: installing ${missing_apt[*]} (apt)"
   sudo=()
-  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || {
+      echo "setup-vscode: need root (or sudo) to install ${missing_apt[*]} with apt; install them and rerun" >&2
+      exit 1
+    }
+    sudo=(sudo)
+  fi
   export DEBIAN_FRONTEND=noninteractive
   "${sudo[@]}" apt-get update -qq
   "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing_apt[@]}" >/dev/null

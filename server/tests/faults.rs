@@ -132,7 +132,7 @@ fn a_missing_onnx_runtime_library_is_reported_with_the_fix() {
 }
 
 #[test]
-fn an_onnx_runtime_of_the_wrong_version_is_refused_and_the_setting_fixes_it() {
+fn an_onnx_runtime_of_the_wrong_version_or_a_foreign_library_is_refused_and_the_setting_fixes_it() {
     let Some(real) = venv_onnx_runtime() else {
         eprintln!("skipping: no ONNX Runtime in .venv (run `make setup`)");
         return;
@@ -149,6 +149,15 @@ fn an_onnx_runtime_of_the_wrong_version_is_refused_and_the_setting_fixes_it() {
     server.open(uri, "python", "def h(x):\n    \n");
     let error = invoked_completion(&mut server, uri, 1, 4).unwrap_err();
     assert!(error["message"].as_str().unwrap().contains("1.16"), "{error}");
+    // A shared library that is not ONNX Runtime at all, under ONNX Runtime's name.
+    let foreign = dir.0.join("libonnxruntime.so.1.31.1");
+    std::fs::copy(real.with_file_name("libonnxruntime_providers_shared.so"), &foreign).unwrap();
+    server.notify(
+        "workspace/didChangeConfiguration",
+        json!({ "settings": { "nib": { "modelPath": fixture_model(), "onnxRuntimePath": foreign } } }),
+    );
+    expect_shown(&mut server, 1, "does not export `OrtGetApiBase`");
+    assert!(invoked_completion(&mut server, uri, 1, 4).is_err());
     // The setting wins over ORT_DYLIB_PATH.
     server.notify(
         "workspace/didChangeConfiguration",

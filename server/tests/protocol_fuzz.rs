@@ -285,8 +285,9 @@ fn ten_megabyte_documents_are_edited_and_completed() {
 fn broken_framing_never_ends_the_server() {
     let mut server = TestServer::start(json!({ "modelPath": fixture_model() }), &["utf-16"]);
     let mut random = Random::new(0xbad);
-    let frames: [&[u8]; 8] = [
+    let frames: [&[u8]; 9] = [
         b"Content-Length: 10\r\n\r\n{\"a\":",
+        b"Content-Length: 3\r\n\r\n{\"jsonrpc\":\"2.0\",\"method\":\"$/setTrace\"}\r\n",
         b"garbage without a header\r\n",
         b"Content-Length: -5\r\n\r\n",
         b"Content-Length: 99999999999999999999\r\n\r\n",

@@ -103,6 +103,13 @@ async function nibStatus() {
   });
 }
 
+/** Waits until the nib status bar item's label is `label`; returns the item's state. */
+const waitForStatus = (label, timeoutMs) =>
+  waitFor(`the status bar to say "${label}"`, async () => {
+    const status = await nibStatus();
+    return status && status.label === label && status;
+  }, timeoutMs);
+
 const ghostText = () =>
   page.$$eval('.editor-group-container.active .ghost-text-decoration', (els) =>
     els.map((e) => e.textContent.replace(/\u00a0/g, ' ')).join(''),
@@ -283,10 +290,7 @@ async function testModelError() {
   const bad = '/nonexistent/nib-model';
   await setInSettingsEditor('nib.modelPath', bad);
   await shot('7-settings-editor');
-  const error = await waitFor('the status bar to say "nib: error"', async () => {
-    const status = await nibStatus();
-    return status && status.label === 'nib: error' && status;
-  }, 60000);
+  const error = await waitForStatus('nib: error', 60000);
   log(`  status bar: ${JSON.stringify(error)}`);
   await page.keyboard.press('Escape');
   await page.click('.statusbar-item:has([aria-label="nib: error"]), .statusbar-item[aria-label="nib: error"]');
@@ -296,10 +300,7 @@ async function testModelError() {
   }, 15000);
   await shot('8-model-error-log');
   await setInSettingsEditor('nib.modelPath', '');
-  await waitFor('the status bar to say "nib: ready" again', async () => {
-    const status = await nibStatus();
-    return status && status.label === 'nib: ready';
-  }, 120000);
+  await waitForStatus('nib: ready', 120000);
 }
 
 (async () => {
@@ -317,10 +318,7 @@ async function testModelError() {
     log('workbench up');
     // Opening a Python file activates the extension; it starts nib, which loads the model.
     await openFile('cart.py');
-    const ready = await waitFor('the status bar to say "nib: ready"', async () => {
-      const status = await nibStatus();
-      return status && status.label === 'nib: ready' && status;
-    }, 120000);
+    const ready = await waitForStatus('nib: ready', 120000);
     log(`status bar: ${JSON.stringify(ready)}`);
     await shot('1-ready');
     await testGhostText();

@@ -246,10 +246,7 @@ impl Model {
         }
         let limit = self.info.context_length;
         if prompt.len() + 1 > limit {
-            return Err(EngineError::Inference(format!(
-                "the prompt has {} tokens, more than the model's context of {limit}",
-                prompt.len()
-            )));
+            return Err(EngineError::PromptTooLong { tokens: prompt.len(), context: limit });
         }
         stats.prompt_tokens = prompt.len();
         let max_tokens = request.max_tokens.min(limit - prompt.len());

@@ -43,6 +43,9 @@ pub enum EngineError {
     /// The remote completions server failed (unreachable, refused, HTTP error, broken stream).
     #[error("{0}")]
     Remote(String),
+    /// The prompt does not fit the model's context (the context budget is an estimate).
+    #[error("the prompt has {tokens} tokens, more than the model's context of {context}")]
+    PromptTooLong { tokens: usize, context: usize },
 }
 
 /// Cancels one generation from any thread: between decode steps, and in the middle of a long

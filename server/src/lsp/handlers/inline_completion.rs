@@ -164,7 +164,7 @@ pub fn complete(
     if lead.is_empty() {
         let shown = server.completions.suggestion.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(rest) = shown.and_then(|s| cache::type_through(&s, uri, &document.rope, cursor)) {
-            tracing::debug!(uri, "typing-through hit");
+            tracing::debug!(uri, id = %responder.id(), "typing-through hit");
             return responder.respond(Ok(shape.render(&rest, replace_range)));
         }
     }
@@ -187,6 +187,7 @@ pub fn complete(
         previous.cancel();
     }
     let Some(prepared) = prepare_in(server, document, cursor, &info) else {
+        tracing::debug!(uri, id = %responder.id(), "nothing to complete here");
         return responder.respond(Ok(shape.render("", replace_range)));
     };
 
@@ -204,6 +205,7 @@ pub fn complete(
         deadline: Some(Instant::now() + Duration::from_millis(server.config.request_timeout_ms)),
     };
     let observer = prepared.observer();
+    let request_id = responder.id().to_string();
     let suggestion_slot = Arc::clone(&server.completions.suggestion);
     let uri = uri.to_string();
     server.engine.submit(Job {
@@ -213,8 +215,11 @@ pub fn complete(
         on_done: Box::new(move |result| match result {
             Ok(generation) => {
                 let text = prepared.finish(&generation.text);
+                // The request id and counters let benches/replay.py classify every reply.
                 tracing::debug!(
                     uri,
+                    id = request_id,
+                    mode = ?prepared.mode,
                     reused = generation.stats.reused_tokens,
                     prefilled = generation.stats.prefilled_tokens,
                     generated = generation.stats.generated_tokens,
@@ -230,7 +235,10 @@ pub fn complete(
                 responder.respond(Ok(shape.render(&format!("{lead}{text}"), replace_range)));
             }
             Err(EngineError::Cancelled) => responder.respond(Err(ResponseError::cancelled())),
-            Err(EngineError::NotReady(_)) if !invoked => responder.respond(Ok(shape.render("", replace_range))),
+            // Automatic requests stay quiet when there is no model or the prompt does not fit.
+            Err(EngineError::NotReady(_) | EngineError::PromptTooLong { .. }) if !invoked => {
+                responder.respond(Ok(shape.render("", replace_range)))
+            }
             Err(error) => responder.respond(Err(ResponseError::request_failed(error.to_string()))),
         }),
     });

