@@ -28,9 +28,10 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
 
-# The end-to-end tests run on the default model; here a missing model is a failure, not a skip.
-test-rust: setup
-	NIB_REQUIRE_DEFAULT_MODEL=1 cargo test --release --locked
+# The end-to-end tests run on the default model, and the remote-backend tests on llama.cpp's
+# server (.venv-llama); here a missing model or server is a failure, not a skip.
+test-rust: setup llama
+	NIB_REQUIRE_DEFAULT_MODEL=1 NIB_REQUIRE_REMOTE=1 cargo test --release --locked
 
 test-python: venv
 	$(VENV)/bin/python -m pytest models/tests -q
@@ -56,8 +57,9 @@ test-vscode: setup
 vscode-package:
 	editors/vscode/build.sh
 
-# llama.cpp (llama-cpp-python from its PyPI source distribution) in .venv-llama, for the
-# benchmarks' side-by-side comparison; compiled once (~10 min), then cached.
+# llama.cpp (llama-cpp-python[server] from its PyPI source distribution) in .venv-llama, for the
+# benchmarks' side-by-side comparison and the remote-backend tests; compiled once (~10 min),
+# then cached.
 llama:
 	@scripts/setup-llama.sh
 

@@ -110,7 +110,8 @@ fn summary(mut values: Vec<f64>) -> Value {
 
 fn main() {
     let args = parse_args();
-    let settings = EngineSettings { model_dir: args.model.clone(), onnx_runtime_path: None, threads: args.threads };
+    let settings =
+        EngineSettings { model_dir: args.model.clone(), onnx_runtime_path: None, threads: args.threads, remote: None };
     let load_started = Instant::now();
     let mut model = engine::load_model(&settings).expect("load the model");
     let load_ms = load_started.elapsed().as_secs_f64() * 1e3;

@@ -211,6 +211,10 @@ fn read_completion_key(completion: &mut CompletionConfig, key: &str, value: &Val
 fn read_remote_key(remote: &mut RemoteConfig, key: &str, value: &Value) -> Result<(), String> {
     match key {
         "url" => match value.as_str() {
+            Some("") => {
+                remote.url.clear();
+                Ok(())
+            }
             Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
                 remote.url = url.trim_end_matches('/').to_string();
                 Ok(())
@@ -219,7 +223,7 @@ fn read_remote_key(remote: &mut RemoteConfig, key: &str, value: &Value) -> Resul
         },
         "model" => string(value).map(|name| remote.model = name),
         "apiKeyEnv" => match value.as_str() {
-            Some(name) if is_env_var_name(name) => Ok(name.to_string()),
+            Some(name) if name.is_empty() || is_env_var_name(name) => Ok(name.to_string()),
             _ => Err(format!("expected the name of an environment variable, got {value}")),
         }
         .map(|name| remote.api_key_env = name),
@@ -354,5 +358,16 @@ mod tests {
         assert_eq!(warnings.len(), 5, "{warnings:?}");
         assert!(warnings.iter().all(|w| !w.contains("sk-secret")), "a key given in settings is not echoed back");
         assert!(warnings.iter().any(|w| w.starts_with("nib.remote.apiKey:") && w.contains("apiKeyEnv")));
+    }
+
+    #[test]
+    fn the_defaults_as_editors_send_them_are_accepted() {
+        let settings = json!({"backend": "local", "remote": {
+            "url": "", "model": "", "apiKeyEnv": "", "fim": "auto", "chat": "auto", "contextLength": 4096,
+            "connectTimeoutMs": 3000, "timeoutMs": 15000, "maxConcurrentRequests": 4, "fallbackToLocal": false
+        }});
+        let (config, warnings) = parse(&Config::default(), &settings);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config, Config::default());
     }
 }

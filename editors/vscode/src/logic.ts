@@ -24,6 +24,19 @@ export interface ServerSettings {
   completion: { enabled: boolean; maxTokens: number; contextTokens: number; languages: string[] };
   python: { interpreter: string };
   docstring: { style: string };
+  backend: string;
+  remote: {
+    url: string;
+    model: string;
+    apiKeyEnv: string;
+    fim: string;
+    chat: string;
+    contextLength: number;
+    connectTimeoutMs: number;
+    timeoutMs: number;
+    maxConcurrentRequests: number;
+    fallbackToLocal: boolean;
+  };
 }
 
 /**
@@ -76,6 +89,19 @@ export function toServerSettings(read: SettingsReader, workspaceFolder?: string,
     },
     python: { interpreter: pathSetting('python.interpreter') },
     docstring: { style: get('docstring.style', 'google') },
+    backend: get('backend', 'local'),
+    remote: {
+      url: get('remote.url', ''),
+      model: get('remote.model', ''),
+      apiKeyEnv: get('remote.apiKeyEnv', ''),
+      fim: get('remote.fim', 'auto'),
+      chat: get('remote.chat', 'auto'),
+      contextLength: get('remote.contextLength', 4096),
+      connectTimeoutMs: get('remote.connectTimeoutMs', 3000),
+      timeoutMs: get('remote.timeoutMs', 15000),
+      maxConcurrentRequests: get('remote.maxConcurrentRequests', 4),
+      fallbackToLocal: get('remote.fallbackToLocal', false),
+    },
   };
 }
 

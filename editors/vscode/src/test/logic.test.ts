@@ -38,6 +38,19 @@ test('contributed defaults map to exactly the server defaults of docs/configurat
     completion: { enabled: true, maxTokens: 64, contextTokens: 1024, languages: [] },
     python: { interpreter: '' },
     docstring: { style: 'google' },
+    backend: 'local',
+    remote: {
+      url: '',
+      model: '',
+      apiKeyEnv: '',
+      fim: 'auto',
+      chat: 'auto',
+      contextLength: 4096,
+      connectTimeoutMs: 3000,
+      timeoutMs: 15000,
+      maxConcurrentRequests: 4,
+      fallbackToLocal: false,
+    },
   });
 });
 
