@@ -523,6 +523,13 @@ def main() -> None:
     data["replay"]["session"] = {"source": session["source"], "startLine": session["startLine"]}
     progress("scaling with open buffers")
     data["buffers"] = replay.buffers_scaling([0, 1] if args.smoke else [0, 4, 16, 64], workdir)
+    # Every reply must be classified from the server's log; anything else means the bench (or
+    # the log it reads) broke.
+    unclassified = [r for r in data["replay"]["requests"] if r["class"] in ("other", "error")] + [
+        k for b in data["buffers"]["rows"] for k in [b["first"], *b["keystrokes"]] if k["class"] in ("other", "error")]
+    if unclassified:
+        raise SystemExit(f"bench: {len(unclassified)} replies could not be classified from the server log, "
+                         f"e.g. {unclassified[0]}")
     data["loadAfter"] = os.getloadavg()
     data["elapsedS"] = time.perf_counter() - STARTED
     json.dump(data, open(os.path.join(workdir, "smoke.json" if args.smoke else "results.json"), "w"), indent=1,
