@@ -410,6 +410,18 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
                                  statistics.median(cold_ratios), 1.2, False, "×"))
     else:
         lines.append("- cold request vs prefill + decode time: no cold request completed")
+    own = [r["ms"] / (r["prefillMs"] + r["decodeMs"]) for r in cold if r.get("prefillMs", 0) + r.get("decodeMs", 0) > 0]
+    if own:
+        lines.append(target_line("cold request / (prefill + decode time the server logged for that same request), "
+                                 f"median of {len(own)} (insensitive to load that varies between benches)",
+                                 statistics.median(own), 1.2, False, "×"))
+    generations = [r for r in rp["requests"] if r["class"] in ("cold", "kv-hit")]
+    if generations:
+        outside = [r["ms"] - r["prefillMs"] - r["decodeMs"] for r in generations]
+        lines += ["", f"Time outside the model (request → reply minus the prefill + decode the server logged for "
+                  f"it; tokenizing, context, prompt, queueing behind a cancelled request, JSON-RPC): p50 "
+                  f"{replay.percentile(outside, 0.5):.1f} ms, p95 {replay.percentile(outside, 0.95):.1f} ms over "
+                  f"{len(outside)} generations."]
     lines += ["", f"Typing-through hits answered {s['typingThroughRate'] * 100:.0f} % of the answered requests "
               "(the model's suggestion matched what the typist typed next).", ""]
     # Memory
