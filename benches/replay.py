@@ -300,7 +300,8 @@ def buffers_scaling(counts: list[int], workdir: str) -> list[dict]:
             record = records.get(request_id) or {}
             rows.append({"ms": ms, "class": classify(reply, record or None),
                          "promptTokens": int(record.get("reused", 0)) + int(record.get("prefilled", 0)),
-                         "prefilled": int(record.get("prefilled", 0)), "generated": int(record.get("generated", 0))})
+                         "prefilled": int(record.get("prefilled", 0)), "generated": int(record.get("generated", 0)),
+                         "prefillMs": float(record.get("prefill_ms", 0)), "decodeMs": float(record.get("decode_ms", 0))})
         table.append({"buffers": entry["buffers"], "first": rows[0], "keystrokes": rows[1:]})
     return {"rows": table, "memoryMb": memory}
 

@@ -162,8 +162,9 @@ fn completion_storms_with_edits_answer_every_request_once_in_bounded_memory() {
         assert_eq!(state["version"], doc.version);
     }
     eprintln!(
-        "load: {requests} requests in {:.1} s: {completed} completed, {cancelled} cancelled, {too_long} invoked with a \
+        "load: {} requests in {:.1} s: {completed} completed, {cancelled} cancelled, {too_long} invoked with a \
          prompt over the context; RSS after warm-up {} KiB, after the run {} KiB (peak {} KiB)",
+        answered.len(),
         elapsed.as_secs_f64(),
         warm.0,
         after.0,

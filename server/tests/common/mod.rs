@@ -218,7 +218,15 @@ impl TestServer {
                     _ => Value::Null,
                 };
                 let id = message["id"].clone();
-                self.send(&json!({ "jsonrpc": "2.0", "id": id, "result": result }));
+                // After `exit` the server is gone: a request it sent before (progress for the
+                // model load) is read while draining and cannot be answered any more.
+                let body = serde_json::to_vec(&json!({ "jsonrpc": "2.0", "id": id, "result": result })).unwrap();
+                let mut frame = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+                frame.extend(body);
+                if self.stdin.write_all(&frame).and_then(|()| self.stdin.flush()).is_err() {
+                    let exited = wait_with_timeout(&mut self.child, TIMEOUT).is_some();
+                    assert!(exited, "cannot write to a running server");
+                }
                 self.log.push(message);
                 continue;
             }
