@@ -194,26 +194,43 @@ def peer(kind: str, model: str, ids_path: str, threads: int, runs: int) -> dict:
 
 
 def engine_section(threads: int, runs: int, smoke: bool, workdir: str, bandwidth: dict) -> dict:
+    """Each precision: `runs` rounds of (nib, Python ORT loop, and for int4 llama.cpp), one run
+    each per round, so load that comes and goes during the bench hits every system alike."""
     gguf = gguf_path()
     precisions = ["int4"] if smoke else ["int4", "int8", "fp32"]
     scaling = [64] if smoke else [256, 512, 1024, 2048, 4096]
+    if not os.path.exists(LLAMA_PY) and not smoke:
+        raise SystemExit("bench: .venv-llama is missing (scripts/setup-llama.sh; `make bench` runs it)")
     rows = []
-    ids_int4 = None
+    llama = None
     for precision in precisions:
         model_dir = DEFAULT_MODEL if precision == "int4" else converted(precision, gguf)
-        nib = nib_engine(model_dir, threads, runs, scaling if precision == "int4" else [], smoke)
         ids_path = os.path.join(workdir, f"ids-{precision}.json")
-        json.dump({"promptIds": nib["promptIds"], "generatedIds": nib["generatedIds"]}, open(ids_path, "w"))
-        ids_int4 = ids_int4 or ids_path
-        ort = peer("ort", model_dir, ids_path, threads, runs)
+        nib_rounds, ort_rounds, llama_rounds = [], [], []
+        for round_index in range(runs):
+            progress(f"{precision}: round {round_index + 1}/{runs}")
+            # Prompt-length scaling once, with the default model, in the first round.
+            nib_rounds.append(nib_engine(model_dir, threads, 1, scaling if precision == "int4" and not round_index
+                                         else [], smoke))
+            if not round_index:
+                json.dump({"promptIds": nib_rounds[0]["promptIds"], "generatedIds": nib_rounds[0]["generatedIds"]},
+                          open(ids_path, "w"))
+            ort_rounds.append(peer("ort", model_dir, ids_path, threads, 1))
+            if precision == "int4" and os.path.exists(LLAMA_PY):
+                llama_rounds.append(peer("llama", gguf, ids_path, threads, 1))
+        nib = dict(nib_rounds[0])
+        for key in ("prefillTokPerS", "decodeTokPerS"):
+            values = [r[key]["median"] for r in nib_rounds]
+            nib[key] = {**summary(values), "runs": values}
+        nib["generatedTokens"] = [n for r in nib_rounds for n in r["generatedTokens"]]
+        ort = dict(ort_rounds[0], prefill=[v for r in ort_rounds for v in r["prefill"]],
+                   decode=[v for r in ort_rounds for v in r["decode"]])
+        if llama_rounds:
+            llama = dict(llama_rounds[0], prefill=[v for r in llama_rounds for v in r["prefill"]],
+                         decode=[v for r in llama_rounds for v in r["decode"]])
         total, per_token = weight_bytes(model_dir)
         rows.append({"precision": precision, "dir": model_dir, "weightBytes": total, "bytesPerToken": per_token,
                      "nib": nib, "ort": ort})
-    llama = None
-    if os.path.exists(LLAMA_PY):
-        llama = peer("llama", gguf, ids_int4, threads, runs)
-    elif not smoke:
-        raise SystemExit("bench: .venv-llama is missing (scripts/setup-llama.sh; `make bench` runs it)")
     return {"rows": rows, "llama": llama, "gguf": gguf, "ggufBytes": os.path.getsize(gguf), "bandwidth": bandwidth}
 
 
@@ -299,7 +316,8 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
         f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}."
         + (" **Numbers taken under load** (other processes used the CPU): timings are pessimistic and noisy. "
            "The systems run one after another, so load that comes and goes favours whichever ran in a quiet "
-           "moment (llama.cpp, whose threads spin at barriers, fell to 3 tok/s decode in one loaded run): "
+           "moment, although the engine comparison takes turns (llama.cpp, whose threads spin at barriers, "
+           "fell to 3 tok/s decode in one loaded run): "
            "compare systems only from a run on a quiet machine."
            if loaded else " The machine was quiet."),
         f"- Medians over {args.runs} runs with (min–max) unless a row says otherwise. benches/README.md says "
@@ -316,7 +334,9 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
               f"{args.threads} threads. nib: `cargo bench --bench engine` (the server's own `Model::generate`); "
               "Python: `benches/peers.py ort` (a minimal loop over the same ONNX file); llama.cpp: "
               f"`benches/peers.py llama` on `{os.path.basename(e['gguf'])}`, the GGUF nib's default model is "
-              "converted from. Decode tok/s = generated tokens / time after the prefill. Memory copy bandwidth "
+              "converted from. The systems take turns: each round runs nib, the Python loop and (int4) "
+              "llama.cpp once, each in a fresh process after a warm-up, so varying load hits them alike. "
+              "Decode tok/s = generated tokens / time after the prefill. Memory copy bandwidth "
               f"(numpy copy, one thread, read + write): **{bw:.1f} GB/s**; the bandwidth limit of decode is "
               "bandwidth / bytes of weights read per token (the ONNX initializers less the embedding table, "
               "which is only gathered; for llama.cpp the GGUF file size, as its embedding is also its output "
