@@ -457,7 +457,7 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
     lines += ["## Scaling", "", f"![latency vs prompt length and open buffers]({svg_name})", "",
               "Prompt length (int4, nib engine bench): a cold request (empty cache: prefill + 16 tokens, one run) "
               f"and a KV hit (the same prompt plus a new line's first characters: only those tokens prefilled, then "
-              f"16 tokens; median of {args.runs}).", "",
+              f"16 tokens; {len(engine_int4['scaling'][0]['hitMs']['runs']) if engine_int4['scaling'] else 0} run(s)).", "",
               "| prompt tokens | cold ms | cold prefill ms | KV hit ms | KV hit prefilled tokens |",
               "|---|---|---|---|---|"]
     for r in engine_int4["scaling"]:
