@@ -500,7 +500,8 @@ def update_readme(data: dict) -> None:
     def ms(cls): return f"{s[cls]['p50']:.0f} ms" if s[cls]["n"] else "—"
     rows = [
         f"From `make bench` on {data['date']} ({data['machine']['cpu']}, 2 threads"
-        + (", **under load from other processes: pessimistic, noisy, systems measured at different moments**"
+        + (", **under load from other processes: pessimistic and noisy, and llama.cpp, whose threads spin at "
+           "barriers, suffers far more than nib; trust the nib-vs-llama.cpp ratio only from a quiet run**"
            if loaded else "")
         + "); all figures, min/max and method in [docs/benchmarks.md](docs/benchmarks.md).",
         "",
