@@ -317,6 +317,12 @@ fn cancelling_a_completion_closes_its_stream() {
     let uri = workspace.uri("long.py");
     let text = long_module();
     server.open(&uri, "python", &text);
+    // The start-up probe's connection is closed after its answer; then only the request's counts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connections_to(nib_pid, llama.port) > 0 {
+        assert!(Instant::now() < deadline, "the probe's connection stays open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let last = text.lines().count() as u32 - 1;
     let id = inline(&mut server, &uri, last, 4);
     // Wait until the request is on the wire, then cancel it.

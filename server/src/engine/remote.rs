@@ -197,7 +197,9 @@ impl RemoteBackend {
         let url = format!("{}/models", self.settings.config.url);
         let timeout = Duration::from_millis(self.settings.config.connect_timeout_ms + 2_000);
         self.runtime.block_on(async {
-            let response = tokio::time::timeout(timeout, self.authorized(self.client.get(&url)).send())
+            // A one-off question: do not keep its connection idle in the pool.
+            let probe = self.client.get(&url).header(reqwest::header::CONNECTION, "close");
+            let response = tokio::time::timeout(timeout, self.authorized(probe).send())
                 .await
                 .map_err(|_| self.error(format!("{url} did not answer within {} ms", timeout.as_millis())))?
                 .map_err(|error| self.transport_error(&error))?;
