@@ -900,7 +900,10 @@ mod tests {
         source: &str,
         answers: &[&str],
     ) -> String {
-        let root = std::env::temp_dir().join(format!("nib-scaffold-{name}-{}", std::process::id()));
+        // Tests run in parallel and several use the same file name: one folder per call.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let root = std::env::temp_dir().join(format!("nib-scaffold-{name}-{}-{call}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
         for (file, text) in files {
