@@ -6,36 +6,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{TestServer, default_model, repo_root};
+use common::{TestServer, Workspace, default_model};
 use serde_json::{Value, json};
-
-struct Workspace {
-    root: PathBuf,
-}
-
-impl Workspace {
-    fn new(name: &str) -> Self {
-        let root = std::env::temp_dir().join(format!("nib-actions-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        for file in ["pricing.py", "cart.py"] {
-            std::fs::copy(repo_root().join("examples/shop").join(file), root.join(file)).unwrap();
-        }
-        Workspace { root }
-    }
-
-    fn uri(&self, name: &str) -> String {
-        format!("file://{}", self.root.join(name).display())
-    }
-}
-
-impl Drop for Workspace {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
 
 fn start(model: &Path, workspace: &Workspace) -> TestServer {
     let mut server = TestServer::spawn(&[]);
@@ -105,7 +79,7 @@ fn parse_errors(server: &mut TestServer, uri: &str, text: &str) -> u64 {
 #[test]
 fn add_docstring_and_generate_tests_on_the_default_model() {
     let Some(model) = default_model() else { return };
-    let workspace = Workspace::new("e2e");
+    let workspace = Workspace::new("actions-e2e");
     let mut server = start(&model, &workspace);
     let uri = workspace.uri("pricing.py");
     let text = std::fs::read_to_string(workspace.root.join("pricing.py")).unwrap();
@@ -170,7 +144,7 @@ fn add_docstring_and_generate_tests_on_the_default_model() {
 #[test]
 fn the_source_action_documents_every_undocumented_function_in_one_edit() {
     let Some(model) = default_model() else { return };
-    let workspace = Workspace::new("all");
+    let workspace = Workspace::new("actions-all");
     let mut server = start(&model, &workspace);
     let uri = workspace.uri("pricing.py");
     let text = std::fs::read_to_string(workspace.root.join("pricing.py")).unwrap();
@@ -203,7 +177,7 @@ fn the_source_action_documents_every_undocumented_function_in_one_edit() {
 #[test]
 fn tests_for_an_async_function_patch_its_async_collaborator() {
     let Some(model) = default_model() else { return };
-    let workspace = Workspace::new("async");
+    let workspace = Workspace::new("actions-async");
     std::fs::write(workspace.root.join("app.py"), "async def get_orders_for_customer(customer_id):\n    return []\n")
         .unwrap();
     let source = "import app\n\n\nasync def get_orders(customer_id):\n    orders = await app.get_orders_for_customer(customer_id)\n    return [order for order in orders if order[\"open\"]]\n";
@@ -227,7 +201,7 @@ fn tests_for_an_async_function_patch_its_async_collaborator() {
 #[test]
 fn stale_documents_get_no_edit() {
     let Some(model) = default_model() else { return };
-    let workspace = Workspace::new("stale");
+    let workspace = Workspace::new("actions-stale");
     let mut server = start(&model, &workspace);
     let uri = workspace.uri("cart.py");
     let text = std::fs::read_to_string(workspace.root.join("cart.py")).unwrap();

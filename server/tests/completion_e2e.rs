@@ -8,8 +8,8 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{TestServer, default_model, repo_root};
-use serde_json::{Value, json};
+use common::{TestServer, default_model, ghost_text, repo_root};
+use serde_json::json;
 
 fn start(model: &PathBuf) -> TestServer {
     let mut server = TestServer::spawn(&[]);
@@ -17,21 +17,6 @@ fn start(model: &PathBuf) -> TestServer {
     let status = server.wait_for_status(|s| s["state"] == "ready" || s["state"] == "error");
     assert_eq!(status["state"], "ready", "{status}");
     server
-}
-
-fn inline(server: &mut TestServer, uri: &str, line: u32, character: u32) -> i64 {
-    server.send_request(
-        "textDocument/inlineCompletion",
-        json!({
-            "textDocument": { "uri": uri },
-            "position": { "line": line, "character": character },
-            "context": { "triggerKind": 2 },
-        }),
-    )
-}
-
-fn ghost_text(result: &Value) -> String {
-    result["items"][0]["insertText"].as_str().unwrap_or_default().to_string()
 }
 
 #[test]
@@ -55,7 +40,7 @@ fn typing_gets_ghost_text_and_typing_through_is_served_from_cache() {
     assert!(prompt.ends_with("    def count_items(self):\n       "), "{prompt}");
     assert_eq!(state["prompt"]["mode"], "MultiLine");
 
-    let id = inline(&mut server, &uri, line, 8);
+    let id = server.inline(&uri, line, 8, 2);
     let result = server.response(id).expect("a completion");
     let ghost = ghost_text(&result);
     assert!(!ghost.trim().is_empty(), "no ghost text: {result}");
@@ -74,7 +59,7 @@ fn typing_gets_ghost_text_and_typing_through_is_served_from_cache() {
             }],
         }),
     );
-    let id = inline(&mut server, &uri, line, 8 + typed.chars().count() as u32);
+    let id = server.inline(&uri, line, 8 + typed.chars().count() as u32, 2);
     let rest = ghost_text(&server.response(id).unwrap());
     assert_eq!(format!("{typed}{rest}"), ghost);
     let after = server.inspect(&uri, None)["engine"]["stats"]["generations"].as_u64().unwrap();
@@ -91,7 +76,7 @@ fn typing_gets_ghost_text_and_typing_through_is_served_from_cache() {
             }],
         }),
     );
-    let id = inline(&mut server, &uri, line + 1, 8);
+    let id = server.inline(&uri, line + 1, 8, 2);
     server.response(id).expect("a completion after an edit");
     let engine = server.inspect(&uri, None)["engine"].clone();
     let last = &engine["stats"]["last"];
@@ -148,7 +133,7 @@ fn a_burst_of_requests_gets_exactly_one_reply_each() {
             }),
         );
         text.push(c);
-        ids.push(inline(&mut server, uri, 1, 4 + version as u32 + 1));
+        ids.push(server.inline(uri, 1, 4 + version as u32 + 1, 2));
     }
     let mut cancelled = 0;
     let mut answered = 0;

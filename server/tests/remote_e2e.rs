@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, default_model, repo_root};
+use common::{TestServer, Workspace, default_model, ghost_text, repo_root};
 use serde_json::{Value, json};
 
 /// The GGUF's model name, as the server is told to call it (`--model_alias`).
@@ -120,36 +120,6 @@ impl Drop for LlamaServer {
     }
 }
 
-struct Workspace {
-    root: PathBuf,
-}
-
-impl Workspace {
-    fn new(name: &str) -> Self {
-        let root = std::env::temp_dir().join(format!("nib-remote-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        for file in ["pricing.py", "cart.py"] {
-            std::fs::copy(repo_root().join("examples/shop").join(file), root.join(file)).unwrap();
-        }
-        Workspace { root }
-    }
-
-    fn uri(&self, name: &str) -> String {
-        format!("file://{}", self.root.join(name).display())
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.root.join(name)).unwrap()
-    }
-}
-
-impl Drop for Workspace {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
 fn start_nib(workspace: &Workspace, settings: Value, env: &[(&str, &str)], stderr: Stdio) -> TestServer {
     let mut server = TestServer::spawn_with_stderr(env, stderr);
     server.settings = json!({ "nib": settings.clone() });
@@ -175,21 +145,6 @@ fn start_nib(workspace: &Workspace, settings: Value, env: &[(&str, &str)], stder
 
 fn remote_settings(url: &str) -> Value {
     json!({ "backend": "remote", "remote": { "url": url, "model": SERVED_NAME }, "threads": 2 })
-}
-
-fn inline(server: &mut TestServer, uri: &str, line: u32, character: u32) -> i64 {
-    server.send_request(
-        "textDocument/inlineCompletion",
-        json!({
-            "textDocument": { "uri": uri },
-            "position": { "line": line, "character": character },
-            "context": { "triggerKind": 1 },
-        }),
-    )
-}
-
-fn ghost_text(result: &Value) -> String {
-    result["items"][0]["insertText"].as_str().unwrap_or_default().to_string()
 }
 
 /// The line after `def count_items(self):` in cart.py, where a body is completed.
@@ -253,7 +208,7 @@ fn completions_and_code_actions_run_on_a_remote_server() {
         return;
     }
     let Some(llama) = LlamaServer::start(None) else { return };
-    let workspace = Workspace::new("actions");
+    let workspace = Workspace::new("remote-actions");
     let mut server = start_nib(&workspace, remote_settings(&llama.url()), &[], Stdio::inherit());
     let status = server.wait_for_status(|s| s["state"] == "ready" || s["state"] == "error");
     assert_eq!((status["state"].as_str(), status["backend"].as_str()), (Some("ready"), Some("remote")), "{status}");
@@ -264,7 +219,7 @@ fn completions_and_code_actions_run_on_a_remote_server() {
     let text = workspace.read("cart.py");
     server.open(&uri, "python", &text);
     let line = completion_spot(&text);
-    let id = inline(&mut server, &uri, line, 8);
+    let id = server.inline(&uri, line, 8, 1);
     let ghost = ghost_text(&server.response(id).expect("a completion"));
     assert!(!ghost.trim().is_empty(), "the remote model completed the body");
     let engine = &server.inspect(&uri, None)["engine"];
@@ -309,7 +264,7 @@ fn cancelling_a_completion_closes_its_stream() {
         return;
     }
     let Some(llama) = LlamaServer::start(None) else { return };
-    let workspace = Workspace::new("cancel");
+    let workspace = Workspace::new("remote-cancel");
     let mut server = start_nib(&workspace, remote_settings(&llama.url()), &[], Stdio::inherit());
     server.wait_for_status(|s| s["state"] == "ready");
     let nib_pid = server.pid();
@@ -324,7 +279,7 @@ fn cancelling_a_completion_closes_its_stream() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let last = text.lines().count() as u32 - 1;
-    let id = inline(&mut server, &uri, last, 4);
+    let id = server.inline(&uri, last, 4, 1);
     // Wait until the request is on the wire, then cancel it.
     let deadline = Instant::now() + Duration::from_secs(10);
     while connections_to(nib_pid, llama.port) == 0 {
@@ -344,7 +299,7 @@ fn cancelling_a_completion_closes_its_stream() {
     let cart = workspace.uri("cart.py");
     let cart_text = workspace.read("cart.py");
     server.open(&cart, "python", &cart_text);
-    let id = inline(&mut server, &cart, completion_spot(&cart_text), 8);
+    let id = server.inline(&cart, completion_spot(&cart_text), 8, 1);
     server.response(id).expect("a completion");
     assert_eq!(server.inspect(&cart, None)["engine"]["stats"]["generations"], 1, "one generation ran to the end");
     server.shutdown();
@@ -355,7 +310,7 @@ fn wrong_keys_dead_servers_and_fallback_are_handled() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(model) = default_model() else { return };
     let Some(mut llama) = LlamaServer::start(Some("right-key")) else { return };
-    let workspace = Workspace::new("faults");
+    let workspace = Workspace::new("remote-faults");
     let log_path = std::env::temp_dir().join(format!("nib-remote-faults-{}.log", std::process::id()));
     let log_file = std::fs::File::create(&log_path).unwrap();
     let env = [("NIB_WRONG_KEY", "sk-wrong-0123"), ("NIB_RIGHT_KEY", "right-key")];
@@ -371,7 +326,7 @@ fn wrong_keys_dead_servers_and_fallback_are_handled() {
     let text = workspace.read("cart.py");
     server.open(&uri, "python", &text);
     let line = completion_spot(&text);
-    let id = inline(&mut server, &uri, line, 8);
+    let id = server.inline(&uri, line, 8, 1);
     let error = server.response(id).expect_err("a wrong key is an error");
     assert!(error["message"].as_str().unwrap().contains("rejected the API key"), "{error}");
 
@@ -379,14 +334,14 @@ fn wrong_keys_dead_servers_and_fallback_are_handled() {
     settings["remote"]["apiKeyEnv"] = json!("NIB_RIGHT_KEY");
     server.notify("workspace/didChangeConfiguration", json!({ "settings": { "nib": settings.clone() } }));
     server.wait_for_status(|s| s["state"] == "ready");
-    let id = inline(&mut server, &uri, line, 8);
+    let id = server.inline(&uri, line, 8, 1);
     assert!(!ghost_text(&server.response(id).expect("a completion with the right key")).trim().is_empty());
 
     // The server dies in the middle of a request: a clear error, and nib lives on.
     let long = workspace.uri("long.py");
     let long_text = long_module();
     server.open(&long, "python", &long_text);
-    let id = inline(&mut server, &long, long_text.lines().count() as u32 - 1, 4);
+    let id = server.inline(&long, long_text.lines().count() as u32 - 1, 4, 1);
     let deadline = Instant::now() + Duration::from_secs(10);
     while connections_to(server.pid(), llama.port) == 0 {
         assert!(Instant::now() < deadline, "nib never connected to the server");
@@ -398,7 +353,7 @@ fn wrong_keys_dead_servers_and_fallback_are_handled() {
     assert!(reason.contains(&llama.url()), "the error names the server: {reason}");
     wait_message(&mut server, &llama.url());
     // The next request cannot connect at all, and says so.
-    let id = inline(&mut server, &long, long_text.lines().count() as u32 - 1, 4);
+    let id = server.inline(&long, long_text.lines().count() as u32 - 1, 4, 1);
     let error = server.response(id).expect_err("no server");
     assert!(error["message"].as_str().unwrap().contains("cannot connect"), "{error}");
     assert_eq!(server.inspect(&uri, None)["engine"]["state"], "ready", "nib still serves");
@@ -413,7 +368,7 @@ fn wrong_keys_dead_servers_and_fallback_are_handled() {
     // A document nothing was suggested in yet, so the answer cannot come from the cache.
     let fresh = workspace.uri("cart_copy.py");
     server.open(&fresh, "python", &text);
-    let id = inline(&mut server, &fresh, line, 8);
+    let id = server.inline(&fresh, line, 8, 1);
     server.response(id).expect("a completion from the local model while the server is down");
 
     let said = serde_json::to_string(&server.log).unwrap();

@@ -315,6 +315,19 @@ impl TestServer {
         actions.as_array().expect("a list of code actions").clone()
     }
 
+    /// Sends `textDocument/inlineCompletion` at a position (trigger kind 1: invoked, 2: automatic)
+    /// without waiting; returns its id.
+    pub fn inline(&mut self, uri: &str, line: u32, character: u32, trigger_kind: u32) -> i64 {
+        self.send_request(
+            "textDocument/inlineCompletion",
+            json!({
+                "textDocument": { "uri": uri },
+                "position": { "line": line, "character": character },
+                "context": { "triggerKind": trigger_kind },
+            }),
+        )
+    }
+
     /// `shutdown` + `exit`; asserts exit code 0 and that the test read every message.
     pub fn shutdown(mut self) {
         let result = self.request("shutdown", Value::Null);
@@ -340,6 +353,42 @@ fn spawn_dummy_stdin() -> ChildStdin {
     let stdin = child.stdin.take().unwrap();
     let _ = child.wait();
     stdin
+}
+
+/// The first item's text of an inline-completion reply ("" for none).
+pub fn ghost_text(result: &Value) -> String {
+    result["items"][0]["insertText"].as_str().unwrap_or_default().to_string()
+}
+
+/// A scratch workspace with a copy of `examples/shop`'s modules, removed when dropped.
+pub struct Workspace {
+    pub root: PathBuf,
+}
+
+impl Workspace {
+    pub fn new(name: &str) -> Self {
+        let root = std::env::temp_dir().join(format!("nib-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        for file in ["pricing.py", "cart.py"] {
+            std::fs::copy(repo_root().join("examples/shop").join(file), root.join(file)).unwrap();
+        }
+        Workspace { root }
+    }
+
+    pub fn uri(&self, name: &str) -> String {
+        format!("file://{}", self.root.join(name).display())
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.root.join(name)).unwrap()
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
 }
 
 pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
