@@ -18,6 +18,7 @@ use crate::engine::{CancelToken, EngineError};
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::{self, ResponseError, code};
 use crate::lsp::server::{PendingReply, Responder, Server};
+use crate::lsp::workspace_guard;
 use crate::position::PositionEncoding;
 use crate::syntax::scopes;
 
@@ -79,12 +80,7 @@ fn work(server: &Server, data: &ActionData) -> Result<Work, ResponseError> {
             };
             let mut plan = unit_tests::plan(&target, &server.workspace_folders, &read)
                 .map_err(|error| ResponseError::request_failed(error.to_string()))?;
-            if !really_inside(&plan.file, &server.workspace_folders) {
-                return Err(ResponseError::request_failed(format!(
-                    "{} leads outside the workspace folders (through a symbolic link); nothing was written",
-                    plan.file.display()
-                )));
-            }
+            workspace_guard::check(&plan.file, &server.workspace_folders).map_err(ResponseError::request_failed)?;
             plan.interpreter = server.config.python_interpreter.clone();
             Ok(Work::Tests(target, plan))
         }
@@ -109,19 +105,6 @@ fn work(server: &Server, data: &ActionData) -> Result<Work, ResponseError> {
             Ok(Work::AllDocstrings(targets))
         }
     }
-}
-
-/// Whether `file` (or, before it exists, its folder) really lies in a workspace folder once
-/// symbolic links are resolved: a link inside the folder must not lead an edit elsewhere.
-fn really_inside(file: &Path, folders: &[std::path::PathBuf]) -> bool {
-    let real = match file.canonicalize() {
-        Ok(real) => real,
-        Err(_) => match file.parent().map(Path::canonicalize) {
-            Some(Ok(folder)) => folder,
-            _ => return false,
-        },
-    };
-    folders.iter().filter_map(|folder| folder.canonicalize().ok()).any(|folder| real.starts_with(folder))
 }
 
 fn insertions_json(
@@ -155,11 +138,16 @@ pub fn run(server: &mut Server, responder: Responder, data: ActionData, delivery
     let encoding = server.encoding;
     let style = server.config.docstring_style;
     let output = server.output.clone();
+    let folders = server.workspace_folders.clone();
     server.engine.run(Box::new(move |model| {
         let result: Result<Value, ActionError> = model.map_err(ActionError::from).and_then(|model| match &work {
             Work::Docstring(target) => docstring::generate(model, target, style, cancel.clone())
                 .map(|insertion| insertions_json(&target.uri, target.version, &target.rope, &[insertion], encoding)),
             Work::Tests(target, plan) => unit_tests::generate(model, target, plan, cancel.clone())
+                // Checked again: the file system may have changed during the generation.
+                .and_then(|edit| {
+                    workspace_guard::check(&edit.file, &folders).map_err(ActionError::Rejected).map(|()| edit)
+                })
                 .map(|edit| test_edit_json(&edit, target, &open_versions, encoding, plan.existing.as_deref())),
             Work::AllDocstrings(targets) => {
                 let total = targets.len();
@@ -244,6 +232,9 @@ fn current_document<'a>(
         .documents
         .get(&data.uri)
         .ok_or_else(|| ResponseError::invalid_params(format!("document {} is not open", data.uri)))?;
+    if document.out_of_sync {
+        return Err(super::did_change::out_of_sync_error(&data.uri));
+    }
     if document.version != data.version {
         return Err(ResponseError::new(
             code::CONTENT_MODIFIED,
