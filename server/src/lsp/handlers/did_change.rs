@@ -34,14 +34,13 @@ pub fn handle(server: &mut Server, params: DidChangeTextDocumentParams) {
     }
     match document.apply_changes(&changes, version, encoding) {
         // Generations started before this edit compare against it when they finish.
-        Ok(()) => server.set_version(uri, Some(version)),
+        Ok(()) => {}
         Err(ChangeError::StaleVersion { current, received }) if current == received => {
             server.log(MessageType::INFO, format!("ignoring a repeated change to {uri} (version {received})"));
         }
         Err(error) => {
+            // Generations running on the old text deliver nothing (they check when they end).
             document.out_of_sync = true;
-            // Generations running on the old text deliver nothing.
-            server.set_version(uri, None);
             server.show(
                 MessageType::WARNING,
                 format!(
@@ -64,7 +63,6 @@ fn resync(server: &mut Server, uri: &str, changes: &[TextChange], version: i32) 
     match fresh.apply_changes(&changes[full + 1..], version, server.encoding) {
         Ok(()) => {
             server.documents.insert(uri.to_string(), fresh);
-            server.set_version(uri, Some(version));
             server.log(MessageType::INFO, format!("{uri} is in sync again (version {version})"));
         }
         Err(error) => tracing::debug!(uri, "a full-text change to a document out of sync failed too: {error}"),
