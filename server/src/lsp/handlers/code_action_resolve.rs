@@ -17,7 +17,7 @@ use crate::engine::{CancelToken, EngineError};
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::{self, ResponseError, code};
 use crate::lsp::server::{PendingReply, Responder, Server};
-use crate::lsp::workspace_guard;
+use crate::lsp::{model_wait, workspace_guard};
 use crate::pool::Outcome;
 use crate::position::PositionEncoding;
 use crate::syntax::scopes;
@@ -161,6 +161,9 @@ fn insertions_json(
 
 /// Starts the generation for `data`; `responder` is answered when it ends.
 pub fn run(server: &mut Server, responder: Responder, data: ActionData, delivery: Delivery) {
+    if model_wait::model_is_loading(server) {
+        return model_wait::park(server, responder, move |server, responder| run(server, responder, data, delivery));
+    }
     let work = match data.action {
         ActionKind::Docstring => target(server, &data).map(Work::Docstring),
         ActionKind::AllDocstrings => undocumented_targets(server, &data).map(Work::AllDocstrings),
@@ -281,6 +284,13 @@ fn deliver(
     delivery: Delivery,
 ) {
     match result {
+        Ok(_) if server.shutting_down() => {
+            progress.end(server, "cancelled");
+            responder.respond(Err(ResponseError::new(
+                code::REQUEST_CANCELLED,
+                "the server is shutting down; nothing was applied",
+            )));
+        }
         Ok(_) if !still_current => {
             progress.end(server, "the document changed");
             responder.respond(Err(ResponseError::new(
