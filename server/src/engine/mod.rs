@@ -182,8 +182,10 @@ impl EngineSettings {
             model_dir: config.model_path.clone(),
             onnx_runtime_path: config.onnx_runtime_path.clone(),
             threads: config.threads.unwrap_or_else(physical_cores),
-            remote: (config.backend == crate::config::BackendKind::Remote)
-                .then(|| RemoteSettings::from_config(&config.remote)),
+            remote: (config.backend == crate::config::BackendKind::Remote).then(|| RemoteSettings {
+                request_timeout_ms: config.request_timeout_ms,
+                ..RemoteSettings::from_config(&config.remote)
+            }),
         }
     }
 }

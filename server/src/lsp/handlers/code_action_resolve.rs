@@ -17,6 +17,7 @@ use crate::lsp::code_actions::{self, ActionData};
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::{self, ResponseError, code};
 use crate::lsp::server::{PendingReply, Responder, Server};
+use crate::lsp::workspace_guard;
 use crate::pool::Outcome;
 use crate::position::PositionEncoding;
 use crate::syntax::scopes;
@@ -104,12 +105,7 @@ fn plan_tests(
     };
     let plan =
         unit_tests::plan(target, folders, &read).map_err(|error| ResponseError::request_failed(error.to_string()))?;
-    if !really_inside(&plan.file, folders) {
-        return Err(ResponseError::request_failed(format!(
-            "{} leads outside the workspace folders (through a symbolic link); nothing was written",
-            plan.file.display()
-        )));
-    }
+    workspace_guard::check(&plan.file, folders).map_err(ResponseError::request_failed)?;
     Ok(plan)
 }
 
@@ -147,19 +143,6 @@ pub fn write_tests(server: &mut Server, responder: Responder, data: &ActionData,
             });
         },
     );
-}
-
-/// Whether `file` (or, before it exists, its folder) really lies in a workspace folder once
-/// symbolic links are resolved: a link inside the folder must not lead an edit elsewhere.
-fn really_inside(file: &Path, folders: &[std::path::PathBuf]) -> bool {
-    let real = match file.canonicalize() {
-        Ok(real) => real,
-        Err(_) => match file.parent().map(Path::canonicalize) {
-            Some(Ok(folder)) => folder,
-            _ => return false,
-        },
-    };
-    folders.iter().filter_map(|folder| folder.canonicalize().ok()).any(|folder| real.starts_with(folder))
 }
 
 fn insertions_json(
@@ -223,16 +206,22 @@ fn start(
     let style = server.config.docstring_style;
     let main_loop = server.main_loop.clone();
     let reporter = progress.clone();
+    let folders = server.workspace_folders.clone();
     server.engine.run(Box::new(move |model| {
         let report = |message: String, percentage: usize| {
             let progress = reporter.clone();
             main_loop.post(move |server| progress.report(server, &message, percentage));
         };
-        let result = model.map_err(ActionError::from).and_then(|model| generate(model, &work, style, &cancel, &report));
+        let result = model
+            .map_err(ActionError::from)
+            .and_then(|model| generate(model, &work, style, &cancel, &report))
+            .and_then(|output| still_inside(output, &folders));
         cancel.finish();
         main_loop.post(move |server| {
             let (uri, version) = work.source();
-            let still_current = server.documents.get(&uri).map(|document| document.version) == Some(version);
+            let still_current =
+                server.documents.get(&uri).filter(|document| !document.out_of_sync).map(|document| document.version)
+                    == Some(version);
             let edit = result.map(|output| edit_json(output, &open_versions, server.encoding));
             deliver(server, edit, still_current, &progress, responder, delivery);
         });
@@ -269,6 +258,15 @@ fn generate(
             Ok(Output::Insertions(targets[0].clone(), insertions))
         }
     }
+}
+
+/// `output`, if its test file still passes the workspace check: the file system may have
+/// changed while the model wrote (a few `lstat`s, made here rather than on the main loop).
+fn still_inside(output: Output, folders: &[std::path::PathBuf]) -> Result<Output, ActionError> {
+    if let Output::Tests(edit, ..) = &output {
+        workspace_guard::check(&edit.file, folders).map_err(ActionError::Rejected)?;
+    }
+    Ok(output)
 }
 
 /// The workspace edit for an action's output.
@@ -339,6 +337,9 @@ fn current_document<'a>(
         .documents
         .get(&data.uri)
         .ok_or_else(|| ResponseError::invalid_params(format!("document {} is not open", data.uri)))?;
+    if document.out_of_sync {
+        return Err(super::did_change::out_of_sync_error(&data.uri));
+    }
     if document.version != data.version {
         return Err(ResponseError::new(
             code::CONTENT_MODIFIED,
