@@ -10,10 +10,10 @@ use ls_types::MessageType;
 use ropey::Rope;
 use serde_json::{Value, json};
 
-use super::code_action::{ActionData, ActionKind};
 use crate::actions::{self, ActionError, Target, docstring, unit_tests};
 use crate::document::path_to_file_uri;
 use crate::engine::{CancelToken, EngineError};
+use crate::lsp::code_actions::{self, ActionData, CodeAction};
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::{self, ResponseError, code};
 use crate::lsp::server::{PendingReply, Responder, Server};
@@ -37,7 +37,27 @@ pub fn handle(server: &mut Server, responder: Responder, action: Value) {
             return responder.respond(Err(ResponseError::invalid_params("this code action has no nib data")));
         }
     };
-    run(server, responder, data, Delivery::Resolve(action));
+    match code_actions::by_name(&data.action) {
+        Ok(registered) => resolve_when_ready(server, responder, registered, data, Delivery::Resolve(action)),
+        Err(error) => responder.respond(Err(error)),
+    }
+}
+
+/// Resolves `data` with `action` once the model is ready: an action asked for while the model
+/// loads waits for it (bounded and cancellable: `model_wait`).
+pub fn resolve_when_ready(
+    server: &mut Server,
+    responder: Responder,
+    action: &'static dyn CodeAction,
+    data: ActionData,
+    delivery: Delivery,
+) {
+    if model_wait::model_is_loading(server) {
+        return model_wait::park(server, responder, move |server, responder| {
+            resolve_when_ready(server, responder, action, data, delivery)
+        });
+    }
+    action.resolve(server, responder, &data, delivery);
 }
 
 /// What one resolution does, with everything it needs captured from the main loop.
@@ -108,7 +128,7 @@ fn plan_tests(
 
 /// Generate unit tests: plans the test file on the worker pool, then starts the generation
 /// from the main loop.
-fn run_tests(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
+pub fn write_tests(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
     let target = match target(server, data) {
         Ok(target) => target,
         Err(error) => return responder.respond(Err(error)),
@@ -159,16 +179,20 @@ fn insertions_json(
     json!({ "documentChanges": [{ "textDocument": { "uri": uri, "version": version }, "edits": edits }] })
 }
 
-/// Starts the generation for `data`; `responder` is answered when it ends.
-pub fn run(server: &mut Server, responder: Responder, data: ActionData, delivery: Delivery) {
-    if model_wait::model_is_loading(server) {
-        return model_wait::park(server, responder, move |server, responder| run(server, responder, data, delivery));
-    }
-    let work = match data.action {
-        ActionKind::Docstring => target(server, &data).map(Work::Docstring),
-        ActionKind::AllDocstrings => undocumented_targets(server, &data).map(Work::AllDocstrings),
-        ActionKind::Tests => return run_tests(server, responder, &data, delivery),
-    };
+/// Add docstring: documents the function, method or class of `data`.
+pub fn document_one(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
+    let work = target(server, data).map(Work::Docstring);
+    start_now(server, responder, work, delivery);
+}
+
+/// Add docstrings to all functions: documents every undocumented item of the file of `data`.
+pub fn document_all(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
+    let work = undocumented_targets(server, data).map(Work::AllDocstrings);
+    start_now(server, responder, work, delivery);
+}
+
+/// Starts work whose inputs the main loop already has.
+fn start_now(server: &mut Server, responder: Responder, work: Result<Work, ResponseError>, delivery: Delivery) {
     let work = match work {
         Ok(work) => work,
         Err(error) => return responder.respond(Err(error)),
