@@ -76,7 +76,7 @@ def machine() -> dict:
 # ---------------------------------------------------------------- micro
 
 
-MICRO = ["edit_reparse_10k_lines", "context_build", "cross_file_context_3_buffers", "prompt_assembly",
+MICRO = ["did_change_pair_10k_lines", "edit_reparse_10k_lines", "context_build", "cross_file_context_3_buffers", "prompt_assembly",
          "tokenize_2k_tokens"]
 
 

@@ -52,7 +52,7 @@ pub fn handle(server: &mut Server, params: CodeActionParams) -> Result<Value, Re
     let Some(document) = server.documents.get(uri) else {
         return Err(ResponseError::invalid_params(format!("document {uri} is not open")));
     };
-    let (Some(language), Some(tree)) = (document.language, document.tree.as_ref()) else {
+    let (Some(language), Some(tree)) = (document.language, document.tree()) else {
         return Ok(json!([]));
     };
     let byte = convert::request_byte(&document.rope, params.range.start, server.encoding)?;
