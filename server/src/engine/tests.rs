@@ -36,15 +36,7 @@ fn max_difference(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn request(prompt: &str, max_tokens: usize) -> GenerationRequest {
-    GenerationRequest {
-        prompt: vec![PromptPiece::Text(prompt.to_string())],
-        max_tokens,
-        sampling: Sampling::GREEDY,
-        stop_strings: Vec::new(),
-        stop_tokens: Vec::new(),
-        cancel: CancelToken::default(),
-        deadline: None,
-    }
+    GenerationRequest::greedy(vec![PromptPiece::Text(prompt.to_string())], max_tokens)
 }
 
 fn argmax(logits: &[f32]) -> u32 {
