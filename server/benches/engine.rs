@@ -30,7 +30,7 @@ use nib::actions::{Target, docstring, unit_tests};
 use nib::config::DocstringStyle;
 use nib::document::Document;
 use nib::engine::{
-    self, CancelToken, EngineSettings, EngineStats, Flow, GenerationRequest, KvLayout, Model, PromptPiece, Sampling,
+    self, CancelToken, EngineSettings, EngineStats, Flow, GenerationRequest, KvLayout, Model, PromptPiece,
 };
 use nib::syntax::scopes;
 use serde_json::{Value, json};

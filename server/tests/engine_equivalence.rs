@@ -7,9 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use nib::engine::{
-    self, CancelToken, EngineSettings, Flow, Generation, GenerationRequest, KvLayout, Model, PromptPiece, Sampling,
-};
+use nib::engine::{self, EngineSettings, Flow, Generation, GenerationRequest, KvLayout, Model, PromptPiece};
 
 fn load(dir: &Path) -> Model {
     let settings =

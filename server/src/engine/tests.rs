@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{
-    CancelToken, EngineError, EngineSettings, Flow, GenerationRequest, Model, PromptPiece, Sampling, load_model,
-};
+use super::{CancelToken, EngineError, EngineSettings, Flow, GenerationRequest, Model, PromptPiece, load_model};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-model")

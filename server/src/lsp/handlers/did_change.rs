@@ -21,9 +21,7 @@ pub fn handle(server: &mut Server, params: DidChangeTextDocumentParams) {
             text: change.text,
         })
         .collect();
-    match document.apply_changes(&changes, params.text_document.version, encoding) {
-        // Generations started before this edit compare against it when they finish.
-        Ok(()) => server.set_version(uri, Some(params.text_document.version)),
-        Err(error) => server.log(MessageType::WARNING, format!("ignoring a change to {uri}: {error}")),
+    if let Err(error) = document.apply_changes(&changes, params.text_document.version, encoding) {
+        server.log(MessageType::WARNING, format!("ignoring a change to {uri}: {error}"));
     }
 }
