@@ -39,6 +39,9 @@ pub struct Document {
     tree: OnceCell<Option<Tree>>,
     /// The last tree, edited to match the current text: where the incremental parse starts.
     edited: Option<Tree>,
+    /// A change could not be applied, so the text may differ from the editor's: nothing is
+    /// generated for the document until the editor sends its full text again.
+    pub out_of_sync: bool,
     parser: RefCell<Option<Parser>>,
 }
 
@@ -50,7 +53,18 @@ impl Document {
             .or_else(|| Language::from_path(&uri));
         let parser = RefCell::new(language.map(Language::parser));
         let rope = Rope::from_str(text);
-        Document { uri, path, language_id, language, version, rope, tree: OnceCell::new(), edited: None, parser }
+        Document {
+            uri,
+            path,
+            language_id,
+            language,
+            version,
+            rope,
+            tree: OnceCell::new(),
+            edited: None,
+            out_of_sync: false,
+            parser,
+        }
     }
 
     /// The syntax tree of the current text (`None` without a grammar or above

@@ -3,6 +3,7 @@
 //! completion callback) and get results on that thread; the LSP threads never block on it.
 
 pub mod backend;
+pub mod fim;
 pub mod generate;
 mod lookup;
 pub mod model;
@@ -192,8 +193,10 @@ impl EngineSettings {
             model_dir: config.model_path.clone(),
             onnx_runtime_path: config.onnx_runtime_path.clone(),
             threads: config.threads.unwrap_or_else(physical_cores),
-            remote: (config.backend == crate::config::BackendKind::Remote)
-                .then(|| RemoteSettings::from_config(&config.remote)),
+            remote: (config.backend == crate::config::BackendKind::Remote).then(|| RemoteSettings {
+                request_timeout_ms: config.request_timeout_ms,
+                ..RemoteSettings::from_config(&config.remote)
+            }),
         }
     }
 }

@@ -139,6 +139,15 @@ pub fn complete(
         responder.respond(Err(ResponseError::invalid_params(format!("document {uri} is not open"))));
         return;
     };
+    if open_document.out_of_sync {
+        // Automatic requests stay quiet: the user was told once when it happened.
+        let answer = if invoked {
+            Err(super::did_change::out_of_sync_error(uri))
+        } else {
+            Ok(shape.render("", Range::default()))
+        };
+        return responder.respond(answer);
+    }
     let cursor = match convert::request_byte(&open_document.rope, position, server.encoding) {
         Ok(cursor) => cursor,
         Err(error) => return responder.respond(Err(error)),

@@ -67,6 +67,7 @@ pub fn handle(server: &mut Server, params: Params) -> Result<Value, ResponseErro
         "uri": document.uri,
         "treeMatchesFreshParse": tree_matches_fresh_parse,
         "version": document.version,
+        "outOfSync": document.out_of_sync,
         "languageId": document.language_id,
         "language": document.language.map(|language| language.name()),
         "text": document.text(),
