@@ -9,5 +9,6 @@ pub mod document;
 pub mod engine;
 pub mod lsp;
 pub mod paths;
+pub mod pool;
 pub mod position;
 pub mod syntax;

@@ -3,10 +3,13 @@
 //! completion callback) and get results on that thread; the LSP threads never block on it.
 
 pub mod backend;
+pub mod fim;
 pub mod generate;
+mod lookup;
 pub mod model;
 pub mod remote;
 pub mod runtime;
+mod scheduler;
 pub mod session;
 #[cfg(test)]
 mod tests;
@@ -18,12 +21,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ort::session::RunOptions;
-use serde_json::{Value, json};
 
 pub use backend::Backend;
 pub use generate::{FinishReason, Flow, Generation, GenerationRequest, GenerationStats, Model, PromptPiece, Sampling};
 pub use model::{ChatFormat, ModelInfo};
 pub use remote::RemoteSettings;
+pub use scheduler::Priority;
+pub use session::KvLayout;
+pub(crate) use worker::panic_text;
 pub use worker::{EngineHandle, Job, Route};
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -120,21 +125,6 @@ pub enum ModelState {
     },
 }
 
-impl ModelState {
-    pub fn to_json(&self) -> Value {
-        match self {
-            ModelState::Unloaded => json!({ "state": "unloaded" }),
-            ModelState::Loading { model } => json!({ "state": "loading", "model": model }),
-            ModelState::Ready { model, info, load_ms } => json!({
-                "state": "ready", "model": model, "name": info.name, "loadMs": load_ms,
-                "contextLength": info.context_length,
-                "backend": if info.markers_are_text { "remote" } else { "local" },
-            }),
-            ModelState::Failed { message } => json!({ "state": "error", "message": message }),
-        }
-    }
-}
-
 pub enum EngineEvent {
     State(ModelState),
     /// A generation failed (inference error, panic, request timeout, a failing remote server):
@@ -152,6 +142,11 @@ pub struct EngineStats {
     pub reused_tokens: u64,
     pub prefilled_tokens: u64,
     pub generated_tokens: u64,
+    /// Decoding time and forward passes (fewer than tokens when drafts were accepted).
+    pub decode_ms: f64,
+    pub decode_runs: u64,
+    pub draft_tokens: u64,
+    pub accepted_draft_tokens: u64,
     pub last: Option<GenerationStats>,
 }
 
@@ -166,6 +161,10 @@ impl EngineStats {
         self.reused_tokens += stats.reused_tokens as u64;
         self.prefilled_tokens += stats.prefilled_tokens as u64;
         self.generated_tokens += stats.generated_tokens as u64;
+        self.decode_ms += stats.decode_ms;
+        self.decode_runs += stats.decode_runs as u64;
+        self.draft_tokens += stats.draft_tokens as u64;
+        self.accepted_draft_tokens += stats.accepted_draft_tokens as u64;
         self.last = Some(stats.clone());
     }
 }
@@ -176,15 +175,6 @@ pub struct EngineStatus {
     pub state: ModelState,
     pub stats: EngineStats,
     pub cached_tokens: usize,
-}
-
-impl EngineStatus {
-    pub fn to_json(&self) -> Value {
-        let mut value = self.state.to_json();
-        value["stats"] = serde_json::to_value(&self.stats).unwrap_or(Value::Null);
-        value["cachedTokens"] = json!(self.cached_tokens);
-        value
-    }
 }
 
 /// Settings that decide which model is loaded and how.
@@ -203,8 +193,10 @@ impl EngineSettings {
             model_dir: config.model_path.clone(),
             onnx_runtime_path: config.onnx_runtime_path.clone(),
             threads: config.threads.unwrap_or_else(physical_cores),
-            remote: (config.backend == crate::config::BackendKind::Remote)
-                .then(|| RemoteSettings::from_config(&config.remote)),
+            remote: (config.backend == crate::config::BackendKind::Remote).then(|| RemoteSettings {
+                request_timeout_ms: config.request_timeout_ms,
+                ..RemoteSettings::from_config(&config.remote)
+            }),
         }
     }
 }
@@ -248,7 +240,13 @@ pub fn load_model(settings: &EngineSettings) -> Result<Model, EngineError> {
     let dir = model::resolve_dir(settings.model_dir.as_deref())?;
     let files = model::load(&dir)?;
     let environment = runtime::environment(settings.onnx_runtime_path.as_deref())?;
-    let session = session::DecoderSession::load(environment, &files.onnx, settings.threads.max(1))?;
+    let session = session::DecoderSession::load(
+        environment,
+        &files.onnx,
+        settings.threads.max(1),
+        files.kv_layout,
+        files.info.context_length,
+    )?;
     let model = Model::new(files, session)?;
     tracing::info!(
         model = %dir.display(),

@@ -5,19 +5,20 @@
 //! only ever appended to.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use ls_types::MessageType;
 use ropey::Rope;
 use serde_json::{Value, json};
 
-use super::code_action::{ActionData, ActionKind};
 use crate::actions::{self, ActionError, Target, docstring, unit_tests};
 use crate::document::path_to_file_uri;
 use crate::engine::{CancelToken, EngineError};
+use crate::lsp::code_actions::{self, ActionData, CodeAction};
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::{self, ResponseError, code};
 use crate::lsp::server::{PendingReply, Responder, Server};
+use crate::lsp::{model_wait, workspace_guard};
+use crate::pool::Outcome;
 use crate::position::PositionEncoding;
 use crate::syntax::scopes;
 
@@ -36,7 +37,27 @@ pub fn handle(server: &mut Server, responder: Responder, action: Value) {
             return responder.respond(Err(ResponseError::invalid_params("this code action has no nib data")));
         }
     };
-    run(server, responder, data, Delivery::Resolve(action));
+    match code_actions::by_name(&data.action) {
+        Ok(registered) => resolve_when_ready(server, responder, registered, data, Delivery::Resolve(action)),
+        Err(error) => responder.respond(Err(error)),
+    }
+}
+
+/// Resolves `data` with `action` once the model is ready: an action asked for while the model
+/// loads waits for it (bounded and cancellable: `model_wait`).
+pub fn resolve_when_ready(
+    server: &mut Server,
+    responder: Responder,
+    action: &'static dyn CodeAction,
+    data: ActionData,
+    delivery: Delivery,
+) {
+    if model_wait::model_is_loading(server) {
+        return model_wait::park(server, responder, move |server, responder| {
+            resolve_when_ready(server, responder, action, data, delivery)
+        });
+    }
+    action.resolve(server, responder, &data, delivery);
 }
 
 /// What one resolution does, with everything it needs captured from the main loop.
@@ -64,64 +85,81 @@ impl Work {
     }
 }
 
-fn work(server: &Server, data: &ActionData) -> Result<Work, ResponseError> {
-    match data.action {
-        ActionKind::Docstring => Ok(Work::Docstring(target(server, data)?)),
-        ActionKind::Tests => {
-            let target = target(server, data)?;
-            let open: Vec<(std::path::PathBuf, String)> =
-                server.documents.values().filter_map(|d| d.path.clone().map(|p| (p, d.text()))).collect();
-            let read = move |path: &Path| {
-                open.iter()
-                    .find(|(p, _)| p == path)
-                    .map(|(_, text)| text.clone())
-                    .or_else(|| std::fs::read_to_string(path).ok())
-            };
-            let mut plan = unit_tests::plan(&target, &server.workspace_folders, &read)
-                .map_err(|error| ResponseError::request_failed(error.to_string()))?;
-            if !really_inside(&plan.file, &server.workspace_folders) {
-                return Err(ResponseError::request_failed(format!(
-                    "{} leads outside the workspace folders (through a symbolic link); nothing was written",
-                    plan.file.display()
-                )));
-            }
-            plan.interpreter = server.config.python_interpreter.clone();
-            Ok(Work::Tests(target, plan))
-        }
-        ActionKind::AllDocstrings => {
-            let (document, language, tree) = current_document(server, data)?;
-            let targets: Vec<Target> = scopes::all_scopes(language, &tree, &document.rope)
-                .into_iter()
-                .filter(|scope| scope.doc.is_none())
-                .map(|scope| Target {
-                    uri: document.uri.clone(),
-                    path: document.path.clone(),
-                    version: document.version,
-                    language,
-                    rope: document.rope.clone(),
-                    tree: tree.clone(),
-                    scope,
-                })
-                .collect();
-            if targets.is_empty() {
-                return Err(ResponseError::request_failed("every function, method and class is documented already"));
-            }
-            Ok(Work::AllDocstrings(targets))
-        }
+/// Every undocumented function, method and class of the document of `data`.
+fn undocumented_targets(server: &Server, data: &ActionData) -> Result<Vec<Target>, ResponseError> {
+    let (document, language, tree) = current_document(server, data)?;
+    let targets: Vec<Target> = scopes::all_scopes(language, &tree, &document.rope)
+        .into_iter()
+        .filter(|scope| scope.doc.is_none())
+        .map(|scope| Target {
+            uri: document.uri.clone(),
+            path: document.path.clone(),
+            version: document.version,
+            language,
+            rope: document.rope.clone(),
+            tree: tree.clone(),
+            scope,
+        })
+        .collect();
+    if targets.is_empty() {
+        return Err(ResponseError::request_failed("every function, method and class is documented already"));
     }
+    Ok(targets)
 }
 
-/// Whether `file` (or, before it exists, its folder) really lies in a workspace folder once
-/// symbolic links are resolved: a link inside the folder must not lead an edit elsewhere.
-fn really_inside(file: &Path, folders: &[std::path::PathBuf]) -> bool {
-    let real = match file.canonicalize() {
-        Ok(real) => real,
-        Err(_) => match file.parent().map(Path::canonicalize) {
-            Some(Ok(folder)) => folder,
-            _ => return false,
-        },
+/// Decides the test file and reads it (file I/O: runs on the worker pool). `open` holds the
+/// open buffers' paths and texts, which win over the disk.
+fn plan_tests(
+    target: &Target,
+    folders: &[std::path::PathBuf],
+    open: &[(std::path::PathBuf, String)],
+) -> Result<unit_tests::Plan, ResponseError> {
+    let read = |path: &Path| {
+        open.iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, text)| text.clone())
+            .or_else(|| std::fs::read_to_string(path).ok())
     };
-    folders.iter().filter_map(|folder| folder.canonicalize().ok()).any(|folder| real.starts_with(folder))
+    let plan =
+        unit_tests::plan(target, folders, &read).map_err(|error| ResponseError::request_failed(error.to_string()))?;
+    workspace_guard::check(&plan.file, folders).map_err(ResponseError::request_failed)?;
+    Ok(plan)
+}
+
+/// Generate unit tests: plans the test file on the worker pool, then starts the generation
+/// from the main loop.
+pub fn write_tests(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
+    let target = match target(server, data) {
+        Ok(target) => target,
+        Err(error) => return responder.respond(Err(error)),
+    };
+    let open: Vec<(std::path::PathBuf, String)> =
+        server.documents.values().filter_map(|d| d.path.clone().map(|p| (p, d.text()))).collect();
+    let open_versions = open_versions(server);
+    let folders = server.workspace_folders.clone();
+    let cancel = CancelToken::default();
+    server.track(responder.id(), &cancel);
+    let main_loop = server.main_loop.clone();
+    let work_target = target.clone();
+    server.pool.submit(
+        cancel.clone(),
+        move |_| plan_tests(&work_target, &folders, &open),
+        move |outcome| {
+            main_loop.post(move |server| match outcome {
+                Outcome::Done(Ok(mut plan)) => {
+                    plan.interpreter = server.config.python_interpreter.clone();
+                    start(server, responder, Work::Tests(target, plan), delivery, cancel, open_versions);
+                }
+                Outcome::Done(Err(error)) => responder.respond(Err(error)),
+                Outcome::Cancelled => responder.respond(Err(ResponseError::cancelled())),
+                Outcome::Panicked(why) => {
+                    tracing::error!("planning the test file panicked: {why}");
+                    responder
+                        .respond(Err(ResponseError::request_failed("internal error while planning the test file")));
+                }
+            });
+        },
+    );
 }
 
 fn insertions_json(
@@ -141,68 +179,151 @@ fn insertions_json(
     json!({ "documentChanges": [{ "textDocument": { "uri": uri, "version": version }, "edits": edits }] })
 }
 
-/// Starts the generation for `data`; `responder` is answered when it ends.
-pub fn run(server: &mut Server, responder: Responder, data: ActionData, delivery: Delivery) {
-    let work = match work(server, &data) {
+/// Add docstring: documents the function, method or class of `data`.
+pub fn document_one(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
+    let work = target(server, data).map(Work::Docstring);
+    start_now(server, responder, work, delivery);
+}
+
+/// Add docstrings to all functions: documents every undocumented item of the file of `data`.
+pub fn document_all(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
+    let work = undocumented_targets(server, data).map(Work::AllDocstrings);
+    start_now(server, responder, work, delivery);
+}
+
+/// Starts work whose inputs the main loop already has.
+fn start_now(server: &mut Server, responder: Responder, work: Result<Work, ResponseError>, delivery: Delivery) {
+    let work = match work {
         Ok(work) => work,
         Err(error) => return responder.respond(Err(error)),
     };
     let cancel = CancelToken::default();
     server.track(responder.id(), &cancel);
+    let open_versions = open_versions(server);
+    start(server, responder, work, delivery, cancel, open_versions);
+}
+
+fn open_versions(server: &Server) -> Vec<(String, i32)> {
+    server.documents.values().map(|d| (d.uri.clone(), d.version)).collect()
+}
+
+/// Runs `work` on the engine with cancellable progress; answers `responder` when it ends.
+/// The engine thread only generates: progress, the version check, the edit and the reply are
+/// made on the main loop from the messages it posts.
+/// `open_versions` are the open documents' versions when the action read them.
+fn start(
+    server: &mut Server,
+    responder: Responder,
+    work: Work,
+    delivery: Delivery,
+    cancel: CancelToken,
+    open_versions: Vec<(String, i32)>,
+) {
     let progress = Progress::begin(server, &cancel, work.title());
-    let open_versions: Vec<(String, i32)> = server.documents.values().map(|d| (d.uri.clone(), d.version)).collect();
-    let versions = Arc::clone(&server.versions);
-    let encoding = server.encoding;
     let style = server.config.docstring_style;
-    let output = server.output.clone();
+    let main_loop = server.main_loop.clone();
+    let reporter = progress.clone();
+    let folders = server.workspace_folders.clone();
     server.engine.run(Box::new(move |model| {
-        let result: Result<Value, ActionError> = model.map_err(ActionError::from).and_then(|model| match &work {
-            Work::Docstring(target) => docstring::generate(model, target, style, cancel.clone())
-                .map(|insertion| insertions_json(&target.uri, target.version, &target.rope, &[insertion], encoding)),
-            Work::Tests(target, plan) => unit_tests::generate(model, target, plan, cancel.clone())
-                .map(|edit| test_edit_json(&edit, target, &open_versions, encoding, plan.existing.as_deref())),
-            Work::AllDocstrings(targets) => {
-                let total = targets.len();
-                let mut write = |target: &Target, facts: &docstring::Facts, index: usize| {
-                    progress.report(
-                        &output,
-                        &format!("{} of {total}: `{}`", index + 1, target.scope.name),
-                        index * 100 / total,
-                    );
-                    docstring::write_prose(model, target, facts, cancel.clone())
-                };
-                docstring::document_all(targets, style, &mut write).map(|insertions| {
-                    let first = &targets[0];
-                    insertions_json(&first.uri, first.version, &first.rope, &insertions, encoding)
-                })
-            }
-        });
+        let report = |message: String, percentage: usize| {
+            let progress = reporter.clone();
+            main_loop.post(move |server| progress.report(server, &message, percentage));
+        };
+        let result = model
+            .map_err(ActionError::from)
+            .and_then(|model| generate(model, &work, style, &cancel, &report))
+            .and_then(|output| still_inside(output, &folders));
         cancel.finish();
-        let (uri, version) = work.source();
-        let still_current = versions.lock().unwrap_or_else(|e| e.into_inner()).get(&uri) == Some(&version);
-        deliver(result, still_current, &progress, &output, responder, delivery);
+        main_loop.post(move |server| {
+            let (uri, version) = work.source();
+            let still_current =
+                server.documents.get(&uri).filter(|document| !document.out_of_sync).map(|document| document.version)
+                    == Some(version);
+            let edit = result.map(|output| edit_json(output, &open_versions, server.encoding));
+            deliver(server, edit, still_current, &progress, responder, delivery);
+        });
     }));
+}
+
+/// What an action generated, with what its workspace edit is computed against.
+enum Output {
+    Insertions(Target, Vec<actions::Insertion>),
+    /// The edit, for the target, into the test file whose text was `existing`.
+    Tests(unit_tests::TestEdit, Target, Option<String>),
+}
+
+/// Runs the action's generations (on the engine thread); `report` tells the user each step.
+fn generate(
+    model: &mut dyn crate::engine::Backend,
+    work: &Work,
+    style: crate::config::DocstringStyle,
+    cancel: &CancelToken,
+    report: &dyn Fn(String, usize),
+) -> Result<Output, ActionError> {
+    match work {
+        Work::Docstring(target) => docstring::generate(model, target, style, cancel.clone())
+            .map(|insertion| Output::Insertions(target.clone(), vec![insertion])),
+        Work::Tests(target, plan) => unit_tests::generate(model, target, plan, cancel.clone())
+            .map(|edit| Output::Tests(edit, target.clone(), plan.existing.clone())),
+        Work::AllDocstrings(targets) => {
+            let total = targets.len();
+            let mut write = |target: &Target, facts: &docstring::Facts, index: usize| {
+                report(format!("{} of {total}: `{}`", index + 1, target.scope.name), index * 100 / total);
+                docstring::write_prose(model, target, facts, cancel.clone())
+            };
+            let insertions = docstring::document_all(targets, style, &mut write)?;
+            Ok(Output::Insertions(targets[0].clone(), insertions))
+        }
+    }
+}
+
+/// `output`, if its test file still passes the workspace check: the file system may have
+/// changed while the model wrote (a few `lstat`s, made here rather than on the main loop).
+fn still_inside(output: Output, folders: &[std::path::PathBuf]) -> Result<Output, ActionError> {
+    if let Output::Tests(edit, ..) = &output {
+        workspace_guard::check(&edit.file, folders).map_err(ActionError::Rejected)?;
+    }
+    Ok(output)
+}
+
+/// The workspace edit for an action's output.
+fn edit_json(output: Output, open_versions: &[(String, i32)], encoding: PositionEncoding) -> Value {
+    match output {
+        Output::Insertions(target, insertions) => {
+            insertions_json(&target.uri, target.version, &target.rope, &insertions, encoding)
+        }
+        Output::Tests(edit, target, existing) => {
+            test_edit_json(&edit, &target, open_versions, encoding, existing.as_deref())
+        }
+    }
 }
 
 /// Answers the request with the edit, or says why there is none.
 fn deliver(
+    server: &Server,
     result: Result<Value, ActionError>,
     still_current: bool,
     progress: &Progress,
-    output: &crossbeam_channel::Sender<Value>,
     responder: Responder,
     delivery: Delivery,
 ) {
     match result {
+        Ok(_) if server.shutting_down() => {
+            progress.end(server, "cancelled");
+            responder.respond(Err(ResponseError::new(
+                code::REQUEST_CANCELLED,
+                "the server is shutting down; nothing was applied",
+            )));
+        }
         Ok(_) if !still_current => {
-            progress.end(output, "the document changed");
+            progress.end(server, "the document changed");
             responder.respond(Err(ResponseError::new(
                 code::CONTENT_MODIFIED,
                 "the document changed while nib was generating; nothing was applied — run the action again",
             )));
         }
         Ok(edit) => {
-            progress.end(output, "done");
+            progress.end(server, "done");
             match delivery {
                 Delivery::Resolve(mut action) => {
                     action["edit"] = edit;
@@ -210,26 +331,22 @@ fn deliver(
                 }
                 Delivery::ApplyEdit => {
                     let id = jsonrpc::RequestId::String(format!("nib-apply-{}", responder.id()));
-                    let _ = output.send(jsonrpc::request(
-                        &id,
-                        "workspace/applyEdit",
-                        json!({ "label": "nib", "edit": edit }),
-                    ));
+                    server.send(jsonrpc::request(&id, "workspace/applyEdit", json!({ "label": "nib", "edit": edit })));
                     responder.respond(Ok(Value::Null));
                 }
             }
         }
         Err(ActionError::Engine(EngineError::Cancelled)) => {
-            progress.end(output, "cancelled");
+            progress.end(server, "cancelled");
             responder.respond(Err(ResponseError::cancelled()));
         }
         Err(error) => {
-            progress.end(output, "failed");
+            progress.end(server, "failed");
             let message = error.to_string();
-            let _ = output.send(jsonrpc::notification(
+            server.notify(
                 "window/showMessage",
                 json!({ "type": MessageType::ERROR, "message": format!("nib: {message}") }),
-            ));
+            );
             responder.respond(Err(ResponseError::request_failed(message)));
         }
     }
@@ -244,13 +361,16 @@ fn current_document<'a>(
         .documents
         .get(&data.uri)
         .ok_or_else(|| ResponseError::invalid_params(format!("document {} is not open", data.uri)))?;
+    if document.out_of_sync {
+        return Err(super::did_change::out_of_sync_error(&data.uri));
+    }
     if document.version != data.version {
         return Err(ResponseError::new(
             code::CONTENT_MODIFIED,
             "the document changed since the action was offered; nothing was applied — run it again",
         ));
     }
-    match (document.language, document.tree.clone()) {
+    match (document.language, document.tree().cloned()) {
         (Some(language), Some(tree)) => Ok((document, language, tree)),
         _ => Err(ResponseError::request_failed("nib has no grammar for this language")),
     }
@@ -303,6 +423,7 @@ fn test_edit_json(
 }
 
 /// Work-done progress for one action, cancellable from the client.
+#[derive(Clone)]
 pub struct Progress {
     token: Option<String>,
 }
@@ -323,21 +444,18 @@ impl Progress {
         Progress { token: Some(token) }
     }
 
-    fn report(&self, output: &crossbeam_channel::Sender<Value>, message: &str, percentage: usize) {
+    fn report(&self, server: &Server, message: &str, percentage: usize) {
         if let Some(token) = &self.token {
-            let _ = output.send(jsonrpc::notification(
+            server.notify(
                 "$/progress",
                 json!({ "token": token, "value": { "kind": "report", "message": message, "percentage": percentage } }),
-            ));
+            );
         }
     }
 
-    fn end(&self, output: &crossbeam_channel::Sender<Value>, message: &str) {
+    fn end(&self, server: &Server, message: &str) {
         if let Some(token) = &self.token {
-            let _ = output.send(jsonrpc::notification(
-                "$/progress",
-                json!({ "token": token, "value": { "kind": "end", "message": message } }),
-            ));
+            server.notify("$/progress", json!({ "token": token, "value": { "kind": "end", "message": message } }));
         }
     }
 }

@@ -6,7 +6,7 @@ use ls_types::{Position, TextDocumentIdentifier};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::inline_completion;
+use super::{engine_event, inline_completion};
 use crate::completion::prompt;
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::ResponseError;
@@ -28,26 +28,25 @@ pub struct Params {
 
 pub fn handle(server: &mut Server, params: Params) -> Result<Value, ResponseError> {
     let uri = params.text_document.uri.as_str();
-    let document = server
-        .documents
-        .get(uri)
-        .ok_or_else(|| ResponseError::invalid_params(format!("document {uri} is not open")))?;
-    let rope = &document.rope;
-    let prompt = match (params.prompt, params.position) {
+    let not_open = || ResponseError::invalid_params(format!("document {uri} is not open"));
+    let prompt_at = match (params.prompt, params.position) {
         (true, Some(position)) => {
-            let cursor = convert::request_byte(rope, position, server.encoding)?;
-            inline_completion::prepare_for(server, uri, cursor).map(|prepared| {
-                json!({
-                    "text": prompt::render(&prepared.prompt),
-                    "mode": format!("{:?}", prepared.mode),
-                    "maxTokens": prepared.max_tokens,
-                    "sources": prepared.context.sources,
-                })
-            })
+            let document = server.documents.get(uri).ok_or_else(not_open)?;
+            Some(convert::request_byte(&document.rope, position, server.encoding)?)
         }
         _ => None,
     };
-    let scope = match (params.position, document.language, document.tree.as_ref()) {
+    let prompt = prompt_at.and_then(|cursor| inline_completion::prepare_for(server, uri, cursor)).map(|prepared| {
+        json!({
+            "text": prompt::render(&prepared.prompt),
+            "mode": format!("{:?}", prepared.mode),
+            "maxTokens": prepared.max_tokens,
+            "sources": prepared.context.sources,
+        })
+    });
+    let document = server.documents.get(uri).ok_or_else(not_open)?;
+    let rope = &document.rope;
+    let scope = match (params.position, document.language, document.tree()) {
         (Some(position), Some(language), Some(tree)) => {
             let byte = convert::request_byte(rope, position, server.encoding)?;
             scopes::scope_at(language, tree, rope, byte).map(|scope| {
@@ -62,19 +61,20 @@ pub fn handle(server: &mut Server, params: Params) -> Result<Value, ResponseErro
     };
     let tree_matches_fresh_parse = params.check_tree.then(|| {
         let fresh = document.fresh_tree().map(|tree| tree.root_node().to_sexp());
-        fresh == document.tree.as_ref().map(|tree| tree.root_node().to_sexp())
+        fresh == document.tree().map(|tree| tree.root_node().to_sexp())
     });
     Ok(json!({
         "uri": document.uri,
         "treeMatchesFreshParse": tree_matches_fresh_parse,
         "version": document.version,
+        "outOfSync": document.out_of_sync,
         "languageId": document.language_id,
         "language": document.language.map(|language| language.name()),
         "text": document.text(),
         "lineCount": rope.len_lines(),
-        "parseErrorCount": document.tree.as_ref().map(syntax::error_count),
+        "parseErrorCount": document.tree().map(syntax::error_count),
         "scope": scope,
         "prompt": prompt,
-        "engine": server.engine.status().to_json(),
+        "engine": engine_event::status_json(&server.engine.status()),
     }))
 }
