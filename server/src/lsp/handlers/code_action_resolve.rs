@@ -6,7 +6,11 @@
 
 use std::path::Path;
 
-use ls_types::MessageType;
+use ls_types::notification::ShowMessage;
+use ls_types::{
+    MessageType, ShowMessageParams, WorkDoneProgress, WorkDoneProgressBegin, WorkDoneProgressEnd,
+    WorkDoneProgressReport,
+};
 use ropey::Rope;
 use serde_json::{Value, json};
 
@@ -15,7 +19,7 @@ use crate::engine::{CancelToken, EngineError};
 use crate::lsp::code_actions::{self, ActionData, CodeAction};
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::{self, ResponseError, code};
-use crate::lsp::server::{PendingReply, Responder, Server};
+use crate::lsp::server::{Responder, Server};
 use crate::lsp::{model_wait, workspace_edit, workspace_guard};
 use crate::pool::Outcome;
 use crate::position::PositionEncoding;
@@ -354,10 +358,8 @@ fn deliver(
         Err(error) => {
             progress.end(server, "failed");
             let message = error.to_string();
-            server.notify(
-                "window/showMessage",
-                json!({ "type": MessageType::ERROR, "message": format!("nib: {message}") }),
-            );
+            let shown = ShowMessageParams { typ: MessageType::ERROR, message: format!("nib: {message}") };
+            server.notify_typed::<ShowMessage>(shown);
             responder.respond(Err(ResponseError::request_failed(message)));
         }
     }
@@ -441,11 +443,9 @@ impl Progress {
             return Progress { token: None };
         }
         let token = format!("nib/action/{}", server.next_progress_id());
-        server.request_client("window/workDoneProgress/create", json!({ "token": token }), PendingReply::Ignore);
-        server.notify(
-            "$/progress",
-            json!({ "token": token, "value": { "kind": "begin", "title": title, "cancellable": true } }),
-        );
+        server.create_progress(&token);
+        let begin = WorkDoneProgressBegin { title, cancellable: Some(true), message: None, percentage: None };
+        server.progress(&token, WorkDoneProgress::Begin(begin));
         server.progress_tokens.retain(|(_, cancel)| !cancel.is_finished());
         server.progress_tokens.push((token.clone(), cancel.clone()));
         Progress { token: Some(token) }
@@ -453,16 +453,18 @@ impl Progress {
 
     fn report(&self, server: &Server, message: &str, percentage: usize) {
         if let Some(token) = &self.token {
-            server.notify(
-                "$/progress",
-                json!({ "token": token, "value": { "kind": "report", "message": message, "percentage": percentage } }),
-            );
+            let report = WorkDoneProgressReport {
+                cancellable: None,
+                message: Some(message.to_string()),
+                percentage: Some(percentage as u32),
+            };
+            server.progress(token, WorkDoneProgress::Report(report));
         }
     }
 
     fn end(&self, server: &Server, message: &str) {
         if let Some(token) = &self.token {
-            server.notify("$/progress", json!({ "token": token, "value": { "kind": "end", "message": message } }));
+            server.progress(token, WorkDoneProgress::End(WorkDoneProgressEnd { message: Some(message.to_string()) }));
         }
     }
 }

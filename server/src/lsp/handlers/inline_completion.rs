@@ -6,8 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use ls_types::{InlineCompletionParams, InlineCompletionTriggerKind, Position, Range};
-use serde_json::{Value, json};
+use ls_types::{
+    CompletionItem, CompletionItemKind, CompletionList, CompletionTextEdit, InlineCompletionItem, InlineCompletionList,
+    InlineCompletionParams, InlineCompletionTriggerKind, Position, Range, TextEdit,
+};
+use serde_json::Value;
 
 use crate::completion::{self, cache, context};
 use crate::document::Document;
@@ -26,26 +29,32 @@ pub enum Shape {
 
 impl Shape {
     fn render(self, text: &str, range: Range) -> Value {
-        match (self, text.is_empty()) {
-            (Shape::Inline, true) => json!({ "items": [] }),
-            (Shape::Inline, false) => json!({ "items": [{ "insertText": text, "range": range }] }),
-            (Shape::CompletionList, true) => json!({ "isIncomplete": true, "items": [] }),
-            (Shape::CompletionList, false) => {
-                let first_line = text.trim().lines().next().unwrap_or_default();
-                let label: String = first_line.chars().take(60).collect();
-                json!({
-                    "isIncomplete": true,
-                    "items": [{
-                        "label": label,
-                        "kind": 1,
-                        "detail": "nib",
-                        "sortText": "0",
-                        "filterText": "",
-                        "textEdit": { "range": range, "newText": text },
-                    }],
-                })
+        let reply = match self {
+            Shape::Inline => {
+                let items = (!text.is_empty()).then(|| InlineCompletionItem {
+                    insert_text: text.to_string(),
+                    filter_text: None,
+                    range: Some(range),
+                    command: None,
+                    insert_text_format: None,
+                });
+                serde_json::to_value(InlineCompletionList { items: items.into_iter().collect() })
             }
-        }
+            Shape::CompletionList => {
+                let first_line = text.trim().lines().next().unwrap_or_default();
+                let items = (!text.is_empty()).then(|| CompletionItem {
+                    label: first_line.chars().take(60).collect(),
+                    kind: Some(CompletionItemKind::TEXT),
+                    detail: Some("nib".into()),
+                    sort_text: Some("0".into()),
+                    filter_text: Some(String::new()),
+                    text_edit: Some(CompletionTextEdit::Edit(TextEdit { range, new_text: text.to_string() })),
+                    ..CompletionItem::default()
+                });
+                serde_json::to_value(CompletionList { is_incomplete: true, items: items.into_iter().collect() })
+            }
+        };
+        reply.expect("LSP types serialize")
     }
 }
 
@@ -104,6 +113,38 @@ pub fn prepare_for(server: &mut Server, uri: &str, cursor: usize) -> Option<comp
     let (prepared, cross_file) = prepare_in(server, document, cursor, &info);
     server.completions.cross_file = cross_file.or(server.completions.cross_file.take());
     prepared
+}
+
+/// Pre-warms the KV cache for `uri` at background priority: prefills the stable head of the
+/// prompt its completions will start with (path header, cross-file context, imports), so the
+/// first completion in a freshly opened file reuses it. Only for the local model; any real
+/// request cancels it (`EngineHandle::submit`).
+pub fn prewarm(server: &mut Server, uri: &str) {
+    let Some(document) = server.documents.get(uri) else { return };
+    let config = &server.config.completion;
+    let language_enabled = config.languages.is_empty() || config.languages.contains(&document.language_id);
+    if !config.enabled || !language_enabled {
+        return;
+    }
+    let end = document.rope.len_bytes();
+    let Some(prepared) = prepare_for(server, uri, end) else { return };
+    let Some((route, info)) = server.engine.serving() else { return };
+    if info.markers_are_text {
+        return; // a remote server keeps its own cache
+    }
+    let Some(head) = completion::stable_head(&prepared) else { return };
+    tracing::debug!(uri, "pre-warming the KV cache");
+    server.engine.submit(Job {
+        request: GenerationRequest::greedy(head, 0),
+        observer: None,
+        route,
+        priority: Priority::Background,
+        on_done: Box::new(|result| {
+            if let Err(error) = result {
+                tracing::debug!("pre-warm ended: {error}");
+            }
+        }),
+    });
 }
 
 /// The pipeline's preparation with the server's settings and cached cross-file context; also
