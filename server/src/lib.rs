@@ -10,4 +10,5 @@ pub mod engine;
 pub mod lsp;
 pub mod paths;
 pub mod position;
+pub mod sandbox;
 pub mod syntax;

@@ -24,7 +24,7 @@ pub use backend::Backend;
 pub use generate::{FinishReason, Flow, Generation, GenerationRequest, GenerationStats, Model, PromptPiece, Sampling};
 pub use model::{ChatFormat, ModelInfo};
 pub use remote::RemoteSettings;
-pub use worker::{EngineHandle, Job, Route};
+pub use worker::{EngineHandle, Job, Route, Task, TaskQueue};
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EngineError {

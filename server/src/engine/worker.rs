@@ -143,6 +143,12 @@ impl EngineHandle {
         }
     }
 
+    /// A handle that queues tasks from another thread (the test runs' thread queues the
+    /// model's repair rounds between runs).
+    pub fn task_queue(&self) -> TaskQueue {
+        TaskQueue(self.commands.clone())
+    }
+
     pub fn cancel_all(&self) {
         for token in self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             token.cancel();
@@ -170,6 +176,21 @@ impl EngineHandle {
         let _ = self.commands.send(Command::Stop);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Queues tasks on the engine thread from anywhere (see [`EngineHandle::task_queue`]).
+#[derive(Clone)]
+pub struct TaskQueue(Sender<Command>);
+
+impl TaskQueue {
+    /// Like [`EngineHandle::run`].
+    pub fn run(&self, task: Task) {
+        if let Err(error) = self.0.send(Command::Run(task))
+            && let Command::Run(task) = error.into_inner()
+        {
+            task(Err(EngineError::NotReady("the engine thread has stopped".into())));
         }
     }
 }

@@ -6,6 +6,7 @@ use ls_types::CodeActionParams;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::actions::verify;
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::ResponseError;
 use crate::lsp::server::Server;
@@ -47,6 +48,19 @@ pub fn title(kind: ActionKind, language: Language) -> &'static str {
     }
 }
 
+/// Whether tests for this document would be written without running them (verification off,
+/// or no toolchain found; a few `stat` calls, no reads).
+fn tests_unverified(server: &Server, document: &crate::document::Document, language: Language) -> bool {
+    let root = document
+        .path
+        .as_deref()
+        .and_then(|path| server.workspace_folders.iter().find(|folder| path.starts_with(folder)))
+        .cloned()
+        .unwrap_or_default();
+    verify::unverified_reason(language, server.config.verify_tests, server.config.python_interpreter.as_deref(), &root)
+        .is_some()
+}
+
 pub fn handle(server: &mut Server, params: CodeActionParams) -> Result<Value, ResponseError> {
     let uri = params.text_document.uri.as_str();
     let Some(document) = server.documents.get(uri) else {
@@ -76,6 +90,9 @@ pub fn handle(server: &mut Server, params: CodeActionParams) -> Result<Value, Re
         let data = ActionData { action, uri: uri.to_string(), version: document.version, position: params.range.start };
         let title = match (&scope, action) {
             (_, ActionKind::AllDocstrings) => format!("{} ({undocumented}) (nib)", title(action, language)),
+            (Some(scope), ActionKind::Tests) if tests_unverified(server, document, language) => {
+                format!("{} for `{}` (unverified) (nib)", title(action, language), scope.name)
+            }
             (Some(scope), _) => format!("{} for `{}` (nib)", title(action, language), scope.name),
             (None, _) => continue,
         };

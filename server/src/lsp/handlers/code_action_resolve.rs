@@ -12,7 +12,8 @@ use ropey::Rope;
 use serde_json::{Value, json};
 
 use super::code_action::{ActionData, ActionKind};
-use crate::actions::{self, ActionError, Target, docstring, unit_tests};
+use crate::actions::project_files::ProjectFiles;
+use crate::actions::{self, ActionError, Target, docstring, unit_tests, verify};
 use crate::document::path_to_file_uri;
 use crate::engine::{CancelToken, EngineError};
 use crate::lsp::convert;
@@ -42,7 +43,7 @@ pub fn handle(server: &mut Server, responder: Responder, action: Value) {
 /// What one resolution does, with everything it needs captured from the main loop.
 enum Work {
     Docstring(Target),
-    Tests(Target, unit_tests::Plan),
+    Tests(verify::Job),
     AllDocstrings(Vec<Target>),
 }
 
@@ -50,7 +51,7 @@ impl Work {
     fn title(&self) -> String {
         match self {
             Work::Docstring(target) => format!("nib: documenting `{}`", target.scope.name),
-            Work::Tests(target, _) => format!("nib: writing tests for `{}`", target.scope.name),
+            Work::Tests(job) => format!("nib: writing tests for `{}`", job.target.scope.name),
             Work::AllDocstrings(targets) => format!("nib: documenting {} items", targets.len()),
         }
     }
@@ -58,7 +59,8 @@ impl Work {
     /// The document the edit is computed for: (uri, version).
     fn source(&self) -> (String, i32) {
         match self {
-            Work::Docstring(target) | Work::Tests(target, _) => (target.uri.clone(), target.version),
+            Work::Docstring(target) => (target.uri.clone(), target.version),
+            Work::Tests(job) => (job.target.uri.clone(), job.target.version),
             Work::AllDocstrings(targets) => targets.first().map_or((String::new(), 0), |t| (t.uri.clone(), t.version)),
         }
     }
@@ -69,24 +71,18 @@ fn work(server: &Server, data: &ActionData) -> Result<Work, ResponseError> {
         ActionKind::Docstring => Ok(Work::Docstring(target(server, data)?)),
         ActionKind::Tests => {
             let target = target(server, data)?;
+            // The plan reads project files: that happens on the tests' thread (`run_tests`).
             let open: Vec<(std::path::PathBuf, String)> =
                 server.documents.values().filter_map(|d| d.path.clone().map(|p| (p, d.text()))).collect();
-            let read = move |path: &Path| {
-                open.iter()
-                    .find(|(p, _)| p == path)
-                    .map(|(_, text)| text.clone())
-                    .or_else(|| std::fs::read_to_string(path).ok())
-            };
-            let mut plan = unit_tests::plan(&target, &server.workspace_folders, &read)
-                .map_err(|error| ResponseError::request_failed(error.to_string()))?;
-            if !really_inside(&plan.file, &server.workspace_folders) {
-                return Err(ResponseError::request_failed(format!(
-                    "{} leads outside the workspace folders (through a symbolic link); nothing was written",
-                    plan.file.display()
-                )));
-            }
-            plan.interpreter = server.config.python_interpreter.clone();
-            Ok(Work::Tests(target, plan))
+            Ok(Work::Tests(verify::Job {
+                target,
+                folders: server.workspace_folders.clone(),
+                files: ProjectFiles::new(server.workspace_folders.clone(), open),
+                verify: server.config.verify_tests,
+                python_interpreter: server.config.python_interpreter.clone(),
+                queue: server.engine.task_queue(),
+                cancel: CancelToken::default(),
+            }))
         }
         ActionKind::AllDocstrings => {
             let (document, language, tree) = current_document(server, data)?;
@@ -147,7 +143,10 @@ pub fn run(server: &mut Server, responder: Responder, data: ActionData, delivery
         Ok(work) => work,
         Err(error) => return responder.respond(Err(error)),
     };
-    let cancel = CancelToken::default();
+    let cancel = match &work {
+        Work::Tests(job) => job.cancel.clone(),
+        _ => CancelToken::default(),
+    };
     server.track(responder.id(), &cancel);
     let progress = Progress::begin(server, &cancel, work.title());
     let open_versions: Vec<(String, i32)> = server.documents.values().map(|d| (d.uri.clone(), d.version)).collect();
@@ -155,12 +154,15 @@ pub fn run(server: &mut Server, responder: Responder, data: ActionData, delivery
     let encoding = server.encoding;
     let style = server.config.docstring_style;
     let output = server.output.clone();
+    if let Work::Tests(job) = work {
+        let open_versions: Vec<(String, i32)> = open_versions;
+        return run_tests(job, TestsReply { progress, output, versions, encoding, open_versions, responder, delivery });
+    }
     server.engine.run(Box::new(move |model| {
         let result: Result<Value, ActionError> = model.map_err(ActionError::from).and_then(|model| match &work {
             Work::Docstring(target) => docstring::generate(model, target, style, cancel.clone())
                 .map(|insertion| insertions_json(&target.uri, target.version, &target.rope, &[insertion], encoding)),
-            Work::Tests(target, plan) => unit_tests::generate(model, target, plan, cancel.clone())
-                .map(|edit| test_edit_json(&edit, target, &open_versions, encoding, plan.existing.as_deref())),
+            Work::Tests(_) => unreachable!("tests run on their own thread"),
             Work::AllDocstrings(targets) => {
                 let total = targets.len();
                 let mut write = |target: &Target, facts: &docstring::Facts, index: usize| {
@@ -182,6 +184,51 @@ pub fn run(server: &mut Server, responder: Responder, data: ActionData, delivery
         let still_current = versions.lock().unwrap_or_else(|e| e.into_inner()).get(&uri) == Some(&version);
         deliver(result, still_current, &progress, &output, responder, delivery);
     }));
+}
+
+/// What a test generation needs to answer when it ends.
+struct TestsReply {
+    progress: Progress,
+    output: crossbeam_channel::Sender<Value>,
+    versions: Arc<std::sync::Mutex<std::collections::HashMap<String, i32>>>,
+    encoding: PositionEncoding,
+    open_versions: Vec<(String, i32)>,
+    responder: Responder,
+    delivery: Delivery,
+}
+
+/// Writes (and, where it can, runs) the tests on a thread of their own: test runs never
+/// happen on the main loop or the engine thread, which only gets the model's rounds.
+fn run_tests(job: verify::Job, reply: TestsReply) {
+    let spawned = std::thread::Builder::new().name("nib-tests".into()).spawn(move || {
+        let TestsReply { progress, output, versions, encoding, open_versions, responder, delivery } = reply;
+        let note = |message: &str| progress.note(&output, message);
+        let written = verify::write_tests(&job, &note);
+        job.cancel.finish();
+        let target = &job.target;
+        let still_current =
+            versions.lock().unwrap_or_else(|e| e.into_inner()).get(&target.uri) == Some(&target.version);
+        let result = written.and_then(|written| {
+            if !really_inside(&written.edit.file, &job.folders) {
+                return Err(ActionError::Rejected(format!(
+                    "{} leads outside the workspace folders (through a symbolic link); nothing was written",
+                    written.edit.file.display()
+                )));
+            }
+            if still_current {
+                let kind = if written.verified { MessageType::INFO } else { MessageType::WARNING };
+                let _ = output.send(jsonrpc::notification(
+                    "window/showMessage",
+                    json!({ "type": kind, "message": format!("nib: {}", written.message) }),
+                ));
+            }
+            Ok(test_edit_json(&written.edit, target, &open_versions, encoding, written.existing.as_deref()))
+        });
+        deliver(result, still_current, &progress, &output, responder, delivery);
+    });
+    if let Err(error) = spawned {
+        tracing::error!("cannot start a thread for the tests: {error}");
+    }
 }
 
 /// Answers the request with the edit, or says why there is none.
@@ -328,6 +375,16 @@ impl Progress {
             let _ = output.send(jsonrpc::notification(
                 "$/progress",
                 json!({ "token": token, "value": { "kind": "report", "message": message, "percentage": percentage } }),
+            ));
+        }
+    }
+
+    /// A step without a percentage ("running 6 candidate tests").
+    fn note(&self, output: &crossbeam_channel::Sender<Value>, message: &str) {
+        if let Some(token) = &self.token {
+            let _ = output.send(jsonrpc::notification(
+                "$/progress",
+                json!({ "token": token, "value": { "kind": "report", "message": message } }),
             ));
         }
     }
