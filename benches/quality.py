@@ -12,9 +12,17 @@ holes). Reports exact match, edit similarity and latency per hole kind:
   rest   the end of a one-line statement removed from a token start to the end of the line
   block  a function's code body removed (after the docstring, if any); the first body line
          keeps its indentation and the cursor sits after it
+  rust-block  the same in Rust: a function's body (2-12 lines) removed, leaving one line of the
+         body's indentation between `{` and `}`; the corpus is the Rust sources of the crates
+         nib's Cargo.lock pins, as cargo unpacked them
+
+Every nib answer in multi-line mode is also checked for block balance: `nib complete --json`
+reports the file's tree-sitter parse errors before and after inserting the answer, and the
+report gives the share of multi-line answers that add parse errors (the goal is 0).
 
 Usage (from the repository root):
   .venv/bin/python benches/quality.py [--holes 20] [--seed 0] [--threads 2] [--model DIR]
+      [--kinds line,rest,block,rust-block] [--systems nib,naive] [--nib PATH]
   .venv/bin/python benches/quality.py --smoke        # 1 hole per kind, writes nothing
 
 Holes are chosen deterministically (seeded) from a sorted file list; each holed file keeps its
@@ -27,9 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NIB = ROOT / "target" / "release" / "nib"
 DEFAULT_MODEL = ROOT / "models" / "smollm2-135m-instruct"
-KINDS = ("line", "rest", "block")
+KINDS = ("line", "rest", "block", "rust-block")
 NAIVE_PREFIX_BYTES = 3000
-MAX_TOKENS = {"line": 32, "rest": 32, "block": 64}  # nib's own caps: 32 one line, 64 a block
+MAX_TOKENS = {"line": 32, "rest": 32, "block": 64, "rust-block": 64}  # nib's own caps: 32 one line, 64 a block
 COMPOUND = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try,
             ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Match)
 
@@ -39,6 +47,48 @@ def corpus_files():
     lib = Path(sysconfig.get_paths(vars={"base": sys.base_prefix})["stdlib"])
     return [p for p in sorted(lib.glob("*.py"))
             if not p.name.startswith(("test", "__")) and 4_000 <= p.stat().st_size <= 120_000]
+
+
+def rust_corpus_files():
+    """The Rust sources of the crates Cargo.lock pins, as cargo unpacked them: sorted, no tests,
+    no build scripts, no tiny or huge files."""
+    lock = (ROOT / "Cargo.lock").read_text()
+    pinned = set(re.findall(r'name = "([^"]+)"\nversion = "([^"]+)"', lock))
+    registry = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo")) / "registry" / "src"
+    files = []
+    for index in sorted(registry.glob("*")):
+        for name, version in sorted(pinned):
+            src = index / f"{name}-{version}" / "src"
+            files += [p for p in sorted(src.rglob("*.rs")) if "test" not in p.name
+                      and 4_000 <= p.stat().st_size <= 120_000]
+    return files
+
+
+RUST_FN = re.compile(r"^(\s*)(pub(\([^)]*\))? )?(const )?(async )?(unsafe )?fn \w+[^;]*\{\s*$")
+
+
+def rust_candidates(source):
+    """Rust function bodies of 2-12 lines whose `}` sits alone at the `fn`'s indentation."""
+    lines, found = source.split("\n"), []
+    for n, text in enumerate(lines):
+        match = RUST_FN.match(text)
+        if not match:
+            continue
+        indent = match.group(1)
+        close = next((m for m in range(n + 1, min(n + 14, len(lines)))
+                      if lines[m] == indent + "}"), None)
+        if close is None or not 2 <= close - n - 1 <= 12:
+            continue
+        body = lines[n + 1:close]
+        first = body[0]
+        body_indent = len(first) - len(first.lstrip())
+        if not first.strip() or body_indent <= len(indent) or any(
+                l.strip() and len(l) - len(l.lstrip()) < body_indent for l in body):
+            continue
+        expected = "\n".join([first[body_indent:]] + body[1:])
+        holed = lines[:n + 1] + [first[:body_indent]] + lines[close:]
+        found.append(("\n".join(holed), n + 1, body_indent, expected))
+    return found
 
 
 def simple_lines(tree, lines):
@@ -57,6 +107,8 @@ def simple_lines(tree, lines):
 
 def candidates(kind, source):
     """All holes of `kind` in `source`: (holed text, line, column, expected completion)."""
+    if kind == "rust-block":
+        return rust_candidates(source)
     tree, lines = ast.parse(source), source.split("\n")
     found = []
     if kind == "block":
@@ -103,7 +155,10 @@ def pick_holes(kind, count, files, rng):
     while len(holes) < count and tries < 50 * count:
         tries += 1
         path = rng.choice(files)
-        sites = candidates(kind, path.read_text(encoding="utf-8"))
+        try:
+            sites = candidates(kind, path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
         if sites:
             holed, line, col, expected = rng.choice(sites)
             holes.append(dict(kind=kind, file=path.name, line=line, col=col, holed=holed, expected=expected))
@@ -139,14 +194,16 @@ def run_nib(hole, workdir, args):
     path = Path(workdir) / hole["file"]
     path.write_text(hole["holed"], encoding="utf-8")
     utf16_col = len(hole["holed"].split("\n")[hole["line"]][:hole["col"]].encode("utf-16-le")) // 2
-    cmd = [str(NIB), "complete", "--json", "--file", hole["file"], "--line", str(hole["line"]),
+    cmd = [str(args.nib), "complete", "--json", "--file", hole["file"], "--line", str(hole["line"]),
            "--character", str(utf16_col), "--model", str(args.model)] + args.nib_flags
     proc, wall = run(cmd, workdir)
     if proc.returncode != 0:
         return dict(text="", error=proc.stderr.strip().splitlines()[-1:], wall=wall)
     out = json.loads(proc.stdout)
     s = out["stats"]
+    errors = out.get("parseErrors") or {}
     return dict(text=out["text"], mode=out["mode"], model_ms=s["prefillMs"] + s["decodeMs"],
+                errors_before=errors.get("before"), errors_after=errors.get("after"),
                 prefill_ms=s["prefillMs"], decode_ms=s["decodeMs"], prompt_tokens=s["promptTokens"],
                 generated=s["generatedTokens"], wall=wall)
 
@@ -167,7 +224,7 @@ def run_naive(hole, workdir, args):
     """Greedy `nib generate` on the prefix only, then the minimum post-processing."""
     lines = hole["holed"].split("\n")
     before = "\n".join(lines[:hole["line"]] + [lines[hole["line"]][:hole["col"]]])
-    cmd = [str(NIB), "generate", "--stream", "--prompt", naive_prompt(before), "--max-tokens",
+    cmd = [str(args.nib), "generate", "--stream", "--prompt", naive_prompt(before), "--max-tokens",
            str(MAX_TOKENS[hole["kind"]]), "--model", str(args.model)] + args.nib_flags
     proc, wall = run(cmd, workdir)
     if proc.returncode != 0:
@@ -195,11 +252,11 @@ def score(result, expected):
     return result
 
 
-def summarize(rows):
+def summarize(rows, systems):
     """One row per (kind, system): n, EM %, first-line EM %, edit sim., latencies, tokens."""
     table = []
     for kind in KINDS:
-        for system in ("nib", "naive"):
+        for system in systems:
             rs = [r[system] for r in rows if r["kind"] == kind]
             ok = [r for r in rs if "error" not in r]
             if not rs:
@@ -218,6 +275,21 @@ def summarize(rows):
 HEADER = ["kind", "system", "n", "errors", "exact match %", "first line exact %", "mean edit sim.",
           "median prefill+decode ms", "median prefill ms", "median decode ms",
           "median wall ms (incl. model load)", "mean prompt tokens", "mean generated tokens"]
+
+
+def balance_table(rows):
+    """Per kind: nib's multi-line answers (non-empty), and how many add parse errors."""
+    lines = ["| kind | multi-line answers | adding parse errors | share |", "|---|---|---|---|"]
+    total = worse = 0
+    for kind in KINDS:
+        multi = [r["nib"] for r in rows if r["kind"] == kind and r["nib"].get("mode") == "MultiLine"
+                 and r["nib"]["text"].strip() and r["nib"].get("errors_after") is not None]
+        added = sum(r["errors_after"] > r["errors_before"] for r in multi)
+        if multi:
+            lines.append(f"| {kind} | {len(multi)} | {added} | {100 * added / len(multi):.0f} % |")
+        total, worse = total + len(multi), worse + added
+    lines.append(f"| all | {total} | {worse} | {100 * worse / max(total, 1):.0f} % |")
+    return "\n".join(lines)
 
 
 def markdown(table):
@@ -254,29 +326,39 @@ def main():
     ap.add_argument("--out", type=Path, help="markdown report (default: docs/quality.md; --smoke: none)")
     ap.add_argument("--details", type=Path, help="also write every hole and answer as JSON lines")
     ap.add_argument("--smoke", action="store_true", help="1 hole per kind; exit 1 if a call fails")
+    ap.add_argument("--kinds", default=",".join(KINDS), help="hole kinds, comma-separated")
+    ap.add_argument("--systems", default="nib,naive", help="nib, naive or both")
+    ap.add_argument("--nib", type=Path, default=NIB, help="the nib binary (default: this checkout's)")
     args = ap.parse_args()
+    kinds = [k for k in args.kinds.split(",") if k]
+    systems = [s for s in args.systems.split(",") if s]
+    if set(kinds) - set(KINDS) or set(systems) - {"nib", "naive"} or "nib" not in systems:
+        sys.exit(f"--kinds takes {', '.join(KINDS)}; --systems takes nib (required) and naive")
     holes_per_kind = 1 if args.smoke else args.holes
     out = args.out or (None if args.smoke else ROOT / "docs" / "quality.md")
     args.model = args.model.resolve()
     args.nib_flags = ["--threads", str(args.threads)] if args.threads else []
-    if not NIB.exists() or not (args.model / "model.onnx").exists():
-        sys.exit(f"need {NIB} (make build) and {args.model}/model.onnx (make model)")
+    if not args.nib.exists() or not (args.model / "model.onnx").exists():
+        sys.exit(f"need {args.nib} (make build) and {args.model}/model.onnx (make model)")
 
-    rng, files = random.Random(args.seed), corpus_files()
-    holes = [h for kind in KINDS for h in pick_holes(kind, holes_per_kind, files, rng)]
+    rng, files, rust_files = random.Random(args.seed), corpus_files(), rust_corpus_files()
+    holes = [h for kind in KINDS for h in pick_holes(kind, holes_per_kind,
+                                                     rust_files if kind == "rust-block" else files, rng)
+             if kind in kinds]
     started, rows = time.perf_counter(), []
     with tempfile.TemporaryDirectory(prefix="nib-quality-") as workdir:
         for i, hole in enumerate(holes, 1):
-            row = dict(hole, nib=score(run_nib(hole, workdir, args), hole["expected"]),
-                       naive=score(run_naive(hole, workdir, args), hole["expected"]))
+            row = dict(hole, nib=score(run_nib(hole, workdir, args), hole["expected"]))
+            if "naive" in systems:
+                row["naive"] = score(run_naive(hole, workdir, args), hole["expected"])
             rows.append(row)
-            print(f"[{i}/{len(holes)}] {hole['kind']:5} {hole['file']}:{hole['line'] + 1}"
-                  f"  nib {'=' if row['nib']['exact'] else ' '} {row['nib']['similarity']:.2f}"
-                  f"  naive {'=' if row['naive']['exact'] else ' '} {row['naive']['similarity']:.2f}",
+            print(f"[{i}/{len(holes)}] {hole['kind']:5} {hole['file']}:{hole['line'] + 1}  "
+                  + "  ".join(f"{s} {'=' if row[s]['exact'] else ' '} {row[s]['similarity']:.2f}" for s in systems),
                   flush=True)
     elapsed = time.perf_counter() - started
-    table = summarize(rows)
-    print("\n" + markdown(table) + f"\n\n{len(holes)} holes in {elapsed:.0f} s")
+    table = summarize(rows, systems)
+    balance = balance_table(rows)
+    print("\n" + markdown(table) + "\n\n" + balance + f"\n\n{len(holes)} holes in {elapsed:.0f} s")
     if args.details:
         args.details.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "holed"}) + "\n"
                                         for r in rows))
@@ -286,12 +368,14 @@ def main():
                            + [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
         report = (f"- date: {datetime.date.today()}\n- machine: {machine()}\n"
                   f"- model: {info.get('name')} ({info.get('precision')}), `{os.path.relpath(args.model, ROOT)}`\n"
-                  f"- corpus: CPython {sys.version.split()[0]} standard library, {len(files)} files, seed {args.seed}\n"
+                  f"- corpus: CPython {sys.version.split()[0]} standard library, {len(files)} files; "
+                  f"Rust: {len(rust_files)} files of the crates Cargo.lock pins; seed {args.seed}\n"
                   f"- command: `{command}`\n- run time: {elapsed:.0f} s for {len(holes)} holes\n\n"
-                  f"{markdown(table)}\n")
+                  f"{markdown(table)}\n\nBlock balance: nib's non-empty multi-line answers that leave "
+                  f"the file with more tree-sitter parse errors than before.\n\n{balance}\n")
         write_report(out, report)
         print(f"wrote {out}")
-    errors = sum("error" in r[s] for r in rows for s in ("nib", "naive"))
+    errors = sum("error" in r[s] for r in rows for s in systems)
     return 1 if args.smoke and errors else 0
 
 

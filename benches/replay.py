@@ -43,7 +43,7 @@ NIB = os.path.join(REPO, "target", "release", "nib")
 class Server:
     """The real nib binary over stdio; a reader thread timestamps every message."""
 
-    def __init__(self, log_path: str, threads: int = 2):
+    def __init__(self, log_path: str, threads: int = 2, capabilities: dict | None = None):
         env = dict(os.environ, NIB_LOG="nib=debug")
         self.log_path = log_path
         self.log = open(log_path, "wb")
@@ -60,7 +60,7 @@ class Server:
             "processId": os.getpid(), "rootUri": root,
             "workspaceFolders": [{"uri": root, "name": "nib"}],
             "capabilities": {"general": {"positionEncodings": ["utf-16"]},
-                             "textDocument": {"inlineCompletion": {}, "synchronization": {}}},
+                             **(capabilities or {"textDocument": {"inlineCompletion": {}, "synchronization": {}}})},
             "initializationOptions": {"nib": {"threads": threads}},
         })
         self.wait(init, 60)

@@ -10,7 +10,9 @@ Sections (benches/README.md has the details):
 3. engine: nib's generation loop (`cargo bench --bench engine`) for each precision, the same
    token ids through a minimal Python onnxruntime loop and through llama.cpp on the GGUF;
 4. end-to-end replay of a typing session against the LSP server (benches/replay.py), memory;
-5. scaling with prompt length and with open buffers (table + docs/benchmarks-scaling.svg).
+5. scaling with prompt length and with open buffers (table + docs/benchmarks-scaling.svg);
+6. ghost text while "Add docstrings to all functions" runs on a 20-function file
+   (benches/responsive.py).
 Targets from issue 9 are checked and a miss is reported with its size.
 """
 
@@ -34,6 +36,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import replay  # noqa: E402
+import responsive  # noqa: E402
 import typist  # noqa: E402
 
 REPO = typist.REPO
@@ -444,6 +447,7 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
                   f"{len(outside)} generations."]
     lines += ["", f"Typing-through hits answered {s['typingThroughRate'] * 100:.0f} % of the answered requests "
               "(the model's suggestion matched what the typist typed next).", ""]
+    lines += responsive_section(data.get("responsive"))
     # Memory
     lines += ["## Memory", "",
               "Server with the default model (`/proc/PID/status`): "
@@ -484,6 +488,26 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
 
 README_BEGIN = "<!-- make bench: begin (generated from docs/benchmarks.md by benches/run.py) -->"
 README_END = "<!-- make bench: end -->"
+
+
+def responsive_section(r: dict | None) -> list[str]:
+    if r is None:  # results from before this bench existed (--report-only)
+        return []
+    bound = r["stepMs"]["max"] + r["completionAloneMs"]
+    return ["## Ghost text during a long code action", "",
+            f"`benches/responsive.py`: \"Add docstrings to all functions\" on a {r['functions']}-function Python "
+            f"file ({r['documented']} docstrings written, {r['actionS']:.1f} s; steps median "
+            f"{r['stepMs']['median']:.0f} ms, max {r['stepMs']['max']:.0f} ms over {r['stepMs']['n']}, from the "
+            f"`$/progress` reports), and an invoked inline completion sent {r['completionSentAfterS']:.1f} s "
+            "into it. One run.", "",
+            "| completion | ms |", "|---|---|",
+            f"| during the action | {r['completionDuringMs']:.0f} |",
+            f"| alone, after the action | {r['completionAloneMs']:.0f} |",
+            f"| bound: longest step + alone | {bound:.0f} |", "",
+            ("The completion was answered before the action ended" if r["completionAnsweredBeforeActionEnd"]
+             else "**The completion was answered only after the action ended**")
+            + (" and within one step plus its own cost." if r["completionDuringMs"] <= bound
+               else f", {r['completionDuringMs'] - bound:.0f} ms over one step plus its own cost."), ""]
 
 
 def update_readme(data: dict) -> None:
@@ -556,6 +580,8 @@ def main() -> None:
     data["replay"]["session"] = {"source": session["source"], "startLine": session["startLine"]}
     progress("scaling with open buffers")
     data["buffers"] = replay.buffers_scaling([0, 1] if args.smoke else [0, 4, 16, 64], workdir)
+    progress("a completion during a long code action")
+    data["responsive"] = responsive.during_action(workdir, args.smoke)
     # Every reply must be classified from the server's log; anything else means the bench (or
     # the log it reads) broke.
     unclassified = [r for r in data["replay"]["requests"] if r["class"] in ("other", "error")] + [

@@ -86,6 +86,12 @@ def functions(source, limit):
 
 
 def start_nib(binary, workspace, options):
+    # Every binary measured uses this checkout's ONNX Runtime (an older build may not find it).
+    runtime = os.path.join(ROOT, ".venv", "lib")
+    for folder, _, names in os.walk(runtime):
+        for name in names:
+            if name.startswith("libonnxruntime.so"):
+                os.environ.setdefault("ORT_DYLIB_PATH", os.path.join(folder, name))
     client = Client([binary])
     client.request("initialize", {
         "processId": os.getpid(),

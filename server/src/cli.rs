@@ -135,6 +135,9 @@ pub fn complete(
             "mode": format!("{:?}", prepared.mode),
             "prompt": prompt::render(&prepared.prompt),
             "sources": prepared.context.sources,
+            // Parse errors (tree-sitter ERROR and MISSING nodes) of the file before and after
+            // inserting the text: the quality harness counts completions that add some.
+            "parseErrors": prepared.parse_errors(&text).map(|(before, after)| json!({ "before": before, "after": after })),
             "finish": generation.finish,
             "stats": generation.stats,
         });

@@ -33,6 +33,9 @@ pub struct Document {
     pub version: i32,
     pub rope: Rope,
     pub tree: Option<Tree>,
+    /// A change could not be applied, so the text may differ from the editor's: nothing is
+    /// generated for the document until the editor sends its full text again.
+    pub out_of_sync: bool,
     parser: Option<Parser>,
 }
 
@@ -45,7 +48,7 @@ impl Document {
         let mut parser = language.map(Language::parser);
         let rope = Rope::from_str(text);
         let tree = parser.as_mut().and_then(|p| syntax::parse(p, &rope, None));
-        Document { uri, path, language_id, language, version, rope, tree, parser }
+        Document { uri, path, language_id, language, version, rope, tree, out_of_sync: false, parser }
     }
 
     /// Applies a `didChange` atomically: either every change lands and the version moves to

@@ -9,6 +9,7 @@ pub mod document;
 pub mod engine;
 pub mod lsp;
 pub mod paths;
+pub mod pool;
 pub mod position;
 pub mod sandbox;
 pub mod syntax;

@@ -64,6 +64,21 @@ fn actions_at(server: &mut TestServer, uri: &str, line: u32) -> Vec<Value> {
     actions.as_array().unwrap().clone()
 }
 
+/// The source actions (whole-file) listed for `uri`.
+fn source_actions(server: &mut TestServer, uri: &str) -> Vec<Value> {
+    let actions = server
+        .request(
+            "textDocument/codeAction",
+            json!({
+                "textDocument": { "uri": uri },
+                "range": { "start": { "line": 0, "character": 0 }, "end": { "line": 0, "character": 0 } },
+                "context": { "diagnostics": [], "only": ["source"] },
+            }),
+        )
+        .unwrap();
+    actions.as_array().unwrap().clone()
+}
+
 fn find(actions: &[Value], kind: &str) -> Value {
     actions.iter().find(|a| a["kind"] == kind).unwrap_or_else(|| panic!("no {kind} in {actions:?}")).clone()
 }
@@ -177,17 +192,7 @@ fn the_source_action_documents_every_undocumented_function_in_one_edit() {
     let uri = workspace.uri("pricing.py");
     let text = std::fs::read_to_string(workspace.root.join("pricing.py")).unwrap();
     server.open(&uri, "python", &text);
-    let actions = server
-        .request(
-            "textDocument/codeAction",
-            json!({
-                "textDocument": { "uri": uri },
-                "range": { "start": { "line": 0, "character": 0 }, "end": { "line": 0, "character": 0 } },
-                "context": { "diagnostics": [], "only": ["source"] },
-            }),
-        )
-        .unwrap();
-    let actions = actions.as_array().unwrap();
+    let actions = source_actions(&mut server, &uri);
     assert_eq!(actions.len(), 1, "only source actions were asked for: {actions:?}");
     assert_eq!(actions[0]["kind"], "source.addDocstrings");
     let resolved = server.request("codeAction/resolve", actions[0].clone()).expect("docstrings");
@@ -262,5 +267,33 @@ fn stale_documents_get_no_edit() {
     assert_eq!(docstring["data"]["version"], 2);
     let resolved = server.request("codeAction/resolve", docstring).expect("a docstring after an edit");
     assert_eq!(resolved["edit"]["documentChanges"][0]["textDocument"]["version"], 2);
+    server.shutdown();
+}
+
+/// Issue 18: a completion does not wait behind a long code action; the engine runs it between
+/// two of the action's generations (ordering only; `benches/responsive.py` measures the time).
+#[test]
+fn a_completion_is_answered_while_a_long_action_runs() {
+    let Some(model) = default_model() else { return };
+    let workspace = Workspace::new("actions-responsive");
+    let mut server = start(&model, &workspace);
+    let uri = workspace.uri("many.py");
+    let mut text: String = (0..6)
+        .map(|i| format!("def scale_{i}(values, factor):\n    return [v * factor for v in values]\n\n\n"))
+        .collect();
+    text.push_str("def total(prices):\n    return ");
+    server.open(&uri, "python", &text);
+    let actions = source_actions(&mut server, &uri);
+    let resolve = server.send_request("codeAction/resolve", find(&actions, "source.addDocstrings"));
+    let last_line = text.lines().count() as u32 - 1;
+    let completion = server.inline(&uri, last_line, 11, 1);
+    server.response(completion).expect("the completion is answered");
+    assert!(
+        !server.unread.iter().any(|m| m["id"] == json!(resolve)),
+        "the action ended before the completion was answered: the completion waited behind it"
+    );
+    // The action itself still completes (the completion only took its turn between two steps).
+    let resolved = server.response(resolve).expect("docstrings for every function");
+    assert_eq!(resolved["edit"]["documentChanges"][0]["edits"].as_array().unwrap().len(), 7);
     server.shutdown();
 }

@@ -2,6 +2,7 @@
 //! prompt → generation (stopped early by post-processing) → post-processing → the candidate
 //! that adds no parse error.
 
+pub(crate) mod balance;
 pub mod cache;
 pub mod context;
 pub mod postprocess;
@@ -142,63 +143,98 @@ impl Prepared {
         }
     }
 
-    /// The ghost text for the raw generation (possibly empty).
+    /// The ghost text for the raw generation (possibly empty). A multi-line completion is
+    /// balanced (`balance`) and must not add a parse error: the longest of its balanced cuts at
+    /// line ends that adds none is shown, or nothing when none qualifies.
     pub fn finish(&self, raw: &str) -> String {
         let processed = postprocess::process(raw, &self.surroundings, self.mode).text;
-        if processed.trim().is_empty() {
-            return String::new();
+        if processed.trim().is_empty() || self.mode == Mode::SingleLine {
+            return if processed.trim().is_empty() { String::new() } else { processed };
         }
-        self.prefer_parseable(processed)
+        let candidates = self.balanced_cuts(&processed);
+        match self.parse_check() {
+            Some(check) => candidates.into_iter().find(|candidate| check.adds_no_error(candidate)).unwrap_or_default(),
+            None => candidates.into_iter().next().unwrap_or_default(),
+        }
     }
 
-    /// Among the completion and its cuts at line ends (longest first), the first whose insertion
-    /// adds no parse error; the completion itself when none does.
-    fn prefer_parseable(&self, processed: String) -> String {
+    /// The completion and its cuts at line ends, longest first, each balanced; no duplicates.
+    fn balanced_cuts(&self, processed: &str) -> Vec<String> {
+        let mut candidates: Vec<String> = Vec::new();
+        let mut rest = processed;
+        loop {
+            let balanced = balance::balance(rest, &self.surroundings.line_prefix, self.snapshot.language);
+            if !balanced.trim().is_empty() && !candidates.contains(&balanced) {
+                candidates.push(balanced);
+            }
+            match rest.rfind('\n') {
+                Some(cut) => rest = &rest[..cut],
+                None => return candidates,
+            }
+        }
+    }
+
+    /// Parse errors of the document before and after inserting `text` at the cursor, where the
+    /// document has a tree (`nib complete --json` reports them).
+    pub fn parse_errors(&self, text: &str) -> Option<(usize, usize)> {
+        let check = self.parse_check()?;
+        Some((check.baseline, check.errors_with(text)?))
+    }
+
+    /// The parse check for this completion's document, when it has a tree and is small enough
+    /// to re-parse per candidate.
+    fn parse_check(&self) -> Option<ParseCheck<'_>> {
         let snapshot = &self.snapshot;
         let (Some(language), Some(tree)) = (snapshot.language, snapshot.tree.as_ref()) else {
-            return processed;
+            return None;
         };
         if snapshot.rope.len_bytes() > syntax::MAX_PARSE_BYTES / 4 {
-            return processed;
+            return None;
         }
-        let baseline = syntax::error_count(tree);
-        let mut candidates = vec![processed.clone()];
-        let mut rest = processed.as_str();
-        while let Some(cut) = rest.rfind('\n') {
-            rest = &rest[..cut];
-            if !rest.trim().is_empty() {
-                candidates.push(rest.to_string());
-            }
-            if candidates.len() == 4 {
-                break;
-            }
-        }
-        let mut parser = language.parser();
-        for candidate in &candidates {
-            let mut rope = snapshot.rope.clone();
-            let at = snapshot.cursor;
-            let start_char = rope.byte_to_char(at);
-            rope.insert(start_char, candidate);
-            let mut edited = tree.clone();
-            let point = |rope: &Rope, byte: usize| {
-                let line = rope.byte_to_line(byte);
-                Point { row: line, column: byte - rope.line_to_byte(line) }
-            };
-            edited.edit(&InputEdit {
-                start_byte: at,
-                old_end_byte: at,
-                new_end_byte: at + candidate.len(),
-                start_position: point(&snapshot.rope, at),
-                old_end_position: point(&snapshot.rope, at),
-                new_end_position: point(&rope, at + candidate.len()),
-            });
-            if let Some(reparsed) = syntax::parse(&mut parser, &rope, Some(&edited))
-                && syntax::error_count(&reparsed) <= baseline
-            {
-                return candidate.clone();
-            }
-        }
-        processed
+        Some(ParseCheck {
+            snapshot,
+            tree,
+            baseline: syntax::error_count(tree),
+            parser: std::cell::RefCell::new(language.parser()),
+        })
+    }
+}
+
+/// Counts the parse errors of the document with a candidate inserted at the cursor.
+pub(crate) struct ParseCheck<'a> {
+    snapshot: &'a Snapshot,
+    tree: &'a Tree,
+    /// Errors in the document before the insertion.
+    pub(crate) baseline: usize,
+    parser: std::cell::RefCell<tree_sitter::Parser>,
+}
+
+impl ParseCheck<'_> {
+    /// Errors (ERROR and MISSING nodes) with `candidate` inserted; `None` if parsing failed.
+    pub(crate) fn errors_with(&self, candidate: &str) -> Option<usize> {
+        let snapshot = self.snapshot;
+        let mut rope = snapshot.rope.clone();
+        let at = snapshot.cursor;
+        rope.insert(rope.byte_to_char(at), candidate);
+        let point = |rope: &Rope, byte: usize| {
+            let line = rope.byte_to_line(byte);
+            Point { row: line, column: byte - rope.line_to_byte(line) }
+        };
+        let mut edited = self.tree.clone();
+        edited.edit(&InputEdit {
+            start_byte: at,
+            old_end_byte: at,
+            new_end_byte: at + candidate.len(),
+            start_position: point(&snapshot.rope, at),
+            old_end_position: point(&snapshot.rope, at),
+            new_end_position: point(&rope, at + candidate.len()),
+        });
+        let mut parser = self.parser.borrow_mut();
+        syntax::parse(&mut parser, &rope, Some(&edited)).map(|tree| syntax::error_count(&tree))
+    }
+
+    fn adds_no_error(&self, candidate: &str) -> bool {
+        self.errors_with(candidate).is_some_and(|errors| errors <= self.baseline)
     }
 }
 
@@ -307,6 +343,100 @@ mod tests {
             workspace_folders: &[],
         };
         assert!(prepare(&inputs).is_none());
+    }
+
+    /// (file name, language id, document with `$0`, raw model output, expected ghost text).
+    type FinishCase = (&'static str, &'static str, &'static str, &'static str, &'static str);
+
+    #[test]
+    fn multi_line_completions_close_the_blocks_they_open() {
+        let cases: &[FinishCase] = &[
+            // The examples. The model's own `}` equals the line below the cursor and used
+            // to be cut as a repeat; it now stays, and an output cut short is closed.
+            (
+                "stack.rs",
+                "rust",
+                "impl Stack {\n    pub fn pop(&mut self) -> Option<i64> {\n        $0\n    }\n}\n",
+                "if self.items.is_empty() {\n            return None;\n        }\n        self.items.pop()\n    }\n}\n",
+                "if self.items.is_empty() {\n            return None;\n        }\n        self.items.pop()",
+            ),
+            (
+                "stack.rs",
+                "rust",
+                "impl Stack {\n    pub fn pop(&mut self) -> Option<i64> {\n        $0\n    }\n}\n",
+                "if self.items.is_empty() {\n            self.items.pop();",
+                "if self.items.is_empty() {\n            self.items.pop();\n        }",
+            ),
+            (
+                "clamp.js",
+                "javascript",
+                "function clamp(value, low, high) {\n  if (value < low) { return low; }\n  $0\n}\n",
+                "if (value > high) {\n    return high;\n  }\n",
+                "if (value > high) {\n    return high;\n  }",
+            ),
+            (
+                "clamp.js",
+                "javascript",
+                "function clamp(value, low, high) {\n  if (value < low) { return low; }\n  $0\n}\n",
+                "if (value > high) {\n    return high;",
+                "if (value > high) {\n    return high;\n  }",
+            ),
+            (
+                "clamp.ts",
+                "typescript",
+                "export function clamp(v: number, lo: number): number {\n  $0\n}\n",
+                "if (v < lo) {\n    return lo;\n  }\n  return v;\n}\n",
+                "if (v < lo) {\n    return lo;\n  }\n  return v;",
+            ),
+            (
+                "view.tsx",
+                "typescriptreact",
+                "export function View(p: { ok: boolean }) {\n  $0\n}\n",
+                "if (!p.ok) {\n    return <p>no</p>;",
+                "if (!p.ok) {\n    return <p>no</p>;\n  }",
+            ),
+            (
+                "sum.go",
+                "go",
+                "package m\n\nfunc Sum(xs []int) int {\n\ttotal := 0\n\t$0\n}\n",
+                "for _, x := range xs {\n\t\ttotal += x",
+                "for _, x := range xs {\n\t\ttotal += x\n\t}",
+            ),
+            // A block with no body yet is cut before its opener; Python likewise.
+            (
+                "sum.go",
+                "go",
+                "package m\n\nfunc Sum(xs []int) int {\n\ttotal := 0\n\t$0\n}\n",
+                "total++\n\tfor _, x := range xs {\n",
+                "total++",
+            ),
+            (
+                "a.py",
+                "python",
+                "def f(items):\n    total = 0\n    $0\n\nprint(f([1]))\n",
+                "total += 1\n    for item in items:\n",
+                "total += 1",
+            ),
+            (
+                "a.py",
+                "python",
+                "def f(items):\n    total = 0\n    $0\n\nprint(f([1]))\n",
+                "for item in items:\n        total += item\n    return total\n",
+                "for item in items:\n        total += item\n    return total",
+            ),
+            // Output that cannot be made to parse is not shown at all.
+            ("a.py", "python", "def f(x):\n    $0\n\nprint(1)\n", "return x +\n", ""),
+        ];
+        for (name, language_id, source, raw, expected) in cases {
+            let prepared = prepare_at(name, language_id, source, &[]);
+            assert_eq!(prepared.mode, Mode::MultiLine, "{name}");
+            let text = prepared.finish(raw);
+            assert_eq!(text, *expected, "{name}: {raw:?}");
+            if !text.is_empty() {
+                let (before, after) = prepared.parse_errors(&text).expect("a parse tree");
+                assert!(after <= before, "{name}: {text:?} adds parse errors ({before} → {after})");
+            }
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `process` is also run after every generated token, and generation stops as soon as it says
 //! the completion is complete: the model never decodes tokens that would be cut anyway.
 
+use super::balance;
 use crate::syntax::Language;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +59,10 @@ fn block_opener(language: Option<Language>) -> &'static [char] {
 
 fn indentation(line: &str) -> usize {
     line.chars().take_while(|c| *c == ' ' || *c == '\t').map(|c| if c == '\t' { 4 } else { 1 }).sum()
+}
+
+fn trimmed_starts_with_closer(line: &str) -> bool {
+    line.trim_start().starts_with([')', ']', '}'])
 }
 
 fn is_blank(text: &str) -> bool {
@@ -208,7 +213,11 @@ fn cut_block(text: &mut String, surroundings: &Surroundings) -> bool {
         let indent = if index == 0 { if prefix_is_blank { base } else { usize::MAX } } else { indentation(content) };
         if !is_blank(content) {
             let dedented = index > 0 && indent < base;
-            let repeats_below = next_line == Some(content.trim());
+            // A closer that ends a block the completion opened is its own, even when the line
+            // below the cursor is the same `}`.
+            let closes_own_block =
+                trimmed_starts_with_closer(content) && balance::leaves_open(&text[..offset], surroundings.language);
+            let repeats_below = next_line == Some(content.trim()) && !closes_own_block;
             let trimmed = content.trim();
             let repeats_above = (previous_nonblank == Some(trimmed) && trimmed.len() > 2)
                 || (trimmed.len() > 3 && seen.iter().filter(|line| **line == trimmed).count() >= 2);

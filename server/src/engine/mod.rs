@@ -7,6 +7,7 @@ pub mod generate;
 pub mod model;
 pub mod remote;
 pub mod runtime;
+mod scheduler;
 pub mod session;
 #[cfg(test)]
 mod tests;
@@ -18,12 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ort::session::RunOptions;
-use serde_json::{Value, json};
 
 pub use backend::Backend;
 pub use generate::{FinishReason, Flow, Generation, GenerationRequest, GenerationStats, Model, PromptPiece, Sampling};
 pub use model::{ChatFormat, ModelInfo};
 pub use remote::RemoteSettings;
+pub use scheduler::Priority;
+pub(crate) use worker::panic_text;
 pub use worker::{EngineHandle, Job, Route, Task, TaskQueue};
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -120,21 +122,6 @@ pub enum ModelState {
     },
 }
 
-impl ModelState {
-    pub fn to_json(&self) -> Value {
-        match self {
-            ModelState::Unloaded => json!({ "state": "unloaded" }),
-            ModelState::Loading { model } => json!({ "state": "loading", "model": model }),
-            ModelState::Ready { model, info, load_ms } => json!({
-                "state": "ready", "model": model, "name": info.name, "loadMs": load_ms,
-                "contextLength": info.context_length,
-                "backend": if info.markers_are_text { "remote" } else { "local" },
-            }),
-            ModelState::Failed { message } => json!({ "state": "error", "message": message }),
-        }
-    }
-}
-
 pub enum EngineEvent {
     State(ModelState),
     /// A generation failed (inference error, panic, request timeout, a failing remote server):
@@ -178,15 +165,6 @@ pub struct EngineStatus {
     pub cached_tokens: usize,
 }
 
-impl EngineStatus {
-    pub fn to_json(&self) -> Value {
-        let mut value = self.state.to_json();
-        value["stats"] = serde_json::to_value(&self.stats).unwrap_or(Value::Null);
-        value["cachedTokens"] = json!(self.cached_tokens);
-        value
-    }
-}
-
 /// Settings that decide which model is loaded and how.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EngineSettings {
@@ -203,8 +181,10 @@ impl EngineSettings {
             model_dir: config.model_path.clone(),
             onnx_runtime_path: config.onnx_runtime_path.clone(),
             threads: config.threads.unwrap_or_else(physical_cores),
-            remote: (config.backend == crate::config::BackendKind::Remote)
-                .then(|| RemoteSettings::from_config(&config.remote)),
+            remote: (config.backend == crate::config::BackendKind::Remote).then(|| RemoteSettings {
+                request_timeout_ms: config.request_timeout_ms,
+                ..RemoteSettings::from_config(&config.remote)
+            }),
         }
     }
 }

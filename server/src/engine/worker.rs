@@ -24,6 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::backend::Backend;
 use super::remote::{Connection, RemoteBackend};
+use super::scheduler::{Control, Next, Priority, Queue, Work, Yielding};
 use super::{
     EngineError, EngineEvent, EngineSettings, EngineStats, EngineStatus, Flow, Generation, GenerationRequest, Model,
     ModelInfo, ModelState, load_model,
@@ -53,13 +54,15 @@ pub struct Job {
     pub on_done: Callback,
     /// The backend the prompt was built for.
     pub route: Route,
+    /// Where it queues on the local model (remote jobs all start at once).
+    pub priority: Priority,
 }
 
 /// Work that needs the model for several generations in a row (docstrings, tests). Runs with
 /// a backend, or with the reason there is none; it builds its prompts from `backend.info()`.
 pub type Task = Box<dyn FnOnce(Result<&mut dyn Backend, EngineError>) + Send>;
 
-enum Command {
+pub(super) enum Command {
     Configure(Box<EngineSettings>),
     Generate(Box<Job>),
     Run(Task),
@@ -134,7 +137,8 @@ impl EngineHandle {
         }
     }
 
-    /// Runs `task` with the backend, after the jobs already queued.
+    /// Runs `task` with the backend at [`Priority::ActionStep`]: after every job, and yielding
+    /// to jobs that arrive meanwhile before each of its generations.
     pub fn run(&self, task: Task) {
         if let Err(error) = self.commands.send(Command::Run(task))
             && let Command::Run(task) = error.into_inner()
@@ -298,7 +302,7 @@ fn report(shared: &Mutex<Shared>, events: &Sender<EngineEvent>, problem: Option<
 }
 
 /// The text of a panic's payload, for the log.
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -359,10 +363,11 @@ const TASK_PANIC: &str = "internal error during a code action; the request was a
 fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, shared: &SharedState) {
     let mut lane = Lane::None;
     let mut settings: Option<EngineSettings> = None;
-    for command in commands {
-        match command {
-            Command::Stop => return,
-            Command::Configure(new_settings) => {
+    let mut queue = Queue::new(commands);
+    loop {
+        match queue.next() {
+            Next::Control(Control::Stop) => return,
+            Next::Control(Control::Configure(new_settings)) => {
                 if settings.as_ref() == Some(&*new_settings) && !matches!(lane, Lane::None) {
                     continue;
                 }
@@ -370,60 +375,72 @@ fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, sha
                 lane = configure(&new_settings, events, shared);
                 settings = Some(*new_settings);
             }
-            Command::Run(task) => match &mut lane {
-                Lane::Local(model) => {
-                    if run_task(task, Ok(&mut **model)) {
-                        report(shared, events, Some(TASK_PANIC.into()));
-                        model.reset_cache();
-                    }
-                    record_local(shared, model);
-                }
-                Lane::Remote(remote) => {
-                    let remote = Arc::clone(remote);
-                    spawn_worker(move || {
-                        let route = remote.current_route();
-                        if remote.with_backend(route, |backend| run_task(task, Ok(backend))) {
-                            report(&remote.shared, &remote.events, Some(TASK_PANIC.into()));
-                        }
-                    });
-                }
-                Lane::None => {
-                    run_task(task, Err(EngineError::NotReady(unavailable_reason(shared))));
-                }
-            },
-            Command::Generate(job) => {
-                let mut job = *job;
-                match &mut lane {
-                    Lane::Local(model) => {
-                        let (result, panicked) = generate(&mut **model, &mut job);
-                        if panicked {
-                            model.reset_cache();
-                        }
-                        match &result {
-                            Ok(_) => report(shared, events, None),
-                            Err(error @ (EngineError::Inference(_) | EngineError::TimedOut)) => {
-                                report(shared, events, Some(error.to_string()));
-                            }
-                            Err(_) => {}
-                        }
-                        record_local(shared, model);
-                        answer(job, result);
-                    }
-                    Lane::Remote(remote) => {
-                        let remote = Arc::clone(remote);
-                        spawn_worker(move || {
-                            let (result, _) = remote.with_backend(job.route, |backend| generate(backend, &mut job));
-                            answer(job, result);
-                        });
-                    }
-                    Lane::None => {
-                        let why = unavailable_reason(shared);
-                        answer(job, Err(EngineError::NotReady(why)));
-                    }
-                }
-            }
+            Next::Work(Work::Task(task)) => run_task_on(&mut lane, task, &mut queue, events, shared),
+            Next::Work(Work::Job(job)) => run_job_on(&mut lane, *job, events, shared),
         }
     }
+}
+
+/// Runs a code action's task: on the local model yielding to waiting jobs before each
+/// generation, on a thread of its own with the remote backend.
+fn run_task_on(lane: &mut Lane, task: Task, queue: &mut Queue, events: &Sender<EngineEvent>, shared: &SharedState) {
+    match lane {
+        Lane::Local(model) => {
+            let mut run_job = |model: &mut Model, job: Job| local_job(model, job, events, shared);
+            let mut yielding = Yielding { model, queue, run_job: &mut run_job };
+            if run_task(task, Ok(&mut yielding)) {
+                report(shared, events, Some(TASK_PANIC.into()));
+                model.reset_cache();
+            }
+            record_local(shared, model);
+        }
+        Lane::Remote(remote) => {
+            let remote = Arc::clone(remote);
+            spawn_worker(move || {
+                let route = remote.current_route();
+                if remote.with_backend(route, |backend| run_task(task, Ok(backend))) {
+                    report(&remote.shared, &remote.events, Some(TASK_PANIC.into()));
+                }
+            });
+        }
+        Lane::None => {
+            run_task(task, Err(EngineError::NotReady(unavailable_reason(shared))));
+        }
+    }
+}
+
+fn run_job_on(lane: &mut Lane, mut job: Job, events: &Sender<EngineEvent>, shared: &SharedState) {
+    match lane {
+        Lane::Local(model) => local_job(model, job, events, shared),
+        Lane::Remote(remote) => {
+            let remote = Arc::clone(remote);
+            spawn_worker(move || {
+                let (result, _) = remote.with_backend(job.route, |backend| generate(backend, &mut job));
+                answer(job, result);
+            });
+        }
+        Lane::None => {
+            let why = unavailable_reason(shared);
+            answer(job, Err(EngineError::NotReady(why)));
+        }
+    }
+}
+
+/// Runs one job on the local model and answers it.
+fn local_job(model: &mut Model, mut job: Job, events: &Sender<EngineEvent>, shared: &SharedState) {
+    let (result, panicked) = generate(model, &mut job);
+    if panicked {
+        model.reset_cache();
+    }
+    match &result {
+        Ok(_) => report(shared, events, None),
+        Err(error @ (EngineError::Inference(_) | EngineError::TimedOut)) => {
+            report(shared, events, Some(error.to_string()));
+        }
+        Err(_) => {}
+    }
+    record_local(shared, model);
+    answer(job, result);
 }
 
 fn spawn_worker(work: impl FnOnce() + Send + 'static) {

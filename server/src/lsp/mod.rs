@@ -6,3 +6,4 @@ pub mod handlers;
 pub mod jsonrpc;
 pub mod server;
 pub mod transport;
+pub mod workspace_guard;

@@ -1,13 +1,13 @@
 //! The main loop. One thread owns all server state (documents, configuration, lifecycle) and
 //! handles messages one at a time, so state is never shared and never locked; a reader thread
-//! feeds it frames from stdin, a writer thread drains replies to stdout, and inference runs on
-//! the engine's own thread, answering through `Responder`s.
+//! feeds it frames from stdin, a writer thread drains replies to stdout. Inference runs on the
+//! engine's own thread and file I/O and subprocesses on the worker pool; their results come
+//! back to the main loop as [`Message`]s, which it applies like any other message.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, select};
 use ls_types::MessageType;
@@ -21,7 +21,27 @@ use super::transport::{Frame, MessageReader, write_frame};
 use crate::config::Config;
 use crate::document::Document;
 use crate::engine::{CancelToken, EngineEvent, EngineHandle};
+use crate::pool::WorkerPool;
 use crate::position::PositionEncoding;
+
+/// Work handed back to the main loop, typically the result of inference or of pool work:
+/// it runs there with the server's state, like a handler.
+pub type Message = Box<dyn FnOnce(&mut Server) + Send>;
+
+/// Posts [`Message`]s to the main loop from any thread.
+#[derive(Clone)]
+pub struct MainLoop(Sender<Message>);
+
+impl MainLoop {
+    /// Runs `work` on the main loop after the messages already waiting. Dropped (with
+    /// whatever `Responder` it holds, which then answers with an error) once the server exits.
+    pub fn post(&self, work: impl FnOnce(&mut Server) + Send + 'static) {
+        let _ = self.0.send(Box::new(work));
+    }
+}
+
+/// Threads of the worker pool: file reads and subprocesses rarely overlap more than this.
+const POOL_THREADS: usize = 2;
 
 /// Answers one request exactly once. Dropping it unanswered (a panic, a forgotten path, an
 /// engine that died) sends an internal error, so no request ever waits forever.
@@ -84,12 +104,13 @@ pub struct Server {
     pub client: ClientSupport,
     pub workspace_folders: Vec<PathBuf>,
     pub engine: EngineHandle,
+    /// Where file I/O and subprocesses run (never on this thread or the engine's).
+    pub pool: WorkerPool,
+    /// How engine and pool threads hand results back to this loop.
+    pub main_loop: MainLoop,
     /// Cancellation tokens of requests still running on the engine, for `$/cancelRequest`.
     pub in_flight: HashMap<RequestId, CancelToken>,
     pub completions: CompletionState,
-    /// Document versions, readable from the engine thread to detect edits made during a
-    /// generation.
-    pub versions: Arc<Mutex<HashMap<String, i32>>>,
     /// `$/progress` tokens of running code actions and how to cancel them.
     pub progress_tokens: Vec<(String, CancelToken)>,
     next_progress_id: u64,
@@ -131,6 +152,7 @@ pub fn run(input: impl BufRead + Send + 'static, output: impl Write + Send + 'st
         .expect("spawn writer thread");
 
     let (engine, engine_events) = EngineHandle::start();
+    let (messages_sender, messages) = crossbeam_channel::unbounded::<Message>();
     let mut server = Server {
         output: output_sender,
         documents: HashMap::new(),
@@ -139,24 +161,31 @@ pub fn run(input: impl BufRead + Send + 'static, output: impl Write + Send + 'st
         client: ClientSupport::default(),
         workspace_folders: Vec::new(),
         engine,
+        pool: WorkerPool::start(POOL_THREADS),
+        main_loop: MainLoop(messages_sender),
         in_flight: HashMap::new(),
         completions: CompletionState::default(),
-        versions: Arc::default(),
         progress_tokens: Vec::new(),
         next_progress_id: 0,
         lifecycle: Lifecycle::Uninitialized,
         next_request_id: 0,
         pending_replies: HashMap::new(),
     };
-    let exit_code = server.main_loop(&incoming, &engine_events);
+    let exit_code = server.main_loop(&incoming, &engine_events, &messages);
     server.engine.stop();
+    server.pool.stop();
     drop(server);
     let _ = writer.join();
     exit_code
 }
 
 impl Server {
-    fn main_loop(&mut self, incoming: &Receiver<Frame>, engine_events: &Receiver<EngineEvent>) -> i32 {
+    fn main_loop(
+        &mut self,
+        incoming: &Receiver<Frame>,
+        engine_events: &Receiver<EngineEvent>,
+        messages: &Receiver<Message>,
+    ) -> i32 {
         loop {
             select! {
                 recv(incoming) -> frame => match frame {
@@ -178,6 +207,11 @@ impl Server {
                 recv(engine_events) -> event => {
                     if let Ok(event) = event {
                         self.guarded("engine event", |server| handlers::engine_event::handle(server, event));
+                    }
+                }
+                recv(messages) -> message => {
+                    if let Ok(message) = message {
+                        self.guarded("a result", message);
                     }
                 }
             }
@@ -255,15 +289,6 @@ impl Server {
     pub fn next_progress_id(&mut self) -> u64 {
         self.next_progress_id += 1;
         self.next_progress_id
-    }
-
-    /// Records a document's version for checks made off the main loop.
-    pub fn set_version(&self, uri: &str, version: Option<i32>) {
-        let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
-        match version {
-            Some(version) => versions.insert(uri.to_string(), version),
-            None => versions.remove(uri),
-        };
     }
 
     pub fn send(&self, message: Value) {

@@ -182,6 +182,12 @@ pub(super) fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertio
                 header.push_str(&mock_import);
                 header.push('\n');
             }
+            for line in &plan.extra_imports {
+                if !has_line(line) {
+                    header.push_str(line);
+                    header.push('\n');
+                }
+            }
             if let Some(import_line) = python_missing_imports(&existing, plan) {
                 header.push_str(&import_line);
                 header.push('\n');

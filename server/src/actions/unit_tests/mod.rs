@@ -45,6 +45,9 @@ pub struct Plan {
     pub imported: Vec<String>,
     /// Python: the dotted module tests import the code from (also for `patch` targets).
     pub module: String,
+    /// Python: other import lines the tests need (`from boltons import strutils` when they
+    /// call `strutils.x`).
+    pub extra_imports: Vec<String>,
     /// Python: how the workspace runs async tests.
     pub async_style: AsyncStyle,
     /// Python: pytest when the project uses it, else unittest.

@@ -211,6 +211,7 @@ pub fn plan(target: &Target, workspace_folders: &[PathBuf], files: &ProjectFiles
         import_line,
         imported: vec![imported],
         module: dotted_module,
+        extra_imports: Vec::new(),
         async_style: scaffold::python_async_style(&root, &|path| files.read(path)),
         python_style,
         tokio: target.language == Language::Rust && scaffold::rust_uses_tokio(&source, &root, &|path| files.read(path)),

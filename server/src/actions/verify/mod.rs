@@ -34,6 +34,7 @@ const KEEP: usize = 5;
 /// One **Generate unit tests** request, with what it needs from the main loop.
 pub struct Job {
     pub target: Target,
+    /// The workspace folders (for the plan).
     pub folders: Vec<PathBuf>,
     pub files: ProjectFiles,
     /// `nib.tests.verify`.
@@ -81,9 +82,9 @@ fn language_name(language: Language) -> &'static str {
     }
 }
 
-/// The whole action: plan, candidates, runs, repairs, the final check.
-pub fn write_tests(job: &Job, progress: &dyn Fn(&str)) -> Result<Written, ActionError> {
-    let mut plan = unit_tests::plan(&job.target, &job.folders, &job.files)?;
+/// The whole action after the plan (`unit_tests::plan`, which the caller checks): candidates,
+/// runs, repairs, the final check.
+pub fn write_tests(job: &Job, mut plan: Plan, progress: &dyn Fn(&str)) -> Result<Written, ActionError> {
     let reason = unverified_reason(job.target.language, job.verify, job.python_interpreter.as_deref(), &plan.root);
     match (reason, job.target.language) {
         (None, Language::Python) => {
@@ -98,7 +99,7 @@ pub fn write_tests(job: &Job, progress: &dyn Fn(&str)) -> Result<Written, Action
 fn unverified(job: &Job, plan: &mut Plan, reason: &str, progress: &dyn Fn(&str)) -> Result<Written, ActionError> {
     progress("writing tests");
     let tests = ask_model(job, plan, "", unit_tests::TESTS_PER_ACTION, Vec::new(), Vec::new())?;
-    import_used_names(job, plan, &tests);
+    import_used_names(&job.target, plan, &tests);
     let edit = unit_tests::finish(&job.target, plan, tests)?;
     let count = edit.tests.len();
     Ok(Written {
@@ -114,15 +115,27 @@ fn tests_word(count: usize) -> String {
 }
 
 /// Imports the module's top-level names the tests use (a dataclass they construct).
-fn import_used_names(job: &Job, plan: &mut Plan, tests: &[Test]) {
-    if job.target.language != Language::Python {
+fn import_used_names(target: &Target, plan: &mut Plan, tests: &[Test]) {
+    if target.language != Language::Python {
         return;
     }
     let subject = plan.imported.first().cloned().unwrap_or_default();
-    for name in python::names_used(&job.target, tests, &subject) {
+    for name in python::names_used(target, tests, &subject) {
         if !plan.imported.contains(&name) {
             plan.imported.push(name);
         }
+    }
+    // Tests that call `strutils.x` need the module itself under its own name.
+    let (package, stem) = plan.module.rsplit_once('.').map_or(("", plan.module.as_str()), |(p, s)| (p, s));
+    let qualified = format!("{stem}.");
+    let uses_module = tests.iter().any(|test| {
+        test.text
+            .match_indices(&qualified)
+            .any(|(at, _)| !test.text[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '.'))
+    });
+    let line = if package.is_empty() { format!("import {stem}") } else { format!("from {package} import {stem}") };
+    if uses_module && !plan.extra_imports.contains(&line) {
+        plan.extra_imports.push(line);
     }
 }
 
@@ -205,7 +218,7 @@ fn python_verified(
             break;
         }
         tried += candidates.len();
-        import_used_names(job, plan, &candidates);
+        import_used_names(&job.target, plan, &candidates);
         progress(&format!("running {} candidate tests", candidates.len()));
         let report = run_candidates(&job.target, plan, interpreter, &candidates, &job.cancel)?;
         if let Some(error) = report.module_error {

@@ -98,8 +98,13 @@ fn the_code_under_test_is_the_unsaved_buffer() {
     let buffer = "def answer():\n    return 2$0\n";
     let mut scratch = scratch(&[("pkg/__init__.py", ""), ("pkg/deep.py", disk)], "pkg/deep.py", buffer);
     assert_eq!(scratch.plan.module, "pkg.deep");
-    let report = run(&mut scratch, "def test_answer():\n    assert answer() == 2\n");
+    let code =
+        "def test_answer():\n    assert answer() == 2\n\n\ndef test_module_answer():\n    assert deep.answer() == 2\n";
+    import_used_names(&scratch.target, &mut scratch.plan, &candidates(code));
+    assert_eq!(scratch.plan.extra_imports, ["from pkg import deep"]);
+    let report = run(&mut scratch, code);
     assert!(result(&report, "test_answer").passed(), "{report:?}");
+    assert!(result(&report, "test_module_answer").passed(), "{report:?}");
 }
 
 #[test]

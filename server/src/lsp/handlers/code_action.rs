@@ -66,6 +66,9 @@ pub fn handle(server: &mut Server, params: CodeActionParams) -> Result<Value, Re
     let Some(document) = server.documents.get(uri) else {
         return Err(ResponseError::invalid_params(format!("document {uri} is not open")));
     };
+    if document.out_of_sync {
+        return Err(super::did_change::out_of_sync_error(uri));
+    }
     let (Some(language), Some(tree)) = (document.language, document.tree.as_ref()) else {
         return Ok(json!([]));
     };

@@ -1,11 +1,9 @@
-//! `codeAction/resolve` (and the `workspace/executeCommand` fallback): runs a docstring or
-//! unit-test generation on the engine thread with cancellable `$/progress`, and answers with a
+//! `codeAction/resolve` (and the `workspace/executeCommand` fallback): runs a docstring
+//! generation on the engine thread, or a unit-test generation on the worker pool (which also
+//! runs the tests: `actions::verify`), with cancellable `$/progress`, and answers with a
 //! versioned workspace edit. Nothing is written when the document changed meanwhile, when the
 //! result fails its checks, or when a file lies outside the workspace; an existing test file is
 //! only ever appended to.
-
-use std::path::Path;
-use std::sync::Arc;
 
 use ls_types::MessageType;
 use ropey::Rope;
@@ -19,6 +17,8 @@ use crate::engine::{CancelToken, EngineError};
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::{self, ResponseError, code};
 use crate::lsp::server::{PendingReply, Responder, Server};
+use crate::lsp::workspace_guard;
+use crate::pool::Outcome;
 use crate::position::PositionEncoding;
 use crate::syntax::scopes;
 
@@ -42,8 +42,7 @@ pub fn handle(server: &mut Server, responder: Responder, action: Value) {
 
 /// What one resolution does, with everything it needs captured from the main loop.
 enum Work {
-    Docstring(Target),
-    Tests(verify::Job),
+    Docstring(Box<Target>),
     AllDocstrings(Vec<Target>),
 }
 
@@ -51,7 +50,6 @@ impl Work {
     fn title(&self) -> String {
         match self {
             Work::Docstring(target) => format!("nib: documenting `{}`", target.scope.name),
-            Work::Tests(job) => format!("nib: writing tests for `{}`", job.target.scope.name),
             Work::AllDocstrings(targets) => format!("nib: documenting {} items", targets.len()),
         }
     }
@@ -60,64 +58,113 @@ impl Work {
     fn source(&self) -> (String, i32) {
         match self {
             Work::Docstring(target) => (target.uri.clone(), target.version),
-            Work::Tests(job) => (job.target.uri.clone(), job.target.version),
             Work::AllDocstrings(targets) => targets.first().map_or((String::new(), 0), |t| (t.uri.clone(), t.version)),
         }
     }
 }
 
-fn work(server: &Server, data: &ActionData) -> Result<Work, ResponseError> {
-    match data.action {
-        ActionKind::Docstring => Ok(Work::Docstring(target(server, data)?)),
-        ActionKind::Tests => {
-            let target = target(server, data)?;
-            // The plan reads project files: that happens on the tests' thread (`run_tests`).
-            let open: Vec<(std::path::PathBuf, String)> =
-                server.documents.values().filter_map(|d| d.path.clone().map(|p| (p, d.text()))).collect();
-            Ok(Work::Tests(verify::Job {
-                target,
-                folders: server.workspace_folders.clone(),
-                files: ProjectFiles::new(server.workspace_folders.clone(), open),
-                verify: server.config.verify_tests,
-                python_interpreter: server.config.python_interpreter.clone(),
-                queue: server.engine.task_queue(),
-                cancel: CancelToken::default(),
-            }))
-        }
-        ActionKind::AllDocstrings => {
-            let (document, language, tree) = current_document(server, data)?;
-            let targets: Vec<Target> = scopes::all_scopes(language, &tree, &document.rope)
-                .into_iter()
-                .filter(|scope| scope.doc.is_none())
-                .map(|scope| Target {
-                    uri: document.uri.clone(),
-                    path: document.path.clone(),
-                    version: document.version,
-                    language,
-                    rope: document.rope.clone(),
-                    tree: tree.clone(),
-                    scope,
-                })
-                .collect();
-            if targets.is_empty() {
-                return Err(ResponseError::request_failed("every function, method and class is documented already"));
-            }
-            Ok(Work::AllDocstrings(targets))
-        }
+/// Every undocumented function, method and class of the document of `data`.
+fn undocumented_targets(server: &Server, data: &ActionData) -> Result<Vec<Target>, ResponseError> {
+    let (document, language, tree) = current_document(server, data)?;
+    let targets: Vec<Target> = scopes::all_scopes(language, &tree, &document.rope)
+        .into_iter()
+        .filter(|scope| scope.doc.is_none())
+        .map(|scope| Target {
+            uri: document.uri.clone(),
+            path: document.path.clone(),
+            version: document.version,
+            language,
+            rope: document.rope.clone(),
+            tree: tree.clone(),
+            scope,
+        })
+        .collect();
+    if targets.is_empty() {
+        return Err(ResponseError::request_failed("every function, method and class is documented already"));
     }
+    Ok(targets)
 }
 
-/// Whether `file` (or, before it exists, its folder) really lies in a workspace folder once
-/// symbolic links are resolved: a link inside the folder must not lead an edit elsewhere.
-fn really_inside(file: &Path, folders: &[std::path::PathBuf]) -> bool {
-    let real = match file.canonicalize() {
-        Ok(real) => real,
-        Err(_) => match file.parent().map(Path::canonicalize) {
-            Some(Ok(folder)) => folder,
-            _ => return false,
-        },
+/// Generate unit tests, on the worker pool: the plan (project files are read there), then
+/// `verify::write_tests` (candidates, sandboxed runs, repairs; each model round is queued on
+/// the engine and waited for on the pool thread). Progress and the reply are made on the main
+/// loop from the messages it posts.
+fn run_tests(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
+    let target = match target(server, data) {
+        Ok(target) => target,
+        Err(error) => return responder.respond(Err(error)),
     };
-    folders.iter().filter_map(|folder| folder.canonicalize().ok()).any(|folder| real.starts_with(folder))
+    let open: Vec<(std::path::PathBuf, String)> =
+        server.documents.values().filter_map(|d| d.path.clone().map(|p| (p, d.text()))).collect();
+    let open_versions = open_versions(server);
+    let folders = server.workspace_folders.clone();
+    let cancel = CancelToken::default();
+    server.track(responder.id(), &cancel);
+    let progress = Progress::begin(server, &cancel, format!("nib: writing tests for `{}`", target.scope.name));
+    let job = verify::Job {
+        target: target.clone(),
+        folders: folders.clone(),
+        files: ProjectFiles::new(folders.clone(), open),
+        verify: server.config.verify_tests,
+        python_interpreter: server.config.python_interpreter.clone(),
+        queue: server.engine.task_queue(),
+        cancel: cancel.clone(),
+    };
+    let main_loop = server.main_loop.clone();
+    let (notes, reporter) = (main_loop.clone(), progress.clone());
+    server.pool.submit(
+        cancel.clone(),
+        move |_| {
+            let plan = unit_tests::plan(&job.target, &job.folders, &job.files)
+                .map_err(|error| ResponseError::request_failed(error.to_string()))?;
+            workspace_guard::check(&plan.file, &folders).map_err(ResponseError::request_failed)?;
+            let note = |message: &str| {
+                let (progress, message) = (reporter.clone(), message.to_string());
+                notes.post(move |server| progress.note(server, &message));
+            };
+            Ok(verify::write_tests(&job, plan, &note).and_then(|written| {
+                // The file system may have changed while the tests were written and run.
+                workspace_guard::check(&written.edit.file, &folders).map_err(ActionError::Rejected)?;
+                Ok(written)
+            }))
+        },
+        move |outcome| {
+            cancel.finish();
+            main_loop.post(move |server| {
+                let result = match outcome {
+                    Outcome::Done(Ok(result)) => result,
+                    // The plan failed (outside the workspace, a link, no module path): no run.
+                    Outcome::Done(Err(error)) => {
+                        progress.end(server, "failed");
+                        return responder.respond(Err(error));
+                    }
+                    Outcome::Cancelled => Err(ActionError::Engine(EngineError::Cancelled)),
+                    Outcome::Panicked(why) => {
+                        tracing::error!("writing tests panicked: {why}");
+                        Err(ActionError::Rejected("internal error while writing tests".into()))
+                    }
+                };
+                let still_current = server
+                    .documents
+                    .get(&target.uri)
+                    .filter(|document| !document.out_of_sync)
+                    .map(|document| document.version)
+                    == Some(target.version);
+                let edit = result.map(|written| {
+                    if still_current {
+                        let kind = if written.verified { MessageType::INFO } else { MessageType::WARNING };
+                        server.notify(
+                            "window/showMessage",
+                            json!({ "type": kind, "message": format!("nib: {}", written.message) }),
+                        );
+                    }
+                    let output = Output::Tests(written.edit, target, written.existing);
+                    edit_json(output, &open_versions, server.encoding)
+                });
+                deliver(server, edit, still_current, &progress, responder, delivery);
+            });
+        },
+    );
 }
 
 fn insertions_json(
@@ -139,117 +186,133 @@ fn insertions_json(
 
 /// Starts the generation for `data`; `responder` is answered when it ends.
 pub fn run(server: &mut Server, responder: Responder, data: ActionData, delivery: Delivery) {
-    let work = match work(server, &data) {
+    let work = match data.action {
+        ActionKind::Docstring => target(server, &data).map(|target| Work::Docstring(Box::new(target))),
+        ActionKind::AllDocstrings => undocumented_targets(server, &data).map(Work::AllDocstrings),
+        ActionKind::Tests => return run_tests(server, responder, &data, delivery),
+    };
+    let work = match work {
         Ok(work) => work,
         Err(error) => return responder.respond(Err(error)),
     };
-    let cancel = match &work {
-        Work::Tests(job) => job.cancel.clone(),
-        _ => CancelToken::default(),
-    };
+    let cancel = CancelToken::default();
     server.track(responder.id(), &cancel);
+    let open_versions = open_versions(server);
+    start(server, responder, work, delivery, cancel, open_versions);
+}
+
+fn open_versions(server: &Server) -> Vec<(String, i32)> {
+    server.documents.values().map(|d| (d.uri.clone(), d.version)).collect()
+}
+
+/// Runs `work` on the engine with cancellable progress; answers `responder` when it ends.
+/// The engine thread only generates: progress, the version check, the edit and the reply are
+/// made on the main loop from the messages it posts.
+/// `open_versions` are the open documents' versions when the action read them.
+fn start(
+    server: &mut Server,
+    responder: Responder,
+    work: Work,
+    delivery: Delivery,
+    cancel: CancelToken,
+    open_versions: Vec<(String, i32)>,
+) {
     let progress = Progress::begin(server, &cancel, work.title());
-    let open_versions: Vec<(String, i32)> = server.documents.values().map(|d| (d.uri.clone(), d.version)).collect();
-    let versions = Arc::clone(&server.versions);
-    let encoding = server.encoding;
     let style = server.config.docstring_style;
-    let output = server.output.clone();
-    if let Work::Tests(job) = work {
-        let open_versions: Vec<(String, i32)> = open_versions;
-        return run_tests(job, TestsReply { progress, output, versions, encoding, open_versions, responder, delivery });
-    }
+    let main_loop = server.main_loop.clone();
+    let reporter = progress.clone();
+    let folders = server.workspace_folders.clone();
     server.engine.run(Box::new(move |model| {
-        let result: Result<Value, ActionError> = model.map_err(ActionError::from).and_then(|model| match &work {
-            Work::Docstring(target) => docstring::generate(model, target, style, cancel.clone())
-                .map(|insertion| insertions_json(&target.uri, target.version, &target.rope, &[insertion], encoding)),
-            Work::Tests(_) => unreachable!("tests run on their own thread"),
-            Work::AllDocstrings(targets) => {
-                let total = targets.len();
-                let mut write = |target: &Target, facts: &docstring::Facts, index: usize| {
-                    progress.report(
-                        &output,
-                        &format!("{} of {total}: `{}`", index + 1, target.scope.name),
-                        index * 100 / total,
-                    );
-                    docstring::write_prose(model, target, facts, cancel.clone())
-                };
-                docstring::document_all(targets, style, &mut write).map(|insertions| {
-                    let first = &targets[0];
-                    insertions_json(&first.uri, first.version, &first.rope, &insertions, encoding)
-                })
-            }
-        });
+        let report = |message: String, percentage: usize| {
+            let progress = reporter.clone();
+            main_loop.post(move |server| progress.report(server, &message, percentage));
+        };
+        let result = model
+            .map_err(ActionError::from)
+            .and_then(|model| generate(model, &work, style, &cancel, &report))
+            .and_then(|output| still_inside(output, &folders));
         cancel.finish();
-        let (uri, version) = work.source();
-        let still_current = versions.lock().unwrap_or_else(|e| e.into_inner()).get(&uri) == Some(&version);
-        deliver(result, still_current, &progress, &output, responder, delivery);
+        main_loop.post(move |server| {
+            let (uri, version) = work.source();
+            let still_current =
+                server.documents.get(&uri).filter(|document| !document.out_of_sync).map(|document| document.version)
+                    == Some(version);
+            let edit = result.map(|output| edit_json(output, &open_versions, server.encoding));
+            deliver(server, edit, still_current, &progress, responder, delivery);
+        });
     }));
 }
 
-/// What a test generation needs to answer when it ends.
-struct TestsReply {
-    progress: Progress,
-    output: crossbeam_channel::Sender<Value>,
-    versions: Arc<std::sync::Mutex<std::collections::HashMap<String, i32>>>,
-    encoding: PositionEncoding,
-    open_versions: Vec<(String, i32)>,
-    responder: Responder,
-    delivery: Delivery,
+/// What an action generated, with what its workspace edit is computed against.
+enum Output {
+    Insertions(Target, Vec<actions::Insertion>),
+    /// The edit, for the target, into the test file whose text was `existing`.
+    Tests(unit_tests::TestEdit, Target, Option<String>),
 }
 
-/// Writes (and, where it can, runs) the tests on a thread of their own: test runs never
-/// happen on the main loop or the engine thread, which only gets the model's rounds.
-fn run_tests(job: verify::Job, reply: TestsReply) {
-    let spawned = std::thread::Builder::new().name("nib-tests".into()).spawn(move || {
-        let TestsReply { progress, output, versions, encoding, open_versions, responder, delivery } = reply;
-        let note = |message: &str| progress.note(&output, message);
-        let written = verify::write_tests(&job, &note);
-        job.cancel.finish();
-        let target = &job.target;
-        let still_current =
-            versions.lock().unwrap_or_else(|e| e.into_inner()).get(&target.uri) == Some(&target.version);
-        let result = written.and_then(|written| {
-            if !really_inside(&written.edit.file, &job.folders) {
-                return Err(ActionError::Rejected(format!(
-                    "{} leads outside the workspace folders (through a symbolic link); nothing was written",
-                    written.edit.file.display()
-                )));
-            }
-            if still_current {
-                let kind = if written.verified { MessageType::INFO } else { MessageType::WARNING };
-                let _ = output.send(jsonrpc::notification(
-                    "window/showMessage",
-                    json!({ "type": kind, "message": format!("nib: {}", written.message) }),
-                ));
-            }
-            Ok(test_edit_json(&written.edit, target, &open_versions, encoding, written.existing.as_deref()))
-        });
-        deliver(result, still_current, &progress, &output, responder, delivery);
-    });
-    if let Err(error) = spawned {
-        tracing::error!("cannot start a thread for the tests: {error}");
+/// Runs the action's generations (on the engine thread); `report` tells the user each step.
+fn generate(
+    model: &mut dyn crate::engine::Backend,
+    work: &Work,
+    style: crate::config::DocstringStyle,
+    cancel: &CancelToken,
+    report: &dyn Fn(String, usize),
+) -> Result<Output, ActionError> {
+    match work {
+        Work::Docstring(target) => docstring::generate(model, target, style, cancel.clone())
+            .map(|insertion| Output::Insertions((**target).clone(), vec![insertion])),
+        Work::AllDocstrings(targets) => {
+            let total = targets.len();
+            let mut write = |target: &Target, facts: &docstring::Facts, index: usize| {
+                report(format!("{} of {total}: `{}`", index + 1, target.scope.name), index * 100 / total);
+                docstring::write_prose(model, target, facts, cancel.clone())
+            };
+            let insertions = docstring::document_all(targets, style, &mut write)?;
+            Ok(Output::Insertions(targets[0].clone(), insertions))
+        }
+    }
+}
+
+/// `output`, if its test file still passes the workspace check: the file system may have
+/// changed while the model wrote (a few `lstat`s, made here rather than on the main loop).
+fn still_inside(output: Output, folders: &[std::path::PathBuf]) -> Result<Output, ActionError> {
+    if let Output::Tests(edit, ..) = &output {
+        workspace_guard::check(&edit.file, folders).map_err(ActionError::Rejected)?;
+    }
+    Ok(output)
+}
+
+/// The workspace edit for an action's output.
+fn edit_json(output: Output, open_versions: &[(String, i32)], encoding: PositionEncoding) -> Value {
+    match output {
+        Output::Insertions(target, insertions) => {
+            insertions_json(&target.uri, target.version, &target.rope, &insertions, encoding)
+        }
+        Output::Tests(edit, target, existing) => {
+            test_edit_json(&edit, &target, open_versions, encoding, existing.as_deref())
+        }
     }
 }
 
 /// Answers the request with the edit, or says why there is none.
 fn deliver(
+    server: &Server,
     result: Result<Value, ActionError>,
     still_current: bool,
     progress: &Progress,
-    output: &crossbeam_channel::Sender<Value>,
     responder: Responder,
     delivery: Delivery,
 ) {
     match result {
         Ok(_) if !still_current => {
-            progress.end(output, "the document changed");
+            progress.end(server, "the document changed");
             responder.respond(Err(ResponseError::new(
                 code::CONTENT_MODIFIED,
                 "the document changed while nib was generating; nothing was applied — run the action again",
             )));
         }
         Ok(edit) => {
-            progress.end(output, "done");
+            progress.end(server, "done");
             match delivery {
                 Delivery::Resolve(mut action) => {
                     action["edit"] = edit;
@@ -257,26 +320,22 @@ fn deliver(
                 }
                 Delivery::ApplyEdit => {
                     let id = jsonrpc::RequestId::String(format!("nib-apply-{}", responder.id()));
-                    let _ = output.send(jsonrpc::request(
-                        &id,
-                        "workspace/applyEdit",
-                        json!({ "label": "nib", "edit": edit }),
-                    ));
+                    server.send(jsonrpc::request(&id, "workspace/applyEdit", json!({ "label": "nib", "edit": edit })));
                     responder.respond(Ok(Value::Null));
                 }
             }
         }
         Err(ActionError::Engine(EngineError::Cancelled)) => {
-            progress.end(output, "cancelled");
+            progress.end(server, "cancelled");
             responder.respond(Err(ResponseError::cancelled()));
         }
         Err(error) => {
-            progress.end(output, "failed");
+            progress.end(server, "failed");
             let message = error.to_string();
-            let _ = output.send(jsonrpc::notification(
+            server.notify(
                 "window/showMessage",
                 json!({ "type": MessageType::ERROR, "message": format!("nib: {message}") }),
-            ));
+            );
             responder.respond(Err(ResponseError::request_failed(message)));
         }
     }
@@ -291,6 +350,9 @@ fn current_document<'a>(
         .documents
         .get(&data.uri)
         .ok_or_else(|| ResponseError::invalid_params(format!("document {} is not open", data.uri)))?;
+    if document.out_of_sync {
+        return Err(super::did_change::out_of_sync_error(&data.uri));
+    }
     if document.version != data.version {
         return Err(ResponseError::new(
             code::CONTENT_MODIFIED,
@@ -350,6 +412,7 @@ fn test_edit_json(
 }
 
 /// Work-done progress for one action, cancellable from the client.
+#[derive(Clone)]
 pub struct Progress {
     token: Option<String>,
 }
@@ -370,31 +433,25 @@ impl Progress {
         Progress { token: Some(token) }
     }
 
-    fn report(&self, output: &crossbeam_channel::Sender<Value>, message: &str, percentage: usize) {
+    fn report(&self, server: &Server, message: &str, percentage: usize) {
         if let Some(token) = &self.token {
-            let _ = output.send(jsonrpc::notification(
+            server.notify(
                 "$/progress",
                 json!({ "token": token, "value": { "kind": "report", "message": message, "percentage": percentage } }),
-            ));
+            );
         }
     }
 
     /// A step without a percentage ("running 6 candidate tests").
-    fn note(&self, output: &crossbeam_channel::Sender<Value>, message: &str) {
+    fn note(&self, server: &Server, message: &str) {
         if let Some(token) = &self.token {
-            let _ = output.send(jsonrpc::notification(
-                "$/progress",
-                json!({ "token": token, "value": { "kind": "report", "message": message } }),
-            ));
+            server.notify("$/progress", json!({ "token": token, "value": { "kind": "report", "message": message } }));
         }
     }
 
-    fn end(&self, output: &crossbeam_channel::Sender<Value>, message: &str) {
+    fn end(&self, server: &Server, message: &str) {
         if let Some(token) = &self.token {
-            let _ = output.send(jsonrpc::notification(
-                "$/progress",
-                json!({ "token": token, "value": { "kind": "end", "message": message } }),
-            ));
+            server.notify("$/progress", json!({ "token": token, "value": { "kind": "end", "message": message } }));
         }
     }
 }

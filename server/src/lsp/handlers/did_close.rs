@@ -6,7 +6,6 @@ use crate::lsp::server::Server;
 
 pub fn handle(server: &mut Server, params: DidCloseTextDocumentParams) {
     let uri = params.text_document.uri.as_str();
-    server.set_version(uri, None);
     if server.documents.remove(uri).is_none() {
         tracing::warn!(uri, "close of a document that was not open");
     }

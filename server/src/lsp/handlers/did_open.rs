@@ -10,6 +10,5 @@ pub fn handle(server: &mut Server, params: DidOpenTextDocumentParams) {
     let uri = item.uri.as_str().to_string();
     let document = Document::new(uri.clone(), item.language_id, item.version, &item.text);
     tracing::debug!(uri, language = ?document.language, bytes = item.text.len(), "opened");
-    server.set_version(&uri, Some(document.version));
     server.documents.insert(uri, document);
 }

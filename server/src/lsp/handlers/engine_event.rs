@@ -2,9 +2,9 @@
 //! turned into `$/progress`, `window/showMessage` and nib's own `nib/status` notification.
 
 use ls_types::MessageType;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::engine::{EngineEvent, ModelState};
+use crate::engine::{EngineEvent, EngineStatus, ModelState};
 use crate::lsp::server::{PendingReply, Server};
 
 const PROGRESS_TOKEN: &str = "nib/model-load";
@@ -14,7 +14,7 @@ pub fn handle(server: &mut Server, event: EngineEvent) {
         EngineEvent::State(state) => state,
         EngineEvent::Problem(message) => return server.show(MessageType::WARNING, message),
     };
-    server.notify("nib/status", state.to_json());
+    server.notify("nib/status", state_json(&state));
     match &state {
         ModelState::Loading { model } => {
             server.log(MessageType::INFO, format!("loading model {model}"));
@@ -49,4 +49,26 @@ fn end_progress(server: &Server, message: &str) {
     if server.client.work_done_progress {
         server.notify("$/progress", json!({ "token": PROGRESS_TOKEN, "value": { "kind": "end", "message": message } }));
     }
+}
+
+/// The `nib/status` payload (docs/lsp-extensions.md).
+pub fn state_json(state: &ModelState) -> Value {
+    match state {
+        ModelState::Unloaded => json!({ "state": "unloaded" }),
+        ModelState::Loading { model } => json!({ "state": "loading", "model": model }),
+        ModelState::Ready { model, info, load_ms } => json!({
+            "state": "ready", "model": model, "name": info.name, "loadMs": load_ms,
+            "contextLength": info.context_length,
+            "backend": if info.markers_are_text { "remote" } else { "local" },
+        }),
+        ModelState::Failed { message } => json!({ "state": "error", "message": message }),
+    }
+}
+
+/// The engine as `nib/inspect` shows it: the status payload with statistics.
+pub fn status_json(status: &EngineStatus) -> Value {
+    let mut value = state_json(&status.state);
+    value["stats"] = serde_json::to_value(&status.stats).unwrap_or(Value::Null);
+    value["cachedTokens"] = json!(status.cached_tokens);
+    value
 }

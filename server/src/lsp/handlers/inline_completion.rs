@@ -4,7 +4,6 @@
 //! Newest wins: a new request cancels the one before it, which is answered `RequestCancelled`.
 //! Text typed along a shown suggestion is answered from the typing-through cache at once.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ls_types::{InlineCompletionParams, InlineCompletionTriggerKind, Position, Range};
@@ -12,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::completion::{self, cache, context};
 use crate::document::Document;
-use crate::engine::{CancelToken, EngineError, GenerationRequest, Job, ModelInfo, ModelState, Sampling};
+use crate::engine::{CancelToken, EngineError, GenerationRequest, Job, ModelInfo, ModelState, Priority, Sampling};
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::ResponseError;
 use crate::lsp::server::{Responder, Server};
@@ -49,16 +48,15 @@ impl Shape {
     }
 }
 
-/// What the server keeps between completion requests.
+/// What the server keeps between completion requests (on the main loop, like all state).
 #[derive(Default)]
 pub struct CompletionState {
     /// The last suggestion shown, for typing-through.
-    pub suggestion: Arc<Mutex<Option<cache::Suggestion>>>,
+    pub suggestion: Option<cache::Suggestion>,
     /// The running request's token: the next request cancels it.
     pub current: Option<CancelToken>,
-    /// Cross-file context of the last document: (key, text). Behind a lock only so that
-    /// read-only handlers (`nib/inspect`) can fill it too; only the main loop touches it.
-    pub cross_file: Mutex<Option<(u64, String)>>,
+    /// Cross-file context of the last document: (key, text).
+    pub cross_file: Option<(u64, String)>,
 }
 
 pub fn handle(server: &mut Server, responder: Responder, params: InlineCompletionParams) {
@@ -82,40 +80,49 @@ fn cross_file_key(server: &Server, document: &Document) -> u64 {
     hasher.finish()
 }
 
-/// Cross-file context for `document`, from the cache while no other buffer changed.
-fn cross_file_for(server: &Server, document: &Document) -> String {
+/// Cross-file context for `document`: the cached text while no other buffer changed, or
+/// the text to compute and cache (with its key).
+fn cross_file_for(server: &Server, document: &Document) -> (String, Option<u64>) {
     let key = cross_file_key(server, document);
-    let mut cache = server.completions.cross_file.lock().unwrap_or_else(|e| e.into_inner());
-    match &*cache {
-        Some((cached_key, text)) if *cached_key == key => text.clone(),
+    match &server.completions.cross_file {
+        Some((cached_key, text)) if *cached_key == key => (text.clone(), None),
         _ => {
             let others: Vec<&Document> = server.documents.values().filter(|d| d.uri != document.uri).collect();
             let budget = server.config.completion.context_tokens * context::BYTES_PER_TOKEN * 3 / 10;
             let (text, _) = context::cross_file(document, &others, budget, &server.workspace_folders);
-            *cache = Some((key, text.clone()));
-            text
+            (text, Some(key))
         }
     }
 }
 
 /// The completion nib would run at `cursor` of the open document `uri`, for inspection:
 /// `None` when no model is ready or nothing would be completed there.
-pub fn prepare_for(server: &Server, uri: &str, cursor: usize) -> Option<completion::Prepared> {
+pub fn prepare_for(server: &mut Server, uri: &str, cursor: usize) -> Option<completion::Prepared> {
     let (_, info) = server.engine.serving()?;
-    prepare_in(server, server.documents.get(uri)?, cursor, &info)
+    let document = server.documents.get(uri)?;
+    let (prepared, cross_file) = prepare_in(server, document, cursor, &info);
+    server.completions.cross_file = cross_file.or(server.completions.cross_file.take());
+    prepared
 }
 
-/// The pipeline's preparation with the server's settings and cached cross-file context.
-fn prepare_in(server: &Server, document: &Document, cursor: usize, info: &ModelInfo) -> Option<completion::Prepared> {
-    let cross_file = cross_file_for(server, document);
-    completion::prepare(&completion::Inputs {
+/// The pipeline's preparation with the server's settings and cached cross-file context; also
+/// the cross-file context to cache when it had to be computed.
+fn prepare_in(
+    server: &Server,
+    document: &Document,
+    cursor: usize,
+    info: &ModelInfo,
+) -> (Option<completion::Prepared>, Option<(u64, String)>) {
+    let (cross_file, new_key) = cross_file_for(server, document);
+    let prepared = completion::prepare(&completion::Inputs {
         document,
         cursor,
         config: &server.config.completion,
         model: info,
         cross_file: &cross_file,
         workspace_folders: &server.workspace_folders,
-    })
+    });
+    (prepared, new_key.map(|key| (key, cross_file)))
 }
 
 /// Runs the completion pipeline for `position` and answers `responder` in `shape`.
@@ -132,6 +139,15 @@ pub fn complete(
         responder.respond(Err(ResponseError::invalid_params(format!("document {uri} is not open"))));
         return;
     };
+    if open_document.out_of_sync {
+        // Automatic requests stay quiet: the user was told once when it happened.
+        let answer = if invoked {
+            Err(super::did_change::out_of_sync_error(uri))
+        } else {
+            Ok(shape.render("", Range::default()))
+        };
+        return responder.respond(answer);
+    }
     let cursor = match convert::request_byte(&open_document.rope, position, server.encoding) {
         Ok(cursor) => cursor,
         Err(error) => return responder.respond(Err(error)),
@@ -162,8 +178,8 @@ pub fn complete(
 
     // Typing through the suggestion on screen.
     if lead.is_empty() {
-        let shown = server.completions.suggestion.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(rest) = shown.and_then(|s| cache::type_through(&s, uri, &document.rope, cursor)) {
+        let shown = server.completions.suggestion.as_ref();
+        if let Some(rest) = shown.and_then(|s| cache::type_through(s, uri, &document.rope, cursor)) {
             tracing::debug!(uri, id = %responder.id(), "typing-through hit");
             return responder.respond(Ok(shape.render(&rest, replace_range)));
         }
@@ -186,12 +202,16 @@ pub fn complete(
     if let Some(previous) = server.completions.current.take() {
         previous.cancel();
     }
-    let Some(prepared) = prepare_in(server, document, cursor, &info) else {
+    let (prepared, cross_file) = prepare_in(server, document, cursor, &info);
+    let rope = document.rope.clone();
+    if cross_file.is_some() {
+        server.completions.cross_file = cross_file;
+    }
+    let Some(prepared) = prepared else {
         tracing::debug!(uri, id = %responder.id(), "nothing to complete here");
         return responder.respond(Ok(shape.render("", replace_range)));
     };
 
-    let rope = document.rope.clone();
     let token = CancelToken::default();
     server.track(responder.id(), &token);
     server.completions.current = Some(token.clone());
@@ -206,14 +226,16 @@ pub fn complete(
     };
     let observer = prepared.observer();
     let request_id = responder.id().to_string();
-    let suggestion_slot = Arc::clone(&server.completions.suggestion);
+    let main_loop = server.main_loop.clone();
     let uri = uri.to_string();
     server.engine.submit(Job {
         request,
         observer: Some(Box::new(observer)),
         route,
-        on_done: Box::new(move |result| match result {
-            Ok(generation) => {
+        priority: if invoked { Priority::Invoked } else { Priority::Automatic },
+        on_done: Box::new(move |result| {
+            // Post-processing stays on the engine thread; the reply is made on the main loop.
+            let result = result.map(|generation| {
                 let text = prepared.finish(&generation.text);
                 // The request id and counters let benches/replay.py classify every reply.
                 tracing::debug!(
@@ -227,19 +249,42 @@ pub fn complete(
                     decode_ms = generation.stats.decode_ms,
                     "completion"
                 );
-                if lead.is_empty() {
-                    let suggestion =
-                        (!text.is_empty()).then(|| cache::Suggestion { uri, rope, cursor, text: text.clone() });
-                    *suggestion_slot.lock().unwrap_or_else(|e| e.into_inner()) = suggestion;
-                }
-                responder.respond(Ok(shape.render(&format!("{lead}{text}"), replace_range)));
-            }
-            Err(EngineError::Cancelled) => responder.respond(Err(ResponseError::cancelled())),
-            // Automatic requests stay quiet when there is no model or the prompt does not fit.
-            Err(EngineError::NotReady(_) | EngineError::PromptTooLong { .. }) if !invoked => {
-                responder.respond(Ok(shape.render("", replace_range)))
-            }
-            Err(error) => responder.respond(Err(ResponseError::request_failed(error.to_string()))),
+                text
+            });
+            let shown = Shown { uri, rope, cursor, lead, replace_range, shape, invoked };
+            main_loop.post(move |server| answer(server, responder, result, shown));
         }),
     });
+}
+
+/// Where a completion is shown, to answer it once generated.
+struct Shown {
+    uri: String,
+    rope: ropey::Rope,
+    cursor: usize,
+    /// The text of the item selected in the client's menu, which the completion continues.
+    lead: String,
+    replace_range: Range,
+    shape: Shape,
+    invoked: bool,
+}
+
+/// Answers a generated completion and records it for typing-through.
+fn answer(server: &mut Server, responder: Responder, result: Result<String, EngineError>, shown: Shown) {
+    let Shown { uri, rope, cursor, lead, replace_range, shape, invoked } = shown;
+    match result {
+        Ok(text) => {
+            if lead.is_empty() {
+                server.completions.suggestion =
+                    (!text.is_empty()).then(|| cache::Suggestion { uri, rope, cursor, text: text.clone() });
+            }
+            responder.respond(Ok(shape.render(&format!("{lead}{text}"), replace_range)));
+        }
+        Err(EngineError::Cancelled) => responder.respond(Err(ResponseError::cancelled())),
+        // Automatic requests stay quiet when there is no model or the prompt does not fit.
+        Err(EngineError::NotReady(_) | EngineError::PromptTooLong { .. }) if !invoked => {
+            responder.respond(Ok(shape.render("", replace_range)))
+        }
+        Err(error) => responder.respond(Err(ResponseError::request_failed(error.to_string()))),
+    }
 }

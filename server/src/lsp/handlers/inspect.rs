@@ -6,7 +6,7 @@ use ls_types::{Position, TextDocumentIdentifier};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::inline_completion;
+use super::{engine_event, inline_completion};
 use crate::completion::prompt;
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::ResponseError;
@@ -28,25 +28,24 @@ pub struct Params {
 
 pub fn handle(server: &mut Server, params: Params) -> Result<Value, ResponseError> {
     let uri = params.text_document.uri.as_str();
-    let document = server
-        .documents
-        .get(uri)
-        .ok_or_else(|| ResponseError::invalid_params(format!("document {uri} is not open")))?;
-    let rope = &document.rope;
-    let prompt = match (params.prompt, params.position) {
+    let not_open = || ResponseError::invalid_params(format!("document {uri} is not open"));
+    let prompt_at = match (params.prompt, params.position) {
         (true, Some(position)) => {
-            let cursor = convert::request_byte(rope, position, server.encoding)?;
-            inline_completion::prepare_for(server, uri, cursor).map(|prepared| {
-                json!({
-                    "text": prompt::render(&prepared.prompt),
-                    "mode": format!("{:?}", prepared.mode),
-                    "maxTokens": prepared.max_tokens,
-                    "sources": prepared.context.sources,
-                })
-            })
+            let document = server.documents.get(uri).ok_or_else(not_open)?;
+            Some(convert::request_byte(&document.rope, position, server.encoding)?)
         }
         _ => None,
     };
+    let prompt = prompt_at.and_then(|cursor| inline_completion::prepare_for(server, uri, cursor)).map(|prepared| {
+        json!({
+            "text": prompt::render(&prepared.prompt),
+            "mode": format!("{:?}", prepared.mode),
+            "maxTokens": prepared.max_tokens,
+            "sources": prepared.context.sources,
+        })
+    });
+    let document = server.documents.get(uri).ok_or_else(not_open)?;
+    let rope = &document.rope;
     let scope = match (params.position, document.language, document.tree.as_ref()) {
         (Some(position), Some(language), Some(tree)) => {
             let byte = convert::request_byte(rope, position, server.encoding)?;
@@ -68,6 +67,7 @@ pub fn handle(server: &mut Server, params: Params) -> Result<Value, ResponseErro
         "uri": document.uri,
         "treeMatchesFreshParse": tree_matches_fresh_parse,
         "version": document.version,
+        "outOfSync": document.out_of_sync,
         "languageId": document.language_id,
         "language": document.language.map(|language| language.name()),
         "text": document.text(),
@@ -75,6 +75,6 @@ pub fn handle(server: &mut Server, params: Params) -> Result<Value, ResponseErro
         "parseErrorCount": document.tree.as_ref().map(syntax::error_count),
         "scope": scope,
         "prompt": prompt,
-        "engine": server.engine.status().to_json(),
+        "engine": engine_event::status_json(&server.engine.status()),
     }))
 }
