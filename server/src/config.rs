@@ -283,7 +283,7 @@ fn read_remote_key(remote: &mut RemoteConfig, key: &str, value: &Value) -> Resul
         "allowTokenEnv" => {
             value.as_bool().map(|b| remote.allow_token_env = b).ok_or_else(|| "expected true or false".into())
         }
-        "fim" => choice(value, &["starcoder", "codellama", "deepseek", "qwen", "codestral"]).map(|c| remote.fim = c),
+        "fim" => choice(value, &crate::engine::fim::family_names()).map(|c| remote.fim = c),
         "chat" => choice(value, &["chatml"]).map(|c| remote.chat = c),
         "contextLength" => integer(value, 256, 1_048_576).map(|n| remote.context_length = n),
         "connectTimeoutMs" => integer(value, 100, 600_000).map(|n| remote.connect_timeout_ms = n as u64),

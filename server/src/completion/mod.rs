@@ -251,8 +251,7 @@ mod tests {
             fim_family: None,
             fim_declared_absent: false,
             special_tokens: special.iter().map(|s| s.to_string()).collect(),
-            markers_are_text: false,
-            chat_format: None,
+            ..ModelInfo::default()
         }
     }
 

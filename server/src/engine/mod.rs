@@ -3,6 +3,7 @@
 //! completion callback) and get results on that thread; the LSP threads never block on it.
 
 pub mod backend;
+pub mod fim;
 pub mod generate;
 pub mod model;
 pub mod remote;

@@ -52,6 +52,8 @@ pub struct ModelInfo {
     /// `fim_declared_absent == false` means "detect from special tokens".
     pub fim_family: Option<String>,
     pub fim_declared_absent: bool,
+    /// The FIM markers `nib.json` spells out; they win over `models/fim.json`'s spellings.
+    pub fim_markers: Option<super::fim::Markers>,
     /// Every special (added) token of the tokenizer, for FIM detection and stop tokens.
     pub special_tokens: Vec<String>,
     /// Special tokens are sent as text and read by a remote server's tokenizer, so any FIM
@@ -164,6 +166,7 @@ pub fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
         Some(Value::Null) => (None, true),
         Some(value) => (value.get("family").and_then(Value::as_str).map(str::to_string), false),
     };
+    let fim_markers = nib.fim.as_ref().and_then(|value| serde_json::from_value(value.clone()).ok());
     let name =
         nib.name.clone().unwrap_or_else(|| dir.file_name().map_or("model".into(), |n| n.to_string_lossy().into()));
     Ok(ModelFiles {
@@ -173,6 +176,7 @@ pub fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
             context_length,
             fim_family,
             fim_declared_absent,
+            fim_markers,
             special_tokens,
             markers_are_text: false,
             chat_format,

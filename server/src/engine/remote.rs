@@ -592,23 +592,10 @@ fn remote_info(config: &RemoteConfig, model: &str) -> ModelInfo {
     }
 }
 
-/// The FIM family of a model, from the names model hubs and serving engines use.
+/// The FIM family of a model, from the names model hubs and serving engines use
+/// (`models/fim.json`).
 pub fn detect_fim_family(model: &str) -> Option<&'static str> {
-    let name = model.to_ascii_lowercase();
-    let has = |part: &str| name.contains(part);
-    if has("codestral") {
-        Some("codestral")
-    } else if has("qwen") && has("coder") || has("codegemma") {
-        Some("qwen") // CodeGemma spells its markers as Qwen2.5-Coder does.
-    } else if has("deepseek") && has("coder") {
-        Some("deepseek")
-    } else if has("codellama") || has("code-llama") || has("code_llama") {
-        Some("codellama")
-    } else if has("starcoder") || has("santacoder") || has("stable-code") || has("refact") {
-        Some("starcoder")
-    } else {
-        None
-    }
+    super::fim::family_of_model_name(model)
 }
 
 fn detect_chat_format(model: &str) -> Option<ChatFormat> {

@@ -9,11 +9,11 @@ use ls_types::MessageType;
 use ropey::Rope;
 use serde_json::{Value, json};
 
-use super::code_action::{ActionData, ActionKind};
 use crate::actions::project_files::ProjectFiles;
 use crate::actions::{self, ActionError, Target, docstring, unit_tests, verify};
 use crate::document::path_to_file_uri;
 use crate::engine::{CancelToken, EngineError};
+use crate::lsp::code_actions::{self, ActionData};
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::{self, ResponseError, code};
 use crate::lsp::server::{PendingReply, Responder, Server};
@@ -37,7 +37,10 @@ pub fn handle(server: &mut Server, responder: Responder, action: Value) {
             return responder.respond(Err(ResponseError::invalid_params("this code action has no nib data")));
         }
     };
-    run(server, responder, data, Delivery::Resolve(action));
+    match code_actions::by_name(&data.action) {
+        Ok(registered) => registered.resolve(server, responder, &data, Delivery::Resolve(action)),
+        Err(error) => responder.respond(Err(error)),
+    }
 }
 
 /// What one resolution does, with everything it needs captured from the main loop.
@@ -89,7 +92,7 @@ fn undocumented_targets(server: &Server, data: &ActionData) -> Result<Vec<Target
 /// `verify::write_tests` (candidates, sandboxed runs, repairs; each model round is queued on
 /// the engine and waited for on the pool thread). Progress and the reply are made on the main
 /// loop from the messages it posts.
-fn run_tests(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
+pub fn write_tests(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
     let target = match target(server, data) {
         Ok(target) => target,
         Err(error) => return responder.respond(Err(error)),
@@ -184,13 +187,20 @@ fn insertions_json(
     json!({ "documentChanges": [{ "textDocument": { "uri": uri, "version": version }, "edits": edits }] })
 }
 
-/// Starts the generation for `data`; `responder` is answered when it ends.
-pub fn run(server: &mut Server, responder: Responder, data: ActionData, delivery: Delivery) {
-    let work = match data.action {
-        ActionKind::Docstring => target(server, &data).map(|target| Work::Docstring(Box::new(target))),
-        ActionKind::AllDocstrings => undocumented_targets(server, &data).map(Work::AllDocstrings),
-        ActionKind::Tests => return run_tests(server, responder, &data, delivery),
-    };
+/// Add docstring: documents the function, method or class of `data`.
+pub fn document_one(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
+    let work = target(server, data).map(|target| Work::Docstring(Box::new(target)));
+    start_now(server, responder, work, delivery);
+}
+
+/// Add docstrings to all functions: documents every undocumented item of the file of `data`.
+pub fn document_all(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
+    let work = undocumented_targets(server, data).map(Work::AllDocstrings);
+    start_now(server, responder, work, delivery);
+}
+
+/// Starts work whose inputs the main loop already has.
+fn start_now(server: &mut Server, responder: Responder, work: Result<Work, ResponseError>, delivery: Delivery) {
     let work = match work {
         Ok(work) => work,
         Err(error) => return responder.respond(Err(error)),
