@@ -79,7 +79,7 @@ def machine() -> dict:
 # ---------------------------------------------------------------- micro
 
 
-MICRO = ["edit_reparse_10k_lines", "context_build", "cross_file_context_3_buffers", "prompt_assembly",
+MICRO = ["did_change_pair_10k_lines", "edit_reparse_10k_lines", "context_build", "cross_file_context_3_buffers", "prompt_assembly",
          "tokenize_2k_tokens"]
 
 
@@ -127,7 +127,7 @@ def gguf_path() -> str:
 def converted(precision: str, gguf: str) -> str:
     """The default model's GGUF converted at `precision` into a gitignored cache (reused while
     the converter and the GGUF are unchanged)."""
-    sources = [os.path.join(REPO, "models", "convert.py")] + sorted(
+    sources = [os.path.join(REPO, "models", "convert.py"), os.path.join(REPO, "models", "fim.json")] + sorted(
         os.path.join(REPO, "models", "nib_convert", f) for f in os.listdir(os.path.join(REPO, "models", "nib_convert"))
         if f.endswith(".py"))
     digest = hashlib.sha256()

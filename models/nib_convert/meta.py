@@ -95,6 +95,8 @@ def write_nib_json(cfg, tok, out_dir: str, name: str, precision: str, source_pat
         "stop_tokens": stop_tokens(tok.tokens, cfg.eos_id),
         "chat": chat,
         "add_bos": bool(tok.add_bos),
+        # GroupQueryAttention writes into a past buffer bound as its present output (graph.py).
+        "kv_cache": "shared_buffer",
         "source": {"file": os.path.basename(source_path), "sha256": source_sha256},
         "converter": {"version": __version__, "precision": precision},
     }

@@ -65,7 +65,7 @@ pub fn surroundings(document: &Document, cursor: usize) -> Surroundings {
         .map(|l| rope.line(l).to_string())
         .find(|text| !text.trim().is_empty())
         .map(|text| text.trim_end_matches(['\n', '\r']).to_string());
-    let in_scope = match (document.language, document.tree.as_ref()) {
+    let in_scope = match (document.language, document.tree()) {
         (Some(language), Some(tree)) => scopes::scope_at(language, tree, rope, cursor).is_some(),
         _ => false,
     };
@@ -126,7 +126,7 @@ pub fn prepare(inputs: &Inputs) -> Option<Prepared> {
         surroundings,
         snapshot: Snapshot {
             rope: document.rope.clone(),
-            tree: document.tree.clone(),
+            tree: document.tree().cloned(),
             language: document.language,
             cursor,
         },

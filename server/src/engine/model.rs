@@ -9,6 +9,7 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use super::EngineError;
+use super::session::KvLayout;
 
 /// `nib.json`, as written by `models/convert.py` (or by hand for other exports).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -23,6 +24,9 @@ struct NibJson {
     chat: Option<ChatJson>,
     #[serde(default)]
     add_bos: bool,
+    /// `"shared_buffer"`: the graph's attention writes in place into a past buffer bound as
+    /// its present output. Absent: the copying layout (any Optimum-style export).
+    kv_cache: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -68,6 +72,7 @@ pub struct ModelFiles {
     pub tokenizer: Tokenizer,
     pub stop_token_ids: Vec<u32>,
     pub bos_token_id: Option<u32>,
+    pub kv_layout: KvLayout,
 }
 
 /// The model directory to use: the configured one, else the first default that exists.
@@ -166,6 +171,16 @@ pub fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
         Some(Value::Null) => (None, true),
         Some(value) => (value.get("family").and_then(Value::as_str).map(str::to_string), false),
     };
+    let kv_layout = match nib.kv_cache.as_deref() {
+        None => KvLayout::Copying,
+        Some("shared_buffer") => KvLayout::SharedBuffer,
+        Some(other) => {
+            return Err(model_error(
+                dir,
+                format_args!("nib.json: unknown kv_cache {other:?} (known: \"shared_buffer\", or leave it out)"),
+            ));
+        }
+    };
     let fim_markers = nib.fim.as_ref().and_then(|value| serde_json::from_value(value.clone()).ok());
     let name =
         nib.name.clone().unwrap_or_else(|| dir.file_name().map_or("model".into(), |n| n.to_string_lossy().into()));
@@ -185,5 +200,6 @@ pub fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
         tokenizer,
         stop_token_ids,
         bos_token_id,
+        kv_layout,
     })
 }

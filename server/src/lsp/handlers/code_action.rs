@@ -33,7 +33,7 @@ pub fn handle(server: &mut Server, params: CodeActionParams) -> Result<Value, Re
     if document.out_of_sync {
         return Err(super::did_change::out_of_sync_error(uri));
     }
-    let (Some(language), Some(tree)) = (document.language, document.tree.as_ref()) else {
+    let (Some(language), Some(tree)) = (document.language, document.tree()) else {
         return Ok(json!([]));
     };
     let byte = convert::request_byte(&document.rope, params.range.start, server.encoding)?;

@@ -369,7 +369,7 @@ fn current_document<'a>(
             "the document changed since the action was offered; nothing was applied — run it again",
         ));
     }
-    match (document.language, document.tree.clone()) {
+    match (document.language, document.tree().cloned()) {
         (Some(language), Some(tree)) => Ok((document, language, tree)),
         _ => Err(ResponseError::request_failed("nib has no grammar for this language")),
     }
