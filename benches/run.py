@@ -69,8 +69,12 @@ def machine() -> dict:
             cpu = line.split(":", 1)[1].strip()
             break
     mem_kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+    simd = [f for f in flags if f.startswith(("avx", "fma", "f16c", "bmi2", "amx"))]
+    build_flags = os.path.join(REPO, ".venv-llama", "build-flags.txt")
+    llama_build = open(build_flags).read().strip() if os.path.exists(build_flags) else "unknown"
     import onnxruntime
-    return {"cpu": cpu, "logicalCpus": os.cpu_count(), "memGb": mem_kb / 1024 / 1024,
+    return {"cpu": cpu, "cpuFlags": " ".join(simd), "llamaBuild": llama_build, "logicalCpus": os.cpu_count(), "memGb": mem_kb / 1024 / 1024,
             "kernel": platform.release(), "onnxruntime": onnxruntime.__version__,
             "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                                      text=True).stdout.strip()}
@@ -315,6 +319,9 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
         "",
         f"- Machine: {m['cpu']}, {m['logicalCpus']} logical CPUs, {m['memGb']:.1f} GiB RAM, Linux {m['kernel']}; "
         f"ONNX Runtime {m['onnxruntime']}; {args.threads} inference threads everywhere.",
+        f"- CPU vector extensions (/proc/cpuinfo): `{m.get('cpuFlags', 'unknown')}`.",
+        f"- llama.cpp built by scripts/setup-llama.sh with `{m.get('llamaBuild', 'unknown')}` "
+        "(portable: no -march=native, no AMX).",
         f"- Load average (1/5/15 min) at start {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, at end "
         f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}."
         + (" **Numbers taken under load** (other processes used the CPU): timings are pessimistic and noisy. "

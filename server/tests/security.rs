@@ -190,6 +190,20 @@ fn shown(server: &mut TestServer, contains: &str) -> String {
     message["params"]["message"].as_str().unwrap().to_string()
 }
 
+/// Waits until the stub has received a request for `path`.
+fn wait_for_request(stub: &HttpStub, path: &str) {
+    let deadline = Instant::now() + common::TIMEOUT;
+    while !stub.requests().iter().any(|r| r.path.ends_with(path)) {
+        assert!(Instant::now() < deadline, "nib never requested {path}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn docstring_action(server: &mut TestServer, uri: &str) -> Value {
+    let actions = server.code_actions(uri, 0, 6);
+    actions.into_iter().find(|a| a["kind"] == "refactor.rewrite.nib.docstring").expect("Add docstring is offered")
+}
+
 #[test]
 fn a_redirect_is_reported_with_its_location_and_never_followed() {
     // Where the redirect points: whatever reaches it (the prompt, the key) has leaked.
@@ -330,5 +344,109 @@ fn a_test_file_that_links_out_of_the_workspace_is_never_targeted_even_dangling()
     let error = server.request("codeAction/resolve", tests.expect("Generate unit tests is offered")).unwrap_err();
     assert!(error["message"].as_str().unwrap().contains("is a symbolic link"), "{error}");
     assert!(!stolen.exists(), "nothing was written outside the workspace");
+    server.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle edges.
+
+#[test]
+fn exit_during_a_code_action_ends_the_server_at_once() {
+    let stub = HttpStub::start(|request, stream| match request.path.as_str() {
+        "/v1/models" => http_stub::models(stream, STUB_MODEL),
+        _ => http_stub::keep_alive_forever(stream, Duration::from_secs(150)),
+    });
+    // Nothing but `shutdown` can end this generation: every limit is ten minutes.
+    let (mut server, workspace) =
+        remote_nib("exit", &stub.url(), json!({ "timeoutMs": 600000 }), json!({ "requestTimeoutMs": 600000 }), &[]);
+    server.wait_for_status(|s| s["state"] == "ready");
+    let uri = open_cart(&mut server, &workspace);
+    let action = docstring_action(&mut server, &uri);
+    let id = server.send_request("codeAction/resolve", action);
+    wait_for_request(&stub, "/completions");
+    assert_eq!(server.request("shutdown", Value::Null), Ok(Value::Null));
+    server.notify("exit", Value::Null);
+    let status = server.wait_exit().expect("nib exits while the action's server is still streaming");
+    assert!(status.success(), "{status}");
+    let error = server.response(id).expect_err("the action was cancelled, not completed");
+    assert!([-32800, -32603].contains(&error["code"].as_i64().unwrap()), "{error}");
+}
+
+#[test]
+fn no_edit_is_applied_after_shutdown() {
+    // The server answers after a pause, so the answer arrives after `shutdown`.
+    let stub = HttpStub::start(|request, stream| match request.path.as_str() {
+        "/v1/models" => http_stub::models(stream, STUB_MODEL),
+        _ => {
+            std::thread::sleep(Duration::from_millis(1500));
+            http_stub::complete_stream(stream, "Total of the items at the given rate.");
+        }
+    });
+    let (mut server, workspace) = remote_nib("after-shutdown", &stub.url(), json!({}), json!({}), &[]);
+    server.wait_for_status(|s| s["state"] == "ready");
+    let uri = open_cart(&mut server, &workspace);
+    let data = docstring_action(&mut server, &uri)["data"].clone();
+    // The executeCommand path: the edit would come as a `workspace/applyEdit` request.
+    let id =
+        server.send_request("workspace/executeCommand", json!({ "command": "nib.addDocstring", "arguments": [data] }));
+    wait_for_request(&stub, "/completions");
+    assert_eq!(server.request("shutdown", Value::Null), Ok(Value::Null));
+    let after_shutdown = server.log.len();
+    std::thread::sleep(Duration::from_millis(2500)); // The answer arrives meanwhile.
+    server.notify("exit", Value::Null);
+    assert!(server.wait_exit().is_some_and(|status| status.success()));
+    let _ = server.response(id).expect_err("the command was cancelled");
+    let applied: Vec<&Value> =
+        server.log[after_shutdown..].iter().filter(|m| m["method"] == "workspace/applyEdit").collect();
+    assert!(applied.is_empty(), "an edit was sent after shutdown: {applied:?}");
+}
+
+/// A server whose `GET /models` (nib's first contact, while the status is "loading") takes
+/// `delay`; completions are answered at once.
+fn slow_to_start(delay: Duration) -> HttpStub {
+    HttpStub::start(move |request, stream| match request.path.as_str() {
+        "/v1/models" => {
+            std::thread::sleep(delay);
+            http_stub::models(stream, STUB_MODEL);
+        }
+        _ => http_stub::complete_stream(stream, "Total of the items at the given rate."),
+    })
+}
+
+#[test]
+fn explicit_requests_wait_for_a_loading_model_and_automatic_ones_do_not() {
+    let stub = slow_to_start(Duration::from_millis(1500));
+    let (mut server, workspace) = remote_nib("load-wait", &stub.url(), json!({}), json!({}), &[]);
+    let spot = open_spot(&mut server, &workspace);
+    let uri = open_cart(&mut server, &workspace);
+    let action = docstring_action(&mut server, &uri); // Listing needs no model.
+    let invoked = server.inline(&spot, 1, 4, 1);
+    let automatic = server.inline(&spot, 1, 4, 2);
+    let cancelled = server.inline(&spot, 1, 3, 1);
+    let resolve = server.send_request("codeAction/resolve", action);
+    server.notify("$/cancelRequest", json!({ "id": cancelled }));
+    assert_eq!(server.response(automatic), Ok(json!({ "items": [] })), "automatic requests do not wait");
+    assert_eq!(server.response(cancelled).unwrap_err()["code"], -32800, "a waiting request can be cancelled");
+    assert!(stub.requests().iter().all(|r| r.method == "GET"), "nothing was generated before the model was ready");
+    let completion = server.response(invoked).expect("the invoked completion waited for the model");
+    assert!(completion["items"].is_array(), "{completion}");
+    let resolved = server.response(resolve).expect("the code action waited for the model");
+    assert!(resolved["edit"]["documentChanges"].is_array(), "{resolved}");
+    server.shutdown();
+}
+
+#[test]
+fn the_wait_for_a_loading_model_is_bounded() {
+    let stub = slow_to_start(Duration::from_millis(3000));
+    let (mut server, workspace) =
+        remote_nib("load-bound", &stub.url(), json!({}), json!({ "requestTimeoutMs": 300 }), &[]);
+    let spot = open_spot(&mut server, &workspace);
+    let invoked = server.inline(&spot, 1, 4, 1);
+    let error = server.response(invoked).expect_err("the model took longer than the request timeout");
+    assert!(
+        error["message"].as_str().unwrap().contains("still loading after 300 ms (nib.requestTimeoutMs)"),
+        "{error}"
+    );
+    server.wait_for_status(|s| s["state"] == "ready");
     server.shutdown();
 }

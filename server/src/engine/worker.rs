@@ -182,6 +182,15 @@ impl EngineHandle {
             let _ = thread.join();
         }
     }
+
+    /// `stop`, but waits for the engine thread only until `deadline` (at `exit`).
+    pub fn stop_by(&mut self, deadline: Instant) {
+        self.cancel_all();
+        let _ = self.commands.send(Command::Stop);
+        if let Some(thread) = self.thread.take() {
+            crate::pool::join_by(thread, deadline);
+        }
+    }
 }
 
 /// Queues tasks on the engine thread from anywhere (see [`EngineHandle::task_queue`]).

@@ -5,6 +5,7 @@ pub mod code_actions;
 pub mod convert;
 pub mod handlers;
 pub mod jsonrpc;
+pub mod model_wait;
 pub mod server;
 pub mod transport;
 pub mod workspace_guard;

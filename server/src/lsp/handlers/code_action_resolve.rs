@@ -13,11 +13,11 @@ use crate::actions::project_files::ProjectFiles;
 use crate::actions::{self, ActionError, Target, docstring, unit_tests, verify};
 use crate::document::path_to_file_uri;
 use crate::engine::{CancelToken, EngineError};
-use crate::lsp::code_actions::{self, ActionData};
+use crate::lsp::code_actions::{self, ActionData, CodeAction};
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::{self, ResponseError, code};
 use crate::lsp::server::{PendingReply, Responder, Server};
-use crate::lsp::workspace_guard;
+use crate::lsp::{model_wait, workspace_guard};
 use crate::pool::Outcome;
 use crate::position::PositionEncoding;
 use crate::syntax::scopes;
@@ -38,9 +38,26 @@ pub fn handle(server: &mut Server, responder: Responder, action: Value) {
         }
     };
     match code_actions::by_name(&data.action) {
-        Ok(registered) => registered.resolve(server, responder, &data, Delivery::Resolve(action)),
+        Ok(registered) => resolve_when_ready(server, responder, registered, data, Delivery::Resolve(action)),
         Err(error) => responder.respond(Err(error)),
     }
+}
+
+/// Resolves `data` with `action` once the model is ready: an action asked for while the model
+/// loads waits for it (bounded and cancellable: `model_wait`).
+pub fn resolve_when_ready(
+    server: &mut Server,
+    responder: Responder,
+    action: &'static dyn CodeAction,
+    data: ActionData,
+    delivery: Delivery,
+) {
+    if model_wait::model_is_loading(server) {
+        return model_wait::park(server, responder, move |server, responder| {
+            resolve_when_ready(server, responder, action, data, delivery)
+        });
+    }
+    action.resolve(server, responder, &data, delivery);
 }
 
 /// What one resolution does, with everything it needs captured from the main loop.
@@ -314,6 +331,13 @@ fn deliver(
     delivery: Delivery,
 ) {
     match result {
+        Ok(_) if server.shutting_down() => {
+            progress.end(server, "cancelled");
+            responder.respond(Err(ResponseError::new(
+                code::REQUEST_CANCELLED,
+                "the server is shutting down; nothing was applied",
+            )));
+        }
         Ok(_) if !still_current => {
             progress.end(server, "the document changed");
             responder.respond(Err(ResponseError::new(

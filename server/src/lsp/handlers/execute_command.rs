@@ -4,7 +4,7 @@
 
 use ls_types::ExecuteCommandParams;
 
-use super::code_action_resolve::Delivery;
+use super::code_action_resolve::{Delivery, resolve_when_ready};
 use crate::lsp::code_actions::{self, ActionData};
 use crate::lsp::jsonrpc::{ResponseError, code};
 use crate::lsp::server::{Responder, Server};
@@ -23,7 +23,8 @@ pub fn handle(server: &mut Server, responder: Responder, params: ExecuteCommandP
     match data {
         // The command decides the action, whatever the arguments say.
         Some(Ok(data)) => {
-            action.resolve(server, responder, &ActionData { action: action.name().into(), ..data }, Delivery::ApplyEdit)
+            let data = ActionData { action: action.name().into(), ..data };
+            resolve_when_ready(server, responder, action, data, Delivery::ApplyEdit)
         }
         _ => responder
             .respond(Err(ResponseError::invalid_params(format!("`{}` needs the code action's data", params.command)))),

@@ -14,6 +14,7 @@ use crate::document::Document;
 use crate::engine::{CancelToken, EngineError, GenerationRequest, Job, ModelInfo, ModelState, Priority, Sampling};
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::ResponseError;
+use crate::lsp::model_wait;
 use crate::lsp::server::{Responder, Server};
 
 /// How the result is shaped for the client.
@@ -193,8 +194,12 @@ pub fn complete(
         ModelState::Failed { message } if invoked => {
             return responder.respond(Err(ResponseError::request_failed(format!("no model: {message}"))));
         }
-        ModelState::Loading { .. } if invoked => {
-            return responder.respond(Err(ResponseError::request_failed("the model is still loading")));
+        ModelState::Loading { .. } | ModelState::Unloaded if invoked => {
+            // Asked for explicitly: wait for the model (bounded, cancellable), then complete.
+            let (uri, selected) = (uri.to_string(), selected.clone());
+            return model_wait::park(server, responder, move |server, responder| {
+                complete(server, responder, &uri, position, invoked, selected, shape)
+            });
         }
         _ => return responder.respond(Ok(shape.render("", replace_range))),
     };
