@@ -1,6 +1,6 @@
 //! The engine's fast paths change no token: the shared KV buffer against the copying cache,
-//! prompt-lookup speculation against plain greedy decoding, on the tiny fixture and on the
-//! default model, over a sequence of requests that reuses, extends, truncates and regrows the
+//! prompt-lookup speculation against plain greedy decoding, a pre-warmed cache against a cold
+//! one, on the tiny fixture and on the default model, over a sequence of requests that reuses, extends, truncates and regrows the
 //! cache (so rejected draft tokens would show if they left a trace).
 
 mod common;
@@ -69,9 +69,18 @@ fn check(dir: &Path, source: &str, head_chars: usize, long_chars: usize) -> Vec<
     model.set_speculation(true);
     let speculative = run(&mut model, &prompts);
     assert_same_tokens("speculative vs plain greedy", &copying, &speculative);
-    // Every request after the first reused its common prefix, and speculation ran.
     let drafted: usize = speculative.iter().map(|g| g.stats.draft_tokens).sum();
     assert!(drafted > 0, "prompt lookup never drafted");
+    // A pre-warm (prefill only) of the first prompt's head, then the first prompt: a cache hit
+    // with the cold request's tokens.
+    model.reset_cache();
+    let (first, max_tokens) = &prompts[0];
+    let head: String = first.chars().take(first.chars().count() * 2 / 3).collect();
+    let warm = model.generate(&GenerationRequest::greedy(vec![PromptPiece::Text(head)], 0), &mut |_| Flow::Continue);
+    assert!(warm.unwrap().tokens.is_empty(), "a pre-warm generates nothing");
+    let warmed = model.generate(&request(first, *max_tokens), &mut |_| Flow::Continue).unwrap();
+    assert!(warmed.stats.reused_tokens > 0, "the pre-warmed head was not reused");
+    assert_eq!(warmed.tokens, copying[0].tokens, "pre-warmed vs cold");
     speculative
 }
 

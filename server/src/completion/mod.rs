@@ -133,6 +133,25 @@ pub fn prepare(inputs: &Inputs) -> Option<Prepared> {
     })
 }
 
+/// The start of `prepared`'s prompt that stays the same wherever the cursor is in the file (the
+/// markers before the code and the context header), for pre-warming the KV cache; `None` when
+/// the prompt does not start with it (suffix-first FIM).
+pub fn stable_head(prepared: &Prepared) -> Option<Vec<PromptPiece>> {
+    let header = &prepared.context.header;
+    let mut head = Vec::new();
+    for piece in &prepared.prompt {
+        match piece {
+            PromptPiece::Special(_) => head.push(piece.clone()),
+            PromptPiece::Text(text) if !header.is_empty() && text.starts_with(header.as_str()) => {
+                head.push(PromptPiece::Text(header.clone()));
+                return Some(head);
+            }
+            PromptPiece::Text(_) => return None,
+        }
+    }
+    None
+}
+
 impl Prepared {
     /// Stops generation once post-processing says more tokens cannot change the result.
     pub fn observer(&self) -> impl FnMut(&str) -> Flow + Send + 'static {

@@ -1,4 +1,5 @@
-//! `textDocument/didOpen`: start tracking a buffer (re-opening replaces it).
+//! `textDocument/didOpen`: start tracking a buffer (re-opening replaces it) and pre-warm the KV
+//! cache for its completions.
 
 use ls_types::DidOpenTextDocumentParams;
 
@@ -10,5 +11,6 @@ pub fn handle(server: &mut Server, params: DidOpenTextDocumentParams) {
     let uri = item.uri.as_str().to_string();
     let document = Document::new(uri.clone(), item.language_id, item.version, &item.text);
     tracing::debug!(uri, language = ?document.language, bytes = item.text.len(), "opened");
-    server.documents.insert(uri, document);
+    server.documents.insert(uri.clone(), document);
+    super::inline_completion::prewarm(server, &uri);
 }

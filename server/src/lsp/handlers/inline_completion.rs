@@ -106,6 +106,38 @@ pub fn prepare_for(server: &mut Server, uri: &str, cursor: usize) -> Option<comp
     prepared
 }
 
+/// Pre-warms the KV cache for `uri` at background priority: prefills the stable head of the
+/// prompt its completions will start with (path header, cross-file context, imports), so the
+/// first completion in a freshly opened file reuses it. Only for the local model; any real
+/// request cancels it (`EngineHandle::submit`).
+pub fn prewarm(server: &mut Server, uri: &str) {
+    let Some(document) = server.documents.get(uri) else { return };
+    let config = &server.config.completion;
+    let language_enabled = config.languages.is_empty() || config.languages.contains(&document.language_id);
+    if !config.enabled || !language_enabled {
+        return;
+    }
+    let end = document.rope.len_bytes();
+    let Some(prepared) = prepare_for(server, uri, end) else { return };
+    let Some((route, info)) = server.engine.serving() else { return };
+    if info.markers_are_text {
+        return; // a remote server keeps its own cache
+    }
+    let Some(head) = completion::stable_head(&prepared) else { return };
+    tracing::debug!(uri, "pre-warming the KV cache");
+    server.engine.submit(Job {
+        request: GenerationRequest::greedy(head, 0),
+        observer: None,
+        route,
+        priority: Priority::Background,
+        on_done: Box::new(|result| {
+            if let Err(error) = result {
+                tracing::debug!("pre-warm ended: {error}");
+            }
+        }),
+    });
+}
+
 /// The pipeline's preparation with the server's settings and cached cross-file context; also
 /// the cross-file context to cache when it had to be computed.
 fn prepare_in(
