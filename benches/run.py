@@ -181,10 +181,12 @@ def weight_bytes(model_dir: str) -> tuple[int, int]:
 # ---------------------------------------------------------------- engine
 
 
-def nib_engine(model_dir: str, threads: int, runs: int, scaling: list[int], smoke: bool) -> dict:
-    progress(f"nib engine: cargo bench --bench engine -- --model {os.path.relpath(model_dir, REPO)}")
+def nib_engine(model_dir: str, threads: int, runs: int, scaling: list[int], smoke: bool,
+               extras: list[str] | None = None) -> dict:
+    progress(f"nib engine: cargo bench --bench engine -- --model {os.path.relpath(model_dir, REPO)} "
+             + " ".join(extras or []))
     args = ["cargo", "bench", "--locked", "--bench", "engine", "--", "--model", model_dir, "--threads", str(threads),
-            "--runs", str(runs), "--scaling", ",".join(map(str, scaling))]
+            "--runs", str(runs), "--scaling", ",".join(map(str, scaling))] + (extras or [])
     if smoke:
         args.append("--smoke")
     out = subprocess.run(args, cwd=REPO, check=True, stdout=subprocess.PIPE, text=True).stdout
@@ -216,9 +218,11 @@ def engine_section(threads: int, runs: int, smoke: bool, workdir: str, bandwidth
         nib_rounds, ort_rounds, llama_rounds = [], [], []
         for round_index in range(runs):
             progress(f"{precision}: round {round_index + 1}/{runs}")
-            # Prompt-length scaling once, with the default model, in the first round.
-            nib_rounds.append(nib_engine(model_dir, threads, 1, scaling if precision == "int4" and not round_index
-                                         else [], smoke))
+            # Prompt-length scaling, the KV layouts and speculation once, with the default model, in
+            # the first round.
+            first_int4 = precision == "int4" and not round_index
+            nib_rounds.append(nib_engine(model_dir, threads, 1, scaling if first_int4 else [], smoke,
+                                         ["--layouts", "--speculation"] if first_int4 else []))
             if not round_index:
                 json.dump({"promptIds": nib_rounds[0]["promptIds"], "generatedIds": nib_rounds[0]["generatedIds"]},
                           open(ids_path, "w"))
@@ -474,6 +478,43 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
     for r in engine_int4["scaling"]:
         lines.append(f"| {r['promptTokens']} | {r['coldMs']:.0f} | {r['coldPrefillMs']:.0f} | {fmt(r['hitMs'])} | "
                      f"{r['hitPrefilledTokens']} |")
+    if engine_int4.get("kvLayouts"):
+        lines += ["", "Decode step time by depth (int4, ms per token over the cold request's 16 tokens, "
+                  f"median of {len(engine_int4['kvLayouts'][0]['sharedMs']['runs'])} run(s) each, `--layouts`): "
+                  "the shared KV buffer nib uses against the "
+                  "copying cache (each run returns past + new rows as new tensors that become the next past; "
+                  "with nib's graph it also cuts off the second position every run has, one more copy).", "",
+                  "| prompt tokens | shared buffer ms | copying ms |", "|---|---|---|"]
+        for r in engine_int4["kvLayouts"]:
+            lines.append(f"| {r['promptTokens']} | {fmt(r['sharedMs'], 1)} | {fmt(r['copyingMs'], 1)} |")
+        steps = [r["sharedMs"]["median"] for r in engine_int4["kvLayouts"]]
+        if len(steps) > 1:
+            lines += ["", target_line(f"decode step at {engine_int4['kvLayouts'][-1]['promptTokens']} tokens / "
+                                      f"at {engine_int4['kvLayouts'][0]['promptTokens']}", steps[-1] / steps[0], 2.0,
+                                      False, "×")]
+    if engine_int4.get("speculation"):
+        lines += ["", "## Prompt-lookup speculation", "",
+                  "`cargo bench --bench engine -- --speculation` (int4, greedy, cold cache per run): the same "
+                  "work with drafts from prompt lookup verified in one forward pass, and without (one token per "
+                  "run). The output is identical (asserted by the bench; `server/tests/engine_equivalence.rs` "
+                  "proves it token for token). Workloads: a 64-token continuation of this repository's Python, "
+                  "the docstring action and the unit-test action on two functions of `models/nib_convert/`. "
+                  "Effective tokens/s = generated tokens / decode time; accepted = drafted tokens the model "
+                  "confirmed, per verifying run.", "",
+                  "| workload | plain tok/s | lookup tok/s | speed-up | drafted | accepted | accepted per run |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in engine_int4["speculation"]:
+            last = r["lookup"]["runs"][-1]
+            lines.append(f"| {r['workload']} | {r['plain']['effectiveTokPerS']:.1f} | "
+                         f"{r['lookup']['effectiveTokPerS']:.1f} | {r['speedup']:.2f}× | {last['draftTokens']} | "
+                         f"{last['acceptedDraftTokens']} | {r['lookup']['acceptedPerDraftRun']:.2f} |")
+        actions = [r["speedup"] for r in engine_int4["speculation"] if r["workload"] in ("docstring", "tests")]
+        lines.append("")
+        if actions:
+            lines.append(target_line("prompt lookup speed-up on the docstring/tests workloads (lowest)",
+                                     min(actions), 1.8, True, "×"))
+        lines.append(target_line("prompt lookup speed-up on any workload (lowest)",
+                                 min(r["speedup"] for r in engine_int4["speculation"]), 1.0, True, "×"))
     lines += ["", "Open buffers (LSP server, `benches/replay.py`): other real source files of this repository "
               "opened next to the typed file; then a completion on an empty line (the cross-file context changed, "
               "so its prompt head is new) and three keystrokes (`q`, `z`, `j`: text the model does not suggest, so they run the model rather than the typing-through cache).", "",

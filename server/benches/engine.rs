@@ -316,7 +316,9 @@ fn speculation(model: &mut Model, source: &str, args: &Args) -> Value {
         }
     };
     let mut rows = Vec::new();
-    for name in ["completion", "docstring", "tests"] {
+    // The smoke run only checks that the section runs: one cheap workload.
+    let workloads: &[&str] = if args.smoke { &["completion"] } else { &["completion", "docstring", "tests"] };
+    for &name in workloads {
         let mut row = json!({ "workload": name });
         let mut outputs = Vec::new();
         for (key, on) in [("plain", false), ("lookup", true)] {

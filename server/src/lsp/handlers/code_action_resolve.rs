@@ -5,7 +5,11 @@
 //! result fails its checks, or when a file lies outside the workspace; an existing test file is
 //! only ever appended to.
 
-use ls_types::MessageType;
+use ls_types::notification::ShowMessage;
+use ls_types::{
+    MessageType, ShowMessageParams, WorkDoneProgress, WorkDoneProgressBegin, WorkDoneProgressEnd,
+    WorkDoneProgressReport,
+};
 use ropey::Rope;
 use serde_json::{Value, json};
 
@@ -16,7 +20,7 @@ use crate::engine::{CancelToken, EngineError};
 use crate::lsp::code_actions::{self, ActionData, CodeAction};
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::{self, ResponseError, code};
-use crate::lsp::server::{PendingReply, Responder, Server};
+use crate::lsp::server::{Responder, Server};
 use crate::lsp::{model_wait, workspace_guard};
 use crate::pool::Outcome;
 use crate::position::PositionEncoding;
@@ -172,11 +176,9 @@ pub fn write_tests(server: &mut Server, responder: Responder, data: &ActionData,
                     == Some(target.version);
                 let edit = result.map(|written| {
                     if still_current {
-                        let kind = if written.verified { MessageType::INFO } else { MessageType::WARNING };
-                        server.notify(
-                            "window/showMessage",
-                            json!({ "type": kind, "message": format!("nib: {}", written.message) }),
-                        );
+                        let typ = if written.verified { MessageType::INFO } else { MessageType::WARNING };
+                        let shown = ShowMessageParams { typ, message: format!("nib: {}", written.message) };
+                        server.notify_typed::<ShowMessage>(shown);
                     }
                     let output = Output::Tests(written.edit, target, written.existing);
                     edit_json(output, &open_versions, server.encoding)
@@ -366,10 +368,8 @@ fn deliver(
         Err(error) => {
             progress.end(server, "failed");
             let message = error.to_string();
-            server.notify(
-                "window/showMessage",
-                json!({ "type": MessageType::ERROR, "message": format!("nib: {message}") }),
-            );
+            let shown = ShowMessageParams { typ: MessageType::ERROR, message: format!("nib: {message}") };
+            server.notify_typed::<ShowMessage>(shown);
             responder.respond(Err(ResponseError::request_failed(message)));
         }
     }
@@ -457,11 +457,9 @@ impl Progress {
             return Progress { token: None };
         }
         let token = format!("nib/action/{}", server.next_progress_id());
-        server.request_client("window/workDoneProgress/create", json!({ "token": token }), PendingReply::Ignore);
-        server.notify(
-            "$/progress",
-            json!({ "token": token, "value": { "kind": "begin", "title": title, "cancellable": true } }),
-        );
+        server.create_progress(&token);
+        let begin = WorkDoneProgressBegin { title, cancellable: Some(true), message: None, percentage: None };
+        server.progress(&token, WorkDoneProgress::Begin(begin));
         server.progress_tokens.retain(|(_, cancel)| !cancel.is_finished());
         server.progress_tokens.push((token.clone(), cancel.clone()));
         Progress { token: Some(token) }
@@ -469,23 +467,27 @@ impl Progress {
 
     fn report(&self, server: &Server, message: &str, percentage: usize) {
         if let Some(token) = &self.token {
-            server.notify(
-                "$/progress",
-                json!({ "token": token, "value": { "kind": "report", "message": message, "percentage": percentage } }),
-            );
+            let report = WorkDoneProgressReport {
+                cancellable: None,
+                message: Some(message.to_string()),
+                percentage: Some(percentage as u32),
+            };
+            server.progress(token, WorkDoneProgress::Report(report));
         }
     }
 
     /// A step without a percentage ("running 6 candidate tests").
     fn note(&self, server: &Server, message: &str) {
         if let Some(token) = &self.token {
-            server.notify("$/progress", json!({ "token": token, "value": { "kind": "report", "message": message } }));
+            let report =
+                WorkDoneProgressReport { cancellable: None, message: Some(message.to_string()), percentage: None };
+            server.progress(token, WorkDoneProgress::Report(report));
         }
     }
 
     fn end(&self, server: &Server, message: &str) {
         if let Some(token) = &self.token {
-            server.notify("$/progress", json!({ "token": token, "value": { "kind": "end", "message": message } }));
+            server.progress(token, WorkDoneProgress::End(WorkDoneProgressEnd { message: Some(message.to_string()) }));
         }
     }
 }

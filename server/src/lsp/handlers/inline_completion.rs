@@ -6,8 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use ls_types::{InlineCompletionParams, InlineCompletionTriggerKind, Position, Range};
-use serde_json::{Value, json};
+use ls_types::{
+    CompletionItem, CompletionItemKind, CompletionList, CompletionTextEdit, InlineCompletionItem, InlineCompletionList,
+    InlineCompletionParams, InlineCompletionTriggerKind, Position, Range, TextEdit,
+};
+use serde_json::Value;
 
 use crate::completion::{self, cache, context};
 use crate::document::Document;
@@ -26,26 +29,32 @@ pub enum Shape {
 
 impl Shape {
     fn render(self, text: &str, range: Range) -> Value {
-        match (self, text.is_empty()) {
-            (Shape::Inline, true) => json!({ "items": [] }),
-            (Shape::Inline, false) => json!({ "items": [{ "insertText": text, "range": range }] }),
-            (Shape::CompletionList, true) => json!({ "isIncomplete": true, "items": [] }),
-            (Shape::CompletionList, false) => {
-                let first_line = text.trim().lines().next().unwrap_or_default();
-                let label: String = first_line.chars().take(60).collect();
-                json!({
-                    "isIncomplete": true,
-                    "items": [{
-                        "label": label,
-                        "kind": 1,
-                        "detail": "nib",
-                        "sortText": "0",
-                        "filterText": "",
-                        "textEdit": { "range": range, "newText": text },
-                    }],
-                })
+        let reply = match self {
+            Shape::Inline => {
+                let items = (!text.is_empty()).then(|| InlineCompletionItem {
+                    insert_text: text.to_string(),
+                    filter_text: None,
+                    range: Some(range),
+                    command: None,
+                    insert_text_format: None,
+                });
+                serde_json::to_value(InlineCompletionList { items: items.into_iter().collect() })
             }
-        }
+            Shape::CompletionList => {
+                let first_line = text.trim().lines().next().unwrap_or_default();
+                let items = (!text.is_empty()).then(|| CompletionItem {
+                    label: first_line.chars().take(60).collect(),
+                    kind: Some(CompletionItemKind::TEXT),
+                    detail: Some("nib".into()),
+                    sort_text: Some("0".into()),
+                    filter_text: Some(String::new()),
+                    text_edit: Some(CompletionTextEdit::Edit(TextEdit { range, new_text: text.to_string() })),
+                    ..CompletionItem::default()
+                });
+                serde_json::to_value(CompletionList { is_incomplete: true, items: items.into_iter().collect() })
+            }
+        };
+        reply.expect("LSP types serialize")
     }
 }
 
