@@ -41,6 +41,9 @@ impl MainLoop {
     }
 }
 
+/// Frames read ahead of the main loop.
+const FRAME_QUEUE: usize = 16;
+
 /// The longest `exit` waits for the engine, the pool and the last replies to be written.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 
@@ -103,6 +106,8 @@ pub struct ClientSupport {
     pub code_action_resolve: bool,
     pub apply_edit: bool,
     pub inline_completion: bool,
+    /// `workspace.workspaceEdit`: versioned changes, file creation.
+    pub edit: super::workspace_edit::EditSupport,
 }
 
 pub struct Server {
@@ -134,7 +139,9 @@ pub struct Server {
 /// process exit code: 0 after a proper `shutdown`/`exit` or when the client closes the stream,
 /// 1 on `exit` without `shutdown` (as the spec asks).
 pub fn run(input: impl BufRead + Send + 'static, output: impl Write + Send + 'static) -> i32 {
-    let (incoming_sender, incoming) = crossbeam_channel::unbounded::<Frame>();
+    // Bounded: while the main loop is busy the reader waits, and the client's writes with it,
+    // instead of frames (up to 64 MiB each) piling up in memory.
+    let (incoming_sender, incoming) = crossbeam_channel::bounded::<Frame>(FRAME_QUEUE);
     let (output_sender, output_receiver) = crossbeam_channel::unbounded::<Value>();
     std::thread::Builder::new()
         .name("nib-reader".into())

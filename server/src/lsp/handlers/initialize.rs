@@ -14,6 +14,7 @@ use crate::config;
 use crate::document::file_uri_to_path;
 use crate::lsp::code_actions::{self, ACTIONS};
 use crate::lsp::server::{ClientSupport, Server};
+use crate::lsp::workspace_edit::EditSupport;
 use crate::position::PositionEncoding;
 
 pub fn handle(server: &mut Server, params: InitializeParams) -> InitializeResult {
@@ -35,6 +36,7 @@ pub fn handle(server: &mut Server, params: InitializeParams) -> InitializeResult
             .is_some_and(|r| r.properties.iter().any(|p| p == "edit")),
         apply_edit: capabilities.workspace.as_ref().and_then(|w| w.apply_edit).unwrap_or(false),
         inline_completion: text_document.is_some_and(|t| t.inline_completion.is_some()),
+        edit: edit_support(capabilities.workspace.as_ref().and_then(|w| w.workspace_edit.as_ref())),
     };
     server.workspace_folders = workspace_folders(&params);
 
@@ -92,4 +94,16 @@ fn workspace_folders(params: &InitializeParams) -> Vec<PathBuf> {
         return from_folders;
     }
     params.root_uri.iter().filter_map(|uri| file_uri_to_path(uri.as_str())).collect()
+}
+
+/// What the client's `workspace.workspaceEdit` says it can apply.
+fn edit_support(capabilities: Option<&ls_types::WorkspaceEditClientCapabilities>) -> EditSupport {
+    let Some(capabilities) = capabilities else { return EditSupport::default() };
+    EditSupport {
+        document_changes: capabilities.document_changes.unwrap_or(false),
+        create_files: capabilities
+            .resource_operations
+            .as_ref()
+            .is_some_and(|kinds| kinds.contains(&ls_types::ResourceOperationKind::Create)),
+    }
 }

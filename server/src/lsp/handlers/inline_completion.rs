@@ -206,10 +206,8 @@ pub fn complete(
         Some((range, text)) => {
             let start = convert::to_byte(&open_document.rope, range.start, server.encoding);
             let end = convert::to_byte(&open_document.rope, range.end, server.encoding).max(start);
-            let mut edited = open_document.text();
-            edited.replace_range(start..end, text);
-            with_selection =
-                Document::new(uri.to_string(), open_document.language_id.clone(), open_document.version, &edited);
+            // A copy sharing the rope and tree, re-parsed incrementally: no whole-text copy.
+            with_selection = open_document.with_replaced(start..end, text);
             (&with_selection, start + text.len(), *range, text.clone())
         }
         None => {
