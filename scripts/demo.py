@@ -12,6 +12,8 @@ import sys
 import threading
 import time
 import queue
+import shutil
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NIB = os.path.join(ROOT, "target", "release", "nib")
@@ -120,6 +122,21 @@ def inline_completion(client, path, line, character):
     elapsed = (time.perf_counter() - started) * 1000
     items = result.get("items", []) if result else []
     return (items[0]["insertText"] if items else ""), elapsed
+
+
+def run_written_tests(test_path, text):
+    """Applies the tests to a scratch copy of the project and runs them, as the user would."""
+    with tempfile.TemporaryDirectory(prefix="nib-demo-") as scratch:
+        for name in os.listdir(SHOP):
+            if name.endswith(".py"):
+                shutil.copy(os.path.join(SHOP, name), scratch)
+        module = os.path.splitext(os.path.basename(test_path))[0]
+        with open(os.path.join(scratch, os.path.basename(test_path)), "w") as file:
+            file.write(text)
+        run = subprocess.run([sys.executable, "-m", "unittest", "-v", module], cwd=scratch,
+                             capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+        summary = [line for line in run.stderr.splitlines() if line.startswith(("Ran ", "OK", "FAILED"))]
+        print(f"   running them (python -m unittest {module}): {' — '.join(summary)}\n")
 
 
 def main():
@@ -233,9 +250,14 @@ def main():
             created = any(c.get("kind") == "create" for c in changes)
             name = os.path.relpath(target[len("file://"):], ROOT)
             print(f"{BOLD}7. {action['title']}{RESET} ({elapsed:.1f} s): {'creates' if created else 'appends to'} {name}")
+            steps = [n["params"]["value"].get("message") for n in client.notifications
+                     if n.get("method") == "$/progress" and n["params"]["value"].get("kind") == "report"]
+            if steps:
+                print("   progress: " + "; ".join(dict.fromkeys(s for s in steps if s)))
             for text in new_text.rstrip("\n").split("\n"):
                 print(f"      | {DIM}{text}{RESET}")
-            print("   (the demo prints the edit; an editor applies it)\n")
+            print("   (the demo prints the edit; an editor applies it)")
+            run_written_tests(target[len("file://"):], new_text)
 
     client.request("shutdown", None)
     client.notify("exit", None)

@@ -288,7 +288,7 @@ fn speculation(model: &mut Model, source: &str, args: &Args) -> Value {
     ];
     let continuation = vec![PromptPiece::Text(prompt_of(model, source, 512))];
     let folders = vec![repo.canonicalize().expect("repository path")];
-    let read = |path: &std::path::Path| std::fs::read_to_string(path).ok();
+    let files = nib::actions::project_files::ProjectFiles::new(folders.clone(), Vec::new());
     let workload = |model: &mut Model, name: &str| -> String {
         match name {
             "completion" => run(model, &continuation, 64).1.text,
@@ -305,7 +305,7 @@ fn speculation(model: &mut Model, source: &str, args: &Args) -> Value {
             _ => targets
                 .iter()
                 .map(|target| {
-                    let plan = unit_tests::plan(target, &folders, &read).expect("a test plan");
+                    let plan = unit_tests::plan(target, &folders, &files).expect("a test plan");
                     match unit_tests::generate(model, target, &plan, CancelToken::default()) {
                         Ok(edit) => format!("{edit:?}"),
                         Err(error) => format!("error: {error}"),

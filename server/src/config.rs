@@ -99,8 +99,11 @@ pub struct Config {
     pub docstring_style: DocstringStyle,
     /// How long a generation may run before it is stopped and answered with an error.
     pub request_timeout_ms: u64,
-    /// The workspace's Python interpreter: generated test modules must import under it.
+    /// The workspace's Python interpreter: generated tests run under it.
     pub python_interpreter: Option<PathBuf>,
+    /// `nib.tests.verify`: run generated tests and keep those that pass (`true`, "auto"), or
+    /// write them unverified (`false`, "off").
+    pub verify_tests: bool,
     pub backend: BackendKind,
     pub remote: RemoteConfig,
 }
@@ -115,6 +118,7 @@ impl Default for Config {
             docstring_style: DocstringStyle::Google,
             request_timeout_ms: 30_000,
             python_interpreter: None,
+            verify_tests: true,
             backend: BackendKind::Local,
             remote: RemoteConfig::default(),
         }
@@ -153,6 +157,16 @@ fn read_section(config: &mut Config, map: &Map<String, Value>, warnings: &mut Ve
                 "interpreter" => path(inner_value).map(|p| config.python_interpreter = p),
                 _ => Err("unknown setting".to_string()),
             }),
+            "tests" => {
+                nested(value, "nib.tests", warnings, |inner_key, inner_value| match (inner_key, inner_value.as_str()) {
+                    ("verify", Some(mode @ ("auto" | "off"))) => {
+                        config.verify_tests = mode == "auto";
+                        Ok(())
+                    }
+                    ("verify", _) => Err(format!("expected \"auto\" or \"off\", got {inner_value}")),
+                    _ => Err("unknown setting".to_string()),
+                })
+            }
             "completion" => nested(value, "nib.completion", warnings, |inner_key, inner_value| {
                 read_completion_key(&mut config.completion, inner_key, inner_value)
             }),
@@ -394,6 +408,15 @@ mod tests {
         assert_eq!((config.completion.max_tokens, config.threads), (32, Some(1)));
         let (config, _) = parse(&Config::default(), &json!({"docstring": {"style": "numpy"}}));
         assert_eq!(config.docstring_style, DocstringStyle::Numpy);
+    }
+
+    #[test]
+    fn tests_verify_is_auto_or_off() {
+        assert!(Config::default().verify_tests);
+        let (config, warnings) = parse(&Config::default(), &json!({"tests": {"verify": "off"}}));
+        assert!(warnings.is_empty() && !config.verify_tests, "{warnings:?}");
+        let (config, warnings) = parse(&config, &json!({"tests": {"verify": "sometimes"}}));
+        assert!(!config.verify_tests && warnings[0].contains("nib.tests.verify"), "{warnings:?}");
     }
 
     #[test]

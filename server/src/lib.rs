@@ -11,4 +11,5 @@ pub mod lsp;
 pub mod paths;
 pub mod pool;
 pub mod position;
+pub mod sandbox;
 pub mod syntax;

@@ -6,7 +6,8 @@
 //! - where `unshare -rn` works: the same session runs in a network namespace without any
 //!   interface but a downed loopback.
 //!
-//! (`nib.python.interpreter`, off by default, is the one setting that runs a program: docs/reliability.md.)
+//! (**Generate unit tests** runs candidate tests in a sandbox, docs/reliability.md; the fixture
+//! model writes no complete test, so no program runs in these sessions.)
 //!
 //! Then the trust boundaries of docs/security.md, one test per threat: a hostile or broken
 //! completions server (`common/http_stub.rs` plays it: redirects, endless keep-alives and

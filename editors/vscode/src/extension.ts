@@ -28,6 +28,7 @@ import {
   resolveServerPath,
   statusView,
   toServerSettings,
+  withWorkspaceTrust,
 } from './logic';
 
 let client: LanguageClient | undefined;
@@ -43,7 +44,7 @@ function workspaceFolder(): string | undefined {
 
 function serverSettings() {
   const config = vscode.workspace.getConfiguration('nib');
-  return toServerSettings((key) => config.get(key), workspaceFolder());
+  return withWorkspaceTrust(toServerSettings((key) => config.get(key), workspaceFolder()), vscode.workspace.isTrusted);
 }
 
 function completionsEnabled(): boolean {
@@ -251,6 +252,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       await stopClient();
       await startClient();
     }),
+    // Trust granted while running: tests may now be verified.
+    vscode.workspace.onDidGrantWorkspaceTrust(() => pushSettings()),
     vscode.workspace.onDidChangeConfiguration(async (event) => {
       if (event.affectsConfiguration('nib.serverPath') || event.affectsConfiguration('nib.logLevel')) {
         await stopClient();

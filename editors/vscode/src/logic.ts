@@ -23,6 +23,7 @@ export interface ServerSettings {
   requestTimeoutMs: number;
   completion: { enabled: boolean; maxTokens: number; contextTokens: number; languages: string[] };
   python: { interpreter: string };
+  tests: { verify: string };
   docstring: { style: string };
   backend: string;
   remote: {
@@ -92,6 +93,7 @@ export function toServerSettings(read: SettingsReader, workspaceFolder?: string,
       languages: get<string[]>('completion.languages', []),
     },
     python: { interpreter: pathSetting('python.interpreter') },
+    tests: { verify: get('tests.verify', 'auto') },
     docstring: { style: get('docstring.style', 'google') },
     backend: get('backend', 'local'),
     remote: {
@@ -108,6 +110,14 @@ export function toServerSettings(read: SettingsReader, workspaceFolder?: string,
       fallbackToLocal: get('remote.fallbackToLocal', false),
     },
   };
+}
+
+/**
+ * Running generated tests runs the workspace's code: only in a trusted workspace. In an
+ * untrusted one the server writes tests unverified, whatever the settings say.
+ */
+export function withWorkspaceTrust(settings: ServerSettings, trusted: boolean): ServerSettings {
+  return trusted ? settings : { ...settings, tests: { verify: 'off' } };
 }
 
 /** What resolving the server path found: the command to run and how it was chosen. */

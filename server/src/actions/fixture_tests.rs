@@ -56,7 +56,8 @@ fn docstrings_through_the_completion_prompt_path() {
 fn unit_tests_through_the_completion_prompt_path() {
     let mut model = fixture_model();
     let python = target("/w/calc.py", "python", "def double(x):\n    return x * 2$0\n");
-    let plan = unit_tests::plan(&python, &[PathBuf::from("/w")], &|_| None).unwrap();
+    let files = super::project_files::ProjectFiles::new(vec![PathBuf::from("/w")], Vec::new());
+    let plan = unit_tests::plan(&python, &[PathBuf::from("/w")], &files).unwrap();
     let outcome = match unit_tests::generate(&mut model, &python, &plan, CancelToken::default()) {
         Ok(edit) => format!("{}:\n{}", edit.file.display(), edit.insertion.text),
         Err(error) => format!("error: {error}"),

@@ -7,8 +7,10 @@
 pub mod docstring;
 #[cfg(test)]
 mod fixture_tests;
+pub mod project_files;
 pub mod scaffold;
 pub mod unit_tests;
+pub mod verify;
 
 use std::path::PathBuf;
 

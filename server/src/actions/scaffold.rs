@@ -162,8 +162,12 @@ pub fn collaborators(target: &Target, module: &str) -> Vec<Collaborator> {
     found
 }
 
+/// A project file's text (see `ProjectFiles::read`: regular files inside the workspace only,
+/// capped in size).
+pub type Read<'a> = dyn Fn(&Path) -> Option<String> + 'a;
+
 /// pytest-asyncio when the workspace uses it, else unittest's `IsolatedAsyncioTestCase`.
-pub fn python_async_style(root: &Path) -> AsyncStyle {
+pub fn python_async_style(root: &Path, read: &Read) -> AsyncStyle {
     let files = [
         "pyproject.toml",
         "setup.cfg",
@@ -176,7 +180,7 @@ pub fn python_async_style(root: &Path) -> AsyncStyle {
         "tests/conftest.py",
     ];
     let uses = files.iter().any(|file| {
-        std::fs::read_to_string(root.join(file)).is_ok_and(|text| {
+        read(&root.join(file)).is_some_and(|text| {
             text.contains("pytest-asyncio") || text.contains("pytest_asyncio") || text.contains("asyncio_mode")
         })
     });
@@ -184,10 +188,10 @@ pub fn python_async_style(root: &Path) -> AsyncStyle {
 }
 
 /// Whether the Rust crate holding `source` depends on tokio (its nearest Cargo.toml says so).
-pub fn rust_uses_tokio(source: &Path, root: &Path) -> bool {
+pub fn rust_uses_tokio(source: &Path, root: &Path, read: &Read) -> bool {
     let mut directory: Option<PathBuf> = source.parent().map(Path::to_path_buf);
     while let Some(current) = directory {
-        if let Ok(manifest) = std::fs::read_to_string(current.join("Cargo.toml")) {
+        if let Some(manifest) = read(&current.join("Cargo.toml")) {
             return manifest.lines().any(|line| line.trim_start().starts_with("tokio"));
         }
         if current == root {
@@ -382,12 +386,21 @@ mod tests {
     fn async_styles_from_the_workspace() {
         let root = std::env::temp_dir().join(format!("nib-async-style-{}", std::process::id()));
         std::fs::create_dir_all(root.join("src")).unwrap();
-        assert_eq!(python_async_style(&root), AsyncStyle::Unittest);
+        let files = crate::actions::project_files::ProjectFiles::new(vec![root.clone()], Vec::new());
+        let read = |path: &Path| files.read(path);
+        assert_eq!(python_async_style(&root, &read), AsyncStyle::Unittest);
         std::fs::write(root.join("pyproject.toml"), "[tool.pytest.ini_options]\nasyncio_mode = \"auto\"\n").unwrap();
-        assert_eq!(python_async_style(&root), AsyncStyle::PytestAsyncio);
-        assert!(!rust_uses_tokio(&root.join("src/lib.rs"), &root));
+        assert_eq!(python_async_style(&root, &read), AsyncStyle::PytestAsyncio);
+        assert!(!rust_uses_tokio(&root.join("src/lib.rs"), &root, &read));
         std::fs::write(root.join("Cargo.toml"), "[dependencies]\ntokio = { version = \"1\" }\n").unwrap();
-        assert!(rust_uses_tokio(&root.join("src/lib.rs"), &root));
+        assert!(rust_uses_tokio(&root.join("src/lib.rs"), &root, &read));
+        // A manifest that is a device (or huge) is not read: no hang, no tokio.
+        std::fs::remove_file(root.join("Cargo.toml")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", root.join("Cargo.toml")).unwrap();
+        std::fs::remove_file(root.join("pyproject.toml")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", root.join("pyproject.toml")).unwrap();
+        assert!(!rust_uses_tokio(&root.join("src/lib.rs"), &root, &read));
+        assert_eq!(python_async_style(&root, &read), AsyncStyle::Unittest);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -29,7 +29,7 @@ pub use remote::RemoteSettings;
 pub use scheduler::Priority;
 pub use session::KvLayout;
 pub(crate) use worker::panic_text;
-pub use worker::{EngineHandle, Job, Route};
+pub use worker::{EngineHandle, Job, Route, Task, TaskQueue};
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EngineError {

@@ -165,6 +165,12 @@ impl EngineHandle {
         }
     }
 
+    /// A handle that queues tasks from another thread (the test runs' thread queues the
+    /// model's repair rounds between runs).
+    pub fn task_queue(&self) -> TaskQueue {
+        TaskQueue(self.commands.clone())
+    }
+
     /// Cancels the pre-warms queued or running: real work comes first.
     fn cancel_background(&self) {
         for token in self.background.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
@@ -208,6 +214,21 @@ impl EngineHandle {
         let _ = self.commands.send(Command::Stop);
         if let Some(thread) = self.thread.take() {
             crate::pool::join_by(thread, deadline);
+        }
+    }
+}
+
+/// Queues tasks on the engine thread from anywhere (see [`EngineHandle::task_queue`]).
+#[derive(Clone)]
+pub struct TaskQueue(Sender<Command>);
+
+impl TaskQueue {
+    /// Like [`EngineHandle::run`].
+    pub fn run(&self, task: Task) {
+        if let Err(error) = self.0.send(Command::Run(task))
+            && let Command::Run(task) = error.into_inner()
+        {
+            task(Err(EngineError::NotReady("the engine thread has stopped".into())));
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Place<'a> {
     pub language: Language,
     pub scope: Option<&'a Scope>,
     pub undocumented: usize,
+    /// Tests would be written without running them (`nib.tests.verify` off, no toolchain).
+    pub tests_unverified: bool,
 }
 
 pub trait CodeAction: Sync {
@@ -128,7 +130,8 @@ impl CodeAction for Tests {
     }
 
     fn title(&self, place: &Place) -> Option<String> {
-        Some(format!("Generate unit tests for `{}` (nib)", place.scope?.name))
+        let unverified = if place.tests_unverified { " (unverified)" } else { "" };
+        Some(format!("Generate unit tests for `{}`{unverified} (nib)", place.scope?.name))
     }
 
     fn resolve(&self, server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {

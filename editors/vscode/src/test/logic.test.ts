@@ -37,6 +37,7 @@ test('contributed defaults map to exactly the server defaults of docs/configurat
     requestTimeoutMs: 30000,
     completion: { enabled: true, maxTokens: 64, contextTokens: 1024, languages: [] },
     python: { interpreter: '' },
+    tests: { verify: 'auto' },
     docstring: { style: 'google' },
     backend: 'local',
     remote: {
@@ -253,4 +254,11 @@ test('code action errors say what happened', () => {
     'nib: Generate unit tests failed: no complete test',
   );
   assert.equal(actionErrorMessage('Add docstring', 'boom'), 'nib: Add docstring failed: boom');
+});
+
+test('generated tests are run only in a trusted workspace', () => {
+  const settings = toServerSettings(defaults(), '/ws', '/home/u');
+  assert.equal(withWorkspaceTrust(settings, true).tests.verify, 'auto');
+  assert.equal(withWorkspaceTrust(settings, false).tests.verify, 'off');
+  assert.equal(settings.tests.verify, 'auto', 'the settings object itself is not changed');
 });

@@ -5,11 +5,25 @@
 use ls_types::{CodeAction, CodeActionKind, CodeActionOrCommand, CodeActionParams, Command};
 use serde_json::{Value, json};
 
+use crate::actions::verify;
 use crate::lsp::code_actions::{self, ACTIONS, ActionData, Place};
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::ResponseError;
 use crate::lsp::server::Server;
 use crate::syntax::scopes;
+
+/// Whether tests for this document would be written without running them (verification off,
+/// or no toolchain found; a few `stat` calls, no reads).
+fn tests_unverified(server: &Server, document: &crate::document::Document, language: crate::syntax::Language) -> bool {
+    let root = document
+        .path
+        .as_deref()
+        .and_then(|path| server.workspace_folders.iter().find(|folder| path.starts_with(folder)))
+        .cloned()
+        .unwrap_or_default();
+    verify::unverified_reason(language, server.config.verify_tests, server.config.python_interpreter.as_deref(), &root)
+        .is_some()
+}
 
 pub fn handle(server: &mut Server, params: CodeActionParams) -> Result<Value, ResponseError> {
     let uri = params.text_document.uri.as_str();
@@ -30,7 +44,8 @@ pub fn handle(server: &mut Server, params: CodeActionParams) -> Result<Value, Re
     };
     let scope = scopes::scope_at(language, tree, &document.rope, byte);
     let undocumented = scopes::all_scopes(language, tree, &document.rope).iter().filter(|s| s.doc.is_none()).count();
-    let place = Place { language, scope: scope.as_ref(), undocumented };
+    let tests_unverified = tests_unverified(server, document, language);
+    let place = Place { language, scope: scope.as_ref(), undocumented, tests_unverified };
     let mut listed = Vec::new();
     for action in ACTIONS {
         let kind = code_actions::kind(*action);

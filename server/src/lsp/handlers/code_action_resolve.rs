@@ -1,10 +1,9 @@
-//! `codeAction/resolve` (and the `workspace/executeCommand` fallback): runs a docstring or
-//! unit-test generation on the engine thread with cancellable `$/progress`, and answers with a
+//! `codeAction/resolve` (and the `workspace/executeCommand` fallback): runs a docstring
+//! generation on the engine thread, or a unit-test generation on the worker pool (which also
+//! runs the tests: `actions::verify`), with cancellable `$/progress`, and answers with a
 //! versioned workspace edit. Nothing is written when the document changed meanwhile, when the
 //! result fails its checks, or when a file lies outside the workspace; an existing test file is
 //! only ever appended to.
-
-use std::path::Path;
 
 use ls_types::notification::ShowMessage;
 use ls_types::{
@@ -14,7 +13,8 @@ use ls_types::{
 use ropey::Rope;
 use serde_json::{Value, json};
 
-use crate::actions::{self, ActionError, Target, docstring, unit_tests};
+use crate::actions::project_files::ProjectFiles;
+use crate::actions::{self, ActionError, Target, docstring, unit_tests, verify};
 use crate::engine::{CancelToken, EngineError};
 use crate::lsp::code_actions::{self, ActionData, CodeAction};
 use crate::lsp::convert;
@@ -65,8 +65,7 @@ pub fn resolve_when_ready(
 
 /// What one resolution does, with everything it needs captured from the main loop.
 enum Work {
-    Docstring(Target),
-    Tests(Target, unit_tests::Plan),
+    Docstring(Box<Target>),
     AllDocstrings(Vec<Target>),
 }
 
@@ -74,7 +73,6 @@ impl Work {
     fn title(&self) -> String {
         match self {
             Work::Docstring(target) => format!("nib: documenting `{}`", target.scope.name),
-            Work::Tests(target, _) => format!("nib: writing tests for `{}`", target.scope.name),
             Work::AllDocstrings(targets) => format!("nib: documenting {} items", targets.len()),
         }
     }
@@ -82,7 +80,7 @@ impl Work {
     /// The document the edit is computed for: (uri, version).
     fn source(&self) -> (String, i32) {
         match self {
-            Work::Docstring(target) | Work::Tests(target, _) => (target.uri.clone(), target.version),
+            Work::Docstring(target) => (target.uri.clone(), target.version),
             Work::AllDocstrings(targets) => targets.first().map_or((String::new(), 0), |t| (t.uri.clone(), t.version)),
         }
     }
@@ -110,27 +108,10 @@ fn undocumented_targets(server: &Server, data: &ActionData) -> Result<Vec<Target
     Ok(targets)
 }
 
-/// Decides the test file and reads it (file I/O: runs on the worker pool). `open` holds the
-/// open buffers' paths and texts, which win over the disk.
-fn plan_tests(
-    target: &Target,
-    folders: &[std::path::PathBuf],
-    open: &[(std::path::PathBuf, String)],
-) -> Result<unit_tests::Plan, ResponseError> {
-    let read = |path: &Path| {
-        open.iter()
-            .find(|(p, _)| p == path)
-            .map(|(_, text)| text.clone())
-            .or_else(|| std::fs::read_to_string(path).ok())
-    };
-    let plan =
-        unit_tests::plan(target, folders, &read).map_err(|error| ResponseError::request_failed(error.to_string()))?;
-    workspace_guard::check(&plan.file, folders).map_err(ResponseError::request_failed)?;
-    Ok(plan)
-}
-
-/// Generate unit tests: plans the test file on the worker pool, then starts the generation
-/// from the main loop.
+/// Generate unit tests, on the worker pool: the plan (project files are read there), then
+/// `verify::write_tests` (candidates, sandboxed runs, repairs; each model round is queued on
+/// the engine and waited for on the pool thread). Progress and the reply are made on the main
+/// loop from the messages it posts.
 pub fn write_tests(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
     let target = match target(server, data) {
         Ok(target) => target,
@@ -142,24 +123,66 @@ pub fn write_tests(server: &mut Server, responder: Responder, data: &ActionData,
     let folders = server.workspace_folders.clone();
     let cancel = CancelToken::default();
     server.track(responder.id(), &cancel);
+    let progress = Progress::begin(server, &cancel, format!("nib: writing tests for `{}`", target.scope.name));
+    let job = verify::Job {
+        target: target.clone(),
+        folders: folders.clone(),
+        files: ProjectFiles::new(folders.clone(), open),
+        verify: server.config.verify_tests,
+        python_interpreter: server.config.python_interpreter.clone(),
+        queue: server.engine.task_queue(),
+        cancel: cancel.clone(),
+    };
     let main_loop = server.main_loop.clone();
-    let work_target = target.clone();
+    let (notes, reporter) = (main_loop.clone(), progress.clone());
     server.pool.submit(
         cancel.clone(),
-        move |_| plan_tests(&work_target, &folders, &open),
+        move |_| {
+            let plan = unit_tests::plan(&job.target, &job.folders, &job.files)
+                .map_err(|error| ResponseError::request_failed(error.to_string()))?;
+            workspace_guard::check(&plan.file, &folders).map_err(ResponseError::request_failed)?;
+            let note = |message: &str| {
+                let (progress, message) = (reporter.clone(), message.to_string());
+                notes.post(move |server| progress.note(server, &message));
+            };
+            Ok(verify::write_tests(&job, plan, &note).and_then(|written| {
+                // The file system may have changed while the tests were written and run.
+                workspace_guard::check(&written.edit.file, &folders).map_err(ActionError::Rejected)?;
+                Ok(written)
+            }))
+        },
         move |outcome| {
-            main_loop.post(move |server| match outcome {
-                Outcome::Done(Ok(mut plan)) => {
-                    plan.interpreter = server.config.python_interpreter.clone();
-                    start(server, responder, Work::Tests(target, plan), delivery, cancel, open_versions);
-                }
-                Outcome::Done(Err(error)) => responder.respond(Err(error)),
-                Outcome::Cancelled => responder.respond(Err(ResponseError::cancelled())),
-                Outcome::Panicked(why) => {
-                    tracing::error!("planning the test file panicked: {why}");
-                    responder
-                        .respond(Err(ResponseError::request_failed("internal error while planning the test file")));
-                }
+            cancel.finish();
+            main_loop.post(move |server| {
+                let result = match outcome {
+                    Outcome::Done(Ok(result)) => result,
+                    // The plan failed (outside the workspace, a link, no module path): no run.
+                    Outcome::Done(Err(error)) => {
+                        progress.end(server, "failed");
+                        return responder.respond(Err(error));
+                    }
+                    Outcome::Cancelled => Err(ActionError::Engine(EngineError::Cancelled)),
+                    Outcome::Panicked(why) => {
+                        tracing::error!("writing tests panicked: {why}");
+                        Err(ActionError::Rejected("internal error while writing tests".into()))
+                    }
+                };
+                let still_current = server
+                    .documents
+                    .get(&target.uri)
+                    .filter(|document| !document.out_of_sync)
+                    .map(|document| document.version)
+                    == Some(target.version);
+                let edit = result.map(|written| {
+                    if still_current {
+                        let typ = if written.verified { MessageType::INFO } else { MessageType::WARNING };
+                        let shown = ShowMessageParams { typ, message: format!("nib: {}", written.message) };
+                        server.notify_typed::<ShowMessage>(shown);
+                    }
+                    let output = Output::Tests(written.edit, written.existing);
+                    edit_json(output, &open_versions, server.encoding)
+                });
+                deliver(server, edit, still_current, &progress, responder, delivery);
             });
         },
     );
@@ -184,7 +207,7 @@ fn insertions_json(
 
 /// Add docstring: documents the function, method or class of `data`.
 pub fn document_one(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
-    let work = target(server, data).map(Work::Docstring);
+    let work = target(server, data).map(|target| Work::Docstring(Box::new(target)));
     start_now(server, responder, work, delivery);
 }
 
@@ -266,9 +289,7 @@ fn generate(
 ) -> Result<Output, ActionError> {
     match work {
         Work::Docstring(target) => docstring::generate(model, target, style, cancel.clone())
-            .map(|insertion| Output::Insertions(target.clone(), vec![insertion])),
-        Work::Tests(target, plan) => unit_tests::generate(model, target, plan, cancel.clone())
-            .map(|edit| Output::Tests(edit, plan.existing.clone())),
+            .map(|insertion| Output::Insertions((**target).clone(), vec![insertion])),
         Work::AllDocstrings(targets) => {
             let total = targets.len();
             let mut write = |target: &Target, facts: &docstring::Facts, index: usize| {
@@ -458,6 +479,15 @@ impl Progress {
                 message: Some(message.to_string()),
                 percentage: Some(percentage as u32),
             };
+            server.progress(token, WorkDoneProgress::Report(report));
+        }
+    }
+
+    /// A step without a percentage ("running 6 candidate tests").
+    fn note(&self, server: &Server, message: &str) {
+        if let Some(token) = &self.token {
+            let report =
+                WorkDoneProgressReport { cancellable: None, message: Some(message.to_string()), percentage: None };
             server.progress(token, WorkDoneProgress::Report(report));
         }
     }

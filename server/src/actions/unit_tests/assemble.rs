@@ -1,0 +1,307 @@
+//! Tests in code and the insertion that adds them: finding complete tests with the syntax
+//! tree, unique names, the headers a file still lacks (imports, a `unittest` class, a Rust
+//! test module, a Go package clause) and the check that the result parses.
+
+use tree_sitter::Node;
+
+use super::{Plan, PythonStyle};
+use crate::actions::scaffold::AsyncStyle;
+use crate::actions::{Insertion, Target};
+use crate::syntax::scopes::ScopeKind;
+use crate::syntax::{self, Language};
+
+/// Whether tests of `target` are methods of a `unittest` class: an `IsolatedAsyncioTestCase`
+/// for async code without pytest-asyncio, a `TestCase` when the project uses unittest.
+pub(super) fn in_unittest_class(target: &Target, plan: &Plan) -> bool {
+    let is_async = target.scope.is_async && target.scope.kind == ScopeKind::Function;
+    target.language == Language::Python
+        && if is_async { plan.async_style == AsyncStyle::Unittest } else { plan.python_style == PythonStyle::Unittest }
+}
+
+/// `from <module> import <names>` for the names the tests use.
+pub fn python_import_line(plan: &Plan) -> String {
+    format!("from {} import {}", plan.module, plan.imported.join(", "))
+}
+
+/// The Python import lines `existing` still lacks for `plan`'s names.
+fn python_missing_imports(existing: &str, plan: &Plan) -> Option<String> {
+    let prefix = format!("from {} import ", plan.module);
+    let have: Vec<&str> = existing
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix(prefix.as_str()))
+        .flat_map(|names| names.split(','))
+        .map(|name| name.trim().trim_matches(['(', ')']).split(" as ").next().unwrap_or_default().trim())
+        .collect();
+    let missing: Vec<&str> = plan.imported.iter().map(String::as_str).filter(|name| !have.contains(name)).collect();
+    (!missing.is_empty()).then(|| format!("{prefix}{}", missing.join(", ")))
+}
+
+/// A test found in generated or existing code: its name and its full text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Test {
+    pub name: String,
+    pub text: String,
+}
+
+fn node_text(code: &str, node: Node) -> String {
+    code[node.byte_range()].to_string()
+}
+
+/// Complete, error-free tests in `code`.
+pub fn find_tests(language: Language, code: &str) -> Vec<Test> {
+    let rope = ropey::Rope::from_str(code);
+    let Some(tree) = syntax::parse(&mut language.parser(), &rope, None) else {
+        return Vec::new();
+    };
+    let mut tests = Vec::new();
+    let mut cursor = tree.walk();
+    loop {
+        let node = cursor.node();
+        let found = match (language, node.kind()) {
+            (Language::Python, "function_definition") => {
+                // With its decorators (`@pytest.mark.asyncio`).
+                let whole = node.parent().filter(|p| p.kind() == "decorated_definition").unwrap_or(node);
+                node.child_by_field_name("name")
+                    .map(|n| node_text(code, n))
+                    .filter(|name| name.starts_with("test"))
+                    .map(|name| Test { name, text: node_text(code, whole) })
+            }
+            (Language::Rust, "function_item") => node
+                .prev_sibling()
+                .filter(|attribute| {
+                    attribute.kind() == "attribute_item" && node_text(code, *attribute).contains("test")
+                })
+                .and_then(|attribute| {
+                    let name = node.child_by_field_name("name").map(|n| node_text(code, n))?;
+                    Some(Test { name, text: code[attribute.start_byte()..node.end_byte()].to_string() })
+                }),
+            (Language::Go, "function_declaration") => node
+                .child_by_field_name("name")
+                .map(|n| node_text(code, n))
+                .filter(|name| name.starts_with("Test"))
+                .map(|name| Test { name, text: node_text(code, node) }),
+            (Language::JavaScript | Language::TypeScript | Language::Tsx, "expression_statement") => {
+                let call = node.named_child(0).filter(|c| c.kind() == "call_expression");
+                call.and_then(|call| {
+                    let callee = call.child_by_field_name("function").map(|f| node_text(code, f))?;
+                    if callee != "test" && callee != "it" {
+                        return None;
+                    }
+                    let title = call.child_by_field_name("arguments")?.named_child(0).map(|t| node_text(code, t))?;
+                    Some(Test { name: title, text: node_text(code, node) })
+                })
+            }
+            _ => None,
+        };
+        if let Some(test) = found.filter(|_| !node.has_error()) {
+            tests.push(test);
+        } else if cursor.goto_first_child() {
+            continue;
+        }
+        while !cursor.goto_next_sibling() {
+            if !cursor.goto_parent() {
+                return tests;
+            }
+        }
+    }
+}
+
+/// Renames tests whose names are taken (in the target file or earlier in the batch).
+pub fn make_names_unique(language: Language, tests: &mut [Test], taken: &[String]) {
+    let mut used: Vec<String> = taken.to_vec();
+    for test in tests.iter_mut() {
+        if !used.contains(&test.name) {
+            used.push(test.name.clone());
+            continue;
+        }
+        let renamed = (2..)
+            .map(|n| match language {
+                // Titles are string literals: number them inside the quotes.
+                Language::JavaScript | Language::TypeScript | Language::Tsx => {
+                    let quote = &test.name[..1];
+                    format!("{} ({n}){quote}", &test.name[..test.name.len() - 1])
+                }
+                _ => format!("{}_{n}", test.name),
+            })
+            .find(|candidate| !used.contains(candidate))
+            .expect("an unused name exists");
+        test.text = test.text.replacen(&test.name, &renamed, 1);
+        test.name = renamed.clone();
+        used.push(renamed);
+    }
+}
+
+/// A test function as a method: `def test_x():` takes `self`.
+fn as_method(test: &str) -> String {
+    match test.find("():") {
+        Some(at) if !test[..at].contains('\n') || test[..at].trim_start().starts_with('@') => {
+            format!("{}(self):{}", &test[..at], &test[at + 3..])
+        }
+        _ => test.to_string(),
+    }
+}
+
+fn indent(text: &str, by: &str) -> String {
+    text.lines()
+        .map(|line| if line.is_empty() { String::new() } else { format!("{by}{line}") })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The text to insert into the target for `tests`, with the headers it still lacks.
+pub(super) fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertion {
+    let existing = plan.existing.clone().unwrap_or_default();
+    let end = existing.len();
+    let separator = if existing.is_empty() || existing.ends_with("\n\n") {
+        ""
+    } else if existing.ends_with('\n') {
+        "\n"
+    } else {
+        "\n\n"
+    };
+    let body: Vec<&str> = tests.iter().map(|t| t.text.as_str()).collect();
+    let has_line = |line: &str| existing.lines().any(|l| l.trim() == line.trim());
+    match target.language {
+        Language::Python => {
+            let uses = |name: &str| body.iter().any(|t| t.contains(name));
+            let class = in_unittest_class(target, plan);
+            let mut header = String::new();
+            if uses("pytest.") && !has_line("import pytest") {
+                header.push_str("import pytest\n");
+            }
+            if class && !has_line("import unittest") {
+                header.push_str("import unittest\n");
+            }
+            let mocks: Vec<&str> = [("AsyncMock", "AsyncMock"), ("MagicMock", "MagicMock"), ("patch(", "patch")]
+                .iter()
+                .filter(|(used, _)| uses(used))
+                .map(|(_, name)| *name)
+                .collect();
+            let mock_import = format!("from unittest.mock import {}", mocks.join(", "));
+            if !mocks.is_empty() && !has_line(&mock_import) {
+                header.push_str(&mock_import);
+                header.push('\n');
+            }
+            for line in &plan.extra_imports {
+                if !has_line(line) {
+                    header.push_str(line);
+                    header.push('\n');
+                }
+            }
+            if let Some(import_line) = python_missing_imports(&existing, plan) {
+                header.push_str(&import_line);
+                header.push('\n');
+            }
+            // Async tests without pytest-asyncio: methods of an IsolatedAsyncioTestCase; tests
+            // of a project that uses unittest: methods of a TestCase.
+            let is_async = target.scope.is_async && target.scope.kind == ScopeKind::Function;
+            let class_block = class.then(|| {
+                let camel: String = target
+                    .scope
+                    .name
+                    .split('_')
+                    .map(|word| {
+                        let mut chars = word.chars();
+                        chars.next().map(|c| c.to_uppercase().chain(chars).collect::<String>()).unwrap_or_default()
+                    })
+                    .collect();
+                let mut class_name = format!("Test{camel}");
+                while existing.contains(&format!("class {class_name}(")) {
+                    class_name.push('2');
+                }
+                let methods: Vec<String> = body.iter().map(|t| indent(&as_method(t), "    ")).collect();
+                let base = if is_async { "IsolatedAsyncioTestCase" } else { "TestCase" };
+                format!("class {class_name}(unittest.{base}):\n{}", methods.join("\n\n"))
+            });
+            let main = (class && existing.is_empty()).then_some("if __name__ == \"__main__\":\n    unittest.main()");
+            let mut parts: Vec<&str> = Vec::new();
+            if !header.is_empty() {
+                parts.push(header.trim_end());
+            }
+            match &class_block {
+                Some(block) => parts.push(block),
+                None => parts.extend(&body),
+            }
+            parts.extend(main);
+            // PEP 8: two blank lines between top-level definitions.
+            let lead = match existing.as_str() {
+                "" => "",
+                text if text.ends_with("\n\n\n") => "",
+                text if text.ends_with("\n\n") => "\n",
+                text if text.ends_with('\n') => "\n\n",
+                _ => "\n\n\n",
+            };
+            Insertion { offset: end, text: format!("{lead}{}\n", parts.join("\n\n\n")) }
+        }
+        Language::Rust => {
+            let tests_text = body.iter().map(|t| indent(t, "    ")).collect::<Vec<_>>().join("\n\n");
+            // Inside an existing `#[cfg(test)] mod tests { ... }`, before its closing brace.
+            let module_end = existing_test_module_end(&target.rope.to_string());
+            match module_end {
+                Some(close) => Insertion { offset: close, text: format!("\n{tests_text}\n") },
+                None => Insertion {
+                    offset: end,
+                    text: format!("{separator}#[cfg(test)]\nmod tests {{\n    use super::*;\n\n{tests_text}\n}}\n"),
+                },
+            }
+        }
+        Language::JavaScript | Language::TypeScript | Language::Tsx => {
+            let mut header = String::new();
+            for line in [
+                "import { test } from \"node:test\";",
+                "import assert from \"node:assert/strict\";",
+                plan.import_line.as_str(),
+            ] {
+                if !has_line(line) {
+                    header.push_str(line);
+                    header.push('\n');
+                }
+            }
+            let gap = if header.is_empty() { "" } else { "\n" };
+            Insertion { offset: end, text: format!("{separator}{header}{gap}{}\n", body.join("\n\n")) }
+        }
+        Language::Go => {
+            let header = if existing.trim().is_empty() {
+                let package = package_name(target).unwrap_or_else(|| "main".into());
+                format!("package {package}\n\nimport \"testing\"\n\n")
+            } else {
+                String::new()
+            };
+            Insertion { offset: end, text: format!("{separator}{header}{}\n", body.join("\n\n")) }
+        }
+    }
+}
+
+fn package_name(target: &Target) -> Option<String> {
+    let root = target.tree.root_node();
+    let mut cursor = root.walk();
+    let clause = root.children(&mut cursor).find(|n| n.kind() == "package_clause")?;
+    let name = clause.named_child(0)?;
+    Some(target.rope.byte_slice(name.byte_range()).to_string())
+}
+
+/// The byte offset of the closing brace of a `#[cfg(test)] mod tests { ... }` in `code`.
+fn existing_test_module_end(code: &str) -> Option<usize> {
+    let rope = ropey::Rope::from_str(code);
+    let tree = syntax::parse(&mut Language::Rust.parser(), &rope, None)?;
+    let root = tree.root_node();
+    let mut cursor = root.walk();
+    let module = root.children(&mut cursor).find(|node| {
+        node.kind() == "mod_item"
+            && node.child_by_field_name("name").is_some_and(|n| &code[n.byte_range()] == "tests")
+            && node
+                .prev_sibling()
+                .is_some_and(|a| a.kind() == "attribute_item" && code[a.byte_range()].contains("cfg(test)"))
+    })?;
+    let body = module.child_by_field_name("body")?;
+    Some(body.end_byte() - 1)
+}
+
+pub(super) fn parses_as_well(language: Language, existing: &str, insertion: &Insertion) -> bool {
+    let mut parser = language.parser();
+    let before = syntax::parse(&mut parser, &ropey::Rope::from_str(existing), None).map(|t| syntax::error_count(&t));
+    let mut after_text = existing.to_string();
+    after_text.insert_str(insertion.offset.min(after_text.len()), &insertion.text);
+    let after = syntax::parse(&mut parser, &ropey::Rope::from_str(&after_text), None).map(|t| syntax::error_count(&t));
+    matches!((before, after), (Some(before), Some(after)) if after <= before)
+}

@@ -1,0 +1,495 @@
+//! Python verification: runs test modules with `runner.py` in the sandbox against the code as
+//! the editor shows it, and reads what the syntax tree knows that helps (exceptions the code
+//! raises on purpose, the fields of parameter types, the module's top-level names).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tree_sitter::Node;
+
+use crate::actions::Target;
+use crate::actions::project_files::ProjectFiles;
+use crate::actions::unit_tests::{Plan, PythonStyle};
+use crate::engine::CancelToken;
+use crate::sandbox::{self, Limits, PrivateDir, Spec};
+use crate::syntax::{self, Language};
+
+const RUNNER: &str = include_str!("runner.py");
+const MARK: &str = "@@nib@@ ";
+
+/// A kept test must pass in under this long.
+pub const TEST_TIME_LIMIT: Duration = Duration::from_secs(2);
+
+/// What one run reported about one test.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct TestResult {
+    pub name: String,
+    /// `pass`, `fail`, `flaky`, `slow` or `timeout`.
+    pub outcome: String,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The test's fixed text, when the runner fixed it.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Names the fixed test needs from the module under test (an exception class).
+    #[serde(default)]
+    pub imports: Vec<String>,
+}
+
+impl TestResult {
+    pub fn passed(&self) -> bool {
+        self.outcome == "pass"
+    }
+}
+
+/// One run of a test module.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub pytest_available: bool,
+    /// The test module (or the code it imports) failed to import.
+    pub module_error: Option<String>,
+    pub results: Vec<TestResult>,
+}
+
+/// A test module to run: its text, and which tests (name, enclosing class) to run.
+pub struct Module<'a> {
+    pub text: &'a str,
+    pub tests: &'a [(String, Option<String>)],
+    /// Fix wrong plain-data expectations and on-purpose exceptions (candidates only).
+    pub fix: bool,
+}
+
+/// Runs `module` under `interpreter` in the sandbox; the code under test is the target's
+/// buffer text.
+pub fn run(
+    interpreter: &Path,
+    target: &Target,
+    plan: &Plan,
+    module: &Module,
+    cancel: &CancelToken,
+) -> Result<Report, String> {
+    let folder =
+        PrivateDir::new("nib-tests").map_err(|e| format!("cannot make a private folder for the test run: {e}"))?;
+    let write = |name: &str, text: &str| {
+        folder.write(Path::new(name), text.as_bytes()).map_err(|e| format!("cannot write {name} for the test run: {e}"))
+    };
+    let runner = write("nib_runner.py", RUNNER)?;
+    let test_file = plan.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or("test_nib.py".into());
+    let test_module = write(&test_file, module.text)?;
+    let mut overlays = serde_json::Map::new();
+    if let Some(path) = &target.path {
+        overlays.insert(
+            plan.module.clone(),
+            serde_json::json!({
+                "path": path,
+                "source": target.rope.to_string(),
+                "package": path.file_name().is_some_and(|n| n == "__init__.py"),
+            }),
+        );
+    }
+    let spec = serde_json::json!({
+        "paths": plan.import_roots,
+        "overlays": overlays,
+        "test_module": test_module,
+        "tests": module.tests.iter().map(|(name, class)| serde_json::json!({ "name": name, "class": class })).collect::<Vec<_>>(),
+        "fix": module.fix,
+        "style": if plan.python_style == PythonStyle::Pytest { "pytest" } else { "unittest" },
+        "raised_on_purpose": raised_on_purpose(target),
+        "module_under_test": plan.module,
+        "limit_s": TEST_TIME_LIMIT.as_secs_f64(),
+    });
+    let spec_file = write("nib_spec.json", &spec.to_string())?;
+    // Each test runs twice (fixes add a few runs); the interpreter starts once.
+    let wall = Duration::from_secs(8) + TEST_TIME_LIMIT * (3 * module.tests.len() as u32).min(30);
+    let outcome = sandbox::run(
+        &Spec {
+            program: interpreter.to_path_buf(),
+            args: vec![runner.into(), spec_file.into()],
+            cwd: folder.path().to_path_buf(),
+            env: vec![
+                ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+                ("PYTHONHASHSEED".into(), "0".into()),
+                ("PYTHONIOENCODING".into(), "utf-8".into()),
+            ],
+            read_only: plan_folders(plan),
+            limits: Limits { wall, cpu_seconds: wall.as_secs() + 1, ..Limits::default() },
+        },
+        cancel,
+    )
+    .map_err(|e| format!("cannot run the Python interpreter {}: {e}", interpreter.display()))?;
+    if outcome.cancelled {
+        return Err("cancelled".into());
+    }
+    let mut report = Report::default();
+    for line in String::from_utf8_lossy(&outcome.stdout).lines() {
+        let Some(json) = line.strip_prefix(MARK) else { continue };
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(json) else { continue };
+        if let Some(available) = value.get("pytest").and_then(|v| v.as_bool()) {
+            report.pytest_available = available;
+        } else if let Some(error) = value.get("module_error").and_then(|v| v.as_str()) {
+            report.module_error = Some(error.to_string());
+        } else if let Ok(result) = serde_json::from_value::<TestResult>(value) {
+            report.results.push(result);
+        }
+    }
+    if report.results.is_empty() && report.module_error.is_none() && !outcome.success() {
+        // The interpreter itself failed (not a Python, a crash, a limit).
+        report.module_error = Some(outcome.failure());
+    }
+    // Tests the run never reached (it was stopped) did not pass.
+    for (name, _) in module.tests {
+        if !report.results.iter().any(|r| &r.name == name) {
+            let error = if outcome.timed_out { "the run went past its time limit" } else { "not run" };
+            report.results.push(TestResult {
+                name: name.clone(),
+                outcome: "timeout".into(),
+                error: Some(error.into()),
+                ..TestResult::default()
+            });
+        }
+    }
+    Ok(report)
+}
+
+/// The folders a run may read but not write: the workspace folder and the import roots.
+fn plan_folders(plan: &Plan) -> Vec<PathBuf> {
+    let mut folders = vec![plan.root.clone()];
+    folders.extend(plan.import_roots.iter().filter(|p| !p.starts_with(&plan.root)).cloned());
+    folders
+}
+
+/// The definition inside a `decorated_definition` (the node itself otherwise).
+fn undecorated(node: Node) -> Node {
+    if node.kind() == "decorated_definition" { node.child_by_field_name("definition").unwrap_or(node) } else { node }
+}
+
+fn text(target: &Target, node: Node) -> String {
+    target.rope.byte_slice(node.byte_range()).to_string()
+}
+
+/// The top-level definitions of the target's file: name → node.
+fn top_level<'t>(target: &'t Target) -> Vec<(String, Node<'t>)> {
+    let root = target.tree.root_node();
+    let mut cursor = root.walk();
+    let mut found = Vec::new();
+    for statement in root.children(&mut cursor) {
+        let definition = undecorated(statement);
+        match definition.kind() {
+            "function_definition" | "class_definition" => {
+                if let Some(name) = definition.child_by_field_name("name") {
+                    found.push((text(target, name), definition));
+                }
+            }
+            "expression_statement" => {
+                let assignment = definition.named_child(0).filter(|n| n.kind() == "assignment");
+                if let Some(left) =
+                    assignment.and_then(|a| a.child_by_field_name("left")).filter(|l| l.kind() == "identifier")
+                {
+                    found.push((text(target, left), definition));
+                }
+            }
+            "import_from_statement" | "import_statement" => {
+                let mut inner = definition.walk();
+                for name in definition.children_by_field_name("name", &mut inner) {
+                    let local = match name.kind() {
+                        "aliased_import" => name.child_by_field_name("alias").map(|n| text(target, n)),
+                        _ => Some(text(target, name)),
+                    };
+                    if let Some(local) = local.filter(|l| !l.contains('.')) {
+                        found.push((local, definition));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Exception names the target raises on purpose: `raise X` in its body or in the functions
+/// and methods of the same file it calls (followed a few levels deep).
+pub fn raised_on_purpose(target: &Target) -> Vec<String> {
+    let definitions = top_level(target);
+    let root = target.tree.root_node();
+    let Some(start) = root.descendant_for_byte_range(target.scope.range.start, target.scope.range.end) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = Vec::new();
+    let mut visited: Vec<usize> = Vec::new();
+    let mut pending = vec![start];
+    while let Some(function) = pending.pop() {
+        if visited.contains(&function.start_byte()) || visited.len() > 20 {
+            continue;
+        }
+        visited.push(function.start_byte());
+        let mut stack = vec![function];
+        while let Some(node) = stack.pop() {
+            let mut cursor = node.walk();
+            stack.extend(node.children(&mut cursor));
+            match node.kind() {
+                "raise_statement" => {
+                    let Some(raised) = node.named_child(0) else { continue };
+                    let raised =
+                        if raised.kind() == "call" { raised.child_by_field_name("function") } else { Some(raised) };
+                    if let Some(raised) = raised {
+                        let name = text(target, raised).rsplit('.').next().unwrap_or_default().to_string();
+                        if !name.is_empty() && !names.contains(&name) {
+                            names.push(name);
+                        }
+                    }
+                }
+                "call" => {
+                    let Some(callee) = node.child_by_field_name("function") else { continue };
+                    let callee = text(target, callee);
+                    let called = callee.strip_prefix("self.").unwrap_or(&callee);
+                    if let Some((_, definition)) = definitions.iter().find(|(name, _)| name == called) {
+                        pending.push(*definition);
+                    } else if callee.starts_with("self.") {
+                        pending.extend(methods_named(target, function, called));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    names
+}
+
+/// Methods called `name` of the class around `node`.
+fn methods_named<'t>(target: &Target, node: Node<'t>, name: &str) -> Vec<Node<'t>> {
+    let mut class = Some(node);
+    while let Some(current) = class {
+        if current.kind() == "class_definition" {
+            break;
+        }
+        class = current.parent();
+    }
+    let Some(body) = class.and_then(|c| c.child_by_field_name("body")) else { return Vec::new() };
+    let mut cursor = body.walk();
+    body.named_children(&mut cursor)
+        .map(undecorated)
+        .filter(|n| n.kind() == "function_definition")
+        .filter(|n| n.child_by_field_name("name").is_some_and(|id| text(target, id) == name))
+        .collect()
+}
+
+/// The target module's top-level names the tests use (types they construct, constants), to
+/// import besides the subject.
+pub fn names_used(target: &Target, tests: &[crate::actions::unit_tests::Test], subject: &str) -> Vec<String> {
+    let mut used: Vec<String> = Vec::new();
+    for (name, _) in top_level(target) {
+        if name == subject || used.contains(&name) || name.starts_with("test") {
+            continue;
+        }
+        let appears = tests.iter().any(|test| {
+            test.text.match_indices(name.as_str()).any(|(at, _)| {
+                let before = test.text[..at].chars().next_back();
+                let after = test.text[at + name.len()..].chars().next();
+                let boundary = |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '.'));
+                boundary(before) && after.is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+            })
+        });
+        if appears {
+            used.push(name);
+        }
+    }
+    used
+}
+
+/// What the model needs to build valid arguments: for each parameter type (and, for a method,
+/// its class) defined in the file or imported from the workspace, its fields or constructor.
+pub fn type_hints(target: &Target, plan: &Plan, files: &ProjectFiles) -> String {
+    let mut wanted: Vec<String> = Vec::new();
+    for parameter in &target.scope.parameters {
+        let Some(annotation) = &parameter.annotation else { continue };
+        for word in annotation.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+            let typing =
+                ["List", "Dict", "Set", "Tuple", "Optional", "Union", "Sequence", "Iterable", "Mapping", "Any"];
+            if word.chars().next().is_some_and(char::is_uppercase)
+                && !typing.contains(&word)
+                && !wanted.iter().any(|w| w == word)
+            {
+                wanted.push(word.to_string());
+            }
+        }
+    }
+    if let Some(class) = enclosing_class(target) {
+        wanted.insert(0, class);
+    }
+    let mut hints = String::new();
+    for name in wanted.iter().take(4) {
+        if let Some(summary) = class_summary(&target.rope.to_string(), name) {
+            hints.push_str(&summary);
+        } else if let Some(summary) = imported_class(target, plan, files, name) {
+            hints.push_str(&summary);
+        }
+    }
+    // Collaborators the tests mock: what they return tells the model what to make the mock return.
+    for collaborator in crate::actions::scaffold::collaborators(target, &plan.module).iter().take(3) {
+        let Some((module, name)) = collaborator.patch_target.rsplit_once('.') else { continue };
+        let parts: Vec<&str> = module.split('.').collect();
+        for base in &plan.import_roots {
+            let stem = parts.iter().fold(base.clone(), |path, part| path.join(part));
+            let source = [stem.with_extension("py"), stem.join("__init__.py")].iter().find_map(|f| files.read(f));
+            if let Some(summary) = source.and_then(|source| function_summary(&source, name)) {
+                hints.push_str(&format!("# {module}.py\n{summary}"));
+                break;
+            }
+        }
+    }
+    hints
+}
+
+/// A short function whole (at most 8 lines), else its signature.
+fn function_summary(source: &str, name: &str) -> Option<String> {
+    let rope = ropey::Rope::from_str(source);
+    let tree = syntax::parse(&mut Language::Python.parser(), &rope, None)?;
+    let root = tree.root_node();
+    let mut cursor = root.walk();
+    let function = root.children(&mut cursor).find(|node| {
+        node.kind() == "function_definition"
+            && node.child_by_field_name("name").is_some_and(|n| &source[n.byte_range()] == name)
+    })?;
+    let text = &source[function.byte_range()];
+    if text.lines().count() <= 8 {
+        return Some(format!("{text}\n\n"));
+    }
+    let body = function.child_by_field_name("body")?;
+    Some(format!("{} ...\n\n", source[function.start_byte()..body.start_byte()].trim_end()))
+}
+
+fn enclosing_class(target: &Target) -> Option<String> {
+    let mut node = target.tree.root_node().descendant_for_byte_range(target.scope.range.start, target.scope.range.end);
+    while let Some(current) = node {
+        if current.kind() == "class_definition" && current.start_byte() < target.scope.range.start {
+            return current.child_by_field_name("name").map(|n| text(target, n));
+        }
+        node = current.parent();
+    }
+    None
+}
+
+/// `name`'s class in another workspace module the target imports it from.
+fn imported_class(target: &Target, plan: &Plan, files: &ProjectFiles, name: &str) -> Option<String> {
+    let root = target.tree.root_node();
+    let mut cursor = root.walk();
+    let statement = root.children(&mut cursor).find(|statement| {
+        statement.kind() == "import_from_statement" && {
+            let mut inner = statement.walk();
+            statement.children_by_field_name("name", &mut inner).any(|n| text(target, n) == name)
+        }
+    })?;
+    let module = statement.child_by_field_name("module_name").map(|n| text(target, n))?;
+    let relative_dots = module.chars().take_while(|c| *c == '.').count();
+    let parts: Vec<&str> = module[relative_dots..].split('.').filter(|p| !p.is_empty()).collect();
+    let bases: Vec<PathBuf> = if relative_dots > 0 {
+        let mut base = target.path.as_deref()?.parent()?.to_path_buf();
+        for _ in 1..relative_dots {
+            base = base.parent()?.to_path_buf();
+        }
+        vec![base]
+    } else {
+        plan.import_roots.clone()
+    };
+    for base in bases {
+        let stem = parts.iter().fold(base, |path, part| path.join(part));
+        for candidate in [stem.with_extension("py"), stem.join("__init__.py")] {
+            if let Some(source) = files.read(&candidate)
+                && let Some(summary) = class_summary(&source, name)
+            {
+                return Some(summary);
+            }
+        }
+    }
+    None
+}
+
+/// A class's header with its fields (dataclass-like) or its `__init__` signature.
+fn class_summary(source: &str, name: &str) -> Option<String> {
+    let rope = ropey::Rope::from_str(source);
+    let tree = syntax::parse(&mut Language::Python.parser(), &rope, None)?;
+    let root = tree.root_node();
+    let mut cursor = root.walk();
+    let (whole, class) = root.children(&mut cursor).find_map(|statement| {
+        let definition = undecorated(statement);
+        (definition.kind() == "class_definition"
+            && definition.child_by_field_name("name").is_some_and(|n| &source[n.byte_range()] == name))
+        .then_some((statement, definition))
+    })?;
+    let body = class.child_by_field_name("body")?;
+    let mut summary = source[whole.start_byte()..body.start_byte()].trim_end().to_string();
+    summary.push('\n');
+    let mut inner = body.walk();
+    let mut lines = 0;
+    for member in body.named_children(&mut inner) {
+        let definition = undecorated(member);
+        let line = match definition.kind() {
+            "expression_statement"
+                if definition
+                    .named_child(0)
+                    .is_some_and(|a| a.kind() == "assignment" && a.child_by_field_name("type").is_some()) =>
+            {
+                Some(source[definition.byte_range()].to_string())
+            }
+            "function_definition"
+                if definition.child_by_field_name("name").is_some_and(|n| &source[n.byte_range()] == "__init__") =>
+            {
+                definition
+                    .child_by_field_name("body")
+                    .map(|b| format!("{} ...", source[definition.start_byte()..b.start_byte()].trim_end()))
+            }
+            _ => None,
+        };
+        if let Some(line) = line {
+            summary.push_str(&format!("    {}\n", line.lines().next().unwrap_or_default()));
+            lines += 1;
+            if lines == 12 {
+                break;
+            }
+        }
+    }
+    if lines == 0 {
+        summary.push_str("    ...\n");
+    }
+    summary.push('\n');
+    Some(summary)
+}
+
+/// The test functions and methods in `code` named in `names`, with their classes (the last
+/// definition of each name: inserted tests come after existing ones).
+pub fn locate_tests(code: &str, names: &[String]) -> Vec<(String, Option<String>)> {
+    let rope = ropey::Rope::from_str(code);
+    let Some(tree) = syntax::parse(&mut Language::Python.parser(), &rope, None) else { return Vec::new() };
+    let mut found: Vec<(String, Option<String>)> = Vec::new();
+    let root = tree.root_node();
+    let mut cursor = root.walk();
+    for statement in root.children(&mut cursor) {
+        let definition = undecorated(statement);
+        let name_of = |node: Node| node.child_by_field_name("name").map(|n| code[n.byte_range()].to_string());
+        match definition.kind() {
+            "function_definition" => {
+                if let Some(name) = name_of(definition).filter(|n| names.contains(n)) {
+                    found.retain(|(n, _)| *n != name);
+                    found.push((name, None));
+                }
+            }
+            "class_definition" => {
+                let class = name_of(definition);
+                let Some(body) = definition.child_by_field_name("body") else { continue };
+                let mut inner = body.walk();
+                for member in body.named_children(&mut inner) {
+                    let member = undecorated(member);
+                    if member.kind() == "function_definition"
+                        && let Some(name) = name_of(member).filter(|n| names.contains(n))
+                    {
+                        found.retain(|(n, _)| *n != name);
+                        found.push((name, class.clone()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}

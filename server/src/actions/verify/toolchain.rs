@@ -1,0 +1,90 @@
+//! Finding the programs that run generated tests. Python: `nib.python.interpreter`, then the
+//! workspace's `.venv` or `venv`, then `$VIRTUAL_ENV`, then `python3` on `PATH`. `node`, `go`
+//! and `cargo` come from `PATH`. Only file metadata is read; nothing is run here.
+
+use std::path::{Path, PathBuf};
+
+use crate::syntax::Language;
+
+/// A program that runs a language's tests, and where it was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Toolchain {
+    pub program: PathBuf,
+    /// "nib.python.interpreter", "the workspace's .venv", "PATH", …
+    pub source: &'static str,
+}
+
+fn executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// `name` on `PATH`.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|folder| folder.join(name)).find(|candidate| executable(candidate))
+}
+
+/// The Python interpreter for tests in `root`.
+pub fn python(configured: Option<&Path>, root: &Path) -> Option<Toolchain> {
+    if let Some(configured) = configured {
+        // A setting that names a missing interpreter is not silently replaced by another.
+        return executable(configured)
+            .then(|| Toolchain { program: configured.to_path_buf(), source: "nib.python.interpreter" });
+    }
+    for (folder, source) in [(".venv", "the workspace's .venv"), ("venv", "the workspace's venv")] {
+        let candidate = root.join(folder).join("bin/python");
+        if executable(&candidate) {
+            return Some(Toolchain { program: candidate, source });
+        }
+    }
+    if let Some(environment) = std::env::var_os("VIRTUAL_ENV") {
+        let candidate = PathBuf::from(environment).join("bin/python");
+        if executable(&candidate) {
+            return Some(Toolchain { program: candidate, source: "$VIRTUAL_ENV" });
+        }
+    }
+    on_path("python3").map(|program| Toolchain { program, source: "PATH" })
+}
+
+/// The program that runs `language`'s tests, when nib can run them.
+pub fn for_language(language: Language, python_interpreter: Option<&Path>, root: &Path) -> Option<Toolchain> {
+    match language {
+        Language::Python => python(python_interpreter, root),
+        Language::JavaScript => on_path("node").map(|program| Toolchain { program, source: "PATH" }),
+        Language::TypeScript | Language::Tsx | Language::Go | Language::Rust => None,
+    }
+}
+
+/// What verification would use, per language, for `:checkhealth nib` and the VS Code status.
+pub fn summary(python_interpreter: Option<&Path>, root: &Path) -> serde_json::Value {
+    let describe = |found: Option<Toolchain>| match found {
+        Some(toolchain) => serde_json::json!({ "program": toolchain.program, "source": toolchain.source }),
+        None => serde_json::Value::Null,
+    };
+    serde_json::json!({
+        "python": describe(python(python_interpreter, root)),
+        "node": describe(on_path("node").map(|program| Toolchain { program, source: "PATH" })),
+        "go": describe(on_path("go").map(|program| Toolchain { program, source: "PATH" })),
+        "cargo": describe(on_path("cargo").map(|program| Toolchain { program, source: "PATH" })),
+        "isolation": crate::sandbox::isolation_available(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_prefers_the_setting_then_the_workspace_venv() {
+        let workspace = crate::sandbox::PrivateDir::new("nib-toolchain").unwrap();
+        let root = workspace.path();
+        let venv_python = root.join(".venv/bin/python");
+        std::fs::create_dir_all(venv_python.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("/bin/sh", &venv_python).unwrap();
+        assert_eq!(python(None, root).unwrap(), Toolchain { program: venv_python, source: "the workspace's .venv" });
+        let configured = python(Some(Path::new("/bin/sh")), root).unwrap();
+        assert_eq!(configured.source, "nib.python.interpreter");
+        assert_eq!(python(Some(Path::new("/nonexistent/python")), root), None, "no silent replacement");
+    }
+}
