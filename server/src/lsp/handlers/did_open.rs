@@ -1,4 +1,5 @@
-//! `textDocument/didOpen`: start tracking a buffer (re-opening replaces it).
+//! `textDocument/didOpen`: start tracking a buffer (re-opening replaces it); the workspace
+//! index takes its live text.
 
 use ls_types::DidOpenTextDocumentParams;
 
@@ -10,5 +11,8 @@ pub fn handle(server: &mut Server, params: DidOpenTextDocumentParams) {
     let uri = item.uri.as_str().to_string();
     let document = Document::new(uri.clone(), item.language_id, item.version, &item.text);
     tracing::debug!(uri, language = ?document.language, bytes = item.text.len(), "opened");
+    if let Some(snapshot) = crate::index::Snapshot::of(&document) {
+        server.index.buffer(snapshot, 0, false);
+    }
     server.documents.insert(uri, document);
 }

@@ -30,6 +30,12 @@ pub fn handle(server: &mut Server, params: InitializeParams) -> Value {
             .is_some_and(|r| r.properties.iter().any(|p| p == "edit")),
         apply_edit: capabilities.workspace.as_ref().and_then(|w| w.apply_edit).unwrap_or(false),
         inline_completion: text_document.is_some_and(|t| t.inline_completion.is_some()),
+        watched_files_registration: capabilities
+            .workspace
+            .as_ref()
+            .and_then(|w| w.did_change_watched_files.as_ref())
+            .and_then(|d| d.dynamic_registration)
+            .unwrap_or(false),
     };
     server.workspace_folders = workspace_folders(&params);
 
@@ -40,6 +46,7 @@ pub fn handle(server: &mut Server, params: InitializeParams) -> Value {
     }
     server.config = config;
     server.engine.configure(&server.config);
+    super::did_change_watched_files::configure_index(server);
     server.log(
         MessageType::INFO,
         format!("nib {} initialized (positions in {})", env!("CARGO_PKG_VERSION"), server.encoding.as_lsp_str()),
@@ -47,7 +54,7 @@ pub fn handle(server: &mut Server, params: InitializeParams) -> Value {
 
     let mut capabilities = json!({
         "positionEncoding": server.encoding.as_lsp_str(),
-        "textDocumentSync": { "openClose": true, "change": 2 },
+        "textDocumentSync": { "openClose": true, "change": 2, "save": { "includeText": false } },
         "inlineCompletionProvider": {},
         "codeActionProvider": {
             "codeActionKinds": [

@@ -5,8 +5,10 @@ pub mod code_action_resolve;
 pub mod completion;
 pub mod did_change;
 pub mod did_change_configuration;
+pub mod did_change_watched_files;
 pub mod did_close;
 pub mod did_open;
+pub mod did_save;
 pub mod engine_event;
 pub mod execute_command;
 pub mod initialize;
@@ -44,10 +46,17 @@ pub fn request(server: &mut Server, responder: Responder, method: &str, params: 
 
 pub fn notification(server: &mut Server, method: &str, params: Value) {
     let outcome = match method {
-        "initialized" => Ok(()),
+        "initialized" => {
+            did_change_watched_files::register(server);
+            Ok(())
+        }
         "textDocument/didOpen" => parse_params(params).map(|params| did_open::handle(server, params)),
         "textDocument/didChange" => parse_params(params).map(|params| did_change::handle(server, params)),
         "textDocument/didClose" => parse_params(params).map(|params| did_close::handle(server, params)),
+        "textDocument/didSave" => parse_params(params).map(|params| did_save::handle(server, params)),
+        "workspace/didChangeWatchedFiles" => {
+            parse_params(params).map(|params| did_change_watched_files::handle(server, params))
+        }
         "workspace/didChangeConfiguration" => {
             parse_params(params).map(|params| did_change_configuration::handle(server, params))
         }
@@ -69,7 +78,7 @@ pub fn notification(server: &mut Server, method: &str, params: Value) {
                 code_action_resolve::cancel_progress(server, &token);
             })
         }
-        // Other notifications (`$/setTrace`, `textDocument/didSave`, ...) need nothing from nib.
+        // Other notifications (`$/setTrace`, ...) need nothing from nib.
         _ => Ok(()),
     };
     if let Err(error) = outcome {
