@@ -88,7 +88,7 @@ def during_action(workdir: str, smoke: bool = False) -> dict:
             "textDocument": {"uri": uri}, "range": {"start": {"line": 0, "character": 0},
                                                    "end": {"line": 0, "character": 0}},
             "context": {"diagnostics": [], "only": ["source"]}}), 30)[1]["result"]
-        action = next(a for a in listed if a["kind"] == "source.addDocstrings")
+        action = next(a for a in listed if a["kind"] == "source.nib.docstrings")
         action_sent = time.perf_counter()
         resolve = server.request("codeAction/resolve", action)
         time.sleep(DELAY_S)

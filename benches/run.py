@@ -69,8 +69,12 @@ def machine() -> dict:
             cpu = line.split(":", 1)[1].strip()
             break
     mem_kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+    simd = [f for f in flags if f.startswith(("avx", "fma", "f16c", "bmi2", "amx"))]
+    build_flags = os.path.join(REPO, ".venv-llama", "build-flags.txt")
+    llama_build = open(build_flags).read().strip() if os.path.exists(build_flags) else "unknown"
     import onnxruntime
-    return {"cpu": cpu, "logicalCpus": os.cpu_count(), "memGb": mem_kb / 1024 / 1024,
+    return {"cpu": cpu, "cpuFlags": " ".join(simd), "llamaBuild": llama_build, "logicalCpus": os.cpu_count(), "memGb": mem_kb / 1024 / 1024,
             "kernel": platform.release(), "onnxruntime": onnxruntime.__version__,
             "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                                      text=True).stdout.strip()}
@@ -79,7 +83,7 @@ def machine() -> dict:
 # ---------------------------------------------------------------- micro
 
 
-MICRO = ["edit_reparse_10k_lines", "context_build", "cross_file_context_3_buffers", "prompt_assembly",
+MICRO = ["did_change_pair_10k_lines", "edit_reparse_10k_lines", "context_build", "cross_file_context_3_buffers", "prompt_assembly",
          "tokenize_2k_tokens"]
 
 
@@ -127,7 +131,7 @@ def gguf_path() -> str:
 def converted(precision: str, gguf: str) -> str:
     """The default model's GGUF converted at `precision` into a gitignored cache (reused while
     the converter and the GGUF are unchanged)."""
-    sources = [os.path.join(REPO, "models", "convert.py")] + sorted(
+    sources = [os.path.join(REPO, "models", "convert.py"), os.path.join(REPO, "models", "fim.json")] + sorted(
         os.path.join(REPO, "models", "nib_convert", f) for f in os.listdir(os.path.join(REPO, "models", "nib_convert"))
         if f.endswith(".py"))
     digest = hashlib.sha256()
@@ -177,10 +181,12 @@ def weight_bytes(model_dir: str) -> tuple[int, int]:
 # ---------------------------------------------------------------- engine
 
 
-def nib_engine(model_dir: str, threads: int, runs: int, scaling: list[int], smoke: bool) -> dict:
-    progress(f"nib engine: cargo bench --bench engine -- --model {os.path.relpath(model_dir, REPO)}")
+def nib_engine(model_dir: str, threads: int, runs: int, scaling: list[int], smoke: bool,
+               extras: list[str] | None = None) -> dict:
+    progress(f"nib engine: cargo bench --bench engine -- --model {os.path.relpath(model_dir, REPO)} "
+             + " ".join(extras or []))
     args = ["cargo", "bench", "--locked", "--bench", "engine", "--", "--model", model_dir, "--threads", str(threads),
-            "--runs", str(runs), "--scaling", ",".join(map(str, scaling))]
+            "--runs", str(runs), "--scaling", ",".join(map(str, scaling))] + (extras or [])
     if smoke:
         args.append("--smoke")
     out = subprocess.run(args, cwd=REPO, check=True, stdout=subprocess.PIPE, text=True).stdout
@@ -212,9 +218,11 @@ def engine_section(threads: int, runs: int, smoke: bool, workdir: str, bandwidth
         nib_rounds, ort_rounds, llama_rounds = [], [], []
         for round_index in range(runs):
             progress(f"{precision}: round {round_index + 1}/{runs}")
-            # Prompt-length scaling once, with the default model, in the first round.
-            nib_rounds.append(nib_engine(model_dir, threads, 1, scaling if precision == "int4" and not round_index
-                                         else [], smoke))
+            # Prompt-length scaling, the KV layouts and speculation once, with the default model, in
+            # the first round.
+            first_int4 = precision == "int4" and not round_index
+            nib_rounds.append(nib_engine(model_dir, threads, 1, scaling if first_int4 else [], smoke,
+                                         ["--layouts", "--speculation"] if first_int4 else []))
             if not round_index:
                 json.dump({"promptIds": nib_rounds[0]["promptIds"], "generatedIds": nib_rounds[0]["generatedIds"]},
                           open(ids_path, "w"))
@@ -315,6 +323,9 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
         "",
         f"- Machine: {m['cpu']}, {m['logicalCpus']} logical CPUs, {m['memGb']:.1f} GiB RAM, Linux {m['kernel']}; "
         f"ONNX Runtime {m['onnxruntime']}; {args.threads} inference threads everywhere.",
+        f"- CPU vector extensions (/proc/cpuinfo): `{m.get('cpuFlags', 'unknown')}`.",
+        f"- llama.cpp built by scripts/setup-llama.sh with `{m.get('llamaBuild', 'unknown')}` "
+        "(portable: no -march=native, no AMX).",
         f"- Load average (1/5/15 min) at start {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, at end "
         f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}."
         + (" **Numbers taken under load** (other processes used the CPU): timings are pessimistic and noisy. "
@@ -467,6 +478,43 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
     for r in engine_int4["scaling"]:
         lines.append(f"| {r['promptTokens']} | {r['coldMs']:.0f} | {r['coldPrefillMs']:.0f} | {fmt(r['hitMs'])} | "
                      f"{r['hitPrefilledTokens']} |")
+    if engine_int4.get("kvLayouts"):
+        lines += ["", "Decode step time by depth (int4, ms per token over the cold request's 16 tokens, "
+                  f"median of {len(engine_int4['kvLayouts'][0]['sharedMs']['runs'])} run(s) each, `--layouts`): "
+                  "the shared KV buffer nib uses against the "
+                  "copying cache (each run returns past + new rows as new tensors that become the next past; "
+                  "with nib's graph it also cuts off the second position every run has, one more copy).", "",
+                  "| prompt tokens | shared buffer ms | copying ms |", "|---|---|---|"]
+        for r in engine_int4["kvLayouts"]:
+            lines.append(f"| {r['promptTokens']} | {fmt(r['sharedMs'], 1)} | {fmt(r['copyingMs'], 1)} |")
+        steps = [r["sharedMs"]["median"] for r in engine_int4["kvLayouts"]]
+        if len(steps) > 1:
+            lines += ["", target_line(f"decode step at {engine_int4['kvLayouts'][-1]['promptTokens']} tokens / "
+                                      f"at {engine_int4['kvLayouts'][0]['promptTokens']}", steps[-1] / steps[0], 2.0,
+                                      False, "×")]
+    if engine_int4.get("speculation"):
+        lines += ["", "## Prompt-lookup speculation", "",
+                  "`cargo bench --bench engine -- --speculation` (int4, greedy, cold cache per run): the same "
+                  "work with drafts from prompt lookup verified in one forward pass, and without (one token per "
+                  "run). The output is identical (asserted by the bench; `server/tests/engine_equivalence.rs` "
+                  "proves it token for token). Workloads: a 64-token continuation of this repository's Python, "
+                  "the docstring action and the unit-test action on two functions of `models/nib_convert/`. "
+                  "Effective tokens/s = generated tokens / decode time; accepted = drafted tokens the model "
+                  "confirmed, per verifying run.", "",
+                  "| workload | plain tok/s | lookup tok/s | speed-up | drafted | accepted | accepted per run |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in engine_int4["speculation"]:
+            last = r["lookup"]["runs"][-1]
+            lines.append(f"| {r['workload']} | {r['plain']['effectiveTokPerS']:.1f} | "
+                         f"{r['lookup']['effectiveTokPerS']:.1f} | {r['speedup']:.2f}× | {last['draftTokens']} | "
+                         f"{last['acceptedDraftTokens']} | {r['lookup']['acceptedPerDraftRun']:.2f} |")
+        actions = [r["speedup"] for r in engine_int4["speculation"] if r["workload"] in ("docstring", "tests")]
+        lines.append("")
+        if actions:
+            lines.append(target_line("prompt lookup speed-up on the docstring/tests workloads (lowest)",
+                                     min(actions), 1.8, True, "×"))
+        lines.append(target_line("prompt lookup speed-up on any workload (lowest)",
+                                 min(r["speedup"] for r in engine_int4["speculation"]), 1.0, True, "×"))
     lines += ["", "Open buffers (LSP server, `benches/replay.py`): other real source files of this repository "
               "opened next to the typed file; then a completion on an empty line (the cross-file context changed, "
               "so its prompt head is new) and three keystrokes (`q`, `z`, `j`: text the model does not suggest, so they run the model rather than the typing-through cache).", "",

@@ -29,7 +29,7 @@ import random
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SOURCE = "models/nib_convert/runtime.py"
-DEFAULT_START_LINE = 36  # `def forward` of OrtDecoder: a method body in the middle of a class
+DEFAULT_START_LINE = 37  # `def forward` of OrtDecoder: a method body in the middle of a class
 NEIGHBOURS = dict(zip("abcdefghijklmnopqrstuvwxyz", "sniwrdfgujlkbmipwtaryvecth"))
 
 

@@ -42,8 +42,9 @@ if [ "$actual" != "$GGUF_SHA256" ]; then
     exit 1
 fi
 
-# The stamp ties the output to the exact input file, converter sources and precision.
-converter_hash="$(cat models/convert.py models/nib_convert/*.py | sha256sum | cut -d' ' -f1)"
+# The stamp ties the output to the exact input file, converter sources (with the FIM table
+# models/fim.json they read) and precision.
+converter_hash="$(cat models/convert.py models/nib_convert/*.py models/fim.json | sha256sum | cut -d' ' -f1)"
 stamp="gguf=$GGUF_SHA256 converter=$converter_hash precision=$PRECISION"
 if [ -f "$OUT/.stamp" ] && [ -f "$OUT/model.onnx" ] && [ "$(cat "$OUT/.stamp")" = "$stamp" ]; then
     log "$OUT is up to date"

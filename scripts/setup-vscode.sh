@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up what the VS Code extension's end-to-end test needs, once (a stamp records the
 # versions): Debian's chromium and ripgrep (apt, when missing), and code-server (npm; it
-# contains VS Code) plus playwright-core in the cache folder .cache/vscode/tools.
+# contains VS Code) plus playwright-core in the cache folder .cache/vscode/tools, every npm
+# package pinned by editors/vscode/tests/tools/package-lock.json (installed with `npm ci`).
 # Prints nothing when everything is already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,8 @@ RIPGREP_ARCHIVE=ripgrep-v13.0.0-10-x86_64-unknown-linux-musl.tar.gz
 cache=.cache/vscode
 tools="$cache/tools"
 stamp="$tools/.stamp"
-want="code-server@$CODE_SERVER_VERSION playwright-core@$PLAYWRIGHT_VERSION"
+lock_dir=editors/vscode/tests/tools
+want="code-server@$CODE_SERVER_VERSION playwright-core@$PLAYWRIGHT_VERSION $(cat "$lock_dir/package-lock.json" | sha256sum | cut -c1-16)"
 
 missing_apt=()
 command -v chromium >/dev/null || missing_apt+=(chromium)
@@ -54,14 +56,13 @@ if [[ ! -f "$rg_cache/$RIPGREP_ARCHIVE" ]]; then
   tar -C "$rg_cache/rg-src" -czf "$rg_cache/$RIPGREP_ARCHIVE" ./rg
   rm -rf "$rg_cache/rg-src"
 fi
-[[ -f "$tools/package.json" ]] || echo '{"name": "nib-vscode-test-tools", "private": true}' >"$tools/package.json"
+cp "$lock_dir/package.json" "$lock_dir/package-lock.json" "$tools/"
 # npm_config_yes: node-pty's postinstall runs npx, which must not prompt.
 # npm_config_nodedir: build native modules against the installed Node headers, offline.
 nodedir=/usr
 [[ -f "$nodedir/include/node/node.h" ]] || nodedir="$(dirname "$(dirname "$(command -v node)")")"
 (cd "$tools" && TMPDIR="$tmp_abs" npm_config_nodedir="$nodedir" npm_config_yes=true \
-  npm install --no-audit --no-fund --loglevel=error --unsafe-perm \
-  "code-server@$CODE_SERVER_VERSION" "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null)
+  npm ci --no-audit --no-fund --loglevel=error --unsafe-perm >/dev/null)
 "$tools_abs/node_modules/.bin/code-server" --version >/dev/null
 echo "$want" >"$stamp"
 echo "setup-vscode: code-server $CODE_SERVER_VERSION and playwright-core $PLAYWRIGHT_VERSION ready"

@@ -1,11 +1,19 @@
 """Build the decoder ONNX graph (HF Optimum I/O layout) with ONNX Runtime CPU contrib ops.
 
 Inputs : input_ids int64 [batch, seq], attention_mask int64 [batch, total_seq],
-         position_ids int64 [batch, seq],
+         position_ids int64 [batch, seq], logits_to_keep int64 [1],
          past_key_values.{i}.key / .value float32 [batch, kv_heads, past_seq, head_dim]
-Outputs: logits float32 [batch, 1, vocab]  (last position only: the LM head is the largest
-         matmul and the engine only ever samples from the last row),
-         present.{i}.key / .value float32 [batch, kv_heads, past_seq + seq, head_dim]
+Outputs: logits float32 [batch, logits_to_keep, vocab]  (the last `logits_to_keep` positions
+         only: the LM head is the largest matmul; prefill and decode need the last row, the
+         verification of a speculative draft one row per drafted token),
+         present.{i}.key / .value float32 [batch, kv_heads, present_seq, head_dim]
+
+KV cache, two ways (GroupQueryAttention supports both):
+- copying: past_seq = tokens cached; present_seq = past_seq + seq, a new tensor per run.
+- shared buffer (what nib does, nib.json `"kv_cache": "shared_buffer"`): past is a buffer of
+  fixed capacity, `present.*` is bound to the same memory, and the op writes the new rows in
+  place at the positions given by attention_mask (its row sum is the token count after this
+  run); rows past that count are never read, so truncating the cache is forgetting a count.
 
 Per layer (why each op): one MatMulNBits for Q|K|V (rows concatenated: one pass over the input,
 one kernel launch), GroupQueryAttention with packed QKV (applies RoPE from cos/sin caches at
@@ -176,14 +184,15 @@ class GraphBuilder:
         vin = lambda n, t, s: helper.make_tensor_value_info(n, t, s)  # noqa: E731
         inputs = [vin("input_ids", TensorProto.INT64, ["batch", "seq"]),
                   vin("attention_mask", TensorProto.INT64, ["batch", "total_seq"]),
-                  vin("position_ids", TensorProto.INT64, ["batch", "seq"])]
-        outputs = [vin("logits", TensorProto.FLOAT, ["batch", 1, c.vocab])]
+                  vin("position_ids", TensorProto.INT64, ["batch", "seq"]),
+                  vin("logits_to_keep", TensorProto.INT64, [1])]
+        outputs = [vin("logits", TensorProto.FLOAT, ["batch", "kept", c.vocab])]
         for i in range(L):
             for kv in ("key", "value"):
                 inputs.append(vin(f"past_key_values.{i}.{kv}", TensorProto.FLOAT,
                                   ["batch", c.kv_heads, "past_seq", c.head_dim]))
                 outputs.append(vin(f"present.{i}.{kv}", TensorProto.FLOAT,
-                                   ["batch", c.kv_heads, "total_seq", c.head_dim]))
+                                   ["batch", c.kv_heads, "present_seq", c.head_dim]))
 
         # GQA wants seqlens_k = (tokens in cache after this step) - 1 and the total length, int32.
         msum = b.op("ReduceSum", ["attention_mask", b.init("axes1", np.array([1], np.int64))],
@@ -224,9 +233,9 @@ class GraphBuilder:
                                   [d, resid, b.init(nxt, self.m.dequant(nxt + ".weight"))], n_out=4, domain=MS,
                                   name=f"blk.{i + 1}/attn_norm", epsilon=eps)
             else:
-                # Only the last position reaches the final norm and the LM head.
-                sl = [b.init("last.start", np.array([-1], np.int64)),
-                      b.init("last.end", np.array([np.iinfo(np.int64).max], np.int64)), "axes1"]
+                # Only the last `logits_to_keep` positions reach the final norm and the LM head.
+                start = b.op("Neg", ["logits_to_keep"], name="last/Neg")[0]
+                sl = [start, b.init("last.end", np.array([np.iinfo(np.int64).max], np.int64)), "axes1"]
                 d_last = b.op("Slice", [d] + sl, name="last/Slice_d")[0]
                 r_last = b.op("Slice", [resid] + sl, name="last/Slice_resid")[0]
                 hn = b.op("SkipSimplifiedLayerNormalization",

@@ -12,16 +12,14 @@ import os
 
 from . import __version__
 
-# family -> candidate (prefix, suffix, middle) marker triples, first match wins.
-FIM_FAMILIES: list[tuple[str, list[tuple[str, str, str]]]] = [
-    ("starcoder", [("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
-                   ("<fim-prefix>", "<fim-suffix>", "<fim-middle>")]),
-    ("qwen", [("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")]),
-    ("codellama", [("▁<PRE>", "▁<SUF>", "▁<MID>"), ("<PRE>", "<SUF>", "<MID>")]),
-    ("deepseek", [("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>")]),
-    # Codestral has no middle marker: the model generates after `[SUFFIX]S[PREFIX]P`.
-    ("codestral", [("[PREFIX]", "[SUFFIX]", "")]),
-]
+# The FIM table shared with the server (models/fim.json): family -> candidate (prefix, suffix,
+# middle) marker triples, first match wins; "" for Codestral's missing middle marker (the model
+# generates after `[SUFFIX]S[PREFIX]P`).
+FIM_TABLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fim.json")
+with open(FIM_TABLE, encoding="utf-8") as _table:
+    FIM_FAMILIES: list[tuple[str, list[tuple[str, str, str]]]] = [
+        (family["name"], [(s["prefix"], s["suffix"], s["middle"] or "") for s in family["spellings"]])
+        for family in json.load(_table)["families"]]
 
 # Tokens that end a completion when present in the vocabulary (the GGUF's eos is added first).
 STOP_CANDIDATES = ["<|im_end|>", "<|endoftext|>", "<file_sep>", "<|file_sep|>", "<|EOT|>", "<EOT>", "▁<EOT>",
@@ -97,6 +95,8 @@ def write_nib_json(cfg, tok, out_dir: str, name: str, precision: str, source_pat
         "stop_tokens": stop_tokens(tok.tokens, cfg.eos_id),
         "chat": chat,
         "add_bos": bool(tok.add_bos),
+        # GroupQueryAttention writes into a past buffer bound as its present output (graph.py).
+        "kv_cache": "shared_buffer",
         "source": {"file": os.path.basename(source_path), "sha256": source_sha256},
         "converter": {"version": __version__, "precision": precision},
     }

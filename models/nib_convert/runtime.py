@@ -1,8 +1,8 @@
 """Minimal onnxruntime driver for a converted model directory (checks, benchmark, fixture).
 
-It does what the Rust engine does: feed the new tokens with positions past..past+seq-1 and an
-all-ones mask over past+seq, take the last-position logits, feed `present.*` back as
-`past_key_values.*`.
+It does what the Rust engine's copying cache does: feed the new tokens with positions
+past..past+seq-1 and an all-ones mask over past+seq, take the last-position logits, feed
+`present.*` back as `past_key_values.*`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ class OrtDecoder:
         path = os.path.join(model_dir, "model.onnx") if os.path.isdir(model_dir) else model_dir
         self.sess = ort.InferenceSession(path, session_options(threads), providers=["CPUExecutionProvider"])
         self.past_names = [i.name for i in self.sess.get_inputs() if i.name.startswith("past_key_values.")]
-        shape = self.sess.get_inputs()[3].shape
+        shape = next(i.shape for i in self.sess.get_inputs() if i.name == self.past_names[0])
+        self.keep_input = any(i.name == "logits_to_keep" for i in self.sess.get_inputs())
         self.kv_heads, self.head_dim = shape[1], shape[3]
         self.out_names = [o.name for o in self.sess.get_outputs()]
 
@@ -41,6 +42,8 @@ class OrtDecoder:
         feeds = {"input_ids": np.asarray([ids], np.int64),
                  "attention_mask": np.ones((1, past + n), np.int64),
                  "position_ids": np.arange(past, past + n, dtype=np.int64)[None, :]}
+        if self.keep_input:
+            feeds["logits_to_keep"] = np.array([1], np.int64)
         feeds = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in feeds.items()}
         feeds.update(cache)
         outs = self.sess.run_with_ort_values(self.out_names, feeds)

@@ -72,11 +72,12 @@ def test_io_contract(synthetic, tmp_path):
     assert ins.pop("input_ids") == (i64, ["batch", "seq"])
     assert ins.pop("attention_mask") == (i64, ["batch", "total_seq"])
     assert ins.pop("position_ids") == (i64, ["batch", "seq"])
-    assert outs.pop("logits")[1] == ["batch", 1, 411]
+    assert ins.pop("logits_to_keep") == (i64, [1])
+    assert outs.pop("logits")[1] == ["batch", "kept", 411]
     for i in range(2):
         for kv in ("key", "value"):
             assert ins.pop(f"past_key_values.{i}.{kv}") == (f32, ["batch", 2, "past_seq", 16])
-            assert outs.pop(f"present.{i}.{kv}") == (f32, ["batch", 2, "total_seq", 16])
+            assert outs.pop(f"present.{i}.{kv}") == (f32, ["batch", 2, "present_seq", 16])
     assert not ins and not outs
     ops = {n.op_type for n in m.graph.node}
     assert {"MatMulNBits", "GroupQueryAttention", "SkipSimplifiedLayerNormalization"} <= ops
@@ -96,3 +97,58 @@ def test_unsupported_arch_is_a_clear_error(tmp_path):
     from nib_convert.gguf_model import GGUFModel
     with pytest.raises(ValueError, match="architecture 'gemma' not supported"):
         GGUFModel(path)
+
+
+def test_shared_buffer_and_logits_to_keep_match_the_copying_layout(synthetic, tmp_path):
+    """nib.json's "kv_cache": "shared_buffer": present bound to a past buffer of fixed capacity
+    (rows past the token count filled with NaN, so reading one would show) gives the copying
+    layout's logits for prefill, tail prefill and decode, after truncation too; and
+    logits_to_keep=k returns the logits one-token-at-a-time decoding gives."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from nib_convert.runtime import OrtDecoder
+
+    out = _convert(synthetic("llama-mixed"), tmp_path, "fp32")
+    assert json.load(open(f"{out}/nib.json"))["kv_cache"] == "shared_buffer"
+    dec = OrtDecoder(out, threads=1)
+    ids = [int(x) for x in np.random.default_rng(0).integers(5, 300, 48)]
+    chunks = [ids[:16], ids[16:30], ids[30:31], ids[31:32]]
+    cache, expected = dec.new_cache(), []
+    for chunk in chunks:
+        logits, cache = dec.forward(chunk, cache)
+        expected.append(logits)
+    capacity = 40
+    buffers = {n: ort.OrtValue.ortvalue_from_numpy(np.full((1, dec.kv_heads, capacity, dec.head_dim), np.nan,
+                                                           np.float32)) for n in dec.past_names}
+
+    def shared(chunk: list[int], past: int, keep: int = 1) -> np.ndarray:
+        binding = dec.sess.io_binding()
+        feeds = {"input_ids": np.asarray([chunk], np.int64),
+                 "attention_mask": np.ones((1, past + len(chunk)), np.int64),
+                 "position_ids": np.arange(past, past + len(chunk), dtype=np.int64)[None, :],
+                 "logits_to_keep": np.array([keep], np.int64)}
+        for name, value in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value))
+        for name, buffer in buffers.items():
+            binding.bind_ortvalue_input(name, buffer)
+            binding.bind_ortvalue_output(name.replace("past_key_values.", "present."), buffer)
+        binding.bind_output("logits")
+        dec.sess.run_with_iobinding(binding)
+        return binding.get_outputs()[-1].numpy()[0]
+
+    past = 0
+    for chunk, want in zip(chunks, expected):
+        got = shared(chunk, past)
+        past += len(chunk)
+        assert got.shape[0] == 1 and np.abs(got[-1] - want).max() < 1e-4
+    # Truncation is forgetting a count: back to 16 tokens, the tail again (then a different one).
+    assert np.abs(shared(ids[16:30], 16)[-1] - expected[1]).max() < 1e-4
+    # Four positions' logits at once equal four single steps (30 → 31 → 32 → 33).
+    rows = shared(ids[30:34], 30, keep=4)
+    cache, single = dec.new_cache(), []
+    _, cache = dec.forward(ids[:30], cache)
+    for token in ids[30:34]:
+        logits, cache = dec.forward([token], cache)
+        single.append(logits)
+    assert rows.shape[0] == 4 and np.abs(rows - np.array(single)).max() < 1e-4

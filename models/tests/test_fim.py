@@ -44,6 +44,7 @@ def test_nib_json_of_synthetic(synthetic, tmp_path):
                           "middle": "<fim_middle>"}
     assert nib["stop_tokens"][0] == "<|endoftext|>" and "<file_sep>" in nib["stop_tokens"]
     assert nib["add_bos"] is False and nib["chat"] is None and nib["context_length"] == 256
+    assert nib["kv_cache"] == "shared_buffer"
     assert len(nib["source"]["sha256"]) == 64
     cfg = json.load(open(tmp_path / "config.json"))
     assert (cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]) == (4, 2, 16)

@@ -4,13 +4,20 @@
 //! the same token ids, which it reads from this output.
 //!
 //!     cargo bench --bench engine -- --model DIR [--threads 2] [--runs 3] [--prompt 512]
-//!         [--decode 128] [--scaling 256,512,1024,2048,4096] [--smoke]
+//!         [--decode 128] [--scaling 256,512,1024,2048,4096] [--layouts] [--speculation] [--smoke]
 //!
 //! Measured (greedy, medians over `--runs` after one warm-up):
 //! - cold prefill of a `--prompt`-token prompt (empty KV cache), then up to `--decode` tokens
-//!   (fewer if the model emits its end token; the count is reported);
-//! - scaling: for each prompt length, the cold request (prefill + 16 tokens) and the KV-hit
-//!   request (the same prompt plus one more line: only the new tokens are prefilled).
+//!   (fewer if the model emits its end token; the count is reported), plain decoding (one token
+//!   per run, as the peers decode);
+//! - scaling: for each prompt length, the cold request (prefill + 16 tokens: the decode step
+//!   time at that depth) and the KV-hit request (the same prompt plus one more line: only the
+//!   new tokens are prefilled);
+//! - `--layouts`: the decode step time at each scaling depth with the copying KV cache too;
+//! - `--speculation`: prompt-lookup speculation against plain greedy decoding on three
+//!   workloads (a 64-token code continuation, the docstring action, the unit-test action on
+//!   functions of this repository): the same output (asserted), decode time, forward passes,
+//!   drafted and accepted tokens.
 //!
 //! The prompt is real Python source of this repository, cut at a token boundary.
 
@@ -19,7 +26,13 @@ use std::time::Instant;
 
 mod common;
 
-use nib::engine::{self, CancelToken, EngineSettings, Flow, GenerationRequest, Model, PromptPiece, Sampling};
+use nib::actions::{Target, docstring, unit_tests};
+use nib::config::DocstringStyle;
+use nib::document::Document;
+use nib::engine::{
+    self, CancelToken, EngineSettings, EngineStats, Flow, GenerationRequest, KvLayout, Model, PromptPiece,
+};
+use nib::syntax::scopes;
 use serde_json::{Value, json};
 
 struct Args {
@@ -29,6 +42,8 @@ struct Args {
     prompt: usize,
     decode: usize,
     scaling: Vec<usize>,
+    layouts: bool,
+    speculation: bool,
     smoke: bool,
 }
 
@@ -40,6 +55,8 @@ fn parse_args() -> Args {
         prompt: 512,
         decode: 128,
         scaling: vec![256, 512, 1024, 2048, 4096],
+        layouts: false,
+        speculation: false,
         smoke: false,
     };
     let mut it = std::env::args().skip(1);
@@ -56,6 +73,8 @@ fn parse_args() -> Args {
                 args.scaling =
                     list.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().expect("--scaling")).collect()
             }
+            "--layouts" => args.layouts = true,
+            "--speculation" => args.speculation = true,
             "--smoke" => args.smoke = true,
             "--bench" => {} // added by `cargo bench`
             other => panic!("unknown argument {other}"),
@@ -78,15 +97,7 @@ fn prompt_of(model: &Model, source: &str, tokens: usize) -> String {
 }
 
 fn request(prompt: &[PromptPiece], max_tokens: usize) -> GenerationRequest {
-    GenerationRequest {
-        prompt: prompt.to_vec(),
-        max_tokens,
-        sampling: Sampling::GREEDY,
-        stop_strings: Vec::new(),
-        stop_tokens: Vec::new(),
-        cancel: CancelToken::default(),
-        deadline: None,
-    }
+    GenerationRequest::greedy(prompt.to_vec(), max_tokens)
 }
 
 /// One generation: (wall ms, the engine's own stats).
@@ -115,6 +126,8 @@ fn main() {
     let load_started = Instant::now();
     let mut model = engine::load_model(&settings).expect("load the model");
     let load_ms = load_started.elapsed().as_secs_f64() * 1e3;
+    // Plain decoding (one token per run) unless a section says otherwise.
+    model.set_speculation(false);
     let source = common::python_sources();
     eprintln!("engine bench: {} ({} threads) loaded in {load_ms:.0} ms", model.info.dir.display(), args.threads);
 
@@ -178,10 +191,14 @@ fn main() {
             "coldPrefillMs": cold.stats.prefill_ms,
             "coldDecodeMs": cold.stats.decode_ms,
             "coldGenerated": cold.stats.generated_tokens,
+            "decodeStepMs": cold.stats.decode_ms / cold.stats.generated_tokens.max(1) as f64,
             "hitMs": summary(hits),
             "hitPrefilledTokens": hit_prefilled,
         }));
     }
+
+    let layouts = if args.layouts { layout_steps(&mut model, &source, &args) } else { Value::Null };
+    let speculation = if args.speculation { speculation(&mut model, &source, &args) } else { Value::Null };
 
     let result = json!({
         "model": model.info.dir,
@@ -193,6 +210,152 @@ fn main() {
         "prefillTokPerS": summary(prefill),
         "decodeTokPerS": summary(decode),
         "scaling": scaling,
+        "kvLayouts": layouts,
+        "speculation": speculation,
     });
     println!("{result}");
+}
+
+/// Decode step time (ms per token over 16 tokens after a cold prefill) at each scaling depth,
+/// with the shared buffer and with the copying cache.
+fn layout_steps(model: &mut Model, source: &str, args: &Args) -> Value {
+    let mut rows = Vec::new();
+    for &length in &args.scaling {
+        if length + 32 > model.info.context_length {
+            continue;
+        }
+        let prompt = vec![PromptPiece::Text(prompt_of(model, source, length))];
+        let mut row = json!({ "promptTokens": length });
+        for (name, layout) in [("sharedMs", KvLayout::SharedBuffer), ("copyingMs", KvLayout::Copying)] {
+            model.set_kv_layout(layout).expect("switch the KV layout");
+            let mut steps = Vec::new();
+            for _ in 0..args.runs {
+                model.reset_cache();
+                let (_, generation) = run(model, &prompt, 16);
+                steps.push(generation.stats.decode_ms / generation.stats.generated_tokens.max(1) as f64);
+            }
+            row[name] = summary(steps);
+        }
+        eprintln!(
+            "engine bench: decode step at {length} tokens: shared buffer {:.1} ms, copying {:.1} ms",
+            row["sharedMs"]["median"].as_f64().unwrap_or(f64::NAN),
+            row["copyingMs"]["median"].as_f64().unwrap_or(f64::NAN)
+        );
+        rows.push(row);
+    }
+    model.set_kv_layout(KvLayout::SharedBuffer).expect("switch the KV layout");
+    Value::Array(rows)
+}
+
+/// A docstring / test target: the Python function whose `def` line starts with `needle`.
+fn target_in(path: &std::path::Path, needle: &str) -> Target {
+    let text = std::fs::read_to_string(path).expect("source file");
+    let uri = nib::document::path_to_file_uri(path);
+    let document = Document::new(uri.clone(), "python".into(), 1, &text);
+    let cursor = text.find(needle).unwrap_or_else(|| panic!("{needle} in {}", path.display())) + needle.len();
+    let tree = document.tree().cloned().expect("a syntax tree");
+    let language = document.language.expect("python");
+    let scope = scopes::scope_at(language, &tree, &document.rope, cursor).expect("a function at the needle");
+    Target { uri, path: document.path.clone(), version: 1, language, rope: document.rope.clone(), tree, scope }
+}
+
+/// What the engine's counters moved by between two snapshots.
+fn delta(before: &EngineStats, after: &EngineStats) -> Value {
+    let decode_ms = after.decode_ms - before.decode_ms;
+    let tokens = after.generated_tokens - before.generated_tokens;
+    let runs = after.decode_runs - before.decode_runs;
+    let drafted = after.draft_tokens - before.draft_tokens;
+    let accepted = after.accepted_draft_tokens - before.accepted_draft_tokens;
+    json!({
+        "generations": after.generations - before.generations,
+        "generatedTokens": tokens,
+        "decodeMs": decode_ms,
+        "decodeRuns": runs,
+        "effectiveTokPerS": tokens as f64 / (decode_ms / 1e3),
+        "draftTokens": drafted,
+        "acceptedDraftTokens": accepted,
+        "acceptedPerDraftRun": if runs > 0 { accepted as f64 / runs as f64 } else { 0.0 },
+    })
+}
+
+/// Prompt lookup against plain greedy decoding, per workload; each workload runs with a cold
+/// cache, `--runs` times each way, and must give the same output both ways.
+fn speculation(model: &mut Model, source: &str, args: &Args) -> Value {
+    let repo = common::repo();
+    let targets = [
+        target_in(&repo.join("models/nib_convert/runtime.py"), "    def greedy"),
+        target_in(&repo.join("models/nib_convert/quant.py"), "def to_nbits"),
+    ];
+    let continuation = vec![PromptPiece::Text(prompt_of(model, source, 512))];
+    let folders = vec![repo.canonicalize().expect("repository path")];
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).ok();
+    let workload = |model: &mut Model, name: &str| -> String {
+        match name {
+            "completion" => run(model, &continuation, 64).1.text,
+            "docstring" => targets
+                .iter()
+                .map(|target| {
+                    match docstring::generate(model, target, DocstringStyle::Google, CancelToken::default()) {
+                        Ok(insertion) => insertion.text,
+                        Err(error) => format!("error: {error}"),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => targets
+                .iter()
+                .map(|target| {
+                    let plan = unit_tests::plan(target, &folders, &read).expect("a test plan");
+                    match unit_tests::generate(model, target, &plan, CancelToken::default()) {
+                        Ok(edit) => format!("{edit:?}"),
+                        Err(error) => format!("error: {error}"),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    };
+    let mut rows = Vec::new();
+    // The smoke run only checks that the section runs: one cheap workload.
+    let workloads: &[&str] = if args.smoke { &["completion"] } else { &["completion", "docstring", "tests"] };
+    for &name in workloads {
+        let mut row = json!({ "workload": name });
+        let mut outputs = Vec::new();
+        for (key, on) in [("plain", false), ("lookup", true)] {
+            model.set_speculation(on);
+            let (mut walls, mut counters) = (Vec::new(), Vec::new());
+            for _ in 0..args.runs {
+                model.reset_cache();
+                let before = model.stats.clone();
+                let started = Instant::now();
+                outputs.push((key, workload(model, name)));
+                walls.push(started.elapsed().as_secs_f64() * 1e3);
+                counters.push(delta(&before, &model.stats));
+            }
+            let median_of = |field: &str| {
+                median(&mut counters.iter().map(|c| c[field].as_f64().unwrap_or(0.0)).collect::<Vec<_>>())
+            };
+            row[key] = json!({
+                "wallMs": summary(walls),
+                "decodeMs": median_of("decodeMs"),
+                "effectiveTokPerS": median_of("effectiveTokPerS"),
+                "acceptedPerDraftRun": median_of("acceptedPerDraftRun"),
+                "runs": counters,
+            });
+        }
+        let plain = &outputs[0].1;
+        assert!(outputs.iter().all(|(_, output)| output == plain), "{name}: speculation changed the output");
+        let speedup = row["lookup"]["effectiveTokPerS"].as_f64().unwrap_or(0.0)
+            / row["plain"]["effectiveTokPerS"].as_f64().unwrap_or(f64::NAN);
+        row["speedup"] = json!(speedup);
+        eprintln!(
+            "engine bench: speculation {name}: plain {:.1} tok/s, lookup {:.1} tok/s ({speedup:.2}x), {:.2} accepted per run",
+            row["plain"]["effectiveTokPerS"].as_f64().unwrap_or(0.0),
+            row["lookup"]["effectiveTokPerS"].as_f64().unwrap_or(0.0),
+            row["lookup"]["acceptedPerDraftRun"].as_f64().unwrap_or(0.0),
+        );
+        rows.push(row);
+    }
+    model.set_speculation(false);
+    Value::Array(rows)
 }

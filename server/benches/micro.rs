@@ -1,5 +1,6 @@
-//! Micro benchmarks of the per-keystroke work outside the model: incremental edit + re-parse of
-//! a 10k-line file, context building, prompt assembly and tokenization of a 2k-token prompt.
+//! Micro benchmarks of the per-keystroke work outside the model: a `didChange` on a 10k-line
+//! file (rope and tree edit) and the incremental re-parse that follows when the tree is next
+//! needed, context building, prompt assembly and tokenization of a 2k-token prompt.
 //!
 //!     cargo bench --bench micro              # measure (criterion; `make bench` runs this)
 //!     cargo bench --bench micro -- --test    # one iteration each (the smoke in `make test`)
@@ -34,6 +35,7 @@ fn model_dir() -> PathBuf {
 fn bench_edit(c: &mut Criterion) {
     let text = big_python(10_000);
     let mut document = Document::new("file:///bench/big.py".into(), "python".into(), 1, &text);
+    document.tree();
     let mut version = 1;
     // A keystroke in the middle of the file (inside a function body), then its deletion, so the
     // document stays the same size across iterations.
@@ -41,15 +43,28 @@ fn bench_edit(c: &mut Criterion) {
     let column = document.rope.line(line as usize).len_chars() as u32 - 1;
     let at = LineColumn { line, column };
     let after = LineColumn { line, column: column + 1 };
+    let mut keystroke = |document: &mut Document| {
+        version += 1;
+        let insert = [TextChange { range: Some((at, at)), text: "x".into() }];
+        document.apply_changes(&insert, version, PositionEncoding::Utf16).expect("insert");
+        version += 1;
+        let delete = [TextChange { range: Some((at, after)), text: String::new() }];
+        document.apply_changes(&delete, version, PositionEncoding::Utf16).expect("delete");
+    };
+    // What the main loop does per `didChange` (two of them per iteration): the rope edit and
+    // the tree's `edit`; the re-parse waits until a feature asks for the tree.
+    c.bench_function("did_change_pair_10k_lines", |b| {
+        b.iter(|| {
+            keystroke(&mut document);
+            black_box(document.rope.len_bytes());
+        })
+    });
+    document.tree();
+    // The same two edits and then the incremental re-parse the next completion pays.
     c.bench_function("edit_reparse_10k_lines", |b| {
         b.iter(|| {
-            version += 1;
-            let insert = [TextChange { range: Some((at, at)), text: "x".into() }];
-            document.apply_changes(&insert, version, PositionEncoding::Utf16).expect("insert");
-            version += 1;
-            let delete = [TextChange { range: Some((at, after)), text: String::new() }];
-            document.apply_changes(&delete, version, PositionEncoding::Utf16).expect("delete");
-            black_box(document.tree.as_ref().map(|tree| tree.root_node().child_count()));
+            keystroke(&mut document);
+            black_box(document.tree().map(|tree| tree.root_node().child_count()));
         })
     });
 }

@@ -58,7 +58,11 @@ pub struct RemoteConfig {
     /// The `model` field of requests; empty means "the one the server serves".
     pub model: String,
     /// Name of the environment variable holding the API key (the key itself is never a setting).
+    /// Only names that look like an API key's variable are accepted (see `api_key_env_refusal`).
     pub api_key_env: String,
+    /// Also accept `*_TOKEN` variables in `api_key_env` (off: a token for something else, such
+    /// as `GITHUB_TOKEN`, must not be sent to a completions server by mistake or by a repository).
+    pub allow_token_env: bool,
     /// FIM family (`starcoder`, `codellama`, `deepseek`, `qwen`, `codestral`), detected from the
     /// model name when `Auto`, plain prefix prompts when `Off`.
     pub fim: Choice,
@@ -80,6 +84,7 @@ impl Default for RemoteConfig {
             url: String::new(),
             model: String::new(),
             api_key_env: String::new(),
+            allow_token_env: false,
             fim: Choice::Auto,
             chat: Choice::Auto,
             context_length: 4096,
@@ -190,6 +195,40 @@ fn read_section(config: &mut Config, map: &Map<String, Value>, warnings: &mut Ve
             warnings.push(format!("nib.{key}: {why}; keeping the default"));
         }
     }
+    // Checked after every key is read: whether the name is accepted depends on allowTokenEnv.
+    if let Some(why) = api_key_env_refusal(&config.remote) {
+        warnings.push(format!("nib.remote.apiKeyEnv: {why}; no API key is sent"));
+        config.remote.api_key_env.clear();
+    }
+}
+
+/// Why `remote.api_key_env` may not be used, if it may not. The variable's value is sent to
+/// the configured server, so the name must say it is meant for that: `NIB_*` or `*_API_KEY`,
+/// and `*_TOKEN` only when the user opted in with `nib.remote.allowTokenEnv`. Anything else
+/// (`HOME`, `AWS_SECRET_ACCESS_KEY`, `GITHUB_TOKEN` without the opt-in) is refused, so that
+/// settings written by someone else cannot send an unrelated secret. docs/configuration.md.
+pub fn api_key_env_refusal(remote: &RemoteConfig) -> Option<String> {
+    let name = remote.api_key_env.to_ascii_uppercase();
+    let accepted = name.is_empty()
+        || name.starts_with("NIB_")
+        || name.ends_with("_API_KEY")
+        || (name.ends_with("_TOKEN") && remote.allow_token_env);
+    if accepted {
+        return None;
+    }
+    Some(if name.ends_with("_TOKEN") {
+        format!(
+            "{} is a token variable; set nib.remote.allowTokenEnv to true (a user setting) to send it to the \
+             server, or copy the key into a variable named NIB_API_KEY",
+            remote.api_key_env
+        )
+    } else {
+        format!(
+            "{} does not look like an API key variable (accepted: NIB_*, *_API_KEY, and *_TOKEN with \
+             nib.remote.allowTokenEnv); copy the key into a variable named NIB_API_KEY",
+            remote.api_key_env
+        )
+    })
 }
 
 /// Reads a section object key by key with `read_key`, warning (as `{prefix}.{key}`) for each
@@ -235,11 +274,8 @@ fn read_remote_key(remote: &mut RemoteConfig, key: &str, value: &Value) -> Resul
                 remote.url.clear();
                 Ok(())
             }
-            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                remote.url = url.trim_end_matches('/').to_string();
-                Ok(())
-            }
-            _ => Err(format!("expected an http:// or https:// URL, got {value}")),
+            Some(url) => server_url(url).map(|url| remote.url = url),
+            None => Err(format!("expected an http:// or https:// URL, got {value}")),
         },
         "model" => string(value).map(|name| remote.model = name),
         "apiKeyEnv" => match value.as_str() {
@@ -250,7 +286,10 @@ fn read_remote_key(remote: &mut RemoteConfig, key: &str, value: &Value) -> Resul
         "apiKey" => Err("API keys are never read from settings (they end up in dotfiles and logs); put the key \
                          in an environment variable and name it in nib.remote.apiKeyEnv"
             .to_string()),
-        "fim" => choice(value, &["starcoder", "codellama", "deepseek", "qwen", "codestral"]).map(|c| remote.fim = c),
+        "allowTokenEnv" => {
+            value.as_bool().map(|b| remote.allow_token_env = b).ok_or_else(|| "expected true or false".into())
+        }
+        "fim" => choice(value, &crate::engine::fim::family_names()).map(|c| remote.fim = c),
         "chat" => choice(value, &["chatml"]).map(|c| remote.chat = c),
         "contextLength" => integer(value, 256, 1_048_576).map(|n| remote.context_length = n),
         "connectTimeoutMs" => integer(value, 100, 600_000).map(|n| remote.connect_timeout_ms = n as u64),
@@ -260,6 +299,43 @@ fn read_remote_key(remote: &mut RemoteConfig, key: &str, value: &Value) -> Resul
             value.as_bool().map(|b| remote.fallback_to_local = b).ok_or_else(|| "expected true or false".into())
         }
         _ => Err("unknown setting".to_string()),
+    }
+}
+
+/// A server's base URL: http or https, with a host, without credentials (they would be shown
+/// in status, logs and errors; the key belongs in `apiKeyEnv`), a query or a fragment (nib
+/// appends `/completions`). Messages about a URL with credentials never repeat it.
+fn server_url(text: &str) -> Result<String, String> {
+    let shown = redact_credentials(text);
+    let url = reqwest::Url::parse(text)
+        .map_err(|error| format!("expected an http:// or https:// URL, got {shown:?} ({error})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("expected an http:// or https:// URL, got {shown:?}"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "the URL {shown:?} carries credentials (user:password@); they would appear in status, logs and errors: \
+             put the key in an environment variable and name it in nib.remote.apiKeyEnv"
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("the URL {shown:?} has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "the URL {shown:?} has a query or fragment; give the API's base URL (nib appends /completions)"
+        ));
+    }
+    Ok(text.trim_end_matches('/').to_string())
+}
+
+/// `text` with any `user:password@` of a URL replaced by `***@`.
+pub fn redact_credentials(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else { return text.to_string() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => text.to_string(),
     }
 }
 
@@ -283,10 +359,20 @@ fn choice(value: &Value, names: &[&str]) -> Result<Choice, String> {
     }
 }
 
+/// A path setting: absolute (after `~/`), since a relative one would be resolved against
+/// whatever folder nib was started in — usually the workspace, whose files are not the user's
+/// choice to load as a library, a model or an interpreter.
 fn path(value: &Value) -> Result<Option<PathBuf>, String> {
     match value.as_str() {
         Some("") => Ok(None),
-        Some(text) => Ok(Some(expand_home(text))),
+        Some(text) => {
+            let path = expand_home(text);
+            if path.is_absolute() {
+                Ok(Some(path))
+            } else {
+                Err(format!("expected an absolute path (or one starting with ~/), got {value}"))
+            }
+        }
         None => Err("expected a path string".to_string()),
     }
 }
@@ -360,7 +446,7 @@ mod tests {
     #[test]
     fn remote_settings_are_validated_and_keys_never_accepted() {
         let settings = json!({"backend": "remote", "remote": {
-            "url": "http://gpu-box:8000/v1/", "model": "qwen2.5-coder-7b", "apiKeyEnv": "TEAM_KEY",
+            "url": "http://gpu-box:8000/v1/", "model": "qwen2.5-coder-7b", "apiKeyEnv": "TEAM_API_KEY",
             "fim": "qwen", "maxConcurrentRequests": 2, "fallbackToLocal": true
         }});
         let (config, warnings) = parse(&Config::default(), &settings);
@@ -391,9 +477,73 @@ mod tests {
     }
 
     #[test]
+    fn relative_paths_are_refused_so_a_workspace_cannot_name_its_own_files() {
+        for key in ["modelPath", "onnxRuntimePath"] {
+            for relative in ["libonnxruntime.so", "./evil/lib.so", "models/x", "~user/x"] {
+                let (config, warnings) = parse(&Config::default(), &json!({ key: relative }));
+                assert_eq!(config, Config::default(), "{key} = {relative}");
+                assert!(warnings[0].starts_with(&format!("nib.{key}: expected an absolute path")), "{warnings:?}");
+            }
+        }
+        let (config, warnings) = parse(&Config::default(), &json!({"python": {"interpreter": ".venv/bin/python"}}));
+        assert_eq!((config.python_interpreter, warnings.len()), (None, 1));
+        let (config, warnings) =
+            parse(&Config::default(), &json!({"modelPath": "/opt/m", "onnxRuntimePath": "~/lib.so"}));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.model_path.as_deref(), Some(std::path::Path::new("/opt/m")));
+        assert!(config.onnx_runtime_path.is_some_and(|p| p.is_absolute()));
+    }
+
+    #[test]
+    fn only_api_key_variables_may_be_sent_to_the_server() {
+        let key_env = |settings: Value| {
+            let (config, warnings) = parse(&Config::default(), &json!({ "remote": settings }));
+            (config.remote.api_key_env, warnings)
+        };
+        for accepted in ["NIB_API_KEY", "NIB_KEY", "OPENAI_API_KEY", "team_api_key"] {
+            let (name, warnings) = key_env(json!({ "apiKeyEnv": accepted }));
+            assert_eq!((name.as_str(), warnings.len()), (accepted, 0), "{warnings:?}");
+        }
+        for refused in ["GITHUB_TOKEN", "HOME", "AWS_SECRET_ACCESS_KEY", "SSH_AUTH_SOCK", "PATH"] {
+            let (name, warnings) = key_env(json!({ "apiKeyEnv": refused }));
+            assert_eq!(name, "", "{refused} is refused");
+            assert!(
+                warnings[0].starts_with("nib.remote.apiKeyEnv:") && warnings[0].contains("NIB_API_KEY"),
+                "{warnings:?}"
+            );
+        }
+        let (name, warnings) = key_env(json!({ "apiKeyEnv": "HF_TOKEN", "allowTokenEnv": true }));
+        assert_eq!((name.as_str(), warnings.len()), ("HF_TOKEN", 0), "{warnings:?}");
+        let (_, warnings) = key_env(json!({ "apiKeyEnv": "HF_TOKEN" }));
+        assert!(warnings[0].contains("nib.remote.allowTokenEnv"), "{warnings:?}");
+    }
+
+    #[test]
+    fn urls_with_credentials_queries_or_odd_schemes_are_refused_without_repeating_the_password() {
+        for (url, says) in [
+            ("https://alice:hunter2@gpu-box/v1", "carries credentials"),
+            ("https://hunter2@gpu-box/v1", "carries credentials"),
+            ("http://gpu-box:8000/v1?key=hunter2", "query"),
+            ("http://gpu-box/v1#x", "query or fragment"),
+            ("ftp://gpu-box/v1", "expected an http:// or https:// URL"),
+            ("gpu-box:8000", "expected an http:// or https:// URL"),
+            ("http://", "expected an http:// or https:// URL"),
+        ] {
+            let (config, warnings) = parse(&Config::default(), &json!({ "remote": { "url": url } }));
+            assert_eq!(config.remote.url, "", "{url}");
+            assert!(warnings[0].contains(says), "{url}: {warnings:?}");
+            if url.contains('@') {
+                assert!(!warnings[0].contains("hunter2") && warnings[0].contains("***@gpu-box"), "{warnings:?}");
+            }
+        }
+        assert_eq!(redact_credentials("http://a:b@h:1/x@y"), "http://***@h:1/x@y");
+        assert_eq!(redact_credentials("http://h/x@y"), "http://h/x@y");
+    }
+
+    #[test]
     fn the_defaults_as_editors_send_them_are_accepted() {
         let settings = json!({"backend": "local", "context": {"workspace": true, "maxFiles": 20000}, "remote": {
-            "url": "", "model": "", "apiKeyEnv": "", "fim": "auto", "chat": "auto", "contextLength": 4096,
+            "url": "", "model": "", "apiKeyEnv": "", "allowTokenEnv": false, "fim": "auto", "chat": "auto", "contextLength": 4096,
             "connectTimeoutMs": 3000, "timeoutMs": 15000, "maxConcurrentRequests": 4, "fallbackToLocal": false
         }});
         let (config, warnings) = parse(&Config::default(), &settings);

@@ -1,6 +1,9 @@
 //! An open buffer: the text as a rope, its version, and a tree-sitter tree kept in step with
-//! every edit (`Tree::edit` + incremental re-parse). All offsets are UTF-8 bytes.
+//! the edits. An edit only moves the old tree (`Tree::edit`, microseconds); the incremental
+//! re-parse waits until something first asks for the tree (`Document::tree`), so typing into
+//! a large file costs the main loop next to nothing. All offsets are UTF-8 bytes.
 
+use std::cell::{OnceCell, RefCell};
 use std::path::PathBuf;
 
 use ropey::Rope;
@@ -32,8 +35,14 @@ pub struct Document {
     pub language: Option<Language>,
     pub version: i32,
     pub rope: Rope,
-    pub tree: Option<Tree>,
-    parser: Option<Parser>,
+    /// The tree of the current text, once parsed (empty after an edit until asked for).
+    tree: OnceCell<Option<Tree>>,
+    /// The last tree, edited to match the current text: where the incremental parse starts.
+    edited: Option<Tree>,
+    /// A change could not be applied, so the text may differ from the editor's: nothing is
+    /// generated for the document until the editor sends its full text again.
+    pub out_of_sync: bool,
+    parser: RefCell<Option<Parser>>,
 }
 
 impl Document {
@@ -42,10 +51,37 @@ impl Document {
         let language = Language::from_language_id(&language_id)
             .or_else(|| path.as_ref().and_then(|p| Language::from_path(&p.to_string_lossy())))
             .or_else(|| Language::from_path(&uri));
-        let mut parser = language.map(Language::parser);
+        let parser = RefCell::new(language.map(Language::parser));
         let rope = Rope::from_str(text);
-        let tree = parser.as_mut().and_then(|p| syntax::parse(p, &rope, None));
-        Document { uri, path, language_id, language, version, rope, tree, parser }
+        Document {
+            uri,
+            path,
+            language_id,
+            language,
+            version,
+            rope,
+            tree: OnceCell::new(),
+            edited: None,
+            out_of_sync: false,
+            parser,
+        }
+    }
+
+    /// The syntax tree of the current text (`None` without a grammar or above
+    /// `syntax::MAX_PARSE_BYTES`), parsed now if an edit came since the last call: incrementally
+    /// from the edited old tree, so the cost is that of the changed region.
+    pub fn tree(&self) -> Option<&Tree> {
+        self.tree
+            .get_or_init(|| {
+                let mut parser = self.parser.borrow_mut();
+                syntax::parse(parser.as_mut()?, &self.rope, self.edited.as_ref())
+            })
+            .as_ref()
+    }
+
+    /// Whether the tree is waiting for a re-parse (the next `tree()` call does it).
+    pub fn parse_pending(&self) -> bool {
+        self.tree.get().is_none() && self.parser.borrow().is_some()
     }
 
     /// Applies a `didChange` atomically: either every change lands and the version moves to
@@ -60,9 +96,10 @@ impl Document {
         if version <= self.version {
             return Err(ChangeError::StaleVersion { current: self.version, received: version });
         }
-        // Ropes clone in O(1); work on copies so a bad change in the middle leaves no trace.
+        // Ropes and trees clone in O(1); work on copies so a bad change in the middle leaves no
+        // trace.
         let mut rope = self.rope.clone();
-        let mut tree = self.tree.clone();
+        let mut tree = self.tree.get().cloned().unwrap_or_else(|| self.edited.clone());
         for change in changes {
             let Some((start, end)) = change.range else {
                 rope = Rope::from_str(&change.text);
@@ -91,10 +128,8 @@ impl Document {
                 });
             }
         }
-        self.tree = match self.parser.as_mut() {
-            Some(parser) => syntax::parse(parser, &rope, tree.as_ref()),
-            None => None,
-        };
+        self.edited = tree;
+        self.tree = OnceCell::new();
         self.rope = rope;
         self.version = version;
         Ok(())
@@ -193,7 +228,16 @@ mod tests {
         .unwrap();
         assert_eq!(doc.text(), "def g😀(x):\n    return x + 1\n");
         let fresh = doc.fresh_tree().unwrap();
-        assert_eq!(doc.tree.as_ref().unwrap().root_node().to_sexp(), fresh.root_node().to_sexp());
+        assert!(doc.parse_pending(), "the edit did not parse");
+        assert_eq!(doc.tree().unwrap().root_node().to_sexp(), fresh.root_node().to_sexp());
+        assert!(!doc.parse_pending());
+        // Edits in a row without a parse between them: the old tree is edited each time.
+        doc.apply_changes(&[change((1, 4), (1, 10), "yield")], 3, PositionEncoding::Utf16).unwrap();
+        doc.apply_changes(&[change((0, 0), (0, 0), "import os\n")], 4, PositionEncoding::Utf16).unwrap();
+        doc.apply_changes(&[change((2, 11), (2, 15), "")], 5, PositionEncoding::Utf16).unwrap();
+        assert_eq!(doc.text(), "import os\ndef g😀(x):\n    yield x\n");
+        let fresh = doc.fresh_tree().unwrap();
+        assert_eq!(doc.tree().unwrap().root_node().to_sexp(), fresh.root_node().to_sexp());
     }
 
     #[test]
@@ -212,7 +256,7 @@ mod tests {
         let mut doc = Document::new("untitled:1".into(), "rust".into(), 1, "fn a() {}");
         doc.apply_changes(&[TextChange { range: None, text: "fn b(".into() }], 2, PositionEncoding::Utf8).unwrap();
         assert_eq!(doc.text(), "fn b(");
-        assert!(doc.tree.as_ref().unwrap().root_node().has_error());
+        assert!(doc.tree().unwrap().root_node().has_error());
     }
 
     #[test]

@@ -15,6 +15,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -94,6 +95,28 @@ impl WorkerPool {
             let _ = thread.join();
         }
     }
+
+    /// `stop`, but waits for the threads only until `deadline` (at `exit`: work that does not
+    /// end in time is left to the end of the process).
+    pub fn stop_by(&mut self, deadline: Instant) {
+        self.work = None;
+        for thread in self.threads.drain(..) {
+            join_by(thread, deadline);
+        }
+    }
+}
+
+/// Joins `thread` if it ends before `deadline`; otherwise leaves it running. Returns whether
+/// it ended.
+pub fn join_by(thread: JoinHandle<()>, deadline: Instant) -> bool {
+    while !thread.is_finished() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = thread.join();
+    true
 }
 
 impl Drop for WorkerPool {

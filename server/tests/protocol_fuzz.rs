@@ -317,3 +317,91 @@ fn broken_framing_never_ends_the_server() {
     server.unread.clear(); // parse errors for the garbage
     server.shutdown();
 }
+
+/// A field of `/proc/<pid>/status` in KiB (`VmSize`, `VmHWM`, ...).
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|line| line.starts_with(&format!("{field}:"))).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn memory_is_bounded_by_what_arrives_not_by_what_a_header_claims() {
+    // No model (its loading would move the memory figures).
+    let mut server = TestServer::start(json!({ "modelPath": "/nonexistent/nib-model" }), &["utf-16"]);
+    let pid = server.pid();
+    server.request("nib/inspect", json!({ "textDocument": { "uri": "file:///nope.py" } })).unwrap_err();
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(300));
+
+    // 64 MiB of a line that never ends: skipped in pieces, never collected.
+    let peak_before = memory_kib(pid, "VmHWM");
+    let chunk = vec![b'a'; 1 << 20];
+    for _ in 0..64 {
+        server.send_raw(&chunk);
+    }
+    server.send_raw(b"\r\n");
+    let id = server.send_request("nib/inspect", json!({ "textDocument": { "uri": "file:///nope.py" } }));
+    assert_eq!(server.response(id).unwrap_err()["code"], -32602, "the server answers after the endless line");
+    let grown = memory_kib(pid, "VmHWM").saturating_sub(peak_before);
+    assert!(grown < 16 * 1024, "an endless line took {grown} KiB");
+
+    // A body claimed just under the 64 MiB limit that never arrives: no memory is taken for it.
+    settle();
+    let size_before = memory_kib(pid, "VmSize");
+    server.send_raw(format!("Content-Length: {}\r\n\r\n{{", 64 * 1024 * 1024 - 1).as_bytes());
+    settle();
+    let reserved = memory_kib(pid, "VmSize").saturating_sub(size_before);
+    assert!(reserved < 32 * 1024, "a Content-Length header alone reserved {reserved} KiB");
+    server.unread.clear(); // parse errors for the skipped line
+    assert!(server.wait_exit().is_some(), "the end of input (mid-body) ends the server");
+}
+
+#[test]
+fn a_rejected_change_puts_the_document_out_of_sync_until_its_full_text_is_sent() {
+    let mut server = TestServer::start(json!({ "modelPath": fixture_model(), "threads": 1 }), &["utf-16"]);
+    server.wait_for_status(|s| s["state"] == "ready");
+    let uri = "file:///w/sync.py";
+    server.open(uri, "python", "def f(x):\n    \n");
+    let change = |version: i32, range: Value, text: &str| {
+        let mut change = json!({ "text": text });
+        if !range.is_null() {
+            change["range"] = range;
+        }
+        json!({ "textDocument": { "uri": uri, "version": version }, "contentChanges": [change] })
+    };
+    let at = |line: u32, character: u32| json!({ "line": line, "character": character });
+    let range = |start: Value, end: Value| json!({ "start": start, "end": end });
+
+    // A duplicate of the current version is only ignored.
+    server.notify("textDocument/didChange", change(2, range(at(1, 4), at(1, 4)), "y"));
+    server.notify("textDocument/didChange", change(2, range(at(1, 4), at(1, 4)), "y"));
+    assert_eq!(server.inspect(uri, None)["outOfSync"], false);
+
+    // A reversed range cannot be applied: the editor's text has moved on without nib.
+    server.notify("textDocument/didChange", change(3, range(at(1, 5), at(1, 1)), "z"));
+    let warning = server.wait_for("the warning", |m| m["method"] == "window/showMessage");
+    assert!(warning["params"]["message"].as_str().unwrap().contains("close and reopen the file"), "{warning}");
+    assert_eq!(server.inspect(uri, None)["outOfSync"], true);
+    let invoked = server.inline(uri, 1, 4, 1);
+    let error = server.response(invoked).unwrap_err();
+    assert!(error["message"].as_str().unwrap().contains("send the full text"), "{error}");
+    let automatic = server.inline(uri, 1, 4, 2);
+    assert_eq!(server.response(automatic).unwrap(), json!({ "items": [] }), "automatic requests stay quiet");
+    let listing = server.request(
+        "textDocument/codeAction",
+        json!({ "textDocument": { "uri": uri }, "range": range(at(0, 4), at(0, 4)), "context": { "diagnostics": [] } }),
+    );
+    assert!(listing.unwrap_err()["message"].as_str().unwrap().contains("out of sync"));
+    // Incremental changes cannot bring it back; the full text does.
+    server.notify("textDocument/didChange", change(4, range(at(0, 0), at(0, 0)), "# x\n"));
+    assert_eq!(server.inspect(uri, None)["outOfSync"], true);
+    server.notify("textDocument/didChange", change(5, Value::Null, "def g(y):\n    \n"));
+    let state = server.inspect(uri, None);
+    assert_eq!(
+        (state["outOfSync"].as_bool(), state["text"].as_str(), state["version"].as_i64()),
+        (Some(false), Some("def g(y):\n    \n"), Some(5))
+    );
+    let invoked = server.inline(uri, 1, 4, 1);
+    assert!(server.response(invoked).unwrap()["items"].is_array());
+    server.shutdown();
+}

@@ -7,14 +7,23 @@
 //!   interface but a downed loopback.
 //!
 //! (`nib.python.interpreter`, off by default, is the one setting that runs a program: docs/reliability.md.)
+//!
+//! Then the trust boundaries of docs/security.md, one test per threat: a hostile or broken
+//! completions server (`common/http_stub.rs` plays it: redirects, endless keep-alives and
+//! pieces, huge error bodies, slow answers), settings that carry credentials, and the
+//! lifecycle edges (`shutdown`/`exit` while a code action runs, requests while the model loads).
 
 mod common;
+#[path = "common/http_stub.rs"]
+mod http_stub;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{ScratchDir, TestServer, fixture_model};
-use serde_json::json;
+use http_stub::HttpStub;
+use serde_json::{Value, json};
 
 /// Whether `wrapper` can run a program here (ptrace or user namespaces may be forbidden).
 fn usable(wrapper: &[&str]) -> bool {
@@ -132,5 +141,311 @@ fn a_session_works_without_any_network() {
     let mut server = TestServer::spawn_wrapped(&wrapper, &[]);
     let answered = session(&mut server, &workspace.0, &mut |_| {});
     assert!(answered >= 20);
+    server.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A hostile or broken completions server.
+
+const STUB_MODEL: &str = "stub-model";
+
+/// nib on the remote backend at `url`, with `remote` merged into `nib.remote` and `top` into
+/// `nib`, in a scratch workspace holding `cart.py`; returns once the backend is ready.
+fn remote_nib(name: &str, url: &str, remote: Value, top: Value, env: &[(&str, &str)]) -> (TestServer, ScratchDir) {
+    let workspace = workspace(name);
+    let mut settings = json!({ "backend": "remote", "remote": { "url": url, "model": STUB_MODEL } });
+    for (key, value) in remote.as_object().unwrap() {
+        settings["remote"][key] = value.clone();
+    }
+    for (key, value) in top.as_object().unwrap() {
+        settings[key] = value.clone();
+    }
+    let mut server = TestServer::spawn(env);
+    server.initialize_at(&workspace.0, settings, &["utf-16"]);
+    (server, workspace)
+}
+
+fn open_cart(server: &mut TestServer, workspace: &ScratchDir) -> String {
+    let uri = format!("file://{}", workspace.0.join("cart.py").display());
+    server.open(&uri, "python", &std::fs::read_to_string(workspace.0.join("cart.py")).unwrap());
+    uri
+}
+
+/// Opens a module whose function body is still empty; completions are asked at (1, 4).
+fn open_spot(server: &mut TestServer, workspace: &ScratchDir) -> String {
+    let uri = format!("file://{}", workspace.0.join("spot.py").display());
+    server.open(&uri, "python", "def total(items, rate):\n    \n");
+    uri
+}
+
+fn posts(stub: &HttpStub) -> usize {
+    stub.requests().iter().filter(|r| r.method == "POST").count()
+}
+
+fn shown(server: &mut TestServer, contains: &str) -> String {
+    let message = server.wait_for(&format!("a message containing {contains:?}"), |m| {
+        m["method"] == "window/showMessage" && m["params"]["message"].as_str().unwrap_or("").contains(contains)
+    });
+    message["params"]["message"].as_str().unwrap().to_string()
+}
+
+/// Waits until the stub has received a request for `path`.
+fn wait_for_request(stub: &HttpStub, path: &str) {
+    let deadline = Instant::now() + common::TIMEOUT;
+    while !stub.requests().iter().any(|r| r.path.ends_with(path)) {
+        assert!(Instant::now() < deadline, "nib never requested {path}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn docstring_action(server: &mut TestServer, uri: &str) -> Value {
+    let actions = server.code_actions(uri, 0, 6);
+    actions.into_iter().find(|a| a["kind"] == "refactor.rewrite.nib.docstring").expect("Add docstring is offered")
+}
+
+#[test]
+fn a_redirect_is_reported_with_its_location_and_never_followed() {
+    // Where the redirect points: whatever reaches it (the prompt, the key) has leaked.
+    let elsewhere = HttpStub::start(|_, stream| http_stub::respond(stream, "200 OK", "", "{}"));
+    let location = format!("{}/completions", elsewhere.url());
+    let redirect_to = location.clone();
+    let stub = HttpStub::start(move |request, stream| match request.path.as_str() {
+        "/v1/models" => http_stub::models(stream, STUB_MODEL),
+        _ => http_stub::respond(stream, "307 Temporary Redirect", &format!("Location: {redirect_to}\r\n"), ""),
+    });
+    let env = [("NIB_API_KEY", "sk-do-not-leak")];
+    let (mut server, workspace) =
+        remote_nib("redirect", &stub.url(), json!({ "apiKeyEnv": "NIB_API_KEY" }), json!({}), &env);
+    server.wait_for_status(|s| s["state"] == "ready");
+    let uri = open_spot(&mut server, &workspace);
+    let id = server.inline(&uri, 1, 4, 1);
+    let error = server.response(id).expect_err("a redirect is an error");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("HTTP 307") && message.contains(&location), "{message}");
+    shown(&mut server, "does not follow redirects");
+    assert!(elsewhere.requests().is_empty(), "the redirect was followed: {:?}", elsewhere.requests());
+    let posted: Vec<_> = stub.requests().into_iter().filter(|r| r.method == "POST").collect();
+    assert_eq!(posted.len(), 1, "one request, not retried elsewhere");
+    assert_eq!(posted[0].header("authorization"), Some("Bearer sk-do-not-leak"), "the key went only to the server");
+    server.shutdown();
+}
+
+#[test]
+fn keep_alive_lines_cannot_hold_a_code_action_past_its_deadline() {
+    let stub = HttpStub::start(|request, stream| match request.path.as_str() {
+        "/v1/models" => http_stub::models(stream, STUB_MODEL),
+        _ => http_stub::keep_alive_forever(stream, Duration::from_secs(150)),
+    });
+    // An idle timeout longer than the test: only the generation's deadline can end it.
+    let (mut server, workspace) =
+        remote_nib("keepalive", &stub.url(), json!({ "timeoutMs": 600000 }), json!({ "requestTimeoutMs": 1000 }), &[]);
+    server.wait_for_status(|s| s["state"] == "ready");
+    let uri = open_cart(&mut server, &workspace);
+    let action = server.code_actions(&uri, 0, 6).into_iter().find(|a| a["kind"] == "refactor.rewrite.nib.docstring");
+    let id = server.send_request("codeAction/resolve", action.expect("Add docstring is offered"));
+    let error = server.response(id).expect_err("the generation runs out of time");
+    assert!(error["message"].as_str().unwrap().contains("nib.requestTimeoutMs"), "{error}");
+    server.unread.retain(|m| m["method"] != "window/showMessage");
+    server.shutdown();
+}
+
+#[test]
+fn a_server_that_never_stops_sending_is_cut_off_at_the_token_and_byte_limits() {
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let stub = HttpStub::start(move |request, stream| {
+        if request.path == "/v1/models" {
+            return http_stub::models(stream, STUB_MODEL);
+        }
+        // First request: tiny pieces forever. Then: 1 MB pieces forever.
+        let piece = if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            "x+".to_string()
+        } else {
+            "y".repeat(1 << 20)
+        };
+        http_stub::start_events(stream);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(150) && http_stub::event(stream, &http_stub::piece(&piece, None))
+        {
+        }
+    });
+    let top = json!({ "requestTimeoutMs": 600000, "completion": { "maxTokens": 16 } });
+    let (mut server, workspace) = remote_nib("endless", &stub.url(), json!({}), top, &[]);
+    server.wait_for_status(|s| s["state"] == "ready");
+    let uri = open_spot(&mut server, &workspace);
+    for round in 0..2 {
+        // Different positions, so the second is not answered from the first's suggestion.
+        let id = server.inline(&uri, 1, 4 - round, 1);
+        let result = server.response(id).expect("an answer cut at the limits, not an error");
+        let text = common::ghost_text(&result);
+        assert!(text.len() <= 16 * 64, "round {round}: {} bytes", text.len());
+        assert_eq!(posts(&stub), round as usize + 1, "the server was asked");
+    }
+    server.shutdown();
+}
+
+#[test]
+fn server_text_is_cut_short_and_credentials_in_the_url_are_refused_unrepeated() {
+    let huge = "E".repeat(100_000);
+    let stub = HttpStub::start(move |request, stream| match request.path.as_str() {
+        "/v1/models" => http_stub::models(stream, STUB_MODEL),
+        _ => http_stub::respond(
+            stream,
+            "500 Internal Server Error",
+            "",
+            &json!({ "error": { "message": huge } }).to_string(),
+        ),
+    });
+    let with_password = stub.url().replace("http://", "http://alice:hunter2@");
+    let (mut server, workspace) = remote_nib("credentials", &with_password, json!({}), json!({}), &[]);
+    let warning = shown(&mut server, "carries credentials");
+    assert!(warning.contains("***@127.0.0.1") && !warning.contains("hunter2"), "{warning}");
+    shown(&mut server, "nib.remote.url is not set");
+    server.wait_for_status(|s| s["state"] == "error");
+
+    server.notify(
+        "workspace/didChangeConfiguration",
+        json!({ "settings": { "nib": {
+        "backend": "remote", "remote": { "url": stub.url(), "model": STUB_MODEL } } } }),
+    );
+    server.wait_for_status(|s| s["state"] == "ready");
+    let uri = open_spot(&mut server, &workspace);
+    let id = server.inline(&uri, 1, 4, 1);
+    let error = server.response(id).expect_err("HTTP 500");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("HTTP 500") && message.len() < 600,
+        "{} bytes: {}",
+        message.len(),
+        &message[..200.min(message.len())]
+    );
+    let shown_message = shown(&mut server, "HTTP 500");
+    assert!(shown_message.len() < 700, "{} bytes", shown_message.len());
+    let said = serde_json::to_string(&server.log).unwrap();
+    assert!(!said.contains("hunter2"), "the password reached the editor");
+    server.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------
+// An untrusted repository.
+
+#[test]
+fn a_test_file_that_links_out_of_the_workspace_is_never_targeted_even_dangling() {
+    let workspace = workspace("dangling-link");
+    let outside = ScratchDir::new("security-outside");
+    // Checked in by someone else: a link to a file that does not exist yet, outside.
+    let stolen = outside.0.join("stolen.py");
+    std::os::unix::fs::symlink(&stolen, workspace.0.join("test_cart.py")).unwrap();
+    let mut server = TestServer::spawn(&[]);
+    server.initialize_at(&workspace.0, json!({ "modelPath": fixture_model(), "threads": 1 }), &["utf-16"]);
+    server.wait_for_status(|s| s["state"] == "ready");
+    let uri = open_cart(&mut server, &workspace);
+    let tests = server.code_actions(&uri, 0, 6).into_iter().find(|a| a["kind"] == "refactor.nib.tests");
+    let error = server.request("codeAction/resolve", tests.expect("Generate unit tests is offered")).unwrap_err();
+    assert!(error["message"].as_str().unwrap().contains("is a symbolic link"), "{error}");
+    assert!(!stolen.exists(), "nothing was written outside the workspace");
+    server.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle edges.
+
+#[test]
+fn exit_during_a_code_action_ends_the_server_at_once() {
+    let stub = HttpStub::start(|request, stream| match request.path.as_str() {
+        "/v1/models" => http_stub::models(stream, STUB_MODEL),
+        _ => http_stub::keep_alive_forever(stream, Duration::from_secs(150)),
+    });
+    // Nothing but `shutdown` can end this generation: every limit is ten minutes.
+    let (mut server, workspace) =
+        remote_nib("exit", &stub.url(), json!({ "timeoutMs": 600000 }), json!({ "requestTimeoutMs": 600000 }), &[]);
+    server.wait_for_status(|s| s["state"] == "ready");
+    let uri = open_cart(&mut server, &workspace);
+    let action = docstring_action(&mut server, &uri);
+    let id = server.send_request("codeAction/resolve", action);
+    wait_for_request(&stub, "/completions");
+    assert_eq!(server.request("shutdown", Value::Null), Ok(Value::Null));
+    server.notify("exit", Value::Null);
+    let status = server.wait_exit().expect("nib exits while the action's server is still streaming");
+    assert!(status.success(), "{status}");
+    let error = server.response(id).expect_err("the action was cancelled, not completed");
+    assert!([-32800, -32603].contains(&error["code"].as_i64().unwrap()), "{error}");
+}
+
+#[test]
+fn no_edit_is_applied_after_shutdown() {
+    // The server answers after a pause, so the answer arrives after `shutdown`.
+    let stub = HttpStub::start(|request, stream| match request.path.as_str() {
+        "/v1/models" => http_stub::models(stream, STUB_MODEL),
+        _ => {
+            std::thread::sleep(Duration::from_millis(1500));
+            http_stub::complete_stream(stream, "Total of the items at the given rate.");
+        }
+    });
+    let (mut server, workspace) = remote_nib("after-shutdown", &stub.url(), json!({}), json!({}), &[]);
+    server.wait_for_status(|s| s["state"] == "ready");
+    let uri = open_cart(&mut server, &workspace);
+    let data = docstring_action(&mut server, &uri)["data"].clone();
+    // The executeCommand path: the edit would come as a `workspace/applyEdit` request.
+    let id =
+        server.send_request("workspace/executeCommand", json!({ "command": "nib.addDocstring", "arguments": [data] }));
+    wait_for_request(&stub, "/completions");
+    assert_eq!(server.request("shutdown", Value::Null), Ok(Value::Null));
+    let after_shutdown = server.log.len();
+    std::thread::sleep(Duration::from_millis(2500)); // The answer arrives meanwhile.
+    server.notify("exit", Value::Null);
+    assert!(server.wait_exit().is_some_and(|status| status.success()));
+    let _ = server.response(id).expect_err("the command was cancelled");
+    let applied: Vec<&Value> =
+        server.log[after_shutdown..].iter().filter(|m| m["method"] == "workspace/applyEdit").collect();
+    assert!(applied.is_empty(), "an edit was sent after shutdown: {applied:?}");
+}
+
+/// A server whose `GET /models` (nib's first contact, while the status is "loading") takes
+/// `delay`; completions are answered at once.
+fn slow_to_start(delay: Duration) -> HttpStub {
+    HttpStub::start(move |request, stream| match request.path.as_str() {
+        "/v1/models" => {
+            std::thread::sleep(delay);
+            http_stub::models(stream, STUB_MODEL);
+        }
+        _ => http_stub::complete_stream(stream, "Total of the items at the given rate."),
+    })
+}
+
+#[test]
+fn explicit_requests_wait_for_a_loading_model_and_automatic_ones_do_not() {
+    let stub = slow_to_start(Duration::from_millis(1500));
+    let (mut server, workspace) = remote_nib("load-wait", &stub.url(), json!({}), json!({}), &[]);
+    let spot = open_spot(&mut server, &workspace);
+    let uri = open_cart(&mut server, &workspace);
+    let action = docstring_action(&mut server, &uri); // Listing needs no model.
+    let invoked = server.inline(&spot, 1, 4, 1);
+    let automatic = server.inline(&spot, 1, 4, 2);
+    let cancelled = server.inline(&spot, 1, 3, 1);
+    let resolve = server.send_request("codeAction/resolve", action);
+    server.notify("$/cancelRequest", json!({ "id": cancelled }));
+    assert_eq!(server.response(automatic), Ok(json!({ "items": [] })), "automatic requests do not wait");
+    assert_eq!(server.response(cancelled).unwrap_err()["code"], -32800, "a waiting request can be cancelled");
+    assert!(stub.requests().iter().all(|r| r.method == "GET"), "nothing was generated before the model was ready");
+    let completion = server.response(invoked).expect("the invoked completion waited for the model");
+    assert!(completion["items"].is_array(), "{completion}");
+    let resolved = server.response(resolve).expect("the code action waited for the model");
+    assert!(resolved["edit"]["documentChanges"].is_array(), "{resolved}");
+    server.shutdown();
+}
+
+#[test]
+fn the_wait_for_a_loading_model_is_bounded() {
+    let stub = slow_to_start(Duration::from_millis(3000));
+    let (mut server, workspace) =
+        remote_nib("load-bound", &stub.url(), json!({}), json!({ "requestTimeoutMs": 300 }), &[]);
+    let spot = open_spot(&mut server, &workspace);
+    let invoked = server.inline(&spot, 1, 4, 1);
+    let error = server.response(invoked).expect_err("the model took longer than the request timeout");
+    assert!(
+        error["message"].as_str().unwrap().contains("still loading after 300 ms (nib.requestTimeoutMs)"),
+        "{error}"
+    );
+    server.wait_for_status(|s| s["state"] == "ready");
     server.shutdown();
 }

@@ -36,8 +36,9 @@ let statusItem: vscode.StatusBarItem;
 let status: Status = { state: 'starting' };
 let extensionPath = '';
 
+/** The folder `${workspaceFolder}` expands to: only in a trusted workspace (see `expandPath`). */
 function workspaceFolder(): string | undefined {
-  return vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+  return vscode.workspace.isTrusted ? vscode.workspace.workspaceFolders?.[0]?.uri.fsPath : undefined;
 }
 
 function serverSettings() {
@@ -258,6 +259,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         pushSettings();
         setStatus(status);
       }
+    }),
+    // Trust changes what the restricted settings and `${workspaceFolder}` mean: start afresh.
+    vscode.workspace.onDidGrantWorkspaceTrust(async () => {
+      await stopClient();
+      await startClient();
     }),
     { dispose: () => void stopClient() },
   );

@@ -30,6 +30,7 @@ export interface ServerSettings {
     url: string;
     model: string;
     apiKeyEnv: string;
+    allowTokenEnv: boolean;
     fim: string;
     chat: string;
     contextLength: number;
@@ -43,6 +44,9 @@ export interface ServerSettings {
 /**
  * Expands `~/` and `${workspaceFolder}` in a path setting. An empty value stays empty: the
  * server reads `""` as "the default" (a `null` would keep the previous value instead).
+ * `workspaceFolder` is only given for a trusted workspace: in Restricted Mode a user setting
+ * such as `${workspaceFolder}/.venv/bin/python` must not name a file of a repository someone
+ * else wrote, so the placeholder stays, and the server refuses the (relative) path.
  */
 export function expandPath(value: string, workspaceFolder: string | undefined, home: string = os.homedir()): string {
   let text = value.trim();
@@ -96,6 +100,7 @@ export function toServerSettings(read: SettingsReader, workspaceFolder?: string,
       url: get('remote.url', ''),
       model: get('remote.model', ''),
       apiKeyEnv: get('remote.apiKeyEnv', ''),
+      allowTokenEnv: get('remote.allowTokenEnv', false),
       fim: get('remote.fim', 'auto'),
       chat: get('remote.chat', 'auto'),
       contextLength: get('remote.contextLength', 4096),
@@ -143,6 +148,14 @@ export function isExecutableFile(file: string): boolean {
 export function resolveServerPath(options: ResolveOptions): ServerCommand {
   const isExecutable = options.isExecutable ?? isExecutableFile;
   const setting = expandPath(options.setting, options.workspaceFolder, options.home);
+  if (setting !== '' && !path.isAbsolute(setting)) {
+    // A relative path would be found from wherever VS Code was started, often the workspace.
+    return {
+      command: setting,
+      how: 'nib.serverPath must be an absolute path (~/ is expanded, and ${workspaceFolder} in a trusted workspace)',
+      found: false,
+    };
+  }
   if (setting !== '') {
     return { command: setting, how: 'the nib.serverPath setting', found: isExecutable(setting) };
   }

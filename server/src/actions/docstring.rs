@@ -552,7 +552,7 @@ mod tests {
         let source = "import os\n\n\ndef one(a):\n    return a\n\n\ndef two():\n    \"\"\"Documented.\"\"\"\n\n\nclass Three:\n    def four(self, b):\n        print(b)\n\n    def five(self):\n        return 5\n\n\nasync def six(url):\n    return await get(url)\n$0";
         let document =
             crate::document::Document::new("file:///w/all.py".into(), "python".into(), 1, &source.replace("$0", ""));
-        let tree = document.tree.clone().unwrap();
+        let tree = document.tree().cloned().unwrap();
         let targets: Vec<Target> = scopes::all_scopes(Language::Python, &tree, &document.rope)
             .into_iter()
             .filter(|scope| scope.doc.is_none())

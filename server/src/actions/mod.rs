@@ -244,7 +244,7 @@ pub fn test_target(path: &str, language_id: &str, source: &str) -> Target {
     let text = source.replacen("$0", "", 1);
     let document = crate::document::Document::new(format!("file://{path}"), language_id.into(), 1, &text);
     let language = document.language.expect("a language with a grammar");
-    let tree = document.tree.clone().expect("a syntax tree");
+    let tree = document.tree().cloned().expect("a syntax tree");
     let scope = crate::syntax::scopes::scope_at(language, &tree, &document.rope, cursor).expect("a scope at $0");
     Target {
         uri: document.uri.clone(),

@@ -138,7 +138,7 @@ fn definitions(
         if started.elapsed() > SOURCE_TIME_BOX {
             break;
         }
-        let (Some(language), Some(tree)) = (other.language, other.tree.as_ref()) else {
+        let (Some(language), Some(tree)) = (other.language, other.tree()) else {
             continue;
         };
         for scope in scopes::all_scopes(language, tree, &other.rope) {
@@ -227,7 +227,7 @@ pub fn cross_file(
     workspace_folders: &[std::path::PathBuf],
 ) -> CrossFile {
     let mut sources = Vec::new();
-    let (Some(language), Some(tree)) = (document.language, document.tree.as_ref()) else {
+    let (Some(language), Some(tree)) = (document.language, document.tree()) else {
         return CrossFile::default();
     };
     if others.is_empty() || budget_bytes == 0 {
@@ -301,7 +301,7 @@ pub fn build(
     let rope = &document.rope;
     let cursor = cursor.min(rope.len_bytes());
     let budget = budget_tokens * BYTES_PER_TOKEN;
-    let scope = match (document.language, document.tree.as_ref()) {
+    let scope = match (document.language, document.tree()) {
         (Some(language), Some(tree)) => scopes::scope_at(language, tree, rope, cursor),
         _ => None,
     };
@@ -322,7 +322,7 @@ pub fn build(
     let window_start = line_start(rope, start_line);
     // Imports above the window keep names resolvable.
     if window_start > 0
-        && let (Some(language), Some(tree)) = (document.language, document.tree.as_ref())
+        && let (Some(language), Some(tree)) = (document.language, document.tree())
     {
         let imports: Vec<String> = scopes::imports(language, tree)
             .into_iter()

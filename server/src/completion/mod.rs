@@ -66,7 +66,7 @@ pub fn surroundings(document: &Document, cursor: usize) -> Surroundings {
         .map(|l| rope.line(l).to_string())
         .find(|text| !text.trim().is_empty())
         .map(|text| text.trim_end_matches(['\n', '\r']).to_string());
-    let in_scope = match (document.language, document.tree.as_ref()) {
+    let in_scope = match (document.language, document.tree()) {
         (Some(language), Some(tree)) => scopes::scope_at(language, tree, rope, cursor).is_some(),
         _ => false,
     };
@@ -133,11 +133,30 @@ pub fn prepare(inputs: &Inputs) -> Option<Prepared> {
         surroundings,
         snapshot: Snapshot {
             rope: document.rope.clone(),
-            tree: document.tree.clone(),
+            tree: document.tree().cloned(),
             language: document.language,
             cursor,
         },
     })
+}
+
+/// The start of `prepared`'s prompt that stays the same wherever the cursor is in the file (the
+/// markers before the code and the context header), for pre-warming the KV cache; `None` when
+/// the prompt does not start with it (suffix-first FIM).
+pub fn stable_head(prepared: &Prepared) -> Option<Vec<PromptPiece>> {
+    let header = &prepared.context.header;
+    let mut head = Vec::new();
+    for piece in &prepared.prompt {
+        match piece {
+            PromptPiece::Special(_) => head.push(piece.clone()),
+            PromptPiece::Text(text) if !header.is_empty() && text.starts_with(header.as_str()) => {
+                head.push(PromptPiece::Text(header.clone()));
+                return Some(head);
+            }
+            PromptPiece::Text(_) => return None,
+        }
+    }
+    None
 }
 
 impl Prepared {
@@ -258,8 +277,7 @@ mod tests {
             fim_family: None,
             fim_declared_absent: false,
             special_tokens: special.iter().map(|s| s.to_string()).collect(),
-            markers_are_text: false,
-            chat_format: None,
+            ..ModelInfo::default()
         }
     }
 

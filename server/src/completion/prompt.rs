@@ -2,8 +2,10 @@
 //! special tokens, each checked to be a single token) and the plain prefix prompt used for
 //! models without FIM, such as the default SmolLM2.
 
+use crate::engine::fim::{self, Markers};
 use crate::engine::{ModelInfo, PromptPiece};
 
+/// The families whose prompts nib can lay out; their markers come from `models/fim.json`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FimFamily {
     StarCoder,
@@ -13,31 +15,40 @@ pub enum FimFamily {
     Codestral,
 }
 
+impl FimFamily {
+    pub fn from_name(name: &str) -> Option<FimFamily> {
+        match name {
+            "starcoder" => Some(FimFamily::StarCoder),
+            "codellama" => Some(FimFamily::CodeLlama),
+            "deepseek" => Some(FimFamily::DeepSeek),
+            "qwen" => Some(FimFamily::Qwen),
+            "codestral" => Some(FimFamily::Codestral),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FimFamily::StarCoder => "starcoder",
+            FimFamily::CodeLlama => "codellama",
+            FimFamily::DeepSeek => "deepseek",
+            FimFamily::Qwen => "qwen",
+            FimFamily::Codestral => "codestral",
+        }
+    }
+}
+
 /// The markers of one family as the vocabulary spells them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FimFormat {
     pub family: FimFamily,
-    prefix: String,
-    suffix: String,
-    /// Codestral has no middle marker: `[SUFFIX]s[PREFIX]p`.
-    middle: Option<String>,
+    markers: Markers,
 }
 
-/// One spelling of a family's markers: (prefix, suffix, middle).
-type Spelling = (&'static str, &'static str, Option<&'static str>);
-
-/// Candidate spellings per family (with its `nib.json` name), in the order tried.
-const FAMILIES: &[(FimFamily, &str, &[Spelling])] = &[
-    (FimFamily::StarCoder, "starcoder", &[("<fim_prefix>", "<fim_suffix>", Some("<fim_middle>"))]),
-    (FimFamily::Qwen, "qwen", &[("<|fim_prefix|>", "<|fim_suffix|>", Some("<|fim_middle|>"))]),
-    (FimFamily::DeepSeek, "deepseek", &[("<｜fim▁begin｜>", "<｜fim▁hole｜>", Some("<｜fim▁end｜>"))]),
-    (FimFamily::CodeLlama, "codellama", &[("▁<PRE>", "▁<SUF>", Some("▁<MID>")), ("<PRE>", "<SUF>", Some("<MID>"))]),
-    (FimFamily::Codestral, "codestral", &[("[PREFIX]", "[SUFFIX]", None)]),
-];
-
 impl FimFormat {
-    /// The FIM format of a model: the family named in `nib.json` or, when it names none, the
-    /// first family whose markers are all single special tokens of the vocabulary.
+    /// The FIM format of a model: the markers its `nib.json` spells out (when they are single
+    /// tokens), else the first spelling of the family `nib.json` names, or of any family,
+    /// whose markers are all single special tokens of the vocabulary.
     pub fn for_model(info: &ModelInfo) -> Option<FimFormat> {
         if info.fim_declared_absent {
             return None;
@@ -45,65 +56,72 @@ impl FimFormat {
         // A remote server reads markers from text: any family's can be used, spelled as text.
         let is_token =
             |token: &str| info.markers_are_text || info.special_tokens.iter().any(|special| special == token);
-        FAMILIES
-            .iter()
-            .filter(|(_, name, _)| info.fim_family.as_deref().is_none_or(|declared| declared == *name))
-            .find_map(|(family, _, spellings)| {
-                let spelled_as_text = |(prefix, _, _): &&Spelling| !(info.markers_are_text && prefix.starts_with('▁'));
-                spellings.iter().filter(spelled_as_text).find_map(|(prefix, suffix, middle)| {
-                    let all_single = is_token(prefix) && is_token(suffix) && middle.is_none_or(is_token);
-                    all_single.then(|| FimFormat {
-                        family: *family,
-                        prefix: prefix.to_string(),
-                        suffix: suffix.to_string(),
-                        middle: middle.map(str::to_string),
-                    })
-                })
-            })
+        let usable = |markers: &Markers| {
+            let spelled_as_text = !(info.markers_are_text && markers.prefix.starts_with('▁'));
+            spelled_as_text
+                && is_token(&markers.prefix)
+                && is_token(&markers.suffix)
+                && markers.middle.as_deref().is_none_or(is_token)
+        };
+        let declared_family = info.fim_family.as_deref();
+        if let (Some(family), Some(markers)) = (declared_family.and_then(FimFamily::from_name), &info.fim_markers)
+            && usable(markers)
+        {
+            return Some(FimFormat { family, markers: markers.clone() });
+        }
+        fim::families().iter().filter(|entry| declared_family.is_none_or(|declared| declared == entry.name)).find_map(
+            |entry| {
+                let family = FimFamily::from_name(&entry.name)?;
+                let markers = entry.spellings.iter().find(|markers| usable(markers))?;
+                Some(FimFormat { family, markers: markers.clone() })
+            },
+        )
+    }
+
+    pub fn markers(&self) -> &Markers {
+        &self.markers
     }
 
     /// `prefix` already holds the context header; `suffix` is the text after the cursor.
     pub fn build(&self, prefix: String, suffix: String) -> Vec<PromptPiece> {
         let special = |token: &str| PromptPiece::Special(token.to_string());
-        match (&self.family, &self.middle) {
+        let Markers { prefix: prefix_marker, suffix: suffix_marker, middle } = &self.markers;
+        match (&self.family, middle) {
             // CodeLlama: `<PRE> {prefix} <SUF>{suffix} <MID>`; the spaces are part of the format.
             (FimFamily::CodeLlama, Some(middle)) => vec![
-                special(&self.prefix),
+                special(prefix_marker),
                 PromptPiece::Text(format!(" {prefix}")),
-                special(&self.suffix),
+                special(suffix_marker),
                 PromptPiece::Text(suffix),
                 PromptPiece::Text(" ".into()),
                 special(middle),
             ],
             (_, Some(middle)) => vec![
-                special(&self.prefix),
+                special(prefix_marker),
                 PromptPiece::Text(prefix),
-                special(&self.suffix),
+                special(suffix_marker),
                 PromptPiece::Text(suffix),
                 special(middle),
             ],
             // Suffix first: the text typed at the cursor stays at the end of the prompt, which
             // keeps the KV cache valid while typing.
             (_, None) => {
-                vec![special(&self.suffix), PromptPiece::Text(suffix), special(&self.prefix), PromptPiece::Text(prefix)]
+                vec![
+                    special(suffix_marker),
+                    PromptPiece::Text(suffix),
+                    special(prefix_marker),
+                    PromptPiece::Text(prefix),
+                ]
             }
         }
     }
 
     /// Tokens that end a FIM completion besides the model's own stop tokens.
     pub fn stop_tokens(&self) -> Vec<String> {
-        let mut stops: Vec<String> = match self.family {
-            FimFamily::StarCoder => vec!["<|endoftext|>".into(), "<file_sep>".into()],
-            FimFamily::CodeLlama => vec!["<EOT>".into(), "▁<EOT>".into()],
-            FimFamily::DeepSeek => vec!["<｜end▁of▁sentence｜>".into(), "<|EOT|>".into()],
-            FimFamily::Qwen => {
-                vec!["<|fim_pad|>".into(), "<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()]
-            }
-            FimFamily::Codestral => vec![],
-        };
-        stops.push(self.prefix.clone());
-        stops.push(self.suffix.clone());
-        stops.extend(self.middle.clone());
+        let mut stops = fim::family(self.family.name()).map(|entry| entry.stop_tokens.clone()).unwrap_or_default();
+        stops.push(self.markers.prefix.clone());
+        stops.push(self.markers.suffix.clone());
+        stops.extend(self.markers.middle.clone());
         stops
     }
 }
@@ -130,8 +148,7 @@ mod tests {
             fim_family: declared.map(str::to_string),
             fim_declared_absent: absent,
             special_tokens: special.iter().map(|s| s.to_string()).collect(),
-            markers_are_text: false,
-            chat_format: None,
+            ..ModelInfo::default()
         }
     }
 
@@ -176,5 +193,19 @@ mod tests {
         let remote = ModelInfo { markers_are_text: true, ..info(&[], Some("codellama"), false) };
         let format = FimFormat::for_model(&remote).unwrap();
         assert_eq!(render(&format.build("P".into(), "S".into())), "<PRE> P<SUF>S <MID>");
+        // The markers nib.json spells out win over the table's order (issue 18: a model
+        // converted with `<fim-prefix>` kept its FIM only by luck of the order).
+        let hyphens = ["<fim-prefix>", "<fim-suffix>", "<fim-middle>", "<fim_prefix>", "<fim_suffix>", "<fim_middle>"];
+        let markers = Markers {
+            prefix: "<fim-prefix>".into(),
+            suffix: "<fim-suffix>".into(),
+            middle: Some("<fim-middle>".into()),
+        };
+        let converted = ModelInfo { fim_markers: Some(markers.clone()), ..info(&hyphens, Some("starcoder"), false) };
+        assert_eq!(FimFormat::for_model(&converted).unwrap().markers(), &markers);
+        // Every family of the table is one nib can lay out.
+        for entry in fim::families() {
+            assert_eq!(FimFamily::from_name(&entry.name).map(FimFamily::name), Some(entry.name.as_str()));
+        }
     }
 }

@@ -1,15 +1,19 @@
 //! Text generation on a loaded model: tokenize the prompt, reuse the longest cached token
-//! prefix, prefill the rest in cancellable chunks, then decode token by token until a stop
-//! token, a stop string, the token limit, the caller's observer, cancellation or the deadline.
+//! prefix, prefill the rest in cancellable chunks, then decode until a stop token, a stop
+//! string, the token limit, the caller's observer, cancellation or the deadline. Greedy decoding
+//! drafts tokens by prompt lookup (`lookup.rs`) and verifies each draft in one run; the output
+//! is the plain greedy output, token for token.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use ort::session::RunOptions;
 use tokenizers::Tokenizer;
 
+use super::lookup::PromptLookup;
 use super::model::{ModelFiles, ModelInfo};
-use super::session::{DecoderSession, KvCache};
+use super::session::{DecoderSession, KvCache, KvLayout};
 use super::{CancelToken, EngineError, EngineStats};
 
 /// Tokens prefilled per forward pass: small enough that cancellation and deadlines are noticed
@@ -48,6 +52,21 @@ pub struct GenerationRequest {
     pub deadline: Option<Instant>,
 }
 
+impl GenerationRequest {
+    /// Greedy decoding of `prompt`, no stops but the model's own, no deadline.
+    pub fn greedy(prompt: Vec<PromptPiece>, max_tokens: usize) -> Self {
+        GenerationRequest {
+            prompt,
+            max_tokens,
+            sampling: Sampling::GREEDY,
+            stop_strings: Vec::new(),
+            stop_tokens: Vec::new(),
+            cancel: CancelToken::default(),
+            deadline: None,
+        }
+    }
+}
+
 /// What the observer tells the generator after each new piece of text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
@@ -75,6 +94,11 @@ pub struct GenerationStats {
     pub tokenize_ms: f64,
     pub prefill_ms: f64,
     pub decode_ms: f64,
+    /// Forward passes during decoding (one per token without speculation).
+    pub decode_runs: usize,
+    /// Tokens proposed by prompt lookup, and how many of them the model confirmed.
+    pub draft_tokens: usize,
+    pub accepted_draft_tokens: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -95,6 +119,8 @@ pub struct Model {
     cache: KvCache,
     stop_token_ids: Vec<u32>,
     bos_token_id: Option<u32>,
+    /// Drafting for greedy decoding; `None` decodes one token per run.
+    lookup: Option<PromptLookup>,
     pub stats: EngineStats,
 }
 
@@ -117,6 +143,7 @@ impl Model {
             )));
         }
         let cache = session.empty_cache()?;
+        let lookup = session.signature.logits_to_keep.then(PromptLookup::default);
         Ok(Model {
             info: files.info,
             tokenizer: files.tokenizer,
@@ -124,6 +151,7 @@ impl Model {
             cache,
             stop_token_ids: files.stop_token_ids,
             bos_token_id: files.bos_token_id,
+            lookup,
             stats: EngineStats::default(),
         })
     }
@@ -171,6 +199,32 @@ impl Model {
 
     pub fn cached_tokens(&self) -> usize {
         self.cache.tokens.len()
+    }
+
+    /// Bytes the KV cache holds (a shared buffer's whole capacity).
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.bytes(&self.session.signature)
+    }
+
+    pub fn kv_layout(&self) -> KvLayout {
+        self.session.layout()
+    }
+
+    /// Turns prompt-lookup speculation on (when the graph can verify drafts) or off (the
+    /// equivalence tests and the benchmarks compare both).
+    pub fn set_speculation(&mut self, on: bool) {
+        self.lookup = (on && self.session.signature.logits_to_keep).then(PromptLookup::default);
+    }
+
+    pub fn speculation(&self) -> bool {
+        self.lookup.is_some()
+    }
+
+    /// Keeps the KV cache in `layout` from now on (the equivalence tests and the benchmarks
+    /// compare the layouts); the cache starts empty.
+    pub fn set_kv_layout(&mut self, layout: KvLayout) -> Result<(), EngineError> {
+        self.cache = self.session.set_layout(layout)?;
+        Ok(())
     }
 
     fn check_interrupt(request: &GenerationRequest) -> Result<(), EngineError> {
@@ -259,6 +313,11 @@ impl Model {
         let extra_stops: Vec<u32> =
             request.stop_tokens.iter().filter_map(|token| self.tokenizer.token_to_id(token)).collect();
         let mut sampler = Sampler::new(&request.sampling);
+        let lookup = self.lookup.filter(|_| request.sampling.temperature <= 0.0);
+        // The prompt and the tokens generated so far: where drafts are looked up.
+        let mut context = prompt;
+        // Logits of accepted draft tokens: already in the cache, so they need no run.
+        let mut verified: VecDeque<Vec<f32>> = VecDeque::new();
         let mut generated: Vec<u32> = Vec::new();
         let mut text = String::new();
         let mut finish = FinishReason::Length;
@@ -269,6 +328,7 @@ impl Model {
                 break;
             }
             generated.push(next);
+            context.push(next);
             let decoded = self.decode(&generated)?;
             // A token can end inside a multi-byte character; wait for the rest of it.
             if !decoded.ends_with('\u{fffd}') {
@@ -287,12 +347,56 @@ impl Model {
                 break;
             }
             Self::check_interrupt(request)?;
-            logits = self.session.forward(&mut self.cache, &[next], Some(run_options))?;
+            logits = match verified.pop_front() {
+                Some(row) => row,
+                None => {
+                    let room = (max_tokens - generated.len()).min(limit.saturating_sub(context.len()));
+                    let draft = lookup.map_or(&[][..], |lookup| lookup.draft(&context, room.saturating_sub(1)));
+                    self.decode_step(next, draft, run_options, &mut stats, &mut verified)?
+                }
+            };
         }
         stats.generated_tokens = generated.len();
         stats.decode_ms = millis(decode_started);
         Ok(Generation { text, tokens: generated, finish, stats })
     }
+
+    /// Runs `next` (the last generated token) and returns the logits that follow. With a
+    /// `draft` (tokens prompt lookup expects after `next`), all run together: the draft tokens
+    /// the model itself picks (greedy) stay in the cache and their logits go to `verified`; the
+    /// cache forgets the rest.
+    fn decode_step(
+        &mut self,
+        next: u32,
+        draft: &[u32],
+        run_options: &RunOptions,
+        stats: &mut GenerationStats,
+        verified: &mut VecDeque<Vec<f32>>,
+    ) -> Result<Vec<f32>, EngineError> {
+        stats.decode_runs += 1;
+        if draft.is_empty() {
+            return self.session.forward(&mut self.cache, &[next], Some(run_options));
+        }
+        let mut ids = Vec::with_capacity(draft.len() + 1);
+        ids.push(next);
+        ids.extend_from_slice(draft);
+        let before = self.cache.tokens.len();
+        let rows = self.session.forward_rows(&mut self.cache, &ids, ids.len(), Some(run_options))?;
+        let vocab = rows.len() / ids.len();
+        let mut rows: VecDeque<Vec<f32>> = rows.chunks(vocab).map(<[f32]>::to_vec).collect();
+        let accepted = draft.iter().zip(&rows).take_while(|(token, row)| argmax(row) == **token).count();
+        stats.draft_tokens += draft.len();
+        stats.accepted_draft_tokens += accepted;
+        self.session.truncate(&mut self.cache, before + 1 + accepted)?;
+        rows.truncate(accepted + 1);
+        let first = rows.pop_front().expect("one row per token run");
+        verified.extend(rows);
+        Ok(first)
+    }
+}
+
+fn argmax(logits: &[f32]) -> u32 {
+    logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(index, _)| index as u32)
 }
 
 /// Greedy or seeded temperature + nucleus sampling.

@@ -3,7 +3,9 @@
 //! completion callback) and get results on that thread; the LSP threads never block on it.
 
 pub mod backend;
+pub mod fim;
 pub mod generate;
+mod lookup;
 pub mod model;
 pub mod remote;
 pub mod runtime;
@@ -25,6 +27,7 @@ pub use generate::{FinishReason, Flow, Generation, GenerationRequest, Generation
 pub use model::{ChatFormat, ModelInfo};
 pub use remote::RemoteSettings;
 pub use scheduler::Priority;
+pub use session::KvLayout;
 pub(crate) use worker::panic_text;
 pub use worker::{EngineHandle, Job, Route};
 
@@ -139,6 +142,11 @@ pub struct EngineStats {
     pub reused_tokens: u64,
     pub prefilled_tokens: u64,
     pub generated_tokens: u64,
+    /// Decoding time and forward passes (fewer than tokens when drafts were accepted).
+    pub decode_ms: f64,
+    pub decode_runs: u64,
+    pub draft_tokens: u64,
+    pub accepted_draft_tokens: u64,
     pub last: Option<GenerationStats>,
 }
 
@@ -153,6 +161,10 @@ impl EngineStats {
         self.reused_tokens += stats.reused_tokens as u64;
         self.prefilled_tokens += stats.prefilled_tokens as u64;
         self.generated_tokens += stats.generated_tokens as u64;
+        self.decode_ms += stats.decode_ms;
+        self.decode_runs += stats.decode_runs as u64;
+        self.draft_tokens += stats.draft_tokens as u64;
+        self.accepted_draft_tokens += stats.accepted_draft_tokens as u64;
         self.last = Some(stats.clone());
     }
 }
@@ -181,8 +193,10 @@ impl EngineSettings {
             model_dir: config.model_path.clone(),
             onnx_runtime_path: config.onnx_runtime_path.clone(),
             threads: config.threads.unwrap_or_else(physical_cores),
-            remote: (config.backend == crate::config::BackendKind::Remote)
-                .then(|| RemoteSettings::from_config(&config.remote)),
+            remote: (config.backend == crate::config::BackendKind::Remote).then(|| RemoteSettings {
+                request_timeout_ms: config.request_timeout_ms,
+                ..RemoteSettings::from_config(&config.remote)
+            }),
         }
     }
 }
@@ -226,7 +240,13 @@ pub fn load_model(settings: &EngineSettings) -> Result<Model, EngineError> {
     let dir = model::resolve_dir(settings.model_dir.as_deref())?;
     let files = model::load(&dir)?;
     let environment = runtime::environment(settings.onnx_runtime_path.as_deref())?;
-    let session = session::DecoderSession::load(environment, &files.onnx, settings.threads.max(1))?;
+    let session = session::DecoderSession::load(
+        environment,
+        &files.onnx,
+        settings.threads.max(1),
+        files.kv_layout,
+        files.info.context_length,
+    )?;
     let model = Model::new(files, session)?;
     tracing::info!(
         model = %dir.display(),

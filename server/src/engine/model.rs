@@ -9,6 +9,7 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use super::EngineError;
+use super::session::KvLayout;
 
 /// `nib.json`, as written by `models/convert.py` (or by hand for other exports).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -23,6 +24,9 @@ struct NibJson {
     chat: Option<ChatJson>,
     #[serde(default)]
     add_bos: bool,
+    /// `"shared_buffer"`: the graph's attention writes in place into a past buffer bound as
+    /// its present output. Absent: the copying layout (any Optimum-style export).
+    kv_cache: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -52,6 +56,8 @@ pub struct ModelInfo {
     /// `fim_declared_absent == false` means "detect from special tokens".
     pub fim_family: Option<String>,
     pub fim_declared_absent: bool,
+    /// The FIM markers `nib.json` spells out; they win over `models/fim.json`'s spellings.
+    pub fim_markers: Option<super::fim::Markers>,
     /// Every special (added) token of the tokenizer, for FIM detection and stop tokens.
     pub special_tokens: Vec<String>,
     /// Special tokens are sent as text and read by a remote server's tokenizer, so any FIM
@@ -66,6 +72,7 @@ pub struct ModelFiles {
     pub tokenizer: Tokenizer,
     pub stop_token_ids: Vec<u32>,
     pub bos_token_id: Option<u32>,
+    pub kv_layout: KvLayout,
 }
 
 /// The model directory to use: the configured one, else the first default that exists.
@@ -164,6 +171,17 @@ pub fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
         Some(Value::Null) => (None, true),
         Some(value) => (value.get("family").and_then(Value::as_str).map(str::to_string), false),
     };
+    let kv_layout = match nib.kv_cache.as_deref() {
+        None => KvLayout::Copying,
+        Some("shared_buffer") => KvLayout::SharedBuffer,
+        Some(other) => {
+            return Err(model_error(
+                dir,
+                format_args!("nib.json: unknown kv_cache {other:?} (known: \"shared_buffer\", or leave it out)"),
+            ));
+        }
+    };
+    let fim_markers = nib.fim.as_ref().and_then(|value| serde_json::from_value(value.clone()).ok());
     let name =
         nib.name.clone().unwrap_or_else(|| dir.file_name().map_or("model".into(), |n| n.to_string_lossy().into()));
     Ok(ModelFiles {
@@ -173,6 +191,7 @@ pub fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
             context_length,
             fim_family,
             fim_declared_absent,
+            fim_markers,
             special_tokens,
             markers_are_text: false,
             chat_format,
@@ -181,5 +200,6 @@ pub fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
         tokenizer,
         stop_token_ids,
         bos_token_id,
+        kv_layout,
     })
 }

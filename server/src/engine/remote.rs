@@ -8,6 +8,12 @@
 //! giving up drops the response, which closes its connection, so the server stops generating.
 //! The API key is read from the environment variable the settings name and appears nowhere
 //! else: not in settings, logs, errors or `Debug` output.
+//!
+//! The server is not trusted further than it must be (docs/security.md): redirects are not
+//! followed (a 3xx is an error naming its `Location`), an https URL never falls back to plain
+//! http, every generation has a deadline (`nib.requestTimeoutMs` unless the caller set one), a
+//! token limit and a byte limit that keep-alive lines cannot stretch, the stream's buffers and
+//! every body nib reads are capped, and text from the server is cut short before it is shown.
 
 use std::future::Future;
 use std::sync::{Condvar, Mutex};
@@ -27,6 +33,19 @@ const POLL: Duration = Duration::from_millis(20);
 /// OpenAI's API accepts at most four stop sequences; nib enforces all of them itself anyway.
 const MAX_SERVER_STOPS: usize = 4;
 
+/// Generated text kept per requested token: a token is a few bytes, so a server sending more
+/// is not generating what was asked and is cut off.
+const MAX_BYTES_PER_TOKEN: usize = 64;
+
+/// The longest line, and the largest event, of a stream; and the largest body of an error
+/// reply or of `GET /models` nib reads.
+const MAX_LINE_BYTES: usize = 1 << 20;
+const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
+const MAX_MODELS_BODY_BYTES: usize = 1 << 20;
+
+/// Characters of text from the server (an error message, a model name) shown to the user.
+const MAX_FOREIGN_CHARS: usize = 200;
+
 /// A value that must never be printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -42,6 +61,8 @@ impl std::fmt::Debug for Secret {
 pub struct RemoteSettings {
     pub config: RemoteConfig,
     pub api_key: Option<Secret>,
+    /// The deadline of a generation whose caller set none (`nib.requestTimeoutMs`).
+    pub request_timeout_ms: u64,
 }
 
 impl RemoteSettings {
@@ -51,7 +72,8 @@ impl RemoteSettings {
             .flatten()
             .filter(|key| !key.is_empty())
             .map(Secret);
-        RemoteSettings { config: config.clone(), api_key }
+        let request_timeout_ms = crate::config::Config::default().request_timeout_ms;
+        RemoteSettings { config: config.clone(), api_key, request_timeout_ms }
     }
 }
 
@@ -65,10 +87,10 @@ struct Permit<'a>(&'a Permits);
 
 impl Permits {
     /// Waits for a free slot, giving up when the request is cancelled or out of time.
-    fn acquire(&self, request: &GenerationRequest) -> Result<Permit<'_>, EngineError> {
+    fn acquire(&self, request: &GenerationRequest, deadline: Instant) -> Result<Permit<'_>, EngineError> {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            interrupted(request)?;
+            interrupted(request, deadline)?;
             if *free > 0 {
                 *free -= 1;
                 return Ok(Permit(self));
@@ -85,11 +107,11 @@ impl Drop for Permit<'_> {
     }
 }
 
-fn interrupted(request: &GenerationRequest) -> Result<(), EngineError> {
+fn interrupted(request: &GenerationRequest, deadline: Instant) -> Result<(), EngineError> {
     if request.cancel.is_cancelled() {
         return Err(EngineError::Cancelled);
     }
-    if request.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+    if Instant::now() >= deadline {
         return Err(EngineError::TimedOut);
     }
     Ok(())
@@ -131,9 +153,13 @@ impl RemoteBackend {
             .enable_all()
             .build()
             .map_err(|error| EngineError::Runtime(format!("cannot start the HTTP runtime: {error}")))?;
+        // No redirects: reqwest would follow ten, resend the body on 307/308 and keep the API
+        // key on a change of scheme. An https URL never talks plain http.
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(config.url.starts_with("https://"))
             .user_agent(concat!("nib/", env!("CARGO_PKG_VERSION")));
         if is_loopback(&config.url) {
             builder = builder.no_proxy(); // A proxy cannot reach this machine's own server.
@@ -150,33 +176,44 @@ impl RemoteBackend {
             stats: Mutex::new(EngineStats::default()),
             settings,
         };
-        let mut warning = None;
+        let mut warnings = Vec::new();
         let mut reachable = true;
-        if backend.settings.api_key.is_none() && !backend.settings.config.api_key_env.is_empty() {
-            warning = Some(format!(
-                "the environment variable {} (nib.remote.apiKeyEnv) is not set; requests are sent without an API key",
-                backend.settings.config.api_key_env
+        let key_env = &backend.settings.config.api_key_env;
+        if backend.settings.api_key.is_none() && !key_env.is_empty() {
+            warnings.push(format!(
+                "the environment variable {key_env} (nib.remote.apiKeyEnv) is not set; requests are sent without an API key"
+            ));
+        }
+        if backend.settings.api_key.is_some() && plain_http_to_another_host(&backend.settings.config.url) {
+            warnings.push(format!(
+                "the API key from ${key_env} travels unencrypted to {} (plain http): anyone on the network \
+                 between can read it; use an https URL",
+                backend.settings.config.url
             ));
         }
         match backend.served_models() {
             Ok(served) => {
-                if backend.model.is_empty() && served.len() == 1 {
+                if backend.model.is_empty() && served.len() == 1 && is_plain_name(&served[0]) {
                     backend.model = served[0].clone();
                 } else if !backend.model.is_empty() && !served.is_empty() && !served.contains(&backend.model) {
-                    warning = Some(format!(
-                        "{} does not list the model {:?} (nib.remote.model); it serves {}",
+                    let listed: Vec<String> = served.iter().take(10).map(|name| foreign(name)).collect();
+                    let more =
+                        if served.len() > 10 { format!(" and {} more", served.len() - 10) } else { String::new() };
+                    warnings.push(format!(
+                        "{} does not list the model {:?} (nib.remote.model); it serves {}{more}",
                         backend.settings.config.url,
                         backend.model,
-                        served.join(", ")
+                        listed.join(", ")
                     ));
                 }
             }
             Err(error) => {
-                warning = Some(error.to_string());
+                warnings.push(error.to_string());
                 reachable = false;
             }
         }
         backend.info = remote_info(&backend.settings.config, &backend.model);
+        let warning = (!warnings.is_empty()).then(|| warnings.join("; "));
         Ok(Connection { backend, warning, reachable })
     }
 
@@ -204,10 +241,14 @@ impl RemoteBackend {
                 .map_err(|_| self.error(format!("{url} did not answer within {} ms", timeout.as_millis())))?
                 .map_err(|error| self.transport_error(&error))?;
             let status = response.status();
-            let body =
-                tokio::time::timeout(timeout, response.text()).await.ok().and_then(Result::ok).unwrap_or_default();
+            let location = location(&response);
+            let body = tokio::time::timeout(timeout, read_capped(response, MAX_MODELS_BODY_BYTES))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
             if !status.is_success() {
-                return Err(self.status_error(status, &body));
+                return Err(self.status_error(status, &body, location.as_deref()));
             }
             let listing: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
             Ok(listing["data"]
@@ -231,8 +272,11 @@ impl RemoteBackend {
         request: &GenerationRequest,
         observer: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Generation, EngineError> {
-        let _permit = self.permits.acquire(request)?;
-        let result = self.runtime.block_on(self.stream(request, observer));
+        let deadline = request
+            .deadline
+            .unwrap_or_else(|| Instant::now() + Duration::from_millis(self.settings.request_timeout_ms));
+        let _permit = self.permits.acquire(request, deadline)?;
+        let result = self.runtime.block_on(self.stream(request, deadline, observer));
         if let Ok(generation) = &result {
             self.stats.lock().unwrap_or_else(|e| e.into_inner()).record(&generation.stats);
         }
@@ -271,9 +315,11 @@ impl RemoteBackend {
     async fn stream(
         &self,
         request: &GenerationRequest,
+        deadline: Instant,
         observer: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Generation, EngineError> {
         let started = Instant::now();
+        let idle = Duration::from_millis(self.settings.config.timeout_ms);
         let endpoint = format!("{}/completions", self.settings.config.url);
         let body = serde_json::to_vec(&self.body(request)).map_err(|error| self.error(error.to_string()))?;
         let http = self
@@ -281,12 +327,18 @@ impl RemoteBackend {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .body(body);
-        let mut response =
-            self.interruptible(request, http.send()).await?.map_err(|error| self.transport_error(&error))?;
+        let mut response = self
+            .interruptible(request, deadline, started + idle, http.send())
+            .await?
+            .map_err(|error| self.transport_error(&error))?;
         let status = response.status();
         if !status.is_success() {
-            let body = self.interruptible(request, response.text()).await?.unwrap_or_default();
-            return Err(self.status_error(status, &body));
+            let location = location(&response);
+            let body = self
+                .interruptible(request, deadline, Instant::now() + idle, read_capped(response, MAX_ERROR_BODY_BYTES))
+                .await?
+                .unwrap_or_default();
+            return Err(self.status_error(status, &body, location.as_deref()));
         }
 
         let mut stats = GenerationStats::default();
@@ -294,10 +346,14 @@ impl RemoteBackend {
         let mut text = String::new();
         let mut pieces = 0;
         let mut first_piece: Option<Instant> = None;
+        let max_bytes = request.max_tokens.max(1) * MAX_BYTES_PER_TOKEN;
+        // Only generated text counts as progress: keep-alive comments do not extend the wait.
+        let mut progress = Instant::now();
         let finish = 'stream: loop {
-            let chunk = self.interruptible(request, response.chunk()).await?.map_err(|error| {
-                self.error(format!("the connection to {} broke mid-stream: {}", self.url(), chain(&error)))
-            })?;
+            let chunk =
+                self.interruptible(request, deadline, progress + idle, response.chunk()).await?.map_err(|error| {
+                    self.error(format!("the connection to {} broke mid-stream: {}", self.url(), chain(&error)))
+                })?;
             let Some(chunk) = chunk else {
                 return Err(self.error(format!("{} closed the stream before it was complete", self.url())));
             };
@@ -307,9 +363,14 @@ impl RemoteBackend {
                     Event::Usage { prompt_tokens } => stats.prompt_tokens = prompt_tokens,
                     Event::Piece { text: piece, finish } => {
                         if !piece.is_empty() {
-                            first_piece.get_or_insert_with(Instant::now);
+                            progress = Instant::now();
+                            first_piece.get_or_insert(progress);
                             pieces += 1;
                             text.push_str(&piece);
+                            if text.len() > max_bytes {
+                                text.truncate(text.floor_char_boundary(max_bytes));
+                                break 'stream FinishReason::Length;
+                            }
                             if let Some(cut) =
                                 request.stop_strings.iter().filter_map(|stop| text.find(stop.as_str())).min()
                             {
@@ -318,6 +379,9 @@ impl RemoteBackend {
                             }
                             if observer(&text) == Flow::Stop {
                                 break 'stream FinishReason::Observer;
+                            }
+                            if pieces >= request.max_tokens {
+                                break 'stream FinishReason::Length;
                             }
                         }
                         match finish.as_deref() {
@@ -337,14 +401,17 @@ impl RemoteBackend {
         Ok(Generation { text, tokens: Vec::new(), finish, stats })
     }
 
-    /// Awaits `future` while checking cancellation, the request deadline and the idle timeout.
+    /// Awaits `future` while checking cancellation and the request deadline, giving up at
+    /// `idle_until` (the idle timeout: the last progress plus `nib.remote.timeoutMs`).
     async fn interruptible<T>(
         &self,
         request: &GenerationRequest,
+        deadline: Instant,
+        idle_until: Instant,
         future: impl Future<Output = T>,
     ) -> Result<T, EngineError> {
         let idle_ms = self.settings.config.timeout_ms;
-        let idle = tokio::time::sleep(Duration::from_millis(idle_ms));
+        let idle = tokio::time::sleep_until(idle_until.into());
         tokio::pin!(future, idle);
         let mut ticker = tokio::time::interval(POLL);
         loop {
@@ -356,7 +423,7 @@ impl RemoteBackend {
                         self.url()
                     )));
                 }
-                _ = ticker.tick() => interrupted(request)?,
+                _ = ticker.tick() => interrupted(request, deadline)?,
             }
         }
     }
@@ -381,10 +448,17 @@ impl RemoteBackend {
         }
     }
 
-    fn status_error(&self, status: reqwest::StatusCode, body: &str) -> EngineError {
+    fn status_error(&self, status: reqwest::StatusCode, body: &str, location: Option<&str>) -> EngineError {
         let url = self.url();
         let detail = server_message(body);
         let code = status.as_u16();
+        if status.is_redirection() {
+            let to = location.map_or_else(|| "no Location".to_string(), |to| format!("to {}", foreign(to)));
+            return self.error(format!(
+                "{url} answered HTTP {code}, a redirect {to}; nib does not follow redirects (they could take the \
+                 request and its API key elsewhere): set nib.remote.url to the address that answers"
+            ));
+        }
         self.error(match code {
             401 | 403 if self.settings.api_key.is_none() => format!(
                 "{url} requires an API key (HTTP {code}); put it in an environment variable and name that variable in \
@@ -414,14 +488,50 @@ impl super::Backend for RemoteBackend {
 }
 
 /// The error message in a server's error body (`{"error": {"message": ...}}` or `{"detail": ...}`),
-/// or the start of the body, as `": message"`.
+/// or the start of the body, as `": message"`, cut to `MAX_FOREIGN_CHARS`.
 fn server_message(body: &str) -> String {
     let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     let message = [&parsed["error"]["message"], &parsed["error"], &parsed["detail"], &parsed["message"]]
         .into_iter()
         .find_map(|value| value.as_str().map(str::to_string))
-        .unwrap_or_else(|| body.trim().chars().take(300).collect());
+        .unwrap_or_else(|| body.to_string());
+    let message = foreign(&message);
     if message.is_empty() { String::new() } else { format!(": {message}") }
+}
+
+/// Text from the server made fit to show: control characters (terminal escapes, line breaks)
+/// become spaces and it is cut to `MAX_FOREIGN_CHARS`, marked with an ellipsis.
+fn foreign(text: &str) -> String {
+    let text = text.trim();
+    let mut shown: String =
+        text.chars().take(MAX_FOREIGN_CHARS).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if text.chars().nth(MAX_FOREIGN_CHARS).is_some() {
+        shown.push('…');
+    }
+    shown
+}
+
+/// Whether a served model's name can be used as given (sent back, shown in the status).
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().count() <= MAX_FOREIGN_CHARS && !name.chars().any(char::is_control)
+}
+
+/// A redirect's `Location` header.
+fn location(response: &reqwest::Response) -> Option<String> {
+    let value = response.headers().get(reqwest::header::LOCATION)?;
+    Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
+}
+
+/// The body of `response`, reading at most `limit` bytes (a server can send any amount).
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<String, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// An error with its causes ("error sending request: connection refused").
@@ -439,9 +549,23 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Whether the URL's host is this machine: `localhost` or a loopback address, compared on the
+/// parsed host (`http://localhost.evil.com` and `http://127.0.0.1@evil.com` are not).
 fn is_loopback(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    ["localhost", "127.", "[::1]"].iter().any(|host| rest.starts_with(host))
+    let Some(host) = reqwest::Url::parse(url).ok().and_then(|url| url.host_str().map(str::to_ascii_lowercase)) else {
+        return false;
+    };
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether requests to `url` travel unencrypted over a network (plain http, not loopback).
+fn plain_http_to_another_host(url: &str) -> bool {
+    url.starts_with("http://") && !is_loopback(url)
 }
 
 /// What nib knows about a served model: prompts are plain text, so special tokens are
@@ -468,23 +592,10 @@ fn remote_info(config: &RemoteConfig, model: &str) -> ModelInfo {
     }
 }
 
-/// The FIM family of a model, from the names model hubs and serving engines use.
+/// The FIM family of a model, from the names model hubs and serving engines use
+/// (`models/fim.json`).
 pub fn detect_fim_family(model: &str) -> Option<&'static str> {
-    let name = model.to_ascii_lowercase();
-    let has = |part: &str| name.contains(part);
-    if has("codestral") {
-        Some("codestral")
-    } else if has("qwen") && has("coder") || has("codegemma") {
-        Some("qwen") // CodeGemma spells its markers as Qwen2.5-Coder does.
-    } else if has("deepseek") && has("coder") {
-        Some("deepseek")
-    } else if has("codellama") || has("code-llama") || has("code_llama") {
-        Some("codellama")
-    } else if has("starcoder") || has("santacoder") || has("stable-code") || has("refact") {
-        Some("starcoder")
-    } else {
-        None
-    }
+    super::fim::family_of_model_name(model)
 }
 
 fn detect_chat_format(model: &str) -> Option<ChatFormat> {
@@ -528,6 +639,13 @@ impl EventStream {
                 self.data.push(value.strip_prefix(' ').unwrap_or(value).to_string());
             }
             // Comments (": keep-alive"), `event:`, `id:` and `retry:` lines carry nothing nib needs.
+        }
+        // What is left is one unfinished line; with the event's data lines it stays bounded.
+        let data_bytes: usize = self.data.iter().map(String::len).sum();
+        if self.pending.len() > MAX_LINE_BYTES || data_bytes > MAX_LINE_BYTES {
+            self.pending.clear();
+            self.data.clear();
+            events.push(Err(format!("a line or event longer than {} KiB", MAX_LINE_BYTES >> 10)));
         }
         events
     }
@@ -643,7 +761,7 @@ mod tests {
         let info = remote_info(&config, "Qwen2.5-Coder-7B-Instruct");
         assert_eq!((info.fim_family.as_deref(), info.chat_format), (Some("starcoder"), None));
         assert!(info.markers_are_text);
-        let settings = RemoteSettings { config, api_key: Some(Secret("sk-very-secret".into())) };
+        let settings = RemoteSettings { config, api_key: Some(Secret("sk-very-secret".into())), request_timeout_ms: 1 };
         assert!(!format!("{settings:?}").contains("sk-very-secret"));
     }
 
@@ -653,7 +771,51 @@ mod tests {
         assert_eq!(server_message(r#"{"detail":"Invalid API Key"}"#), ": Invalid API Key");
         assert_eq!(server_message("Bad Gateway"), ": Bad Gateway");
         assert_eq!(server_message(""), "");
-        assert!(is_loopback("http://127.0.0.1:8080/v1") && is_loopback("http://localhost/v1"));
-        assert!(!is_loopback("https://gpu-box.internal/v1"));
+        let long = format!("{{\"detail\":\"{}\\u001b[2J\"}}", "x".repeat(5000));
+        let summary = server_message(&long);
+        assert_eq!(summary.chars().count(), 2 + MAX_FOREIGN_CHARS + 1, "cut, with an ellipsis");
+        assert!(!server_message("bad\u{1b}[2Jthing\nmore").contains(['\u{1b}', '\n']));
+    }
+
+    #[test]
+    fn loopback_is_decided_on_the_parsed_host() {
+        for url in [
+            "http://127.0.0.1:8080/v1",
+            "http://localhost/v1",
+            "http://LOCALHOST:1",
+            "http://[::1]:8000",
+            "http://127.9.9.9",
+        ] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in [
+            "https://gpu-box.internal/v1",
+            "http://localhost.evil.com/v1",
+            "http://127.0.0.1.evil.com/v1",
+            "http://localhost@evil.com/v1",
+            "http://[::2]/",
+            "not a url",
+        ] {
+            assert!(!is_loopback(url), "{url}");
+        }
+        assert!(plain_http_to_another_host("http://localhost.evil.com/v1"));
+        assert!(
+            !plain_http_to_another_host("https://gpu-box/v1") && !plain_http_to_another_host("http://127.0.0.1:9/v1")
+        );
+    }
+
+    #[test]
+    fn an_endless_line_or_event_is_an_error_and_the_buffers_stay_bounded() {
+        let mut events = EventStream::default();
+        let mut errors = 0;
+        for _ in 0..40 {
+            errors += events.push(&[b'x'; 64 << 10]).iter().filter(|e| e.is_err()).count();
+            assert!(events.pending.len() <= MAX_LINE_BYTES);
+        }
+        assert_eq!(errors, 2, "one error per MiB without a line break");
+        let mut events = EventStream::default();
+        let line = format!("data: {}\n", "y".repeat(64 << 10));
+        let errors: usize = (0..40).map(|_| events.push(line.as_bytes()).iter().filter(|e| e.is_err()).count()).sum();
+        assert!(errors >= 1 && events.data.iter().map(String::len).sum::<usize>() <= MAX_LINE_BYTES);
     }
 }

@@ -3,15 +3,19 @@
 //! cache back to a prefix for reuse.
 //!
 //! Both supported layouts (HF Optimum's and `models/convert.py`'s) use the same names:
-//! `input_ids`, `attention_mask`, optional `position_ids`, `past_key_values.N.{key,value}` in;
-//! `logits`, `present.N.{key,value}` out, caches shaped `[batch, kv_heads, seq, head_dim]`.
+//! `input_ids`, `attention_mask`, optional `position_ids` and `logits_to_keep`,
+//! `past_key_values.N.{key,value}` in; `logits`, `present.N.{key,value}` out, caches shaped
+//! `[batch, kv_heads, seq, head_dim]`. The cache lives in one of two ways (`KvLayout`): a
+//! shared buffer that ONNX Runtime writes in place (no copy per step), or the copying layout
+//! where each run returns past + new rows as new tensors.
 
 use std::borrow::Cow;
 use std::path::Path;
 
 use ort::environment::Environment;
+use ort::memory::{Allocator, MemoryInfo};
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::{RunOptions, Session, SessionInputValue};
+use ort::session::{RunOptions, Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor, ValueType};
 
 use super::EngineError;
@@ -25,6 +29,9 @@ pub struct GraphSignature {
     pub head_dim: usize,
     /// Rows of the output embedding (the logits' last dimension), when the graph states it.
     pub vocab: Option<usize>,
+    /// The graph takes `logits_to_keep` and returns that many last rows of logits (needed to
+    /// verify a speculative draft in one run).
+    pub logits_to_keep: bool,
     past_names: Vec<(String, String)>,
     present_names: Vec<(String, String)>,
 }
@@ -81,6 +88,7 @@ impl GraphSignature {
         }
         Ok(GraphSignature {
             position_ids: input_names.contains(&"position_ids"),
+            logits_to_keep: input_names.contains(&"logits_to_keep"),
             layers,
             kv_heads,
             head_dim,
@@ -91,16 +99,46 @@ impl GraphSignature {
     }
 }
 
-/// Keys and values of the tokens seen so far, one pair per layer, each
-/// `[1, kv_heads, tokens.len(), head_dim]`.
+/// How the KV cache is kept between runs (from `nib.json`'s `kv_cache`, see models/README.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvLayout {
+    /// One buffer per layer and kind, `[1, kv_heads, capacity, head_dim]`, bound (IO binding) as
+    /// both the past input and the present output: GroupQueryAttention writes the new rows in
+    /// place, so a step copies nothing. Capacity grows in steps; truncation forgets a count.
+    SharedBuffer,
+    /// Each run returns new `present` tensors (past + new rows) that become the next past.
+    Copying,
+}
+
+/// Rows a shared buffer grows by at least (each growth copies the cached rows once).
+const CAPACITY_STEP: usize = 256;
+
+/// Keys and values of the tokens seen so far, one pair per layer. Rows `0..tokens.len()` of
+/// each tensor are the cache; a shared buffer has `capacity` rows, of which the rest are unused.
 pub struct KvCache {
     layers: Vec<(DynValue, DynValue)>,
+    capacity: usize,
     pub tokens: Vec<u32>,
+}
+
+impl KvCache {
+    /// Rows each layer's buffers hold (the token count in the copying layout).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes of keys and values held (all layers).
+    pub fn bytes(&self, signature: &GraphSignature) -> usize {
+        2 * signature.layers * signature.kv_heads * signature.head_dim * self.capacity * size_of::<f32>()
+    }
 }
 
 pub struct DecoderSession {
     session: Session,
     pub signature: GraphSignature,
+    layout: KvLayout,
+    /// The most rows a shared buffer is grown to (the model's context).
+    max_capacity: usize,
 }
 
 fn build_session(environment: &Environment, path: &Path, threads: usize) -> ort::Result<Session> {
@@ -115,26 +153,84 @@ fn ort_error(error: impl std::fmt::Display) -> EngineError {
     EngineError::Inference(error.to_string())
 }
 
+/// The capacity a shared buffer grows to for `needed` rows: at least half again as much as
+/// now (so growth copies add up to a constant per token), in whole steps, within the context.
+fn grown_capacity(current: usize, needed: usize, max: usize) -> usize {
+    let wanted = needed.max(current + current / 2);
+    wanted.div_ceil(CAPACITY_STEP).saturating_mul(CAPACITY_STEP).min(max).max(needed)
+}
+
 impl DecoderSession {
-    pub fn load(environment: &Environment, path: &Path, threads: usize) -> Result<Self, EngineError> {
+    pub fn load(
+        environment: &Environment,
+        path: &Path,
+        threads: usize,
+        layout: KvLayout,
+        max_context: usize,
+    ) -> Result<Self, EngineError> {
         let session = build_session(environment, path, threads)
             .map_err(|error| EngineError::Model(format!("cannot load {}: {error}", path.display())))?;
         let signature = GraphSignature::read(&session)
             .map_err(|why| EngineError::Model(format!("{} is not a usable decoder: {why}", path.display())))?;
-        Ok(DecoderSession { session, signature })
+        Ok(DecoderSession { session, signature, layout, max_capacity: max_context.max(1) })
     }
 
-    fn empty_tensor(&self) -> Result<DynValue, EngineError> {
-        let shape = [1usize, self.signature.kv_heads, 0, self.signature.head_dim];
-        Ok(Tensor::<f32>::from_array((shape, Vec::<f32>::new())).map_err(ort_error)?.into_dyn())
+    pub fn layout(&self) -> KvLayout {
+        self.layout
+    }
+
+    /// Switches the KV layout (benchmarks and the equivalence tests); returns a fresh cache.
+    pub fn set_layout(&mut self, layout: KvLayout) -> Result<KvCache, EngineError> {
+        self.layout = layout;
+        self.empty_cache()
+    }
+
+    fn kv_tensor(&self, rows: usize) -> Result<DynValue, EngineError> {
+        let shape = [1usize, self.signature.kv_heads, rows, self.signature.head_dim];
+        match self.layout {
+            // Tensor::new: memory that ONNX Runtime may write as an output (zero-filled).
+            KvLayout::SharedBuffer => {
+                Ok(Tensor::<f32>::new(&Allocator::default(), shape).map_err(ort_error)?.into_dyn())
+            }
+            KvLayout::Copying => Ok(Tensor::<f32>::from_array((shape, vec![0.0; 0])).map_err(ort_error)?.into_dyn()),
+        }
     }
 
     pub fn empty_cache(&self) -> Result<KvCache, EngineError> {
         let mut layers = Vec::with_capacity(self.signature.layers);
         for _ in 0..self.signature.layers {
-            layers.push((self.empty_tensor()?, self.empty_tensor()?));
+            layers.push((self.kv_tensor(0)?, self.kv_tensor(0)?));
         }
-        Ok(KvCache { layers, tokens: Vec::new() })
+        Ok(KvCache { layers, capacity: 0, tokens: Vec::new() })
+    }
+
+    /// The inputs every run takes besides the cache.
+    fn step_inputs(&self, past: usize, ids: &[u32], rows: usize) -> Result<Vec<(&'static str, DynValue)>, EngineError> {
+        // An id past the embedding would make ONNX Runtime read out of bounds (quantized
+        // gathers do not check); a tokenizer that does not match the model is refused here.
+        if let Some(vocab) = self.signature.vocab
+            && let Some(id) = ids.iter().find(|&&id| id as usize >= vocab)
+        {
+            return Err(EngineError::Inference(format!(
+                "token id {id} is outside the model's vocabulary of {vocab}: the tokenizer does not match the model"
+            )));
+        }
+        let total = past + ids.len();
+        let input_ids: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
+        let tensor = |shape: Vec<usize>, data: Vec<i64>| -> Result<DynValue, EngineError> {
+            Ok(Tensor::from_array((shape, data)).map_err(ort_error)?.into_dyn())
+        };
+        let mut inputs = vec![
+            ("input_ids", tensor(vec![1, ids.len()], input_ids)?),
+            ("attention_mask", tensor(vec![1, total], vec![1; total])?),
+        ];
+        if self.signature.position_ids {
+            inputs.push(("position_ids", tensor(vec![1, ids.len()], (past as i64..total as i64).collect())?));
+        }
+        if self.signature.logits_to_keep {
+            inputs.push(("logits_to_keep", tensor(vec![1], vec![rows as i64])?));
+        }
+        Ok(inputs)
     }
 
     /// Runs `ids` after the cached tokens, extends the cache with them and returns the logits
@@ -145,33 +241,92 @@ impl DecoderSession {
         ids: &[u32],
         run_options: Option<&RunOptions>,
     ) -> Result<Vec<f32>, EngineError> {
+        self.forward_rows(cache, ids, 1, run_options)
+    }
+
+    /// Like `forward`, returning the logits of the last `rows` positions, row after row.
+    pub fn forward_rows(
+        &mut self,
+        cache: &mut KvCache,
+        ids: &[u32],
+        rows: usize,
+        run_options: Option<&RunOptions>,
+    ) -> Result<Vec<f32>, EngineError> {
         assert!(!ids.is_empty(), "forward needs at least one token");
-        // An id past the embedding would make ONNX Runtime read out of bounds (quantized
-        // gathers do not check); a tokenizer that does not match the model is refused here.
-        if let Some(vocab) = self.signature.vocab
-            && let Some(id) = ids.iter().find(|&&id| id as usize >= vocab)
-        {
-            return Err(EngineError::Inference(format!(
-                "token id {id} is outside the model's vocabulary of {vocab}: the tokenizer does not match the model"
-            )));
+        assert!((1..=ids.len()).contains(&rows), "1..=ids.len() rows of logits");
+        if rows > 1 && !self.signature.logits_to_keep {
+            return Err(ort_error("the graph returns one row of logits (it has no `logits_to_keep` input)"));
         }
+        // Every run has at least two positions. ONNX Runtime's int8-activation matmul
+        // (MatMulNBits, accuracy_level 4) takes another kernel for a single row, whose results
+        // differ from the many-row kernel's by up to a few tenths of a logit; with two or more
+        // rows every row's result depends only on its token and position. So chunked prefill,
+        // cache reuse and speculative drafts of any length give the same logits as the same
+        // tokens run any other way. A lone token runs with a copy of itself after it, whose row
+        // the cache then forgets (and it costs about what the single-row kernel does).
+        let pad = ids.len() == 1 && self.signature.logits_to_keep;
+        let padded = [ids[0], ids[0]];
+        let (run_ids, run_rows) = if pad { (&padded[..], 2) } else { (ids, rows) };
+        let mut logits = match self.layout {
+            KvLayout::SharedBuffer => self.run_shared(cache, run_ids, run_rows, run_options)?,
+            KvLayout::Copying => self.run_copying(cache, run_ids, run_rows, run_options)?,
+        };
+        cache.tokens.extend_from_slice(ids);
+        if pad {
+            logits.truncate(logits.len() / 2);
+            if self.layout == KvLayout::Copying {
+                self.reallocate(cache, cache.tokens.len())?;
+            }
+        }
+        Ok(logits)
+    }
+
+    /// The shared-buffer run: ONNX Runtime writes the new rows into the bound buffers (rows
+    /// `past..past + ids.len()`, beyond the cached count, so a failed run corrupts nothing).
+    fn run_shared(
+        &mut self,
+        cache: &mut KvCache,
+        ids: &[u32],
+        rows: usize,
+        run_options: Option<&RunOptions>,
+    ) -> Result<Vec<f32>, EngineError> {
         let past = cache.tokens.len();
-        let total = past + ids.len();
-        let input_ids: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
-            ("input_ids".into(), Tensor::from_array(([1usize, ids.len()], input_ids)).map_err(ort_error)?.into()),
-            (
-                "attention_mask".into(),
-                Tensor::from_array(([1usize, total], vec![1i64; total])).map_err(ort_error)?.into(),
-            ),
-        ];
-        if self.signature.position_ids {
-            let positions: Vec<i64> = (past as i64..total as i64).collect();
-            inputs.push((
-                "position_ids".into(),
-                Tensor::from_array(([1usize, ids.len()], positions)).map_err(ort_error)?.into(),
-            ));
+        if past + ids.len() > cache.capacity {
+            self.grow(cache, past + ids.len())?;
         }
+        let mut binding = self.session.create_binding().map_err(ort_error)?;
+        for (name, value) in self.step_inputs(past, ids, rows)? {
+            binding.bind_input(name, &value).map_err(ort_error)?;
+        }
+        let names = self.signature.past_names.iter().zip(&self.signature.present_names);
+        for (((past_key, past_value), (present_key, present_value)), (key, value)) in names.zip(&mut cache.layers) {
+            binding.bind_input(past_key.as_str(), &*key).map_err(ort_error)?;
+            binding.bind_output(present_key.as_str(), &mut *key).map_err(ort_error)?;
+            binding.bind_input(past_value.as_str(), &*value).map_err(ort_error)?;
+            binding.bind_output(present_value.as_str(), &mut *value).map_err(ort_error)?;
+        }
+        binding.bind_output_to_device("logits", &MemoryInfo::default()).map_err(ort_error)?;
+        let outputs = match run_options {
+            Some(options) => self.session.run_binding_with_options(&binding, options),
+            None => self.session.run_binding(&binding),
+        }
+        .map_err(ort_error)?;
+        last_rows(&outputs, rows)
+    }
+
+    fn run_copying(
+        &mut self,
+        cache: &mut KvCache,
+        ids: &[u32],
+        rows: usize,
+        run_options: Option<&RunOptions>,
+    ) -> Result<Vec<f32>, EngineError> {
+        let past = cache.tokens.len();
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = self
+            .step_inputs(past, ids, rows)?
+            .into_iter()
+            .map(|(name, value)| (Cow::Borrowed(name), SessionInputValue::from(value)))
+            .collect();
         for ((key_name, value_name), (key, value)) in self.signature.past_names.iter().zip(&cache.layers) {
             inputs.push((key_name.as_str().into(), key.into()));
             inputs.push((value_name.as_str().into(), value.into()));
@@ -181,15 +336,7 @@ impl DecoderSession {
             None => self.session.run(inputs),
         }
         .map_err(ort_error)?;
-        // logits: [batch, seq or 1, vocab]; only the last row matters.
-        let logits = {
-            let (shape, data) = outputs["logits"].try_extract_tensor::<f32>().map_err(ort_error)?;
-            let vocab = *shape.last().ok_or_else(|| ort_error("logits have no dimensions"))? as usize;
-            if vocab == 0 || data.len() < vocab {
-                return Err(ort_error(format!("the model returned logits of shape {shape:?}")));
-            }
-            data[data.len() - vocab..].to_vec()
-        };
+        let logits = last_rows(&outputs, rows)?;
         let mut layers = Vec::with_capacity(self.signature.layers);
         for (key_name, value_name) in &self.signature.present_names {
             let key = outputs.remove(key_name).ok_or_else(|| ort_error(format!("missing output {key_name}")))?;
@@ -198,37 +345,99 @@ impl DecoderSession {
         }
         drop(outputs);
         cache.layers = layers;
-        cache.tokens.extend_from_slice(ids);
+        cache.capacity = past + ids.len();
         Ok(logits)
     }
 
-    /// Cuts the cache back to its first `keep` tokens.
-    pub fn truncate(&self, cache: &mut KvCache, keep: usize) -> Result<(), EngineError> {
-        let length = cache.tokens.len();
-        if keep >= length {
-            return Ok(());
-        }
-        if keep == 0 {
-            *cache = self.empty_cache()?;
-            return Ok(());
-        }
-        let (heads, head_dim) = (self.signature.kv_heads, self.signature.head_dim);
-        let cut = |value: &DynValue| -> Result<DynValue, EngineError> {
-            let (_, data) = value.try_extract_tensor::<f32>().map_err(ort_error)?;
-            let mut kept = Vec::with_capacity(heads * keep * head_dim);
-            // [1, heads, length, head_dim] → [1, heads, keep, head_dim]
-            for head in 0..heads {
-                let start = head * length * head_dim;
-                kept.extend_from_slice(&data[start..start + keep * head_dim]);
-            }
-            Ok(Tensor::from_array(([1usize, heads, keep, head_dim], kept)).map_err(ort_error)?.into_dyn())
-        };
+    /// Moves a shared cache into buffers of at least `needed` rows (one copy of the cached rows).
+    fn grow(&self, cache: &mut KvCache, needed: usize) -> Result<(), EngineError> {
+        let capacity = grown_capacity(cache.capacity, needed, self.max_capacity);
+        self.reallocate(cache, capacity)
+    }
+
+    /// New buffers of `capacity` rows holding the cached rows.
+    fn reallocate(&self, cache: &mut KvCache, capacity: usize) -> Result<(), EngineError> {
+        let kept = cache.tokens.len();
         let mut layers = Vec::with_capacity(cache.layers.len());
         for (key, value) in &cache.layers {
-            layers.push((cut(key)?, cut(value)?));
+            layers.push((
+                self.copy_rows(key, cache.capacity, kept, capacity)?,
+                self.copy_rows(value, cache.capacity, kept, capacity)?,
+            ));
         }
         cache.layers = layers;
-        cache.tokens.truncate(keep);
+        cache.capacity = capacity;
         Ok(())
+    }
+
+    /// A `[1, heads, capacity, head_dim]` tensor with the first `kept` rows of `from` (which
+    /// has `rows` rows per head), in the session's layout.
+    fn copy_rows(&self, from: &DynValue, rows: usize, kept: usize, capacity: usize) -> Result<DynValue, EngineError> {
+        let (heads, head_dim) = (self.signature.kv_heads, self.signature.head_dim);
+        let (_, data) = from.try_extract_tensor::<f32>().map_err(ort_error)?;
+        let head_rows = |head: usize| &data[head * rows * head_dim..(head * rows + kept) * head_dim];
+        match self.layout {
+            KvLayout::SharedBuffer => {
+                let mut to = self.kv_tensor(capacity)?;
+                let (_, target) = to.try_extract_tensor_mut::<f32>().map_err(ort_error)?;
+                for head in 0..heads {
+                    let start = head * capacity * head_dim;
+                    target[start..start + kept * head_dim].copy_from_slice(head_rows(head));
+                }
+                Ok(to)
+            }
+            KvLayout::Copying => {
+                let mut kept_rows = Vec::with_capacity(heads * kept * head_dim);
+                for head in 0..heads {
+                    kept_rows.extend_from_slice(head_rows(head));
+                }
+                Ok(Tensor::from_array(([1usize, heads, kept, head_dim], kept_rows)).map_err(ort_error)?.into_dyn())
+            }
+        }
+    }
+
+    /// Cuts the cache back to its first `keep` tokens. A shared buffer only forgets the count
+    /// (rows past it are never read), and gives memory back when it is mostly unused.
+    pub fn truncate(&self, cache: &mut KvCache, keep: usize) -> Result<(), EngineError> {
+        if keep >= cache.tokens.len() {
+            return Ok(());
+        }
+        cache.tokens.truncate(keep);
+        match self.layout {
+            KvLayout::SharedBuffer => {
+                let smaller = grown_capacity(0, keep.max(1), self.max_capacity) * 2;
+                if cache.capacity > 4 * CAPACITY_STEP && smaller < cache.capacity / 2 {
+                    self.reallocate(cache, smaller)?;
+                }
+            }
+            KvLayout::Copying if keep == 0 => *cache = self.empty_cache()?,
+            KvLayout::Copying => self.reallocate(cache, keep)?,
+        }
+        Ok(())
+    }
+}
+
+/// The last `rows` rows of `logits` ([batch, positions, vocab]), flattened.
+fn last_rows(outputs: &SessionOutputs<'_>, rows: usize) -> Result<Vec<f32>, EngineError> {
+    let (shape, data) = outputs["logits"].try_extract_tensor::<f32>().map_err(ort_error)?;
+    let vocab = *shape.last().ok_or_else(|| ort_error("logits have no dimensions"))? as usize;
+    if vocab == 0 || data.len() < rows * vocab {
+        return Err(ort_error(format!("the model returned logits of shape {shape:?}, expected {rows} row(s)")));
+    }
+    Ok(data[data.len() - rows * vocab..].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_grows_by_half_in_whole_steps_within_the_context() {
+        assert_eq!(grown_capacity(0, 10, 8192), 256);
+        assert_eq!(grown_capacity(256, 257, 8192), 512);
+        assert_eq!(grown_capacity(512, 600, 8192), 768);
+        assert_eq!(grown_capacity(2048, 2049, 8192), 3072);
+        assert_eq!(grown_capacity(6144, 6145, 8192), 8192);
+        assert_eq!(grown_capacity(0, 100, 64), 100, "never below what is needed");
     }
 }

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{
-    CancelToken, EngineError, EngineSettings, Flow, GenerationRequest, Model, PromptPiece, Sampling, load_model,
-};
+use super::{CancelToken, EngineError, EngineSettings, Flow, GenerationRequest, Model, PromptPiece, load_model};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-model")
@@ -36,15 +34,7 @@ fn max_difference(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn request(prompt: &str, max_tokens: usize) -> GenerationRequest {
-    GenerationRequest {
-        prompt: vec![PromptPiece::Text(prompt.to_string())],
-        max_tokens,
-        sampling: Sampling::GREEDY,
-        stop_strings: Vec::new(),
-        stop_tokens: Vec::new(),
-        cancel: CancelToken::default(),
-        deadline: None,
-    }
+    GenerationRequest::greedy(vec![PromptPiece::Text(prompt.to_string())], max_tokens)
 }
 
 fn argmax(logits: &[f32]) -> u32 {

@@ -93,6 +93,10 @@ pub struct EngineHandle {
     thread: Option<JoinHandle<()>>,
     /// Tokens of every job not yet finished, so shutdown can cancel them.
     in_flight: Mutex<Vec<super::CancelToken>>,
+    /// Background work (KV cache pre-warms) not yet finished. Any other job or task cancels it,
+    /// so a pre-warm never holds up a real request by more than the rest of the prefill chunk
+    /// in flight, which the cancellation also stops.
+    background: Mutex<Vec<super::CancelToken>>,
 }
 
 impl EngineHandle {
@@ -113,7 +117,13 @@ impl EngineHandle {
             .name("nib-engine".into())
             .spawn(move || engine_thread(&command_receiver, &events, &thread_shared))
             .expect("spawn engine thread");
-        let handle = EngineHandle { commands, shared, thread: Some(thread), in_flight: Mutex::new(Vec::new()) };
+        let handle = EngineHandle {
+            commands,
+            shared,
+            thread: Some(thread),
+            in_flight: Mutex::new(Vec::new()),
+            background: Mutex::new(Vec::new()),
+        };
         (handle, event_receiver)
     }
 
@@ -124,6 +134,13 @@ impl EngineHandle {
     }
 
     pub fn submit(&self, job: Job) {
+        if job.priority == Priority::Background {
+            let mut background = self.background.lock().unwrap_or_else(|e| e.into_inner());
+            background.retain(|token| !token.is_finished());
+            background.push(job.request.cancel.clone());
+        } else {
+            self.cancel_background();
+        }
         {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             in_flight.retain(|token| !token.is_finished());
@@ -140,10 +157,18 @@ impl EngineHandle {
     /// Runs `task` with the backend at [`Priority::ActionStep`]: after every job, and yielding
     /// to jobs that arrive meanwhile before each of its generations.
     pub fn run(&self, task: Task) {
+        self.cancel_background();
         if let Err(error) = self.commands.send(Command::Run(task))
             && let Command::Run(task) = error.into_inner()
         {
             task(Err(EngineError::NotReady("the engine thread has stopped".into())));
+        }
+    }
+
+    /// Cancels the pre-warms queued or running: real work comes first.
+    fn cancel_background(&self) {
+        for token in self.background.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            token.cancel();
         }
     }
 
@@ -174,6 +199,15 @@ impl EngineHandle {
         let _ = self.commands.send(Command::Stop);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+
+    /// `stop`, but waits for the engine thread only until `deadline` (at `exit`).
+    pub fn stop_by(&mut self, deadline: Instant) {
+        self.cancel_all();
+        let _ = self.commands.send(Command::Stop);
+        if let Some(thread) = self.thread.take() {
+            crate::pool::join_by(thread, deadline);
         }
     }
 }

@@ -89,6 +89,7 @@ pub struct Status {
 }
 
 /// A document as the index sees it (clones of the main loop's rope and tree).
+#[derive(Clone)]
 pub struct Snapshot {
     pub uri: String,
     pub path: Option<PathBuf>,
@@ -98,15 +99,29 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The document's current text and tree (O(1) clones); `None` for a language nib lacks.
+    /// The document's current text and tree (O(1) clones; parses if an edit is pending);
+    /// `None` for a language nib lacks.
     pub fn of(document: &crate::document::Document) -> Option<Snapshot> {
+        Some(Snapshot { tree: document.tree().cloned(), ..Snapshot::text_only(document)? })
+    }
+
+    /// The document's current text only: the index thread parses it when it needs a tree, so
+    /// an edit costs the main loop no parse.
+    pub fn text_only(document: &crate::document::Document) -> Option<Snapshot> {
         Some(Snapshot {
             uri: document.uri.clone(),
             path: document.path.clone(),
             language: document.language?,
             rope: document.rope.clone(),
-            tree: document.tree.clone(),
+            tree: None,
         })
+    }
+
+    /// Parses the text if the snapshot came without a tree.
+    fn ensure_tree(&mut self) {
+        if self.tree.is_none() {
+            self.tree = crate::syntax::parse(&mut self.language.parser(), &self.rope, None);
+        }
     }
 }
 
@@ -129,6 +144,12 @@ enum Message {
     Deleted(PathBuf),
     Query {
         key: Key,
+        snapshot: Snapshot,
+        cursor: usize,
+        budget: usize,
+    },
+    /// A query whose key the index thread works out (the snapshot may have no tree yet).
+    Prefetch {
         snapshot: Snapshot,
         cursor: usize,
         budget: usize,
@@ -197,13 +218,11 @@ impl IndexHandle {
         latest
     }
 
-    /// Asks for `key` ahead of the completion request that will need it.
-    pub fn prefetch(&self, key: &Key, snapshot: impl FnOnce() -> Snapshot, cursor: usize, budget: usize) {
-        let answered =
-            self.answers.lock().unwrap_or_else(|e| e.into_inner()).get(&key.uri).is_some_and(|a| a.key == *key);
-        if !answered {
-            self.ask(key, snapshot, cursor, budget);
-        }
+    /// Asks ahead of the completion request that will need it for the scope at `cursor` of a
+    /// text-only snapshot: the index thread parses it, works out the key and answers unless it
+    /// already has that key's answer.
+    pub fn prefetch(&self, snapshot: Snapshot, cursor: usize, budget: usize) {
+        let _ = self.sender.send(Message::Prefetch { snapshot, cursor, budget });
     }
 
     fn ask(&self, key: &Key, snapshot: impl FnOnce() -> Snapshot, cursor: usize, budget: usize) {
@@ -369,7 +388,17 @@ impl Workspace {
 
     fn index_buffer(&mut self, snapshot: &Snapshot) {
         let Some(path) = &snapshot.path else { return };
-        let Some(tree) = &snapshot.tree else { return };
+        let parsed;
+        let tree = match &snapshot.tree {
+            Some(tree) => tree,
+            None => match crate::syntax::parse(&mut snapshot.language.parser(), &snapshot.rope, None) {
+                Some(tree) => {
+                    parsed = tree;
+                    &parsed
+                }
+                None => return,
+            },
+        };
         let analysis = store::analyze_rope(snapshot.language, &snapshot.rope, tree, &mut self.workers[0]);
         self.index.insert(path, analysis);
     }
@@ -576,6 +605,17 @@ impl Worker {
                 }
             }
             Message::Query { key, snapshot, cursor, budget } => return self.answer(key, snapshot, cursor, budget),
+            Message::Prefetch { mut snapshot, cursor, budget } => {
+                snapshot.ensure_tree();
+                let key =
+                    Key::at(&snapshot.uri, Some(snapshot.language), &snapshot.rope, snapshot.tree.as_ref(), cursor);
+                let answered =
+                    self.answers.lock().unwrap_or_else(|e| e.into_inner()).get(&key.uri).is_some_and(|a| a.key == key);
+                if !answered {
+                    self.answer(key, snapshot, cursor, budget);
+                }
+                return;
+            }
         }
         self.publish_current();
     }

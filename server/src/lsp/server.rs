@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
 use ls_types::MessageType;
@@ -40,6 +41,9 @@ impl MainLoop {
         let _ = self.0.send(Box::new(work));
     }
 }
+
+/// The longest `exit` waits for the engine, the pool and the last replies to be written.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Threads of the worker pool: file reads and subprocesses rarely overlap more than this.
 const POOL_THREADS: usize = 2;
@@ -118,6 +122,8 @@ pub struct Server {
     pub index: IndexHandle,
     /// `$/progress` tokens of running code actions and how to cancel them.
     pub progress_tokens: Vec<(String, CancelToken)>,
+    /// Explicit requests waiting for the model to finish loading.
+    pub waiting_for_model: super::model_wait::Waiting,
     next_progress_id: u64,
     lifecycle: Lifecycle,
     next_request_id: i64,
@@ -172,16 +178,22 @@ pub fn run(input: impl BufRead + Send + 'static, output: impl Write + Send + 'st
         completions: CompletionState::default(),
         index: IndexHandle::start(),
         progress_tokens: Vec::new(),
+        waiting_for_model: Default::default(),
         next_progress_id: 0,
         lifecycle: Lifecycle::Uninitialized,
         next_request_id: 0,
         pending_replies: HashMap::new(),
     };
     let exit_code = server.main_loop(&incoming, &engine_events, &messages);
-    server.engine.stop();
-    server.pool.stop();
+    // Leave within EXIT_WAIT whatever still runs (a generation that does not notice its
+    // cancellation, a remote request holding a reply): the process ends when `run` returns.
+    server.cancel_everything();
+    let deadline = Instant::now() + EXIT_WAIT;
+    server.engine.stop_by(deadline);
+    server.pool.stop_by(deadline);
     drop(server);
-    let _ = writer.join();
+    drop(messages);
+    crate::pool::join_by(writer, deadline);
     exit_code
 }
 
@@ -272,7 +284,7 @@ impl Server {
                     }
                     (Lifecycle::Running, "shutdown") => {
                         self.lifecycle = Lifecycle::ShutDown;
-                        self.engine.cancel_all();
+                        self.cancel_everything();
                         responder.respond(Ok(Value::Null));
                     }
                     (Lifecycle::Running, _) => {
@@ -284,6 +296,23 @@ impl Server {
             }
         }
         None
+    }
+
+    /// Cancels all work in flight: jobs, code actions (their generations, planning and
+    /// progress) and the running completion. Their requests are answered `RequestCancelled`.
+    fn cancel_everything(&mut self) {
+        self.engine.cancel_all();
+        for token in self.in_flight.values().chain(self.progress_tokens.iter().map(|(_, token)| token)) {
+            token.cancel();
+        }
+        if let Some(current) = self.completions.current.take() {
+            current.cancel();
+        }
+    }
+
+    /// After `shutdown`: nothing may be started or applied any more (no `workspace/applyEdit`).
+    pub fn shutting_down(&self) -> bool {
+        self.lifecycle == Lifecycle::ShutDown
     }
 
     /// Registers a request's token so `$/cancelRequest` can reach it; forgets finished ones.

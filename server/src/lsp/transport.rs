@@ -5,11 +5,28 @@
 //! answers it with a JSON-RPC parse error) and reading resumes at the next header. Only the end
 //! of the stream ends it. This is why nib owns its transport: the frameworks we tried exit on
 //! the first malformed body, and an editor then loses all server state.
+//!
+//! Memory is bounded by what arrives, never by what a header claims: a body's buffer grows as
+//! its bytes come in (up to `MAX_BODY_BYTES`; larger bodies are skipped unread), and a line
+//! longer than `MAX_HEADER_LINE_BYTES` is skipped in pieces rather than collected.
 
 use std::io::{self, BufRead, Read, Write};
 
 /// Bodies larger than this are skipped (and answered with an error) rather than buffered.
-pub const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+/// A document is the largest thing an editor sends; 64 MiB is far beyond any source file.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Header lines longer than this are skipped (`Content-Length: 12345` needs 30 bytes).
+pub const MAX_HEADER_LINE_BYTES: usize = 8 * 1024;
+
+/// The first bytes reserved for a body; the buffer grows as more arrive.
+const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
+
+/// One line of input: its bytes (with the `\n`), or the fact that it was too long to keep.
+enum Line {
+    Text(Vec<u8>),
+    TooLong,
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -43,22 +60,49 @@ impl<R: BufRead> MessageReader<R> {
         MessageReader { input, pending_line: None }
     }
 
-    /// Reads one line including its `\n`; `None` at the end of the stream.
-    fn read_line(&mut self) -> io::Result<Option<Vec<u8>>> {
+    /// Reads one line including its `\n`; `None` at the end of the stream. A line longer than
+    /// `MAX_HEADER_LINE_BYTES` is consumed up to its end without being kept.
+    fn read_line(&mut self) -> io::Result<Option<Line>> {
         if let Some(line) = self.pending_line.take() {
-            return Ok(Some(line));
+            return Ok(Some(Line::Text(line)));
         }
         let mut line = Vec::new();
-        let read = self.input.read_until(b'\n', &mut line)?;
-        Ok((read > 0).then_some(line))
+        let read = (&mut self.input).take(MAX_HEADER_LINE_BYTES as u64).read_until(b'\n', &mut line)?;
+        if read == 0 {
+            return Ok(None);
+        }
+        if line.ends_with(b"\n") || read < MAX_HEADER_LINE_BYTES {
+            return Ok(Some(Line::Text(line)));
+        }
+        loop {
+            let buffer = self.input.fill_buf()?;
+            if buffer.is_empty() {
+                return Ok(Some(Line::TooLong));
+            }
+            match buffer.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    self.input.consume(end + 1);
+                    return Ok(Some(Line::TooLong));
+                }
+                None => {
+                    let skipped = buffer.len();
+                    self.input.consume(skipped);
+                }
+            }
+        }
     }
 
     pub fn read_frame(&mut self) -> io::Result<Frame> {
         // Find the first header line, skipping blank lines and reporting garbage once.
         let mut skipped_garbage = false;
         let first_line = loop {
-            let Some(line) = self.read_line()? else {
-                return Ok(Frame::Eof);
+            let line = match self.read_line()? {
+                None => return Ok(Frame::Eof),
+                Some(Line::TooLong) => {
+                    skipped_garbage = true;
+                    continue;
+                }
+                Some(Line::Text(line)) => line,
             };
             if trim_line_end(&line).iter().all(u8::is_ascii_whitespace) {
                 continue;
@@ -93,7 +137,10 @@ impl<R: BufRead> MessageReader<R> {
                 }
             }
             match self.read_line()? {
-                Some(next) => line = next,
+                Some(Line::Text(next)) => line = next,
+                Some(Line::TooLong) => {
+                    return Ok(Frame::Malformed(format!("a header line longer than {MAX_HEADER_LINE_BYTES} bytes")));
+                }
                 None => return Ok(Frame::Eof),
             }
         }
@@ -109,12 +156,13 @@ impl<R: BufRead> MessageReader<R> {
             }
             return Ok(Frame::Malformed(format!("message of {length} bytes exceeds the {MAX_BODY_BYTES}-byte limit")));
         }
-        let mut body = vec![0; length];
-        match self.input.read_exact(&mut body) {
-            Ok(()) => Ok(Frame::Body(body)),
-            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => Ok(Frame::Eof),
-            Err(error) => Err(error),
+        // Not `vec![0; length]`: the header alone must not decide how much memory is taken.
+        let mut body = Vec::with_capacity(length.min(INITIAL_BODY_CAPACITY));
+        (&mut self.input).take(length as u64).read_to_end(&mut body)?;
+        if body.len() < length {
+            return Ok(Frame::Eof);
         }
+        Ok(Frame::Body(body))
     }
 }
 
@@ -177,6 +225,39 @@ Content-Length: 1\r\n\r\n[xyzContent-Length: 2\r\n\r\n[]";
     fn truncated_stream_is_eof() {
         assert_eq!(frames(b"Content-Length: 10\r\n\r\n{}"), [Frame::Eof]);
         assert_eq!(frames(b"Content-Len"), [Frame::Eof]);
+    }
+
+    #[test]
+    fn overlong_lines_are_skipped_without_being_kept() {
+        let mut input = vec![b'x'; 3 * MAX_HEADER_LINE_BYTES];
+        input.extend_from_slice(b"\r\nContent-Length: 2\r\n\r\n{}");
+        // A header section with an endless header line in it.
+        input.extend_from_slice(b"Content-Length: 2\r\nX-Junk: ");
+        input.extend(vec![b'y'; 5 * MAX_HEADER_LINE_BYTES]);
+        input.extend_from_slice(b"\r\n\r\n{}Content-Length: 4\r\n\r\nnull");
+        let got = frames(&input);
+        assert_eq!(got[0], Frame::Malformed("unexpected bytes before a message header".into()));
+        assert_eq!(got[1], body("{}"), "garbage before a header, however long, is skipped");
+        assert_eq!(got[2], Frame::Malformed(format!("a header line longer than {MAX_HEADER_LINE_BYTES} bytes")));
+        assert_eq!(got[got.len() - 2], body("null"), "reading resumes: {got:?}");
+        // Nothing over the limit was ever collected: lines come back in pieces of at most the limit.
+        let mut reader = MessageReader::new(&input[..]);
+        while let Some(line) = reader.read_line().unwrap() {
+            if let Line::Text(text) = line {
+                assert!(text.len() <= MAX_HEADER_LINE_BYTES);
+            }
+        }
+    }
+
+    #[test]
+    fn a_body_shorter_than_its_content_length_is_the_end_of_the_stream() {
+        // A claim just under the limit, with a 2-byte body and then the end of the stream
+        // (that the claim takes no memory is checked on the real binary: protocol_fuzz.rs).
+        let input = format!("Content-Length: {}\r\n\r\n{{}}", MAX_BODY_BYTES - 1);
+        let mut reader = MessageReader::new(input.as_bytes());
+        assert_eq!(reader.read_frame().unwrap(), Frame::Eof);
+        let over = format!("Content-Length: {}\r\n\r\n{{}}", MAX_BODY_BYTES + 1);
+        assert_eq!(frames(over.as_bytes()), [Frame::Eof], "a body over the limit is skipped, not buffered");
     }
 
     #[test]

@@ -44,6 +44,7 @@ test('contributed defaults map to exactly the server defaults of docs/configurat
       url: '',
       model: '',
       apiKeyEnv: '',
+      allowTokenEnv: false,
       fim: 'auto',
       chat: 'auto',
       contextLength: 4096,
@@ -109,6 +110,44 @@ test('a wrong type is passed through for the server to name in its warning', () 
   const settings = toServerSettings(reader({ 'completion.maxTokens': 'lots', modelPath: 3 }));
   assert.equal(settings.completion.maxTokens, 'lots');
   assert.equal(settings.modelPath, 3);
+});
+
+test('a workspace cannot choose programs, libraries, models or where code and keys are sent', () => {
+  // Path settings may be overridden by a trusted workspace only; the server and key settings
+  // not at all (docs/security.md).
+  const scopes: Record<string, string> = {
+    'nib.serverPath': 'machine-overridable',
+    'nib.modelPath': 'machine-overridable',
+    'nib.onnxRuntimePath': 'machine-overridable',
+    'nib.python.interpreter': 'machine-overridable',
+    'nib.remote.url': 'machine',
+    'nib.remote.apiKeyEnv': 'machine',
+    'nib.remote.allowTokenEnv': 'application',
+  };
+  for (const [key, scope] of Object.entries(scopes)) {
+    assert.equal((properties[key] as { scope?: string }).scope, scope, key);
+  }
+  const untrusted = manifest.capabilities?.untrustedWorkspaces;
+  assert.equal(untrusted?.supported, 'limited');
+  for (const key of [...Object.keys(scopes), 'nib.backend', 'nib.remote.model']) {
+    assert.ok(untrusted.restrictedConfigurations.includes(key), `${key} is not restricted in untrusted workspaces`);
+  }
+});
+
+test('in Restricted Mode ${workspaceFolder} is not expanded and a relative server path is refused', () => {
+  const settings = toServerSettings(
+    reader({ 'python.interpreter': '${workspaceFolder}/.venv/bin/python', onnxRuntimePath: '${workspaceFolder}/x.so' }),
+    undefined,
+    '/home/u',
+  );
+  // Left as written: the server refuses a path that is not absolute.
+  assert.equal(settings.python.interpreter, '${workspaceFolder}/.venv/bin/python');
+  assert.equal(settings.onnxRuntimePath, '${workspaceFolder}/x.so');
+  for (const setting of ['${workspaceFolder}/bin/nib', 'bin/nib', './nib']) {
+    const found = resolveServerPath({ setting, checkouts: [], envPath: '', isExecutable: () => true });
+    assert.equal(found.found, false, setting);
+    assert.match(found.how, /must be an absolute path/);
+  }
 });
 
 test('expandPath', () => {

@@ -10,13 +10,14 @@ use ls_types::MessageType;
 use ropey::Rope;
 use serde_json::{Value, json};
 
-use super::code_action::{ActionData, ActionKind};
 use crate::actions::{self, ActionError, Target, docstring, unit_tests};
 use crate::document::path_to_file_uri;
 use crate::engine::{CancelToken, EngineError};
+use crate::lsp::code_actions::{self, ActionData, CodeAction};
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::{self, ResponseError, code};
 use crate::lsp::server::{PendingReply, Responder, Server};
+use crate::lsp::{model_wait, workspace_guard};
 use crate::pool::Outcome;
 use crate::position::PositionEncoding;
 use crate::syntax::scopes;
@@ -36,7 +37,27 @@ pub fn handle(server: &mut Server, responder: Responder, action: Value) {
             return responder.respond(Err(ResponseError::invalid_params("this code action has no nib data")));
         }
     };
-    run(server, responder, data, Delivery::Resolve(action));
+    match code_actions::by_name(&data.action) {
+        Ok(registered) => resolve_when_ready(server, responder, registered, data, Delivery::Resolve(action)),
+        Err(error) => responder.respond(Err(error)),
+    }
+}
+
+/// Resolves `data` with `action` once the model is ready: an action asked for while the model
+/// loads waits for it (bounded and cancellable: `model_wait`).
+pub fn resolve_when_ready(
+    server: &mut Server,
+    responder: Responder,
+    action: &'static dyn CodeAction,
+    data: ActionData,
+    delivery: Delivery,
+) {
+    if model_wait::model_is_loading(server) {
+        return model_wait::park(server, responder, move |server, responder| {
+            resolve_when_ready(server, responder, action, data, delivery)
+        });
+    }
+    action.resolve(server, responder, &data, delivery);
 }
 
 /// What one resolution does, with everything it needs captured from the main loop.
@@ -101,18 +122,13 @@ fn plan_tests(
     };
     let plan =
         unit_tests::plan(target, folders, &read).map_err(|error| ResponseError::request_failed(error.to_string()))?;
-    if !really_inside(&plan.file, folders) {
-        return Err(ResponseError::request_failed(format!(
-            "{} leads outside the workspace folders (through a symbolic link); nothing was written",
-            plan.file.display()
-        )));
-    }
+    workspace_guard::check(&plan.file, folders).map_err(ResponseError::request_failed)?;
     Ok(plan)
 }
 
 /// Generate unit tests: plans the test file on the worker pool, then starts the generation
 /// from the main loop.
-fn run_tests(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
+pub fn write_tests(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
     let target = match target(server, data) {
         Ok(target) => target,
         Err(error) => return responder.respond(Err(error)),
@@ -146,19 +162,6 @@ fn run_tests(server: &mut Server, responder: Responder, data: &ActionData, deliv
     );
 }
 
-/// Whether `file` (or, before it exists, its folder) really lies in a workspace folder once
-/// symbolic links are resolved: a link inside the folder must not lead an edit elsewhere.
-fn really_inside(file: &Path, folders: &[std::path::PathBuf]) -> bool {
-    let real = match file.canonicalize() {
-        Ok(real) => real,
-        Err(_) => match file.parent().map(Path::canonicalize) {
-            Some(Ok(folder)) => folder,
-            _ => return false,
-        },
-    };
-    folders.iter().filter_map(|folder| folder.canonicalize().ok()).any(|folder| real.starts_with(folder))
-}
-
 fn insertions_json(
     uri: &str,
     version: i32,
@@ -176,13 +179,20 @@ fn insertions_json(
     json!({ "documentChanges": [{ "textDocument": { "uri": uri, "version": version }, "edits": edits }] })
 }
 
-/// Starts the generation for `data`; `responder` is answered when it ends.
-pub fn run(server: &mut Server, responder: Responder, data: ActionData, delivery: Delivery) {
-    let work = match data.action {
-        ActionKind::Docstring => target(server, &data).map(Work::Docstring),
-        ActionKind::AllDocstrings => undocumented_targets(server, &data).map(Work::AllDocstrings),
-        ActionKind::Tests => return run_tests(server, responder, &data, delivery),
-    };
+/// Add docstring: documents the function, method or class of `data`.
+pub fn document_one(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
+    let work = target(server, data).map(Work::Docstring);
+    start_now(server, responder, work, delivery);
+}
+
+/// Add docstrings to all functions: documents every undocumented item of the file of `data`.
+pub fn document_all(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
+    let work = undocumented_targets(server, data).map(Work::AllDocstrings);
+    start_now(server, responder, work, delivery);
+}
+
+/// Starts work whose inputs the main loop already has.
+fn start_now(server: &mut Server, responder: Responder, work: Result<Work, ResponseError>, delivery: Delivery) {
     let work = match work {
         Ok(work) => work,
         Err(error) => return responder.respond(Err(error)),
@@ -213,16 +223,22 @@ fn start(
     let style = server.config.docstring_style;
     let main_loop = server.main_loop.clone();
     let reporter = progress.clone();
+    let folders = server.workspace_folders.clone();
     server.engine.run(Box::new(move |model| {
         let report = |message: String, percentage: usize| {
             let progress = reporter.clone();
             main_loop.post(move |server| progress.report(server, &message, percentage));
         };
-        let result = model.map_err(ActionError::from).and_then(|model| generate(model, &work, style, &cancel, &report));
+        let result = model
+            .map_err(ActionError::from)
+            .and_then(|model| generate(model, &work, style, &cancel, &report))
+            .and_then(|output| still_inside(output, &folders));
         cancel.finish();
         main_loop.post(move |server| {
             let (uri, version) = work.source();
-            let still_current = server.documents.get(&uri).map(|document| document.version) == Some(version);
+            let still_current =
+                server.documents.get(&uri).filter(|document| !document.out_of_sync).map(|document| document.version)
+                    == Some(version);
             let edit = result.map(|output| edit_json(output, &open_versions, server.encoding));
             deliver(server, edit, still_current, &progress, responder, delivery);
         });
@@ -261,6 +277,15 @@ fn generate(
     }
 }
 
+/// `output`, if its test file still passes the workspace check: the file system may have
+/// changed while the model wrote (a few `lstat`s, made here rather than on the main loop).
+fn still_inside(output: Output, folders: &[std::path::PathBuf]) -> Result<Output, ActionError> {
+    if let Output::Tests(edit, ..) = &output {
+        workspace_guard::check(&edit.file, folders).map_err(ActionError::Rejected)?;
+    }
+    Ok(output)
+}
+
 /// The workspace edit for an action's output.
 fn edit_json(output: Output, open_versions: &[(String, i32)], encoding: PositionEncoding) -> Value {
     match output {
@@ -283,6 +308,13 @@ fn deliver(
     delivery: Delivery,
 ) {
     match result {
+        Ok(_) if server.shutting_down() => {
+            progress.end(server, "cancelled");
+            responder.respond(Err(ResponseError::new(
+                code::REQUEST_CANCELLED,
+                "the server is shutting down; nothing was applied",
+            )));
+        }
         Ok(_) if !still_current => {
             progress.end(server, "the document changed");
             responder.respond(Err(ResponseError::new(
@@ -329,13 +361,16 @@ fn current_document<'a>(
         .documents
         .get(&data.uri)
         .ok_or_else(|| ResponseError::invalid_params(format!("document {} is not open", data.uri)))?;
+    if document.out_of_sync {
+        return Err(super::did_change::out_of_sync_error(&data.uri));
+    }
     if document.version != data.version {
         return Err(ResponseError::new(
             code::CONTENT_MODIFIED,
             "the document changed since the action was offered; nothing was applied — run it again",
         ));
     }
-    match (document.language, document.tree.clone()) {
+    match (document.language, document.tree().cloned()) {
         (Some(language), Some(tree)) => Ok((document, language, tree)),
         _ => Err(ResponseError::request_failed("nib has no grammar for this language")),
     }

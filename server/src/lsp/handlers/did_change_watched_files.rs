@@ -43,7 +43,7 @@ pub fn configure_index(server: &mut Server) {
     server.index.configure(&server.workspace_folders, &settings);
     // Open buffers are the live text of their files: the new index takes them again.
     for document in server.documents.values() {
-        if let Some(snapshot) = crate::index::Snapshot::of(document) {
+        if let Some(snapshot) = crate::index::Snapshot::text_only(document) {
             server.index.buffer(snapshot, 0, false);
         }
     }

@@ -5,6 +5,7 @@ use ls_types::MessageType;
 use serde_json::{Value, json};
 
 use crate::engine::{EngineEvent, EngineStatus, ModelState};
+use crate::lsp::model_wait;
 use crate::lsp::server::{PendingReply, Server};
 
 const PROGRESS_TOKEN: &str = "nib/model-load";
@@ -36,10 +37,12 @@ pub fn handle(server: &mut Server, event: EngineEvent) {
         ModelState::Ready { model, load_ms, .. } => {
             server.log(MessageType::INFO, format!("model {model} ready in {load_ms} ms"));
             end_progress(server, "ready");
+            model_wait::resume_all(server);
         }
         ModelState::Failed { message } => {
             server.show(MessageType::ERROR, message.clone());
             end_progress(server, "failed");
+            model_wait::resume_all(server);
         }
         ModelState::Unloaded => {}
     }

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::config;
 use crate::document::file_uri_to_path;
+use crate::lsp::code_actions::{self, ACTIONS};
 use crate::lsp::server::{ClientSupport, Server};
 use crate::position::PositionEncoding;
 
@@ -57,21 +58,15 @@ pub fn handle(server: &mut Server, params: InitializeParams) -> Value {
         "textDocumentSync": { "openClose": true, "change": 2, "save": { "includeText": false } },
         "inlineCompletionProvider": {},
         "codeActionProvider": {
-            "codeActionKinds": [
-                super::code_action::DOCSTRING_KIND,
-                super::code_action::TESTS_KIND,
-                super::code_action::ALL_DOCSTRINGS_KIND,
-            ],
+            "codeActionKinds": ACTIONS.iter().map(|action| code_actions::kind(*action)).collect::<Vec<_>>(),
             "resolveProvider": true,
         },
-        "executeCommandProvider": {
-            "commands": [
-                super::code_action::DOCSTRING_COMMAND,
-                super::code_action::TESTS_COMMAND,
-                super::code_action::ALL_DOCSTRINGS_COMMAND,
-            ],
-        },
     });
+    // Commands are the fallback for clients without resolve (see `lsp::code_actions`).
+    if !server.client.code_action_resolve {
+        let commands: Vec<String> = ACTIONS.iter().map(|action| code_actions::command(*action)).collect();
+        capabilities["executeCommandProvider"] = json!({ "commands": commands });
+    }
     // Clients with inline completion get ghost text only; a completion menu entry on every
     // keystroke would be noise for them.
     if !server.client.inline_completion {

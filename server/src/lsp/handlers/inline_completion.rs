@@ -16,6 +16,7 @@ use crate::engine::{CancelToken, EngineError, GenerationRequest, Job, ModelInfo,
 use crate::index;
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::ResponseError;
+use crate::lsp::model_wait;
 use crate::lsp::server::{Responder, Server};
 
 /// How the result is shaped for the client.
@@ -94,7 +95,7 @@ fn cross_file_for(
 ) -> (context::CrossFile, Option<u64>) {
     let budget = context::cross_file_budget(completion::budget_tokens(&server.config.completion, info));
     if server.config.context.workspace
-        && let Some(answer) = ask_index(server, document, cursor, Some(budget))
+        && let Some(answer) = ask_index(server, document, cursor, budget)
     {
         return (
             context::render_snippets(&answer.snippets, document.language, budget, &server.workspace_folders),
@@ -112,42 +113,32 @@ fn cross_file_for(
 }
 
 /// The workspace index's answer for the scope at `cursor` (or its latest for the document while
-/// that one is computed), for a cross-file budget of `budget` bytes; with no budget it only
-/// asks ahead (with the budget of the serving model, or of the settings).
-fn ask_index(
-    server: &Server,
-    document: &Document,
-    cursor: usize,
-    budget: Option<usize>,
-) -> Option<Arc<index::Retrieved>> {
-    let key = index::Key::at(&document.uri, document.language, &document.rope, document.tree.as_ref(), cursor);
+/// that one is computed), for a cross-file budget of `budget` bytes.
+fn ask_index(server: &Server, document: &Document, cursor: usize, budget: usize) -> Option<Arc<index::Retrieved>> {
+    let key = index::Key::at(&document.uri, document.language, &document.rope, document.tree(), cursor);
     document.language?;
     let snapshot = || index::Snapshot::of(document).expect("checked: the document has a language");
     // Snippets are rendered with a comment line each: keep that overhead inside the budget.
-    match budget {
-        Some(budget) => server.index.retrieved(&key, snapshot, cursor, budget * 85 / 100),
-        None => {
-            let tokens = match server.engine.serving() {
-                Some((_, info)) => completion::budget_tokens(&server.config.completion, &info),
-                None => server.config.completion.context_tokens,
-            };
-            server.index.prefetch(&key, snapshot, cursor, context::cross_file_budget(tokens) * 85 / 100);
-            None
-        }
-    }
+    server.index.retrieved(&key, snapshot, cursor, budget * 85 / 100)
 }
 
 /// After an edit ending at `cursor` of `uri`: the index gets the live text and prepares the
-/// context of the scope there, so the completion request that follows finds it.
+/// context of the scope there (parsing on its own thread), so the completion request that
+/// follows finds it.
 pub fn buffer_edited(server: &Server, uri: &str, cursor: usize) {
     let Some(document) = server.documents.get(uri) else { return };
-    let Some(snapshot) = index::Snapshot::of(document) else { return };
     if !server.config.context.workspace {
         return;
     }
+    let Some(snapshot) = index::Snapshot::text_only(document) else { return };
     let line = document.rope.byte_to_line(cursor.min(document.rope.len_bytes()));
-    server.index.buffer(snapshot, line, true);
-    ask_index(server, document, cursor, None);
+    let tokens = match server.engine.serving() {
+        Some((_, info)) => completion::budget_tokens(&server.config.completion, &info),
+        None => server.config.completion.context_tokens,
+    };
+    let budget = context::cross_file_budget(tokens) * 85 / 100;
+    server.index.buffer(snapshot.clone(), line, true);
+    server.index.prefetch(snapshot, cursor, budget);
 }
 
 /// The completion nib would run at `cursor` of the open document `uri`, for inspection:
@@ -158,6 +149,38 @@ pub fn prepare_for(server: &mut Server, uri: &str, cursor: usize) -> Option<comp
     let (prepared, cross_file) = prepare_in(server, document, cursor, &info);
     server.completions.cross_file = cross_file.or(server.completions.cross_file.take());
     prepared
+}
+
+/// Pre-warms the KV cache for `uri` at background priority: prefills the stable head of the
+/// prompt its completions will start with (path header, cross-file context, imports), so the
+/// first completion in a freshly opened file reuses it. Only for the local model; any real
+/// request cancels it (`EngineHandle::submit`).
+pub fn prewarm(server: &mut Server, uri: &str) {
+    let Some(document) = server.documents.get(uri) else { return };
+    let config = &server.config.completion;
+    let language_enabled = config.languages.is_empty() || config.languages.contains(&document.language_id);
+    if !config.enabled || !language_enabled {
+        return;
+    }
+    let end = document.rope.len_bytes();
+    let Some(prepared) = prepare_for(server, uri, end) else { return };
+    let Some((route, info)) = server.engine.serving() else { return };
+    if info.markers_are_text {
+        return; // a remote server keeps its own cache
+    }
+    let Some(head) = completion::stable_head(&prepared) else { return };
+    tracing::debug!(uri, "pre-warming the KV cache");
+    server.engine.submit(Job {
+        request: GenerationRequest::greedy(head, 0),
+        observer: None,
+        route,
+        priority: Priority::Background,
+        on_done: Box::new(|result| {
+            if let Err(error) = result {
+                tracing::debug!("pre-warm ended: {error}");
+            }
+        }),
+    });
 }
 
 /// The pipeline's preparation with the server's settings and cached cross-file context; also
@@ -194,6 +217,15 @@ pub fn complete(
         responder.respond(Err(ResponseError::invalid_params(format!("document {uri} is not open"))));
         return;
     };
+    if open_document.out_of_sync {
+        // Automatic requests stay quiet: the user was told once when it happened.
+        let answer = if invoked {
+            Err(super::did_change::out_of_sync_error(uri))
+        } else {
+            Ok(shape.render("", Range::default()))
+        };
+        return responder.respond(answer);
+    }
     let cursor = match convert::request_byte(&open_document.rope, position, server.encoding) {
         Ok(cursor) => cursor,
         Err(error) => return responder.respond(Err(error)),
@@ -239,8 +271,12 @@ pub fn complete(
         ModelState::Failed { message } if invoked => {
             return responder.respond(Err(ResponseError::request_failed(format!("no model: {message}"))));
         }
-        ModelState::Loading { .. } if invoked => {
-            return responder.respond(Err(ResponseError::request_failed("the model is still loading")));
+        ModelState::Loading { .. } | ModelState::Unloaded if invoked => {
+            // Asked for explicitly: wait for the model (bounded, cancellable), then complete.
+            let (uri, selected) = (uri.to_string(), selected.clone());
+            return model_wait::park(server, responder, move |server, responder| {
+                complete(server, responder, &uri, position, invoked, selected, shape)
+            });
         }
         _ => return responder.respond(Ok(shape.render("", replace_range))),
     };

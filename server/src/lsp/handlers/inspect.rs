@@ -46,7 +46,7 @@ pub fn handle(server: &mut Server, params: Params) -> Result<Value, ResponseErro
     });
     let document = server.documents.get(uri).ok_or_else(not_open)?;
     let rope = &document.rope;
-    let scope = match (params.position, document.language, document.tree.as_ref()) {
+    let scope = match (params.position, document.language, document.tree()) {
         (Some(position), Some(language), Some(tree)) => {
             let byte = convert::request_byte(rope, position, server.encoding)?;
             scopes::scope_at(language, tree, rope, byte).map(|scope| {
@@ -61,17 +61,18 @@ pub fn handle(server: &mut Server, params: Params) -> Result<Value, ResponseErro
     };
     let tree_matches_fresh_parse = params.check_tree.then(|| {
         let fresh = document.fresh_tree().map(|tree| tree.root_node().to_sexp());
-        fresh == document.tree.as_ref().map(|tree| tree.root_node().to_sexp())
+        fresh == document.tree().map(|tree| tree.root_node().to_sexp())
     });
     Ok(json!({
         "uri": document.uri,
         "treeMatchesFreshParse": tree_matches_fresh_parse,
         "version": document.version,
+        "outOfSync": document.out_of_sync,
         "languageId": document.language_id,
         "language": document.language.map(|language| language.name()),
         "text": document.text(),
         "lineCount": rope.len_lines(),
-        "parseErrorCount": document.tree.as_ref().map(syntax::error_count),
+        "parseErrorCount": document.tree().map(syntax::error_count),
         "scope": scope,
         "prompt": prompt,
         "engine": engine_event::status_json(&server.engine.status()),

@@ -1,0 +1,83 @@
+//! Prompt-lookup drafting for speculative decoding: completions, docstrings and tests copy
+//! names and whole lines from their context, so the tokens that followed the last few tokens
+//! the previous time they occurred (in the prompt or in the text generated so far) are a good
+//! guess for what comes next. The generator verifies a draft in one forward pass and keeps only
+//! what greedy decoding would have produced anyway.
+
+/// How drafts are looked up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PromptLookup {
+    /// Longest and shortest n-gram (the context's last tokens) to match, longest first.
+    pub max_ngram: usize,
+    pub min_ngram: usize,
+    /// Most tokens drafted at once.
+    pub max_draft: usize,
+}
+
+impl Default for PromptLookup {
+    fn default() -> Self {
+        PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 8 }
+    }
+}
+
+impl PromptLookup {
+    /// The tokens that followed the most recent earlier occurrence of the context's last n
+    /// tokens (the longest n that occurs), at most `limit` of them; empty when nothing matches.
+    /// A match of a single token is weak evidence: it drafts one token, which rides along in
+    /// the second position every run has anyway (`DecoderSession::forward_rows`).
+    pub fn draft<'a>(&self, context: &'a [u32], limit: usize) -> &'a [u32] {
+        let limit = limit.min(self.max_draft);
+        if limit == 0 {
+            return &[];
+        }
+        let length = context.len();
+        for n in (self.min_ngram.max(1)..=self.max_ngram).rev() {
+            if length <= n {
+                continue;
+            }
+            let pattern = &context[length - n..];
+            if let Some(start) = (0..length - n).rev().find(|&start| &context[start..start + n] == pattern) {
+                let from = start + n;
+                let limit = if n == 1 { 1 } else { limit };
+                return &context[from..(from + limit).min(length)];
+            }
+        }
+        &[]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drafts_what_followed_the_latest_longest_match() {
+        let lookup = PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 4 };
+        // ... 1 2 3 [4 5 6 7 8] ... 1 2 3 → 4 5 6 7 (limited to 4)
+        let context = [9, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3];
+        assert_eq!(lookup.draft(&context, 10), &[4, 5, 6, 7]);
+        assert_eq!(lookup.draft(&context, 2), &[4, 5], "the caller's limit");
+        assert_eq!(lookup.draft(&context, 0), &[] as &[u32]);
+        // The latest occurrence wins: 7 follows "2 3" the second time.
+        let context = [2, 3, 5, 2, 3, 7, 1, 2, 3];
+        assert_eq!(lookup.draft(&context, 4), &[7, 1, 2, 3]);
+        // A longer match beats a more recent shorter one.
+        let context = [1, 2, 3, 4, 9, 3, 5, 1, 2, 3];
+        assert_eq!(lookup.draft(&context, 2), &[4, 9]);
+        // The draft ends where the context does.
+        let context = [5, 6, 7, 5, 6];
+        assert_eq!(lookup.draft(&context, 4), &[7, 5, 6]);
+        // A single-token match drafts a single token.
+        let context = [5, 6, 7, 5];
+        assert_eq!(lookup.draft(&context, 4), &[6]);
+    }
+
+    #[test]
+    fn no_match_no_draft() {
+        let lookup = PromptLookup { max_ngram: 3, min_ngram: 2, max_draft: 8 };
+        assert!(lookup.draft(&[1, 2, 3, 4, 5], 8).is_empty());
+        assert!(lookup.draft(&[1, 2, 1], 8).is_empty(), "a single repeated token is below min_ngram");
+        assert!(lookup.draft(&[], 8).is_empty());
+        assert!(lookup.draft(&[7], 8).is_empty());
+    }
+}

@@ -1,0 +1,102 @@
+//! The engine's fast paths change no token: the shared KV buffer against the copying cache,
+//! prompt-lookup speculation against plain greedy decoding, a pre-warmed cache against a cold
+//! one, on the tiny fixture and on the default model, over a sequence of requests that reuses, extends, truncates and regrows the
+//! cache (so rejected draft tokens would show if they left a trace).
+
+mod common;
+
+use std::path::Path;
+
+use nib::engine::{self, EngineSettings, Flow, Generation, GenerationRequest, KvLayout, Model, PromptPiece};
+
+fn load(dir: &Path) -> Model {
+    let settings =
+        EngineSettings { model_dir: Some(dir.to_path_buf()), onnx_runtime_path: None, threads: 2, remote: None };
+    engine::load_model(&settings).expect("the model loads")
+}
+
+fn request(prompt: &str, max_tokens: usize) -> GenerationRequest {
+    GenerationRequest::greedy(vec![PromptPiece::Text(prompt.to_string())], max_tokens)
+}
+
+/// Prompts that share heads in every way the cache cares about: the same prompt again, an
+/// extension, a cut in the middle, an unrelated one, a long one (the shared buffer grows) and
+/// a short one after it (it shrinks), then the first one again.
+fn scenario(source: &str, head_chars: usize, long_chars: usize) -> Vec<(String, usize)> {
+    let head: String = source.chars().take(head_chars).collect();
+    let long: String = source.chars().take(long_chars).collect();
+    let middle: String = source.chars().skip(head_chars / 2).take(head_chars * 5 / 6).collect();
+    vec![
+        (head.clone(), 40),
+        (head.clone(), 40),
+        (format!("{head}    # the same again, longer\n"), 40),
+        (format!("{}\nclass Other:\n", &head[..head.len() / 2]), 40),
+        (middle.clone(), 64),
+        (long, 48),
+        ("def f(x):\n".to_string(), 24),
+        (head, 40),
+    ]
+}
+
+fn run(model: &mut Model, prompts: &[(String, usize)]) -> Vec<Generation> {
+    prompts
+        .iter()
+        .map(|(prompt, max_tokens)| model.generate(&request(prompt, *max_tokens), &mut |_| Flow::Continue).unwrap())
+        .collect()
+}
+
+fn assert_same_tokens(label: &str, expected: &[Generation], actual: &[Generation]) {
+    for (index, (expected, actual)) in expected.iter().zip(actual).enumerate() {
+        assert_eq!(expected.tokens, actual.tokens, "{label}: request {index} differs");
+        assert_eq!(expected.stats.reused_tokens, actual.stats.reused_tokens, "{label}: request {index} reuse");
+    }
+}
+
+/// Copying cache without speculation (the reference), shared buffer without, and shared buffer
+/// with speculation: the same tokens for every request.
+fn check(dir: &Path, source: &str, head_chars: usize, long_chars: usize) -> Vec<Generation> {
+    let prompts = scenario(source, head_chars, long_chars);
+    let mut model = load(dir);
+    assert_eq!(model.kv_layout(), KvLayout::SharedBuffer, "nib's converter declares the shared buffer");
+    assert!(model.speculation(), "nib's converter adds logits_to_keep");
+    model.set_speculation(false);
+    model.set_kv_layout(KvLayout::Copying).unwrap();
+    let copying = run(&mut model, &prompts);
+    model.set_kv_layout(KvLayout::SharedBuffer).unwrap();
+    let shared = run(&mut model, &prompts);
+    assert_same_tokens("shared buffer vs copying", &copying, &shared);
+    model.set_kv_layout(KvLayout::SharedBuffer).unwrap();
+    model.set_speculation(true);
+    let speculative = run(&mut model, &prompts);
+    assert_same_tokens("speculative vs plain greedy", &copying, &speculative);
+    let drafted: usize = speculative.iter().map(|g| g.stats.draft_tokens).sum();
+    assert!(drafted > 0, "prompt lookup never drafted");
+    // A pre-warm (prefill only) of the first prompt's head, then the first prompt: a cache hit
+    // with the cold request's tokens.
+    model.reset_cache();
+    let (first, max_tokens) = &prompts[0];
+    let head: String = first.chars().take(first.chars().count() * 2 / 3).collect();
+    let warm = model.generate(&GenerationRequest::greedy(vec![PromptPiece::Text(head)], 0), &mut |_| Flow::Continue);
+    assert!(warm.unwrap().tokens.is_empty(), "a pre-warm generates nothing");
+    let warmed = model.generate(&request(first, *max_tokens), &mut |_| Flow::Continue).unwrap();
+    assert!(warmed.stats.reused_tokens > 0, "the pre-warmed head was not reused");
+    assert_eq!(warmed.tokens, copying[0].tokens, "pre-warmed vs cold");
+    speculative
+}
+
+#[test]
+fn fast_paths_change_no_token_on_the_fixture() {
+    let source = std::fs::read_to_string(common::repo_root().join("models/nib_convert/runtime.py")).unwrap();
+    // The fixture's context is 256 tokens (its vocabulary: ~1.2 characters a token).
+    check(&common::fixture_model(), &source, 120, 220);
+}
+
+#[test]
+fn fast_paths_change_no_token_on_the_default_model() {
+    let Some(dir) = common::default_model() else { return };
+    let source = std::fs::read_to_string(common::repo_root().join("models/nib_convert/graph.py")).unwrap();
+    // ~1,100 tokens: the shared buffer grows three times (256, 512, 768, 1152 rows).
+    let generations = check(&dir, &source, 600, 4000);
+    let accepted: usize = generations.iter().map(|g| g.stats.accepted_draft_tokens).sum();
+    assert!(accepted > 0, "the default model accepted no drafted token on code it can copy from");
+}

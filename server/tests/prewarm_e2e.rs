@@ -1,0 +1,50 @@
+//! Opening a file pre-warms the KV cache with the stable head of its completion prompts (at
+//! background priority), so the first completion in it reuses that head instead of prefilling
+//! it; a real request cancels a pre-warm still running.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestServer, default_model, repo_root};
+use serde_json::{Value, json};
+
+fn engine_stats(server: &mut TestServer, uri: &str) -> Value {
+    server.inspect(uri, None)["engine"].clone()
+}
+
+#[test]
+fn the_first_completion_in_an_opened_file_reuses_the_prewarmed_head() {
+    let Some(model) = default_model() else { return };
+    let mut server = TestServer::spawn(&[]);
+    server.initialize(json!({ "modelPath": model, "threads": 2 }), &["utf-16"]);
+    let status = server.wait_for_status(|s| s["state"] == "ready" || s["state"] == "error");
+    assert_eq!(status["state"], "ready", "{status}");
+    let uri = format!("file://{}/examples/shop/cart.py", repo_root().display());
+    let text = std::fs::read_to_string(repo_root().join("examples/shop/cart.py")).unwrap();
+    server.open(&uri, "python", &text);
+    // The pre-warm is one generation that generates nothing; wait until it has run.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let warmed = loop {
+        let engine = engine_stats(&mut server, &uri);
+        if engine["stats"]["generations"].as_u64() == Some(1) {
+            break engine;
+        }
+        assert!(Instant::now() < deadline, "no pre-warm ran: {engine}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(warmed["stats"]["generatedTokens"], 0, "{warmed}");
+    assert!(warmed["cachedTokens"].as_u64().unwrap() > 0, "{warmed}");
+    let line = text.lines().position(|l| l.contains("def count_items")).unwrap() as u32 + 1;
+    let request = server.inline(&uri, line, 8, 1);
+    server.response(request).expect("the completion is answered");
+    let engine = engine_stats(&mut server, &uri);
+    let last = &engine["stats"]["last"];
+    // The head is the same wherever the cursor is, up to the last token or two (the prompt
+    // goes on after it, which can join those tokens differently).
+    assert!(
+        last["reusedTokens"].as_u64().unwrap() * 2 >= warmed["cachedTokens"].as_u64().unwrap(),
+        "the first completion did not reuse the pre-warmed head: {engine}"
+    );
+    server.shutdown();
+}
