@@ -486,7 +486,12 @@ impl Worker {
                 BUFFER_QUIET
             };
             match self.receiver.recv_timeout(wait) {
-                Ok(message) => self.handle(message),
+                // A bug hit by one message must not end the index: later messages still work.
+                Ok(message) => {
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(message))).is_err() {
+                        tracing::error!("the workspace index failed on a message; it carries on");
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }

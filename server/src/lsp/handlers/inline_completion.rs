@@ -131,7 +131,10 @@ pub fn buffer_edited(server: &Server, uri: &str, cursor: usize) {
         return;
     }
     let Some(snapshot) = index::Snapshot::text_only(document) else { return };
-    let line = document.rope.byte_to_line(cursor.min(document.rope.len_bytes()));
+    // The end of an edit, computed from the change, may fall inside a character: round down.
+    let rope = &document.rope;
+    let cursor = rope.char_to_byte(rope.byte_to_char(cursor.min(rope.len_bytes())));
+    let line = rope.byte_to_line(cursor);
     let tokens = match server.engine.serving() {
         Some((_, info)) => completion::budget_tokens(&server.config.completion, &info),
         None => server.config.completion.context_tokens,
