@@ -111,28 +111,37 @@ impl Document {
             }
             let start_byte = position::to_byte(&rope, start, encoding);
             let old_end_byte = position::to_byte(&rope, end, encoding).max(start_byte);
-            let start_position = tree_point(&rope, start_byte);
-            let old_end_position = tree_point(&rope, old_end_byte);
-            let start_char = rope.byte_to_char(start_byte);
-            rope.remove(start_char..rope.byte_to_char(old_end_byte));
-            rope.insert(start_char, &change.text);
-            let new_end_byte = start_byte + change.text.len();
-            if let Some(tree) = tree.as_mut() {
-                tree.edit(&InputEdit {
-                    start_byte,
-                    old_end_byte,
-                    new_end_byte,
-                    start_position,
-                    old_end_position,
-                    new_end_position: tree_point(&rope, new_end_byte),
-                });
-            }
+            replace(&mut rope, tree.as_mut(), start_byte..old_end_byte, &change.text);
         }
         self.edited = tree;
         self.tree = OnceCell::new();
         self.rope = rope;
         self.version = version;
         Ok(())
+    }
+
+    /// A copy of the document with the bytes `range` replaced by `text` (a completion item the
+    /// client has selected but not inserted): the rope and tree are shared until edited, and
+    /// the tree is re-parsed incrementally when asked for, so the cost does not grow with the
+    /// document.
+    pub fn with_replaced(&self, range: std::ops::Range<usize>, text: &str) -> Document {
+        let mut rope = self.rope.clone();
+        let mut edited = self.tree.get().cloned().unwrap_or_else(|| self.edited.clone());
+        let end = range.end.min(rope.len_bytes());
+        let start = range.start.min(end);
+        replace(&mut rope, edited.as_mut(), start..end, text);
+        Document {
+            uri: self.uri.clone(),
+            path: self.path.clone(),
+            language_id: self.language_id.clone(),
+            language: self.language,
+            version: self.version,
+            rope,
+            tree: OnceCell::new(),
+            edited,
+            out_of_sync: self.out_of_sync,
+            parser: RefCell::new(self.language.map(Language::parser)),
+        }
     }
 
     /// A fresh parse of the current text, ignoring the incremental tree (for checks).
@@ -143,6 +152,27 @@ impl Document {
 
     pub fn text(&self) -> String {
         self.rope.to_string()
+    }
+}
+
+/// Replaces the bytes `range` of `rope` by `text` and tells `tree` (to be re-parsed) about it.
+fn replace(rope: &mut Rope, tree: Option<&mut Tree>, range: std::ops::Range<usize>, text: &str) {
+    let (start_byte, old_end_byte) = (range.start, range.end);
+    let start_position = tree_point(rope, start_byte);
+    let old_end_position = tree_point(rope, old_end_byte);
+    let start_char = rope.byte_to_char(start_byte);
+    rope.remove(start_char..rope.byte_to_char(old_end_byte));
+    rope.insert(start_char, text);
+    let new_end_byte = start_byte + text.len();
+    if let Some(tree) = tree {
+        tree.edit(&InputEdit {
+            start_byte,
+            old_end_byte,
+            new_end_byte,
+            start_position,
+            old_end_position,
+            new_end_position: tree_point(rope, new_end_byte),
+        });
     }
 }
 
@@ -238,6 +268,17 @@ mod tests {
         assert_eq!(doc.text(), "import os\ndef g😀(x):\n    yield x\n");
         let fresh = doc.fresh_tree().unwrap();
         assert_eq!(doc.tree().unwrap().root_node().to_sexp(), fresh.root_node().to_sexp());
+    }
+
+    #[test]
+    fn a_replaced_copy_matches_a_fresh_parse_and_leaves_the_original_alone() {
+        let doc = Document::new("file:///t/a.py".into(), "python".into(), 3, "import os\n\nx = os.\n");
+        let selected = doc.with_replaced(18..18, "path.join(");
+        assert_eq!(selected.text(), "import os\n\nx = os.path.join(\n");
+        let fresh = selected.fresh_tree().unwrap();
+        assert_eq!(selected.tree().unwrap().root_node().to_sexp(), fresh.root_node().to_sexp());
+        assert_eq!((doc.text().as_str(), selected.version), ("import os\n\nx = os.\n", 3));
+        assert_eq!(doc.with_replaced(5..500, "").text(), "impor", "a range past the end is clamped");
     }
 
     #[test]

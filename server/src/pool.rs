@@ -6,7 +6,7 @@
 //! posts itself a `lsp::server::Message`). The completion always runs, exactly once, also when
 //! the work was cancelled before it started or panicked, so a request it answers is never lost.
 //!
-//! ```ignore
+//! ```text
 //! let done = server.main_loop.clone();
 //! server.pool.submit(cancel, move |cancel| read_project(&root, cancel), move |outcome| {
 //!     done.post(move |server| use_it(server, outcome));

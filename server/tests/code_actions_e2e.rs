@@ -22,7 +22,7 @@ fn start(model: &Path, workspace: &Workspace) -> TestServer {
                 "capabilities": {
                     "general": { "positionEncodings": ["utf-16"] },
                     "window": { "workDoneProgress": true },
-                    "workspace": { "applyEdit": true, "workspaceEdit": { "documentChanges": true } },
+                    "workspace": { "applyEdit": true, "workspaceEdit": { "documentChanges": true, "resourceOperations": ["create"] } },
                     "textDocument": { "codeAction": { "resolveSupport": { "properties": ["edit"] } } },
                 },
                 "initializationOptions": { "modelPath": model, "threads": 2 },

@@ -132,7 +132,7 @@ fn start_nib(workspace: &Workspace, settings: Value, env: &[(&str, &str)], stder
                 "capabilities": {
                     "general": { "positionEncodings": ["utf-16"] },
                     "window": { "workDoneProgress": true },
-                    "workspace": { "applyEdit": true, "workspaceEdit": { "documentChanges": true } },
+                    "workspace": { "applyEdit": true, "workspaceEdit": { "documentChanges": true, "resourceOperations": ["create"] } },
                     "textDocument": { "codeAction": { "resolveSupport": { "properties": ["edit"] } } },
                 },
                 "initializationOptions": settings,

@@ -449,3 +449,74 @@ fn the_wait_for_a_loading_model_is_bounded() {
     server.wait_for_status(|s| s["state"] == "ready");
     server.shutdown();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Edits to test files.
+
+/// A completions server that writes one test: a name when asked for one, then a body.
+fn test_writing_server() -> HttpStub {
+    HttpStub::start(|request, stream| match request.path.as_str() {
+        "/v1/models" => http_stub::models(stream, STUB_MODEL),
+        _ => {
+            let body: Value = serde_json::from_str(&request.body).unwrap_or_default();
+            let prompt = body["prompt"].as_str().unwrap_or_default();
+            let text = if prompt.ends_with("assert total(") { "[1, 2], 2) == 6\n" } else { "sums_items" };
+            http_stub::complete_stream(stream, text);
+        }
+    })
+}
+
+#[test]
+fn test_edits_address_open_files_as_the_editor_spells_them_and_honour_its_capabilities() {
+    let stub = test_writing_server();
+    let workspace = ScratchDir::new("security-edits(1)");
+    let root = &workspace.0;
+    std::fs::write(root.join("cart.py"), "def total(items, rate):\n    return sum(items) * rate\n").unwrap();
+    let existing = "from cart import total\n\n\ndef test_one():\n    assert total([1], 1) == 1\n";
+    std::fs::write(root.join("test_cart.py"), existing).unwrap();
+    // A client like Neovim: URIs not percent-encoded, versioned changes, but no file creation.
+    let mut server = TestServer::spawn(&[]);
+    let settings = json!({ "backend": "remote", "remote": { "url": stub.url(), "model": STUB_MODEL } });
+    server
+        .request(
+            "initialize",
+            json!({
+                "processId": std::process::id(),
+                "rootUri": format!("file://{}", root.display()),
+                "capabilities": {
+                    "workspace": { "applyEdit": true, "workspaceEdit": { "documentChanges": true } },
+                    "textDocument": { "codeAction": { "resolveSupport": { "properties": ["edit"] } } },
+                },
+                "initializationOptions": settings,
+            }),
+        )
+        .unwrap();
+    server.notify("initialized", json!({}));
+    server.wait_for_status(|s| s["state"] == "ready");
+    let uri = format!("file://{}", root.join("cart.py").display());
+    let test_uri = format!("file://{}", root.join("test_cart.py").display());
+    assert!(uri.contains("edits(1)"), "{uri}");
+    server.open(&uri, "python", &std::fs::read_to_string(root.join("cart.py")).unwrap());
+    server.notify(
+        "textDocument/didOpen",
+        json!({ "textDocument": { "uri": test_uri, "languageId": "python", "version": 4, "text": existing } }),
+    );
+    let tests = |server: &mut TestServer| {
+        let actions = server.code_actions(&uri, 0, 6);
+        actions.into_iter().find(|a| a["kind"] == "refactor.nib.tests").expect("Generate unit tests is offered")
+    };
+    let action = tests(&mut server);
+    let resolved = server.request("codeAction/resolve", action).expect("tests into the open test file");
+    let changes = resolved["edit"]["documentChanges"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "the file exists: no create: {changes:?}");
+    assert_eq!(changes[0]["textDocument"], json!({ "uri": test_uri, "version": 4 }), "the open document, as spelled");
+
+    // The test file is gone and the client cannot create files: refused, saying what to do.
+    server.notify("textDocument/didClose", json!({ "textDocument": { "uri": test_uri } }));
+    std::fs::remove_file(root.join("test_cart.py")).unwrap();
+    let action = tests(&mut server);
+    let error = server.request("codeAction/resolve", action).unwrap_err();
+    assert!(error["message"].as_str().unwrap().contains("cannot create files"), "{error}");
+    shown(&mut server, "cannot create files");
+    server.shutdown();
+}

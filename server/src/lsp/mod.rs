@@ -8,4 +8,5 @@ pub mod jsonrpc;
 pub mod model_wait;
 pub mod server;
 pub mod transport;
+pub mod workspace_edit;
 pub mod workspace_guard;

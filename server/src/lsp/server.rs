@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, select};
 use ls_types::MessageType;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::handlers;
 use super::handlers::inline_completion::CompletionState;
@@ -42,6 +42,9 @@ impl MainLoop {
     }
 }
 
+/// Frames read ahead of the main loop.
+const FRAME_QUEUE: usize = 16;
+
 /// The longest `exit` waits for the engine, the pool and the last replies to be written.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 
@@ -58,6 +61,11 @@ pub struct Responder {
 impl Responder {
     pub fn id(&self) -> &RequestId {
         self.id.as_ref().expect("responder already used")
+    }
+
+    /// Answers with a reply typed by `ls_types` (or any serializable value).
+    pub fn reply<T: serde::Serialize>(self, result: Result<T, ResponseError>) {
+        self.respond(result.map(|value| serde_json::to_value(value).expect("LSP types serialize")));
     }
 
     pub fn respond(mut self, result: Result<Value, ResponseError>) {
@@ -101,6 +109,8 @@ pub struct ClientSupport {
     pub inline_completion: bool,
     /// `workspace/didChangeWatchedFiles` may be registered with `client/registerCapability`.
     pub watched_files_registration: bool,
+    /// `workspace.workspaceEdit`: versioned changes, file creation.
+    pub edit: super::workspace_edit::EditSupport,
 }
 
 pub struct Server {
@@ -134,7 +144,9 @@ pub struct Server {
 /// process exit code: 0 after a proper `shutdown`/`exit` or when the client closes the stream,
 /// 1 on `exit` without `shutdown` (as the spec asks).
 pub fn run(input: impl BufRead + Send + 'static, output: impl Write + Send + 'static) -> i32 {
-    let (incoming_sender, incoming) = crossbeam_channel::unbounded::<Frame>();
+    // Bounded: while the main loop is busy the reader waits, and the client's writes with it,
+    // instead of frames (up to 64 MiB each) piling up in memory.
+    let (incoming_sender, incoming) = crossbeam_channel::bounded::<Frame>(FRAME_QUEUE);
     let (output_sender, output_receiver) = crossbeam_channel::unbounded::<Value>();
     std::thread::Builder::new()
         .name("nib-reader".into())
@@ -271,7 +283,7 @@ impl Server {
                         if result.is_ok() {
                             self.lifecycle = Lifecycle::Running;
                         }
-                        responder.respond(result);
+                        responder.reply(result);
                     }
                     (Lifecycle::Uninitialized, _) => responder.respond(Err(ResponseError::new(
                         code::SERVER_NOT_INITIALIZED,
@@ -335,6 +347,27 @@ impl Server {
         self.send(jsonrpc::notification(method, params));
     }
 
+    /// Sends a notification that `ls_types` types.
+    pub fn notify_typed<N: ls_types::notification::Notification>(&self, params: N::Params) {
+        self.notify(N::METHOD, serde_json::to_value(params).expect("LSP types serialize"));
+    }
+
+    /// Reports work-done progress under `token` (`$/progress`).
+    pub fn progress(&self, token: &str, value: ls_types::WorkDoneProgress) {
+        self.notify_typed::<ls_types::notification::Progress>(ls_types::ProgressParams {
+            token: ls_types::NumberOrString::String(token.to_string()),
+            value: ls_types::ProgressParamsValue::WorkDone(value),
+        });
+    }
+
+    /// Asks the client to create the progress `token` (`window/workDoneProgress/create`).
+    pub fn create_progress(&mut self, token: &str) {
+        let params =
+            ls_types::WorkDoneProgressCreateParams { token: ls_types::NumberOrString::String(token.to_string()) };
+        let params = serde_json::to_value(params).expect("LSP types serialize");
+        self.request_client("window/workDoneProgress/create", params, PendingReply::Ignore);
+    }
+
     /// Sends a request to the client; its reply is routed by `pending`.
     pub fn request_client(&mut self, method: &str, params: Value, pending: PendingReply) {
         self.next_request_id += 1;
@@ -351,14 +384,15 @@ impl Server {
             MessageType::WARNING => tracing::warn!("{message}"),
             _ => tracing::info!("{message}"),
         }
-        self.notify("window/logMessage", json!({ "type": level, "message": message }));
+        self.notify_typed::<ls_types::notification::LogMessage>(ls_types::LogMessageParams { typ: level, message });
     }
 
     /// Logs and shows a message to the user (`window/showMessage`).
     pub fn show(&self, level: MessageType, message: impl Into<String>) {
         let message = message.into();
         self.log(level, message.clone());
-        self.notify("window/showMessage", json!({ "type": level, "message": format!("nib: {message}") }));
+        let message = format!("nib: {message}");
+        self.notify_typed::<ls_types::notification::ShowMessage>(ls_types::ShowMessageParams { typ: level, message });
     }
 }
 

@@ -156,7 +156,11 @@ impl TestServer {
                     "capabilities": {
                         "general": { "positionEncodings": encodings },
                         "window": { "workDoneProgress": true },
-                        "workspace": { "configuration": true, "applyEdit": true },
+                        "workspace": {
+                            "configuration": true,
+                            "applyEdit": true,
+                            "workspaceEdit": { "documentChanges": true, "resourceOperations": ["create"] },
+                        },
                         "textDocument": { "codeAction": { "resolveSupport": { "properties": ["edit"] } } },
                     },
                     "initializationOptions": options,

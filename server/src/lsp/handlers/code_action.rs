@@ -2,7 +2,7 @@
 //! the cursor has none) and **Generate unit tests**. Listing is instant; the work happens in
 //! `codeAction/resolve`, or in `workspace/executeCommand` for clients without resolve support.
 
-use ls_types::CodeActionParams;
+use ls_types::{CodeAction, CodeActionKind, CodeActionOrCommand, CodeActionParams, Command};
 use serde_json::{Value, json};
 
 use crate::lsp::code_actions::{self, ACTIONS, ActionData, Place};
@@ -41,12 +41,19 @@ pub fn handle(server: &mut Server, params: CodeActionParams) -> Result<Value, Re
             version: document.version,
             position: params.range.start,
         };
-        let mut entry = json!({ "title": title, "kind": kind, "data": data });
-        if !server.client.code_action_resolve {
-            entry["command"] =
-                json!({ "title": title, "command": code_actions::command(*action), "arguments": [data] });
-        }
-        listed.push(entry);
+        let data = serde_json::to_value(data).expect("action data serializes");
+        let command = (!server.client.code_action_resolve).then(|| Command {
+            title: title.clone(),
+            command: code_actions::command(*action),
+            arguments: Some(vec![data.clone()]),
+        });
+        listed.push(CodeActionOrCommand::CodeAction(CodeAction {
+            title,
+            kind: Some(CodeActionKind::from(kind)),
+            command,
+            data: Some(data),
+            ..CodeAction::default()
+        }));
     }
-    Ok(Value::Array(listed))
+    Ok(serde_json::to_value(listed).expect("LSP types serialize"))
 }

@@ -6,18 +6,21 @@
 
 use std::path::Path;
 
-use ls_types::MessageType;
+use ls_types::notification::ShowMessage;
+use ls_types::{
+    MessageType, ShowMessageParams, WorkDoneProgress, WorkDoneProgressBegin, WorkDoneProgressEnd,
+    WorkDoneProgressReport,
+};
 use ropey::Rope;
 use serde_json::{Value, json};
 
 use crate::actions::{self, ActionError, Target, docstring, unit_tests};
-use crate::document::path_to_file_uri;
 use crate::engine::{CancelToken, EngineError};
 use crate::lsp::code_actions::{self, ActionData, CodeAction};
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::{self, ResponseError, code};
-use crate::lsp::server::{PendingReply, Responder, Server};
-use crate::lsp::{model_wait, workspace_guard};
+use crate::lsp::server::{Responder, Server};
+use crate::lsp::{model_wait, workspace_edit, workspace_guard};
 use crate::pool::Outcome;
 use crate::position::PositionEncoding;
 use crate::syntax::scopes;
@@ -224,6 +227,7 @@ fn start(
     let main_loop = server.main_loop.clone();
     let reporter = progress.clone();
     let folders = server.workspace_folders.clone();
+    let open_at_start = open_versions.clone();
     server.engine.run(Box::new(move |model| {
         let report = |message: String, percentage: usize| {
             let progress = reporter.clone();
@@ -232,7 +236,7 @@ fn start(
         let result = model
             .map_err(ActionError::from)
             .and_then(|model| generate(model, &work, style, &cancel, &report))
-            .and_then(|output| still_inside(output, &folders));
+            .and_then(|output| still_inside(output, &folders, &open_at_start));
         cancel.finish();
         main_loop.post(move |server| {
             let (uri, version) = work.source();
@@ -248,8 +252,8 @@ fn start(
 /// What an action generated, with what its workspace edit is computed against.
 enum Output {
     Insertions(Target, Vec<actions::Insertion>),
-    /// The edit, for the target, into the test file whose text was `existing`.
-    Tests(unit_tests::TestEdit, Target, Option<String>),
+    /// The edit into the test file whose text was `existing`.
+    Tests(unit_tests::TestEdit, Option<String>),
 }
 
 /// Runs the action's generations (on the engine thread); `report` tells the user each step.
@@ -264,7 +268,7 @@ fn generate(
         Work::Docstring(target) => docstring::generate(model, target, style, cancel.clone())
             .map(|insertion| Output::Insertions(target.clone(), vec![insertion])),
         Work::Tests(target, plan) => unit_tests::generate(model, target, plan, cancel.clone())
-            .map(|edit| Output::Tests(edit, target.clone(), plan.existing.clone())),
+            .map(|edit| Output::Tests(edit, plan.existing.clone())),
         Work::AllDocstrings(targets) => {
             let total = targets.len();
             let mut write = |target: &Target, facts: &docstring::Facts, index: usize| {
@@ -277,11 +281,19 @@ fn generate(
     }
 }
 
-/// `output`, if its test file still passes the workspace check: the file system may have
-/// changed while the model wrote (a few `lstat`s, made here rather than on the main loop).
-fn still_inside(output: Output, folders: &[std::path::PathBuf]) -> Result<Output, ActionError> {
-    if let Output::Tests(edit, ..) = &output {
+/// `output`, if its test file still passes the workspace check and, when it is not open, still
+/// holds what the edit was computed from: the file system may have changed while the model
+/// wrote (a few `lstat`s and one read, made here rather than on the main loop).
+fn still_inside(output: Output, folders: &[std::path::PathBuf], open: &[(String, i32)]) -> Result<Output, ActionError> {
+    if let Output::Tests(edit, existing) = &output {
         workspace_guard::check(&edit.file, folders).map_err(ActionError::Rejected)?;
+        let open_file = workspace_edit::address(&edit.file, open).1.is_some();
+        if !open_file && !workspace_edit::file_unchanged(&edit.file, existing.as_deref()) {
+            return Err(ActionError::Rejected(format!(
+                "{} changed while nib was generating; nothing was applied — run the action again",
+                edit.file.display()
+            )));
+        }
     }
     Ok(output)
 }
@@ -292,9 +304,7 @@ fn edit_json(output: Output, open_versions: &[(String, i32)], encoding: Position
         Output::Insertions(target, insertions) => {
             insertions_json(&target.uri, target.version, &target.rope, &insertions, encoding)
         }
-        Output::Tests(edit, target, existing) => {
-            test_edit_json(&edit, &target, open_versions, encoding, existing.as_deref())
-        }
+        Output::Tests(edit, existing) => test_edit_json(&edit, open_versions, encoding, existing.as_deref()),
     }
 }
 
@@ -307,6 +317,11 @@ fn deliver(
     responder: Responder,
     delivery: Delivery,
 ) {
+    // Every document the edit names must be as it was, and the edit in a form the client takes.
+    let still_current = still_current
+        && result.as_ref().map_or(true, |edit| workspace_edit::documents_unchanged(edit, &server.documents));
+    let result =
+        result.and_then(|edit| workspace_edit::fit_client(edit, server.client.edit).map_err(ActionError::Rejected));
     match result {
         Ok(_) if server.shutting_down() => {
             progress.end(server, "cancelled");
@@ -343,10 +358,8 @@ fn deliver(
         Err(error) => {
             progress.end(server, "failed");
             let message = error.to_string();
-            server.notify(
-                "window/showMessage",
-                json!({ "type": MessageType::ERROR, "message": format!("nib: {message}") }),
-            );
+            let shown = ShowMessageParams { typ: MessageType::ERROR, message: format!("nib: {message}") };
+            server.notify_typed::<ShowMessage>(shown);
             responder.respond(Err(ResponseError::request_failed(message)));
         }
     }
@@ -397,19 +410,15 @@ fn target(server: &Server, data: &ActionData) -> Result<Target, ResponseError> {
 /// insert at its end (or into the source file's test module).
 fn test_edit_json(
     edit: &unit_tests::TestEdit,
-    target: &Target,
     open_versions: &[(String, i32)],
     encoding: PositionEncoding,
     existing: Option<&str>,
 ) -> Value {
-    let uri = if Some(edit.file.as_path()) == target.path.as_deref() {
-        target.uri.clone()
-    } else {
-        path_to_file_uri(&edit.file)
-    };
+    // An open test file (or the source file itself) is addressed as the client spelled it, with
+    // its version; a file that is not open was checked against the disk just before.
+    let (uri, version) = workspace_edit::address(&edit.file, open_versions);
     let rope = Rope::from_str(existing.unwrap_or(""));
     let at = convert::to_position(&rope, edit.insertion.offset, encoding);
-    let version = open_versions.iter().find(|(open, _)| *open == uri).map(|(_, version)| *version);
     let mut changes = Vec::new();
     if edit.create {
         changes
@@ -434,11 +443,9 @@ impl Progress {
             return Progress { token: None };
         }
         let token = format!("nib/action/{}", server.next_progress_id());
-        server.request_client("window/workDoneProgress/create", json!({ "token": token }), PendingReply::Ignore);
-        server.notify(
-            "$/progress",
-            json!({ "token": token, "value": { "kind": "begin", "title": title, "cancellable": true } }),
-        );
+        server.create_progress(&token);
+        let begin = WorkDoneProgressBegin { title, cancellable: Some(true), message: None, percentage: None };
+        server.progress(&token, WorkDoneProgress::Begin(begin));
         server.progress_tokens.retain(|(_, cancel)| !cancel.is_finished());
         server.progress_tokens.push((token.clone(), cancel.clone()));
         Progress { token: Some(token) }
@@ -446,16 +453,18 @@ impl Progress {
 
     fn report(&self, server: &Server, message: &str, percentage: usize) {
         if let Some(token) = &self.token {
-            server.notify(
-                "$/progress",
-                json!({ "token": token, "value": { "kind": "report", "message": message, "percentage": percentage } }),
-            );
+            let report = WorkDoneProgressReport {
+                cancellable: None,
+                message: Some(message.to_string()),
+                percentage: Some(percentage as u32),
+            };
+            server.progress(token, WorkDoneProgress::Report(report));
         }
     }
 
     fn end(&self, server: &Server, message: &str) {
         if let Some(token) = &self.token {
-            server.notify("$/progress", json!({ "token": token, "value": { "kind": "end", "message": message } }));
+            server.progress(token, WorkDoneProgress::End(WorkDoneProgressEnd { message: Some(message.to_string()) }));
         }
     }
 }

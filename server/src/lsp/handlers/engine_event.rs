@@ -1,12 +1,12 @@
 //! Events from the engine thread (model loading progress, ready, failed; inference problems),
 //! turned into `$/progress`, `window/showMessage` and nib's own `nib/status` notification.
 
-use ls_types::MessageType;
+use ls_types::{MessageType, WorkDoneProgress, WorkDoneProgressBegin, WorkDoneProgressEnd};
 use serde_json::{Value, json};
 
 use crate::engine::{EngineEvent, EngineStatus, ModelState};
 use crate::lsp::model_wait;
-use crate::lsp::server::{PendingReply, Server};
+use crate::lsp::server::Server;
 
 const PROGRESS_TOKEN: &str = "nib/model-load";
 
@@ -20,18 +20,14 @@ pub fn handle(server: &mut Server, event: EngineEvent) {
         ModelState::Loading { model } => {
             server.log(MessageType::INFO, format!("loading model {model}"));
             if server.client.work_done_progress {
-                server.request_client(
-                    "window/workDoneProgress/create",
-                    json!({ "token": PROGRESS_TOKEN }),
-                    PendingReply::Ignore,
-                );
-                server.notify(
-                    "$/progress",
-                    json!({ "token": PROGRESS_TOKEN, "value": {
-                        "kind": "begin", "title": "nib: loading model", "cancellable": false,
-                        "message": model,
-                    }}),
-                );
+                server.create_progress(PROGRESS_TOKEN);
+                let begin = WorkDoneProgressBegin {
+                    title: "nib: loading model".into(),
+                    cancellable: Some(false),
+                    message: Some(model.clone()),
+                    percentage: None,
+                };
+                server.progress(PROGRESS_TOKEN, WorkDoneProgress::Begin(begin));
             }
         }
         ModelState::Ready { model, load_ms, .. } => {
@@ -50,7 +46,7 @@ pub fn handle(server: &mut Server, event: EngineEvent) {
 
 fn end_progress(server: &Server, message: &str) {
     if server.client.work_done_progress {
-        server.notify("$/progress", json!({ "token": PROGRESS_TOKEN, "value": { "kind": "end", "message": message } }));
+        server.progress(PROGRESS_TOKEN, WorkDoneProgress::End(WorkDoneProgressEnd { message: Some(message.into()) }));
     }
 }
 

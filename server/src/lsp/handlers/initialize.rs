@@ -3,16 +3,21 @@
 
 use std::path::PathBuf;
 
-use ls_types::{InitializeParams, MessageType};
-use serde_json::{Value, json};
+use ls_types::{
+    CodeActionKind, CodeActionOptions, CodeActionProviderCapability, CompletionOptions, ExecuteCommandOptions,
+    InitializeParams, InitializeResult, InlineCompletionOptions, MessageType, OneOf, PositionEncodingKind,
+    ServerCapabilities, ServerInfo, TextDocumentSyncCapability, TextDocumentSyncKind, TextDocumentSyncOptions,
+};
+use serde_json::Value;
 
 use crate::config;
 use crate::document::file_uri_to_path;
 use crate::lsp::code_actions::{self, ACTIONS};
 use crate::lsp::server::{ClientSupport, Server};
+use crate::lsp::workspace_edit::EditSupport;
 use crate::position::PositionEncoding;
 
-pub fn handle(server: &mut Server, params: InitializeParams) -> Value {
+pub fn handle(server: &mut Server, params: InitializeParams) -> InitializeResult {
     let capabilities = &params.capabilities;
     let offered: Vec<String> = capabilities
         .general
@@ -37,6 +42,7 @@ pub fn handle(server: &mut Server, params: InitializeParams) -> Value {
             .and_then(|w| w.did_change_watched_files.as_ref())
             .and_then(|d| d.dynamic_registration)
             .unwrap_or(false),
+        edit: edit_support(capabilities.workspace.as_ref().and_then(|w| w.workspace_edit.as_ref())),
     };
     server.workspace_folders = workspace_folders(&params);
 
@@ -53,29 +59,40 @@ pub fn handle(server: &mut Server, params: InitializeParams) -> Value {
         format!("nib {} initialized (positions in {})", env!("CARGO_PKG_VERSION"), server.encoding.as_lsp_str()),
     );
 
-    let mut capabilities = json!({
-        "positionEncoding": server.encoding.as_lsp_str(),
-        "textDocumentSync": { "openClose": true, "change": 2, "save": { "includeText": false } },
-        "inlineCompletionProvider": {},
-        "codeActionProvider": {
-            "codeActionKinds": ACTIONS.iter().map(|action| code_actions::kind(*action)).collect::<Vec<_>>(),
-            "resolveProvider": true,
-        },
-    });
-    // Commands are the fallback for clients without resolve (see `lsp::code_actions`).
-    if !server.client.code_action_resolve {
-        let commands: Vec<String> = ACTIONS.iter().map(|action| code_actions::command(*action)).collect();
-        capabilities["executeCommandProvider"] = json!({ "commands": commands });
+    let kinds = ACTIONS.iter().map(|action| CodeActionKind::from(code_actions::kind(*action))).collect();
+    let capabilities = ServerCapabilities {
+        position_encoding: Some(PositionEncodingKind::from(server.encoding.as_lsp_str().to_string())),
+        text_document_sync: Some(TextDocumentSyncCapability::Options(TextDocumentSyncOptions {
+            open_close: Some(true),
+            change: Some(TextDocumentSyncKind::INCREMENTAL),
+            // didSave re-indexes the saved file in the workspace index.
+            save: Some(ls_types::TextDocumentSyncSaveOptions::Supported(true)),
+            ..TextDocumentSyncOptions::default()
+        })),
+        inline_completion_provider: Some(OneOf::Right(InlineCompletionOptions::default())),
+        code_action_provider: Some(CodeActionProviderCapability::Options(CodeActionOptions {
+            code_action_kinds: Some(kinds),
+            resolve_provider: Some(true),
+            ..CodeActionOptions::default()
+        })),
+        // Commands are the fallback for clients without resolve (see `lsp::code_actions`).
+        execute_command_provider: (!server.client.code_action_resolve).then(|| ExecuteCommandOptions {
+            commands: ACTIONS.iter().map(|action| code_actions::command(*action)).collect(),
+            ..ExecuteCommandOptions::default()
+        }),
+        // Clients with inline completion get ghost text only; a completion menu entry on every
+        // keystroke would be noise for them.
+        completion_provider: (!server.client.inline_completion).then(|| CompletionOptions {
+            trigger_characters: Some([".", "(", " "].map(String::from).to_vec()),
+            ..CompletionOptions::default()
+        }),
+        ..ServerCapabilities::default()
+    };
+    InitializeResult {
+        capabilities,
+        server_info: Some(ServerInfo { name: "nib".into(), version: Some(env!("CARGO_PKG_VERSION").into()) }),
+        offset_encoding: None,
     }
-    // Clients with inline completion get ghost text only; a completion menu entry on every
-    // keystroke would be noise for them.
-    if !server.client.inline_completion {
-        capabilities["completionProvider"] = json!({ "triggerCharacters": [".", "(", " "] });
-    }
-    json!({
-        "capabilities": capabilities,
-        "serverInfo": { "name": "nib", "version": env!("CARGO_PKG_VERSION") },
-    })
 }
 
 #[allow(deprecated)] // `root_uri` is what older clients still send.
@@ -86,4 +103,16 @@ fn workspace_folders(params: &InitializeParams) -> Vec<PathBuf> {
         return from_folders;
     }
     params.root_uri.iter().filter_map(|uri| file_uri_to_path(uri.as_str())).collect()
+}
+
+/// What the client's `workspace.workspaceEdit` says it can apply.
+fn edit_support(capabilities: Option<&ls_types::WorkspaceEditClientCapabilities>) -> EditSupport {
+    let Some(capabilities) = capabilities else { return EditSupport::default() };
+    EditSupport {
+        document_changes: capabilities.document_changes.unwrap_or(false),
+        create_files: capabilities
+            .resource_operations
+            .as_ref()
+            .is_some_and(|kinds| kinds.contains(&ls_types::ResourceOperationKind::Create)),
+    }
 }

@@ -7,8 +7,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ls_types::{InlineCompletionParams, InlineCompletionTriggerKind, Position, Range};
-use serde_json::{Value, json};
+use ls_types::{
+    CompletionItem, CompletionItemKind, CompletionList, CompletionTextEdit, InlineCompletionItem, InlineCompletionList,
+    InlineCompletionParams, InlineCompletionTriggerKind, Position, Range, TextEdit,
+};
+use serde_json::Value;
 
 use crate::completion::{self, cache, context};
 use crate::document::Document;
@@ -28,26 +31,32 @@ pub enum Shape {
 
 impl Shape {
     fn render(self, text: &str, range: Range) -> Value {
-        match (self, text.is_empty()) {
-            (Shape::Inline, true) => json!({ "items": [] }),
-            (Shape::Inline, false) => json!({ "items": [{ "insertText": text, "range": range }] }),
-            (Shape::CompletionList, true) => json!({ "isIncomplete": true, "items": [] }),
-            (Shape::CompletionList, false) => {
-                let first_line = text.trim().lines().next().unwrap_or_default();
-                let label: String = first_line.chars().take(60).collect();
-                json!({
-                    "isIncomplete": true,
-                    "items": [{
-                        "label": label,
-                        "kind": 1,
-                        "detail": "nib",
-                        "sortText": "0",
-                        "filterText": "",
-                        "textEdit": { "range": range, "newText": text },
-                    }],
-                })
+        let reply = match self {
+            Shape::Inline => {
+                let items = (!text.is_empty()).then(|| InlineCompletionItem {
+                    insert_text: text.to_string(),
+                    filter_text: None,
+                    range: Some(range),
+                    command: None,
+                    insert_text_format: None,
+                });
+                serde_json::to_value(InlineCompletionList { items: items.into_iter().collect() })
             }
-        }
+            Shape::CompletionList => {
+                let first_line = text.trim().lines().next().unwrap_or_default();
+                let items = (!text.is_empty()).then(|| CompletionItem {
+                    label: first_line.chars().take(60).collect(),
+                    kind: Some(CompletionItemKind::TEXT),
+                    detail: Some("nib".into()),
+                    sort_text: Some("0".into()),
+                    filter_text: Some(String::new()),
+                    text_edit: Some(CompletionTextEdit::Edit(TextEdit { range, new_text: text.to_string() })),
+                    ..CompletionItem::default()
+                });
+                serde_json::to_value(CompletionList { is_incomplete: true, items: items.into_iter().collect() })
+            }
+        };
+        reply.expect("LSP types serialize")
     }
 }
 
@@ -245,10 +254,8 @@ pub fn complete(
         Some((range, text)) => {
             let start = convert::to_byte(&open_document.rope, range.start, server.encoding);
             let end = convert::to_byte(&open_document.rope, range.end, server.encoding).max(start);
-            let mut edited = open_document.text();
-            edited.replace_range(start..end, text);
-            with_selection =
-                Document::new(uri.to_string(), open_document.language_id.clone(), open_document.version, &edited);
+            // A copy sharing the rope and tree, re-parsed incrementally: no whole-text copy.
+            with_selection = open_document.with_replaced(start..end, text);
             (&with_selection, start + text.len(), *range, text.clone())
         }
         None => {

@@ -13,6 +13,9 @@ use crate::lsp::jsonrpc::ResponseError;
 use crate::lsp::server::Server;
 use crate::syntax::{self, scopes};
 
+/// nib's own request (docs/lsp-extensions.md).
+pub const METHOD: &str = "nib/inspect";
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Params {

@@ -16,51 +16,77 @@ pub mod inline_completion;
 pub mod inspect;
 
 use ls_types::MessageType;
+use ls_types::notification::{
+    Cancel, DidChangeConfiguration, DidChangeTextDocument, DidChangeWatchedFiles, DidCloseTextDocument,
+    DidOpenTextDocument, DidSaveTextDocument, Initialized, Notification, WorkDoneProgressCancel,
+};
+use ls_types::request::{
+    CodeActionRequest, CodeActionResolveRequest, Completion, ExecuteCommand, InlineCompletionRequest, Request,
+};
 use serde_json::Value;
 
 use super::jsonrpc::{RequestId, ResponseError, code};
 use super::server::{PendingReply, Responder, Server, parse_params};
 
+/// The parameters of request `R` as `ls_types` types them, or the `InvalidParams` reply.
+fn request_params<R: Request>(params: Value) -> Result<R::Params, ResponseError> {
+    parse_params(params)
+}
+
+/// The parameters of notification `N` as `ls_types` types them.
+fn notification_params<N: Notification>(params: Value) -> Result<N::Params, ResponseError> {
+    parse_params(params)
+}
+
 pub fn request(server: &mut Server, responder: Responder, method: &str, params: Value) {
     match method {
-        "textDocument/inlineCompletion" => match parse_params(params) {
+        InlineCompletionRequest::METHOD => match request_params::<InlineCompletionRequest>(params) {
             Ok(params) => inline_completion::handle(server, responder, params),
             Err(error) => responder.respond(Err(error)),
         },
-        "textDocument/completion" => match parse_params(params) {
+        Completion::METHOD => match request_params::<Completion>(params) {
             Ok(params) => completion::handle(server, responder, params),
             Err(error) => responder.respond(Err(error)),
         },
-        "textDocument/codeAction" => {
-            responder.respond(parse_params(params).and_then(|params| code_action::handle(server, params)))
-        }
-        "codeAction/resolve" => code_action_resolve::handle(server, responder, params),
-        "workspace/executeCommand" => match parse_params(params) {
+        CodeActionRequest::METHOD => responder.respond(
+            request_params::<CodeActionRequest>(params).and_then(|params| code_action::handle(server, params)),
+        ),
+        // The action is answered as the client sent it plus its edit, so it stays untyped JSON.
+        CodeActionResolveRequest::METHOD => code_action_resolve::handle(server, responder, params),
+        ExecuteCommand::METHOD => match request_params::<ExecuteCommand>(params) {
             Ok(params) => execute_command::handle(server, responder, params),
             Err(error) => responder.respond(Err(error)),
         },
-        "nib/inspect" => responder.respond(parse_params(params).and_then(|params| inspect::handle(server, params))),
+        inspect::METHOD => responder.respond(parse_params(params).and_then(|params| inspect::handle(server, params))),
         _ => responder.respond(Err(ResponseError::new(code::METHOD_NOT_FOUND, format!("unknown method `{method}`")))),
     }
 }
 
 pub fn notification(server: &mut Server, method: &str, params: Value) {
     let outcome = match method {
-        "initialized" => {
+        Initialized::METHOD => {
             did_change_watched_files::register(server);
             Ok(())
         }
-        "textDocument/didOpen" => parse_params(params).map(|params| did_open::handle(server, params)),
-        "textDocument/didChange" => parse_params(params).map(|params| did_change::handle(server, params)),
-        "textDocument/didClose" => parse_params(params).map(|params| did_close::handle(server, params)),
-        "textDocument/didSave" => parse_params(params).map(|params| did_save::handle(server, params)),
-        "workspace/didChangeWatchedFiles" => {
-            parse_params(params).map(|params| did_change_watched_files::handle(server, params))
+        DidOpenTextDocument::METHOD => {
+            notification_params::<DidOpenTextDocument>(params).map(|params| did_open::handle(server, params))
         }
-        "workspace/didChangeConfiguration" => {
+        DidChangeTextDocument::METHOD => {
+            notification_params::<DidChangeTextDocument>(params).map(|params| did_change::handle(server, params))
+        }
+        DidCloseTextDocument::METHOD => {
+            notification_params::<DidCloseTextDocument>(params).map(|params| did_close::handle(server, params))
+        }
+        DidSaveTextDocument::METHOD => {
+            notification_params::<DidSaveTextDocument>(params).map(|params| did_save::handle(server, params))
+        }
+        DidChangeWatchedFiles::METHOD => notification_params::<DidChangeWatchedFiles>(params)
+            .map(|params| did_change_watched_files::handle(server, params)),
+        // nib reads only its own section, which `ls_types` leaves as JSON anyway.
+        DidChangeConfiguration::METHOD => {
             parse_params(params).map(|params| did_change_configuration::handle(server, params))
         }
-        "$/cancelRequest" => parse_params(params).map(|params: ls_types::CancelParams| {
+        Cancel::METHOD => notification_params::<Cancel>(params).map(|params| {
             let id = match params.id {
                 ls_types::NumberOrString::Number(n) => RequestId::Number(n.into()),
                 ls_types::NumberOrString::String(s) => RequestId::String(s),
@@ -69,15 +95,13 @@ pub fn notification(server: &mut Server, method: &str, params: Value) {
                 token.cancel();
             }
         }),
-        "window/workDoneProgress/cancel" => {
-            parse_params(params).map(|params: ls_types::WorkDoneProgressCancelParams| {
-                let token = match params.token {
-                    ls_types::NumberOrString::Number(n) => n.to_string(),
-                    ls_types::NumberOrString::String(s) => s,
-                };
-                code_action_resolve::cancel_progress(server, &token);
-            })
-        }
+        WorkDoneProgressCancel::METHOD => notification_params::<WorkDoneProgressCancel>(params).map(|params| {
+            let token = match params.token {
+                ls_types::NumberOrString::Number(n) => n.to_string(),
+                ls_types::NumberOrString::String(s) => s,
+            };
+            code_action_resolve::cancel_progress(server, &token);
+        }),
         // Other notifications (`$/setTrace`, ...) need nothing from nib.
         _ => Ok(()),
     };
