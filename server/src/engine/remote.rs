@@ -347,7 +347,8 @@ impl RemoteBackend {
         let mut pieces = 0;
         let mut first_piece: Option<Instant> = None;
         let max_bytes = request.max_tokens.max(1) * MAX_BYTES_PER_TOKEN;
-        // Only generated text counts as progress: keep-alive comments do not extend the wait.
+        // Any bytes keep the connection alive (servers send keep-alive comments during a long
+        // prefill), but nothing extends the generation's `deadline`.
         let mut progress = Instant::now();
         let finish = 'stream: loop {
             let chunk =
@@ -357,14 +358,14 @@ impl RemoteBackend {
             let Some(chunk) = chunk else {
                 return Err(self.error(format!("{} closed the stream before it was complete", self.url())));
             };
+            progress = Instant::now();
             for event in events.push(&chunk) {
                 match event.map_err(|why| self.error(format!("{} sent {why}", self.url())))? {
                     Event::Done => break 'stream FinishReason::Length,
                     Event::Usage { prompt_tokens } => stats.prompt_tokens = prompt_tokens,
                     Event::Piece { text: piece, finish } => {
                         if !piece.is_empty() {
-                            progress = Instant::now();
-                            first_piece.get_or_insert(progress);
+                            first_piece.get_or_insert_with(Instant::now);
                             pieces += 1;
                             text.push_str(&piece);
                             if text.len() > max_bytes {
@@ -402,7 +403,7 @@ impl RemoteBackend {
     }
 
     /// Awaits `future` while checking cancellation and the request deadline, giving up at
-    /// `idle_until` (the idle timeout: the last progress plus `nib.remote.timeoutMs`).
+    /// `idle_until` (the idle timeout: the last bytes received plus `nib.remote.timeoutMs`).
     async fn interruptible<T>(
         &self,
         request: &GenerationRequest,

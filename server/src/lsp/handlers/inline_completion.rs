@@ -15,7 +15,9 @@ use serde_json::Value;
 
 use crate::completion::{self, cache, context};
 use crate::document::Document;
-use crate::engine::{CancelToken, EngineError, GenerationRequest, Job, ModelInfo, ModelState, Priority, Sampling};
+use crate::engine::{
+    CancelToken, EngineError, GenerationRequest, Job, ModelInfo, ModelState, Priority, Route, Sampling,
+};
 use crate::index;
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::ResponseError;
@@ -215,6 +217,35 @@ fn prepare_in(
     (prepared, new_key.map(|key| (key, cross_file)))
 }
 
+/// The byte offset of `position` in the open document `uri`, or the answer to give instead:
+/// an error, or nothing when completions are off or the document is out of sync.
+fn cursor_if_enabled(
+    server: &Server,
+    uri: &str,
+    position: Position,
+    invoked: bool,
+    shape: Shape,
+) -> Result<usize, Result<Value, ResponseError>> {
+    let Some(open_document) = server.documents.get(uri) else {
+        return Err(Err(ResponseError::invalid_params(format!("document {uri} is not open"))));
+    };
+    if open_document.out_of_sync {
+        // Automatic requests stay quiet: the user was told once when it happened.
+        return Err(if invoked {
+            Err(super::did_change::out_of_sync_error(uri))
+        } else {
+            Ok(shape.render("", Range::default()))
+        });
+    }
+    let cursor = convert::request_byte(&open_document.rope, position, server.encoding).map_err(Err)?;
+    let config = &server.config.completion;
+    let language_enabled = config.languages.is_empty() || config.languages.contains(&open_document.language_id);
+    if !(config.enabled || invoked) || !language_enabled {
+        return Err(Ok(shape.render("", Range::default())));
+    }
+    Ok(cursor)
+}
+
 /// Runs the completion pipeline for `position` and answers `responder` in `shape`.
 pub fn complete(
     server: &mut Server,
@@ -225,28 +256,11 @@ pub fn complete(
     selected: Option<(Range, String)>,
     shape: Shape,
 ) {
-    let Some(open_document) = server.documents.get(uri) else {
-        responder.respond(Err(ResponseError::invalid_params(format!("document {uri} is not open"))));
-        return;
-    };
-    if open_document.out_of_sync {
-        // Automatic requests stay quiet: the user was told once when it happened.
-        let answer = if invoked {
-            Err(super::did_change::out_of_sync_error(uri))
-        } else {
-            Ok(shape.render("", Range::default()))
-        };
-        return responder.respond(answer);
-    }
-    let cursor = match convert::request_byte(&open_document.rope, position, server.encoding) {
+    let cursor = match cursor_if_enabled(server, uri, position, invoked, shape) {
         Ok(cursor) => cursor,
-        Err(error) => return responder.respond(Err(error)),
+        Err(answer) => return responder.respond(answer),
     };
-    let config = &server.config.completion;
-    let language_enabled = config.languages.is_empty() || config.languages.contains(&open_document.language_id);
-    if !(config.enabled || invoked) || !language_enabled {
-        return responder.respond(Ok(shape.render("", Range::default())));
-    }
+    let open_document = &server.documents[uri]; // `cursor_if_enabled` found it open.
 
     // With a completion item selected in the client's menu, complete as if it were inserted.
     let with_selection;
@@ -295,7 +309,8 @@ pub fn complete(
         previous.cancel();
     }
     let (prepared, cross_file) = prepare_in(server, document, cursor, &info);
-    let rope = document.rope.clone();
+    let shown =
+        Shown { uri: uri.to_string(), rope: document.rope.clone(), cursor, lead, replace_range, shape, invoked };
     if cross_file.is_some() {
         server.completions.cross_file = cross_file;
     }
@@ -304,6 +319,11 @@ pub fn complete(
         return responder.respond(Ok(shape.render("", replace_range)));
     };
 
+    submit(server, responder, prepared, route, shown);
+}
+
+/// Queues the generation of a prepared completion; its reply is made on the main loop.
+fn submit(server: &mut Server, responder: Responder, prepared: completion::Prepared, route: Route, shown: Shown) {
     let token = CancelToken::default();
     server.track(responder.id(), &token);
     server.completions.current = Some(token.clone());
@@ -319,19 +339,19 @@ pub fn complete(
     let observer = prepared.observer();
     let request_id = responder.id().to_string();
     let main_loop = server.main_loop.clone();
-    let uri = uri.to_string();
+    let priority = if shown.invoked { Priority::Invoked } else { Priority::Automatic };
     server.engine.submit(Job {
         request,
         observer: Some(Box::new(observer)),
         route,
-        priority: if invoked { Priority::Invoked } else { Priority::Automatic },
+        priority,
         on_done: Box::new(move |result| {
             // Post-processing stays on the engine thread; the reply is made on the main loop.
             let result = result.map(|generation| {
                 let text = prepared.finish(&generation.text);
                 // The request id and counters let benches/replay.py classify every reply.
                 tracing::debug!(
-                    uri,
+                    uri = shown.uri,
                     id = request_id,
                     mode = ?prepared.mode,
                     reused = generation.stats.reused_tokens,
@@ -343,7 +363,6 @@ pub fn complete(
                 );
                 text
             });
-            let shown = Shown { uri, rope, cursor, lead, replace_range, shape, invoked };
             main_loop.post(move |server| answer(server, responder, result, shown));
         }),
     });
