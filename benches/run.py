@@ -596,6 +596,21 @@ def update_readme(data: dict) -> None:
     progress("updated the performance summary in README.md")
 
 
+def workspace_index(smoke: bool) -> dict:
+    """`nib index` on the Rust sources cargo unpacked for this project's Cargo.lock (the
+    registry's `src` folder): files, build time, memory and retrieval latency of the workspace
+    index (issue 21)."""
+    registry = os.path.join(os.environ.get("CARGO_HOME", os.path.expanduser("~/.cargo")), "registry", "src")
+    nib = os.path.join(REPO, "target", "release", "nib")
+    cmd = ["/usr/bin/time", "-f", "%M %e %U %S", nib, "index", registry, "--queries", "20" if smoke else "300"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    result = json.loads(proc.stdout)
+    peak_kb, wall, user, system = proc.stderr.strip().splitlines()[-1].split()
+    result.update(processPeakRssKb=int(peak_kb), wallS=float(wall), cpuS=float(user) + float(system),
+                  loadAfter=os.getloadavg())
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3)
@@ -628,6 +643,8 @@ def main() -> None:
     data["replay"]["session"] = {"source": session["source"], "startLine": session["startLine"]}
     progress("scaling with open buffers")
     data["buffers"] = replay.buffers_scaling([0, 1] if args.smoke else [0, 4, 16, 64], workdir)
+    progress("workspace index: nib index on the Rust sources cargo unpacked")
+    data["index"] = workspace_index(args.smoke)
     progress("a completion during a long code action")
     data["responsive"] = responsive.during_action(workdir, args.smoke)
     # Every reply must be classified from the server's log; anything else means the bench (or

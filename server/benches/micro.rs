@@ -85,13 +85,13 @@ fn bench_context_and_prompt(c: &mut Criterion) {
     let config = Config::default().completion;
     let folders = vec![PathBuf::from("/bench")];
     let budget = config.context_tokens * context::BYTES_PER_TOKEN * 3 / 10;
-    let (cross_file, _) = context::cross_file(&document, &other_refs, budget, &folders);
+    let cross_file = context::cross_file(&document, &other_refs, budget, &folders);
 
     c.bench_function("cross_file_context_3_buffers", |b| {
         b.iter(|| black_box(context::cross_file(&document, &other_refs, budget, &folders)))
     });
     c.bench_function("context_build", |b| {
-        b.iter(|| black_box(context::build(&document, cursor, config.context_tokens, &cross_file, &folders)))
+        b.iter(|| black_box(context::build(&document, cursor, config.context_tokens, &cross_file, &folders, false)))
     });
 
     let files = nib::engine::model::load(&model_dir()).expect("the default model (make setup)");

@@ -11,6 +11,7 @@ use crate::completion::{self, context, prompt};
 use crate::config::Config;
 use crate::document::{Document, path_to_file_uri};
 use crate::engine::{self, Backend, CancelToken, EngineSettings, Flow, GenerationRequest, PromptPiece, Sampling};
+use crate::index::{self, Workspace};
 use crate::position::{self, LineColumn, PositionEncoding};
 use crate::syntax::Language;
 
@@ -80,29 +81,62 @@ fn open_document(path: &Path) -> anyhow::Result<Document> {
     Ok(Document::new(path_to_file_uri(&absolute), language_id.to_string(), 1, &text))
 }
 
+/// Where `nib complete` takes cross-file context from.
+pub struct ContextSources {
+    /// Files treated as open buffers.
+    pub open: Vec<PathBuf>,
+    /// A folder indexed as the workspace (then `open` is not used).
+    pub workspace: Option<PathBuf>,
+}
+
+/// Indexes `folder` completely, with `document` as an open buffer, as the server's index would.
+fn index_workspace(folder: &Path, document: &Document) -> anyhow::Result<Workspace> {
+    if !folder.is_dir() {
+        bail!("{} is not a folder", folder.display());
+    }
+    let mut workspace =
+        Workspace::new(index::Settings { enabled: true, max_files: Config::default().context.max_files });
+    workspace.start_walk(&[std::path::absolute(folder)?]);
+    while !workspace.index_queued(64) {}
+    if let Some(snapshot) = index::Snapshot::of(document) {
+        workspace.open_buffer(&snapshot);
+    }
+    Ok(workspace)
+}
+
 pub fn complete(
     settings: &EngineSettings,
     file: &Path,
     at: LineColumn,
     max_tokens: Option<usize>,
-    open: &[PathBuf],
+    sources: &ContextSources,
     as_json: bool,
 ) -> anyhow::Result<()> {
     let document = open_document(file)?;
     if at.line as usize >= document.rope.len_lines() {
         bail!("line {} is past the end of {} ({} lines)", at.line, file.display(), document.rope.len_lines());
     }
-    let others = open.iter().map(|path| open_document(path)).collect::<anyhow::Result<Vec<_>>>()?;
+    let others = sources.open.iter().map(|path| open_document(path)).collect::<anyhow::Result<Vec<_>>>()?;
     let cursor = position::to_byte(&document.rope, at, PositionEncoding::Utf16);
     let mut config = Config::default().completion;
     if let Some(max_tokens) = max_tokens {
         config.max_tokens = max_tokens;
     }
     let mut model = load_backend(settings)?;
-    let folders = vec![std::env::current_dir()?];
+    let folders = match &sources.workspace {
+        Some(folder) => vec![std::path::absolute(folder)?],
+        None => vec![std::env::current_dir()?],
+    };
     let other_refs: Vec<&Document> = others.iter().collect();
-    let budget = config.context_tokens * context::BYTES_PER_TOKEN * 3 / 10;
-    let (cross_file, _) = context::cross_file(&document, &other_refs, budget, &folders);
+    let budget = context::cross_file_budget(config.context_tokens);
+    let cross_file = match (&sources.workspace, index::Snapshot::of(&document)) {
+        (Some(folder), Some(snapshot)) => {
+            let mut workspace = index_workspace(folder, &document)?;
+            let snippets = workspace.query(&snapshot, cursor, budget * 85 / 100);
+            context::render_snippets(&snippets, document.language, budget, &folders)
+        }
+        _ => context::cross_file(&document, &other_refs, budget, &folders),
+    };
     let prepared = completion::prepare(&completion::Inputs {
         document: &document,
         cursor,
@@ -135,6 +169,7 @@ pub fn complete(
             "mode": format!("{:?}", prepared.mode),
             "prompt": prompt::render(&prepared.prompt),
             "sources": prepared.context.sources,
+            "retrieved": cross_file.text,
             // Parse errors (tree-sitter ERROR and MISSING nodes) of the file before and after
             // inserting the text: the quality harness counts completions that add some.
             "parseErrors": prepared.parse_errors(&text).map(|(before, after)| json!({ "before": before, "after": after })),
@@ -146,4 +181,70 @@ pub fn complete(
         output_line(&text);
     }
     Ok(())
+}
+
+/// `nib index`: indexes `folder` as the workspace index would, then times `queries`
+/// retrievals at the middle line of files spread over the index; prints JSON.
+pub fn index(folder: &Path, queries: usize) -> anyhow::Result<()> {
+    if !folder.is_dir() {
+        bail!("{} is not a folder", folder.display());
+    }
+    let rss_before = memory_kb("VmRSS");
+    let started = std::time::Instant::now();
+    let mut workspace =
+        Workspace::new(index::Settings { enabled: true, max_files: Config::default().context.max_files });
+    workspace.start_walk(&[std::path::absolute(folder)?]);
+    let walk_ms = started.elapsed().as_secs_f64() * 1e3;
+    while !workspace.index_queued(64) {}
+    let build_ms = started.elapsed().as_secs_f64() * 1e3;
+    let rss_after = memory_kb("VmRSS");
+    let status = workspace.status("ready", build_ms as u64);
+    let paths = workspace.indexed_paths();
+    let step = (paths.len() / queries.max(1)).max(1);
+    let budget = context::cross_file_budget(Config::default().completion.context_tokens) * 85 / 100;
+    let mut times = Vec::new();
+    let mut snippet_count = 0;
+    for path in paths.iter().step_by(step).take(queries) {
+        let Ok(text) = std::fs::read_to_string(path) else { continue };
+        let document = Document::new(path_to_file_uri(path), String::new(), 1, &text);
+        let Some(snapshot) = index::Snapshot::of(&document) else { continue };
+        let cursor = document.rope.line_to_byte(document.rope.len_lines() / 2);
+        let query_started = std::time::Instant::now();
+        snippet_count += workspace.query(&snapshot, cursor, budget).len();
+        times.push(query_started.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let percentile = |p: f64| times.get(((times.len() as f64 - 1.0) * p).round() as usize).copied();
+    let output = json!({
+        "folder": folder.display().to_string(),
+        "files": status.files,
+        "chunks": status.chunks,
+        "capped": status.capped,
+        "walkMs": walk_ms,
+        "buildMs": build_ms,
+        "indexHeapBytes": status.heap_bytes,
+        "rssBeforeKb": rss_before,
+        "rssAfterKb": rss_after,
+        "peakRssKb": memory_kb("VmHWM"),
+        "retrieval": {
+            "queries": times.len(),
+            "p50Ms": percentile(0.5),
+            "p95Ms": percentile(0.95),
+            "meanSnippets": snippet_count as f64 / times.len().max(1) as f64,
+        },
+    });
+    output_line(&serde_json::to_string_pretty(&output)?);
+    Ok(())
+}
+
+/// A `/proc/self/status` memory figure in kB (0 where it cannot be read).
+fn memory_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                line.strip_prefix(field)?.trim_start_matches(':').trim().trim_end_matches(" kB").parse().ok()
+            })
+        })
+        .unwrap_or(0)
 }

@@ -24,6 +24,15 @@ pub struct CompletionConfig {
     pub languages: Vec<String>,
 }
 
+/// Context retrieved from the workspace index for completions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContextConfig {
+    /// Index the workspace folders and retrieve from them (off: open buffers only).
+    pub workspace: bool,
+    /// The most files the index takes (it also stops at a memory cap).
+    pub max_files: usize,
+}
+
 /// Where generations run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
@@ -96,6 +105,8 @@ pub struct Config {
     /// Inference threads; `None` means one per physical core.
     pub threads: Option<usize>,
     pub completion: CompletionConfig,
+    /// Completion context from the whole workspace (`nib.context.*`).
+    pub context: ContextConfig,
     pub docstring_style: DocstringStyle,
     /// How long a generation may run before it is stopped and answered with an error.
     pub request_timeout_ms: u64,
@@ -115,6 +126,7 @@ impl Default for Config {
             onnx_runtime_path: None,
             threads: None,
             completion: CompletionConfig { enabled: true, max_tokens: 64, context_tokens: 1024, languages: Vec::new() },
+            context: ContextConfig { workspace: true, max_files: 20_000 },
             docstring_style: DocstringStyle::Google,
             request_timeout_ms: 30_000,
             python_interpreter: None,
@@ -169,6 +181,14 @@ fn read_section(config: &mut Config, map: &Map<String, Value>, warnings: &mut Ve
             }
             "completion" => nested(value, "nib.completion", warnings, |inner_key, inner_value| {
                 read_completion_key(&mut config.completion, inner_key, inner_value)
+            }),
+            "context" => nested(value, "nib.context", warnings, |inner_key, inner_value| match inner_key {
+                "workspace" => inner_value
+                    .as_bool()
+                    .map(|b| config.context.workspace = b)
+                    .ok_or_else(|| "expected true or false".into()),
+                "maxFiles" => integer(inner_value, 1, 200_000).map(|n| config.context.max_files = n),
+                _ => Err("unknown setting".to_string()),
             }),
             "backend" => match value.as_str() {
                 Some("local") => Ok(BackendKind::Local),
@@ -470,6 +490,16 @@ mod tests {
     }
 
     #[test]
+    fn workspace_context_settings() {
+        let (config, warnings) = parse(&Config::default(), &json!({"context": {"workspace": false, "maxFiles": 500}}));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.context, ContextConfig { workspace: false, max_files: 500 });
+        let (config, warnings) = parse(&Config::default(), &json!({"context": {"workspace": "yes", "maxFiles": 0}}));
+        assert_eq!(config.context, Config::default().context);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+    }
+
+    #[test]
     fn relative_paths_are_refused_so_a_workspace_cannot_name_its_own_files() {
         for key in ["modelPath", "onnxRuntimePath"] {
             for relative in ["libonnxruntime.so", "./evil/lib.so", "models/x", "~user/x"] {
@@ -535,7 +565,7 @@ mod tests {
 
     #[test]
     fn the_defaults_as_editors_send_them_are_accepted() {
-        let settings = json!({"backend": "local", "remote": {
+        let settings = json!({"backend": "local", "context": {"workspace": true, "maxFiles": 20000}, "remote": {
             "url": "", "model": "", "apiKeyEnv": "", "allowTokenEnv": false, "fim": "auto", "chat": "auto", "contextLength": 4096,
             "connectTimeoutMs": 3000, "timeoutMs": 15000, "maxConcurrentRequests": 4, "fallbackToLocal": false
         }});

@@ -7,6 +7,7 @@ pub mod completion;
 pub mod config;
 pub mod document;
 pub mod engine;
+pub mod index;
 pub mod lsp;
 pub mod paths;
 pub mod pool;

@@ -104,6 +104,18 @@ enum Command {
         /// Another file to treat as an open buffer (repeatable), for cross-file context.
         #[arg(long)]
         open: Vec<PathBuf>,
+        /// Index this folder as the workspace and take context from it, as the server does with
+        /// `nib.context.workspace` (instead of the open buffers).
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<PathBuf>,
+    },
+    /// Index a folder as the server's workspace index would and report what it holds, how long
+    /// it took, its memory and the time of retrievals (JSON).
+    Index {
+        folder: PathBuf,
+        /// Retrievals to time, at the middle of files spread over the index.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
     },
 }
 
@@ -126,10 +138,12 @@ fn main() -> ExitCode {
             let sampling = engine::Sampling { temperature, top_p, seed };
             report(cli::generate(&model.settings(), prompt, max_tokens, sampling, stream))
         }
-        Command::Complete { model, file, line, character, max_tokens, json, open } => {
+        Command::Complete { model, file, line, character, max_tokens, json, open, workspace } => {
             let position = position::LineColumn { line, column: character };
-            report(cli::complete(&model.settings(), &file, position, max_tokens, &open, json))
+            let sources = cli::ContextSources { open, workspace };
+            report(cli::complete(&model.settings(), &file, position, max_tokens, &sources, json))
         }
+        Command::Index { folder, queries } => report(cli::index(&folder, queries)),
     }
 }
 

@@ -22,6 +22,7 @@ export interface ServerSettings {
   threads: number;
   requestTimeoutMs: number;
   completion: { enabled: boolean; maxTokens: number; contextTokens: number; languages: string[] };
+  context: { workspace: boolean; maxFiles: number };
   python: { interpreter: string };
   tests: { verify: string };
   docstring: { style: string };
@@ -92,6 +93,7 @@ export function toServerSettings(read: SettingsReader, workspaceFolder?: string,
       contextTokens: get('completion.contextTokens', 1024),
       languages: get<string[]>('completion.languages', []),
     },
+    context: { workspace: get('context.workspace', true), maxFiles: get('context.maxFiles', 20000) },
     python: { interpreter: pathSetting('python.interpreter') },
     tests: { verify: get('tests.verify', 'auto') },
     docstring: { style: get('docstring.style', 'google') },

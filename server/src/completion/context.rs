@@ -225,13 +225,13 @@ pub fn cross_file(
     others: &[&Document],
     budget_bytes: usize,
     workspace_folders: &[std::path::PathBuf],
-) -> (String, Vec<String>) {
+) -> CrossFile {
     let mut sources = Vec::new();
     let (Some(language), Some(tree)) = (document.language, document.tree()) else {
-        return (String::new(), sources);
+        return CrossFile::default();
     };
     if others.is_empty() || budget_bytes == 0 {
-        return (String::new(), sources);
+        return CrossFile::default();
     }
     let rope = &document.rope;
     let whole = 0..rope.len_bytes();
@@ -247,17 +247,56 @@ pub fn cross_file(
         let name = display_path(crate::document::file_uri_to_path(uri).as_deref(), uri, workspace_folders);
         text.push_str(&format!("{comment} from {name}:\n{}\n\n", snippet.trim_end()));
     }
-    (text, sources)
+    CrossFile { text, sources }
 }
 
-/// Builds the context for `cursor` in `document`. `cross_file_text` comes from `cross_file`
-/// (usually cached).
+/// Context from other files, rendered for the head of the prompt, with the names of its
+/// sources (for `nib complete --json` and `nib/inspect`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CrossFile {
+    pub text: String,
+    pub sources: Vec<String>,
+}
+
+/// The byte budget for cross-file context within a prompt budget of `context_tokens`.
+pub fn cross_file_budget(context_tokens: usize) -> usize {
+    context_tokens * BYTES_PER_TOKEN * 3 / 10
+}
+
+/// Renders snippets retrieved from the workspace index, in their order, each under a comment
+/// naming its file; snippets that would take the text past `budget_bytes` are left out. The
+/// same snippets always render to the same text, so the prompt head stays byte-identical.
+pub fn render_snippets(
+    snippets: &[crate::index::Snippet],
+    language: Option<Language>,
+    budget_bytes: usize,
+    workspace_folders: &[std::path::PathBuf],
+) -> CrossFile {
+    let comment = comment_prefix(language);
+    let mut rendered = CrossFile::default();
+    for snippet in snippets {
+        let name = display_path(Some(&snippet.path), "", workspace_folders);
+        let piece = format!("{comment} from {name}:\n{}\n\n", snippet.text.trim_end());
+        if rendered.text.len() + piece.len() > budget_bytes {
+            continue;
+        }
+        rendered.text.push_str(&piece);
+        rendered.sources.push(snippet.source(&name));
+    }
+    rendered
+}
+
+/// Builds the context for `cursor` in `document`. `cross_file` comes from `cross_file` or
+/// the workspace index (usually cached per scope). `with_suffix`: the prompt format shows the
+/// model the code after the cursor (FIM); without it, that share of the budget goes to the
+/// prefix.
 pub fn build(
     document: &Document,
     cursor: usize,
     budget_tokens: usize,
-    cross_file_text: &str,
+    cross_file: &CrossFile,
     workspace_folders: &[std::path::PathBuf],
+    with_suffix: bool,
 ) -> CompletionContext {
     let rope = &document.rope;
     let cursor = cursor.min(rope.len_bytes());
@@ -273,11 +312,11 @@ pub fn build(
     sources.push("path".to_string());
 
     let cross_file_budget = budget * 3 / 10;
-    if !cross_file_text.is_empty() && cross_file_text.len() <= cross_file_budget {
-        header.push_str(cross_file_text);
-        sources.push("cross-file".to_string());
+    if !cross_file.text.is_empty() && cross_file.text.len() <= cross_file_budget {
+        header.push_str(&cross_file.text);
+        sources.extend(cross_file.sources.iter().cloned());
     }
-    let suffix_budget = budget * 15 / 100;
+    let suffix_budget = if with_suffix { budget * 15 / 100 } else { 0 };
     let prefix_budget = budget.saturating_sub(header.len() + suffix_budget);
     let start_line = prefix_start_line(rope, cursor, prefix_budget, scope.as_ref());
     let window_start = line_start(rope, start_line);

@@ -49,8 +49,9 @@ pub struct Inputs<'a> {
     pub cursor: usize,
     pub config: &'a CompletionConfig,
     pub model: &'a ModelInfo,
-    /// Cross-file context for the cursor's scope (see `context::cross_file`).
-    pub cross_file: &'a str,
+    /// Cross-file context for the cursor's scope (`context::cross_file`, or the workspace
+    /// index through `context::render_snippets`).
+    pub cross_file: &'a context::CrossFile,
     pub workspace_folders: &'a [PathBuf],
 }
 
@@ -78,6 +79,14 @@ pub fn surroundings(document: &Document, cursor: usize) -> Surroundings {
     }
 }
 
+/// The prompt budget in tokens: the setting, within what the model can read. The budget is an
+/// estimate (bytes per token): a quarter of the model's context stays spare so a small-context
+/// model never gets a prompt longer than it can read.
+pub fn budget_tokens(config: &CompletionConfig, model: &ModelInfo) -> usize {
+    let model_budget = (model.context_length * 3 / 4).saturating_sub(config.max_tokens).max(64);
+    config.context_tokens.min(model_budget)
+}
+
 /// Prepares a completion, or `None` where nothing should be completed (code follows the
 /// cursor on its line).
 pub fn prepare(inputs: &Inputs) -> Option<Prepared> {
@@ -88,12 +97,10 @@ pub fn prepare(inputs: &Inputs) -> Option<Prepared> {
         return None;
     }
     let mode = postprocess::decide_mode(&surroundings);
-    // The budget is an estimate (bytes per token): keep a quarter of the model's context spare
-    // so a small-context model never gets a prompt longer than it can read.
-    let model_budget = (inputs.model.context_length * 3 / 4).saturating_sub(inputs.config.max_tokens).max(64);
-    let budget_tokens = inputs.config.context_tokens.min(model_budget);
-    let context = context::build(document, cursor, budget_tokens, inputs.cross_file, inputs.workspace_folders);
+    let budget_tokens = budget_tokens(inputs.config, inputs.model);
     let fim = FimFormat::for_model(inputs.model);
+    let context =
+        context::build(document, cursor, budget_tokens, inputs.cross_file, inputs.workspace_folders, fim.is_some());
     // Token healing, the simple way: byte-level BPE vocabularies glue a space to the word after
     // it (" return") and a newline to the indentation but its last space. A prompt ending in a
     // space makes the model start with something unusual (often a newline); without that
@@ -286,7 +293,7 @@ mod tests {
             cursor,
             config: &config.completion,
             model: &info,
-            cross_file: "",
+            cross_file: &context::CrossFile::default(),
             workspace_folders: &[PathBuf::from("/w")],
         })
         .expect("a completion is possible at the cursor")
@@ -357,7 +364,7 @@ mod tests {
             cursor: 4,
             config: &config.completion,
             model: &info,
-            cross_file: "",
+            cross_file: &context::CrossFile::default(),
             workspace_folders: &[],
         };
         assert!(prepare(&inputs).is_none());

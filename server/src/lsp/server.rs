@@ -22,6 +22,7 @@ use super::transport::{Frame, MessageReader, write_frame};
 use crate::config::Config;
 use crate::document::Document;
 use crate::engine::{CancelToken, EngineEvent, EngineHandle};
+use crate::index::IndexHandle;
 use crate::pool::WorkerPool;
 use crate::position::PositionEncoding;
 
@@ -106,6 +107,8 @@ pub struct ClientSupport {
     pub code_action_resolve: bool,
     pub apply_edit: bool,
     pub inline_completion: bool,
+    /// `workspace/didChangeWatchedFiles` may be registered with `client/registerCapability`.
+    pub watched_files_registration: bool,
     /// `workspace.workspaceEdit`: versioned changes, file creation.
     pub edit: super::workspace_edit::EditSupport,
 }
@@ -125,6 +128,8 @@ pub struct Server {
     /// Cancellation tokens of requests still running on the engine, for `$/cancelRequest`.
     pub in_flight: HashMap<RequestId, CancelToken>,
     pub completions: CompletionState,
+    /// The workspace index's thread, for completion context from the whole repository.
+    pub index: IndexHandle,
     /// `$/progress` tokens of running code actions and how to cancel them.
     pub progress_tokens: Vec<(String, CancelToken)>,
     /// Explicit requests waiting for the model to finish loading.
@@ -183,6 +188,7 @@ pub fn run(input: impl BufRead + Send + 'static, output: impl Write + Send + 'st
         main_loop: MainLoop(messages_sender),
         in_flight: HashMap::new(),
         completions: CompletionState::default(),
+        index: IndexHandle::start(),
         progress_tokens: Vec::new(),
         waiting_for_model: Default::default(),
         next_progress_id: 0,

@@ -36,6 +36,7 @@ test('contributed defaults map to exactly the server defaults of docs/configurat
     threads: 0,
     requestTimeoutMs: 30000,
     completion: { enabled: true, maxTokens: 64, contextTokens: 1024, languages: [] },
+    context: { workspace: true, maxFiles: 20000 },
     python: { interpreter: '' },
     tests: { verify: 'auto' },
     docstring: { style: 'google' },

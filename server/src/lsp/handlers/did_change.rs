@@ -9,7 +9,7 @@
 use ls_types::{DidChangeTextDocumentParams, MessageType};
 
 use crate::document::{ChangeError, Document, TextChange};
-use crate::lsp::convert::line_column;
+use crate::lsp::convert::{self, line_column};
 use crate::lsp::jsonrpc::ResponseError;
 use crate::lsp::server::Server;
 
@@ -21,6 +21,10 @@ pub fn handle(server: &mut Server, params: DidChangeTextDocumentParams) {
         server.log(MessageType::WARNING, format!("ignoring a change to {uri}, which is not open"));
         return;
     };
+    // Where the last change ends: the workspace index records the region as recently edited
+    // and prepares the context for the scope there.
+    let edited_at =
+        params.content_changes.last().and_then(|change| change.range.map(|range| (range.start, change.text.len())));
     let changes: Vec<TextChange> = params
         .content_changes
         .into_iter()
@@ -34,7 +38,11 @@ pub fn handle(server: &mut Server, params: DidChangeTextDocumentParams) {
     }
     match document.apply_changes(&changes, version, encoding) {
         // Generations started before this edit compare against it when they finish.
-        Ok(()) => {}
+        Ok(()) => {
+            let cursor =
+                edited_at.map_or(0, |(start, length)| convert::to_byte(&document.rope, start, encoding) + length);
+            super::inline_completion::buffer_edited(server, uri, cursor);
+        }
         Err(ChangeError::StaleVersion { current, received }) if current == received => {
             server.log(MessageType::INFO, format!("ignoring a repeated change to {uri} (version {received})"));
         }

@@ -36,6 +36,10 @@ pub fn apply(server: &mut Server, settings: &Value) {
     for warning in warnings {
         server.show(MessageType::WARNING, warning);
     }
+    let context_changed = server.config.context != config.context;
     server.config = config;
     server.engine.configure(&server.config);
+    if context_changed {
+        super::did_change_watched_files::configure_index(server);
+    }
 }

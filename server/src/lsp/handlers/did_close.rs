@@ -6,7 +6,9 @@ use crate::lsp::server::Server;
 
 pub fn handle(server: &mut Server, params: DidCloseTextDocumentParams) {
     let uri = params.text_document.uri.as_str();
-    if server.documents.remove(uri).is_none() {
-        tracing::warn!(uri, "close of a document that was not open");
+    match server.documents.remove(uri) {
+        // The workspace index goes back to the file on disk.
+        Some(document) => document.path.iter().for_each(|path| server.index.closed(path)),
+        None => tracing::warn!(uri, "close of a document that was not open"),
     }
 }

@@ -1,5 +1,5 @@
-//! `textDocument/didOpen`: start tracking a buffer (re-opening replaces it) and pre-warm the KV
-//! cache for its completions.
+//! `textDocument/didOpen`: start tracking a buffer (re-opening replaces it), pre-warm the KV
+//! cache for its completions, and give the workspace index its live text.
 
 use ls_types::DidOpenTextDocumentParams;
 
@@ -11,6 +11,9 @@ pub fn handle(server: &mut Server, params: DidOpenTextDocumentParams) {
     let uri = item.uri.as_str().to_string();
     let document = Document::new(uri.clone(), item.language_id, item.version, &item.text);
     tracing::debug!(uri, language = ?document.language, bytes = item.text.len(), "opened");
+    if let Some(snapshot) = crate::index::Snapshot::text_only(&document) {
+        server.index.buffer(snapshot, 0, false);
+    }
     server.documents.insert(uri.clone(), document);
     super::inline_completion::prewarm(server, &uri);
 }

@@ -36,6 +36,12 @@ pub fn handle(server: &mut Server, params: InitializeParams) -> InitializeResult
             .is_some_and(|r| r.properties.iter().any(|p| p == "edit")),
         apply_edit: capabilities.workspace.as_ref().and_then(|w| w.apply_edit).unwrap_or(false),
         inline_completion: text_document.is_some_and(|t| t.inline_completion.is_some()),
+        watched_files_registration: capabilities
+            .workspace
+            .as_ref()
+            .and_then(|w| w.did_change_watched_files.as_ref())
+            .and_then(|d| d.dynamic_registration)
+            .unwrap_or(false),
         edit: edit_support(capabilities.workspace.as_ref().and_then(|w| w.workspace_edit.as_ref())),
     };
     server.workspace_folders = workspace_folders(&params);
@@ -47,6 +53,7 @@ pub fn handle(server: &mut Server, params: InitializeParams) -> InitializeResult
     }
     server.config = config;
     server.engine.configure(&server.config);
+    super::did_change_watched_files::configure_index(server);
     server.log(
         MessageType::INFO,
         format!("nib {} initialized (positions in {})", env!("CARGO_PKG_VERSION"), server.encoding.as_lsp_str()),
@@ -58,6 +65,8 @@ pub fn handle(server: &mut Server, params: InitializeParams) -> InitializeResult
         text_document_sync: Some(TextDocumentSyncCapability::Options(TextDocumentSyncOptions {
             open_close: Some(true),
             change: Some(TextDocumentSyncKind::INCREMENTAL),
+            // didSave re-indexes the saved file in the workspace index.
+            save: Some(ls_types::TextDocumentSyncSaveOptions::Supported(true)),
             ..TextDocumentSyncOptions::default()
         })),
         inline_completion_provider: Some(OneOf::Right(InlineCompletionOptions::default())),

@@ -4,6 +4,7 @@
 //! Newest wins: a new request cancels the one before it, which is answered `RequestCancelled`.
 //! Text typed along a shown suggestion is answered from the typing-through cache at once.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ls_types::{
@@ -17,6 +18,7 @@ use crate::document::Document;
 use crate::engine::{
     CancelToken, EngineError, GenerationRequest, Job, ModelInfo, ModelState, Priority, Route, Sampling,
 };
+use crate::index;
 use crate::lsp::convert;
 use crate::lsp::jsonrpc::ResponseError;
 use crate::lsp::model_wait;
@@ -67,8 +69,9 @@ pub struct CompletionState {
     pub suggestion: Option<cache::Suggestion>,
     /// The running request's token: the next request cancels it.
     pub current: Option<CancelToken>,
-    /// Cross-file context of the last document: (key, text).
-    pub cross_file: Option<(u64, String)>,
+    /// Cross-file context from open buffers for the last document: (key, context). Used when
+    /// the workspace index is off or has no answer for the document yet.
+    pub cross_file: Option<(u64, context::CrossFile)>,
 }
 
 pub fn handle(server: &mut Server, responder: Responder, params: InlineCompletionParams) {
@@ -92,19 +95,64 @@ fn cross_file_key(server: &Server, document: &Document) -> u64 {
     hasher.finish()
 }
 
-/// Cross-file context for `document`: the cached text while no other buffer changed, or
-/// the text to compute and cache (with its key).
-fn cross_file_for(server: &Server, document: &Document) -> (String, Option<u64>) {
+/// Cross-file context for `document`: from the workspace index when it is on and has an
+/// answer for the document; else from open buffers, cached while no other buffer changed (the
+/// second value is the context to cache, with its key, when it had to be computed).
+fn cross_file_for(
+    server: &Server,
+    document: &Document,
+    cursor: usize,
+    info: &ModelInfo,
+) -> (context::CrossFile, Option<u64>) {
+    let budget = context::cross_file_budget(completion::budget_tokens(&server.config.completion, info));
+    if server.config.context.workspace
+        && let Some(answer) = ask_index(server, document, cursor, budget)
+    {
+        return (
+            context::render_snippets(&answer.snippets, document.language, budget, &server.workspace_folders),
+            None,
+        );
+    }
     let key = cross_file_key(server, document);
     match &server.completions.cross_file {
-        Some((cached_key, text)) if *cached_key == key => (text.clone(), None),
+        Some((cached_key, cross_file)) if *cached_key == key => (cross_file.clone(), None),
         _ => {
             let others: Vec<&Document> = server.documents.values().filter(|d| d.uri != document.uri).collect();
-            let budget = server.config.completion.context_tokens * context::BYTES_PER_TOKEN * 3 / 10;
-            let (text, _) = context::cross_file(document, &others, budget, &server.workspace_folders);
-            (text, Some(key))
+            (context::cross_file(document, &others, budget, &server.workspace_folders), Some(key))
         }
     }
+}
+
+/// The workspace index's answer for the scope at `cursor` (or its latest for the document while
+/// that one is computed), for a cross-file budget of `budget` bytes.
+fn ask_index(server: &Server, document: &Document, cursor: usize, budget: usize) -> Option<Arc<index::Retrieved>> {
+    let key = index::Key::at(&document.uri, document.language, &document.rope, document.tree(), cursor);
+    document.language?;
+    let snapshot = || index::Snapshot::of(document).expect("checked: the document has a language");
+    // Snippets are rendered with a comment line each: keep that overhead inside the budget.
+    server.index.retrieved(&key, snapshot, cursor, budget * 85 / 100)
+}
+
+/// After an edit ending at `cursor` of `uri`: the index gets the live text and prepares the
+/// context of the scope there (parsing on its own thread), so the completion request that
+/// follows finds it.
+pub fn buffer_edited(server: &Server, uri: &str, cursor: usize) {
+    let Some(document) = server.documents.get(uri) else { return };
+    if !server.config.context.workspace {
+        return;
+    }
+    let Some(snapshot) = index::Snapshot::text_only(document) else { return };
+    // The end of an edit, computed from the change, may fall inside a character: round down.
+    let rope = &document.rope;
+    let cursor = rope.char_to_byte(rope.byte_to_char(cursor.min(rope.len_bytes())));
+    let line = rope.byte_to_line(cursor);
+    let tokens = match server.engine.serving() {
+        Some((_, info)) => completion::budget_tokens(&server.config.completion, &info),
+        None => server.config.completion.context_tokens,
+    };
+    let budget = context::cross_file_budget(tokens) * 85 / 100;
+    server.index.buffer(snapshot.clone(), line, true);
+    server.index.prefetch(snapshot, cursor, budget);
 }
 
 /// The completion nib would run at `cursor` of the open document `uri`, for inspection:
@@ -156,8 +204,8 @@ fn prepare_in(
     document: &Document,
     cursor: usize,
     info: &ModelInfo,
-) -> (Option<completion::Prepared>, Option<(u64, String)>) {
-    let (cross_file, new_key) = cross_file_for(server, document);
+) -> (Option<completion::Prepared>, Option<(u64, context::CrossFile)>) {
+    let (cross_file, new_key) = cross_file_for(server, document, cursor, info);
     let prepared = completion::prepare(&completion::Inputs {
         document,
         cursor,

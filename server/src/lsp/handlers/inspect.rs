@@ -79,5 +79,18 @@ pub fn handle(server: &mut Server, params: Params) -> Result<Value, ResponseErro
         "scope": scope,
         "prompt": prompt,
         "engine": engine_event::status_json(&server.engine.status()),
+        "workspaceIndex": index_status_json(&server.index.status()),
     }))
+}
+
+/// The workspace index's state: `off`, `indexing` or `ready`, and what it holds.
+fn index_status_json(status: &crate::index::Status) -> Value {
+    json!({
+        "state": status.state,
+        "files": status.files,
+        "chunks": status.chunks,
+        "heapBytes": status.heap_bytes,
+        "buildMs": status.build_ms,
+        "capped": status.capped,
+    })
 }

@@ -5,8 +5,10 @@ pub mod code_action_resolve;
 pub mod completion;
 pub mod did_change;
 pub mod did_change_configuration;
+pub mod did_change_watched_files;
 pub mod did_close;
 pub mod did_open;
+pub mod did_save;
 pub mod engine_event;
 pub mod execute_command;
 pub mod initialize;
@@ -15,8 +17,8 @@ pub mod inspect;
 
 use ls_types::MessageType;
 use ls_types::notification::{
-    Cancel, DidChangeConfiguration, DidChangeTextDocument, DidCloseTextDocument, DidOpenTextDocument, Initialized,
-    Notification, WorkDoneProgressCancel,
+    Cancel, DidChangeConfiguration, DidChangeTextDocument, DidChangeWatchedFiles, DidCloseTextDocument,
+    DidOpenTextDocument, DidSaveTextDocument, Initialized, Notification, WorkDoneProgressCancel,
 };
 use ls_types::request::{
     CodeActionRequest, CodeActionResolveRequest, Completion, ExecuteCommand, InlineCompletionRequest, Request,
@@ -62,7 +64,10 @@ pub fn request(server: &mut Server, responder: Responder, method: &str, params: 
 
 pub fn notification(server: &mut Server, method: &str, params: Value) {
     let outcome = match method {
-        Initialized::METHOD => Ok(()),
+        Initialized::METHOD => {
+            did_change_watched_files::register(server);
+            Ok(())
+        }
         DidOpenTextDocument::METHOD => {
             notification_params::<DidOpenTextDocument>(params).map(|params| did_open::handle(server, params))
         }
@@ -72,6 +77,11 @@ pub fn notification(server: &mut Server, method: &str, params: Value) {
         DidCloseTextDocument::METHOD => {
             notification_params::<DidCloseTextDocument>(params).map(|params| did_close::handle(server, params))
         }
+        DidSaveTextDocument::METHOD => {
+            notification_params::<DidSaveTextDocument>(params).map(|params| did_save::handle(server, params))
+        }
+        DidChangeWatchedFiles::METHOD => notification_params::<DidChangeWatchedFiles>(params)
+            .map(|params| did_change_watched_files::handle(server, params)),
         // nib reads only its own section, which `ls_types` leaves as JSON anyway.
         DidChangeConfiguration::METHOD => {
             parse_params(params).map(|params| did_change_configuration::handle(server, params))
@@ -92,7 +102,7 @@ pub fn notification(server: &mut Server, method: &str, params: Value) {
             };
             code_action_resolve::cancel_progress(server, &token);
         }),
-        // Other notifications (`$/setTrace`, `textDocument/didSave`, ...) need nothing from nib.
+        // Other notifications (`$/setTrace`, ...) need nothing from nib.
         _ => Ok(()),
     };
     if let Err(error) = outcome {

@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""Repository-level completion quality: nib with context from the whole repository against nib
+with context from the holed file only, on the same model and the same holes.
+
+Projects are real multi-file pure-Python packages not written here: the ones `make setup`
+installs, pinned, into `.venv` (requests, click, httpx, urllib3, _pytest, pluggy, anyio, h11,
+packaging, gguf; versions are read from their `dist-info` and printed in the report). Each
+project is copied into a scratch folder that is nib's workspace; a hole is cut in one of its
+files (the holed text is what is on disk, so the answer never leaks), and `nib complete --json`
+fills it twice:
+
+  without  only the holed file open, no workspace (nib before issue 21)
+  with     `--workspace <project>`: the workspace index of the whole project, the holed file
+           open (retrieval: definitions of names near the cursor and of imports, similar chunks)
+
+Holes are `line` and `rest` holes as in quality.py, kept only where the expected text uses a
+name that another file of the project defines at module level and the holed file neither
+defines nor mentions anywhere else (the holes
+repository context can help with, as CrossCodeEval selects them). Reported per system: exact
+match, first-line exact match, edit similarity; for `with`, retrieval recall: the share of
+those cross-file names of the expected text that appear in the retrieved context.
+
+Usage (from the repository root):
+  .venv/bin/python benches/repo_quality.py [--holes 40] [--seed 0] [--threads 2]
+  .venv/bin/python benches/repo_quality.py --smoke     # 2 holes, prints only
+"""
+import argparse, ast, datetime, json, os, random, re, shlex, shutil, statistics, sys, tempfile, time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality  # noqa: E402
+
+ROOT = quality.ROOT
+PROJECTS = ("requests", "click", "httpx", "urllib3", "_pytest", "pluggy", "anyio", "h11", "packaging", "gguf")
+SYSTEMS = ("without", "with")
+IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+BEGIN, END = "<!-- repo_quality.py: begin -->", "<!-- repo_quality.py: end -->"
+
+
+def site_packages():
+    return Path(next((ROOT / ".venv" / "lib").glob("python*/site-packages")))
+
+
+def version_of(name, packages):
+    """The version in the package's dist-info (`_pytest` is `pytest`'s)."""
+    dist = {"_pytest": "pytest"}.get(name, name).replace("-", "_").lower()
+    for info in packages.glob("*.dist-info"):
+        stem, _, version = info.name[:-len(".dist-info")].partition("-")
+        if stem.lower() == dist:
+            return version
+    return "?"
+
+
+def defined_names(source):
+    """Module-level functions, classes and assignments (what another module imports)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return {name for name in names if len(name) > 2 and not name.startswith("__")}
+
+
+def project_holes(project, rng, per_project):
+    """Cross-file holes of one project: (file relative path, hole dict)."""
+    files = sorted(p for p in project.rglob("*.py") if "__pycache__" not in p.parts)
+    sources = {p: p.read_text(encoding="utf-8", errors="replace") for p in files}
+    defined = {p: defined_names(s) for p, s in sources.items()}
+    holes = []
+    for path in rng.sample(files, len(files)):
+        source = sources[path]
+        elsewhere = set().union(*(names for other, names in defined.items() if other != path)) - defined[path]
+        for kind in ("line", "rest"):
+            try:
+                sites = quality.candidates(kind, source)
+            except (SyntaxError, ValueError):
+                continue
+            useful = []
+            for holed, line, col, expected in sites:
+                needed = sorted(set(IDENT.findall(expected)) & elsewhere - set(IDENT.findall(holed)))
+                if needed:
+                    useful.append((holed, line, col, expected, needed))
+            if useful:
+                holed, line, col, expected, needed = rng.choice(useful)
+                holes.append(dict(kind=kind, project=project.name, file=str(path.relative_to(project)),
+                                  line=line, col=col, holed=holed, expected=expected, needed=needed))
+        if len(holes) >= per_project:
+            break
+    return holes[:per_project]
+
+
+def run_nib(hole, workdir, system, args):
+    """`nib complete --json` in the project copy, with or without the workspace index."""
+    project = Path(workdir) / hole["project"]
+    path = project / hole["file"]
+    original = path.read_text(encoding="utf-8", errors="replace")
+    path.write_text(hole["holed"], encoding="utf-8")
+    try:
+        line_text = hole["holed"].split("\n")[hole["line"]]
+        utf16_col = len(line_text[:hole["col"]].encode("utf-16-le")) // 2
+        cmd = [str(args.nib), "complete", "--json", "--file", hole["file"], "--line", str(hole["line"]),
+               "--character", str(utf16_col), "--model", str(args.model)] + args.nib_flags
+        if system == "with":
+            cmd += ["--workspace", "."]
+        proc, wall = quality.run(cmd, project)
+    finally:
+        path.write_text(original, encoding="utf-8")
+    if proc.returncode != 0:
+        return dict(text="", error=proc.stderr.strip().splitlines()[-1:], wall=wall, retrieved="", sources=[])
+    out = json.loads(proc.stdout)
+    s = out["stats"]
+    return dict(text=out["text"], wall=wall, model_ms=s["prefillMs"] + s["decodeMs"],
+                prompt_tokens=s["promptTokens"], retrieved=out.get("retrieved", ""), sources=out["sources"])
+
+
+def summarize(rows):
+    table = []
+    for system in SYSTEMS:
+        rs = [r[system] for r in rows]
+        ok = [r for r in rs if "error" not in r]
+        recall = None
+        if system == "with":
+            needed = [(name, r["with"]["retrieved"]) for r in rows for name in r["needed"]]
+            found = sum(bool(re.search(rf"\b{re.escape(n)}\b", text)) for n, text in needed)
+            recall = 100 * found / max(len(needed), 1)
+        table.append(dict(system=system, n=len(rs), errors=len(rs) - len(ok),
+                          exact=100 * sum(r["exact"] for r in rs) / max(len(rs), 1),
+                          first=100 * sum(r["first_line"] for r in rs) / max(len(rs), 1),
+                          similarity=statistics.fmean(r["similarity"] for r in rs) if rs else float("nan"),
+                          prompt=statistics.fmean(r["prompt_tokens"] for r in ok) if ok else float("nan"),
+                          model_ms=statistics.median(r["model_ms"] for r in ok) if ok else float("nan"),
+                          recall=recall))
+    return table
+
+
+def markdown(table):
+    lines = ["| system | holes | errors | exact match % | first line exact % | mean edit sim. | "
+             "retrieval recall % | mean prompt tokens | median prefill+decode ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for t in table:
+        recall = "—" if t["recall"] is None else f"{t['recall']:.0f}"
+        lines.append(f"| {t['system']} | {t['n']} | {t['errors']} | {t['exact']:.1f} | {t['first']:.1f} | "
+                     f"{t['similarity']:.3f} | {recall} | {t['prompt']:.0f} | {t['model_ms']:.0f} |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, default=quality.DEFAULT_MODEL)
+    ap.add_argument("--holes", type=int, default=40, help="holes in all (spread over the projects)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--nib", type=Path, default=quality.NIB)
+    ap.add_argument("--out", type=Path, help="markdown report (default: docs/quality.md; --smoke: none)")
+    ap.add_argument("--details", type=Path, help="also write every hole and both answers as JSON lines")
+    ap.add_argument("--smoke", action="store_true", help="2 holes; exit 1 if a call fails")
+    args = ap.parse_args()
+    total = 2 if args.smoke else args.holes
+    out = args.out or (None if args.smoke else ROOT / "docs" / "quality.md")
+    args.model = args.model.resolve()
+    args.nib_flags = ["--threads", str(args.threads)] if args.threads else []
+    if not args.nib.exists() or not (args.model / "model.onnx").exists():
+        sys.exit(f"need {args.nib} (make build) and {args.model}/model.onnx (make model)")
+    packages = site_packages()
+    projects = [packages / name for name in PROJECTS if (packages / name).is_dir()]
+    if not projects:
+        sys.exit(f"none of {', '.join(PROJECTS)} is installed in {packages} (make setup)")
+
+    rng = random.Random(args.seed)
+    per_project = -(-total // len(projects))
+    started, rows = time.perf_counter(), []
+    with tempfile.TemporaryDirectory(prefix="nib-repo-quality-") as workdir:
+        holes = []
+        for project in projects:
+            copy = Path(workdir) / project.name
+            shutil.copytree(project, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
+            holes += project_holes(copy, rng, per_project)
+        holes = holes[:total]
+        for i, hole in enumerate(holes, 1):
+            row = dict(hole)
+            for system in SYSTEMS:
+                row[system] = quality.score(run_nib(hole, workdir, system, args), hole["expected"])
+            rows.append(row)
+            print(f"[{i}/{len(holes)}] {hole['project']}/{hole['file']}:{hole['line'] + 1} {hole['kind']:4}"
+                  f" needs {','.join(hole['needed'][:3])}  "
+                  + "  ".join(f"{s} {'=' if row[s]['exact'] else ' '} {row[s]['similarity']:.2f}" for s in SYSTEMS),
+                  flush=True)
+    elapsed = time.perf_counter() - started
+    table = summarize(rows)
+    print("\n" + markdown(table) + f"\n\n{len(rows)} holes in {elapsed:.0f} s")
+    if args.details:
+        args.details.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "holed"}) + "\n"
+                                        for r in rows))
+    if out:
+        info = json.loads((args.model / "nib.json").read_text())
+        command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, ROOT)]
+                           + [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+        versions = ", ".join(f"{p.name} {version_of(p.name, packages)}" for p in projects)
+        report = (f"- date: {datetime.date.today()}\n- machine: {quality.machine()}\n"
+                  f"- model: {info.get('name')} ({info.get('precision')}), `{os.path.relpath(args.model, ROOT)}`\n"
+                  f"- projects (from `.venv`, installed by `make setup`): {versions}; seed {args.seed}\n"
+                  f"- command: `{command}`\n- run time: {elapsed:.0f} s for {len(rows)} holes\n\n"
+                  f"{markdown(table)}\n")
+        text = out.read_text() if out.exists() else "# Completion quality\n"
+        if BEGIN not in text:
+            text += f"\n## Repository context\n\n{BEGIN}\n{END}\n"
+        head, rest = text.split(BEGIN, 1)
+        out.write_text(f"{head}{BEGIN}\n{report}{END}{rest.split(END, 1)[1]}")
+        print(f"wrote {out}")
+    errors = sum("error" in r[s] for r in rows for s in SYSTEMS)
+    return 1 if args.smoke and errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

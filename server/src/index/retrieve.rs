@@ -1,0 +1,448 @@
+//! Retrieval for one cursor: the definitions (signature and body head) of the names used near
+//! the cursor and of the file's imported names, resolved across files through the symbol
+//! table; the chunks most similar to the code around the cursor (BM25 over identifiers); and
+//! recently edited or viewed regions of other files (the ring). All of it within a byte
+//! budget, in a stable order: the same retrieved set always renders to the same text.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use ropey::Rope;
+use tree_sitter::Tree;
+
+use super::ring::Ring;
+use super::store::{Definition, FileId, Index, posting_chunk, posting_count, terms};
+use crate::syntax::{Language, scopes};
+
+/// Lines before and after the cursor whose identifiers make the similarity query.
+const QUERY_LINES_BEFORE: usize = 30;
+const QUERY_LINES_AFTER: usize = 5;
+/// Lines before and after the cursor whose names are looked up: the statement being written
+/// and its neighbours (names further up are usually in the prompt already).
+const NAME_LINES_BEFORE: usize = 8;
+const NAME_LINES_AFTER: usize = 2;
+/// A definition is shown as its first lines (signature, docstring, body head).
+const DEFINITION_HEAD_LINES: usize = 6;
+const DEFINITION_HEAD_BYTES: usize = 400;
+/// A name defined in more places than this is too ambiguous to resolve by name alone.
+const MAX_DEFINITIONS_PER_NAME: usize = 4;
+/// Similar chunks are shown as their best window of this many lines.
+const SIMILAR_WINDOW_LINES: usize = 12;
+const BM25_K1: f64 = 1.2;
+const BM25_B: f64 = 0.75;
+/// Share of the budget for definitions; similar chunks and the ring share the rest.
+const DEFINITIONS_SHARE: f64 = 0.5;
+/// Terms in a larger share of all chunks than this are left out of the similarity score.
+const COMMON_TERM_SHARE: f64 = 0.2;
+/// Similar chunks scoring below this share of the best one are not shown.
+const MIN_SHARE_OF_BEST_SCORE: f64 = 0.4;
+/// The similarity query uses at most this many of its rarest words.
+const MAX_QUERY_TERMS: usize = 48;
+
+/// One retrieved piece of context.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snippet {
+    /// `definition`, `similar` or `recent`.
+    pub kind: &'static str,
+    pub path: PathBuf,
+    /// 0-based lines of the file.
+    pub lines: Range<usize>,
+    /// The defined name (definitions) or the BM25 score (similar chunks), for inspection.
+    pub detail: String,
+    pub text: String,
+}
+
+impl Snippet {
+    /// The name `nib complete --json` and `nib/inspect` list the snippet under.
+    pub fn source(&self, display: &str) -> String {
+        format!("{}:{display}:{}-{}:{}", self.kind, self.lines.start + 1, self.lines.end, self.detail)
+    }
+}
+
+/// The cursor's file as the query sees it.
+pub(crate) struct Cursor<'a> {
+    pub(crate) path: Option<&'a Path>,
+    pub(crate) language: Language,
+    pub(crate) rope: &'a Rope,
+    pub(crate) tree: Option<&'a Tree>,
+    pub(crate) cursor: usize,
+}
+
+/// Where snippet text comes from: open buffers first (their live text), else the file.
+pub(crate) trait Texts {
+    fn text(&mut self, path: &Path) -> Option<String>;
+}
+
+/// Names that are the language's own (builtins, keywords, common methods): never looked up.
+const NOT_LOOKED_UP: &[&str] = &[
+    "self",
+    "cls",
+    "str",
+    "int",
+    "float",
+    "bool",
+    "bytes",
+    "dict",
+    "list",
+    "set",
+    "tuple",
+    "object",
+    "type",
+    "len",
+    "print",
+    "open",
+    "range",
+    "isinstance",
+    "super",
+    "None",
+    "True",
+    "False",
+    "return",
+    "def",
+    "class",
+    "import",
+    "from",
+    "if",
+    "else",
+    "elif",
+    "for",
+    "while",
+    "in",
+    "not",
+    "and",
+    "or",
+    "is",
+    "with",
+    "as",
+    "try",
+    "except",
+    "raise",
+    "pass",
+    "yield",
+    "await",
+    "async",
+    "lambda",
+    "get",
+    "set",
+    "update",
+    "append",
+    "items",
+    "keys",
+    "values",
+    "fn",
+    "let",
+    "mut",
+    "pub",
+    "impl",
+    "use",
+    "crate",
+    "Self",
+    "Some",
+    "Ok",
+    "Err",
+    "Vec",
+    "String",
+    "Option",
+    "Result",
+    "new",
+    "const",
+    "var",
+    "function",
+    "this",
+    "new",
+    "export",
+    "func",
+    "package",
+    "string",
+    "error",
+    "nil",
+    "err",
+    "ctx",
+    "map",
+    "filter",
+    "join",
+    "format",
+    "push",
+    "info",
+    "debug",
+];
+
+/// Names used near the cursor, nearest first (names also imported first of all, attribute
+/// names after free names), then the other names the file imports.
+fn wanted_names(cursor: &Cursor) -> Vec<String> {
+    let rope = cursor.rope;
+    let line = rope.byte_to_line(cursor.cursor.min(rope.len_bytes()));
+    let start = line.saturating_sub(NAME_LINES_BEFORE);
+    let end = (line + NAME_LINES_AFTER + 1).min(rope.len_lines());
+    // Walk outwards from the cursor line so the nearest use of a name decides its rank.
+    let mut order: Vec<usize> = Vec::new();
+    for distance in 0..=(line - start).max(end - line) {
+        if distance <= line - start {
+            order.push(line - distance);
+        }
+        if distance > 0 && line + distance < end {
+            order.push(line + distance);
+        }
+    }
+    let imported: Vec<String> = match cursor.tree {
+        Some(tree) => scopes::imports(cursor.language, tree)
+            .into_iter()
+            .flat_map(|range| terms(&rope.byte_slice(range).to_string()))
+            .map(|(word, _)| word)
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut seen: HashSet<String> = NOT_LOOKED_UP.iter().map(|word| word.to_string()).collect();
+    let (mut near_and_imported, mut free, mut attributes) = (Vec::new(), Vec::new(), Vec::new());
+    for number in order {
+        let text = rope.line(number).to_string();
+        for (word, _) in terms(&text) {
+            if word.starts_with("__") || !seen.insert(word.clone()) {
+                continue;
+            }
+            let is_attribute = text.match_indices(word.as_str()).all(|(at, _)| text[..at].ends_with('.'));
+            match (imported.contains(&word), is_attribute) {
+                (true, _) => near_and_imported.push(word),
+                (false, false) => free.push(word),
+                (false, true) => attributes.push(word),
+            }
+        }
+    }
+    let rest_imported = imported.into_iter().filter(|word| seen.insert(word.clone()));
+    near_and_imported.into_iter().chain(free).chain(attributes).chain(rest_imported).collect()
+}
+
+/// Words of the import statements: a definition in a file whose name is one of them is the
+/// one the import means.
+fn imported_modules(cursor: &Cursor) -> HashSet<String> {
+    let Some(tree) = cursor.tree else {
+        return HashSet::new();
+    };
+    scopes::imports(cursor.language, tree)
+        .into_iter()
+        .flat_map(|range| terms(&cursor.rope.byte_slice(range).to_string()))
+        .map(|(word, _)| word)
+        .collect()
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_stem().map(|stem| stem.to_string_lossy().to_string()).unwrap_or_default()
+}
+
+/// The definition a name most likely means: one in a file the imports name, else the only one.
+fn resolve<'a>(
+    index: &Index,
+    definitions: &'a [Definition],
+    current: Option<FileId>,
+    modules: &HashSet<String>,
+) -> Option<&'a Definition> {
+    let elsewhere: Vec<&Definition> =
+        definitions.iter().filter(|definition| Some(definition.file) != current).collect();
+    let imported = elsewhere.iter().find(|definition| {
+        index.file(definition.file).is_some_and(|file| {
+            let stem = file_stem(&file.path);
+            modules.contains(&stem)
+                || (stem == "__init__" || stem == "mod" || stem == "index")
+                    && file.path.parent().is_some_and(|folder| modules.contains(&file_stem(folder)))
+        })
+    });
+    match imported {
+        Some(definition) => Some(definition),
+        None if elsewhere.len() <= MAX_DEFINITIONS_PER_NAME => elsewhere.first().copied(),
+        None => None,
+    }
+}
+
+/// The first lines of `bytes` in `text`, at most `DEFINITION_HEAD_LINES` and
+/// `DEFINITION_HEAD_BYTES`, whole lines only.
+fn head(text: &str, bytes: Range<usize>) -> Option<String> {
+    let body = text.get(bytes)?;
+    let mut kept = String::new();
+    for line in body.split_inclusive('\n').take(DEFINITION_HEAD_LINES) {
+        if kept.len() + line.len() > DEFINITION_HEAD_BYTES && !kept.is_empty() {
+            break;
+        }
+        kept.push_str(line);
+    }
+    let kept = kept.trim_end();
+    (!kept.is_empty()).then(|| kept.chars().take(DEFINITION_HEAD_BYTES).collect())
+}
+
+/// Definitions of the wanted names in other files, in the order of the names.
+fn definitions(index: &Index, cursor: &Cursor, texts: &mut dyn Texts, budget: usize) -> Vec<Snippet> {
+    let current = cursor.path.and_then(|path| index.file_id(path));
+    let modules = imported_modules(cursor);
+    let mut snippets: Vec<Snippet> = Vec::new();
+    let mut spent = 0;
+    let mut shown: HashSet<(FileId, u32)> = HashSet::new();
+    for name in wanted_names(cursor) {
+        let Some(term) = index.term(&name) else { continue };
+        let Some(definition) = resolve(index, index.definitions(term), current, &modules) else {
+            continue;
+        };
+        if !shown.insert((definition.file, definition.bytes.start)) {
+            continue;
+        }
+        let Some(file) = index.file(definition.file) else { continue };
+        let Some(text) = texts.text(&file.path) else { continue };
+        let Some(snippet_text) = head(&text, definition.bytes.start as usize..definition.bytes.end as usize) else {
+            continue;
+        };
+        if spent + snippet_text.len() > budget {
+            continue;
+        }
+        spent += snippet_text.len();
+        let line = definition.line as usize;
+        snippets.push(Snippet {
+            kind: "definition",
+            path: file.path.clone(),
+            lines: line..line + snippet_text.lines().count(),
+            detail: name,
+            text: snippet_text,
+        });
+    }
+    snippets
+}
+
+/// BM25 scores of the chunks sharing identifiers with `query`, best first, outside `current`.
+pub(crate) fn similar_chunks(index: &Index, query: &str, current: Option<FileId>) -> Vec<(u32, f64)> {
+    let chunk_count = index.chunk_count().max(1) as f64;
+    let average = index.average_chunk_length().max(1.0);
+    let mut scores: HashMap<u32, f64> = HashMap::new();
+    // The rarest words of the query carry its meaning; words in most chunks (`self`, `return`)
+    // say little and cost the most to score.
+    let mut query_terms: Vec<(f64, u16, &[u32])> = terms(query)
+        .into_iter()
+        .filter_map(|(word, query_count)| {
+            let postings = index.postings(index.term(&word)?);
+            let frequency = postings.len() as f64;
+            (frequency <= (chunk_count * COMMON_TERM_SHARE).max(50.0)).then_some((frequency, query_count, postings))
+        })
+        .collect();
+    query_terms.sort_by(|a, b| a.0.total_cmp(&b.0));
+    query_terms.truncate(MAX_QUERY_TERMS);
+    for (frequency, query_count, postings) in query_terms {
+        let idf = ((chunk_count - frequency + 0.5) / (frequency + 0.5) + 1.0).ln();
+        for &posting in postings {
+            let (chunk_id, count) = (posting_chunk(posting), posting_count(posting));
+            let Some(chunk) = index.chunk(chunk_id) else { continue };
+            if Some(chunk.file) == current {
+                continue;
+            }
+            let tf = f64::from(count);
+            let norm = BM25_K1 * (1.0 - BM25_B + BM25_B * f64::from(chunk.length) / average);
+            *scores.entry(chunk_id).or_default() +=
+                idf * tf * (BM25_K1 + 1.0) / (tf + norm) * f64::from(query_count.min(3));
+        }
+    }
+    let mut ranked: Vec<(u32, f64)> = scores.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked
+}
+
+/// The `SIMILAR_WINDOW_LINES` lines of `chunk_text` sharing the most identifiers with `query`.
+fn best_window(chunk_text: &str, query_words: &HashSet<String>) -> (usize, String) {
+    let lines: Vec<&str> = chunk_text.split_inclusive('\n').collect();
+    if lines.len() <= SIMILAR_WINDOW_LINES {
+        return (0, chunk_text.trim_end().to_string());
+    }
+    let line_hits: Vec<usize> =
+        lines.iter().map(|line| terms(line).iter().filter(|(word, _)| query_words.contains(word)).count()).collect();
+    let best_start = (0..=lines.len() - SIMILAR_WINDOW_LINES)
+        .max_by_key(|start| {
+            (line_hits[*start..*start + SIMILAR_WINDOW_LINES].iter().sum::<usize>(), usize::MAX - start)
+        })
+        .unwrap_or(0);
+    (best_start, lines[best_start..best_start + SIMILAR_WINDOW_LINES].concat().trim_end().to_string())
+}
+
+/// The code around the cursor the similarity query is made of.
+fn query_text(cursor: &Cursor) -> String {
+    let rope = cursor.rope;
+    let line = rope.byte_to_line(cursor.cursor.min(rope.len_bytes()));
+    let start = rope.line_to_byte(line.saturating_sub(QUERY_LINES_BEFORE));
+    let end = rope.line_to_byte((line + QUERY_LINES_AFTER + 1).min(rope.len_lines()));
+    rope.byte_slice(start..end).to_string()
+}
+
+/// The best similar chunks, one per file, as windows that fit `budget`.
+fn similar(index: &Index, cursor: &Cursor, texts: &mut dyn Texts, budget: usize, taken: &[Snippet]) -> Vec<Snippet> {
+    let current = cursor.path.and_then(|path| index.file_id(path));
+    let query = query_text(cursor);
+    let query_words: HashSet<String> = terms(&query).into_iter().map(|(word, _)| word).collect();
+    let mut files_used: HashSet<FileId> = HashSet::new();
+    let mut snippets = Vec::new();
+    let mut spent = 0;
+    let ranked = similar_chunks(index, &query, current);
+    let best = ranked.first().map_or(0.0, |(_, score)| *score);
+    // Far below the best match, a chunk shares only common words with the cursor's code.
+    let good_enough = ranked.into_iter().take(8).filter(|(_, score)| *score >= best * MIN_SHARE_OF_BEST_SCORE);
+    for (chunk_id, score) in good_enough {
+        let Some(chunk) = index.chunk(chunk_id) else { continue };
+        let Some(file) = index.file(chunk.file) else { continue };
+        if !files_used.insert(chunk.file) {
+            continue;
+        }
+        let Some(text) = texts.text(&file.path) else { continue };
+        let Some(chunk_text) = text.get(chunk.bytes.start as usize..chunk.bytes.end as usize) else { continue };
+        let (offset, window) = best_window(chunk_text, &query_words);
+        let first = chunk.lines.start as usize + offset;
+        let lines = first..first + window.lines().count();
+        let overlaps = |snippet: &Snippet| {
+            snippet.path == file.path && snippet.lines.start < lines.end && lines.start < snippet.lines.end
+        };
+        if window.is_empty() || taken.iter().any(overlaps) || spent + window.len() > budget {
+            continue;
+        }
+        spent += window.len();
+        snippets.push(Snippet {
+            kind: "similar",
+            path: file.path.clone(),
+            lines,
+            detail: format!("{score:.1}"),
+            text: window,
+        });
+        if snippets.len() == 2 {
+            break;
+        }
+    }
+    snippets
+}
+
+/// Everything retrieved for `cursor` within `budget` bytes: definitions, similar chunks, then
+/// recent regions of other files.
+pub(crate) fn retrieve(
+    index: &Index,
+    cursor: &Cursor,
+    ring: &Ring,
+    texts: &mut dyn Texts,
+    budget: usize,
+) -> Vec<Snippet> {
+    let definition_budget = (budget as f64 * DEFINITIONS_SHARE) as usize;
+    let mut snippets = definitions(index, cursor, texts, definition_budget);
+    let spent: usize = snippets.iter().map(|snippet| snippet.text.len()).sum();
+    let similar = similar(index, cursor, texts, budget.saturating_sub(spent) * 2 / 3, &snippets);
+    snippets.extend(similar);
+    let spent: usize = snippets.iter().map(|snippet| snippet.text.len()).sum();
+    let mut remaining = budget.saturating_sub(spent);
+    for region in ring.recent(cursor.path) {
+        let overlaps = snippets.iter().any(|snippet| {
+            snippet.path == region.path
+                && snippet.lines.start < region.lines.end
+                && region.lines.start < snippet.lines.end
+        });
+        if overlaps || region.text.len() > remaining {
+            continue;
+        }
+        remaining -= region.text.len();
+        snippets.push(Snippet {
+            kind: "recent",
+            path: region.path.clone(),
+            lines: region.lines.clone(),
+            detail: region.reason.to_string(),
+            text: region.text.clone(),
+        });
+    }
+    snippets
+}
