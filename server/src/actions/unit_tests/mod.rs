@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 pub use assemble::{Test, find_tests, make_names_unique, python_import_line};
 pub use plan::plan;
-pub use write::{Repair, Request, TESTS_PER_ACTION, finish, generate, write_candidates};
+pub use write::{Repair, Request, TESTS_PER_ACTION, body_of, finish, generate, write_candidates};
 
 use super::Insertion;
 use super::scaffold::AsyncStyle;

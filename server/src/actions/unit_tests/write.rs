@@ -208,7 +208,8 @@ fn closer(language: Language) -> &'static str {
 }
 
 /// Body text without the name, to spot a test repeating an earlier one.
-fn body_of(test: &Test) -> String {
+/// A test without its name: two tests with the same body are the same test.
+pub fn body_of(test: &Test) -> String {
     test.text.replacen(&test.name, "", 1)
 }
 

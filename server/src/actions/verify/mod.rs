@@ -235,6 +235,11 @@ fn python_verified(
                 if let Some(text) = &result.text {
                     candidate.text = text.clone();
                 }
+                // Writing the observed value can turn two candidates into the same test.
+                let body = unit_tests::body_of(&candidate);
+                if kept.iter().any(|test| unit_tests::body_of(test) == body) {
+                    continue;
+                }
                 for name in &result.imports {
                     if !plan.imported.contains(name) {
                         plan.imported.push(name.clone());
