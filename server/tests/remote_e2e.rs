@@ -259,6 +259,9 @@ fn completions_and_code_actions_run_on_a_remote_server() {
         tests.split("def test_").skip(1).map(|t| t.split_once('\n').map_or("", |(_, body)| body)).collect();
     let distinct: std::collections::HashSet<&&str> = bodies.iter().collect();
     assert_eq!(distinct.len(), bodies.len(), "the same test twice: {tests}");
+    let said = server.wait_for("the summary", |m| m["method"] == "window/showMessage");
+    let said = said["params"]["message"].as_str().unwrap_or_default();
+    assert!(said.contains("pass on the current code") || said.contains("passes on the current code"), "{said}");
     server.shutdown();
 }
 
