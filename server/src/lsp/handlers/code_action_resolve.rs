@@ -173,16 +173,19 @@ pub fn write_tests(server: &mut Server, responder: Responder, data: &ActionData,
                     .filter(|document| !document.out_of_sync)
                     .map(|document| document.version)
                     == Some(target.version);
+                let mut summary = None;
                 let edit = result.map(|written| {
-                    if still_current {
-                        let typ = if written.verified { MessageType::INFO } else { MessageType::WARNING };
-                        let shown = ShowMessageParams { typ, message: format!("nib: {}", written.message) };
-                        server.notify_typed::<ShowMessage>(shown);
-                    }
+                    let typ = if written.verified { MessageType::INFO } else { MessageType::WARNING };
+                    summary = Some(ShowMessageParams { typ, message: format!("nib: {}", written.message) });
                     let output = Output::Tests(written.edit, written.existing);
                     edit_json(output, &open_versions, server.encoding)
                 });
-                deliver(server, edit, still_current, &progress, responder, delivery);
+                // The summary says what was written: only when the edit went to the editor.
+                if deliver(server, edit, still_current, &progress, responder, delivery)
+                    && let Some(summary) = summary
+                {
+                    server.notify_typed::<ShowMessage>(summary);
+                }
             });
         },
     );
@@ -329,7 +332,7 @@ fn edit_json(output: Output, open_versions: &[(String, i32)], encoding: Position
     }
 }
 
-/// Answers the request with the edit, or says why there is none.
+/// Answers the request with the edit, or says why there is none; true when the edit was delivered.
 fn deliver(
     server: &Server,
     result: Result<Value, ActionError>,
@@ -337,7 +340,7 @@ fn deliver(
     progress: &Progress,
     responder: Responder,
     delivery: Delivery,
-) {
+) -> bool {
     // Every document the edit names must be as it was, and the edit in a form the client takes.
     let still_current = still_current
         && result.as_ref().map_or(true, |edit| workspace_edit::documents_unchanged(edit, &server.documents));
@@ -350,6 +353,7 @@ fn deliver(
                 code::REQUEST_CANCELLED,
                 "the server is shutting down; nothing was applied",
             )));
+            false
         }
         Ok(_) if !still_current => {
             progress.end(server, "the document changed");
@@ -357,6 +361,7 @@ fn deliver(
                 code::CONTENT_MODIFIED,
                 "the document changed while nib was generating; nothing was applied — run the action again",
             )));
+            false
         }
         Ok(edit) => {
             progress.end(server, "done");
@@ -371,10 +376,12 @@ fn deliver(
                     responder.respond(Ok(Value::Null));
                 }
             }
+            true
         }
         Err(ActionError::Engine(EngineError::Cancelled)) => {
             progress.end(server, "cancelled");
             responder.respond(Err(ResponseError::cancelled()));
+            false
         }
         Err(error) => {
             progress.end(server, "failed");
@@ -382,6 +389,7 @@ fn deliver(
             let shown = ShowMessageParams { typ: MessageType::ERROR, message: format!("nib: {message}") };
             server.notify_typed::<ShowMessage>(shown);
             responder.respond(Err(ResponseError::request_failed(message)));
+            false
         }
     }
 }
