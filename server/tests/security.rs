@@ -511,6 +511,7 @@ fn test_edits_address_open_files_as_the_editor_spells_them_and_honour_its_capabi
     let changes = resolved["edit"]["documentChanges"].as_array().unwrap();
     assert_eq!(changes.len(), 1, "the file exists: no create: {changes:?}");
     assert_eq!(changes[0]["textDocument"], json!({ "uri": test_uri, "version": 4 }), "the open document, as spelled");
+    shown(&mut server, "written");
 
     // The test file is gone and the client cannot create files: refused, saying what to do.
     server.notify("textDocument/didClose", json!({ "textDocument": { "uri": test_uri } }));
