@@ -108,11 +108,38 @@ fn workspace_folders(params: &InitializeParams) -> Vec<PathBuf> {
 /// What the client's `workspace.workspaceEdit` says it can apply.
 fn edit_support(capabilities: Option<&ls_types::WorkspaceEditClientCapabilities>) -> EditSupport {
     let Some(capabilities) = capabilities else { return EditSupport::default() };
+    // Resource operations exist only inside `documentChanges`, so a client that declares them
+    // applies `documentChanges` even when it does not say so (Neovim 0.11 declares only
+    // `resourceOperations`).
+    let declares_operations = capabilities.resource_operations.as_ref().is_some_and(|kinds| !kinds.is_empty());
     EditSupport {
-        document_changes: capabilities.document_changes.unwrap_or(false),
+        document_changes: capabilities.document_changes.unwrap_or(false) || declares_operations,
         create_files: capabilities
             .resource_operations
             .as_ref()
             .is_some_and(|kinds| kinds.contains(&ls_types::ResourceOperationKind::Create)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ls_types::{ResourceOperationKind, WorkspaceEditClientCapabilities};
+
+    #[test]
+    fn declared_resource_operations_imply_document_changes_as_neovim_sends_them() {
+        let neovim = WorkspaceEditClientCapabilities {
+            resource_operations: Some(vec![
+                ResourceOperationKind::Rename,
+                ResourceOperationKind::Create,
+                ResourceOperationKind::Delete,
+            ]),
+            ..Default::default()
+        };
+        let support = edit_support(Some(&neovim));
+        assert!(support.document_changes && support.create_files);
+        let plain = WorkspaceEditClientCapabilities::default();
+        let support = edit_support(Some(&plain));
+        assert!(!support.document_changes && !support.create_files);
     }
 }
