@@ -15,6 +15,7 @@ import {
   resolveServerPath,
   statusView,
   toServerSettings,
+  withWorkspaceTrust,
 } from '../logic';
 
 const extensionDir = path.resolve(__dirname, '..', '..');
