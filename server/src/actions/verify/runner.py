@@ -14,6 +14,7 @@ import ast
 import builtins
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import json
 import math
 import os
