@@ -270,17 +270,21 @@ async function testUnitTests() {
   await shot('6-unit-tests');
 }
 
-/** Sets a string setting through the Settings editor, as a user would. */
+/** Sets a string setting through the Settings editor, as a user would. Path settings are
+ * machine-overridable, so in code-server (a remote window) they live in the Remote tab and in
+ * the machine settings file beside the user one. */
 async function setInSettingsEditor(id, value) {
   await palette('Preferences: Open User Settings');
   await page.waitForSelector('.settings-editor', { timeout: 20000 });
   await page.keyboard.press('Control+A');
   await page.keyboard.type(`@id:${id}`);
+  await page.click('.settings-editor .settings-tabs-widget .action-label:has-text("Remote")');
   const input = `.settings-editor .setting-item-contents:has-text("${id.split('.').pop().replace(/Path$/, '')}") input`;
   await page.waitForSelector(input, { timeout: 20000 });
   await page.fill(input, value);
-  await waitFor(`${id} = ${JSON.stringify(value)} in the user settings`, async () => {
-    const settings = fs.readFileSync(NIB_USER_SETTINGS, 'utf8');
+  const machineSettings = path.join(path.dirname(path.dirname(NIB_USER_SETTINGS)), 'Machine', 'settings.json');
+  await waitFor(`${id} = ${JSON.stringify(value)} in the machine settings`, async () => {
+    const settings = fs.existsSync(machineSettings) ? fs.readFileSync(machineSettings, 'utf8') : '';
     return value === '' ? !settings.includes(`"${id}"`) : settings.includes(`"${id}": ${JSON.stringify(value)}`);
   }, 15000);
 }
