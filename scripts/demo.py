@@ -153,6 +153,8 @@ def main():
                 "general": {"positionEncodings": ["utf-16"]},
                 "textDocument": {"inlineCompletion": {}},
                 "window": {"workDoneProgress": True},
+                # Like VS Code: versioned edits and file creation (nib fits its edits to these).
+                "workspace": {"workspaceEdit": {"documentChanges": True, "resourceOperations": ["create"]}},
             },
         },
     )
