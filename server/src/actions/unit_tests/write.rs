@@ -9,6 +9,7 @@ use crate::actions::scaffold::{self, AsyncStyle, Collaborator, Piece};
 use crate::actions::{ActionError, Asker, Target};
 use crate::engine::{Backend, CancelToken, Flow};
 use crate::syntax::Language;
+use crate::syntax::languages::TestLayout;
 use crate::syntax::scopes::ScopeKind;
 
 /// How one test is written, in two short generations: the rest of its name after `name_lead`
@@ -249,7 +250,7 @@ pub fn write_candidates(
         context.push_str(&format!("\n\n```{}\n{}```", target.fence(), request.hints));
     }
     let mut asker = Asker::new(model, cancel, context);
-    let comment = if language == Language::Python { "#" } else { "//" };
+    let comment = language.spec().line_comment;
     let question = format!(
         "Write {} unit tests for `{qualified}`. Cover typical inputs and edge cases with short test functions that each assert a result. Reply with code only.",
         framework(language)
@@ -262,7 +263,10 @@ pub fn write_candidates(
     let wanted = if request.repairs.is_empty() { request.count } else { request.repairs.len() };
     let mut tests: Vec<Test> = Vec::new();
     let mut failures = 0;
-    let separator = if language == Language::Python { "\n\n\n" } else { "\n\n" };
+    let separator = match language.spec().tests {
+        TestLayout::Python => "\n\n\n",
+        TestLayout::Rust | TestLayout::Node | TestLayout::Go => "\n\n",
+    };
     while tests.len() < wanted && failures < request.max_discarded {
         // The first test is greedy; later ones (and retries) sample, so they differ.
         asker.attempt = (request.earlier.len() + tests.len() + failures) as u64;

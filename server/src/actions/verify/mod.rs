@@ -21,6 +21,7 @@ use super::unit_tests::{self, Plan, PythonStyle, Repair, Request, Test, TestEdit
 use super::{ActionError, Target};
 use crate::engine::{CancelToken, EngineError, TaskQueue};
 use crate::syntax::Language;
+use crate::syntax::languages::TestLayout;
 
 /// Candidates the model writes in the first round.
 const CANDIDATES: usize = 6;
@@ -116,9 +117,9 @@ fn tests_word(count: usize) -> String {
 
 /// Imports the module's top-level names the tests use (a dataclass they construct).
 fn import_used_names(target: &Target, plan: &mut Plan, tests: &[Test]) {
-    if target.language != Language::Python {
+    let TestLayout::Python = target.language.spec().tests else {
         return;
-    }
+    };
     let subject = plan.imported.first().cloned().unwrap_or_default();
     for name in python::names_used(target, tests, &subject) {
         if !plan.imported.contains(&name) {
