@@ -13,6 +13,7 @@
 //! Everything here runs on a worker thread; the model is reached through the engine's task
 //! queue, one round at a time, so the engine thread never waits for a test run.
 
+pub mod budget;
 pub mod go;
 pub mod javascript;
 pub mod python;
@@ -25,11 +26,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use self::budget::Budget;
 use super::project_files::ProjectFiles;
 use super::unit_tests::{self, Plan, Repair, Request, Test, TestEdit};
 use super::{ActionError, Target};
 use crate::engine::{CancelToken, EngineError, TaskQueue};
 use crate::syntax::Language;
+use crate::syntax::languages::TestLayout;
 
 /// Candidates the model writes in the first round.
 const CANDIDATES: usize = 6;
@@ -53,6 +56,8 @@ pub struct Job {
     pub python_interpreter: Option<PathBuf>,
     pub queue: TaskQueue,
     pub cancel: CancelToken,
+    /// The whole action's time (`nib.tests.timeBudgetSeconds`), started when the job was made.
+    pub budget: Budget,
 }
 
 /// The tests to insert and what to tell the user.
@@ -260,7 +265,9 @@ fn runner(
             Some(go) => Ok(Box::new(go::Go { go: go.program })),
             None => Err(format!("no go on PATH or at {}", toolchain::DEBIAN_GO)),
         },
-        _ => Err(format!("nib does not run {} tests yet", language_name(language))),
+        Language::TypeScript | Language::Tsx | Language::Rust => {
+            Err(format!("nib does not run {} tests yet", language.spec().display_name))
+        }
     }
 }
 
@@ -272,16 +279,6 @@ pub fn unverified_reason(
     root: &Path,
 ) -> Option<String> {
     runner(language, verify, python_interpreter, root).err()
-}
-
-fn language_name(language: Language) -> &'static str {
-    match language {
-        Language::Python => "Python",
-        Language::Rust => "Rust",
-        Language::JavaScript => "JavaScript",
-        Language::TypeScript | Language::Tsx => "TypeScript",
-        Language::Go => "Go",
-    }
 }
 
 /// The whole action after the plan (`unit_tests::plan`, which the caller checks): candidates,
@@ -296,17 +293,25 @@ pub fn write_tests(job: &Job, mut plan: Plan, progress: &dyn Fn(&str)) -> Result
 fn unverified(job: &Job, plan: &mut Plan, reason: &str, progress: &dyn Fn(&str)) -> Result<Written, ActionError> {
     progress("writing tests");
     let tests = ask_model(job, plan, "", unit_tests::TESTS_PER_ACTION, Vec::new(), Vec::new())?;
-    if job.target.language == Language::Python {
+    if tests.is_empty() && job.budget.spent() {
+        return Err(out_of_time_before_any_test(&job.budget));
+    }
+    if let TestLayout::Python = job.target.language.spec().tests {
         python::import_used_names(&job.target, plan, &tests);
     }
     let edit = unit_tests::finish(&job.target, plan, tests)?;
     let count = edit.tests.len();
+    let cut = if job.budget.spent() { format!("; {}", job.budget.ran_out()) } else { String::new() };
     Ok(Written {
-        message: format!("{} written (unverified: {reason})", tests_word(count)),
+        message: format!("{} written (unverified: {reason}{cut})", tests_word(count)),
         existing: plan.existing.clone(),
         edit,
         verified: false,
     })
+}
+
+fn out_of_time_before_any_test(budget: &Budget) -> ActionError {
+    ActionError::Rejected(format!("{} before the model wrote a complete test; nothing was written", budget.ran_out()))
 }
 
 fn tests_word(count: usize) -> String {
@@ -324,9 +329,17 @@ fn ask_model(
 ) -> Result<Vec<Test>, ActionError> {
     let (sender, receiver) = crossbeam_channel::bounded(1);
     let (target, plan, hints, cancel) = (job.target.clone(), plan.clone(), hints.to_string(), job.cancel.clone());
+    let budget = job.budget.clone();
     job.queue.run(Box::new(move |model| {
         let max_discarded = if repairs.is_empty() { 5 } else { 3 };
-        let request = Request { hints: &hints, count, repairs: &repairs, earlier: &earlier, max_discarded };
+        let request = Request {
+            hints: &hints,
+            count,
+            repairs: &repairs,
+            earlier: &earlier,
+            max_discarded,
+            budget: Some(&budget),
+        };
         let result = model
             .map_err(ActionError::from)
             .and_then(|model| unit_tests::write_candidates(model, &target, &plan, &request, cancel));
@@ -353,6 +366,9 @@ fn verified(job: &Job, plan: &mut Plan, runner: &dyn Runner, progress: &dyn Fn(&
     let hints = runner.hints(job, plan);
     progress("writing candidate tests");
     let mut candidates = ask_model(job, plan, &hints, CANDIDATES, Vec::new(), Vec::new())?;
+    if candidates.is_empty() && job.budget.spent() {
+        return Err(out_of_time_before_any_test(&job.budget));
+    }
     let mut kept: Vec<Test> = Vec::new();
     let mut first_error: Option<String> = None;
     let mut tried = 0;
@@ -362,6 +378,8 @@ fn verified(job: &Job, plan: &mut Plan, runner: &dyn Runner, progress: &dyn Fn(&
         .as_deref()
         .map(|text| unit_tests::find_tests(language, text).into_iter().map(|t| t.name).collect())
         .unwrap_or_default();
+    // A round cut short by the budget counts as stopped by it.
+    let mut out_of_time = job.budget.spent();
     for round in 0..=REPAIR_ROUNDS {
         let taken: Vec<String> = kept.iter().map(|t| t.name.clone()).chain(existing.iter().cloned()).collect();
         unit_tests::make_names_unique(language, &mut candidates, &taken);
@@ -370,7 +388,7 @@ fn verified(job: &Job, plan: &mut Plan, runner: &dyn Runner, progress: &dyn Fn(&
         }
         tried += candidates.len();
         runner.prepare(&job.target, plan, &candidates);
-        progress(&format!("running {} candidate tests", candidates.len()));
+        progress(&format!("running {} candidate tests ({})", candidates.len(), job.budget.progress()));
         let report = runner.run_candidates(&job.target, plan, &candidates, &job.cancel)?;
         if let Some(error) = report.module_error {
             return Err(ActionError::Rejected(format!(
@@ -408,14 +426,25 @@ fn verified(job: &Job, plan: &mut Plan, runner: &dyn Runner, progress: &dyn Fn(&
         if kept.len() >= unit_tests::TESTS_PER_ACTION || repairs.is_empty() || round == REPAIR_ROUNDS {
             break;
         }
-        progress(&format!("repairing {} (round {} of {REPAIR_ROUNDS})", tests_word(repairs.len()), round + 1));
+        if job.budget.spent() {
+            out_of_time = true;
+            break;
+        }
+        progress(&format!(
+            "repairing {} (round {} of {REPAIR_ROUNDS}, {})",
+            tests_word(repairs.len()),
+            round + 1,
+            job.budget.progress()
+        ));
         repairs.truncate(MAX_REPAIRS);
         candidates = ask_model(job, plan, &hints, 0, repairs, kept.clone())?;
+        out_of_time = job.budget.spent();
     }
     kept.truncate(KEEP);
+    let ran_out = if out_of_time { format!(" before {}", job.budget.ran_out()) } else { String::new() };
     let none_passed = |first_error: Option<String>| {
         ActionError::Rejected(format!(
-            "none of the {tried} candidate tests passed on the current code (first error: {}); nothing was written",
+            "none of the {tried} candidate tests passed on the current code{ran_out} (first error: {}); nothing was written",
             first_error.unwrap_or_else(|| "the model wrote no complete test".into())
         ))
     };
@@ -445,6 +474,11 @@ fn verified(job: &Job, plan: &mut Plan, runner: &dyn Runner, progress: &dyn Fn(&
         if failing.is_empty() && !missing && !edit.tests.is_empty() {
             let message = format!("{} written, they pass on the current code", tests_word(edit.tests.len()));
             let message = if edit.tests.len() == 1 { message.replace("they pass", "it passes") } else { message };
+            let message = if out_of_time {
+                format!("{message}; {}, so writing and repairing stopped early", job.budget.ran_out())
+            } else {
+                message
+            };
             return Ok(Written { edit, existing: plan.existing.clone(), message, verified: true });
         }
         first_error = failing.first().and_then(|r| r.error.clone()).or(first_error);
