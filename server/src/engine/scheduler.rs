@@ -439,43 +439,44 @@ mod tests {
 
     #[test]
     fn an_engine_held_by_a_task_answers_work_over_the_bound_at_once() {
-        let engine = engine();
-        let log = Log::default();
-        let (after_first, resume, done) = long_task(&engine, &log, 2);
-        after_first.recv_timeout(WAIT).unwrap();
+        let held = held_by_a_task(2);
+        let (engine, log) = (&held.engine, &held.log);
         for n in 0..MAX_WAITING {
-            engine.submit(job(&log, &format!("invoked {n}"), Priority::Invoked));
+            engine.submit(job(log, &format!("invoked {n}"), Priority::Invoked));
         }
         let (refusal, refused) = bounded(1);
-        let mut over = job(&log, "over", Priority::Invoked);
+        let mut over = job(log, "over", Priority::Invoked);
         over.on_done = Box::new(move |result| refusal.send(result.err()).unwrap());
         engine.submit(over);
         // Answered before the engine is free again: submitting never waits.
         let why = refused.try_recv().expect("answered during submit");
         assert_eq!(why, Some(EngineError::Busy { waiting: MAX_WAITING }));
-        resume.send(()).unwrap();
-        done.recv_timeout(WAIT).unwrap();
+        held.resume();
         let log = log.lock().unwrap();
         assert_eq!(log.len(), 2 + MAX_WAITING, "{log:?}");
         assert!(log[1..=MAX_WAITING].iter().all(|line| line.ends_with(": true")), "{log:?}");
     }
 
-    /// Starts a task of `steps` generations that, after its first, waits until `resume`
-    /// says the test has queued its work; `done` fires when the task ends.
-    fn long_task(
-        engine: &EngineHandle,
-        log: &Log,
-        steps: usize,
-    ) -> (Receiver<()>, crossbeam_channel::Sender<()>, Receiver<()>) {
+    /// An engine busy with a task of `steps` generations, paused after its first while the test
+    /// queues work; `resume` lets it go on and waits until it has ended.
+    struct Held {
+        engine: EngineHandle,
+        log: Log,
+        resume: crossbeam_channel::Sender<()>,
+        done: Receiver<()>,
+    }
+
+    fn held_by_a_task(steps: usize) -> Held {
+        let (engine, log) = (engine(), Log::default());
         let (first_done, after_first) = bounded(1);
         let (resume, resumed) = bounded::<()>(1);
         let (finished, done) = bounded(1);
-        let log = Arc::clone(log);
+        let task_log = Arc::clone(&log);
         engine.run(Box::new(move |backend| {
             let backend = backend.expect("the model is ready");
             for step in 1..=steps {
                 backend.generate(&request(&format!("step {step}")), &mut |_| Flow::Continue).unwrap();
-                note(&log, &format!("step {step}"));
+                note(&task_log, &format!("step {step}"));
                 if step == 1 {
                     first_done.send(()).unwrap();
                     resumed.recv_timeout(WAIT).unwrap();
@@ -483,39 +484,40 @@ mod tests {
             }
             finished.send(()).unwrap();
         }));
-        (after_first, resume, done)
+        after_first.recv_timeout(WAIT).unwrap();
+        Held { engine, log, resume, done }
+    }
+
+    impl Held {
+        fn resume(&self) {
+            self.resume.send(()).unwrap();
+            self.done.recv_timeout(WAIT).unwrap();
+        }
     }
 
     #[test]
     fn a_completion_runs_between_two_steps_of_a_long_task() {
-        let engine = engine();
-        let log = Log::default();
-        let (after_first, resume, done) = long_task(&engine, &log, 3);
-        after_first.recv_timeout(WAIT).unwrap();
-        engine.submit(job(&log, "completion", Priority::Automatic));
-        resume.send(()).unwrap();
-        done.recv_timeout(WAIT).unwrap();
-        assert_eq!(*log.lock().unwrap(), ["step 1", "completion: true", "step 2", "step 3"]);
+        let held = held_by_a_task(3);
+        held.engine.submit(job(&held.log, "completion", Priority::Automatic));
+        held.resume();
+        assert_eq!(*held.log.lock().unwrap(), ["step 1", "completion: true", "step 2", "step 3"]);
     }
 
     #[test]
     fn waiting_work_runs_by_priority_then_arrival() {
-        let engine = engine();
-        let log = Log::default();
-        let (after_first, resume, done) = long_task(&engine, &log, 2);
-        after_first.recv_timeout(WAIT).unwrap();
+        let held = held_by_a_task(2);
+        let (engine, log) = (&held.engine, &held.log);
         // A second code action queued first must wait for the first to end.
-        let (second_log, (second_done, second_finished)) = (Arc::clone(&log), bounded(1));
+        let (second_log, (second_done, second_finished)) = (Arc::clone(log), bounded(1));
         engine.run(Box::new(move |_| {
             note(&second_log, "second task");
             second_done.send(()).unwrap();
         }));
-        engine.submit(job(&log, "background", Priority::Background));
-        engine.submit(job(&log, "automatic 1", Priority::Automatic));
-        engine.submit(job(&log, "invoked", Priority::Invoked));
-        engine.submit(job(&log, "automatic 2", Priority::Automatic));
-        resume.send(()).unwrap();
-        done.recv_timeout(WAIT).unwrap();
+        engine.submit(job(log, "background", Priority::Background));
+        engine.submit(job(log, "automatic 1", Priority::Automatic));
+        engine.submit(job(log, "invoked", Priority::Invoked));
+        engine.submit(job(log, "automatic 2", Priority::Automatic));
+        held.resume();
         second_finished.recv_timeout(WAIT).unwrap();
         assert_eq!(
             *log.lock().unwrap(),
