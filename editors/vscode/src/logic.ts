@@ -24,7 +24,7 @@ export interface ServerSettings {
   completion: { enabled: boolean; maxTokens: number; contextTokens: number; languages: string[] };
   context: { workspace: boolean; maxFiles: number };
   python: { interpreter: string };
-  tests: { verify: string };
+  tests: { verify: string; timeBudgetSeconds: number };
   docstring: { style: string };
   backend: string;
   remote: {
@@ -95,7 +95,7 @@ export function toServerSettings(read: SettingsReader, workspaceFolder?: string,
     },
     context: { workspace: get('context.workspace', true), maxFiles: get('context.maxFiles', 20000) },
     python: { interpreter: pathSetting('python.interpreter') },
-    tests: { verify: get('tests.verify', 'auto') },
+    tests: { verify: get('tests.verify', 'auto'), timeBudgetSeconds: get('tests.timeBudgetSeconds', 30) },
     docstring: { style: get('docstring.style', 'google') },
     backend: get('backend', 'local'),
     remote: {
@@ -119,7 +119,7 @@ export function toServerSettings(read: SettingsReader, workspaceFolder?: string,
  * untrusted one the server writes tests unverified, whatever the settings say.
  */
 export function withWorkspaceTrust(settings: ServerSettings, trusted: boolean): ServerSettings {
-  return trusted ? settings : { ...settings, tests: { verify: 'off' } };
+  return trusted ? settings : { ...settings, tests: { ...settings.tests, verify: 'off' } };
 }
 
 /** What resolving the server path found: the command to run and how it was chosen. */

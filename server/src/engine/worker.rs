@@ -226,6 +226,23 @@ fn answer_refused(refused: Vec<Refused>) {
     }
 }
 
+#[cfg(test)]
+impl TaskQueue {
+    /// A queue whose tasks run in order on a thread of their own with `backend`: a scripted
+    /// model for tests of code that waits for model rounds.
+    pub fn serving(mut backend: Box<dyn Backend + Send>) -> TaskQueue {
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for command in receiver {
+                if let Command::Run(task) = command {
+                    task(Ok(backend.as_mut()));
+                }
+            }
+        });
+        TaskQueue(sender)
+    }
+}
+
 impl Drop for EngineHandle {
     fn drop(&mut self) {
         self.stop();

@@ -8,6 +8,7 @@ use ropey::Rope;
 use tree_sitter::{Node, Tree};
 
 use super::Language;
+use super::languages::{Blocks, DocStyle};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScopeKind {
@@ -113,7 +114,8 @@ fn refine_kind(language: Language, node: Node, kind: ScopeKind) -> ScopeKind {
         return kind;
     }
     let mut parent = node.parent();
-    if language == Language::Python && parent.is_some_and(|p| p.kind() == "decorated_definition") {
+    // Only Python has decorated definitions.
+    if parent.is_some_and(|p| p.kind() == "decorated_definition") {
         parent = parent.and_then(|p| p.parent());
     }
     let container = parent.and_then(|p| p.parent());
@@ -233,11 +235,13 @@ fn parameters(language: Language, rope: &Rope, node: Node) -> Vec<Parameter> {
             Language::Go => go_parameter(rope, child, &mut result),
         }
     }
-    // The receiver is implicit: docstrings and tests never list it.
-    if language == Language::Python
-        && refine_kind(language, node, ScopeKind::Function) == ScopeKind::Method
-        && result.first().is_some_and(|p| p.name == "self" || p.name == "cls")
-    {
+    // The receiver is implicit: docstrings and tests never list it. Only Python spells it
+    // as an ordinary first parameter.
+    let explicit_receiver = match language {
+        Language::Python => result.first().is_some_and(|p| p.name == "self" || p.name == "cls"),
+        Language::Rust | Language::JavaScript | Language::TypeScript | Language::Tsx | Language::Go => false,
+    };
+    if explicit_receiver && refine_kind(language, node, ScopeKind::Function) == ScopeKind::Method {
         result.remove(0);
     }
     result
@@ -338,13 +342,18 @@ fn return_annotation(language: Language, rope: &Rope, node: Node) -> Option<Stri
         "variable_declarator" => node.child_by_field_name("value")?,
         _ => node,
     };
-    let field = if language == Language::Go { "result" } else { "return_type" };
+    let field = match language {
+        Language::Go => "result",
+        Language::Python | Language::Rust | Language::JavaScript | Language::TypeScript | Language::Tsx => {
+            "return_type"
+        }
+    };
     field_text(rope, node, field).map(|t| t.trim_start_matches(':').trim().to_string())
 }
 
 /// The existing docstring (Python) or the doc comment directly above the anchor.
 fn existing_doc(language: Language, rope: &Rope, node: Node, anchor: Node) -> Option<Range<usize>> {
-    if language == Language::Python {
+    if let DocStyle::Docstring = language.spec().doc {
         let body = node.child_by_field_name("body")?;
         let first = body.named_child(0)?;
         let string = first.named_child(0).filter(|_| first.kind() == "expression_statement")?;
@@ -360,12 +369,12 @@ fn existing_doc(language: Language, rope: &Rope, node: Node, anchor: Node) -> Op
     }
     let comment = previous.filter(|s| s.kind().contains("comment"))?;
     let comment_text = text(rope, comment);
-    let is_doc = match language {
-        Language::Rust => comment_text.starts_with("///") || comment_text.starts_with("/**"),
-        Language::JavaScript | Language::TypeScript | Language::Tsx => comment_text.starts_with("/**"),
+    let is_doc = match language.spec().doc {
+        DocStyle::RustDoc => comment_text.starts_with("///") || comment_text.starts_with("/**"),
+        DocStyle::JsDoc => comment_text.starts_with("/**"),
         // Go doc comments are plain `//` comments on the lines directly above the declaration.
-        Language::Go => comment.end_position().row + 1 >= anchor.start_position().row,
-        Language::Python => false,
+        DocStyle::GoDoc => comment.end_position().row + 1 >= anchor.start_position().row,
+        DocStyle::Docstring => false,
     };
     is_doc.then(|| comment.byte_range())
 }
@@ -450,7 +459,7 @@ fn python_scope_by_indentation<'tree>(tree: &'tree Tree, rope: &Rope, byte: usiz
 pub fn scope_at(language: Language, tree: &Tree, rope: &Rope, byte: usize) -> Option<Scope> {
     let byte = byte.min(rope.len_bytes());
     let mut found = innermost_containing(language, tree, byte);
-    if language == Language::Python
+    if let Blocks::Indentation = language.spec().blocks
         && let Some(by_indent) = python_scope_by_indentation(tree, rope, byte)
     {
         // Prefer the deeper of the two.

@@ -39,7 +39,7 @@ test('contributed defaults map to exactly the server defaults of docs/configurat
     completion: { enabled: true, maxTokens: 64, contextTokens: 1024, languages: [] },
     context: { workspace: true, maxFiles: 20000 },
     python: { interpreter: '' },
-    tests: { verify: 'auto' },
+    tests: { verify: 'auto', timeBudgetSeconds: 30 },
     docstring: { style: 'google' },
     backend: 'local',
     remote: {
@@ -262,5 +262,6 @@ test('generated tests are run only in a trusted workspace', () => {
   const settings = toServerSettings(defaults(), '/ws', '/home/u');
   assert.equal(withWorkspaceTrust(settings, true).tests.verify, 'auto');
   assert.equal(withWorkspaceTrust(settings, false).tests.verify, 'off');
+  assert.equal(withWorkspaceTrust(settings, false).tests.timeBudgetSeconds, 30, 'other test settings stay');
   assert.equal(settings.tests.verify, 'auto', 'the settings object itself is not changed');
 });

@@ -7,6 +7,7 @@ use tree_sitter::Node;
 use super::{Plan, PythonStyle};
 use crate::actions::scaffold::AsyncStyle;
 use crate::actions::{Insertion, Target};
+use crate::syntax::languages::TestLayout;
 use crate::syntax::scopes::ScopeKind;
 use crate::syntax::{self, Language};
 
@@ -14,7 +15,7 @@ use crate::syntax::{self, Language};
 /// for async code without pytest-asyncio, a `TestCase` when the project uses unittest.
 pub(super) fn in_unittest_class(target: &Target, plan: &Plan) -> bool {
     let is_async = target.scope.is_async && target.scope.kind == ScopeKind::Function;
-    target.language == Language::Python
+    matches!(target.language.spec().tests, TestLayout::Python)
         && if is_async { plan.async_style == AsyncStyle::Unittest } else { plan.python_style == PythonStyle::Unittest }
 }
 

@@ -10,6 +10,7 @@ use crate::actions::project_files::ProjectFiles;
 use crate::actions::scaffold;
 use crate::actions::{ActionError, Target};
 use crate::syntax::Language;
+use crate::syntax::languages::TestLayout;
 use crate::syntax::scopes::ScopeKind;
 
 pub(super) fn stem(path: &Path) -> String {
@@ -19,7 +20,7 @@ pub(super) fn stem(path: &Path) -> String {
 /// The name tests import, and the name they call: the class for a method.
 pub(super) fn subject(target: &Target) -> (String, String) {
     let name = target.scope.name.clone();
-    if target.scope.kind == ScopeKind::Method && target.language == Language::Python {
+    if target.scope.kind == ScopeKind::Method && matches!(target.language.spec().tests, TestLayout::Python) {
         let root = target.tree.root_node();
         let mut node = root.descendant_for_byte_range(target.scope.range.start, target.scope.range.end);
         while let Some(current) = node {
@@ -197,7 +198,7 @@ pub fn plan(target: &Target, workspace_folders: &[PathBuf], files: &ProjectFiles
         return Err(ActionError::Rejected(format!("{} is outside the workspace; nothing was written", file.display())));
     }
     let existing = if file == source { Some(target.rope.to_string()) } else { files.read(&file) };
-    if let Some(existing) = existing.as_deref().filter(|_| target.language == Language::Python) {
+    if let Some(existing) = existing.as_deref().filter(|_| matches!(target.language.spec().tests, TestLayout::Python)) {
         // An existing test file's style wins.
         if existing.contains("unittest.TestCase") || existing.contains("IsolatedAsyncioTestCase") {
             python_style = PythonStyle::Unittest;
@@ -214,7 +215,8 @@ pub fn plan(target: &Target, workspace_folders: &[PathBuf], files: &ProjectFiles
         extra_imports: Vec::new(),
         async_style: scaffold::python_async_style(&root, &|path| files.read(path)),
         python_style,
-        tokio: target.language == Language::Rust && scaffold::rust_uses_tokio(&source, &root, &|path| files.read(path)),
+        tokio: matches!(target.language.spec().tests, TestLayout::Rust)
+            && scaffold::rust_uses_tokio(&source, &root, &|path| files.read(path)),
         import_roots,
         root,
     })

@@ -6,9 +6,11 @@ use super::assemble::{Test, assemble, find_tests, make_names_unique, parses_as_w
 use super::plan::subject;
 use super::{Plan, TestEdit};
 use crate::actions::scaffold::{self, AsyncStyle, Collaborator, Piece};
+use crate::actions::verify::budget::Budget;
 use crate::actions::{ActionError, Asker, Target};
-use crate::engine::{Backend, CancelToken, Flow};
+use crate::engine::{Backend, CancelToken, EngineError, Flow};
 use crate::syntax::Language;
+use crate::syntax::languages::TestLayout;
 use crate::syntax::scopes::ScopeKind;
 
 /// How one test is written, in two short generations: the rest of its name after `name_lead`
@@ -230,11 +232,14 @@ pub struct Request<'a> {
     pub earlier: &'a [Test],
     /// Discarded attempts after which the round ends (each costs a generation).
     pub max_discarded: usize,
+    /// The action's time budget: no test is started after it, and one being written is cut.
+    pub budget: Option<&'a Budget>,
 }
 
 /// Candidate tests, written one at a time (each prompt shows the earlier ones, so the model
 /// writes different cases and the KV cache covers the shared start), each generation stopped
 /// as soon as the test is complete; only complete, asserting, distinct tests are returned.
+/// When the request's budget runs out, the tests finished by then are the answer.
 pub fn write_candidates(
     model: &mut dyn Backend,
     target: &Target,
@@ -242,6 +247,22 @@ pub fn write_candidates(
     request: &Request,
     cancel: CancelToken,
 ) -> Result<Vec<Test>, ActionError> {
+    let mut tests = Vec::new();
+    match write_into(model, target, plan, request, cancel, &mut tests) {
+        // The budget's deadline stopped a generation.
+        Err(ActionError::Engine(EngineError::TimedOut)) if request.budget.is_some_and(Budget::spent) => Ok(tests),
+        outcome => outcome.map(|()| tests),
+    }
+}
+
+fn write_into(
+    model: &mut dyn Backend,
+    target: &Target,
+    plan: &Plan,
+    request: &Request,
+    cancel: CancelToken,
+    tests: &mut Vec<Test>,
+) -> Result<(), ActionError> {
     let language = target.language;
     let (_, qualified) = subject(target);
     let mut context = format!("```{}\n{}\n```", target.fence(), target.source());
@@ -249,7 +270,8 @@ pub fn write_candidates(
         context.push_str(&format!("\n\n```{}\n{}```", target.fence(), request.hints));
     }
     let mut asker = Asker::new(model, cancel, context);
-    let comment = if language == Language::Python { "#" } else { "//" };
+    asker.deadline = request.budget.map(Budget::deadline);
+    let comment = language.spec().line_comment;
     let question = format!(
         "Write {} unit tests for `{qualified}`. Cover typical inputs and edge cases with short test functions that each assert a result. Reply with code only.",
         framework(language)
@@ -260,10 +282,13 @@ pub fn write_candidates(
         if scaffold::needed(target, &collaborators) { scaffolded_shape(target, plan, &collaborators) } else { None };
     let parameter_names: Vec<String> = target.scope.parameters.iter().map(|p| p.name.clone()).collect();
     let wanted = if request.repairs.is_empty() { request.count } else { request.repairs.len() };
-    let mut tests: Vec<Test> = Vec::new();
     let mut failures = 0;
-    let separator = if language == Language::Python { "\n\n\n" } else { "\n\n" };
-    while tests.len() < wanted && failures < request.max_discarded {
+    let separator = match language.spec().tests {
+        TestLayout::Python => "\n\n\n",
+        TestLayout::Rust | TestLayout::Node | TestLayout::Go => "\n\n",
+    };
+    let out_of_time = || request.budget.is_some_and(Budget::spent);
+    while tests.len() < wanted && failures < request.max_discarded && !out_of_time() {
         // The first test is greedy; later ones (and retries) sample, so they differ.
         asker.attempt = (request.earlier.len() + tests.len() + failures) as u64;
         // The tests so far, then the start of the next one.
@@ -281,7 +306,7 @@ pub fn write_candidates(
                 written.push_str(&format!("{comment} The test above fails: {error}\n{comment} A correct test:\n"));
             }
             None => {
-                for test in request.earlier.iter().chain(&tests) {
+                for test in request.earlier.iter().chain(tests.iter()) {
                     written.push_str(&test.text);
                     written.push_str(separator);
                 }
@@ -333,7 +358,7 @@ pub fn write_candidates(
             request
                 .earlier
                 .iter()
-                .chain(&tests)
+                .chain(tests.iter())
                 .chain(request.repairs.iter().map(|r| &r.test))
                 .all(|t| body_of(t) != body_of(test))
         };
@@ -345,7 +370,7 @@ pub fn write_candidates(
             }
         }
     }
-    Ok(tests)
+    Ok(())
 }
 
 /// The edit for `tests`: unique names, and the longest run of them that leaves the target
@@ -385,7 +410,8 @@ pub fn generate(
     plan: &Plan,
     cancel: CancelToken,
 ) -> Result<TestEdit, ActionError> {
-    let request = Request { hints: "", count: TESTS_PER_ACTION, repairs: &[], earlier: &[], max_discarded: 5 };
+    let request =
+        Request { hints: "", count: TESTS_PER_ACTION, repairs: &[], earlier: &[], max_discarded: 5, budget: None };
     let tests = write_candidates(model, target, plan, &request, cancel)?;
     finish(target, plan, tests)
 }

@@ -9,6 +9,7 @@
 //! Everything here runs on a worker thread; the model is reached through the engine's task
 //! queue, one round at a time, so the engine thread never waits for a test run.
 
+pub mod budget;
 pub mod python;
 #[cfg(test)]
 mod tests;
@@ -16,11 +17,13 @@ pub mod toolchain;
 
 use std::path::PathBuf;
 
+use self::budget::Budget;
 use super::project_files::ProjectFiles;
 use super::unit_tests::{self, Plan, PythonStyle, Repair, Request, Test, TestEdit};
 use super::{ActionError, Target};
 use crate::engine::{CancelToken, EngineError, TaskQueue};
 use crate::syntax::Language;
+use crate::syntax::languages::TestLayout;
 
 /// Candidates the model writes in the first round.
 const CANDIDATES: usize = 6;
@@ -42,6 +45,8 @@ pub struct Job {
     pub python_interpreter: Option<PathBuf>,
     pub queue: TaskQueue,
     pub cancel: CancelToken,
+    /// The whole action's time (`nib.tests.timeBudgetSeconds`), started when the job was made.
+    pub budget: Budget,
 }
 
 /// The tests to insert and what to tell the user.
@@ -99,15 +104,23 @@ pub fn write_tests(job: &Job, mut plan: Plan, progress: &dyn Fn(&str)) -> Result
 fn unverified(job: &Job, plan: &mut Plan, reason: &str, progress: &dyn Fn(&str)) -> Result<Written, ActionError> {
     progress("writing tests");
     let tests = ask_model(job, plan, "", unit_tests::TESTS_PER_ACTION, Vec::new(), Vec::new())?;
+    if tests.is_empty() && job.budget.spent() {
+        return Err(out_of_time_before_any_test(&job.budget));
+    }
     import_used_names(&job.target, plan, &tests);
     let edit = unit_tests::finish(&job.target, plan, tests)?;
     let count = edit.tests.len();
+    let cut = if job.budget.spent() { format!("; {}", job.budget.ran_out()) } else { String::new() };
     Ok(Written {
-        message: format!("{} written (unverified: {reason})", tests_word(count)),
+        message: format!("{} written (unverified: {reason}{cut})", tests_word(count)),
         existing: plan.existing.clone(),
         edit,
         verified: false,
     })
+}
+
+fn out_of_time_before_any_test(budget: &Budget) -> ActionError {
+    ActionError::Rejected(format!("{} before the model wrote a complete test; nothing was written", budget.ran_out()))
 }
 
 fn tests_word(count: usize) -> String {
@@ -116,9 +129,9 @@ fn tests_word(count: usize) -> String {
 
 /// Imports the module's top-level names the tests use (a dataclass they construct).
 fn import_used_names(target: &Target, plan: &mut Plan, tests: &[Test]) {
-    if target.language != Language::Python {
+    let TestLayout::Python = target.language.spec().tests else {
         return;
-    }
+    };
     let subject = plan.imported.first().cloned().unwrap_or_default();
     for name in python::names_used(target, tests, &subject) {
         if !plan.imported.contains(&name) {
@@ -150,9 +163,17 @@ fn ask_model(
 ) -> Result<Vec<Test>, ActionError> {
     let (sender, receiver) = crossbeam_channel::bounded(1);
     let (target, plan, hints, cancel) = (job.target.clone(), plan.clone(), hints.to_string(), job.cancel.clone());
+    let budget = job.budget.clone();
     job.queue.run(Box::new(move |model| {
         let max_discarded = if repairs.is_empty() { 5 } else { 3 };
-        let request = Request { hints: &hints, count, repairs: &repairs, earlier: &earlier, max_discarded };
+        let request = Request {
+            hints: &hints,
+            count,
+            repairs: &repairs,
+            earlier: &earlier,
+            max_discarded,
+            budget: Some(&budget),
+        };
         let result = model
             .map_err(ActionError::from)
             .and_then(|model| unit_tests::write_candidates(model, &target, &plan, &request, cancel));
@@ -208,9 +229,14 @@ fn python_verified(
     let hints = python::type_hints(&job.target, plan, &job.files);
     progress("writing candidate tests");
     let mut candidates = ask_model(job, plan, &hints, CANDIDATES, Vec::new(), Vec::new())?;
+    if candidates.is_empty() && job.budget.spent() {
+        return Err(out_of_time_before_any_test(&job.budget));
+    }
     let mut kept: Vec<Test> = Vec::new();
     let mut first_error: Option<String> = None;
     let mut tried = 0;
+    // A round cut short by the budget counts as stopped by it.
+    let mut out_of_time = job.budget.spent();
     for round in 0..=REPAIR_ROUNDS {
         let taken: Vec<String> = kept.iter().map(|t| t.name.clone()).collect();
         unit_tests::make_names_unique(Language::Python, &mut candidates, &taken);
@@ -219,7 +245,7 @@ fn python_verified(
         }
         tried += candidates.len();
         import_used_names(&job.target, plan, &candidates);
-        progress(&format!("running {} candidate tests", candidates.len()));
+        progress(&format!("running {} candidate tests ({})", candidates.len(), job.budget.progress()));
         let report = run_candidates(&job.target, plan, interpreter, &candidates, &job.cancel)?;
         if let Some(error) = report.module_error {
             return Err(ActionError::Rejected(format!(
@@ -257,14 +283,25 @@ fn python_verified(
         if kept.len() >= unit_tests::TESTS_PER_ACTION || repairs.is_empty() || round == REPAIR_ROUNDS {
             break;
         }
-        progress(&format!("repairing {} (round {} of {REPAIR_ROUNDS})", tests_word(repairs.len()), round + 1));
+        if job.budget.spent() {
+            out_of_time = true;
+            break;
+        }
+        progress(&format!(
+            "repairing {} (round {} of {REPAIR_ROUNDS}, {})",
+            tests_word(repairs.len()),
+            round + 1,
+            job.budget.progress()
+        ));
         repairs.truncate(MAX_REPAIRS);
         candidates = ask_model(job, plan, &hints, 0, repairs, kept.clone())?;
+        out_of_time = job.budget.spent();
     }
     kept.truncate(KEEP);
+    let ran_out = if out_of_time { format!(" before {}", job.budget.ran_out()) } else { String::new() };
     let none_passed = |first_error: Option<String>| {
         ActionError::Rejected(format!(
-            "none of the {tried} candidate tests passed on the current code (first error: {}); nothing was written",
+            "none of the {tried} candidate tests passed on the current code{ran_out} (first error: {}); nothing was written",
             first_error.unwrap_or_else(|| "the model wrote no complete test".into())
         ))
     };
@@ -287,6 +324,11 @@ fn python_verified(
         if failing.is_empty() && !edit.tests.is_empty() {
             let message = format!("{} written, they pass on the current code", tests_word(edit.tests.len()));
             let message = if edit.tests.len() == 1 { message.replace("they pass", "it passes") } else { message };
+            let message = if out_of_time {
+                format!("{message}; {}, so writing and repairing stopped early", job.budget.ran_out())
+            } else {
+                message
+            };
             return Ok(Written { edit, existing: plan.existing.clone(), message, verified: true });
         }
         first_error = failing.first().and_then(|r| r.error.clone()).or(first_error);

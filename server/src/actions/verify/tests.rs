@@ -2,6 +2,8 @@
 //! observed values, expected exceptions, the editor's unsaved text, and containment.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::actions::project_files::ProjectFiles;
@@ -134,4 +136,125 @@ fn runaway_code_is_stopped_and_leaves_the_workspace_alone() {
     } else {
         eprintln!("no user namespaces here: sockets and workspace writes are not contained (docs/quality.md)");
     }
+}
+
+/// A model that names each test `case_N` and writes the given bodies in turn; every body moves
+/// the action's clock on by `seconds_per_body`. It records what it was asked.
+struct Scripted {
+    info: crate::engine::ModelInfo,
+    bodies: &'static [&'static str],
+    written: usize,
+    seconds: Arc<AtomicU64>,
+    seconds_per_body: u64,
+    prompts: Arc<Mutex<Vec<String>>>,
+}
+
+impl crate::engine::Backend for Scripted {
+    fn info(&self) -> &crate::engine::ModelInfo {
+        &self.info
+    }
+
+    fn generate(
+        &mut self,
+        request: &crate::engine::GenerationRequest,
+        observer: &mut dyn FnMut(&str) -> crate::engine::Flow,
+    ) -> Result<crate::engine::Generation, EngineError> {
+        use crate::engine::PromptPiece;
+        let prompt: String = request
+            .prompt
+            .iter()
+            .map(|piece| match piece {
+                PromptPiece::Text(t) | PromptPiece::Special(t) => t.as_str(),
+            })
+            .collect();
+        self.prompts.lock().unwrap().push(prompt);
+        let text = if request.max_tokens <= 12 {
+            format!("case_{}", self.written)
+        } else {
+            self.seconds.fetch_add(self.seconds_per_body, Ordering::SeqCst);
+            self.written += 1;
+            self.bodies[(self.written - 1) % self.bodies.len()].to_string()
+        };
+        let _ = observer(&text);
+        Ok(crate::engine::Generation {
+            text,
+            tokens: Vec::new(),
+            finish: crate::engine::FinishReason::Length,
+            stats: Default::default(),
+        })
+    }
+}
+
+/// The verified action on `source` with the scripted model and a 10 s budget on a clock the
+/// model moves; the clock starts at `start_seconds`. (the outcome, the prompts, bodies written)
+fn budgeted_action(
+    source: &str,
+    bodies: &'static [&'static str],
+    start_seconds: u64,
+) -> (Result<Written, ActionError>, Vec<String>, Vec<String>) {
+    let scratch = scratch(&[("calc.py", &source.replace("$0", ""))], "calc.py", source);
+    let seconds = Arc::new(AtomicU64::new(0));
+    let base = std::time::Instant::now();
+    let clock = {
+        let seconds = seconds.clone();
+        Arc::new(move || base + std::time::Duration::from_secs(seconds.load(Ordering::SeqCst)))
+    };
+    let budget = Budget::with_clock(std::time::Duration::from_secs(10), clock);
+    seconds.store(start_seconds, Ordering::SeqCst);
+    let prompts = Arc::new(Mutex::new(Vec::new()));
+    let model = Scripted {
+        info: Default::default(),
+        bodies,
+        written: 0,
+        seconds: seconds.clone(),
+        seconds_per_body: 4,
+        prompts: prompts.clone(),
+    };
+    let folders = vec![scratch.root.path().to_path_buf()];
+    let job = Job {
+        target: scratch.target.clone(),
+        files: ProjectFiles::new(folders.clone(), Vec::new()),
+        folders,
+        verify: true,
+        python_interpreter: Some(python3()),
+        queue: crate::engine::TaskQueue::serving(Box::new(model)),
+        cancel: CancelToken::default(),
+        budget,
+    };
+    let notes = Mutex::new(Vec::new());
+    let outcome = write_tests(&job, scratch.plan.clone(), &|note: &str| notes.lock().unwrap().push(note.to_string()));
+    let prompts = prompts.lock().unwrap().clone();
+    (outcome, prompts, notes.into_inner().unwrap())
+}
+
+const DOUBLE: &str = "def double(x):\n    return 2 * x$0\n";
+
+#[test]
+fn the_time_budget_stops_writing_and_repairing_and_delivers_what_passed() {
+    // Three bodies fit in 10 s at 4 s each (6 would be asked for); the second raises a
+    // TypeError, which a repair round would send back to the model.
+    let (outcome, prompts, notes) = budgeted_action(DOUBLE, &["1) == 0\n", "None) == 0\n", "3) == 6\n"], 0);
+    let written = outcome.unwrap();
+    let bodies = prompts.iter().filter(|p| p.ends_with("assert double(")).count();
+    assert_eq!(bodies, 3, "no test is started once the budget is spent (of {CANDIDATES} wanted)");
+    assert!(!prompts.iter().any(|p| p.contains("The test above fails")), "no repair round after the budget");
+    assert!(written.verified);
+    let texts: Vec<&str> = written.edit.tests.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts[0].ends_with("assert double(1) == 2"), "the observed value: {texts:?}");
+    assert_eq!(
+        written.message,
+        "2 tests written, they pass on the current code; the 10 s time budget (nib.tests.timeBudgetSeconds) ran out, so writing and repairing stopped early"
+    );
+    assert!(notes.contains(&"running 3 candidate tests (12 s of 10 s)".to_string()), "{notes:?}");
+}
+
+#[test]
+fn a_budget_spent_before_any_test_writes_nothing() {
+    let (outcome, prompts, _) = budgeted_action(DOUBLE, &["1) == 2\n"], 10);
+    assert!(prompts.is_empty(), "the model was not asked: {prompts:?}");
+    assert_eq!(
+        outcome.err().unwrap().to_string(),
+        "the 10 s time budget (nib.tests.timeBudgetSeconds) ran out before the model wrote a complete test; nothing was written"
+    );
 }
