@@ -246,6 +246,16 @@ impl Inbox {
         }
     }
 
+    /// Like `next`, giving up after `timeout`.
+    #[cfg(test)]
+    pub(super) fn next_within(&self, timeout: std::time::Duration) -> Option<Next> {
+        let mut pending = self.pending();
+        if pending.heap.is_empty() && pending.controls.is_empty() {
+            pending = self.arrived.wait_timeout(pending, timeout).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        pending.take_next()
+    }
+
     /// The highest-priority waiting job above `priority`, for a task that yields.
     pub(super) fn job_above(&self, priority: Priority) -> Option<Box<Job>> {
         self.pending().take_job_above(priority)

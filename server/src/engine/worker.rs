@@ -231,15 +231,17 @@ impl TaskQueue {
     /// A queue whose tasks run in order on a thread of their own with `backend`: a scripted
     /// model for tests of code that waits for model rounds.
     pub fn serving(mut backend: Box<dyn Backend + Send>) -> TaskQueue {
-        let (sender, receiver) = crossbeam_channel::unbounded();
+        let inbox = Arc::new(Inbox::default());
+        let thread_inbox = Arc::clone(&inbox);
         std::thread::spawn(move || {
-            for command in receiver {
-                if let Command::Run(task) = command {
+            // Ends once every clone of the queue is gone.
+            while Arc::strong_count(&thread_inbox) > 1 {
+                if let Some(Next::Work(Work::Task(task))) = thread_inbox.next_within(Duration::from_millis(50)) {
                     task(Ok(backend.as_mut()));
                 }
             }
         });
-        TaskQueue(sender)
+        TaskQueue(inbox)
     }
 }
 
