@@ -1,6 +1,6 @@
 //! Go.
 
-use super::{Apostrophe, Blocks, DocStyle, Spec, TestLayout};
+use super::{Apostrophe, Blocks, DocStyle, QuerySources, Spec, TestLayout};
 use crate::syntax::Language;
 
 pub(super) static SPEC: Spec = Spec {
@@ -11,6 +11,10 @@ pub(super) static SPEC: Spec = Spec {
     extensions: &["go"],
     grammar: || tree_sitter_go::LANGUAGE.into(),
     tags: &[tree_sitter_go::TAGS_QUERY],
+    queries: QuerySources {
+        scopes: &[include_str!("../../../queries/go/scopes.scm")],
+        imports: include_str!("../../../queries/go/imports.scm"),
+    },
     fence: "go",
     line_comment: "//",
     // Go has no semicolons to add; `go func() {` and `defer func() {` call their literal.

@@ -1,8 +1,11 @@
 //! JavaScript, TypeScript and TSX: one family that shares its syntax queries, comments,
 //! JSDoc and `node:test` layout.
 
-use super::{Apostrophe, Blocks, DocStyle, Spec, TestLayout};
+use super::{Apostrophe, Blocks, DocStyle, QuerySources, Spec, TestLayout};
 use crate::syntax::Language;
+
+const ECMA_SCOPES: &str = include_str!("../../../queries/ecma/scopes.scm");
+const ECMA_IMPORTS: &str = include_str!("../../../queries/ecma/imports.scm");
 
 const TOP_LEVEL_STARTS: &[&str] = &["\nfunction ", "\nexport ", "\nclass ", "\nimport "];
 
@@ -14,6 +17,7 @@ pub(super) static JAVASCRIPT: Spec = Spec {
     extensions: &["js", "mjs", "cjs", "jsx"],
     grammar: || tree_sitter_javascript::LANGUAGE.into(),
     tags: &[tree_sitter_javascript::TAGS_QUERY],
+    queries: QuerySources { scopes: &[ECMA_SCOPES], imports: ECMA_IMPORTS },
     fence: "javascript",
     line_comment: "//",
     blocks: Blocks::Braces { semicolons: true },
@@ -34,6 +38,10 @@ pub(super) static TYPESCRIPT: Spec = Spec {
     extensions: &["ts", "mts", "cts"],
     grammar: || tree_sitter_typescript::LANGUAGE_TYPESCRIPT.into(),
     tags: TYPESCRIPT_TAGS,
+    queries: QuerySources {
+        scopes: &[ECMA_SCOPES, include_str!("../../../queries/typescript/scopes.scm")],
+        imports: ECMA_IMPORTS,
+    },
     fence: "typescript",
     ..JAVASCRIPT
 };

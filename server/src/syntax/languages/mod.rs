@@ -9,6 +9,11 @@ mod javascript;
 mod python;
 mod rust;
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use tree_sitter::Query;
+
 use super::Language;
 
 /// What nib knows about one language.
@@ -25,6 +30,8 @@ pub struct Spec {
     pub grammar: fn() -> tree_sitter::Language,
     /// The grammar crates' tags queries, concatenated: definitions for the workspace index.
     pub tags: &'static [&'static str],
+    /// nib's own queries, from `server/queries/<language>/`.
+    pub queries: QuerySources,
     /// The Markdown fence name prompts show code under.
     pub fence: &'static str,
     /// What starts a line comment.
@@ -38,6 +45,42 @@ pub struct Spec {
     pub doc: DocStyle,
     /// How and where unit tests are written.
     pub tests: TestLayout,
+}
+
+/// The text of a language's query files (tree-sitter `.scm`, as in helix's `runtime/queries`).
+#[derive(Clone, Copy)]
+pub struct QuerySources {
+    /// `scopes.scm`, concatenated: `@function`, `@method` and `@class` definitions.
+    pub scopes: &'static [&'static str],
+    /// `imports.scm`: `@import` statements.
+    pub imports: &'static str,
+}
+
+/// A language's queries, compiled once.
+pub struct Queries {
+    pub scopes: Query,
+    pub imports: Query,
+}
+
+impl Language {
+    /// This language's compiled queries. The query files are part of the build and a test
+    /// compiles every one, so a failure here is a build defect.
+    pub fn queries(self) -> &'static Queries {
+        static COMPILED: OnceLock<HashMap<Language, Queries>> = OnceLock::new();
+        let compiled = COMPILED.get_or_init(|| ALL.iter().map(|spec| (spec.language, compile(spec))).collect());
+        &compiled[&self]
+    }
+}
+
+fn compile(spec: &Spec) -> Queries {
+    let grammar = (spec.grammar)();
+    let query = |file: &str, source: &str| {
+        Query::new(&grammar, source).unwrap_or_else(|error| panic!("queries/{}/{file}: {error}", spec.name))
+    };
+    Queries {
+        scopes: query("scopes.scm", &spec.queries.scopes.concat()),
+        imports: query("imports.scm", spec.queries.imports),
+    }
 }
 
 /// How blocks are delimited.
@@ -121,6 +164,17 @@ mod tests {
             unique.sort_unstable();
             unique.dedup();
             assert_eq!(unique.len(), list.len(), "an id or extension names two languages: {list:?}");
+        }
+    }
+
+    #[test]
+    fn every_query_compiles_and_captures_what_nib_reads() {
+        for spec in ALL {
+            let queries = spec.language.queries();
+            for name in queries.scopes.capture_names() {
+                assert!(["function", "method", "class"].contains(name), "{}: scopes.scm captures @{name}", spec.name);
+            }
+            assert_eq!(queries.imports.capture_names(), ["import"], "{}: imports.scm", spec.name);
         }
     }
 

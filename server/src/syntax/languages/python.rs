@@ -1,6 +1,6 @@
 //! Python.
 
-use super::{Apostrophe, Blocks, DocStyle, Spec, TestLayout};
+use super::{Apostrophe, Blocks, DocStyle, QuerySources, Spec, TestLayout};
 use crate::syntax::Language;
 
 pub(super) static SPEC: Spec = Spec {
@@ -11,6 +11,10 @@ pub(super) static SPEC: Spec = Spec {
     extensions: &["py", "pyi"],
     grammar: || tree_sitter_python::LANGUAGE.into(),
     tags: &[tree_sitter_python::TAGS_QUERY],
+    queries: QuerySources {
+        scopes: &[include_str!("../../../queries/python/scopes.scm")],
+        imports: include_str!("../../../queries/python/imports.scm"),
+    },
     fence: "python",
     line_comment: "#",
     blocks: Blocks::Indentation,

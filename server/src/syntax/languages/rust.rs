@@ -1,6 +1,6 @@
 //! Rust.
 
-use super::{Apostrophe, Blocks, DocStyle, Spec, TestLayout};
+use super::{Apostrophe, Blocks, DocStyle, QuerySources, Spec, TestLayout};
 use crate::syntax::Language;
 
 pub(super) static SPEC: Spec = Spec {
@@ -11,6 +11,10 @@ pub(super) static SPEC: Spec = Spec {
     extensions: &["rs"],
     grammar: || tree_sitter_rust::LANGUAGE.into(),
     tags: &[tree_sitter_rust::TAGS_QUERY],
+    queries: QuerySources {
+        scopes: &[include_str!("../../../queries/rust/scopes.scm")],
+        imports: include_str!("../../../queries/rust/imports.scm"),
+    },
     fence: "rust",
     line_comment: "//",
     blocks: Blocks::Braces { semicolons: true },
