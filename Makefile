@@ -33,7 +33,7 @@ go:
 	@scripts/setup-go.sh
 
 # The end-to-end tests run on the default model, the remote-backend tests on llama.cpp's
-# server (.venv-llama), the verified-tests tests on node and go; here a missing model, server
+# server (.venv-llama), the verified-tests tests on node, go and cargo; here a missing model, server
 # or toolchain is a failure, not a skip.
 test-rust: setup llama go
 	NIB_REQUIRE_DEFAULT_MODEL=1 NIB_REQUIRE_REMOTE=1 NIB_REQUIRE_TOOLCHAINS=1 cargo test --release --locked

@@ -125,3 +125,39 @@ fn go_tests_are_verified_with_go_test() {
     assert_eq!(entries.len(), 3, "verification wrote nothing into the workspace: {entries:?}");
     server.shutdown();
 }
+
+#[test]
+fn rust_tests_are_verified_with_cargo_test() {
+    let Some(model) = default_model() else { return };
+    let Some(cargo) = toolchain("cargo", None) else { return };
+    let workspace = ScratchDir::new("verified-rust");
+    let root = workspace.0.clone();
+    std::fs::write(root.join("Cargo.toml"), "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n")
+        .unwrap();
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    let source = "pub fn halve(value: i32) -> i32 {\n    value / 2\n}\n";
+    std::fs::write(root.join("src/lib.rs"), source).unwrap();
+    let mut server = start(&model, &root);
+    let uri = format!("file://{}", root.join("src/lib.rs").display());
+    server.open(&uri, "rust", source);
+    let actions = server.code_actions(&uri, 1, 4);
+    let action = actions.iter().find(|a| a["kind"] == "refactor.nib.tests").expect("the tests action").clone();
+    assert!(!action["title"].as_str().unwrap().contains("unverified"), "{action}");
+    let resolved = server.request("codeAction/resolve", action).expect("verified tests");
+    let said = server.wait_for("the summary", |m| m["method"] == "window/showMessage");
+    let summary = said["params"]["message"].as_str().unwrap();
+    assert!(summary.contains(" on the current code"), "{summary}");
+    let change = &resolved["edit"]["documentChanges"][0];
+    let inserted: String = change["edits"].as_array().unwrap().iter().map(|e| e["newText"].as_str().unwrap()).collect();
+    assert!(inserted.contains("#[cfg(test)]\nmod tests {\n    use super::*;\n"), "{inserted}");
+    let entries: Vec<_> = std::fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(entries.len(), 2, "verification wrote nothing into the workspace: {entries:?}");
+    std::fs::write(root.join("src/lib.rs"), format!("{source}{inserted}")).unwrap();
+    let target = ScratchDir::new("verified-rust-target");
+    let report = assert_passes(
+        Command::new(cargo).args(["test", "--offline", "--lib"]).current_dir(&root).env("CARGO_TARGET_DIR", &target.0),
+        "cargo test",
+    );
+    assert!(report.contains("test result: ok."), "{report}");
+    server.shutdown();
+}

@@ -7,7 +7,7 @@
 //! `nib.tests.verify` off) tests are written unverified, and the message says so.
 //!
 //! The flow is the same for every language; what differs is a [`Runner`] (one file per
-//! language: `python.rs`, `javascript.rs`): how the candidate file is built and run in the
+//! language: `python.rs`, `javascript.rs`, `go.rs`, `rust.rs`): how the candidate file is built and run in the
 //! sandbox, how its results are read, and how observed values and expected errors are written.
 //!
 //! Everything here runs on a worker thread; the model is reached through the engine's task
@@ -17,6 +17,7 @@ pub mod budget;
 pub mod go;
 pub mod javascript;
 pub mod python;
+pub mod rust;
 #[cfg(test)]
 mod tests;
 pub mod toolchain;
@@ -118,6 +119,10 @@ pub trait Runner {
     /// Facts that help the model build valid arguments (the fields of parameter types).
     fn hints(&self, _job: &Job, _plan: &Plan) -> String {
         String::new()
+    }
+    /// The progress message before `count` candidates run.
+    fn running(&self, count: usize) -> String {
+        format!("running {count} candidate tests")
     }
     /// Before a round runs: imports the candidates need besides the subject.
     fn prepare(&self, _target: &Target, _plan: &mut Plan, _candidates: &[Test]) {}
@@ -265,7 +270,11 @@ fn runner(
             Some(go) => Ok(Box::new(go::Go { go: go.program })),
             None => Err(format!("no go on PATH or at {}", toolchain::DEBIAN_GO)),
         },
-        Language::TypeScript | Language::Tsx | Language::Rust => {
+        Language::Rust => match toolchain::cargo() {
+            Some(cargo) => Ok(Box::new(rust::Rust { cargo: cargo.program })),
+            None => Err("no cargo on PATH".into()),
+        },
+        Language::TypeScript | Language::Tsx => {
             Err(format!("nib does not run {} tests yet", language.spec().display_name))
         }
     }
@@ -388,7 +397,7 @@ fn verified(job: &Job, plan: &mut Plan, runner: &dyn Runner, progress: &dyn Fn(&
         }
         tried += candidates.len();
         runner.prepare(&job.target, plan, &candidates);
-        progress(&format!("running {} candidate tests ({})", candidates.len(), job.budget.progress()));
+        progress(&format!("{} ({})", runner.running(candidates.len()), job.budget.progress()));
         let report = runner.run_candidates(&job.target, plan, &candidates, &job.cancel)?;
         if let Some(error) = report.module_error {
             return Err(ActionError::Rejected(format!(

@@ -143,6 +143,7 @@ fn runaway_code_is_stopped_and_leaves_the_workspace_alone() {
 fn node() -> Option<PathBuf> {
     let found = toolchain::node().map(|t| t.program);
     if found.is_none() {
+        assert!(std::env::var_os("NIB_REQUIRE_TOOLCHAINS").is_none(), "no node on PATH");
         eprintln!("no node on PATH: the JavaScript runs are skipped");
     }
     found
@@ -531,4 +532,62 @@ fn a_budget_spent_before_any_test_writes_nothing() {
         outcome.err().unwrap().to_string(),
         "the 10 s time budget (nib.tests.timeBudgetSeconds) ran out before the model wrote a complete test; nothing was written"
     );
+}
+
+// Rust: cargo from PATH.
+
+#[test]
+fn rust_candidates_get_observed_values_should_panic_and_lose_only_what_does_not_compile() {
+    let Some(cargo) = toolchain::cargo().map(|t| t.program) else {
+        assert!(std::env::var_os("NIB_REQUIRE_TOOLCHAINS").is_none(), "no cargo on PATH");
+        return eprintln!("no cargo here: the Rust runs are skipped");
+    };
+    let root = PrivateDir::new("nib-verify-rust").unwrap();
+    std::fs::write(
+        root.path().join("Cargo.toml"),
+        "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.path().join("src")).unwrap();
+    // On disk the function is different: the buffer is what runs.
+    std::fs::write(root.path().join("src/lib.rs"), "pub fn div(a: i32, b: i32) -> i32 {\n    a + b\n}\n").unwrap();
+    let buffer = "pub fn div(a: i32, b: i32) -> i32 {\n    assert!(b != 0, \"division by zero\");\n    if a < 0 {\n        loop {}\n    }\n    a / b$0\n}\n";
+    let path = root.path().join("src/lib.rs");
+    let target = crate::actions::test_target(&path.to_string_lossy(), "rust", buffer);
+    let folders = vec![root.path().to_path_buf()];
+    let mut plan = unit_tests::plan(&target, &folders, &ProjectFiles::new(folders.clone(), Vec::new())).unwrap();
+    let code = [
+        ("six", "6, 2", "4"),
+        ("zero", "1, 0", "0"),
+        ("hangs", "-1, 1", "1"),
+        ("broken", "\"x\", 1", "1"),
+        ("exact", "9, 3", "3"),
+    ]
+    .iter()
+    .map(|(name, arguments, want)| {
+        format!("#[test]\nfn div_{name}() {{\n    assert_eq!(div({arguments}), {want});\n}}\n")
+    })
+    .collect::<Vec<_>>()
+    .join("\n");
+    let tests = unit_tests::find_tests(Language::Rust, &code);
+    assert_eq!(tests.len(), 5);
+    let runner = rust::Rust { cargo };
+    let started = std::time::Instant::now();
+    let report = runner.run_candidates(&target, &mut plan, &tests, &CancelToken::default()).unwrap();
+    eprintln!("rust candidates ran in {:?}", started.elapsed());
+    assert_eq!(report.module_error, None, "{report:?}");
+    let six = result(&report, "div_six");
+    assert!(six.passed() && six.text.as_deref().unwrap().contains("assert_eq!(div(6, 2), 3);"), "{six:?}");
+    let zero = result(&report, "div_zero");
+    assert!(
+        zero.passed() && zero.text.as_deref().unwrap().starts_with("#[test]\n#[should_panic]\nfn div_zero"),
+        "{zero:?}"
+    );
+    let broken = result(&report, "div_broken");
+    assert!(!broken.passed() && broken.error.as_deref().unwrap().starts_with("does not compile"), "{broken:?}");
+    assert_eq!(result(&report, "div_hangs").outcome, "timeout", "{report:?}");
+    let exact = result(&report, "div_exact");
+    assert!(exact.passed() && exact.text.is_none(), "{exact:?}");
+    let entries: Vec<_> = std::fs::read_dir(root.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(entries.len(), 2, "no target folder or lock file in the workspace: {entries:?}");
 }
