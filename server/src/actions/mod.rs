@@ -39,13 +39,7 @@ impl Target {
     }
 
     pub fn fence(&self) -> &'static str {
-        match self.language {
-            Language::Python => "python",
-            Language::Rust => "rust",
-            Language::JavaScript => "javascript",
-            Language::TypeScript | Language::Tsx => "typescript",
-            Language::Go => "go",
-        }
+        self.language.spec().fence
     }
 }
 

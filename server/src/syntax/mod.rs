@@ -1,6 +1,7 @@
-//! Languages nib understands and their tree-sitter grammars: detection from an LSP
-//! `languageId` or a file extension, and (re)parsing straight from a rope.
+//! Languages nib understands (their facts live in `languages/`, one file each): detection
+//! from an LSP `languageId` or a file extension, and (re)parsing straight from a rope.
 
+pub mod languages;
 pub mod scopes;
 
 use ropey::Rope;
@@ -20,51 +21,21 @@ pub enum Language {
 impl Language {
     /// Maps an LSP `languageId` (the identifiers VS Code and Neovim use) to a language.
     pub fn from_language_id(id: &str) -> Option<Self> {
-        Some(match id {
-            "python" => Language::Python,
-            "rust" => Language::Rust,
-            "javascript" | "javascriptreact" | "jsx" => Language::JavaScript,
-            "typescript" => Language::TypeScript,
-            "typescriptreact" | "tsx" => Language::Tsx,
-            "go" => Language::Go,
-            _ => return None,
-        })
+        languages::ALL.iter().find(|spec| spec.language_ids.contains(&id)).map(|spec| spec.language)
     }
 
     /// Maps a path's extension to a language; the fallback when the `languageId` is unknown.
     pub fn from_path(path: &str) -> Option<Self> {
         let extension = path.rsplit_once('.')?.1;
-        Some(match extension {
-            "py" | "pyi" => Language::Python,
-            "rs" => Language::Rust,
-            "js" | "mjs" | "cjs" | "jsx" => Language::JavaScript,
-            "ts" | "mts" | "cts" => Language::TypeScript,
-            "tsx" => Language::Tsx,
-            "go" => Language::Go,
-            _ => return None,
-        })
+        languages::ALL.iter().find(|spec| spec.extensions.contains(&extension)).map(|spec| spec.language)
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Language::Python => "python",
-            Language::Rust => "rust",
-            Language::JavaScript => "javascript",
-            Language::TypeScript => "typescript",
-            Language::Tsx => "typescriptreact",
-            Language::Go => "go",
-        }
+        self.spec().name
     }
 
     pub(crate) fn grammar(self) -> tree_sitter::Language {
-        match self {
-            Language::Python => tree_sitter_python::LANGUAGE.into(),
-            Language::Rust => tree_sitter_rust::LANGUAGE.into(),
-            Language::JavaScript => tree_sitter_javascript::LANGUAGE.into(),
-            Language::TypeScript => tree_sitter_typescript::LANGUAGE_TYPESCRIPT.into(),
-            Language::Tsx => tree_sitter_typescript::LANGUAGE_TSX.into(),
-            Language::Go => tree_sitter_go::LANGUAGE.into(),
-        }
+        (self.spec().grammar)()
     }
 
     /// A parser for this language. Grammar versions are pinned in Cargo.toml, so a failure here

@@ -10,6 +10,7 @@ use crate::actions::verify::budget::Budget;
 use crate::actions::{ActionError, Asker, Target};
 use crate::engine::{Backend, CancelToken, EngineError, Flow};
 use crate::syntax::Language;
+use crate::syntax::languages::TestLayout;
 use crate::syntax::scopes::ScopeKind;
 
 /// How one test is written, in two short generations: the rest of its name after `name_lead`
@@ -102,6 +103,40 @@ pub(super) fn scaffolded_shape(
                 fixed("\n}\n"),
             ],
         )),
+        Language::Go => {
+            let results = go_results(target.scope.return_annotation.as_deref()?)?;
+            let lead = format!("func Test{name}");
+            let check = |value: &str| {
+                let comparable = !(value.contains('[') || value.contains("func") || value.contains("interface"));
+                let uses_reflect = plan.existing.as_deref().is_none_or(|e| e.contains("\"reflect\""));
+                let condition =
+                    if comparable && !uses_reflect { "got != want" } else { "!reflect.DeepEqual(got, want)" };
+                format!("\n\tif {condition} {{\n\t\tt.Errorf(\"{name}() = %#v, want %#v\", got, want)\n\t}}\n}}\n")
+            };
+            let error_check = format!("\n\tif err != nil {{\n\t\tt.Fatalf(\"{name}: %v\", err)\n\t}}");
+            let pieces = match results {
+                GoResults::Value(value) => vec![
+                    Piece::Fixed(format!("(t *testing.T) {{\n\tgot := {name}(")),
+                    Piece::Arguments,
+                    Piece::Fixed(format!("\n\tvar want {value} = ")),
+                    Piece::Hole { stop: "\n" },
+                    Piece::Fixed(check(value)),
+                ],
+                GoResults::ValueAndError(value) => vec![
+                    Piece::Fixed(format!("(t *testing.T) {{\n\tgot, err := {name}(")),
+                    Piece::Arguments,
+                    Piece::Fixed(format!("{error_check}\n\tvar want {value} = ")),
+                    Piece::Hole { stop: "\n" },
+                    Piece::Fixed(check(value)),
+                ],
+                GoResults::Error => vec![
+                    Piece::Fixed(format!("(t *testing.T) {{\n\terr := {name}(")),
+                    Piece::Arguments,
+                    Piece::Fixed(format!("{error_check}\n}}\n")),
+                ],
+            };
+            Some((lead, "(", pieces))
+        }
         Language::JavaScript | Language::TypeScript | Language::Tsx if is_async => Some((
             format!("test(\"{name} "),
             "\"",
@@ -114,6 +149,37 @@ pub(super) fn scaffolded_shape(
             ],
         )),
         _ => None,
+    }
+}
+
+/// What a Go function returns, as far as its tests care.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GoResults<'a> {
+    Value(&'a str),
+    ValueAndError(&'a str),
+    Error,
+}
+
+/// A Go result list (`int`, `(int, error)`, `(n int, err error)`, `error`) in the forms tests
+/// are written for; `None` for others (several values, no result).
+pub fn go_results(annotation: &str) -> Option<GoResults<'_>> {
+    let inner = annotation.trim().strip_prefix('(').and_then(|a| a.strip_suffix(')')).unwrap_or(annotation.trim());
+    let parts: Vec<&str> = inner.split(',').map(go_result_type).collect();
+    match parts.as_slice() {
+        [""] => None,
+        ["error"] => Some(GoResults::Error),
+        [value] if !value.contains('(') => Some(GoResults::Value(value)),
+        [value, "error"] if !value.contains('(') => Some(GoResults::ValueAndError(value)),
+        _ => None,
+    }
+}
+
+/// The type of a possibly named Go result (`n int` → `int`).
+fn go_result_type(part: &str) -> &str {
+    let part = part.trim();
+    match part.split_once(' ') {
+        Some((name, kind)) if name.chars().all(|c| c.is_alphanumeric() || c == '_') => kind.trim(),
+        _ => part,
     }
 }
 
@@ -270,19 +336,26 @@ fn write_into(
     }
     let mut asker = Asker::new(model, cancel, context);
     asker.deadline = request.budget.map(Budget::deadline);
-    let comment = if language == Language::Python { "#" } else { "//" };
+    let comment = language.spec().line_comment;
     let question = format!(
         "Write {} unit tests for `{qualified}`. Cover typical inputs and edge cases with short test functions that each assert a result. Reply with code only.",
         framework(language)
     );
     let shape = shape(target);
     let collaborators = scaffold::collaborators(target, &plan.module);
-    let scaffolded =
-        if scaffold::needed(target, &collaborators) { scaffolded_shape(target, plan, &collaborators) } else { None };
+    // Go tests always follow the scaffold: typed expectations and error checks.
+    let scaffolded = if scaffold::needed(target, &collaborators) || matches!(language.spec().tests, TestLayout::Go) {
+        scaffolded_shape(target, plan, &collaborators)
+    } else {
+        None
+    };
     let parameter_names: Vec<String> = target.scope.parameters.iter().map(|p| p.name.clone()).collect();
     let wanted = if request.repairs.is_empty() { request.count } else { request.repairs.len() };
     let mut failures = 0;
-    let separator = if language == Language::Python { "\n\n\n" } else { "\n\n" };
+    let separator = match language.spec().tests {
+        TestLayout::Python => "\n\n\n",
+        TestLayout::Rust | TestLayout::Node | TestLayout::Go => "\n\n",
+    };
     let out_of_time = || request.budget.is_some_and(Budget::spent);
     while tests.len() < wanted && failures < request.max_discarded && !out_of_time() {
         // The first test is greedy; later ones (and retries) sample, so they differ.
