@@ -115,6 +115,8 @@ pub struct Config {
     /// `nib.tests.verify`: run generated tests and keep those that pass (`true`, "auto"), or
     /// write them unverified (`false`, "off").
     pub verify_tests: bool,
+    /// `nib.tests.timeBudgetSeconds`: the most time one **Generate unit tests** takes.
+    pub tests_time_budget: std::time::Duration,
     pub backend: BackendKind,
     pub remote: RemoteConfig,
 }
@@ -131,6 +133,7 @@ impl Default for Config {
             request_timeout_ms: 30_000,
             python_interpreter: None,
             verify_tests: true,
+            tests_time_budget: std::time::Duration::from_secs(crate::actions::verify::budget::DEFAULT_SECONDS),
             backend: BackendKind::Local,
             remote: RemoteConfig::default(),
         }
@@ -176,6 +179,8 @@ fn read_section(config: &mut Config, map: &Map<String, Value>, warnings: &mut Ve
                         Ok(())
                     }
                     ("verify", _) => Err(format!("expected \"auto\" or \"off\", got {inner_value}")),
+                    ("timeBudgetSeconds", _) => integer(inner_value, 5, 3600)
+                        .map(|seconds| config.tests_time_budget = std::time::Duration::from_secs(seconds as u64)),
                     _ => Err("unknown setting".to_string()),
                 })
             }
@@ -431,12 +436,17 @@ mod tests {
     }
 
     #[test]
-    fn tests_verify_is_auto_or_off() {
+    fn tests_verify_is_auto_or_off_and_the_time_budget_is_bounded() {
         assert!(Config::default().verify_tests);
         let (config, warnings) = parse(&Config::default(), &json!({"tests": {"verify": "off"}}));
         assert!(warnings.is_empty() && !config.verify_tests, "{warnings:?}");
         let (config, warnings) = parse(&config, &json!({"tests": {"verify": "sometimes"}}));
         assert!(!config.verify_tests && warnings[0].contains("nib.tests.verify"), "{warnings:?}");
+        assert_eq!(Config::default().tests_time_budget.as_secs(), 30);
+        let (config, warnings) = parse(&config, &json!({"tests": {"timeBudgetSeconds": 90}}));
+        assert!(warnings.is_empty() && config.tests_time_budget.as_secs() == 90, "{warnings:?}");
+        let (config, warnings) = parse(&config, &json!({"tests": {"timeBudgetSeconds": 0}}));
+        assert!(config.tests_time_budget.as_secs() == 90 && warnings[0].contains("timeBudgetSeconds"), "{warnings:?}");
     }
 
     #[test]

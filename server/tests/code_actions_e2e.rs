@@ -13,24 +13,9 @@ use serde_json::{Value, json};
 
 fn start(model: &Path, workspace: &Workspace) -> TestServer {
     let mut server = TestServer::spawn(&[]);
-    let result = server
-        .request(
-            "initialize",
-            json!({
-                "processId": std::process::id(),
-                "rootUri": format!("file://{}", workspace.root.display()),
-                "capabilities": {
-                    "general": { "positionEncodings": ["utf-16"] },
-                    "window": { "workDoneProgress": true },
-                    "workspace": { "applyEdit": true, "workspaceEdit": { "documentChanges": true, "resourceOperations": ["create"] } },
-                    "textDocument": { "codeAction": { "resolveSupport": { "properties": ["edit"] } } },
-                },
-                "initializationOptions": { "modelPath": model, "threads": 2 },
-            }),
-        )
-        .unwrap();
+    let capabilities = common::editor_capabilities(&["utf-16"]);
+    let result = server.initialize_with(&workspace.root, json!({ "modelPath": model, "threads": 2 }), capabilities);
     assert_eq!(result["capabilities"]["codeActionProvider"]["resolveProvider"], true);
-    server.notify("initialized", json!({}));
     let status = server.wait_for_status(|s| s["state"] == "ready" || s["state"] == "error");
     assert_eq!(status["state"], "ready", "{status}");
     server

@@ -123,23 +123,8 @@ impl Drop for LlamaServer {
 fn start_nib(workspace: &Workspace, settings: Value, env: &[(&str, &str)], stderr: Stdio) -> TestServer {
     let mut server = TestServer::spawn_with_stderr(env, stderr);
     server.settings = json!({ "nib": settings.clone() });
-    server
-        .request(
-            "initialize",
-            json!({
-                "processId": std::process::id(),
-                "rootUri": format!("file://{}", workspace.root.display()),
-                "capabilities": {
-                    "general": { "positionEncodings": ["utf-16"] },
-                    "window": { "workDoneProgress": true },
-                    "workspace": { "applyEdit": true, "workspaceEdit": { "documentChanges": true, "resourceOperations": ["create"] } },
-                    "textDocument": { "codeAction": { "resolveSupport": { "properties": ["edit"] } } },
-                },
-                "initializationOptions": settings,
-            }),
-        )
-        .unwrap();
-    server.notify("initialized", json!({}));
+    let capabilities = common::editor_capabilities(&["utf-16"]);
+    server.initialize_with(&workspace.root, settings, capabilities);
     server
 }
 

@@ -478,21 +478,11 @@ fn test_edits_address_open_files_as_the_editor_spells_them_and_honour_its_capabi
     // A client like Neovim: URIs not percent-encoded, versioned changes, but no file creation.
     let mut server = TestServer::spawn(&[]);
     let settings = json!({ "backend": "remote", "remote": { "url": stub.url(), "model": STUB_MODEL } });
-    server
-        .request(
-            "initialize",
-            json!({
-                "processId": std::process::id(),
-                "rootUri": format!("file://{}", root.display()),
-                "capabilities": {
-                    "workspace": { "applyEdit": true, "workspaceEdit": { "documentChanges": true } },
-                    "textDocument": { "codeAction": { "resolveSupport": { "properties": ["edit"] } } },
-                },
-                "initializationOptions": settings,
-            }),
-        )
-        .unwrap();
-    server.notify("initialized", json!({}));
+    let capabilities = json!({
+        "workspace": { "applyEdit": true, "workspaceEdit": { "documentChanges": true } },
+        "textDocument": { "codeAction": { "resolveSupport": { "properties": ["edit"] } } },
+    });
+    server.initialize_with(root, settings, capabilities);
     server.wait_for_status(|s| s["state"] == "ready");
     let uri = format!("file://{}", root.join("cart.py").display());
     let test_uri = format!("file://{}", root.join("test_cart.py").display());

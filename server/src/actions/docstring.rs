@@ -8,8 +8,9 @@ use tree_sitter::Node;
 use super::{ActionError, Asker, Insertion, Target, clean_sentence, lower_first};
 use crate::config::DocstringStyle;
 use crate::engine::{Backend, CancelToken};
+use crate::syntax::languages::DocStyle;
 use crate::syntax::scopes::{ScopeKind, Variadic};
-use crate::syntax::{self, Language, scopes};
+use crate::syntax::{self, scopes};
 
 /// What the code itself says about what to document.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -66,9 +67,9 @@ pub fn facts(target: &Target) -> Facts {
         scope
             .parameters
             .iter()
-            .map(|p| match (target.language, p.variadic) {
-                (Language::Python, Variadic::Positional) => format!("*{}", p.name),
-                (Language::Python, Variadic::Keyword) => format!("**{}", p.name),
+            .map(|p| match (target.language.spec().doc, p.variadic) {
+                (DocStyle::Docstring, Variadic::Positional) => format!("*{}", p.name),
+                (DocStyle::Docstring, Variadic::Keyword) => format!("**{}", p.name),
                 _ => p.name.clone(),
             })
             .collect()
@@ -109,13 +110,13 @@ pub fn facts(target: &Target) -> Facts {
     // A one-statement body can be that statement itself.
     inspect(body);
     visit_own_body(body, &mut inspect);
-    match target.language {
-        Language::Python | Language::JavaScript | Language::TypeScript | Language::Tsx => {}
-        Language::Rust => {
+    match target.language.spec().doc {
+        DocStyle::Docstring | DocStyle::JsDoc => {}
+        DocStyle::RustDoc => {
             facts.returns_result = scope.return_annotation.as_deref().is_some_and(|t| t.contains("Result"));
             facts.returns_value = false; // Rust convention documents behaviour, not a Returns section.
         }
-        Language::Go => facts.returns_value = false,
+        DocStyle::GoDoc => facts.returns_value = false,
     }
     if scope.kind == ScopeKind::Class {
         facts = Facts::default();
@@ -134,7 +135,7 @@ pub fn write_prose(
     let mut asker = Asker::new(model, cancel, context);
     let name = target.scope.name.clone();
     let what = target.scope.kind.as_str();
-    let comment = if target.language == Language::Python { "#" } else { "//" };
+    let comment = target.language.spec().line_comment;
     let summary = ask(
         &mut asker,
         &format!(
@@ -145,7 +146,11 @@ pub fn write_prose(
         &[name.clone(), format!("The {what} {name}"), format!("{name}()")],
         "summary",
     )?;
-    let summary = if target.language == Language::Go { summary } else { super::imperative(&summary, &name) };
+    // A Go doc comment is a sentence about the name; the others start with a verb.
+    let summary = match target.language.spec().doc {
+        DocStyle::GoDoc => summary,
+        DocStyle::Docstring | DocStyle::RustDoc | DocStyle::JsDoc => super::imperative(&summary, &name),
+    };
     let mut prose = Prose { summary, ..Prose::default() };
     for parameter in &facts.parameters {
         let bare = parameter.trim_start_matches('*').to_string();
@@ -250,65 +255,70 @@ fn indentation_at(target: &Target, byte: usize) -> String {
 
 /// Where the documentation goes and how it is indented, then the text itself.
 pub fn render(target: &Target, facts: &Facts, prose: &Prose, style: DocstringStyle) -> Insertion {
-    match target.language {
-        Language::Python => render_python(target, facts, prose, style),
-        Language::Rust => {
-            // Above the item's attributes.
-            let mut anchor = target.scope.anchor.start;
-            let root = target.tree.root_node();
-            if let Some(node) = root.descendant_for_byte_range(target.scope.range.start, target.scope.range.end) {
-                let mut previous = node.prev_sibling();
-                while let Some(attribute) = previous.filter(|p| p.kind() == "attribute_item") {
-                    anchor = attribute.start_byte();
-                    previous = attribute.prev_sibling();
-                }
-            }
-            let indent = indentation_at(target, anchor);
-            let mut lines = vec![prose.summary.clone()];
-            for (heading, text) in [("Errors", &prose.errors), ("Panics", &prose.panics)] {
-                if let Some(text) = text {
-                    lines.extend([String::new(), format!("# {heading}"), String::new(), text.clone()]);
-                }
-            }
-            let text = lines
-                .iter()
-                .map(|line| format!("{indent}///{}{line}\n", if line.is_empty() { "" } else { " " }))
-                .collect();
-            Insertion { offset: line_start(target, anchor), text }
-        }
-        Language::JavaScript | Language::TypeScript | Language::Tsx => {
-            let anchor = target.scope.anchor.start;
-            let indent = indentation_at(target, anchor);
-            let mut lines = vec![prose.summary.clone()];
-            if !facts.parameters.is_empty() || prose.returns.is_some() {
-                lines.push(String::new());
-            }
-            for (name, text) in facts.parameters.iter().zip(&prose.parameters) {
-                lines.push(format!("@param {name} - {text}"));
-            }
-            if let Some(returns) = &prose.returns {
-                lines.push(format!("@returns {returns}"));
-            }
-            let mut text = format!("{indent}/**\n");
-            for line in lines {
-                text.push_str(&format!("{indent} *{}{line}\n", if line.is_empty() { "" } else { " " }));
-            }
-            text.push_str(&format!("{indent} */\n"));
-            Insertion { offset: line_start(target, anchor), text }
-        }
-        Language::Go => {
-            let anchor = target.scope.anchor.start;
-            let indent = indentation_at(target, anchor);
-            // Go doc comments are sentences about the name: "Sum returns ...".
-            let name = &target.scope.name;
-            let sentence = match prose.summary.strip_prefix(name.as_str()) {
-                Some(rest) if rest.starts_with(' ') => prose.summary.clone(),
-                _ => format!("{name} {}", third_person(&lower_first(&prose.summary))),
-            };
-            let text = format!("{indent}// {sentence}\n");
-            Insertion { offset: line_start(target, anchor), text }
+    match target.language.spec().doc {
+        DocStyle::Docstring => render_python(target, facts, prose, style),
+        DocStyle::RustDoc => render_rust_doc(target, prose),
+        DocStyle::JsDoc => render_jsdoc(target, facts, prose),
+        DocStyle::GoDoc => render_go_doc(target, prose),
+    }
+}
+
+/// `///` lines above the item's attributes, with `# Errors` and `# Panics` sections.
+fn render_rust_doc(target: &Target, prose: &Prose) -> Insertion {
+    let mut anchor = target.scope.anchor.start;
+    let root = target.tree.root_node();
+    if let Some(node) = root.descendant_for_byte_range(target.scope.range.start, target.scope.range.end) {
+        let mut previous = node.prev_sibling();
+        while let Some(attribute) = previous.filter(|p| p.kind() == "attribute_item") {
+            anchor = attribute.start_byte();
+            previous = attribute.prev_sibling();
         }
     }
+    let indent = indentation_at(target, anchor);
+    let mut lines = vec![prose.summary.clone()];
+    for (heading, text) in [("Errors", &prose.errors), ("Panics", &prose.panics)] {
+        if let Some(text) = text {
+            lines.extend([String::new(), format!("# {heading}"), String::new(), text.clone()]);
+        }
+    }
+    let text =
+        lines.iter().map(|line| format!("{indent}///{}{line}\n", if line.is_empty() { "" } else { " " })).collect();
+    Insertion { offset: line_start(target, anchor), text }
+}
+
+/// A JSDoc block: summary, `@param name - ...`, `@returns ...`.
+fn render_jsdoc(target: &Target, facts: &Facts, prose: &Prose) -> Insertion {
+    let anchor = target.scope.anchor.start;
+    let indent = indentation_at(target, anchor);
+    let mut lines = vec![prose.summary.clone()];
+    if !facts.parameters.is_empty() || prose.returns.is_some() {
+        lines.push(String::new());
+    }
+    for (name, text) in facts.parameters.iter().zip(&prose.parameters) {
+        lines.push(format!("@param {name} - {text}"));
+    }
+    if let Some(returns) = &prose.returns {
+        lines.push(format!("@returns {returns}"));
+    }
+    let mut text = format!("{indent}/**\n");
+    for line in lines {
+        text.push_str(&format!("{indent} *{}{line}\n", if line.is_empty() { "" } else { " " }));
+    }
+    text.push_str(&format!("{indent} */\n"));
+    Insertion { offset: line_start(target, anchor), text }
+}
+
+/// A Go doc comment: a sentence about the name ("Sum returns ...").
+fn render_go_doc(target: &Target, prose: &Prose) -> Insertion {
+    let anchor = target.scope.anchor.start;
+    let indent = indentation_at(target, anchor);
+    let name = &target.scope.name;
+    let sentence = match prose.summary.strip_prefix(name.as_str()) {
+        Some(rest) if rest.starts_with(' ') => prose.summary.clone(),
+        _ => format!("{name} {}", third_person(&lower_first(&prose.summary))),
+    };
+    let text = format!("{indent}// {sentence}\n");
+    Insertion { offset: line_start(target, anchor), text }
 }
 
 /// "return the sum" → "returns the sum".
@@ -425,8 +435,10 @@ pub fn check(target: &Target, facts: &Facts, insertion: &Insertion) -> Result<()
     if scope.doc.is_none() {
         return Err("the documentation is not attached to the item".into());
     }
-    let lists_parameters =
-        matches!(target.language, Language::Python | Language::JavaScript | Language::TypeScript | Language::Tsx);
+    let lists_parameters = match target.language.spec().doc {
+        DocStyle::Docstring | DocStyle::JsDoc => true,
+        DocStyle::RustDoc | DocStyle::GoDoc => false,
+    };
     for parameter in facts.parameters.iter().filter(|_| lists_parameters) {
         if !insertion.text.contains(parameter.trim_start_matches('*')) {
             return Err(format!("parameter `{parameter}` is not documented"));
@@ -486,6 +498,7 @@ pub fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::syntax::Language;
 
     fn target(name: &str, language_id: &str, source: &str) -> Target {
         crate::actions::test_target(&format!("/w/{name}"), language_id, source)

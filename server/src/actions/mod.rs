@@ -39,13 +39,7 @@ impl Target {
     }
 
     pub fn fence(&self) -> &'static str {
-        match self.language {
-            Language::Python => "python",
-            Language::Rust => "rust",
-            Language::JavaScript => "javascript",
-            Language::TypeScript | Language::Tsx => "typescript",
-            Language::Go => "go",
-        }
+        self.language.spec().fence
     }
 }
 
@@ -74,12 +68,14 @@ pub struct Asker<'a> {
     pub context: String,
     pub chat: Option<ChatFormat>,
     pub attempt: u64,
+    /// When every generation must stop (an action's time budget): `EngineError::TimedOut`.
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl<'a> Asker<'a> {
     pub fn new(model: &'a mut dyn Backend, cancel: CancelToken, context: String) -> Self {
         let chat = model.info().chat_format;
-        Asker { model, cancel, context, chat, attempt: 0 }
+        Asker { model, cancel, context, chat, attempt: 0, deadline: None }
     }
 
     /// The prompt for `question` (chat) or for `completion_lead` (plain models): a text the
@@ -136,7 +132,7 @@ impl<'a> Asker<'a> {
             stop_strings: stops.iter().map(|s| s.to_string()).collect(),
             stop_tokens: Vec::new(),
             cancel: self.cancel.clone(),
-            deadline: None,
+            deadline: self.deadline,
         };
         Ok(self.model.generate(&request, done)?.text)
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use tree_sitter::Node;
 
 use super::Target;
-use crate::syntax::Language;
+use crate::syntax::languages::TestLayout;
 
 /// A collaborator to replace with a mock.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,9 +91,9 @@ fn python_imports(target: &Target) -> Vec<(String, String, Option<String>)> {
 /// `# mock: module.name` comment in the function. `module` is how tests import the code under
 /// test (`shop.orders`), for patching names imported into it.
 pub fn collaborators(target: &Target, module: &str) -> Vec<Collaborator> {
-    if target.language != Language::Python {
+    let TestLayout::Python = target.language.spec().tests else {
         return Vec::new();
-    }
+    };
     let imports = python_imports(target);
     let parameters: Vec<&str> = target.scope.parameters.iter().map(|p| p.name.as_str()).collect();
     let mut found: Vec<Collaborator> = Vec::new();

@@ -8,6 +8,7 @@
 //! the parser, so a closing line that does not parse is never shown either.
 
 use crate::syntax::Language;
+use crate::syntax::languages::{Apostrophe, Blocks};
 
 /// Something the completion opened and did not close: a bracket, or a string or block comment
 /// still running at its end.
@@ -27,8 +28,13 @@ enum Lexical {
     Text { quote: u8, triple: bool },
 }
 
+/// How `language` delimits blocks; text in a language nib does not know is read like Python.
+fn blocks(language: Option<Language>) -> Blocks {
+    language.map_or(Blocks::Indentation, |language| language.spec().blocks)
+}
+
 fn is_python(language: Option<Language>) -> bool {
-    matches!(language, Some(Language::Python) | None)
+    matches!(blocks(language), Blocks::Indentation)
 }
 
 /// Whether `language` spells blocks with braces (every language nib knows but Python).
@@ -52,6 +58,7 @@ fn rust_char_literal_length(text: &str, at: usize) -> Option<usize> {
 /// completion's.
 fn unclosed(text: &str, language: Option<Language>) -> Vec<Opener> {
     let python = is_python(language);
+    let char_literals = language.is_some_and(|language| language.spec().apostrophe == Apostrophe::CharLiteral);
     let bytes = text.as_bytes();
     let mut stack: Vec<Opener> = Vec::new();
     let mut state = Lexical::Code;
@@ -69,7 +76,7 @@ fn unclosed(text: &str, language: Option<Language>) -> Vec<Opener> {
                     at += 2;
                     continue;
                 }
-                b'\'' if language == Some(Language::Rust) => {
+                b'\'' if char_literals => {
                     at += rust_char_literal_length(text, at).unwrap_or(1);
                     continue;
                 }
@@ -139,7 +146,7 @@ fn line_end(text: &str, at: usize) -> usize {
 /// Whether the opener at `at` is the last code on its line (a comment may follow).
 fn ends_its_line(text: &str, at: usize, language: Option<Language>) -> bool {
     let rest = text[at + 1..line_end(text, at)].trim();
-    let comment = if is_python(language) { "#" } else { "//" };
+    let comment = language.map_or("#", |language| language.spec().line_comment);
     rest.is_empty() || rest.starts_with(comment)
 }
 
@@ -167,12 +174,13 @@ fn leading_whitespace<'a>(text: &'a str, at: usize, line_prefix: &'a str) -> &'a
 /// (`run(() => {`) ends its statement with `;`.
 fn statement_end(line: &str, openers: &[char], language: Option<Language>) -> &'static str {
     let code = line.trim_start();
-    if matches!(language, Some(Language::Go)) {
-        let deferred = ["go func", "defer func"].iter().any(|start| code.starts_with(start));
-        return if deferred && openers == ['{'] { "()" } else { "" };
-    }
-    if !has_braces(language) {
-        return "";
+    match blocks(language) {
+        Blocks::Indentation => return "",
+        Blocks::Braces { semicolons: false } => {
+            let deferred = ["go func", "defer func"].iter().any(|start| code.starts_with(start));
+            return if deferred && openers == ['{'] { "()" } else { "" };
+        }
+        Blocks::Braces { semicolons: true } => {}
     }
     let code = code.split("//").next().unwrap_or_default();
     let assigns = code.char_indices().any(|(index, c)| {

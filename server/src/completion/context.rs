@@ -17,6 +17,7 @@ use tree_sitter::Tree;
 
 use crate::document::Document;
 use crate::syntax::Language;
+use crate::syntax::languages::Blocks;
 use crate::syntax::scopes::{self, Scope};
 
 /// Rough bytes per token of source code for budgeting without running the tokenizer.
@@ -45,10 +46,7 @@ pub struct CompletionContext {
 }
 
 pub fn comment_prefix(language: Option<Language>) -> &'static str {
-    match language {
-        Some(Language::Python) | None => "#",
-        Some(_) => "//",
-    }
+    language.map_or("#", |language| language.spec().line_comment)
 }
 
 /// A path relative to the first workspace folder that contains it.
@@ -146,7 +144,7 @@ fn definitions(
                 continue;
             }
             let mut snippet = scope.signature.clone();
-            if matches!(language, Language::Python) {
+            if let Blocks::Indentation = language.spec().blocks {
                 snippet.push(':');
                 if let Some(doc) = &scope.doc {
                     snippet.push_str("\n    ");

@@ -7,6 +7,7 @@
 
 use super::balance;
 use crate::syntax::Language;
+use crate::syntax::languages::Blocks;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -35,24 +36,16 @@ pub struct Processed {
     pub complete: bool,
 }
 
-/// Line starts that begin a new top-level item, per language: a multi-line completion stops
-/// before them. Kept as data so each language's rules read as a table.
+/// Line starts that begin a new top-level item, per language (`syntax::languages`): a
+/// multi-line completion stops before them.
 pub fn stop_strings(language: Option<Language>) -> &'static [&'static str] {
-    match language {
-        Some(Language::Python) => &["\nclass ", "\ndef ", "\nasync def ", "\nif __name__", "\n@"],
-        Some(Language::Rust) => &["\nfn ", "\npub fn ", "\nimpl ", "\nimpl<", "\n#[", "\nmod ", "\nstruct ", "\nenum "],
-        Some(Language::JavaScript | Language::TypeScript | Language::Tsx) => {
-            &["\nfunction ", "\nexport ", "\nclass ", "\nimport "]
-        }
-        Some(Language::Go) => &["\nfunc ", "\ntype ", "\nimport "],
-        None => &[],
-    }
+    language.map_or(&[], |language| language.spec().top_level_starts)
 }
 
 fn block_opener(language: Option<Language>) -> &'static [char] {
-    match language {
-        Some(Language::Python) => &[':'],
-        Some(_) => &['{', '('],
+    match language.map(|language| language.spec().blocks) {
+        Some(Blocks::Indentation) => &[':'],
+        Some(Blocks::Braces { .. }) => &['{', '('],
         None => &[':', '{'],
     }
 }

@@ -196,16 +196,7 @@ fn tags_query(language: Language) -> String {
 }
 
 fn full_tags_query(language: Language) -> String {
-    match language {
-        Language::Python => tree_sitter_python::TAGS_QUERY.to_string(),
-        Language::Rust => tree_sitter_rust::TAGS_QUERY.to_string(),
-        Language::JavaScript => tree_sitter_javascript::TAGS_QUERY.to_string(),
-        // TypeScript's query adds its own items (interfaces, signatures) to JavaScript's.
-        Language::TypeScript | Language::Tsx => {
-            format!("{}\n{}", tree_sitter_javascript::TAGS_QUERY, tree_sitter_typescript::TAGS_QUERY)
-        }
-        Language::Go => tree_sitter_go::TAGS_QUERY.to_string(),
-    }
+    language.spec().tags.join("\n")
 }
 
 /// Identifier-like words of `text` with their counts, in order of first appearance.

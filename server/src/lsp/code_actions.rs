@@ -15,6 +15,7 @@ use super::handlers::code_action_resolve::{self, Delivery};
 use super::jsonrpc::ResponseError;
 use super::server::{Responder, Server};
 use crate::syntax::Language;
+use crate::syntax::languages::DocStyle;
 use crate::syntax::scopes::Scope;
 
 /// What a listed action carries to its resolution.
@@ -79,11 +80,9 @@ pub fn by_command(command_name: &str) -> Option<&'static dyn CodeAction> {
 
 /// "Add docstring" for Python, "Add doc comment" elsewhere.
 fn docstring_words(language: Language) -> (&'static str, &'static str) {
-    match language {
-        Language::Python => ("Add docstring", "Add docstrings"),
-        Language::Rust | Language::JavaScript | Language::TypeScript | Language::Tsx | Language::Go => {
-            ("Add doc comment", "Add doc comments")
-        }
+    match language.spec().doc {
+        DocStyle::Docstring => ("Add docstring", "Add docstrings"),
+        DocStyle::RustDoc | DocStyle::JsDoc | DocStyle::GoDoc => ("Add doc comment", "Add doc comments"),
     }
 }
 

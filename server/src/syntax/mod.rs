@@ -1,6 +1,7 @@
-//! Languages nib understands and their tree-sitter grammars: detection from an LSP
-//! `languageId` or a file extension, and (re)parsing straight from a rope.
+//! Languages nib understands (their facts live in `languages/`, one file each): detection
+//! from an LSP `languageId` or a file extension, and (re)parsing straight from a rope.
 
+pub mod languages;
 pub mod scopes;
 
 use ropey::Rope;
@@ -20,51 +21,21 @@ pub enum Language {
 impl Language {
     /// Maps an LSP `languageId` (the identifiers VS Code and Neovim use) to a language.
     pub fn from_language_id(id: &str) -> Option<Self> {
-        Some(match id {
-            "python" => Language::Python,
-            "rust" => Language::Rust,
-            "javascript" | "javascriptreact" | "jsx" => Language::JavaScript,
-            "typescript" => Language::TypeScript,
-            "typescriptreact" | "tsx" => Language::Tsx,
-            "go" => Language::Go,
-            _ => return None,
-        })
+        languages::ALL.iter().find(|spec| spec.language_ids.contains(&id)).map(|spec| spec.language)
     }
 
     /// Maps a path's extension to a language; the fallback when the `languageId` is unknown.
     pub fn from_path(path: &str) -> Option<Self> {
         let extension = path.rsplit_once('.')?.1;
-        Some(match extension {
-            "py" | "pyi" => Language::Python,
-            "rs" => Language::Rust,
-            "js" | "mjs" | "cjs" | "jsx" => Language::JavaScript,
-            "ts" | "mts" | "cts" => Language::TypeScript,
-            "tsx" => Language::Tsx,
-            "go" => Language::Go,
-            _ => return None,
-        })
+        languages::ALL.iter().find(|spec| spec.extensions.contains(&extension)).map(|spec| spec.language)
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Language::Python => "python",
-            Language::Rust => "rust",
-            Language::JavaScript => "javascript",
-            Language::TypeScript => "typescript",
-            Language::Tsx => "typescriptreact",
-            Language::Go => "go",
-        }
+        self.spec().name
     }
 
     pub(crate) fn grammar(self) -> tree_sitter::Language {
-        match self {
-            Language::Python => tree_sitter_python::LANGUAGE.into(),
-            Language::Rust => tree_sitter_rust::LANGUAGE.into(),
-            Language::JavaScript => tree_sitter_javascript::LANGUAGE.into(),
-            Language::TypeScript => tree_sitter_typescript::LANGUAGE_TYPESCRIPT.into(),
-            Language::Tsx => tree_sitter_typescript::LANGUAGE_TSX.into(),
-            Language::Go => tree_sitter_go::LANGUAGE.into(),
-        }
+        (self.spec().grammar)()
     }
 
     /// A parser for this language. Grammar versions are pinned in Cargo.toml, so a failure here
@@ -79,6 +50,26 @@ impl Language {
 /// Documents larger than this are tracked as text only: parsing them would stall the server
 /// for seconds on every edit, and nothing nib does needs a tree of a generated 10 MB file.
 pub const MAX_PARSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// `text` parsed as `language` (generated code, a file read from disk).
+pub fn parse_text(language: Language, text: &str) -> Option<Tree> {
+    parse(&mut language.parser(), &Rope::from_str(text), None)
+}
+
+/// The first top-level node of `tree` that `wanted` accepts.
+pub fn find_top_level<'t>(
+    tree: &'t Tree,
+    wanted: impl Fn(tree_sitter::Node<'t>) -> bool,
+) -> Option<tree_sitter::Node<'t>> {
+    let root = tree.root_node();
+    let mut cursor = root.walk();
+    root.children(&mut cursor).find(|node| wanted(*node))
+}
+
+/// Whether `node`'s `name` field reads `name` in `source`.
+pub fn is_named(node: tree_sitter::Node, source: &str, name: &str) -> bool {
+    node.child_by_field_name("name").is_some_and(|n| &source[n.byte_range()] == name)
+}
 
 /// Parses `rope`, reusing `old_tree` (already `edit`ed to match `rope`) when given.
 pub fn parse(parser: &mut Parser, rope: &Rope, old_tree: Option<&Tree>) -> Option<Tree> {

@@ -5,9 +5,12 @@
 use std::ops::Range;
 
 use ropey::Rope;
-use tree_sitter::{Node, Tree};
+use std::collections::HashMap;
+
+use tree_sitter::{Node, QueryCursor, StreamingIterator, Tree};
 
 use super::Language;
+use super::languages::{Blocks, DocStyle};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScopeKind {
@@ -73,61 +76,34 @@ fn field_text(rope: &Rope, node: Node, field: &str) -> Option<String> {
     node.child_by_field_name(field).map(|child| text(rope, child))
 }
 
-/// The node kinds that define scopes, per language.
-fn scope_kind_of(language: Language, node: Node) -> Option<ScopeKind> {
-    let kind = node.kind();
-    match language {
-        Language::Python => match kind {
-            "function_definition" => Some(ScopeKind::Function),
-            "class_definition" => Some(ScopeKind::Class),
-            _ => None,
-        },
-        Language::Rust => match kind {
-            "function_item" | "function_signature_item" => Some(ScopeKind::Function),
-            "struct_item" | "enum_item" | "union_item" | "trait_item" | "impl_item" => Some(ScopeKind::Class),
-            _ => None,
-        },
-        Language::JavaScript | Language::TypeScript | Language::Tsx => match kind {
-            "function_declaration" | "generator_function_declaration" => Some(ScopeKind::Function),
-            "method_definition" => Some(ScopeKind::Method),
-            "class_declaration" | "abstract_class_declaration" => Some(ScopeKind::Class),
-            // `const f = (x) => ...` and `const f = function () {}`: the declarator is the scope.
-            "variable_declarator" => node
-                .child_by_field_name("value")
-                .filter(|value| matches!(value.kind(), "arrow_function" | "function_expression" | "function"))
-                .map(|_| ScopeKind::Function),
-            _ => None,
-        },
-        Language::Go => match kind {
-            "function_declaration" => Some(ScopeKind::Function),
-            "method_declaration" => Some(ScopeKind::Method),
-            "type_spec" => Some(ScopeKind::Class),
-            _ => None,
-        },
+/// The scopes the language's `scopes.scm` captures among the nodes that overlap `range`, by
+/// node id. A node captured both as a function and as a method is a method.
+fn scope_nodes(language: Language, tree: &Tree, range: Range<usize>) -> HashMap<usize, (Node<'_>, ScopeKind)> {
+    let query = &language.queries().scopes;
+    let mut cursor = QueryCursor::new();
+    cursor.set_byte_range(range);
+    let mut found: HashMap<usize, (Node, ScopeKind)> = HashMap::new();
+    // No predicates: the query never reads the text.
+    let mut matches = cursor.matches(query, tree.root_node(), &[] as &[u8]);
+    while let Some(matched) = matches.next() {
+        for capture in matched.captures() {
+            let kind = match query.capture_names()[capture.index as usize] {
+                "function" => ScopeKind::Function,
+                "method" => ScopeKind::Method,
+                _ => ScopeKind::Class,
+            };
+            let entry = found.entry(capture.node.id()).or_insert((capture.node, kind));
+            if kind == ScopeKind::Method {
+                entry.1 = kind;
+            }
+        }
     }
+    found
 }
 
-/// A function directly inside a class body (Python, Rust impl/trait) is a method.
-fn refine_kind(language: Language, node: Node, kind: ScopeKind) -> ScopeKind {
-    if kind != ScopeKind::Function {
-        return kind;
-    }
-    let mut parent = node.parent();
-    if language == Language::Python && parent.is_some_and(|p| p.kind() == "decorated_definition") {
-        parent = parent.and_then(|p| p.parent());
-    }
-    let container = parent.and_then(|p| p.parent());
-    let is_method = match language {
-        Language::Python => {
-            parent.is_some_and(|p| p.kind() == "block") && container.is_some_and(|c| c.kind() == "class_definition")
-        }
-        Language::Rust => {
-            parent.is_some_and(|p| p.kind() == "declaration_list")
-                && container.is_some_and(|c| matches!(c.kind(), "impl_item" | "trait_item"))
-        }
-        _ => false,
-    };
-    if is_method { ScopeKind::Method } else { kind }
+/// The scopes among the nodes around `byte` (ending at it or starting after it).
+fn scope_nodes_around(language: Language, tree: &Tree, byte: usize) -> HashMap<usize, (Node<'_>, ScopeKind)> {
+    scope_nodes(language, tree, byte.saturating_sub(1)..byte + 1)
 }
 
 /// The node documentation attaches to: decorators, `export`, a `const` declaration.
@@ -216,7 +192,7 @@ fn parameters_node(language: Language, node: Node) -> Option<Node> {
     }
 }
 
-fn parameters(language: Language, rope: &Rope, node: Node) -> Vec<Parameter> {
+fn parameters(language: Language, rope: &Rope, node: Node, kind: ScopeKind) -> Vec<Parameter> {
     let Some(list) = parameters_node(language, node) else {
         return Vec::new();
     };
@@ -233,11 +209,13 @@ fn parameters(language: Language, rope: &Rope, node: Node) -> Vec<Parameter> {
             Language::Go => go_parameter(rope, child, &mut result),
         }
     }
-    // The receiver is implicit: docstrings and tests never list it.
-    if language == Language::Python
-        && refine_kind(language, node, ScopeKind::Function) == ScopeKind::Method
-        && result.first().is_some_and(|p| p.name == "self" || p.name == "cls")
-    {
+    // The receiver is implicit: docstrings and tests never list it. Only Python spells it
+    // as an ordinary first parameter.
+    let explicit_receiver = match language {
+        Language::Python => result.first().is_some_and(|p| p.name == "self" || p.name == "cls"),
+        Language::Rust | Language::JavaScript | Language::TypeScript | Language::Tsx | Language::Go => false,
+    };
+    if explicit_receiver && kind == ScopeKind::Method {
         result.remove(0);
     }
     result
@@ -338,13 +316,18 @@ fn return_annotation(language: Language, rope: &Rope, node: Node) -> Option<Stri
         "variable_declarator" => node.child_by_field_name("value")?,
         _ => node,
     };
-    let field = if language == Language::Go { "result" } else { "return_type" };
+    let field = match language {
+        Language::Go => "result",
+        Language::Python | Language::Rust | Language::JavaScript | Language::TypeScript | Language::Tsx => {
+            "return_type"
+        }
+    };
     field_text(rope, node, field).map(|t| t.trim_start_matches(':').trim().to_string())
 }
 
 /// The existing docstring (Python) or the doc comment directly above the anchor.
 fn existing_doc(language: Language, rope: &Rope, node: Node, anchor: Node) -> Option<Range<usize>> {
-    if language == Language::Python {
+    if let DocStyle::Docstring = language.spec().doc {
         let body = node.child_by_field_name("body")?;
         let first = body.named_child(0)?;
         let string = first.named_child(0).filter(|_| first.kind() == "expression_statement")?;
@@ -360,12 +343,12 @@ fn existing_doc(language: Language, rope: &Rope, node: Node, anchor: Node) -> Op
     }
     let comment = previous.filter(|s| s.kind().contains("comment"))?;
     let comment_text = text(rope, comment);
-    let is_doc = match language {
-        Language::Rust => comment_text.starts_with("///") || comment_text.starts_with("/**"),
-        Language::JavaScript | Language::TypeScript | Language::Tsx => comment_text.starts_with("/**"),
+    let is_doc = match language.spec().doc {
+        DocStyle::RustDoc => comment_text.starts_with("///") || comment_text.starts_with("/**"),
+        DocStyle::JsDoc => comment_text.starts_with("/**"),
         // Go doc comments are plain `//` comments on the lines directly above the declaration.
-        Language::Go => comment.end_position().row + 1 >= anchor.start_position().row,
-        Language::Python => false,
+        DocStyle::GoDoc => comment.end_position().row + 1 >= anchor.start_position().row,
+        DocStyle::Docstring => false,
     };
     is_doc.then(|| comment.byte_range())
 }
@@ -382,30 +365,34 @@ fn describe(language: Language, rope: &Rope, node: Node, kind: ScopeKind) -> Sco
         .trim_end()
         .to_string();
     Scope {
-        kind: refine_kind(language, node, kind),
+        kind,
         name: scope_name(language, rope, node),
         range: node.byte_range(),
         anchor: anchor.byte_range(),
         body: body.map(|b| b.byte_range()),
         signature,
-        parameters: parameters(language, rope, node),
+        parameters: parameters(language, rope, node, kind),
         return_annotation: return_annotation(language, rope, node),
         doc: existing_doc(language, rope, node, anchor),
         is_async: is_async(language, rope, node),
     }
 }
 
-/// The innermost scope node whose range holds `byte` (start ≤ byte ≤ end, so a cursor at the
+/// The innermost of `scopes` whose range holds `byte` (start ≤ byte ≤ end, so a cursor at the
 /// very end of the last line of a body is still inside).
-fn innermost_containing(language: Language, tree: &Tree, byte: usize) -> Option<(Node<'_>, ScopeKind)> {
+fn innermost_containing<'tree>(
+    scopes: &HashMap<usize, (Node<'tree>, ScopeKind)>,
+    tree: &'tree Tree,
+    byte: usize,
+) -> Option<(Node<'tree>, ScopeKind)> {
     let mut found = None;
     let mut node = tree.root_node();
     'descend: loop {
         let mut cursor = node.walk();
         for child in node.children(&mut cursor) {
             if child.start_byte() <= byte && byte <= child.end_byte() && child.end_byte() > child.start_byte() {
-                if let Some(kind) = scope_kind_of(language, child) {
-                    found = Some((child, kind));
+                if let Some(scope) = scopes.get(&child.id()) {
+                    found = Some(*scope);
                 }
                 node = child;
                 continue 'descend;
@@ -428,7 +415,9 @@ fn python_scope_by_indentation<'tree>(tree: &'tree Tree, rope: &Rope, byte: usiz
     // The last non-blank line above the cursor.
     let previous = (0..line).rev().find(|&l| !rope.line(l).chars().all(char::is_whitespace))?;
     let previous_end = rope.line_to_byte(previous) + rope.line(previous).to_string().trim_end().len();
-    let (mut node, mut kind) = innermost_containing(Language::Python, tree, previous_end.saturating_sub(1))?;
+    let last_byte = previous_end.saturating_sub(1);
+    let scopes = scope_nodes_around(Language::Python, tree, last_byte);
+    let (mut node, mut kind) = innermost_containing(&scopes, tree, last_byte)?;
     loop {
         let anchor = anchor_node(Language::Python, node);
         if anchor.start_position().column < cursor_column {
@@ -437,8 +426,8 @@ fn python_scope_by_indentation<'tree>(tree: &'tree Tree, rope: &Rope, byte: usiz
         let mut parent = anchor.parent();
         let outer = loop {
             let candidate = parent?;
-            if let Some(outer_kind) = scope_kind_of(Language::Python, candidate) {
-                break (candidate, outer_kind);
+            if let Some(outer) = scopes.get(&candidate.id()) {
+                break *outer;
             }
             parent = candidate.parent();
         };
@@ -449,8 +438,8 @@ fn python_scope_by_indentation<'tree>(tree: &'tree Tree, rope: &Rope, byte: usiz
 /// The innermost function, method or class around `byte`.
 pub fn scope_at(language: Language, tree: &Tree, rope: &Rope, byte: usize) -> Option<Scope> {
     let byte = byte.min(rope.len_bytes());
-    let mut found = innermost_containing(language, tree, byte);
-    if language == Language::Python
+    let mut found = innermost_containing(&scope_nodes_around(language, tree, byte), tree, byte);
+    if let Blocks::Indentation = language.spec().blocks
         && let Some(by_indent) = python_scope_by_indentation(tree, rope, byte)
     {
         // Prefer the deeper of the two.
@@ -464,37 +453,27 @@ pub fn scope_at(language: Language, tree: &Tree, rope: &Rope, byte: usize) -> Op
     found.map(|(node, kind)| describe(language, rope, node, kind))
 }
 
-/// Every function, method and class in the file, in document order.
+/// Every function, method and class in the file, in document order (outer before inner).
 pub fn all_scopes(language: Language, tree: &Tree, rope: &Rope) -> Vec<Scope> {
-    let mut scopes = Vec::new();
-    let mut cursor = tree.walk();
-    loop {
-        let node = cursor.node();
-        if let Some(kind) = scope_kind_of(language, node) {
-            scopes.push(describe(language, rope, node, kind));
-        }
-        if cursor.goto_first_child() {
-            continue;
-        }
-        while !cursor.goto_next_sibling() {
-            if !cursor.goto_parent() {
-                return scopes;
-            }
-        }
-    }
+    let mut scopes: Vec<(Node, ScopeKind)> = scope_nodes(language, tree, 0..usize::MAX).into_values().collect();
+    scopes.sort_by_key(|(node, _)| (node.start_byte(), std::cmp::Reverse(node.end_byte())));
+    scopes.into_iter().map(|(node, kind)| describe(language, rope, node, kind)).collect()
 }
 
-/// The file's top-level import statements, in document order.
+/// The file's top-level import statements (the language's `imports.scm`), in document order.
 pub fn imports(language: Language, tree: &Tree) -> Vec<Range<usize>> {
-    let kinds: &[&str] = match language {
-        Language::Python => &["import_statement", "import_from_statement", "future_import_statement"],
-        Language::Rust => &["use_declaration", "extern_crate_declaration"],
-        Language::JavaScript | Language::TypeScript | Language::Tsx => &["import_statement"],
-        Language::Go => &["import_declaration"],
-    };
+    let query = &language.queries().imports;
     let root = tree.root_node();
-    let mut cursor = root.walk();
-    root.children(&mut cursor).filter(|node| kinds.contains(&node.kind())).map(|node| node.byte_range()).collect()
+    let mut cursor = QueryCursor::new();
+    let mut matches = cursor.matches(query, root, &[] as &[u8]);
+    let mut found = Vec::new();
+    while let Some(matched) = matches.next() {
+        let statements = matched.captures().iter().map(|capture| capture.node);
+        found.extend(statements.filter(|node| node.parent() == Some(root)).map(|node| node.byte_range()));
+    }
+    found.sort_by_key(|range| range.start);
+    found.dedup();
+    found
 }
 
 #[cfg(test)]

@@ -81,6 +81,20 @@ fn read_message(reader: &mut impl BufRead) -> Option<Value> {
     Some(serde_json::from_slice(&body).expect("the server sent invalid JSON"))
 }
 
+/// A client's capabilities as VS Code declares them (but without `workspace/configuration`):
+/// the `encodings` offered, progress, versioned edits with file creation, and resolved edits.
+pub fn editor_capabilities(encodings: &[&str]) -> Value {
+    json!({
+        "general": { "positionEncodings": encodings },
+        "window": { "workDoneProgress": true },
+        "workspace": {
+            "applyEdit": true,
+            "workspaceEdit": { "documentChanges": true, "resourceOperations": ["create"] },
+        },
+        "textDocument": { "codeAction": { "resolveSupport": { "properties": ["edit"] } } },
+    })
+}
+
 impl TestServer {
     /// Spawns `nib` with the given extra environment, without initializing.
     pub fn spawn(env: &[(&str, &str)]) -> Self {
@@ -145,24 +159,22 @@ impl TestServer {
         self.initialize_at(&repo_root(), options, encodings)
     }
 
-    /// `initialize` with `root` as the workspace folder.
+    /// `initialize` with `root` as the workspace folder, declaring what VS Code declares.
     pub fn initialize_at(&mut self, root: &Path, options: Value, encodings: &[&str]) -> Value {
+        let mut capabilities = editor_capabilities(encodings);
+        capabilities["workspace"]["configuration"] = json!(true);
+        self.initialize_with(root, options, capabilities)
+    }
+
+    /// `initialize` with `root` as the workspace folder and the client `capabilities` given.
+    pub fn initialize_with(&mut self, root: &Path, options: Value, capabilities: Value) -> Value {
         let result = self
             .request(
                 "initialize",
                 json!({
                     "processId": std::process::id(),
                     "rootUri": format!("file://{}", root.display()),
-                    "capabilities": {
-                        "general": { "positionEncodings": encodings },
-                        "window": { "workDoneProgress": true },
-                        "workspace": {
-                            "configuration": true,
-                            "applyEdit": true,
-                            "workspaceEdit": { "documentChanges": true, "resourceOperations": ["create"] },
-                        },
-                        "textDocument": { "codeAction": { "resolveSupport": { "properties": ["edit"] } } },
-                    },
+                    "capabilities": capabilities,
                     "initializationOptions": options,
                 }),
             )

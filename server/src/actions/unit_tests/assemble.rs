@@ -7,6 +7,7 @@ use tree_sitter::Node;
 use super::{Plan, PythonStyle};
 use crate::actions::scaffold::AsyncStyle;
 use crate::actions::{Insertion, Target};
+use crate::syntax::languages::TestLayout;
 use crate::syntax::scopes::ScopeKind;
 use crate::syntax::{self, Language};
 
@@ -14,7 +15,7 @@ use crate::syntax::{self, Language};
 /// for async code without pytest-asyncio, a `TestCase` when the project uses unittest.
 pub(super) fn in_unittest_class(target: &Target, plan: &Plan) -> bool {
     let is_async = target.scope.is_async && target.scope.kind == ScopeKind::Function;
-    target.language == Language::Python
+    matches!(target.language.spec().tests, TestLayout::Python)
         && if is_async { plan.async_style == AsyncStyle::Unittest } else { plan.python_style == PythonStyle::Unittest }
 }
 
@@ -247,13 +248,9 @@ pub(super) fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertio
         }
         Language::JavaScript | Language::TypeScript | Language::Tsx => {
             let mut header = String::new();
-            for line in [
-                "import { test } from \"node:test\";",
-                "import assert from \"node:assert/strict\";",
-                plan.import_line.as_str(),
-            ] {
-                if !has_line(line) {
-                    header.push_str(line);
+            for line in javascript_header(plan) {
+                if !has_line(&line) {
+                    header.push_str(&line);
                     header.push('\n');
                 }
             }
@@ -263,13 +260,28 @@ pub(super) fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertio
         Language::Go => {
             let header = if existing.trim().is_empty() {
                 let package = package_name(target).unwrap_or_else(|| "main".into());
-                format!("package {package}\n\nimport \"testing\"\n\n")
+                if body.iter().any(|t| t.contains("reflect.")) {
+                    format!("package {package}\n\nimport (\n\t\"reflect\"\n\t\"testing\"\n)\n\n")
+                } else {
+                    format!("package {package}\n\nimport \"testing\"\n\n")
+                }
             } else {
                 String::new()
             };
             Insertion { offset: end, text: format!("{separator}{header}{}\n", body.join("\n\n")) }
         }
     }
+}
+
+/// The lines a JavaScript or TypeScript test file starts with: node:test, strict assertions,
+/// the code under test (`require` in a CommonJS package).
+pub fn javascript_header(plan: &Plan) -> [String; 3] {
+    let (test, assert) = if plan.commonjs {
+        ("const { test } = require(\"node:test\");", "const assert = require(\"node:assert/strict\");")
+    } else {
+        ("import { test } from \"node:test\";", "import assert from \"node:assert/strict\";")
+    };
+    [test.to_string(), assert.to_string(), plan.import_line.clone()]
 }
 
 fn package_name(target: &Target) -> Option<String> {
@@ -282,13 +294,10 @@ fn package_name(target: &Target) -> Option<String> {
 
 /// The byte offset of the closing brace of a `#[cfg(test)] mod tests { ... }` in `code`.
 fn existing_test_module_end(code: &str) -> Option<usize> {
-    let rope = ropey::Rope::from_str(code);
-    let tree = syntax::parse(&mut Language::Rust.parser(), &rope, None)?;
-    let root = tree.root_node();
-    let mut cursor = root.walk();
-    let module = root.children(&mut cursor).find(|node| {
+    let tree = syntax::parse_text(Language::Rust, code)?;
+    let module = syntax::find_top_level(&tree, |node| {
         node.kind() == "mod_item"
-            && node.child_by_field_name("name").is_some_and(|n| &code[n.byte_range()] == "tests")
+            && syntax::is_named(node, code, "tests")
             && node
                 .prev_sibling()
                 .is_some_and(|a| a.kind() == "attribute_item" && code[a.byte_range()].contains("cfg(test)"))

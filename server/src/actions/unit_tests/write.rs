@@ -6,9 +6,11 @@ use super::assemble::{Test, assemble, find_tests, make_names_unique, parses_as_w
 use super::plan::subject;
 use super::{Plan, TestEdit};
 use crate::actions::scaffold::{self, AsyncStyle, Collaborator, Piece};
+use crate::actions::verify::budget::Budget;
 use crate::actions::{ActionError, Asker, Target};
-use crate::engine::{Backend, CancelToken, Flow};
+use crate::engine::{Backend, CancelToken, EngineError, Flow};
 use crate::syntax::Language;
+use crate::syntax::languages::TestLayout;
 use crate::syntax::scopes::ScopeKind;
 
 /// How one test is written, in two short generations: the rest of its name after `name_lead`
@@ -77,7 +79,6 @@ pub(super) fn scaffolded_shape(
     let name = &target.scope.name;
     let lower = name.to_lowercase();
     let is_async = target.scope.is_async;
-    let fixed = |text: &str| Piece::Fixed(text.to_string());
     match target.language {
         Language::Python => {
             let (lead, receiver) = match (is_async, plan.async_style) {
@@ -93,26 +94,89 @@ pub(super) fn scaffolded_shape(
         Language::Rust if is_async && plan.tokio => Some((
             format!("#[tokio::test]\nasync fn {lower}_"),
             "(",
-            vec![
-                Piece::Fixed(format!("() {{\n    let result = {name}(")),
-                Piece::Arguments,
-                fixed(".await;\n    assert_eq!(result, "),
-                Piece::Hole { stop: "\n" },
-                fixed("\n}\n"),
-            ],
+            call_and_expectation(
+                format!("() {{\n    let result = {name}("),
+                ".await;\n    assert_eq!(result, ".into(),
+                "\n}\n".into(),
+            ),
         )),
+        Language::Go => {
+            let results = go_results(target.scope.return_annotation.as_deref()?)?;
+            let lead = format!("func Test{name}");
+            let check = |value: &str| {
+                let comparable = !(value.contains('[') || value.contains("func") || value.contains("interface"));
+                let uses_reflect = plan.existing.as_deref().is_none_or(|e| e.contains("\"reflect\""));
+                let condition =
+                    if comparable && !uses_reflect { "got != want" } else { "!reflect.DeepEqual(got, want)" };
+                format!("\n\tif {condition} {{\n\t\tt.Errorf(\"{name}() = %#v, want %#v\", got, want)\n\t}}\n}}\n")
+            };
+            let error_check = format!("\n\tif err != nil {{\n\t\tt.Fatalf(\"{name}: %v\", err)\n\t}}");
+            let pieces = match results {
+                GoResults::Value(value) => call_and_expectation(
+                    format!("(t *testing.T) {{\n\tgot := {name}("),
+                    format!("\n\tvar want {value} = "),
+                    check(value),
+                ),
+                GoResults::ValueAndError(value) => call_and_expectation(
+                    format!("(t *testing.T) {{\n\tgot, err := {name}("),
+                    format!("{error_check}\n\tvar want {value} = "),
+                    check(value),
+                ),
+                GoResults::Error => vec![
+                    Piece::Fixed(format!("(t *testing.T) {{\n\terr := {name}(")),
+                    Piece::Arguments,
+                    Piece::Fixed(format!("{error_check}\n}}\n")),
+                ],
+            };
+            Some((lead, "(", pieces))
+        }
         Language::JavaScript | Language::TypeScript | Language::Tsx if is_async => Some((
             format!("test(\"{name} "),
             "\"",
-            vec![
-                Piece::Fixed(format!("\", async () => {{\n  const result = await {name}(")),
-                Piece::Arguments,
-                fixed(";\n  assert.deepStrictEqual(result, "),
-                Piece::Hole { stop: "\n" },
-                fixed("\n});\n"),
-            ],
+            call_and_expectation(
+                format!("\", async () => {{\n  const result = await {name}("),
+                ";\n  assert.deepStrictEqual(result, ".into(),
+                "\n});\n".into(),
+            ),
         )),
         _ => None,
+    }
+}
+
+/// A scaffold that calls the code (`call`, then the model's arguments), then `between`, the
+/// model's expected value (one line), then `end`.
+fn call_and_expectation(call: String, between: String, end: String) -> Vec<Piece> {
+    vec![Piece::Fixed(call), Piece::Arguments, Piece::Fixed(between), Piece::Hole { stop: "\n" }, Piece::Fixed(end)]
+}
+
+/// What a Go function returns, as far as its tests care.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GoResults<'a> {
+    Value(&'a str),
+    ValueAndError(&'a str),
+    Error,
+}
+
+/// A Go result list (`int`, `(int, error)`, `(n int, err error)`, `error`) in the forms tests
+/// are written for; `None` for others (several values, no result).
+pub fn go_results(annotation: &str) -> Option<GoResults<'_>> {
+    let inner = annotation.trim().strip_prefix('(').and_then(|a| a.strip_suffix(')')).unwrap_or(annotation.trim());
+    let parts: Vec<&str> = inner.split(',').map(go_result_type).collect();
+    match parts.as_slice() {
+        [""] => None,
+        ["error"] => Some(GoResults::Error),
+        [value] if !value.contains('(') => Some(GoResults::Value(value)),
+        [value, "error"] if !value.contains('(') => Some(GoResults::ValueAndError(value)),
+        _ => None,
+    }
+}
+
+/// The type of a possibly named Go result (`n int` → `int`).
+fn go_result_type(part: &str) -> &str {
+    let part = part.trim();
+    match part.split_once(' ') {
+        Some((name, kind)) if name.chars().all(|c| c.is_alphanumeric() || c == '_') => kind.trim(),
+        _ => part,
     }
 }
 
@@ -230,11 +294,14 @@ pub struct Request<'a> {
     pub earlier: &'a [Test],
     /// Discarded attempts after which the round ends (each costs a generation).
     pub max_discarded: usize,
+    /// The action's time budget: no test is started after it, and one being written is cut.
+    pub budget: Option<&'a Budget>,
 }
 
 /// Candidate tests, written one at a time (each prompt shows the earlier ones, so the model
 /// writes different cases and the KV cache covers the shared start), each generation stopped
 /// as soon as the test is complete; only complete, asserting, distinct tests are returned.
+/// When the request's budget runs out, the tests finished by then are the answer.
 pub fn write_candidates(
     model: &mut dyn Backend,
     target: &Target,
@@ -242,6 +309,22 @@ pub fn write_candidates(
     request: &Request,
     cancel: CancelToken,
 ) -> Result<Vec<Test>, ActionError> {
+    let mut tests = Vec::new();
+    match write_into(model, target, plan, request, cancel, &mut tests) {
+        // The budget's deadline stopped a generation.
+        Err(ActionError::Engine(EngineError::TimedOut)) if request.budget.is_some_and(Budget::spent) => Ok(tests),
+        outcome => outcome.map(|()| tests),
+    }
+}
+
+fn write_into(
+    model: &mut dyn Backend,
+    target: &Target,
+    plan: &Plan,
+    request: &Request,
+    cancel: CancelToken,
+    tests: &mut Vec<Test>,
+) -> Result<(), ActionError> {
     let language = target.language;
     let (_, qualified) = subject(target);
     let mut context = format!("```{}\n{}\n```", target.fence(), target.source());
@@ -249,21 +332,29 @@ pub fn write_candidates(
         context.push_str(&format!("\n\n```{}\n{}```", target.fence(), request.hints));
     }
     let mut asker = Asker::new(model, cancel, context);
-    let comment = if language == Language::Python { "#" } else { "//" };
+    asker.deadline = request.budget.map(Budget::deadline);
+    let comment = language.spec().line_comment;
     let question = format!(
         "Write {} unit tests for `{qualified}`. Cover typical inputs and edge cases with short test functions that each assert a result. Reply with code only.",
         framework(language)
     );
     let shape = shape(target);
     let collaborators = scaffold::collaborators(target, &plan.module);
-    let scaffolded =
-        if scaffold::needed(target, &collaborators) { scaffolded_shape(target, plan, &collaborators) } else { None };
+    // Go tests always follow the scaffold: typed expectations and error checks.
+    let scaffolded = if scaffold::needed(target, &collaborators) || matches!(language.spec().tests, TestLayout::Go) {
+        scaffolded_shape(target, plan, &collaborators)
+    } else {
+        None
+    };
     let parameter_names: Vec<String> = target.scope.parameters.iter().map(|p| p.name.clone()).collect();
     let wanted = if request.repairs.is_empty() { request.count } else { request.repairs.len() };
-    let mut tests: Vec<Test> = Vec::new();
     let mut failures = 0;
-    let separator = if language == Language::Python { "\n\n\n" } else { "\n\n" };
-    while tests.len() < wanted && failures < request.max_discarded {
+    let separator = match language.spec().tests {
+        TestLayout::Python => "\n\n\n",
+        TestLayout::Rust | TestLayout::Node | TestLayout::Go => "\n\n",
+    };
+    let out_of_time = || request.budget.is_some_and(Budget::spent);
+    while tests.len() < wanted && failures < request.max_discarded && !out_of_time() {
         // The first test is greedy; later ones (and retries) sample, so they differ.
         asker.attempt = (request.earlier.len() + tests.len() + failures) as u64;
         // The tests so far, then the start of the next one.
@@ -281,7 +372,7 @@ pub fn write_candidates(
                 written.push_str(&format!("{comment} The test above fails: {error}\n{comment} A correct test:\n"));
             }
             None => {
-                for test in request.earlier.iter().chain(&tests) {
+                for test in request.earlier.iter().chain(tests.iter()) {
                     written.push_str(&test.text);
                     written.push_str(separator);
                 }
@@ -333,7 +424,7 @@ pub fn write_candidates(
             request
                 .earlier
                 .iter()
-                .chain(&tests)
+                .chain(tests.iter())
                 .chain(request.repairs.iter().map(|r| &r.test))
                 .all(|t| body_of(t) != body_of(test))
         };
@@ -345,7 +436,7 @@ pub fn write_candidates(
             }
         }
     }
-    Ok(tests)
+    Ok(())
 }
 
 /// The edit for `tests`: unique names, and the longest run of them that leaves the target
@@ -385,7 +476,8 @@ pub fn generate(
     plan: &Plan,
     cancel: CancelToken,
 ) -> Result<TestEdit, ActionError> {
-    let request = Request { hints: "", count: TESTS_PER_ACTION, repairs: &[], earlier: &[], max_discarded: 5 };
+    let request =
+        Request { hints: "", count: TESTS_PER_ACTION, repairs: &[], earlier: &[], max_discarded: 5, budget: None };
     let tests = write_candidates(model, target, plan, &request, cancel)?;
     finish(target, plan, tests)
 }

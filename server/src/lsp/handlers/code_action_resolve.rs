@@ -132,6 +132,7 @@ pub fn write_tests(server: &mut Server, responder: Responder, data: &ActionData,
         python_interpreter: server.config.python_interpreter.clone(),
         queue: server.engine.task_queue(),
         cancel: cancel.clone(),
+        budget: verify::budget::Budget::new(server.config.tests_time_budget),
     };
     let main_loop = server.main_loop.clone();
     let (notes, reporter) = (main_loop.clone(), progress.clone());
