@@ -24,7 +24,7 @@ Usage (from the repository root):
   .venv/bin/python benches/repo_quality.py [--holes 40] [--seed 0] [--threads 2]
   .venv/bin/python benches/repo_quality.py --smoke     # 2 holes, prints only
 """
-import argparse, ast, datetime, io, json, os, random, re, shlex, shutil, statistics, sys, tempfile, time
+import argparse, ast, datetime, io, json, os, random, re, shutil, statistics, sys, tempfile, time
 import tokenize
 from pathlib import Path
 
@@ -208,12 +208,10 @@ def main():
     table = summarize(rows)
     print("\n" + markdown(table) + f"\n\n{len(rows)} holes in {elapsed:.0f} s")
     if args.details:
-        args.details.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "holed"}) + "\n"
-                                        for r in rows))
+        quality.write_details(args.details, rows)
     if out:
         info = json.loads((args.model / "nib.json").read_text())
-        command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, ROOT)]
-                           + [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+        command = quality.command_line()
         versions = ", ".join(f"{p.name} {version_of(p.name, packages)}" for p in projects)
         report = (f"- date: {datetime.date.today()}\n- machine: {quality.machine()}\n"
                   f"- model: {info.get('name')} ({info.get('precision')}), `{os.path.relpath(args.model, ROOT)}`\n"
