@@ -78,13 +78,7 @@ pub fn unverified_reason(
 }
 
 fn language_name(language: Language) -> &'static str {
-    match language {
-        Language::Python => "Python",
-        Language::Rust => "Rust",
-        Language::JavaScript => "JavaScript",
-        Language::TypeScript | Language::Tsx => "TypeScript",
-        Language::Go => "Go",
-    }
+    language.spec().display_name
 }
 
 /// The whole action after the plan (`unit_tests::plan`, which the caller checks): candidates,
@@ -129,7 +123,7 @@ fn tests_word(count: usize) -> String {
 
 /// Imports the module's top-level names the tests use (a dataclass they construct).
 fn import_used_names(target: &Target, plan: &mut Plan, tests: &[Test]) {
-    let TestLayout::Python = target.language.spec().tests else {
+    let Some(TestLayout::Python) = target.language.spec().tests else {
         return;
     };
     let subject = plan.imported.first().cloned().unwrap_or_default();

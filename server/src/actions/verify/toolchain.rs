@@ -52,7 +52,13 @@ pub fn for_language(language: Language, python_interpreter: Option<&Path>, root:
     match language {
         Language::Python => python(python_interpreter, root),
         Language::JavaScript => on_path("node").map(|program| Toolchain { program, source: "PATH" }),
-        Language::TypeScript | Language::Tsx | Language::Go | Language::Rust => None,
+        Language::TypeScript
+        | Language::Tsx
+        | Language::Go
+        | Language::Rust
+        | Language::Java
+        | Language::C
+        | Language::Cpp => None,
     }
 }
 

@@ -24,7 +24,7 @@ pub(super) static JAVASCRIPT: Spec = Spec {
     apostrophe: Apostrophe::Quote,
     top_level_starts: TOP_LEVEL_STARTS,
     doc: DocStyle::JsDoc,
-    tests: TestLayout::Node,
+    tests: Some(TestLayout::Node),
 };
 
 /// TypeScript's tags query adds its own items (interfaces, signatures) to JavaScript's.
