@@ -51,6 +51,9 @@ pub enum EngineError {
     /// The prompt does not fit the model's context (the context budget is an estimate).
     #[error("the prompt has {tokens} tokens, more than the model's context of {context}")]
     PromptTooLong { tokens: usize, context: usize },
+    /// The engine's queue is full (`scheduler::MAX_WAITING`); the request was not queued.
+    #[error("nib is busy: {waiting} requests are already waiting for the model; try again when they are done")]
+    Busy { waiting: usize },
 }
 
 /// Cancels one generation from any thread: between decode steps, and in the middle of a long

@@ -4,15 +4,28 @@
 //! Settings changes and the stop command are barriers: work queued before one runs before it,
 //! work sent after waits until it is done, so a job always runs on the model its prompt was
 //! prepared for.
+//!
+//! The queue is bounded, and submitting never blocks: work is pushed into the [`Inbox`] under a
+//! short lock (never held during inference) and refused or answered at once when it cannot
+//! wait. The policy, applied on every push:
+//! - cancelled jobs leave the queue at once and are answered `Cancelled` (a superseded
+//!   automatic completion is cancelled by the one replacing it, so it frees its place);
+//! - at most [`MAX_WAITING`] jobs and tasks wait; over that, background work is refused first,
+//!   and any other work is answered [`EngineError::Busy`] (nothing is lost silently);
+//! - a settings change replaces a pending one with no work queued between them;
+//! - work sent after the stop command is answered `NotReady`.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-
-use crossbeam_channel::Receiver;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::backend::Backend;
-use super::worker::{Command, Job, Task};
+use super::worker::{Job, Task};
 use super::{EngineError, EngineSettings, Flow, Generation, GenerationRequest, Model, ModelInfo};
+
+/// The most jobs and tasks that wait for the engine at once. Normal use keeps a handful
+/// waiting (one completion, a pre-warm, a code action's step); only a flood reaches this.
+pub(super) const MAX_WAITING: usize = 32;
 
 /// Who waits for a generation; the engine runs the highest first (variants from lowest up).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -34,7 +47,22 @@ pub(super) enum Work {
     Task(Task),
 }
 
+impl Work {
+    fn priority(&self) -> Priority {
+        match self {
+            Work::Job(job) => job.priority,
+            Work::Task(_) => Priority::ActionStep,
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        matches!(self, Work::Job(job) if job.request.cancel.is_cancelled())
+    }
+}
+
 struct Queued {
+    /// How many barriers were sent before it: work runs before the barriers sent after it.
+    epoch: u64,
     priority: Priority,
     /// Arrival order, so equal priorities run first come, first served.
     sequence: u64,
@@ -56,9 +84,14 @@ impl PartialOrd for Queued {
 }
 
 impl Ord for Queued {
-    /// The heap pops the greatest: the highest priority, then the earliest arrival.
+    /// The heap pops the greatest: the earliest epoch, then the highest priority, then the
+    /// earliest arrival.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.priority.cmp(&other.priority).then_with(|| other.sequence.cmp(&self.sequence))
+        other
+            .epoch
+            .cmp(&self.epoch)
+            .then_with(|| self.priority.cmp(&other.priority))
+            .then_with(|| other.sequence.cmp(&self.sequence))
     }
 }
 
@@ -74,88 +107,172 @@ pub(super) enum Next {
     Control(Control),
 }
 
-/// The engine's queue: the command channel drained into a priority heap up to the next barrier.
-pub(super) struct Queue<'a> {
-    commands: &'a Receiver<Command>,
-    heap: BinaryHeap<Queued>,
-    sequence: u64,
-    /// A control command that arrived after the queued work; it waits until that is done.
-    barrier: Option<Control>,
+/// Work that did not stay in the queue, to be answered by the caller outside the lock.
+pub(super) struct Refused {
+    pub work: Work,
+    pub why: EngineError,
 }
 
-impl<'a> Queue<'a> {
-    pub(super) fn new(commands: &'a Receiver<Command>) -> Self {
-        Queue { commands, heap: BinaryHeap::new(), sequence: 0, barrier: None }
+/// What waits for the engine, in order.
+#[derive(Default)]
+struct Pending {
+    heap: BinaryHeap<Queued>,
+    sequence: u64,
+    /// Barriers in the order they were sent, each with its index (the epoch of the work before it).
+    controls: VecDeque<(u64, Control)>,
+    /// Barriers sent so far: the epoch of work pushed now.
+    epoch: u64,
+    /// Stop was sent: nothing after it would ever run.
+    stopped: bool,
+}
+
+impl Pending {
+    /// Queues `work`, or refuses it; returns what left the queue (cancelled jobs, refused work).
+    fn push(&mut self, work: Work) -> Vec<Refused> {
+        let mut refused = self.drop_cancelled();
+        if work.is_cancelled() {
+            refused.push(Refused { work, why: EngineError::Cancelled });
+        } else if self.stopped {
+            refused.push(Refused { work, why: EngineError::NotReady("the engine has stopped".into()) });
+        } else if self.heap.len() >= MAX_WAITING {
+            let why = match work.priority() {
+                Priority::Background => EngineError::Cancelled,
+                _ => EngineError::Busy { waiting: self.heap.len() },
+            };
+            refused.push(Refused { work, why });
+        } else {
+            self.sequence += 1;
+            self.heap.push(Queued { epoch: self.epoch, priority: work.priority(), sequence: self.sequence, work });
+        }
+        refused
     }
 
-    /// The next thing to do, waiting for one when there is nothing. A closed channel is `Stop`.
-    pub(super) fn next(&mut self) -> Next {
-        if self.heap.is_empty() && self.barrier.is_none() {
-            match self.commands.recv() {
-                Ok(command) => self.accept(command),
-                Err(_) => return Next::Control(Control::Stop),
+    /// Queues a barrier; a settings change replaces a pending one with no work after it.
+    fn push_control(&mut self, control: Control) -> Vec<Refused> {
+        let refused = self.drop_cancelled();
+        let work_after_last = self.heap.iter().any(|queued| queued.epoch == self.epoch);
+        if self.stopped {
+            return refused;
+        }
+        self.stopped = matches!(control, Control::Stop);
+        match (self.controls.back_mut(), control) {
+            (Some((_, pending @ Control::Configure(_))), control @ Control::Configure(_)) if !work_after_last => {
+                *pending = control;
+            }
+            (_, control) => {
+                self.controls.push_back((self.epoch, control));
+                self.epoch += 1;
             }
         }
-        self.take_arrived();
-        match self.heap.pop() {
-            Some(queued) => Next::Work(queued.work),
-            None => Next::Control(self.barrier.take().unwrap_or(Control::Stop)),
+        refused
+    }
+
+    /// Takes the cancelled jobs out of the queue.
+    fn drop_cancelled(&mut self) -> Vec<Refused> {
+        if !self.heap.iter().any(|queued| queued.work.is_cancelled()) {
+            return Vec::new();
         }
+        let (cancelled, kept): (Vec<Queued>, Vec<Queued>) =
+            std::mem::take(&mut self.heap).into_vec().into_iter().partition(|queued| queued.work.is_cancelled());
+        self.heap = kept.into();
+        cancelled.into_iter().map(|queued| Refused { work: queued.work, why: EngineError::Cancelled }).collect()
+    }
+
+    /// Whether the next thing to do is the queued work at the top (not a barrier before it).
+    fn work_is_next(&self) -> bool {
+        match (self.heap.peek(), self.controls.front()) {
+            (Some(queued), Some((index, _))) => queued.epoch <= *index,
+            (top, None) => top.is_some(),
+            (None, Some(_)) => false,
+        }
+    }
+
+    fn take_next(&mut self) -> Option<Next> {
+        if self.work_is_next() {
+            self.heap.pop().map(|queued| Next::Work(queued.work))
+        } else {
+            self.controls.pop_front().map(|(_, control)| Next::Control(control))
+        }
+    }
+
+    /// The next job if it comes before any barrier and has a priority above `priority`.
+    fn take_job_above(&mut self, priority: Priority) -> Option<Box<Job>> {
+        let top = self.heap.peek()?;
+        if !self.work_is_next() || top.priority <= priority || !matches!(top.work, Work::Job(_)) {
+            return None;
+        }
+        match self.heap.pop()?.work {
+            Work::Job(job) => Some(job),
+            Work::Task(_) => unreachable!("checked: the top is a job"),
+        }
+    }
+}
+
+/// The engine's queue, shared by the threads that submit work and the engine thread that
+/// takes it. The lock is held only to push or pop, never during inference.
+#[derive(Default)]
+pub(super) struct Inbox {
+    pending: Mutex<Pending>,
+    arrived: Condvar,
+}
+
+impl Inbox {
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `work` without waiting; returns what must be answered now (see the module's policy).
+    pub(super) fn push(&self, work: Work) -> Vec<Refused> {
+        let refused = self.pending().push(work);
+        self.arrived.notify_one();
+        refused
+    }
+
+    /// Queues a settings change or stop after the work queued so far.
+    pub(super) fn push_control(&self, control: Control) -> Vec<Refused> {
+        let refused = self.pending().push_control(control);
+        self.arrived.notify_one();
+        refused
+    }
+
+    /// The next thing to do, waiting for one when there is nothing.
+    pub(super) fn next(&self) -> Next {
+        let mut pending = self.pending();
+        loop {
+            if let Some(next) = pending.take_next() {
+                return next;
+            }
+            pending = self.arrived.wait(pending).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Like `next`, giving up after `timeout`.
+    #[cfg(test)]
+    pub(super) fn next_within(&self, timeout: std::time::Duration) -> Option<Next> {
+        let mut pending = self.pending();
+        if pending.heap.is_empty() && pending.controls.is_empty() {
+            pending = self.arrived.wait_timeout(pending, timeout).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        pending.take_next()
     }
 
     /// The highest-priority waiting job above `priority`, for a task that yields.
-    pub(super) fn job_above(&mut self, priority: Priority) -> Option<Box<Job>> {
-        self.take_arrived();
-        if self.heap.peek().is_none_or(|queued| queued.priority <= priority) {
-            return None;
-        }
-        match self.heap.pop().map(|queued| queued.work) {
-            Some(Work::Job(job)) => Some(job),
-            Some(task @ Work::Task(_)) => {
-                // Tasks are never above a step; keep the queue intact if that ever changes.
-                self.push(Priority::ActionStep, task);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Moves the commands that have arrived into the heap, up to the first barrier.
-    fn take_arrived(&mut self) {
-        while self.barrier.is_none() {
-            match self.commands.try_recv() {
-                Ok(command) => self.accept(command),
-                Err(_) => return,
-            }
-        }
-    }
-
-    fn accept(&mut self, command: Command) {
-        match command {
-            Command::Generate(job) => self.push(job.priority, Work::Job(job)),
-            Command::Run(task) => self.push(Priority::ActionStep, Work::Task(task)),
-            Command::Configure(settings) => self.barrier = Some(Control::Configure(settings)),
-            Command::Stop => self.barrier = Some(Control::Stop),
-        }
-    }
-
-    fn push(&mut self, priority: Priority, work: Work) {
-        self.sequence += 1;
-        self.heap.push(Queued { priority, sequence: self.sequence, work });
+    pub(super) fn job_above(&self, priority: Priority) -> Option<Box<Job>> {
+        self.pending().take_job_above(priority)
     }
 }
 
 /// The backend a local task generates through: before each of the task's generations it runs
 /// the jobs that wait with a higher priority, so a completion is answered between two steps of
 /// a long code action instead of after it.
-pub(super) struct Yielding<'q, 'c> {
+pub(super) struct Yielding<'q> {
     pub model: &'q mut Model,
-    pub queue: &'q mut Queue<'c>,
+    pub queue: &'q Inbox,
     /// Runs one job on the model (answering it, recording statistics and problems).
     pub run_job: &'q mut dyn FnMut(&mut Model, Job),
 }
 
-impl Backend for Yielding<'_, '_> {
+impl Backend for Yielding<'_> {
     fn info(&self) -> &ModelInfo {
         &self.model.info
     }
@@ -183,10 +300,11 @@ mod tests {
 
     use crossbeam_channel::{Receiver, bounded};
 
-    use super::Priority;
+    use super::{Control, MAX_WAITING, Next, Pending, Priority, Refused, Work};
     use crate::config::Config;
     use crate::engine::{
-        CancelToken, EngineEvent, EngineHandle, Flow, GenerationRequest, Job, ModelState, PromptPiece, Route, Sampling,
+        CancelToken, EngineError, EngineEvent, EngineHandle, EngineSettings, Flow, GenerationRequest, Job, ModelState,
+        PromptPiece, Route, Sampling,
     };
 
     const WAIT: Duration = Duration::from_secs(60);
@@ -239,22 +357,136 @@ mod tests {
         }
     }
 
-    /// Starts a task of `steps` generations that, after its first, waits until `resume`
-    /// says the test has queued its work; `done` fires when the task ends.
-    fn long_task(
-        engine: &EngineHandle,
-        log: &Log,
-        steps: usize,
-    ) -> (Receiver<()>, crossbeam_channel::Sender<()>, Receiver<()>) {
+    /// A job whose callback records its error, for the queue's own tests.
+    fn queued(log: &Log, name: &str, priority: Priority) -> Work {
+        let (log, name) = (Arc::clone(log), name.to_string());
+        let mut job = job(&log, &name, priority);
+        job.on_done = Box::new(move |result| note(&log, &format!("{name}: {:?}", result.err())));
+        Work::Job(Box::new(job))
+    }
+
+    fn reasons(refused: Vec<Refused>) -> Vec<EngineError> {
+        refused.into_iter().map(|refused| refused.why).collect()
+    }
+
+    fn cancel(work: &Work) -> CancelToken {
+        let Work::Job(job) = work else { panic!("a job") };
+        job.request.cancel.clone()
+    }
+
+    #[test]
+    fn a_full_queue_refuses_background_work_first_and_answers_the_rest_busy() {
+        let (log, mut pending) = (Log::default(), Pending::default());
+        let mut tokens = Vec::new();
+        for n in 0..MAX_WAITING {
+            let work = queued(&log, &format!("job {n}"), Priority::Automatic);
+            tokens.push(cancel(&work));
+            assert!(pending.push(work).is_empty(), "room for job {n}");
+        }
+        assert_eq!(reasons(pending.push(queued(&log, "warm", Priority::Background))), [EngineError::Cancelled]);
+        let over = pending.push(queued(&log, "invoked", Priority::Invoked));
+        assert_eq!(reasons(over), [EngineError::Busy { waiting: MAX_WAITING }]);
+        assert!(EngineError::Busy { waiting: MAX_WAITING }.to_string().contains("busy"));
+        // A cancelled job frees its place at the next push and is answered then.
+        tokens[3].cancel();
+        assert_eq!(reasons(pending.push(queued(&log, "invoked again", Priority::Invoked))), [EngineError::Cancelled]);
+        assert_eq!(pending.heap.len(), MAX_WAITING);
+        assert!(matches!(pending.take_next(), Some(Next::Work(work)) if work.priority() == Priority::Invoked));
+    }
+
+    #[test]
+    fn superseded_completions_leave_the_queue_as_they_are_replaced() {
+        let (log, mut pending) = (Log::default(), Pending::default());
+        let mut previous: Option<CancelToken> = None;
+        let mut answered = 0;
+        for n in 0..1000 {
+            // What the main loop does: a new completion cancels the one before it.
+            if let Some(token) = previous.take() {
+                token.cancel();
+            }
+            let work = queued(&log, &format!("completion {n}"), Priority::Automatic);
+            previous = Some(cancel(&work));
+            answered += pending.push(work).len();
+            assert_eq!(pending.heap.len(), 1);
+        }
+        assert_eq!(answered, 999);
+    }
+
+    fn settings(threads: usize) -> Control {
+        Control::Configure(Box::new(EngineSettings { threads, ..EngineSettings::from_config(&Config::default()) }))
+    }
+
+    fn order(pending: &mut Pending) -> Vec<String> {
+        std::iter::from_fn(|| pending.take_next())
+            .map(|next| match next {
+                Next::Work(work) => format!("{:?}", work.priority()),
+                Next::Control(Control::Configure(settings)) => format!("configure {}", settings.threads),
+                Next::Control(Control::Stop) => "stop".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn settings_changes_coalesce_and_stay_barriers() {
+        let (log, mut pending) = (Log::default(), Pending::default());
+        pending.push(queued(&log, "a", Priority::Automatic));
+        for threads in 1..=100 {
+            pending.push_control(settings(threads));
+        }
+        pending.push(queued(&log, "b", Priority::Background));
+        pending.push_control(settings(200));
+        pending.push(queued(&log, "c", Priority::Invoked));
+        pending.push_control(Control::Stop);
+        pending.push_control(settings(300));
+        assert_eq!(pending.controls.len(), 3);
+        let late = pending.push(queued(&log, "late", Priority::Invoked));
+        assert!(matches!(reasons(late)[..], [EngineError::NotReady(_)]), "work after stop is answered");
+        assert_eq!(
+            order(&mut pending),
+            ["Automatic", "configure 100", "Background", "configure 200", "Invoked", "stop"]
+        );
+    }
+
+    #[test]
+    fn an_engine_held_by_a_task_answers_work_over_the_bound_at_once() {
+        let held = held_by_a_task(2);
+        let (engine, log) = (&held.engine, &held.log);
+        for n in 0..MAX_WAITING {
+            engine.submit(job(log, &format!("invoked {n}"), Priority::Invoked));
+        }
+        let (refusal, refused) = bounded(1);
+        let mut over = job(log, "over", Priority::Invoked);
+        over.on_done = Box::new(move |result| refusal.send(result.err()).unwrap());
+        engine.submit(over);
+        // Answered before the engine is free again: submitting never waits.
+        let why = refused.try_recv().expect("answered during submit");
+        assert_eq!(why, Some(EngineError::Busy { waiting: MAX_WAITING }));
+        held.resume();
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 2 + MAX_WAITING, "{log:?}");
+        assert!(log[1..=MAX_WAITING].iter().all(|line| line.ends_with(": true")), "{log:?}");
+    }
+
+    /// An engine busy with a task of `steps` generations, paused after its first while the test
+    /// queues work; `resume` lets it go on and waits until it has ended.
+    struct Held {
+        engine: EngineHandle,
+        log: Log,
+        resume: crossbeam_channel::Sender<()>,
+        done: Receiver<()>,
+    }
+
+    fn held_by_a_task(steps: usize) -> Held {
+        let (engine, log) = (engine(), Log::default());
         let (first_done, after_first) = bounded(1);
         let (resume, resumed) = bounded::<()>(1);
         let (finished, done) = bounded(1);
-        let log = Arc::clone(log);
+        let task_log = Arc::clone(&log);
         engine.run(Box::new(move |backend| {
             let backend = backend.expect("the model is ready");
             for step in 1..=steps {
                 backend.generate(&request(&format!("step {step}")), &mut |_| Flow::Continue).unwrap();
-                note(&log, &format!("step {step}"));
+                note(&task_log, &format!("step {step}"));
                 if step == 1 {
                     first_done.send(()).unwrap();
                     resumed.recv_timeout(WAIT).unwrap();
@@ -262,49 +494,51 @@ mod tests {
             }
             finished.send(()).unwrap();
         }));
-        (after_first, resume, done)
+        after_first.recv_timeout(WAIT).unwrap();
+        Held { engine, log, resume, done }
+    }
+
+    impl Held {
+        fn resume(&self) {
+            self.resume.send(()).unwrap();
+            self.done.recv_timeout(WAIT).unwrap();
+        }
     }
 
     #[test]
     fn a_completion_runs_between_two_steps_of_a_long_task() {
-        let engine = engine();
-        let log = Log::default();
-        let (after_first, resume, done) = long_task(&engine, &log, 3);
-        after_first.recv_timeout(WAIT).unwrap();
-        engine.submit(job(&log, "completion", Priority::Automatic));
-        resume.send(()).unwrap();
-        done.recv_timeout(WAIT).unwrap();
-        assert_eq!(*log.lock().unwrap(), ["step 1", "completion: true", "step 2", "step 3"]);
+        let held = held_by_a_task(3);
+        held.engine.submit(job(&held.log, "completion", Priority::Automatic));
+        held.resume();
+        assert_eq!(*held.log.lock().unwrap(), ["step 1", "completion: true", "step 2", "step 3"]);
     }
 
     #[test]
     fn waiting_work_runs_by_priority_then_arrival() {
-        let engine = engine();
-        let log = Log::default();
-        let (after_first, resume, done) = long_task(&engine, &log, 2);
-        after_first.recv_timeout(WAIT).unwrap();
+        let held = held_by_a_task(2);
+        let (engine, log) = (&held.engine, &held.log);
         // A second code action queued first must wait for the first to end.
-        let (second_log, (second_done, second_finished)) = (Arc::clone(&log), bounded(1));
+        let (second_log, (second_done, second_finished)) = (Arc::clone(log), bounded(1));
         engine.run(Box::new(move |_| {
             note(&second_log, "second task");
             second_done.send(()).unwrap();
         }));
-        engine.submit(job(&log, "background", Priority::Background));
-        engine.submit(job(&log, "automatic 1", Priority::Automatic));
-        engine.submit(job(&log, "invoked", Priority::Invoked));
-        engine.submit(job(&log, "automatic 2", Priority::Automatic));
-        resume.send(()).unwrap();
-        done.recv_timeout(WAIT).unwrap();
+        engine.submit(job(log, "background", Priority::Background));
+        engine.submit(job(log, "automatic 1", Priority::Automatic));
+        engine.submit(job(log, "invoked", Priority::Invoked));
+        engine.submit(job(log, "automatic 2", Priority::Automatic));
+        held.resume();
         second_finished.recv_timeout(WAIT).unwrap();
         assert_eq!(
             *log.lock().unwrap(),
             [
                 "step 1",
+                // Background work (a cache pre-warm) is cancelled by the real request after it
+                // and leaves the queue at once.
+                "background: false",
                 "invoked: true",
                 "automatic 1: true",
                 "automatic 2: true",
-                // Background work (a cache pre-warm) is cancelled by the real requests after it.
-                "background: false",
                 "step 2",
                 "second task"
             ]

@@ -20,6 +20,13 @@ use ort::value::{DynValue, Tensor, ValueType};
 
 use super::EngineError;
 
+/// One forward pass: the inputs besides the cache, and how many last rows of logits it returns.
+struct Run<'a> {
+    inputs: Vec<(&'static str, DynValue)>,
+    rows: usize,
+    options: &'a RunOptions,
+}
+
 /// Names and shapes read from the graph.
 #[derive(Clone, Debug)]
 pub struct GraphSignature {
@@ -267,9 +274,28 @@ impl DecoderSession {
         let pad = ids.len() == 1 && self.signature.logits_to_keep;
         let padded = [ids[0], ids[0]];
         let (run_ids, run_rows) = if pad { (&padded[..], 2) } else { (ids, rows) };
+        let default_options;
+        let options = match run_options {
+            Some(options) => options,
+            None => {
+                default_options = RunOptions::new().map_err(ort_error)?;
+                &default_options
+            }
+        };
+        let past = cache.tokens.len();
+        let run = Run { inputs: self.step_inputs(past, run_ids, run_rows)?, rows: run_rows, options };
         let mut logits = match self.layout {
-            KvLayout::SharedBuffer => self.run_shared(cache, run_ids, run_rows, run_options)?,
-            KvLayout::Copying => self.run_copying(cache, run_ids, run_rows, run_options)?,
+            KvLayout::SharedBuffer => {
+                if past + run_ids.len() > cache.capacity {
+                    self.grow(cache, past + run_ids.len())?;
+                }
+                self.run_shared(cache, run)?
+            }
+            KvLayout::Copying => {
+                let logits = self.run_copying(cache, run)?;
+                cache.capacity = past + run_ids.len();
+                logits
+            }
         };
         cache.tokens.extend_from_slice(ids);
         if pad {
@@ -282,20 +308,10 @@ impl DecoderSession {
     }
 
     /// The shared-buffer run: ONNX Runtime writes the new rows into the bound buffers (rows
-    /// `past..past + ids.len()`, beyond the cached count, so a failed run corrupts nothing).
-    fn run_shared(
-        &mut self,
-        cache: &mut KvCache,
-        ids: &[u32],
-        rows: usize,
-        run_options: Option<&RunOptions>,
-    ) -> Result<Vec<f32>, EngineError> {
-        let past = cache.tokens.len();
-        if past + ids.len() > cache.capacity {
-            self.grow(cache, past + ids.len())?;
-        }
+    /// past the cached count, within the capacity, so a failed run corrupts nothing).
+    fn run_shared(&mut self, cache: &mut KvCache, run: Run<'_>) -> Result<Vec<f32>, EngineError> {
         let mut binding = self.session.create_binding().map_err(ort_error)?;
-        for (name, value) in self.step_inputs(past, ids, rows)? {
+        for (name, value) in run.inputs {
             binding.bind_input(name, &value).map_err(ort_error)?;
         }
         let names = self.signature.past_names.iter().zip(&self.signature.present_names);
@@ -306,37 +322,20 @@ impl DecoderSession {
             binding.bind_output(present_value.as_str(), &mut *value).map_err(ort_error)?;
         }
         binding.bind_output_to_device("logits", &MemoryInfo::default()).map_err(ort_error)?;
-        let outputs = match run_options {
-            Some(options) => self.session.run_binding_with_options(&binding, options),
-            None => self.session.run_binding(&binding),
-        }
-        .map_err(ort_error)?;
-        last_rows(&outputs, rows)
+        let outputs = self.session.run_binding_with_options(&binding, run.options).map_err(ort_error)?;
+        last_rows(&outputs, run.rows)
     }
 
-    fn run_copying(
-        &mut self,
-        cache: &mut KvCache,
-        ids: &[u32],
-        rows: usize,
-        run_options: Option<&RunOptions>,
-    ) -> Result<Vec<f32>, EngineError> {
-        let past = cache.tokens.len();
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = self
-            .step_inputs(past, ids, rows)?
-            .into_iter()
-            .map(|(name, value)| (Cow::Borrowed(name), SessionInputValue::from(value)))
-            .collect();
+    /// The copying run: the graph returns past + new rows as new tensors, which become the cache.
+    fn run_copying(&mut self, cache: &mut KvCache, run: Run<'_>) -> Result<Vec<f32>, EngineError> {
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+            run.inputs.into_iter().map(|(name, value)| (Cow::Borrowed(name), SessionInputValue::from(value))).collect();
         for ((key_name, value_name), (key, value)) in self.signature.past_names.iter().zip(&cache.layers) {
             inputs.push((key_name.as_str().into(), key.into()));
             inputs.push((value_name.as_str().into(), value.into()));
         }
-        let mut outputs = match run_options {
-            Some(options) => self.session.run_with_options(inputs, options),
-            None => self.session.run(inputs),
-        }
-        .map_err(ort_error)?;
-        let logits = last_rows(&outputs, rows)?;
+        let mut outputs = self.session.run_with_options(inputs, run.options).map_err(ort_error)?;
+        let logits = last_rows(&outputs, run.rows)?;
         let mut layers = Vec::with_capacity(self.signature.layers);
         for (key_name, value_name) in &self.signature.present_names {
             let key = outputs.remove(key_name).ok_or_else(|| ort_error(format!("missing output {key_name}")))?;
@@ -345,11 +344,9 @@ impl DecoderSession {
         }
         drop(outputs);
         cache.layers = layers;
-        cache.capacity = past + ids.len();
         Ok(logits)
     }
 
-    /// Moves a shared cache into buffers of at least `needed` rows (one copy of the cached rows).
     fn grow(&self, cache: &mut KvCache, needed: usize) -> Result<(), EngineError> {
         let capacity = grown_capacity(cache.capacity, needed, self.max_capacity);
         self.reallocate(cache, capacity)

@@ -24,7 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::backend::Backend;
 use super::remote::{Connection, RemoteBackend};
-use super::scheduler::{Control, Next, Priority, Queue, Work, Yielding};
+use super::scheduler::{Control, Inbox, Next, Priority, Refused, Work, Yielding};
 use super::{
     EngineError, EngineEvent, EngineSettings, EngineStats, EngineStatus, Flow, Generation, GenerationRequest, Model,
     ModelInfo, ModelState, load_model,
@@ -62,13 +62,6 @@ pub struct Job {
 /// a backend, or with the reason there is none; it builds its prompts from `backend.info()`.
 pub type Task = Box<dyn FnOnce(Result<&mut dyn Backend, EngineError>) + Send>;
 
-pub(super) enum Command {
-    Configure(Box<EngineSettings>),
-    Generate(Box<Job>),
-    Run(Task),
-    Stop,
-}
-
 struct Shared {
     state: ModelState,
     stats: EngineStats,
@@ -88,21 +81,21 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 }
 
 pub struct EngineHandle {
-    commands: Sender<Command>,
+    inbox: Arc<Inbox>,
     shared: SharedState,
     thread: Option<JoinHandle<()>>,
     /// Tokens of every job not yet finished, so shutdown can cancel them.
     in_flight: Mutex<Vec<super::CancelToken>>,
-    /// Background work (KV cache pre-warms) not yet finished. Any other job or task cancels it,
-    /// so a pre-warm never holds up a real request by more than the rest of the prefill chunk
-    /// in flight, which the cancellation also stops.
+    /// Background work (KV cache pre-warms) not yet finished. Any other job or task, and a
+    /// newer pre-warm, cancels it, so a pre-warm never holds up a real request by more than the
+    /// rest of the prefill chunk in flight, which the cancellation also stops.
     background: Mutex<Vec<super::CancelToken>>,
 }
 
 impl EngineHandle {
     /// Starts the engine thread, idle until the first `configure`.
     pub fn start() -> (Self, Receiver<EngineEvent>) {
-        let (commands, command_receiver) = crossbeam_channel::unbounded();
+        let inbox = Arc::new(Inbox::default());
         let (events, event_receiver) = crossbeam_channel::unbounded();
         let shared = Arc::new(Mutex::new(Shared {
             state: ModelState::Unloaded,
@@ -112,13 +105,13 @@ impl EngineHandle {
             failing_since: None,
             reported: None,
         }));
-        let thread_shared = Arc::clone(&shared);
+        let (thread_inbox, thread_shared) = (Arc::clone(&inbox), Arc::clone(&shared));
         let thread = std::thread::Builder::new()
             .name("nib-engine".into())
-            .spawn(move || engine_thread(&command_receiver, &events, &thread_shared))
+            .spawn(move || engine_thread(&thread_inbox, &events, &thread_shared))
             .expect("spawn engine thread");
         let handle = EngineHandle {
-            commands,
+            inbox,
             shared,
             thread: Some(thread),
             in_flight: Mutex::new(Vec::new()),
@@ -130,45 +123,37 @@ impl EngineHandle {
     /// Loads (or reloads) the model, or connects to the server, when the settings that matter
     /// changed.
     pub fn configure(&self, config: &Config) {
-        let _ = self.commands.send(Command::Configure(Box::new(EngineSettings::from_config(config))));
+        answer_refused(self.inbox.push_control(Control::Configure(Box::new(EngineSettings::from_config(config)))));
     }
 
+    /// Queues one generation; never waits. Work the bounded queue cannot take is answered at
+    /// once (`EngineError::Busy`), as are the cancelled jobs it drops (see `scheduler`). A new
+    /// pre-warm replaces the previous one (the KV cache holds one prompt); any other job
+    /// cancels background work.
     pub fn submit(&self, job: Job) {
+        self.cancel_background();
         if job.priority == Priority::Background {
-            let mut background = self.background.lock().unwrap_or_else(|e| e.into_inner());
-            background.retain(|token| !token.is_finished());
-            background.push(job.request.cancel.clone());
-        } else {
-            self.cancel_background();
+            self.background.lock().unwrap_or_else(|e| e.into_inner()).push(job.request.cancel.clone());
         }
         {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             in_flight.retain(|token| !token.is_finished());
             in_flight.push(job.request.cancel.clone());
         }
-        if let Err(error) = self.commands.send(Command::Generate(Box::new(job))) {
-            // The thread is gone: answer now rather than never.
-            if let Command::Generate(job) = error.into_inner() {
-                (job.on_done)(Err(EngineError::NotReady("the engine thread has stopped".into())));
-            }
-        }
+        answer_refused(self.inbox.push(Work::Job(Box::new(job))));
     }
 
     /// Runs `task` with the backend at [`Priority::ActionStep`]: after every job, and yielding
     /// to jobs that arrive meanwhile before each of its generations.
     pub fn run(&self, task: Task) {
         self.cancel_background();
-        if let Err(error) = self.commands.send(Command::Run(task))
-            && let Command::Run(task) = error.into_inner()
-        {
-            task(Err(EngineError::NotReady("the engine thread has stopped".into())));
-        }
+        answer_refused(self.inbox.push(Work::Task(task)));
     }
 
     /// A handle that queues tasks from another thread (the test runs' thread queues the
     /// model's repair rounds between runs).
     pub fn task_queue(&self) -> TaskQueue {
-        TaskQueue(self.commands.clone())
+        TaskQueue(Arc::clone(&self.inbox))
     }
 
     /// Cancels the pre-warms queued or running: real work comes first.
@@ -202,7 +187,7 @@ impl EngineHandle {
 
     pub fn stop(&mut self) {
         self.cancel_all();
-        let _ = self.commands.send(Command::Stop);
+        answer_refused(self.inbox.push_control(Control::Stop));
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -211,7 +196,7 @@ impl EngineHandle {
     /// `stop`, but waits for the engine thread only until `deadline` (at `exit`).
     pub fn stop_by(&mut self, deadline: Instant) {
         self.cancel_all();
-        let _ = self.commands.send(Command::Stop);
+        answer_refused(self.inbox.push_control(Control::Stop));
         if let Some(thread) = self.thread.take() {
             crate::pool::join_by(thread, deadline);
         }
@@ -220,15 +205,23 @@ impl EngineHandle {
 
 /// Queues tasks on the engine thread from anywhere (see [`EngineHandle::task_queue`]).
 #[derive(Clone)]
-pub struct TaskQueue(Sender<Command>);
+pub struct TaskQueue(Arc<Inbox>);
 
 impl TaskQueue {
     /// Like [`EngineHandle::run`].
     pub fn run(&self, task: Task) {
-        if let Err(error) = self.0.send(Command::Run(task))
-            && let Command::Run(task) = error.into_inner()
-        {
-            task(Err(EngineError::NotReady("the engine thread has stopped".into())));
+        answer_refused(self.0.push(Work::Task(task)));
+    }
+}
+
+/// Answers the work the queue did not keep, on the calling thread (its callbacks only post).
+fn answer_refused(refused: Vec<Refused>) {
+    for Refused { work, why } in refused {
+        match work {
+            Work::Job(job) => answer(*job, Err(why)),
+            Work::Task(task) => {
+                run_task(task, Err(why));
+            }
         }
     }
 }
@@ -238,15 +231,17 @@ impl TaskQueue {
     /// A queue whose tasks run in order on a thread of their own with `backend`: a scripted
     /// model for tests of code that waits for model rounds.
     pub fn serving(mut backend: Box<dyn Backend + Send>) -> TaskQueue {
-        let (sender, receiver) = crossbeam_channel::unbounded();
+        let inbox = Arc::new(Inbox::default());
+        let thread_inbox = Arc::clone(&inbox);
         std::thread::spawn(move || {
-            for command in receiver {
-                if let Command::Run(task) = command {
+            // Ends once every clone of the queue is gone.
+            while Arc::strong_count(&thread_inbox) > 1 {
+                if let Some(Next::Work(Work::Task(task))) = thread_inbox.next_within(Duration::from_millis(50)) {
                     task(Ok(backend.as_mut()));
                 }
             }
         });
-        TaskQueue(sender)
+        TaskQueue(inbox)
     }
 }
 
@@ -411,12 +406,11 @@ fn run_task(task: Task, backend: Result<&mut dyn Backend, EngineError>) -> bool 
 
 const TASK_PANIC: &str = "internal error during a code action; the request was answered with an error";
 
-fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, shared: &SharedState) {
+fn engine_thread(inbox: &Inbox, events: &Sender<EngineEvent>, shared: &SharedState) {
     let mut lane = Lane::None;
     let mut settings: Option<EngineSettings> = None;
-    let mut queue = Queue::new(commands);
     loop {
-        match queue.next() {
+        match inbox.next() {
             Next::Control(Control::Stop) => return,
             Next::Control(Control::Configure(new_settings)) => {
                 if settings.as_ref() == Some(&*new_settings) && !matches!(lane, Lane::None) {
@@ -426,7 +420,7 @@ fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, sha
                 lane = configure(&new_settings, events, shared);
                 settings = Some(*new_settings);
             }
-            Next::Work(Work::Task(task)) => run_task_on(&mut lane, task, &mut queue, events, shared),
+            Next::Work(Work::Task(task)) => run_task_on(&mut lane, task, inbox, events, shared),
             Next::Work(Work::Job(job)) => run_job_on(&mut lane, *job, events, shared),
         }
     }
@@ -434,7 +428,7 @@ fn engine_thread(commands: &Receiver<Command>, events: &Sender<EngineEvent>, sha
 
 /// Runs a code action's task: on the local model yielding to waiting jobs before each
 /// generation, on a thread of its own with the remote backend.
-fn run_task_on(lane: &mut Lane, task: Task, queue: &mut Queue, events: &Sender<EngineEvent>, shared: &SharedState) {
+fn run_task_on(lane: &mut Lane, task: Task, queue: &Inbox, events: &Sender<EngineEvent>, shared: &SharedState) {
     match lane {
         Lane::Local(model) => {
             let mut run_job = |model: &mut Model, job: Job| local_job(model, job, events, shared);

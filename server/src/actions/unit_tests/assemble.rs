@@ -246,15 +246,11 @@ pub(super) fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertio
                 },
             }
         }
-        TestLayout::Node => {
+        TestLayout::JavaScript | TestLayout::TypeScript => {
             let mut header = String::new();
-            for line in [
-                "import { test } from \"node:test\";",
-                "import assert from \"node:assert/strict\";",
-                plan.import_line.as_str(),
-            ] {
-                if !has_line(line) {
-                    header.push_str(line);
+            for line in javascript_header(plan) {
+                if !has_line(&line) {
+                    header.push_str(&line);
                     header.push('\n');
                 }
             }
@@ -264,13 +260,28 @@ pub(super) fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertio
         TestLayout::Go => {
             let header = if existing.trim().is_empty() {
                 let package = package_name(target).unwrap_or_else(|| "main".into());
-                format!("package {package}\n\nimport \"testing\"\n\n")
+                if body.iter().any(|t| t.contains("reflect.")) {
+                    format!("package {package}\n\nimport (\n\t\"reflect\"\n\t\"testing\"\n)\n\n")
+                } else {
+                    format!("package {package}\n\nimport \"testing\"\n\n")
+                }
             } else {
                 String::new()
             };
             Insertion { offset: end, text: format!("{separator}{header}{}\n", body.join("\n\n")) }
         }
     }
+}
+
+/// The lines a JavaScript or TypeScript test file starts with: node:test, strict assertions,
+/// the code under test (`require` in a CommonJS package).
+pub fn javascript_header(plan: &Plan) -> [String; 3] {
+    let (test, assert) = if plan.commonjs {
+        ("const { test } = require(\"node:test\");", "const assert = require(\"node:assert/strict\");")
+    } else {
+        ("import { test } from \"node:test\";", "import assert from \"node:assert/strict\";")
+    };
+    [test.to_string(), assert.to_string(), plan.import_line.clone()]
 }
 
 fn package_name(target: &Target) -> Option<String> {

@@ -151,6 +151,31 @@ fn python_test_file(source: &Path, root: &Path, dotted: &str, files: &ProjectFil
     if suffix_style { folder.join(format!("{module}_test.py")) } else { folder.join(format!("test_{module}.py")) }
 }
 
+/// Whether a JavaScript file is CommonJS, as node decides: `.cjs` is, `.mjs` is not, and a
+/// `.js` file follows the `type` of the nearest `package.json` (up to the workspace folder);
+/// without one, a file written with `import`/`export` is an ES module.
+fn javascript_is_commonjs(target: &Target, source: &Path, root: &Path, files: &ProjectFiles) -> bool {
+    match source.extension().and_then(|e| e.to_str()) {
+        Some("cjs") => return true,
+        Some("mjs") => return false,
+        _ => {}
+    }
+    let mut folder = source.parent();
+    while let Some(current) = folder.filter(|f| f.starts_with(root)) {
+        if let Some(text) = files.read(&current.join("package.json")) {
+            let kind = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|package| package.get("type").and_then(|t| t.as_str()).map(str::to_string));
+            return kind.as_deref() != Some("module");
+        }
+        folder = current.parent();
+    }
+    let root_node = target.tree.root_node();
+    let mut cursor = root_node.walk();
+    let esm = root_node.children(&mut cursor).any(|n| matches!(n.kind(), "import_statement" | "export_statement"));
+    !esm
+}
+
 /// Decides the test file and how tests import the code. Runs off the main loop: it reads the
 /// project's configuration through `files`.
 pub fn plan(target: &Target, workspace_folders: &[PathBuf], files: &ProjectFiles) -> Result<Plan, ActionError> {
@@ -166,6 +191,7 @@ pub fn plan(target: &Target, workspace_folders: &[PathBuf], files: &ProjectFiles
     let (imported, _) = subject(target);
     let mut import_roots = Vec::new();
     let mut python_style = PythonStyle::Unittest;
+    let mut commonjs = false;
     let Some(layout) = target.language.spec().tests else {
         let language = target.language.spec().display_name;
         return Err(ActionError::Rejected(format!("nib does not generate unit tests for {language}")));
@@ -190,7 +216,18 @@ pub fn plan(target: &Target, workspace_folders: &[PathBuf], files: &ProjectFiles
             (file, String::new(), dotted)
         }
         TestLayout::Rust => (source.clone(), String::new(), String::new()),
-        TestLayout::Node => {
+        TestLayout::JavaScript => {
+            let extension = source.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "js".into());
+            let file_name = source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            commonjs = javascript_is_commonjs(target, &source, &root, files);
+            let import = if commonjs {
+                format!("const {{ {imported} }} = require(\"./{file_name}\");")
+            } else {
+                format!("import {{ {imported} }} from \"./{file_name}\";")
+            };
+            (directory.join(format!("{module}.test.{extension}")), import, String::new())
+        }
+        TestLayout::TypeScript => {
             let extension = source.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "js".into());
             let import = format!("import {{ {imported} }} from \"./{module}\";");
             (directory.join(format!("{module}.test.{extension}")), import, String::new())
@@ -216,6 +253,7 @@ pub fn plan(target: &Target, workspace_folders: &[PathBuf], files: &ProjectFiles
         file,
         existing,
         import_line,
+        commonjs,
         imported: vec![imported],
         module: dotted_module,
         extra_imports: Vec::new(),

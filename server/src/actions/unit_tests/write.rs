@@ -36,7 +36,7 @@ fn shape(target: &Target, layout: TestLayout) -> Shape {
             name_end: "(",
             body_lead: if callable { format!("() {{\n    assert_eq!({name}(") } else { "() {\n    ".into() },
         },
-        TestLayout::Node => Shape {
+        TestLayout::JavaScript | TestLayout::TypeScript => Shape {
             name_lead: format!("test(\"{name} "),
             name_end: "\"",
             body_lead: if callable {
@@ -103,6 +103,40 @@ pub(super) fn scaffolded_shape(
                 fixed("\n}\n"),
             ],
         )),
+        Language::Go => {
+            let results = go_results(target.scope.return_annotation.as_deref()?)?;
+            let lead = format!("func Test{name}");
+            let check = |value: &str| {
+                let comparable = !(value.contains('[') || value.contains("func") || value.contains("interface"));
+                let uses_reflect = plan.existing.as_deref().is_none_or(|e| e.contains("\"reflect\""));
+                let condition =
+                    if comparable && !uses_reflect { "got != want" } else { "!reflect.DeepEqual(got, want)" };
+                format!("\n\tif {condition} {{\n\t\tt.Errorf(\"{name}() = %#v, want %#v\", got, want)\n\t}}\n}}\n")
+            };
+            let error_check = format!("\n\tif err != nil {{\n\t\tt.Fatalf(\"{name}: %v\", err)\n\t}}");
+            let pieces = match results {
+                GoResults::Value(value) => vec![
+                    Piece::Fixed(format!("(t *testing.T) {{\n\tgot := {name}(")),
+                    Piece::Arguments,
+                    Piece::Fixed(format!("\n\tvar want {value} = ")),
+                    Piece::Hole { stop: "\n" },
+                    Piece::Fixed(check(value)),
+                ],
+                GoResults::ValueAndError(value) => vec![
+                    Piece::Fixed(format!("(t *testing.T) {{\n\tgot, err := {name}(")),
+                    Piece::Arguments,
+                    Piece::Fixed(format!("{error_check}\n\tvar want {value} = ")),
+                    Piece::Hole { stop: "\n" },
+                    Piece::Fixed(check(value)),
+                ],
+                GoResults::Error => vec![
+                    Piece::Fixed(format!("(t *testing.T) {{\n\terr := {name}(")),
+                    Piece::Arguments,
+                    Piece::Fixed(format!("{error_check}\n}}\n")),
+                ],
+            };
+            Some((lead, "(", pieces))
+        }
         Language::JavaScript | Language::TypeScript | Language::Tsx if is_async => Some((
             format!("test(\"{name} "),
             "\"",
@@ -115,6 +149,37 @@ pub(super) fn scaffolded_shape(
             ],
         )),
         _ => None,
+    }
+}
+
+/// What a Go function returns, as far as its tests care.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GoResults<'a> {
+    Value(&'a str),
+    ValueAndError(&'a str),
+    Error,
+}
+
+/// A Go result list (`int`, `(int, error)`, `(n int, err error)`, `error`) in the forms tests
+/// are written for; `None` for others (several values, no result).
+pub fn go_results(annotation: &str) -> Option<GoResults<'_>> {
+    let inner = annotation.trim().strip_prefix('(').and_then(|a| a.strip_suffix(')')).unwrap_or(annotation.trim());
+    let parts: Vec<&str> = inner.split(',').map(go_result_type).collect();
+    match parts.as_slice() {
+        [""] => None,
+        ["error"] => Some(GoResults::Error),
+        [value] if !value.contains('(') => Some(GoResults::Value(value)),
+        [value, "error"] if !value.contains('(') => Some(GoResults::ValueAndError(value)),
+        _ => None,
+    }
+}
+
+/// The type of a possibly named Go result (`n int` → `int`).
+fn go_result_type(part: &str) -> &str {
+    let part = part.trim();
+    match part.split_once(' ') {
+        Some((name, kind)) if name.chars().all(|c| c.is_alphanumeric() || c == '_') => kind.trim(),
+        _ => part,
     }
 }
 
@@ -164,7 +229,7 @@ fn framework(layout: TestLayout) -> &'static str {
     match layout {
         TestLayout::Python => "pytest",
         TestLayout::Rust => "Rust #[test]",
-        TestLayout::Node => "node:test (with `test` and `assert`)",
+        TestLayout::JavaScript | TestLayout::TypeScript => "node:test (with `test` and `assert`)",
         TestLayout::Go => "Go `testing`",
     }
 }
@@ -205,7 +270,7 @@ fn closer(layout: TestLayout) -> &'static str {
     match layout {
         TestLayout::Python => "",
         TestLayout::Rust | TestLayout::Go => "}\n",
-        TestLayout::Node => "});\n",
+        TestLayout::JavaScript | TestLayout::TypeScript => "});\n",
     }
 }
 
@@ -278,14 +343,19 @@ fn write_into(
     );
     let shape = shape(target, plan.layout);
     let collaborators = scaffold::collaborators(target, &plan.module);
+    // Go tests always follow the scaffold: typed expectations and error checks.
     let scaffolded =
-        if scaffold::needed(target, &collaborators) { scaffolded_shape(target, plan, &collaborators) } else { None };
+        if scaffold::needed(target, &collaborators) || matches!(language.spec().tests, Some(TestLayout::Go)) {
+            scaffolded_shape(target, plan, &collaborators)
+        } else {
+            None
+        };
     let parameter_names: Vec<String> = target.scope.parameters.iter().map(|p| p.name.clone()).collect();
     let wanted = if request.repairs.is_empty() { request.count } else { request.repairs.len() };
     let mut failures = 0;
     let separator = match plan.layout {
         TestLayout::Python => "\n\n\n",
-        TestLayout::Rust | TestLayout::Node | TestLayout::Go => "\n\n",
+        TestLayout::Rust | TestLayout::JavaScript | TestLayout::TypeScript | TestLayout::Go => "\n\n",
     };
     let out_of_time = || request.budget.is_some_and(Budget::spent);
     while tests.len() < wanted && failures < request.max_discarded && !out_of_time() {

@@ -392,8 +392,9 @@ fn answer(server: &mut Server, responder: Responder, result: Result<String, Engi
             responder.respond(Ok(shape.render(&format!("{lead}{text}"), replace_range)));
         }
         Err(EngineError::Cancelled) => responder.respond(Err(ResponseError::cancelled())),
-        // Automatic requests stay quiet when there is no model or the prompt does not fit.
-        Err(EngineError::NotReady(_) | EngineError::PromptTooLong { .. }) if !invoked => {
+        // Automatic requests stay quiet when there is no model, the prompt does not fit or the
+        // engine's queue is full.
+        Err(EngineError::NotReady(_) | EngineError::PromptTooLong { .. } | EngineError::Busy { .. }) if !invoked => {
             responder.respond(Ok(shape.render("", replace_range)))
         }
         Err(error) => responder.respond(Err(ResponseError::request_failed(error.to_string()))),

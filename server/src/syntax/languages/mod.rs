@@ -128,8 +128,10 @@ pub enum TestLayout {
     Python,
     /// `#[cfg(test)] mod tests` in the same file.
     Rust,
-    /// `node:test` in a sibling `*.test.*` file.
-    Node,
+    /// `node:test` in a sibling `*.test.js` file (ES module or CommonJS, as the project is).
+    JavaScript,
+    /// `node:test` in a sibling `*.test.ts` file.
+    TypeScript,
     /// `testing` in a sibling `*_test.go` file.
     Go,
 }
