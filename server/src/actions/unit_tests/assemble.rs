@@ -294,13 +294,10 @@ fn package_name(target: &Target) -> Option<String> {
 
 /// The byte offset of the closing brace of a `#[cfg(test)] mod tests { ... }` in `code`.
 fn existing_test_module_end(code: &str) -> Option<usize> {
-    let rope = ropey::Rope::from_str(code);
-    let tree = syntax::parse(&mut Language::Rust.parser(), &rope, None)?;
-    let root = tree.root_node();
-    let mut cursor = root.walk();
-    let module = root.children(&mut cursor).find(|node| {
+    let tree = syntax::parse_text(Language::Rust, code)?;
+    let module = syntax::find_top_level(&tree, |node| {
         node.kind() == "mod_item"
-            && node.child_by_field_name("name").is_some_and(|n| &code[n.byte_range()] == "tests")
+            && syntax::is_named(node, code, "tests")
             && node
                 .prev_sibling()
                 .is_some_and(|a| a.kind() == "attribute_item" && code[a.byte_range()].contains("cfg(test)"))

@@ -79,7 +79,6 @@ pub(super) fn scaffolded_shape(
     let name = &target.scope.name;
     let lower = name.to_lowercase();
     let is_async = target.scope.is_async;
-    let fixed = |text: &str| Piece::Fixed(text.to_string());
     match target.language {
         Language::Python => {
             let (lead, receiver) = match (is_async, plan.async_style) {
@@ -95,13 +94,11 @@ pub(super) fn scaffolded_shape(
         Language::Rust if is_async && plan.tokio => Some((
             format!("#[tokio::test]\nasync fn {lower}_"),
             "(",
-            vec![
-                Piece::Fixed(format!("() {{\n    let result = {name}(")),
-                Piece::Arguments,
-                fixed(".await;\n    assert_eq!(result, "),
-                Piece::Hole { stop: "\n" },
-                fixed("\n}\n"),
-            ],
+            call_and_expectation(
+                format!("() {{\n    let result = {name}("),
+                ".await;\n    assert_eq!(result, ".into(),
+                "\n}\n".into(),
+            ),
         )),
         Language::Go => {
             let results = go_results(target.scope.return_annotation.as_deref()?)?;
@@ -115,20 +112,16 @@ pub(super) fn scaffolded_shape(
             };
             let error_check = format!("\n\tif err != nil {{\n\t\tt.Fatalf(\"{name}: %v\", err)\n\t}}");
             let pieces = match results {
-                GoResults::Value(value) => vec![
-                    Piece::Fixed(format!("(t *testing.T) {{\n\tgot := {name}(")),
-                    Piece::Arguments,
-                    Piece::Fixed(format!("\n\tvar want {value} = ")),
-                    Piece::Hole { stop: "\n" },
-                    Piece::Fixed(check(value)),
-                ],
-                GoResults::ValueAndError(value) => vec![
-                    Piece::Fixed(format!("(t *testing.T) {{\n\tgot, err := {name}(")),
-                    Piece::Arguments,
-                    Piece::Fixed(format!("{error_check}\n\tvar want {value} = ")),
-                    Piece::Hole { stop: "\n" },
-                    Piece::Fixed(check(value)),
-                ],
+                GoResults::Value(value) => call_and_expectation(
+                    format!("(t *testing.T) {{\n\tgot := {name}("),
+                    format!("\n\tvar want {value} = "),
+                    check(value),
+                ),
+                GoResults::ValueAndError(value) => call_and_expectation(
+                    format!("(t *testing.T) {{\n\tgot, err := {name}("),
+                    format!("{error_check}\n\tvar want {value} = "),
+                    check(value),
+                ),
                 GoResults::Error => vec![
                     Piece::Fixed(format!("(t *testing.T) {{\n\terr := {name}(")),
                     Piece::Arguments,
@@ -140,16 +133,20 @@ pub(super) fn scaffolded_shape(
         Language::JavaScript | Language::TypeScript | Language::Tsx if is_async => Some((
             format!("test(\"{name} "),
             "\"",
-            vec![
-                Piece::Fixed(format!("\", async () => {{\n  const result = await {name}(")),
-                Piece::Arguments,
-                fixed(";\n  assert.deepStrictEqual(result, "),
-                Piece::Hole { stop: "\n" },
-                fixed("\n});\n"),
-            ],
+            call_and_expectation(
+                format!("\", async () => {{\n  const result = await {name}("),
+                ";\n  assert.deepStrictEqual(result, ".into(),
+                "\n});\n".into(),
+            ),
         )),
         _ => None,
     }
+}
+
+/// A scaffold that calls the code (`call`, then the model's arguments), then `between`, the
+/// model's expected value (one line), then `end`.
+fn call_and_expectation(call: String, between: String, end: String) -> Vec<Piece> {
+    vec![Piece::Fixed(call), Piece::Arguments, Piece::Fixed(between), Piece::Hole { stop: "\n" }, Piece::Fixed(end)]
 }
 
 /// What a Go function returns, as far as its tests care.

@@ -368,13 +368,9 @@ pub fn type_hints(target: &Target, plan: &Plan, files: &ProjectFiles) -> String 
 
 /// A short function whole (at most 8 lines), else its signature.
 fn function_summary(source: &str, name: &str) -> Option<String> {
-    let rope = ropey::Rope::from_str(source);
-    let tree = syntax::parse(&mut Language::Python.parser(), &rope, None)?;
-    let root = tree.root_node();
-    let mut cursor = root.walk();
-    let function = root.children(&mut cursor).find(|node| {
-        node.kind() == "function_definition"
-            && node.child_by_field_name("name").is_some_and(|n| &source[n.byte_range()] == name)
+    let tree = syntax::parse_text(Language::Python, source)?;
+    let function = syntax::find_top_level(&tree, |node| {
+        node.kind() == "function_definition" && syntax::is_named(node, source, name)
     })?;
     let text = &source[function.byte_range()];
     if text.lines().count() <= 8 {
@@ -432,16 +428,12 @@ fn imported_class(target: &Target, plan: &Plan, files: &ProjectFiles, name: &str
 
 /// A class's header with its fields (dataclass-like) or its `__init__` signature.
 fn class_summary(source: &str, name: &str) -> Option<String> {
-    let rope = ropey::Rope::from_str(source);
-    let tree = syntax::parse(&mut Language::Python.parser(), &rope, None)?;
-    let root = tree.root_node();
-    let mut cursor = root.walk();
-    let (whole, class) = root.children(&mut cursor).find_map(|statement| {
+    let tree = syntax::parse_text(Language::Python, source)?;
+    let whole = syntax::find_top_level(&tree, |statement| {
         let definition = undecorated(statement);
-        (definition.kind() == "class_definition"
-            && definition.child_by_field_name("name").is_some_and(|n| &source[n.byte_range()] == name))
-        .then_some((statement, definition))
+        definition.kind() == "class_definition" && syntax::is_named(definition, source, name)
     })?;
+    let class = undecorated(whole);
     let body = class.child_by_field_name("body")?;
     let mut summary = source[whole.start_byte()..body.start_byte()].trim_end().to_string();
     summary.push('\n');
