@@ -6,7 +6,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 /** The languages nib has grammars for (VS Code language ids); the client starts for these. */
-export const LANGUAGES = ['python', 'rust', 'javascript', 'javascriptreact', 'typescript', 'typescriptreact', 'go'];
+export const LANGUAGES = ['python', 'rust', 'javascript', 'javascriptreact', 'typescript', 'typescriptreact', 'go', 'java', 'c', 'cpp'];
 
 /** Code action kinds nib lists (docs/lsp-extensions.md). */
 export const DOCSTRING_KIND = 'refactor.rewrite.nib.docstring';

@@ -265,7 +265,7 @@ fn runner(
             Some(go) => Ok(Box::new(go::Go { go: go.program })),
             None => Err(format!("no go on PATH or at {}", toolchain::DEBIAN_GO)),
         },
-        Language::TypeScript | Language::Tsx | Language::Rust => {
+        Language::TypeScript | Language::Tsx | Language::Rust | Language::Java | Language::C | Language::Cpp => {
             Err(format!("nib does not run {} tests yet", language.spec().display_name))
         }
     }
@@ -296,7 +296,7 @@ fn unverified(job: &Job, plan: &mut Plan, reason: &str, progress: &dyn Fn(&str))
     if tests.is_empty() && job.budget.spent() {
         return Err(out_of_time_before_any_test(&job.budget));
     }
-    if let TestLayout::Python = job.target.language.spec().tests {
+    if let Some(TestLayout::Python) = job.target.language.spec().tests {
         python::import_used_names(&job.target, plan, &tests);
     }
     let edit = unit_tests::finish(&job.target, plan, tests)?;
