@@ -16,6 +16,9 @@ pub enum Language {
     TypeScript,
     Tsx,
     Go,
+    Java,
+    C,
+    Cpp,
 }
 
 impl Language {

@@ -15,7 +15,7 @@ use crate::syntax::{self, Language};
 /// for async code without pytest-asyncio, a `TestCase` when the project uses unittest.
 pub(super) fn in_unittest_class(target: &Target, plan: &Plan) -> bool {
     let is_async = target.scope.is_async && target.scope.kind == ScopeKind::Function;
-    matches!(target.language.spec().tests, TestLayout::Python)
+    matches!(target.language.spec().tests, Some(TestLayout::Python))
         && if is_async { plan.async_style == AsyncStyle::Unittest } else { plan.python_style == PythonStyle::Unittest }
 }
 
@@ -162,8 +162,8 @@ pub(super) fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertio
     };
     let body: Vec<&str> = tests.iter().map(|t| t.text.as_str()).collect();
     let has_line = |line: &str| existing.lines().any(|l| l.trim() == line.trim());
-    match target.language {
-        Language::Python => {
+    match plan.layout {
+        TestLayout::Python => {
             let uses = |name: &str| body.iter().any(|t| t.contains(name));
             let class = in_unittest_class(target, plan);
             let mut header = String::new();
@@ -234,7 +234,7 @@ pub(super) fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertio
             };
             Insertion { offset: end, text: format!("{lead}{}\n", parts.join("\n\n\n")) }
         }
-        Language::Rust => {
+        TestLayout::Rust => {
             let tests_text = body.iter().map(|t| indent(t, "    ")).collect::<Vec<_>>().join("\n\n");
             // Inside an existing `#[cfg(test)] mod tests { ... }`, before its closing brace.
             let module_end = existing_test_module_end(&target.rope.to_string());
@@ -246,7 +246,7 @@ pub(super) fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertio
                 },
             }
         }
-        Language::JavaScript | Language::TypeScript | Language::Tsx => {
+        TestLayout::JavaScript | TestLayout::TypeScript => {
             let mut header = String::new();
             for line in javascript_header(plan) {
                 if !has_line(&line) {
@@ -257,7 +257,7 @@ pub(super) fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertio
             let gap = if header.is_empty() { "" } else { "\n" };
             Insertion { offset: end, text: format!("{separator}{header}{gap}{}\n", body.join("\n\n")) }
         }
-        Language::Go => {
+        TestLayout::Go => {
             let header = if existing.trim().is_empty() {
                 let package = package_name(target).unwrap_or_else(|| "main".into());
                 if body.iter().any(|t| t.contains("reflect.")) {

@@ -24,6 +24,7 @@ pub use write::{
 
 use super::Insertion;
 use super::scaffold::AsyncStyle;
+use crate::syntax::languages::TestLayout;
 
 /// Which Python framework the tests are written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub enum PythonStyle {
 /// Where the tests go and what is there already.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
+    /// The language's test framework and layout.
+    pub layout: TestLayout,
     pub file: PathBuf,
     /// The target's current text (an open buffer or the file on disk); `None` when it does
     /// not exist yet.

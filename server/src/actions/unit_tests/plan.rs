@@ -9,7 +9,6 @@ use super::{Plan, PythonStyle};
 use crate::actions::project_files::ProjectFiles;
 use crate::actions::scaffold;
 use crate::actions::{ActionError, Target};
-use crate::syntax::Language;
 use crate::syntax::languages::TestLayout;
 use crate::syntax::scopes::ScopeKind;
 
@@ -20,7 +19,7 @@ pub(super) fn stem(path: &Path) -> String {
 /// The name tests import, and the name they call: the class for a method.
 pub(super) fn subject(target: &Target) -> (String, String) {
     let name = target.scope.name.clone();
-    if target.scope.kind == ScopeKind::Method && matches!(target.language.spec().tests, TestLayout::Python) {
+    if target.scope.kind == ScopeKind::Method && matches!(target.language.spec().tests, Some(TestLayout::Python)) {
         let root = target.tree.root_node();
         let mut node = root.descendant_for_byte_range(target.scope.range.start, target.scope.range.end);
         while let Some(current) = node {
@@ -193,8 +192,12 @@ pub fn plan(target: &Target, workspace_folders: &[PathBuf], files: &ProjectFiles
     let mut import_roots = Vec::new();
     let mut python_style = PythonStyle::Unittest;
     let mut commonjs = false;
-    let (file, import_line, dotted_module) = match target.language {
-        Language::Python => {
+    let Some(layout) = target.language.spec().tests else {
+        let language = target.language.spec().display_name;
+        return Err(ActionError::Rejected(format!("nib does not generate unit tests for {language}")));
+    };
+    let (file, import_line, dotted_module) = match layout {
+        TestLayout::Python => {
             let pythonpath = pytest_pythonpath(&root, files);
             let beside = python_tests_folder(&root, files).is_none();
             let (dotted, import_root) = python_module(&source, &root, files, &pythonpath, beside);
@@ -212,8 +215,8 @@ pub fn plan(target: &Target, workspace_folders: &[PathBuf], files: &ProjectFiles
             let file = python_test_file(&source, &root, &dotted, files);
             (file, String::new(), dotted)
         }
-        Language::Rust => (source.clone(), String::new(), String::new()),
-        Language::JavaScript => {
+        TestLayout::Rust => (source.clone(), String::new(), String::new()),
+        TestLayout::JavaScript => {
             let extension = source.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "js".into());
             let file_name = source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             commonjs = javascript_is_commonjs(target, &source, &root, files);
@@ -224,18 +227,20 @@ pub fn plan(target: &Target, workspace_folders: &[PathBuf], files: &ProjectFiles
             };
             (directory.join(format!("{module}.test.{extension}")), import, String::new())
         }
-        Language::TypeScript | Language::Tsx => {
+        TestLayout::TypeScript => {
             let extension = source.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "js".into());
             let import = format!("import {{ {imported} }} from \"./{module}\";");
             (directory.join(format!("{module}.test.{extension}")), import, String::new())
         }
-        Language::Go => (directory.join(format!("{module}_test.go")), String::new(), String::new()),
+        TestLayout::Go => (directory.join(format!("{module}_test.go")), String::new(), String::new()),
     };
     if !file.starts_with(&root) {
         return Err(ActionError::Rejected(format!("{} is outside the workspace; nothing was written", file.display())));
     }
     let existing = if file == source { Some(target.rope.to_string()) } else { files.read(&file) };
-    if let Some(existing) = existing.as_deref().filter(|_| matches!(target.language.spec().tests, TestLayout::Python)) {
+    if let Some(existing) =
+        existing.as_deref().filter(|_| matches!(target.language.spec().tests, Some(TestLayout::Python)))
+    {
         // An existing test file's style wins.
         if existing.contains("unittest.TestCase") || existing.contains("IsolatedAsyncioTestCase") {
             python_style = PythonStyle::Unittest;
@@ -244,6 +249,7 @@ pub fn plan(target: &Target, workspace_folders: &[PathBuf], files: &ProjectFiles
         }
     }
     Ok(Plan {
+        layout,
         file,
         existing,
         import_line,
@@ -253,7 +259,7 @@ pub fn plan(target: &Target, workspace_folders: &[PathBuf], files: &ProjectFiles
         extra_imports: Vec::new(),
         async_style: scaffold::python_async_style(&root, &|path| files.read(path)),
         python_style,
-        tokio: matches!(target.language.spec().tests, TestLayout::Rust)
+        tokio: matches!(target.language.spec().tests, Some(TestLayout::Rust))
             && scaffold::rust_uses_tokio(&source, &root, &|path| files.read(path)),
         import_roots,
         root,

@@ -22,21 +22,21 @@ struct Shape {
     body_lead: String,
 }
 
-fn shape(target: &Target) -> Shape {
+fn shape(target: &Target, layout: TestLayout) -> Shape {
     let name = &target.scope.name;
     let callable = target.scope.kind == ScopeKind::Function;
-    match target.language {
-        Language::Python => Shape {
+    match layout {
+        TestLayout::Python => Shape {
             name_lead: format!("def test_{}_", name.to_lowercase()),
             name_end: "(",
             body_lead: if callable { format!("():\n    assert {name}(") } else { "():\n    ".into() },
         },
-        Language::Rust => Shape {
+        TestLayout::Rust => Shape {
             name_lead: format!("#[test]\nfn {}_", name.to_lowercase()),
             name_end: "(",
             body_lead: if callable { format!("() {{\n    assert_eq!({name}(") } else { "() {\n    ".into() },
         },
-        Language::JavaScript | Language::TypeScript | Language::Tsx => Shape {
+        TestLayout::JavaScript | TestLayout::TypeScript => Shape {
             name_lead: format!("test(\"{name} "),
             name_end: "\"",
             body_lead: if callable {
@@ -45,7 +45,7 @@ fn shape(target: &Target) -> Shape {
                 "\", () => {\n  ".into()
             },
         },
-        Language::Go => Shape {
+        TestLayout::Go => Shape {
             name_lead: format!("func Test{name}"),
             name_end: "(",
             body_lead: if callable {
@@ -222,12 +222,12 @@ pub(super) fn write_scaffolded(
     Ok(scaffold::resolve_assert_calls(&code, shape.collaborators, shape.parameters, &call_arguments))
 }
 
-fn framework(language: Language) -> &'static str {
-    match language {
-        Language::Python => "pytest",
-        Language::Rust => "Rust #[test]",
-        Language::JavaScript | Language::TypeScript | Language::Tsx => "node:test (with `test` and `assert`)",
-        Language::Go => "Go `testing`",
+fn framework(layout: TestLayout) -> &'static str {
+    match layout {
+        TestLayout::Python => "pytest",
+        TestLayout::Rust => "Rust #[test]",
+        TestLayout::JavaScript | TestLayout::TypeScript => "node:test (with `test` and `assert`)",
+        TestLayout::Go => "Go `testing`",
     }
 }
 
@@ -263,11 +263,11 @@ fn repeated_line(text: &str) -> Option<usize> {
 }
 
 /// What ends a test whose body was cut short.
-fn closer(language: Language) -> &'static str {
-    match language {
-        Language::Python => "",
-        Language::Rust | Language::Go => "}\n",
-        Language::JavaScript | Language::TypeScript | Language::Tsx => "});\n",
+fn closer(layout: TestLayout) -> &'static str {
+    match layout {
+        TestLayout::Python => "",
+        TestLayout::Rust | TestLayout::Go => "}\n",
+        TestLayout::JavaScript | TestLayout::TypeScript => "});\n",
     }
 }
 
@@ -336,22 +336,23 @@ fn write_into(
     let comment = language.spec().line_comment;
     let question = format!(
         "Write {} unit tests for `{qualified}`. Cover typical inputs and edge cases with short test functions that each assert a result. Reply with code only.",
-        framework(language)
+        framework(plan.layout)
     );
-    let shape = shape(target);
+    let shape = shape(target, plan.layout);
     let collaborators = scaffold::collaborators(target, &plan.module);
     // Go tests always follow the scaffold: typed expectations and error checks.
-    let scaffolded = if scaffold::needed(target, &collaborators) || matches!(language.spec().tests, TestLayout::Go) {
-        scaffolded_shape(target, plan, &collaborators)
-    } else {
-        None
-    };
+    let scaffolded =
+        if scaffold::needed(target, &collaborators) || matches!(language.spec().tests, Some(TestLayout::Go)) {
+            scaffolded_shape(target, plan, &collaborators)
+        } else {
+            None
+        };
     let parameter_names: Vec<String> = target.scope.parameters.iter().map(|p| p.name.clone()).collect();
     let wanted = if request.repairs.is_empty() { request.count } else { request.repairs.len() };
     let mut failures = 0;
-    let separator = match language.spec().tests {
+    let separator = match plan.layout {
         TestLayout::Python => "\n\n\n",
-        TestLayout::Rust | TestLayout::Node | TestLayout::Go => "\n\n",
+        TestLayout::Rust | TestLayout::JavaScript | TestLayout::TypeScript | TestLayout::Go => "\n\n",
     };
     let out_of_time = || request.budget.is_some_and(Budget::spent);
     while tests.len() < wanted && failures < request.max_discarded && !out_of_time() {
@@ -416,7 +417,7 @@ fn write_into(
             let mut generated = asker.generate_until(prompt, TOKENS_PER_TEST, &["```"], &mut complete)?;
             if let Some(cut) = repeated_line(&format!("{line_start}{generated}")) {
                 generated.truncate(cut.saturating_sub(line_start.len()));
-                generated.push_str(closer(language));
+                generated.push_str(closer(plan.layout));
             }
             find_tests(language, &format!("{code_so_far}{generated}")).into_iter().nth(known)
         };

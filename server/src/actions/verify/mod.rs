@@ -274,7 +274,7 @@ fn runner(
             Some(cargo) => Ok(Box::new(rust::Rust { cargo: cargo.program })),
             None => Err("no cargo on PATH".into()),
         },
-        Language::TypeScript | Language::Tsx => {
+        Language::TypeScript | Language::Tsx | Language::Java | Language::C | Language::Cpp => {
             Err(format!("nib does not run {} tests yet", language.spec().display_name))
         }
     }
@@ -305,7 +305,7 @@ fn unverified(job: &Job, plan: &mut Plan, reason: &str, progress: &dyn Fn(&str))
     if tests.is_empty() && job.budget.spent() {
         return Err(out_of_time_before_any_test(&job.budget));
     }
-    if let TestLayout::Python = job.target.language.spec().tests {
+    if let Some(TestLayout::Python) = job.target.language.spec().tests {
         python::import_used_names(&job.target, plan, &tests);
     }
     let edit = unit_tests::finish(&job.target, plan, tests)?;

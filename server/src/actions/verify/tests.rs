@@ -95,6 +95,19 @@ fn on_purpose_exceptions_become_expected_exception_tests() {
 }
 
 #[test]
+fn a_candidate_that_does_not_compile_fails_alone() {
+    let mut scratch = scratch(&[("shop.py", TAX)], "shop.py", TAX);
+    // Both parse, but Python refuses to compile the first (a `nonlocal` with nothing to bind).
+    let code = "def test_with_tax_broken():\n    nonlocal rate\n    assert with_tax(1) == 1.2\n\n\ndef test_with_tax_zero():\n    assert with_tax(0) == 0\n";
+    let report = run(&mut scratch, code);
+    assert_eq!(report.module_error, None, "the code under test imports fine");
+    let broken = result(&report, "test_with_tax_broken");
+    assert_eq!(broken.outcome, "fail");
+    assert!(broken.error.as_deref().unwrap().starts_with("SyntaxError"), "{broken:?}");
+    assert!(result(&report, "test_with_tax_zero").passed(), "{report:?}");
+}
+
+#[test]
 fn the_code_under_test_is_the_unsaved_buffer() {
     let disk = "def answer():\n    return 1\n";
     let buffer = "def answer():\n    return 2$0\n";

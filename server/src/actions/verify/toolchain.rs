@@ -76,7 +76,7 @@ pub fn for_language(language: Language, python_interpreter: Option<&Path>, root:
         Language::JavaScript => node(),
         Language::Go => go(),
         Language::Rust => cargo(),
-        Language::TypeScript | Language::Tsx => None,
+        Language::TypeScript | Language::Tsx | Language::Java | Language::C | Language::Cpp => None,
     }
 }
 
