@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 NIB := target/release/nib
 
-.PHONY: setup venv build model demo test test-rust test-python test-nvim test-vscode vscode-package lint clean-model llama bench test-bench-smoke
+.PHONY: setup venv build model go demo test test-rust test-python test-nvim test-vscode vscode-package lint clean-model llama bench test-bench-smoke
 
 setup: venv build model
 
@@ -28,10 +28,15 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
 
-# The end-to-end tests run on the default model, and the remote-backend tests on llama.cpp's
-# server (.venv-llama); here a missing model or server is a failure, not a skip.
-test-rust: setup llama
-	NIB_REQUIRE_DEFAULT_MODEL=1 NIB_REQUIRE_REMOTE=1 cargo test --release --locked
+# The Go toolchain the Go test runs need (Debian's golang-1.19-go, pinned; apt).
+go:
+	@scripts/setup-go.sh
+
+# The end-to-end tests run on the default model, the remote-backend tests on llama.cpp's
+# server (.venv-llama), the verified-tests tests on node and go; here a missing model, server
+# or toolchain is a failure, not a skip.
+test-rust: setup llama go
+	NIB_REQUIRE_DEFAULT_MODEL=1 NIB_REQUIRE_REMOTE=1 NIB_REQUIRE_TOOLCHAINS=1 cargo test --release --locked
 
 test-python: venv
 	$(VENV)/bin/python -m pytest models/tests -q

@@ -312,6 +312,17 @@ def write_report(out, report):
     out.write_text(f"{head}{BEGIN}\n{report}{END}{rest.split(END, 1)[1]}")
 
 
+def write_details(path, rows):
+    """Every hole and its answers as JSON lines (without the holed source)."""
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "holed"}) + "\n" for r in rows))
+
+
+def command_line():
+    """This run's command as the report names it, relative to the repository root."""
+    return " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, ROOT)]
+                    + [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+
+
 def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     return f"{len(os.sched_getaffinity(0))} CPUs (nproc), {cpu}"
@@ -360,12 +371,10 @@ def main():
     balance = balance_table(rows)
     print("\n" + markdown(table) + "\n\n" + balance + f"\n\n{len(holes)} holes in {elapsed:.0f} s")
     if args.details:
-        args.details.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "holed"}) + "\n"
-                                        for r in rows))
+        write_details(args.details, rows)
     if out:
         info = json.loads((args.model / "nib.json").read_text())
-        command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, ROOT)]
-                           + [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+        command = command_line()
         report = (f"- date: {datetime.date.today()}\n- machine: {machine()}\n"
                   f"- model: {info.get('name')} ({info.get('precision')}), `{os.path.relpath(args.model, ROOT)}`\n"
                   f"- corpus: CPython {sys.version.split()[0]} standard library, {len(files)} files; "

@@ -143,6 +143,19 @@ class Server:
                 self.proc.kill()
             self.log.close()
 
+    def workspace_context(self) -> dict:
+        """What the workspace index did during the run, from the server log: files indexed and
+        retrievals answered (the KV hit rate is measured with repository context on)."""
+        files, retrievals = 0, 0
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if "workspace indexed" in line:
+                    found = re.search(r"\bfiles=(\d+)", line)
+                    files = int(found.group(1)) if found else files
+                elif ": retrieved" in line and "nib::index" in line:
+                    retrievals += 1
+        return {"indexedFiles": files, "retrievals": retrievals}
+
     def log_records(self) -> dict[int, dict]:
         """Completion log lines by request id: kind plus the logged counters."""
         records = {}
@@ -222,6 +235,7 @@ def replay(session: dict, workdir: str) -> dict:
     finally:
         server.close()
     records = server.log_records()
+    context = server.workspace_context()
     requests = []
     for request_id, sent_at in sent.items():
         received, reply = server.replies[request_id]
@@ -234,7 +248,7 @@ def replay(session: dict, workdir: str) -> dict:
         requests.append(item)
     return {"status": status, "memoryIdleMb": idle, "memoryAfterMb": after, "engineStats": engine,
             "keystrokes": len(session["events"]), "typedChars": session["typedChars"],
-            "durationS": session["events"][-1]["t"] / 1e3, "requests": requests}
+            "durationS": session["events"][-1]["t"] / 1e3, "requests": requests, "workspaceContext": context}
 
 
 def repo_sources(limit: int, exclude: str) -> list[str]:

@@ -13,10 +13,10 @@ fills it twice:
   with     `--workspace <project>`: the workspace index of the whole project, the holed file
            open (retrieval: definitions of names near the cursor and of imports, similar chunks)
 
-Holes are `line` and `rest` holes as in quality.py, kept only where the expected text uses a
-name that another file of the project defines at module level and the holed file neither
-defines nor mentions anywhere else (the holes
-repository context can help with, as CrossCodeEval selects them). Reported per system: exact
+Holes are `line` and `rest` holes as in quality.py, kept only where the code of the expected
+text (its identifiers, not its strings or comments) uses a name that another file of the
+project defines at module level and the holed file neither defines nor mentions anywhere else
+(the holes repository context can help with, as CrossCodeEval selects them). Reported per system: exact
 match, first-line exact match, edit similarity; for `with`, retrieval recall: the share of
 those cross-file names of the expected text that appear in the retrieved context.
 
@@ -24,7 +24,8 @@ Usage (from the repository root):
   .venv/bin/python benches/repo_quality.py [--holes 40] [--seed 0] [--threads 2]
   .venv/bin/python benches/repo_quality.py --smoke     # 2 holes, prints only
 """
-import argparse, ast, datetime, json, os, random, re, shlex, shutil, statistics, sys, tempfile, time
+import argparse, ast, datetime, io, json, os, random, re, shutil, statistics, sys, tempfile, time
+import tokenize
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -66,6 +67,19 @@ def defined_names(source):
     return {name for name in names if len(name) > 2 and not name.startswith("__")}
 
 
+def code_names(text):
+    """The identifiers of `text` that are code: names outside strings and comments (as far as
+    the tokenizer gets through a partial line)."""
+    names = set()
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type == tokenize.NAME:
+                names.add(token.string)
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass
+    return names
+
+
 def project_holes(project, rng, per_project):
     """Cross-file holes of one project: (file relative path, hole dict)."""
     files = sorted(p for p in project.rglob("*.py") if "__pycache__" not in p.parts)
@@ -82,7 +96,7 @@ def project_holes(project, rng, per_project):
                 continue
             useful = []
             for holed, line, col, expected in sites:
-                needed = sorted(set(IDENT.findall(expected)) & elsewhere - set(IDENT.findall(holed)))
+                needed = sorted(code_names(expected) & elsewhere - set(IDENT.findall(holed)))
                 if needed:
                     useful.append((holed, line, col, expected, needed))
             if useful:
@@ -194,12 +208,10 @@ def main():
     table = summarize(rows)
     print("\n" + markdown(table) + f"\n\n{len(rows)} holes in {elapsed:.0f} s")
     if args.details:
-        args.details.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "holed"}) + "\n"
-                                        for r in rows))
+        quality.write_details(args.details, rows)
     if out:
         info = json.loads((args.model / "nib.json").read_text())
-        command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, ROOT)]
-                           + [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+        command = quality.command_line()
         versions = ", ".join(f"{p.name} {version_of(p.name, packages)}" for p in projects)
         report = (f"- date: {datetime.date.today()}\n- machine: {quality.machine()}\n"
                   f"- model: {info.get('name')} ({info.get('precision')}), `{os.path.relpath(args.model, ROOT)}`\n"

@@ -18,8 +18,11 @@ function, chosen with a seeded random generator) are written into the module one
 and a mutant counts as killed when a test that passed on the original fails (or the run
 times out). Time per function is the wall time of `codeAction/resolve`.
 
+The load average (1 min) is sampled before each function and reported: on a shared machine
+the times are measured under that load.
+
 Usage: .venv/bin/python benches/tests_quality.py [--functions N] [--mutants 8] [--old-nib PATH]
-       [--details out.jsonl] [--write-doc]
+       [--nib PATH] [--budget SECONDS] [--systems verified,unverified] [--details out.jsonl] [--write-doc]
 """
 
 import argparse
@@ -48,6 +51,7 @@ WHEEL = "boltons-26.2.0-py3-none-any.whl"
 WHEEL_SHA256 = "41942cbce440211bbcf2487ccdc356964ad674f95a01068b8a0dd7a1d1fed036"
 MODULE = "boltons/strutils.py"
 DOC = os.path.join(ROOT, "docs", "quality.md")
+LOADS = []  # 1-minute load averages, one before each function
 BEGIN, END = "<!-- tests_quality.py: begin -->", "<!-- tests_quality.py: end -->"
 
 
@@ -98,7 +102,7 @@ def start_nib(binary, workspace, options):
         "rootUri": f"file://{workspace}",
         "capabilities": {
             "window": {"workDoneProgress": True},
-            "workspace": {"applyEdit": True, "workspaceEdit": {"documentChanges": True}},
+            "workspace": {"applyEdit": True, "workspaceEdit": {"documentChanges": True, "resourceOperations": ["create"]}},
             "textDocument": {"codeAction": {"resolveSupport": {"properties": ["edit"]}}},
         },
         "initializationOptions": {"modelPath": MODEL, "threads": 2, **options},
@@ -204,6 +208,7 @@ def measure(system, binary, options, parent, limit, mutant_limit, details):
         "uri": f"file://{module_path}", "languageId": "python", "version": 1, "text": source}})
     records = []
     for function in functions(source, limit):
+        LOADS.append(os.getloadavg()[0])
         test_file, text, seconds, error = write_tests(client, workspace, source, function)
         record = {"system": system, "function": function.name, "seconds": round(seconds, 2), "error": error,
                   "written": 0, "passed": 0, "mutants": 0, "killed": 0}
@@ -263,6 +268,8 @@ def table(summaries, command, started):
         f"- corpus: boltons 26.2.0 `{MODULE}`, public top-level functions",
         f"- command: `{command}`",
         f"- run time: {time.time() - started:.0f} s",
+        f"- load average (1 min, before each function): median {statistics.median(LOADS or [0]):.1f}, "
+        f"range {min(LOADS or [0]):.1f}–{max(LOADS or [0]):.1f} on {os.cpu_count()} CPUs",
         "",
         "| system | functions | tests written | tests passing when run (share) | functions with ≥ 1 passing test | mutants killed (score) | median s per function |",
         "|---|---|---|---|---|---|---|",
@@ -282,15 +289,20 @@ def main():
     parser.add_argument("--functions", type=int, default=0, help="first N functions (0: all)")
     parser.add_argument("--mutants", type=int, default=8)
     parser.add_argument("--old-nib", help="another nib binary to measure, verification off")
+    parser.add_argument("--budget", type=int, help="nib.tests.timeBudgetSeconds for both systems (default: nib's)")
+    parser.add_argument("--nib", default=NIB, help="the nib binary measured as verified and unverified")
     parser.add_argument("--systems", default="verified,unverified")
     parser.add_argument("--details", help="one JSON line per function and system")
     parser.add_argument("--write-doc", action="store_true", help=f"replace the block in {DOC}")
     args = parser.parse_args()
     started = time.time()
     systems = {
-        "verified": (NIB, {"python": {"interpreter": PYTHON}}),
-        "unverified": (NIB, {"tests": {"verify": "off"}}),
+        "verified": (args.nib, {"python": {"interpreter": PYTHON}}),
+        "unverified": (args.nib, {"tests": {"verify": "off"}}),
     }
+    if args.budget:
+        for _, options in systems.values():
+            options.setdefault("tests", {})["timeBudgetSeconds"] = args.budget
     chosen = {name: systems[name] for name in args.systems.split(",") if name}
     if args.old_nib:
         chosen["old"] = (args.old_nib, {})

@@ -187,20 +187,22 @@ pub fn complete(
 
 /// `nib index`: indexes `folder` as the workspace index would, then times `queries`
 /// retrievals at the middle line of files spread over the index; prints JSON.
-pub fn index(folder: &Path, queries: usize) -> anyhow::Result<()> {
+pub fn index(folder: &Path, queries: usize, max_files: Option<usize>) -> anyhow::Result<()> {
     if !folder.is_dir() {
         bail!("{} is not a folder", folder.display());
     }
     let rss_before = memory_kb("VmRSS");
     let started = std::time::Instant::now();
-    let mut workspace =
-        Workspace::new(index::Settings { enabled: true, max_files: Config::default().context.max_files });
+    let max_files = max_files.unwrap_or(Config::default().context.max_files);
+    let mut workspace = Workspace::new(index::Settings { enabled: true, max_files });
     workspace.start_walk(&[std::path::absolute(folder)?]);
     let walk_ms = started.elapsed().as_secs_f64() * 1e3;
     while !workspace.index_queued(64) {}
     let build_ms = started.elapsed().as_secs_f64() * 1e3;
     let rss_after = memory_kb("VmRSS");
     let status = workspace.status("ready", build_ms as u64);
+    let profile = workspace.profile();
+    let ms = |duration: std::time::Duration| (duration.as_secs_f64() * 1e3).round();
     let paths = workspace.indexed_paths();
     let step = (paths.len() / queries.max(1)).max(1);
     let budget = context::cross_file_budget(Config::default().completion.context_tokens) * 85 / 100;
@@ -228,6 +230,18 @@ pub fn index(folder: &Path, queries: usize) -> anyhow::Result<()> {
         "rssBeforeKb": rss_before,
         "rssAfterKb": rss_after,
         "peakRssKb": memory_kb("VmHWM"),
+        "terms": workspace.index.counts().0,
+        "postings": workspace.index.counts().1,
+        "definitions": workspace.index.counts().2,
+        // Thread time of the analysis, summed over the analysing threads.
+        "analysis": {
+            "files": profile.files,
+            "bytes": profile.bytes,
+            "readMs": ms(profile.read),
+            "parseMs": ms(profile.parse),
+            "tagsMs": ms(profile.tags),
+            "termsMs": ms(profile.terms),
+        },
         "retrieval": {
             "queries": times.len(),
             "p50Ms": percentile(0.5),

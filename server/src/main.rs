@@ -116,6 +116,9 @@ enum Command {
         /// Retrievals to time, at the middle of files spread over the index.
         #[arg(long, default_value_t = 200)]
         queries: usize,
+        /// Index at most this many files (`nib.context.maxFiles`).
+        #[arg(long, value_name = "N")]
+        max_files: Option<usize>,
     },
 }
 
@@ -143,7 +146,7 @@ fn main() -> ExitCode {
             let sources = cli::ContextSources { open, workspace };
             report(cli::complete(&model.settings(), &file, position, max_tokens, &sources, json))
         }
-        Command::Index { folder, queries } => report(cli::index(&folder, queries)),
+        Command::Index { folder, queries, max_files } => report(cli::index(&folder, queries, max_files)),
     }
 }
 

@@ -27,6 +27,19 @@ pub fn user_data_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share/nib"))
 }
 
+/// Per-user cache folder for build caches of test runs (`$XDG_CACHE_HOME/nib` or
+/// `~/.cache/nib`), made with mode 0700 when missing.
+pub fn user_cache_dir() -> Option<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    let folder = base.join("nib");
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&folder).ok()?;
+    Some(folder)
+}
+
 /// Candidate locations of the default model, in the order they are tried.
 pub fn default_model_candidates() -> Vec<PathBuf> {
     let mut candidates = Vec::new();

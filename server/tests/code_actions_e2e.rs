@@ -281,3 +281,35 @@ fn a_completion_is_answered_while_a_long_action_runs() {
     assert_eq!(resolved["edit"]["documentChanges"][0]["edits"].as_array().unwrap().len(), 2);
     server.shutdown();
 }
+
+/// Java through the real server on the default model: Add doc comment writes Javadoc with a
+/// tag per parameter, the return value and the thrown exception, the file still parses, and
+/// Generate unit tests is not offered (Java has no test layout nib can run without a build
+/// tool).
+#[test]
+fn java_gets_javadoc_and_no_test_action() {
+    let Some(model) = default_model() else { return };
+    let workspace = Workspace::new("actions-java");
+    let text = "package shop;\n\nimport java.util.List;\n\npublic class Cart {\n    public int total(int price, int count) {\n        if (count < 0) {\n            throw new IllegalArgumentException(\"count\");\n        }\n        return price * count;\n    }\n}\n";
+    let mut server = start(&model, &workspace);
+    let uri = workspace.uri("Cart.java");
+    server.open(&uri, "java", text);
+    let actions = actions_at(&mut server, &uri, 6);
+    assert!(actions.iter().all(|a| a["kind"] != "refactor.nib.tests"), "{actions:?}");
+    let docstring = find(&actions, "refactor.rewrite.nib.docstring");
+    assert_eq!(docstring["title"], "Add doc comment for `total` (nib)");
+
+    let resolved = server.request("codeAction/resolve", docstring).expect("a doc comment");
+    let edits = resolved["edit"]["documentChanges"][0]["edits"].as_array().unwrap();
+    let inserted = edits[0]["newText"].as_str().unwrap();
+    assert!(inserted.starts_with("    /**\n") && inserted.ends_with("     */\n"), "{inserted}");
+    for tag in ["@param price ", "@param count ", "@return ", "@throws IllegalArgumentException "] {
+        assert!(inserted.contains(tag), "{tag} missing: {inserted}");
+    }
+    let documented = apply_edits(text, edits);
+    assert!(documented.contains("     */\n    public int total("), "{documented}");
+    let check = workspace.uri("Check.java");
+    server.open(&check, "java", &documented);
+    assert_eq!(server.inspect(&check, None)["parseErrorCount"], 0, "{documented}");
+    server.shutdown();
+}

@@ -54,7 +54,8 @@ fn definitions_come_from_files_that_are_not_open() {
     let prompt = prompt_when(&mut server, &uri, line, 8, |p| has_source(p, "definition:pricing.py"));
     let text_of = |p: &Value| p["text"].as_str().unwrap_or_default().to_string();
     assert!(has_source(&prompt, "definition:pricing.py:13-"), "{prompt}");
-    assert!(text_of(&prompt).starts_with("# cart.py\n# from pricing.py:\n"), "{}", text_of(&prompt));
+    assert!(text_of(&prompt).starts_with("# from pricing.py:\n"), "{}", text_of(&prompt));
+    assert!(text_of(&prompt).contains("\n\n# cart.py\n"), "the file's path line follows the other files' code");
     assert!(text_of(&prompt).contains("def with_tax(price, rate=TAX_RATE):"), "{}", text_of(&prompt));
 
     // Typing in the same scope keeps the retrieved head of the prompt byte-identical.

@@ -133,6 +133,35 @@ fn invalid_settings_warn_by_key_and_keep_defaults() {
     server.shutdown();
 }
 
+#[test]
+fn the_status_says_what_generated_tests_would_run_with() {
+    let python = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|folder| folder.join("python3"))
+        .find(|path| path.is_file())
+        .expect("python3 on PATH");
+    let mut server = TestServer::spawn(&[]);
+    server.initialize(
+        json!({ "modelPath": fixture_model(), "python": { "interpreter": python }, "tests": { "timeBudgetSeconds": 45 } }),
+        &["utf-16"],
+    );
+    let status = server.wait_for_status(|s| s["verification"].is_object());
+    let verification = &status["verification"];
+    assert_eq!(verification["enabled"], true, "{status}");
+    assert_eq!(verification["timeBudgetSeconds"], 45, "{status}");
+    assert_eq!(verification["python"]["program"], json!(python), "{status}");
+    assert_eq!(verification["python"]["source"], "nib.python.interpreter", "{status}");
+    assert!(verification["isolation"].is_boolean(), "{status}");
+    // A settings change is reported: verification off, an interpreter that does not exist.
+    server.notify(
+        "workspace/didChangeConfiguration",
+        json!({ "settings": { "nib": { "modelPath": fixture_model(), "tests": { "verify": "off" },
+                                       "python": { "interpreter": "/nonexistent/python3" } } } }),
+    );
+    let status = server.wait_for_status(|s| s["verification"]["enabled"] == false);
+    assert_eq!(status["verification"]["python"], Value::Null, "no silent replacement: {status}");
+    server.shutdown();
+}
+
 /// Reference model of a document, written independently of the server's rope code.
 struct Reference {
     text: String,

@@ -21,6 +21,8 @@ local function check(lines, label)
   H.truthy(text:find("nib --version`: nib ", 1, true), label .. ": reports nib --version")
   H.truthy(text:find("model ready", 1, true), label .. ": reports the model ready")
   H.truthy(text:find("ONNX Runtime", 1, true), label .. ": reports ONNX Runtime")
+  H.truthy(text:find("runs the candidate tests in a sandbox", 1, true), label .. ": reports that tests are run")
+  H.truthy(text:find("OK Python: /", 1, true), label .. ": reports the Python interpreter")
   return text
 end
 
@@ -38,6 +40,11 @@ H.run("checkhealth", function()
   local bad_model = table.concat(checkhealth(), "\n")
   H.log("bad model:\n" .. bad_model)
   H.truthy(bad_model:find("ERROR", 1, true) and bad_model:find("no-such-model", 1, true), "model error reported")
+
+  -- Verification off: reported, and no toolchain is needed for that.
+  require("nib").setup(H.nib_opts({ settings = { tests = { verify = "off" } } }))
+  local unverified = table.concat(checkhealth(), "\n")
+  H.truthy(unverified:find('written unverified: `settings.tests.verify` is "off"', 1, true), "verify off reported: " .. unverified)
 
   require("nib").setup(H.nib_opts())
 

@@ -53,7 +53,7 @@ function completionsEnabled(): boolean {
 
 function setStatus(next: Status): void {
   status = next;
-  const view = statusView(status, completionsEnabled());
+  const view = statusView(status, completionsEnabled(), vscode.workspace.isTrusted);
   statusItem.text = view.text;
   statusItem.tooltip = view.tooltip;
   statusItem.accessibilityInformation = { label: view.label };

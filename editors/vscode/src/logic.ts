@@ -6,7 +6,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 /** The languages nib has grammars for (VS Code language ids); the client starts for these. */
-export const LANGUAGES = ['python', 'rust', 'javascript', 'javascriptreact', 'typescript', 'typescriptreact', 'go'];
+export const LANGUAGES = ['python', 'rust', 'javascript', 'javascriptreact', 'typescript', 'typescriptreact', 'go', 'java', 'c', 'cpp'];
 
 /** Code action kinds nib lists (docs/lsp-extensions.md). */
 export const DOCSTRING_KIND = 'refactor.rewrite.nib.docstring';
@@ -199,14 +199,30 @@ export function resolveServerPath(options: ResolveOptions): ServerCommand {
   };
 }
 
+/** A program generated tests run with, as `nib/status` reports it. */
+export interface Toolchain {
+  program: string;
+  source: string;
+}
+
+/** What **Generate unit tests** runs tests with (`nib/status`'s `verification`). */
+export interface Verification {
+  enabled: boolean;
+  timeBudgetSeconds?: number;
+  isolation?: boolean;
+  /** Per toolchain (`python`, `node`, `go`, `cargo`): where it was found, or null. */
+  toolchains: Record<string, Toolchain | null>;
+}
+
 /** The model state from `nib/status` (docs/lsp-extensions.md), plus the client's own states. */
-export type Status =
+export type Status = (
   | { state: 'starting' }
   | { state: 'unloaded' }
   | { state: 'loading'; model?: string }
   | { state: 'ready'; model?: string; name?: string; loadMs?: number; contextLength?: number }
   | { state: 'error'; message?: string }
-  | { state: 'stopped'; message?: string };
+  | { state: 'stopped'; message?: string }
+) & { verification?: Verification };
 
 export interface StatusView {
   text: string;
@@ -225,18 +241,70 @@ export function parseStatus(params: unknown): Status | undefined {
   const p = params as Record<string, unknown>;
   const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
   const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
+  const verification = parseVerification(p.verification);
+  const extra = verification ? { verification } : {};
   switch (p.state) {
     case 'unloaded':
-      return { state: 'unloaded' };
+      return { state: 'unloaded', ...extra };
     case 'loading':
-      return { state: 'loading', model: str(p.model) };
+      return { state: 'loading', model: str(p.model), ...extra };
     case 'ready':
-      return { state: 'ready', model: str(p.model), name: str(p.name), loadMs: num(p.loadMs), contextLength: num(p.contextLength) };
+      return {
+        state: 'ready',
+        model: str(p.model),
+        name: str(p.name),
+        loadMs: num(p.loadMs),
+        contextLength: num(p.contextLength),
+        ...extra,
+      };
     case 'error':
-      return { state: 'error', message: str(p.message) };
+      return { state: 'error', message: str(p.message), ...extra };
     default:
       return undefined;
   }
+}
+
+function parseVerification(value: unknown): Verification | undefined {
+  if (typeof value !== 'object' || value === null) {
+    return undefined;
+  }
+  const v = value as Record<string, unknown>;
+  const toolchains: Record<string, Toolchain | null> = {};
+  for (const name of ['python', 'node', 'go', 'cargo']) {
+    const found = v[name] as Record<string, unknown> | null | undefined;
+    if (found === null) {
+      toolchains[name] = null;
+    } else if (typeof found === 'object' && typeof found.program === 'string') {
+      toolchains[name] = { program: found.program, source: typeof found.source === 'string' ? found.source : '' };
+    }
+  }
+  return {
+    enabled: v.enabled === true,
+    timeBudgetSeconds: typeof v.timeBudgetSeconds === 'number' ? v.timeBudgetSeconds : undefined,
+    isolation: typeof v.isolation === 'boolean' ? v.isolation : undefined,
+    toolchains,
+  };
+}
+
+/** Tooltip lines on generated tests: whether they are run, and with what. In an untrusted
+ * workspace the extension itself turns running them off. */
+export function verificationLines(verification: Verification, trusted: boolean): string[] {
+  const lines: string[] = [];
+  if (!trusted) {
+    lines.push('Generated tests: written unverified (the workspace is not trusted).');
+  } else if (!verification.enabled) {
+    lines.push('Generated tests: written unverified (nib.tests.verify is off).');
+  } else {
+    const budget = verification.timeBudgetSeconds !== undefined ? `, at most ${verification.timeBudgetSeconds} s` : '';
+    const isolation =
+      verification.isolation === false ? ' (no network isolation here: user namespaces are not available)' : '';
+    lines.push(`Generated tests: run in a sandbox before they are offered${budget}${isolation}.`);
+  }
+  const labels: Record<string, string> = { python: 'Python', node: 'Node.js', go: 'Go', cargo: 'Cargo' };
+  for (const [name, found] of Object.entries(verification.toolchains)) {
+    lines.push(`${labels[name] ?? name}: ${found ? `${found.program} (${found.source})` : 'not found (tests unverified)'}`);
+  }
+  return lines;
 }
 
 function modelName(model: string | undefined): string {
@@ -246,9 +314,17 @@ function modelName(model: string | undefined): string {
   return path.basename(model.replace(/[/\\]+$/, '')) || model;
 }
 
-/** What the status bar item shows for a state; `completions` is `nib.completion.enabled`. */
-export function statusView(status: Status, completions: boolean): StatusView {
-  return { ...describe(status, completions), label: `nib: ${status.state}` };
+/** What the status bar item shows for a state; `completions` is `nib.completion.enabled`,
+ * `trusted` whether the workspace is trusted. */
+export function statusView(status: Status, completions: boolean, trusted = true): StatusView {
+  const view = describe(status, completions);
+  if (status.verification) {
+    // Before the last line ("Click to show the server log.").
+    const lines = view.tooltip.split('\n');
+    lines.splice(lines.length - 1, 0, ...verificationLines(status.verification, trusted));
+    view.tooltip = lines.join('\n');
+  }
+  return { ...view, label: `nib: ${status.state}` };
 }
 
 function describe(status: Status, completions: boolean): Omit<StatusView, 'label'> {

@@ -50,6 +50,7 @@ fn visit_own_body<'tree>(node: Node<'tree>, visit: &mut dyn FnMut(Node<'tree>)) 
                 | "arrow_function"
                 | "method_definition"
                 | "func_literal"
+                | "lambda_expression"
         );
         if nested {
             continue;
@@ -117,6 +118,7 @@ pub fn facts(target: &Target) -> Facts {
             facts.returns_value = false; // Rust convention documents behaviour, not a Returns section.
         }
         DocStyle::GoDoc => facts.returns_value = false,
+        DocStyle::Javadoc | DocStyle::Doxygen => facts.raises = thrown(target, body),
     }
     if scope.kind == ScopeKind::Class {
         facts = Facts::default();
@@ -149,7 +151,9 @@ pub fn write_prose(
     // A Go doc comment is a sentence about the name; the others start with a verb.
     let summary = match target.language.spec().doc {
         DocStyle::GoDoc => summary,
-        DocStyle::Docstring | DocStyle::RustDoc | DocStyle::JsDoc => super::imperative(&summary, &name),
+        DocStyle::Docstring | DocStyle::RustDoc | DocStyle::JsDoc | DocStyle::Javadoc | DocStyle::Doxygen => {
+            super::imperative(&summary, &name)
+        }
     };
     let mut prose = Prose { summary, ..Prose::default() };
     for parameter in &facts.parameters {
@@ -260,6 +264,8 @@ pub fn render(target: &Target, facts: &Facts, prose: &Prose, style: DocstringSty
         DocStyle::RustDoc => render_rust_doc(target, prose),
         DocStyle::JsDoc => render_jsdoc(target, facts, prose),
         DocStyle::GoDoc => render_go_doc(target, prose),
+        DocStyle::Javadoc => render_tagged_block(target, facts, prose, ""),
+        DocStyle::Doxygen => render_tagged_block(target, facts, prose, "@brief "),
     }
 }
 
@@ -300,12 +306,63 @@ fn render_jsdoc(target: &Target, facts: &Facts, prose: &Prose) -> Insertion {
     if let Some(returns) = &prose.returns {
         lines.push(format!("@returns {returns}"));
     }
+    Insertion { offset: line_start(target, anchor), text: comment_block(&indent, &lines) }
+}
+
+/// A Javadoc or Doxygen block: the summary after `summary_tag`, then `@param`, `@return` and
+/// `@throws` tags.
+fn render_tagged_block(target: &Target, facts: &Facts, prose: &Prose, summary_tag: &str) -> Insertion {
+    let anchor = target.scope.anchor.start;
+    let indent = indentation_at(target, anchor);
+    let mut tags: Vec<String> =
+        facts.parameters.iter().zip(&prose.parameters).map(|(name, text)| format!("@param {name} {text}")).collect();
+    tags.extend(prose.returns.iter().map(|returns| format!("@return {returns}")));
+    tags.extend(facts.raises.iter().zip(&prose.raises).map(|(thrown, text)| format!("@throws {thrown} {text}")));
+    let mut lines = vec![format!("{summary_tag}{}", prose.summary)];
+    if !tags.is_empty() {
+        lines.push(String::new());
+        lines.extend(tags);
+    }
+    Insertion { offset: line_start(target, anchor), text: comment_block(&indent, &lines) }
+}
+
+/// `/**`, one ` * ` line per line, ` */`, at `indent`.
+fn comment_block(indent: &str, lines: &[String]) -> String {
     let mut text = format!("{indent}/**\n");
     for line in lines {
         text.push_str(&format!("{indent} *{}{line}\n", if line.is_empty() { "" } else { " " }));
     }
     text.push_str(&format!("{indent} */\n"));
-    Insertion { offset: line_start(target, anchor), text }
+    text
+}
+
+/// What Javadoc and Doxygen list under `@throws`: the types a Java `throws` clause declares,
+/// then those the body throws (`throw new E(...)`, `throw std::invalid_argument(...)`).
+fn thrown(target: &Target, body: Node) -> Vec<String> {
+    let text = |node: Node| target.rope.byte_slice(node.byte_range()).to_string();
+    let mut thrown: Vec<String> = Vec::new();
+    let root = target.tree.root_node();
+    if let Some(definition) = root.descendant_for_byte_range(target.scope.range.start, target.scope.range.end) {
+        let mut cursor = definition.walk();
+        for clause in definition.children(&mut cursor).filter(|child| child.kind() == "throws") {
+            let mut inner = clause.walk();
+            thrown.extend(clause.named_children(&mut inner).map(text));
+        }
+    }
+    let mut inspect = |node: Node| {
+        let Some(value) = node.named_child(0).filter(|_| node.kind() == "throw_statement") else { return };
+        let name = match value.kind() {
+            "object_creation_expression" => value.child_by_field_name("type").map(text),
+            "call_expression" => value.child_by_field_name("function").map(text),
+            "identifier" | "qualified_identifier" => Some(text(value)),
+            _ => None,
+        };
+        if let Some(name) = name.filter(|name| !thrown.contains(name)) {
+            thrown.push(name);
+        }
+    };
+    visit_own_body(body, &mut inspect);
+    thrown
 }
 
 /// A Go doc comment: a sentence about the name ("Sum returns ...").
@@ -436,7 +493,7 @@ pub fn check(target: &Target, facts: &Facts, insertion: &Insertion) -> Result<()
         return Err("the documentation is not attached to the item".into());
     }
     let lists_parameters = match target.language.spec().doc {
-        DocStyle::Docstring | DocStyle::JsDoc => true,
+        DocStyle::Docstring | DocStyle::JsDoc | DocStyle::Javadoc | DocStyle::Doxygen => true,
         DocStyle::RustDoc | DocStyle::GoDoc => false,
     };
     for parameter in facts.parameters.iter().filter(|_| lists_parameters) {
@@ -699,6 +756,47 @@ mod tests {
             }
         "#]]
         .assert_eq(&apply(&item, DocstringStyle::Google));
+    }
+
+    #[test]
+    fn javadoc_with_params_return_and_throws() {
+        let java = target(
+            "Cart.java",
+            "java",
+            "class Cart {\n    @Override\n    public int add(String item, int count) throws IOException {\n        if (count < 0) {\n            throw new IllegalArgumentException(\"count\");\n        }\n        return count;$0\n    }\n}\n",
+        );
+        assert_eq!(
+            apply(&java, DocstringStyle::Google),
+            "class Cart {\n    /**\n     * Do the thing.\n     *\n     * @param item The item.\n     * @param count The count.\n     * @return The result.\n     * @throws IOException If it is bad.\n     * @throws IllegalArgumentException If it is bad.\n     */\n    @Override\n    public int add(String item, int count) throws IOException {\n        if (count < 0) {\n            throw new IllegalArgumentException(\"count\");\n        }\n        return count;\n    }\n}\n"
+        );
+        let void =
+            target("Cart.java", "java", "class Cart {\n    void clear() {\n        items.clear();$0\n    }\n}\n");
+        assert_eq!(
+            apply(&void, DocstringStyle::Google),
+            "class Cart {\n    /**\n     * Do the thing.\n     */\n    void clear() {\n        items.clear();\n    }\n}\n"
+        );
+    }
+
+    #[test]
+    fn doxygen_for_c_and_cpp() {
+        let c = target(
+            "sum.c",
+            "c",
+            "#include <stdio.h>\n\nstatic int sum(const int *values, size_t count) {\n    return count;$0\n}\n",
+        );
+        assert_eq!(
+            apply(&c, DocstringStyle::Google),
+            "#include <stdio.h>\n\n/**\n * @brief Do the thing.\n *\n * @param values The values.\n * @param count The count.\n * @return The result.\n */\nstatic int sum(const int *values, size_t count) {\n    return count;\n}\n"
+        );
+        let cpp = target(
+            "cart.cpp",
+            "cpp",
+            "template <typename T>\nT checked(T value) {\n    if (value < 0) throw std::invalid_argument(\"negative\");\n    return value;$0\n}\n",
+        );
+        assert_eq!(
+            apply(&cpp, DocstringStyle::Google),
+            "/**\n * @brief Do the thing.\n *\n * @param value The value.\n * @return The result.\n * @throws std::invalid_argument If it is bad.\n */\ntemplate <typename T>\nT checked(T value) {\n    if (value < 0) throw std::invalid_argument(\"negative\");\n    return value;\n}\n"
+        );
     }
 
     #[test]

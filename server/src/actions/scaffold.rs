@@ -91,7 +91,7 @@ fn python_imports(target: &Target) -> Vec<(String, String, Option<String>)> {
 /// `# mock: module.name` comment in the function. `module` is how tests import the code under
 /// test (`shop.orders`), for patching names imported into it.
 pub fn collaborators(target: &Target, module: &str) -> Vec<Collaborator> {
-    let TestLayout::Python = target.language.spec().tests else {
+    let Some(TestLayout::Python) = target.language.spec().tests else {
         return Vec::new();
     };
     let imports = python_imports(target);

@@ -183,10 +183,17 @@ fn statement_end(line: &str, openers: &[char], language: Option<Language>) -> &'
         Blocks::Braces { semicolons: true } => {}
     }
     let code = code.split("//").next().unwrap_or_default();
+    // An `=` inside parentheses (`for (int i = 0; ...) {`) does not make the line a statement.
+    let mut depth = 0usize;
     let assigns = code.char_indices().any(|(index, c)| {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
         let before = code[..index].chars().next_back();
         let after = code[index + 1..].chars().next();
-        c == '=' && !matches!(before, Some('=' | '!' | '<' | '>')) && !matches!(after, Some('=' | '>'))
+        depth == 0 && c == '=' && !matches!(before, Some('=' | '!' | '<' | '>')) && !matches!(after, Some('=' | '>'))
     });
     if assigns || openers.contains(&'(') { ";" } else { "" }
 }
@@ -332,6 +339,31 @@ mod tests {
                 "items.forEach((item) => {\n    total += item;\n  });",
             ),
             (Language::Go, "\t", "go func() {\n\t\tdone <- true", "go func() {\n\t\tdone <- true\n\t}()"),
+            (
+                Language::Java,
+                "        ",
+                "for (int i = 0; i < n; i++) {\n            char c = '{';\n            sum += i;",
+                "for (int i = 0; i < n; i++) {\n            char c = '{';\n            sum += i;\n        }",
+            ),
+            (
+                Language::Java,
+                "        ",
+                "Runnable r = () -> {\n            run();",
+                "Runnable r = () -> {\n            run();\n        };",
+            ),
+            (
+                Language::JavaScript,
+                "  ",
+                "for (let i = 0; i < n; i++) {\n    sum += i;",
+                "for (let i = 0; i < n; i++) {\n    sum += i;\n  }",
+            ),
+            (Language::C, "    ", "if (n > 0) {\n        /* { */ n--;", "if (n > 0) {\n        /* { */ n--;\n    }"),
+            (
+                Language::Cpp,
+                "    ",
+                "auto f = [&](int x) {\n        return x;",
+                "auto f = [&](int x) {\n        return x;\n    };",
+            ),
             // A block inside a call left open mid-arguments: cut at the unclosable line only.
             (Language::JavaScript, "  ", "let n = 0;\n  items.forEach((x) => {\n    foo(x,", "let n = 0;"),
             // A block without a body yet is cut before its opener.

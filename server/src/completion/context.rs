@@ -304,16 +304,18 @@ pub fn build(
         _ => None,
     };
     let mut sources = Vec::new();
-    let comment = comment_prefix(document.language);
-    let path = display_path(document.path.as_deref(), &document.uri, workspace_folders);
-    let mut header = format!("{comment} {path}\n");
-    sources.push("path".to_string());
-
+    let mut header = String::new();
+    // Other files' code first, then the file's own path line right above its code: the layout
+    // of repository-level training data (the path names the file the code belongs to).
     let cross_file_budget = budget * 3 / 10;
     if !cross_file.text.is_empty() && cross_file.text.len() <= cross_file_budget {
         header.push_str(&cross_file.text);
         sources.extend(cross_file.sources.iter().cloned());
     }
+    let comment = comment_prefix(document.language);
+    let path = display_path(document.path.as_deref(), &document.uri, workspace_folders);
+    header.push_str(&format!("{comment} {path}\n"));
+    sources.push("path".to_string());
     let suffix_budget = if with_suffix { budget * 15 / 100 } else { 0 };
     let prefix_budget = budget.saturating_sub(header.len() + suffix_budget);
     let start_line = prefix_start_line(rope, cursor, prefix_budget, scope.as_ref());

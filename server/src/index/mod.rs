@@ -24,7 +24,7 @@ use tree_sitter::Tree;
 
 pub use retrieve::Snippet;
 use ring::{Reason, Ring};
-use store::{Index, Queries};
+use store::{Analyzer, Index};
 
 use crate::syntax::{Language, scopes};
 
@@ -32,8 +32,8 @@ use crate::syntax::{Language, scopes};
 const MAX_HEAP_BYTES: usize = 48 * 1024 * 1024;
 /// Files indexed between two looks at the message queue during the initial walk.
 const FILES_PER_SLICE: usize = 16;
-/// Threads that parse files during the initial walk: the machines nib targets have two cores,
-/// and the walk should finish in seconds.
+/// Threads that parse files during the initial walk (the index thread and one scoped thread):
+/// the machines nib targets have two cores, and the walk should finish in seconds.
 const ANALYSIS_THREADS: usize = 2;
 /// An open buffer is re-indexed from its live text once it has not changed for this long.
 const BUFFER_QUIET: Duration = Duration::from_millis(750);
@@ -261,45 +261,51 @@ impl retrieve::Texts for FileTexts<'_> {
 }
 
 /// Reads a file and analyses it, unless it is too large, binary or generated.
-fn read_and_analyze(path: &Path, language: Language, queries: &mut Queries) -> Option<store::Analysis> {
-    let bytes = std::fs::read(path).ok()?;
+fn read_and_analyze(path: &Path, language: Language, analyzer: &mut Analyzer) -> Option<store::Analysis> {
+    let started = Instant::now();
+    let bytes = std::fs::read(path).ok();
+    analyzer.profile.read += started.elapsed();
+    let bytes = bytes?;
     if bytes.len() as u64 > walk::MAX_FILE_BYTES || walk::check_contents(&bytes).is_err() {
         return None;
     }
-    store::analyze_text(language, &String::from_utf8_lossy(&bytes), queries)
+    store::analyze_text(language, &String::from_utf8_lossy(&bytes), analyzer)
 }
 
-/// Reads and analyses `files` on one scoped thread per worker (parsing is the expensive part
-/// of indexing); results in the order of `files`.
-fn analyze_files(files: &[walk::Found], workers: &mut [Queries]) -> Vec<Option<store::Analysis>> {
-    if files.is_empty() {
-        return Vec::new();
-    }
-    let per_worker = files.len().div_ceil(workers.len());
+/// Reads and analyses `files` with every analyser at once: the first on this thread, the others
+/// on scoped threads (parsing is the expensive part of indexing). Each takes the next file when
+/// done with one, so a large file does not leave the others idle; results in the order of
+/// `files`.
+fn analyze_files(files: &[walk::Found], workers: &mut [Analyzer]) -> Vec<Option<store::Analysis>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<store::Analysis>>> = files.iter().map(|_| Mutex::new(None)).collect();
+    let work = |analyzer: &mut Analyzer| {
+        loop {
+            let at = next.fetch_add(1, Ordering::Relaxed);
+            let Some(found) = files.get(at) else { break };
+            // A file that makes the parser panic is left out, not the index.
+            let analysis = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                read_and_analyze(&found.path, found.language, analyzer)
+            }));
+            *results[at].lock().unwrap_or_else(|e| e.into_inner()) = analysis.ok().flatten();
+        }
+    };
+    let Some((first, others)) = workers.split_first_mut() else { return Vec::new() };
     std::thread::scope(|scope| {
-        let running: Vec<_> = files
-            .chunks(per_worker)
-            .zip(workers.iter_mut())
-            .map(|(part, queries)| {
-                let handle = scope.spawn(move || {
-                    part.iter().map(|found| read_and_analyze(&found.path, found.language, queries)).collect::<Vec<_>>()
-                });
-                (part.len(), handle)
-            })
-            .collect();
-        // A file that makes the parser panic is left out, not the index.
-        running
-            .into_iter()
-            .flat_map(|(length, handle)| handle.join().unwrap_or_else(|_| (0..length).map(|_| None).collect()))
-            .collect()
-    })
+        for analyzer in others {
+            scope.spawn(|| work(analyzer));
+        }
+        work(first);
+    });
+    results.into_iter().map(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner())).collect()
 }
 
 /// The index thread's state. It alone touches the index.
 pub(crate) struct Workspace {
     pub(crate) index: Index,
-    /// Compiled tags queries, one set per analysing thread.
-    workers: Vec<Queries>,
+    /// Parsers and compiled tags queries, one set per analysing thread.
+    workers: Vec<Analyzer>,
     pub(crate) ring: Ring,
     open: HashMap<PathBuf, Rope>,
     settings: Settings,
@@ -313,7 +319,7 @@ impl Workspace {
     pub(crate) fn new(settings: Settings) -> Workspace {
         Workspace {
             index: Index::default(),
-            workers: (0..ANALYSIS_THREADS).map(|_| Queries::new()).collect(),
+            workers: (0..ANALYSIS_THREADS).map(|_| Analyzer::new()).collect(),
             ring: Ring::default(),
             open: HashMap::new(),
             settings,
@@ -431,6 +437,15 @@ impl Workspace {
             cursor,
         };
         retrieve::retrieve(&self.index, &cursor, &self.ring, &mut texts, budget)
+    }
+
+    /// Where the analysing threads spent their time so far.
+    pub(crate) fn profile(&self) -> store::Profile {
+        let mut total = store::Profile::default();
+        for analyzer in &self.workers {
+            total.add(&analyzer.profile);
+        }
+        total
     }
 
     pub(crate) fn status(&self, state: &'static str, build_ms: u64) -> Status {
@@ -722,6 +737,30 @@ mod tests {
         // the line above; the order is stable between calls either way.
         let again = retrieve_at(&mut workspace, &root, "app.py", source);
         assert_eq!(again, snippets, "the same cursor retrieves the same text");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn members_of_modules_used_by_attribute_are_listed_without_private_names() {
+        let (root, mut workspace) = workspace(
+            "members",
+            &[
+                (
+                    "pkg/types.py",
+                    "class IntRange:\n    def __init__(self, min=None):\n        self.min = min\n\n\nclass Choice:\n    pass\n\n\ndef _private_helper():\n    pass\n",
+                ),
+                ("other/types.py", "class Unrelated:\n    pass\n"),
+            ],
+        );
+        // `types.IntRange` appears nowhere in the file: only the module's members can show it.
+        let source = "from . import types\n\ndef option():\n    kind = types.Choice()\n    $0\n";
+        let snippets = retrieve_at(&mut workspace, &root, "pkg/core.py", source);
+        let members: Vec<&Snippet> = snippets.iter().filter(|s| s.kind == "members").collect();
+        assert_eq!(members.len(), 1, "{:?}", summary(&snippets, &root));
+        assert_eq!(members[0].path, root.join("pkg/types.py"), "the module next to the file");
+        assert!(members[0].text.contains("class IntRange:"), "{}", members[0].text);
+        assert!(!members[0].text.contains("_private_helper"), "{}", members[0].text);
+        assert!(!members[0].text.contains("__init__"), "members are top-level: {}", members[0].text);
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -4,7 +4,7 @@
 //! recently edited or viewed regions of other files (the ring). All of it within a byte
 //! budget, in a stable order: the same retrieved set always renders to the same text.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -32,11 +32,17 @@ const SIMILAR_WINDOW_LINES: usize = 12;
 const BM25_K1: f64 = 1.2;
 const BM25_B: f64 = 0.75;
 /// Share of the budget for definitions; similar chunks and the ring share the rest.
-const DEFINITIONS_SHARE: f64 = 0.5;
+const DEFINITIONS_SHARE: f64 = 0.35;
+/// Share of the budget for the members of modules used by attribute (`types.IntRange`).
+const MEMBERS_SHARE: f64 = 0.3;
+/// A member's signature line is cut to this many bytes, so many names fit.
+const MEMBER_LINE_BYTES: usize = 72;
 /// Terms in a larger share of all chunks than this are left out of the similarity score.
 const COMMON_TERM_SHARE: f64 = 0.2;
 /// Similar chunks scoring below this share of the best one are not shown.
 const MIN_SHARE_OF_BEST_SCORE: f64 = 0.4;
+/// The best-scoring chunks considered for the similar snippets (at most two are shown).
+const SIMILAR_CANDIDATES: usize = 8;
 /// The similarity query uses at most this many of its rarest words.
 const MAX_QUERY_TERMS: usize = 48;
 
@@ -305,11 +311,195 @@ fn definitions(index: &Index, cursor: &Cursor, texts: &mut dyn Texts, budget: us
     snippets
 }
 
-/// BM25 scores of the chunks sharing identifiers with `query`, best first, outside `current`.
-pub(crate) fn similar_chunks(index: &Index, query: &str, current: Option<FileId>) -> Vec<(u32, f64)> {
+/// Words used as a namespace near the cursor (`types.` in `types.IntRange(...)`), nearest
+/// first, that the file imports: modules (Python, JavaScript, Go packages) whose members the
+/// code reaches by attribute, so their names appear nowhere else in the file.
+fn namespaces_used(cursor: &Cursor, imported: &HashSet<String>) -> Vec<String> {
+    let rope = cursor.rope;
+    let line = rope.byte_to_line(cursor.cursor.min(rope.len_bytes()));
+    let first = line.saturating_sub(QUERY_LINES_BEFORE);
+    let last = (line + QUERY_LINES_AFTER + 1).min(rope.len_lines());
+    let mut found = Vec::new();
+    for number in (first..line + 1).rev().chain(line + 1..last) {
+        let text = rope.line(number).to_string();
+        for (at, _) in text.match_indices('.') {
+            let before = &text[..at];
+            let start = before.trim_end_matches(|c: char| c.is_alphanumeric() || c == '_').len();
+            let word = &before[start..];
+            let preceded_by_dot = before[..start].ends_with('.');
+            if !word.is_empty() && !preceded_by_dot && imported.contains(word) && !found.iter().any(|w| w == word) {
+                found.push(word.to_string());
+            }
+        }
+    }
+    found
+}
+
+/// The lower-case parts of an identifier (`IntRange` → `int`, `range`; `to_bytes` → `to`,
+/// `bytes`), at least 3 letters long.
+fn subwords(word: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut previous_lower = false;
+    for c in word.chars() {
+        let boundary = c == '_' || c.is_ascii_digit() || (c.is_uppercase() && previous_lower);
+        if boundary && !current.is_empty() {
+            parts.push(std::mem::take(&mut current));
+        }
+        if c.is_alphabetic() {
+            current.extend(c.to_lowercase());
+        }
+        previous_lower = c.is_lowercase();
+    }
+    parts.push(current);
+    parts.retain(|part| part.len() >= 3);
+    parts
+}
+
+/// How many word parts of a definition's first line the query shares.
+fn shared_subwords(line: &str, query_subwords: &HashSet<String>) -> usize {
+    let parts: HashSet<String> = terms(line).iter().flat_map(|(word, _)| subwords(word)).collect();
+    parts.intersection(query_subwords).count()
+}
+
+/// A signature line cut to `MEMBER_LINE_BYTES` at a character boundary, marked with `...`.
+fn cut_line(line: &str) -> String {
+    if line.len() <= MEMBER_LINE_BYTES {
+        return line.to_string();
+    }
+    let mut end = MEMBER_LINE_BYTES - 3;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &line[..end])
+}
+
+/// Whether a definition's first line defines a private name (`def _helper`, `class _Base`,
+/// `_CACHE = ...`): the first word after the declaration keywords starts with `_`.
+fn defines_private_name(line: &str) -> bool {
+    const KEYWORDS: &[&str] = &[
+        "async",
+        "def",
+        "class",
+        "pub",
+        "fn",
+        "struct",
+        "enum",
+        "trait",
+        "type",
+        "const",
+        "static",
+        "let",
+        "var",
+        "function",
+        "export",
+        "default",
+        "interface",
+        "func",
+        "mod",
+    ];
+    line.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|word| !word.is_empty())
+        .find(|word| !KEYWORDS.contains(word))
+        .is_some_and(|word| word.starts_with('_'))
+}
+
+/// The indexed file a module name means: a file named after it (or a folder's `__init__`,
+/// `mod` or `index` file), the one nearest the current file when there are several.
+fn module_file(index: &Index, name: &str, current: Option<&Path>) -> Option<FileId> {
+    let is_module = |path: &Path| {
+        let stem = file_stem(path);
+        stem == name
+            || matches!(stem.as_str(), "__init__" | "mod" | "index")
+                && path.parent().is_some_and(|folder| file_stem(folder) == name)
+    };
+    let shared = |path: &Path| {
+        current.map_or(0, |current| current.components().zip(path.components()).take_while(|(a, b)| a == b).count())
+    };
+    index
+        .files()
+        .filter(|(_, path)| Some(*path) != current && is_module(path))
+        .max_by(|a, b| shared(a.1).cmp(&shared(b.1)).then_with(|| b.1.cmp(a.1)))
+        .map(|(id, _)| id)
+}
+
+/// The top-level definitions of the modules used by attribute near the cursor, one signature
+/// line each, the names most used across the workspace first: the vocabulary the code after
+/// `module.` chooses from.
+fn members(index: &Index, cursor: &Cursor, texts: &mut dyn Texts, budget: usize, taken: &[Snippet]) -> Vec<Snippet> {
+    let modules = imported_modules(cursor);
+    let query_subwords: HashSet<String> =
+        terms(&query_text(cursor)).iter().flat_map(|(word, _)| subwords(word)).collect();
+    let mut snippets = Vec::new();
+    let mut spent = 0;
+    for name in namespaces_used(cursor, &modules) {
+        let Some(file_id) = module_file(index, &name, cursor.path) else { continue };
+        let Some(file) = index.file(file_id) else { continue };
+        if snippets.iter().any(|snippet: &Snippet| snippet.path == file.path) {
+            continue;
+        }
+        // Definitions already shown whole are not listed again.
+        let shown = |line: u32| {
+            taken.iter().any(|snippet| snippet.path == file.path && snippet.lines.contains(&(line as usize)))
+        };
+        let Some(text) = texts.text(&file.path) else { continue };
+        let mut entries: Vec<(usize, usize, u32, String)> = file
+            .defined()
+            .iter()
+            .flat_map(|&term| index.definitions(term).iter().filter(|d| d.file == file_id).map(move |d| (term, d)))
+            .filter_map(|(term, definition)| {
+                let first_line = text.get(definition.bytes.start as usize..)?.lines().next()?.trim_end();
+                let before = text.get(..definition.bytes.start as usize)?;
+                let top_level = before.is_empty() || before.ends_with('\n');
+                let wanted = top_level && !shown(definition.line) && !first_line.is_empty();
+                (wanted && !defines_private_name(first_line)).then(|| {
+                    let relevance = shared_subwords(first_line, &query_subwords);
+                    (relevance, index.postings(term).len(), definition.line, cut_line(first_line))
+                })
+            })
+            .collect();
+        // Names sharing word parts with the code around the cursor first, then the names most
+        // used across the workspace.
+        entries.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+        entries.dedup_by(|a, b| a.3 == b.3);
+        let entries = entries.into_iter().map(|(_, _, line, signature)| (0usize, line, signature));
+        let mut kept: Vec<(u32, String)> = Vec::new();
+        let mut size = 0;
+        for (_, line, signature) in entries {
+            if kept.iter().any(|(_, kept_signature)| *kept_signature == signature) {
+                continue;
+            }
+            if spent + size + signature.len() + 1 > budget {
+                continue;
+            }
+            size += signature.len() + 1;
+            kept.push((line, signature));
+        }
+        if kept.is_empty() {
+            continue;
+        }
+        // In file order, as the module reads.
+        kept.sort();
+        spent += size;
+        let first = kept[0].0 as usize;
+        let last = kept[kept.len() - 1].0 as usize;
+        snippets.push(Snippet {
+            kind: "members",
+            path: file.path.clone(),
+            lines: first..last + 1,
+            detail: name,
+            text: kept.into_iter().map(|(_, signature)| signature).collect::<Vec<_>>().join("\n"),
+        });
+    }
+    snippets
+}
+
+/// The `count` best BM25 scores of the chunks sharing identifiers with `query`, best first,
+/// outside `current`. Scores are summed in a dense array indexed by chunk id (no hashing per
+/// posting), and only the best are sorted.
+pub(crate) fn similar_chunks(index: &Index, query: &str, current: Option<FileId>, count: usize) -> Vec<(u32, f64)> {
     let chunk_count = index.chunk_count().max(1) as f64;
     let average = index.average_chunk_length().max(1.0);
-    let mut scores: HashMap<u32, f64> = HashMap::new();
     // The rarest words of the query carry its meaning; words in most chunks (`self`, `return`)
     // say little and cost the most to score.
     let mut query_terms: Vec<(f64, u16, &[u32])> = terms(query)
@@ -322,8 +512,11 @@ pub(crate) fn similar_chunks(index: &Index, query: &str, current: Option<FileId>
         .collect();
     query_terms.sort_by(|a, b| a.0.total_cmp(&b.0));
     query_terms.truncate(MAX_QUERY_TERMS);
+    let mut scores: Vec<f32> = vec![0.0; index.chunk_slots()];
+    let mut touched: Vec<u32> = Vec::new();
     for (frequency, query_count, postings) in query_terms {
         let idf = ((chunk_count - frequency + 0.5) / (frequency + 0.5) + 1.0).ln();
+        let weight = idf * (BM25_K1 + 1.0) * f64::from(query_count.min(3));
         for &posting in postings {
             let (chunk_id, count) = (posting_chunk(posting), posting_count(posting));
             let Some(chunk) = index.chunk(chunk_id) else { continue };
@@ -332,12 +525,20 @@ pub(crate) fn similar_chunks(index: &Index, query: &str, current: Option<FileId>
             }
             let tf = f64::from(count);
             let norm = BM25_K1 * (1.0 - BM25_B + BM25_B * f64::from(chunk.length) / average);
-            *scores.entry(chunk_id).or_default() +=
-                idf * tf * (BM25_K1 + 1.0) / (tf + norm) * f64::from(query_count.min(3));
+            let slot = &mut scores[chunk_id as usize];
+            if *slot == 0.0 {
+                touched.push(chunk_id);
+            }
+            *slot += (weight * tf / (tf + norm)) as f32;
         }
     }
-    let mut ranked: Vec<(u32, f64)> = scores.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let by_score = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let mut ranked: Vec<(u32, f64)> = touched.into_iter().map(|id| (id, f64::from(scores[id as usize]))).collect();
+    if ranked.len() > count && count > 0 {
+        ranked.select_nth_unstable_by(count - 1, by_score);
+        ranked.truncate(count);
+    }
+    ranked.sort_by(by_score);
     ranked
 }
 
@@ -374,10 +575,10 @@ fn similar(index: &Index, cursor: &Cursor, texts: &mut dyn Texts, budget: usize,
     let mut files_used: HashSet<FileId> = HashSet::new();
     let mut snippets = Vec::new();
     let mut spent = 0;
-    let ranked = similar_chunks(index, &query, current);
+    let ranked = similar_chunks(index, &query, current, SIMILAR_CANDIDATES);
     let best = ranked.first().map_or(0.0, |(_, score)| *score);
     // Far below the best match, a chunk shares only common words with the cursor's code.
-    let good_enough = ranked.into_iter().take(8).filter(|(_, score)| *score >= best * MIN_SHARE_OF_BEST_SCORE);
+    let good_enough = ranked.into_iter().filter(|(_, score)| *score >= best * MIN_SHARE_OF_BEST_SCORE);
     for (chunk_id, score) in good_enough {
         let Some(chunk) = index.chunk(chunk_id) else { continue };
         let Some(file) = index.file(chunk.file) else { continue };
@@ -421,6 +622,8 @@ pub(crate) fn retrieve(
 ) -> Vec<Snippet> {
     let definition_budget = (budget as f64 * DEFINITIONS_SHARE) as usize;
     let mut snippets = definitions(index, cursor, texts, definition_budget);
+    let members = members(index, cursor, texts, (budget as f64 * MEMBERS_SHARE) as usize, &snippets);
+    snippets.extend(members);
     let spent: usize = snippets.iter().map(|snippet| snippet.text.len()).sum();
     let similar = similar(index, cursor, texts, budget.saturating_sub(spent) * 2 / 3, &snippets);
     snippets.extend(similar);

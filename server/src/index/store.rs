@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use ropey::Rope;
-use tree_sitter::{Query, QueryCursor, StreamingIterator, Tree};
+use tree_sitter::{Parser, Query, QueryCursor, StreamingIterator, Tree};
 
 use crate::syntax::{self, Language};
 
@@ -109,17 +110,42 @@ pub(crate) struct Index {
     definition_entries: usize,
 }
 
-/// Tags queries, compiled once per language.
-pub(crate) struct Queries {
-    compiled: HashMap<Language, Option<Query>>,
+/// Where analysis time goes, summed over files (`nib index` reports it).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Profile {
+    pub(crate) files: usize,
+    pub(crate) bytes: usize,
+    pub(crate) read: Duration,
+    pub(crate) parse: Duration,
+    pub(crate) tags: Duration,
+    pub(crate) terms: Duration,
 }
 
-impl Queries {
-    pub(crate) fn new() -> Queries {
-        Queries { compiled: HashMap::new() }
+impl Profile {
+    pub(crate) fn add(&mut self, other: &Profile) {
+        self.files += other.files;
+        self.bytes += other.bytes;
+        self.read += other.read;
+        self.parse += other.parse;
+        self.tags += other.tags;
+        self.terms += other.terms;
+    }
+}
+
+/// What one analysing thread keeps between files: a parser per language (a parser's stacks
+/// are reused across parses) and the tags queries, compiled once per language.
+pub(crate) struct Analyzer {
+    compiled: HashMap<Language, Option<Query>>,
+    parsers: HashMap<Language, Parser>,
+    pub(crate) profile: Profile,
+}
+
+impl Analyzer {
+    pub(crate) fn new() -> Analyzer {
+        Analyzer { compiled: HashMap::new(), parsers: HashMap::new(), profile: Profile::default() }
     }
 
-    fn get(&mut self, language: Language) -> Option<&Query> {
+    fn query(&mut self, language: Language) -> Option<&Query> {
         self.compiled
             .entry(language)
             .or_insert_with(|| {
@@ -129,6 +155,13 @@ impl Queries {
                 Query::new(&language.grammar(), &source).ok()
             })
             .as_ref()
+    }
+
+    fn parse(&mut self, language: Language, text: &str) -> Option<Tree> {
+        let started = Instant::now();
+        let tree = self.parsers.entry(language).or_insert_with(|| language.parser()).parse(text, None);
+        self.profile.parse += started.elapsed();
+        tree
     }
 }
 
@@ -243,7 +276,8 @@ fn chunk_lines(tree: &Tree, line_count: usize) -> Vec<Range<usize>> {
 }
 
 /// Reads a file's chunks and definitions from its text and tree.
-pub(crate) fn analyze(language: Language, text: &str, tree: &Tree, queries: &mut Queries) -> Analysis {
+pub(crate) fn analyze(language: Language, text: &str, tree: &Tree, analyzer: &mut Analyzer) -> Analysis {
+    let started = Instant::now();
     let line_starts: Vec<usize> =
         std::iter::once(0).chain(text.match_indices('\n').map(|(index, _)| index + 1)).collect();
     let line_count = line_starts.len();
@@ -256,8 +290,10 @@ pub(crate) fn analyze(language: Language, text: &str, tree: &Tree, queries: &mut
             ChunkTerms { bytes, lines, terms }
         })
         .collect();
+    let tags_started = Instant::now();
+    analyzer.profile.terms += tags_started - started;
     let mut definitions = Vec::new();
-    if let Some(query) = queries.get(language) {
+    if let Some(query) = analyzer.query(language) {
         let name_index = query.capture_index_for_name("name");
         let mut cursor = QueryCursor::new();
         // Definitions worth retrieving sit near the top: items, and members of classes, impls
@@ -283,26 +319,46 @@ pub(crate) fn analyze(language: Language, text: &str, tree: &Tree, queries: &mut
             }
         }
     }
+    analyzer.profile.tags += tags_started.elapsed();
+    analyzer.profile.files += 1;
+    analyzer.profile.bytes += text.len();
     Analysis { chunks, definitions }
 }
 
 /// Parses `text` and analyses it; `None` when it has no tree (too large).
-pub(crate) fn analyze_text(language: Language, text: &str, queries: &mut Queries) -> Option<Analysis> {
+pub(crate) fn analyze_text(language: Language, text: &str, analyzer: &mut Analyzer) -> Option<Analysis> {
     if text.len() > syntax::MAX_PARSE_BYTES {
         return None;
     }
-    let tree = language.parser().parse(text, None)?;
-    Some(analyze(language, text, &tree, queries))
+    let tree = analyzer.parse(language, text)?;
+    Some(analyze(language, text, &tree, analyzer))
 }
 
 /// Analyses an open buffer from its rope and tree.
-pub(crate) fn analyze_rope(language: Language, rope: &Rope, tree: &Tree, queries: &mut Queries) -> Analysis {
-    analyze(language, &rope.to_string(), tree, queries)
+pub(crate) fn analyze_rope(language: Language, rope: &Rope, tree: &Tree, analyzer: &mut Analyzer) -> Analysis {
+    analyze(language, &rope.to_string(), tree, analyzer)
+}
+
+impl FileEntry {
+    /// The names the file defines.
+    pub(crate) fn defined(&self) -> &[TermId] {
+        &self.defined
+    }
 }
 
 impl Index {
     pub(crate) fn paths(&self) -> Vec<PathBuf> {
         self.file_ids.keys().cloned().collect()
+    }
+
+    /// The indexed files with their ids.
+    pub(crate) fn files(&self) -> impl Iterator<Item = (FileId, &Path)> {
+        self.file_ids.iter().map(|(path, id)| (*id, path.as_path()))
+    }
+
+    /// Chunk ids lie below this.
+    pub(crate) fn chunk_slots(&self) -> usize {
+        self.chunks.len()
     }
 
     pub(crate) fn file_count(&self) -> usize {
@@ -311,6 +367,11 @@ impl Index {
 
     pub(crate) fn chunk_count(&self) -> usize {
         self.live_chunks
+    }
+
+    /// Distinct identifiers, postings and definitions held (`nib index` reports them).
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
+        (self.terms.len(), self.posting_entries, self.definition_entries)
     }
 
     pub(crate) fn file(&self, id: FileId) -> Option<&FileEntry> {

@@ -82,7 +82,9 @@ pub fn by_command(command_name: &str) -> Option<&'static dyn CodeAction> {
 fn docstring_words(language: Language) -> (&'static str, &'static str) {
     match language.spec().doc {
         DocStyle::Docstring => ("Add docstring", "Add docstrings"),
-        DocStyle::RustDoc | DocStyle::JsDoc | DocStyle::GoDoc => ("Add doc comment", "Add doc comments"),
+        DocStyle::RustDoc | DocStyle::JsDoc | DocStyle::GoDoc | DocStyle::Javadoc | DocStyle::Doxygen => {
+            ("Add doc comment", "Add doc comments")
+        }
     }
 }
 
@@ -129,6 +131,7 @@ impl CodeAction for Tests {
     }
 
     fn title(&self, place: &Place) -> Option<String> {
+        place.language.spec().tests?;
         let unverified = if place.tests_unverified { " (unverified)" } else { "" };
         Some(format!("Generate unit tests for `{}`{unverified} (nib)", place.scope?.name))
     }

@@ -134,6 +134,9 @@ pub struct Server {
     pub progress_tokens: Vec<(String, CancelToken)>,
     /// Explicit requests waiting for the model to finish loading.
     pub waiting_for_model: super::model_wait::Waiting,
+    /// What **Generate unit tests** runs tests with, as `nib/status` reports it (null until
+    /// found: `engine_event::refresh_verification`).
+    pub verification: serde_json::Value,
     next_progress_id: u64,
     lifecycle: Lifecycle,
     next_request_id: i64,
@@ -191,6 +194,7 @@ pub fn run(input: impl BufRead + Send + 'static, output: impl Write + Send + 'st
         index: IndexHandle::start(),
         progress_tokens: Vec::new(),
         waiting_for_model: Default::default(),
+        verification: serde_json::Value::Null,
         next_progress_id: 0,
         lifecycle: Lifecycle::Uninitialized,
         next_request_id: 0,

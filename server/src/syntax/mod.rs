@@ -16,6 +16,9 @@ pub enum Language {
     TypeScript,
     Tsx,
     Go,
+    Java,
+    C,
+    Cpp,
 }
 
 impl Language {
@@ -50,6 +53,26 @@ impl Language {
 /// Documents larger than this are tracked as text only: parsing them would stall the server
 /// for seconds on every edit, and nothing nib does needs a tree of a generated 10 MB file.
 pub const MAX_PARSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// `text` parsed as `language` (generated code, a file read from disk).
+pub fn parse_text(language: Language, text: &str) -> Option<Tree> {
+    parse(&mut language.parser(), &Rope::from_str(text), None)
+}
+
+/// The first top-level node of `tree` that `wanted` accepts.
+pub fn find_top_level<'t>(
+    tree: &'t Tree,
+    wanted: impl Fn(tree_sitter::Node<'t>) -> bool,
+) -> Option<tree_sitter::Node<'t>> {
+    let root = tree.root_node();
+    let mut cursor = root.walk();
+    root.children(&mut cursor).find(|node| wanted(*node))
+}
+
+/// Whether `node`'s `name` field reads `name` in `source`.
+pub fn is_named(node: tree_sitter::Node, source: &str, name: &str) -> bool {
+    node.child_by_field_name("name").is_some_and(|n| &source[n.byte_range()] == name)
+}
 
 /// Parses `rope`, reusing `old_tree` (already `edit`ed to match `rope`) when given.
 pub fn parse(parser: &mut Parser, rope: &Rope, old_tree: Option<&Tree>) -> Option<Tree> {

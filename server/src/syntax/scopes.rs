@@ -133,7 +133,14 @@ fn anchor_node(language: Language, node: Node) -> Node {
                 anchor = declaration;
             }
         }
-        Language::Rust => {}
+        // A C++ template's comment sits above `template <...>`.
+        Language::Cpp => {
+            if let Some(template) = node.parent().filter(|p| p.kind() == "template_declaration") {
+                anchor = template;
+            }
+        }
+        // Java's annotations are part of the declaration (its `modifiers`).
+        Language::Rust | Language::Java | Language::C => {}
     }
     anchor
 }
@@ -157,6 +164,9 @@ fn scope_name(language: Language, rope: &Rope, node: Node) -> String {
                 Some(trait_name) => type_name.map(|t| format!("{trait_name} for {t}")),
                 None => type_name,
             }
+        }
+        (Language::C | Language::Cpp, "function_definition") => {
+            function_declarator(node).and_then(|declarator| field_text(rope, declarator, "declarator"))
         }
         _ => field_text(rope, node, "name"),
     };
@@ -188,8 +198,21 @@ fn parameters_node(language: Language, node: Node) -> Option<Node> {
             // `x => x` has a single `parameter` field instead of a parameter list.
             value.child_by_field_name("parameters").or_else(|| value.child_by_field_name("parameter"))
         }
+        Language::C | Language::Cpp if node.kind() == "function_definition" => {
+            function_declarator(node)?.child_by_field_name("parameters")
+        }
         _ => node.child_by_field_name("parameters"),
     }
+}
+
+/// A C or C++ function definition's `function_declarator` (name and parameters), under the
+/// pointer and reference declarators of its return type (`char *name(void)`).
+fn function_declarator(definition: Node) -> Option<Node> {
+    let mut declarator = definition.child_by_field_name("declarator")?;
+    while declarator.kind() != "function_declarator" {
+        declarator = declarator.child_by_field_name("declarator").or_else(|| declarator.named_child(0))?;
+    }
+    Some(declarator)
 }
 
 fn parameters(language: Language, rope: &Rope, node: Node, kind: ScopeKind) -> Vec<Parameter> {
@@ -207,13 +230,22 @@ fn parameters(language: Language, rope: &Rope, node: Node, kind: ScopeKind) -> V
             Language::Rust => rust_parameter(rope, child, &mut result),
             Language::JavaScript | Language::TypeScript | Language::Tsx => js_parameter(rope, child, &mut result),
             Language::Go => go_parameter(rope, child, &mut result),
+            Language::Java => java_parameter(rope, child, &mut result),
+            Language::C | Language::Cpp => c_parameter(rope, child, &mut result),
         }
     }
     // The receiver is implicit: docstrings and tests never list it. Only Python spells it
     // as an ordinary first parameter.
     let explicit_receiver = match language {
         Language::Python => result.first().is_some_and(|p| p.name == "self" || p.name == "cls"),
-        Language::Rust | Language::JavaScript | Language::TypeScript | Language::Tsx | Language::Go => false,
+        Language::Rust
+        | Language::JavaScript
+        | Language::TypeScript
+        | Language::Tsx
+        | Language::Go
+        | Language::Java
+        | Language::C
+        | Language::Cpp => false,
     };
     if explicit_receiver && kind == ScopeKind::Method {
         result.remove(0);
@@ -311,13 +343,86 @@ fn go_parameter(rope: &Rope, node: Node, out: &mut Vec<Parameter>) {
     }
 }
 
+fn java_parameter(rope: &Rope, node: Node, out: &mut Vec<Parameter>) {
+    let (name, variadic) = match node.kind() {
+        "formal_parameter" => (field_text(rope, node, "name"), Variadic::No),
+        // `String... rest`: the name sits in a variable declarator.
+        "spread_parameter" => {
+            let mut cursor = node.walk();
+            let declarator = node.named_children(&mut cursor).find(|child| child.kind() == "variable_declarator");
+            (declarator.and_then(|d| field_text(rope, d, "name")), Variadic::Positional)
+        }
+        _ => (None, Variadic::No), // receiver parameters, comments
+    };
+    let annotation = match node.kind() {
+        "spread_parameter" => node.named_child(0).map(|type_node| text(rope, type_node)),
+        _ => field_text(rope, node, "type"),
+    };
+    if let Some(name) = name {
+        out.push(Parameter { name, annotation, default: None, variadic });
+    }
+}
+
+fn c_parameter(rope: &Rope, node: Node, out: &mut Vec<Parameter>) {
+    match node.kind() {
+        "parameter_declaration" | "optional_parameter_declaration" => {
+            // `const char *name`, `int name[]`, `std::string &name`: the name is the
+            // declarator's innermost identifier. `(void)` declares none.
+            let Some(declarator) = node.child_by_field_name("declarator") else { return };
+            let Some(identifier) = innermost_identifier(declarator) else { return };
+            // The type is the declaration without its name: `const char *`, `std::string &`.
+            let before = rope.byte_slice(node.start_byte()..identifier.start_byte()).to_string();
+            let after = rope.byte_slice(identifier.end_byte()..declarator.end_byte()).to_string();
+            out.push(Parameter {
+                name: text(rope, identifier),
+                annotation: Some(format!("{}{}", before.trim_end(), after.trim()).trim().to_string()),
+                default: field_text(rope, node, "default_value"),
+                variadic: Variadic::No,
+            });
+        }
+        "variadic_parameter" | "variadic_parameter_declaration" => out.push(Parameter {
+            name: "...".to_string(),
+            annotation: None,
+            default: None,
+            variadic: Variadic::Positional,
+        }),
+        _ => {}
+    }
+}
+
+/// The first identifier in `node`'s subtree (itself included), depth first.
+fn innermost_identifier(node: Node) -> Option<Node> {
+    if node.kind() == "identifier" {
+        return Some(node);
+    }
+    let mut cursor = node.walk();
+    let children: Vec<Node> = node.named_children(&mut cursor).collect();
+    children.into_iter().find_map(innermost_identifier)
+}
+
+/// A C or C++ function's return type as written: qualifiers, type and the declarator's `*`
+/// or `&` (`const char *`), without storage classes (`static`).
+fn c_return_type(rope: &Rope, definition: Node) -> Option<String> {
+    let type_node = definition.child_by_field_name("type")?;
+    let mut cursor = definition.walk();
+    let start = definition
+        .children(&mut cursor)
+        .filter(|child| child.kind() == "type_qualifier")
+        .map(|qualifier| qualifier.start_byte())
+        .fold(type_node.start_byte(), usize::min);
+    let end = function_declarator(definition)?.start_byte();
+    Some(rope.byte_slice(start..end).to_string().trim().to_string())
+}
+
 fn return_annotation(language: Language, rope: &Rope, node: Node) -> Option<String> {
     let node = match node.kind() {
         "variable_declarator" => node.child_by_field_name("value")?,
         _ => node,
     };
     let field = match language {
+        Language::C | Language::Cpp if node.kind() == "function_definition" => return c_return_type(rope, node),
         Language::Go => "result",
+        Language::Java | Language::C | Language::Cpp => "type",
         Language::Python | Language::Rust | Language::JavaScript | Language::TypeScript | Language::Tsx => {
             "return_type"
         }
@@ -345,7 +450,8 @@ fn existing_doc(language: Language, rope: &Rope, node: Node, anchor: Node) -> Op
     let comment_text = text(rope, comment);
     let is_doc = match language.spec().doc {
         DocStyle::RustDoc => comment_text.starts_with("///") || comment_text.starts_with("/**"),
-        DocStyle::JsDoc => comment_text.starts_with("/**"),
+        DocStyle::JsDoc | DocStyle::Javadoc => comment_text.starts_with("/**"),
+        DocStyle::Doxygen => ["/**", "/*!", "///", "//!"].iter().any(|start| comment_text.starts_with(start)),
         // Go doc comments are plain `//` comments on the lines directly above the declaration.
         DocStyle::GoDoc => comment.end_position().row + 1 >= anchor.start_position().row,
         DocStyle::Docstring => false,
@@ -469,11 +575,19 @@ pub fn imports(language: Language, tree: &Tree) -> Vec<Range<usize>> {
     let mut found = Vec::new();
     while let Some(matched) = matches.next() {
         let statements = matched.captures().iter().map(|capture| capture.node);
-        found.extend(statements.filter(|node| node.parent() == Some(root)).map(|node| node.byte_range()));
+        found.extend(statements.filter(|node| node.parent() == Some(root)).map(without_line_end));
     }
     found.sort_by_key(|range| range.start);
     found.dedup();
     found
+}
+
+/// A statement's range without the line end some grammars make part of it (`#include`).
+fn without_line_end(node: Node) -> Range<usize> {
+    let ends_a_line = node.end_position().column == 0 && node.end_position().row > node.start_position().row;
+    let last = node.named_child(node.named_child_count().saturating_sub(1) as _);
+    let end = last.filter(|_| ends_a_line).map_or(node.end_byte(), |last| last.end_byte());
+    node.start_byte()..end
 }
 
 #[cfg(test)]
@@ -575,6 +689,77 @@ mod tests {
         let src = "package p\n\n// Sum adds.\nfunc (r *R) Sum(a, b int, rest ...int) int {\n\treturn a$0\n}\n";
         expect_test::expect![[r#"method Sum (a: int, b: int, *rest: int) -> Some("int") | sig: func (r *R) Sum(a, b int, rest ...int) int | doc: // Sum adds. | async: false"#]]
             .assert_eq(&summary(Language::Go, src));
+    }
+
+    /// Java, C and C++: kind, name, parameters, return type, signature, existing doc.
+    #[test]
+    fn java_c_and_cpp_scopes() {
+        let cases: &[(Language, &str)] = &[
+            (
+                Language::Java,
+                "class Cart {\n    /** Adds. */\n    @Override\n    public int add(String item, int... counts) throws IOException {\n        return 1$0;\n    }\n}\n",
+            ),
+            (Language::Java, "public class Cart {\n    Cart(int size) {\n        $0\n    }\n}\n"),
+            (Language::Java, "/** A cart. */\nrecord Cart(int size) {$0}\n"),
+            (
+                Language::C,
+                "/** Sums. */\nstatic const char *name_of(const struct item *item, int count, ...) {\n    return item->name$0;\n}\n",
+            ),
+            (Language::C, "int main(void) {\n    return 0$0;\n}\n"),
+            (Language::C, "struct point {\n    int x;$0\n};\n"),
+            (
+                Language::Cpp,
+                "/// A cart.\nclass Cart {\n  public:\n    /// Adds.\n    template <typename T>\n    int add(const std::string &item, int count = 1) {\n        return count$0;\n    }\n};\n",
+            ),
+            (Language::Cpp, "/// Totals.\nint Cart::total() const {\n    return 0$0;\n}\n"),
+        ];
+        let summaries: Vec<String> =
+            cases.iter().map(|(language, source)| format!("{language:?}: {}", summary(*language, source))).collect();
+        expect_test::expect![[r#"
+            Java: method add (item: String, *counts: int) -> Some("int") | sig: @Override
+                public int add(String item, int... counts) throws IOException | doc: /** Adds. */ | async: false
+            Java: method Cart (size: int) -> None | sig: Cart(int size) | doc: none | async: false
+            Java: class Cart (size: int) -> None | sig: record Cart(int size) | doc: /** A cart. */ | async: false
+            C: function name_of (item: const struct item *, count: int, *...) -> Some("const char *") | sig: static const char *name_of(const struct item *item, int count, ...) | doc: /** Sums. */ | async: false
+            C: function main () -> Some("int") | sig: int main(void) | doc: none | async: false
+            C: class point () -> None | sig: struct point | doc: none | async: false
+            Cpp: method add (item: const std::string &, count: int) -> Some("int") | sig: int add(const std::string &item, int count = 1) | doc: /// Adds. | async: false
+            Cpp: function Cart::total () -> Some("int") | sig: int Cart::total() const | doc: /// Totals. | async: false"#]].assert_eq(&summaries.join("\n"));
+    }
+
+    #[test]
+    fn java_c_and_cpp_imports_and_methods() {
+        let cases: &[(Language, &str, &[&str], &[&str])] = &[
+            (
+                Language::Java,
+                "package p;\nimport java.util.List;\nimport static java.lang.Math.max;\nclass A {\n    interface B { void run(); }\n    int f() { return 1; }\n}\n",
+                &["import java.util.List;", "import static java.lang.Math.max;"],
+                &["class A", "class B", "method run", "method f"],
+            ),
+            (
+                Language::C,
+                "#include <stdio.h>\n#include \"cart.h\"\nstruct s { int x; };\nint f(void) { return 0; }\n",
+                &["#include <stdio.h>", "#include \"cart.h\""],
+                &["class s", "function f"],
+            ),
+            (
+                Language::Cpp,
+                "#include <string>\nusing std::string;\nnamespace n {\nclass C {\n    int get() const { return 1; }\n};\n}\n",
+                &["#include <string>", "using std::string;"],
+                &["class C", "method get"],
+            ),
+        ];
+        for (language, text, expected_imports, expected_scopes) in cases {
+            let rope = Rope::from_str(text);
+            let tree = parse(&mut language.parser(), &rope, None).unwrap();
+            let found: Vec<&str> = imports(*language, &tree).into_iter().map(|r| &text[r]).collect();
+            assert_eq!(found, *expected_imports, "{language:?}");
+            let names: Vec<String> = all_scopes(*language, &tree, &rope)
+                .into_iter()
+                .map(|s| format!("{} {}", s.kind.as_str(), s.name))
+                .collect();
+            assert_eq!(names, *expected_scopes, "{language:?}");
+        }
     }
 
     #[test]

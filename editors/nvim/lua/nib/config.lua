@@ -24,7 +24,7 @@ local M = {}
 ---@type nib.Options
 M.defaults = {
   cmd = nil,
-  filetypes = { "python", "rust", "javascript", "javascriptreact", "typescript", "typescriptreact", "go" },
+  filetypes = { "python", "rust", "javascript", "javascriptreact", "typescript", "typescriptreact", "go", "java", "c", "cpp" },
   root_markers = { ".git", "pyproject.toml", "setup.py", "Cargo.toml", "package.json", "go.mod" },
   settings = {},
   auto_trigger = true,

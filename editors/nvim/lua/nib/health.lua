@@ -1,5 +1,6 @@
 --- `:checkhealth nib`: Neovim version, the server binary and its version, the model (as
---- `nib/status` reports it) and ONNX Runtime.
+--- `nib/status` reports it), ONNX Runtime, and what generated tests run with (`nib/status`'s
+--- `verification`: the toolchains found, whether tests are run).
 local config = require("nib.config")
 local lsp = require("nib.lsp")
 
@@ -7,8 +8,9 @@ local health = vim.health
 
 local M = {}
 
---- Starts `cmd` as a short-lived LSP server, initializes it with `settings`, and waits for a
---- final `nib/status` (ready or error). Returns the status and the server's stderr.
+--- Starts `cmd` as a short-lived LSP server for the current directory, initializes it with
+--- `settings`, and waits for a final `nib/status` (ready or error) that also says what tests
+--- run with. Returns the last status and the server's stderr.
 ---@param cmd string[]
 ---@param settings table
 ---@param timeout_ms integer
@@ -66,7 +68,7 @@ function M.probe(cmd, settings, timeout_ms)
     method = "initialize",
     params = {
       processId = vim.fn.getpid(),
-      rootUri = vim.NIL,
+      rootUri = vim.uri_from_fname(vim.fn.getcwd()),
       capabilities = vim.empty_dict(),
       initializationOptions = settings,
     },
@@ -81,6 +83,10 @@ function M.probe(cmd, settings, timeout_ms)
   vim.wait(timeout_ms, function()
     return (status ~= nil and status.state ~= "loading" and status.state ~= "unloaded") or exited()
   end, 50)
+  -- The toolchain report comes with a status of its own, usually before the model is ready.
+  vim.wait(2000, function()
+    return (status ~= nil and status.verification ~= nil) or exited()
+  end, 20)
   send({ jsonrpc = "2.0", id = 2, method = "shutdown", params = vim.NIL })
   send({ jsonrpc = "2.0", method = "exit" })
   pcall(proc.write, proc, nil)
@@ -107,6 +113,36 @@ local function report_status(status, where)
     })
   else
     health.info("model " .. tostring(status.state) .. where .. (status.model and (": " .. status.model) or ""))
+  end
+end
+
+--- Reports `nib/status`'s `verification`: whether generated tests are run, and with what.
+local function report_verification(verification)
+  health.start("nib: generated tests")
+  if type(verification) ~= "table" then
+    health.info("nib sent no toolchain report (nib/status has no `verification`)")
+    return
+  end
+  if verification.enabled then
+    health.ok(
+      ("Generate unit tests runs the candidate tests in a sandbox and offers only those that pass (at most %s s per action)"):format(
+        tostring(verification.timeBudgetSeconds or "?")
+      )
+    )
+    health.info("Neovim has no workspace trust: set `settings = { tests = { verify = \"off\" } }` for a project you do not trust")
+  else
+    health.info('tests are written unverified: `settings.tests.verify` is "off"')
+  end
+  if verification.isolation == false then
+    health.info("sandbox without network isolation: unprivileged user namespaces are not available (docs/security.md)")
+  end
+  for _, tool in ipairs({ { "python", "Python" }, { "node", "Node.js" }, { "go", "Go" }, { "cargo", "Cargo" } }) do
+    local found = verification[tool[1]]
+    if type(found) == "table" then
+      health.ok(("%s: %s (%s)"):format(tool[2], tostring(found.program), tostring(found.source)))
+    elseif found ~= nil then
+      health.info(("%s: not found; its tests are written unverified"):format(tool[2]))
+    end
   end
 end
 
@@ -161,18 +197,20 @@ function M.check()
   end
 
   health.start("nib: model")
-  local ready = false
+  local ready, verification = false, nil
   for _, client in ipairs(lsp.clients()) do
     local status = lsp.status[client.id]
     if status then
       report_status(status, (" (client %d)"):format(client.id))
       ready = ready or status.state == "ready"
+      verification = verification or status.verification
     else
       health.info(("client %d: no nib/status received yet"):format(client.id))
     end
   end
   if ready then
     health.ok("ONNX Runtime: loaded (the model is running)")
+    report_verification(verification)
     return
   end
   health.info("starting `" .. exe .. "` to check the model (nib/status)")
@@ -189,6 +227,7 @@ function M.check()
   elseif status and status.state == "ready" then
     health.ok("ONNX Runtime: loaded")
   end
+  report_verification(status and status.verification)
 end
 
 return M

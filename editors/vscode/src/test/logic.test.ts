@@ -254,6 +254,34 @@ test('status bar text for each state', () => {
   }
 });
 
+test('the status tooltip says what generated tests run with', () => {
+  const params = {
+    state: 'ready',
+    model: '/m/smollm2',
+    verification: {
+      enabled: true,
+      timeBudgetSeconds: 30,
+      isolation: true,
+      python: { program: '/ws/.venv/bin/python', source: "the workspace's .venv" },
+      node: null,
+      go: { program: '/usr/bin/go', source: 'PATH' },
+      cargo: null,
+    },
+  };
+  const status = parseStatus(params);
+  assert.ok(status?.verification);
+  const tooltip = statusView(status, true, true).tooltip;
+  assert.match(tooltip, /\nGenerated tests: run in a sandbox before they are offered, at most 30 s\.\n/);
+  assert.match(tooltip, /\nPython: \/ws\/\.venv\/bin\/python \(the workspace's \.venv\)\n/);
+  assert.match(tooltip, /\nNode\.js: not found \(tests unverified\)\n/);
+  assert.match(tooltip, /\nGo: \/usr\/bin\/go \(PATH\)\n/);
+  assert.match(tooltip, /\nClick to show the server log\.$/);
+  assert.match(statusView(status, true, false).tooltip, /Generated tests: written unverified \(the workspace is not trusted\)/);
+  const off = parseStatus({ ...params, verification: { ...params.verification, enabled: false, isolation: false } });
+  assert.match(statusView(off!, true, true).tooltip, /written unverified \(nib\.tests\.verify is off\)/);
+  assert.doesNotMatch(statusView(parseStatus({ state: 'ready' })!, true).tooltip, /Generated tests/);
+});
+
 test('code action errors say what happened', () => {
   assert.match(actionErrorMessage('Add docstring', { code: -32801, message: 'content modified' }), /document changed/);
   assert.match(actionErrorMessage('Add docstring', { code: -32800 }), /cancelled/);

@@ -15,7 +15,7 @@ use crate::syntax::{self, Language};
 /// for async code without pytest-asyncio, a `TestCase` when the project uses unittest.
 pub(super) fn in_unittest_class(target: &Target, plan: &Plan) -> bool {
     let is_async = target.scope.is_async && target.scope.kind == ScopeKind::Function;
-    matches!(target.language.spec().tests, TestLayout::Python)
+    matches!(target.language.spec().tests, Some(TestLayout::Python))
         && if is_async { plan.async_style == AsyncStyle::Unittest } else { plan.python_style == PythonStyle::Unittest }
 }
 
@@ -162,8 +162,8 @@ pub(super) fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertio
     };
     let body: Vec<&str> = tests.iter().map(|t| t.text.as_str()).collect();
     let has_line = |line: &str| existing.lines().any(|l| l.trim() == line.trim());
-    match target.language {
-        Language::Python => {
+    match plan.layout {
+        TestLayout::Python => {
             let uses = |name: &str| body.iter().any(|t| t.contains(name));
             let class = in_unittest_class(target, plan);
             let mut header = String::new();
@@ -234,7 +234,7 @@ pub(super) fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertio
             };
             Insertion { offset: end, text: format!("{lead}{}\n", parts.join("\n\n\n")) }
         }
-        Language::Rust => {
+        TestLayout::Rust => {
             let tests_text = body.iter().map(|t| indent(t, "    ")).collect::<Vec<_>>().join("\n\n");
             // Inside an existing `#[cfg(test)] mod tests { ... }`, before its closing brace.
             let module_end = existing_test_module_end(&target.rope.to_string());
@@ -246,31 +246,42 @@ pub(super) fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertio
                 },
             }
         }
-        Language::JavaScript | Language::TypeScript | Language::Tsx => {
+        TestLayout::JavaScript | TestLayout::TypeScript => {
             let mut header = String::new();
-            for line in [
-                "import { test } from \"node:test\";",
-                "import assert from \"node:assert/strict\";",
-                plan.import_line.as_str(),
-            ] {
-                if !has_line(line) {
-                    header.push_str(line);
+            for line in javascript_header(plan) {
+                if !has_line(&line) {
+                    header.push_str(&line);
                     header.push('\n');
                 }
             }
             let gap = if header.is_empty() { "" } else { "\n" };
             Insertion { offset: end, text: format!("{separator}{header}{gap}{}\n", body.join("\n\n")) }
         }
-        Language::Go => {
+        TestLayout::Go => {
             let header = if existing.trim().is_empty() {
                 let package = package_name(target).unwrap_or_else(|| "main".into());
-                format!("package {package}\n\nimport \"testing\"\n\n")
+                if body.iter().any(|t| t.contains("reflect.")) {
+                    format!("package {package}\n\nimport (\n\t\"reflect\"\n\t\"testing\"\n)\n\n")
+                } else {
+                    format!("package {package}\n\nimport \"testing\"\n\n")
+                }
             } else {
                 String::new()
             };
             Insertion { offset: end, text: format!("{separator}{header}{}\n", body.join("\n\n")) }
         }
     }
+}
+
+/// The lines a JavaScript or TypeScript test file starts with: node:test, strict assertions,
+/// the code under test (`require` in a CommonJS package).
+pub fn javascript_header(plan: &Plan) -> [String; 3] {
+    let (test, assert) = if plan.commonjs {
+        ("const { test } = require(\"node:test\");", "const assert = require(\"node:assert/strict\");")
+    } else {
+        ("import { test } from \"node:test\";", "import assert from \"node:assert/strict\";")
+    };
+    [test.to_string(), assert.to_string(), plan.import_line.clone()]
 }
 
 fn package_name(target: &Target) -> Option<String> {
@@ -283,13 +294,10 @@ fn package_name(target: &Target) -> Option<String> {
 
 /// The byte offset of the closing brace of a `#[cfg(test)] mod tests { ... }` in `code`.
 fn existing_test_module_end(code: &str) -> Option<usize> {
-    let rope = ropey::Rope::from_str(code);
-    let tree = syntax::parse(&mut Language::Rust.parser(), &rope, None)?;
-    let root = tree.root_node();
-    let mut cursor = root.walk();
-    let module = root.children(&mut cursor).find(|node| {
+    let tree = syntax::parse_text(Language::Rust, code)?;
+    let module = syntax::find_top_level(&tree, |node| {
         node.kind() == "mod_item"
-            && node.child_by_field_name("name").is_some_and(|n| &code[n.byte_range()] == "tests")
+            && syntax::is_named(node, code, "tests")
             && node
                 .prev_sibling()
                 .is_some_and(|a| a.kind() == "attribute_item" && code[a.byte_range()].contains("cfg(test)"))

@@ -16,12 +16,15 @@ mod write;
 
 use std::path::PathBuf;
 
-pub use assemble::{Test, find_tests, make_names_unique, python_import_line};
+pub use assemble::{Test, find_tests, javascript_header, make_names_unique, python_import_line};
 pub use plan::plan;
-pub use write::{Repair, Request, TESTS_PER_ACTION, body_of, finish, generate, write_candidates};
+pub use write::{
+    GoResults, Repair, Request, TESTS_PER_ACTION, body_of, finish, generate, go_results, write_candidates,
+};
 
 use super::Insertion;
 use super::scaffold::AsyncStyle;
+use crate::syntax::languages::TestLayout;
 
 /// Which Python framework the tests are written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,12 +38,16 @@ pub enum PythonStyle {
 /// Where the tests go and what is there already.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
+    /// The language's test framework and layout.
+    pub layout: TestLayout,
     pub file: PathBuf,
     /// The target's current text (an open buffer or the file on disk); `None` when it does
     /// not exist yet.
     pub existing: Option<String>,
     /// JavaScript/TypeScript: the import of the code under test.
-    import_line: String,
+    pub import_line: String,
+    /// JavaScript: the tests are CommonJS (`require`), as the nearest `package.json` says.
+    pub commonjs: bool,
     /// Python: the names tests import from `module` (the subject, then what the tests use).
     pub imported: Vec<String>,
     /// Python: the dotted module tests import the code from (also for `patch` targets).

@@ -9,7 +9,6 @@ use super::{Plan, PythonStyle};
 use crate::actions::project_files::ProjectFiles;
 use crate::actions::scaffold;
 use crate::actions::{ActionError, Target};
-use crate::syntax::Language;
 use crate::syntax::languages::TestLayout;
 use crate::syntax::scopes::ScopeKind;
 
@@ -20,7 +19,7 @@ pub(super) fn stem(path: &Path) -> String {
 /// The name tests import, and the name they call: the class for a method.
 pub(super) fn subject(target: &Target) -> (String, String) {
     let name = target.scope.name.clone();
-    if target.scope.kind == ScopeKind::Method && matches!(target.language.spec().tests, TestLayout::Python) {
+    if target.scope.kind == ScopeKind::Method && matches!(target.language.spec().tests, Some(TestLayout::Python)) {
         let root = target.tree.root_node();
         let mut node = root.descendant_for_byte_range(target.scope.range.start, target.scope.range.end);
         while let Some(current) = node {
@@ -152,6 +151,31 @@ fn python_test_file(source: &Path, root: &Path, dotted: &str, files: &ProjectFil
     if suffix_style { folder.join(format!("{module}_test.py")) } else { folder.join(format!("test_{module}.py")) }
 }
 
+/// Whether a JavaScript file is CommonJS, as node decides: `.cjs` is, `.mjs` is not, and a
+/// `.js` file follows the `type` of the nearest `package.json` (up to the workspace folder);
+/// without one, a file written with `import`/`export` is an ES module.
+fn javascript_is_commonjs(target: &Target, source: &Path, root: &Path, files: &ProjectFiles) -> bool {
+    match source.extension().and_then(|e| e.to_str()) {
+        Some("cjs") => return true,
+        Some("mjs") => return false,
+        _ => {}
+    }
+    let mut folder = source.parent();
+    while let Some(current) = folder.filter(|f| f.starts_with(root)) {
+        if let Some(text) = files.read(&current.join("package.json")) {
+            let kind = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|package| package.get("type").and_then(|t| t.as_str()).map(str::to_string));
+            return kind.as_deref() != Some("module");
+        }
+        folder = current.parent();
+    }
+    let root_node = target.tree.root_node();
+    let mut cursor = root_node.walk();
+    let esm = root_node.children(&mut cursor).any(|n| matches!(n.kind(), "import_statement" | "export_statement"));
+    !esm
+}
+
 /// Decides the test file and how tests import the code. Runs off the main loop: it reads the
 /// project's configuration through `files`.
 pub fn plan(target: &Target, workspace_folders: &[PathBuf], files: &ProjectFiles) -> Result<Plan, ActionError> {
@@ -167,8 +191,13 @@ pub fn plan(target: &Target, workspace_folders: &[PathBuf], files: &ProjectFiles
     let (imported, _) = subject(target);
     let mut import_roots = Vec::new();
     let mut python_style = PythonStyle::Unittest;
-    let (file, import_line, dotted_module) = match target.language {
-        Language::Python => {
+    let mut commonjs = false;
+    let Some(layout) = target.language.spec().tests else {
+        let language = target.language.spec().display_name;
+        return Err(ActionError::Rejected(format!("nib does not generate unit tests for {language}")));
+    };
+    let (file, import_line, dotted_module) = match layout {
+        TestLayout::Python => {
             let pythonpath = pytest_pythonpath(&root, files);
             let beside = python_tests_folder(&root, files).is_none();
             let (dotted, import_root) = python_module(&source, &root, files, &pythonpath, beside);
@@ -186,19 +215,32 @@ pub fn plan(target: &Target, workspace_folders: &[PathBuf], files: &ProjectFiles
             let file = python_test_file(&source, &root, &dotted, files);
             (file, String::new(), dotted)
         }
-        Language::Rust => (source.clone(), String::new(), String::new()),
-        Language::JavaScript | Language::TypeScript | Language::Tsx => {
+        TestLayout::Rust => (source.clone(), String::new(), String::new()),
+        TestLayout::JavaScript => {
+            let extension = source.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "js".into());
+            let file_name = source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            commonjs = javascript_is_commonjs(target, &source, &root, files);
+            let import = if commonjs {
+                format!("const {{ {imported} }} = require(\"./{file_name}\");")
+            } else {
+                format!("import {{ {imported} }} from \"./{file_name}\";")
+            };
+            (directory.join(format!("{module}.test.{extension}")), import, String::new())
+        }
+        TestLayout::TypeScript => {
             let extension = source.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "js".into());
             let import = format!("import {{ {imported} }} from \"./{module}\";");
             (directory.join(format!("{module}.test.{extension}")), import, String::new())
         }
-        Language::Go => (directory.join(format!("{module}_test.go")), String::new(), String::new()),
+        TestLayout::Go => (directory.join(format!("{module}_test.go")), String::new(), String::new()),
     };
     if !file.starts_with(&root) {
         return Err(ActionError::Rejected(format!("{} is outside the workspace; nothing was written", file.display())));
     }
     let existing = if file == source { Some(target.rope.to_string()) } else { files.read(&file) };
-    if let Some(existing) = existing.as_deref().filter(|_| matches!(target.language.spec().tests, TestLayout::Python)) {
+    if let Some(existing) =
+        existing.as_deref().filter(|_| matches!(target.language.spec().tests, Some(TestLayout::Python)))
+    {
         // An existing test file's style wins.
         if existing.contains("unittest.TestCase") || existing.contains("IsolatedAsyncioTestCase") {
             python_style = PythonStyle::Unittest;
@@ -207,15 +249,17 @@ pub fn plan(target: &Target, workspace_folders: &[PathBuf], files: &ProjectFiles
         }
     }
     Ok(Plan {
+        layout,
         file,
         existing,
         import_line,
+        commonjs,
         imported: vec![imported],
         module: dotted_module,
         extra_imports: Vec::new(),
         async_style: scaffold::python_async_style(&root, &|path| files.read(path)),
         python_style,
-        tokio: matches!(target.language.spec().tests, TestLayout::Rust)
+        tokio: matches!(target.language.spec().tests, Some(TestLayout::Rust))
             && scaffold::rust_uses_tokio(&source, &root, &|path| files.read(path)),
         import_roots,
         root,

@@ -22,21 +22,21 @@ struct Shape {
     body_lead: String,
 }
 
-fn shape(target: &Target) -> Shape {
+fn shape(target: &Target, layout: TestLayout) -> Shape {
     let name = &target.scope.name;
     let callable = target.scope.kind == ScopeKind::Function;
-    match target.language {
-        Language::Python => Shape {
+    match layout {
+        TestLayout::Python => Shape {
             name_lead: format!("def test_{}_", name.to_lowercase()),
             name_end: "(",
             body_lead: if callable { format!("():\n    assert {name}(") } else { "():\n    ".into() },
         },
-        Language::Rust => Shape {
+        TestLayout::Rust => Shape {
             name_lead: format!("#[test]\nfn {}_", name.to_lowercase()),
             name_end: "(",
             body_lead: if callable { format!("() {{\n    assert_eq!({name}(") } else { "() {\n    ".into() },
         },
-        Language::JavaScript | Language::TypeScript | Language::Tsx => Shape {
+        TestLayout::JavaScript | TestLayout::TypeScript => Shape {
             name_lead: format!("test(\"{name} "),
             name_end: "\"",
             body_lead: if callable {
@@ -45,7 +45,7 @@ fn shape(target: &Target) -> Shape {
                 "\", () => {\n  ".into()
             },
         },
-        Language::Go => Shape {
+        TestLayout::Go => Shape {
             name_lead: format!("func Test{name}"),
             name_end: "(",
             body_lead: if callable {
@@ -79,7 +79,6 @@ pub(super) fn scaffolded_shape(
     let name = &target.scope.name;
     let lower = name.to_lowercase();
     let is_async = target.scope.is_async;
-    let fixed = |text: &str| Piece::Fixed(text.to_string());
     match target.language {
         Language::Python => {
             let (lead, receiver) = match (is_async, plan.async_style) {
@@ -95,26 +94,89 @@ pub(super) fn scaffolded_shape(
         Language::Rust if is_async && plan.tokio => Some((
             format!("#[tokio::test]\nasync fn {lower}_"),
             "(",
-            vec![
-                Piece::Fixed(format!("() {{\n    let result = {name}(")),
-                Piece::Arguments,
-                fixed(".await;\n    assert_eq!(result, "),
-                Piece::Hole { stop: "\n" },
-                fixed("\n}\n"),
-            ],
+            call_and_expectation(
+                format!("() {{\n    let result = {name}("),
+                ".await;\n    assert_eq!(result, ".into(),
+                "\n}\n".into(),
+            ),
         )),
+        Language::Go => {
+            let results = go_results(target.scope.return_annotation.as_deref()?)?;
+            let lead = format!("func Test{name}");
+            let check = |value: &str| {
+                let comparable = !(value.contains('[') || value.contains("func") || value.contains("interface"));
+                let uses_reflect = plan.existing.as_deref().is_none_or(|e| e.contains("\"reflect\""));
+                let condition =
+                    if comparable && !uses_reflect { "got != want" } else { "!reflect.DeepEqual(got, want)" };
+                format!("\n\tif {condition} {{\n\t\tt.Errorf(\"{name}() = %#v, want %#v\", got, want)\n\t}}\n}}\n")
+            };
+            let error_check = format!("\n\tif err != nil {{\n\t\tt.Fatalf(\"{name}: %v\", err)\n\t}}");
+            let pieces = match results {
+                GoResults::Value(value) => call_and_expectation(
+                    format!("(t *testing.T) {{\n\tgot := {name}("),
+                    format!("\n\tvar want {value} = "),
+                    check(value),
+                ),
+                GoResults::ValueAndError(value) => call_and_expectation(
+                    format!("(t *testing.T) {{\n\tgot, err := {name}("),
+                    format!("{error_check}\n\tvar want {value} = "),
+                    check(value),
+                ),
+                GoResults::Error => vec![
+                    Piece::Fixed(format!("(t *testing.T) {{\n\terr := {name}(")),
+                    Piece::Arguments,
+                    Piece::Fixed(format!("{error_check}\n}}\n")),
+                ],
+            };
+            Some((lead, "(", pieces))
+        }
         Language::JavaScript | Language::TypeScript | Language::Tsx if is_async => Some((
             format!("test(\"{name} "),
             "\"",
-            vec![
-                Piece::Fixed(format!("\", async () => {{\n  const result = await {name}(")),
-                Piece::Arguments,
-                fixed(";\n  assert.deepStrictEqual(result, "),
-                Piece::Hole { stop: "\n" },
-                fixed("\n});\n"),
-            ],
+            call_and_expectation(
+                format!("\", async () => {{\n  const result = await {name}("),
+                ";\n  assert.deepStrictEqual(result, ".into(),
+                "\n});\n".into(),
+            ),
         )),
         _ => None,
+    }
+}
+
+/// A scaffold that calls the code (`call`, then the model's arguments), then `between`, the
+/// model's expected value (one line), then `end`.
+fn call_and_expectation(call: String, between: String, end: String) -> Vec<Piece> {
+    vec![Piece::Fixed(call), Piece::Arguments, Piece::Fixed(between), Piece::Hole { stop: "\n" }, Piece::Fixed(end)]
+}
+
+/// What a Go function returns, as far as its tests care.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GoResults<'a> {
+    Value(&'a str),
+    ValueAndError(&'a str),
+    Error,
+}
+
+/// A Go result list (`int`, `(int, error)`, `(n int, err error)`, `error`) in the forms tests
+/// are written for; `None` for others (several values, no result).
+pub fn go_results(annotation: &str) -> Option<GoResults<'_>> {
+    let inner = annotation.trim().strip_prefix('(').and_then(|a| a.strip_suffix(')')).unwrap_or(annotation.trim());
+    let parts: Vec<&str> = inner.split(',').map(go_result_type).collect();
+    match parts.as_slice() {
+        [""] => None,
+        ["error"] => Some(GoResults::Error),
+        [value] if !value.contains('(') => Some(GoResults::Value(value)),
+        [value, "error"] if !value.contains('(') => Some(GoResults::ValueAndError(value)),
+        _ => None,
+    }
+}
+
+/// The type of a possibly named Go result (`n int` → `int`).
+fn go_result_type(part: &str) -> &str {
+    let part = part.trim();
+    match part.split_once(' ') {
+        Some((name, kind)) if name.chars().all(|c| c.is_alphanumeric() || c == '_') => kind.trim(),
+        _ => part,
     }
 }
 
@@ -160,12 +222,12 @@ pub(super) fn write_scaffolded(
     Ok(scaffold::resolve_assert_calls(&code, shape.collaborators, shape.parameters, &call_arguments))
 }
 
-fn framework(language: Language) -> &'static str {
-    match language {
-        Language::Python => "pytest",
-        Language::Rust => "Rust #[test]",
-        Language::JavaScript | Language::TypeScript | Language::Tsx => "node:test (with `test` and `assert`)",
-        Language::Go => "Go `testing`",
+fn framework(layout: TestLayout) -> &'static str {
+    match layout {
+        TestLayout::Python => "pytest",
+        TestLayout::Rust => "Rust #[test]",
+        TestLayout::JavaScript | TestLayout::TypeScript => "node:test (with `test` and `assert`)",
+        TestLayout::Go => "Go `testing`",
     }
 }
 
@@ -201,11 +263,11 @@ fn repeated_line(text: &str) -> Option<usize> {
 }
 
 /// What ends a test whose body was cut short.
-fn closer(language: Language) -> &'static str {
-    match language {
-        Language::Python => "",
-        Language::Rust | Language::Go => "}\n",
-        Language::JavaScript | Language::TypeScript | Language::Tsx => "});\n",
+fn closer(layout: TestLayout) -> &'static str {
+    match layout {
+        TestLayout::Python => "",
+        TestLayout::Rust | TestLayout::Go => "}\n",
+        TestLayout::JavaScript | TestLayout::TypeScript => "});\n",
     }
 }
 
@@ -274,18 +336,23 @@ fn write_into(
     let comment = language.spec().line_comment;
     let question = format!(
         "Write {} unit tests for `{qualified}`. Cover typical inputs and edge cases with short test functions that each assert a result. Reply with code only.",
-        framework(language)
+        framework(plan.layout)
     );
-    let shape = shape(target);
+    let shape = shape(target, plan.layout);
     let collaborators = scaffold::collaborators(target, &plan.module);
+    // Go tests always follow the scaffold: typed expectations and error checks.
     let scaffolded =
-        if scaffold::needed(target, &collaborators) { scaffolded_shape(target, plan, &collaborators) } else { None };
+        if scaffold::needed(target, &collaborators) || matches!(language.spec().tests, Some(TestLayout::Go)) {
+            scaffolded_shape(target, plan, &collaborators)
+        } else {
+            None
+        };
     let parameter_names: Vec<String> = target.scope.parameters.iter().map(|p| p.name.clone()).collect();
     let wanted = if request.repairs.is_empty() { request.count } else { request.repairs.len() };
     let mut failures = 0;
-    let separator = match language.spec().tests {
+    let separator = match plan.layout {
         TestLayout::Python => "\n\n\n",
-        TestLayout::Rust | TestLayout::Node | TestLayout::Go => "\n\n",
+        TestLayout::Rust | TestLayout::JavaScript | TestLayout::TypeScript | TestLayout::Go => "\n\n",
     };
     let out_of_time = || request.budget.is_some_and(Budget::spent);
     while tests.len() < wanted && failures < request.max_discarded && !out_of_time() {
@@ -350,7 +417,7 @@ fn write_into(
             let mut generated = asker.generate_until(prompt, TOKENS_PER_TEST, &["```"], &mut complete)?;
             if let Some(cut) = repeated_line(&format!("{line_start}{generated}")) {
                 generated.truncate(cut.saturating_sub(line_start.len()));
-                generated.push_str(closer(language));
+                generated.push_str(closer(plan.layout));
             }
             find_tests(language, &format!("{code_so_far}{generated}")).into_iter().nth(known)
         };

@@ -1,25 +1,34 @@
 //! Generated tests verified by execution. The model writes candidate tests; nib runs them in
 //! the sandbox against the code as the editor shows it and keeps those that pass twice in
 //! under 2 s. A wrong plain-data expected value becomes the observed one; a call that raises
-//! an exception the code raises on purpose becomes an expected-exception test; other failures
-//! go back to the model with the error, for a bounded number of rounds. The test file as it
-//! will be written is run once more before it is offered. Without a toolchain (or with
+//! an error the code raises on purpose becomes an expected-error test; other failures go back
+//! to the model with the error, for a bounded number of rounds. The test file as it will be
+//! written is run once more before it is offered. Without a toolchain (or with
 //! `nib.tests.verify` off) tests are written unverified, and the message says so.
+//!
+//! The flow is the same for every language; what differs is a [`Runner`] (one file per
+//! language: `python.rs`, `javascript.rs`): how the candidate file is built and run in the
+//! sandbox, how its results are read, and how observed values and expected errors are written.
 //!
 //! Everything here runs on a worker thread; the model is reached through the engine's task
 //! queue, one round at a time, so the engine thread never waits for a test run.
 
 pub mod budget;
+pub mod go;
+pub mod javascript;
 pub mod python;
 #[cfg(test)]
 mod tests;
 pub mod toolchain;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
 
 use self::budget::Budget;
 use super::project_files::ProjectFiles;
-use super::unit_tests::{self, Plan, PythonStyle, Repair, Request, Test, TestEdit};
+use super::unit_tests::{self, Plan, Repair, Request, Test, TestEdit};
 use super::{ActionError, Target};
 use crate::engine::{CancelToken, EngineError, TaskQueue};
 use crate::syntax::Language;
@@ -33,6 +42,8 @@ const REPAIR_ROUNDS: usize = 2;
 const MAX_REPAIRS: usize = 3;
 /// Most tests one action writes.
 const KEEP: usize = 5;
+/// A kept test must pass in under this long.
+pub const TEST_TIME_LIMIT: Duration = Duration::from_secs(2);
 
 /// One **Generate unit tests** request, with what it needs from the main loop.
 pub struct Job {
@@ -58,46 +69,224 @@ pub struct Written {
     pub verified: bool,
 }
 
+/// What one run reported about one test.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct TestResult {
+    pub name: String,
+    /// `pass`, `fail`, `flaky`, `slow` or `timeout`.
+    pub outcome: String,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The test's fixed text (an observed value, an expected error), when it was fixed.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Names the fixed test needs from the module under test (a Python exception class).
+    #[serde(default)]
+    pub imports: Vec<String>,
+}
+
+impl TestResult {
+    pub fn passed(&self) -> bool {
+        self.outcome == "pass"
+    }
+
+    /// A test the run never finished (the run was stopped at its limit).
+    pub fn not_run(name: &str, timed_out: bool) -> TestResult {
+        let error = if timed_out { "the run went past its time limit" } else { "not run" };
+        TestResult {
+            name: name.to_string(),
+            outcome: "timeout".into(),
+            error: Some(error.into()),
+            ..TestResult::default()
+        }
+    }
+}
+
+/// One run of a test file.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The test file (or the code it imports) failed to load.
+    pub module_error: Option<String>,
+    pub results: Vec<TestResult>,
+}
+
+/// A language's test runner: everything the flow in this module needs that differs per
+/// language.
+pub trait Runner {
+    /// The program that runs the tests (for messages).
+    fn program(&self) -> &Path;
+    /// Facts that help the model build valid arguments (the fields of parameter types).
+    fn hints(&self, _job: &Job, _plan: &Plan) -> String {
+        String::new()
+    }
+    /// Before a round runs: imports the candidates need besides the subject.
+    fn prepare(&self, _target: &Target, _plan: &mut Plan, _candidates: &[Test]) {}
+    /// Runs the candidates (each twice), writing the observed value into a test whose only
+    /// failure is a wrong plain-data expectation, and an expected-error check where the code
+    /// raises the error on purpose.
+    fn run_candidates(
+        &self,
+        target: &Target,
+        plan: &mut Plan,
+        candidates: &[Test],
+        cancel: &CancelToken,
+    ) -> Result<Report, ActionError>;
+    /// Runs the tests `names` of `text`, the test file as it will be written, without fixes.
+    fn run_file(
+        &self,
+        target: &Target,
+        plan: &Plan,
+        text: &str,
+        names: &[String],
+        cancel: &CancelToken,
+    ) -> Result<Report, ActionError>;
+}
+
+/// One run of a batch of candidates: per test its result, and the test's text with a fix
+/// written in (an observed value, an expected error) when that is why it failed.
+#[derive(Debug, Default)]
+pub struct Round {
+    pub module_error: Option<String>,
+    pub results: Vec<(TestResult, Option<String>)>,
+}
+
+/// Most times a candidate is fixed and run again.
+const FIX_ROUNDS: usize = 3;
+
+/// Runs `candidates` through `run`, and those it fixed again (a few rounds): for runners
+/// that write fixes outside the test run (JavaScript, Go).
+pub fn fix_rounds(
+    candidates: &[Test],
+    mut run: impl FnMut(&[Test]) -> Result<Round, ActionError>,
+) -> Result<Report, ActionError> {
+    let mut tests = candidates.to_vec();
+    let mut fixed = vec![false; tests.len()];
+    let mut pending: Vec<usize> = (0..tests.len()).collect();
+    let mut report = Report::default();
+    for _ in 0..=FIX_ROUNDS {
+        if pending.is_empty() {
+            break;
+        }
+        let batch: Vec<Test> = pending.iter().map(|&i| tests[i].clone()).collect();
+        let round = run(&batch)?;
+        if round.module_error.is_some() {
+            report.module_error = round.module_error;
+            return Ok(report);
+        }
+        let mut next = Vec::new();
+        for index in pending {
+            let test = &tests[index];
+            let Some((result, repaired)) = round.results.iter().find(|(r, _)| r.name == test.name) else {
+                report.results.push(TestResult::not_run(&test.name, false));
+                continue;
+            };
+            match repaired {
+                Some(text) if !result.passed() && *text != test.text => {
+                    tests[index].text = text.clone();
+                    fixed[index] = true;
+                    next.push(index);
+                }
+                _ => {
+                    report.results.push(TestResult { text: fixed[index].then(|| test.text.clone()), ..result.clone() })
+                }
+            }
+        }
+        pending = next;
+    }
+    for index in pending {
+        let error = Some("still failing after fixes".into());
+        report.results.push(TestResult {
+            name: tests[index].name.clone(),
+            outcome: "fail".into(),
+            error,
+            ..TestResult::default()
+        });
+    }
+    Ok(report)
+}
+
+/// Names of the errors the target raises on purpose, for any language: `raised(node)` names
+/// the error a node raises (a `raise`, a `throw`), `called(node, function)` the same-file
+/// functions a call in `function` reaches. The target and what it calls are walked, a few
+/// levels deep.
+pub fn raised_on_purpose<'t>(
+    target: &'t Target,
+    raised: impl Fn(tree_sitter::Node<'t>) -> Option<String>,
+    called: impl Fn(tree_sitter::Node<'t>, tree_sitter::Node<'t>) -> Vec<tree_sitter::Node<'t>>,
+) -> Vec<String> {
+    let root = target.tree.root_node();
+    let Some(start) = root.descendant_for_byte_range(target.scope.range.start, target.scope.range.end) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = Vec::new();
+    let mut visited: Vec<usize> = Vec::new();
+    let mut pending = vec![start];
+    while let Some(function) = pending.pop() {
+        if visited.contains(&function.start_byte()) || visited.len() > 20 {
+            continue;
+        }
+        visited.push(function.start_byte());
+        let mut stack = vec![function];
+        while let Some(node) = stack.pop() {
+            let mut cursor = node.walk();
+            stack.extend(node.children(&mut cursor));
+            if let Some(name) = raised(node).filter(|n| !n.is_empty() && !names.contains(n)) {
+                names.push(name);
+            }
+            pending.extend(called(node, function));
+        }
+    }
+    names
+}
+
+/// The runner for `language` here, or why tests are written unverified.
+fn runner(
+    language: Language,
+    verify: bool,
+    python_interpreter: Option<&Path>,
+    root: &Path,
+) -> Result<Box<dyn Runner>, String> {
+    if !verify {
+        return Err("nib.tests.verify is off".into());
+    }
+    match language {
+        Language::Python => match toolchain::python(python_interpreter, root) {
+            Some(interpreter) => Ok(Box::new(python::Python { interpreter: interpreter.program })),
+            None => Err(match python_interpreter {
+                Some(path) => format!("the interpreter {} in nib.python.interpreter was not found", path.display()),
+                None => "no Python interpreter found: set nib.python.interpreter or create a .venv".into(),
+            }),
+        },
+        Language::JavaScript => match toolchain::node() {
+            Some(node) => Ok(Box::new(javascript::JavaScript { node: node.program })),
+            None => Err("no node on PATH".into()),
+        },
+        Language::Go => match toolchain::go() {
+            Some(go) => Ok(Box::new(go::Go { go: go.program })),
+            None => Err(format!("no go on PATH or at {}", toolchain::DEBIAN_GO)),
+        },
+        Language::TypeScript | Language::Tsx | Language::Rust | Language::Java | Language::C | Language::Cpp => {
+            Err(format!("nib does not run {} tests yet", language.spec().display_name))
+        }
+    }
+}
+
 /// Why tests of `language` are written unverified here, if they are.
 pub fn unverified_reason(
     language: Language,
     verify: bool,
-    python_interpreter: Option<&std::path::Path>,
-    root: &std::path::Path,
+    python_interpreter: Option<&Path>,
+    root: &Path,
 ) -> Option<String> {
-    if !verify {
-        return Some("nib.tests.verify is off".into());
-    }
-    match language {
-        Language::Python => toolchain::python(python_interpreter, root).is_none().then(|| match python_interpreter {
-            Some(path) => format!("the interpreter {} in nib.python.interpreter was not found", path.display()),
-            None => "no Python interpreter found: set nib.python.interpreter or create a .venv".into(),
-        }),
-        _ => Some(format!("nib does not run {} tests yet", language_name(language))),
-    }
-}
-
-fn language_name(language: Language) -> &'static str {
-    match language {
-        Language::Python => "Python",
-        Language::Rust => "Rust",
-        Language::JavaScript => "JavaScript",
-        Language::TypeScript | Language::Tsx => "TypeScript",
-        Language::Go => "Go",
-    }
+    runner(language, verify, python_interpreter, root).err()
 }
 
 /// The whole action after the plan (`unit_tests::plan`, which the caller checks): candidates,
 /// runs, repairs, the final check.
 pub fn write_tests(job: &Job, mut plan: Plan, progress: &dyn Fn(&str)) -> Result<Written, ActionError> {
-    let reason = unverified_reason(job.target.language, job.verify, job.python_interpreter.as_deref(), &plan.root);
-    match (reason, job.target.language) {
-        (None, Language::Python) => {
-            let interpreter = toolchain::python(job.python_interpreter.as_deref(), &plan.root)
-                .ok_or_else(|| ActionError::Rejected("no Python interpreter found".into()))?;
-            python_verified(job, &mut plan, &interpreter.program, progress)
-        }
-        (reason, _) => unverified(job, &mut plan, &reason.unwrap_or_default(), progress),
+    match runner(job.target.language, job.verify, job.python_interpreter.as_deref(), &plan.root) {
+        Ok(runner) => verified(job, &mut plan, runner.as_ref(), progress),
+        Err(reason) => unverified(job, &mut plan, &reason, progress),
     }
 }
 
@@ -107,7 +296,9 @@ fn unverified(job: &Job, plan: &mut Plan, reason: &str, progress: &dyn Fn(&str))
     if tests.is_empty() && job.budget.spent() {
         return Err(out_of_time_before_any_test(&job.budget));
     }
-    import_used_names(&job.target, plan, &tests);
+    if let Some(TestLayout::Python) = job.target.language.spec().tests {
+        python::import_used_names(&job.target, plan, &tests);
+    }
     let edit = unit_tests::finish(&job.target, plan, tests)?;
     let count = edit.tests.len();
     let cut = if job.budget.spent() { format!("; {}", job.budget.ran_out()) } else { String::new() };
@@ -125,31 +316,6 @@ fn out_of_time_before_any_test(budget: &Budget) -> ActionError {
 
 fn tests_word(count: usize) -> String {
     if count == 1 { "1 test".into() } else { format!("{count} tests") }
-}
-
-/// Imports the module's top-level names the tests use (a dataclass they construct).
-fn import_used_names(target: &Target, plan: &mut Plan, tests: &[Test]) {
-    let TestLayout::Python = target.language.spec().tests else {
-        return;
-    };
-    let subject = plan.imported.first().cloned().unwrap_or_default();
-    for name in python::names_used(target, tests, &subject) {
-        if !plan.imported.contains(&name) {
-            plan.imported.push(name);
-        }
-    }
-    // Tests that call `strutils.x` need the module itself under its own name.
-    let (package, stem) = plan.module.rsplit_once('.').map_or(("", plan.module.as_str()), |(p, s)| (p, s));
-    let qualified = format!("{stem}.");
-    let uses_module = tests.iter().any(|test| {
-        test.text
-            .match_indices(&qualified)
-            .any(|(at, _)| !test.text[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '.'))
-    });
-    let line = if package.is_empty() { format!("import {stem}") } else { format!("from {package} import {stem}") };
-    if uses_module && !plan.extra_imports.contains(&line) {
-        plan.extra_imports.push(line);
-    }
 }
 
 /// Asks the model for one round of candidates on the engine thread and waits for them here.
@@ -182,51 +348,22 @@ fn ask_model(
     receiver.recv().unwrap_or_else(|_| Err(ActionError::Rejected("the model stopped while writing tests".into())))
 }
 
-fn cancelled(error: String) -> ActionError {
+/// A runner's error as the action's: "cancelled" is the cancellation.
+pub(crate) fn cancelled(error: String) -> ActionError {
     if error == "cancelled" { ActionError::Engine(EngineError::Cancelled) } else { ActionError::Rejected(error) }
 }
 
-/// Runs candidates (plain test functions; fixes allowed). Switches to unittest when the
-/// interpreter has no pytest.
-fn run_candidates(
-    target: &Target,
-    plan: &mut Plan,
-    interpreter: &std::path::Path,
-    candidates: &[Test],
-    cancel: &CancelToken,
-) -> Result<python::Report, ActionError> {
-    loop {
-        let mut candidate_plan = plan.clone();
-        candidate_plan.existing = None;
-        // Plain functions, so a failing assertion can be fixed where it failed.
-        candidate_plan.python_style = PythonStyle::Pytest;
-        candidate_plan.async_style = crate::actions::scaffold::AsyncStyle::PytestAsyncio;
-        let insertion = unit_tests::finish(target, &candidate_plan, candidates.to_vec())?.insertion;
-        let header = match plan.python_style {
-            PythonStyle::Pytest => "import pytest\n",
-            PythonStyle::Unittest => "import unittest\n",
-        };
-        let text = format!("{header}{}", insertion.text);
-        let names: Vec<String> = candidates.iter().map(|t| t.name.clone()).collect();
-        let tests = python::locate_tests(&text, &names);
-        let module = python::Module { text: &text, tests: &tests, fix: true };
-        let report = python::run(interpreter, target, plan, &module, cancel).map_err(cancelled)?;
-        let pytest_missing = report.module_error.as_deref().is_some_and(|e| e.contains("'pytest'"));
-        if pytest_missing && plan.python_style == PythonStyle::Pytest {
-            plan.python_style = PythonStyle::Unittest;
-            continue;
-        }
-        return Ok(report);
+/// What the tests import, for messages: the Python module, else the file's name.
+fn subject_module(target: &Target, plan: &Plan) -> String {
+    if !plan.module.is_empty() {
+        return plan.module.clone();
     }
+    target.path.as_deref().and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-fn python_verified(
-    job: &Job,
-    plan: &mut Plan,
-    interpreter: &std::path::Path,
-    progress: &dyn Fn(&str),
-) -> Result<Written, ActionError> {
-    let hints = python::type_hints(&job.target, plan, &job.files);
+fn verified(job: &Job, plan: &mut Plan, runner: &dyn Runner, progress: &dyn Fn(&str)) -> Result<Written, ActionError> {
+    let language = job.target.language;
+    let hints = runner.hints(job, plan);
     progress("writing candidate tests");
     let mut candidates = ask_model(job, plan, &hints, CANDIDATES, Vec::new(), Vec::new())?;
     if candidates.is_empty() && job.budget.spent() {
@@ -235,23 +372,29 @@ fn python_verified(
     let mut kept: Vec<Test> = Vec::new();
     let mut first_error: Option<String> = None;
     let mut tried = 0;
+    // Names in the test file already are taken too (in Go, one package holds both).
+    let existing: Vec<String> = plan
+        .existing
+        .as_deref()
+        .map(|text| unit_tests::find_tests(language, text).into_iter().map(|t| t.name).collect())
+        .unwrap_or_default();
     // A round cut short by the budget counts as stopped by it.
     let mut out_of_time = job.budget.spent();
     for round in 0..=REPAIR_ROUNDS {
-        let taken: Vec<String> = kept.iter().map(|t| t.name.clone()).collect();
-        unit_tests::make_names_unique(Language::Python, &mut candidates, &taken);
+        let taken: Vec<String> = kept.iter().map(|t| t.name.clone()).chain(existing.iter().cloned()).collect();
+        unit_tests::make_names_unique(language, &mut candidates, &taken);
         if candidates.is_empty() {
             break;
         }
         tried += candidates.len();
-        import_used_names(&job.target, plan, &candidates);
+        runner.prepare(&job.target, plan, &candidates);
         progress(&format!("running {} candidate tests ({})", candidates.len(), job.budget.progress()));
-        let report = run_candidates(&job.target, plan, interpreter, &candidates, &job.cancel)?;
+        let report = runner.run_candidates(&job.target, plan, &candidates, &job.cancel)?;
         if let Some(error) = report.module_error {
             return Err(ActionError::Rejected(format!(
                 "the tests cannot import `{}` under {} ({error}); nothing was written",
-                plan.module,
-                interpreter.display()
+                subject_module(&job.target, plan),
+                runner.program().display()
             )));
         }
         let mut repairs = Vec::new();
@@ -314,14 +457,21 @@ fn python_verified(
         progress("checking the test file");
         let mut text = plan.existing.clone().unwrap_or_default();
         text.insert_str(edit.insertion.offset.min(text.len()), &edit.insertion.text);
-        let tests = python::locate_tests(&text, &edit.test_names);
-        let module = python::Module { text: &text, tests: &tests, fix: false };
-        let report = python::run(interpreter, &job.target, plan, &module, &job.cancel).map_err(cancelled)?;
+        let report = runner.run_file(&job.target, plan, &text, &edit.test_names, &job.cancel)?;
         if let Some(error) = report.module_error {
             return Err(none_passed(Some(error)));
         }
-        let failing: Vec<&python::TestResult> = report.results.iter().filter(|r| !r.passed()).collect();
-        if failing.is_empty() && !edit.tests.is_empty() {
+        let failing: Vec<&TestResult> = edit
+            .test_names
+            .iter()
+            .filter_map(|name| match report.results.iter().find(|r| &r.name == name) {
+                Some(result) if result.passed() => None,
+                Some(result) => Some(result),
+                None => None,
+            })
+            .collect();
+        let missing = edit.test_names.iter().any(|name| !report.results.iter().any(|r| &r.name == name));
+        if failing.is_empty() && !missing && !edit.tests.is_empty() {
             let message = format!("{} written, they pass on the current code", tests_word(edit.tests.len()));
             let message = if edit.tests.len() == 1 { message.replace("they pass", "it passes") } else { message };
             let message = if out_of_time {
@@ -332,7 +482,8 @@ fn python_verified(
             return Ok(Written { edit, existing: plan.existing.clone(), message, verified: true });
         }
         first_error = failing.first().and_then(|r| r.error.clone()).or(first_error);
-        kept = edit.tests.into_iter().filter(|t| !failing.iter().any(|r| r.name == t.name)).collect();
+        kept =
+            edit.tests.into_iter().filter(|t| report.results.iter().any(|r| r.name == t.name && r.passed())).collect();
         if kept.is_empty() {
             break;
         }

@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use tree_sitter::Node;
 
-use crate::actions::Target;
+use super::{Job, Report, Runner, TEST_TIME_LIMIT, TestResult, cancelled};
 use crate::actions::project_files::ProjectFiles;
-use crate::actions::unit_tests::{Plan, PythonStyle};
+use crate::actions::unit_tests::{self, Plan, PythonStyle, Test};
+use crate::actions::{ActionError, Target};
 use crate::engine::CancelToken;
 use crate::sandbox::{self, Limits, PrivateDir, Spec};
 use crate::syntax::{self, Language};
@@ -18,38 +18,91 @@ use crate::syntax::{self, Language};
 const RUNNER: &str = include_str!("runner.py");
 const MARK: &str = "@@nib@@ ";
 
-/// A kept test must pass in under this long.
-pub const TEST_TIME_LIMIT: Duration = Duration::from_secs(2);
-
-/// What one run reported about one test.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-pub struct TestResult {
-    pub name: String,
-    /// `pass`, `fail`, `flaky`, `slow` or `timeout`.
-    pub outcome: String,
-    #[serde(default)]
-    pub error: Option<String>,
-    /// The test's fixed text, when the runner fixed it.
-    #[serde(default)]
-    pub text: Option<String>,
-    /// Names the fixed test needs from the module under test (an exception class).
-    #[serde(default)]
-    pub imports: Vec<String>,
+/// Python tests run by `runner.py` under `interpreter`.
+pub struct Python {
+    pub interpreter: PathBuf,
 }
 
-impl TestResult {
-    pub fn passed(&self) -> bool {
-        self.outcome == "pass"
+impl Runner for Python {
+    fn program(&self) -> &Path {
+        &self.interpreter
+    }
+
+    fn hints(&self, job: &Job, plan: &Plan) -> String {
+        type_hints(&job.target, plan, &job.files)
+    }
+
+    fn prepare(&self, target: &Target, plan: &mut Plan, candidates: &[Test]) {
+        import_used_names(target, plan, candidates);
+    }
+
+    /// Runs candidates as plain test functions (so a failing assertion can be fixed where it
+    /// failed). Switches the plan to unittest when the interpreter has no pytest.
+    fn run_candidates(
+        &self,
+        target: &Target,
+        plan: &mut Plan,
+        candidates: &[Test],
+        cancel: &CancelToken,
+    ) -> Result<Report, ActionError> {
+        loop {
+            let mut candidate_plan = plan.clone();
+            candidate_plan.existing = None;
+            candidate_plan.python_style = PythonStyle::Pytest;
+            candidate_plan.async_style = crate::actions::scaffold::AsyncStyle::PytestAsyncio;
+            let insertion = unit_tests::finish(target, &candidate_plan, candidates.to_vec())?.insertion;
+            let header = match plan.python_style {
+                PythonStyle::Pytest => "import pytest\n",
+                PythonStyle::Unittest => "import unittest\n",
+            };
+            let text = format!("{header}{}", insertion.text);
+            let names: Vec<String> = candidates.iter().map(|t| t.name.clone()).collect();
+            let tests = locate_tests(&text, &names);
+            let module = Module { text: &text, tests: &tests, fix: true };
+            let report = run(&self.interpreter, target, plan, &module, cancel).map_err(cancelled)?;
+            let pytest_missing = report.module_error.as_deref().is_some_and(|e| e.contains("'pytest'"));
+            if pytest_missing && plan.python_style == PythonStyle::Pytest {
+                plan.python_style = PythonStyle::Unittest;
+                continue;
+            }
+            return Ok(report);
+        }
+    }
+
+    fn run_file(
+        &self,
+        target: &Target,
+        plan: &Plan,
+        text: &str,
+        names: &[String],
+        cancel: &CancelToken,
+    ) -> Result<Report, ActionError> {
+        let tests = locate_tests(text, names);
+        let module = Module { text, tests: &tests, fix: false };
+        run(&self.interpreter, target, plan, &module, cancel).map_err(cancelled)
     }
 }
 
-/// One run of a test module.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub pytest_available: bool,
-    /// The test module (or the code it imports) failed to import.
-    pub module_error: Option<String>,
-    pub results: Vec<TestResult>,
+/// Imports the module's top-level names the tests use (a dataclass they construct).
+pub fn import_used_names(target: &Target, plan: &mut Plan, tests: &[Test]) {
+    let subject = plan.imported.first().cloned().unwrap_or_default();
+    for name in names_used(target, tests, &subject) {
+        if !plan.imported.contains(&name) {
+            plan.imported.push(name);
+        }
+    }
+    // Tests that call `strutils.x` need the module itself under its own name.
+    let (package, stem) = plan.module.rsplit_once('.').map_or(("", plan.module.as_str()), |(p, s)| (p, s));
+    let qualified = format!("{stem}.");
+    let uses_module = tests.iter().any(|test| {
+        test.text
+            .match_indices(&qualified)
+            .any(|(at, _)| !test.text[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '.'))
+    });
+    let line = if package.is_empty() { format!("import {stem}") } else { format!("from {package} import {stem}") };
+    if uses_module && !plan.extra_imports.contains(&line) {
+        plan.extra_imports.push(line);
+    }
 }
 
 /// A test module to run: its text, and which tests (name, enclosing class) to run.
@@ -125,8 +178,9 @@ pub fn run(
     for line in String::from_utf8_lossy(&outcome.stdout).lines() {
         let Some(json) = line.strip_prefix(MARK) else { continue };
         let Ok(value) = serde_json::from_str::<serde_json::Value>(json) else { continue };
-        if let Some(available) = value.get("pytest").and_then(|v| v.as_bool()) {
-            report.pytest_available = available;
+        if value.get("pytest").is_some() {
+            // Whether the interpreter has pytest: a missing one shows as the module's error.
+            continue;
         } else if let Some(error) = value.get("module_error").and_then(|v| v.as_str()) {
             report.module_error = Some(error.to_string());
         } else if let Ok(result) = serde_json::from_value::<TestResult>(value) {
@@ -140,13 +194,7 @@ pub fn run(
     // Tests the run never reached (it was stopped) did not pass.
     for (name, _) in module.tests {
         if !report.results.iter().any(|r| &r.name == name) {
-            let error = if outcome.timed_out { "the run went past its time limit" } else { "not run" };
-            report.results.push(TestResult {
-                name: name.clone(),
-                outcome: "timeout".into(),
-                error: Some(error.into()),
-                ..TestResult::default()
-            });
+            report.results.push(TestResult::not_run(name, outcome.timed_out));
         }
     }
     Ok(report)
@@ -211,49 +259,26 @@ fn top_level<'t>(target: &'t Target) -> Vec<(String, Node<'t>)> {
 /// and methods of the same file it calls (followed a few levels deep).
 pub fn raised_on_purpose(target: &Target) -> Vec<String> {
     let definitions = top_level(target);
-    let root = target.tree.root_node();
-    let Some(start) = root.descendant_for_byte_range(target.scope.range.start, target.scope.range.end) else {
-        return Vec::new();
+    let raised = |node: Node| {
+        let raised = node.named_child(0).filter(|_| node.kind() == "raise_statement")?;
+        let raised = if raised.kind() == "call" { raised.child_by_field_name("function")? } else { raised };
+        Some(text(target, raised).rsplit('.').next().unwrap_or_default().to_string())
     };
-    let mut names: Vec<String> = Vec::new();
-    let mut visited: Vec<usize> = Vec::new();
-    let mut pending = vec![start];
-    while let Some(function) = pending.pop() {
-        if visited.contains(&function.start_byte()) || visited.len() > 20 {
-            continue;
+    let called = |node: Node<'_>, function| {
+        let Some(callee) = node.child_by_field_name("function").filter(|_| node.kind() == "call") else {
+            return Vec::new();
+        };
+        let callee = text(target, callee);
+        let called = callee.strip_prefix("self.").unwrap_or(&callee);
+        if let Some((_, definition)) = definitions.iter().find(|(name, _)| name == called) {
+            vec![*definition]
+        } else if callee.starts_with("self.") {
+            methods_named(target, function, called)
+        } else {
+            Vec::new()
         }
-        visited.push(function.start_byte());
-        let mut stack = vec![function];
-        while let Some(node) = stack.pop() {
-            let mut cursor = node.walk();
-            stack.extend(node.children(&mut cursor));
-            match node.kind() {
-                "raise_statement" => {
-                    let Some(raised) = node.named_child(0) else { continue };
-                    let raised =
-                        if raised.kind() == "call" { raised.child_by_field_name("function") } else { Some(raised) };
-                    if let Some(raised) = raised {
-                        let name = text(target, raised).rsplit('.').next().unwrap_or_default().to_string();
-                        if !name.is_empty() && !names.contains(&name) {
-                            names.push(name);
-                        }
-                    }
-                }
-                "call" => {
-                    let Some(callee) = node.child_by_field_name("function") else { continue };
-                    let callee = text(target, callee);
-                    let called = callee.strip_prefix("self.").unwrap_or(&callee);
-                    if let Some((_, definition)) = definitions.iter().find(|(name, _)| name == called) {
-                        pending.push(*definition);
-                    } else if callee.starts_with("self.") {
-                        pending.extend(methods_named(target, function, called));
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    names
+    };
+    super::raised_on_purpose(target, raised, called)
 }
 
 /// Methods called `name` of the class around `node`.
@@ -343,13 +368,9 @@ pub fn type_hints(target: &Target, plan: &Plan, files: &ProjectFiles) -> String 
 
 /// A short function whole (at most 8 lines), else its signature.
 fn function_summary(source: &str, name: &str) -> Option<String> {
-    let rope = ropey::Rope::from_str(source);
-    let tree = syntax::parse(&mut Language::Python.parser(), &rope, None)?;
-    let root = tree.root_node();
-    let mut cursor = root.walk();
-    let function = root.children(&mut cursor).find(|node| {
-        node.kind() == "function_definition"
-            && node.child_by_field_name("name").is_some_and(|n| &source[n.byte_range()] == name)
+    let tree = syntax::parse_text(Language::Python, source)?;
+    let function = syntax::find_top_level(&tree, |node| {
+        node.kind() == "function_definition" && syntax::is_named(node, source, name)
     })?;
     let text = &source[function.byte_range()];
     if text.lines().count() <= 8 {
@@ -407,16 +428,12 @@ fn imported_class(target: &Target, plan: &Plan, files: &ProjectFiles, name: &str
 
 /// A class's header with its fields (dataclass-like) or its `__init__` signature.
 fn class_summary(source: &str, name: &str) -> Option<String> {
-    let rope = ropey::Rope::from_str(source);
-    let tree = syntax::parse(&mut Language::Python.parser(), &rope, None)?;
-    let root = tree.root_node();
-    let mut cursor = root.walk();
-    let (whole, class) = root.children(&mut cursor).find_map(|statement| {
+    let tree = syntax::parse_text(Language::Python, source)?;
+    let whole = syntax::find_top_level(&tree, |statement| {
         let definition = undecorated(statement);
-        (definition.kind() == "class_definition"
-            && definition.child_by_field_name("name").is_some_and(|n| &source[n.byte_range()] == name))
-        .then_some((statement, definition))
+        definition.kind() == "class_definition" && syntax::is_named(definition, source, name)
     })?;
+    let class = undecorated(whole);
     let body = class.child_by_field_name("body")?;
     let mut summary = source[whole.start_byte()..body.start_byte()].trim_end().to_string();
     summary.push('\n');

@@ -18,6 +18,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -144,10 +145,9 @@ def raising_name(error, on_purpose):
 class Module:
     """The candidate module: its source lines, tree and namespace."""
 
-    def __init__(self, path, name):
+    def __init__(self, path, name, lines):
         self.path = path
-        with open(path, encoding="utf-8") as handle:
-            self.lines = handle.read().split("\n")
+        self.lines = lines
         self.namespace = {"__name__": name, "__file__": path, "__builtins__": builtins}
         exec(compile("\n".join(self.lines), path, "exec"), self.namespace)
 
@@ -277,6 +277,42 @@ def test_callable(module, name, klass):
 SPEC = {}
 
 
+def broken_test(lines, error, names):
+    """The test whose lines hold a compile error of the candidate file: (name, first, end)."""
+    at = (error.lineno or 0) - 1
+    for first in range(min(at, len(lines) - 1), -1, -1):
+        header = re.match(r"(\s*)(?:async\s+)?def\s+(\w+)", lines[first])
+        if header and header.group(2) in names:
+            name, indent = header.group(2), len(header.group(1))
+            end = first + 1
+            while end < len(lines) and (not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > indent):
+                end += 1
+            return (name, first, end) if at < end else None
+    return None
+
+
+def load_tests(spec, report):
+    """Loads the candidate file. A candidate that does not compile (an indentation or syntax
+    error in the test's own lines) fails with that error and is blanked out, keeping the line
+    numbers, so the others still run; any other failure to load is the module's error."""
+    path = spec["test_module"]
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().split("\n")
+    names = {test["name"] for test in spec["tests"]}
+    while True:
+        try:
+            return Module(path, "nib_tests_under_run", lines)
+        except SyntaxError as error:
+            broken = broken_test(lines, error, names) if error.filename == path else None
+            if broken is None:
+                raise
+            name, first, end = broken
+            report({"name": name, "outcome": "fail", "error": describe(error)})
+            names.discard(name)
+            spec["tests"] = [test for test in spec["tests"] if test["name"] != name]
+            lines[first:end] = [""] * (end - first)
+
+
 def spec_style():
     return SPEC.get("style")
 
@@ -300,7 +336,7 @@ def main():
     except Exception:  # noqa: BLE001
         report({"pytest": False})
     try:
-        module = Module(spec["test_module"], "nib_tests_under_run")
+        module = load_tests(spec, report)
     except BaseException as error:  # noqa: BLE001
         report({"module_error": describe(error)})
         return

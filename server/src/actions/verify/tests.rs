@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::actions::project_files::ProjectFiles;
+use crate::actions::unit_tests::PythonStyle;
 use crate::sandbox::PrivateDir;
 
 fn python3() -> PathBuf {
@@ -39,12 +40,13 @@ fn candidates(code: &str) -> Vec<Test> {
     unit_tests::find_tests(Language::Python, code)
 }
 
-fn run(scratch: &mut Scratch, code: &str) -> python::Report {
+fn run(scratch: &mut Scratch, code: &str) -> Report {
     let tests = candidates(code);
-    run_candidates(&scratch.target, &mut scratch.plan, &python3(), &tests, &CancelToken::default()).unwrap()
+    let runner = python::Python { interpreter: python3() };
+    runner.run_candidates(&scratch.target, &mut scratch.plan, &tests, &CancelToken::default()).unwrap()
 }
 
-fn result<'a>(report: &'a python::Report, name: &str) -> &'a python::TestResult {
+fn result<'a>(report: &'a Report, name: &str) -> &'a TestResult {
     report.results.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("{name} in {report:?}"))
 }
 
@@ -76,11 +78,9 @@ fn on_purpose_exceptions_become_expected_exception_tests() {
     assert_eq!(scratch.plan.python_style, PythonStyle::Pytest);
     let code = "def test_parse_empty():\n    assert parse(\"\") == 0\n\n\ndef test_parse_word():\n    assert parse(\"x\") == 0\n";
     let report = run(&mut scratch, code);
-    if !report.pytest_available {
-        // Without pytest in this interpreter nib writes unittest tests instead.
-        assert_eq!(scratch.plan.python_style, PythonStyle::Unittest);
-    }
-    let expects = if report.pytest_available { "pytest.raises" } else { "self.assertRaises" };
+    // Without pytest in this interpreter nib writes unittest tests instead.
+    let pytest = scratch.plan.python_style == PythonStyle::Pytest;
+    let expects = if pytest { "pytest.raises" } else { "self.assertRaises" };
     let empty = result(&report, "test_parse_empty");
     assert!(empty.passed(), "{empty:?}");
     assert_eq!(
@@ -95,6 +95,19 @@ fn on_purpose_exceptions_become_expected_exception_tests() {
 }
 
 #[test]
+fn a_candidate_that_does_not_compile_fails_alone() {
+    let mut scratch = scratch(&[("shop.py", TAX)], "shop.py", TAX);
+    // Both parse, but Python refuses to compile the first (a `nonlocal` with nothing to bind).
+    let code = "def test_with_tax_broken():\n    nonlocal rate\n    assert with_tax(1) == 1.2\n\n\ndef test_with_tax_zero():\n    assert with_tax(0) == 0\n";
+    let report = run(&mut scratch, code);
+    assert_eq!(report.module_error, None, "the code under test imports fine");
+    let broken = result(&report, "test_with_tax_broken");
+    assert_eq!(broken.outcome, "fail");
+    assert!(broken.error.as_deref().unwrap().starts_with("SyntaxError"), "{broken:?}");
+    assert!(result(&report, "test_with_tax_zero").passed(), "{report:?}");
+}
+
+#[test]
 fn the_code_under_test_is_the_unsaved_buffer() {
     let disk = "def answer():\n    return 1\n";
     let buffer = "def answer():\n    return 2$0\n";
@@ -102,7 +115,7 @@ fn the_code_under_test_is_the_unsaved_buffer() {
     assert_eq!(scratch.plan.module, "pkg.deep");
     let code =
         "def test_answer():\n    assert answer() == 2\n\n\ndef test_module_answer():\n    assert deep.answer() == 2\n";
-    import_used_names(&scratch.target, &mut scratch.plan, &candidates(code));
+    python::import_used_names(&scratch.target, &mut scratch.plan, &candidates(code));
     assert_eq!(scratch.plan.extra_imports, ["from pkg import deep"]);
     let report = run(&mut scratch, code);
     assert!(result(&report, "test_answer").passed(), "{report:?}");
@@ -136,6 +149,280 @@ fn runaway_code_is_stopped_and_leaves_the_workspace_alone() {
     } else {
         eprintln!("no user namespaces here: sockets and workspace writes are not contained (docs/quality.md)");
     }
+}
+
+// JavaScript: node from PATH.
+
+fn node() -> Option<PathBuf> {
+    let found = toolchain::node().map(|t| t.program);
+    if found.is_none() {
+        eprintln!("no node on PATH: the JavaScript runs are skipped");
+    }
+    found
+}
+
+fn run_javascript(scratch: &mut Scratch, node: PathBuf, code: &str) -> Report {
+    let tests = unit_tests::find_tests(Language::JavaScript, code);
+    let runner = javascript::JavaScript { node };
+    runner.run_candidates(&scratch.target, &mut scratch.plan, &tests, &CancelToken::default()).unwrap()
+}
+
+fn javascript_scratch(files: &[(&str, &str)], module: &str, buffer: &str) -> Scratch {
+    let root = PrivateDir::new("nib-verify-js").unwrap();
+    for (name, text) in files {
+        let path = root.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let path = root.path().join(module);
+    let target = crate::actions::test_target(&path.to_string_lossy(), "javascript", buffer);
+    let folders = vec![root.path().to_path_buf()];
+    let plan = unit_tests::plan(&target, &folders, &ProjectFiles::new(folders.clone(), Vec::new())).unwrap();
+    Scratch { root, target, plan }
+}
+
+const PRICE_ESM: &str = "import { rate } from \"./rates.js\";\n\nexport function withTax(price) {\n  if (price < 0) {\n    throw new RangeError(\"negative price\");\n  }\n  return price * (1 + rate());$0\n}\n";
+
+#[test]
+fn javascript_candidates_get_observed_values_and_expected_errors_on_the_buffer_text() {
+    let Some(node) = node() else { return };
+    let files = [
+        ("package.json", "{ \"type\": \"module\" }\n"),
+        ("rates.js", "export function rate() {\n  return 0.5;\n}\n"),
+        // On disk the function is different: the buffer is what runs.
+        ("price.js", "export function withTax(price) {\n  return 0;\n}\n"),
+    ];
+    let mut scratch = javascript_scratch(&files, "price.js", PRICE_ESM);
+    assert!(!scratch.plan.commonjs);
+    let report = run_javascript(
+        &mut scratch,
+        node.clone(),
+        "test(\"withTax ten\", () => {\n  assert.deepStrictEqual(withTax(10), 11);\n});\n\ntest(\"withTax negative\", () => {\n  assert.deepStrictEqual(withTax(-1), 0);\n});\n\ntest(\"withTax text\", () => {\n  assert.deepStrictEqual(withTax(null).toFixed(), 1);\n});\n\ntest(\"withTax zero\", () => {\n  assert.deepStrictEqual(withTax(0), 0);\n});\n",
+    );
+    assert_eq!(report.module_error, None, "{report:?}");
+    let ten = result(&report, "\"withTax ten\"");
+    assert!(ten.passed(), "{ten:?}");
+    assert_eq!(
+        ten.text.as_deref(),
+        Some("test(\"withTax ten\", () => {\n  assert.deepStrictEqual(withTax(10), 15);\n});")
+    );
+    let negative = result(&report, "\"withTax negative\"");
+    assert!(negative.passed(), "{negative:?}");
+    assert_eq!(
+        negative.text.as_deref(),
+        Some("test(\"withTax negative\", () => {\n  assert.throws(() => withTax(-1), { name: \"RangeError\" });\n});")
+    );
+    // `withTax(null)` is 0 and `toFixed()` makes "0", a string: the observed value is written as one.
+    let text = result(&report, "\"withTax text\"");
+    assert!(text.passed() && text.text.as_deref().unwrap().contains("toFixed(), \"0\")"), "{text:?}");
+    let zero = result(&report, "\"withTax zero\"");
+    assert!(zero.passed() && zero.text.is_none(), "{zero:?}");
+
+    // The file as it will be written runs under node:test itself.
+    let kept: Vec<Test> = ["\"withTax ten\"", "\"withTax negative\""]
+        .iter()
+        .map(|name| Test { name: name.to_string(), text: result(&report, name).text.clone().unwrap() })
+        .collect();
+    let edit = unit_tests::finish(&scratch.target, &scratch.plan, kept).unwrap();
+    assert!(edit.insertion.text.starts_with("import { test } from \"node:test\";\nimport assert from \"node:assert/strict\";\nimport { withTax } from \"./price.js\";\n"), "{}", edit.insertion.text);
+    let runner = javascript::JavaScript { node };
+    let final_run = runner
+        .run_file(&scratch.target, &scratch.plan, &edit.insertion.text, &edit.test_names, &CancelToken::default())
+        .unwrap();
+    assert!(final_run.results.iter().all(TestResult::passed), "{final_run:?}");
+    let broken = edit.insertion.text.replace("15", "16");
+    let final_run =
+        runner.run_file(&scratch.target, &scratch.plan, &broken, &edit.test_names, &CancelToken::default()).unwrap();
+    assert!(!result(&final_run, "\"withTax ten\"").passed(), "{final_run:?}");
+    assert!(result(&final_run, "\"withTax negative\"").passed(), "{final_run:?}");
+}
+
+#[test]
+fn javascript_commonjs_packages_get_require_and_a_missing_export_is_a_module_error() {
+    let Some(node) = node() else { return };
+    let buffer = "function double(x) {\n  return x * 2;$0\n}\n\nmodule.exports = { double };\n";
+    let mut scratch = javascript_scratch(&[("package.json", "{}\n"), ("math.js", buffer)], "math.js", buffer);
+    assert!(scratch.plan.commonjs);
+    let report = run_javascript(
+        &mut scratch,
+        node.clone(),
+        "test(\"double two\", () => {\n  assert.strictEqual(double(2), 5);\n});\n",
+    );
+    let two = result(&report, "\"double two\"");
+    assert!(two.passed() && two.text.as_deref().unwrap().contains("double(2), 4)"), "{report:?}");
+    let edit = unit_tests::finish(
+        &scratch.target,
+        &scratch.plan,
+        vec![Test { name: "\"double two\"".into(), text: two.text.clone().unwrap() }],
+    )
+    .unwrap();
+    assert!(edit.insertion.text.contains("const { double } = require(\"./math.js\");"), "{}", edit.insertion.text);
+
+    let unexported = "function double(x) {\n  return x * 2;$0\n}\n";
+    scratch.target =
+        crate::actions::test_target(&scratch.root.path().join("math.js").to_string_lossy(), "javascript", unexported);
+    let report =
+        run_javascript(&mut scratch, node, "test(\"double two\", () => {\n  assert.strictEqual(double(2), 4);\n});\n");
+    let two = result(&report, "\"double two\"");
+    assert!(!two.passed() && two.error.as_deref().unwrap().contains("double is not a function"), "{report:?}");
+}
+
+#[test]
+fn runaway_javascript_is_stopped_and_leaves_the_workspace_alone() {
+    let Some(node) = node() else { return };
+    let mut scratch = javascript_scratch(&[], "spin.mjs", "export function spin(kind) {\n  return kind;$0\n}\n");
+    let workspace = scratch.root.path().to_string_lossy().into_owned();
+    let buffer = format!(
+        "import fs from \"node:fs\";\nimport net from \"node:net\";\n\nexport async function spin(kind) {{\n  if (kind === \"loop\") {{\n    for (;;) {{}}\n  }}\n  if (kind === \"memory\") {{\n    const hog = [];\n    for (;;) {{\n      hog.push(new Array(1 << 20).fill(kind));\n    }}\n  }}\n  if (kind === \"socket\") {{\n    return await new Promise((resolve, reject) => {{\n      const socket = net.connect(53, \"1.1.1.1\", () => resolve(\"connected\"));\n      socket.on(\"error\", reject);\n    }});\n  }}\n  if (kind === \"write\") {{\n    fs.writeFileSync({:?} + \"/written.txt\", \"x\");\n  }}\n  return kind;$0\n}}\n",
+        workspace
+    );
+    std::fs::write(scratch.root.path().join("spin.mjs"), buffer.replace("$0", "")).unwrap();
+    scratch.target =
+        crate::actions::test_target(&scratch.root.path().join("spin.mjs").to_string_lossy(), "javascript", &buffer);
+    let code = ["loop", "memory", "socket", "write", "plain"]
+        .iter()
+        .map(|kind| {
+            format!(
+                "test(\"spin {kind}\", async () => {{\n  assert.deepStrictEqual(await spin(\"{kind}\"), 1);\n}});\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let started = std::time::Instant::now();
+    let report = run_javascript(&mut scratch, node, &code);
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "{:?}", started.elapsed());
+    assert_eq!(result(&report, "\"spin loop\"").outcome, "timeout", "{report:?}");
+    assert!(!result(&report, "\"spin memory\"").passed(), "{report:?}");
+    let plain = result(&report, "\"spin plain\"");
+    assert!(
+        plain.passed() && plain.text.as_deref().unwrap().contains("\"plain\")"),
+        "the others still run: {report:?}"
+    );
+    if crate::sandbox::isolation_available() {
+        assert!(!result(&report, "\"spin socket\"").passed(), "{report:?}");
+        assert!(!result(&report, "\"spin write\"").passed(), "{report:?}");
+        let entries: Vec<_> =
+            std::fs::read_dir(scratch.root.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(entries, ["spin.mjs"], "nothing new in the workspace");
+    } else {
+        eprintln!("no user namespaces here: sockets and workspace writes are not contained");
+    }
+}
+
+// Go: go from PATH or Debian's folder (`scripts/setup-go.sh`).
+
+fn go_toolchain() -> Option<PathBuf> {
+    let found = toolchain::go().map(|t| t.program);
+    if found.is_none() {
+        assert!(std::env::var_os("NIB_REQUIRE_TOOLCHAINS").is_none(), "no go: run scripts/setup-go.sh");
+        eprintln!("no go here: the Go runs are skipped (scripts/setup-go.sh installs it)");
+    }
+    found
+}
+
+fn go_scratch(buffer: &str) -> Scratch {
+    let root = PrivateDir::new("nib-verify-go").unwrap();
+    std::fs::write(root.path().join("go.mod"), "module example.com/calc\n\ngo 1.19\n").unwrap();
+    std::fs::create_dir_all(root.path().join("calc")).unwrap();
+    // On disk the package is different: the buffer is what runs.
+    std::fs::write(
+        root.path().join("calc/calc.go"),
+        "package calc\n\nfunc Div(a, b int) (int, error) {\n\treturn 0, nil\n}\n",
+    )
+    .unwrap();
+    let path = root.path().join("calc/calc.go");
+    let target = crate::actions::test_target(&path.to_string_lossy(), "go", buffer);
+    let folders = vec![root.path().to_path_buf()];
+    let plan = unit_tests::plan(&target, &folders, &ProjectFiles::new(folders.clone(), Vec::new())).unwrap();
+    Scratch { root, target, plan }
+}
+
+const DIV: &str = "package calc\n\nimport \"errors\"\n\nfunc Div(a, b int) (int, error) {\n\tif b == 0 {\n\t\treturn 0, errors.New(\"division by zero\")\n\t}\n\tif a < 0 {\n\t\tfor {\n\t\t}\n\t}\n\treturn a / b, nil$0\n}\n";
+
+fn div_test(name: &str, arguments: &str, want: &str) -> String {
+    format!(
+        "func TestDiv{name}(t *testing.T) {{\n\tgot, err := Div({arguments})\n\tif err != nil {{\n\t\tt.Fatalf(\"Div: %v\", err)\n\t}}\n\tvar want int = {want}\n\tif got != want {{\n\t\tt.Errorf(\"Div() = %#v, want %#v\", got, want)\n\t}}\n}}\n"
+    )
+}
+
+#[test]
+fn go_candidates_get_observed_values_error_checks_and_lose_only_what_does_not_compile() {
+    let Some(go) = go_toolchain() else { return };
+    let mut scratch = go_scratch(DIV);
+    assert_eq!(scratch.plan.file, scratch.root.path().join("calc/calc_test.go"));
+    let code = [
+        div_test("Six", "6, 2", "4"),
+        div_test("Zero", "1, 0", "0"),
+        div_test("Broken", "\"x\", 2", "1"),
+        div_test("Loop", "-1, 1", "1"),
+        div_test("Exact", "9, 3", "3"),
+    ]
+    .join("\n");
+    let tests = unit_tests::find_tests(Language::Go, &code);
+    assert_eq!(tests.len(), 5);
+    let runner = go::Go { go };
+    let started = std::time::Instant::now();
+    let report = runner.run_candidates(&scratch.target, &mut scratch.plan, &tests, &CancelToken::default()).unwrap();
+    assert_eq!(report.module_error, None, "{report:?}");
+    let six = result(&report, "TestDivSix");
+    assert!(six.passed() && six.text.as_deref().unwrap().contains("var want int = 3\n"), "{six:?}");
+    let zero = result(&report, "TestDivZero");
+    assert!(zero.passed(), "{zero:?}");
+    assert_eq!(
+        zero.text.as_deref(),
+        Some(
+            "func TestDivZero(t *testing.T) {\n\t_, err := Div(1, 0)\n\tif err == nil {\n\t\tt.Fatal(\"Div(1, 0): expected an error\")\n\t}\n}"
+        )
+    );
+    let broken = result(&report, "TestDivBroken");
+    assert!(!broken.passed() && broken.error.as_deref().unwrap().starts_with("does not compile"), "{broken:?}");
+    assert_eq!(result(&report, "TestDivLoop").outcome, "timeout", "{report:?}");
+    let exact = result(&report, "TestDivExact");
+    assert!(exact.passed() && exact.text.is_none(), "{exact:?}");
+    eprintln!("go candidates ran in {:?}", started.elapsed());
+    assert!(!scratch.root.path().join("calc/calc_test.go").exists());
+    assert_eq!(
+        std::fs::read_dir(scratch.root.path().join("calc")).unwrap().count(),
+        1,
+        "nothing written beside the package"
+    );
+
+    // The file as written passes under `go test -run`; a wrong one does not.
+    let kept = vec![
+        Test { name: "TestDivSix".into(), text: six.text.clone().unwrap() },
+        Test { name: "TestDivZero".into(), text: zero.text.clone().unwrap() },
+    ];
+    let edit = unit_tests::finish(&scratch.target, &scratch.plan, kept).unwrap();
+    let final_run = runner
+        .run_file(&scratch.target, &scratch.plan, &edit.insertion.text, &edit.test_names, &CancelToken::default())
+        .unwrap();
+    assert!(final_run.results.iter().all(TestResult::passed), "{final_run:?}");
+    let wrong = edit.insertion.text.replace("want int = 3", "want int = 4");
+    let final_run =
+        runner.run_file(&scratch.target, &scratch.plan, &wrong, &edit.test_names, &CancelToken::default()).unwrap();
+    assert!(!result(&final_run, "TestDivSix").passed(), "{final_run:?}");
+    assert!(result(&final_run, "TestDivZero").passed(), "{final_run:?}");
+}
+
+#[test]
+fn go_literals_instrumentation_and_results() {
+    use crate::actions::unit_tests::{GoResults, go_results};
+    assert_eq!(go_results("int"), Some(GoResults::Value("int")));
+    assert_eq!(go_results("(int, error)"), Some(GoResults::ValueAndError("int")));
+    assert_eq!(go_results("(n []string, err error)"), Some(GoResults::ValueAndError("[]string")));
+    assert_eq!(go_results("error"), Some(GoResults::Error));
+    assert_eq!(go_results("(int, int)"), None);
+    for plain in ["3", "-2.5", "1e+06", "\"a.b(c)\"", "[]int{1, 2}", "map[string]int{\"a\":1}", "true", "0x5"] {
+        assert!(go::plain_literal(plain), "{plain}");
+    }
+    for other in ["calc.Point{X:1}", "(*int)(nil)", "&errors.errorString{s:\"x\"}", "[]int(nil)", ""] {
+        assert!(!go::plain_literal(other), "{other}");
+    }
+    let test = div_test("Six", "6, 2", "4");
+    let instrumented = go::instrument(&test);
+    assert_eq!(instrumented.lines().count(), test.lines().count(), "line numbers are kept");
+    assert!(instrumented.contains("\tnibError(t, err); if err != nil {\n"));
+    assert!(instrumented.contains("\tnibObserve(t, got); if got != want {\n"));
 }
 
 /// A model that names each test `case_N` and writes the given bodies in turn; every body moves

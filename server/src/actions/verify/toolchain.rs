@@ -1,6 +1,7 @@
 //! Finding the programs that run generated tests. Python: `nib.python.interpreter`, then the
-//! workspace's `.venv` or `venv`, then `$VIRTUAL_ENV`, then `python3` on `PATH`. `node`, `go`
-//! and `cargo` come from `PATH`. Only file metadata is read; nothing is run here.
+//! workspace's `.venv` or `venv`, then `$VIRTUAL_ENV`, then `python3` on `PATH`. `node` and
+//! `cargo` come from `PATH`; `go` from `PATH`, then Debian's `golang-1.19-go` folder. Only file
+//! metadata is read; nothing is run here.
 
 use std::path::{Path, PathBuf};
 
@@ -47,12 +48,35 @@ pub fn python(configured: Option<&Path>, root: &Path) -> Option<Toolchain> {
     on_path("python3").map(|program| Toolchain { program, source: "PATH" })
 }
 
+/// `node` on `PATH`.
+pub fn node() -> Option<Toolchain> {
+    on_path("node").map(|program| Toolchain { program, source: "PATH" })
+}
+
+/// Where Debian's `golang-1.19-go` package puts `go` (not on `PATH` by itself).
+pub const DEBIAN_GO: &str = "/usr/lib/go-1.19/bin/go";
+
+/// `go` on `PATH`, else Debian's package folder.
+pub fn go() -> Option<Toolchain> {
+    on_path("go").map(|program| Toolchain { program, source: "PATH" }).or_else(|| {
+        executable(Path::new(DEBIAN_GO))
+            .then(|| Toolchain { program: DEBIAN_GO.into(), source: "Debian's golang-1.19-go" })
+    })
+}
+
+/// `cargo` on `PATH`.
+pub fn cargo() -> Option<Toolchain> {
+    on_path("cargo").map(|program| Toolchain { program, source: "PATH" })
+}
+
 /// The program that runs `language`'s tests, when nib can run them.
 pub fn for_language(language: Language, python_interpreter: Option<&Path>, root: &Path) -> Option<Toolchain> {
     match language {
         Language::Python => python(python_interpreter, root),
-        Language::JavaScript => on_path("node").map(|program| Toolchain { program, source: "PATH" }),
-        Language::TypeScript | Language::Tsx | Language::Go | Language::Rust => None,
+        Language::JavaScript => node(),
+        Language::Go => go(),
+        Language::Rust => cargo(),
+        Language::TypeScript | Language::Tsx | Language::Java | Language::C | Language::Cpp => None,
     }
 }
 
@@ -64,9 +88,9 @@ pub fn summary(python_interpreter: Option<&Path>, root: &Path) -> serde_json::Va
     };
     serde_json::json!({
         "python": describe(python(python_interpreter, root)),
-        "node": describe(on_path("node").map(|program| Toolchain { program, source: "PATH" })),
-        "go": describe(on_path("go").map(|program| Toolchain { program, source: "PATH" })),
-        "cargo": describe(on_path("cargo").map(|program| Toolchain { program, source: "PATH" })),
+        "node": describe(node()),
+        "go": describe(go()),
+        "cargo": describe(cargo()),
         "isolation": crate::sandbox::isolation_available(),
     })
 }

@@ -42,4 +42,5 @@ pub fn apply(server: &mut Server, settings: &Value) {
     if context_changed {
         super::did_change_watched_files::configure_index(server);
     }
+    super::engine_event::refresh_verification(server);
 }

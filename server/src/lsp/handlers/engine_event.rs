@@ -1,5 +1,6 @@
 //! Events from the engine thread (model loading progress, ready, failed; inference problems),
-//! turned into `$/progress`, `window/showMessage` and nib's own `nib/status` notification.
+//! turned into `$/progress`, `window/showMessage` and nib's own `nib/status` notification,
+//! which also says what generated tests would run with (`verification`).
 
 use ls_types::{MessageType, WorkDoneProgress, WorkDoneProgressBegin, WorkDoneProgressEnd};
 use serde_json::{Value, json};
@@ -15,7 +16,7 @@ pub fn handle(server: &mut Server, event: EngineEvent) {
         EngineEvent::State(state) => state,
         EngineEvent::Problem(message) => return server.show(MessageType::WARNING, message),
     };
-    server.notify("nib/status", state_json(&state));
+    server.notify("nib/status", status_payload(server, &state));
     match &state {
         ModelState::Loading { model } => {
             server.log(MessageType::INFO, format!("loading model {model}"));
@@ -50,7 +51,50 @@ fn end_progress(server: &Server, message: &str) {
     }
 }
 
-/// The `nib/status` payload (docs/lsp-extensions.md).
+/// The `nib/status` payload: the model's state and, once found, the verification toolchains.
+fn status_payload(server: &Server, state: &ModelState) -> Value {
+    let mut payload = state_json(state);
+    if !server.verification.is_null() {
+        payload["verification"] = server.verification.clone();
+    }
+    payload
+}
+
+/// Finds on the pool (it reads file metadata) what **Generate unit tests** would run tests
+/// with under the current settings, then sends `nib/status` again with it. Called when the
+/// settings arrive or change.
+pub fn refresh_verification(server: &mut Server) {
+    let interpreter = server.config.python_interpreter.clone();
+    // The `.venv` of the first workspace folder; without one only the setting, $VIRTUAL_ENV and PATH.
+    let root = server.workspace_folders.first().cloned().unwrap_or_else(|| "/nonexistent".into());
+    let (interpreter_then, enabled, budget) =
+        (interpreter.clone(), server.config.verify_tests, server.config.tests_time_budget);
+    let settings = json!({ "enabled": enabled, "timeBudgetSeconds": budget.as_secs() });
+    let main_loop = server.main_loop.clone();
+    server.pool.submit(
+        crate::engine::CancelToken::default(),
+        move |_| crate::actions::verify::toolchain::summary(interpreter.as_deref(), &root),
+        move |outcome| {
+            main_loop.post(move |server| {
+                let crate::pool::Outcome::Done(mut found) = outcome else { return };
+                // Settings changed meanwhile: the refresh they started reports instead.
+                let current =
+                    (&server.config.python_interpreter, server.config.verify_tests, server.config.tests_time_budget);
+                if current != (&interpreter_then, enabled, budget) {
+                    return;
+                }
+                if let (Value::Object(found), Value::Object(settings)) = (&mut found, settings) {
+                    found.extend(settings);
+                }
+                server.verification = found;
+                let state = server.engine.status().state;
+                server.notify("nib/status", status_payload(server, &state));
+            })
+        },
+    );
+}
+
+/// The `nib/status` payload's model part (docs/lsp-extensions.md).
 pub fn state_json(state: &ModelState) -> Value {
     match state {
         ModelState::Unloaded => json!({ "state": "unloaded" }),

@@ -54,6 +54,7 @@ pub fn handle(server: &mut Server, params: InitializeParams) -> InitializeResult
     server.config = config;
     server.engine.configure(&server.config);
     super::did_change_watched_files::configure_index(server);
+    super::engine_event::refresh_verification(server);
     server.log(
         MessageType::INFO,
         format!("nib {} initialized (positions in {})", env!("CARGO_PKG_VERSION"), server.encoding.as_lsp_str()),

@@ -22,5 +22,5 @@ pub(super) static SPEC: Spec = Spec {
     apostrophe: Apostrophe::Quote,
     top_level_starts: &["\nfunc ", "\ntype ", "\nimport "],
     doc: DocStyle::GoDoc,
-    tests: TestLayout::Go,
+    tests: Some(TestLayout::Go),
 };

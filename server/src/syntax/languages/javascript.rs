@@ -24,7 +24,7 @@ pub(super) static JAVASCRIPT: Spec = Spec {
     apostrophe: Apostrophe::Quote,
     top_level_starts: TOP_LEVEL_STARTS,
     doc: DocStyle::JsDoc,
-    tests: TestLayout::Node,
+    tests: Some(TestLayout::JavaScript),
 };
 
 /// TypeScript's tags query adds its own items (interfaces, signatures) to JavaScript's.
@@ -43,6 +43,7 @@ pub(super) static TYPESCRIPT: Spec = Spec {
         imports: ECMA_IMPORTS,
     },
     fence: "typescript",
+    tests: Some(TestLayout::TypeScript),
     ..JAVASCRIPT
 };
 

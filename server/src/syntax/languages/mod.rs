@@ -4,7 +4,9 @@
 //! few matches on a language that remain are exhaustive, so adding one is a compile error
 //! everywhere it matters.
 
+mod c;
 mod go;
+mod java;
 mod javascript;
 mod python;
 mod rust;
@@ -43,8 +45,8 @@ pub struct Spec {
     pub top_level_starts: &'static [&'static str],
     /// How documentation is written, and so which renderer writes it.
     pub doc: DocStyle,
-    /// How and where unit tests are written.
-    pub tests: TestLayout,
+    /// How and where unit tests are written; `None`: Generate unit tests is not offered.
+    pub tests: Option<TestLayout>,
 }
 
 /// The text of a language's query files (tree-sitter `.scm`, as in helix's `runtime/queries`).
@@ -113,6 +115,10 @@ pub enum DocStyle {
     JsDoc,
     /// `//` sentences that start with the item's name (Go).
     GoDoc,
+    /// A `/** ... */` block with `@param name ...`, `@return` and `@throws` (Java).
+    Javadoc,
+    /// A `/** ... */` block with `@brief`, `@param`, `@return` and `@throws` (C, C++).
+    Doxygen,
 }
 
 /// The unit-test framework and layout of a language.
@@ -122,15 +128,26 @@ pub enum TestLayout {
     Python,
     /// `#[cfg(test)] mod tests` in the same file.
     Rust,
-    /// `node:test` in a sibling `*.test.*` file.
-    Node,
+    /// `node:test` in a sibling `*.test.js` file (ES module or CommonJS, as the project is).
+    JavaScript,
+    /// `node:test` in a sibling `*.test.ts` file.
+    TypeScript,
     /// `testing` in a sibling `*_test.go` file.
     Go,
 }
 
 /// Every language, in the order detection tries them.
-pub const ALL: &[&Spec] =
-    &[&python::SPEC, &rust::SPEC, &javascript::JAVASCRIPT, &javascript::TYPESCRIPT, &javascript::TSX, &go::SPEC];
+pub const ALL: &[&Spec] = &[
+    &python::SPEC,
+    &rust::SPEC,
+    &javascript::JAVASCRIPT,
+    &javascript::TYPESCRIPT,
+    &javascript::TSX,
+    &go::SPEC,
+    &java::SPEC,
+    &c::C,
+    &c::CPP,
+];
 
 impl Language {
     /// This language's facts.
@@ -142,6 +159,9 @@ impl Language {
             Language::TypeScript => &javascript::TYPESCRIPT,
             Language::Tsx => &javascript::TSX,
             Language::Go => &go::SPEC,
+            Language::Java => &java::SPEC,
+            Language::C => &c::C,
+            Language::Cpp => &c::CPP,
         }
     }
 }
@@ -175,6 +195,8 @@ mod tests {
                 assert!(["function", "method", "class"].contains(name), "{}: scopes.scm captures @{name}", spec.name);
             }
             assert_eq!(queries.imports.capture_names(), ["import"], "{}: imports.scm", spec.name);
+            let tags = Query::new(&(spec.grammar)(), &spec.tags.join("\n"));
+            assert!(tags.is_ok(), "{}: the tags query does not compile: {:?}", spec.name, tags.err());
         }
     }
 

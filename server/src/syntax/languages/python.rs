@@ -21,5 +21,5 @@ pub(super) static SPEC: Spec = Spec {
     apostrophe: Apostrophe::Quote,
     top_level_starts: &["\nclass ", "\ndef ", "\nasync def ", "\nif __name__", "\n@"],
     doc: DocStyle::Docstring,
-    tests: TestLayout::Python,
+    tests: Some(TestLayout::Python),
 };

@@ -21,5 +21,5 @@ pub(super) static SPEC: Spec = Spec {
     apostrophe: Apostrophe::CharLiteral,
     top_level_starts: &["\nfn ", "\npub fn ", "\nimpl ", "\nimpl<", "\n#[", "\nmod ", "\nstruct ", "\nenum "],
     doc: DocStyle::RustDoc,
-    tests: TestLayout::Rust,
+    tests: Some(TestLayout::Rust),
 };

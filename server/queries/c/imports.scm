@@ -1,0 +1,2 @@
+; `#include` lines; nib keeps the file's top-level ones in completion prompts.
+(preproc_include) @import
