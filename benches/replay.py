@@ -320,6 +320,43 @@ def buffers_scaling(counts: list[int], workdir: str) -> list[dict]:
     return {"rows": table, "memoryMb": memory}
 
 
+def open_and_pause(files: int, workdir: str) -> dict:
+    """The first completion after opening a file and pausing 1 s (what the pre-warm on open buys),
+    for `files` real Python files of this repository, one after the other on one server: the
+    request is made at a new empty line typed at the end of the file, 1 s after that edit."""
+    server = Server(os.path.join(workdir, "open-pause-server.log"))
+    rows = []
+    try:
+        server.wait_ready()
+        for path in [p for p in repo_sources(40, "") if p.endswith(".py")][:files]:
+            text = open(os.path.join(REPO, path), encoding="utf-8", errors="replace").read()
+            uri = "file://" + os.path.join(REPO, path)
+            server.notify("textDocument/didOpen", {"textDocument": {
+                "uri": uri, "languageId": "python", "version": 1, "text": text}})
+            line = text.count("\n")
+            end = len(text.rsplit("\n", 1)[-1])
+            server.notify("textDocument/didChange", {
+                "textDocument": {"uri": uri, "version": 2},
+                "contentChanges": [{"range": {"start": {"line": line, "character": end},
+                                              "end": {"line": line, "character": end}}, "text": "\n"}]})
+            time.sleep(1.0)
+            t = time.perf_counter()
+            request_id = inline_request(server, uri, line + 1, 0)
+            received, reply = server.wait(request_id, 120)
+            rows.append((request_id, (received - t) * 1e3, reply, path))
+        memory = server.memory_mb()
+    finally:
+        server.close()
+    records = server.log_records()
+    out = []
+    for request_id, ms, reply, path in rows:
+        record = records.get(request_id) or {}
+        out.append({"path": path, "ms": ms, "class": classify(reply, record or None),
+                    "reused": int(record.get("reused", 0)), "prefilled": int(record.get("prefilled", 0)),
+                    "capped": int(record.get("capped", 0))})
+    return {"rows": out, "p50": percentile([r["ms"] for r in out], 0.5), "memoryMb": memory}
+
+
 def percentile(values: list[float], q: float) -> float:
     values = sorted(values)
     if not values:
@@ -360,6 +397,7 @@ def main() -> None:
     result = replay(session, a.workdir)
     result["summary"] = summarize(result)
     result["buffers"] = buffers_scaling([0, 1] if a.smoke else [0, 4, 16, 64], a.workdir)
+    result["openPause"] = open_and_pause(1 if a.smoke else 5, a.workdir)
     print(json.dumps(result, indent=1))
 
 

@@ -36,6 +36,7 @@ pub fn generate(
         stop_tokens: Vec::new(),
         cancel: CancelToken::default(),
         deadline: None,
+        prefill_budget_ms: None,
     };
     let mut printed = 0;
     let mut print_new = |text: &str| {
@@ -158,6 +159,7 @@ pub fn complete(
         stop_tokens: prepared.stop_tokens.clone(),
         cancel: CancelToken::default(),
         deadline: None,
+        prefill_budget_ms: None,
     };
     let mut observer = prepared.observer();
     let generation = model.generate(&request, &mut observer)?;

@@ -20,6 +20,8 @@ pub struct CompletionConfig {
     pub max_tokens: usize,
     /// Prompt budget in tokens (prefix, suffix and cross-file context together).
     pub context_tokens: usize,
+    /// How long an automatic completion may spend prefilling a cold prompt (0: no limit).
+    pub prefill_budget_ms: u64,
     /// Language ids completions are offered for; empty means every language.
     pub languages: Vec<String>,
 }
@@ -127,7 +129,13 @@ impl Default for Config {
             model_path: None,
             onnx_runtime_path: None,
             threads: None,
-            completion: CompletionConfig { enabled: true, max_tokens: 64, context_tokens: 1024, languages: Vec::new() },
+            completion: CompletionConfig {
+                enabled: true,
+                max_tokens: 64,
+                context_tokens: 1024,
+                prefill_budget_ms: 0,
+                languages: Vec::new(),
+            },
             context: ContextConfig { workspace: true, max_files: 20_000 },
             docstring_style: DocstringStyle::Google,
             request_timeout_ms: 30_000,
@@ -275,6 +283,7 @@ fn read_completion_key(completion: &mut CompletionConfig, key: &str, value: &Val
         "enabled" => value.as_bool().map(|b| completion.enabled = b).ok_or_else(|| "expected true or false".into()),
         "maxTokens" => integer(value, 1, 1024).map(|n| completion.max_tokens = n),
         "contextTokens" => integer(value, 64, 32_768).map(|n| completion.context_tokens = n),
+        "prefillBudgetMs" => integer(value, 0, 60_000).map(|n| completion.prefill_budget_ms = n as u64),
         "languages" => match value.as_array() {
             Some(items) if items.iter().all(Value::is_string) => {
                 completion.languages = items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();

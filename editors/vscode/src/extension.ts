@@ -254,6 +254,12 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     }),
     // Trust granted while running: tests may now be verified.
     vscode.workspace.onDidGrantWorkspaceTrust(() => pushSettings()),
+    // A focused editor: nib warms its model cache for that file (docs/lsp-extensions.md).
+    vscode.window.onDidChangeActiveTextEditor((editor) => {
+      if (editor && client?.isRunning()) {
+        void client.sendNotification('nib/didFocus', { textDocument: { uri: editor.document.uri.toString() } });
+      }
+    }),
     vscode.workspace.onDidChangeConfiguration(async (event) => {
       if (event.affectsConfiguration('nib.serverPath') || event.affectsConfiguration('nib.logLevel')) {
         await stopClient();

@@ -21,7 +21,13 @@ export interface ServerSettings {
   onnxRuntimePath: string;
   threads: number;
   requestTimeoutMs: number;
-  completion: { enabled: boolean; maxTokens: number; contextTokens: number; languages: string[] };
+  completion: {
+    enabled: boolean;
+    maxTokens: number;
+    contextTokens: number;
+    prefillBudgetMs: number;
+    languages: string[];
+  };
   context: { workspace: boolean; maxFiles: number };
   python: { interpreter: string };
   tests: { verify: string; timeBudgetSeconds: number };
@@ -91,6 +97,7 @@ export function toServerSettings(read: SettingsReader, workspaceFolder?: string,
       enabled: get('completion.enabled', true),
       maxTokens: get('completion.maxTokens', 64),
       contextTokens: get('completion.contextTokens', 1024),
+      prefillBudgetMs: get('completion.prefillBudgetMs', 0),
       languages: get<string[]>('completion.languages', []),
     },
     context: { workspace: get('context.workspace', true), maxFiles: get('context.maxFiles', 20000) },

@@ -133,6 +133,7 @@ impl<'a> Asker<'a> {
             stop_tokens: Vec::new(),
             cancel: self.cancel.clone(),
             deadline: self.deadline,
+            prefill_budget_ms: None,
         };
         Ok(self.model.generate(&request, done)?.text)
     }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use ort::session::RunOptions;
 use tokenizers::Tokenizer;
 
+use super::budget::{self, PrefillSpeed};
 use super::lookup::PromptLookup;
 use super::model::{ModelFiles, ModelInfo};
 use super::session::{DecoderSession, KvCache, KvLayout};
@@ -50,6 +51,10 @@ pub struct GenerationRequest {
     pub stop_tokens: Vec<String>,
     pub cancel: CancelToken,
     pub deadline: Option<Instant>,
+    /// The longest prefill this request should wait for, at the engine's measured prefill
+    /// speed: a prompt whose uncached part would take longer keeps its cached head and as many
+    /// of its last tokens as fit (`budget::cap`). Only for prompts that end at the cursor.
+    pub prefill_budget_ms: Option<u64>,
 }
 
 impl GenerationRequest {
@@ -63,6 +68,7 @@ impl GenerationRequest {
             stop_tokens: Vec::new(),
             cancel: CancelToken::default(),
             deadline: None,
+            prefill_budget_ms: None,
         }
     }
 }
@@ -99,6 +105,8 @@ pub struct GenerationStats {
     /// Tokens proposed by prompt lookup, and how many of them the model confirmed.
     pub draft_tokens: usize,
     pub accepted_draft_tokens: usize,
+    /// Prompt tokens left out to keep the prefill within the request's budget.
+    pub capped_tokens: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -121,6 +129,7 @@ pub struct Model {
     bos_token_id: Option<u32>,
     /// Drafting for greedy decoding; `None` decodes one token per run.
     lookup: Option<PromptLookup>,
+    prefill_speed: PrefillSpeed,
     pub stats: EngineStats,
 }
 
@@ -152,8 +161,35 @@ impl Model {
             stop_token_ids: files.stop_token_ids,
             bos_token_id: files.bos_token_id,
             lookup,
+            prefill_speed: PrefillSpeed::default(),
             stats: EngineStats::default(),
         })
+    }
+
+    /// Measures the prefill speed once (latency budgets need it before the first real
+    /// request): a short warm-up run, then a timed run of 64 tokens; the cache starts empty.
+    pub fn calibrate(&mut self) -> Result<(), EngineError> {
+        let vocab = self.session.signature.vocab.unwrap_or(64).max(2) as u32;
+        let ids: Vec<u32> = (0..66).map(|n| n % vocab).collect();
+        self.reset_cache();
+        self.session.forward(&mut self.cache, &ids[..2], None)?;
+        let started = Instant::now();
+        self.session.forward(&mut self.cache, &ids[2..], None)?;
+        self.prefill_speed.record(64, millis(started));
+        self.reset_cache();
+        Ok(())
+    }
+
+    /// Milliseconds per prefilled token, as measured; `None` before any measurement.
+    pub fn prefill_ms_per_token(&self) -> Option<f64> {
+        self.prefill_speed.ms_per_token()
+    }
+
+    /// Fixes the prefill speed the latency budget assumes (tests).
+    #[cfg(test)]
+    pub fn set_prefill_speed_for_test(&mut self, ms_per_token: f64) {
+        self.prefill_speed = PrefillSpeed::default();
+        self.prefill_speed.record(1000, ms_per_token * 1000.0);
     }
 
     /// Token ids of a prompt, pieces tokenized one by one.
@@ -255,9 +291,27 @@ impl Model {
         let mut logits = Vec::new();
         for chunk in prompt[keep..].chunks(PREFILL_CHUNK) {
             Self::check_interrupt(request)?;
+            let started = Instant::now();
             logits = self.session.forward(&mut self.cache, chunk, Some(run_options))?;
+            self.prefill_speed.record(chunk.len(), millis(started));
         }
         Ok(logits)
+    }
+
+    /// `prompt`, cut to fit `request`'s prefill budget (`budget::cap`), and how many tokens
+    /// were left out.
+    fn within_budget(&self, prompt: Vec<u32>, request: &GenerationRequest) -> (Vec<u32>, usize) {
+        let Some(affordable) = request.prefill_budget_ms.and_then(|ms| self.prefill_speed.tokens_within(ms)) else {
+            return (prompt, 0);
+        };
+        let reusable = self.cache.tokens.iter().zip(&prompt).take_while(|(cached, new)| cached == new).count();
+        let cut = budget::Cut {
+            reusable,
+            keep_first: usize::from(self.bos_token_id.is_some()),
+            cached_after: &self.cache.tokens[reusable..],
+        };
+        let ends_line = |id: u32| self.tokenizer.decode(&[id], false).is_ok_and(|text| text.ends_with('\n'));
+        budget::cap(&prompt, cut, affordable, ends_line)
     }
 
     /// Generates a continuation of `request.prompt`. `observer` sees the whole text generated so
@@ -293,7 +347,8 @@ impl Model {
     ) -> Result<Generation, EngineError> {
         let mut stats = GenerationStats::default();
         let started = Instant::now();
-        let prompt = self.tokenize(&request.prompt)?;
+        let (prompt, capped) = self.within_budget(self.tokenize(&request.prompt)?, request);
+        stats.capped_tokens = capped;
         stats.tokenize_ms = millis(started);
         if prompt.is_empty() {
             return Err(EngineError::Inference("the prompt is empty".into()));

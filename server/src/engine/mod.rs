@@ -3,6 +3,7 @@
 //! completion callback) and get results on that thread; the LSP threads never block on it.
 
 pub mod backend;
+mod budget;
 pub mod fim;
 pub mod generate;
 mod lookup;
@@ -250,12 +251,14 @@ pub fn load_model(settings: &EngineSettings) -> Result<Model, EngineError> {
         files.kv_layout,
         files.info.context_length,
     )?;
-    let model = Model::new(files, session)?;
+    let mut model = Model::new(files, session)?;
+    model.calibrate()?;
     tracing::info!(
         model = %dir.display(),
         threads = settings.threads,
-        "model loaded in {} ms",
-        started.elapsed().as_millis()
+        "model loaded in {} ms; prefill {:.2} ms per token",
+        started.elapsed().as_millis(),
+        model.prefill_ms_per_token().unwrap_or_default()
     );
     Ok(model)
 }

@@ -318,6 +318,7 @@ mod tests {
             stop_tokens: Vec::new(),
             cancel: CancelToken::default(),
             deadline: None,
+            prefill_budget_ms: None,
         }
     }
 

@@ -168,3 +168,35 @@ fn bad_model_directories_are_clear_errors() {
     assert!(load(&dir).contains("cannot read tokenizer.json"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_cold_prompt_is_cut_to_the_prefill_budget_and_a_warm_one_runs_whole() {
+    let mut model = model();
+    assert!(model.prefill_ms_per_token().is_some(), "loading measures the prefill speed");
+    // 1 ms per token: a 40 ms budget affords 40 new tokens.
+    model.set_prefill_speed_for_test(1.0);
+    let tokens = |model: &Model, text: &str| model.tokenize(&[PromptPiece::Text(text.to_string())]).unwrap().len();
+    let mut file = String::new();
+    for n in 0.. {
+        let line = format!("def f{n}(x):\n    return x + {n}\n");
+        if tokens(&model, &format!("{file}{line}def g")) > 200 {
+            break;
+        }
+        file.push_str(&line);
+    }
+    let budgeted = |text: &str| GenerationRequest { prefill_budget_ms: Some(40), ..request(text, 2) };
+    let cold = model.generate(&budgeted(&file), &mut |_| Flow::Continue).unwrap();
+    let whole = tokens(&model, &file);
+    assert!(whole > 120, "{whole}");
+    assert!(cold.stats.capped_tokens > 0, "{:?}", cold.stats);
+    assert!(cold.stats.prefilled_tokens <= 41, "{:?}", cold.stats);
+    assert_eq!(cold.stats.prompt_tokens + cold.stats.capped_tokens, whole);
+    // The cache warms with the whole prompt (a pre-warm, no budget) ...
+    model.generate(&request(&file, 0), &mut |_| Flow::Continue).unwrap();
+    // ... and the next keystroke's prompt runs whole.
+    let typed = format!("{file}def g");
+    let warm = model.generate(&budgeted(&typed), &mut |_| Flow::Continue).unwrap();
+    assert_eq!(warm.stats.capped_tokens, 0, "{:?}", warm.stats);
+    assert_eq!(warm.stats.prompt_tokens, tokens(&model, &typed));
+    assert!(warm.stats.reused_tokens + 40 >= warm.stats.prompt_tokens, "{:?}", warm.stats);
+}

@@ -221,7 +221,15 @@ impl Server {
         messages: &Receiver<Message>,
     ) -> i32 {
         loop {
+            // The typing-pause pre-warm's timer; no thread sleeps for it.
+            let pause = match &self.completions.pause {
+                Some((at, _, _)) => crossbeam_channel::at(*at),
+                None => crossbeam_channel::never(),
+            };
             select! {
+                recv(pause) -> _ => {
+                    self.guarded("a typing pause", handlers::inline_completion::pause_elapsed);
+                }
                 recv(incoming) -> frame => match frame {
                     Ok(Frame::Body(body)) => {
                         if let Some(exit_code) = self.handle_message(Incoming::parse(&body)) {

@@ -203,6 +203,16 @@ function M.client_config()
     end,
     on_attach = function(client, bufnr)
       require("nib.inline").attach(client, bufnr)
+      -- Entering the buffer again: nib warms its model cache for it (docs/lsp-extensions.md).
+      vim.api.nvim_create_autocmd("BufEnter", {
+        group = vim.api.nvim_create_augroup("nib.focus." .. bufnr, { clear = true }),
+        buffer = bufnr,
+        callback = function()
+          if not M.is_stopped(client) then
+            M.notify(client, "nib/didFocus", { textDocument = { uri = vim.uri_from_bufnr(bufnr) } })
+          end
+        end,
+      })
     end,
     on_exit = function(_, _, client_id)
       M.status[client_id] = nil

@@ -36,7 +36,7 @@ test('contributed defaults map to exactly the server defaults of docs/configurat
     onnxRuntimePath: '',
     threads: 0,
     requestTimeoutMs: 30000,
-    completion: { enabled: true, maxTokens: 64, contextTokens: 1024, languages: [] },
+    completion: { enabled: true, maxTokens: 64, contextTokens: 1024, prefillBudgetMs: 0, languages: [] },
     context: { workspace: true, maxFiles: 20000 },
     python: { interpreter: '' },
     tests: { verify: 'auto', timeBudgetSeconds: 30 },
@@ -103,7 +103,13 @@ test('user values are passed through, paths expanded', () => {
   assert.equal(settings.modelPath, '/home/u/models/big');
   assert.equal(settings.onnxRuntimePath, '/ws/lib/libonnxruntime.so');
   assert.equal(settings.threads, 3);
-  assert.deepEqual(settings.completion, { enabled: false, maxTokens: 16, contextTokens: 1024, languages: ['python'] });
+  assert.deepEqual(settings.completion, {
+    enabled: false,
+    maxTokens: 16,
+    contextTokens: 1024,
+    prefillBudgetMs: 0,
+    languages: ['python'],
+  });
   assert.equal(settings.python.interpreter, '/ws/.venv/bin/python');
   assert.equal(settings.docstring.style, 'numpy');
 });

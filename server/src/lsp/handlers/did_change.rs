@@ -42,6 +42,8 @@ pub fn handle(server: &mut Server, params: DidChangeTextDocumentParams) {
             let cursor =
                 edited_at.map_or(0, |(start, length)| convert::to_byte(&document.rope, start, encoding) + length);
             super::inline_completion::buffer_edited(server, uri, cursor);
+            let resume = std::time::Instant::now() + super::inline_completion::TYPING_PAUSE;
+            server.completions.pause = Some((resume, uri.to_string(), cursor));
         }
         Err(ChangeError::StaleVersion { current, received }) if current == received => {
             server.log(MessageType::INFO, format!("ignoring a repeated change to {uri} (version {received})"));

@@ -72,7 +72,13 @@ pub struct CompletionState {
     /// Cross-file context from open buffers for the last document: (key, context). Used when
     /// the workspace index is off or has no answer for the document yet.
     pub cross_file: Option<(u64, context::CrossFile)>,
+    /// Where the user last typed, and when the pause after it counts (the main loop's timer
+    /// then pre-warms the prompt up to that line: `pause_elapsed`).
+    pub pause: Option<(Instant, String, usize)>,
 }
+
+/// How long after the last edit typing counts as paused.
+pub const TYPING_PAUSE: Duration = Duration::from_secs(1);
 
 pub fn handle(server: &mut Server, responder: Responder, params: InlineCompletionParams) {
     let invoked = params.context.trigger_kind == InlineCompletionTriggerKind::INVOKED;
@@ -171,18 +177,21 @@ pub fn prepare_for(server: &mut Server, uri: &str, cursor: usize) -> Option<comp
 /// request cancels it (`EngineHandle::submit`).
 pub fn prewarm(server: &mut Server, uri: &str) {
     let Some(document) = server.documents.get(uri) else { return };
-    let config = &server.config.completion;
-    let language_enabled = config.languages.is_empty() || config.languages.contains(&document.language_id);
-    if !config.enabled || !language_enabled {
-        return;
-    }
     let end = document.rope.len_bytes();
     let Some(prepared) = prepare_for(server, uri, end) else { return };
-    let Some((route, info)) = server.engine.serving() else { return };
-    if info.markers_are_text {
-        return; // a remote server keeps its own cache
-    }
     let Some(head) = completion::stable_head(&prepared) else { return };
+    submit_prewarm(server, uri, head);
+}
+
+/// Queues a prefill-only job of `head` at background priority (local model only, completions on).
+fn submit_prewarm(server: &mut Server, uri: &str, head: Vec<crate::engine::PromptPiece>) {
+    let Some(document) = server.documents.get(uri) else { return };
+    let config = &server.config.completion;
+    let language_enabled = config.languages.is_empty() || config.languages.contains(&document.language_id);
+    let Some((route, info)) = server.engine.serving() else { return };
+    if !config.enabled || !language_enabled || info.markers_are_text {
+        return; // completions are off here, or a remote server keeps its own cache
+    }
     tracing::debug!(uri, "pre-warming the KV cache");
     server.engine.submit(Job {
         request: GenerationRequest::greedy(head, 0),
@@ -195,6 +204,32 @@ pub fn prewarm(server: &mut Server, uri: &str) {
             }
         }),
     });
+}
+
+/// Pre-warms the KV cache for a completion at `cursor` of `uri`: the whole prompt up to the
+/// start of the cursor's line (what stays the same while the user types on it), at background
+/// priority. Used when typing pauses, so a prompt cut to its prefill budget grows back to its
+/// full length (while the user types on, cut prompts share their kept lines and reuse each
+/// other); prompts that do not end at the cursor (FIM) warm their stable head as on open.
+pub fn prewarm_line(server: &mut Server, uri: &str, cursor: usize) {
+    let Some(document) = server.documents.get(uri) else { return };
+    let cursor = cursor.min(document.rope.len_bytes());
+    let Some(prepared) = prepare_for(server, uri, cursor) else { return };
+    let head = match &prepared.prompt[..] {
+        [crate::engine::PromptPiece::Text(text)] => match text.rfind('\n') {
+            Some(end) => vec![crate::engine::PromptPiece::Text(text[..=end].to_string())],
+            None => return,
+        },
+        _ => return prewarm(server, uri),
+    };
+    submit_prewarm(server, uri, head);
+}
+
+/// After the main loop's timer: pre-warms where the user paused typing.
+pub fn pause_elapsed(server: &mut Server) {
+    if let Some((_, uri, cursor)) = server.completions.pause.take() {
+        prewarm_line(server, &uri, cursor);
+    }
 }
 
 /// The pipeline's preparation with the server's settings and cached cross-file context; also
@@ -322,6 +357,19 @@ pub fn complete(
     submit(server, responder, prepared, route, shown);
 }
 
+/// The prefill budget of an automatic completion whose prompt ends at the cursor (a plain
+/// prefix prompt): a cold one is cut to what the engine prefills within
+/// `nib.completion.prefillBudgetMs`, so ghost text never waits seconds; the cache warms in the
+/// background when typing pauses (`prewarm_line`) and the prompt grows back. An invoked completion gets its whole prompt.
+fn prefill_budget(
+    config: &crate::config::CompletionConfig,
+    prepared: &completion::Prepared,
+    invoked: bool,
+) -> Option<u64> {
+    let ends_at_cursor = matches!(prepared.prompt[..], [crate::engine::PromptPiece::Text(_)]);
+    (!invoked && ends_at_cursor && config.prefill_budget_ms > 0).then_some(config.prefill_budget_ms)
+}
+
 /// Queues the generation of a prepared completion; its reply is made on the main loop.
 fn submit(server: &mut Server, responder: Responder, prepared: completion::Prepared, route: Route, shown: Shown) {
     let token = CancelToken::default();
@@ -335,6 +383,7 @@ fn submit(server: &mut Server, responder: Responder, prepared: completion::Prepa
         stop_tokens: prepared.stop_tokens.clone(),
         cancel: token,
         deadline: Some(Instant::now() + Duration::from_millis(server.config.request_timeout_ms)),
+        prefill_budget_ms: prefill_budget(&server.config.completion, &prepared, shown.invoked),
     };
     let observer = prepared.observer();
     let request_id = responder.id().to_string();
@@ -356,6 +405,7 @@ fn submit(server: &mut Server, responder: Responder, prepared: completion::Prepa
                     mode = ?prepared.mode,
                     reused = generation.stats.reused_tokens,
                     prefilled = generation.stats.prefilled_tokens,
+                    capped = generation.stats.capped_tokens,
                     generated = generation.stats.generated_tokens,
                     prefill_ms = generation.stats.prefill_ms,
                     decode_ms = generation.stats.decode_ms,

@@ -62,6 +62,13 @@ pub fn request(server: &mut Server, responder: Responder, method: &str, params: 
     }
 }
 
+/// `nib/didFocus`: `{ "textDocument": { "uri": … } }`, like `didClose` (docs/lsp-extensions.md).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FocusParams {
+    text_document: ls_types::TextDocumentIdentifier,
+}
+
 pub fn notification(server: &mut Server, method: &str, params: Value) {
     let outcome = match method {
         Initialized::METHOD => {
@@ -101,6 +108,10 @@ pub fn notification(server: &mut Server, method: &str, params: Value) {
                 ls_types::NumberOrString::String(s) => s,
             };
             code_action_resolve::cancel_progress(server, &token);
+        }),
+        // An editor focused a document (nib's extension): warm the cache for it.
+        "nib/didFocus" => parse_params::<FocusParams>(params).map(|params| {
+            inline_completion::prewarm(server, params.text_document.uri.as_str());
         }),
         // Other notifications (`$/setTrace`, ...) need nothing from nib.
         _ => Ok(()),
