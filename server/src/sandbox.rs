@@ -157,11 +157,19 @@ impl Outcome {
     }
 }
 
+/// Whether runs get isolation, probed once by the first run (`isolation_available`).
+static ISOLATION: OnceLock<bool> = OnceLock::new();
+
+/// `isolation_available` if a run has probed it already, else `None`: asking runs nothing
+/// (nib starts no program except for an explicit action).
+pub fn isolation_probed() -> Option<bool> {
+    ISOLATION.get().copied()
+}
+
 /// Whether runs get their own network and mount namespaces (no network, read-only workspace
-/// folders): needs unprivileged user namespaces. Probed once.
+/// folders): needs unprivileged user namespaces. Probed once, by starting `/bin/sh`.
 pub fn isolation_available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
+    *ISOLATION.get_or_init(|| {
         let Ok(prepared) = Isolation::prepare(&[]) else { return false };
         let mut command = Command::new("/bin/sh");
         command.args(["-c", "exit 0"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());

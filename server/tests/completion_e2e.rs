@@ -11,9 +11,12 @@ use std::path::PathBuf;
 use common::{TestServer, default_model, ghost_text, repo_root};
 use serde_json::json;
 
+/// Workspace context off: these tests are about the KV cache and typing-through, and the
+/// index's answer arriving between two requests changes the prompt's head (docs/context.md);
+/// `context_e2e` tests retrieval.
 fn start(model: &PathBuf) -> TestServer {
     let mut server = TestServer::spawn(&[]);
-    server.initialize(json!({ "modelPath": model, "threads": 2 }), &["utf-16"]);
+    server.initialize(json!({ "modelPath": model, "threads": 2, "context": { "workspace": false } }), &["utf-16"]);
     let status = server.wait_for_status(|s| s["state"] == "ready" || s["state"] == "error");
     assert_eq!(status["state"], "ready", "{status}");
     server

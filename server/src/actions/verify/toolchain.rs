@@ -91,7 +91,8 @@ pub fn summary(python_interpreter: Option<&Path>, root: &Path) -> serde_json::Va
         "node": describe(node()),
         "go": describe(go()),
         "cargo": describe(cargo()),
-        "isolation": crate::sandbox::isolation_available(),
+        // Known once a test run has probed it: the status starts no program.
+        "isolation": crate::sandbox::isolation_probed(),
     })
 }
 
