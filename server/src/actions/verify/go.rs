@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Report, Round, Runner, TEST_TIME_LIMIT, TestResult, cancelled, fix_rounds};
+use super::{Build, Report, Round, Runner, TEST_TIME_LIMIT, TestResult, build_what_compiles, cancelled, fix_rounds};
 use crate::actions::unit_tests::{self, Plan, Test};
 use crate::actions::{ActionError, Target};
 use crate::engine::CancelToken;
@@ -62,33 +62,18 @@ impl Runner for Go {
             let mut round = Round::default();
             let mut building: Vec<Test> = batch.to_vec();
             // Build; a candidate that does not compile fails with the compiler's message.
-            let (folder, binary) = loop {
-                if building.is_empty() {
-                    return Ok(round);
-                }
+            let build = |building: &[Test]| {
                 let folder = private_folder()?;
-                let (text, starts) = candidate_file(target, plan, &building)?;
-                match self.build(target, plan, &folder, &text, cancel).map_err(cancelled)? {
-                    Ok(binary) => break (folder, binary),
-                    Err(errors) => {
-                        let broken = broken_tests(&errors, &building, &starts);
-                        if broken.is_empty() {
-                            round.module_error =
-                                Some(errors.lines().find(|l| l.contains(": ")).unwrap_or(&errors).trim().to_string());
-                            return Ok(round);
-                        }
-                        for (index, error) in broken.iter().rev() {
-                            let test = building.remove(*index);
-                            let result = TestResult {
-                                name: test.name,
-                                outcome: "fail".into(),
-                                error: Some(error.clone()),
-                                ..TestResult::default()
-                            };
-                            round.results.push((result, None));
-                        }
-                    }
-                }
+                let (text, starts) = candidate_file(target, plan, building)?;
+                Ok(match self.build(target, plan, &folder, &text, cancel).map_err(cancelled)? {
+                    Ok(binary) => Build::Built((folder, binary)),
+                    Err(errors) => Build::Failed { broken: broken_tests(&errors, building, &starts), errors },
+                })
+            };
+            let module_error =
+                |errors: &str| errors.lines().find(|l| l.contains(": ")).unwrap_or(errors).trim().to_string();
+            let Some((folder, binary)) = build_what_compiles(&mut round, &mut building, build, module_error)? else {
+                return Ok(round);
             };
             for test in &building {
                 let (result, observation) =

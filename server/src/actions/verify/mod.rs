@@ -155,6 +155,49 @@ pub struct Round {
     pub results: Vec<(TestResult, Option<String>)>,
 }
 
+/// One build of a batch of candidates for a compiled language (Go, Rust).
+pub enum Build<T> {
+    Built(T),
+    /// The compiler's `errors`, and the candidates (index, message) they blame.
+    Failed {
+        errors: String,
+        broken: Vec<(usize, String)>,
+    },
+}
+
+/// Builds `building` until it compiles: each candidate the compiler blames fails with its
+/// message and leaves the batch. `None` when none is left, or when the errors blame no
+/// candidate: then `module_error(errors)` is the round's module error.
+pub fn build_what_compiles<T>(
+    round: &mut Round,
+    building: &mut Vec<Test>,
+    mut build: impl FnMut(&[Test]) -> Result<Build<T>, ActionError>,
+    module_error: impl Fn(&str) -> String,
+) -> Result<Option<T>, ActionError> {
+    while !building.is_empty() {
+        match build(building)? {
+            Build::Built(built) => return Ok(Some(built)),
+            Build::Failed { errors, broken } if broken.is_empty() => {
+                round.module_error = Some(module_error(&errors));
+                return Ok(None);
+            }
+            Build::Failed { broken, .. } => {
+                for (index, error) in broken.into_iter().rev() {
+                    let test = building.remove(index);
+                    let result = TestResult {
+                        name: test.name,
+                        outcome: "fail".into(),
+                        error: Some(error),
+                        ..TestResult::default()
+                    };
+                    round.results.push((result, None));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Most times a candidate is fixed and run again.
 const FIX_ROUNDS: usize = 3;
 

@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Report, Round, Runner, TEST_TIME_LIMIT, TestResult, cancelled, fix_rounds};
+use super::{Build, Report, Round, Runner, TEST_TIME_LIMIT, TestResult, build_what_compiles, cancelled, fix_rounds};
 use crate::actions::unit_tests::{Plan, Test};
 use crate::actions::{ActionError, Target};
 use crate::engine::CancelToken;
@@ -70,31 +70,15 @@ impl Runner for Rust {
             let mut round = Round::default();
             let mut building: Vec<Test> = batch.to_vec();
             // Build; a candidate that does not compile fails with the compiler's message.
-            let (built, starts) = loop {
-                if building.is_empty() {
-                    return Ok(round);
-                }
-                let (module, starts) = candidate_module(&source, &building);
-                match self.build(target, plan, &format!("{source}{module}"), cancel)? {
-                    Ok(built) => break (built, starts),
-                    Err(errors) => {
-                        let broken = broken_tests(&errors, &building, &starts);
-                        if broken.is_empty() {
-                            round.module_error = Some(first_error(&errors));
-                            return Ok(round);
-                        }
-                        for (index, error) in broken.iter().rev() {
-                            let test = building.remove(*index);
-                            let result = TestResult {
-                                name: test.name,
-                                outcome: "fail".into(),
-                                error: Some(error.clone()),
-                                ..TestResult::default()
-                            };
-                            round.results.push((result, None));
-                        }
-                    }
-                }
+            let build = |building: &[Test]| {
+                let (module, starts) = candidate_module(&source, building);
+                Ok(match self.build(target, plan, &format!("{source}{module}"), cancel)? {
+                    Ok(built) => Build::Built((built, starts)),
+                    Err(errors) => Build::Failed { broken: broken_tests(&errors, building, &starts), errors },
+                })
+            };
+            let Some((built, starts)) = build_what_compiles(&mut round, &mut building, build, first_error)? else {
+                return Ok(round);
             };
             let names: Vec<String> = building.iter().map(|t| format!("{MODULE}::{}", t.name)).collect();
             let outcomes = self.run(plan, &built, &names, cancel)?;
