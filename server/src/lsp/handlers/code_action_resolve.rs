@@ -133,6 +133,7 @@ pub fn write_tests(server: &mut Server, responder: Responder, data: &ActionData,
         queue: server.engine.task_queue(),
         cancel: cancel.clone(),
         budget: verify::budget::Budget::new(server.config.tests_time_budget),
+        calls_from_code: true,
     };
     let main_loop = server.main_loop.clone();
     let (notes, reporter) = (main_loop.clone(), progress.clone());
