@@ -2,7 +2,9 @@
 //! tree, unique names, the headers a file still lacks (imports, a `unittest` class, a Rust
 //! test module, a Go package clause) and the check that the result parses.
 
-use tree_sitter::Node;
+use std::collections::HashMap;
+
+use tree_sitter::{Node, Query, QueryCursor, StreamingIterator, Tree};
 
 use super::{Plan, PythonStyle};
 use crate::actions::scaffold::AsyncStyle;
@@ -48,63 +50,62 @@ fn node_text(code: &str, node: Node) -> String {
     code[node.byte_range()].to_string()
 }
 
-/// Complete, error-free tests in `code`.
+/// Complete, error-free tests in `code`, as the language's `tests.scm` finds them, in document
+/// order; a test inside another one found is part of it.
 pub fn find_tests(language: Language, code: &str) -> Vec<Test> {
+    let Some(query) = language.queries().tests.as_ref() else {
+        return Vec::new();
+    };
     let rope = ropey::Rope::from_str(code);
     let Some(tree) = syntax::parse(&mut language.parser(), &rope, None) else {
         return Vec::new();
     };
-    let mut tests = Vec::new();
-    let mut cursor = tree.walk();
-    loop {
-        let node = cursor.node();
-        let found = match (language, node.kind()) {
-            (Language::Python, "function_definition") => {
-                // With its decorators (`@pytest.mark.asyncio`).
-                let whole = node.parent().filter(|p| p.kind() == "decorated_definition").unwrap_or(node);
-                node.child_by_field_name("name")
-                    .map(|n| node_text(code, n))
-                    .filter(|name| name.starts_with("test"))
-                    .map(|name| Test { name, text: node_text(code, whole) })
+    let found = test_nodes(query, &tree, code);
+    let mut outermost: Vec<&FoundTest> = found
+        .values()
+        .filter(|test| !test.node.has_error())
+        .filter(|test| {
+            let mut ancestor = test.node.parent();
+            while let Some(node) = ancestor {
+                if found.get(&node.id()).is_some_and(|outer| !outer.node.has_error()) {
+                    return false;
+                }
+                ancestor = node.parent();
             }
-            (Language::Rust, "function_item") => node
-                .prev_sibling()
-                .filter(|attribute| {
-                    attribute.kind() == "attribute_item" && node_text(code, *attribute).contains("test")
-                })
-                .and_then(|attribute| {
-                    let name = node.child_by_field_name("name").map(|n| node_text(code, n))?;
-                    Some(Test { name, text: code[attribute.start_byte()..node.end_byte()].to_string() })
-                }),
-            (Language::Go, "function_declaration") => node
-                .child_by_field_name("name")
-                .map(|n| node_text(code, n))
-                .filter(|name| name.starts_with("Test"))
-                .map(|name| Test { name, text: node_text(code, node) }),
-            (Language::JavaScript | Language::TypeScript | Language::Tsx, "expression_statement") => {
-                let call = node.named_child(0).filter(|c| c.kind() == "call_expression");
-                call.and_then(|call| {
-                    let callee = call.child_by_field_name("function").map(|f| node_text(code, f))?;
-                    if callee != "test" && callee != "it" {
-                        return None;
-                    }
-                    let title = call.child_by_field_name("arguments")?.named_child(0).map(|t| node_text(code, t))?;
-                    Some(Test { name: title, text: node_text(code, node) })
-                })
-            }
-            _ => None,
+            true
+        })
+        .collect();
+    outermost.sort_by_key(|test| test.node.start_byte());
+    outermost
+        .iter()
+        .map(|test| Test { name: node_text(code, test.name), text: code[test.start..test.node.end_byte()].to_string() })
+        .collect()
+}
+
+/// A test the query captured: the test, its name, and where its text starts (decorators and
+/// attributes included).
+struct FoundTest<'tree> {
+    node: Node<'tree>,
+    name: Node<'tree>,
+    start: usize,
+}
+
+/// Every test node `query` captures in `tree`, by node id.
+fn test_nodes<'tree>(query: &Query, tree: &'tree Tree, code: &str) -> HashMap<usize, FoundTest<'tree>> {
+    let mut found: HashMap<usize, FoundTest> = HashMap::new();
+    let mut cursor = QueryCursor::new();
+    let mut matches = cursor.matches(query, tree.root_node(), code.as_bytes());
+    while let Some(matched) = matches.next() {
+        let captured = |name: &str| {
+            let index = query.capture_index_for_name(name)?;
+            matched.captures().iter().find(|capture| capture.index == index).map(|capture| capture.node)
         };
-        if let Some(test) = found.filter(|_| !node.has_error()) {
-            tests.push(test);
-        } else if cursor.goto_first_child() {
-            continue;
-        }
-        while !cursor.goto_next_sibling() {
-            if !cursor.goto_parent() {
-                return tests;
-            }
-        }
+        let (Some(node), Some(name)) = (captured("test"), captured("name")) else { continue };
+        let start = captured("start").map_or(node.start_byte(), |start| start.start_byte());
+        let test = found.entry(node.id()).or_insert(FoundTest { node, name, start });
+        test.start = test.start.min(start);
     }
+    found
 }
 
 /// Renames tests whose names are taken (in the target file or earlier in the batch).

@@ -390,5 +390,6 @@ fn tests_are_found_per_language() {
         TypeScript:
           "typed" = "test(\"typed\", (): void => {\n  assert.ok(true);\n});"
         Java:
-    "##]].assert_eq(&found.join("\n"));
+    "##]]
+    .assert_eq(&found.join("\n"));
 }
