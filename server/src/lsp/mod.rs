@@ -6,6 +6,7 @@ pub mod convert;
 pub mod handlers;
 pub mod jsonrpc;
 pub mod model_wait;
+pub mod prewarm;
 pub mod server;
 pub mod transport;
 pub mod workspace_edit;
