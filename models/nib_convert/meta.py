@@ -14,11 +14,13 @@ from . import __version__
 
 # The FIM table shared with the server (models/fim.json): family -> candidate (prefix, suffix,
 # middle) marker triples, first match wins; "" for Codestral's missing middle marker (the model
-# generates after `[SUFFIX]S[PREFIX]P`).
+# generates after `[SUFFIX]S[PREFIX]P`). Then the family's repository tokens (name, file
+# separator), or None.
 FIM_TABLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fim.json")
 with open(FIM_TABLE, encoding="utf-8") as _table:
-    FIM_FAMILIES: list[tuple[str, list[tuple[str, str, str]]]] = [
-        (family["name"], [(s["prefix"], s["suffix"], s["middle"] or "") for s in family["spellings"]])
+    FIM_FAMILIES: list[tuple[str, list[tuple[str, str, str]], tuple[str, str] | None]] = [
+        (family["name"], [(s["prefix"], s["suffix"], s["middle"] or "") for s in family["spellings"]],
+         (family["repository"]["name"], family["repository"]["fileSeparator"]) if family["repository"] else None)
         for family in json.load(_table)["families"]]
 
 # Tokens that end a completion when present in the vocabulary (the GGUF's eos is added first).
@@ -27,11 +29,16 @@ STOP_CANDIDATES = ["<|im_end|>", "<|endoftext|>", "<file_sep>", "<|file_sep|>", 
 
 
 def detect_fim(tokens: list[str]) -> dict | None:
+    """The FIM family whose markers are all tokens of the vocabulary, with its repository tokens
+    when the vocabulary has both (else `repository` is None)."""
     vocab = set(tokens)
-    for family, triples in FIM_FAMILIES:
+    for family, triples, repository in FIM_FAMILIES:
         for pre, suf, mid in triples:
             if pre in vocab and suf in vocab and (mid == "" or mid in vocab):
-                return {"family": family, "prefix": pre, "suffix": suf, "middle": mid or None}
+                has_repository = repository is not None and all(token in vocab for token in repository)
+                return {"family": family, "prefix": pre, "suffix": suf, "middle": mid or None,
+                        "repository": {"name": repository[0], "fileSeparator": repository[1]}
+                        if has_repository else None}
     return None
 
 

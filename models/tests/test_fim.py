@@ -28,6 +28,18 @@ def test_detect_fim(tokens, family):
             assert fim[key] in tokens
 
 
+@pytest.mark.parametrize("tokens,repository", [
+    (["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|repo_name|>", "<|file_sep|>"],
+     {"name": "<|repo_name|>", "fileSeparator": "<|file_sep|>"}),
+    (["<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<repo_name>", "<file_sep>"],
+     {"name": "<repo_name>", "fileSeparator": "<file_sep>"}),
+    (["<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<file_sep>"], None),  # both tokens, or none
+    (["<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", "<repo_name>", "<file_sep>"], None),  # not the family's
+])
+def test_detect_repository_tokens(tokens, repository):
+    assert detect_fim(BASE + tokens)["repository"] == repository
+
+
 def test_stop_tokens_eos_first():
     toks = ["<|im_end|>", "x", "<|endoftext|>", "<file_sep>"]
     assert stop_tokens(toks, 2) == ["<|endoftext|>", "<|im_end|>", "<file_sep>"]
@@ -41,7 +53,7 @@ def test_nib_json_of_synthetic(synthetic, tmp_path):
     nib = json.load(open(tmp_path / "nib.json"))
     assert nib["format_version"] == 1 and nib["precision"] == "fp32" and nib["architecture"] == "llama"
     assert nib["fim"] == {"family": "starcoder", "prefix": "<fim_prefix>", "suffix": "<fim_suffix>",
-                          "middle": "<fim_middle>"}
+                          "middle": "<fim_middle>", "repository": None}
     assert nib["stop_tokens"][0] == "<|endoftext|>" and "<file_sep>" in nib["stop_tokens"]
     assert nib["add_bos"] is False and nib["chat"] is None and nib["context_length"] == 256
     assert nib["kv_cache"] == "shared_buffer"

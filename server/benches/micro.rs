@@ -91,7 +91,7 @@ fn bench_context_and_prompt(c: &mut Criterion) {
         b.iter(|| black_box(context::cross_file(&document, &other_refs, budget, &folders)))
     });
     c.bench_function("context_build", |b| {
-        b.iter(|| black_box(context::build(&document, cursor, config.context_tokens, &cross_file, &folders, false)))
+        b.iter(|| black_box(context::build(&document, cursor, config.context_tokens, &cross_file, &folders, None)))
     });
 
     let files = nib::engine::model::load(&model_dir()).expect("the default model (make setup)");

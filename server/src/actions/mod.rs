@@ -9,6 +9,8 @@ pub mod docstring;
 mod fixture_tests;
 pub mod project_files;
 pub mod scaffold;
+#[cfg(test)]
+mod scripted_tests;
 pub mod unit_tests;
 pub mod verify;
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use ropey::Rope;
 use tree_sitter::Tree;
 
+use super::prompt::{FimFormat, RepositorySection};
 use crate::document::Document;
 use crate::syntax::Language;
 use crate::syntax::languages::Blocks;
@@ -43,6 +44,9 @@ pub struct CompletionContext {
     pub suffix: String,
     /// Names of the sources used, for inspection.
     pub sources: Vec<String>,
+    /// For models with repository tokens: the retrieved code and the file's path, laid out
+    /// before the code with the tokens instead of in `header`.
+    pub repository: Option<RepositorySection>,
 }
 
 pub fn comment_prefix(language: Option<Language>) -> &'static str {
@@ -241,19 +245,24 @@ pub fn cross_file(
     let query = rope.byte_slice(..rope.len_bytes().min(SIMILAR_QUERY_BYTES)).to_string();
     let spent: usize = snippets.iter().map(|snippet| snippet.1.len()).sum();
     let similar = similar_windows(&query, others, budget_bytes - spent, &mut sources);
+    let mut files = Vec::new();
     for (uri, snippet) in snippets.iter().chain(&similar) {
         let name = display_path(crate::document::file_uri_to_path(uri).as_deref(), uri, workspace_folders);
         text.push_str(&format!("{comment} from {name}:\n{}\n\n", snippet.trim_end()));
+        files.push((name, snippet.trim_end().to_string()));
     }
-    CrossFile { text, sources }
+    CrossFile { text, sources, files }
 }
 
 /// Context from other files, rendered for the head of the prompt, with the names of its
 /// sources (for `nib complete --json` and `nib/inspect`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CrossFile {
+    /// The snippets as comment-headed blocks (`# from <path>:`).
     pub text: String,
     pub sources: Vec<String>,
+    /// The same snippets as (path, code), for prompts with repository tokens.
+    pub files: Vec<(String, String)>,
 }
 
 /// The byte budget for cross-file context within a prompt budget of `context_tokens`.
@@ -280,22 +289,25 @@ pub fn render_snippets(
         }
         rendered.text.push_str(&piece);
         rendered.sources.push(snippet.source(&name));
+        rendered.files.push((name, snippet.text.trim_end().to_string()));
     }
     rendered
 }
 
 /// Builds the context for `cursor` in `document`. `cross_file` comes from `cross_file` or
-/// the workspace index (usually cached per scope). `with_suffix`: the prompt format shows the
-/// model the code after the cursor (FIM); without it, that share of the budget goes to the
-/// prefix.
+/// the workspace index (usually cached per scope). With a FIM format the model sees the code
+/// after the cursor (without one, that share of the budget goes to the prefix), and a format
+/// with repository tokens gets the cross-file code and the path as a `RepositorySection`
+/// instead of comment lines in the header.
 pub fn build(
     document: &Document,
     cursor: usize,
     budget_tokens: usize,
     cross_file: &CrossFile,
     workspace_folders: &[std::path::PathBuf],
-    with_suffix: bool,
+    fim: Option<&FimFormat>,
 ) -> CompletionContext {
+    let with_suffix = fim.is_some();
     let rope = &document.rope;
     let cursor = cursor.min(rope.len_bytes());
     let budget = budget_tokens * BYTES_PER_TOKEN;
@@ -308,16 +320,26 @@ pub fn build(
     // Other files' code first, then the file's own path line right above its code: the layout
     // of repository-level training data (the path names the file the code belongs to).
     let cross_file_budget = budget * 3 / 10;
-    if !cross_file.text.is_empty() && cross_file.text.len() <= cross_file_budget {
-        header.push_str(&cross_file.text);
+    let fits = !cross_file.text.is_empty() && cross_file.text.len() <= cross_file_budget;
+    if fits {
         sources.extend(cross_file.sources.iter().cloned());
     }
-    let comment = comment_prefix(document.language);
     let path = display_path(document.path.as_deref(), &document.uri, workspace_folders);
-    header.push_str(&format!("{comment} {path}\n"));
     sources.push("path".to_string());
+    let repository = fim.and_then(FimFormat::repository).map(|_| RepositorySection {
+        name: repository_name(document.path.as_deref(), workspace_folders),
+        files: if fits { cross_file.files.clone() } else { Vec::new() },
+        path: path.clone(),
+    });
+    if repository.is_none() {
+        if fits {
+            header.push_str(&cross_file.text);
+        }
+        header.push_str(&format!("{} {path}\n", comment_prefix(document.language)));
+    }
+    let head_bytes = header.len() + repository.as_ref().map_or(0, RepositorySection::text_len);
     let suffix_budget = if with_suffix { budget * 15 / 100 } else { 0 };
-    let prefix_budget = budget.saturating_sub(header.len() + suffix_budget);
+    let prefix_budget = budget.saturating_sub(head_bytes + suffix_budget);
     let start_line = prefix_start_line(rope, cursor, prefix_budget, scope.as_ref());
     let window_start = line_start(rope, start_line);
     // Imports above the window keep names resolvable.
@@ -341,5 +363,17 @@ pub fn build(
     let end = suffix_end(rope, cursor, suffix_budget, scope.as_ref());
     let suffix = rope.byte_slice(cursor..end).to_string();
     sources.push("suffix".to_string());
-    CompletionContext { header, prefix, suffix, sources }
+    CompletionContext { header, prefix, suffix, sources, repository }
+}
+
+/// The repository's name in a repository-level prompt: the name of the workspace folder that
+/// holds the file (of the first folder, for a file outside them).
+fn repository_name(path: Option<&Path>, workspace_folders: &[std::path::PathBuf]) -> String {
+    let folder = workspace_folders
+        .iter()
+        .find(|folder| path.is_some_and(|path| path.starts_with(folder)))
+        .or(workspace_folders.first());
+    folder
+        .and_then(|folder| folder.file_name())
+        .map_or_else(|| "workspace".to_string(), |name| name.to_string_lossy().into())
 }

@@ -32,6 +32,8 @@ pub struct Prepared {
     pub stop_tokens: Vec<String>,
     pub mode: Mode,
     pub context: CompletionContext,
+    /// How many pieces at the head of `prompt` are the repository section (0 without one).
+    repository_pieces: usize,
     surroundings: Surroundings,
     snapshot: Snapshot,
 }
@@ -100,7 +102,7 @@ pub fn prepare(inputs: &Inputs) -> Option<Prepared> {
     let budget_tokens = budget_tokens(inputs.config, inputs.model);
     let fim = FimFormat::for_model(inputs.model);
     let context =
-        context::build(document, cursor, budget_tokens, inputs.cross_file, inputs.workspace_folders, fim.is_some());
+        context::build(document, cursor, budget_tokens, inputs.cross_file, inputs.workspace_folders, fim.as_ref());
     // Token healing, the simple way: byte-level BPE vocabularies glue a space to the word after
     // it (" return") and a newline to the indentation but its last space. A prompt ending in a
     // space makes the model start with something unusual (often a newline); without that
@@ -109,9 +111,16 @@ pub fn prepare(inputs: &Inputs) -> Option<Prepared> {
     if prompt_prefix.ends_with(' ') {
         prompt_prefix.pop();
     }
-    let prompt = match &fim {
-        Some(format) => format.build(prompt_prefix, context.suffix.clone()),
-        None => vec![PromptPiece::Text(prompt_prefix)],
+    let prompt = match (&fim, &context.repository) {
+        (Some(format), Some(section)) => format.build_in_repository(section, prompt_prefix, context.suffix.clone()),
+        (Some(format), None) => format.build(prompt_prefix, context.suffix.clone()),
+        (None, _) => vec![PromptPiece::Text(prompt_prefix)],
+    };
+    let repository_pieces = match (&fim, &context.repository) {
+        (Some(format), Some(section)) => {
+            format.repository().map_or(0, |tokens| prompt::repository_head(tokens, section).len())
+        }
+        _ => 0,
     };
     let max_tokens = match mode {
         Mode::SingleLine => inputs.config.max_tokens.min(SINGLE_LINE_MAX_TOKENS),
@@ -130,6 +139,7 @@ pub fn prepare(inputs: &Inputs) -> Option<Prepared> {
         stop_tokens: fim.map(|format| format.stop_tokens()).unwrap_or_default(),
         mode,
         context,
+        repository_pieces,
         surroundings,
         snapshot: Snapshot {
             rope: document.rope.clone(),
@@ -141,19 +151,20 @@ pub fn prepare(inputs: &Inputs) -> Option<Prepared> {
 }
 
 /// The start of `prepared`'s prompt that stays the same wherever the cursor is in the file (the
-/// markers before the code and the context header), for pre-warming the KV cache; `None` when
-/// the prompt does not start with it (suffix-first FIM).
+/// repository section, the markers before the code and the context header), for pre-warming
+/// the KV cache; `None` when the prompt does not start with it (suffix-first FIM).
 pub fn stable_head(prepared: &Prepared) -> Option<Vec<PromptPiece>> {
     let header = &prepared.context.header;
-    let mut head = Vec::new();
-    for piece in &prepared.prompt {
+    let (repository, rest) = prepared.prompt.split_at(prepared.repository_pieces);
+    let mut head = repository.to_vec();
+    for piece in rest {
         match piece {
             PromptPiece::Special(_) => head.push(piece.clone()),
             PromptPiece::Text(text) if !header.is_empty() && text.starts_with(header.as_str()) => {
                 head.push(PromptPiece::Text(header.clone()));
                 return Some(head);
             }
-            PromptPiece::Text(_) => return None,
+            PromptPiece::Text(_) => return (!repository.is_empty()).then_some(head),
         }
     }
     None
@@ -334,6 +345,101 @@ mod tests {
         );
         assert!(prepared.stop_tokens.contains(&"<file_sep>".to_string()));
         assert_eq!(prepared.mode, Mode::SingleLine);
+    }
+
+    /// Prepares a completion at `$0` in /w/shop/cart.py with one retrieved snippet.
+    fn prepare_with_retrieved(info: &ModelInfo) -> Prepared {
+        let source = "from shop.pricing import total\n\ndef checkout(cart):\n    return $0\n";
+        let cursor = source.find("$0").unwrap();
+        let document =
+            Document::new("file:///w/shop/cart.py".into(), "python".into(), 1, &source.replacen("$0", "", 1));
+        let snippet = "def total(items):\n    ...".to_string();
+        let cross_file = context::CrossFile {
+            text: format!("# from pricing.py:\n{snippet}\n\n"),
+            sources: vec!["definition:pricing.py:total".into()],
+            files: vec![("pricing.py".into(), snippet)],
+        };
+        let config = Config::default();
+        let inputs = Inputs {
+            document: &document,
+            cursor,
+            config: &config.completion,
+            model: info,
+            cross_file: &cross_file,
+            workspace_folders: &[PathBuf::from("/w/shop")],
+        };
+        prepare(&inputs).expect("a completion is possible at the cursor")
+    }
+
+    #[test]
+    fn families_with_repository_tokens_get_each_retrieved_file_as_its_own_section() {
+        let code = "from shop.pricing import total\n\ndef checkout(cart):\n    return";
+        let qwen = ["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|repo_name|>", "<|file_sep|>"];
+        let starcoder2 = ["<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<repo_name>", "<file_sep>"];
+        let cases = [
+            (
+                model(&qwen),
+                format!(
+                    "<|repo_name|>shop\n<|file_sep|>pricing.py\ndef total(items):\n    ...\n\
+                     <|file_sep|>cart.py\n<|fim_prefix|>{code}<|fim_suffix|>\n<|fim_middle|>"
+                ),
+            ),
+            (
+                model(&starcoder2),
+                format!(
+                    "<repo_name>shop\n<file_sep>pricing.py\ndef total(items):\n    ...\n\
+                     <file_sep>cart.py\n<fim_prefix>{code}<fim_suffix>\n<fim_middle>"
+                ),
+            ),
+            // Without the repository tokens in the vocabulary (StarCoder 1, CodeGemma), and for
+            // families without them: the comment-block form.
+            (
+                model(&starcoder2[..3]),
+                format!(
+                    "<fim_prefix># from pricing.py:\ndef total(items):\n    ...\n\n# cart.py\n{code}<fim_suffix>\n<fim_middle>"
+                ),
+            ),
+            (
+                model(&["<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", "<|repo_name|>", "<|file_sep|>"]),
+                format!(
+                    "<｜fim▁begin｜># from pricing.py:\ndef total(items):\n    ...\n\n# cart.py\n{code}<｜fim▁hole｜>\n<｜fim▁end｜>"
+                ),
+            ),
+        ];
+        for (info, expected) in cases {
+            let prepared = prepare_with_retrieved(&info);
+            assert_eq!(prompt::render(&prepared.prompt), expected);
+            assert!(prepared.context.sources.contains(&"definition:pricing.py:total".to_string()));
+        }
+    }
+
+    #[test]
+    fn a_remote_model_gets_repository_tokens_when_its_name_was_trained_with_them() {
+        let remote = |name: &str, family: &str| ModelInfo {
+            name: name.into(),
+            fim_family: Some(family.into()),
+            markers_are_text: true,
+            ..model(&[])
+        };
+        let rendered = |info: &ModelInfo| prompt::render(&prepare_with_retrieved(info).prompt);
+        assert!(rendered(&remote("Qwen/Qwen2.5-Coder-7B", "qwen")).starts_with("<|repo_name|>shop\n<|file_sep|>"));
+        assert!(rendered(&remote("bigcode/starcoder2-15b", "starcoder")).starts_with("<repo_name>shop\n<file_sep>"));
+        assert!(
+            rendered(&remote("bigcode/starcoderbase-1b", "starcoder")).starts_with("<fim_prefix># from pricing.py")
+        );
+        assert!(rendered(&remote("google/codegemma-2b", "qwen")).starts_with("<|fim_prefix|># from pricing.py"));
+    }
+
+    #[test]
+    fn the_stable_head_of_a_repository_prompt_ends_before_the_code() {
+        let info = model(&["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|repo_name|>", "<|file_sep|>"]);
+        let prepared = prepare_with_retrieved(&info);
+        let head = stable_head(&prepared).expect("a stable head");
+        assert_eq!(
+            prompt::render(&head),
+            "<|repo_name|>shop\n<|file_sep|>pricing.py\ndef total(items):\n    ...\n<|file_sep|>cart.py\n<|fim_prefix|>"
+        );
+        assert!(prompt::render(&prepared.prompt).starts_with(&prompt::render(&head)));
     }
 
     #[test]

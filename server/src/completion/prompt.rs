@@ -2,7 +2,7 @@
 //! special tokens, each checked to be a single token) and the plain prefix prompt used for
 //! models without FIM, such as the default SmolLM2.
 
-use crate::engine::fim::{self, Markers};
+use crate::engine::fim::{self, Markers, RepositoryTokens};
 use crate::engine::{ModelInfo, PromptPiece};
 
 /// The families whose prompts nib can lay out; their markers come from `models/fim.json`.
@@ -43,6 +43,29 @@ impl FimFamily {
 pub struct FimFormat {
     pub family: FimFamily,
     markers: Markers,
+    /// The repository tokens, where the model has them (`models/fim.json`'s `repository`).
+    repository: Option<RepositoryTokens>,
+}
+
+/// What goes before the current file's code in a repository-level prompt.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepositorySection {
+    /// The repository's name: its workspace folder's.
+    pub name: String,
+    /// Retrieved code, each as its own file section: (path, code).
+    pub files: Vec<(String, String)>,
+    /// The current file's path.
+    pub path: String,
+}
+
+impl RepositorySection {
+    /// Its length in bytes without the tokens, for the prompt budget.
+    pub fn text_len(&self) -> usize {
+        self.name.len()
+            + self.path.len()
+            + 2
+            + self.files.iter().map(|(path, code)| path.len() + code.len() + 2).sum::<usize>()
+    }
 }
 
 impl FimFormat {
@@ -64,18 +87,28 @@ impl FimFormat {
                 && markers.middle.as_deref().is_none_or(is_token)
         };
         let declared_family = info.fim_family.as_deref();
-        if let (Some(family), Some(markers)) = (declared_family.and_then(FimFamily::from_name), &info.fim_markers)
+        let format = if let (Some(family), Some(markers)) =
+            (declared_family.and_then(FimFamily::from_name), &info.fim_markers)
             && usable(markers)
         {
-            return Some(FimFormat { family, markers: markers.clone() });
-        }
-        fim::families().iter().filter(|entry| declared_family.is_none_or(|declared| declared == entry.name)).find_map(
-            |entry| {
-                let family = FimFamily::from_name(&entry.name)?;
-                let markers = entry.spellings.iter().find(|markers| usable(markers))?;
-                Some(FimFormat { family, markers: markers.clone() })
-            },
-        )
+            FimFormat { family, markers: markers.clone(), repository: None }
+        } else {
+            fim::families()
+                .iter()
+                .filter(|entry| declared_family.is_none_or(|declared| declared == entry.name))
+                .find_map(|entry| {
+                    let family = FimFamily::from_name(&entry.name)?;
+                    let markers = entry.spellings.iter().find(|markers| usable(markers))?;
+                    Some(FimFormat { family, markers: markers.clone(), repository: None })
+                })?
+        };
+        let repository = repository_tokens(info, format.family);
+        Some(FimFormat { repository, ..format })
+    }
+
+    /// The repository tokens, when the model has them.
+    pub fn repository(&self) -> Option<&RepositoryTokens> {
+        self.repository.as_ref()
     }
 
     pub fn markers(&self) -> &Markers {
@@ -116,6 +149,18 @@ impl FimFormat {
         }
     }
 
+    /// A repository-level FIM prompt: `{name}repo\n`, a `{file_separator}path\ncode` section per
+    /// retrieved file, the current file's `{file_separator}path\n`, then the FIM prompt of its
+    /// code (llama.cpp's `/infill` layout). Without repository tokens, `build`'s prompt.
+    pub fn build_in_repository(&self, section: &RepositorySection, prefix: String, suffix: String) -> Vec<PromptPiece> {
+        let Some(tokens) = &self.repository else {
+            return self.build(prefix, suffix);
+        };
+        let mut pieces = repository_head(tokens, section);
+        pieces.extend(self.build(prefix, suffix));
+        pieces
+    }
+
     /// Tokens that end a FIM completion besides the model's own stop tokens.
     pub fn stop_tokens(&self) -> Vec<String> {
         let mut stops = fim::family(self.family.name()).map(|entry| entry.stop_tokens.clone()).unwrap_or_default();
@@ -124,6 +169,33 @@ impl FimFormat {
         stops.extend(self.markers.middle.clone());
         stops
     }
+}
+
+/// The repository section's pieces, which stay the same while the retrieved files do.
+pub fn repository_head(tokens: &RepositoryTokens, section: &RepositorySection) -> Vec<PromptPiece> {
+    let separator = PromptPiece::Special(tokens.file_separator.clone());
+    let mut pieces = vec![PromptPiece::Special(tokens.name.clone()), PromptPiece::Text(format!("{}\n", section.name))];
+    for (path, code) in &section.files {
+        pieces.push(separator.clone());
+        pieces.push(PromptPiece::Text(format!("{path}\n{}\n", code.trim_end())));
+    }
+    pieces.push(separator);
+    pieces.push(PromptPiece::Text(format!("{}\n", section.path)));
+    pieces
+}
+
+/// The repository tokens of `family` that the model has: those `nib.json` spells out, or the
+/// table's when both are single tokens of the vocabulary; for a remote model (no vocabulary to
+/// check), the table's when the model's name is one trained with them.
+fn repository_tokens(info: &ModelInfo, family: FimFamily) -> Option<RepositoryTokens> {
+    let is_token = |token: &str| info.special_tokens.iter().any(|special| special == token);
+    let has = |tokens: &RepositoryTokens| is_token(&tokens.name) && is_token(&tokens.file_separator);
+    if let Some(declared) = info.fim_repository.as_ref().filter(|tokens| has(tokens)) {
+        return Some(declared.clone());
+    }
+    let table = fim::family(family.name())?.repository.as_ref()?;
+    let usable = if info.markers_are_text { table.matches_model_name(&info.name) } else { has(&table.tokens) };
+    usable.then(|| table.tokens.clone())
 }
 
 /// Renders prompt pieces as one string (special tokens spelled out), for inspection.

@@ -21,6 +21,38 @@ pub struct Family {
     pub stop_tokens: Vec<String>,
     /// Remote model names: a family matches when every part of one entry occurs in the name.
     model_names: Vec<Vec<String>>,
+    /// The tokens of repository-level training data, where the family has them.
+    pub repository: Option<Repository>,
+}
+
+/// A family's repository tokens: `{name}repo\n`, then per file `{file_separator}path\ncode`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Repository {
+    #[serde(flatten)]
+    pub tokens: RepositoryTokens,
+    /// The remote model names that have the tokens (matched as the family's `model_names`).
+    model_names: Vec<Vec<String>>,
+}
+
+/// The two repository tokens as a vocabulary spells them.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryTokens {
+    pub name: String,
+    pub file_separator: String,
+}
+
+impl Repository {
+    /// Whether a remote model of this name was trained with the tokens.
+    pub fn matches_model_name(&self, model: &str) -> bool {
+        name_matches(&self.model_names, model)
+    }
+}
+
+fn name_matches(model_names: &[Vec<String>], model: &str) -> bool {
+    let name = model.to_ascii_lowercase();
+    model_names.iter().any(|parts| parts.iter().all(|part| name.contains(part.as_str())))
 }
 
 /// A family's markers as a vocabulary spells them.
@@ -57,11 +89,7 @@ pub fn family_names() -> Vec<&'static str> {
 
 /// The FIM family of a remote model, from the names model hubs and serving engines use.
 pub fn family_of_model_name(model: &str) -> Option<&'static str> {
-    let name = model.to_ascii_lowercase();
-    families()
-        .iter()
-        .find(|family| family.model_names.iter().any(|parts| parts.iter().all(|part| name.contains(part.as_str()))))
-        .map(|family| family.name.as_str())
+    families().iter().find(|family| name_matches(&family.model_names, model)).map(|family| family.name.as_str())
 }
 
 #[cfg(test)]
@@ -78,6 +106,9 @@ mod tests {
     #[test]
     fn the_table_parses_and_every_family_has_markers() {
         assert!(families().len() >= 5);
+        let with_repository: Vec<&str> =
+            families().iter().filter(|family| family.repository.is_some()).map(|family| family.name.as_str()).collect();
+        assert_eq!(with_repository, ["qwen", "starcoder"]);
         for family in families() {
             assert!(!family.spellings.is_empty(), "{}", family.name);
             assert!(!family.model_names.is_empty(), "{}", family.name);
@@ -98,12 +129,20 @@ mod tests {
             eprintln!("skipping: no .venv (run `make setup`)");
             return;
         }
+        // Each spelling of each family, alone and with every family's repository tokens.
+        let repository_tokens: Vec<&RepositoryTokens> =
+            families().iter().filter_map(|family| Some(&family.repository.as_ref()?.tokens)).collect();
         let mut vocabularies: Vec<Vec<String>> = Vec::new();
         for family in families() {
             for markers in &family.spellings {
                 let mut vocabulary = vec!["a".to_string(), "<|endoftext|>".to_string()];
                 vocabulary.extend([markers.prefix.clone(), markers.suffix.clone()]);
                 vocabulary.extend(markers.middle.clone());
+                for tokens in &repository_tokens {
+                    let mut with_repository = vocabulary.clone();
+                    with_repository.extend([tokens.name.clone(), tokens.file_separator.clone()]);
+                    vocabularies.push(with_repository);
+                }
                 vocabularies.push(vocabulary);
             }
         }
@@ -126,17 +165,21 @@ mod tests {
                 suffix: nib_json_fim["suffix"].as_str().unwrap().into(),
                 middle: nib_json_fim["middle"].as_str().map(str::to_string),
             };
+            let converter_repository: Option<RepositoryTokens> =
+                serde_json::from_value(nib_json_fim["repository"].clone()).unwrap();
             let family_name = nib_json_fim["family"].as_str().unwrap();
             let base = ModelInfo { special_tokens: vocabulary.clone(), ..ModelInfo::default() };
             let declared = ModelInfo {
                 fim_family: Some(family_name.into()),
                 fim_markers: Some(converter.clone()),
+                fim_repository: converter_repository.clone(),
                 ..base.clone()
             };
             for (how, info) in [("from nib.json", declared), ("from the vocabulary", base)] {
                 let server = FimFormat::for_model(&info).unwrap_or_else(|| panic!("no FIM {how} for {vocabulary:?}"));
                 assert_eq!(server.family.name(), family_name, "{how}: {vocabulary:?}");
                 assert_eq!(server.markers(), &converter, "{how}: {vocabulary:?}");
+                assert_eq!(server.repository(), converter_repository.as_ref(), "{how}: {vocabulary:?}");
             }
         }
     }

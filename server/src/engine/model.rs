@@ -58,6 +58,8 @@ pub struct ModelInfo {
     pub fim_declared_absent: bool,
     /// The FIM markers `nib.json` spells out; they win over `models/fim.json`'s spellings.
     pub fim_markers: Option<super::fim::Markers>,
+    /// The repository tokens `nib.json` spells out (`fim.repository`); they win over the table's.
+    pub fim_repository: Option<super::fim::RepositoryTokens>,
     /// Every special (added) token of the tokenizer, for FIM detection and stop tokens.
     pub special_tokens: Vec<String>,
     /// Special tokens are sent as text and read by a remote server's tokenizer, so any FIM
@@ -182,6 +184,8 @@ pub fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
         }
     };
     let fim_markers = nib.fim.as_ref().and_then(|value| serde_json::from_value(value.clone()).ok());
+    let fim_repository =
+        nib.fim.as_ref().and_then(|value| serde_json::from_value(value.get("repository")?.clone()).ok());
     let name =
         nib.name.clone().unwrap_or_else(|| dir.file_name().map_or("model".into(), |n| n.to_string_lossy().into()));
     Ok(ModelFiles {
@@ -192,6 +196,7 @@ pub fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
             fim_family,
             fim_declared_absent,
             fim_markers,
+            fim_repository,
             special_tokens,
             markers_are_text: false,
             chat_format,

@@ -4,6 +4,8 @@
 pub mod code_actions;
 pub mod convert;
 pub mod handlers;
+#[cfg(test)]
+mod in_process_tests;
 pub mod jsonrpc;
 pub mod model_wait;
 pub mod prewarm;

@@ -155,41 +155,52 @@ pub fn write_tests(server: &mut Server, responder: Responder, data: &ActionData,
         move |outcome| {
             cancel.finish();
             main_loop.post(move |server| {
-                let result = match outcome {
-                    Outcome::Done(Ok(result)) => result,
-                    // The plan failed (outside the workspace, a link, no module path): no run.
-                    Outcome::Done(Err(error)) => {
-                        progress.end(server, "failed");
-                        return responder.respond(Err(error));
-                    }
-                    Outcome::Cancelled => Err(ActionError::Engine(EngineError::Cancelled)),
-                    Outcome::Panicked(why) => {
-                        tracing::error!("writing tests panicked: {why}");
-                        Err(ActionError::Rejected("internal error while writing tests".into()))
-                    }
-                };
-                let still_current = server
-                    .documents
-                    .get(&target.uri)
-                    .filter(|document| !document.out_of_sync)
-                    .map(|document| document.version)
-                    == Some(target.version);
-                let mut summary = None;
-                let edit = result.map(|written| {
-                    let typ = if written.verified { MessageType::INFO } else { MessageType::WARNING };
-                    summary = Some(ShowMessageParams { typ, message: format!("nib: {}", written.message) });
-                    let output = Output::Tests(written.edit, written.existing);
-                    edit_json(output, &open_versions, server.encoding)
-                });
-                // The summary says what was written: only when the edit went to the editor.
-                if deliver(server, edit, still_current, &progress, responder, delivery)
-                    && let Some(summary) = summary
-                {
-                    server.notify_typed::<ShowMessage>(summary);
-                }
+                tests_written(server, outcome, &target, &open_versions, &progress, responder, delivery)
             });
         },
     );
+}
+
+/// On the main loop once writing tests ended: the edit, when the document is still the version
+/// the tests were written for, and the summary once the editor has the edit.
+fn tests_written(
+    server: &mut Server,
+    outcome: Outcome<Result<Result<verify::Written, ActionError>, ResponseError>>,
+    target: &Target,
+    open_versions: &[(String, i32)],
+    progress: &Progress,
+    responder: Responder,
+    delivery: Delivery,
+) {
+    let result = match outcome {
+        Outcome::Done(Ok(result)) => result,
+        // The plan failed (outside the workspace, a link, no module path): no run.
+        Outcome::Done(Err(error)) => {
+            progress.end(server, "failed");
+            return responder.respond(Err(error));
+        }
+        Outcome::Cancelled => Err(ActionError::Engine(EngineError::Cancelled)),
+        Outcome::Panicked(why) => {
+            tracing::error!("writing tests panicked: {why}");
+            Err(ActionError::Rejected("internal error while writing tests".into()))
+        }
+    };
+    let still_current =
+        server.documents.get(&target.uri).filter(|document| !document.out_of_sync).map(|document| document.version)
+            == Some(target.version);
+    let mut summary = None;
+    let edit = result.map(|written| {
+        let typ = if written.verified { MessageType::INFO } else { MessageType::WARNING };
+        summary = Some(ShowMessageParams { typ, message: format!("nib: {}", written.message) });
+        let output = Output::Tests(written.edit, written.existing);
+        edit_json(output, open_versions, server.encoding)
+    });
+    // The summary says what was written: only when the edit went to the editor.
+    if deliver(server, edit, still_current, progress, responder, delivery)
+        && let Some(summary) = summary
+    {
+        server.notify_typed::<ShowMessage>(summary);
+    }
 }
 
 fn insertions_json(

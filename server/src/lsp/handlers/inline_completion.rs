@@ -242,11 +242,9 @@ pub fn complete(
     let with_selection;
     let (document, cursor, replace_range, lead) = match &selected {
         Some((range, text)) => {
-            let start = convert::to_byte(&open_document.rope, range.start, server.encoding);
-            let end = convert::to_byte(&open_document.rope, range.end, server.encoding).max(start);
-            // A copy sharing the rope and tree, re-parsed incrementally: no whole-text copy.
-            with_selection = open_document.with_replaced(start..end, text);
-            (&with_selection, start + text.len(), *range, text.clone())
+            let (document, cursor) = with_selected_item(open_document, *range, text, server.encoding);
+            with_selection = document;
+            (&with_selection, cursor, *range, text.clone())
         }
         None => {
             let at = convert::to_position(&open_document.rope, cursor, server.encoding);
@@ -255,30 +253,25 @@ pub fn complete(
     };
 
     // Typing through the suggestion on screen.
-    if lead.is_empty() {
-        let shown = server.completions.suggestion.as_ref();
-        if let Some(rest) = shown.and_then(|s| cache::type_through(s, uri, &document.rope, cursor)) {
-            tracing::debug!(uri, id = %responder.id(), "typing-through hit");
-            return responder.respond(Ok(shape.render(&rest, replace_range)));
-        }
+    let shown = server.completions.suggestion.as_ref().filter(|_| lead.is_empty());
+    if let Some(rest) = shown.and_then(|s| cache::type_through(s, uri, &document.rope, cursor)) {
+        tracing::debug!(uri, id = %responder.id(), "typing-through hit");
+        return responder.respond(Ok(shape.render(&rest, replace_range)));
     }
 
-    let (route, info) = match server.engine.status().state {
-        ModelState::Ready { .. } => match server.engine.serving() {
-            Some(serving) => serving,
-            None => return responder.respond(Ok(shape.render("", replace_range))),
-        },
-        ModelState::Failed { message } if invoked => {
+    let (route, info) = match readiness(server, invoked) {
+        Readiness::Serving(route, info) => (route, info),
+        Readiness::NoModel(message) => {
             return responder.respond(Err(ResponseError::request_failed(format!("no model: {message}"))));
         }
-        ModelState::Loading { .. } | ModelState::Unloaded if invoked => {
+        Readiness::WaitForModel => {
             // Asked for explicitly: wait for the model (bounded, cancellable), then complete.
             let (uri, selected) = (uri.to_string(), selected.clone());
             return model_wait::park(server, responder, move |server, responder| {
                 complete(server, responder, &uri, position, invoked, selected, shape)
             });
         }
-        _ => return responder.respond(Ok(shape.render("", replace_range))),
+        Readiness::Nothing => return responder.respond(Ok(shape.render("", replace_range))),
     };
 
     if let Some(previous) = server.completions.current.take() {
@@ -296,6 +289,43 @@ pub fn complete(
     };
 
     submit(server, responder, prepared, route, shown);
+}
+
+/// The document as if the menu item `text` replaced `range`, and the cursor after it. A copy
+/// sharing the rope and tree, re-parsed incrementally: no whole-text copy.
+fn with_selected_item(
+    document: &Document,
+    range: Range,
+    text: &str,
+    encoding: crate::position::PositionEncoding,
+) -> (Document, usize) {
+    let start = convert::to_byte(&document.rope, range.start, encoding);
+    let end = convert::to_byte(&document.rope, range.end, encoding).max(start);
+    (document.with_replaced(start..end, text), start + text.len())
+}
+
+/// Whether a completion can run now, and what else to do.
+enum Readiness {
+    /// The model is ready: generate through `Route` for a model described by the info.
+    Serving(Route, Box<ModelInfo>),
+    /// An invoked completion without a model: the load failed with this message.
+    NoModel(String),
+    /// An invoked completion while the model loads: wait for it.
+    WaitForModel,
+    /// Nothing to show (an automatic completion before the model is ready).
+    Nothing,
+}
+
+fn readiness(server: &Server, invoked: bool) -> Readiness {
+    match server.engine.status().state {
+        ModelState::Ready { .. } => match server.engine.serving() {
+            Some((route, info)) => Readiness::Serving(route, info),
+            None => Readiness::Nothing,
+        },
+        ModelState::Failed { message } if invoked => Readiness::NoModel(message),
+        ModelState::Loading { .. } | ModelState::Unloaded if invoked => Readiness::WaitForModel,
+        _ => Readiness::Nothing,
+    }
 }
 
 /// The prefill budget of an automatic completion whose prompt ends at the cursor (a plain
