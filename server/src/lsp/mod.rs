@@ -8,6 +8,7 @@ pub mod handlers;
 mod in_process_tests;
 pub mod jsonrpc;
 pub mod model_wait;
+pub mod prewarm;
 pub mod server;
 pub mod transport;
 pub mod workspace_edit;

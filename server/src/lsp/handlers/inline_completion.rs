@@ -73,8 +73,10 @@ pub struct CompletionState {
     /// the workspace index is off or has no answer for the document yet.
     pub cross_file: Option<(u64, context::CrossFile)>,
     /// Where the user last typed, and when the pause after it counts (the main loop's timer
-    /// then pre-warms the prompt up to that line: `pause_elapsed`).
+    /// then pre-warms the prompt up to that line: `prewarm::pause_elapsed`).
     pub pause: Option<(Instant, String, usize)>,
+    /// Where the next completion is expected, for pre-warming the KV cache (`lsp::prewarm`).
+    pub warm: Option<crate::lsp::prewarm::Target>,
 }
 
 /// How long after the last edit typing counts as paused.
@@ -169,67 +171,6 @@ pub fn prepare_for(server: &mut Server, uri: &str, cursor: usize) -> Option<comp
     let (prepared, cross_file) = prepare_in(server, document, cursor, &info);
     server.completions.cross_file = cross_file.or(server.completions.cross_file.take());
     prepared
-}
-
-/// Pre-warms the KV cache for `uri` at background priority: prefills the stable head of the
-/// prompt its completions will start with (path header, cross-file context, imports), so the
-/// first completion in a freshly opened file reuses it. Only for the local model; any real
-/// request cancels it (`EngineHandle::submit`).
-pub fn prewarm(server: &mut Server, uri: &str) {
-    let Some(document) = server.documents.get(uri) else { return };
-    let end = document.rope.len_bytes();
-    let Some(prepared) = prepare_for(server, uri, end) else { return };
-    let Some(head) = completion::stable_head(&prepared) else { return };
-    submit_prewarm(server, uri, head);
-}
-
-/// Queues a prefill-only job of `head` at background priority (local model only, completions on).
-fn submit_prewarm(server: &mut Server, uri: &str, head: Vec<crate::engine::PromptPiece>) {
-    let Some(document) = server.documents.get(uri) else { return };
-    let config = &server.config.completion;
-    let language_enabled = config.languages.is_empty() || config.languages.contains(&document.language_id);
-    let Some((route, info)) = server.engine.serving() else { return };
-    if !config.enabled || !language_enabled || info.markers_are_text {
-        return; // completions are off here, or a remote server keeps its own cache
-    }
-    tracing::debug!(uri, "pre-warming the KV cache");
-    server.engine.submit(Job {
-        request: GenerationRequest::greedy(head, 0),
-        observer: None,
-        route,
-        priority: Priority::Background,
-        on_done: Box::new(|result| {
-            if let Err(error) = result {
-                tracing::debug!("pre-warm ended: {error}");
-            }
-        }),
-    });
-}
-
-/// Pre-warms the KV cache for a completion at `cursor` of `uri`: the whole prompt up to the
-/// start of the cursor's line (what stays the same while the user types on it), at background
-/// priority. Used when typing pauses, so a prompt cut to its prefill budget grows back to its
-/// full length (while the user types on, cut prompts share their kept lines and reuse each
-/// other); prompts that do not end at the cursor (FIM) warm their stable head as on open.
-pub fn prewarm_line(server: &mut Server, uri: &str, cursor: usize) {
-    let Some(document) = server.documents.get(uri) else { return };
-    let cursor = cursor.min(document.rope.len_bytes());
-    let Some(prepared) = prepare_for(server, uri, cursor) else { return };
-    let head = match &prepared.prompt[..] {
-        [crate::engine::PromptPiece::Text(text)] => match text.rfind('\n') {
-            Some(end) => vec![crate::engine::PromptPiece::Text(text[..=end].to_string())],
-            None => return,
-        },
-        _ => return prewarm(server, uri),
-    };
-    submit_prewarm(server, uri, head);
-}
-
-/// After the main loop's timer: pre-warms where the user paused typing.
-pub fn pause_elapsed(server: &mut Server) {
-    if let Some((_, uri, cursor)) = server.completions.pause.take() {
-        prewarm_line(server, &uri, cursor);
-    }
 }
 
 /// The pipeline's preparation with the server's settings and cached cross-file context; also
@@ -405,6 +346,7 @@ fn submit(server: &mut Server, responder: Responder, prepared: completion::Prepa
     let token = CancelToken::default();
     server.track(responder.id(), &token);
     server.completions.current = Some(token.clone());
+    crate::lsp::prewarm::requested(server, &shown.uri, shown.cursor);
     let request = GenerationRequest {
         prompt: prepared.prompt.clone(),
         max_tokens: prepared.max_tokens,
