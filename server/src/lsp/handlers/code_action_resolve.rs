@@ -526,3 +526,57 @@ pub fn cancel_progress(server: &Server, token: &str) {
         cancel.cancel();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::actions::scripted_tests::Scripted;
+    use crate::config::DocstringStyle;
+
+    /// Add docstrings to all functions on a scripted model: a progress report per item, every
+    /// undocumented item documented, one insertion each against the file's text.
+    #[test]
+    fn all_docstrings_report_each_item_and_document_every_one() {
+        let source =
+            "def one(a):\n    return a\n\n\ndef two():\n    \"\"\"Documented.\"\"\"\n\n\ndef three():\n    pass\n";
+        let targets = crate::actions::undocumented_test_targets("/w/m.py", "python", source);
+        let mut model = Scripted::new(&[
+            ("# Summary of one: ", &["Return its argument.\n"]),
+            ("# Parameter a of one: ", &["The value.\n"]),
+            ("# one returns: ", &["The same value.\n"]),
+            ("# Summary of three: ", &["Do nothing.\n"]),
+        ]);
+        let reports = Mutex::new(Vec::new());
+        let report = |message: String, percent: usize| reports.lock().unwrap().push(format!("{percent}% {message}"));
+        let work = Work::AllDocstrings(targets);
+        let output = generate(&mut model, &work, DocstringStyle::Google, &CancelToken::default(), &report).unwrap();
+        let Output::Insertions(target, insertions) = output else { panic!("docstrings are insertions") };
+        assert_eq!(target.uri, "file:///w/m.py");
+        assert_eq!(reports.into_inner().unwrap(), ["0% 1 of 2: `one`", "50% 2 of 2: `three`"]);
+        let text = crate::actions::with_insertions(source, &insertions);
+        expect_test::expect![[r#"
+            def one(a):
+                """Return its argument.
+
+                Args:
+                    a: The value.
+
+                Returns:
+                    The same value.
+                """
+                return a
+
+
+            def two():
+                """Documented."""
+
+
+            def three():
+                """Do nothing."""
+                pass
+        "#]]
+        .assert_eq(&text);
+    }
+}
