@@ -14,6 +14,7 @@
 //! queue, one round at a time, so the engine thread never waits for a test run.
 
 pub mod budget;
+pub mod doc_examples;
 pub mod go;
 pub mod javascript;
 pub mod python;
