@@ -18,6 +18,7 @@ loaded and after the replay, and latency vs number of open buffers. Used by benc
 on its own:
 
     .venv/bin/python benches/replay.py [--smoke]     # prints the JSON result
+    .venv/bin/python benches/replay.py --part open-pause   # only the first completion after open
 """
 
 from __future__ import annotations
@@ -391,13 +392,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="a few keystrokes at 10x speed")
     ap.add_argument("--workdir", default=os.path.join(REPO, ".cache", "bench"))
+    ap.add_argument("--part", choices=["all", "replay", "buffers", "open-pause"], default="all",
+                    help="run one part only (the typing replay, open buffers, or the first completion after open)")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
-    session = typist.record(chars=40, speed=0.1) if a.smoke else typist.record()
-    result = replay(session, a.workdir)
-    result["summary"] = summarize(result)
-    result["buffers"] = buffers_scaling([0, 1] if a.smoke else [0, 4, 16, 64], a.workdir)
-    result["openPause"] = open_and_pause(1 if a.smoke else 5, a.workdir)
+    result = {}
+    if a.part in ("all", "replay"):
+        session = typist.record(chars=40, speed=0.1) if a.smoke else typist.record()
+        result = replay(session, a.workdir)
+        result["summary"] = summarize(result)
+    if a.part in ("all", "buffers"):
+        result["buffers"] = buffers_scaling([0, 1] if a.smoke else [0, 4, 16, 64], a.workdir)
+    if a.part in ("all", "open-pause"):
+        result["openPause"] = open_and_pause(1 if a.smoke else 5, a.workdir)
     print(json.dumps(result, indent=1))
 
 

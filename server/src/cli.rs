@@ -128,16 +128,7 @@ pub fn complete(
         Some(folder) => vec![std::path::absolute(folder)?],
         None => vec![std::env::current_dir()?],
     };
-    let other_refs: Vec<&Document> = others.iter().collect();
-    let budget = context::cross_file_budget(config.context_tokens);
-    let cross_file = match (&sources.workspace, index::Snapshot::of(&document)) {
-        (Some(folder), Some(snapshot)) => {
-            let mut workspace = index_workspace(folder, &document)?;
-            let snippets = workspace.query(&snapshot, cursor, budget * 85 / 100);
-            context::render_snippets(&snippets, document.language, budget, &folders)
-        }
-        _ => context::cross_file(&document, &other_refs, budget, &folders),
-    };
+    let cross_file = cross_file_context(sources, &document, &others, cursor, config.context_tokens, &folders)?;
     let prepared = completion::prepare(&completion::Inputs {
         document: &document,
         cursor,
@@ -165,24 +156,58 @@ pub fn complete(
     let generation = model.generate(&request, &mut observer)?;
     let text = prepared.finish(&generation.text);
     if as_json {
-        let output = json!({
-            "text": text,
-            "raw": generation.text,
-            "mode": format!("{:?}", prepared.mode),
-            "prompt": prompt::render(&prepared.prompt),
-            "sources": prepared.context.sources,
-            "retrieved": cross_file.text,
-            // Parse errors (tree-sitter ERROR and MISSING nodes) of the file before and after
-            // inserting the text: the quality harness counts completions that add some.
-            "parseErrors": prepared.parse_errors(&text).map(|(before, after)| json!({ "before": before, "after": after })),
-            "finish": generation.finish,
-            "stats": generation.stats,
-        });
-        output_line(&serde_json::to_string_pretty(&output)?);
+        output_line(&serde_json::to_string_pretty(&completion_json(&text, &generation, &prepared, &cross_file))?);
     } else {
         output_line(&text);
     }
     Ok(())
+}
+
+/// What the prompt shows from other files: retrieved from an index of `sources.workspace`
+/// when one is given, else from the files `sources.open` names.
+fn cross_file_context(
+    sources: &ContextSources,
+    document: &Document,
+    others: &[Document],
+    cursor: usize,
+    context_tokens: usize,
+    folders: &[PathBuf],
+) -> anyhow::Result<context::CrossFile> {
+    let budget = context::cross_file_budget(context_tokens);
+    Ok(match (&sources.workspace, index::Snapshot::of(document)) {
+        (Some(folder), Some(snapshot)) => {
+            let mut workspace = index_workspace(folder, document)?;
+            let snippets = workspace.query(&snapshot, cursor, budget * 85 / 100);
+            context::render_snippets(&snippets, document.language, budget, folders)
+        }
+        _ => {
+            let other_refs: Vec<&Document> = others.iter().collect();
+            context::cross_file(document, &other_refs, budget, folders)
+        }
+    })
+}
+
+/// `nib complete --json`: the text, the raw generation, the prompt and where its context came
+/// from, parse errors before and after, why generation stopped and its timings.
+fn completion_json(
+    text: &str,
+    generation: &crate::engine::Generation,
+    prepared: &completion::Prepared,
+    cross_file: &context::CrossFile,
+) -> serde_json::Value {
+    json!({
+        "text": text,
+        "raw": generation.text,
+        "mode": format!("{:?}", prepared.mode),
+        "prompt": prompt::render(&prepared.prompt),
+        "sources": prepared.context.sources,
+        "retrieved": cross_file.text,
+        // Parse errors (tree-sitter ERROR and MISSING nodes) of the file before and after
+        // inserting the text: the quality harness counts completions that add some.
+        "parseErrors": prepared.parse_errors(text).map(|(before, after)| json!({ "before": before, "after": after })),
+        "finish": generation.finish,
+        "stats": generation.stats,
+    })
 }
 
 /// `nib index`: indexes `folder` as the workspace index would, then times `queries`

@@ -254,10 +254,14 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     }),
     // Trust granted while running: tests may now be verified.
     vscode.workspace.onDidGrantWorkspaceTrust(() => pushSettings()),
-    // A focused editor: nib warms its model cache for that file (docs/lsp-extensions.md).
+    // A focused editor: nib warms its model cache for that file at the cursor
+    // (docs/lsp-extensions.md).
     vscode.window.onDidChangeActiveTextEditor((editor) => {
       if (editor && client?.isRunning()) {
-        void client.sendNotification('nib/didFocus', { textDocument: { uri: editor.document.uri.toString() } });
+        void client.sendNotification('nib/didFocus', {
+          textDocument: { uri: editor.document.uri.toString() },
+          position: client.code2ProtocolConverter.asPosition(editor.selection.active),
+        });
       }
     }),
     vscode.workspace.onDidChangeConfiguration(async (event) => {

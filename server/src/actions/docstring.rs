@@ -135,85 +135,125 @@ pub fn write_prose(
 ) -> Result<Prose, ActionError> {
     let context = format!("```{}\n{}\n```", target.fence(), target.source());
     let mut asker = Asker::new(model, cancel, context);
-    let name = target.scope.name.clone();
+    let item = Documented { name: &target.scope.name, comment: target.language.spec().line_comment };
+    let mut prose = Prose { summary: summary_sentence(&mut asker, target, &item)?, ..Prose::default() };
+    for parameter in &facts.parameters {
+        prose.parameters.push(parameter_sentence(&mut asker, &item, parameter)?);
+    }
+    if facts.returns_value {
+        prose.returns = Some(return_value_sentence(&mut asker, &item)?);
+    }
+    for exception in &facts.raises {
+        prose.raises.push(raises_sentence(&mut asker, &item, exception)?);
+    }
+    if facts.returns_result {
+        prose.errors = Some(errors_sentence(&mut asker, &item)?);
+    }
+    if facts.can_panic {
+        prose.panics = Some(panics_sentence(&mut asker, &item)?);
+    }
+    Ok(prose)
+}
+
+/// The item the questions are about: its name, and how its language starts a comment (the
+/// completion-style prompt writes the answer as a comment).
+struct Documented<'a> {
+    name: &'a str,
+    comment: &'a str,
+}
+
+/// What the item does, as a sentence in the language's convention.
+fn summary_sentence(asker: &mut Asker, target: &Target, item: &Documented) -> Result<String, ActionError> {
+    let Documented { name, comment } = item;
     let what = target.scope.kind.as_str();
-    let comment = target.language.spec().line_comment;
     let summary = ask(
-        &mut asker,
+        asker,
         &format!(
             "Write one short sentence that says what the {what} `{name}` does. Start with a verb such as \"Return\", \"Compute\" or \"Create\"."
         ),
         &format!("{comment} Summary of {name}: "),
         Steer { lead: &format!("This {what}"), prefix: "" },
-        &[name.clone(), format!("The {what} {name}"), format!("{name}()")],
+        &[name.to_string(), format!("The {what} {name}"), format!("{name}()")],
         "summary",
     )?;
     // A Go doc comment is a sentence about the name; the others start with a verb.
-    let summary = match target.language.spec().doc {
+    Ok(match target.language.spec().doc {
         DocStyle::GoDoc => summary,
         DocStyle::Docstring | DocStyle::RustDoc | DocStyle::JsDoc | DocStyle::Javadoc | DocStyle::Doxygen => {
-            super::imperative(&summary, &name)
+            super::imperative(&summary, name)
         }
-    };
-    let mut prose = Prose { summary, ..Prose::default() };
-    for parameter in &facts.parameters {
-        let bare = parameter.trim_start_matches('*').to_string();
-        prose.parameters.push(ask(
-            &mut asker,
-            &format!("In a few words, what is the parameter `{bare}` of `{name}`?"),
-            &format!("{comment} Parameter {bare} of {name}: "),
-            Steer { lead: &format!("`{bare}` is"), prefix: "" },
-            &[format!("The parameter {bare}"), format!("The {bare} parameter"), bare.clone(), parameter.clone()],
-            &format!("description of `{bare}`"),
-        )?);
-    }
-    if facts.returns_value {
-        prose.returns = Some(ask(
-            &mut asker,
-            &format!("In a few words, what does `{name}` return?"),
-            &format!("{comment} {name} returns: "),
-            Steer { lead: "It returns", prefix: "" },
-            &[
-                format!("The {name} function returns"),
-                format!("The {name} method returns"),
-                format!("{name} returns"),
-                "It returns".into(),
-                "Returns".into(),
-            ],
-            "description of the return value",
-        )?);
-    }
-    for exception in &facts.raises {
-        prose.raises.push(ask(
-            &mut asker,
-            &format!("In a few words, when does `{name}` raise `{exception}`?"),
-            &format!("{comment} {name} raises {exception} when "),
-            Steer { lead: &format!("It raises `{exception}` when"), prefix: "If " },
-            &[format!("{name} raises {exception}"), format!("It raises {exception}"), "It is raised".into()],
-            &format!("description of when `{exception}` is raised"),
-        )?);
-    }
-    if facts.returns_result {
-        prose.errors = Some(ask(
-            &mut asker,
-            &format!("In a few words, when does `{name}` return an error?"),
-            &format!("{comment} {name} returns an error when "),
-            Steer { lead: "It returns an error when", prefix: "If " },
-            &[format!("{name} returns an error"), "It returns an error".into()],
-            "description of when an error is returned",
-        )?);
-    }
-    if facts.can_panic {
-        prose.panics = Some(ask(
-            &mut asker,
-            &format!("In a few words, when does `{name}` panic?"),
-            &format!("{comment} {name} panics when "),
-            Steer { lead: "It panics when", prefix: "If " },
-            &[format!("{name} panics"), "It panics".into()],
-            "description of when it panics",
-        )?);
-    }
-    Ok(prose)
+    })
+}
+
+/// What one parameter is (`parameter` as documentation spells it, `*args` included).
+fn parameter_sentence(asker: &mut Asker, item: &Documented, parameter: &str) -> Result<String, ActionError> {
+    let Documented { name, comment } = item;
+    let bare = parameter.trim_start_matches('*').to_string();
+    ask(
+        asker,
+        &format!("In a few words, what is the parameter `{bare}` of `{name}`?"),
+        &format!("{comment} Parameter {bare} of {name}: "),
+        Steer { lead: &format!("`{bare}` is"), prefix: "" },
+        &[format!("The parameter {bare}"), format!("The {bare} parameter"), bare.clone(), parameter.to_string()],
+        &format!("description of `{bare}`"),
+    )
+}
+
+fn return_value_sentence(asker: &mut Asker, item: &Documented) -> Result<String, ActionError> {
+    let Documented { name, comment } = item;
+    ask(
+        asker,
+        &format!("In a few words, what does `{name}` return?"),
+        &format!("{comment} {name} returns: "),
+        Steer { lead: "It returns", prefix: "" },
+        &[
+            format!("The {name} function returns"),
+            format!("The {name} method returns"),
+            format!("{name} returns"),
+            "It returns".into(),
+            "Returns".into(),
+        ],
+        "description of the return value",
+    )
+}
+
+/// When the item raises (Python) or throws (Java, C++) `exception`.
+fn raises_sentence(asker: &mut Asker, item: &Documented, exception: &str) -> Result<String, ActionError> {
+    let Documented { name, comment } = item;
+    ask(
+        asker,
+        &format!("In a few words, when does `{name}` raise `{exception}`?"),
+        &format!("{comment} {name} raises {exception} when "),
+        Steer { lead: &format!("It raises `{exception}` when"), prefix: "If " },
+        &[format!("{name} raises {exception}"), format!("It raises {exception}"), "It is raised".into()],
+        &format!("description of when `{exception}` is raised"),
+    )
+}
+
+/// When a Rust function returns an `Err`: its `# Errors` section.
+fn errors_sentence(asker: &mut Asker, item: &Documented) -> Result<String, ActionError> {
+    let Documented { name, comment } = item;
+    ask(
+        asker,
+        &format!("In a few words, when does `{name}` return an error?"),
+        &format!("{comment} {name} returns an error when "),
+        Steer { lead: "It returns an error when", prefix: "If " },
+        &[format!("{name} returns an error"), "It returns an error".into()],
+        "description of when an error is returned",
+    )
+}
+
+/// When a Rust function panics: its `# Panics` section.
+fn panics_sentence(asker: &mut Asker, item: &Documented) -> Result<String, ActionError> {
+    let Documented { name, comment } = item;
+    ask(
+        asker,
+        &format!("In a few words, when does `{name}` panic?"),
+        &format!("{comment} {name} panics when "),
+        Steer { lead: "It panics when", prefix: "If " },
+        &[format!("{name} panics"), "It panics".into()],
+        "description of when it panics",
+    )
 }
 
 /// How an answer may be steered: `lead` is written as the start of the answer (the model
@@ -391,90 +431,131 @@ fn third_person(summary: &str) -> String {
     if rest.is_empty() { conjugated } else { format!("{conjugated} {rest}") }
 }
 
+/// A Python docstring, first in the body, in the configured `style`.
 fn render_python(target: &Target, facts: &Facts, prose: &Prose, style: DocstringStyle) -> Insertion {
+    let placement = python_placement(target);
+    let parameters: Vec<(String, String)> =
+        facts.parameters.iter().cloned().zip(prose.parameters.iter().cloned()).collect();
+    let raises: Vec<(String, String)> = facts.raises.iter().cloned().zip(prose.raises.iter().cloned()).collect();
+    let sections = match style {
+        DocstringStyle::Google => google_sections(&parameters, prose.returns.as_deref(), &raises),
+        DocstringStyle::Numpy => {
+            let return_type = target.scope.return_annotation.as_deref().unwrap_or("object");
+            let returns = prose.returns.as_deref().map(|text| (return_type, text));
+            numpy_sections(&parameters, returns, &raises)
+        }
+        DocstringStyle::Rest => rest_sections(&parameters, prose.returns.as_deref(), &raises),
+    };
+    Insertion { offset: placement.offset, text: python_docstring(&placement, &prose.summary, sections) }
+}
+
+/// Where a Python docstring goes and what surrounds it.
+struct PythonPlacement {
+    offset: usize,
+    /// The body's indentation: every line of the docstring after the first.
+    indent: String,
+    /// Before the opening quotes.
+    lead: String,
+    /// After the closing quotes.
+    tail: String,
+}
+
+fn python_placement(target: &Target) -> PythonPlacement {
     let scope = &target.scope;
     let body = scope.body.clone().unwrap_or(scope.range.end..scope.range.end);
     let header_line = target.rope.byte_to_line(scope.range.start);
     let body_line = target.rope.byte_to_line(body.start);
-    let (offset, indent, lead, tail) = if body_line > header_line {
+    if body_line > header_line {
         let indent = indentation_at(target, body.start);
-        (line_start(target, body.start), indent.clone(), indent, "\n".to_string())
+        PythonPlacement { offset: line_start(target, body.start), lead: indent.clone(), indent, tail: "\n".into() }
     } else {
         // `def f(): return 1`: the docstring goes on its own line and pushes the body down.
         let indent = format!("{}    ", indentation_at(target, scope.range.start));
-        (body.start, indent.clone(), format!("\n{indent}"), format!("\n{indent}"))
+        PythonPlacement { offset: body.start, lead: format!("\n{indent}"), tail: format!("\n{indent}"), indent }
+    }
+}
+
+/// `Args:`, `Returns:` and `Raises:` sections, entries indented under each.
+fn google_sections(
+    parameters: &[(String, String)],
+    returns: Option<&str>,
+    raises: &[(String, String)],
+) -> Vec<Vec<String>> {
+    let mut sections = Vec::new();
+    let entries = |title: &str, entries: &[(String, String)]| {
+        let mut section = vec![title.to_string()];
+        section.extend(entries.iter().map(|(name, text)| format!("    {name}: {text}")));
+        section
     };
-    let mut sections: Vec<Vec<String>> = Vec::new();
-    let entries: Vec<(String, String)> =
-        facts.parameters.iter().cloned().zip(prose.parameters.iter().cloned()).collect();
-    let raises: Vec<(String, String)> = facts.raises.iter().cloned().zip(prose.raises.iter().cloned()).collect();
-    match style {
-        DocstringStyle::Google => {
-            if !entries.is_empty() {
-                let mut section = vec!["Args:".to_string()];
-                section.extend(entries.iter().map(|(name, text)| format!("    {name}: {text}")));
-                sections.push(section);
-            }
-            if let Some(returns) = &prose.returns {
-                sections.push(vec!["Returns:".into(), format!("    {returns}")]);
-            }
-            if !raises.is_empty() {
-                let mut section = vec!["Raises:".to_string()];
-                section.extend(raises.iter().map(|(name, text)| format!("    {name}: {text}")));
-                sections.push(section);
-            }
+    if !parameters.is_empty() {
+        sections.push(entries("Args:", parameters));
+    }
+    if let Some(returns) = returns {
+        sections.push(vec!["Returns:".into(), format!("    {returns}")]);
+    }
+    if !raises.is_empty() {
+        sections.push(entries("Raises:", raises));
+    }
+    sections
+}
+
+/// Underlined `Parameters`, `Returns` and `Raises` sections; `returns` is the return type
+/// and its description.
+fn numpy_sections(
+    parameters: &[(String, String)],
+    returns: Option<(&str, &str)>,
+    raises: &[(String, String)],
+) -> Vec<Vec<String>> {
+    let mut sections = Vec::new();
+    let entries = |title: &str, entries: &[(String, String)]| {
+        let mut section = vec![title.to_string(), "-".repeat(title.len())];
+        for (name, text) in entries {
+            section.push(name.clone());
+            section.push(format!("    {text}"));
         }
-        DocstringStyle::Numpy => {
-            let heading = |title: &str| vec![title.to_string(), "-".repeat(title.len())];
-            if !entries.is_empty() {
-                let mut section = heading("Parameters");
-                for (name, text) in &entries {
-                    section.push(name.clone());
-                    section.push(format!("    {text}"));
-                }
-                sections.push(section);
-            }
-            if let Some(returns) = &prose.returns {
-                let mut section = heading("Returns");
-                section.push(scope.return_annotation.clone().unwrap_or_else(|| "object".into()));
-                section.push(format!("    {returns}"));
-                sections.push(section);
-            }
-            if !raises.is_empty() {
-                let mut section = heading("Raises");
-                for (name, text) in &raises {
-                    section.push(name.clone());
-                    section.push(format!("    {text}"));
-                }
-                sections.push(section);
-            }
-        }
-        DocstringStyle::Rest => {
-            let mut fields: Vec<String> =
-                entries.iter().map(|(name, text)| format!(":param {}: {text}", name.trim_start_matches('*'))).collect();
-            if let Some(returns) = &prose.returns {
-                fields.push(format!(":returns: {returns}"));
-            }
-            fields.extend(raises.iter().map(|(name, text)| format!(":raises {name}: {text}")));
-            if !fields.is_empty() {
-                sections.push(fields);
-            }
+        section
+    };
+    if !parameters.is_empty() {
+        sections.push(entries("Parameters", parameters));
+    }
+    if let Some((return_type, text)) = returns {
+        sections.push(entries("Returns", &[(return_type.to_string(), text.to_string())]));
+    }
+    if !raises.is_empty() {
+        sections.push(entries("Raises", raises));
+    }
+    sections
+}
+
+/// One block of `:param name:`, `:returns:` and `:raises E:` fields.
+fn rest_sections(
+    parameters: &[(String, String)],
+    returns: Option<&str>,
+    raises: &[(String, String)],
+) -> Vec<Vec<String>> {
+    let mut fields: Vec<String> =
+        parameters.iter().map(|(name, text)| format!(":param {}: {text}", name.trim_start_matches('*'))).collect();
+    fields.extend(returns.map(|returns| format!(":returns: {returns}")));
+    fields.extend(raises.iter().map(|(name, text)| format!(":raises {name}: {text}")));
+    if fields.is_empty() { Vec::new() } else { vec![fields] }
+}
+
+/// The quoted docstring: the summary alone on one line, or the summary, each section after a
+/// blank line, and the closing quotes on their own line.
+fn python_docstring(placement: &PythonPlacement, summary: &str, sections: Vec<Vec<String>>) -> String {
+    let PythonPlacement { indent, lead, tail, .. } = placement;
+    if sections.is_empty() {
+        return format!("{lead}\"\"\"{summary}\"\"\"{tail}");
+    }
+    let mut text = format!("{lead}\"\"\"{summary}\n");
+    for section in sections {
+        text.push('\n');
+        for line in section {
+            text.push_str(&format!("{indent}{line}\n"));
         }
     }
-    let text = if sections.is_empty() {
-        format!("{lead}\"\"\"{}\"\"\"{tail}", prose.summary)
-    } else {
-        let mut text = format!("{lead}\"\"\"{}\n", prose.summary);
-        for section in sections {
-            text.push('\n');
-            for line in section {
-                text.push_str(&format!("{indent}{line}\n"));
-            }
-        }
-        text.push_str(&format!("{indent}\"\"\"{tail}"));
-        text
-    };
-    Insertion { offset, text }
+    text.push_str(&format!("{indent}\"\"\"{tail}"));
+    text
 }
 
 /// Checks the insertion: the file still parses as well as before, the scope now has
@@ -555,7 +636,6 @@ pub fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::syntax::Language;
 
     fn target(name: &str, language_id: &str, source: &str) -> Target {
         crate::actions::test_target(&format!("/w/{name}"), language_id, source)
@@ -620,22 +700,7 @@ mod tests {
     #[test]
     fn a_whole_file_gets_one_edit_for_every_undocumented_item_and_nothing_else() {
         let source = "import os\n\n\ndef one(a):\n    return a\n\n\ndef two():\n    \"\"\"Documented.\"\"\"\n\n\nclass Three:\n    def four(self, b):\n        print(b)\n\n    def five(self):\n        return 5\n\n\nasync def six(url):\n    return await get(url)\n$0";
-        let document =
-            crate::document::Document::new("file:///w/all.py".into(), "python".into(), 1, &source.replace("$0", ""));
-        let tree = document.tree().cloned().unwrap();
-        let targets: Vec<Target> = scopes::all_scopes(Language::Python, &tree, &document.rope)
-            .into_iter()
-            .filter(|scope| scope.doc.is_none())
-            .map(|scope| Target {
-                uri: document.uri.clone(),
-                path: None,
-                version: 1,
-                language: Language::Python,
-                rope: document.rope.clone(),
-                tree: tree.clone(),
-                scope,
-            })
-            .collect();
+        let targets = crate::actions::undocumented_test_targets("/w/all.py", "python", &source.replace("$0", ""));
         let names: Vec<&str> = targets.iter().map(|t| t.scope.name.as_str()).collect();
         assert_eq!(names, ["one", "Three", "four", "five", "six"]);
         let mut seen = Vec::new();
@@ -650,10 +715,7 @@ mod tests {
         };
         let insertions = document_all(&targets, DocstringStyle::Google, &mut canned).unwrap();
         assert_eq!(seen, [0, 1, 2, 3, 4]);
-        let mut text = document.rope.to_string();
-        for insertion in insertions.iter().rev() {
-            text.insert_str(insertion.offset, &insertion.text);
-        }
+        let text = crate::actions::with_insertions(&source.replace("$0", ""), &insertions);
         expect_test::expect![[r#"
             import os
 

@@ -94,72 +94,76 @@ pub fn collaborators(target: &Target, module: &str) -> Vec<Collaborator> {
     let Some(TestLayout::Python) = target.language.spec().tests else {
         return Vec::new();
     };
-    let imports = python_imports(target);
-    let parameters: Vec<&str> = target.scope.parameters.iter().map(|p| p.name.as_str()).collect();
     let mut found: Vec<Collaborator> = Vec::new();
     let Some(body) = target.scope.body.as_ref() else { return found };
     let Some(body_node) = target.tree.root_node().descendant_for_byte_range(body.start, body.end) else { return found };
+    let imports = python_imports(target);
     let mut stack = vec![body_node];
     while let Some(node) = stack.pop() {
         let mut cursor = node.walk();
         stack.extend(node.children(&mut cursor));
-        if node.kind() != "call" {
-            continue;
-        }
-        let Some(function) = node.child_by_field_name("function") else { continue };
-        let callee = text(target, function);
-        let (head, attribute) = match callee.split_once('.') {
-            Some((head, rest)) => (head.to_string(), Some(rest.to_string())),
-            None => (callee.clone(), None),
-        };
-        let Some((_, imported_module, imported_name)) = imports.iter().find(|(local, _, _)| *local == head) else {
-            continue;
-        };
-        let patch_target = match (imported_name, &attribute) {
-            // `from app import fetch` … `fetch()`: the name lives in the module under test.
-            (Some(_), None) => format!("{module}.{head}"),
-            // `import app` … `app.fetch()`: looked up on the app module at call time.
-            (None, Some(attribute)) => format!("{imported_module}.{attribute}"),
-            (Some(_), Some(attribute)) => format!("{module}.{head}.{attribute}"),
-            (None, None) => continue,
-        };
-        if found.iter().any(|c| c.patch_target == patch_target) {
-            continue;
-        }
-        let awaited = node.parent().is_some_and(|p| p.kind() == "await");
-        let arguments: Vec<String> = node
-            .child_by_field_name("arguments")
-            .map(|args| {
-                let mut cursor = args.walk();
-                args.named_children(&mut cursor).map(|a| text(target, a)).collect()
-            })
-            .unwrap_or_default();
-        let parameter_arguments = arguments.iter().all(|a| parameters.contains(&a.as_str())).then_some(arguments);
-        let variable = format!("mock_{}", patch_target.rsplit('.').next().unwrap_or("collaborator"));
-        found.push(Collaborator { patch_target, variable, awaited, parameter_arguments });
-    }
-    // The user can name collaborators: `# mock: app.get_orders_for_customer`.
-    let source = target.source();
-    for line in source.lines() {
-        if let Some(named) = line.trim().strip_prefix("# mock:") {
-            let patch_target = named.trim().to_string();
-            if patch_target.is_empty() || found.iter().any(|c| c.patch_target == patch_target) {
-                continue;
-            }
-            let last = patch_target.rsplit('.').next().unwrap_or("collaborator").to_string();
-            let awaited = source
-                .contains(&format!("await {}", patch_target.rsplit_once('.').map_or(last.as_str(), |(_, n)| n)))
-                || source.contains(&format!("await {patch_target}"));
-            found.push(Collaborator {
-                patch_target,
-                variable: format!("mock_{last}"),
-                awaited,
-                parameter_arguments: None,
-            });
+        let called = (node.kind() == "call").then(|| called_collaborator(target, module, &imports, node)).flatten();
+        if let Some(collaborator) = called.filter(|c| found.iter().all(|other| other.patch_target != c.patch_target)) {
+            found.push(collaborator);
         }
     }
+    named_collaborators(&target.source(), &mut found);
     found.sort_by(|a, b| a.patch_target.cmp(&b.patch_target));
     found
+}
+
+/// The collaborator a `call` node calls, when its callee is imported from another module.
+fn called_collaborator(
+    target: &Target,
+    module: &str,
+    imports: &[(String, String, Option<String>)],
+    call: Node,
+) -> Option<Collaborator> {
+    let callee = text(target, call.child_by_field_name("function")?);
+    let (head, attribute) = match callee.split_once('.') {
+        Some((head, rest)) => (head.to_string(), Some(rest.to_string())),
+        None => (callee.clone(), None),
+    };
+    let (_, imported_module, imported_name) = imports.iter().find(|(local, _, _)| *local == head)?;
+    let patch_target = match (imported_name, &attribute) {
+        // `from app import fetch` … `fetch()`: the name lives in the module under test.
+        (Some(_), None) => format!("{module}.{head}"),
+        // `import app` … `app.fetch()`: looked up on the app module at call time.
+        (None, Some(attribute)) => format!("{imported_module}.{attribute}"),
+        (Some(_), Some(attribute)) => format!("{module}.{head}.{attribute}"),
+        (None, None) => return None,
+    };
+    let arguments: Vec<String> = call
+        .child_by_field_name("arguments")
+        .map(|args| {
+            let mut cursor = args.walk();
+            args.named_children(&mut cursor).map(|a| text(target, a)).collect()
+        })
+        .unwrap_or_default();
+    let parameters: Vec<&str> = target.scope.parameters.iter().map(|p| p.name.as_str()).collect();
+    let parameter_arguments = arguments.iter().all(|a| parameters.contains(&a.as_str())).then_some(arguments);
+    Some(Collaborator {
+        variable: format!("mock_{}", patch_target.rsplit('.').next().unwrap_or("collaborator")),
+        patch_target,
+        awaited: call.parent().is_some_and(|p| p.kind() == "await"),
+        parameter_arguments,
+    })
+}
+
+/// Adds the collaborators the user names in `source`: `# mock: app.get_orders_for_customer`.
+fn named_collaborators(source: &str, found: &mut Vec<Collaborator>) {
+    for line in source.lines() {
+        let Some(named) = line.trim().strip_prefix("# mock:") else { continue };
+        let patch_target = named.trim().to_string();
+        if patch_target.is_empty() || found.iter().any(|c| c.patch_target == patch_target) {
+            continue;
+        }
+        let last = patch_target.rsplit('.').next().unwrap_or("collaborator").to_string();
+        let awaited = source
+            .contains(&format!("await {}", patch_target.rsplit_once('.').map_or(last.as_str(), |(_, n)| n)))
+            || source.contains(&format!("await {patch_target}"));
+        found.push(Collaborator { patch_target, variable: format!("mock_{last}"), awaited, parameter_arguments: None });
+    }
 }
 
 /// A project file's text (see `ProjectFiles::read`: regular files inside the workspace only,

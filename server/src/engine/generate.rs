@@ -29,6 +29,17 @@ pub enum PromptPiece {
     Special(String),
 }
 
+/// Whether `prompt` starts with `head` (pieces equal, the last text piece of `head` a prefix of
+/// `prompt`'s): running `prompt` after `head` reuses the KV cache `head` left.
+pub fn extends(prompt: &[PromptPiece], head: &[PromptPiece]) -> bool {
+    let Some((last, before)) = head.split_last() else { return true };
+    let (Some(at_last), true) = (prompt.get(before.len()), prompt.starts_with(before)) else { return false };
+    match (last, at_last) {
+        (PromptPiece::Text(head_text), PromptPiece::Text(text)) => text.starts_with(head_text.as_str()),
+        _ => last == at_last,
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sampling {
     /// 0 means greedy.
@@ -514,6 +525,20 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prompt_extends_the_heads_it_starts_with() {
+        let text = |t: &str| PromptPiece::Text(t.to_string());
+        let special = |t: &str| PromptPiece::Special(t.to_string());
+        let prompt = [special("<fim_prefix>"), text("# a.py\ndef f():\n    return 1")];
+        assert!(extends(&prompt, &[]));
+        assert!(extends(&prompt, &[special("<fim_prefix>")]));
+        assert!(extends(&prompt, &[special("<fim_prefix>"), text("# a.py\n")]));
+        assert!(extends(&prompt, &prompt));
+        assert!(!extends(&prompt, &[special("<fim_prefix>"), text("# b.py\n")]));
+        assert!(!extends(&prompt, &[text("# a.py\n")]));
+        assert!(!extends(&prompt[..1], &prompt));
+    }
 
     #[test]
     fn greedy_picks_the_argmax_and_sampling_is_seeded() {

@@ -24,7 +24,9 @@ use std::time::Instant;
 use ort::session::RunOptions;
 
 pub use backend::Backend;
-pub use generate::{FinishReason, Flow, Generation, GenerationRequest, GenerationStats, Model, PromptPiece, Sampling};
+pub use generate::{
+    FinishReason, Flow, Generation, GenerationRequest, GenerationStats, Model, PromptPiece, Sampling, extends,
+};
 pub use model::{ChatFormat, ModelInfo};
 pub use remote::RemoteSettings;
 pub use scheduler::Priority;
@@ -83,6 +85,13 @@ impl CancelToken {
         if let Some(run) = self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             let _ = run.terminate();
         }
+    }
+
+    /// Cancels without stopping the forward pass in flight: the generation ends once that
+    /// pass (at most one prefill chunk) has run, and its work stays in the KV cache. For a
+    /// pre-warm whose prompt the next job extends.
+    pub fn cancel_after_step(&self) {
+        self.inner.cancelled.store(true, Ordering::SeqCst);
     }
 
     pub fn is_cancelled(&self) -> bool {

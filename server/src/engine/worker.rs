@@ -27,7 +27,7 @@ use super::remote::{Connection, RemoteBackend};
 use super::scheduler::{Control, Inbox, Next, Priority, Refused, Work, Yielding};
 use super::{
     EngineError, EngineEvent, EngineSettings, EngineStats, EngineStatus, Flow, Generation, GenerationRequest, Model,
-    ModelInfo, ModelState, load_model,
+    ModelInfo, ModelState, PromptPiece, load_model,
 };
 use crate::config::Config;
 
@@ -86,10 +86,12 @@ pub struct EngineHandle {
     thread: Option<JoinHandle<()>>,
     /// Tokens of every job not yet finished, so shutdown can cancel them.
     in_flight: Mutex<Vec<super::CancelToken>>,
-    /// Background work (KV cache pre-warms) not yet finished. Any other job or task, and a
-    /// newer pre-warm, cancels it, so a pre-warm never holds up a real request by more than the
-    /// rest of the prefill chunk in flight, which the cancellation also stops.
-    background: Mutex<Vec<super::CancelToken>>,
+    /// Background work (KV cache pre-warms) not yet finished, with its prompt. Any other job
+    /// or task, and a newer pre-warm, cancels it, so a pre-warm never holds up a real request
+    /// by more than the prefill chunk in flight. That chunk is stopped too, unless the new
+    /// job's prompt extends the pre-warm's: then its work is what the job needs next, and it
+    /// is kept (`CancelToken::cancel_after_step`).
+    background: Mutex<Vec<(super::CancelToken, Vec<PromptPiece>)>>,
 }
 
 impl EngineHandle {
@@ -131,9 +133,10 @@ impl EngineHandle {
     /// pre-warm replaces the previous one (the KV cache holds one prompt); any other job
     /// cancels background work.
     pub fn submit(&self, job: Job) {
-        self.cancel_background();
+        self.cancel_background(Some(&job.request.prompt));
         if job.priority == Priority::Background {
-            self.background.lock().unwrap_or_else(|e| e.into_inner()).push(job.request.cancel.clone());
+            let entry = (job.request.cancel.clone(), job.request.prompt.clone());
+            self.background.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
         }
         {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
@@ -146,7 +149,7 @@ impl EngineHandle {
     /// Runs `task` with the backend at [`Priority::ActionStep`]: after every job, and yielding
     /// to jobs that arrive meanwhile before each of its generations.
     pub fn run(&self, task: Task) {
-        self.cancel_background();
+        self.cancel_background(None);
         answer_refused(self.inbox.push(Work::Task(task)));
     }
 
@@ -156,10 +159,15 @@ impl EngineHandle {
         TaskQueue(Arc::clone(&self.inbox))
     }
 
-    /// Cancels the pre-warms queued or running: real work comes first.
-    fn cancel_background(&self) {
-        for token in self.background.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-            token.cancel();
+    /// Cancels the pre-warms queued or running: real work comes first. One whose prompt
+    /// `next` (the prompt of the work that replaces it) extends stops after the forward pass in
+    /// flight, keeping it; the others stop at once.
+    fn cancel_background(&self, next: Option<&[PromptPiece]>) {
+        for (token, prompt) in self.background.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            match next {
+                Some(next) if super::extends(next, &prompt) => token.cancel_after_step(),
+                _ => token.cancel(),
+            }
         }
     }
 

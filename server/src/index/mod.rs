@@ -6,7 +6,9 @@
 //! The main loop only sends it messages (documents travel as O(1) rope and tree clones) and
 //! reads its answers from a shared slot; it never waits for the index. A completion whose
 //! scope has no answer yet uses the file's previous answer and asks for a new one, which the
-//! next request finds (the edit that led to it usually asked already: `prefetch`).
+//! next request finds (the edit that led to it usually asked already: `prefetch`). Each new
+//! answer is also announced through the `Answered` callback given to `IndexHandle::start`, so
+//! the main loop can re-warm the KV cache for the new prompt head.
 
 mod receivers;
 pub mod retrieve;
@@ -157,6 +159,10 @@ enum Message {
     },
 }
 
+/// Called on the index thread with the key of each new answer (the main loop posts itself a
+/// message from it).
+pub type Answered = Box<dyn Fn(&Key) + Send>;
+
 /// The main loop's side of the index.
 pub struct IndexHandle {
     sender: Sender<Message>,
@@ -167,12 +173,12 @@ pub struct IndexHandle {
 }
 
 impl IndexHandle {
-    /// Starts the index thread (idle until `configure`).
-    pub fn start() -> IndexHandle {
+    /// Starts the index thread (idle until `configure`); `answered` hears of every new answer.
+    pub fn start(answered: Answered) -> IndexHandle {
         let (sender, receiver) = crossbeam_channel::unbounded();
         let answers: Arc<Mutex<HashMap<String, Arc<Retrieved>>>> = Arc::default();
         let status = Arc::new(Mutex::new(Status { state: "off", ..Status::default() }));
-        let worker = Worker::new(receiver, Arc::clone(&answers), Arc::clone(&status));
+        let worker = Worker::new(receiver, Arc::clone(&answers), Arc::clone(&status), answered);
         std::thread::Builder::new()
             .name("nib-index".into())
             .spawn(move || worker.run())
@@ -237,6 +243,11 @@ impl IndexHandle {
 
     pub fn status(&self) -> Status {
         self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether the index's latest answer for `key`'s document is for `key`.
+    pub fn has_answer_for(&self, key: &Key) -> bool {
+        self.answers.lock().unwrap_or_else(|e| e.into_inner()).get(&key.uri).is_some_and(|answer| answer.key == *key)
     }
 }
 
@@ -466,6 +477,7 @@ struct Worker {
     receiver: Receiver<Message>,
     answers: Arc<Mutex<HashMap<String, Arc<Retrieved>>>>,
     status: Arc<Mutex<Status>>,
+    answered: Answered,
     workspace: Option<Workspace>,
     /// Open buffers changed since they were last indexed, with the time of the last change.
     dirty: HashMap<PathBuf, (Snapshot, Instant)>,
@@ -479,11 +491,13 @@ impl Worker {
         receiver: Receiver<Message>,
         answers: Arc<Mutex<HashMap<String, Arc<Retrieved>>>>,
         status: Arc<Mutex<Status>>,
+        answered: Answered,
     ) -> Worker {
         Worker {
             receiver,
             answers,
             status,
+            answered,
             workspace: None,
             dirty: HashMap::new(),
             last_queries: HashMap::new(),
@@ -662,6 +676,7 @@ impl Worker {
         let uri = key.uri.clone();
         let answer = Arc::new(Retrieved { key: key.clone(), snippets });
         self.answers.lock().unwrap_or_else(|e| e.into_inner()).insert(uri.clone(), answer);
+        (self.answered)(&key);
         if building {
             self.last_queries.insert(uri, (key, snapshot, cursor, budget));
         }

@@ -4,8 +4,11 @@
 pub mod code_actions;
 pub mod convert;
 pub mod handlers;
+#[cfg(test)]
+mod in_process_tests;
 pub mod jsonrpc;
 pub mod model_wait;
+pub mod prewarm;
 pub mod server;
 pub mod transport;
 pub mod workspace_edit;

@@ -179,6 +179,12 @@ pub fn run(input: impl BufRead + Send + 'static, output: impl Write + Send + 'st
 
     let (engine, engine_events) = EngineHandle::start();
     let (messages_sender, messages) = crossbeam_channel::unbounded::<Message>();
+    // A new answer of the workspace index may change the prompt head: the main loop re-warms.
+    let index_answers = MainLoop(messages_sender.clone());
+    let index = IndexHandle::start(Box::new(move |key| {
+        let key = key.clone();
+        index_answers.post(move |server| super::prewarm::index_answered(server, &key));
+    }));
     let mut server = Server {
         output: output_sender,
         documents: HashMap::new(),
@@ -191,7 +197,7 @@ pub fn run(input: impl BufRead + Send + 'static, output: impl Write + Send + 'st
         main_loop: MainLoop(messages_sender),
         in_flight: HashMap::new(),
         completions: CompletionState::default(),
-        index: IndexHandle::start(),
+        index,
         progress_tokens: Vec::new(),
         waiting_for_model: Default::default(),
         verification: serde_json::Value::Null,
@@ -228,7 +234,7 @@ impl Server {
             };
             select! {
                 recv(pause) -> _ => {
-                    self.guarded("a typing pause", handlers::inline_completion::pause_elapsed);
+                    self.guarded("a typing pause", super::prewarm::pause_elapsed);
                 }
                 recv(incoming) -> frame => match frame {
                     Ok(Frame::Body(body)) => {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use tree_sitter::{Node, QueryCursor, StreamingIterator, Tree};
 
 use super::Language;
-use super::languages::{Blocks, DocStyle};
+use super::languages::Blocks;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScopeKind {
@@ -430,33 +430,64 @@ fn return_annotation(language: Language, rope: &Rope, node: Node) -> Option<Stri
     field_text(rope, node, field).map(|t| t.trim_start_matches(':').trim().to_string())
 }
 
-/// The existing docstring (Python) or the doc comment directly above the anchor.
+/// The existing docstring or doc comment, as the language's `docs.scm` recognises it: the
+/// first statement of the body where documentation goes there (a Python docstring), else the
+/// documentation directly above the anchor, over what may sit in between (Rust attributes).
 fn existing_doc(language: Language, rope: &Rope, node: Node, anchor: Node) -> Option<Range<usize>> {
-    if let DocStyle::Docstring = language.spec().doc {
-        let body = node.child_by_field_name("body")?;
-        let first = body.named_child(0)?;
-        let string = first.named_child(0).filter(|_| first.kind() == "expression_statement")?;
-        return matches!(string.kind(), "string" | "concatenated_string").then(|| first.byte_range());
+    let first_in_body = body_node(language, node).and_then(|body| body.named_child(0));
+    if let Some(first) = first_in_body
+        && doc_role(language, rope, first) == Some(DocRole::FirstInBody)
+    {
+        return Some(first.byte_range());
     }
-    // Walk up over attributes (Rust) to the comment that documents the item.
     let mut previous = anchor.prev_sibling();
-    while let Some(sibling) = previous.filter(|s| s.kind() == "attribute_item") {
-        if text(rope, sibling).starts_with("#[doc") {
-            return Some(sibling.byte_range());
+    while let Some(sibling) = previous {
+        match doc_role(language, rope, sibling)? {
+            DocRole::Above { adjacent } => {
+                let attached = !adjacent || sibling.end_position().row + 1 >= anchor.start_position().row;
+                return attached.then(|| sibling.byte_range());
+            }
+            DocRole::Between => previous = sibling.prev_sibling(),
+            DocRole::FirstInBody => return None,
         }
-        previous = sibling.prev_sibling();
     }
-    let comment = previous.filter(|s| s.kind().contains("comment"))?;
-    let comment_text = text(rope, comment);
-    let is_doc = match language.spec().doc {
-        DocStyle::RustDoc => comment_text.starts_with("///") || comment_text.starts_with("/**"),
-        DocStyle::JsDoc | DocStyle::Javadoc => comment_text.starts_with("/**"),
-        DocStyle::Doxygen => ["/**", "/*!", "///", "//!"].iter().any(|start| comment_text.starts_with(start)),
-        // Go doc comments are plain `//` comments on the lines directly above the declaration.
-        DocStyle::GoDoc => comment.end_position().row + 1 >= anchor.start_position().row,
-        DocStyle::Docstring => false,
-    };
-    is_doc.then(|| comment.byte_range())
+    None
+}
+
+/// What a node is to documentation, per the language's `docs.scm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DocRole {
+    /// Documentation above an item; `adjacent`: only on the line directly above it.
+    Above { adjacent: bool },
+    /// Documentation as the first statement of the item's body.
+    FirstInBody,
+    /// May sit between documentation above an item and the item.
+    Between,
+}
+
+/// `node`'s role, from the `docs.scm` patterns that match the node itself.
+fn doc_role(language: Language, rope: &Rope, node: Node) -> Option<DocRole> {
+    let query = &language.queries().docs;
+    let mut cursor = QueryCursor::new();
+    cursor.set_max_start_depth(Some(0));
+    let node_text = |node: Node| rope.byte_slice(node.byte_range()).chunks().map(str::as_bytes);
+    let mut matches = cursor.matches(query, node, node_text);
+    let mut role = None;
+    while let Some(matched) = matches.next() {
+        let Some(capture) = matched.captures().iter().find(|capture| capture.node.id() == node.id()) else { continue };
+        if query.capture_names()[capture.index as usize] != "doc" {
+            role = Some(DocRole::Between);
+            continue;
+        }
+        let setting =
+            |key: &str| query.property_settings(matched.pattern_index).iter().find(|property| &*property.key == key);
+        let place = setting("place").and_then(|property| property.value.as_deref());
+        return Some(match place {
+            Some("body") => DocRole::FirstInBody,
+            _ => DocRole::Above { adjacent: setting("adjacent").is_some() },
+        });
+    }
+    role
 }
 
 fn describe(language: Language, rope: &Rope, node: Node, kind: ScopeKind) -> Scope {
@@ -785,5 +816,69 @@ mod tests {
             .map(|s| format!("{} {}", s.kind.as_str(), s.name))
             .collect();
         assert_eq!(names, ["function f", "class C", "method m"]);
+    }
+
+    /// Which documentation each language recognises, and where: the docstring first in a
+    /// Python body, doc comments right above the item (over Rust attributes, a `#[doc]`
+    /// attribute itself), Go comments only on the line directly above; plain comments are not
+    /// documentation.
+    #[test]
+    fn existing_documentation_per_language() {
+        let table: &[(Language, &str)] = &[
+            (Language::Python, "def f():\n    \"\"\"Doc.\"\"\"\n    return 1$0\n"),
+            (Language::Python, "def f():\n    \"Doc \" \"joined.\"\n    return 1$0\n"),
+            (Language::Python, "def f():\n    # A comment.\n    \"\"\"Not first.\"\"\"\n    return 1$0\n"),
+            (Language::Python, "# Above.\ndef f():\n    return 1$0\n"),
+            (Language::Python, "class C:\n    \"\"\"A class.\"\"\"\n    x = 1$0\n"),
+            (Language::Rust, "/// Doc.\n#[inline]\n#[must_use]\nfn f() -> u8 {\n    1$0\n}\n"),
+            (Language::Rust, "/** Block doc. */\nfn f() -> u8 {\n    1$0\n}\n"),
+            (Language::Rust, "/// Outer.\n#[doc = \"Attribute.\"]\n#[inline]\nfn f() -> u8 {\n    1$0\n}\n"),
+            (Language::Rust, "// Plain.\nfn f() -> u8 {\n    1$0\n}\n"),
+            (Language::Rust, "/// Doc.\n\n\nfn f() -> u8 {\n    1$0\n}\n"),
+            (Language::Go, "package m\n\n// F does.\nfunc F() int {\n\treturn 1$0\n}\n"),
+            (Language::Go, "package m\n\n// Detached.\n\nfunc F() int {\n\treturn 1$0\n}\n"),
+            (Language::JavaScript, "/** Doc. */\nexport function f() {\n  return 1;$0\n}\n"),
+            (Language::JavaScript, "/* Plain. */\nfunction f() {\n  return 1;$0\n}\n"),
+            (Language::TypeScript, "/** Doc. */\nconst f = (): number => {\n  return 1;$0\n};\n"),
+            (
+                Language::Java,
+                "class A {\n    /** Doc. */\n    @Override\n    int f() {\n        return 1;$0\n    }\n}\n",
+            ),
+            (Language::Java, "class A {\n    // Plain.\n    int f() {\n        return 1;$0\n    }\n}\n"),
+            (Language::C, "/*! Doc. */\nint f(void) {\n    return 1;$0\n}\n"),
+            (Language::C, "//! Doc.\nint f(void) {\n    return 1;$0\n}\n"),
+            (Language::C, "/* Plain. */\nint f(void) {\n    return 1;$0\n}\n"),
+            (Language::Cpp, "/// Doc.\ntemplate <typename T>\nT f(T x) {\n    return x;$0\n}\n"),
+        ];
+        let found: Vec<String> = table
+            .iter()
+            .map(|(language, source)| {
+                let (scope, text) = scope(*language, source).expect("a scope");
+                format!("{language:?} {}: {:?}", scope.name, scope.doc.map(|range| &text[range]))
+            })
+            .collect();
+        expect_test::expect![[r##"
+            Python f: Some("\"\"\"Doc.\"\"\"")
+            Python f: Some("\"Doc \" \"joined.\"")
+            Python f: Some("\"\"\"Not first.\"\"\"")
+            Python f: None
+            Python C: Some("\"\"\"A class.\"\"\"")
+            Rust f: Some("/// Doc.\n")
+            Rust f: Some("/** Block doc. */")
+            Rust f: Some("#[doc = \"Attribute.\"]")
+            Rust f: None
+            Rust f: Some("/// Doc.\n")
+            Go F: Some("// F does.")
+            Go F: None
+            JavaScript f: Some("/** Doc. */")
+            JavaScript f: None
+            TypeScript f: Some("/** Doc. */")
+            Java f: Some("/** Doc. */")
+            Java f: None
+            C f: Some("/*! Doc. */")
+            C f: Some("//! Doc.")
+            C f: None
+            Cpp f: Some("/// Doc.")"##]]
+        .assert_eq(&found.join("\n"));
     }
 }

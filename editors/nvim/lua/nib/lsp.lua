@@ -203,13 +203,18 @@ function M.client_config()
     end,
     on_attach = function(client, bufnr)
       require("nib.inline").attach(client, bufnr)
-      -- Entering the buffer again: nib warms its model cache for it (docs/lsp-extensions.md).
+      -- Entering the buffer again: nib warms its model cache for it at the cursor
+      -- (docs/lsp-extensions.md).
       vim.api.nvim_create_autocmd("BufEnter", {
         group = vim.api.nvim_create_augroup("nib.focus." .. bufnr, { clear = true }),
         buffer = bufnr,
         callback = function()
           if not M.is_stopped(client) then
-            M.notify(client, "nib/didFocus", { textDocument = { uri = vim.uri_from_bufnr(bufnr) } })
+            local at = vim.lsp.util.make_position_params(0, client.offset_encoding or "utf-16")
+            M.notify(client, "nib/didFocus", {
+              textDocument = { uri = vim.uri_from_bufnr(bufnr) },
+              position = at.position,
+            })
           end
         end,
       })

@@ -2,7 +2,9 @@
 //! tree, unique names, the headers a file still lacks (imports, a `unittest` class, a Rust
 //! test module, a Go package clause) and the check that the result parses.
 
-use tree_sitter::Node;
+use std::collections::HashMap;
+
+use tree_sitter::{Node, Query, QueryCursor, StreamingIterator, Tree};
 
 use super::{Plan, PythonStyle};
 use crate::actions::scaffold::AsyncStyle;
@@ -48,63 +50,62 @@ fn node_text(code: &str, node: Node) -> String {
     code[node.byte_range()].to_string()
 }
 
-/// Complete, error-free tests in `code`.
+/// Complete, error-free tests in `code`, as the language's `tests.scm` finds them, in document
+/// order; a test inside another one found is part of it.
 pub fn find_tests(language: Language, code: &str) -> Vec<Test> {
+    let Some(query) = language.queries().tests.as_ref() else {
+        return Vec::new();
+    };
     let rope = ropey::Rope::from_str(code);
     let Some(tree) = syntax::parse(&mut language.parser(), &rope, None) else {
         return Vec::new();
     };
-    let mut tests = Vec::new();
-    let mut cursor = tree.walk();
-    loop {
-        let node = cursor.node();
-        let found = match (language, node.kind()) {
-            (Language::Python, "function_definition") => {
-                // With its decorators (`@pytest.mark.asyncio`).
-                let whole = node.parent().filter(|p| p.kind() == "decorated_definition").unwrap_or(node);
-                node.child_by_field_name("name")
-                    .map(|n| node_text(code, n))
-                    .filter(|name| name.starts_with("test"))
-                    .map(|name| Test { name, text: node_text(code, whole) })
+    let found = test_nodes(query, &tree, code);
+    let mut outermost: Vec<&FoundTest> = found
+        .values()
+        .filter(|test| !test.node.has_error())
+        .filter(|test| {
+            let mut ancestor = test.node.parent();
+            while let Some(node) = ancestor {
+                if found.get(&node.id()).is_some_and(|outer| !outer.node.has_error()) {
+                    return false;
+                }
+                ancestor = node.parent();
             }
-            (Language::Rust, "function_item") => node
-                .prev_sibling()
-                .filter(|attribute| {
-                    attribute.kind() == "attribute_item" && node_text(code, *attribute).contains("test")
-                })
-                .and_then(|attribute| {
-                    let name = node.child_by_field_name("name").map(|n| node_text(code, n))?;
-                    Some(Test { name, text: code[attribute.start_byte()..node.end_byte()].to_string() })
-                }),
-            (Language::Go, "function_declaration") => node
-                .child_by_field_name("name")
-                .map(|n| node_text(code, n))
-                .filter(|name| name.starts_with("Test"))
-                .map(|name| Test { name, text: node_text(code, node) }),
-            (Language::JavaScript | Language::TypeScript | Language::Tsx, "expression_statement") => {
-                let call = node.named_child(0).filter(|c| c.kind() == "call_expression");
-                call.and_then(|call| {
-                    let callee = call.child_by_field_name("function").map(|f| node_text(code, f))?;
-                    if callee != "test" && callee != "it" {
-                        return None;
-                    }
-                    let title = call.child_by_field_name("arguments")?.named_child(0).map(|t| node_text(code, t))?;
-                    Some(Test { name: title, text: node_text(code, node) })
-                })
-            }
-            _ => None,
+            true
+        })
+        .collect();
+    outermost.sort_by_key(|test| test.node.start_byte());
+    outermost
+        .iter()
+        .map(|test| Test { name: node_text(code, test.name), text: code[test.start..test.node.end_byte()].to_string() })
+        .collect()
+}
+
+/// A test the query captured: the test, its name, and where its text starts (decorators and
+/// attributes included).
+struct FoundTest<'tree> {
+    node: Node<'tree>,
+    name: Node<'tree>,
+    start: usize,
+}
+
+/// Every test node `query` captures in `tree`, by node id.
+fn test_nodes<'tree>(query: &Query, tree: &'tree Tree, code: &str) -> HashMap<usize, FoundTest<'tree>> {
+    let mut found: HashMap<usize, FoundTest> = HashMap::new();
+    let mut cursor = QueryCursor::new();
+    let mut matches = cursor.matches(query, tree.root_node(), code.as_bytes());
+    while let Some(matched) = matches.next() {
+        let captured = |name: &str| {
+            let index = query.capture_index_for_name(name)?;
+            matched.captures().iter().find(|capture| capture.index == index).map(|capture| capture.node)
         };
-        if let Some(test) = found.filter(|_| !node.has_error()) {
-            tests.push(test);
-        } else if cursor.goto_first_child() {
-            continue;
-        }
-        while !cursor.goto_next_sibling() {
-            if !cursor.goto_parent() {
-                return tests;
-            }
-        }
+        let (Some(node), Some(name)) = (captured("test"), captured("name")) else { continue };
+        let start = captured("start").map_or(node.start_byte(), |start| start.start_byte());
+        let test = found.entry(node.id()).or_insert(FoundTest { node, name, start });
+        test.start = test.start.min(start);
     }
+    found
 }
 
 /// Renames tests whose names are taken (in the target file or earlier in the batch).
@@ -152,124 +153,144 @@ fn indent(text: &str, by: &str) -> String {
 /// The text to insert into the target for `tests`, with the headers it still lacks.
 pub(super) fn assemble(target: &Target, plan: &Plan, tests: &[Test]) -> Insertion {
     let existing = plan.existing.clone().unwrap_or_default();
-    let end = existing.len();
-    let separator = if existing.is_empty() || existing.ends_with("\n\n") {
+    let body: Vec<&str> = tests.iter().map(|t| t.text.as_str()).collect();
+    match plan.layout {
+        TestLayout::Python => python_insertion(target, plan, &existing, &body),
+        TestLayout::Rust => rust_insertion(target, &existing, &body),
+        TestLayout::JavaScript | TestLayout::TypeScript => {
+            let header = missing_lines(&existing, javascript_header(plan));
+            let gap = if header.is_empty() { "" } else { "\n" };
+            let text = format!("{}{header}{gap}{}\n", separator(&existing), body.join("\n\n"));
+            Insertion { offset: existing.len(), text }
+        }
+        TestLayout::Go => {
+            let header = if existing.trim().is_empty() { go_header(target, &body) } else { String::new() };
+            Insertion {
+                offset: existing.len(),
+                text: format!("{}{header}{}\n", separator(&existing), body.join("\n\n")),
+            }
+        }
+    }
+}
+
+/// What goes between the existing text and appended tests: a blank line.
+fn separator(existing: &str) -> &'static str {
+    if existing.is_empty() || existing.ends_with("\n\n") {
         ""
     } else if existing.ends_with('\n') {
         "\n"
     } else {
         "\n\n"
+    }
+}
+
+/// Whether `existing` has `line` (ignoring indentation).
+fn has_line(existing: &str, line: &str) -> bool {
+    existing.lines().any(|l| l.trim() == line.trim())
+}
+
+/// The `lines` that `existing` lacks, each ended by a newline.
+fn missing_lines(existing: &str, lines: impl IntoIterator<Item = String>) -> String {
+    lines.into_iter().filter(|line| !has_line(existing, line)).map(|line| format!("{line}\n")).collect()
+}
+
+/// Python tests appended after the imports they still need, as functions or as methods of a
+/// `unittest` class, two blank lines apart (PEP 8).
+fn python_insertion(target: &Target, plan: &Plan, existing: &str, body: &[&str]) -> Insertion {
+    let class = in_unittest_class(target, plan);
+    let header = python_header(plan, existing, body, class);
+    let class_block = class.then(|| unittest_class(target, existing, body));
+    let main = (class && existing.is_empty()).then_some("if __name__ == \"__main__\":\n    unittest.main()");
+    let mut parts: Vec<&str> = Vec::new();
+    if !header.is_empty() {
+        parts.push(header.trim_end());
+    }
+    match &class_block {
+        Some(block) => parts.push(block),
+        None => parts.extend(body),
+    }
+    parts.extend(main);
+    // PEP 8: two blank lines between top-level definitions.
+    let lead = match existing {
+        "" => "",
+        text if text.ends_with("\n\n\n") => "",
+        text if text.ends_with("\n\n") => "\n",
+        text if text.ends_with('\n') => "\n\n",
+        _ => "\n\n\n",
     };
-    let body: Vec<&str> = tests.iter().map(|t| t.text.as_str()).collect();
-    let has_line = |line: &str| existing.lines().any(|l| l.trim() == line.trim());
-    match plan.layout {
-        TestLayout::Python => {
-            let uses = |name: &str| body.iter().any(|t| t.contains(name));
-            let class = in_unittest_class(target, plan);
-            let mut header = String::new();
-            if uses("pytest.") && !has_line("import pytest") {
-                header.push_str("import pytest\n");
-            }
-            if class && !has_line("import unittest") {
-                header.push_str("import unittest\n");
-            }
-            let mocks: Vec<&str> = [("AsyncMock", "AsyncMock"), ("MagicMock", "MagicMock"), ("patch(", "patch")]
-                .iter()
-                .filter(|(used, _)| uses(used))
-                .map(|(_, name)| *name)
-                .collect();
-            let mock_import = format!("from unittest.mock import {}", mocks.join(", "));
-            if !mocks.is_empty() && !has_line(&mock_import) {
-                header.push_str(&mock_import);
-                header.push('\n');
-            }
-            for line in &plan.extra_imports {
-                if !has_line(line) {
-                    header.push_str(line);
-                    header.push('\n');
-                }
-            }
-            if let Some(import_line) = python_missing_imports(&existing, plan) {
-                header.push_str(&import_line);
-                header.push('\n');
-            }
-            // Async tests without pytest-asyncio: methods of an IsolatedAsyncioTestCase; tests
-            // of a project that uses unittest: methods of a TestCase.
-            let is_async = target.scope.is_async && target.scope.kind == ScopeKind::Function;
-            let class_block = class.then(|| {
-                let camel: String = target
-                    .scope
-                    .name
-                    .split('_')
-                    .map(|word| {
-                        let mut chars = word.chars();
-                        chars.next().map(|c| c.to_uppercase().chain(chars).collect::<String>()).unwrap_or_default()
-                    })
-                    .collect();
-                let mut class_name = format!("Test{camel}");
-                while existing.contains(&format!("class {class_name}(")) {
-                    class_name.push('2');
-                }
-                let methods: Vec<String> = body.iter().map(|t| indent(&as_method(t), "    ")).collect();
-                let base = if is_async { "IsolatedAsyncioTestCase" } else { "TestCase" };
-                format!("class {class_name}(unittest.{base}):\n{}", methods.join("\n\n"))
-            });
-            let main = (class && existing.is_empty()).then_some("if __name__ == \"__main__\":\n    unittest.main()");
-            let mut parts: Vec<&str> = Vec::new();
-            if !header.is_empty() {
-                parts.push(header.trim_end());
-            }
-            match &class_block {
-                Some(block) => parts.push(block),
-                None => parts.extend(&body),
-            }
-            parts.extend(main);
-            // PEP 8: two blank lines between top-level definitions.
-            let lead = match existing.as_str() {
-                "" => "",
-                text if text.ends_with("\n\n\n") => "",
-                text if text.ends_with("\n\n") => "\n",
-                text if text.ends_with('\n') => "\n\n",
-                _ => "\n\n\n",
-            };
-            Insertion { offset: end, text: format!("{lead}{}\n", parts.join("\n\n\n")) }
-        }
-        TestLayout::Rust => {
-            let tests_text = body.iter().map(|t| indent(t, "    ")).collect::<Vec<_>>().join("\n\n");
-            // Inside an existing `#[cfg(test)] mod tests { ... }`, before its closing brace.
-            let module_end = existing_test_module_end(&target.rope.to_string());
-            match module_end {
-                Some(close) => Insertion { offset: close, text: format!("\n{tests_text}\n") },
-                None => Insertion {
-                    offset: end,
-                    text: format!("{separator}#[cfg(test)]\nmod tests {{\n    use super::*;\n\n{tests_text}\n}}\n"),
-                },
-            }
-        }
-        TestLayout::JavaScript | TestLayout::TypeScript => {
-            let mut header = String::new();
-            for line in javascript_header(plan) {
-                if !has_line(&line) {
-                    header.push_str(&line);
-                    header.push('\n');
-                }
-            }
-            let gap = if header.is_empty() { "" } else { "\n" };
-            Insertion { offset: end, text: format!("{separator}{header}{gap}{}\n", body.join("\n\n")) }
-        }
-        TestLayout::Go => {
-            let header = if existing.trim().is_empty() {
-                let package = package_name(target).unwrap_or_else(|| "main".into());
-                if body.iter().any(|t| t.contains("reflect.")) {
-                    format!("package {package}\n\nimport (\n\t\"reflect\"\n\t\"testing\"\n)\n\n")
-                } else {
-                    format!("package {package}\n\nimport \"testing\"\n\n")
-                }
-            } else {
-                String::new()
-            };
-            Insertion { offset: end, text: format!("{separator}{header}{}\n", body.join("\n\n")) }
-        }
+    Insertion { offset: existing.len(), text: format!("{lead}{}\n", parts.join("\n\n\n")) }
+}
+
+/// The import lines the tests use that `existing` lacks: pytest, unittest, `unittest.mock`,
+/// the plan's extra imports, the code under test.
+fn python_header(plan: &Plan, existing: &str, body: &[&str], class: bool) -> String {
+    let uses = |name: &str| body.iter().any(|t| t.contains(name));
+    let mut lines = Vec::new();
+    if uses("pytest.") {
+        lines.push("import pytest".to_string());
+    }
+    if class {
+        lines.push("import unittest".to_string());
+    }
+    let mocks: Vec<&str> = [("AsyncMock", "AsyncMock"), ("MagicMock", "MagicMock"), ("patch(", "patch")]
+        .iter()
+        .filter(|(used, _)| uses(used))
+        .map(|(_, name)| *name)
+        .collect();
+    if !mocks.is_empty() {
+        lines.push(format!("from unittest.mock import {}", mocks.join(", ")));
+    }
+    lines.extend(plan.extra_imports.iter().cloned());
+    let mut header = missing_lines(existing, lines);
+    if let Some(import_line) = python_missing_imports(existing, plan) {
+        header.push_str(&import_line);
+        header.push('\n');
+    }
+    header
+}
+
+/// The tests as methods of a `Test<Name>` class: an `IsolatedAsyncioTestCase` for async code
+/// without pytest-asyncio, a `TestCase` for a project that uses unittest.
+fn unittest_class(target: &Target, existing: &str, body: &[&str]) -> String {
+    let camel: String = target
+        .scope
+        .name
+        .split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map(|c| c.to_uppercase().chain(chars).collect::<String>()).unwrap_or_default()
+        })
+        .collect();
+    let mut class_name = format!("Test{camel}");
+    while existing.contains(&format!("class {class_name}(")) {
+        class_name.push('2');
+    }
+    let methods: Vec<String> = body.iter().map(|t| indent(&as_method(t), "    ")).collect();
+    let is_async = target.scope.is_async && target.scope.kind == ScopeKind::Function;
+    let base = if is_async { "IsolatedAsyncioTestCase" } else { "TestCase" };
+    format!("class {class_name}(unittest.{base}):\n{}", methods.join("\n\n"))
+}
+
+/// Rust tests inside the file's `#[cfg(test)] mod tests`, before its closing brace, or in a
+/// new one at the end.
+fn rust_insertion(target: &Target, existing: &str, body: &[&str]) -> Insertion {
+    let tests_text = body.iter().map(|t| indent(t, "    ")).collect::<Vec<_>>().join("\n\n");
+    match existing_test_module_end(&target.rope.to_string()) {
+        Some(close) => Insertion { offset: close, text: format!("\n{tests_text}\n") },
+        None => Insertion {
+            offset: existing.len(),
+            text: format!("{}#[cfg(test)]\nmod tests {{\n    use super::*;\n\n{tests_text}\n}}\n", separator(existing)),
+        },
+    }
+}
+
+/// A new Go test file's package clause and imports (`reflect` when the tests compare with it).
+fn go_header(target: &Target, body: &[&str]) -> String {
+    let package = package_name(target).unwrap_or_else(|| "main".into());
+    if body.iter().any(|t| t.contains("reflect.")) {
+        format!("package {package}\n\nimport (\n\t\"reflect\"\n\t\"testing\"\n)\n\n")
+    } else {
+        format!("package {package}\n\nimport \"testing\"\n\n")
     }
 }
 

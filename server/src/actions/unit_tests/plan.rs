@@ -186,82 +186,135 @@ pub fn plan(target: &Target, workspace_folders: &[PathBuf], files: &ProjectFiles
     let root = workspace_folders.iter().find(|folder| source.starts_with(folder)).cloned().ok_or_else(|| {
         ActionError::Rejected(format!("{} is outside the workspace folders; nothing was written", source.display()))
     })?;
-    let directory = source.parent().unwrap_or(&root).to_path_buf();
-    let module = stem(&source);
-    let (imported, _) = subject(target);
-    let mut import_roots = Vec::new();
-    let mut python_style = PythonStyle::Unittest;
-    let mut commonjs = false;
     let Some(layout) = target.language.spec().tests else {
         let language = target.language.spec().display_name;
         return Err(ActionError::Rejected(format!("nib does not generate unit tests for {language}")));
     };
-    let (file, import_line, dotted_module) = match layout {
-        TestLayout::Python => {
-            let pythonpath = pytest_pythonpath(&root, files);
-            let beside = python_tests_folder(&root, files).is_none();
-            let (dotted, import_root) = python_module(&source, &root, files, &pythonpath, beside);
-            if let Some(bad) = dotted.split('.').find(|part| !is_python_identifier(part)) {
-                return Err(ActionError::Rejected(format!(
-                    "`{bad}` in {} is not a Python identifier, so tests cannot import this module; nothing was written",
-                    source.display()
-                )));
-            }
-            import_roots.push(import_root);
-            import_roots.extend(pythonpath);
-            import_roots.push(root.clone());
-            import_roots.dedup();
-            python_style = if uses_pytest(&root, files) { PythonStyle::Pytest } else { PythonStyle::Unittest };
-            let file = python_test_file(&source, &root, &dotted, files);
-            (file, String::new(), dotted)
-        }
-        TestLayout::Rust => (source.clone(), String::new(), String::new()),
-        TestLayout::JavaScript => {
-            let extension = source.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "js".into());
-            let file_name = source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            commonjs = javascript_is_commonjs(target, &source, &root, files);
-            let import = if commonjs {
-                format!("const {{ {imported} }} = require(\"./{file_name}\");")
-            } else {
-                format!("import {{ {imported} }} from \"./{file_name}\";")
-            };
-            (directory.join(format!("{module}.test.{extension}")), import, String::new())
-        }
-        TestLayout::TypeScript => {
-            let extension = source.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "js".into());
-            let import = format!("import {{ {imported} }} from \"./{module}\";");
-            (directory.join(format!("{module}.test.{extension}")), import, String::new())
-        }
-        TestLayout::Go => (directory.join(format!("{module}_test.go")), String::new(), String::new()),
+    let placement = match layout {
+        TestLayout::Python => python_placement(&source, &root, files)?,
+        TestLayout::Rust => Placement::in_file(source.clone()),
+        TestLayout::JavaScript => javascript_placement(target, &source, &root, files),
+        TestLayout::TypeScript => typescript_placement(target, &source),
+        TestLayout::Go => Placement::in_file(beside(&source, &format!("{}_test.go", stem(&source)))),
     };
-    if !file.starts_with(&root) {
-        return Err(ActionError::Rejected(format!("{} is outside the workspace; nothing was written", file.display())));
+    if !placement.file.starts_with(&root) {
+        let file = placement.file.display();
+        return Err(ActionError::Rejected(format!("{file} is outside the workspace; nothing was written")));
     }
-    let existing = if file == source { Some(target.rope.to_string()) } else { files.read(&file) };
-    if let Some(existing) =
-        existing.as_deref().filter(|_| matches!(target.language.spec().tests, Some(TestLayout::Python)))
-    {
-        // An existing test file's style wins.
-        if existing.contains("unittest.TestCase") || existing.contains("IsolatedAsyncioTestCase") {
-            python_style = PythonStyle::Unittest;
-        } else if existing.contains("def test") && !existing.contains("(self") {
-            python_style = PythonStyle::Pytest;
-        }
-    }
+    let existing = if placement.file == source { Some(target.rope.to_string()) } else { files.read(&placement.file) };
+    let python_style = match (layout, existing.as_deref()) {
+        (TestLayout::Python, Some(existing)) => existing_python_style(existing).unwrap_or(placement.python_style),
+        _ => placement.python_style,
+    };
     Ok(Plan {
         layout,
-        file,
+        file: placement.file,
         existing,
-        import_line,
-        commonjs,
-        imported: vec![imported],
-        module: dotted_module,
+        import_line: placement.import_line,
+        commonjs: placement.commonjs,
+        imported: vec![subject(target).0],
+        module: placement.module,
         extra_imports: Vec::new(),
         async_style: scaffold::python_async_style(&root, &|path| files.read(path)),
         python_style,
-        tokio: matches!(target.language.spec().tests, Some(TestLayout::Rust))
-            && scaffold::rust_uses_tokio(&source, &root, &|path| files.read(path)),
-        import_roots,
+        tokio: layout == TestLayout::Rust && scaffold::rust_uses_tokio(&source, &root, &|path| files.read(path)),
+        import_roots: placement.import_roots,
         root,
     })
+}
+
+/// Where one layout puts the tests and how they import the code.
+struct Placement {
+    file: PathBuf,
+    /// JavaScript/TypeScript: the import of the code under test.
+    import_line: String,
+    /// JavaScript: the tests are CommonJS.
+    commonjs: bool,
+    /// Python: the dotted module the tests import.
+    module: String,
+    /// Python: the folders the tests import the code from.
+    import_roots: Vec<PathBuf>,
+    /// Python: the project's framework, before an existing test file has its say.
+    python_style: PythonStyle,
+}
+
+impl Placement {
+    /// Tests in `file`, which imports nothing by name (Rust's test module, a Go test file).
+    fn in_file(file: PathBuf) -> Placement {
+        Placement {
+            file,
+            import_line: String::new(),
+            commonjs: false,
+            module: String::new(),
+            import_roots: Vec::new(),
+            python_style: PythonStyle::Unittest,
+        }
+    }
+}
+
+/// `name` in the folder of `source`.
+fn beside(source: &Path, name: &str) -> PathBuf {
+    source.parent().unwrap_or(source).join(name)
+}
+
+/// The project's test file for `source`, the dotted module tests import and the folders that
+/// must be on `sys.path`; an error when a path part is not a Python identifier.
+fn python_placement(source: &Path, root: &Path, files: &ProjectFiles) -> Result<Placement, ActionError> {
+    let pythonpath = pytest_pythonpath(root, files);
+    let beside = python_tests_folder(root, files).is_none();
+    let (dotted, import_root) = python_module(source, root, files, &pythonpath, beside);
+    if let Some(bad) = dotted.split('.').find(|part| !is_python_identifier(part)) {
+        return Err(ActionError::Rejected(format!(
+            "`{bad}` in {} is not a Python identifier, so tests cannot import this module; nothing was written",
+            source.display()
+        )));
+    }
+    let mut import_roots = vec![import_root];
+    import_roots.extend(pythonpath);
+    import_roots.push(root.to_path_buf());
+    import_roots.dedup();
+    Ok(Placement {
+        file: python_test_file(source, root, &dotted, files),
+        module: dotted,
+        import_roots,
+        python_style: if uses_pytest(root, files) { PythonStyle::Pytest } else { PythonStyle::Unittest },
+        ..Placement::in_file(PathBuf::new())
+    })
+}
+
+/// `<module>.test.<ext>` beside the source, importing it with `require` or `import` as the
+/// package is CommonJS or an ES module.
+fn javascript_placement(target: &Target, source: &Path, root: &Path, files: &ProjectFiles) -> Placement {
+    let imported = subject(target).0;
+    let file_name = source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let commonjs = javascript_is_commonjs(target, source, root, files);
+    let import_line = if commonjs {
+        format!("const {{ {imported} }} = require(\"./{file_name}\");")
+    } else {
+        format!("import {{ {imported} }} from \"./{file_name}\";")
+    };
+    Placement { import_line, commonjs, ..Placement::in_file(sibling_test_file(source)) }
+}
+
+/// `<module>.test.<ext>` beside the source, importing it by its module name.
+fn typescript_placement(target: &Target, source: &Path) -> Placement {
+    let import_line = format!("import {{ {} }} from \"./{}\";", subject(target).0, stem(source));
+    Placement { import_line, ..Placement::in_file(sibling_test_file(source)) }
+}
+
+/// `<module>.test.<ext>` in the source's folder.
+fn sibling_test_file(source: &Path) -> PathBuf {
+    let extension = source.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "js".into());
+    beside(source, &format!("{}.test.{extension}", stem(source)))
+}
+
+/// The framework an existing Python test file already uses, if it tells.
+fn existing_python_style(existing: &str) -> Option<PythonStyle> {
+    if existing.contains("unittest.TestCase") || existing.contains("IsolatedAsyncioTestCase") {
+        Some(PythonStyle::Unittest)
+    } else if existing.contains("def test") && !existing.contains("(self") {
+        Some(PythonStyle::Pytest)
+    } else {
+        None
+    }
 }

@@ -338,3 +338,58 @@ fn async_rust_with_tokio_and_async_typescript() {
     "#]]
     .assert_eq(&text);
 }
+
+/// The tests `find_tests` finds in each language: complete, error-free test functions (with
+/// their decorators or test attribute), not those nested in a test found already, nothing
+/// that is not a test by the language's convention; none for languages without a test layout.
+#[test]
+fn tests_are_found_per_language() {
+    let table: &[(Language, &str)] = &[
+        (
+            Language::Python,
+            "import pytest\n\n@pytest.mark.slow\ndef test_slow():\n    assert f()\n\ndef helper():\n    def test_inner():\n        assert 1\n\nclass TestShop:\n    def test_price(self):\n        def test_nested():\n            pass\n        assert price()\n\ndef test_broken(:\n    assert 1\n\ndef check_it():\n    assert 1\n",
+        ),
+        (
+            Language::Rust,
+            "#[test]\nfn adds() {\n    assert_eq!(add(1, 1), 2);\n}\n\n#[tokio::test]\nasync fn waits() {\n    assert!(wait().await);\n}\n\n#[inline]\nfn not_a_test() {}\n\nfn plain() {}\n\nmod tests {\n    #[test]\n    fn inside() {\n        assert!(true);\n    }\n}\n",
+        ),
+        (
+            Language::Go,
+            "package m\n\nfunc TestSum(t *testing.T) {\n\tif Sum(1, 2) != 3 {\n\t\tt.Fail()\n\t}\n}\n\nfunc helper() {}\n\nfunc (s *S) TestMethod(t *testing.T) {}\n",
+        ),
+        (
+            Language::JavaScript,
+            "import { test } from \"node:test\";\n\ntest(\"adds\", () => {\n  assert.equal(add(1, 1), 2);\n  test(\"inner\", () => {});\n});\n\nit('works', async () => {});\n\ndescribe(\"group\", () => {\n  test(\"grouped\", () => {});\n});\n\ntest.skip(\"skipped\", () => {});\n",
+        ),
+        (Language::TypeScript, "test(\"typed\", (): void => {\n  assert.ok(true);\n});\n"),
+        (Language::Java, "class ShopTest {\n    @Test\n    void price() {}\n}\n"),
+    ];
+    let found: Vec<String> = table
+        .iter()
+        .map(|(language, code)| {
+            let tests = find_tests(*language, code);
+            let lines: Vec<String> = tests.iter().map(|t| format!("  {} = {:?}", t.name, t.text)).collect();
+            format!("{language:?}:\n{}", lines.join("\n"))
+        })
+        .collect();
+    expect_test::expect![[r##"
+        Python:
+          test_slow = "@pytest.mark.slow\ndef test_slow():\n    assert f()"
+          test_inner = "def test_inner():\n        assert 1"
+          test_price = "def test_price(self):\n        def test_nested():\n            pass\n        assert price()"
+        Rust:
+          adds = "#[test]\nfn adds() {\n    assert_eq!(add(1, 1), 2);\n}"
+          waits = "#[tokio::test]\nasync fn waits() {\n    assert!(wait().await);\n}"
+          inside = "#[test]\n    fn inside() {\n        assert!(true);\n    }"
+        Go:
+          TestSum = "func TestSum(t *testing.T) {\n\tif Sum(1, 2) != 3 {\n\t\tt.Fail()\n\t}\n}"
+        JavaScript:
+          "adds" = "test(\"adds\", () => {\n  assert.equal(add(1, 1), 2);\n  test(\"inner\", () => {});\n});"
+          'works' = "it('works', async () => {});"
+          "grouped" = "test(\"grouped\", () => {});"
+        TypeScript:
+          "typed" = "test(\"typed\", (): void => {\n  assert.ok(true);\n});"
+        Java:
+    "##]]
+    .assert_eq(&found.join("\n"));
+}

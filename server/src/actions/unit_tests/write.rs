@@ -77,22 +77,11 @@ pub(super) fn scaffolded_shape(
         return None;
     }
     let name = &target.scope.name;
-    let lower = name.to_lowercase();
     let is_async = target.scope.is_async;
     match target.language {
-        Language::Python => {
-            let (lead, receiver) = match (is_async, plan.async_style) {
-                (true, AsyncStyle::PytestAsyncio) => (format!("@pytest.mark.asyncio\nasync def test_{lower}_"), ""),
-                // A method of an `IsolatedAsyncioTestCase`; `assemble` adds the class.
-                (true, AsyncStyle::Unittest) => (format!("async def test_{lower}_"), "self"),
-                (false, _) => (format!("def test_{lower}_"), ""),
-            };
-            let mut pieces = vec![Piece::Fixed(format!("({receiver}):\n"))];
-            pieces.extend(scaffold::python_body(&format!("{name}("), is_async, collaborators, "    "));
-            Some((lead, "(", pieces))
-        }
+        Language::Python => Some(python_scaffold(target, plan, collaborators)),
         Language::Rust if is_async && plan.tokio => Some((
-            format!("#[tokio::test]\nasync fn {lower}_"),
+            format!("#[tokio::test]\nasync fn {}_", name.to_lowercase()),
             "(",
             call_and_expectation(
                 format!("() {{\n    let result = {name}("),
@@ -100,36 +89,7 @@ pub(super) fn scaffolded_shape(
                 "\n}\n".into(),
             ),
         )),
-        Language::Go => {
-            let results = go_results(target.scope.return_annotation.as_deref()?)?;
-            let lead = format!("func Test{name}");
-            let check = |value: &str| {
-                let comparable = !(value.contains('[') || value.contains("func") || value.contains("interface"));
-                let uses_reflect = plan.existing.as_deref().is_none_or(|e| e.contains("\"reflect\""));
-                let condition =
-                    if comparable && !uses_reflect { "got != want" } else { "!reflect.DeepEqual(got, want)" };
-                format!("\n\tif {condition} {{\n\t\tt.Errorf(\"{name}() = %#v, want %#v\", got, want)\n\t}}\n}}\n")
-            };
-            let error_check = format!("\n\tif err != nil {{\n\t\tt.Fatalf(\"{name}: %v\", err)\n\t}}");
-            let pieces = match results {
-                GoResults::Value(value) => call_and_expectation(
-                    format!("(t *testing.T) {{\n\tgot := {name}("),
-                    format!("\n\tvar want {value} = "),
-                    check(value),
-                ),
-                GoResults::ValueAndError(value) => call_and_expectation(
-                    format!("(t *testing.T) {{\n\tgot, err := {name}("),
-                    format!("{error_check}\n\tvar want {value} = "),
-                    check(value),
-                ),
-                GoResults::Error => vec![
-                    Piece::Fixed(format!("(t *testing.T) {{\n\terr := {name}(")),
-                    Piece::Arguments,
-                    Piece::Fixed(format!("{error_check}\n}}\n")),
-                ],
-            };
-            Some((lead, "(", pieces))
-        }
+        Language::Go => go_scaffold(target, plan),
         Language::JavaScript | Language::TypeScript | Language::Tsx if is_async => Some((
             format!("test(\"{name} "),
             "\"",
@@ -141,6 +101,60 @@ pub(super) fn scaffolded_shape(
         )),
         _ => None,
     }
+}
+
+/// A pytest function (`@pytest.mark.asyncio` for async code when the project has
+/// pytest-asyncio) or an `IsolatedAsyncioTestCase` method, its body built around the
+/// collaborators' mocks.
+fn python_scaffold(target: &Target, plan: &Plan, collaborators: &[Collaborator]) -> (String, &'static str, Vec<Piece>) {
+    let name = &target.scope.name;
+    let lower = name.to_lowercase();
+    let is_async = target.scope.is_async;
+    let (lead, receiver) = match (is_async, plan.async_style) {
+        (true, AsyncStyle::PytestAsyncio) => (format!("@pytest.mark.asyncio\nasync def test_{lower}_"), ""),
+        // A method of an `IsolatedAsyncioTestCase`; `assemble` adds the class.
+        (true, AsyncStyle::Unittest) => (format!("async def test_{lower}_"), "self"),
+        (false, _) => (format!("def test_{lower}_"), ""),
+    };
+    let mut pieces = vec![Piece::Fixed(format!("({receiver}):\n"))];
+    pieces.extend(scaffold::python_body(&format!("{name}("), is_async, collaborators, "    "));
+    (lead, "(", pieces)
+}
+
+/// A Go test that calls the function, checks its error and compares its value with a typed
+/// expectation; `None` for result lists tests are not written for.
+fn go_scaffold(target: &Target, plan: &Plan) -> Option<(String, &'static str, Vec<Piece>)> {
+    let name = &target.scope.name;
+    let results = go_results(target.scope.return_annotation.as_deref()?)?;
+    let uses_reflect = plan.existing.as_deref().is_none_or(|e| e.contains("\"reflect\""));
+    let check = |value: &str| go_comparison(name, value, uses_reflect);
+    let error_check = format!("\n\tif err != nil {{\n\t\tt.Fatalf(\"{name}: %v\", err)\n\t}}");
+    let pieces = match results {
+        GoResults::Value(value) => call_and_expectation(
+            format!("(t *testing.T) {{\n\tgot := {name}("),
+            format!("\n\tvar want {value} = "),
+            check(value),
+        ),
+        GoResults::ValueAndError(value) => call_and_expectation(
+            format!("(t *testing.T) {{\n\tgot, err := {name}("),
+            format!("{error_check}\n\tvar want {value} = "),
+            check(value),
+        ),
+        GoResults::Error => vec![
+            Piece::Fixed(format!("(t *testing.T) {{\n\terr := {name}(")),
+            Piece::Arguments,
+            Piece::Fixed(format!("{error_check}\n}}\n")),
+        ],
+    };
+    Some((format!("func Test{name}"), "(", pieces))
+}
+
+/// The end of a Go test: `got != want` for comparable types in a file without `reflect`,
+/// `reflect.DeepEqual` otherwise.
+fn go_comparison(name: &str, value: &str, uses_reflect: bool) -> String {
+    let comparable = !(value.contains('[') || value.contains("func") || value.contains("interface"));
+    let condition = if comparable && !uses_reflect { "got != want" } else { "!reflect.DeepEqual(got, want)" };
+    format!("\n\tif {condition} {{\n\t\tt.Errorf(\"{name}() = %#v, want %#v\", got, want)\n\t}}\n}}\n")
 }
 
 /// A scaffold that calls the code (`call`, then the model's arguments), then `between`, the
@@ -325,112 +339,26 @@ fn write_into(
     cancel: CancelToken,
     tests: &mut Vec<Test>,
 ) -> Result<(), ActionError> {
-    let language = target.language;
-    let (_, qualified) = subject(target);
-    let mut context = format!("```{}\n{}\n```", target.fence(), target.source());
-    if !request.hints.is_empty() {
-        context.push_str(&format!("\n\n```{}\n{}```", target.fence(), request.hints));
-    }
-    let mut asker = Asker::new(model, cancel, context);
+    let mut asker = Asker::new(model, cancel, prompt_context(target, request.hints));
     asker.deadline = request.budget.map(Budget::deadline);
-    let comment = language.spec().line_comment;
-    let question = format!(
-        "Write {} unit tests for `{qualified}`. Cover typical inputs and edge cases with short test functions that each assert a result. Reply with code only.",
-        framework(plan.layout)
-    );
-    let shape = shape(target, plan.layout);
-    let collaborators = scaffold::collaborators(target, &plan.module);
-    // Go tests always follow the scaffold: typed expectations and error checks.
-    let scaffolded =
-        if scaffold::needed(target, &collaborators) || matches!(language.spec().tests, Some(TestLayout::Go)) {
-            scaffolded_shape(target, plan, &collaborators)
-        } else {
-            None
-        };
-    let parameter_names: Vec<String> = target.scope.parameters.iter().map(|p| p.name.clone()).collect();
+    let round = Round::new(target, plan, request);
     let wanted = if request.repairs.is_empty() { request.count } else { request.repairs.len() };
     let mut failures = 0;
-    let separator = match plan.layout {
-        TestLayout::Python => "\n\n\n",
-        TestLayout::Rust | TestLayout::JavaScript | TestLayout::TypeScript | TestLayout::Go => "\n\n",
-    };
     let out_of_time = || request.budget.is_some_and(Budget::spent);
     while tests.len() < wanted && failures < request.max_discarded && !out_of_time() {
         // The first test is greedy; later ones (and retries) sample, so they differ.
         asker.attempt = (request.earlier.len() + tests.len() + failures) as u64;
-        // The tests so far, then the start of the next one.
-        let mut written = match language {
-            Language::Python => format!("{}\n\n\n", python_import_line(plan)),
-            _ => String::new(),
-        };
-        let repair = request.repairs.get(tests.len());
-        match repair {
-            // The failing test, its error, then a fresh start.
-            Some(repair) => {
-                written.push_str(&repair.test.text);
-                written.push('\n');
-                let error = repair.error.lines().next().unwrap_or_default();
-                written.push_str(&format!("{comment} The test above fails: {error}\n{comment} A correct test:\n"));
-            }
+        let written = round.code_before_next_test(tests);
+        let known = find_tests(round.language, &written).len();
+        let new = match &round.scaffolded {
+            Some(scaffolded) => round.write_scaffolded_test(&mut asker, scaffolded, &written, known)?,
             None => {
-                for test in request.earlier.iter().chain(tests.iter()) {
-                    written.push_str(&test.text);
-                    written.push_str(separator);
-                }
+                let number = request.earlier.len() + tests.len() + 1;
+                round.write_free_test(&mut asker, &written, known, number)?
             }
-        }
-        let known = find_tests(language, &written).len();
-        let fence = format!("```{}\n", target.fence());
-        let completion_lead = format!("{comment} Unit tests for {qualified}\n");
-        let new = if let Some((lead, name_end, pieces)) = &scaffolded {
-            let mut ask = |code: &str, stops: &[&str], max_tokens: usize| {
-                let prompt = asker.prompt(&question, &completion_lead, &format!("{fence}{code}"));
-                asker.generate(prompt, max_tokens, stops)
-            };
-            let shape =
-                ScaffoldShape { lead, name_end, pieces, collaborators: &collaborators, parameters: &parameter_names };
-            let code = write_scaffolded(language, &written, &shape, known, &mut ask)?;
-            find_tests(language, &code).into_iter().nth(known)
-        } else {
-            let name_prompt =
-                asker.prompt(&question, &completion_lead, &format!("{fence}{written}{}", shape.name_lead));
-            let name_part = asker.generate(name_prompt, 12, &[shape.name_end, "\n"])?;
-            let mut name_part = clean_name_part(language, &name_part);
-            if name_part.is_empty() {
-                name_part = format!("case_{}", request.earlier.len() + tests.len() + 1);
-            }
-            let code_so_far = format!("{written}{}{name_part}{}", shape.name_lead, shape.body_lead);
-            let prompt = asker.prompt(&question, &completion_lead, &format!("{fence}{code_so_far}"));
-            // The body's first line starts in the lead; loops are spotted on whole lines.
-            let line_start = code_so_far.rsplit('\n').next().unwrap_or_default().to_string();
-            let mut complete = |text: &str| {
-                // A test is complete once its last line is finished and it parses on its own; a
-                // line repeating an earlier one is a loop, cut below.
-                let finished =
-                    text.ends_with('\n') && find_tests(language, &format!("{code_so_far}{text}")).len() > known;
-                if finished || repeated_line(&format!("{line_start}{text}")).is_some() {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                }
-            };
-            let mut generated = asker.generate_until(prompt, TOKENS_PER_TEST, &["```"], &mut complete)?;
-            if let Some(cut) = repeated_line(&format!("{line_start}{generated}")) {
-                generated.truncate(cut.saturating_sub(line_start.len()));
-                generated.push_str(closer(plan.layout));
-            }
-            find_tests(language, &format!("{code_so_far}{generated}")).into_iter().nth(known)
-        };
-        let distinct = |test: &Test| {
-            request
-                .earlier
-                .iter()
-                .chain(tests.iter())
-                .chain(request.repairs.iter().map(|r| &r.test))
-                .all(|t| body_of(t) != body_of(test))
         };
         match new {
-            Some(test) if asserts_something(language, &test) && distinct(&test) => tests.push(test),
+            Some(test) if asserts_something(round.language, &test) && is_new(request, tests, &test) => tests.push(test),
             other => {
                 tracing::debug!(?other, "discarded a generated test");
                 failures += 1;
@@ -438,6 +366,166 @@ fn write_into(
         }
     }
     Ok(())
+}
+
+/// What every question is about: the target's source, then the request's hints.
+fn prompt_context(target: &Target, hints: &str) -> String {
+    let mut context = format!("```{}\n{}\n```", target.fence(), target.source());
+    if !hints.is_empty() {
+        context.push_str(&format!("\n\n```{}\n{hints}```", target.fence()));
+    }
+    context
+}
+
+/// A test unlike every one written before it (earlier rounds, this round, those repaired).
+fn is_new(request: &Request, tests: &[Test], test: &Test) -> bool {
+    let before = request.earlier.iter().chain(tests.iter()).chain(request.repairs.iter().map(|r| &r.test));
+    before.into_iter().all(|t| body_of(t) != body_of(test))
+}
+
+/// What one round's tests have in common: the question, the shape of a test and, for async
+/// code, code with collaborators and Go, the scaffold the model fills.
+struct Round<'a> {
+    language: Language,
+    plan: &'a Plan,
+    request: &'a Request<'a>,
+    question: String,
+    completion_lead: String,
+    fence: String,
+    shape: Shape,
+    scaffolded: Option<(String, &'static str, Vec<Piece>)>,
+    collaborators: Vec<Collaborator>,
+    parameter_names: Vec<String>,
+}
+
+impl<'a> Round<'a> {
+    fn new(target: &Target, plan: &'a Plan, request: &'a Request<'a>) -> Round<'a> {
+        let language = target.language;
+        let (_, qualified) = subject(target);
+        let collaborators = scaffold::collaborators(target, &plan.module);
+        // Go tests always follow the scaffold: typed expectations and error checks.
+        let scaffolded = (scaffold::needed(target, &collaborators) || plan.layout == TestLayout::Go)
+            .then(|| scaffolded_shape(target, plan, &collaborators))
+            .flatten();
+        Round {
+            language,
+            plan,
+            request,
+            question: format!(
+                "Write {} unit tests for `{qualified}`. Cover typical inputs and edge cases with short test functions that each assert a result. Reply with code only.",
+                framework(plan.layout)
+            ),
+            completion_lead: format!("{} Unit tests for {qualified}\n", language.spec().line_comment),
+            fence: format!("```{}\n", target.fence()),
+            shape: shape(target, plan.layout),
+            scaffolded,
+            collaborators,
+            parameter_names: target.scope.parameters.iter().map(|p| p.name.clone()).collect(),
+        }
+    }
+
+    /// The test file so far, then the start of the next test: the tests written before it,
+    /// or, when repairing, the failing test and its error.
+    fn code_before_next_test(&self, tests: &[Test]) -> String {
+        let mut written = match self.language {
+            Language::Python => format!("{}\n\n\n", python_import_line(self.plan)),
+            _ => String::new(),
+        };
+        match self.request.repairs.get(tests.len()) {
+            Some(repair) => {
+                let comment = self.language.spec().line_comment;
+                written.push_str(&repair.test.text);
+                written.push('\n');
+                let error = repair.error.lines().next().unwrap_or_default();
+                written.push_str(&format!("{comment} The test above fails: {error}\n{comment} A correct test:\n"));
+            }
+            None => {
+                for test in self.request.earlier.iter().chain(tests.iter()) {
+                    written.push_str(&test.text);
+                    written.push_str(test_separator(self.plan.layout));
+                }
+            }
+        }
+        written
+    }
+
+    /// A test that follows the scaffold: the model writes its name, arguments and expectations.
+    fn write_scaffolded_test(
+        &self,
+        asker: &mut Asker,
+        (lead, name_end, pieces): &(String, &'static str, Vec<Piece>),
+        written: &str,
+        known: usize,
+    ) -> Result<Option<Test>, ActionError> {
+        let mut ask = |code: &str, stops: &[&str], max_tokens: usize| {
+            let prompt = asker.prompt(&self.question, &self.completion_lead, &format!("{}{code}", self.fence));
+            asker.generate(prompt, max_tokens, stops)
+        };
+        let shape = ScaffoldShape {
+            lead,
+            name_end,
+            pieces,
+            collaborators: &self.collaborators,
+            parameters: &self.parameter_names,
+        };
+        let code = write_scaffolded(self.language, written, &shape, known, &mut ask)?;
+        Ok(find_tests(self.language, &code).into_iter().nth(known))
+    }
+
+    /// A test the model writes freely after the shape's leads: its name, then its body.
+    /// `number` names it when the model gives no name.
+    fn write_free_test(
+        &self,
+        asker: &mut Asker,
+        written: &str,
+        known: usize,
+        number: usize,
+    ) -> Result<Option<Test>, ActionError> {
+        let name_prompt = self.prompt(asker, &format!("{written}{}", self.shape.name_lead));
+        let name_part = clean_name_part(self.language, &asker.generate(name_prompt, 12, &[self.shape.name_end, "\n"])?);
+        let name_part = if name_part.is_empty() { format!("case_{number}") } else { name_part };
+        let code_so_far = format!("{written}{}{name_part}{}", self.shape.name_lead, self.shape.body_lead);
+        let body = self.write_body(asker, &code_so_far, known)?;
+        Ok(find_tests(self.language, &format!("{code_so_far}{body}")).into_iter().nth(known))
+    }
+
+    /// The rest of a test after `code_so_far`, stopped as soon as the test is complete; a
+    /// body that starts repeating a line is cut there and closed.
+    fn write_body(&self, asker: &mut Asker, code_so_far: &str, known: usize) -> Result<String, ActionError> {
+        let prompt = self.prompt(asker, code_so_far);
+        // The body's first line starts in the lead; loops are spotted on whole lines.
+        let line_start = code_so_far.rsplit('\n').next().unwrap_or_default().to_string();
+        let mut complete = |text: &str| {
+            // A test is complete once its last line is finished and it parses on its own; a
+            // line repeating an earlier one is a loop, cut below.
+            let finished =
+                text.ends_with('\n') && find_tests(self.language, &format!("{code_so_far}{text}")).len() > known;
+            if finished || repeated_line(&format!("{line_start}{text}")).is_some() {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        };
+        let mut generated = asker.generate_until(prompt, TOKENS_PER_TEST, &["```"], &mut complete)?;
+        if let Some(cut) = repeated_line(&format!("{line_start}{generated}")) {
+            generated.truncate(cut.saturating_sub(line_start.len()));
+            generated.push_str(closer(self.plan.layout));
+        }
+        Ok(generated)
+    }
+
+    /// The prompt whose answer continues `code` in the fenced block.
+    fn prompt(&self, asker: &Asker, code: &str) -> Vec<crate::engine::PromptPiece> {
+        asker.prompt(&self.question, &self.completion_lead, &format!("{}{code}", self.fence))
+    }
+}
+
+/// What goes between two tests in a file (PEP 8's two blank lines in Python).
+fn test_separator(layout: TestLayout) -> &'static str {
+    match layout {
+        TestLayout::Python => "\n\n\n",
+        TestLayout::Rust | TestLayout::JavaScript | TestLayout::TypeScript | TestLayout::Go => "\n\n",
+    }
 }
 
 /// The edit for `tests`: unique names, and the longest run of them that leaves the target

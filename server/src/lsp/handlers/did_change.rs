@@ -42,6 +42,7 @@ pub fn handle(server: &mut Server, params: DidChangeTextDocumentParams) {
             let cursor =
                 edited_at.map_or(0, |(start, length)| convert::to_byte(&document.rope, start, encoding) + length);
             super::inline_completion::buffer_edited(server, uri, cursor);
+            crate::lsp::prewarm::edited(server, uri, cursor);
             let resume = std::time::Instant::now() + super::inline_completion::TYPING_PAUSE;
             server.completions.pause = Some((resume, uri.to_string(), cursor));
         }

@@ -15,5 +15,5 @@ pub fn handle(server: &mut Server, params: DidOpenTextDocumentParams) {
         server.index.buffer(snapshot, 0, false);
     }
     server.documents.insert(uri.clone(), document);
-    super::inline_completion::prewarm(server, &uri);
+    crate::lsp::prewarm::opened(server, &uri);
 }

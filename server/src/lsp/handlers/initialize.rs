@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 
 use ls_types::{
-    CodeActionKind, CodeActionOptions, CodeActionProviderCapability, CompletionOptions, ExecuteCommandOptions,
-    InitializeParams, InitializeResult, InlineCompletionOptions, MessageType, OneOf, PositionEncodingKind,
-    ServerCapabilities, ServerInfo, TextDocumentSyncCapability, TextDocumentSyncKind, TextDocumentSyncOptions,
+    ClientCapabilities, CodeActionKind, CodeActionOptions, CodeActionProviderCapability, CompletionOptions,
+    ExecuteCommandOptions, InitializeParams, InitializeResult, InlineCompletionOptions, MessageType, OneOf,
+    PositionEncodingKind, ServerCapabilities, ServerInfo, TextDocumentSyncCapability, TextDocumentSyncKind,
+    TextDocumentSyncOptions,
 };
 use serde_json::Value;
 
@@ -26,24 +27,7 @@ pub fn handle(server: &mut Server, params: InitializeParams) -> InitializeResult
         .map(|kinds| kinds.iter().map(|kind| kind.as_str().to_string()).collect())
         .unwrap_or_default();
     server.encoding = PositionEncoding::negotiate(&offered);
-    let text_document = capabilities.text_document.as_ref();
-    server.client = ClientSupport {
-        configuration_request: capabilities.workspace.as_ref().and_then(|w| w.configuration).unwrap_or(false),
-        work_done_progress: capabilities.window.as_ref().and_then(|w| w.work_done_progress).unwrap_or(false),
-        code_action_resolve: text_document
-            .and_then(|t| t.code_action.as_ref())
-            .and_then(|c| c.resolve_support.as_ref())
-            .is_some_and(|r| r.properties.iter().any(|p| p == "edit")),
-        apply_edit: capabilities.workspace.as_ref().and_then(|w| w.apply_edit).unwrap_or(false),
-        inline_completion: text_document.is_some_and(|t| t.inline_completion.is_some()),
-        watched_files_registration: capabilities
-            .workspace
-            .as_ref()
-            .and_then(|w| w.did_change_watched_files.as_ref())
-            .and_then(|d| d.dynamic_registration)
-            .unwrap_or(false),
-        edit: edit_support(capabilities.workspace.as_ref().and_then(|w| w.workspace_edit.as_ref())),
-    };
+    server.client = client_support(capabilities);
     server.workspace_folders = workspace_folders(&params);
 
     let (config, warnings) =
@@ -60,8 +44,41 @@ pub fn handle(server: &mut Server, params: InitializeParams) -> InitializeResult
         format!("nib {} initialized (positions in {})", env!("CARGO_PKG_VERSION"), server.encoding.as_lsp_str()),
     );
 
+    let capabilities = server_capabilities(server);
+    InitializeResult {
+        capabilities,
+        server_info: Some(ServerInfo { name: "nib".into(), version: Some(env!("CARGO_PKG_VERSION").into()) }),
+        offset_encoding: None,
+    }
+}
+
+/// What the client can do that nib adapts to.
+fn client_support(capabilities: &ClientCapabilities) -> ClientSupport {
+    let text_document = capabilities.text_document.as_ref();
+    let workspace = capabilities.workspace.as_ref();
+    ClientSupport {
+        configuration_request: workspace.and_then(|w| w.configuration).unwrap_or(false),
+        work_done_progress: capabilities.window.as_ref().and_then(|w| w.work_done_progress).unwrap_or(false),
+        code_action_resolve: text_document
+            .and_then(|t| t.code_action.as_ref())
+            .and_then(|c| c.resolve_support.as_ref())
+            .is_some_and(|r| r.properties.iter().any(|p| p == "edit")),
+        apply_edit: workspace.and_then(|w| w.apply_edit).unwrap_or(false),
+        inline_completion: text_document.is_some_and(|t| t.inline_completion.is_some()),
+        watched_files_registration: workspace
+            .and_then(|w| w.did_change_watched_files.as_ref())
+            .and_then(|d| d.dynamic_registration)
+            .unwrap_or(false),
+        edit: edit_support(workspace.and_then(|w| w.workspace_edit.as_ref())),
+    }
+}
+
+/// What nib offers this client: the negotiated encoding, incremental sync, inline completion
+/// (or the completion menu for clients without it), every action's kind, and the commands
+/// for clients without `codeAction/resolve`.
+fn server_capabilities(server: &Server) -> ServerCapabilities {
     let kinds = ACTIONS.iter().map(|action| CodeActionKind::from(code_actions::kind(*action))).collect();
-    let capabilities = ServerCapabilities {
+    ServerCapabilities {
         position_encoding: Some(PositionEncodingKind::from(server.encoding.as_lsp_str().to_string())),
         text_document_sync: Some(TextDocumentSyncCapability::Options(TextDocumentSyncOptions {
             open_close: Some(true),
@@ -88,11 +105,6 @@ pub fn handle(server: &mut Server, params: InitializeParams) -> InitializeResult
             ..CompletionOptions::default()
         }),
         ..ServerCapabilities::default()
-    };
-    InitializeResult {
-        capabilities,
-        server_info: Some(ServerInfo { name: "nib".into(), version: Some(env!("CARGO_PKG_VERSION").into()) }),
-        offset_encoding: None,
     }
 }
 

@@ -73,8 +73,10 @@ pub struct CompletionState {
     /// the workspace index is off or has no answer for the document yet.
     pub cross_file: Option<(u64, context::CrossFile)>,
     /// Where the user last typed, and when the pause after it counts (the main loop's timer
-    /// then pre-warms the prompt up to that line: `pause_elapsed`).
+    /// then pre-warms the prompt up to that line: `prewarm::pause_elapsed`).
     pub pause: Option<(Instant, String, usize)>,
+    /// Where the next completion is expected, for pre-warming the KV cache (`lsp::prewarm`).
+    pub warm: Option<crate::lsp::prewarm::Target>,
 }
 
 /// How long after the last edit typing counts as paused.
@@ -171,67 +173,6 @@ pub fn prepare_for(server: &mut Server, uri: &str, cursor: usize) -> Option<comp
     prepared
 }
 
-/// Pre-warms the KV cache for `uri` at background priority: prefills the stable head of the
-/// prompt its completions will start with (path header, cross-file context, imports), so the
-/// first completion in a freshly opened file reuses it. Only for the local model; any real
-/// request cancels it (`EngineHandle::submit`).
-pub fn prewarm(server: &mut Server, uri: &str) {
-    let Some(document) = server.documents.get(uri) else { return };
-    let end = document.rope.len_bytes();
-    let Some(prepared) = prepare_for(server, uri, end) else { return };
-    let Some(head) = completion::stable_head(&prepared) else { return };
-    submit_prewarm(server, uri, head);
-}
-
-/// Queues a prefill-only job of `head` at background priority (local model only, completions on).
-fn submit_prewarm(server: &mut Server, uri: &str, head: Vec<crate::engine::PromptPiece>) {
-    let Some(document) = server.documents.get(uri) else { return };
-    let config = &server.config.completion;
-    let language_enabled = config.languages.is_empty() || config.languages.contains(&document.language_id);
-    let Some((route, info)) = server.engine.serving() else { return };
-    if !config.enabled || !language_enabled || info.markers_are_text {
-        return; // completions are off here, or a remote server keeps its own cache
-    }
-    tracing::debug!(uri, "pre-warming the KV cache");
-    server.engine.submit(Job {
-        request: GenerationRequest::greedy(head, 0),
-        observer: None,
-        route,
-        priority: Priority::Background,
-        on_done: Box::new(|result| {
-            if let Err(error) = result {
-                tracing::debug!("pre-warm ended: {error}");
-            }
-        }),
-    });
-}
-
-/// Pre-warms the KV cache for a completion at `cursor` of `uri`: the whole prompt up to the
-/// start of the cursor's line (what stays the same while the user types on it), at background
-/// priority. Used when typing pauses, so a prompt cut to its prefill budget grows back to its
-/// full length (while the user types on, cut prompts share their kept lines and reuse each
-/// other); prompts that do not end at the cursor (FIM) warm their stable head as on open.
-pub fn prewarm_line(server: &mut Server, uri: &str, cursor: usize) {
-    let Some(document) = server.documents.get(uri) else { return };
-    let cursor = cursor.min(document.rope.len_bytes());
-    let Some(prepared) = prepare_for(server, uri, cursor) else { return };
-    let head = match &prepared.prompt[..] {
-        [crate::engine::PromptPiece::Text(text)] => match text.rfind('\n') {
-            Some(end) => vec![crate::engine::PromptPiece::Text(text[..=end].to_string())],
-            None => return,
-        },
-        _ => return prewarm(server, uri),
-    };
-    submit_prewarm(server, uri, head);
-}
-
-/// After the main loop's timer: pre-warms where the user paused typing.
-pub fn pause_elapsed(server: &mut Server) {
-    if let Some((_, uri, cursor)) = server.completions.pause.take() {
-        prewarm_line(server, &uri, cursor);
-    }
-}
-
 /// The pipeline's preparation with the server's settings and cached cross-file context; also
 /// the cross-file context to cache when it had to be computed.
 fn prepare_in(
@@ -301,11 +242,9 @@ pub fn complete(
     let with_selection;
     let (document, cursor, replace_range, lead) = match &selected {
         Some((range, text)) => {
-            let start = convert::to_byte(&open_document.rope, range.start, server.encoding);
-            let end = convert::to_byte(&open_document.rope, range.end, server.encoding).max(start);
-            // A copy sharing the rope and tree, re-parsed incrementally: no whole-text copy.
-            with_selection = open_document.with_replaced(start..end, text);
-            (&with_selection, start + text.len(), *range, text.clone())
+            let (document, cursor) = with_selected_item(open_document, *range, text, server.encoding);
+            with_selection = document;
+            (&with_selection, cursor, *range, text.clone())
         }
         None => {
             let at = convert::to_position(&open_document.rope, cursor, server.encoding);
@@ -314,30 +253,25 @@ pub fn complete(
     };
 
     // Typing through the suggestion on screen.
-    if lead.is_empty() {
-        let shown = server.completions.suggestion.as_ref();
-        if let Some(rest) = shown.and_then(|s| cache::type_through(s, uri, &document.rope, cursor)) {
-            tracing::debug!(uri, id = %responder.id(), "typing-through hit");
-            return responder.respond(Ok(shape.render(&rest, replace_range)));
-        }
+    let shown = server.completions.suggestion.as_ref().filter(|_| lead.is_empty());
+    if let Some(rest) = shown.and_then(|s| cache::type_through(s, uri, &document.rope, cursor)) {
+        tracing::debug!(uri, id = %responder.id(), "typing-through hit");
+        return responder.respond(Ok(shape.render(&rest, replace_range)));
     }
 
-    let (route, info) = match server.engine.status().state {
-        ModelState::Ready { .. } => match server.engine.serving() {
-            Some(serving) => serving,
-            None => return responder.respond(Ok(shape.render("", replace_range))),
-        },
-        ModelState::Failed { message } if invoked => {
+    let (route, info) = match readiness(server, invoked) {
+        Readiness::Serving(route, info) => (route, info),
+        Readiness::NoModel(message) => {
             return responder.respond(Err(ResponseError::request_failed(format!("no model: {message}"))));
         }
-        ModelState::Loading { .. } | ModelState::Unloaded if invoked => {
+        Readiness::WaitForModel => {
             // Asked for explicitly: wait for the model (bounded, cancellable), then complete.
             let (uri, selected) = (uri.to_string(), selected.clone());
             return model_wait::park(server, responder, move |server, responder| {
                 complete(server, responder, &uri, position, invoked, selected, shape)
             });
         }
-        _ => return responder.respond(Ok(shape.render("", replace_range))),
+        Readiness::Nothing => return responder.respond(Ok(shape.render("", replace_range))),
     };
 
     if let Some(previous) = server.completions.current.take() {
@@ -355,6 +289,43 @@ pub fn complete(
     };
 
     submit(server, responder, prepared, route, shown);
+}
+
+/// The document as if the menu item `text` replaced `range`, and the cursor after it. A copy
+/// sharing the rope and tree, re-parsed incrementally: no whole-text copy.
+fn with_selected_item(
+    document: &Document,
+    range: Range,
+    text: &str,
+    encoding: crate::position::PositionEncoding,
+) -> (Document, usize) {
+    let start = convert::to_byte(&document.rope, range.start, encoding);
+    let end = convert::to_byte(&document.rope, range.end, encoding).max(start);
+    (document.with_replaced(start..end, text), start + text.len())
+}
+
+/// Whether a completion can run now, and what else to do.
+enum Readiness {
+    /// The model is ready: generate through `Route` for a model described by the info.
+    Serving(Route, Box<ModelInfo>),
+    /// An invoked completion without a model: the load failed with this message.
+    NoModel(String),
+    /// An invoked completion while the model loads: wait for it.
+    WaitForModel,
+    /// Nothing to show (an automatic completion before the model is ready).
+    Nothing,
+}
+
+fn readiness(server: &Server, invoked: bool) -> Readiness {
+    match server.engine.status().state {
+        ModelState::Ready { .. } => match server.engine.serving() {
+            Some((route, info)) => Readiness::Serving(route, info),
+            None => Readiness::Nothing,
+        },
+        ModelState::Failed { message } if invoked => Readiness::NoModel(message),
+        ModelState::Loading { .. } | ModelState::Unloaded if invoked => Readiness::WaitForModel,
+        _ => Readiness::Nothing,
+    }
 }
 
 /// The prefill budget of an automatic completion whose prompt ends at the cursor (a plain
@@ -375,6 +346,7 @@ fn submit(server: &mut Server, responder: Responder, prepared: completion::Prepa
     let token = CancelToken::default();
     server.track(responder.id(), &token);
     server.completions.current = Some(token.clone());
+    crate::lsp::prewarm::requested(server, &shown.uri, shown.cursor);
     let request = GenerationRequest {
         prompt: prepared.prompt.clone(),
         max_tokens: prepared.max_tokens,

@@ -80,6 +80,7 @@ pub fn handle(server: &mut Server, params: Params) -> Result<Value, ResponseErro
         "prompt": prompt,
         "engine": engine_event::status_json(&server.engine.status()),
         "workspaceIndex": index_status_json(&server.index.status()),
+        "prewarm": crate::lsp::prewarm::status_json(server),
     }))
 }
 

@@ -62,11 +62,14 @@ pub fn request(server: &mut Server, responder: Responder, method: &str, params: 
     }
 }
 
-/// `nib/didFocus`: `{ "textDocument": { "uri": … } }`, like `didClose` (docs/lsp-extensions.md).
+/// `nib/didFocus`: `{ "textDocument": { "uri": … }, "position"?: Position }`: the document
+/// and, when the editor sends it, its cursor (docs/lsp-extensions.md).
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct FocusParams {
     text_document: ls_types::TextDocumentIdentifier,
+    #[serde(default)]
+    position: Option<ls_types::Position>,
 }
 
 pub fn notification(server: &mut Server, method: &str, params: Value) {
@@ -111,7 +114,7 @@ pub fn notification(server: &mut Server, method: &str, params: Value) {
         }),
         // An editor focused a document (nib's extension): warm the cache for it.
         "nib/didFocus" => parse_params::<FocusParams>(params).map(|params| {
-            inline_completion::prewarm(server, params.text_document.uri.as_str());
+            crate::lsp::prewarm::focused(server, params.text_document.uri.as_str(), params.position);
         }),
         // Other notifications (`$/setTrace`, ...) need nothing from nib.
         _ => Ok(()),

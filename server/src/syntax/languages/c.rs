@@ -4,6 +4,9 @@
 use super::{Apostrophe, Blocks, DocStyle, QuerySources, Spec};
 use crate::syntax::Language;
 
+/// Doxygen comments, the same in both.
+const C_DOCS: &str = include_str!("../../../queries/c/docs.scm");
+
 pub(super) static C: Spec = Spec {
     language: Language::C,
     name: "c",
@@ -17,6 +20,8 @@ pub(super) static C: Spec = Spec {
     queries: QuerySources {
         scopes: &[include_str!("../../../queries/c/scopes.scm")],
         imports: include_str!("../../../queries/c/imports.scm"),
+        docs: C_DOCS,
+        tests: None,
     },
     fence: "c",
     line_comment: "//",
@@ -39,6 +44,8 @@ pub(super) static CPP: Spec = Spec {
     queries: QuerySources {
         scopes: &[include_str!("../../../queries/cpp/scopes.scm")],
         imports: include_str!("../../../queries/cpp/imports.scm"),
+        docs: C_DOCS,
+        tests: None,
     },
     fence: "cpp",
     top_level_starts: &[

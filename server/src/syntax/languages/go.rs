@@ -14,6 +14,8 @@ pub(super) static SPEC: Spec = Spec {
     queries: QuerySources {
         scopes: &[include_str!("../../../queries/go/scopes.scm")],
         imports: include_str!("../../../queries/go/imports.scm"),
+        docs: include_str!("../../../queries/go/docs.scm"),
+        tests: Some(include_str!("../../../queries/go/tests.scm")),
     },
     fence: "go",
     line_comment: "//",

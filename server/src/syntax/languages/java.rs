@@ -14,6 +14,8 @@ pub(super) static SPEC: Spec = Spec {
     queries: QuerySources {
         scopes: &[include_str!("../../../queries/java/scopes.scm")],
         imports: include_str!("../../../queries/java/imports.scm"),
+        docs: include_str!("../../../queries/java/docs.scm"),
+        tests: None,
     },
     fence: "java",
     line_comment: "//",

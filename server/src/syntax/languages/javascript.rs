@@ -6,6 +6,8 @@ use crate::syntax::Language;
 
 const ECMA_SCOPES: &str = include_str!("../../../queries/ecma/scopes.scm");
 const ECMA_IMPORTS: &str = include_str!("../../../queries/ecma/imports.scm");
+const ECMA_DOCS: &str = include_str!("../../../queries/ecma/docs.scm");
+const ECMA_TESTS: &str = include_str!("../../../queries/ecma/tests.scm");
 
 const TOP_LEVEL_STARTS: &[&str] = &["\nfunction ", "\nexport ", "\nclass ", "\nimport "];
 
@@ -17,7 +19,7 @@ pub(super) static JAVASCRIPT: Spec = Spec {
     extensions: &["js", "mjs", "cjs", "jsx"],
     grammar: || tree_sitter_javascript::LANGUAGE.into(),
     tags: &[tree_sitter_javascript::TAGS_QUERY],
-    queries: QuerySources { scopes: &[ECMA_SCOPES], imports: ECMA_IMPORTS },
+    queries: QuerySources { scopes: &[ECMA_SCOPES], imports: ECMA_IMPORTS, docs: ECMA_DOCS, tests: Some(ECMA_TESTS) },
     fence: "javascript",
     line_comment: "//",
     blocks: Blocks::Braces { semicolons: true },
@@ -41,6 +43,8 @@ pub(super) static TYPESCRIPT: Spec = Spec {
     queries: QuerySources {
         scopes: &[ECMA_SCOPES, include_str!("../../../queries/typescript/scopes.scm")],
         imports: ECMA_IMPORTS,
+        docs: ECMA_DOCS,
+        tests: Some(ECMA_TESTS),
     },
     fence: "typescript",
     tests: Some(TestLayout::TypeScript),

@@ -56,12 +56,21 @@ pub struct QuerySources {
     pub scopes: &'static [&'static str],
     /// `imports.scm`: `@import` statements.
     pub imports: &'static str,
+    /// `docs.scm`: `@doc` (documentation: above an item, or first in its body with
+    /// `(#set! place "body")`, only on the line directly above with `(#set! adjacent "true")`)
+    /// and `@skip` (what may sit between documentation and its item).
+    pub docs: &'static str,
+    /// `tests.scm`: `@test` functions with their `@name` and, where their text starts
+    /// earlier (decorators, attributes), `@start`. `None` where there is no test layout.
+    pub tests: Option<&'static str>,
 }
 
 /// A language's queries, compiled once.
 pub struct Queries {
     pub scopes: Query,
     pub imports: Query,
+    pub docs: Query,
+    pub tests: Option<Query>,
 }
 
 impl Language {
@@ -82,6 +91,8 @@ fn compile(spec: &Spec) -> Queries {
     Queries {
         scopes: query("scopes.scm", &spec.queries.scopes.concat()),
         imports: query("imports.scm", spec.queries.imports),
+        docs: query("docs.scm", spec.queries.docs),
+        tests: spec.queries.tests.map(|source| query("tests.scm", source)),
     }
 }
 
@@ -195,6 +206,17 @@ mod tests {
                 assert!(["function", "method", "class"].contains(name), "{}: scopes.scm captures @{name}", spec.name);
             }
             assert_eq!(queries.imports.capture_names(), ["import"], "{}: imports.scm", spec.name);
+            for name in queries.docs.capture_names() {
+                assert!(["doc", "skip"].contains(name), "{}: docs.scm captures @{name}", spec.name);
+            }
+            assert_eq!(queries.tests.is_some(), spec.tests.is_some(), "{}: tests.scm without a test layout", spec.name);
+            if let Some(tests) = &queries.tests {
+                let names = tests.capture_names();
+                assert!(names.contains(&"test") && names.contains(&"name"), "{}: tests.scm", spec.name);
+                for name in names.iter().filter(|name| !name.starts_with('_')) {
+                    assert!(["test", "name", "start"].contains(name), "{}: tests.scm captures @{name}", spec.name);
+                }
+            }
             let tags = Query::new(&(spec.grammar)(), &spec.tags.join("\n"));
             assert!(tags.is_ok(), "{}: the tags query does not compile: {:?}", spec.name, tags.err());
         }

@@ -14,6 +14,8 @@ pub(super) static SPEC: Spec = Spec {
     queries: QuerySources {
         scopes: &[include_str!("../../../queries/python/scopes.scm")],
         imports: include_str!("../../../queries/python/imports.scm"),
+        docs: include_str!("../../../queries/python/docs.scm"),
+        tests: Some(include_str!("../../../queries/python/tests.scm")),
     },
     fence: "python",
     line_comment: "#",

@@ -14,6 +14,8 @@ pub(super) static SPEC: Spec = Spec {
     queries: QuerySources {
         scopes: &[include_str!("../../../queries/rust/scopes.scm")],
         imports: include_str!("../../../queries/rust/imports.scm"),
+        docs: include_str!("../../../queries/rust/docs.scm"),
+        tests: Some(include_str!("../../../queries/rust/tests.scm")),
     },
     fence: "rust",
     line_comment: "//",

@@ -1,0 +1,178 @@
+//! Pre-warming the KV cache: the engine prefills, at background priority, the prompt the next
+//! completion will start with, so that completion reuses it instead of prefilling it. The
+//! target is where the user is: the document opened or focused (at the cursor the editor sent,
+//! or else just the stable head of its prompts), then the place of the last edit. It is warmed
+//! on open and focus, 1 s after typing stops, and again whenever the workspace index answers
+//! for the target's document, because the retrieved code at the head of the prompt may have
+//! changed with it. Any real request cancels a pre-warm (`EngineHandle::submit`), keeping the
+//! work it did when its prompt extends the pre-warm's.
+
+use ls_types::Position;
+use serde_json::{Value, json};
+
+use super::convert;
+use super::handlers::inline_completion::prepare_for;
+use super::server::Server;
+use crate::engine::{CancelToken, GenerationRequest, Job, Priority, PromptPiece};
+use crate::{completion, index};
+
+/// Where the next completion is expected, and what was last warmed for it (main loop only).
+pub struct Target {
+    pub uri: String,
+    /// The cursor, when known: the prompt up to the start of its line is warmed. Unknown (a
+    /// `didOpen`, a focus without a position): only the stable head of the file's prompts.
+    pub cursor: Option<usize>,
+    /// The prompt the last pre-warm for this target prefilled, while nothing else ran since
+    /// (a real request forgets it: the cache then holds that request's prompt).
+    pub warmed: Option<Vec<PromptPiece>>,
+    /// Whether `warmed` was built with the index's answer for the target's scope.
+    pub with_index: bool,
+    /// The last pre-warm's token, to tell whether it still runs.
+    pub running: Option<CancelToken>,
+}
+
+/// A document was opened: warm the stable head of its prompts.
+pub fn opened(server: &mut Server, uri: &str) {
+    retarget(server, uri, None);
+    warm(server);
+}
+
+/// A document was focused (`nib/didFocus`), with the cursor when the editor sent it.
+pub fn focused(server: &mut Server, uri: &str, position: Option<Position>) {
+    let Some(document) = server.documents.get(uri) else { return };
+    let cursor = position.map(|position| convert::to_byte(&document.rope, position, server.encoding));
+    retarget(server, uri, cursor);
+    warm(server);
+}
+
+/// The user edited `uri` ending at `cursor`: the target follows (it is warmed when typing
+/// pauses, or when the index answers for the new place).
+pub fn edited(server: &mut Server, uri: &str, cursor: usize) {
+    retarget(server, uri, Some(cursor));
+    if let Some(target) = &mut server.completions.warm {
+        target.warmed = None;
+    }
+}
+
+/// After the main loop's typing-pause timer: warms the prompt up to the paused line.
+pub fn pause_elapsed(server: &mut Server) {
+    if let Some((_, uri, cursor)) = server.completions.pause.take() {
+        retarget(server, &uri, Some(cursor));
+        warm(server);
+    }
+}
+
+/// A real completion was submitted at `cursor` of `uri`: the target moves there, and the KV
+/// cache will hold that request's prompt, not the last pre-warm's.
+pub fn requested(server: &mut Server, uri: &str, cursor: usize) {
+    retarget(server, uri, Some(cursor));
+    if let Some(target) = &mut server.completions.warm {
+        target.warmed = None;
+    }
+}
+
+/// The workspace index has a new answer, for `key`: when it is the target's file and scope,
+/// warm again (nothing is queued if the prompt came out the same). Answers for other places
+/// are left alone, so warming never asks the index for another scope than the user's.
+pub fn index_answered(server: &mut Server, key: &index::Key) {
+    if target_key(server).is_some_and(|target| target == *key) {
+        warm(server);
+    }
+}
+
+/// The index key of the target's file and scope.
+fn target_key(server: &Server) -> Option<index::Key> {
+    let target = server.completions.warm.as_ref()?;
+    let document = server.documents.get(&target.uri)?;
+    let cursor = target.cursor.unwrap_or(document.rope.len_bytes());
+    Some(index::Key::at(&document.uri, document.language, &document.rope, document.tree(), cursor))
+}
+
+/// The pre-warm state for `nib/inspect`.
+pub fn status_json(server: &Server) -> Value {
+    let Some(target) = &server.completions.warm else { return Value::Null };
+    let line = server
+        .documents
+        .get(&target.uri)
+        .zip(target.cursor)
+        .map(|(document, cursor)| document.rope.byte_to_line(cursor.min(document.rope.len_bytes())));
+    json!({
+        "uri": target.uri,
+        "line": line,
+        "warmed": target.warmed.is_some(),
+        "running": target.running.as_ref().is_some_and(|token| !token.is_finished()),
+        "withWorkspaceContext": target.with_index,
+    })
+}
+
+fn retarget(server: &mut Server, uri: &str, cursor: Option<usize>) {
+    match &mut server.completions.warm {
+        Some(target) if target.uri == uri => target.cursor = cursor,
+        _ => {
+            server.completions.warm =
+                Some(Target { uri: uri.to_string(), cursor, warmed: None, with_index: false, running: None })
+        }
+    }
+}
+
+/// Warms the target's prompt unless the last pre-warm already did (or is doing) it.
+fn warm(server: &mut Server) {
+    let Some(target) = &server.completions.warm else { return };
+    let (uri, cursor) = (target.uri.clone(), target.cursor);
+    // Looked at before the prompt is built, which then uses that answer (or a newer one).
+    let with_index =
+        server.config.context.workspace && target_key(server).is_some_and(|key| server.index.has_answer_for(&key));
+    let Some(prompt) = prompt_to_warm(server, &uri, cursor) else { return };
+    if server.completions.warm.as_ref().is_some_and(|target| target.warmed.as_ref() == Some(&prompt)) {
+        return;
+    }
+    let running = submit(server, &uri, prompt.clone());
+    if let Some(target) = &mut server.completions.warm {
+        target.warmed = running.is_some().then_some(prompt);
+        target.with_index = with_index;
+        target.running = running;
+    }
+}
+
+/// What to warm for a completion at `cursor` of `uri`: the whole prompt up to the start of
+/// the cursor's line when the prompt ends at the cursor (what stays the same while the user
+/// types on that line); else, and without a cursor, the stable head (markers and context
+/// header).
+fn prompt_to_warm(server: &mut Server, uri: &str, cursor: Option<usize>) -> Option<Vec<PromptPiece>> {
+    let end = server.documents.get(uri)?.rope.len_bytes();
+    let prepared = prepare_for(server, uri, cursor.unwrap_or(end).min(end))?;
+    match (cursor, &prepared.prompt[..]) {
+        (Some(_), [PromptPiece::Text(text)]) => {
+            let end = text.rfind('\n')?;
+            Some(vec![PromptPiece::Text(text[..=end].to_string())])
+        }
+        _ => completion::stable_head(&prepared),
+    }
+}
+
+/// Queues a prefill-only job of `prompt` at background priority (local model only,
+/// completions on); its token, or `None` when nothing was queued.
+fn submit(server: &mut Server, uri: &str, prompt: Vec<PromptPiece>) -> Option<CancelToken> {
+    let document = server.documents.get(uri)?;
+    let config = &server.config.completion;
+    let language_enabled = config.languages.is_empty() || config.languages.contains(&document.language_id);
+    let (route, info) = server.engine.serving()?;
+    if !config.enabled || !language_enabled || info.markers_are_text {
+        return None; // completions are off here, or a remote server keeps its own cache
+    }
+    tracing::debug!(uri, "pre-warming the KV cache");
+    let request = GenerationRequest::greedy(prompt, 0);
+    let token = request.cancel.clone();
+    server.engine.submit(Job {
+        request,
+        observer: None,
+        route,
+        priority: Priority::Background,
+        on_done: Box::new(|result| {
+            if let Err(error) = result {
+                tracing::debug!("pre-warm ended: {error}");
+            }
+        }),
+    });
+    Some(token)
+}
