@@ -23,6 +23,7 @@ the times are measured under that load.
 
 Usage: .venv/bin/python benches/tests_quality.py [--functions N] [--mutants 8] [--old-nib PATH]
        [--nib PATH] [--budget SECONDS] [--systems verified,unverified] [--details out.jsonl] [--write-doc]
+       [--module boltons/iterutils.py]
 """
 
 import argparse
@@ -294,7 +295,10 @@ def main():
     parser.add_argument("--systems", default="verified,unverified")
     parser.add_argument("--details", help="one JSON line per function and system")
     parser.add_argument("--write-doc", action="store_true", help=f"replace the block in {DOC}")
+    parser.add_argument("--module", default=MODULE, help="the corpus: a module of the boltons wheel")
     args = parser.parse_args()
+    global MODULE
+    MODULE = args.module
     started = time.time()
     systems = {
         "verified": (args.nib, {"python": {"interpreter": PYTHON}}),

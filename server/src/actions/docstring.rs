@@ -636,7 +636,6 @@ pub fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::syntax::Language;
 
     fn target(name: &str, language_id: &str, source: &str) -> Target {
         crate::actions::test_target(&format!("/w/{name}"), language_id, source)
@@ -701,22 +700,7 @@ mod tests {
     #[test]
     fn a_whole_file_gets_one_edit_for_every_undocumented_item_and_nothing_else() {
         let source = "import os\n\n\ndef one(a):\n    return a\n\n\ndef two():\n    \"\"\"Documented.\"\"\"\n\n\nclass Three:\n    def four(self, b):\n        print(b)\n\n    def five(self):\n        return 5\n\n\nasync def six(url):\n    return await get(url)\n$0";
-        let document =
-            crate::document::Document::new("file:///w/all.py".into(), "python".into(), 1, &source.replace("$0", ""));
-        let tree = document.tree().cloned().unwrap();
-        let targets: Vec<Target> = scopes::all_scopes(Language::Python, &tree, &document.rope)
-            .into_iter()
-            .filter(|scope| scope.doc.is_none())
-            .map(|scope| Target {
-                uri: document.uri.clone(),
-                path: None,
-                version: 1,
-                language: Language::Python,
-                rope: document.rope.clone(),
-                tree: tree.clone(),
-                scope,
-            })
-            .collect();
+        let targets = crate::actions::undocumented_test_targets("/w/all.py", "python", &source.replace("$0", ""));
         let names: Vec<&str> = targets.iter().map(|t| t.scope.name.as_str()).collect();
         assert_eq!(names, ["one", "Three", "four", "five", "six"]);
         let mut seen = Vec::new();
@@ -731,10 +715,7 @@ mod tests {
         };
         let insertions = document_all(&targets, DocstringStyle::Google, &mut canned).unwrap();
         assert_eq!(seen, [0, 1, 2, 3, 4]);
-        let mut text = document.rope.to_string();
-        for insertion in insertions.iter().rev() {
-            text.insert_str(insertion.offset, &insertion.text);
-        }
+        let text = crate::actions::with_insertions(&source.replace("$0", ""), &insertions);
         expect_test::expect![[r#"
             import os
 

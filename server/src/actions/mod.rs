@@ -10,7 +10,7 @@ mod fixture_tests;
 pub mod project_files;
 pub mod scaffold;
 #[cfg(test)]
-mod scripted_tests;
+pub(crate) mod scripted_tests;
 pub mod unit_tests;
 pub mod verify;
 
@@ -256,6 +256,38 @@ pub fn test_target(path: &str, language_id: &str, source: &str) -> Target {
         tree,
         scope,
     }
+}
+
+/// `text` with `insertions` made, whose offsets all refer to `text` (tests).
+#[cfg(test)]
+pub fn with_insertions(text: &str, insertions: &[Insertion]) -> String {
+    let mut text = text.to_string();
+    for insertion in insertions.iter().rev() {
+        text.insert_str(insertion.offset, &insertion.text);
+    }
+    text
+}
+
+/// Every function, method and class of `source` without documentation, as the targets of
+/// "Add docstrings to all functions" (tests).
+#[cfg(test)]
+pub fn undocumented_test_targets(path: &str, language_id: &str, source: &str) -> Vec<Target> {
+    let document = crate::document::Document::new(format!("file://{path}"), language_id.into(), 1, source);
+    let language = document.language.expect("a language with a grammar");
+    let tree = document.tree().cloned().expect("a syntax tree");
+    crate::syntax::scopes::all_scopes(language, &tree, &document.rope)
+        .into_iter()
+        .filter(|scope| scope.doc.is_none())
+        .map(|scope| Target {
+            uri: document.uri.clone(),
+            path: document.path.clone(),
+            version: 1,
+            language,
+            rope: document.rope.clone(),
+            tree: tree.clone(),
+            scope,
+        })
+        .collect()
 }
 
 #[cfg(test)]

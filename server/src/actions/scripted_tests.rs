@@ -11,15 +11,16 @@ use crate::config::DocstringStyle;
 use crate::engine::{Backend, CancelToken, EngineError, FinishReason, Flow, Generation, GenerationRequest, ModelInfo};
 
 /// A plain model (no chat template, so prompts are completion prompts) that answers from
-/// `answers`: (how the prompt ends, the answers in turn). It records every prompt.
-struct Scripted {
+/// `answers`: (how the prompt ends, the answers in turn). It records every prompt. The
+/// handlers' tests use it too.
+pub(crate) struct Scripted {
     info: ModelInfo,
     answers: Vec<(&'static str, Vec<&'static str>)>,
     prompts: Vec<String>,
 }
 
 impl Scripted {
-    fn new(answers: &[(&'static str, &[&'static str])]) -> Scripted {
+    pub(crate) fn new(answers: &[(&'static str, &[&'static str])]) -> Scripted {
         let answers = answers.iter().map(|(ending, said)| (*ending, said.iter().rev().copied().collect())).collect();
         Scripted { info: ModelInfo::default(), answers, prompts: Vec::new() }
     }

@@ -59,6 +59,9 @@ pub struct Job {
     pub cancel: CancelToken,
     /// The whole action's time (`nib.tests.timeBudgetSeconds`), started when the job was made.
     pub budget: Budget,
+    /// Run the code's own calls (docstring examples, inputs from the signature) before asking
+    /// the model; off only in tests of the model's path.
+    pub calls_from_code: bool,
 }
 
 /// The tests to insert and what to tell the user.
@@ -123,6 +126,11 @@ pub trait Runner {
     /// The progress message before `count` candidates run.
     fn running(&self, count: usize) -> String {
         format!("running {count} candidate tests")
+    }
+    /// Tests from calls whose results nib observed by running the code before the model
+    /// writes anything (the docstring's examples, inputs built from the signature).
+    fn calls_from_code(&self, _job: &Job, _plan: &Plan) -> Result<Vec<Test>, ActionError> {
+        Ok(Vec::new())
     }
     /// Before a round runs: imports the candidates need besides the subject.
     fn prepare(&self, _target: &Target, _plan: &mut Plan, _candidates: &[Test]) {}
@@ -366,6 +374,17 @@ fn out_of_time_before_any_test(budget: &Budget) -> ActionError {
     ActionError::Rejected(format!("{} before the model wrote a complete test; nothing was written", budget.ran_out()))
 }
 
+/// Where the written tests came from, when nib's own calls wrote some: " (2 from calls nib
+/// ran, 1 by the model)".
+fn origin(tests: &[Test], observed_bodies: &[String]) -> String {
+    let observed = tests.iter().filter(|t| observed_bodies.contains(&unit_tests::body_of(t))).count();
+    match (observed, tests.len() - observed) {
+        (0, _) => String::new(),
+        (observed, 0) => format!(" ({observed} from calls nib ran)"),
+        (observed, model) => format!(" ({observed} from calls nib ran, {model} by the model)"),
+    }
+}
+
 fn tests_word(count: usize) -> String {
     if count == 1 { "1 test".into() } else { format!("{count} tests") }
 }
@@ -416,8 +435,21 @@ fn subject_module(target: &Target, plan: &Plan) -> String {
 fn verified(job: &Job, plan: &mut Plan, runner: &dyn Runner, progress: &dyn Fn(&str)) -> Result<Written, ActionError> {
     let language = job.target.language;
     let hints = runner.hints(job, plan);
-    progress("writing candidate tests");
-    let mut candidates = ask_model(job, plan, &hints, CANDIDATES, Vec::new(), Vec::new())?;
+    progress("calling the code with its docstring's examples and inputs from its signature");
+    let existing_tests: Vec<Test> =
+        plan.existing.as_deref().map(|text| unit_tests::find_tests(language, text)).unwrap_or_default();
+    let mut observed =
+        if job.calls_from_code && !job.budget.spent() { runner.calls_from_code(job, plan)? } else { Vec::new() };
+    // A second request for the same function: the calls already in the file are not repeated.
+    let existing_bodies: Vec<String> = existing_tests.iter().map(unit_tests::body_of).collect();
+    observed.retain(|test| !existing_bodies.contains(&unit_tests::body_of(test)));
+    let observed_bodies: Vec<String> = observed.iter().map(unit_tests::body_of).collect();
+    let mut candidates = observed;
+    // Enough calls with known results: the model is not needed (and its time is saved).
+    if candidates.len() < unit_tests::TESTS_PER_ACTION {
+        progress("writing candidate tests");
+        candidates.extend(ask_model(job, plan, &hints, CANDIDATES, Vec::new(), Vec::new())?);
+    }
     if candidates.is_empty() && job.budget.spent() {
         return Err(out_of_time_before_any_test(&job.budget));
     }
@@ -425,11 +457,7 @@ fn verified(job: &Job, plan: &mut Plan, runner: &dyn Runner, progress: &dyn Fn(&
     let mut first_error: Option<String> = None;
     let mut tried = 0;
     // Names in the test file already are taken too (in Go, one package holds both).
-    let existing: Vec<String> = plan
-        .existing
-        .as_deref()
-        .map(|text| unit_tests::find_tests(language, text).into_iter().map(|t| t.name).collect())
-        .unwrap_or_default();
+    let existing: Vec<String> = existing_tests.into_iter().map(|t| t.name).collect();
     // A round cut short by the budget counts as stopped by it.
     let mut out_of_time = job.budget.spent();
     for round in 0..=REPAIR_ROUNDS {
@@ -524,7 +552,11 @@ fn verified(job: &Job, plan: &mut Plan, runner: &dyn Runner, progress: &dyn Fn(&
             .collect();
         let missing = edit.test_names.iter().any(|name| !report.results.iter().any(|r| &r.name == name));
         if failing.is_empty() && !missing && !edit.tests.is_empty() {
-            let message = format!("{} written, they pass on the current code", tests_word(edit.tests.len()));
+            let message = format!(
+                "{} written{}, they pass on the current code",
+                tests_word(edit.tests.len()),
+                origin(&edit.tests, &observed_bodies)
+            );
             let message = if edit.tests.len() == 1 { message.replace("they pass", "it passes") } else { message };
             let message = if out_of_time {
                 format!("{message}; {}, so writing and repairing stopped early", job.budget.ran_out())

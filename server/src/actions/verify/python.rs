@@ -13,9 +13,13 @@ use crate::actions::unit_tests::{self, Plan, PythonStyle, Test};
 use crate::actions::{ActionError, Target};
 use crate::engine::CancelToken;
 use crate::sandbox::{self, Limits, PrivateDir, Spec};
+use crate::syntax::scopes::ScopeKind;
 use crate::syntax::{self, Language};
 
 const RUNNER: &str = include_str!("runner.py");
+const EXPLORER: &str = include_str!("explore.py");
+/// How long `explore.py` may spend calling the function under test.
+const EXPLORE_BUDGET: Duration = Duration::from_secs(3);
 const MARK: &str = "@@nib@@ ";
 
 /// Python tests run by `runner.py` under `interpreter`.
@@ -30,6 +34,16 @@ impl Runner for Python {
 
     fn hints(&self, job: &Job, plan: &Plan) -> String {
         type_hints(&job.target, plan, &job.files)
+    }
+
+    fn calls_from_code(&self, job: &Job, plan: &Plan) -> Result<Vec<Test>, ActionError> {
+        let left = job.budget.deadline().saturating_duration_since(std::time::Instant::now());
+        match explore(&self.interpreter, &job.target, plan, left.min(EXPLORE_BUDGET), &job.cancel) {
+            Err(error) if error == "cancelled" => Err(cancelled(error)),
+            // Without observed calls the model writes every candidate.
+            Err(_) => Ok(Vec::new()),
+            Ok(tests) => Ok(tests),
+        }
     }
 
     fn prepare(&self, target: &Target, plan: &mut Plan, candidates: &[Test]) {
@@ -122,62 +136,25 @@ pub fn run(
     module: &Module,
     cancel: &CancelToken,
 ) -> Result<Report, String> {
-    let folder =
-        PrivateDir::new("nib-tests").map_err(|e| format!("cannot make a private folder for the test run: {e}"))?;
-    let write = |name: &str, text: &str| {
-        folder.write(Path::new(name), text.as_bytes()).map_err(|e| format!("cannot write {name} for the test run: {e}"))
-    };
-    let runner = write("nib_runner.py", RUNNER)?;
+    let folder = private_folder()?;
     let test_file = plan.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or("test_nib.py".into());
-    let test_module = write(&test_file, module.text)?;
-    let mut overlays = serde_json::Map::new();
-    if let Some(path) = &target.path {
-        overlays.insert(
-            plan.module.clone(),
-            serde_json::json!({
-                "path": path,
-                "source": target.rope.to_string(),
-                "package": path.file_name().is_some_and(|n| n == "__init__.py"),
-            }),
-        );
-    }
+    let test_module = write(&folder, &test_file, module.text)?;
     let spec = serde_json::json!({
         "paths": plan.import_roots,
-        "overlays": overlays,
+        "overlays": overlays(target, plan),
         "test_module": test_module,
         "tests": module.tests.iter().map(|(name, class)| serde_json::json!({ "name": name, "class": class })).collect::<Vec<_>>(),
         "fix": module.fix,
-        "style": if plan.python_style == PythonStyle::Pytest { "pytest" } else { "unittest" },
+        "style": style(plan),
         "raised_on_purpose": raised_on_purpose(target),
         "module_under_test": plan.module,
         "limit_s": TEST_TIME_LIMIT.as_secs_f64(),
     });
-    let spec_file = write("nib_spec.json", &spec.to_string())?;
     // Each test runs twice (fixes add a few runs); the interpreter starts once.
     let wall = Duration::from_secs(8) + TEST_TIME_LIMIT * (3 * module.tests.len() as u32).min(30);
-    let outcome = sandbox::run(
-        &Spec {
-            program: interpreter.to_path_buf(),
-            args: vec![runner.into(), spec_file.into()],
-            cwd: folder.path().to_path_buf(),
-            env: vec![
-                ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
-                ("PYTHONHASHSEED".into(), "0".into()),
-                ("PYTHONIOENCODING".into(), "utf-8".into()),
-            ],
-            read_only: plan_folders(plan),
-            limits: Limits { wall, cpu_seconds: wall.as_secs() + 1, ..Limits::default() },
-        },
-        cancel,
-    )
-    .map_err(|e| format!("cannot run the Python interpreter {}: {e}", interpreter.display()))?;
-    if outcome.cancelled {
-        return Err("cancelled".into());
-    }
+    let outcome = run_script(interpreter, plan, &folder, "nib_runner.py", &spec, wall, cancel)?;
     let mut report = Report::default();
-    for line in String::from_utf8_lossy(&outcome.stdout).lines() {
-        let Some(json) = line.strip_prefix(MARK) else { continue };
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(json) else { continue };
+    for value in marked(&outcome.stdout) {
         if value.get("pytest").is_some() {
             // Whether the interpreter has pytest: a missing one shows as the module's error.
             continue;
@@ -198,6 +175,115 @@ pub fn run(
         }
     }
     Ok(report)
+}
+
+/// Tests from calls of the target whose results `explore.py` observed: its docstring's
+/// examples and inputs built from its signature. Only for top-level functions; any failure
+/// (the module does not import, the explorer was stopped) gives none, and the model writes
+/// the tests alone.
+fn explore(
+    interpreter: &Path,
+    target: &Target,
+    plan: &Plan,
+    budget: Duration,
+    cancel: &CancelToken,
+) -> Result<Vec<Test>, String> {
+    if target.scope.kind != ScopeKind::Function || target.scope.is_async || target.path.is_none() {
+        return Ok(Vec::new());
+    }
+    let folder = private_folder()?;
+    write(&folder, "explore.py", EXPLORER)?;
+    let spec = serde_json::json!({
+        "paths": plan.import_roots,
+        "overlays": overlays(target, plan),
+        "module_under_test": plan.module,
+        "function": target.scope.name,
+        "style": style(plan),
+        "raised_on_purpose": raised_on_purpose(target),
+        "budget_s": budget.as_secs_f64(),
+    });
+    let wall = budget + Duration::from_secs(6);
+    let outcome = run_script(interpreter, plan, &folder, "explore.py", &spec, wall, cancel)?;
+    let tests = marked(&outcome.stdout)
+        .into_iter()
+        .filter_map(|value| {
+            let name = value.get("name")?.as_str()?;
+            let text = value.get("text")?.as_str()?;
+            Some(Test { name: name.to_string(), text: text.to_string() })
+        })
+        .collect();
+    Ok(tests)
+}
+
+fn private_folder() -> Result<PrivateDir, String> {
+    PrivateDir::new("nib-tests").map_err(|e| format!("cannot make a private folder for the test run: {e}"))
+}
+
+fn write(folder: &PrivateDir, name: &str, text: &str) -> Result<PathBuf, String> {
+    folder.write(Path::new(name), text.as_bytes()).map_err(|e| format!("cannot write {name} for the test run: {e}"))
+}
+
+/// The module under test as the editor shows it: its buffer text under its real file name.
+fn overlays(target: &Target, plan: &Plan) -> serde_json::Map<String, serde_json::Value> {
+    let mut overlays = serde_json::Map::new();
+    if let Some(path) = &target.path {
+        overlays.insert(
+            plan.module.clone(),
+            serde_json::json!({
+                "path": path,
+                "source": target.rope.to_string(),
+                "package": path.file_name().is_some_and(|n| n == "__init__.py"),
+            }),
+        );
+    }
+    overlays
+}
+
+fn style(plan: &Plan) -> &'static str {
+    if plan.python_style == PythonStyle::Pytest { "pytest" } else { "unittest" }
+}
+
+/// Runs `script` (beside `runner.py`, which it may import) with `spec` in the sandbox.
+fn run_script(
+    interpreter: &Path,
+    plan: &Plan,
+    folder: &PrivateDir,
+    script: &str,
+    spec: &serde_json::Value,
+    wall: Duration,
+    cancel: &CancelToken,
+) -> Result<sandbox::Outcome, String> {
+    let runner = write(folder, "nib_runner.py", RUNNER)?;
+    let spec_file = write(folder, "nib_spec.json", &spec.to_string())?;
+    let program = if script == "nib_runner.py" { runner } else { folder.path().join(script) };
+    let outcome = sandbox::run(
+        &Spec {
+            program: interpreter.to_path_buf(),
+            args: vec![program.into(), spec_file.into()],
+            cwd: folder.path().to_path_buf(),
+            env: vec![
+                ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+                ("PYTHONHASHSEED".into(), "0".into()),
+                ("PYTHONIOENCODING".into(), "utf-8".into()),
+            ],
+            read_only: plan_folders(plan),
+            limits: Limits { wall, cpu_seconds: wall.as_secs() + 1, ..Limits::default() },
+        },
+        cancel,
+    )
+    .map_err(|e| format!("cannot run the Python interpreter {}: {e}", interpreter.display()))?;
+    if outcome.cancelled {
+        return Err("cancelled".into());
+    }
+    Ok(outcome)
+}
+
+/// The JSON records a script wrote to its original stdout, one per marked line.
+fn marked(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line.strip_prefix(MARK)?).ok())
+        .collect()
 }
 
 /// The folders a run may read but not write: the workspace folder and the import roots.

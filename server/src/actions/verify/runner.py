@@ -317,10 +317,9 @@ def spec_style():
     return SPEC.get("style")
 
 
-def main():
-    with open(sys.argv[1], encoding="utf-8") as handle:
-        spec = json.load(handle)
-    SPEC.update(spec)
+def start(spec):
+    """Sends the code's own output nowhere and imports it as the editor shows it; returns how
+    to report one record (a JSON line on the original stdout)."""
     results = os.fdopen(os.dup(1), "w", buffering=1)
     quiet = os.open(os.devnull, os.O_WRONLY)
     os.dup2(quiet, 1)
@@ -328,7 +327,14 @@ def main():
     sys.dont_write_bytecode = True
     sys.path[:0] = spec["paths"]
     sys.meta_path.insert(0, Overlays(spec["overlays"]))
-    report = lambda record: results.write(MARK + json.dumps(record) + "\n")  # noqa: E731
+    return lambda record: results.write(MARK + json.dumps(record) + "\n")
+
+
+def main():
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        spec = json.load(handle)
+    SPEC.update(spec)
+    report = start(spec)
     try:
         import pytest  # noqa: F401
 

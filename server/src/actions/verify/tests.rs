@@ -480,6 +480,16 @@ fn budgeted_action(
     bodies: &'static [&'static str],
     start_seconds: u64,
 ) -> (Result<Written, ActionError>, Vec<String>, Vec<String>) {
+    action(source, bodies, start_seconds, false)
+}
+
+/// The verified action as [`budgeted_action`], with nib's own calls of the code on or off.
+fn action(
+    source: &str,
+    bodies: &'static [&'static str],
+    start_seconds: u64,
+    calls_from_code: bool,
+) -> (Result<Written, ActionError>, Vec<String>, Vec<String>) {
     let scratch = scratch(&[("calc.py", &source.replace("$0", ""))], "calc.py", source);
     let seconds = Arc::new(AtomicU64::new(0));
     let base = std::time::Instant::now();
@@ -508,6 +518,7 @@ fn budgeted_action(
         queue: crate::engine::TaskQueue::serving(Box::new(model)),
         cancel: CancelToken::default(),
         budget,
+        calls_from_code,
     };
     let notes = Mutex::new(Vec::new());
     let outcome = write_tests(&job, scratch.plan.clone(), &|note: &str| notes.lock().unwrap().push(note.to_string()));
@@ -545,6 +556,44 @@ fn a_budget_spent_before_any_test_writes_nothing() {
         outcome.err().unwrap().to_string(),
         "the 10 s time budget (nib.tests.timeBudgetSeconds) ran out before the model wrote a complete test; nothing was written"
     );
+}
+
+const GRADE: &str = "class ScoreError(ValueError):
+    pass
+
+
+def grade(score):
+    \"\"\"The letter for a score.
+
+    >>> grade(95)
+    'A'
+    \"\"\"
+    if score < 0:
+        raise ScoreError(\"negative\")
+    if score >= 90:
+        return \"A\"
+    if score >= 50:
+        return \"B\"
+    return \"C\"$0
+";
+
+#[test]
+fn calls_from_the_code_write_the_docstring_example_then_one_test_per_new_branch_without_the_model() {
+    let (outcome, prompts, notes) = action(GRADE, &[], 0, true);
+    assert!(prompts.is_empty(), "enough calls with known results: the model was not asked: {prompts:?}");
+    let written = outcome.unwrap();
+    assert!(written.verified);
+    let texts: Vec<&str> = written.edit.tests.iter().map(|t| t.text.as_str()).collect();
+    assert!(texts[0].ends_with("assert grade(95) == 'A'"), "the docstring's example first: {texts:?}");
+    let asserted = |result: &str| texts.iter().any(|t| t.ends_with(&format!(") == '{result}'")));
+    assert!(asserted("B") && asserted("C"), "one call per branch the example missed: {texts:?}");
+    assert!(
+        texts.iter().any(|t| t.contains("aises(ScoreError):\n        grade(-1)")),
+        "the error the code raises on purpose, at the constant it compares with: {texts:?}"
+    );
+    assert_eq!(texts.len(), 4, "no call that adds nothing: {texts:?}");
+    assert_eq!(written.message, "4 tests written (4 from calls nib ran), they pass on the current code");
+    assert!(notes[0].starts_with("calling the code"), "{notes:?}");
 }
 
 // Rust: cargo from PATH.

@@ -133,6 +133,7 @@ pub fn write_tests(server: &mut Server, responder: Responder, data: &ActionData,
         queue: server.engine.task_queue(),
         cancel: cancel.clone(),
         budget: verify::budget::Budget::new(server.config.tests_time_budget),
+        calls_from_code: true,
     };
     let main_loop = server.main_loop.clone();
     let (notes, reporter) = (main_loop.clone(), progress.clone());
@@ -523,5 +524,59 @@ impl Progress {
 pub fn cancel_progress(server: &Server, token: &str) {
     for (_, cancel) in server.progress_tokens.iter().filter(|(t, _)| t == token) {
         cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::actions::scripted_tests::Scripted;
+    use crate::config::DocstringStyle;
+
+    /// Add docstrings to all functions on a scripted model: a progress report per item, every
+    /// undocumented item documented, one insertion each against the file's text.
+    #[test]
+    fn all_docstrings_report_each_item_and_document_every_one() {
+        let source =
+            "def one(a):\n    return a\n\n\ndef two():\n    \"\"\"Documented.\"\"\"\n\n\ndef three():\n    pass\n";
+        let targets = crate::actions::undocumented_test_targets("/w/m.py", "python", source);
+        let mut model = Scripted::new(&[
+            ("# Summary of one: ", &["Return its argument.\n"]),
+            ("# Parameter a of one: ", &["The value.\n"]),
+            ("# one returns: ", &["The same value.\n"]),
+            ("# Summary of three: ", &["Do nothing.\n"]),
+        ]);
+        let reports = Mutex::new(Vec::new());
+        let report = |message: String, percent: usize| reports.lock().unwrap().push(format!("{percent}% {message}"));
+        let work = Work::AllDocstrings(targets);
+        let output = generate(&mut model, &work, DocstringStyle::Google, &CancelToken::default(), &report).unwrap();
+        let Output::Insertions(target, insertions) = output else { panic!("docstrings are insertions") };
+        assert_eq!(target.uri, "file:///w/m.py");
+        assert_eq!(reports.into_inner().unwrap(), ["0% 1 of 2: `one`", "50% 2 of 2: `three`"]);
+        let text = crate::actions::with_insertions(source, &insertions);
+        expect_test::expect![[r#"
+            def one(a):
+                """Return its argument.
+
+                Args:
+                    a: The value.
+
+                Returns:
+                    The same value.
+                """
+                return a
+
+
+            def two():
+                """Documented."""
+
+
+            def three():
+                """Do nothing."""
+                pass
+        "#]]
+        .assert_eq(&text);
     }
 }
