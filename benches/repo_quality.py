@@ -33,7 +33,8 @@ import quality  # noqa: E402
 
 ROOT = quality.ROOT
 PROJECTS = ("requests", "click", "httpx", "urllib3", "_pytest", "pluggy", "anyio", "h11", "packaging", "gguf")
-SYSTEMS = ("without", "with")
+SYSTEMS = ("without", "with", "baseline")
+WORKSPACE_SYSTEMS = ("with", "baseline")
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 BEGIN, END = "<!-- repo_quality.py: begin -->", "<!-- repo_quality.py: end -->"
 
@@ -67,6 +68,17 @@ def defined_names(source):
     return {name for name in names if len(name) > 2 and not name.startswith("__")}
 
 
+def defined_methods(source):
+    """Public methods of module-level classes (what code reaches through an object)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    return {item.name for node in tree.body if isinstance(node, ast.ClassDef) for item in node.body
+            if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and len(item.name) > 2 and not item.name.startswith("_")}
+
+
 def code_names(text):
     """The identifiers of `text` that are code: names outside strings and comments (as far as
     the tokenizer gets through a partial line)."""
@@ -80,15 +92,21 @@ def code_names(text):
     return names
 
 
-def project_holes(project, rng, per_project):
-    """Cross-file holes of one project: (file relative path, hole dict)."""
+def project_holes(project, rng, per_project, needed_kind="module"):
+    """Cross-file holes of one project: (file relative path, hole dict). `needed_kind`
+    "module": the expected code uses a module-level name of another file; "methods": it calls
+    (`.name`) a public method of a class of another file, a name the holed file neither
+    defines nor mentions."""
     files = sorted(p for p in project.rglob("*.py") if "__pycache__" not in p.parts)
     sources = {p: p.read_text(encoding="utf-8", errors="replace") for p in files}
-    defined = {p: defined_names(s) for p, s in sources.items()}
+    names_of = defined_methods if needed_kind == "methods" else defined_names
+    defined = {p: names_of(s) for p, s in sources.items()}
     holes = []
     for path in rng.sample(files, len(files)):
         source = sources[path]
         elsewhere = set().union(*(names for other, names in defined.items() if other != path)) - defined[path]
+        if needed_kind == "methods":
+            elsewhere -= defined_names(source)
         for kind in ("line", "rest"):
             try:
                 sites = quality.candidates(kind, source)
@@ -97,6 +115,8 @@ def project_holes(project, rng, per_project):
             useful = []
             for holed, line, col, expected in sites:
                 needed = sorted(code_names(expected) & elsewhere - set(IDENT.findall(holed)))
+                if needed_kind == "methods":
+                    needed = [name for name in needed if re.search(rf"\.\s*{name}\b", expected)]
                 if needed:
                     useful.append((holed, line, col, expected, needed))
             if useful:
@@ -117,9 +137,10 @@ def run_nib(hole, workdir, system, args):
     try:
         line_text = hole["holed"].split("\n")[hole["line"]]
         utf16_col = len(line_text[:hole["col"]].encode("utf-16-le")) // 2
-        cmd = [str(args.nib), "complete", "--json", "--file", hole["file"], "--line", str(hole["line"]),
+        nib = args.baseline_nib if system == "baseline" else args.nib
+        cmd = [str(nib), "complete", "--json", "--file", hole["file"], "--line", str(hole["line"]),
                "--character", str(utf16_col), "--model", str(args.model)] + args.nib_flags
-        if system == "with":
+        if system in WORKSPACE_SYSTEMS:
             cmd += ["--workspace", "."]
         proc, wall = quality.run(cmd, project)
     finally:
@@ -132,14 +153,14 @@ def run_nib(hole, workdir, system, args):
                 prompt_tokens=s["promptTokens"], retrieved=out.get("retrieved", ""), sources=out["sources"])
 
 
-def summarize(rows):
+def summarize(rows, systems):
     table = []
-    for system in SYSTEMS:
+    for system in systems:
         rs = [r[system] for r in rows]
         ok = [r for r in rs if "error" not in r]
         recall = None
-        if system == "with":
-            needed = [(name, r["with"]["retrieved"]) for r in rows for name in r["needed"]]
+        if system in WORKSPACE_SYSTEMS:
+            needed = [(name, r[system]["retrieved"]) for r in rows for name in r["needed"]]
             found = sum(bool(re.search(rf"\b{re.escape(n)}\b", text)) for n, text in needed)
             recall = 100 * found / max(len(needed), 1)
         table.append(dict(system=system, n=len(rs), errors=len(rs) - len(ok),
@@ -173,7 +194,17 @@ def main():
     ap.add_argument("--out", type=Path, help="markdown report (default: docs/quality.md; --smoke: none)")
     ap.add_argument("--details", type=Path, help="also write every hole and both answers as JSON lines")
     ap.add_argument("--smoke", action="store_true", help="2 holes; exit 1 if a call fails")
+    ap.add_argument("--systems", default="without,with",
+                    help="systems to run, comma-separated: without, with, baseline (default: without,with)")
+    ap.add_argument("--baseline-nib", type=Path,
+                    help="the `baseline` system: `with` run by this nib binary (an earlier build), same holes")
+    ap.add_argument("--needed", choices=("module", "methods"), default="module",
+                    help="which cross-file names a hole must need: module-level names (default) or methods "
+                         "called through an object")
     args = ap.parse_args()
+    systems = [system for system in SYSTEMS if system in args.systems.split(",")]
+    if "baseline" in systems and not args.baseline_nib:
+        sys.exit("the baseline system needs --baseline-nib")
     total = 2 if args.smoke else args.holes
     out = args.out or (None if args.smoke else ROOT / "docs" / "quality.md")
     args.model = args.model.resolve()
@@ -193,19 +224,19 @@ def main():
         for project in projects:
             copy = Path(workdir) / project.name
             shutil.copytree(project, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
-            holes += project_holes(copy, rng, per_project)
+            holes += project_holes(copy, rng, per_project, args.needed)
         holes = holes[:total]
         for i, hole in enumerate(holes, 1):
             row = dict(hole)
-            for system in SYSTEMS:
+            for system in systems:
                 row[system] = quality.score(run_nib(hole, workdir, system, args), hole["expected"])
             rows.append(row)
             print(f"[{i}/{len(holes)}] {hole['project']}/{hole['file']}:{hole['line'] + 1} {hole['kind']:4}"
                   f" needs {','.join(hole['needed'][:3])}  "
-                  + "  ".join(f"{s} {'=' if row[s]['exact'] else ' '} {row[s]['similarity']:.2f}" for s in SYSTEMS),
+                  + "  ".join(f"{s} {'=' if row[s]['exact'] else ' '} {row[s]['similarity']:.2f}" for s in systems),
                   flush=True)
     elapsed = time.perf_counter() - started
-    table = summarize(rows)
+    table = summarize(rows, systems)
     print("\n" + markdown(table) + f"\n\n{len(rows)} holes in {elapsed:.0f} s")
     if args.details:
         quality.write_details(args.details, rows)
@@ -224,7 +255,7 @@ def main():
         head, rest = text.split(BEGIN, 1)
         out.write_text(f"{head}{BEGIN}\n{report}{END}{rest.split(END, 1)[1]}")
         print(f"wrote {out}")
-    errors = sum("error" in r[s] for r in rows for s in SYSTEMS)
+    errors = sum("error" in r[s] for r in rows for s in systems)
     return 1 if args.smoke and errors else 0
 
 

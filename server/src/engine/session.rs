@@ -160,11 +160,12 @@ fn ort_error(error: impl std::fmt::Display) -> EngineError {
     EngineError::Inference(error.to_string())
 }
 
-/// The capacity a shared buffer grows to for `needed` rows: at least half again as much as
-/// now (so growth copies add up to a constant per token), in whole steps, within the context.
-fn grown_capacity(current: usize, needed: usize, max: usize) -> usize {
-    let wanted = needed.max(current + current / 2);
-    wanted.div_ceil(CAPACITY_STEP).saturating_mul(CAPACITY_STEP).min(max).max(needed)
+/// The capacity a shared buffer grows to for `needed` rows: `needed` in whole steps, within
+/// the context. Memory follows the prompt, not a growth factor: a growth copies the cached
+/// rows once (layer by layer), which at 4,096 rows of this model is about 190 MB of memory
+/// traffic once every 256 tokens, under 0.1 ms per token, small beside a decode step.
+fn grown_capacity(needed: usize, max: usize) -> usize {
+    needed.div_ceil(CAPACITY_STEP).saturating_mul(CAPACITY_STEP).min(max).max(needed)
 }
 
 impl DecoderSession {
@@ -348,21 +349,25 @@ impl DecoderSession {
     }
 
     fn grow(&self, cache: &mut KvCache, needed: usize) -> Result<(), EngineError> {
-        let capacity = grown_capacity(cache.capacity, needed, self.max_capacity);
+        let capacity = grown_capacity(needed, self.max_capacity);
         self.reallocate(cache, capacity)
     }
 
-    /// New buffers of `capacity` rows holding the cached rows.
+    /// New buffers of `capacity` rows holding the cached rows. One tensor at a time replaces
+    /// its old buffer, which is freed before the next is copied: at no moment do two whole
+    /// caches exist (the peak is the new cache plus one old tensor). A failure midway leaves
+    /// tensors of two capacities, so the cache is then emptied.
     fn reallocate(&self, cache: &mut KvCache, capacity: usize) -> Result<(), EngineError> {
-        let kept = cache.tokens.len();
-        let mut layers = Vec::with_capacity(cache.layers.len());
-        for (key, value) in &cache.layers {
-            layers.push((
-                self.copy_rows(key, cache.capacity, kept, capacity)?,
-                self.copy_rows(value, cache.capacity, kept, capacity)?,
-            ));
+        let (rows, kept) = (cache.capacity, cache.tokens.len());
+        let copied = cache.layers.iter_mut().try_for_each(|(key, value)| {
+            *key = self.copy_rows(key, rows, kept, capacity)?;
+            *value = self.copy_rows(value, rows, kept, capacity)?;
+            Ok(())
+        });
+        if let Err(error) = copied {
+            *cache = self.empty_cache()?;
+            return Err(error);
         }
-        cache.layers = layers;
         cache.capacity = capacity;
         Ok(())
     }
@@ -402,7 +407,7 @@ impl DecoderSession {
         cache.tokens.truncate(keep);
         match self.layout {
             KvLayout::SharedBuffer => {
-                let smaller = grown_capacity(0, keep.max(1), self.max_capacity) * 2;
+                let smaller = grown_capacity(keep.max(1), self.max_capacity) * 2;
                 if cache.capacity > 4 * CAPACITY_STEP && smaller < cache.capacity / 2 {
                     self.reallocate(cache, smaller)?;
                 }
@@ -429,12 +434,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn capacity_grows_by_half_in_whole_steps_within_the_context() {
-        assert_eq!(grown_capacity(0, 10, 8192), 256);
-        assert_eq!(grown_capacity(256, 257, 8192), 512);
-        assert_eq!(grown_capacity(512, 600, 8192), 768);
-        assert_eq!(grown_capacity(2048, 2049, 8192), 3072);
-        assert_eq!(grown_capacity(6144, 6145, 8192), 8192);
-        assert_eq!(grown_capacity(0, 100, 64), 100, "never below what is needed");
+    fn capacity_grows_to_what_is_needed_in_whole_steps_within_the_context() {
+        assert_eq!(grown_capacity(10, 8192), 256);
+        assert_eq!(grown_capacity(257, 8192), 512);
+        assert_eq!(grown_capacity(600, 8192), 768);
+        assert_eq!(grown_capacity(2049, 8192), 2304);
+        assert_eq!(grown_capacity(8100, 8192), 8192);
+        assert_eq!(grown_capacity(100, 64), 100, "never below what is needed");
     }
 }

@@ -10,6 +10,7 @@
 //! answer is also announced through the `Answered` callback given to `IndexHandle::start`, so
 //! the main loop can re-warm the KV cache for the new prompt head.
 
+mod receivers;
 pub mod retrieve;
 pub(crate) mod ring;
 pub(crate) mod store;
@@ -776,6 +777,39 @@ mod tests {
         assert!(members[0].text.contains("class IntRange:"), "{}", members[0].text);
         assert!(!members[0].text.contains("_private_helper"), "{}", members[0].text);
         assert!(!members[0].text.contains("__init__"), "members are top-level: {}", members[0].text);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn methods_of_the_classes_of_receivers_near_the_cursor_are_listed() {
+        let repo = "class Repo:\n    \"\"\"A repository.\"\"\"\n\n    def __init__(self, path):\n        self.path = path\n\n    def commit(self, message):\n        pass\n\n    def _private(self):\n        pass\n\n    def push(self, remote=\"origin\"):\n        pass\n";
+        // Longer than a definition's head, so their later methods are not shown already.
+        let base = "class Base:\n    \"\"\"A base.\"\"\"\n\n    def __init__(self):\n        self.lines = []\n        self.level = 0\n\n    def log(self, text):\n        self.lines.append(text)\n\n    def warn(self, text):\n        self.log(text)\n";
+        let config = "class Config:\n    \"\"\"Settings.\"\"\"\n\n    def __init__(self):\n        self.values = {}\n        self.path = None\n\n    def value(self, key):\n        return self.values[key]\n";
+        let (root, mut workspace) =
+            workspace("methods", &[("pkg/repo.py", repo), ("pkg/base.py", base), ("pkg/config.py", config)]);
+        let source = "from pkg.repo import Repo\nfrom pkg.base import Base\n\n\nclass App(Base):\n    def __init__(self, path, config: Config):\n        self.repo = Repo(path)\n        self.config = config\n\n    def run(self):\n        self.log(\"run\")\n        self.config.path\n        self.repo.$0\n";
+        let snippets = retrieve_at(&mut workspace, &root, "app.py", source);
+        let methods: Vec<&Snippet> = snippets.iter().filter(|s| s.kind == "methods").collect();
+        let classes: Vec<&str> = methods.iter().map(|s| s.detail.as_str()).collect();
+        // Nearest receiver first: `self.repo` (a constructor call in `__init__`), `self` (the
+        // base class), `self.config` (an annotated parameter assigned in `__init__`).
+        assert_eq!(classes, ["Repo", "Base", "Config"], "{:?}", summary(&snippets, &root));
+        assert_eq!(methods[1].text, "class Base:\n    def warn(self, text):", "`log` is shown whole already");
+        let repo_methods = &methods[0].text;
+        assert!(repo_methods.starts_with("class Repo:\n    def commit(self, message):\n"), "{repo_methods}");
+        assert!(repo_methods.contains("    def push(self, remote=\"origin\"):"), "{repo_methods}");
+        assert!(!repo_methods.contains("_private") && !repo_methods.contains("__init__"), "{repo_methods}");
+        // A local assigned a constructor call, and a parameter's annotation.
+        let source =
+            "from pkg.repo import Repo\n\ndef main(config: Config):\n    r = Repo(\".\")\n    r.commit(config.$0)\n";
+        let snippets = retrieve_at(&mut workspace, &root, "main.py", source);
+        let classes: Vec<&str> = snippets.iter().filter(|s| s.kind == "methods").map(|s| s.detail.as_str()).collect();
+        assert_eq!(classes, ["Config", "Repo"], "{:?}", summary(&snippets, &root));
+        // A receiver whose class is not certain gets nothing.
+        let source = "def main(repo):\n    repo.$0\n";
+        let snippets = retrieve_at(&mut workspace, &root, "other.py", source);
+        assert!(snippets.iter().all(|s| s.kind != "methods"), "{:?}", summary(&snippets, &root));
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use ropey::Rope;
 use tree_sitter::Tree;
 
+use super::receivers;
 use super::ring::Ring;
 use super::store::{Definition, FileId, Index, posting_chunk, posting_count, terms};
 use crate::syntax::{Language, scopes};
@@ -35,6 +36,8 @@ const BM25_B: f64 = 0.75;
 const DEFINITIONS_SHARE: f64 = 0.35;
 /// Share of the budget for the members of modules used by attribute (`types.IntRange`).
 const MEMBERS_SHARE: f64 = 0.3;
+/// Share of the budget for the methods of the receivers' classes (`self.repo.` → `Repo`).
+const METHODS_SHARE: f64 = 0.25;
 /// A member's signature line is cut to this many bytes, so many names fit.
 const MEMBER_LINE_BYTES: usize = 72;
 /// Terms in a larger share of all chunks than this are left out of the similarity score.
@@ -49,7 +52,7 @@ const MAX_QUERY_TERMS: usize = 48;
 /// One retrieved piece of context.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snippet {
-    /// `definition`, `similar` or `recent`.
+    /// `definition`, `members`, `methods`, `similar` or `recent`.
     pub kind: &'static str,
     pub path: PathBuf,
     /// 0-based lines of the file.
@@ -174,14 +177,13 @@ const NOT_LOOKED_UP: &[&str] = &[
     "debug",
 ];
 
-/// Names used near the cursor, nearest first (names also imported first of all, attribute
-/// names after free names), then the other names the file imports.
-fn wanted_names(cursor: &Cursor) -> Vec<String> {
+/// The cursor's line and the `NAME_LINES_BEFORE` above and `NAME_LINES_AFTER` below it,
+/// walking outwards from the cursor's line, so the nearest use of a name decides its rank.
+pub(super) fn nearest_lines(cursor: &Cursor) -> Vec<usize> {
     let rope = cursor.rope;
     let line = rope.byte_to_line(cursor.cursor.min(rope.len_bytes()));
     let start = line.saturating_sub(NAME_LINES_BEFORE);
     let end = (line + NAME_LINES_AFTER + 1).min(rope.len_lines());
-    // Walk outwards from the cursor line so the nearest use of a name decides its rank.
     let mut order: Vec<usize> = Vec::new();
     for distance in 0..=(line - start).max(end - line) {
         if distance <= line - start {
@@ -191,6 +193,14 @@ fn wanted_names(cursor: &Cursor) -> Vec<String> {
             order.push(line + distance);
         }
     }
+    order
+}
+
+/// Names used near the cursor, nearest first (names also imported first of all, attribute
+/// names after free names), then the other names the file imports.
+fn wanted_names(cursor: &Cursor) -> Vec<String> {
+    let rope = cursor.rope;
+    let order = nearest_lines(cursor);
     let imported: Vec<String> = match cursor.tree {
         Some(tree) => scopes::imports(cursor.language, tree)
             .into_iter()
@@ -221,7 +231,7 @@ fn wanted_names(cursor: &Cursor) -> Vec<String> {
 
 /// Words of the import statements: a definition in a file whose name is one of them is the
 /// one the import means.
-fn imported_modules(cursor: &Cursor) -> HashSet<String> {
+pub(super) fn imported_modules(cursor: &Cursor) -> HashSet<String> {
     let Some(tree) = cursor.tree else {
         return HashSet::new();
     };
@@ -237,7 +247,7 @@ fn file_stem(path: &Path) -> String {
 }
 
 /// The definition a name most likely means: one in a file the imports name, else the only one.
-fn resolve<'a>(
+pub(super) fn resolve<'a>(
     index: &Index,
     definitions: &'a [Definition],
     current: Option<FileId>,
@@ -357,13 +367,13 @@ fn subwords(word: &str) -> Vec<String> {
 }
 
 /// How many word parts of a definition's first line the query shares.
-fn shared_subwords(line: &str, query_subwords: &HashSet<String>) -> usize {
+pub(super) fn shared_subwords(line: &str, query_subwords: &HashSet<String>) -> usize {
     let parts: HashSet<String> = terms(line).iter().flat_map(|(word, _)| subwords(word)).collect();
     parts.intersection(query_subwords).count()
 }
 
 /// A signature line cut to `MEMBER_LINE_BYTES` at a character boundary, marked with `...`.
-fn cut_line(line: &str) -> String {
+pub(super) fn cut_line(line: &str) -> String {
     if line.len() <= MEMBER_LINE_BYTES {
         return line.to_string();
     }
@@ -376,7 +386,7 @@ fn cut_line(line: &str) -> String {
 
 /// Whether a definition's first line defines a private name (`def _helper`, `class _Base`,
 /// `_CACHE = ...`): the first word after the declaration keywords starts with `_`.
-fn defines_private_name(line: &str) -> bool {
+pub(super) fn defines_private_name(line: &str) -> bool {
     const KEYWORDS: &[&str] = &[
         "async",
         "def",
@@ -462,24 +472,11 @@ fn members(index: &Index, cursor: &Cursor, texts: &mut dyn Texts, budget: usize,
         // used across the workspace.
         entries.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
         entries.dedup_by(|a, b| a.3 == b.3);
-        let entries = entries.into_iter().map(|(_, _, line, signature)| (0usize, line, signature));
-        let mut kept: Vec<(u32, String)> = Vec::new();
-        let mut size = 0;
-        for (_, line, signature) in entries {
-            if kept.iter().any(|(_, kept_signature)| *kept_signature == signature) {
-                continue;
-            }
-            if spent + size + signature.len() + 1 > budget {
-                continue;
-            }
-            size += signature.len() + 1;
-            kept.push((line, signature));
-        }
+        let entries = entries.into_iter().map(|(_, _, line, signature)| (line, signature));
+        let (kept, size) = fit_lines(entries, budget.saturating_sub(spent));
         if kept.is_empty() {
             continue;
         }
-        // In file order, as the module reads.
-        kept.sort();
         spent += size;
         let first = kept[0].0 as usize;
         let last = kept[kept.len() - 1].0 as usize;
@@ -492,6 +489,21 @@ fn members(index: &Index, cursor: &Cursor, texts: &mut dyn Texts, budget: usize,
         });
     }
     snippets
+}
+
+/// The (line, text) entries, in order of priority, that fit `room` bytes (a newline each),
+/// without repeats, in file order (as the file reads); and their size.
+pub(super) fn fit_lines(entries: impl Iterator<Item = (u32, String)>, room: usize) -> (Vec<(u32, String)>, usize) {
+    let mut kept: Vec<(u32, String)> = Vec::new();
+    let mut size = 0;
+    for (line, text) in entries {
+        if kept.iter().all(|(_, kept_text)| *kept_text != text) && size + text.len() < room {
+            size += text.len() + 1;
+            kept.push((line, text));
+        }
+    }
+    kept.sort();
+    (kept, size)
 }
 
 /// The `count` best BM25 scores of the chunks sharing identifiers with `query`, best first,
@@ -611,8 +623,9 @@ fn similar(index: &Index, cursor: &Cursor, texts: &mut dyn Texts, budget: usize,
     snippets
 }
 
-/// Everything retrieved for `cursor` within `budget` bytes: definitions, similar chunks, then
-/// recent regions of other files.
+/// Everything retrieved for `cursor` within `budget` bytes: definitions, members of modules
+/// used by attribute, methods of the receivers' classes, similar chunks, then recent regions
+/// of other files.
 pub(crate) fn retrieve(
     index: &Index,
     cursor: &Cursor,
@@ -624,6 +637,12 @@ pub(crate) fn retrieve(
     let mut snippets = definitions(index, cursor, texts, definition_budget);
     let members = members(index, cursor, texts, (budget as f64 * MEMBERS_SHARE) as usize, &snippets);
     snippets.extend(members);
+    let spent: usize = snippets.iter().map(|snippet| snippet.text.len()).sum();
+    let methods_budget = ((budget as f64 * METHODS_SHARE) as usize).min(budget.saturating_sub(spent));
+    let query_subwords: HashSet<String> =
+        terms(&query_text(cursor)).iter().flat_map(|(word, _)| subwords(word)).collect();
+    let methods = receivers::methods(index, cursor, texts, methods_budget, &snippets, &query_subwords);
+    snippets.extend(methods);
     let spent: usize = snippets.iter().map(|snippet| snippet.text.len()).sum();
     let similar = similar(index, cursor, texts, budget.saturating_sub(spent) * 2 / 3, &snippets);
     snippets.extend(similar);

@@ -590,6 +590,16 @@ pub fn scope_at(language: Language, tree: &Tree, rope: &Rope, byte: usize) -> Op
     found.map(|(node, kind)| describe(language, rope, node, kind))
 }
 
+/// The functions, methods and classes whose node holds `byte` (its end included), outer first.
+pub fn scopes_around(language: Language, tree: &Tree, rope: &Rope, byte: usize) -> Vec<Scope> {
+    let mut found: Vec<(Node, ScopeKind)> = scope_nodes_around(language, tree, byte)
+        .into_values()
+        .filter(|(node, _)| node.start_byte() <= byte && byte <= node.end_byte())
+        .collect();
+    found.sort_by_key(|(node, _)| (node.start_byte(), std::cmp::Reverse(node.end_byte())));
+    found.into_iter().map(|(node, kind)| describe(language, rope, node, kind)).collect()
+}
+
 /// Every function, method and class in the file, in document order (outer before inner).
 pub fn all_scopes(language: Language, tree: &Tree, rope: &Rope) -> Vec<Scope> {
     let mut scopes: Vec<(Node, ScopeKind)> = scope_nodes(language, tree, 0..usize::MAX).into_values().collect();
