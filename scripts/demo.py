@@ -243,6 +243,7 @@ def main():
         "context": {"diagnostics": []}})
     print(f"{BOLD}5. Code actions offered in with_tax{RESET}: " + ", ".join(a["title"] for a in actions) + "\n")
     for action in actions:
+        seen = len(client.notifications)
         started = time.perf_counter()
         try:
             resolved = client.request("codeAction/resolve", action)
@@ -270,7 +271,7 @@ def main():
             created = any(c.get("kind") == "create" for c in changes)
             name = os.path.relpath(target[len("file://"):], ROOT)
             print(f"{BOLD}7. {action['title']}{RESET} ({elapsed:.1f} s): {'creates' if created else 'appends to'} {name}")
-            steps = [n["params"]["value"].get("message") for n in client.notifications
+            steps = [n["params"]["value"].get("message") for n in client.notifications[seen:]
                      if n.get("method") == "$/progress" and n["params"]["value"].get("kind") == "report"]
             if steps:
                 print("   progress: " + "; ".join(dict.fromkeys(s for s in steps if s)))
