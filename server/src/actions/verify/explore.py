@@ -294,7 +294,7 @@ def synthesized_calls(function, constants, examples, namespace, path, rng):
     for _ in range(40):
         choices = {p.name: rng.choice(pools[p.name]) for p in required}
         for p in parameters:
-            if p.default is not inspect.Parameter.empty and rng.random() < 0.3:
+            if p.default is not inspect.Parameter.empty and pools[p.name] and rng.random() < 0.3:
                 choices[p.name] = rng.choice(pools[p.name])
         calls.append((make(choices), slug_of(next(iter(choices.values()), None))))
     seen, out = set(), []
@@ -325,7 +325,7 @@ def docstring_calls(function):
                     text = ast.unparse(expression)  # a continuation line's indentation
                 named = any(isinstance(n, ast.Name) and n.id == function.__name__ for n in ast.walk(expression))
                 if named and text and "\n" not in text:
-                    call = Call(text, setup, "docstring", "example")
+                    call = Call(text, needed(setup, expression), "docstring", "example")
                     # `f(x) == y` in an example is a check of its own: the test asserts it.
                     call.check = isinstance(expression, (ast.Compare, ast.BoolOp)) or (
                         isinstance(expression, ast.UnaryOp) and isinstance(expression.op, ast.Not)
@@ -334,6 +334,23 @@ def docstring_calls(function):
         elif all(isinstance(s, (ast.Assign, ast.Import, ast.ImportFrom)) for s in tree.body) and "\n" not in source:
             setup.append(source)
     return calls
+
+
+def needed(setup, expression):
+    """The setup lines that bind a name the expression uses (an assignment, an import)."""
+    used = {n.id for n in ast.walk(expression) if isinstance(n, ast.Name)}
+    kept = []
+    for line in setup:
+        bound = set()
+        for node in ast.walk(ast.parse(line)):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                bound.add(node.id)
+            elif isinstance(node, ast.alias):
+                bound.add((node.asname or node.name).split(".")[0])
+        if bound & used:
+            kept.append(line)
+            used |= {n.id for n in ast.walk(ast.parse(line)) if isinstance(n, ast.Name)}
+    return kept
 
 
 def printed(expression):

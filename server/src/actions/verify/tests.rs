@@ -720,3 +720,17 @@ fn examples_doctest_rejects_are_left_out_and_the_docstring_still_goes_in() {
         documented.message
     );
 }
+
+#[test]
+fn an_optional_callable_with_no_value_but_its_default_still_gets_calls() {
+    // `predicate` takes nothing from the pools but None (its default): only `items` varies.
+    let source = "def keep(items, predicate=None):\n    if predicate is None:\n        return list(items)\n    return [x for x in items if predicate(x)]$0\n";
+    let (outcome, prompts, _) = action(source, &[], 0, true);
+    assert!(prompts.is_empty(), "{prompts:?}");
+    let written = outcome.unwrap();
+    assert!(
+        written.edit.tests.iter().any(|t| t.text.contains("assert keep([1, 2, 3]) == [1, 2, 3]")),
+        "{:?}",
+        written.edit.tests
+    );
+}
