@@ -286,6 +286,7 @@ def table(summaries, command, started):
 
 
 def main():
+    global MODULE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--functions", type=int, default=0, help="first N functions (0: all)")
     parser.add_argument("--mutants", type=int, default=8)
@@ -295,9 +296,8 @@ def main():
     parser.add_argument("--systems", default="verified,unverified")
     parser.add_argument("--details", help="one JSON line per function and system")
     parser.add_argument("--write-doc", action="store_true", help=f"replace the block in {DOC}")
-    parser.add_argument("--module", default=MODULE, help="the corpus: a module of the boltons wheel")
+    parser.add_argument("--module", default="boltons/strutils.py", help="the corpus: a module of the boltons wheel")
     args = parser.parse_args()
-    global MODULE
     MODULE = args.module
     started = time.time()
     systems = {

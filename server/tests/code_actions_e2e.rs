@@ -103,6 +103,10 @@ fn add_docstring_and_generate_tests_on_the_default_model() {
     assert!(inserted.contains("\"\"\"") && inserted.contains("price") && inserted.contains("rate"), "{inserted}");
     assert!(documented_text.contains("def with_tax(price, rate=TAX_RATE):\n    \"\"\""), "{documented_text}");
     assert_eq!(parse_errors(&mut server, &workspace.uri("check_doc.py"), &documented_text), 0);
+    // Examples from running the code, checked by doctest before the edit was offered.
+    assert!(inserted.contains("Examples:\n        >>> with_tax("), "{inserted}");
+    let said = server.wait_for("the docstring's summary", |m| m["method"] == "window/showMessage");
+    assert!(said["params"]["message"].as_str().unwrap().contains("; doctest passes on the current code"), "{said}");
 
     // Generate unit tests: a new test_pricing.py beside the module, created without overwriting.
     let tests = find(&actions_at(&mut server, &uri, line), "refactor.nib.tests");

@@ -12,6 +12,9 @@ returns plain data (or an iterator of it) becomes `assert call == observed`; a c
 an exception the code raises on purpose becomes an expected-exception test; any other error
 drops the call. The docstring's examples come first, then the calls that reach lines and
 branches no earlier call reached. One JSON line per test goes to the original stdout.
+
+With `doctest` in the spec it runs the function's docstring examples instead (the module as
+an Add docstring edit would leave it) and reports how many ran and failed.
 """
 
 import ast
@@ -481,8 +484,24 @@ def explore(spec, report):
             settled.append(call)
     for call in choose(settled):
         name, text = test_text(call, function.__name__, spec["style"])
-        report({"name": name, "text": text, "source": call.source})
+        report({
+            "name": name, "text": text, "source": call.source, "call": call.text, "setup": call.setup,
+            "expected": call.expected, "raises": call.raises, "iterator": call.iterator, "check": call.check,
+        })
     report({"tried": tried, "usable": len(settled)})
+
+
+def run_doctest(spec, report):
+    """Runs the examples in the function's docstring (the module as the edit would leave it)."""
+    module = importlib.import_module(spec["module_under_test"])
+    function = getattr(module, spec["function"])
+    finder = doctest.DocTestFinder(recurse=False)
+    checker = doctest.DocTestRunner(verbose=False, optionflags=doctest.ELLIPSIS)
+    failures = []
+    for test in finder.find(function, spec["function"], globs=dict(vars(module))):
+        checker.run(test, out=failures.append)
+    summary = checker.summarize(verbose=False)
+    report({"doctest": {"attempted": summary.attempted, "failed": summary.failed, "output": "".join(failures)[-2000:]}})
 
 
 def main():
@@ -490,6 +509,8 @@ def main():
         spec = json.load(handle)
     report = runner.start(spec)
     try:
+        if spec.get("doctest"):
+            return run_doctest(spec, report)
         explore(spec, report)
     except BaseException as error:  # noqa: BLE001 - the model writes the tests instead
         report({"error": runner.describe(error)})

@@ -14,6 +14,7 @@
 //! queue, one round at a time, so the engine thread never waits for a test run.
 
 pub mod budget;
+pub mod doc_examples;
 pub mod go;
 pub mod javascript;
 pub mod python;
@@ -433,144 +434,201 @@ fn subject_module(target: &Target, plan: &Plan) -> String {
 }
 
 fn verified(job: &Job, plan: &mut Plan, runner: &dyn Runner, progress: &dyn Fn(&str)) -> Result<Written, ActionError> {
-    let language = job.target.language;
-    let hints = runner.hints(job, plan);
-    progress("calling the code with its docstring's examples and inputs from its signature");
-    let existing_tests: Vec<Test> =
-        plan.existing.as_deref().map(|text| unit_tests::find_tests(language, text)).unwrap_or_default();
-    let mut observed =
-        if job.calls_from_code && !job.budget.spent() { runner.calls_from_code(job, plan)? } else { Vec::new() };
-    // A second request for the same function: the calls already in the file are not repeated.
-    let existing_bodies: Vec<String> = existing_tests.iter().map(unit_tests::body_of).collect();
-    observed.retain(|test| !existing_bodies.contains(&unit_tests::body_of(test)));
-    let observed_bodies: Vec<String> = observed.iter().map(unit_tests::body_of).collect();
-    let mut candidates = observed;
-    // Enough calls with known results: the model is not needed (and its time is saved).
-    if candidates.len() < unit_tests::TESTS_PER_ACTION {
-        progress("writing candidate tests");
-        candidates.extend(ask_model(job, plan, &hints, CANDIDATES, Vec::new(), Vec::new())?);
-    }
+    let flow = Flow { job, runner, hints: runner.hints(job, plan), progress };
+    let existing: Vec<Test> =
+        plan.existing.as_deref().map(|text| unit_tests::find_tests(job.target.language, text)).unwrap_or_default();
+    let (candidates, observed) = flow.first_candidates(plan, &existing)?;
     if candidates.is_empty() && job.budget.spent() {
         return Err(out_of_time_before_any_test(&job.budget));
     }
-    let mut kept: Vec<Test> = Vec::new();
-    let mut first_error: Option<String> = None;
-    let mut tried = 0;
+    let mut attempt = Attempt { observed, out_of_time: job.budget.spent(), ..Attempt::default() };
     // Names in the test file already are taken too (in Go, one package holds both).
-    let existing: Vec<String> = existing_tests.into_iter().map(|t| t.name).collect();
-    // A round cut short by the budget counts as stopped by it.
-    let mut out_of_time = job.budget.spent();
-    for round in 0..=REPAIR_ROUNDS {
-        let taken: Vec<String> = kept.iter().map(|t| t.name.clone()).chain(existing.iter().cloned()).collect();
-        unit_tests::make_names_unique(language, &mut candidates, &taken);
-        if candidates.is_empty() {
-            break;
-        }
-        tried += candidates.len();
-        runner.prepare(&job.target, plan, &candidates);
-        progress(&format!("{} ({})", runner.running(candidates.len()), job.budget.progress()));
-        let report = runner.run_candidates(&job.target, plan, &candidates, &job.cancel)?;
-        if let Some(error) = report.module_error {
-            return Err(ActionError::Rejected(format!(
-                "the tests cannot import `{}` under {} ({error}); nothing was written",
-                subject_module(&job.target, plan),
-                runner.program().display()
-            )));
-        }
+    let existing: Vec<String> = existing.into_iter().map(|t| t.name).collect();
+    flow.run_rounds(plan, candidates, &existing, &mut attempt)?;
+    attempt.kept.truncate(KEEP);
+    if attempt.kept.is_empty() {
+        let error = attempt.first_error.take();
+        return Err(attempt.none_passed(job, error));
+    }
+    flow.check_file(plan, attempt)
+}
+
+/// One verified action: the job, its language's runner, the hints for the model, progress.
+struct Flow<'a> {
+    job: &'a Job,
+    runner: &'a dyn Runner,
+    hints: String,
+    progress: &'a dyn Fn(&str),
+}
+
+/// What the verified action has so far.
+#[derive(Default)]
+struct Attempt {
+    /// Tests that passed, in the order they will be written.
+    kept: Vec<Test>,
+    /// The bodies of the tests from nib's own calls (for the message).
+    observed: Vec<String>,
+    first_error: Option<String>,
+    tried: usize,
+    /// The budget stopped writing or repairing.
+    out_of_time: bool,
+}
+
+impl Attempt {
+    /// Keeps the candidates that passed (with their fixed text) and returns the failures to
+    /// send back to the model.
+    fn take(&mut self, report: &Report, candidates: Vec<Test>, plan: &mut Plan) -> Vec<Repair> {
         let mut repairs = Vec::new();
         for mut candidate in candidates {
             let Some(result) = report.results.iter().find(|r| r.name == candidate.name) else { continue };
-            if result.passed() {
-                if let Some(text) = &result.text {
-                    candidate.text = text.clone();
+            if !result.passed() {
+                let error = result.error.clone().unwrap_or_else(|| result.outcome.clone());
+                self.first_error.get_or_insert_with(|| error.clone());
+                if result.outcome == "fail" {
+                    repairs.push(Repair { test: candidate, error });
                 }
-                // Writing the observed value can turn two candidates into the same test.
-                let body = unit_tests::body_of(&candidate);
-                if kept.iter().any(|test| unit_tests::body_of(test) == body) {
-                    continue;
-                }
-                for name in &result.imports {
-                    if !plan.imported.contains(name) {
-                        plan.imported.push(name.clone());
-                    }
-                }
-                kept.push(candidate);
                 continue;
             }
-            let error = result.error.clone().unwrap_or_else(|| result.outcome.clone());
-            first_error.get_or_insert_with(|| error.clone());
-            if result.outcome == "fail" {
-                repairs.push(Repair { test: candidate, error });
+            if let Some(text) = &result.text {
+                candidate.text = text.clone();
             }
+            // Writing the observed value can turn two candidates into the same test.
+            let body = unit_tests::body_of(&candidate);
+            if self.kept.iter().any(|test| unit_tests::body_of(test) == body) {
+                continue;
+            }
+            for name in &result.imports {
+                if !plan.imported.contains(name) {
+                    plan.imported.push(name.clone());
+                }
+            }
+            self.kept.push(candidate);
         }
-        if kept.len() >= unit_tests::TESTS_PER_ACTION || repairs.is_empty() || round == REPAIR_ROUNDS {
-            break;
-        }
-        if job.budget.spent() {
-            out_of_time = true;
-            break;
-        }
-        progress(&format!(
-            "repairing {} (round {} of {REPAIR_ROUNDS}, {})",
-            tests_word(repairs.len()),
-            round + 1,
-            job.budget.progress()
-        ));
-        repairs.truncate(MAX_REPAIRS);
-        candidates = ask_model(job, plan, &hints, 0, repairs, kept.clone())?;
-        out_of_time = job.budget.spent();
+        repairs
     }
-    kept.truncate(KEEP);
-    let ran_out = if out_of_time { format!(" before {}", job.budget.ran_out()) } else { String::new() };
-    let none_passed = |first_error: Option<String>| {
+
+    fn none_passed(&self, job: &Job, first_error: Option<String>) -> ActionError {
+        let ran_out = if self.out_of_time { format!(" before {}", job.budget.ran_out()) } else { String::new() };
         ActionError::Rejected(format!(
-            "none of the {tried} candidate tests passed on the current code{ran_out} (first error: {}); nothing was written",
+            "none of the {} candidate tests passed on the current code{ran_out} (first error: {}); nothing was written",
+            self.tried,
             first_error.unwrap_or_else(|| "the model wrote no complete test".into())
         ))
-    };
-    if kept.is_empty() {
-        return Err(none_passed(first_error));
     }
-    // The file as it will be written: its header, class and imports must hold too.
-    for _ in 0..2 {
-        let edit = unit_tests::finish(&job.target, plan, kept)?;
-        progress("checking the test file");
-        let mut text = plan.existing.clone().unwrap_or_default();
-        text.insert_str(edit.insertion.offset.min(text.len()), &edit.insertion.text);
-        let report = runner.run_file(&job.target, plan, &text, &edit.test_names, &job.cancel)?;
-        if let Some(error) = report.module_error {
-            return Err(none_passed(Some(error)));
-        }
-        let failing: Vec<&TestResult> = edit
-            .test_names
-            .iter()
-            .filter_map(|name| match report.results.iter().find(|r| &r.name == name) {
-                Some(result) if result.passed() => None,
-                Some(result) => Some(result),
-                None => None,
-            })
-            .collect();
-        let missing = edit.test_names.iter().any(|name| !report.results.iter().any(|r| &r.name == name));
-        if failing.is_empty() && !missing && !edit.tests.is_empty() {
-            let message = format!(
-                "{} written{}, they pass on the current code",
-                tests_word(edit.tests.len()),
-                origin(&edit.tests, &observed_bodies)
-            );
-            let message = if edit.tests.len() == 1 { message.replace("they pass", "it passes") } else { message };
-            let message = if out_of_time {
-                format!("{message}; {}, so writing and repairing stopped early", job.budget.ran_out())
-            } else {
-                message
-            };
-            return Ok(Written { edit, existing: plan.existing.clone(), message, verified: true });
-        }
-        first_error = failing.first().and_then(|r| r.error.clone()).or(first_error);
-        kept =
-            edit.tests.into_iter().filter(|t| report.results.iter().any(|r| r.name == t.name && r.passed())).collect();
-        if kept.is_empty() {
-            break;
+
+    /// "3 tests written (3 from calls nib ran), they pass on the current code".
+    fn passing(&self, job: &Job, tests: &[Test]) -> String {
+        let message = format!(
+            "{} written{}, they pass on the current code",
+            tests_word(tests.len()),
+            origin(tests, &self.observed)
+        );
+        let message = if tests.len() == 1 { message.replace("they pass", "it passes") } else { message };
+        if self.out_of_time {
+            format!("{message}; {}, so writing and repairing stopped early", job.budget.ran_out())
+        } else {
+            message
         }
     }
-    Err(none_passed(first_error))
+}
+
+impl Flow<'_> {
+    /// The first round's candidates: nib's own calls of the code (not those already in the
+    /// test file), then the model's when those are too few; and the bodies of nib's own.
+    fn first_candidates(&self, plan: &Plan, existing: &[Test]) -> Result<(Vec<Test>, Vec<String>), ActionError> {
+        let Flow { job, runner, hints, progress } = self;
+        progress("calling the code with its docstring's examples and inputs from its signature");
+        let mut observed =
+            if job.calls_from_code && !job.budget.spent() { runner.calls_from_code(job, plan)? } else { Vec::new() };
+        // A second request for the same function: the calls already in the file are not repeated.
+        let existing_bodies: Vec<String> = existing.iter().map(unit_tests::body_of).collect();
+        observed.retain(|test| !existing_bodies.contains(&unit_tests::body_of(test)));
+        let bodies: Vec<String> = observed.iter().map(unit_tests::body_of).collect();
+        let mut candidates = observed;
+        // Enough calls with known results: the model is not needed (and its time is saved).
+        if candidates.len() < unit_tests::TESTS_PER_ACTION {
+            progress("writing candidate tests");
+            candidates.extend(ask_model(job, plan, hints, CANDIDATES, Vec::new(), Vec::new())?);
+        }
+        Ok((candidates, bodies))
+    }
+
+    /// Runs the candidates, then up to `REPAIR_ROUNDS` rounds of the model's repairs, until
+    /// enough tests pass, nothing is left to repair, or the budget is spent.
+    fn run_rounds(
+        &self,
+        plan: &mut Plan,
+        mut candidates: Vec<Test>,
+        existing: &[String],
+        attempt: &mut Attempt,
+    ) -> Result<(), ActionError> {
+        let Flow { job, runner, hints, progress } = self;
+        for round in 0..=REPAIR_ROUNDS {
+            let taken: Vec<String> =
+                attempt.kept.iter().map(|t| t.name.clone()).chain(existing.iter().cloned()).collect();
+            unit_tests::make_names_unique(job.target.language, &mut candidates, &taken);
+            if candidates.is_empty() {
+                return Ok(());
+            }
+            attempt.tried += candidates.len();
+            runner.prepare(&job.target, plan, &candidates);
+            progress(&format!("{} ({})", runner.running(candidates.len()), job.budget.progress()));
+            let report = runner.run_candidates(&job.target, plan, &candidates, &job.cancel)?;
+            if let Some(error) = &report.module_error {
+                return Err(ActionError::Rejected(format!(
+                    "the tests cannot import `{}` under {} ({error}); nothing was written",
+                    subject_module(&job.target, plan),
+                    runner.program().display()
+                )));
+            }
+            let mut repairs = attempt.take(&report, candidates, plan);
+            if attempt.kept.len() >= unit_tests::TESTS_PER_ACTION || repairs.is_empty() || round == REPAIR_ROUNDS {
+                return Ok(());
+            }
+            if job.budget.spent() {
+                attempt.out_of_time = true;
+                return Ok(());
+            }
+            progress(&format!(
+                "repairing {} (round {} of {REPAIR_ROUNDS}, {})",
+                tests_word(repairs.len()),
+                round + 1,
+                job.budget.progress()
+            ));
+            repairs.truncate(MAX_REPAIRS);
+            candidates = ask_model(job, plan, hints, 0, repairs, attempt.kept.clone())?;
+            attempt.out_of_time = job.budget.spent();
+        }
+        Ok(())
+    }
+
+    /// Runs the test file as it will be written (its header, class and imports must hold too);
+    /// a test that fails there is dropped and the file checked again, once.
+    fn check_file(&self, plan: &mut Plan, mut attempt: Attempt) -> Result<Written, ActionError> {
+        let Flow { job, runner, progress, .. } = self;
+        for _ in 0..2 {
+            let edit = unit_tests::finish(&job.target, plan, std::mem::take(&mut attempt.kept))?;
+            progress("checking the test file");
+            let mut text = plan.existing.clone().unwrap_or_default();
+            text.insert_str(edit.insertion.offset.min(text.len()), &edit.insertion.text);
+            let report = runner.run_file(&job.target, plan, &text, &edit.test_names, &job.cancel)?;
+            if let Some(error) = report.module_error {
+                return Err(attempt.none_passed(job, Some(error)));
+            }
+            let result = |name: &String| report.results.iter().find(|r| &r.name == name);
+            let failing = edit.test_names.iter().filter_map(result).find(|r| !r.passed());
+            let missing = edit.test_names.iter().any(|name| result(name).is_none());
+            if failing.is_none() && !missing && !edit.tests.is_empty() {
+                let message = attempt.passing(job, &edit.tests);
+                return Ok(Written { edit, existing: plan.existing.clone(), message, verified: true });
+            }
+            attempt.first_error = failing.and_then(|r| r.error.clone()).or(attempt.first_error.take());
+            attempt.kept = edit.tests.into_iter().filter(|t| result(&t.name).is_some_and(TestResult::passed)).collect();
+            if attempt.kept.is_empty() {
+                break;
+            }
+        }
+        let error = attempt.first_error.take();
+        Err(attempt.none_passed(job, error))
+    }
 }

@@ -19,7 +19,7 @@ use crate::syntax::{self, Language};
 const RUNNER: &str = include_str!("runner.py");
 const EXPLORER: &str = include_str!("explore.py");
 /// How long `explore.py` may spend calling the function under test.
-const EXPLORE_BUDGET: Duration = Duration::from_secs(3);
+pub const EXPLORE_BUDGET: Duration = Duration::from_secs(3);
 const MARK: &str = "@@nib@@ ";
 
 /// Python tests run by `runner.py` under `interpreter`.
@@ -42,7 +42,7 @@ impl Runner for Python {
             Err(error) if error == "cancelled" => Err(cancelled(error)),
             // Without observed calls the model writes every candidate.
             Err(_) => Ok(Vec::new()),
-            Ok(tests) => Ok(tests),
+            Ok(calls) => Ok(calls.into_iter().map(|call| Test { name: call.name, text: call.text }).collect()),
         }
     }
 
@@ -141,7 +141,7 @@ pub fn run(
     let test_module = write(&folder, &test_file, module.text)?;
     let spec = serde_json::json!({
         "paths": plan.import_roots,
-        "overlays": overlays(target, plan),
+        "overlays": overlays(target, plan, &target.rope.to_string()),
         "test_module": test_module,
         "tests": module.tests.iter().map(|(name, class)| serde_json::json!({ "name": name, "class": class })).collect::<Vec<_>>(),
         "fix": module.fix,
@@ -177,42 +177,94 @@ pub fn run(
     Ok(report)
 }
 
-/// Tests from calls of the target whose results `explore.py` observed: its docstring's
-/// examples and inputs built from its signature. Only for top-level functions; any failure
-/// (the module does not import, the explorer was stopped) gives none, and the model writes
-/// the tests alone.
-fn explore(
+/// One call of the target `explore.py` ran, as a test and as its parts.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct Observed {
+    pub name: String,
+    /// The test.
+    pub text: String,
+    /// `docstring` (an example of its docstring) or `synthesized`.
+    pub source: String,
+    /// The call (`f(1, 'a')`), the statements it needs first, its result's repr.
+    pub call: String,
+    #[serde(default)]
+    pub setup: Vec<String>,
+    pub expected: Option<String>,
+    /// The on-purpose exception it raises.
+    pub raises: Option<String>,
+    /// The result is an iterator (asserted as a list).
+    #[serde(default)]
+    pub iterator: bool,
+    /// The call is itself a check (`f(x) == y`).
+    #[serde(default)]
+    pub check: bool,
+}
+
+/// Calls of the target whose results `explore.py` observed: its docstring's examples and
+/// inputs built from its signature, for at most `budget`. Only for top-level functions;
+/// none when the explorer could not run them (the module does not import, it was stopped).
+pub fn explore(
     interpreter: &Path,
     target: &Target,
     plan: &Plan,
     budget: Duration,
     cancel: &CancelToken,
-) -> Result<Vec<Test>, String> {
+) -> Result<Vec<Observed>, String> {
     if target.scope.kind != ScopeKind::Function || target.scope.is_async || target.path.is_none() {
         return Ok(Vec::new());
     }
-    let folder = private_folder()?;
-    write(&folder, "explore.py", EXPLORER)?;
     let spec = serde_json::json!({
         "paths": plan.import_roots,
-        "overlays": overlays(target, plan),
+        "overlays": overlays(target, plan, &target.rope.to_string()),
         "module_under_test": plan.module,
         "function": target.scope.name,
         "style": style(plan),
         "raised_on_purpose": raised_on_purpose(target),
         "budget_s": budget.as_secs_f64(),
     });
-    let wall = budget + Duration::from_secs(6);
-    let outcome = run_script(interpreter, plan, &folder, "explore.py", &spec, wall, cancel)?;
-    let tests = marked(&outcome.stdout)
-        .into_iter()
-        .filter_map(|value| {
-            let name = value.get("name")?.as_str()?;
-            let text = value.get("text")?.as_str()?;
-            Some(Test { name: name.to_string(), text: text.to_string() })
-        })
-        .collect();
-    Ok(tests)
+    let outcome = run_explorer(interpreter, plan, &spec, budget + Duration::from_secs(6), cancel)?;
+    Ok(marked(&outcome.stdout).into_iter().filter_map(|value| serde_json::from_value(value).ok()).collect())
+}
+
+/// `doctest` on the target's docstring in `source` (the module's text with a docstring edit
+/// applied): `Ok(None)` when every example passes, else what failed.
+pub fn doctest(
+    interpreter: &Path,
+    target: &Target,
+    plan: &Plan,
+    source: &str,
+    cancel: &CancelToken,
+) -> Result<Option<String>, String> {
+    let spec = serde_json::json!({
+        "paths": plan.import_roots,
+        "overlays": overlays(target, plan, source),
+        "module_under_test": plan.module,
+        "function": target.scope.name,
+        "doctest": true,
+    });
+    let outcome = run_explorer(interpreter, plan, &spec, Duration::from_secs(10), cancel)?;
+    let records = marked(&outcome.stdout);
+    let Some(result) = records.iter().find_map(|r| r.get("doctest")) else {
+        let error = records.iter().find_map(|r| r.get("error")?.as_str().map(str::to_string));
+        return Ok(Some(error.unwrap_or_else(|| outcome.failure())));
+    };
+    let count = |key: &str| result.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+    if count("failed") == 0 && count("attempted") > 0 {
+        return Ok(None);
+    }
+    Ok(Some(result.get("output").and_then(|v| v.as_str()).unwrap_or("no example ran").to_string()))
+}
+
+fn run_explorer(
+    interpreter: &Path,
+    plan: &Plan,
+    spec: &serde_json::Value,
+    wall: Duration,
+    cancel: &CancelToken,
+) -> Result<sandbox::Outcome, String> {
+    let folder = private_folder()?;
+    write(&folder, "explore.py", EXPLORER)?;
+    run_script(interpreter, plan, &folder, "explore.py", spec, wall, cancel)
 }
 
 fn private_folder() -> Result<PrivateDir, String> {
@@ -223,15 +275,15 @@ fn write(folder: &PrivateDir, name: &str, text: &str) -> Result<PathBuf, String>
     folder.write(Path::new(name), text.as_bytes()).map_err(|e| format!("cannot write {name} for the test run: {e}"))
 }
 
-/// The module under test as the editor shows it: its buffer text under its real file name.
-fn overlays(target: &Target, plan: &Plan) -> serde_json::Map<String, serde_json::Value> {
+/// The module under test as `source` (the editor's buffer text) under its real file name.
+fn overlays(target: &Target, plan: &Plan, source: &str) -> serde_json::Map<String, serde_json::Value> {
     let mut overlays = serde_json::Map::new();
     if let Some(path) = &target.path {
         overlays.insert(
             plan.module.clone(),
             serde_json::json!({
                 "path": path,
-                "source": target.rope.to_string(),
+                "source": source,
                 "package": path.file_name().is_some_and(|n| n == "__init__.py"),
             }),
         );

@@ -653,3 +653,70 @@ fn rust_candidates_get_observed_values_should_panic_and_lose_only_what_does_not_
     let entries: Vec<_> = std::fs::read_dir(root.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(entries.len(), 2, "no target folder or lock file in the workspace: {entries:?}");
 }
+
+// Add docstring with examples from running the code.
+
+fn docstring_job(scratch: &Scratch, model: crate::actions::scripted_tests::Scripted) -> doc_examples::Job {
+    let folders = vec![scratch.root.path().to_path_buf()];
+    doc_examples::Job {
+        target: scratch.target.clone(),
+        style: crate::config::DocstringStyle::Google,
+        configured_interpreter: Some(python3()),
+        files: ProjectFiles::new(folders.clone(), Vec::new()),
+        folders,
+        queue: crate::engine::TaskQueue::serving(Box::new(model)),
+        cancel: CancelToken::default(),
+    }
+}
+
+const PRICE: &str = "def price(base, rate=0.2):\n    if base < 0:\n        raise ValueError(\"negative\")\n    return base * (1 + rate)$0\n";
+
+#[test]
+fn add_docstring_gets_examples_from_running_the_code_that_doctest_passes() {
+    let scratch = scratch(&[("shop.py", &PRICE.replace("$0", ""))], "shop.py", PRICE);
+    let model = crate::actions::scripted_tests::Scripted::new(&[
+        ("# Summary of price: ", &["price computes the price with tax\n"]),
+        ("# Parameter base of price: ", &["the amount before tax\n"]),
+        ("# Parameter rate of price: ", &["The tax rate, a fraction.\n"]),
+        ("# price returns: ", &["the price including tax\n"]),
+        ("# price raises ValueError when ", &["if base is negative\n"]),
+    ]);
+    let job = docstring_job(&scratch, model);
+    let notes = Mutex::new(Vec::new());
+    let documented = doc_examples::document(&job, &|note: &str| notes.lock().unwrap().push(note.to_string())).unwrap();
+    let text = &documented.insertion.text;
+    assert!(text.contains("\n\n    Examples:\n        >>> price("), "{text}");
+    assert!(text.ends_with("\n    \"\"\"\n") && text.contains("Raises:\n        ValueError"), "{text}");
+    assert_eq!(text.matches(">>> ").count(), 2, "{text}");
+    assert_eq!(documented.message, "docstring written with 2 examples; doctest passes on the current code");
+    // The user's own doctest run agrees.
+    let mut module = scratch.target.rope.to_string();
+    module.insert_str(documented.insertion.offset, text);
+    let path = scratch.root.path().join("shop.py");
+    std::fs::write(&path, &module).unwrap();
+    let run = std::process::Command::new(python3()).args(["-m", "doctest", "-v"]).arg(&path).output().unwrap();
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success() && out.contains("2 passed and 0 failed"), "{out}");
+    assert_eq!(notes.into_inner().unwrap()[0], "calling the function for examples");
+}
+
+#[test]
+fn examples_doctest_rejects_are_left_out_and_the_docstring_still_goes_in() {
+    // Each call returns a new object: its repr differs from run to run, so there is no example.
+    let source =
+        "import itertools\n\n_ids = itertools.count()\n\n\ndef ticket(name):\n    return f\"{name}-{next(_ids)}\"$0\n";
+    let scratch = scratch(&[("desk.py", &source.replace("$0", ""))], "desk.py", source);
+    let model = crate::actions::scripted_tests::Scripted::new(&[
+        ("# Summary of ticket: ", &["ticket makes a numbered ticket\n"]),
+        ("# Parameter name of ticket: ", &["who the ticket is for\n"]),
+        ("# ticket returns: ", &["the ticket\n"]),
+    ]);
+    let job = docstring_job(&scratch, model);
+    let documented = doc_examples::document(&job, &|_: &str| {}).unwrap();
+    assert!(!documented.insertion.text.contains(">>>"), "{}", documented.insertion.text);
+    assert!(
+        documented.message.starts_with("docstring written without examples: doctest failed"),
+        "{}",
+        documented.message
+    );
+}

@@ -117,17 +117,12 @@ pub fn write_tests(server: &mut Server, responder: Responder, data: &ActionData,
         Ok(target) => target,
         Err(error) => return responder.respond(Err(error)),
     };
-    let open: Vec<(std::path::PathBuf, String)> =
-        server.documents.values().filter_map(|d| d.path.clone().map(|p| (p, d.text()))).collect();
-    let open_versions = open_versions(server);
-    let folders = server.workspace_folders.clone();
-    let cancel = CancelToken::default();
-    server.track(responder.id(), &cancel);
-    let progress = Progress::begin(server, &cancel, format!("nib: writing tests for `{}`", target.scope.name));
+    let PoolAction { files, open_versions, folders, cancel, progress } =
+        PoolAction::start(server, &responder, format!("nib: writing tests for `{}`", target.scope.name));
     let job = verify::Job {
         target: target.clone(),
         folders: folders.clone(),
-        files: ProjectFiles::new(folders.clone(), open),
+        files,
         verify: server.config.verify_tests,
         python_interpreter: server.config.python_interpreter.clone(),
         queue: server.engine.task_queue(),
@@ -181,14 +176,9 @@ fn tests_written(
             return responder.respond(Err(error));
         }
         Outcome::Cancelled => Err(ActionError::Engine(EngineError::Cancelled)),
-        Outcome::Panicked(why) => {
-            tracing::error!("writing tests panicked: {why}");
-            Err(ActionError::Rejected("internal error while writing tests".into()))
-        }
+        Outcome::Panicked(why) => Err(panicked("writing tests", &why)),
     };
-    let still_current =
-        server.documents.get(&target.uri).filter(|document| !document.out_of_sync).map(|document| document.version)
-            == Some(target.version);
+    let still_current = still_current(server, target);
     let mut summary = None;
     let edit = result.map(|written| {
         let typ = if written.verified { MessageType::INFO } else { MessageType::WARNING };
@@ -221,10 +211,118 @@ fn insertions_json(
     json!({ "documentChanges": [{ "textDocument": { "uri": uri, "version": version }, "edits": edits }] })
 }
 
-/// Add docstring: documents the function, method or class of `data`.
+/// Add docstring: documents the function, method or class of `data`; a Python function gets
+/// examples checked by doctest when verification is on (`verify::doc_examples`, on the pool).
 pub fn document_one(server: &mut Server, responder: Responder, data: &ActionData, delivery: Delivery) {
-    let work = target(server, data).map(|target| Work::Docstring(Box::new(target)));
-    start_now(server, responder, work, delivery);
+    match target(server, data) {
+        Ok(target) if verify::doc_examples::wanted(&target, server.config.verify_tests) => {
+            document_with_examples(server, responder, target, delivery)
+        }
+        work => start_now(server, responder, work.map(|target| Work::Docstring(Box::new(target))), delivery),
+    }
+}
+
+fn document_with_examples(server: &mut Server, responder: Responder, target: Target, delivery: Delivery) {
+    let PoolAction { files, open_versions, folders, cancel, progress } =
+        PoolAction::start(server, &responder, format!("nib: documenting `{}`", target.scope.name));
+    let job = verify::doc_examples::Job {
+        target: target.clone(),
+        style: server.config.docstring_style,
+        configured_interpreter: server.config.python_interpreter.clone(),
+        files,
+        folders,
+        queue: server.engine.task_queue(),
+        cancel: cancel.clone(),
+    };
+    let main_loop = server.main_loop.clone();
+    let (notes, reporter) = (main_loop.clone(), progress.clone());
+    server.pool.submit(
+        cancel.clone(),
+        move |_| {
+            let note = |message: &str| {
+                let (progress, message) = (reporter.clone(), message.to_string());
+                notes.post(move |server| progress.note(server, &message));
+            };
+            verify::doc_examples::document(&job, &note)
+        },
+        move |outcome| {
+            cancel.finish();
+            main_loop.post(move |server| {
+                documented(server, outcome, target, &open_versions, &progress, responder, delivery)
+            });
+        },
+    );
+}
+
+/// What an action that runs on the pool takes from the main loop when it starts.
+struct PoolAction {
+    /// The workspace's files, open buffers first.
+    files: ProjectFiles,
+    open_versions: Vec<(String, i32)>,
+    folders: Vec<std::path::PathBuf>,
+    cancel: CancelToken,
+    progress: Progress,
+}
+
+impl PoolAction {
+    /// Cancellable (by the request's id) and with progress titled `title`.
+    fn start(server: &mut Server, responder: &Responder, title: String) -> PoolAction {
+        let open: Vec<(std::path::PathBuf, String)> =
+            server.documents.values().filter_map(|d| d.path.clone().map(|p| (p, d.text()))).collect();
+        let folders = server.workspace_folders.clone();
+        let cancel = CancelToken::default();
+        server.track(responder.id(), &cancel);
+        let progress = Progress::begin(server, &cancel, title);
+        PoolAction {
+            files: ProjectFiles::new(folders.clone(), open),
+            open_versions: open_versions(server),
+            folders,
+            cancel,
+            progress,
+        }
+    }
+}
+
+/// A pool job that panicked, as the action's error (the panic goes to the log).
+fn panicked(doing: &str, why: &str) -> ActionError {
+    tracing::error!("{doing} panicked: {why}");
+    ActionError::Rejected(format!("internal error while {doing}"))
+}
+
+/// Whether the document is still the version `target` was read from.
+fn still_current(server: &Server, target: &Target) -> bool {
+    server.documents.get(&target.uri).filter(|document| !document.out_of_sync).map(|document| document.version)
+        == Some(target.version)
+}
+
+/// On the main loop once a docstring with examples is written: the edit, when the document is
+/// still the version it was written for, and the summary once the editor has it.
+fn documented(
+    server: &mut Server,
+    outcome: Outcome<Result<verify::doc_examples::Documented, ActionError>>,
+    target: Target,
+    open_versions: &[(String, i32)],
+    progress: &Progress,
+    responder: Responder,
+    delivery: Delivery,
+) {
+    let result = match outcome {
+        Outcome::Done(result) => result,
+        Outcome::Cancelled => Err(ActionError::Engine(EngineError::Cancelled)),
+        Outcome::Panicked(why) => Err(panicked("writing the docstring", &why)),
+    };
+    let still_current = still_current(server, &target);
+    let mut summary = None;
+    let edit = result.map(|documented| {
+        summary = (!documented.message.is_empty())
+            .then(|| ShowMessageParams { typ: MessageType::INFO, message: format!("nib: {}", documented.message) });
+        edit_json(Output::Insertions(target, vec![documented.insertion]), open_versions, server.encoding)
+    });
+    if deliver(server, edit, still_current, progress, responder, delivery)
+        && let Some(summary) = summary
+    {
+        server.notify_typed::<ShowMessage>(summary);
+    }
 }
 
 /// Add docstrings to all functions: documents every undocumented item of the file of `data`.
