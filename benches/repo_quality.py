@@ -201,6 +201,8 @@ def main():
     ap.add_argument("--needed", choices=("module", "methods"), default="module",
                     help="which cross-file names a hole must need: module-level names (default) or methods "
                          "called through an object")
+    ap.add_argument("--retrieval-only", action="store_true",
+                    help="generate one token per hole: only retrieval recall is meaningful (fast)")
     args = ap.parse_args()
     systems = [system for system in SYSTEMS if system in args.systems.split(",")]
     if "baseline" in systems and not args.baseline_nib:
@@ -209,6 +211,8 @@ def main():
     out = args.out or (None if args.smoke else ROOT / "docs" / "quality.md")
     args.model = args.model.resolve()
     args.nib_flags = ["--threads", str(args.threads)] if args.threads else []
+    if args.retrieval_only:
+        args.nib_flags += ["--max-tokens", "1"]
     if not args.nib.exists() or not (args.model / "model.onnx").exists():
         sys.exit(f"need {args.nib} (make build) and {args.model}/model.onnx (make model)")
     packages = site_packages()
