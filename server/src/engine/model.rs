@@ -105,87 +105,24 @@ pub fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
     if !onnx.is_file() {
         return Err(model_error(dir, "has no model.onnx"));
     }
-    let tokenizer_path = dir.join("tokenizer.json");
-    let tokenizer = Tokenizer::from_file(&tokenizer_path)
+    let tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
         .map_err(|error| model_error(dir, format_args!("cannot read tokenizer.json: {error}")))?;
-    let nib: NibJson = match std::fs::read_to_string(dir.join("nib.json")) {
-        Ok(text) => {
-            serde_json::from_str(&text).map_err(|error| model_error(dir, format_args!("invalid nib.json: {error}")))?
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!("{} has no nib.json; detecting the prompt format from the tokenizer", dir.display());
-            NibJson::default()
-        }
-        Err(error) => {
-            return Err(model_error(dir, format_args!("cannot read nib.json: {error}")));
-        }
-    };
+    let nib = read_nib_json(dir)?;
     let config: Value = std::fs::read_to_string(dir.join("config.json"))
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or(Value::Null);
-
-    let mut special_tokens: Vec<(u32, String)> = tokenizer
-        .get_added_tokens_decoder()
-        .into_iter()
-        .filter(|(_, token)| token.special)
-        .map(|(id, token)| (id, token.content))
-        .collect();
-    special_tokens.sort();
-    let special_tokens: Vec<String> = special_tokens.into_iter().map(|(_, content)| content).collect();
-
-    let mut stop_tokens = nib.stop_tokens.clone();
-    if stop_tokens.is_empty() {
-        // Without nib.json: the usual end-of-text markers that this vocabulary has.
-        stop_tokens = ["<|endoftext|>", "</s>", "<|im_end|>", "<|EOT|>", "<EOT>", "<file_sep>"]
-            .iter()
-            .filter(|token| tokenizer.token_to_id(token).is_some())
-            .map(|token| token.to_string())
-            .collect();
-    }
-    let mut stop_token_ids = Vec::new();
-    for token in &stop_tokens {
-        match tokenizer.token_to_id(token) {
-            Some(id) => stop_token_ids.push(id),
-            None => tracing::warn!("stop token {token:?} from nib.json is not in the vocabulary"),
-        }
-    }
-    if let Some(eos) = config.get("eos_token_id").and_then(Value::as_u64)
-        && !stop_token_ids.contains(&(eos as u32))
-    {
-        stop_token_ids.push(eos as u32);
-    }
     let bos_token_id =
         if nib.add_bos { config.get("bos_token_id").and_then(Value::as_u64).map(|id| id as u32) } else { None };
     let context_length = nib
         .context_length
         .or_else(|| config.get("max_position_embeddings").and_then(Value::as_u64).map(|n| n as usize))
         .unwrap_or(2048);
-    let chat_format = match nib.chat.as_ref().and_then(|chat| chat.format.as_deref()) {
-        Some("chatml") => Some(ChatFormat::ChatMl),
-        _ if tokenizer.token_to_id("<|im_start|>").is_some() && tokenizer.token_to_id("<|im_end|>").is_some() => {
-            Some(ChatFormat::ChatMl)
-        }
-        _ => None,
-    };
     let (fim_family, fim_declared_absent) = match &nib.fim {
         None => (None, false),
         Some(Value::Null) => (None, true),
         Some(value) => (value.get("family").and_then(Value::as_str).map(str::to_string), false),
     };
-    let kv_layout = match nib.kv_cache.as_deref() {
-        None => KvLayout::Copying,
-        Some("shared_buffer") => KvLayout::SharedBuffer,
-        Some(other) => {
-            return Err(model_error(
-                dir,
-                format_args!("nib.json: unknown kv_cache {other:?} (known: \"shared_buffer\", or leave it out)"),
-            ));
-        }
-    };
-    let fim_markers = nib.fim.as_ref().and_then(|value| serde_json::from_value(value.clone()).ok());
-    let fim_repository =
-        nib.fim.as_ref().and_then(|value| serde_json::from_value(value.get("repository")?.clone()).ok());
     let name =
         nib.name.clone().unwrap_or_else(|| dir.file_name().map_or("model".into(), |n| n.to_string_lossy().into()));
     Ok(ModelFiles {
@@ -195,16 +132,93 @@ pub fn load(dir: &Path) -> Result<ModelFiles, EngineError> {
             context_length,
             fim_family,
             fim_declared_absent,
-            fim_markers,
-            fim_repository,
-            special_tokens,
+            fim_markers: nib.fim.as_ref().and_then(|value| serde_json::from_value(value.clone()).ok()),
+            fim_repository: nib
+                .fim
+                .as_ref()
+                .and_then(|value| serde_json::from_value(value.get("repository")?.clone()).ok()),
+            special_tokens: special_tokens(&tokenizer),
             markers_are_text: false,
-            chat_format,
+            chat_format: chat_format(&nib, &tokenizer),
         },
         onnx,
+        stop_token_ids: stop_token_ids(&nib, &tokenizer, &config),
         tokenizer,
-        stop_token_ids,
         bos_token_id,
-        kv_layout,
+        kv_layout: kv_layout(dir, &nib)?,
     })
+}
+
+/// `nib.json`, or the defaults (the prompt format detected from the tokenizer) without one.
+fn read_nib_json(dir: &Path) -> Result<NibJson, EngineError> {
+    match std::fs::read_to_string(dir.join("nib.json")) {
+        Ok(text) => {
+            serde_json::from_str(&text).map_err(|error| model_error(dir, format_args!("invalid nib.json: {error}")))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!("{} has no nib.json; detecting the prompt format from the tokenizer", dir.display());
+            Ok(NibJson::default())
+        }
+        Err(error) => Err(model_error(dir, format_args!("cannot read nib.json: {error}"))),
+    }
+}
+
+/// The vocabulary's special tokens, in id order.
+fn special_tokens(tokenizer: &Tokenizer) -> Vec<String> {
+    let mut special: Vec<(u32, String)> = tokenizer
+        .get_added_tokens_decoder()
+        .into_iter()
+        .filter(|(_, token)| token.special)
+        .map(|(id, token)| (id, token.content))
+        .collect();
+    special.sort();
+    special.into_iter().map(|(_, content)| content).collect()
+}
+
+/// The ids generation stops at: `nib.json`'s stop tokens (else the usual end-of-text markers
+/// this vocabulary has), and `config.json`'s end-of-sequence id.
+fn stop_token_ids(nib: &NibJson, tokenizer: &Tokenizer, config: &Value) -> Vec<u32> {
+    let mut stop_tokens = nib.stop_tokens.clone();
+    if stop_tokens.is_empty() {
+        stop_tokens = ["<|endoftext|>", "</s>", "<|im_end|>", "<|EOT|>", "<EOT>", "<file_sep>"]
+            .iter()
+            .filter(|token| tokenizer.token_to_id(token).is_some())
+            .map(|token| token.to_string())
+            .collect();
+    }
+    let mut ids = Vec::new();
+    for token in &stop_tokens {
+        match tokenizer.token_to_id(token) {
+            Some(id) => ids.push(id),
+            None => tracing::warn!("stop token {token:?} from nib.json is not in the vocabulary"),
+        }
+    }
+    if let Some(eos) = config.get("eos_token_id").and_then(Value::as_u64)
+        && !ids.contains(&(eos as u32))
+    {
+        ids.push(eos as u32);
+    }
+    ids
+}
+
+/// The chat template: `nib.json`'s, else ChatML when the vocabulary has its markers.
+fn chat_format(nib: &NibJson, tokenizer: &Tokenizer) -> Option<ChatFormat> {
+    match nib.chat.as_ref().and_then(|chat| chat.format.as_deref()) {
+        Some("chatml") => Some(ChatFormat::ChatMl),
+        _ if tokenizer.token_to_id("<|im_start|>").is_some() && tokenizer.token_to_id("<|im_end|>").is_some() => {
+            Some(ChatFormat::ChatMl)
+        }
+        _ => None,
+    }
+}
+
+fn kv_layout(dir: &Path, nib: &NibJson) -> Result<KvLayout, EngineError> {
+    match nib.kv_cache.as_deref() {
+        None => Ok(KvLayout::Copying),
+        Some("shared_buffer") => Ok(KvLayout::SharedBuffer),
+        Some(other) => Err(model_error(
+            dir,
+            format_args!("nib.json: unknown kv_cache {other:?} (known: \"shared_buffer\", or leave it out)"),
+        )),
+    }
 }
