@@ -485,7 +485,14 @@ fn local_job(model: &mut Model, mut job: Job, events: &Sender<EngineEvent>, shar
     if panicked {
         model.reset_cache();
     }
+    // A pre-warm is invisible to the user: its failure is logged, and the request it prepared
+    // reports the problem if it has it too.
     match &result {
+        _ if job.priority == Priority::Background => {
+            if let Err(error) = &result {
+                tracing::debug!("pre-warm failed: {error}");
+            }
+        }
         Ok(_) => report(shared, events, None),
         Err(error @ (EngineError::Inference(_) | EngineError::TimedOut)) => {
             report(shared, events, Some(error.to_string()));
