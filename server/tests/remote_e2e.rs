@@ -231,6 +231,10 @@ fn completions_and_code_actions_run_on_a_remote_server() {
     let resolved = server.request("codeAction/resolve", find("refactor.rewrite.nib.docstring")).expect("a docstring");
     let inserted = resolved["edit"]["documentChanges"][0]["edits"][0]["newText"].as_str().unwrap().to_string();
     assert!(inserted.contains("\"\"\"") && inserted.contains("price") && inserted.contains("rate"), "{inserted}");
+    // Its examples come from running the code, not from the server: doctest passed on them.
+    let said = server.wait_for("the docstring's summary", |m| m["method"] == "window/showMessage");
+    assert!(said["params"]["message"].as_str().unwrap_or_default().contains("doctest passes"), "{said}");
+    assert!(inserted.contains(">>> with_tax("), "{inserted}");
 
     // Generate unit tests: a new test file beside the module.
     let resolved = server.request("codeAction/resolve", find("refactor.nib.tests")).expect("tests");

@@ -6,8 +6,9 @@
 //! - where `unshare -rn` works: the same session runs in a network namespace without any
 //!   interface but a downed loopback.
 //!
-//! (**Generate unit tests** runs candidate tests in a sandbox, docs/reliability.md; the fixture
-//! model writes no complete test, so no program runs in these sessions.)
+//! (**Generate unit tests** and **Add docstring**'s examples run the user's code in a sandbox,
+//! docs/reliability.md, on that explicit action and only with `nib.tests.verify` `"auto"`: the
+//! `strace` session turns it off, as an untrusted workspace does, and then no program runs.)
 //!
 //! Then the trust boundaries of docs/security.md, one test per threat: a hostile or broken
 //! completions server (`common/http_stub.rs` plays it: redirects, endless keep-alives and
@@ -58,8 +59,9 @@ fn workspace(name: &str) -> ScratchDir {
 
 /// Completions, a docstring and tests on the fixture model; calls `probe` while requests run.
 /// Returns how many requests were answered.
-fn session(server: &mut TestServer, root: &Path, probe: &mut dyn FnMut(&TestServer)) -> usize {
-    server.initialize_at(root, json!({ "modelPath": fixture_model(), "threads": 1 }), &["utf-16"]);
+fn session(server: &mut TestServer, root: &Path, verify: &str, probe: &mut dyn FnMut(&TestServer)) -> usize {
+    let options = json!({ "modelPath": fixture_model(), "threads": 1, "tests": { "verify": verify } });
+    server.initialize_at(root, options, &["utf-16"]);
     let status = server.wait_for_status(|s| s["state"] == "ready" || s["state"] == "error");
     assert_eq!(status["state"], "ready", "{status}");
     let uri = format!("file://{}", root.join("cart.py").display());
@@ -98,7 +100,7 @@ fn no_socket_is_ever_open() {
     let mut server = TestServer::spawn(&[]);
     let mut samples = 0;
     let mut seen = Vec::new();
-    let answered = session(&mut server, &workspace.0, &mut |server| {
+    let answered = session(&mut server, &workspace.0, "auto", &mut |server| {
         samples += 1;
         seen.extend(sockets(server.pid()));
     });
@@ -120,7 +122,7 @@ fn no_network_system_call_and_no_program_run_under_strace() {
     let mut full: Vec<&str> = wrapper.to_vec();
     full.extend(["-o", trace_arg.as_str()]);
     let mut server = TestServer::spawn_wrapped(&full, &[]);
-    session(&mut server, &workspace.0, &mut |_| {});
+    session(&mut server, &workspace.0, "off", &mut |_| {});
     server.shutdown();
     let text = std::fs::read_to_string(&trace).unwrap();
     let calls: Vec<&str> = text.lines().filter(|line| !line.contains("+++") && !line.contains("---")).collect();
@@ -140,7 +142,7 @@ fn a_session_works_without_any_network() {
     }
     let workspace = workspace("netns");
     let mut server = TestServer::spawn_wrapped(&wrapper, &[]);
-    let answered = session(&mut server, &workspace.0, &mut |_| {});
+    let answered = session(&mut server, &workspace.0, "auto", &mut |_| {});
     assert!(answered >= 20);
     server.shutdown();
 }
@@ -432,6 +434,8 @@ fn explicit_requests_wait_for_a_loading_model_and_automatic_ones_do_not() {
     assert!(completion["items"].is_array(), "{completion}");
     let resolved = server.response(resolve).expect("the code action waited for the model");
     assert!(resolved["edit"]["documentChanges"].is_array(), "{resolved}");
+    let said = server.wait_for("the docstring's summary", |m| m["method"] == "window/showMessage");
+    assert!(said["params"]["message"].as_str().unwrap_or_default().starts_with("nib: docstring written"), "{said}");
     server.shutdown();
 }
 
