@@ -64,7 +64,8 @@ def test_spm_roundtrip_and_json_shape(spm_fp32):
 def test_spm_nib_json(spm_fp32):
     _, out = spm_fp32
     nib = json.load(open(f"{out}/nib.json"))
-    assert nib["fim"] == {"family": "codellama", "prefix": "▁<PRE>", "suffix": "▁<SUF>", "middle": "▁<MID>"}
+    assert nib["fim"] == {"family": "codellama", "prefix": "▁<PRE>", "suffix": "▁<SUF>", "middle": "▁<MID>",
+                          "repository": None}
     assert nib["add_bos"] is True
     assert nib["stop_tokens"] == ["</s>", "▁<EOT>"]
     cfg = json.load(open(f"{out}/config.json"))
