@@ -13,7 +13,6 @@ use crate::actions::unit_tests;
 use crate::actions::{ActionError, Insertion, Target, docstring};
 use crate::config::DocstringStyle;
 use crate::engine::{CancelToken, TaskQueue};
-use crate::syntax::scopes::ScopeKind;
 
 /// Most examples one docstring gets.
 const MAX_EXAMPLES: usize = 2;
@@ -42,8 +41,7 @@ pub struct Documented {
 /// a file, with verification (`nib.tests.verify`) on.
 pub fn wanted(target: &Target, verify: bool) -> bool {
     let python = target.language.spec().tests == Some(crate::syntax::languages::TestLayout::Python);
-    let function = target.scope.kind == ScopeKind::Function && !target.scope.is_async;
-    verify && python && function && target.path.is_some()
+    verify && python && python::explorable(target)
 }
 
 /// The docstring, with examples when running the code gave some and doctest passes on them.

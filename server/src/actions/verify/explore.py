@@ -249,8 +249,8 @@ def slug_of(value):
 
 
 def synthesized_calls(function, constants, examples, namespace, path, rng):
-    """Calls from the signature: the defaults, then each parameter varied through its pool,
-    then random combinations."""
+    """Calls from the signature as (call text, test name slug): the defaults, then each
+    parameter varied through its pool, then random combinations."""
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):
@@ -278,8 +278,7 @@ def synthesized_calls(function, constants, examples, namespace, path, rng):
                 keywords.append((p.name, choices[p.name]))
             else:
                 positional.append(choices[p.name])
-        text = call_text(function.__name__, positional, keywords)
-        return (text, positional, keywords) if text else None
+        return call_text(function.__name__, positional, keywords)
 
     base = {p.name: pools[p.name][0] for p in required if pools[p.name]}
     if len(base) < len(required):
@@ -298,10 +297,10 @@ def synthesized_calls(function, constants, examples, namespace, path, rng):
                 choices[p.name] = rng.choice(pools[p.name])
         calls.append((make(choices), slug_of(next(iter(choices.values()), None))))
     seen, out = set(), []
-    for made, slug in calls:
-        if made and made[0] not in seen:
-            seen.add(made[0])
-            out.append((made, slug))
+    for text, slug in calls:
+        if text and text not in seen:
+            seen.add(text)
+            out.append((text, slug))
     return out[:MAX_CALLS]
 
 
@@ -488,7 +487,7 @@ def explore(spec, report):
     namespace = vars(module)
     calls = docstring_calls(function)
     examples = example_arguments(function, calls)
-    for (text, _positional, _keywords), slug in synthesized_calls(function, constants, examples, namespace, path, rng):
+    for text, slug in synthesized_calls(function, constants, examples, namespace, path, rng):
         calls.append(Call(text, (), "synthesized", slug))
     deadline = time.monotonic() + spec["budget_s"]
     settled, tried = [], 0

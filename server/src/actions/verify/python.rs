@@ -210,7 +210,7 @@ pub fn explore(
     budget: Duration,
     cancel: &CancelToken,
 ) -> Result<Vec<Observed>, String> {
-    if target.scope.kind != ScopeKind::Function || target.scope.is_async || target.path.is_none() {
+    if !explorable(target) {
         return Ok(Vec::new());
     }
     let spec = serde_json::json!({
@@ -224,6 +224,11 @@ pub fn explore(
     });
     let outcome = run_explorer(interpreter, plan, &spec, budget + Duration::from_secs(6), cancel)?;
     Ok(marked(&outcome.stdout).into_iter().filter_map(|value| serde_json::from_value(value).ok()).collect())
+}
+
+/// Whether `explore.py` can call the target: a synchronous top-level function in a file.
+pub fn explorable(target: &Target) -> bool {
+    target.scope.kind == ScopeKind::Function && !target.scope.is_async && target.path.is_some()
 }
 
 /// `doctest` on the target's docstring in `source` (the module's text with a docstring edit
