@@ -1,7 +1,7 @@
 //! Running candidates for real (python3 from `PATH`, canned tests instead of the model):
 //! observed values, expected exceptions, the editor's unsaved text, and containment.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -164,11 +164,16 @@ fn node() -> Option<PathBuf> {
 
 fn run_javascript(scratch: &mut Scratch, node: PathBuf, code: &str) -> Report {
     let tests = unit_tests::find_tests(Language::JavaScript, code);
-    let runner = javascript::JavaScript { node };
+    let runner = javascript::JavaScript { node, compiler: None };
     runner.run_candidates(&scratch.target, &mut scratch.plan, &tests, &CancelToken::default()).unwrap()
 }
 
 fn javascript_scratch(files: &[(&str, &str)], module: &str, buffer: &str) -> Scratch {
+    node_scratch(files, module, "javascript", buffer)
+}
+
+/// A scratch workspace for `language_id` "javascript" or "typescript".
+fn node_scratch(files: &[(&str, &str)], module: &str, language_id: &str, buffer: &str) -> Scratch {
     let root = PrivateDir::new("nib-verify-js").unwrap();
     for (name, text) in files {
         let path = root.path().join(name);
@@ -176,7 +181,7 @@ fn javascript_scratch(files: &[(&str, &str)], module: &str, buffer: &str) -> Scr
         std::fs::write(path, text).unwrap();
     }
     let path = root.path().join(module);
-    let target = crate::actions::test_target(&path.to_string_lossy(), "javascript", buffer);
+    let target = crate::actions::test_target(&path.to_string_lossy(), language_id, buffer);
     let folders = vec![root.path().to_path_buf()];
     let plan = unit_tests::plan(&target, &folders, &ProjectFiles::new(folders.clone(), Vec::new())).unwrap();
     Scratch { root, target, plan }
@@ -226,7 +231,7 @@ fn javascript_candidates_get_observed_values_and_expected_errors_on_the_buffer_t
         .collect();
     let edit = unit_tests::finish(&scratch.target, &scratch.plan, kept).unwrap();
     assert!(edit.insertion.text.starts_with("import { test } from \"node:test\";\nimport assert from \"node:assert/strict\";\nimport { withTax } from \"./price.js\";\n"), "{}", edit.insertion.text);
-    let runner = javascript::JavaScript { node };
+    let runner = javascript::JavaScript { node, compiler: None };
     let final_run = runner
         .run_file(&scratch.target, &scratch.plan, &edit.insertion.text, &edit.test_names, &CancelToken::default())
         .unwrap();
@@ -308,6 +313,78 @@ fn runaway_javascript_is_stopped_and_leaves_the_workspace_alone() {
     } else {
         eprintln!("no user namespaces here: sockets and workspace writes are not contained");
     }
+}
+
+// TypeScript: node from PATH with the project's compiler (`scripts/setup-typescript.sh` puts
+// typescript and tsx in .cache/typescript; a scratch project links them as its node_modules).
+
+fn typescript_tools() -> Option<PathBuf> {
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/typescript/node_modules");
+    let found = tools.join("typescript/lib/typescript.js").is_file() && tools.join("esbuild/lib/main.js").is_file();
+    if !found {
+        assert!(std::env::var_os("NIB_REQUIRE_TOOLCHAINS").is_none(), "no TypeScript: run scripts/setup-typescript.sh");
+        eprintln!("no .cache/typescript: the TypeScript runs are skipped (scripts/setup-typescript.sh)");
+    }
+    found.then_some(tools)
+}
+
+const PRICE_TS: &str = "import { rate } from \"./rates\";\n\ninterface Priced {\n  price: number;\n}\n\nexport function withTax(price: number): number {\n  if (price < 0) {\n    throw new RangeError(\"negative price\");\n  }\n  return price * (1 + rate());$0\n}\n";
+
+/// TypeScript candidates through `compiler` ("typescript" or "esbuild", linked from the tools).
+fn typescript_candidates_run_with(compiler: &str) {
+    let (Some(node), Some(tools)) = (node(), typescript_tools()) else { return };
+    let files = [
+        ("package.json", "{ \"type\": \"module\" }\n"),
+        ("rates.ts", "export function rate(): number {\n  return 0.5;\n}\n"),
+        // On disk the function is different: the buffer is what runs.
+        ("price.ts", "export function withTax(price: number): number {\n  return 0;\n}\n"),
+    ];
+    let mut scratch = node_scratch(&files, "price.ts", "typescript", PRICE_TS);
+    std::fs::create_dir(scratch.root.path().join("node_modules")).unwrap();
+    std::os::unix::fs::symlink(tools.join(compiler), scratch.root.path().join("node_modules").join(compiler)).unwrap();
+    let found = toolchain::typescript_compiler(scratch.root.path(), scratch.root.path()).unwrap();
+    assert_eq!(found.kind, compiler);
+    let runner = javascript::JavaScript { node, compiler: Some(found) };
+    // A type alias inside the test is erased when compiled: the failing line is found through
+    // the source map.
+    let code = "test(\"withTax ten\", (): void => {\n  type Price = number;\n  const price: Price = 10;\n  assert.deepStrictEqual(withTax(price), 11);\n});\n\ntest(\"withTax negative\", () => {\n  assert.deepStrictEqual(withTax(-1), 0);\n});\n";
+    let tests = unit_tests::find_tests(Language::TypeScript, code);
+    let report = runner.run_candidates(&scratch.target, &mut scratch.plan, &tests, &CancelToken::default()).unwrap();
+    assert_eq!(report.module_error, None, "{report:?}");
+    let ten = result(&report, "\"withTax ten\"");
+    assert!(ten.passed() && ten.text.as_deref().unwrap().contains("withTax(price), 15)"), "{ten:?}");
+    let negative = result(&report, "\"withTax negative\"");
+    assert!(
+        negative.passed()
+            && negative.text.as_deref().unwrap().contains("assert.throws(() => withTax(-1), { name: \"RangeError\" })"),
+        "{negative:?}"
+    );
+
+    // The file as it will be written (`./price`, as TypeScript imports) runs under node:test.
+    let kept: Vec<Test> = ["\"withTax ten\"", "\"withTax negative\""]
+        .iter()
+        .map(|name| Test { name: name.to_string(), text: result(&report, name).text.clone().unwrap() })
+        .collect();
+    let edit = unit_tests::finish(&scratch.target, &scratch.plan, kept).unwrap();
+    assert!(edit.insertion.text.contains("import { withTax } from \"./price\";\n"), "{}", edit.insertion.text);
+    let run = |text: &str| {
+        runner.run_file(&scratch.target, &scratch.plan, text, &edit.test_names, &CancelToken::default()).unwrap()
+    };
+    let final_run = run(&edit.insertion.text);
+    assert!(final_run.results.iter().all(TestResult::passed), "{final_run:?}");
+    let final_run = run(&edit.insertion.text.replace("15", "16"));
+    assert!(!result(&final_run, "\"withTax ten\"").passed(), "{final_run:?}");
+    assert!(result(&final_run, "\"withTax negative\"").passed(), "{final_run:?}");
+}
+
+#[test]
+fn typescript_candidates_run_on_the_buffer_compiled_by_the_projects_typescript() {
+    typescript_candidates_run_with("typescript");
+}
+
+#[test]
+fn typescript_candidates_run_on_the_buffer_compiled_by_tsxs_esbuild() {
+    typescript_candidates_run_with("esbuild");
 }
 
 // Go: go from PATH or Debian's folder (`scripts/setup-go.sh`).
