@@ -677,10 +677,7 @@ fn calls_from_the_code_write_the_docstring_example_then_one_test_per_new_branch_
 
 #[test]
 fn rust_candidates_get_observed_values_should_panic_and_lose_only_what_does_not_compile() {
-    let Some(cargo) = toolchain::cargo().map(|t| t.program) else {
-        assert!(std::env::var_os("NIB_REQUIRE_TOOLCHAINS").is_none(), "no cargo on PATH");
-        return eprintln!("no cargo here: the Rust runs are skipped");
-    };
+    let Some(cargo) = cargo_or_skip() else { return };
     let root = PrivateDir::new("nib-verify-rust").unwrap();
     std::fs::write(
         root.path().join("Cargo.toml"),
@@ -729,6 +726,94 @@ fn rust_candidates_get_observed_values_should_panic_and_lose_only_what_does_not_
     assert!(exact.passed() && exact.text.is_none(), "{exact:?}");
     let entries: Vec<_> = std::fs::read_dir(root.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(entries.len(), 2, "no target folder or lock file in the workspace: {entries:?}");
+}
+
+fn cargo_or_skip() -> Option<PathBuf> {
+    let found = toolchain::cargo().map(|t| t.program);
+    if found.is_none() {
+        assert!(std::env::var_os("NIB_REQUIRE_TOOLCHAINS").is_none(), "no cargo on PATH");
+        eprintln!("no cargo here: the Rust runs are skipped");
+    }
+    found
+}
+
+fn write_files(root: &Path, files: &[(&str, &str)]) {
+    for (name, text) in files {
+        let path = root.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+#[test]
+fn a_rust_workspace_member_is_built_with_its_workspace() {
+    let Some(cargo) = cargo_or_skip() else { return };
+    let root = PrivateDir::new("nib-verify-rust-workspace").unwrap();
+    let buffer = "pub fn answer() -> i32 {\n    base::base() + 2$0\n}\n";
+    write_files(
+        root.path(),
+        &[
+            (
+                "Cargo.toml",
+                "[workspace]\nmembers = [\"crates/*\"]\nresolver = \"2\"\n\n[workspace.package]\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+            ),
+            (
+                "crates/base/Cargo.toml",
+                "[package]\nname = \"base\"\nversion.workspace = true\nedition.workspace = true\n",
+            ),
+            ("crates/base/src/lib.rs", "pub fn base() -> i32 {\n    40\n}\n"),
+            (
+                "crates/app/Cargo.toml",
+                "[package]\nname = \"app\"\nversion.workspace = true\nedition.workspace = true\n\n[dependencies]\nbase = { path = \"../base\" }\n",
+            ),
+            ("crates/app/src/lib.rs", &buffer.replace("$0", "")),
+        ],
+    );
+    let path = root.path().join("crates/app/src/lib.rs");
+    let target = crate::actions::test_target(&path.to_string_lossy(), "rust", buffer);
+    let folders = vec![root.path().to_path_buf()];
+    let mut plan = unit_tests::plan(&target, &folders, &ProjectFiles::new(folders.clone(), Vec::new())).unwrap();
+    let tests = unit_tests::find_tests(Language::Rust, "#[test]\nfn answer_is() {\n    assert_eq!(answer(), 41);\n}\n");
+    let runner = rust::Rust { cargo };
+    let report = runner.run_candidates(&target, &mut plan, &tests, &CancelToken::default()).unwrap();
+    assert_eq!(report.module_error, None, "{report:?}");
+    let answer = result(&report, "answer_is");
+    assert!(answer.passed() && answer.text.as_deref().unwrap().contains("assert_eq!(answer(), 42);"), "{answer:?}");
+}
+
+#[test]
+fn cancelling_a_rust_build_stops_it_at_once() {
+    let Some(cargo) = cargo_or_skip() else { return };
+    let root = PrivateDir::new("nib-verify-rust-cancel").unwrap();
+    let buffer = "pub fn one() -> i32 {\n    1$0\n}\n";
+    write_files(
+        root.path(),
+        &[
+            ("Cargo.toml", "[package]\nname = \"slow\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
+            // A build that would take ten minutes.
+            ("build.rs", "fn main() {\n    std::thread::sleep(std::time::Duration::from_secs(600));\n}\n"),
+            ("src/lib.rs", &buffer.replace("$0", "")),
+        ],
+    );
+    let path = root.path().join("src/lib.rs");
+    let target = crate::actions::test_target(&path.to_string_lossy(), "rust", buffer);
+    let folders = vec![root.path().to_path_buf()];
+    let mut plan = unit_tests::plan(&target, &folders, &ProjectFiles::new(folders.clone(), Vec::new())).unwrap();
+    let tests = unit_tests::find_tests(Language::Rust, "#[test]\nfn one_is() {\n    assert_eq!(one(), 1);\n}\n");
+    let cancel = CancelToken::default();
+    let canceller = {
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            cancel.cancel();
+            std::time::Instant::now()
+        })
+    };
+    let outcome = rust::Rust { cargo }.run_candidates(&target, &mut plan, &tests, &cancel);
+    let stopped = std::time::Instant::now();
+    let cancelled_at = canceller.join().unwrap();
+    assert!(outcome.is_err(), "cancelled, not a report: {outcome:?}");
+    assert!(stopped.duration_since(cancelled_at) < std::time::Duration::from_secs(30), "the build stopped");
 }
 
 // Add docstring with examples from running the code.
