@@ -269,6 +269,24 @@ impl TaskQueue {
     }
 }
 
+#[cfg(test)]
+impl EngineHandle {
+    /// An engine that is ready from the start and runs its tasks in order with `backend` (see
+    /// [`TaskQueue::serving`]): for tests of handlers on a scripted model. Jobs are dropped.
+    pub(crate) fn scripted(backend: Box<dyn Backend + Send>) -> EngineHandle {
+        let info = Box::new(backend.info().clone());
+        let TaskQueue(inbox) = TaskQueue::serving(backend);
+        let observed = Observed {
+            state: ModelState::Ready { model: "scripted".into(), info, load_ms: 0 },
+            stats: EngineStats::default(),
+            cached_tokens: 0,
+            fallback: None,
+            failing_since: None,
+        };
+        EngineHandle { inbox, observed, thread: None, in_flight: Vec::new(), background: Vec::new() }
+    }
+}
+
 impl Drop for EngineHandle {
     fn drop(&mut self) {
         self.stop();

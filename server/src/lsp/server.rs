@@ -223,6 +223,54 @@ pub fn run(input: impl BufRead + Send + 'static, output: impl Write + Send + 'st
     exit_code
 }
 
+#[cfg(test)]
+impl Server {
+    /// A server without streams, past `initialize`, on `engine` and with `folders` as its
+    /// workspace, for handler tests. What it writes arrives on the first receiver; what its
+    /// engine and pool post to the main loop on the second, for the test to run in turn.
+    pub(crate) fn for_tests(
+        engine: EngineHandle,
+        folders: Vec<PathBuf>,
+    ) -> (Server, Receiver<Value>, Receiver<Message>) {
+        let (output, written) = crossbeam_channel::unbounded();
+        let (messages_sender, messages) = crossbeam_channel::unbounded::<Message>();
+        let client = ClientSupport {
+            work_done_progress: true,
+            code_action_resolve: true,
+            edit: super::workspace_edit::EditSupport { document_changes: true, create_files: true },
+            ..ClientSupport::default()
+        };
+        let server = Server {
+            output,
+            documents: HashMap::new(),
+            encoding: PositionEncoding::default(),
+            config: Config::default(),
+            client,
+            workspace_folders: folders,
+            engine,
+            pool: WorkerPool::start(POOL_THREADS),
+            main_loop: MainLoop(messages_sender),
+            in_flight: HashMap::new(),
+            completions: CompletionState::default(),
+            index: IndexHandle::start(Box::new(|_| {})),
+            progress_tokens: Vec::new(),
+            waiting_for_model: Default::default(),
+            verification: Value::Null,
+            next_progress_id: 0,
+            lifecycle: Lifecycle::Running,
+            next_request_id: 0,
+            pending_replies: HashMap::new(),
+        };
+        (server, written, messages)
+    }
+
+    /// Handles a request as if it had come from the client.
+    pub(crate) fn request_for_tests(&mut self, id: i64, method: &str, params: Value) {
+        let request = Incoming::Request { id: RequestId::Number(id), method: method.into(), params };
+        assert!(self.handle_message(request).is_none());
+    }
+}
+
 impl Server {
     fn main_loop(&mut self, incoming: &Receiver<Frame>, messages: &Receiver<Message>) -> i32 {
         loop {
