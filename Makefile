@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 NIB := target/release/nib
 
-.PHONY: setup venv build model go demo test test-rust test-python test-nvim test-vscode vscode-package lint clean-model llama bench test-bench-smoke
+.PHONY: setup venv build model go typescript demo test test-rust test-python test-nvim test-vscode vscode-package lint clean-model llama bench test-bench-smoke
 
 setup: venv build model
 
@@ -32,10 +32,15 @@ lint:
 go:
 	@scripts/setup-go.sh
 
+# The TypeScript compilers the TypeScript test runs need (typescript and tsx from npm, pinned,
+# in .cache/typescript).
+typescript:
+	@scripts/setup-typescript.sh
+
 # The end-to-end tests run on the default model, the remote-backend tests on llama.cpp's
-# server (.venv-llama), the verified-tests tests on node, go and cargo; here a missing model, server
-# or toolchain is a failure, not a skip.
-test-rust: setup llama go
+# server (.venv-llama), the verified-tests tests on node (with typescript and tsx), go and cargo;
+# here a missing model, server or toolchain is a failure, not a skip.
+test-rust: setup llama go typescript
 	NIB_REQUIRE_DEFAULT_MODEL=1 NIB_REQUIRE_REMOTE=1 NIB_REQUIRE_TOOLCHAINS=1 cargo test --release --locked
 
 test-python: venv

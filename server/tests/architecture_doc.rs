@@ -93,3 +93,48 @@ fn every_test_an_invariant_names_exists() {
         referenced.into_iter().filter(|span| !defined_somewhere(span.rsplit("::").next().unwrap(), &sources)).collect();
     assert!(missing.is_empty(), "invariants name tests that do not exist: {missing:?}");
 }
+
+/// The non-test part of a source file: up to its inline `#[cfg(test)] mod … {`.
+fn non_test_code(text: &str) -> &str {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_end() == "#[cfg(test)]" {
+            let next = text[offset + line.len()..].lines().next().unwrap_or("");
+            if next.starts_with("mod ") && next.trim_end().ends_with('{') {
+                return &text[..offset];
+            }
+        }
+        offset += line.len();
+    }
+    text
+}
+
+/// The module path of a file under `server/src` (`engine/mod.rs` is `engine`).
+fn module_path(file: &Path) -> String {
+    let relative = file.strip_prefix(repo_root().join("server/src")).unwrap().with_extension("");
+    let parts: Vec<_> = relative.iter().map(|part| part.to_str().unwrap()).filter(|part| *part != "mod").collect();
+    parts.join("::")
+}
+
+#[test]
+fn every_lock_is_one_the_invariants_name() {
+    let invariants = section(&architecture(), "Invariants");
+    let locks = invariants
+        .split("\n- ")
+        .find(|bullet| bullet.starts_with("The locks that remain"))
+        .expect("an invariant that begins \"The locks that remain\"");
+    let named = code_spans(locks);
+    let unnamed: Vec<_> = files_below(&repo_root().join("server/src"))
+        .into_iter()
+        .filter(|file| file.extension().is_some_and(|e| e == "rs"))
+        .filter(|file| !file.file_stem().unwrap().to_str().unwrap().ends_with("tests"))
+        .filter(|file| {
+            let text = std::fs::read_to_string(file).unwrap();
+            let code = non_test_code(&text);
+            code.contains("Mutex<") || code.contains("RwLock<") || code.contains("Mutex::new")
+        })
+        .map(|file| module_path(&file))
+        .filter(|module| !named.contains(&module.as_str()))
+        .collect();
+    assert!(unnamed.is_empty(), "modules with a lock the locks invariant does not name and justify: {unnamed:?}");
+}

@@ -96,6 +96,35 @@ fn javascript_tests_are_verified_with_node_test() {
 }
 
 #[test]
+fn typescript_tests_are_verified_with_the_projects_compiler() {
+    let Some(model) = default_model() else { return };
+    let Some(node) = toolchain("node", None) else { return };
+    // typescript and tsx, as `scripts/setup-typescript.sh` installs them.
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/typescript/node_modules");
+    let Some(_) = toolchain("tsx", tools.join(".bin/tsx").to_str()) else { return };
+    let workspace = ScratchDir::new("verified-ts");
+    let root = workspace.0.clone();
+    std::fs::write(root.join("package.json"), "{ \"type\": \"module\" }\n").unwrap();
+    std::os::unix::fs::symlink(&tools, root.join("node_modules")).unwrap();
+    let source = "export function withTax(price: number, rate: number = 0.2): number {\n  if (price < 0) {\n    throw new RangeError(\"negative price\");\n  }\n  return price * (1 + rate);\n}\n";
+    std::fs::write(root.join("price.ts"), source).unwrap();
+    let mut server = start(&model, &root);
+    let (written, summary) = generate_tests(&mut server, &root, "price.ts", "typescript", 4);
+    assert!(summary.contains(" on the current code"), "{summary}");
+    assert!(written.contains("import { withTax } from \"./price\";\n"), "{written}");
+    std::fs::write(root.join("price.test.ts"), &written).unwrap();
+    // The user's way: node:test through tsx, the project's runner.
+    let report = assert_passes(
+        Command::new(node).args(["--import", "tsx", "--test", "price.test.ts"]).current_dir(&root),
+        "node --import tsx --test",
+    );
+    assert!(report.contains("# pass") && report.contains("# fail 0"), "{report}");
+    let entries: Vec<_> = std::fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(entries.len(), 4, "verification wrote nothing into the workspace: {entries:?}");
+    server.shutdown();
+}
+
+#[test]
 fn go_tests_are_verified_with_go_test() {
     let Some(model) = default_model() else { return };
     let Some(go) = toolchain("go", Some("/usr/lib/go-1.19/bin/go")) else { return };

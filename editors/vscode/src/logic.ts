@@ -210,7 +210,7 @@ export interface Verification {
   enabled: boolean;
   timeBudgetSeconds?: number;
   isolation?: boolean;
-  /** Per toolchain (`python`, `node`, `go`, `cargo`): where it was found, or null. */
+  /** Per toolchain (`python`, `node`, `typescript`, `go`, `cargo`): where it was found, or null. */
   toolchains: Record<string, Toolchain | null>;
 }
 
@@ -270,7 +270,7 @@ function parseVerification(value: unknown): Verification | undefined {
   }
   const v = value as Record<string, unknown>;
   const toolchains: Record<string, Toolchain | null> = {};
-  for (const name of ['python', 'node', 'go', 'cargo']) {
+  for (const name of ['python', 'node', 'typescript', 'go', 'cargo']) {
     const found = v[name] as Record<string, unknown> | null | undefined;
     if (found === null) {
       toolchains[name] = null;
@@ -300,7 +300,13 @@ export function verificationLines(verification: Verification, trusted: boolean):
       verification.isolation === false ? ' (no network isolation here: user namespaces are not available)' : '';
     lines.push(`Generated tests: run in a sandbox before they are offered${budget}${isolation}.`);
   }
-  const labels: Record<string, string> = { python: 'Python', node: 'Node.js', go: 'Go', cargo: 'Cargo' };
+  const labels: Record<string, string> = {
+    python: 'Python',
+    node: 'Node.js',
+    typescript: 'TypeScript compiler',
+    go: 'Go',
+    cargo: 'Cargo',
+  };
   for (const [name, found] of Object.entries(verification.toolchains)) {
     lines.push(`${labels[name] ?? name}: ${found ? `${found.program} (${found.source})` : 'not found (tests unverified)'}`);
   }

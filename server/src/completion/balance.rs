@@ -293,109 +293,106 @@ mod tests {
     /// (language, text before the cursor on its line, raw completion, expected).
     type Case = (Language, &'static str, &'static str, &'static str);
 
+    /// Completions that open blocks, brackets and strings, and what is shown of them.
+    const BLOCK_CASES: &[Case] = &[
+        // The issue's two examples: the block is closed at the opener's indentation.
+        (
+            Language::Rust,
+            "        ",
+            "if self.items.is_empty() {\n            self.items.pop();",
+            "if self.items.is_empty() {\n            self.items.pop();\n        }",
+        ),
+        (
+            Language::JavaScript,
+            "  ",
+            "if (value > high) {\n    return high;",
+            "if (value > high) {\n    return high;\n  }",
+        ),
+        (
+            Language::TypeScript,
+            "  ",
+            "for (const x of xs) {\n    total += x;\n",
+            "for (const x of xs) {\n    total += x;\n  }",
+        ),
+        (Language::Tsx, "    ", "if (!ok) {\n      return <p/>;", "if (!ok) {\n      return <p/>;\n    }"),
+        // Go indents with tabs: the closing line copies the opener's whitespace.
+        (Language::Go, "\t", "for _, v := range xs {\n\t\tsum += v", "for _, v := range xs {\n\t\tsum += v\n\t}"),
+        // Nested blocks close innermost first, each at its own indentation.
+        (
+            Language::Rust,
+            "    ",
+            "for x in xs {\n        if x > 0 {\n            n += 1;",
+            "for x in xs {\n        if x > 0 {\n            n += 1;\n        }\n    }",
+        ),
+        // An assignment or a call around the block needs the statement's end too.
+        (Language::Rust, "    ", "let y = match x {\n        1 => 2,", "let y = match x {\n        1 => 2,\n    };"),
+        (
+            Language::JavaScript,
+            "  ",
+            "items.forEach((item) => {\n    total += item;",
+            "items.forEach((item) => {\n    total += item;\n  });",
+        ),
+        (Language::Go, "\t", "go func() {\n\t\tdone <- true", "go func() {\n\t\tdone <- true\n\t}()"),
+        (
+            Language::Java,
+            "        ",
+            "for (int i = 0; i < n; i++) {\n            char c = '{';\n            sum += i;",
+            "for (int i = 0; i < n; i++) {\n            char c = '{';\n            sum += i;\n        }",
+        ),
+        (
+            Language::Java,
+            "        ",
+            "Runnable r = () -> {\n            run();",
+            "Runnable r = () -> {\n            run();\n        };",
+        ),
+        (
+            Language::JavaScript,
+            "  ",
+            "for (let i = 0; i < n; i++) {\n    sum += i;",
+            "for (let i = 0; i < n; i++) {\n    sum += i;\n  }",
+        ),
+        (Language::C, "    ", "if (n > 0) {\n        /* { */ n--;", "if (n > 0) {\n        /* { */ n--;\n    }"),
+        (
+            Language::Cpp,
+            "    ",
+            "auto f = [&](int x) {\n        return x;",
+            "auto f = [&](int x) {\n        return x;\n    };",
+        ),
+        // A block inside a call left open mid-arguments: cut at the unclosable line only.
+        (Language::JavaScript, "  ", "let n = 0;\n  items.forEach((x) => {\n    foo(x,", "let n = 0;"),
+        // A block without a body yet is cut before its opener.
+        (Language::Rust, "    ", "let n = 1;\n    if n > 0 {", "let n = 1;"),
+        (Language::JavaScript, "  ", "if (value > high) {", ""),
+        (Language::Go, "\t", "x := 1\n\tfor {\n\n", "x := 1"),
+        // A call or list left open mid-arguments is cut before its line.
+        (Language::Rust, "    ", "let a = 1;\n    foo(a,\n        b,", "let a = 1;"),
+        (Language::JavaScript, "  ", "const xs = [\n    1,\n    2,", ""),
+        (Language::Python, "    ", "total = 0\n    print(total,\n          end=", "total = 0"),
+        // Python: a block opener with nothing under it goes.
+        (Language::Python, "    ", "x = 1\n    if x:", "x = 1"),
+        (Language::Python, "    ", "for a in b:\n        if a:  # check", ""),
+        (Language::Python, "    ", "if x:\n        return 1", "if x:\n        return 1"),
+        // An unterminated string or docstring is cut before its start.
+        (Language::Python, "    ", "x = 1\n    \"\"\"Doc\n    more", "x = 1"),
+        (Language::Rust, "    ", "let a = 1;\n    /* note", "let a = 1;"),
+        // Brackets inside strings, comments and char literals do not count.
+        (Language::Rust, "    ", "let c = '{';\n    let s = \"(\"; // [", "let c = '{';\n    let s = \"(\"; // ["),
+        (
+            Language::Rust,
+            "    ",
+            "fn f<'a>(x: &'a str) {\n        x.len();",
+            "fn f<'a>(x: &'a str) {\n        x.len();\n    }",
+        ),
+        (Language::Python, "    ", "s = '{'  # (\n    return s", "s = '{'  # (\n    return s"),
+        // Closers of brackets opened before the completion are the cursor's business.
+        (Language::Rust, "", "\n    x + 1\n}", "\n    x + 1\n}"),
+        // Balanced text is left alone.
+        (Language::Go, "\t", "if x {\n\t\treturn 1\n\t}\n\treturn 0", "if x {\n\t\treturn 1\n\t}\n\treturn 0"),
+    ];
+
     #[test]
     fn blocks_the_completion_opened_are_closed_or_cut() {
-        let cases: &[Case] = &[
-            // The issue's two examples: the block is closed at the opener's indentation.
-            (
-                Language::Rust,
-                "        ",
-                "if self.items.is_empty() {\n            self.items.pop();",
-                "if self.items.is_empty() {\n            self.items.pop();\n        }",
-            ),
-            (
-                Language::JavaScript,
-                "  ",
-                "if (value > high) {\n    return high;",
-                "if (value > high) {\n    return high;\n  }",
-            ),
-            (
-                Language::TypeScript,
-                "  ",
-                "for (const x of xs) {\n    total += x;\n",
-                "for (const x of xs) {\n    total += x;\n  }",
-            ),
-            (Language::Tsx, "    ", "if (!ok) {\n      return <p/>;", "if (!ok) {\n      return <p/>;\n    }"),
-            // Go indents with tabs: the closing line copies the opener's whitespace.
-            (Language::Go, "\t", "for _, v := range xs {\n\t\tsum += v", "for _, v := range xs {\n\t\tsum += v\n\t}"),
-            // Nested blocks close innermost first, each at its own indentation.
-            (
-                Language::Rust,
-                "    ",
-                "for x in xs {\n        if x > 0 {\n            n += 1;",
-                "for x in xs {\n        if x > 0 {\n            n += 1;\n        }\n    }",
-            ),
-            // An assignment or a call around the block needs the statement's end too.
-            (
-                Language::Rust,
-                "    ",
-                "let y = match x {\n        1 => 2,",
-                "let y = match x {\n        1 => 2,\n    };",
-            ),
-            (
-                Language::JavaScript,
-                "  ",
-                "items.forEach((item) => {\n    total += item;",
-                "items.forEach((item) => {\n    total += item;\n  });",
-            ),
-            (Language::Go, "\t", "go func() {\n\t\tdone <- true", "go func() {\n\t\tdone <- true\n\t}()"),
-            (
-                Language::Java,
-                "        ",
-                "for (int i = 0; i < n; i++) {\n            char c = '{';\n            sum += i;",
-                "for (int i = 0; i < n; i++) {\n            char c = '{';\n            sum += i;\n        }",
-            ),
-            (
-                Language::Java,
-                "        ",
-                "Runnable r = () -> {\n            run();",
-                "Runnable r = () -> {\n            run();\n        };",
-            ),
-            (
-                Language::JavaScript,
-                "  ",
-                "for (let i = 0; i < n; i++) {\n    sum += i;",
-                "for (let i = 0; i < n; i++) {\n    sum += i;\n  }",
-            ),
-            (Language::C, "    ", "if (n > 0) {\n        /* { */ n--;", "if (n > 0) {\n        /* { */ n--;\n    }"),
-            (
-                Language::Cpp,
-                "    ",
-                "auto f = [&](int x) {\n        return x;",
-                "auto f = [&](int x) {\n        return x;\n    };",
-            ),
-            // A block inside a call left open mid-arguments: cut at the unclosable line only.
-            (Language::JavaScript, "  ", "let n = 0;\n  items.forEach((x) => {\n    foo(x,", "let n = 0;"),
-            // A block without a body yet is cut before its opener.
-            (Language::Rust, "    ", "let n = 1;\n    if n > 0 {", "let n = 1;"),
-            (Language::JavaScript, "  ", "if (value > high) {", ""),
-            (Language::Go, "\t", "x := 1\n\tfor {\n\n", "x := 1"),
-            // A call or list left open mid-arguments is cut before its line.
-            (Language::Rust, "    ", "let a = 1;\n    foo(a,\n        b,", "let a = 1;"),
-            (Language::JavaScript, "  ", "const xs = [\n    1,\n    2,", ""),
-            (Language::Python, "    ", "total = 0\n    print(total,\n          end=", "total = 0"),
-            // Python: a block opener with nothing under it goes.
-            (Language::Python, "    ", "x = 1\n    if x:", "x = 1"),
-            (Language::Python, "    ", "for a in b:\n        if a:  # check", ""),
-            (Language::Python, "    ", "if x:\n        return 1", "if x:\n        return 1"),
-            // An unterminated string or docstring is cut before its start.
-            (Language::Python, "    ", "x = 1\n    \"\"\"Doc\n    more", "x = 1"),
-            (Language::Rust, "    ", "let a = 1;\n    /* note", "let a = 1;"),
-            // Brackets inside strings, comments and char literals do not count.
-            (Language::Rust, "    ", "let c = '{';\n    let s = \"(\"; // [", "let c = '{';\n    let s = \"(\"; // ["),
-            (
-                Language::Rust,
-                "    ",
-                "fn f<'a>(x: &'a str) {\n        x.len();",
-                "fn f<'a>(x: &'a str) {\n        x.len();\n    }",
-            ),
-            (Language::Python, "    ", "s = '{'  # (\n    return s", "s = '{'  # (\n    return s"),
-            // Closers of brackets opened before the completion are the cursor's business.
-            (Language::Rust, "", "\n    x + 1\n}", "\n    x + 1\n}"),
-            // Balanced text is left alone.
-            (Language::Go, "\t", "if x {\n\t\treturn 1\n\t}\n\treturn 0", "if x {\n\t\treturn 1\n\t}\n\treturn 0"),
-        ];
-        for (language, line_prefix, raw, expected) in cases {
+        for (language, line_prefix, raw, expected) in BLOCK_CASES {
             assert_eq!(balance(raw, line_prefix, Some(*language)), *expected, "{language:?}: {raw:?}");
         }
     }

@@ -479,86 +479,88 @@ mod tests {
     /// (file name, language id, document with `$0`, raw model output, expected ghost text).
     type FinishCase = (&'static str, &'static str, &'static str, &'static str, &'static str);
 
+    /// Multi-line model outputs per language, and the ghost text shown for them.
+    const FINISH_CASES: &[FinishCase] = &[
+        // The examples. The model's own `}` equals the line below the cursor and used
+        // to be cut as a repeat; it now stays, and an output cut short is closed.
+        (
+            "stack.rs",
+            "rust",
+            "impl Stack {\n    pub fn pop(&mut self) -> Option<i64> {\n        $0\n    }\n}\n",
+            "if self.items.is_empty() {\n            return None;\n        }\n        self.items.pop()\n    }\n}\n",
+            "if self.items.is_empty() {\n            return None;\n        }\n        self.items.pop()",
+        ),
+        (
+            "stack.rs",
+            "rust",
+            "impl Stack {\n    pub fn pop(&mut self) -> Option<i64> {\n        $0\n    }\n}\n",
+            "if self.items.is_empty() {\n            self.items.pop();",
+            "if self.items.is_empty() {\n            self.items.pop();\n        }",
+        ),
+        (
+            "clamp.js",
+            "javascript",
+            "function clamp(value, low, high) {\n  if (value < low) { return low; }\n  $0\n}\n",
+            "if (value > high) {\n    return high;\n  }\n",
+            "if (value > high) {\n    return high;\n  }",
+        ),
+        (
+            "clamp.js",
+            "javascript",
+            "function clamp(value, low, high) {\n  if (value < low) { return low; }\n  $0\n}\n",
+            "if (value > high) {\n    return high;",
+            "if (value > high) {\n    return high;\n  }",
+        ),
+        (
+            "clamp.ts",
+            "typescript",
+            "export function clamp(v: number, lo: number): number {\n  $0\n}\n",
+            "if (v < lo) {\n    return lo;\n  }\n  return v;\n}\n",
+            "if (v < lo) {\n    return lo;\n  }\n  return v;",
+        ),
+        (
+            "view.tsx",
+            "typescriptreact",
+            "export function View(p: { ok: boolean }) {\n  $0\n}\n",
+            "if (!p.ok) {\n    return <p>no</p>;",
+            "if (!p.ok) {\n    return <p>no</p>;\n  }",
+        ),
+        (
+            "sum.go",
+            "go",
+            "package m\n\nfunc Sum(xs []int) int {\n\ttotal := 0\n\t$0\n}\n",
+            "for _, x := range xs {\n\t\ttotal += x",
+            "for _, x := range xs {\n\t\ttotal += x\n\t}",
+        ),
+        // A block with no body yet is cut before its opener; Python likewise.
+        (
+            "sum.go",
+            "go",
+            "package m\n\nfunc Sum(xs []int) int {\n\ttotal := 0\n\t$0\n}\n",
+            "total++\n\tfor _, x := range xs {\n",
+            "total++",
+        ),
+        (
+            "a.py",
+            "python",
+            "def f(items):\n    total = 0\n    $0\n\nprint(f([1]))\n",
+            "total += 1\n    for item in items:\n",
+            "total += 1",
+        ),
+        (
+            "a.py",
+            "python",
+            "def f(items):\n    total = 0\n    $0\n\nprint(f([1]))\n",
+            "for item in items:\n        total += item\n    return total\n",
+            "for item in items:\n        total += item\n    return total",
+        ),
+        // Output that cannot be made to parse is not shown at all.
+        ("a.py", "python", "def f(x):\n    $0\n\nprint(1)\n", "return x +\n", ""),
+    ];
+
     #[test]
     fn multi_line_completions_close_the_blocks_they_open() {
-        let cases: &[FinishCase] = &[
-            // The examples. The model's own `}` equals the line below the cursor and used
-            // to be cut as a repeat; it now stays, and an output cut short is closed.
-            (
-                "stack.rs",
-                "rust",
-                "impl Stack {\n    pub fn pop(&mut self) -> Option<i64> {\n        $0\n    }\n}\n",
-                "if self.items.is_empty() {\n            return None;\n        }\n        self.items.pop()\n    }\n}\n",
-                "if self.items.is_empty() {\n            return None;\n        }\n        self.items.pop()",
-            ),
-            (
-                "stack.rs",
-                "rust",
-                "impl Stack {\n    pub fn pop(&mut self) -> Option<i64> {\n        $0\n    }\n}\n",
-                "if self.items.is_empty() {\n            self.items.pop();",
-                "if self.items.is_empty() {\n            self.items.pop();\n        }",
-            ),
-            (
-                "clamp.js",
-                "javascript",
-                "function clamp(value, low, high) {\n  if (value < low) { return low; }\n  $0\n}\n",
-                "if (value > high) {\n    return high;\n  }\n",
-                "if (value > high) {\n    return high;\n  }",
-            ),
-            (
-                "clamp.js",
-                "javascript",
-                "function clamp(value, low, high) {\n  if (value < low) { return low; }\n  $0\n}\n",
-                "if (value > high) {\n    return high;",
-                "if (value > high) {\n    return high;\n  }",
-            ),
-            (
-                "clamp.ts",
-                "typescript",
-                "export function clamp(v: number, lo: number): number {\n  $0\n}\n",
-                "if (v < lo) {\n    return lo;\n  }\n  return v;\n}\n",
-                "if (v < lo) {\n    return lo;\n  }\n  return v;",
-            ),
-            (
-                "view.tsx",
-                "typescriptreact",
-                "export function View(p: { ok: boolean }) {\n  $0\n}\n",
-                "if (!p.ok) {\n    return <p>no</p>;",
-                "if (!p.ok) {\n    return <p>no</p>;\n  }",
-            ),
-            (
-                "sum.go",
-                "go",
-                "package m\n\nfunc Sum(xs []int) int {\n\ttotal := 0\n\t$0\n}\n",
-                "for _, x := range xs {\n\t\ttotal += x",
-                "for _, x := range xs {\n\t\ttotal += x\n\t}",
-            ),
-            // A block with no body yet is cut before its opener; Python likewise.
-            (
-                "sum.go",
-                "go",
-                "package m\n\nfunc Sum(xs []int) int {\n\ttotal := 0\n\t$0\n}\n",
-                "total++\n\tfor _, x := range xs {\n",
-                "total++",
-            ),
-            (
-                "a.py",
-                "python",
-                "def f(items):\n    total = 0\n    $0\n\nprint(f([1]))\n",
-                "total += 1\n    for item in items:\n",
-                "total += 1",
-            ),
-            (
-                "a.py",
-                "python",
-                "def f(items):\n    total = 0\n    $0\n\nprint(f([1]))\n",
-                "for item in items:\n        total += item\n    return total\n",
-                "for item in items:\n        total += item\n    return total",
-            ),
-            // Output that cannot be made to parse is not shown at all.
-            ("a.py", "python", "def f(x):\n    $0\n\nprint(1)\n", "return x +\n", ""),
-        ];
-        for (name, language_id, source, raw, expected) in cases {
+        for (name, language_id, source, raw, expected) in FINISH_CASES {
             let prepared = prepare_at(name, language_id, source, &[]);
             assert_eq!(prepared.mode, Mode::MultiLine, "{name}");
             let text = prepared.finish(raw);

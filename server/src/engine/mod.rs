@@ -138,11 +138,23 @@ pub enum ModelState {
     },
 }
 
+/// What the engine tells the main loop, which owns everything it knows of the engine
+/// (`EngineHandle::observe`).
 pub enum EngineEvent {
     State(ModelState),
     /// A generation failed (inference error, panic, request timeout, a failing remote server):
     /// shown to the user once until a generation succeeds again.
     Problem(String),
+    /// The statistics after a generation, and how many tokens the KV cache holds.
+    Stats {
+        stats: EngineStats,
+        cached_tokens: usize,
+    },
+    /// The local model standing by for the remote server (`nib.remote.fallbackToLocal`).
+    Fallback(Option<Box<ModelInfo>>),
+    /// Since when the remote server has been failing (`None`: it answers); new work goes to the
+    /// local fallback for a while after a failure.
+    RemoteFailing(Option<Instant>),
 }
 
 /// Counters since the model was loaded.

@@ -320,33 +320,10 @@ impl RemoteBackend {
     ) -> Result<Generation, EngineError> {
         let started = Instant::now();
         let idle = Duration::from_millis(self.settings.config.timeout_ms);
-        let endpoint = format!("{}/completions", self.settings.config.url);
-        let body = serde_json::to_vec(&self.body(request)).map_err(|error| self.error(error.to_string()))?;
-        let http = self
-            .authorized(self.client.post(&endpoint))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .body(body);
-        let mut response = self
-            .interruptible(request, deadline, started + idle, http.send())
-            .await?
-            .map_err(|error| self.transport_error(&error))?;
-        let status = response.status();
-        if !status.is_success() {
-            let location = location(&response);
-            let body = self
-                .interruptible(request, deadline, Instant::now() + idle, read_capped(response, MAX_ERROR_BODY_BYTES))
-                .await?
-                .unwrap_or_default();
-            return Err(self.status_error(status, &body, location.as_deref()));
-        }
-
+        let mut response = self.open_stream(request, deadline, started + idle).await?;
         let mut stats = GenerationStats::default();
         let mut events = EventStream::default();
-        let mut text = String::new();
-        let mut pieces = 0;
-        let mut first_piece: Option<Instant> = None;
-        let max_bytes = request.max_tokens.max(1) * MAX_BYTES_PER_TOKEN;
+        let mut received = Received::new(request.max_tokens.max(1) * MAX_BYTES_PER_TOKEN);
         // Any bytes keep the connection alive (servers send keep-alive comments during a long
         // prefill), but nothing extends the generation's `deadline`.
         let mut progress = Instant::now();
@@ -363,43 +340,54 @@ impl RemoteBackend {
                 match event.map_err(|why| self.error(format!("{} sent {why}", self.url())))? {
                     Event::Done => break 'stream FinishReason::Length,
                     Event::Usage { prompt_tokens } => stats.prompt_tokens = prompt_tokens,
-                    Event::Piece { text: piece, finish } => {
-                        if !piece.is_empty() {
-                            first_piece.get_or_insert_with(Instant::now);
-                            pieces += 1;
-                            text.push_str(&piece);
-                            if text.len() > max_bytes {
-                                text.truncate(text.floor_char_boundary(max_bytes));
-                                break 'stream FinishReason::Length;
-                            }
-                            if let Some(cut) =
-                                request.stop_strings.iter().filter_map(|stop| text.find(stop.as_str())).min()
-                            {
-                                text.truncate(cut);
-                                break 'stream FinishReason::StopString;
-                            }
-                            if observer(&text) == Flow::Stop {
-                                break 'stream FinishReason::Observer;
-                            }
-                            if pieces >= request.max_tokens {
-                                break 'stream FinishReason::Length;
-                            }
-                        }
-                        match finish.as_deref() {
-                            Some("length") => break 'stream FinishReason::Length,
-                            Some(_) => break 'stream FinishReason::StopToken,
-                            None => {}
+                    Event::Piece { text, finish } => {
+                        let ended =
+                            received.push(&text, request, observer).or_else(|| server_finish(finish.as_deref()));
+                        if let Some(reason) = ended {
+                            break 'stream reason;
                         }
                     }
                 }
             }
         };
         // Returning drops `response`: an unfinished stream's connection is closed, not reused.
-        let first = first_piece.unwrap_or_else(Instant::now);
+        let first = received.first_piece.unwrap_or_else(Instant::now);
         stats.prefill_ms = (first - started).as_secs_f64() * 1e3;
         stats.decode_ms = first.elapsed().as_secs_f64() * 1e3;
-        stats.generated_tokens = pieces;
-        Ok(Generation { text, tokens: Vec::new(), finish, stats })
+        stats.generated_tokens = received.pieces;
+        Ok(Generation { text: received.text, tokens: Vec::new(), finish, stats })
+    }
+
+    /// Sends `request` and waits for the response's head, giving up at `idle_until`; a status
+    /// other than success is the error the server's (capped) body explains.
+    async fn open_stream(
+        &self,
+        request: &GenerationRequest,
+        deadline: Instant,
+        idle_until: Instant,
+    ) -> Result<reqwest::Response, EngineError> {
+        let endpoint = format!("{}/completions", self.settings.config.url);
+        let body = serde_json::to_vec(&self.body(request)).map_err(|error| self.error(error.to_string()))?;
+        let http = self
+            .authorized(self.client.post(&endpoint))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .body(body);
+        let response = self
+            .interruptible(request, deadline, idle_until, http.send())
+            .await?
+            .map_err(|error| self.transport_error(&error))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let location = location(&response);
+        let idle = Duration::from_millis(self.settings.config.timeout_ms);
+        let body = self
+            .interruptible(request, deadline, Instant::now() + idle, read_capped(response, MAX_ERROR_BODY_BYTES))
+            .await?
+            .unwrap_or_default();
+        Err(self.status_error(status, &body, location.as_deref()))
     }
 
     /// Awaits `future` while checking cancellation and the request deadline, giving up at
@@ -518,6 +506,57 @@ fn is_plain_name(name: &str) -> bool {
 }
 
 /// A redirect's `Location` header.
+/// The text a stream has delivered so far, and the limits that end it.
+struct Received {
+    text: String,
+    pieces: usize,
+    first_piece: Option<Instant>,
+    max_bytes: usize,
+}
+
+impl Received {
+    fn new(max_bytes: usize) -> Received {
+        Received { text: String::new(), pieces: 0, first_piece: None, max_bytes }
+    }
+
+    /// Adds a piece of the answer; says why the generation ends here, if it does: the byte
+    /// limit, a stop string (cut off), the observer, or the token limit.
+    fn push(
+        &mut self,
+        piece: &str,
+        request: &GenerationRequest,
+        observer: &mut dyn FnMut(&str) -> Flow,
+    ) -> Option<FinishReason> {
+        if piece.is_empty() {
+            return None;
+        }
+        self.first_piece.get_or_insert_with(Instant::now);
+        self.pieces += 1;
+        self.text.push_str(piece);
+        if self.text.len() > self.max_bytes {
+            self.text.truncate(self.text.floor_char_boundary(self.max_bytes));
+            return Some(FinishReason::Length);
+        }
+        if let Some(cut) = request.stop_strings.iter().filter_map(|stop| self.text.find(stop.as_str())).min() {
+            self.text.truncate(cut);
+            return Some(FinishReason::StopString);
+        }
+        if observer(&self.text) == Flow::Stop {
+            return Some(FinishReason::Observer);
+        }
+        (self.pieces >= request.max_tokens).then_some(FinishReason::Length)
+    }
+}
+
+/// Why the server says it stopped, if it did (`finish_reason`).
+fn server_finish(finish: Option<&str>) -> Option<FinishReason> {
+    match finish {
+        Some("length") => Some(FinishReason::Length),
+        Some(_) => Some(FinishReason::StopToken),
+        None => None,
+    }
+}
+
 fn location(response: &reqwest::Response) -> Option<String> {
     let value = response.headers().get(reqwest::header::LOCATION)?;
     Some(String::from_utf8_lossy(value.as_bytes()).into_owned())

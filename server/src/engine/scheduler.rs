@@ -322,9 +322,18 @@ mod tests {
         }
     }
 
+    /// An engine whose events arrive on a channel.
+    fn start() -> (EngineHandle, Receiver<EngineEvent>) {
+        let (sender, events) = crossbeam_channel::unbounded();
+        let engine = EngineHandle::start(move |event| {
+            let _ = sender.send(event);
+        });
+        (engine, events)
+    }
+
     /// An engine running the tiny fixture model, once it is ready.
     fn engine() -> EngineHandle {
-        let (engine, events) = EngineHandle::start();
+        let (engine, events) = start();
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-model");
         engine.configure(&Config { model_path: Some(fixture), threads: Some(1), ..Config::default() });
         wait_ready(&events);
@@ -450,8 +459,8 @@ mod tests {
 
     #[test]
     fn an_engine_held_by_a_task_answers_work_over_the_bound_at_once() {
-        let held = held_by_a_task(2);
-        let (engine, log) = (&held.engine, &held.log);
+        let mut held = held_by_a_task(2);
+        let (engine, log) = (&mut held.engine, &held.log);
         for n in 0..MAX_WAITING {
             engine.submit(job(log, &format!("invoked {n}"), Priority::Invoked));
         }
@@ -478,7 +487,7 @@ mod tests {
     }
 
     fn held_by_a_task(steps: usize) -> Held {
-        let (engine, log) = (engine(), Log::default());
+        let (mut engine, log) = (engine(), Log::default());
         let (first_done, after_first) = bounded(1);
         let (resume, resumed) = bounded::<()>(1);
         let (finished, done) = bounded(1);
@@ -508,7 +517,7 @@ mod tests {
 
     #[test]
     fn a_completion_runs_between_two_steps_of_a_long_task() {
-        let held = held_by_a_task(3);
+        let mut held = held_by_a_task(3);
         held.engine.submit(job(&held.log, "completion", Priority::Automatic));
         held.resume();
         assert_eq!(*held.log.lock().unwrap(), ["step 1", "completion: true", "step 2", "step 3"]);
@@ -516,8 +525,8 @@ mod tests {
 
     #[test]
     fn waiting_work_runs_by_priority_then_arrival() {
-        let held = held_by_a_task(2);
-        let (engine, log) = (&held.engine, &held.log);
+        let mut held = held_by_a_task(2);
+        let (engine, log) = (&mut held.engine, &held.log);
         // A second code action queued first must wait for the first to end.
         let (second_log, (second_done, second_finished)) = (Arc::clone(log), bounded(1));
         engine.run(Box::new(move |_| {
@@ -546,9 +555,54 @@ mod tests {
         );
     }
 
+    /// What the server's main loop receives, in order: the engine's events and a job's answer.
+    enum Arrival {
+        Event(EngineEvent),
+        Answer,
+    }
+
+    #[test]
+    fn the_main_loop_knows_the_engine_only_from_its_events_and_gets_them_before_the_answer() {
+        let (sender, arrivals) = crossbeam_channel::unbounded();
+        let events = sender.clone();
+        let mut engine = EngineHandle::start(move |event| {
+            let _ = events.send(Arrival::Event(event));
+        });
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-model");
+        engine.configure(&Config { model_path: Some(fixture), threads: Some(1), ..Config::default() });
+        engine.submit(Job {
+            request: request("def f(x):\n"),
+            observer: None,
+            on_done: Box::new(move |result| {
+                assert!(result.is_ok(), "{result:?}");
+                sender.send(Arrival::Answer).unwrap();
+            }),
+            route: Route::Primary,
+            priority: Priority::Invoked,
+        });
+        let mut received = Vec::new();
+        while !matches!(received.last(), Some(Arrival::Answer)) {
+            received.push(arrivals.recv_timeout(WAIT).expect("the job is answered"));
+        }
+        // Nothing is shared: until the events are observed, the handle knows nothing.
+        assert!(matches!(engine.status().state, ModelState::Unloaded));
+        assert!(engine.serving().is_none());
+        for arrival in &received {
+            if let Arrival::Event(event) = arrival {
+                engine.observe(event);
+            }
+        }
+        // Everything the job changed arrived before its answer.
+        let status = engine.status();
+        assert!(matches!(status.state, ModelState::Ready { .. }), "{:?}", status.state);
+        assert_eq!(status.stats.generations, 1);
+        assert!(status.cached_tokens > 0);
+        assert!(matches!(engine.serving(), Some((Route::Primary, _))));
+    }
+
     #[test]
     fn a_settings_change_waits_for_the_work_queued_before_it() {
-        let (engine, events) = EngineHandle::start();
+        let (mut engine, events) = start();
         let log = Log::default();
         // No model yet: the job sent before the configuration is answered "not ready", the
         // invoked one sent after it runs on the loaded model although its priority is higher.

@@ -21,7 +21,7 @@ use super::jsonrpc::{self, Incoming, RequestId, ResponseError, code};
 use super::transport::{Frame, MessageReader, write_frame};
 use crate::config::Config;
 use crate::document::Document;
-use crate::engine::{CancelToken, EngineEvent, EngineHandle};
+use crate::engine::{CancelToken, EngineHandle};
 use crate::index::IndexHandle;
 use crate::pool::WorkerPool;
 use crate::position::PositionEncoding;
@@ -177,8 +177,12 @@ pub fn run(input: impl BufRead + Send + 'static, output: impl Write + Send + 'st
         })
         .expect("spawn writer thread");
 
-    let (engine, engine_events) = EngineHandle::start();
     let (messages_sender, messages) = crossbeam_channel::unbounded::<Message>();
+    // The engine's events reach the main loop like results, in order with them.
+    let engine_events = MainLoop(messages_sender.clone());
+    let engine = EngineHandle::start(move |event| {
+        engine_events.post(move |server| handlers::engine_event::handle(server, event));
+    });
     // A new answer of the workspace index may change the prompt head: the main loop re-warms.
     let index_answers = MainLoop(messages_sender.clone());
     let index = IndexHandle::start(Box::new(move |key| {
@@ -206,7 +210,7 @@ pub fn run(input: impl BufRead + Send + 'static, output: impl Write + Send + 'st
         next_request_id: 0,
         pending_replies: HashMap::new(),
     };
-    let exit_code = server.main_loop(&incoming, &engine_events, &messages);
+    let exit_code = server.main_loop(&incoming, &messages);
     // Leave within EXIT_WAIT whatever still runs (a generation that does not notice its
     // cancellation, a remote request holding a reply): the process ends when `run` returns.
     server.cancel_everything();
@@ -219,13 +223,56 @@ pub fn run(input: impl BufRead + Send + 'static, output: impl Write + Send + 'st
     exit_code
 }
 
+#[cfg(test)]
 impl Server {
-    fn main_loop(
-        &mut self,
-        incoming: &Receiver<Frame>,
-        engine_events: &Receiver<EngineEvent>,
-        messages: &Receiver<Message>,
-    ) -> i32 {
+    /// A server without streams, past `initialize`, on `engine` and with `folders` as its
+    /// workspace, for handler tests. What it writes arrives on the first receiver; what its
+    /// engine and pool post to the main loop on the second, for the test to run in turn.
+    pub(crate) fn for_tests(
+        engine: EngineHandle,
+        folders: Vec<PathBuf>,
+    ) -> (Server, Receiver<Value>, Receiver<Message>) {
+        let (output, written) = crossbeam_channel::unbounded();
+        let (messages_sender, messages) = crossbeam_channel::unbounded::<Message>();
+        let client = ClientSupport {
+            work_done_progress: true,
+            code_action_resolve: true,
+            edit: super::workspace_edit::EditSupport { document_changes: true, create_files: true },
+            ..ClientSupport::default()
+        };
+        let server = Server {
+            output,
+            documents: HashMap::new(),
+            encoding: PositionEncoding::default(),
+            config: Config::default(),
+            client,
+            workspace_folders: folders,
+            engine,
+            pool: WorkerPool::start(POOL_THREADS),
+            main_loop: MainLoop(messages_sender),
+            in_flight: HashMap::new(),
+            completions: CompletionState::default(),
+            index: IndexHandle::start(Box::new(|_| {})),
+            progress_tokens: Vec::new(),
+            waiting_for_model: Default::default(),
+            verification: Value::Null,
+            next_progress_id: 0,
+            lifecycle: Lifecycle::Running,
+            next_request_id: 0,
+            pending_replies: HashMap::new(),
+        };
+        (server, written, messages)
+    }
+
+    /// Handles a request as if it had come from the client.
+    pub(crate) fn request_for_tests(&mut self, id: i64, method: &str, params: Value) {
+        let request = Incoming::Request { id: RequestId::Number(id), method: method.into(), params };
+        assert!(self.handle_message(request).is_none());
+    }
+}
+
+impl Server {
+    fn main_loop(&mut self, incoming: &Receiver<Frame>, messages: &Receiver<Message>) -> i32 {
         loop {
             // The typing-pause pre-warm's timer; no thread sleeps for it.
             let pause = match &self.completions.pause {
@@ -252,11 +299,6 @@ impl Server {
                         return 0;
                     }
                 },
-                recv(engine_events) -> event => {
-                    if let Ok(event) = event {
-                        self.guarded("engine event", |server| handlers::engine_event::handle(server, event));
-                    }
-                }
                 recv(messages) -> message => {
                     if let Ok(message) = message {
                         self.guarded("a result", message);

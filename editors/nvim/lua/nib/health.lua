@@ -136,7 +136,13 @@ local function report_verification(verification)
   if verification.isolation == false then
     health.info("sandbox without network isolation: unprivileged user namespaces are not available (docs/security.md)")
   end
-  for _, tool in ipairs({ { "python", "Python" }, { "node", "Node.js" }, { "go", "Go" }, { "cargo", "Cargo" } }) do
+  for _, tool in ipairs({
+    { "python", "Python" },
+    { "node", "Node.js" },
+    { "typescript", "TypeScript compiler (the project's node_modules)" },
+    { "go", "Go" },
+    { "cargo", "Cargo" },
+  }) do
     local found = verification[tool[1]]
     if type(found) == "table" then
       health.ok(("%s: %s (%s)"):format(tool[2], tostring(found.program), tostring(found.source)))

@@ -264,6 +264,7 @@ test('the status tooltip says what generated tests run with', () => {
       isolation: true,
       python: { program: '/ws/.venv/bin/python', source: "the workspace's .venv" },
       node: null,
+      typescript: { program: '/ws/node_modules/typescript/lib/typescript.js', source: 'typescript' },
       go: { program: '/usr/bin/go', source: 'PATH' },
       cargo: null,
     },
@@ -274,6 +275,7 @@ test('the status tooltip says what generated tests run with', () => {
   assert.match(tooltip, /\nGenerated tests: run in a sandbox before they are offered, at most 30 s\.\n/);
   assert.match(tooltip, /\nPython: \/ws\/\.venv\/bin\/python \(the workspace's \.venv\)\n/);
   assert.match(tooltip, /\nNode\.js: not found \(tests unverified\)\n/);
+  assert.match(tooltip, /\nTypeScript compiler: \/ws\/node_modules\/typescript\/lib\/typescript\.js \(typescript\)\n/);
   assert.match(tooltip, /\nGo: \/usr\/bin\/go \(PATH\)\n/);
   assert.match(tooltip, /\nClick to show the server log\.$/);
   assert.match(statusView(status, true, false).tooltip, /Generated tests: written unverified \(the workspace is not trusted\)/);

@@ -4,7 +4,8 @@
 //! the editor's buffer text (`preload.mjs` + `hooks.mjs`: a load hook for ES modules, the
 //! CommonJS loaders for `require`). A failing equality assertion gets the observed value, a
 //! `throw` the code makes on purpose becomes `assert.throws`; nib writes both into the test
-//! (with the syntax tree) and runs it again.
+//! (with the syntax tree) and runs it again. TypeScript runs the same way, compiled on load by
+//! the project's own compiler (`hooks.mjs`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tree_sitter::Node;
 
+use super::toolchain::Compiler;
 use super::{Report, Round, Runner, TEST_TIME_LIMIT, TestResult, cancelled, fix_rounds};
 use crate::actions::unit_tests::{self, Plan, Test};
 use crate::actions::{ActionError, Target};
@@ -28,9 +30,11 @@ const LOAD_SECONDS: u64 = 5;
 /// Heap of one test's worker, MiB.
 const HEAP_MB: u64 = 512;
 
-/// JavaScript tests run by `node`.
+/// JavaScript tests run by `node`; TypeScript tests too, with the project's compiler.
 pub struct JavaScript {
     pub node: PathBuf,
+    /// Set for TypeScript: what compiles it.
+    pub compiler: Option<Compiler>,
 }
 
 /// What the runner says about one test.
@@ -83,11 +87,10 @@ impl Runner for JavaScript {
                 Round { module_error: records.iter().find_map(|r| r.module_error.clone()), ..Round::default() };
             for ((test, title), start) in batch.iter().zip(&titles).zip(starts) {
                 let Some(record) = records.iter().find(|r| &r.name == title) else { continue };
-                let repaired = record
-                    .fix
-                    .as_ref()
-                    .filter(|_| record.outcome == "fail")
-                    .and_then(|fix| apply_fix(&test.text, fix.line.checked_sub(start)?, fix, &target.scope.name));
+                let repaired = record.fix.as_ref().filter(|_| record.outcome == "fail").and_then(|fix| {
+                    let line = fix.line.checked_sub(start)?;
+                    apply_fix(target.language, &test.text, line, fix, &target.scope.name)
+                });
                 let result = TestResult {
                     name: test.name.clone(),
                     outcome: record.outcome.clone(),
@@ -151,8 +154,7 @@ impl JavaScript {
         let runner = write("nib_runner.mjs", RUNNER)?;
         let preload = write("nib_preload.mjs", PRELOAD)?;
         write("nib_hooks.mjs", HOOKS)?;
-        let extension = if plan.commonjs { "cjs" } else { "mjs" };
-        let test_file = write(&format!("nib_tests.test.{extension}"), run.text)?;
+        let test_file = write(&format!("nib_tests.test.{}", self.test_extension(target.language, plan)), run.text)?;
         let target_path = target.path.clone().unwrap_or_default();
         let spec = serde_json::json!({
             "candidate": test_file,
@@ -164,7 +166,8 @@ impl JavaScript {
             "target_path": target_path,
             "target_url": file_url(&target_path),
             "source": target.rope.to_string(),
-            "commonjs": plan.commonjs,
+            "commonjs": plan.commonjs && self.compiler.is_none(),
+            "compiler": self.compiler.as_ref().map(|c| serde_json::json!({ "kind": c.kind, "path": c.path })),
         });
         write("nib_spec.json", &spec.to_string())?;
         let per_test = 2 * TEST_TIME_LIMIT.as_secs() + LOAD_SECONDS;
@@ -206,6 +209,18 @@ impl JavaScript {
             records.push(Record { module_error: Some(error), ..Record::default() });
         }
         Ok(records)
+    }
+}
+
+impl JavaScript {
+    /// The extension of the test file nib runs: the language's, for node and the compiler.
+    fn test_extension(&self, language: Language, plan: &Plan) -> &'static str {
+        match (&self.compiler, language) {
+            (Some(_), Language::Tsx) => "tsx",
+            (Some(_), _) => "ts",
+            (None, _) if plan.commonjs => "cjs",
+            (None, _) => "mjs",
+        }
     }
 }
 
@@ -306,7 +321,8 @@ fn candidate_file(target: &Target, plan: &Plan, tests: &[Test]) -> Result<(Strin
     let edit = unit_tests::finish(target, &candidate_plan, tests.to_vec())?;
     let [test_import, _, subject_import] = unit_tests::javascript_header(plan);
     let path = target.path.clone().unwrap_or_default();
-    let relative = format!("\"./{}\"", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+    // The import's quoted specifier (`"./price.js"`, or `"./price"` in TypeScript).
+    let relative = subject_import.rsplit('"').nth(1).map(|specifier| format!("\"{specifier}\"")).unwrap_or_default();
     let absolute = if plan.commonjs {
         serde_json::to_string(&path.to_string_lossy()).unwrap_or_default()
     } else {
@@ -364,9 +380,9 @@ fn node_text<'t>(code: &'t str, node: Node) -> &'t str {
 /// `test` (a candidate's text) with `fix` written into the assertion on its `line` (0-based
 /// within the test): the observed value as the expected one, or the assertion turned into
 /// `assert.throws`. `None` when the line holds no assertion on a call of `subject`.
-pub fn apply_fix(test: &str, line: usize, fix: &Fix, subject: &str) -> Option<String> {
+pub fn apply_fix(language: Language, test: &str, line: usize, fix: &Fix, subject: &str) -> Option<String> {
     let rope = ropey::Rope::from_str(test);
-    let tree = syntax::parse(&mut Language::JavaScript.parser(), &rope, None)?;
+    let tree = syntax::parse(&mut language.parser(), &rope, None)?;
     let mut assertion: Option<Node> = None;
     let mut stack = vec![tree.root_node()];
     while let Some(node) = stack.pop() {

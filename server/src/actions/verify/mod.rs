@@ -296,12 +296,14 @@ pub fn raised_on_purpose<'t>(
     names
 }
 
-/// The runner for `language` here, or why tests are written unverified.
+/// The runner for `language` here, or why tests are written unverified. `source` is the file
+/// under test (a TypeScript compiler is looked for beside it first).
 fn runner(
     language: Language,
     verify: bool,
     python_interpreter: Option<&Path>,
     root: &Path,
+    source: Option<&Path>,
 ) -> Result<Box<dyn Runner>, String> {
     if !verify {
         return Err("nib.tests.verify is off".into());
@@ -315,9 +317,16 @@ fn runner(
             }),
         },
         Language::JavaScript => match toolchain::node() {
-            Some(node) => Ok(Box::new(javascript::JavaScript { node: node.program })),
+            Some(node) => Ok(Box::new(javascript::JavaScript { node: node.program, compiler: None })),
             None => Err("no node on PATH".into()),
         },
+        Language::TypeScript | Language::Tsx => {
+            let node = toolchain::node().ok_or("no node on PATH")?;
+            let folder = source.and_then(Path::parent).unwrap_or(root);
+            let compiler = toolchain::typescript_compiler(folder, root)
+                .ok_or("no TypeScript compiler in the project's node_modules (typescript, or tsx's esbuild)")?;
+            Ok(Box::new(javascript::JavaScript { node: node.program, compiler: Some(compiler) }))
+        }
         Language::Go => match toolchain::go() {
             Some(go) => Ok(Box::new(go::Go { go: go.program })),
             None => Err(format!("no go on PATH or at {}", toolchain::DEBIAN_GO)),
@@ -326,26 +335,28 @@ fn runner(
             Some(cargo) => Ok(Box::new(rust::Rust { cargo: cargo.program })),
             None => Err("no cargo on PATH".into()),
         },
-        Language::TypeScript | Language::Tsx | Language::Java | Language::C | Language::Cpp => {
+        Language::Java | Language::C | Language::Cpp => {
             Err(format!("nib does not run {} tests yet", language.spec().display_name))
         }
     }
 }
 
-/// Why tests of `language` are written unverified here, if they are.
+/// Why tests of `language` in `source` are written unverified here, if they are.
 pub fn unverified_reason(
     language: Language,
     verify: bool,
     python_interpreter: Option<&Path>,
     root: &Path,
+    source: Option<&Path>,
 ) -> Option<String> {
-    runner(language, verify, python_interpreter, root).err()
+    runner(language, verify, python_interpreter, root, source).err()
 }
 
 /// The whole action after the plan (`unit_tests::plan`, which the caller checks): candidates,
 /// runs, repairs, the final check.
 pub fn write_tests(job: &Job, mut plan: Plan, progress: &dyn Fn(&str)) -> Result<Written, ActionError> {
-    match runner(job.target.language, job.verify, job.python_interpreter.as_deref(), &plan.root) {
+    let source = job.target.path.as_deref();
+    match runner(job.target.language, job.verify, job.python_interpreter.as_deref(), &plan.root, source) {
         Ok(runner) => verified(job, &mut plan, runner.as_ref(), progress),
         Err(reason) => unverified(job, &mut plan, &reason, progress),
     }

@@ -1,12 +1,13 @@
-//! Rust verification with `cargo test`, in a private copy of the crate (the editor's buffer
-//! text in place of the file, the candidates in a `#[cfg(test)] mod nib_candidates` appended to
-//! it, `use super::*`), offline, with a build folder of nib's own per crate that persists, so
-//! only the first build is slow. The build and the test run are separate sandboxed runs (the
-//! build may take minutes and shows as progress; cancelling kills its process group). A test
-//! that hangs is stopped at the run's limit and the others run again without it. A failing
-//! `assert_eq!` of plain data gets the observed value; a panic the function raises on purpose
-//! (`panic!`, `assert!`, `unreachable!` in its body) makes the test `#[should_panic]`; an `Err`
-//! from a function that returns `Result` becomes `assert!(….is_err())`.
+//! Rust verification with `cargo test`, in a private copy of the crate (with its workspace when
+//! it is a member; the editor's buffer text in place of the file, the candidates in a
+//! `#[cfg(test)] mod nib_candidates` appended to it, `use super::*`), offline, with a build
+//! folder of nib's own per crate that persists, so only the first build is slow. The build and
+//! the test run are separate sandboxed runs (the build may take minutes and shows as progress;
+//! cancelling kills its process group). A test that hangs is stopped at the run's limit and the
+//! others run again without it. A failing `assert_eq!` of plain data gets the observed value; a
+//! panic the function raises on purpose (`panic!`, `assert!`, `unreachable!` in its body) makes
+//! the test `#[should_panic]`; an `Err` from a function that returns `Result` becomes
+//! `assert!(….is_err())`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -164,6 +165,8 @@ impl Runner for Rust {
 struct Built {
     folder: PrivateDir,
     crate_root: PathBuf,
+    /// The crate's folder in the copy (empty unless it is a workspace member).
+    member: PathBuf,
     relative: PathBuf,
     kind: &'static str,
 }
@@ -184,14 +187,18 @@ impl Rust {
         else {
             return Ok(Err("error: no Cargo.toml above the file in the workspace".into()));
         };
+        // A workspace member is copied with its workspace (inherited keys, path dependencies,
+        // the shared lock file) and built from its own folder.
+        let workspace = workspace_root(crate_root, &plan.root);
+        let member = crate_root.strip_prefix(workspace).unwrap_or(Path::new("")).to_path_buf();
         let folder = PrivateDir::new("nib-tests")
             .map_err(|e| ActionError::Rejected(format!("cannot make a private folder for the test run: {e}")))?;
         let copy = folder.path().join(COPY);
         let mut left = COPY_LIMIT;
-        copy_tree(crate_root, &copy, &mut left)
+        copy_tree(workspace, &copy, &mut left)
             .map_err(|e| ActionError::Rejected(format!("cannot copy the crate for the test run: {e}")))?;
         let relative = path.strip_prefix(crate_root).unwrap_or(&path);
-        std::fs::write(copy.join(relative), text)
+        std::fs::write(copy.join(&member).join(relative), text)
             .map_err(|e| ActionError::Rejected(format!("cannot write the crate copy: {e}")))?;
         let kind = if crate_root.join("src/lib.rs").is_file() && !relative.ends_with("src/main.rs") {
             "--lib"
@@ -202,6 +209,7 @@ impl Rust {
             plan,
             &folder,
             crate_root,
+            &member,
             vec!["test".into(), "--offline".into(), "--quiet".into(), kind.into(), "--no-run".into()],
             BUILD_LIMIT,
             cancel,
@@ -213,7 +221,7 @@ impl Rust {
             return Ok(Err(String::from_utf8_lossy(&build.stderr).into_owned()));
         }
         let (crate_root, relative) = (crate_root.to_path_buf(), relative.to_path_buf());
-        Ok(Ok(Built { folder, crate_root, relative, kind }))
+        Ok(Ok(Built { folder, crate_root, member, relative, kind }))
     }
 
     /// Runs the tests whose paths end with `names`, twice: per test path its runs. A test
@@ -225,7 +233,7 @@ impl Rust {
         names: &[String],
         cancel: &CancelToken,
     ) -> Result<Vec<(String, Vec<Outcome>)>, ActionError> {
-        let Built { folder, crate_root, relative, kind } = built;
+        let Built { folder, crate_root, member, relative, kind } = built;
         let kind = *kind;
         let mut outcomes: Vec<(String, Vec<Outcome>)> = Vec::new();
         let mut skipped: Vec<String> = Vec::new();
@@ -239,9 +247,10 @@ impl Rust {
                     args.push(skip.into());
                 }
                 let wall = Duration::from_secs(10) + TEST_TIME_LIMIT * names.len() as u32;
-                let run = self.cargo(plan, folder, crate_root, args, wall, cancel)?;
+                let run = self.cargo(plan, folder, crate_root, member, args, wall, cancel)?;
                 let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
-                for (name, outcome) in parse(&stdout, relative) {
+                // Panic locations are relative to the workspace's root.
+                for (name, outcome) in parse(&stdout, &member.join(relative)) {
                     match outcomes.iter_mut().find(|(n, _)| *n == name) {
                         Some((_, runs)) => runs.push(outcome),
                         None => outcomes.push((name, vec![outcome])),
@@ -258,11 +267,13 @@ impl Rust {
         Ok(outcomes)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn cargo(
         &self,
         plan: &Plan,
         folder: &PrivateDir,
         crate_root: &Path,
+        member: &Path,
         args: Vec<OsString>,
         wall: Duration,
         cancel: &CancelToken,
@@ -282,7 +293,7 @@ impl Rust {
             &Spec {
                 program: self.cargo.clone(),
                 args,
-                cwd: folder.path().join(COPY),
+                cwd: folder.path().join(COPY).join(member),
                 env: vec![
                     ("HOME".into(), text(folder.path())),
                     ("CARGO_HOME".into(), text(&cargo_home)),
@@ -341,6 +352,18 @@ fn first_error(output: &str) -> String {
 
 /// Copies `from` into `to`: regular files and folders, not `target/` or hidden entries, at
 /// most `left` bytes.
+/// The root of the Cargo workspace `crate_root` belongs to (a `Cargo.toml` with `[workspace]`
+/// above it, inside the workspace folder `root`), else the crate itself.
+fn workspace_root<'p>(crate_root: &'p Path, root: &Path) -> &'p Path {
+    let files = crate::actions::project_files::ProjectFiles::new(vec![root.to_path_buf()], Vec::new());
+    let declares_workspace = |folder: &Path| {
+        files
+            .read(&folder.join("Cargo.toml"))
+            .is_some_and(|manifest| manifest.lines().any(|l| l.trim() == "[workspace]"))
+    };
+    crate_root.ancestors().take_while(|d| d.starts_with(root)).find(|d| declares_workspace(d)).unwrap_or(crate_root)
+}
+
 fn copy_tree(from: &Path, to: &Path, left: &mut u64) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {

@@ -1,7 +1,7 @@
 //! Running candidates for real (python3 from `PATH`, canned tests instead of the model):
 //! observed values, expected exceptions, the editor's unsaved text, and containment.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -164,11 +164,16 @@ fn node() -> Option<PathBuf> {
 
 fn run_javascript(scratch: &mut Scratch, node: PathBuf, code: &str) -> Report {
     let tests = unit_tests::find_tests(Language::JavaScript, code);
-    let runner = javascript::JavaScript { node };
+    let runner = javascript::JavaScript { node, compiler: None };
     runner.run_candidates(&scratch.target, &mut scratch.plan, &tests, &CancelToken::default()).unwrap()
 }
 
 fn javascript_scratch(files: &[(&str, &str)], module: &str, buffer: &str) -> Scratch {
+    node_scratch(files, module, "javascript", buffer)
+}
+
+/// A scratch workspace for `language_id` "javascript" or "typescript".
+fn node_scratch(files: &[(&str, &str)], module: &str, language_id: &str, buffer: &str) -> Scratch {
     let root = PrivateDir::new("nib-verify-js").unwrap();
     for (name, text) in files {
         let path = root.path().join(name);
@@ -176,7 +181,7 @@ fn javascript_scratch(files: &[(&str, &str)], module: &str, buffer: &str) -> Scr
         std::fs::write(path, text).unwrap();
     }
     let path = root.path().join(module);
-    let target = crate::actions::test_target(&path.to_string_lossy(), "javascript", buffer);
+    let target = crate::actions::test_target(&path.to_string_lossy(), language_id, buffer);
     let folders = vec![root.path().to_path_buf()];
     let plan = unit_tests::plan(&target, &folders, &ProjectFiles::new(folders.clone(), Vec::new())).unwrap();
     Scratch { root, target, plan }
@@ -226,7 +231,7 @@ fn javascript_candidates_get_observed_values_and_expected_errors_on_the_buffer_t
         .collect();
     let edit = unit_tests::finish(&scratch.target, &scratch.plan, kept).unwrap();
     assert!(edit.insertion.text.starts_with("import { test } from \"node:test\";\nimport assert from \"node:assert/strict\";\nimport { withTax } from \"./price.js\";\n"), "{}", edit.insertion.text);
-    let runner = javascript::JavaScript { node };
+    let runner = javascript::JavaScript { node, compiler: None };
     let final_run = runner
         .run_file(&scratch.target, &scratch.plan, &edit.insertion.text, &edit.test_names, &CancelToken::default())
         .unwrap();
@@ -308,6 +313,78 @@ fn runaway_javascript_is_stopped_and_leaves_the_workspace_alone() {
     } else {
         eprintln!("no user namespaces here: sockets and workspace writes are not contained");
     }
+}
+
+// TypeScript: node from PATH with the project's compiler (`scripts/setup-typescript.sh` puts
+// typescript and tsx in .cache/typescript; a scratch project links them as its node_modules).
+
+fn typescript_tools() -> Option<PathBuf> {
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/typescript/node_modules");
+    let found = tools.join("typescript/lib/typescript.js").is_file() && tools.join("esbuild/lib/main.js").is_file();
+    if !found {
+        assert!(std::env::var_os("NIB_REQUIRE_TOOLCHAINS").is_none(), "no TypeScript: run scripts/setup-typescript.sh");
+        eprintln!("no .cache/typescript: the TypeScript runs are skipped (scripts/setup-typescript.sh)");
+    }
+    found.then_some(tools)
+}
+
+const PRICE_TS: &str = "import { rate } from \"./rates\";\n\ninterface Priced {\n  price: number;\n}\n\nexport function withTax(price: number): number {\n  if (price < 0) {\n    throw new RangeError(\"negative price\");\n  }\n  return price * (1 + rate());$0\n}\n";
+
+/// TypeScript candidates through `compiler` ("typescript" or "esbuild", linked from the tools).
+fn typescript_candidates_run_with(compiler: &str) {
+    let (Some(node), Some(tools)) = (node(), typescript_tools()) else { return };
+    let files = [
+        ("package.json", "{ \"type\": \"module\" }\n"),
+        ("rates.ts", "export function rate(): number {\n  return 0.5;\n}\n"),
+        // On disk the function is different: the buffer is what runs.
+        ("price.ts", "export function withTax(price: number): number {\n  return 0;\n}\n"),
+    ];
+    let mut scratch = node_scratch(&files, "price.ts", "typescript", PRICE_TS);
+    std::fs::create_dir(scratch.root.path().join("node_modules")).unwrap();
+    std::os::unix::fs::symlink(tools.join(compiler), scratch.root.path().join("node_modules").join(compiler)).unwrap();
+    let found = toolchain::typescript_compiler(scratch.root.path(), scratch.root.path()).unwrap();
+    assert_eq!(found.kind, compiler);
+    let runner = javascript::JavaScript { node, compiler: Some(found) };
+    // A type alias inside the test is erased when compiled: the failing line is found through
+    // the source map.
+    let code = "test(\"withTax ten\", (): void => {\n  type Price = number;\n  const price: Price = 10;\n  assert.deepStrictEqual(withTax(price), 11);\n});\n\ntest(\"withTax negative\", () => {\n  assert.deepStrictEqual(withTax(-1), 0);\n});\n";
+    let tests = unit_tests::find_tests(Language::TypeScript, code);
+    let report = runner.run_candidates(&scratch.target, &mut scratch.plan, &tests, &CancelToken::default()).unwrap();
+    assert_eq!(report.module_error, None, "{report:?}");
+    let ten = result(&report, "\"withTax ten\"");
+    assert!(ten.passed() && ten.text.as_deref().unwrap().contains("withTax(price), 15)"), "{ten:?}");
+    let negative = result(&report, "\"withTax negative\"");
+    assert!(
+        negative.passed()
+            && negative.text.as_deref().unwrap().contains("assert.throws(() => withTax(-1), { name: \"RangeError\" })"),
+        "{negative:?}"
+    );
+
+    // The file as it will be written (`./price`, as TypeScript imports) runs under node:test.
+    let kept: Vec<Test> = ["\"withTax ten\"", "\"withTax negative\""]
+        .iter()
+        .map(|name| Test { name: name.to_string(), text: result(&report, name).text.clone().unwrap() })
+        .collect();
+    let edit = unit_tests::finish(&scratch.target, &scratch.plan, kept).unwrap();
+    assert!(edit.insertion.text.contains("import { withTax } from \"./price\";\n"), "{}", edit.insertion.text);
+    let run = |text: &str| {
+        runner.run_file(&scratch.target, &scratch.plan, text, &edit.test_names, &CancelToken::default()).unwrap()
+    };
+    let final_run = run(&edit.insertion.text);
+    assert!(final_run.results.iter().all(TestResult::passed), "{final_run:?}");
+    let final_run = run(&edit.insertion.text.replace("15", "16"));
+    assert!(!result(&final_run, "\"withTax ten\"").passed(), "{final_run:?}");
+    assert!(result(&final_run, "\"withTax negative\"").passed(), "{final_run:?}");
+}
+
+#[test]
+fn typescript_candidates_run_on_the_buffer_compiled_by_the_projects_typescript() {
+    typescript_candidates_run_with("typescript");
+}
+
+#[test]
+fn typescript_candidates_run_on_the_buffer_compiled_by_tsxs_esbuild() {
+    typescript_candidates_run_with("esbuild");
 }
 
 // Go: go from PATH or Debian's folder (`scripts/setup-go.sh`).
@@ -600,10 +677,7 @@ fn calls_from_the_code_write_the_docstring_example_then_one_test_per_new_branch_
 
 #[test]
 fn rust_candidates_get_observed_values_should_panic_and_lose_only_what_does_not_compile() {
-    let Some(cargo) = toolchain::cargo().map(|t| t.program) else {
-        assert!(std::env::var_os("NIB_REQUIRE_TOOLCHAINS").is_none(), "no cargo on PATH");
-        return eprintln!("no cargo here: the Rust runs are skipped");
-    };
+    let Some(cargo) = cargo_or_skip() else { return };
     let root = PrivateDir::new("nib-verify-rust").unwrap();
     std::fs::write(
         root.path().join("Cargo.toml"),
@@ -652,6 +726,94 @@ fn rust_candidates_get_observed_values_should_panic_and_lose_only_what_does_not_
     assert!(exact.passed() && exact.text.is_none(), "{exact:?}");
     let entries: Vec<_> = std::fs::read_dir(root.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(entries.len(), 2, "no target folder or lock file in the workspace: {entries:?}");
+}
+
+fn cargo_or_skip() -> Option<PathBuf> {
+    let found = toolchain::cargo().map(|t| t.program);
+    if found.is_none() {
+        assert!(std::env::var_os("NIB_REQUIRE_TOOLCHAINS").is_none(), "no cargo on PATH");
+        eprintln!("no cargo here: the Rust runs are skipped");
+    }
+    found
+}
+
+fn write_files(root: &Path, files: &[(&str, &str)]) {
+    for (name, text) in files {
+        let path = root.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+#[test]
+fn a_rust_workspace_member_is_built_with_its_workspace() {
+    let Some(cargo) = cargo_or_skip() else { return };
+    let root = PrivateDir::new("nib-verify-rust-workspace").unwrap();
+    let buffer = "pub fn answer() -> i32 {\n    base::base() + 2$0\n}\n";
+    write_files(
+        root.path(),
+        &[
+            (
+                "Cargo.toml",
+                "[workspace]\nmembers = [\"crates/*\"]\nresolver = \"2\"\n\n[workspace.package]\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+            ),
+            (
+                "crates/base/Cargo.toml",
+                "[package]\nname = \"base\"\nversion.workspace = true\nedition.workspace = true\n",
+            ),
+            ("crates/base/src/lib.rs", "pub fn base() -> i32 {\n    40\n}\n"),
+            (
+                "crates/app/Cargo.toml",
+                "[package]\nname = \"app\"\nversion.workspace = true\nedition.workspace = true\n\n[dependencies]\nbase = { path = \"../base\" }\n",
+            ),
+            ("crates/app/src/lib.rs", &buffer.replace("$0", "")),
+        ],
+    );
+    let path = root.path().join("crates/app/src/lib.rs");
+    let target = crate::actions::test_target(&path.to_string_lossy(), "rust", buffer);
+    let folders = vec![root.path().to_path_buf()];
+    let mut plan = unit_tests::plan(&target, &folders, &ProjectFiles::new(folders.clone(), Vec::new())).unwrap();
+    let tests = unit_tests::find_tests(Language::Rust, "#[test]\nfn answer_is() {\n    assert_eq!(answer(), 41);\n}\n");
+    let runner = rust::Rust { cargo };
+    let report = runner.run_candidates(&target, &mut plan, &tests, &CancelToken::default()).unwrap();
+    assert_eq!(report.module_error, None, "{report:?}");
+    let answer = result(&report, "answer_is");
+    assert!(answer.passed() && answer.text.as_deref().unwrap().contains("assert_eq!(answer(), 42);"), "{answer:?}");
+}
+
+#[test]
+fn cancelling_a_rust_build_stops_it_at_once() {
+    let Some(cargo) = cargo_or_skip() else { return };
+    let root = PrivateDir::new("nib-verify-rust-cancel").unwrap();
+    let buffer = "pub fn one() -> i32 {\n    1$0\n}\n";
+    write_files(
+        root.path(),
+        &[
+            ("Cargo.toml", "[package]\nname = \"slow\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
+            // A build that would take ten minutes.
+            ("build.rs", "fn main() {\n    std::thread::sleep(std::time::Duration::from_secs(600));\n}\n"),
+            ("src/lib.rs", &buffer.replace("$0", "")),
+        ],
+    );
+    let path = root.path().join("src/lib.rs");
+    let target = crate::actions::test_target(&path.to_string_lossy(), "rust", buffer);
+    let folders = vec![root.path().to_path_buf()];
+    let mut plan = unit_tests::plan(&target, &folders, &ProjectFiles::new(folders.clone(), Vec::new())).unwrap();
+    let tests = unit_tests::find_tests(Language::Rust, "#[test]\nfn one_is() {\n    assert_eq!(one(), 1);\n}\n");
+    let cancel = CancelToken::default();
+    let canceller = {
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            cancel.cancel();
+            std::time::Instant::now()
+        })
+    };
+    let outcome = rust::Rust { cargo }.run_candidates(&target, &mut plan, &tests, &cancel);
+    let stopped = std::time::Instant::now();
+    let cancelled_at = canceller.join().unwrap();
+    assert!(outcome.is_err(), "cancelled, not a report: {outcome:?}");
+    assert!(stopped.duration_since(cancelled_at) < std::time::Duration::from_secs(30), "the build stopped");
 }
 
 // Add docstring with examples from running the code.

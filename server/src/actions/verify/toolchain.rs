@@ -1,11 +1,11 @@
 //! Finding the programs that run generated tests. Python: `nib.python.interpreter`, then the
 //! workspace's `.venv` or `venv`, then `$VIRTUAL_ENV`, then `python3` on `PATH`. `node` and
-//! `cargo` come from `PATH`; `go` from `PATH`, then Debian's `golang-1.19-go` folder. Only file
-//! metadata is read; nothing is run here.
+//! `cargo` come from `PATH`; `go` from `PATH`, then Debian's `golang-1.19-go` folder.
+//! TypeScript runs on `node` with the project's own compiler: the `typescript` package (or the
+//! `esbuild` that tsx brings) in the `node_modules` nearest the file. Only file metadata is
+//! read; nothing is run here.
 
 use std::path::{Path, PathBuf};
-
-use crate::syntax::Language;
 
 /// A program that runs a language's tests, and where it was found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,15 +69,25 @@ pub fn cargo() -> Option<Toolchain> {
     on_path("cargo").map(|program| Toolchain { program, source: "PATH" })
 }
 
-/// The program that runs `language`'s tests, when nib can run them.
-pub fn for_language(language: Language, python_interpreter: Option<&Path>, root: &Path) -> Option<Toolchain> {
-    match language {
-        Language::Python => python(python_interpreter, root),
-        Language::JavaScript => node(),
-        Language::Go => go(),
-        Language::Rust => cargo(),
-        Language::TypeScript | Language::Tsx | Language::Java | Language::C | Language::Cpp => None,
-    }
+/// A project's own TypeScript compiler, which nib's module hooks load inside the sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compiler {
+    /// "typescript" or "esbuild".
+    pub kind: &'static str,
+    /// The file node loads it from.
+    pub path: PathBuf,
+}
+
+/// The compiler in the `node_modules` nearest `folder`, looking up to `root`: `typescript`
+/// first, then `esbuild` (what tsx compiles with).
+pub fn typescript_compiler(folder: &Path, root: &Path) -> Option<Compiler> {
+    let inside = if folder.starts_with(root) { folder } else { root };
+    inside.ancestors().take_while(|f| f.starts_with(root)).find_map(|folder| {
+        [("typescript", "typescript/lib/typescript.js"), ("esbuild", "esbuild/lib/main.js")]
+            .into_iter()
+            .map(|(kind, file)| Compiler { kind, path: folder.join("node_modules").join(file) })
+            .find(|compiler| compiler.path.is_file())
+    })
 }
 
 /// What verification would use, per language, for `:checkhealth nib` and the VS Code status.
@@ -89,6 +99,8 @@ pub fn summary(python_interpreter: Option<&Path>, root: &Path) -> serde_json::Va
     serde_json::json!({
         "python": describe(python(python_interpreter, root)),
         "node": describe(node()),
+        "typescript": typescript_compiler(root, root)
+            .map_or(serde_json::Value::Null, |c| serde_json::json!({ "program": c.path, "source": c.kind })),
         "go": describe(go()),
         "cargo": describe(cargo()),
         // Known once a test run has probed it: the status starts no program.
@@ -111,5 +123,27 @@ mod tests {
         let configured = python(Some(Path::new("/bin/sh")), root).unwrap();
         assert_eq!(configured.source, "nib.python.interpreter");
         assert_eq!(python(Some(Path::new("/nonexistent/python")), root), None, "no silent replacement");
+    }
+
+    #[test]
+    fn typescript_comes_from_the_nearest_node_modules_inside_the_workspace() {
+        let workspace = crate::sandbox::PrivateDir::new("nib-toolchain").unwrap();
+        let root = workspace.path().join("project");
+        let package = root.join("packages/app/src");
+        std::fs::create_dir_all(&package).unwrap();
+        assert_eq!(typescript_compiler(&package, &root), None);
+        let place = |folder: &Path, file: &str| {
+            let path = folder.join("node_modules").join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, "").unwrap();
+            path
+        };
+        // Outside the workspace folder does not count.
+        place(workspace.path(), "typescript/lib/typescript.js");
+        assert_eq!(typescript_compiler(&package, &root), None);
+        let esbuild = place(&root, "esbuild/lib/main.js");
+        assert_eq!(typescript_compiler(&package, &root), Some(Compiler { kind: "esbuild", path: esbuild }));
+        let nearest = place(&root.join("packages/app"), "typescript/lib/typescript.js");
+        assert_eq!(typescript_compiler(&package, &root), Some(Compiler { kind: "typescript", path: nearest }));
     }
 }

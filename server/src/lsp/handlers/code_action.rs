@@ -21,8 +21,8 @@ fn tests_unverified(server: &Server, document: &crate::document::Document, langu
         .and_then(|path| server.workspace_folders.iter().find(|folder| path.starts_with(folder)))
         .cloned()
         .unwrap_or_default();
-    verify::unverified_reason(language, server.config.verify_tests, server.config.python_interpreter.as_deref(), &root)
-        .is_some()
+    let (verify, interpreter) = (server.config.verify_tests, server.config.python_interpreter.as_deref());
+    verify::unverified_reason(language, verify, interpreter, &root, document.path.as_deref()).is_some()
 }
 
 pub fn handle(server: &mut Server, params: CodeActionParams) -> Result<Value, ResponseError> {

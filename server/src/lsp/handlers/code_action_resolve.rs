@@ -628,10 +628,85 @@ pub fn cancel_progress(server: &Server, token: &str) {
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
+    use std::time::Duration;
 
     use super::*;
     use crate::actions::scripted_tests::Scripted;
     use crate::config::DocstringStyle;
+    use crate::document::Document;
+    use crate::engine::EngineHandle;
+    use crate::sandbox::PrivateDir;
+
+    /// Generate unit tests as the client asks for it, on a scripted model: `codeAction/resolve`
+    /// goes through the registry to the tests action, the plan and the model's rounds run off
+    /// the main loop and post back to it, and the reply is the resolved action with an edit that
+    /// creates the test file next to the module, followed by the summary.
+    #[test]
+    fn generate_unit_tests_resolves_to_an_edit_that_creates_the_test_file() {
+        let folder = PrivateDir::new("nib-resolve").unwrap();
+        let source = "def double(x):\n    return x * 2\n";
+        let module = folder.path().join("calc.py");
+        std::fs::write(&module, source).unwrap();
+        let model = Scripted::new(&[
+            ("def test_double_", &["of_two(", "of_zero(", "of_negative("]),
+            ("def test_double_of_two():\n    assert double(", &["2) == 4\n"]),
+            ("def test_double_of_zero():\n    assert double(", &["0) == 0\n"]),
+            ("def test_double_of_negative():\n    assert double(", &["-3) == -6\n"]),
+        ]);
+        let engine = EngineHandle::scripted(Box::new(model));
+        let (mut server, written, posted) = Server::for_tests(engine, vec![folder.path().to_path_buf()]);
+        server.config.verify_tests = false;
+        let uri = format!("file://{}", module.display());
+        server.documents.insert(uri.clone(), Document::new(uri.clone(), "python".into(), 1, source));
+        let action = json!({
+            "title": "Generate unit tests for `double` (unverified) (nib)",
+            "kind": "refactor.nib.tests",
+            "data": { "action": "tests", "uri": uri, "version": 1, "position": { "line": 1, "character": 4 } },
+        });
+        server.request_for_tests(7, "codeAction/resolve", action.clone());
+
+        // The main loop's part: run what the pool and the engine post until the answer is out.
+        let mut sent = Vec::new();
+        while !sent.iter().any(|message: &Value| message["id"] == 7) {
+            crossbeam_channel::select! {
+                recv(written) -> message => sent.push(message.unwrap()),
+                recv(posted) -> message => (message.unwrap())(&mut server),
+                default(Duration::from_secs(60)) => panic!("no answer; the server wrote {sent:?}"),
+            }
+        }
+        sent.extend(written.try_iter());
+        let answer = sent.iter().find(|message| message["id"] == 7).unwrap();
+        assert!(answer.get("error").is_none(), "{answer}");
+        let mut expected = action;
+        let test_uri = format!("file://{}", folder.path().join("test_calc.py").display());
+        let test_file = "import unittest\nfrom calc import double\n\n\nclass TestDouble(unittest.TestCase):\n    def test_double_of_two(self):\n        assert double(2) == 4\n\n    def test_double_of_zero(self):\n        assert double(0) == 0\n\n    def test_double_of_negative(self):\n        assert double(-3) == -6\n\n\nif __name__ == \"__main__\":\n    unittest.main()\n";
+        let start = json!({ "line": 0, "character": 0 });
+        expected["edit"] = json!({ "documentChanges": [
+            { "kind": "create", "uri": test_uri, "options": { "ignoreIfExists": true, "overwrite": false } },
+            {
+                "textDocument": { "uri": test_uri, "version": null },
+                "edits": [{ "range": { "start": start, "end": start }, "newText": test_file }],
+            },
+        ]});
+        assert_eq!(answer["result"], expected);
+        let methods: Vec<&str> = sent.iter().filter_map(|message| message["method"].as_str()).collect();
+        assert_eq!(
+            methods,
+            ["window/workDoneProgress/create", "$/progress", "$/progress", "$/progress", "window/showMessage"]
+        );
+        let progress: Vec<&Value> =
+            sent.iter().filter(|m| m["method"] == "$/progress").map(|m| &m["params"]["value"]).collect();
+        assert_eq!(
+            progress,
+            [
+                &json!({ "kind": "begin", "title": "nib: writing tests for `double`", "cancellable": true }),
+                &json!({ "kind": "report", "message": "writing tests" }),
+                &json!({ "kind": "end", "message": "done" }),
+            ]
+        );
+        let summary = json!({ "type": 2, "message": "nib: 3 tests written (unverified: nib.tests.verify is off)" });
+        assert_eq!(sent.last().unwrap()["params"], summary);
+    }
 
     /// Add docstrings to all functions on a scripted model: a progress report per item, every
     /// undocumented item documented, one insertion each against the file's text.

@@ -1,6 +1,7 @@
-//! Events from the engine thread (model loading progress, ready, failed; inference problems),
-//! turned into `$/progress`, `window/showMessage` and nib's own `nib/status` notification,
-//! which also says what generated tests would run with (`verification`).
+//! Events from the engine (model loading progress, ready, failed; inference problems;
+//! statistics and the remote server's health), recorded in `server.engine` and turned into
+//! `$/progress`, `window/showMessage` and nib's own `nib/status` notification, which also says
+//! what generated tests would run with (`verification`).
 
 use ls_types::{MessageType, WorkDoneProgress, WorkDoneProgressBegin, WorkDoneProgressEnd};
 use serde_json::{Value, json};
@@ -12,9 +13,11 @@ use crate::lsp::server::Server;
 const PROGRESS_TOKEN: &str = "nib/model-load";
 
 pub fn handle(server: &mut Server, event: EngineEvent) {
+    server.engine.observe(&event);
     let state = match event {
         EngineEvent::State(state) => state,
         EngineEvent::Problem(message) => return server.show(MessageType::WARNING, message),
+        EngineEvent::Stats { .. } | EngineEvent::Fallback(_) | EngineEvent::RemoteFailing(_) => return,
     };
     server.notify("nib/status", status_payload(server, &state));
     match &state {
