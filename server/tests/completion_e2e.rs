@@ -48,7 +48,7 @@ fn typing_gets_ghost_text_and_typing_through_is_served_from_cache() {
     let ghost = ghost_text(&result);
     assert!(!ghost.trim().is_empty(), "no ghost text: {result}");
     assert_eq!(result["items"][0]["range"]["start"], json!({ "line": line, "character": 8 }));
-    // Generated tokens, not generations: a pre-warm (1 s after an edit) generates nothing.
+    // Generated tokens, not generations: a pre-warm (300 ms after an edit) generates nothing.
     let before = server.inspect(&uri, None)["engine"]["stats"]["generatedTokens"].as_u64().unwrap();
 
     // Type the first characters of the suggestion: the rest comes back without a model run.

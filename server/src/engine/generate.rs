@@ -21,6 +21,9 @@ use super::{CancelToken, EngineError, EngineStats};
 /// quickly, large enough that per-run overhead stays negligible.
 const PREFILL_CHUNK: usize = 128;
 
+/// A prefill-only request (a pre-warm) that would prefill at most this many tokens runs nothing.
+const PREWARM_SLACK: usize = 2;
+
 /// A piece of a prompt: ordinary text, or a special token given by name (FIM markers, chat
 /// delimiters), which is looked up in the vocabulary rather than tokenized.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -369,6 +372,14 @@ impl Model {
             return Err(EngineError::PromptTooLong { tokens: prompt.len(), context: limit });
         }
         stats.prompt_tokens = prompt.len();
+        let held = self.cache.tokens.iter().zip(&prompt).take_while(|(cached, new)| cached == new).count();
+        if request.max_tokens == 0 && held + PREWARM_SLACK >= prompt.len() {
+            // A pre-warm the cache already holds: running it would only make the cache forget
+            // what it holds after it (the line typed since, the suggestion) to redo a last token
+            // or two, which a prompt cut at a line end may join differently from the text after.
+            stats.reused_tokens = held;
+            return Ok(Generation { text: String::new(), tokens: Vec::new(), finish: FinishReason::Length, stats });
+        }
         let max_tokens = request.max_tokens.min(limit - prompt.len());
 
         let prefill_started = Instant::now();

@@ -200,3 +200,25 @@ fn a_cold_prompt_is_cut_to_the_prefill_budget_and_a_warm_one_runs_whole() {
     assert_eq!(warm.stats.prompt_tokens, tokens(&model, &typed));
     assert!(warm.stats.reused_tokens + 40 >= warm.stats.prompt_tokens, "{:?}", warm.stats);
 }
+
+#[test]
+fn a_prewarm_the_cache_holds_keeps_the_cache() {
+    let mut model = model();
+    let prompt = "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return";
+    let generation = model.generate(&request(prompt, 4), &mut |_| Flow::Continue).unwrap();
+    let cached = model.cached_tokens();
+    assert!(cached > 0 && !generation.tokens.is_empty());
+    // Warming the prompt up to its last line: the cache holds it, and keeps what follows.
+    let head = &prompt[..=prompt.rfind('\n').unwrap()];
+    let warm = model.generate(&request(head, 0), &mut |_| Flow::Continue).unwrap();
+    assert!(warm.tokens.is_empty());
+    assert_eq!(warm.stats.prefilled_tokens, 0, "{:?}", warm.stats);
+    // Up to its last token or two: the line end can join the next line's indentation.
+    assert!(warm.stats.reused_tokens + 2 >= warm.stats.prompt_tokens, "{:?}", warm.stats);
+    assert_eq!(model.cached_tokens(), cached, "the pre-warm made the cache forget the tokens after it");
+    // A pre-warm the cache does not hold runs (and the next request is the same as cold).
+    let other = model.generate(&request("class Stack:\n", 0), &mut |_| Flow::Continue).unwrap();
+    assert!(other.stats.prefilled_tokens > 0, "{:?}", other.stats);
+    let again = model.generate(&request(prompt, 4), &mut |_| Flow::Continue).unwrap();
+    assert_eq!(again.tokens, generation.tokens);
+}

@@ -2,7 +2,7 @@
 //! completion will start with, so that completion reuses it instead of prefilling it. The
 //! target is where the user is: the document opened or focused (at the cursor the editor sent,
 //! or else just the stable head of its prompts), then the place of the last edit. It is warmed
-//! on open and focus, 1 s after typing stops, and again whenever the workspace index answers
+//! on open and focus, 300 ms after typing stops, and again whenever the workspace index answers
 //! for the target's document, because the retrieved code at the head of the prompt may have
 //! changed with it. Any real request cancels a pre-warm (`EngineHandle::submit`), keeping the
 //! work it did when its prompt extends the pre-warm's.
@@ -46,11 +46,22 @@ pub fn focused(server: &mut Server, uri: &str, position: Option<Position>) {
 }
 
 /// The user edited `uri` ending at `cursor`: the target follows (it is warmed when typing
-/// pauses, or when the index answers for the new place).
+/// pauses, or when the index answers for the new place). The first edit in a document whose
+/// head is still being warmed (just opened or focused) moves that warm-up to the edited line at
+/// once: its prompt extends the head, so the work in flight is kept and the engine goes on
+/// towards the line instead of waiting for the pause.
 pub fn edited(server: &mut Server, uri: &str, cursor: usize) {
+    let warming_head = server.completions.warm.as_ref().is_some_and(|target| {
+        target.uri == uri
+            && target.cursor.is_none()
+            && target.running.as_ref().is_some_and(|token| !token.is_finished())
+    });
     retarget(server, uri, Some(cursor));
     if let Some(target) = &mut server.completions.warm {
         target.warmed = None;
+    }
+    if warming_head {
+        warm(server);
     }
 }
 

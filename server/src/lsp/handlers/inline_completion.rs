@@ -79,8 +79,9 @@ pub struct CompletionState {
     pub warm: Option<crate::lsp::prewarm::Target>,
 }
 
-/// How long after the last edit typing counts as paused.
-pub const TYPING_PAUSE: Duration = Duration::from_secs(1);
+/// How long after the last edit typing counts as paused: longer than most gaps between keys,
+/// short enough that the pause pre-warm has run before a user who stopped looks for ghost text.
+pub const TYPING_PAUSE: Duration = Duration::from_millis(300);
 
 pub fn handle(server: &mut Server, responder: Responder, params: InlineCompletionParams) {
     let invoked = params.context.trigger_kind == InlineCompletionTriggerKind::INVOKED;
