@@ -360,26 +360,10 @@ impl Model {
         run_options: &RunOptions,
     ) -> Result<Generation, EngineError> {
         let mut stats = GenerationStats::default();
-        let started = Instant::now();
-        let (prompt, capped) = self.within_budget(self.tokenize(&request.prompt)?, request);
-        stats.capped_tokens = capped;
-        stats.tokenize_ms = millis(started);
-        if prompt.is_empty() {
-            return Err(EngineError::Inference("the prompt is empty".into()));
-        }
-        let limit = self.info.context_length;
-        if prompt.len() + 1 > limit {
-            return Err(EngineError::PromptTooLong { tokens: prompt.len(), context: limit });
-        }
-        stats.prompt_tokens = prompt.len();
-        let held = self.cache.tokens.iter().zip(&prompt).take_while(|(cached, new)| cached == new).count();
-        if request.max_tokens == 0 && held + PREWARM_SLACK >= prompt.len() {
-            // A pre-warm the cache already holds: running it would only make the cache forget
-            // what it holds after it (the line typed since, the suggestion) to redo a last token
-            // or two, which a prompt cut at a line end may join differently from the text after.
-            stats.reused_tokens = held;
+        let Some(prompt) = self.prompt_to_run(request, &mut stats)? else {
             return Ok(Generation { text: String::new(), tokens: Vec::new(), finish: FinishReason::Length, stats });
-        }
+        };
+        let limit = self.info.context_length;
         let max_tokens = request.max_tokens.min(limit - prompt.len());
 
         let prefill_started = Instant::now();
@@ -436,6 +420,36 @@ impl Model {
         stats.generated_tokens = generated.len();
         stats.decode_ms = millis(decode_started);
         Ok(Generation { text, tokens: generated, finish, stats })
+    }
+
+    /// The request's prompt as tokens, cut to its latency budget and checked against the context
+    /// length; `None` for a pre-warm the cache already holds, which needs no run.
+    fn prompt_to_run(
+        &mut self,
+        request: &GenerationRequest,
+        stats: &mut GenerationStats,
+    ) -> Result<Option<Vec<u32>>, EngineError> {
+        let started = Instant::now();
+        let (prompt, capped) = self.within_budget(self.tokenize(&request.prompt)?, request);
+        stats.capped_tokens = capped;
+        stats.tokenize_ms = millis(started);
+        if prompt.is_empty() {
+            return Err(EngineError::Inference("the prompt is empty".into()));
+        }
+        let limit = self.info.context_length;
+        if prompt.len() + 1 > limit {
+            return Err(EngineError::PromptTooLong { tokens: prompt.len(), context: limit });
+        }
+        stats.prompt_tokens = prompt.len();
+        let held = self.cache.tokens.iter().zip(&prompt).take_while(|(cached, new)| cached == new).count();
+        if request.max_tokens == 0 && held + PREWARM_SLACK >= prompt.len() {
+            // A pre-warm the cache already holds: running it would only make the cache forget
+            // what it holds after it (the line typed since, the suggestion) to redo a last token
+            // or two, which a prompt cut at a line end may join differently from the text after.
+            stats.reused_tokens = held;
+            return Ok(None);
+        }
+        Ok(Some(prompt))
     }
 
     /// Runs `next` (the last generated token) and returns the logits that follow. With a
