@@ -583,7 +583,11 @@ def index_section(r: dict | None) -> list[str]:
                         " MB"),
             target_line("retrieval p50", r["retrieval"]["p50Ms"], 5, False, " ms"),
             f"- retrieval p95: {r['retrieval']['p95Ms']:.1f} ms; index data (estimate): "
-            f"{r['indexHeapBytes'] / 2**20:.0f} MB; RSS after the build {r['rssAfterKb'] / 1024:.0f} MB", "",
+            f"{r['indexHeapBytes'] / 2**20:.0f} MB; RSS after the build {r['rssAfterKb'] / 1024:.0f} MB"
+            + (f"; peak RSS while indexing {r['peakRssBuildKb'] / 1024:.0f} MB; at the end "
+               f"{r['rssAnonKb'] / 1024:.0f} MB heap and stacks, {r['rssFileKb'] / 1024:.0f} MB pages of the binary "
+               "(the grammars' parse tables that compiling their queries reads)"
+               if "peakRssBuildKb" in r else ""), "",
             "The KV-hit path does not retrieve: the answer is cached per file and scope on the main loop "
             "(`docs/context.md`), so a keystroke inside a scope costs a map lookup; the typing replay above runs "
             "with the index on.", ""]

@@ -225,6 +225,7 @@ pub fn index(folder: &Path, queries: usize, max_files: Option<usize>) -> anyhow:
     while !workspace.index_queued(64) {}
     let build_ms = started.elapsed().as_secs_f64() * 1e3;
     let rss_after = memory_kb("VmRSS");
+    let peak_build = memory_kb("VmHWM");
     let status = workspace.status("ready", build_ms as u64);
     let profile = workspace.profile();
     let ms = |duration: std::time::Duration| (duration.as_secs_f64() * 1e3).round();
@@ -254,7 +255,15 @@ pub fn index(folder: &Path, queries: usize, max_files: Option<usize>) -> anyhow:
         "indexHeapBytes": status.heap_bytes,
         "rssBeforeKb": rss_before,
         "rssAfterKb": rss_after,
+        // Peak RSS while indexing, and over the whole command (the retrievals parse each queried
+        // file as an editor's buffer, which the server holds anyway).
+        "peakRssBuildKb": peak_build,
         "peakRssKb": memory_kb("VmHWM"),
+        // The process's resident memory at the end: heap and stacks, and the pages of the binary
+        // (the grammars' parse tables) that parsing touched.
+        "rssAnonKb": memory_kb("RssAnon"),
+        "rssFileKb": memory_kb("RssFile"),
+        "indexBytes": workspace.index.memory().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "terms": workspace.index.counts().0,
         "postings": workspace.index.counts().1,
         "definitions": workspace.index.counts().2,

@@ -313,11 +313,25 @@ fn analyze_files(files: &[walk::Found], workers: &mut [Analyzer]) -> Vec<Option<
     results.into_iter().map(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner())).collect()
 }
 
+/// Hands the allocator's free pages back to the system. Indexing frees most of what it
+/// allocates (file text, trees, each file's analysis) on several threads; without this, their
+/// free pages stay resident between allocations.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system; it is safe to call any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The index thread's state. It alone touches the index.
 pub(crate) struct Workspace {
     pub(crate) index: Index,
-    /// Parsers and compiled tags queries, one set per analysing thread.
+    /// Parsers and compiled tags queries, one set per analysing thread (one once the initial
+    /// walk is indexed: updates come a file at a time).
     workers: Vec<Analyzer>,
+    /// Analysis time of the analysers let go after a walk.
+    retired: store::Profile,
     pub(crate) ring: Ring,
     open: HashMap<PathBuf, Rope>,
     settings: Settings,
@@ -332,6 +346,7 @@ impl Workspace {
         Workspace {
             index: Index::default(),
             workers: (0..ANALYSIS_THREADS).map(|_| Analyzer::new()).collect(),
+            retired: store::Profile::default(),
             ring: Ring::default(),
             open: HashMap::new(),
             settings,
@@ -344,6 +359,7 @@ impl Workspace {
     /// Walks `folders` and queues their files (`index_queued` indexes them).
     pub(crate) fn start_walk(&mut self, folders: &[PathBuf]) {
         self.folders = folders.to_vec();
+        self.workers.resize_with(ANALYSIS_THREADS, Analyzer::new);
         let mut found = Vec::new();
         for folder in folders {
             found.extend(walk::walk(folder, self.settings.max_files.saturating_sub(found.len()) + 1));
@@ -377,7 +393,12 @@ impl Workspace {
         }
         if self.queue.is_empty() {
             self.index.shrink();
+            // The other analysers' parsers keep their stacks and trees' memory: let them go.
+            for analyzer in self.workers.drain(1..) {
+                self.retired.add(&analyzer.profile);
+            }
         }
+        release_free_memory();
         self.queue.is_empty()
     }
 
@@ -453,7 +474,7 @@ impl Workspace {
 
     /// Where the analysing threads spent their time so far.
     pub(crate) fn profile(&self) -> store::Profile {
-        let mut total = store::Profile::default();
+        let mut total = self.retired;
         for analyzer in &self.workers {
             total.add(&analyzer.profile);
         }
@@ -753,6 +774,63 @@ mod tests {
         // the line above; the order is stable between calls either way.
         let again = retrieve_at(&mut workspace, &root, "app.py", source);
         assert_eq!(again, snippets, "the same cursor retrieves the same text");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn an_import_line_lists_the_members_of_its_module_names_the_file_uses_first() {
+        let many: String = (0..40).map(|n| format!("def helper_number_{n}(x):\n    return x\n\n")).collect();
+        let parser = format!("{many}def parse_marker(source):\n    return source\n\n\ndef _private():\n    pass\n");
+        let (root, mut workspace) = workspace("import-line", &[("pkg/_parser.py", parser.as_str())]);
+        // The module named on the cursor's import line is listed, although the file uses
+        // nothing of it by attribute.
+        let source = "from ._parser import $0\n\n\ndef marker(text):\n    return text\n";
+        let snippets = retrieve_at(&mut workspace, &root, "pkg/markers.py", source);
+        let members: Vec<&Snippet> = snippets.iter().filter(|s| s.kind == "members").collect();
+        assert_eq!(members.len(), 1, "{:?}", summary(&snippets, &root));
+        assert_eq!(members[0].path, root.join("pkg/_parser.py"));
+        assert!(!members[0].text.contains("_private"), "{}", members[0].text);
+        // The file calls `_parse_marker`, bound by the import being written: the module's
+        // `parse_marker` is shown although it is defined last, after more names than fit.
+        let source = "from ._parser import $0\n\n\ndef marker(text):\n    return _parse_marker(text)\n";
+        let snippets = retrieve_at(&mut workspace, &root, "pkg/markers.py", source);
+        let found = summary(&snippets, &root);
+        assert!(
+            snippets.iter().any(|s| s.text.lines().any(|line| line.starts_with("def parse_marker(source):"))),
+            "{found:?}"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn names_the_file_uses_without_binding_them_are_looked_up() {
+        let (root, mut workspace) = workspace(
+            "unbound",
+            &[
+                ("pkg/_types.py", "def is_prepared(request):\n    return request.ready\n"),
+                ("pkg/other.py", "class Cookie:\n    def is_ready(self):\n        pass\n"),
+            ],
+        );
+        // An import is being written at the top; `_is_prepared` (the private alias of
+        // `is_prepared`) is used far below, out of the names near the cursor. Attributes
+        // (`jar.is_ready`) and names the file binds (`request`) are not looked up.
+        let filler = "\n".repeat(30);
+        let source = format!(
+            "import os\n$0\n{filler}def send(request, jar):\n    jar.is_ready()\n    assert _is_prepared(request)\n"
+        );
+        let snippets = retrieve_at(&mut workspace, &root, "pkg/cookies.py", &source);
+        let found = summary(&snippets, &root);
+        assert!(found.contains(&"definition pkg/_types.py def is_prepared(request):".to_string()), "{found:?}");
+        assert!(!found.iter().any(|line| line.contains("other.py")), "{found:?}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn keywords_are_not_indexed_and_file_terms_round_trip() {
+        let (root, workspace) =
+            workspace("keywords", &[("a.rs", "pub fn lookup_table(x: u32) -> u32 {\n    let y = x;\n    y\n}\n")]);
+        assert!(workspace.index.term("lookup_table").is_some());
+        assert!(workspace.index.term("pub").is_none() && workspace.index.term("let").is_none());
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -44,6 +44,51 @@ const MEMBER_LINE_BYTES: usize = 72;
 const COMMON_TERM_SHARE: f64 = 0.2;
 /// Similar chunks scoring below this share of the best one are not shown.
 const MIN_SHARE_OF_BEST_SCORE: f64 = 0.4;
+/// The identifiers of the file's code (not its strings or comments) that it uses but never
+/// binds (as an assignment's target, a parameter, a definition's or an alias's name), nor
+/// uses only as an attribute (`y` in `x.y`), in order of first use.
+fn free_words(cursor: &Cursor) -> Vec<String> {
+    let Some(tree) = cursor.tree else {
+        return Vec::new();
+    };
+    let rope = cursor.rope;
+    let (mut used, mut bound): (Vec<String>, HashSet<String>) = (Vec::new(), HashSet::new());
+    let mut walk = tree.walk();
+    let mut descend = true;
+    loop {
+        if (descend && walk.goto_first_child()) || walk.goto_next_sibling() {
+            descend = true;
+        } else if walk.goto_parent() {
+            descend = false;
+            continue;
+        } else {
+            break;
+        }
+        let node = walk.node();
+        if node.kind() != "identifier" {
+            continue;
+        }
+        let word = rope.byte_slice(node.byte_range()).to_string();
+        let Some(parent) = node.parent() else { continue };
+        let in_field = |field: &str| parent.child_by_field_name(field) == Some(node);
+        if ["attribute", "field", "property"].iter().any(|field| in_field(field)) {
+            continue;
+        }
+        if parent.kind().contains("parameter")
+            || ["left", "name", "alias", "pattern"].iter().any(|field| in_field(field))
+        {
+            bound.insert(word);
+        } else if !used.contains(&word) {
+            used.push(word);
+        }
+    }
+    used.retain(|word| word.len() >= 2 && !bound.contains(word));
+    used
+}
+
+/// Names used but not bound in the file looked up at most (a file that is mostly unresolved,
+/// a script using a star import, would otherwise spend the budget on them).
+const MAX_UNBOUND_NAMES: usize = 8;
 /// The best-scoring chunks considered for the similar snippets (at most two are shown).
 const SIMILAR_CANDIDATES: usize = 8;
 /// The similarity query uses at most this many of its rarest words.
@@ -198,7 +243,7 @@ pub(super) fn nearest_lines(cursor: &Cursor) -> Vec<usize> {
 
 /// Names used near the cursor, nearest first (names also imported first of all, attribute
 /// names after free names), then the other names the file imports.
-fn wanted_names(cursor: &Cursor) -> Vec<String> {
+fn wanted_names(index: &Index, cursor: &Cursor) -> Vec<String> {
     let rope = cursor.rope;
     let order = nearest_lines(cursor);
     let imported: Vec<String> = match cursor.tree {
@@ -225,8 +270,51 @@ fn wanted_names(cursor: &Cursor) -> Vec<String> {
             }
         }
     }
+    let unbound: Vec<String> =
+        unbound_names(index, cursor, &imported).into_iter().filter(|word| seen.insert(word.clone())).collect();
     let rest_imported = imported.into_iter().filter(|word| seen.insert(word.clone()));
-    near_and_imported.into_iter().chain(free).chain(attributes).chain(rest_imported).collect()
+    near_and_imported.into_iter().chain(unbound).chain(free).chain(attributes).chain(rest_imported).collect()
+}
+
+/// Names the file uses (anywhere, after the cursor too) but neither defines nor imports, in
+/// order of first use, that another file of the workspace defines: what the file is about to
+/// import (`_is_prepared(...)` used below an unfinished import block), which the model cannot
+/// see. A name with leading underscores also stands for the name without them (`import x as
+/// _x` is how modules keep an import private).
+fn unbound_names(index: &Index, cursor: &Cursor, imported: &[String]) -> Vec<String> {
+    let Some(current) = cursor.path.and_then(|path| index.file_id(path)) else {
+        return Vec::new();
+    };
+    let defined: HashSet<u32> =
+        index.file(current).map_or_else(HashSet::new, |file| file.defined().iter().copied().collect());
+    // Defined at the top level of another file (a module-level name, not a method).
+    let defined_elsewhere = |word: &str| {
+        index.term(word).is_some_and(|term| {
+            !defined.contains(&term)
+                && index.definitions(term).iter().any(|definition| definition.file != current && definition.top_level)
+        })
+    };
+    let mut found = Vec::new();
+    for word in free_words(cursor) {
+        if imported.contains(&word) || NOT_LOOKED_UP.contains(&word.as_str()) || word.starts_with("__") {
+            continue;
+        }
+        if index.term(&word).is_some_and(|term| defined.contains(&term)) {
+            continue;
+        }
+        let bare = word.trim_start_matches('_');
+        let names = [word.as_str(), bare].into_iter().filter(|name| name.len() >= 2 && defined_elsewhere(name));
+        for name in names {
+            if !found.iter().any(|found| found == name) {
+                found.push(name.to_string());
+            }
+        }
+        if found.len() >= MAX_UNBOUND_NAMES {
+            found.truncate(MAX_UNBOUND_NAMES);
+            break;
+        }
+    }
+    found
 }
 
 /// Words of the import statements: a definition in a file whose name is one of them is the
@@ -292,7 +380,7 @@ fn definitions(index: &Index, cursor: &Cursor, texts: &mut dyn Texts, budget: us
     let mut snippets: Vec<Snippet> = Vec::new();
     let mut spent = 0;
     let mut shown: HashSet<(FileId, u32)> = HashSet::new();
-    for name in wanted_names(cursor) {
+    for name in wanted_names(index, cursor) {
         let Some(term) = index.term(&name) else { continue };
         let Some(definition) = resolve(index, index.definitions(term), current, &modules) else {
             continue;
@@ -343,6 +431,26 @@ fn namespaces_used(cursor: &Cursor, imported: &HashSet<String>) -> Vec<String> {
         }
     }
     found
+}
+
+/// The module the cursor's line imports names from, when the cursor is after its name
+/// (`from ._types import |`, `use crate::store::{|`): its top-level names are what comes next.
+fn module_imported_at_cursor(cursor: &Cursor) -> Option<String> {
+    let rope = cursor.rope;
+    let at = cursor.cursor.min(rope.len_bytes());
+    let line_start = rope.line_to_byte(rope.byte_to_line(at));
+    let before = rope.byte_slice(line_start..at).to_string();
+    let before = before.trim_start();
+    let path = match cursor.language {
+        Language::Python => before.strip_prefix("from ")?.split_once(" import")?.0,
+        Language::Rust => {
+            let path = before.strip_prefix("pub ").unwrap_or(before).strip_prefix("use ")?;
+            path.rsplit_once("::")?.0
+        }
+        _ => return None,
+    };
+    let module = path.rsplit(['.', ':']).next()?.trim();
+    (!module.is_empty() && module.chars().all(|c| c.is_alphanumeric() || c == '_')).then(|| module.to_string())
 }
 
 /// The lower-case parts of an identifier (`IntRange` → `int`, `range`; `to_bytes` → `to`,
@@ -440,9 +548,14 @@ fn members(index: &Index, cursor: &Cursor, texts: &mut dyn Texts, budget: usize,
     let modules = imported_modules(cursor);
     let query_subwords: HashSet<String> =
         terms(&query_text(cursor)).iter().flat_map(|(word, _)| subwords(word)).collect();
+    let imported: Vec<String> = modules.iter().cloned().collect();
+    let unbound: HashSet<u32> =
+        unbound_names(index, cursor, &imported).iter().filter_map(|name| index.term(name)).collect();
     let mut snippets = Vec::new();
     let mut spent = 0;
-    for name in namespaces_used(cursor, &modules) {
+    let at_cursor = module_imported_at_cursor(cursor);
+    let used = namespaces_used(cursor, &modules).into_iter().filter(|name| Some(name) != at_cursor.as_ref());
+    for name in at_cursor.clone().into_iter().chain(used) {
         let Some(file_id) = module_file(index, &name, cursor.path) else { continue };
         let Some(file) = index.file(file_id) else { continue };
         if snippets.iter().any(|snippet: &Snippet| snippet.path == file.path) {
@@ -463,7 +576,9 @@ fn members(index: &Index, cursor: &Cursor, texts: &mut dyn Texts, budget: usize,
                 let top_level = before.is_empty() || before.ends_with('\n');
                 let wanted = top_level && !shown(definition.line) && !first_line.is_empty();
                 (wanted && !defines_private_name(first_line)).then(|| {
-                    let relevance = shared_subwords(first_line, &query_subwords);
+                    // A name the file uses without binding it first: it is about to be imported.
+                    let relevance =
+                        if unbound.contains(&term) { usize::MAX } else { shared_subwords(first_line, &query_subwords) };
                     (relevance, index.postings(term).len(), definition.line, cut_line(first_line))
                 })
             })

@@ -62,6 +62,8 @@ pub(crate) struct Definition {
     pub(crate) file: FileId,
     pub(crate) bytes: Range<u32>,
     pub(crate) line: u32,
+    /// Whether the definition starts a line (a module-level name, not a member).
+    pub(crate) top_level: bool,
 }
 
 /// One indexed file.
@@ -72,8 +74,9 @@ pub(crate) struct FileEntry {
     chunks: Vec<u32>,
     /// The names it defines.
     defined: Vec<TermId>,
-    /// Every term in its chunks, once: the postings to clean when it is removed.
-    terms: Vec<TermId>,
+    /// Every term in its chunks, once: the postings to clean when it is removed (sorted ids,
+    /// as `encode_ids` packs them).
+    terms: Vec<u8>,
 }
 
 /// A chunk as analysis finds it: bytes, lines, and identifier counts.
@@ -81,12 +84,15 @@ struct ChunkTerms {
     bytes: Range<usize>,
     lines: Range<usize>,
     terms: Vec<(u64, u16)>,
+    /// Words in the chunk, keywords included.
+    length: u32,
 }
 
 /// What analysing one file produced, before it is merged into the index.
 pub(crate) struct Analysis {
     chunks: Vec<ChunkTerms>,
-    definitions: Vec<(String, Range<usize>, usize)>,
+    /// Name, node bytes, line, whether it starts at column 0.
+    definitions: Vec<(String, Range<usize>, usize, bool)>,
 }
 
 /// The index: files, chunks with BM25 postings, definitions by name.
@@ -97,8 +103,11 @@ pub(crate) struct Index {
     free_files: Vec<FileId>,
     chunks: Vec<Option<Chunk>>,
     free_chunks: Vec<u32>,
-    /// Identifier hash → term id.
-    terms: HashMap<u64, TermId>,
+    /// Identifier hash → term id: ids in a table hashed by `term_hashes[id]` (4 bytes a slot
+    /// where a map of hash to id takes 16).
+    terms: hashbrown::HashTable<TermId>,
+    /// Per term: its identifier's hash.
+    term_hashes: Vec<u64>,
     /// Per term: its postings.
     postings: Vec<Vec<Posting>>,
     /// Per defined term: where it is defined.
@@ -136,13 +145,20 @@ impl Profile {
 /// are reused across parses) and the tags queries, compiled once per language.
 pub(crate) struct Analyzer {
     compiled: HashMap<Language, Option<Query>>,
+    /// Per language: the hashes of its keywords, which are not indexed.
+    keywords: HashMap<Language, std::collections::HashSet<u64>>,
     parsers: HashMap<Language, Parser>,
     pub(crate) profile: Profile,
 }
 
 impl Analyzer {
     pub(crate) fn new() -> Analyzer {
-        Analyzer { compiled: HashMap::new(), parsers: HashMap::new(), profile: Profile::default() }
+        Analyzer {
+            compiled: HashMap::new(),
+            keywords: HashMap::new(),
+            parsers: HashMap::new(),
+            profile: Profile::default(),
+        }
     }
 
     fn query(&mut self, language: Language) -> Option<&Query> {
@@ -155,6 +171,12 @@ impl Analyzer {
                 Query::new(&language.grammar(), &source).ok()
             })
             .as_ref()
+    }
+
+    fn keywords(&mut self, language: Language) -> &std::collections::HashSet<u64> {
+        self.keywords
+            .entry(language)
+            .or_insert_with(|| language.keywords().iter().map(|word| term_hash(word)).collect())
     }
 
     fn parse(&mut self, language: Language, text: &str) -> Option<Tree> {
@@ -218,15 +240,22 @@ pub(crate) fn terms(text: &str) -> Vec<(String, u16)> {
     counts
 }
 
-/// `terms` as hashes, without allocating the words.
-fn term_hashes(text: &str) -> Vec<(u64, u16)> {
+/// `terms` as hashes, without allocating the words, and without `keywords`, which are in
+/// nearly every chunk and so carry no weight in BM25 (their postings would be a third of the
+/// index); returns the number of words, keywords included (the chunk's BM25 length).
+fn term_hashes(text: &str, keywords: &std::collections::HashSet<u64>) -> (Vec<(u64, u16)>, u32) {
     let mut counts: Vec<(u64, u16)> = Vec::new();
     let mut positions: HashMap<u64, usize> = HashMap::new();
+    let mut length = 0u32;
     for word in text.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
         if word.len() < MIN_TERM_LENGTH || word.starts_with(|c: char| c.is_ascii_digit()) {
             continue;
         }
+        length += 1;
         let hash = term_hash(word);
+        if keywords.contains(&hash) {
+            continue;
+        }
         match positions.get(&hash) {
             Some(&index) => counts[index].1 = counts[index].1.saturating_add(1),
             None => {
@@ -235,7 +264,7 @@ fn term_hashes(text: &str) -> Vec<(u64, u16)> {
             }
         }
     }
-    counts
+    (counts, length)
 }
 
 /// Line ranges of the chunks of a parsed file: top-level items grouped while small, windows of
@@ -282,12 +311,13 @@ pub(crate) fn analyze(language: Language, text: &str, tree: &Tree, analyzer: &mu
         std::iter::once(0).chain(text.match_indices('\n').map(|(index, _)| index + 1)).collect();
     let line_count = line_starts.len();
     let byte_of_line = |line: usize| line_starts.get(line).copied().unwrap_or(text.len());
+    let keywords = analyzer.keywords(language);
     let chunks = chunk_lines(tree, line_count)
         .into_iter()
         .map(|lines| {
             let bytes = byte_of_line(lines.start)..byte_of_line(lines.end);
-            let terms = term_hashes(&text[bytes.clone()]);
-            ChunkTerms { bytes, lines, terms }
+            let (terms, length) = term_hashes(&text[bytes.clone()], keywords);
+            ChunkTerms { bytes, lines, terms, length }
         })
         .collect();
     let tags_started = Instant::now();
@@ -314,7 +344,8 @@ pub(crate) fn analyze(language: Language, text: &str, tree: &Tree, analyzer: &mu
             if let (Some(name), Some(node)) = (name, node) {
                 let name_text = &text[name.byte_range()];
                 if name_text.len() >= MIN_TERM_LENGTH {
-                    definitions.push((name_text.to_string(), node.byte_range(), node.start_position().row));
+                    let start = node.start_position();
+                    definitions.push((name_text.to_string(), node.byte_range(), start.row, start.column == 0));
                 }
             }
         }
@@ -337,6 +368,53 @@ pub(crate) fn analyze_text(language: Language, text: &str, analyzer: &mut Analyz
 /// Analyses an open buffer from its rope and tree.
 pub(crate) fn analyze_rope(language: Language, rope: &Rope, tree: &Tree, analyzer: &mut Analyzer) -> Analysis {
     analyze(language, &rope.to_string(), tree, analyzer)
+}
+
+/// Appends to a posting list growing it by a quarter (not doubling): lists are most of the
+/// index, and doubling leaves up to half of each unused.
+fn push_posting(list: &mut Vec<Posting>, posting: Posting) {
+    if list.len() == list.capacity() {
+        list.reserve_exact((list.len() / 4).max(4));
+    }
+    list.push(posting);
+}
+
+/// Sorted ids packed as LEB128 varints of their gaps (a file's terms: about 2 bytes each).
+fn encode_ids(sorted: &[u32]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(sorted.len() * 2);
+    let mut previous = 0u32;
+    for &id in sorted {
+        let mut gap = id - previous;
+        previous = id;
+        while gap >= 0x80 {
+            bytes.push((gap as u8 & 0x7f) | 0x80);
+            gap >>= 7;
+        }
+        bytes.push(gap as u8);
+    }
+    bytes.shrink_to_fit();
+    bytes
+}
+
+/// The ids `encode_ids` packed.
+fn decode_ids(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    let mut at = 0;
+    let mut previous = 0u32;
+    std::iter::from_fn(move || {
+        let mut gap = 0u32;
+        let mut shift = 0;
+        loop {
+            let byte = *bytes.get(at)?;
+            at += 1;
+            gap |= u32::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte < 0x80 {
+                break;
+            }
+        }
+        previous += gap;
+        Some(previous)
+    })
 }
 
 impl FileEntry {
@@ -387,7 +465,8 @@ impl Index {
     }
 
     pub(crate) fn term(&self, word: &str) -> Option<TermId> {
-        self.terms.get(&term_hash(word)).copied()
+        let hash = term_hash(word);
+        self.terms.find(hash, |&id| self.term_hashes[id as usize] == hash).copied()
     }
 
     pub(crate) fn postings(&self, term: TermId) -> &[Posting] {
@@ -403,13 +482,17 @@ impl Index {
     }
 
     fn intern(&mut self, hash: u64) -> TermId {
-        if let Some(&id) = self.terms.get(&hash) {
-            return id;
+        let hashes = &self.term_hashes;
+        match self.terms.entry(hash, |&id| hashes[id as usize] == hash, |&id| hashes[id as usize]) {
+            hashbrown::hash_table::Entry::Occupied(found) => *found.get(),
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                let id = self.postings.len() as TermId;
+                slot.insert(id);
+                self.term_hashes.push(hash);
+                self.postings.push(Vec::new());
+                id
+            }
         }
-        let id = self.postings.len() as TermId;
-        self.terms.insert(hash, id);
-        self.postings.push(Vec::new());
-        id
     }
 
     /// Adds or replaces `path` with what `analysis` found in it.
@@ -424,8 +507,8 @@ impl Index {
         };
         let mut entry =
             FileEntry { path: path.to_path_buf(), chunks: Vec::new(), defined: Vec::new(), terms: Vec::new() };
-        for ChunkTerms { bytes, lines, terms } in analysis.chunks {
-            let length: u32 = terms.iter().map(|(_, count)| u32::from(*count)).sum();
+        let mut file_terms = Vec::new();
+        for ChunkTerms { bytes, lines, terms, length } in analysis.chunks {
             let chunk = Chunk {
                 file,
                 bytes: bytes.start as u32..bytes.end as u32,
@@ -447,24 +530,25 @@ impl Index {
             };
             for (hash, count) in terms {
                 let term = self.intern(hash);
-                self.postings[term as usize].push(id << 8 | u32::from(count.min(255)));
+                push_posting(&mut self.postings[term as usize], id << 8 | u32::from(count.min(255)));
                 self.posting_entries += 1;
-                entry.terms.push(term);
+                file_terms.push(term);
             }
             self.live_chunks += 1;
             self.total_length += u64::from(length);
             entry.chunks.push(id);
         }
-        entry.terms.sort_unstable();
-        entry.terms.dedup();
-        entry.terms.shrink_to_fit();
-        for (name, bytes, line) in analysis.definitions {
+        file_terms.sort_unstable();
+        file_terms.dedup();
+        entry.terms = encode_ids(&file_terms);
+        for (name, bytes, line, top_level) in analysis.definitions {
             let term = self.intern(term_hash(&name));
             self.definition_entries += 1;
             self.definitions.entry(term).or_default().push(Definition {
                 file,
                 bytes: bytes.start as u32..bytes.end as u32,
                 line: line as u32,
+                top_level,
             });
             entry.defined.push(term);
         }
@@ -489,7 +573,7 @@ impl Index {
             self.free_chunks.push(chunk_id);
         }
         let removed: std::collections::HashSet<u32> = entry.chunks.iter().copied().collect();
-        for &term in &entry.terms {
+        for term in decode_ids(&entry.terms) {
             let list = &mut self.postings[term as usize];
             let before = list.len();
             list.retain(|posting| !removed.contains(&posting_chunk(*posting)));
@@ -518,10 +602,51 @@ impl Index {
     pub(crate) fn heap_bytes(&self) -> usize {
         // Posting lists grow by doubling until `shrink`: count half a slot of slack per entry.
         let postings = self.posting_entries * 6 + self.postings.len() * 24;
-        let definitions = self.definitions.len() * 48 + self.definition_entries * 16;
-        let terms = self.terms.capacity() * 13;
+        let definitions = self.definitions.len() * 48 + self.definition_entries * std::mem::size_of::<Definition>();
+        let terms = self.terms.capacity() * 5 + self.term_hashes.capacity() * 8;
         let chunks = self.chunks.capacity() * std::mem::size_of::<Option<Chunk>>();
         let files = self.file_ids.len() * 200 + self.posting_entries / 8;
         postings + definitions + terms + chunks + files
+    }
+}
+
+impl Index {
+    /// Heap bytes per structure, from capacities (walks every list: for `nib index`, not per file).
+    pub(crate) fn memory(&self) -> Vec<(&'static str, usize)> {
+        let vec = |capacity: usize, item: usize| capacity * item;
+        let postings_lists = self.postings.capacity() * 24;
+        let postings: usize = self.postings.iter().map(|list| vec(list.capacity(), 4)).sum();
+        let file_terms: usize = self.files.iter().flatten().map(|entry| vec(entry.terms.capacity(), 1)).sum();
+        let file_chunks: usize = self.files.iter().flatten().map(|entry| vec(entry.chunks.capacity(), 4)).sum();
+        let file_defined: usize = self.files.iter().flatten().map(|entry| vec(entry.defined.capacity(), 4)).sum();
+        let paths: usize = self.files.iter().flatten().map(|entry| entry.path.capacity() * 2).sum();
+        let definitions: usize =
+            self.definitions.values().map(|list| vec(list.capacity(), std::mem::size_of::<Definition>())).sum();
+        vec![
+            ("terms map", self.terms.capacity() * 5 + self.term_hashes.capacity() * 8),
+            ("posting list headers", postings_lists),
+            ("postings", postings),
+            ("chunks", self.chunks.capacity() * std::mem::size_of::<Option<Chunk>>()),
+            ("file terms", file_terms),
+            ("file chunks", file_chunks),
+            ("file defined", file_defined),
+            ("paths", paths),
+            ("files", self.files.capacity() * std::mem::size_of::<Option<FileEntry>>()),
+            ("definitions map", self.definitions.capacity() * 33),
+            ("definition lists", self.definitions.len() * 16),
+            ("definitions", definitions),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_ids_round_trip() {
+        let ids = vec![0, 1, 2, 127, 128, 300, 16_383, 16_384, 1 << 21, u32::MAX];
+        assert_eq!(decode_ids(&encode_ids(&ids)).collect::<Vec<_>>(), ids);
+        assert!(decode_ids(&encode_ids(&[])).next().is_none());
     }
 }

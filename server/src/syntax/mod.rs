@@ -41,6 +41,25 @@ impl Language {
         (self.spec().grammar)()
     }
 
+    /// The language's keywords: the grammar's anonymous tokens that are spelled like words
+    /// (`fn`, `let`, `def`, `return`).
+    pub(crate) fn keywords(self) -> Vec<String> {
+        let grammar = self.grammar();
+        let mut keywords = Vec::new();
+        for id in 0..grammar.node_kind_count() as u16 {
+            if grammar.node_kind_is_named(id) {
+                continue;
+            }
+            let Some(kind) = grammar.node_kind_for_id(id) else { continue };
+            if kind.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                keywords.push(kind.to_string());
+            }
+        }
+        keywords
+    }
+
     /// A parser for this language. Grammar versions are pinned in Cargo.toml, so a failure here
     /// is a build defect, not a runtime condition.
     pub fn parser(self) -> Parser {
