@@ -152,7 +152,15 @@ fn body_node(language: Language, node: Node) -> Option<Node> {
         }
         Language::Go if node.kind() == "type_spec" => node.child_by_field_name("type"),
         Language::Rust if node.kind() == "impl_item" => node.child_by_field_name("body"),
-        _ => node.child_by_field_name("body"),
+        Language::Python
+        | Language::Rust
+        | Language::JavaScript
+        | Language::TypeScript
+        | Language::Tsx
+        | Language::Go
+        | Language::Java
+        | Language::C
+        | Language::Cpp => node.child_by_field_name("body"),
     }
 }
 
@@ -201,7 +209,15 @@ fn parameters_node(language: Language, node: Node) -> Option<Node> {
         Language::C | Language::Cpp if node.kind() == "function_definition" => {
             function_declarator(node)?.child_by_field_name("parameters")
         }
-        _ => node.child_by_field_name("parameters"),
+        Language::Python
+        | Language::Rust
+        | Language::JavaScript
+        | Language::TypeScript
+        | Language::Tsx
+        | Language::Go
+        | Language::Java
+        | Language::C
+        | Language::Cpp => node.child_by_field_name("parameters"),
     }
 }
 

@@ -123,7 +123,9 @@ pub fn make_names_unique(language: Language, tests: &mut [Test], taken: &[String
                     let quote = &test.name[..1];
                     format!("{} ({n}){quote}", &test.name[..test.name.len() - 1])
                 }
-                _ => format!("{}_{n}", test.name),
+                Language::Python | Language::Rust | Language::Go | Language::Java | Language::C | Language::Cpp => {
+                    format!("{}_{n}", test.name)
+                }
             })
             .find(|candidate| !used.contains(candidate))
             .expect("an unused name exists");

@@ -60,8 +60,11 @@ fn shape(target: &Target, layout: TestLayout) -> Shape {
 /// Keeps the characters a test name (or title) may hold.
 fn clean_name_part(language: Language, text: &str) -> String {
     let keep = |c: char| match language {
+        // Titles are string literals; elsewhere the name is an identifier.
         Language::JavaScript | Language::TypeScript | Language::Tsx => c.is_alphanumeric() || " _-,".contains(c),
-        _ => c.is_alphanumeric() || c == '_',
+        Language::Python | Language::Rust | Language::Go | Language::Java | Language::C | Language::Cpp => {
+            c.is_alphanumeric() || c == '_'
+        }
     };
     text.chars().take_while(|c| keep(*c)).collect::<String>().trim().to_string()
 }
@@ -99,7 +102,13 @@ pub(super) fn scaffolded_shape(
                 "\n});\n".into(),
             ),
         )),
-        _ => None,
+        Language::Rust
+        | Language::JavaScript
+        | Language::TypeScript
+        | Language::Tsx
+        | Language::Java
+        | Language::C
+        | Language::Cpp => None,
     }
 }
 
@@ -254,7 +263,16 @@ const TOKENS_PER_TEST: usize = 160;
 fn asserts_something(language: Language, test: &Test) -> bool {
     match language {
         Language::Go => ["t.Error", "t.Fatal", "t.Fail"].iter().any(|call| test.text.contains(call)),
-        _ => test.text.contains("assert") || test.text.contains("pytest.raises") || test.text.contains("should_panic"),
+        Language::Python
+        | Language::Rust
+        | Language::JavaScript
+        | Language::TypeScript
+        | Language::Tsx
+        | Language::Java
+        | Language::C
+        | Language::Cpp => {
+            test.text.contains("assert") || test.text.contains("pytest.raises") || test.text.contains("should_panic")
+        }
     }
 }
 
@@ -429,7 +447,14 @@ impl<'a> Round<'a> {
     fn code_before_next_test(&self, tests: &[Test]) -> String {
         let mut written = match self.language {
             Language::Python => format!("{}\n\n\n", python_import_line(self.plan)),
-            _ => String::new(),
+            Language::Rust
+            | Language::JavaScript
+            | Language::TypeScript
+            | Language::Tsx
+            | Language::Go
+            | Language::Java
+            | Language::C
+            | Language::Cpp => String::new(),
         };
         match self.request.repairs.get(tests.len()) {
             Some(repair) => {

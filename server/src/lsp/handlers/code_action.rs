@@ -3,7 +3,6 @@
 //! `codeAction/resolve`, or in `workspace/executeCommand` for clients without resolve support.
 
 use ls_types::{CodeAction, CodeActionKind, CodeActionOrCommand, CodeActionParams, Command};
-use serde_json::{Value, json};
 
 use crate::actions::verify;
 use crate::lsp::code_actions::{self, ACTIONS, ActionData, Place};
@@ -25,7 +24,7 @@ fn tests_unverified(server: &Server, document: &crate::document::Document, langu
     verify::unverified_reason(language, verify, interpreter, &root, document.path.as_deref()).is_some()
 }
 
-pub fn handle(server: &mut Server, params: CodeActionParams) -> Result<Value, ResponseError> {
+pub fn handle(server: &mut Server, params: CodeActionParams) -> Result<Vec<CodeActionOrCommand>, ResponseError> {
     let uri = params.text_document.uri.as_str();
     let Some(document) = server.documents.get(uri) else {
         return Err(ResponseError::invalid_params(format!("document {uri} is not open")));
@@ -34,7 +33,7 @@ pub fn handle(server: &mut Server, params: CodeActionParams) -> Result<Value, Re
         return Err(super::did_change::out_of_sync_error(uri));
     }
     let (Some(language), Some(tree)) = (document.language, document.tree()) else {
-        return Ok(json!([]));
+        return Ok(Vec::new());
     };
     let byte = convert::request_byte(&document.rope, params.range.start, server.encoding)?;
     let wanted = |kind: &str| {
@@ -70,5 +69,5 @@ pub fn handle(server: &mut Server, params: CodeActionParams) -> Result<Value, Re
             ..CodeAction::default()
         }));
     }
-    Ok(serde_json::to_value(listed).expect("LSP types serialize"))
+    Ok(listed)
 }

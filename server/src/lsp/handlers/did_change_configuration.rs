@@ -1,8 +1,8 @@
 //! `workspace/didChangeConfiguration`: new settings, pushed in the notification or pulled with
 //! `workspace/configuration` when the notification carries none.
 
-use ls_types::MessageType;
-use serde_json::{Value, json};
+use ls_types::{ConfigurationItem, ConfigurationParams, MessageType};
+use serde_json::Value;
 
 use crate::config;
 use crate::lsp::server::{PendingReply, Server};
@@ -23,7 +23,10 @@ pub fn handle(server: &mut Server, params: Params) {
     } else if server.client.configuration_request {
         server.request_client(
             "workspace/configuration",
-            json!({ "items": [{ "section": "nib" }] }),
+            serde_json::to_value(ConfigurationParams {
+                items: vec![ConfigurationItem { scope_uri: None, section: Some("nib".into()) }],
+            })
+            .expect("LSP types serialize"),
             PendingReply::Configuration,
         );
     }

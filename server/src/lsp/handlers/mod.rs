@@ -48,9 +48,8 @@ pub fn request(server: &mut Server, responder: Responder, method: &str, params: 
             Ok(params) => completion::handle(server, responder, params),
             Err(error) => responder.respond(Err(error)),
         },
-        CodeActionRequest::METHOD => responder.respond(
-            request_params::<CodeActionRequest>(params).and_then(|params| code_action::handle(server, params)),
-        ),
+        CodeActionRequest::METHOD => responder
+            .reply(request_params::<CodeActionRequest>(params).and_then(|params| code_action::handle(server, params))),
         // The action is answered as the client sent it plus its edit, so it stays untyped JSON.
         CodeActionResolveRequest::METHOD => code_action_resolve::handle(server, responder, params),
         ExecuteCommand::METHOD => match request_params::<ExecuteCommand>(params) {
