@@ -48,8 +48,9 @@ pub fn focused(server: &mut Server, uri: &str, position: Option<Position>) {
 /// The user edited `uri` ending at `cursor`: the target follows (it is warmed when typing
 /// pauses, or when the index answers for the new place). The first edit in a document whose
 /// head is still being warmed (just opened or focused) moves that warm-up to the edited line at
-/// once: its prompt extends the head, so the work in flight is kept and the engine goes on
-/// towards the line instead of waiting for the pause.
+/// once, when the index has answered for that place (else its answer warms it): the prompt
+/// then extends the head, so the work in flight is kept and the engine goes on towards the
+/// line instead of waiting for the pause.
 pub fn edited(server: &mut Server, uri: &str, cursor: usize) {
     let warming_head = server.completions.warm.as_ref().is_some_and(|target| {
         target.uri == uri
@@ -60,7 +61,9 @@ pub fn edited(server: &mut Server, uri: &str, cursor: usize) {
     if let Some(target) = &mut server.completions.warm {
         target.warmed = None;
     }
-    if warming_head {
+    let answered =
+        || !server.config.context.workspace || target_key(server).is_some_and(|key| server.index.has_answer_for(&key));
+    if warming_head && answered() {
         warm(server);
     }
 }
