@@ -30,15 +30,28 @@ fn typing_gets_ghost_text_and_typing_through_is_served_from_cache() {
     server.open(&uri, "python", &text);
     let line = text.lines().position(|l| l.contains("def count_items")).unwrap() as u32 + 1;
 
-    // The exact prompt for the position, as nib/inspect shows it.
-    let state = server
-        .request(
-            "nib/inspect",
-            json!({ "textDocument": { "uri": uri }, "position": { "line": line, "character": 8 }, "prompt": true }),
-        )
-        .unwrap();
+    // The exact prompt for the position, as nib/inspect shows it. The index answers for the
+    // scope on its own thread; until then the prompt has no retrieved code, and the head that
+    // the answer then adds is a cache miss this test is not about, so it waits for it.
+    let inspect_prompt = |server: &mut TestServer| {
+        server
+            .request(
+                "nib/inspect",
+                json!({ "textDocument": { "uri": uri }, "position": { "line": line, "character": 8 }, "prompt": true }),
+            )
+            .unwrap()
+    };
+    let waited = std::time::Instant::now();
+    let mut state = inspect_prompt(&mut server);
+    while !state["prompt"]["text"].as_str().unwrap().starts_with("# from ")
+        && waited.elapsed() < std::time::Duration::from_secs(30)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        state = inspect_prompt(&mut server);
+    }
     let prompt = state["prompt"]["text"].as_str().unwrap();
     // Retrieved code from other files, then the file's path line right above its code.
+    assert!(prompt.starts_with("# from examples/shop/"), "{prompt}");
     assert!(prompt.contains("# examples/shop/cart.py\n\"\"\"A shopping cart."), "{prompt}");
     assert!(prompt.ends_with("    def count_items(self):\n       "), "{prompt}");
     assert_eq!(state["prompt"]["mode"], "MultiLine");
