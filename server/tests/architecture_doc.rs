@@ -138,3 +138,39 @@ fn every_lock_is_one_the_invariants_name() {
         .collect();
     assert!(unnamed.is_empty(), "modules with a lock the locks invariant does not name and justify: {unnamed:?}");
 }
+
+#[test]
+fn no_code_compares_a_language_instead_of_matching_it() {
+    // `x == Language::Go`, `x != crate::syntax::Language::Go`, `Language::Go == x`, or
+    // `matches!(x, Language::Go | …)`; a match arm's guard (`Language::Go if a == b =>`) is fine.
+    let is_language = |text: &str| {
+        text.trim_start().trim_start_matches("crate::").trim_start_matches("syntax::").starts_with("Language::")
+    };
+    let compares = |line: &str| {
+        let comparison = ["==", "!="].iter().any(|operator| {
+            line.match_indices(operator).any(|(at, _)| {
+                let before = line[..at].trim_end();
+                let operand_before = before.rsplit([' ', '(', '!', '&', '|']).next().unwrap_or("");
+                is_language(&line[at + 2..]) || is_language(operand_before)
+            })
+        });
+        let matched = line
+            .split("matches!(")
+            .skip(1)
+            .any(|rest| rest.split_once(',').is_some_and(|(_, pattern)| is_language(pattern)));
+        comparison || matched
+    };
+    let mut found = Vec::new();
+    for file in files_below(&repo_root().join("server/src")) {
+        if file.extension().is_none_or(|e| e != "rs") || file.file_name().unwrap() == "tests.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (number, line) in non_test_code(&text).lines().enumerate() {
+            if compares(line) && !line.trim_start().starts_with("//") {
+                found.push(format!("{}:{}: {}", file.display(), number + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "a language is matched exhaustively, never compared (ARCHITECTURE.md): {found:?}");
+}
