@@ -23,17 +23,26 @@ struct Scratch {
 }
 
 fn scratch(files: &[(&str, &str)], module: &str, buffer: &str) -> Scratch {
+    scratch_in("python", files, module, buffer)
+}
+
+/// A scratch workspace whose target `module` is in the language `language_id`.
+fn scratch_in(language_id: &str, files: &[(&str, &str)], module: &str, buffer: &str) -> Scratch {
     let root = PrivateDir::new("nib-verify").unwrap();
-    for (name, text) in files {
-        let path = root.path().join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
+    write_files(root.path(), files);
     let path = root.path().join(module);
-    let target = crate::actions::test_target(&path.to_string_lossy(), "python", buffer);
+    let target = crate::actions::test_target(&path.to_string_lossy(), language_id, buffer);
     let folders = vec![root.path().to_path_buf()];
     let plan = unit_tests::plan(&target, &folders, &ProjectFiles::new(folders.clone(), Vec::new())).unwrap();
     Scratch { root, target, plan }
+}
+
+fn write_files(root: &Path, files: &[(&str, &str)]) {
+    for (name, text) in files {
+        let path = root.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
 }
 
 fn candidates(code: &str) -> Vec<Test> {
@@ -169,22 +178,7 @@ fn run_javascript(scratch: &mut Scratch, node: PathBuf, code: &str) -> Report {
 }
 
 fn javascript_scratch(files: &[(&str, &str)], module: &str, buffer: &str) -> Scratch {
-    node_scratch(files, module, "javascript", buffer)
-}
-
-/// A scratch workspace for `language_id` "javascript" or "typescript".
-fn node_scratch(files: &[(&str, &str)], module: &str, language_id: &str, buffer: &str) -> Scratch {
-    let root = PrivateDir::new("nib-verify-js").unwrap();
-    for (name, text) in files {
-        let path = root.path().join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-    let path = root.path().join(module);
-    let target = crate::actions::test_target(&path.to_string_lossy(), language_id, buffer);
-    let folders = vec![root.path().to_path_buf()];
-    let plan = unit_tests::plan(&target, &folders, &ProjectFiles::new(folders.clone(), Vec::new())).unwrap();
-    Scratch { root, target, plan }
+    scratch_in("javascript", files, module, buffer)
 }
 
 const PRICE_ESM: &str = "import { rate } from \"./rates.js\";\n\nexport function withTax(price) {\n  if (price < 0) {\n    throw new RangeError(\"negative price\");\n  }\n  return price * (1 + rate());$0\n}\n";
@@ -339,7 +333,7 @@ fn typescript_candidates_run_with(compiler: &str) {
         // On disk the function is different: the buffer is what runs.
         ("price.ts", "export function withTax(price: number): number {\n  return 0;\n}\n"),
     ];
-    let mut scratch = node_scratch(&files, "price.ts", "typescript", PRICE_TS);
+    let mut scratch = scratch_in("typescript", &files, "price.ts", PRICE_TS);
     std::fs::create_dir(scratch.root.path().join("node_modules")).unwrap();
     std::os::unix::fs::symlink(tools.join(compiler), scratch.root.path().join("node_modules").join(compiler)).unwrap();
     let found = toolchain::typescript_compiler(scratch.root.path(), scratch.root.path()).unwrap();
@@ -737,21 +731,12 @@ fn cargo_or_skip() -> Option<PathBuf> {
     found
 }
 
-fn write_files(root: &Path, files: &[(&str, &str)]) {
-    for (name, text) in files {
-        let path = root.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-}
-
 #[test]
 fn a_rust_workspace_member_is_built_with_its_workspace() {
     let Some(cargo) = cargo_or_skip() else { return };
-    let root = PrivateDir::new("nib-verify-rust-workspace").unwrap();
     let buffer = "pub fn answer() -> i32 {\n    base::base() + 2$0\n}\n";
-    write_files(
-        root.path(),
+    let Scratch { root: _workspace, target, mut plan } = scratch_in(
+        "rust",
         &[
             (
                 "Cargo.toml",
@@ -768,11 +753,9 @@ fn a_rust_workspace_member_is_built_with_its_workspace() {
             ),
             ("crates/app/src/lib.rs", &buffer.replace("$0", "")),
         ],
+        "crates/app/src/lib.rs",
+        buffer,
     );
-    let path = root.path().join("crates/app/src/lib.rs");
-    let target = crate::actions::test_target(&path.to_string_lossy(), "rust", buffer);
-    let folders = vec![root.path().to_path_buf()];
-    let mut plan = unit_tests::plan(&target, &folders, &ProjectFiles::new(folders.clone(), Vec::new())).unwrap();
     let tests = unit_tests::find_tests(Language::Rust, "#[test]\nfn answer_is() {\n    assert_eq!(answer(), 41);\n}\n");
     let runner = rust::Rust { cargo };
     let report = runner.run_candidates(&target, &mut plan, &tests, &CancelToken::default()).unwrap();
@@ -784,21 +767,18 @@ fn a_rust_workspace_member_is_built_with_its_workspace() {
 #[test]
 fn cancelling_a_rust_build_stops_it_at_once() {
     let Some(cargo) = cargo_or_skip() else { return };
-    let root = PrivateDir::new("nib-verify-rust-cancel").unwrap();
     let buffer = "pub fn one() -> i32 {\n    1$0\n}\n";
-    write_files(
-        root.path(),
+    let Scratch { root: _workspace, target, mut plan } = scratch_in(
+        "rust",
         &[
             ("Cargo.toml", "[package]\nname = \"slow\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
             // A build that would take ten minutes.
             ("build.rs", "fn main() {\n    std::thread::sleep(std::time::Duration::from_secs(600));\n}\n"),
             ("src/lib.rs", &buffer.replace("$0", "")),
         ],
+        "src/lib.rs",
+        buffer,
     );
-    let path = root.path().join("src/lib.rs");
-    let target = crate::actions::test_target(&path.to_string_lossy(), "rust", buffer);
-    let folders = vec![root.path().to_path_buf()];
-    let mut plan = unit_tests::plan(&target, &folders, &ProjectFiles::new(folders.clone(), Vec::new())).unwrap();
     let tests = unit_tests::find_tests(Language::Rust, "#[test]\nfn one_is() {\n    assert_eq!(one(), 1);\n}\n");
     let cancel = CancelToken::default();
     let canceller = {
