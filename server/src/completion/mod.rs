@@ -5,6 +5,7 @@
 pub(crate) mod balance;
 pub mod cache;
 pub mod context;
+pub mod imports;
 pub mod postprocess;
 pub mod prompt;
 
@@ -32,6 +33,8 @@ pub struct Prepared {
     pub stop_tokens: Vec<String>,
     pub mode: Mode,
     pub context: CompletionContext,
+    /// The completion when it needs no model: an import line the index checked (`imports`).
+    pub grounded: Option<imports::Grounded>,
     /// How many pieces at the head of `prompt` are the repository section (0 without one).
     repository_pieces: usize,
     surroundings: Surroundings,
@@ -101,8 +104,12 @@ pub fn prepare(inputs: &Inputs) -> Option<Prepared> {
     let mode = postprocess::decide_mode(&surroundings);
     let budget_tokens = budget_tokens(inputs.config, inputs.model);
     let fim = FimFormat::for_model(inputs.model);
-    let context =
+    let mut context =
         context::build(document, cursor, budget_tokens, inputs.cross_file, inputs.workspace_folders, fim.as_ref());
+    let grounded = imports::grounded(document, cursor, &inputs.cross_file.imports);
+    if let Some(grounded) = &grounded {
+        context.sources.push(grounded.source.clone());
+    }
     // Token healing, the simple way: byte-level BPE vocabularies glue a space to the word after
     // it (" return") and a newline to the indentation but its last space. A prompt ending in a
     // space makes the model start with something unusual (often a newline); without that
@@ -139,6 +146,7 @@ pub fn prepare(inputs: &Inputs) -> Option<Prepared> {
         stop_tokens: fim.map(|format| format.stop_tokens()).unwrap_or_default(),
         mode,
         context,
+        grounded,
         repository_pieces,
         surroundings,
         snapshot: Snapshot {
@@ -358,6 +366,7 @@ mod tests {
             text: format!("# from pricing.py:\n{snippet}\n\n"),
             sources: vec!["definition:pricing.py:total".into()],
             files: vec![("pricing.py".into(), snippet)],
+            imports: Vec::new(),
         };
         let config = Config::default();
         let inputs = Inputs {

@@ -288,6 +288,10 @@ pub fn complete(
         tracing::debug!(uri, id = %responder.id(), "nothing to complete here");
         return responder.respond(Ok(shape.render("", replace_range)));
     };
+    if let Some(grounded) = prepared.grounded {
+        // An import line checked against the workspace index: no model needed.
+        return answer(server, responder, Ok(grounded.text), shown);
+    }
 
     submit(server, responder, prepared, route, shown);
 }
