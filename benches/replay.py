@@ -142,6 +142,7 @@ class Server:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+                self.proc.wait()  # reaped, so run.py counts its CPU time as the bench's own
             self.log.close()
 
     def workspace_context(self) -> dict:

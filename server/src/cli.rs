@@ -37,6 +37,7 @@ pub fn generate(
         cancel: CancelToken::default(),
         deadline: None,
         prefill_budget_ms: None,
+        single_line: false,
     };
     let mut printed = 0;
     let mut print_new = |text: &str| {
@@ -151,6 +152,7 @@ pub fn complete(
         cancel: CancelToken::default(),
         deadline: None,
         prefill_budget_ms: None,
+        single_line: prepared.mode == completion::postprocess::Mode::SingleLine,
     };
     let (text, generation) = match &prepared.grounded {
         // An import line checked against the index: no model needed.
