@@ -380,6 +380,7 @@ impl Model {
             request.stop_tokens.iter().filter_map(|token| self.tokenizer.token_to_id(token)).collect();
         let mut sampler = Sampler::new(&request.sampling);
         let lookup = self.lookup.filter(|_| request.sampling.temperature <= 0.0);
+        let mut draft_limit = lookup.map_or(0, |lookup| lookup.max_draft);
         // The prompt and the tokens generated so far: where drafts are looked up.
         let mut context = prompt;
         // Logits of accepted draft tokens: already in the cache, so they need no run.
@@ -417,9 +418,16 @@ impl Model {
                 Some(row) => row,
                 None => {
                     let room = (max_tokens - generated.len()).min(limit.saturating_sub(context.len()));
-                    let draft = lookup.map_or(&[][..], |lookup| lookup.draft(&context, room.saturating_sub(1)));
+                    let room = room.saturating_sub(1).min(draft_limit);
+                    let draft = lookup.map_or(&[][..], |lookup| lookup.draft(&context, room));
                     let draft = if request.single_line { self.through_line_end(draft) } else { draft };
-                    self.decode_step(next, draft, run_options, &mut stats, &mut verified)?
+                    let accepted_before = stats.accepted_draft_tokens;
+                    let logits = self.decode_step(next, draft, run_options, &mut stats, &mut verified)?;
+                    if let (Some(lookup), false) = (lookup, draft.is_empty()) {
+                        let accepted = stats.accepted_draft_tokens - accepted_before;
+                        draft_limit = lookup.next_limit(draft_limit, draft.len(), accepted);
+                    }
+                    logits
                 }
             };
         }
