@@ -50,8 +50,9 @@ struct Needed {
 /// What the file's own imports say about its style.
 #[derive(Default)]
 struct Style {
-    relative: bool,
-    absolute_own_package: bool,
+    /// `from` imports of the file that are relative, and absolute ones of its own package.
+    relative: usize,
+    absolute_own_package: usize,
     /// How every `from … import a, b` with several names orders them (when there is one).
     order: Option<NameOrder>,
     star_import: bool,
@@ -130,7 +131,14 @@ pub(super) fn candidates(index: &Index, cursor: &Cursor) -> Vec<Snippet> {
     let mut snippets = Vec::new();
     for file_id in modules.into_iter().take(MAX_LINES) {
         let Some(module_path) = index.file(file_id).map(|file| file.path.clone()) else { continue };
-        let Some(module) = module_name(path, &module_path, &style) else { continue };
+        let prefer_relative = style.relative > style.absolute_own_package
+            || (style.relative == style.absolute_own_package && style.relative > 0)
+            || (style.relative == 0 && style.absolute_own_package == 0);
+        let Some(module) = module_name(path, &module_path, prefer_relative) else { continue };
+        // A file importing its own package both ways gets the other form too, for an import
+        // line typed in that form (`from fsspec.|` where most imports are relative).
+        let mixed = style.relative > 0 && style.absolute_own_package > 0;
+        let other = module_name(path, &module_path, !prefer_relative).filter(|other| mixed && *other != module);
         let mut names: Vec<&Needed> = needed.iter().filter(|found| found.file == file_id).collect();
         if let Some(order) = style.order {
             names.sort_by_key(|found| order.key(&found.name));
@@ -143,13 +151,15 @@ pub(super) fn candidates(index: &Index, cursor: &Cursor) -> Vec<Snippet> {
             })
             .collect();
         let line = names[0].line as usize;
-        snippets.push(Snippet {
-            kind: "import",
-            path: module_path,
-            lines: line..line + 1,
-            detail: module.clone(),
-            text: format!("from {module} import {}", items.join(", ")),
-        });
+        for module in std::iter::once(module).chain(other) {
+            snippets.push(Snippet {
+                kind: "import",
+                path: module_path.clone(),
+                lines: line..line + 1,
+                detail: module.clone(),
+                text: format!("from {module} import {}", items.join(", ")),
+            });
+        }
     }
     snippets
 }
@@ -194,8 +204,8 @@ fn style_of(cursor: &Cursor, tree: &tree_sitter::Tree) -> Style {
         let module =
             node.child_by_field_name("module_name").map(|m| cursor.rope.byte_slice(m.byte_range()).to_string());
         match module.as_deref() {
-            Some(module) if module.starts_with('.') => style.relative = true,
-            Some(module) if package.as_deref() == module.split('.').next() => style.absolute_own_package = true,
+            Some(module) if module.starts_with('.') => style.relative += 1,
+            Some(module) if package.as_deref() == module.split('.').next() => style.absolute_own_package += 1,
             _ => {}
         }
         let mut imported = node.walk();
@@ -329,11 +339,10 @@ fn module_stem(path: &Path) -> String {
     stem
 }
 
-/// The module `target` is imported as from `current`, in the file's style: relative
-/// (`._types`, `.._core._sockets`, `.`) when the file's imports are relative (or it has no
-/// absolute import of its own package and both files are in one package), else absolute
-/// (`_pytest.main`).
-fn module_name(current: &Path, target: &Path, style: &Style) -> Option<String> {
+/// The module `target` is imported as from `current`: relative (`._types`,
+/// `.._core._sockets`, `.`) when `relative` is asked for and both files are in one package,
+/// else absolute (`_pytest.main`).
+fn module_name(current: &Path, target: &Path, relative: bool) -> Option<String> {
     let target_parts: Vec<String> = {
         let mut parts: Vec<String> =
             target.parent()?.components().map(|c| c.as_os_str().to_string_lossy().into()).collect();
@@ -346,7 +355,6 @@ fn module_name(current: &Path, target: &Path, style: &Style) -> Option<String> {
     let current_folder = current.parent()?;
     let (root, _) = package_root(current_folder).unzip();
     let same_package = root.is_some() && package_root(target.parent()?).map(|(r, _)| r) == root;
-    let relative = style.relative || (!style.absolute_own_package && same_package);
     if relative && same_package {
         let here: Vec<String> = current_folder.components().map(|c| c.as_os_str().to_string_lossy().into()).collect();
         let shared = here.iter().zip(&target_parts).take_while(|(a, b)| a == b).count();

@@ -898,6 +898,17 @@ mod tests {
             format!("from ..compat import urljoin\nfrom . import SKIP_B, SKIPPABLE, Base, apply\n$0\n{body}");
         let lines = import_lines(&mut workspace, &root, "pkg/sub/client.py", &relative);
         assert_eq!(lines, ["from .._types import LIMIT_A, Request, is_prepared as _is_prepared"]);
+        // Both ways, mostly absolute: the absolute form first, then the relative one (for an
+        // import line typed relative).
+        let mixed = format!("from pkg.compat import urljoin\nfrom pkg import compat\nfrom . import x\n$0\n{body}");
+        let lines = import_lines(&mut workspace, &root, "pkg/sub/client.py", &mixed);
+        assert_eq!(
+            lines,
+            [
+                "from pkg._types import is_prepared as _is_prepared, Request, LIMIT_A",
+                "from .._types import is_prepared as _is_prepared, Request, LIMIT_A"
+            ]
+        );
         // Plainly sorted lists: plain order.
         let plain_sorted = format!("from ..compat import urljoin\nfrom . import B, a, C\n$0\n{body}");
         let lines = import_lines(&mut workspace, &root, "pkg/sub/client.py", &plain_sorted);
