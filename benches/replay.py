@@ -19,6 +19,7 @@ on its own:
 
     .venv/bin/python benches/replay.py [--smoke]     # prints the JSON result
     .venv/bin/python benches/replay.py --part open-pause   # only the first completion after open
+    .venv/bin/python benches/replay.py --part open-pause --pause 3   # ... after a 3 s pause
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ class Server:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+                self.proc.wait()  # reaped, so run.py counts its CPU time as the bench's own
             self.log.close()
 
     def workspace_context(self) -> dict:
@@ -321,10 +323,11 @@ def buffers_scaling(counts: list[int], workdir: str) -> list[dict]:
     return {"rows": table, "memoryMb": memory}
 
 
-def open_and_pause(files: int, workdir: str) -> dict:
-    """The first completion after opening a file and pausing 1 s (what the pre-warm on open buys),
-    for `files` real Python files of this repository, one after the other on one server: the
-    request is made at a new empty line typed at the end of the file, 1 s after that edit."""
+def open_and_pause(files: int, workdir: str, pause: float = 1.0) -> dict:
+    """The first completion after opening a file and pausing `pause` s (what the pre-warm on open
+    buys), for `files` real Python files of this repository, one after the other on one server:
+    the request is made at a new empty line typed at the end of the file, `pause` s after that
+    edit."""
     server = Server(os.path.join(workdir, "open-pause-server.log"))
     rows = []
     try:
@@ -340,7 +343,7 @@ def open_and_pause(files: int, workdir: str) -> dict:
                 "textDocument": {"uri": uri, "version": 2},
                 "contentChanges": [{"range": {"start": {"line": line, "character": end},
                                               "end": {"line": line, "character": end}}, "text": "\n"}]})
-            time.sleep(1.0)
+            time.sleep(pause)
             t = time.perf_counter()
             request_id = inline_request(server, uri, line + 1, 0)
             received, reply = server.wait(request_id, 120)
@@ -394,6 +397,8 @@ def main() -> None:
     ap.add_argument("--workdir", default=os.path.join(REPO, ".cache", "bench"))
     ap.add_argument("--part", choices=["all", "replay", "buffers", "open-pause"], default="all",
                     help="run one part only (the typing replay, open buffers, or the first completion after open)")
+    ap.add_argument("--pause", type=float, default=1.0,
+                    help="open-pause: seconds between the edit and the request (default 1)")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
     result = {}
@@ -404,7 +409,7 @@ def main() -> None:
     if a.part in ("all", "buffers"):
         result["buffers"] = buffers_scaling([0, 1] if a.smoke else [0, 4, 16, 64], a.workdir)
     if a.part in ("all", "open-pause"):
-        result["openPause"] = open_and_pause(1 if a.smoke else 5, a.workdir)
+        result["openPause"] = open_and_pause(1 if a.smoke else 5, a.workdir, a.pause)
     print(json.dumps(result, indent=1))
 
 

@@ -154,7 +154,8 @@ def run_nib(hole, workdir, system, args):
     out = json.loads(proc.stdout)
     s = out["stats"]
     return dict(text=out["text"], wall=wall, model_ms=s["prefillMs"] + s["decodeMs"],
-                prompt_tokens=s["promptTokens"], retrieved=out.get("retrieved", ""), sources=out["sources"])
+                prompt_tokens=s["promptTokens"], retrieved=out.get("retrieved", ""), sources=out["sources"],
+                grounded=out.get("grounded"))
 
 
 def summarize(rows, systems):
@@ -162,6 +163,7 @@ def summarize(rows, systems):
     for system in systems:
         rs = [r[system] for r in rows]
         ok = [r for r in rs if "error" not in r]
+        ran = [r for r in ok if not r.get("grounded")]  # answers the model generated
         recall = None
         if system in WORKSPACE_SYSTEMS:
             needed = [(name, r[system]["retrieved"]) for r in rows for name in r["needed"]]
@@ -171,20 +173,24 @@ def summarize(rows, systems):
                           exact=100 * sum(r["exact"] for r in rs) / max(len(rs), 1),
                           first=100 * sum(r["first_line"] for r in rs) / max(len(rs), 1),
                           similarity=statistics.fmean(r["similarity"] for r in rs) if rs else float("nan"),
-                          prompt=statistics.fmean(r["prompt_tokens"] for r in ok) if ok else float("nan"),
-                          model_ms=statistics.median(r["model_ms"] for r in ok) if ok else float("nan"),
-                          recall=recall))
+                          prompt=statistics.fmean(r["prompt_tokens"] for r in ran) if ran else float("nan"),
+                          model_ms=statistics.median(r["model_ms"] for r in ran) if ran else float("nan"),
+                          recall=recall,
+                          grounded=100 * sum(bool(r.get("grounded")) for r in rs) / max(len(rs), 1),
+                          grounded_exact=sum(bool(r.get("grounded")) and r["exact"] for r in rs),
+                          grounded_n=sum(bool(r.get("grounded")) for r in rs)))
     return table
 
 
 def markdown(table):
     lines = ["| system | holes | errors | exact match % | first line exact % | mean edit sim. | "
-             "retrieval recall % | mean prompt tokens | median prefill+decode ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "retrieval recall % | import lines offered (exact) | mean prompt tokens | median prefill+decode ms |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for t in table:
         recall = "—" if t["recall"] is None else f"{t['recall']:.0f}"
         lines.append(f"| {t['system']} | {t['n']} | {t['errors']} | {t['exact']:.1f} | {t['first']:.1f} | "
-                     f"{t['similarity']:.3f} | {recall} | {t['prompt']:.0f} | {t['model_ms']:.0f} |")
+                     f"{t['similarity']:.3f} | {recall} | {t['grounded_n']} ({t['grounded_exact']}) | "
+                     f"{t['prompt']:.0f} | {t['model_ms']:.0f} |")
     return "\n".join(lines)
 
 

@@ -37,6 +37,7 @@ pub fn generate(
         cancel: CancelToken::default(),
         deadline: None,
         prefill_budget_ms: None,
+        single_line: false,
     };
     let mut printed = 0;
     let mut print_new = |text: &str| {
@@ -151,10 +152,17 @@ pub fn complete(
         cancel: CancelToken::default(),
         deadline: None,
         prefill_budget_ms: None,
+        single_line: prepared.mode == completion::postprocess::Mode::SingleLine,
     };
-    let mut observer = prepared.observer();
-    let generation = model.generate(&request, &mut observer)?;
-    let text = prepared.finish(&generation.text);
+    let (text, generation) = match &prepared.grounded {
+        // An import line checked against the index: no model needed.
+        Some(grounded) => (grounded.text.clone(), None),
+        None => {
+            let mut observer = prepared.observer();
+            let generation = model.generate(&request, &mut observer)?;
+            (prepared.finish(&generation.text), Some(generation))
+        }
+    };
     if as_json {
         output_line(&serde_json::to_string_pretty(&completion_json(&text, &generation, &prepared, &cross_file))?);
     } else {
@@ -189,15 +197,22 @@ fn cross_file_context(
 
 /// `nib complete --json`: the text, the raw generation, the prompt and where its context came
 /// from, parse errors before and after, why generation stopped and its timings.
+/// A completion without generation (`grounded`) has finish `grounded` and zero timings.
 fn completion_json(
     text: &str,
-    generation: &crate::engine::Generation,
+    generation: &Option<crate::engine::Generation>,
     prepared: &completion::Prepared,
     cross_file: &context::CrossFile,
 ) -> serde_json::Value {
+    let (raw, finish, stats) = match generation {
+        Some(generation) => (generation.text.as_str(), json!(generation.finish), json!(generation.stats)),
+        None => ("", json!("grounded"), json!(crate::engine::GenerationStats::default())),
+    };
     json!({
         "text": text,
-        "raw": generation.text,
+        "raw": raw,
+        // The import candidate offered instead of the model's text (`completion::imports`).
+        "grounded": prepared.grounded.as_ref().map(|grounded| &grounded.source),
         "mode": format!("{:?}", prepared.mode),
         "prompt": prompt::render(&prepared.prompt),
         "sources": prepared.context.sources,
@@ -205,8 +220,8 @@ fn completion_json(
         // Parse errors (tree-sitter ERROR and MISSING nodes) of the file before and after
         // inserting the text: the quality harness counts completions that add some.
         "parseErrors": prepared.parse_errors(text).map(|(before, after)| json!({ "before": before, "after": after })),
-        "finish": generation.finish,
-        "stats": generation.stats,
+        "finish": finish,
+        "stats": stats,
     })
 }
 

@@ -86,13 +86,17 @@ impl Document {
 
     /// Applies a `didChange` atomically: either every change lands and the version moves to
     /// `version`, or nothing changes. Versions must increase (LSP: "the version number points
-    /// to the version after all provided content changes have been applied").
+    /// to the version after all provided content changes have been applied"). Returns the byte
+    /// where the last change's text ends in the new text (where the user's cursor is after
+    /// typing; 0 after a full-text change), found as the change was applied: converting the
+    /// change's start again in the new text would clamp a column past its line's end to the
+    /// new, longer line.
     pub fn apply_changes(
         &mut self,
         changes: &[TextChange],
         version: i32,
         encoding: PositionEncoding,
-    ) -> Result<(), ChangeError> {
+    ) -> Result<usize, ChangeError> {
         if version <= self.version {
             return Err(ChangeError::StaleVersion { current: self.version, received: version });
         }
@@ -100,10 +104,12 @@ impl Document {
         // trace.
         let mut rope = self.rope.clone();
         let mut tree = self.tree.get().cloned().unwrap_or_else(|| self.edited.clone());
+        let mut edited_to = 0;
         for change in changes {
             let Some((start, end)) = change.range else {
                 rope = Rope::from_str(&change.text);
                 tree = None;
+                edited_to = 0;
                 continue;
             };
             if start > end {
@@ -112,12 +118,13 @@ impl Document {
             let start_byte = position::to_byte(&rope, start, encoding);
             let old_end_byte = position::to_byte(&rope, end, encoding).max(start_byte);
             replace(&mut rope, tree.as_mut(), start_byte..old_end_byte, &change.text);
+            edited_to = start_byte + change.text.len();
         }
         self.edited = tree;
         self.tree = OnceCell::new();
         self.rope = rope;
         self.version = version;
-        Ok(())
+        Ok(edited_to)
     }
 
     /// A copy of the document with the bytes `range` replaced by `text` (a completion item the
@@ -279,6 +286,21 @@ mod tests {
         assert_eq!(selected.tree().unwrap().root_node().to_sexp(), fresh.root_node().to_sexp());
         assert_eq!((doc.text().as_str(), selected.version), ("import os\n\nx = os.\n", 3));
         assert_eq!(doc.with_replaced(5..500, "").text(), "impor", "a range past the end is clamped");
+    }
+
+    #[test]
+    fn a_change_reports_where_its_text_ends() {
+        let mut doc = Document::new("file:///t/a.py".into(), "python".into(), 1, "ab\ncd\n");
+        // A start column past the line's end clamps to "ab"'s end; the new line "abé" is longer,
+        // so converting the start again in the new text would land after "é", mid-character.
+        let end = doc.apply_changes(&[change((0, 10), (0, 10), "é")], 2, PositionEncoding::Utf8).unwrap();
+        assert_eq!((doc.text().as_str(), end), ("abé\ncd\n", 4));
+        let end = doc
+            .apply_changes(&[change((1, 0), (1, 0), "x"), change((0, 0), (0, 1), "😀!")], 3, PositionEncoding::Utf16)
+            .unwrap();
+        assert_eq!((doc.text().as_str(), end), ("😀!bé\nxcd\n", 5), "the last change's end");
+        let full = TextChange { range: None, text: "new".into() };
+        assert_eq!(doc.apply_changes(&[full], 4, PositionEncoding::Utf16), Ok(0));
     }
 
     #[test]

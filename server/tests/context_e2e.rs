@@ -1,7 +1,7 @@
 //! End-to-end workspace context through the real binary: the workspace index built in the
 //! background after `initialize` gives a completion the definitions of names defined in files
 //! that are not open, and takes files created outside the editor from
-//! `workspace/didChangeWatchedFiles`. The prompt is what is checked (through `nib/inspect`), on
+//! `workspace/didChangeWatchedFiles`, and offers a missing import line without the model. The prompt is what is checked (through `nib/inspect`), on
 //! the default model, whose context is large enough for cross-file context (the fixture's is
 //! not). Needs the default model (`make setup`); `make test` requires it.
 
@@ -30,6 +30,15 @@ fn prompt_when(server: &mut TestServer, uri: &str, line: u32, character: u32, re
     }
 }
 
+/// A server on the default model with `workspace` as its folder, once the model is ready.
+fn ready_server(workspace: &Workspace, model: &std::path::Path) -> TestServer {
+    let mut server = TestServer::spawn(&[]);
+    server.initialize_at(&workspace.root, json!({ "modelPath": model, "threads": 1 }), &["utf-16"]);
+    let status = server.wait_for_status(|s| s["state"] == "ready" || s["state"] == "error");
+    assert_eq!(status["state"], "ready", "{status}");
+    server
+}
+
 fn has_source(prompt: &Value, prefix: &str) -> bool {
     prompt["sources"]
         .as_array()
@@ -40,10 +49,7 @@ fn has_source(prompt: &Value, prefix: &str) -> bool {
 fn definitions_come_from_files_that_are_not_open() {
     let Some(model) = default_model() else { return };
     let workspace = Workspace::new("context-e2e");
-    let mut server = TestServer::spawn(&[]);
-    server.initialize_at(&workspace.root, json!({ "modelPath": model, "threads": 1 }), &["utf-16"]);
-    let status = server.wait_for_status(|s| s["state"] == "ready" || s["state"] == "error");
-    assert_eq!(status["state"], "ready", "{status}");
+    let mut server = ready_server(&workspace, &model);
     let uri = workspace.uri("cart.py");
     let text = workspace.read("cart.py");
     server.open(&uri, "python", &text);
@@ -88,5 +94,37 @@ fn definitions_come_from_files_that_are_not_open() {
     let state = server.inspect(&uri, None);
     assert_eq!(state["workspaceIndex"]["state"], "ready", "{state}");
     assert!(state["workspaceIndex"]["files"].as_u64().unwrap() >= 3, "{state}");
+    server.shutdown();
+}
+
+#[test]
+fn a_missing_import_line_is_offered_from_the_index_without_the_model() {
+    let Some(model) = default_model() else { return };
+    let workspace = Workspace::new("context-e2e-import");
+    let mut server = ready_server(&workspace, &model);
+    // `with_tax` is used below but no longer imported; the cursor is on the empty line after
+    // the imports.
+    let uri = workspace.uri("cart.py");
+    let text = workspace
+        .read("cart.py")
+        .replace("from pricing import apply_discount, with_tax\n", "from pricing import apply_discount\n\n");
+    server.open(&uri, "python", &text);
+    let line = text.lines().position(|l| l.starts_with("from pricing")).unwrap() as u32 + 1;
+    let prompt = prompt_when(&mut server, &uri, line, 0, |p| has_source(p, "import:pricing.py"));
+    assert_eq!(prompt["grounded"]["text"], "from pricing import with_tax", "{prompt}");
+    let generated = |server: &mut TestServer| server.inspect(&uri, None)["engine"]["stats"]["generatedTokens"].clone();
+    let before = generated(&mut server);
+    let result = server
+        .request(
+            "textDocument/inlineCompletion",
+            json!({
+                "textDocument": { "uri": uri },
+                "position": { "line": line, "character": 0 },
+                "context": { "triggerKind": 1 },
+            }),
+        )
+        .unwrap();
+    assert_eq!(result["items"][0]["insertText"], "from pricing import with_tax", "{result}");
+    assert_eq!(generated(&mut server), before, "no model run for the import line");
     server.shutdown();
 }

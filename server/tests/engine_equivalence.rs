@@ -100,3 +100,33 @@ fn fast_paths_change_no_token_on_the_default_model() {
     let accepted: usize = generations.iter().map(|g| g.stats.accepted_draft_tokens).sum();
     assert!(accepted > 0, "the default model accepted no drafted token on code it can copy from");
 }
+
+/// A single-line request ends at the first token with a newline (its observer stops there), so
+/// prompt lookup drafts nothing past that token: on repeated lines, where the draft would go
+/// on into the next line, every drafted token is one the line needed.
+#[test]
+fn a_single_line_request_drafts_nothing_past_the_line_end() {
+    let Some(dir) = common::default_model() else { return };
+    let mut model = load(&dir);
+    let lines = "    values.append(compute(first, second))\n    names.append(first.name)\n";
+    let prompt = format!("def collect(first, second, values, names):\n{lines}{lines}{lines}    values.append(compute(");
+    let prompt = prompt.as_str();
+    let mut stop_at_newline = |text: &str| if text.contains('\n') { Flow::Stop } else { Flow::Continue };
+    let plain = model.generate(&request(prompt, 16), &mut stop_at_newline).unwrap();
+    let single_line = GenerationRequest { single_line: true, ..request(prompt, 16) };
+    let line = model.generate(&single_line, &mut stop_at_newline).unwrap();
+    assert_eq!(line.tokens, plain.tokens, "the same tokens either way");
+    assert!(line.text.contains('\n'), "the line ends: {:?}", line.text);
+    assert!(
+        plain.stats.draft_tokens > plain.tokens.len(),
+        "without the hint lookup drafts into the next line: {:?} {:?}",
+        plain.text,
+        plain.stats
+    );
+    assert!(
+        line.stats.draft_tokens < line.tokens.len(),
+        "drafted {} tokens for a line of {}",
+        line.stats.draft_tokens,
+        line.tokens.len()
+    );
+}

@@ -136,6 +136,7 @@ impl<'a> Asker<'a> {
             cancel: self.cancel.clone(),
             deadline: self.deadline,
             prefill_budget_ms: None,
+            single_line: false,
         };
         Ok(self.model.generate(&request, done)?.text)
     }

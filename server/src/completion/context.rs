@@ -251,7 +251,7 @@ pub fn cross_file(
         text.push_str(&format!("{comment} from {name}:\n{}\n\n", snippet.trim_end()));
         files.push((name, snippet.trim_end().to_string()));
     }
-    CrossFile { text, sources, files }
+    CrossFile { text, sources, files, imports: Vec::new() }
 }
 
 /// Context from other files, rendered for the head of the prompt, with the names of its
@@ -263,6 +263,9 @@ pub struct CrossFile {
     pub sources: Vec<String>,
     /// The same snippets as (path, code), for prompts with repository tokens.
     pub files: Vec<(String, String)>,
+    /// Import lines the file is missing, checked against the index: (statement, source). Not
+    /// part of the prompt; offered as the completion on import lines (`completion::imports`).
+    pub imports: Vec<(String, String)>,
 }
 
 /// The byte budget for cross-file context within a prompt budget of `context_tokens`.
@@ -283,6 +286,10 @@ pub fn render_snippets(
     let mut rendered = CrossFile::default();
     for snippet in snippets {
         let name = display_path(Some(&snippet.path), "", workspace_folders);
+        if snippet.kind == "import" {
+            rendered.imports.push((snippet.text.clone(), snippet.source(&name)));
+            continue;
+        }
         let piece = format!("{comment} from {name}:\n{}\n\n", snippet.text.trim_end());
         if rendered.text.len() + piece.len() > budget_bytes {
             continue;

@@ -5,6 +5,7 @@
 pub(crate) mod balance;
 pub mod cache;
 pub mod context;
+pub mod imports;
 pub mod postprocess;
 pub mod prompt;
 
@@ -32,6 +33,8 @@ pub struct Prepared {
     pub stop_tokens: Vec<String>,
     pub mode: Mode,
     pub context: CompletionContext,
+    /// The completion when it needs no model: an import line the index checked (`imports`).
+    pub grounded: Option<imports::Grounded>,
     /// How many pieces at the head of `prompt` are the repository section (0 without one).
     repository_pieces: usize,
     surroundings: Surroundings,
@@ -101,8 +104,12 @@ pub fn prepare(inputs: &Inputs) -> Option<Prepared> {
     let mode = postprocess::decide_mode(&surroundings);
     let budget_tokens = budget_tokens(inputs.config, inputs.model);
     let fim = FimFormat::for_model(inputs.model);
-    let context =
+    let mut context =
         context::build(document, cursor, budget_tokens, inputs.cross_file, inputs.workspace_folders, fim.as_ref());
+    let grounded = imports::grounded(document, cursor, &inputs.cross_file.imports);
+    if let Some(grounded) = &grounded {
+        context.sources.push(grounded.source.clone());
+    }
     // Token healing, the simple way: byte-level BPE vocabularies glue a space to the word after
     // it (" return") and a newline to the indentation but its last space. A prompt ending in a
     // space makes the model start with something unusual (often a newline); without that
@@ -139,6 +146,7 @@ pub fn prepare(inputs: &Inputs) -> Option<Prepared> {
         stop_tokens: fim.map(|format| format.stop_tokens()).unwrap_or_default(),
         mode,
         context,
+        grounded,
         repository_pieces,
         surroundings,
         snapshot: Snapshot {
@@ -150,18 +158,47 @@ pub fn prepare(inputs: &Inputs) -> Option<Prepared> {
     })
 }
 
+/// What of `prepared`'s prompt to pre-warm in the KV cache: with `at_cursor_line`, for a prompt
+/// that ends at the cursor (plain prefix), everything before the cursor's line, which stays the
+/// same while the user types on it; else (and for FIM prompts) the [`stable_head`]. `None` when
+/// there is nothing stable to warm.
+///
+/// The text ends before the whitespace it would end with ([`token_stable`]), so its token ids
+/// are a prefix of the ids of every prompt typed after it.
+pub fn warm_prompt(prepared: &Prepared, at_cursor_line: bool) -> Option<Vec<PromptPiece>> {
+    match &prepared.prompt[..] {
+        [PromptPiece::Text(text)] if at_cursor_line => {
+            let line_start = text.rfind('\n')?;
+            let stable = token_stable(&text[..line_start]);
+            (!stable.is_empty()).then(|| vec![PromptPiece::Text(stable.to_string())])
+        }
+        _ => stable_head(prepared),
+    }
+}
+
+/// `text` without the whitespace it ends with. Byte-level BPE tokenizers (the default model's)
+/// split text into words, punctuation runs and whitespace runs before merging, and a whitespace
+/// run goes with what follows it: a newline joins the next line's indentation (`"\n   "` is one
+/// token), blank lines join each other. Text that ends in whitespace therefore tokenizes
+/// differently once more is typed after it; text that ends at a non-space character and is
+/// continued by whitespace keeps its tokens, so its ids are a prefix of the continuation's.
+fn token_stable(text: &str) -> &str {
+    text.trim_end()
+}
+
 /// The start of `prepared`'s prompt that stays the same wherever the cursor is in the file (the
-/// repository section, the markers before the code and the context header), for pre-warming
-/// the KV cache; `None` when the prompt does not start with it (suffix-first FIM).
+/// repository section, the markers before the code and the context header, up to its last
+/// non-space character: [`token_stable`]), for pre-warming the KV cache; `None` when the prompt
+/// does not start with it (suffix-first FIM).
 pub fn stable_head(prepared: &Prepared) -> Option<Vec<PromptPiece>> {
-    let header = &prepared.context.header;
+    let header = token_stable(&prepared.context.header);
     let (repository, rest) = prepared.prompt.split_at(prepared.repository_pieces);
     let mut head = repository.to_vec();
     for piece in rest {
         match piece {
             PromptPiece::Special(_) => head.push(piece.clone()),
-            PromptPiece::Text(text) if !header.is_empty() && text.starts_with(header.as_str()) => {
-                head.push(PromptPiece::Text(header.clone()));
+            PromptPiece::Text(text) if !header.is_empty() && text.starts_with(header) => {
+                head.push(PromptPiece::Text(header.to_string()));
                 return Some(head);
             }
             PromptPiece::Text(_) => return (!repository.is_empty()).then_some(head),
@@ -358,6 +395,7 @@ mod tests {
             text: format!("# from pricing.py:\n{snippet}\n\n"),
             sources: vec!["definition:pricing.py:total".into()],
             files: vec![("pricing.py".into(), snippet)],
+            imports: Vec::new(),
         };
         let config = Config::default();
         let inputs = Inputs {
@@ -440,6 +478,36 @@ mod tests {
             "<|repo_name|>shop\n<|file_sep|>pricing.py\ndef total(items):\n    ...\n<|file_sep|>cart.py\n<|fim_prefix|>"
         );
         assert!(prompt::render(&prepared.prompt).starts_with(&prompt::render(&head)));
+    }
+
+    #[test]
+    fn a_prewarmed_prompt_tokenizes_as_a_prefix_of_the_prompts_typed_after_it() {
+        // The fixture's tokenizer splits and merges like the default model's byte-level BPE: a
+        // newline and the indentation after it are one token (`"\n   "`).
+        let tokenizer_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny-model/tokenizer.json");
+        let tokenizer = tokenizers::Tokenizer::from_file(tokenizer_path).unwrap();
+        let ids = |pieces: &[PromptPiece]| {
+            tokenizer.encode(prompt::render(pieces).as_str(), false).unwrap().get_ids().to_vec()
+        };
+        let head = "import os\n\n\ndef f(x):\n";
+        // (where typing paused, what was typed after it on the same line)
+        let cases = [
+            ("$0", "    return x$0"),
+            ("    $0", "    return x$0"),
+            ("    y = 1\n\n$0", "    y = 1\n\n    return y$0"),
+            ("    y = 1\n    $0", "    y = 1\n    return y$0"),
+        ];
+        for (paused, typed) in cases {
+            let at_pause = prepare_at("a.py", "python", &format!("{head}{paused}\n"), &[]);
+            let warm = warm_prompt(&at_pause, true).expect("something to warm");
+            let request = prepare_at("a.py", "python", &format!("{head}{typed}\n"), &[]);
+            let (warm_ids, request_ids) = (ids(&warm), ids(&request.prompt));
+            assert!(warm_ids.len() > 4, "{paused:?}: {warm:?}");
+            assert!(
+                request_ids.starts_with(&warm_ids),
+                "{paused:?} then {typed:?}: the warmed ids {warm_ids:?} are not a prefix of {request_ids:?}"
+            );
+        }
     }
 
     #[test]

@@ -40,9 +40,10 @@ impl PrefillSpeed {
 /// What to run when only `affordable` new tokens may be prefilled: the whole `prompt` when
 /// its part after the `reusable` cached tokens fits; else its cached head (at least the first
 /// `keep_first` tokens, e.g. BOS) and then its last tokens, as many as fit but at least
-/// [`MIN_TAIL`]. They start where the previous cut started while that is still among them
-/// (`cached_after` holds the cache's tokens after the reusable ones, so cut prompts typed on one
-/// line reuse each other), else after the first line end among them (`ends_line`).
+/// [`MIN_TAIL`]. They start where the previous cut started while running from there prefills
+/// no more than that (`cached_after` holds the cache's tokens after the reusable ones, so cut
+/// prompts typed on one line reuse each other even when the measured speed, and with it the
+/// window, shrinks), else after the first line end among them (`ends_line`).
 /// Returns the tokens and how many of the prompt's were left out.
 pub fn cap(prompt: &[u32], cut: Cut<'_>, affordable: usize, ends_line: impl Fn(u32) -> bool) -> (Vec<u32>, usize) {
     let Cut { reusable, keep_first, cached_after } = cut;
@@ -53,10 +54,9 @@ pub fn cap(prompt: &[u32], cut: Cut<'_>, affordable: usize, ends_line: impl Fn(u
     }
     let window_start = (prompt.len() - tail).max(head);
     let window = &prompt[window_start..];
-    let previous = cached_after.get(..SAME_CUT).and_then(|cut| window.windows(SAME_CUT).position(|run| run == cut));
     let line_start = window.iter().position(|&id| ends_line(id)).map_or(0, |end| end + 1);
-    let tail = match previous {
-        Some(start) => &window[start..],
+    let tail = match previous_cut(&prompt[head..], cached_after, affordable) {
+        Some(start) => &prompt[head + start..],
         None if line_start < window.len() => &window[line_start..],
         None => window,
     };
@@ -64,6 +64,19 @@ pub fn cap(prompt: &[u32], cut: Cut<'_>, affordable: usize, ends_line: impl Fn(u
     capped.extend_from_slice(tail);
     let left_out = prompt.len() - capped.len();
     (capped, left_out)
+}
+
+/// Where in `rest` (the prompt after its cached head) the previous cut starts, when running
+/// the prompt from there prefills at most `affordable` tokens the cache does not hold: the
+/// earliest such start, which keeps the most of the prompt.
+fn previous_cut(rest: &[u32], cached_after: &[u32], affordable: usize) -> Option<usize> {
+    let marker = cached_after.get(..SAME_CUT)?;
+    (0..rest.len().saturating_sub(SAME_CUT - 1)).filter(|&start| &rest[start..start + SAME_CUT] == marker).find(
+        |&start| {
+            let held = rest[start..].iter().zip(cached_after).take_while(|(new, cached)| new == cached).count();
+            rest.len() - start - held <= affordable
+        },
+    )
 }
 
 /// What the cache holds, for [`cap`].
@@ -132,6 +145,10 @@ mod tests {
         let cached_after = &capped[1..];
         let (next, _) = cap(&typed, Cut { reusable: 1, keep_first: 1, cached_after }, 50, |id| id == NEWLINE);
         assert_eq!(next[..capped.len()], capped[..], "the cut prompt extends the cached one");
+        // A slower measured speed shrinks the window past the previous cut's start, but the
+        // tokens between are cached: the cut stays where it was.
+        let (slower, _) = cap(&typed, Cut { reusable: 1, keep_first: 1, cached_after }, 20, |id| id == NEWLINE);
+        assert_eq!(slower, next, "the same cut at a smaller budget");
         // Far beyond the previous cut it moves on to a line start.
         let far = prompt(480);
         let (moved, _) = cap(&far, Cut { reusable: 1, keep_first: 1, cached_after }, 50, |id| id == NEWLINE);

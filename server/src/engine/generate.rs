@@ -69,6 +69,10 @@ pub struct GenerationRequest {
     /// speed: a prompt whose uncached part would take longer keeps its cached head and as many
     /// of its last tokens as fit (`budget::cap`). Only for prompts that end at the cursor.
     pub prefill_budget_ms: Option<u64>,
+    /// The caller stops at the first line end (a single-line completion's observer): prompt
+    /// lookup drafts no further than a token that contains a newline, since no token after it
+    /// could be used.
+    pub single_line: bool,
 }
 
 impl GenerationRequest {
@@ -83,6 +87,7 @@ impl GenerationRequest {
             cancel: CancelToken::default(),
             deadline: None,
             prefill_budget_ms: None,
+            single_line: false,
         }
     }
 }
@@ -375,6 +380,7 @@ impl Model {
             request.stop_tokens.iter().filter_map(|token| self.tokenizer.token_to_id(token)).collect();
         let mut sampler = Sampler::new(&request.sampling);
         let lookup = self.lookup.filter(|_| request.sampling.temperature <= 0.0);
+        let mut draft_limit = lookup.map_or(0, |lookup| lookup.max_draft);
         // The prompt and the tokens generated so far: where drafts are looked up.
         let mut context = prompt;
         // Logits of accepted draft tokens: already in the cache, so they need no run.
@@ -412,8 +418,16 @@ impl Model {
                 Some(row) => row,
                 None => {
                     let room = (max_tokens - generated.len()).min(limit.saturating_sub(context.len()));
-                    let draft = lookup.map_or(&[][..], |lookup| lookup.draft(&context, room.saturating_sub(1)));
-                    self.decode_step(next, draft, run_options, &mut stats, &mut verified)?
+                    let room = room.saturating_sub(1).min(draft_limit);
+                    let draft = lookup.map_or(&[][..], |lookup| lookup.draft(&context, room));
+                    let draft = if request.single_line { self.through_line_end(draft) } else { draft };
+                    let accepted_before = stats.accepted_draft_tokens;
+                    let logits = self.decode_step(next, draft, run_options, &mut stats, &mut verified)?;
+                    if let (Some(lookup), false) = (lookup, draft.is_empty()) {
+                        let accepted = stats.accepted_draft_tokens - accepted_before;
+                        draft_limit = lookup.next_limit(draft_limit, draft.len(), accepted);
+                    }
+                    logits
                 }
             };
         }
@@ -450,6 +464,12 @@ impl Model {
             return Ok(None);
         }
         Ok(Some(prompt))
+    }
+
+    /// `draft` up to and including its first token that contains a newline.
+    fn through_line_end<'a>(&self, draft: &'a [u32]) -> &'a [u32] {
+        let ends_line = |id: &u32| self.tokenizer.decode(&[*id], false).is_ok_and(|text| text.contains('\n'));
+        draft.iter().position(ends_line).map_or(draft, |end| &draft[..=end])
     }
 
     /// Runs `next` (the last generated token) and returns the logits that follow. With a

@@ -319,6 +319,7 @@ mod tests {
             cancel: CancelToken::default(),
             deadline: None,
             prefill_budget_ms: None,
+            single_line: false,
         }
     }
 

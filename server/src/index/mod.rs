@@ -10,6 +10,7 @@
 //! answer is also announced through the `Answered` callback given to `IndexHandle::start`, so
 //! the main loop can re-warm the KV cache for the new prompt head.
 
+mod imports;
 mod receivers;
 pub mod retrieve;
 pub(crate) mod ring;
@@ -822,6 +823,113 @@ mod tests {
         let found = summary(&snippets, &root);
         assert!(found.contains(&"definition pkg/_types.py def is_prepared(request):".to_string()), "{found:?}");
         assert!(!found.iter().any(|line| line.contains("other.py")), "{found:?}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// The import lines retrieved at `$0` of `source`, opened as `path` of the workspace.
+    fn import_lines(workspace: &mut Workspace, root: &Path, path: &str, source: &str) -> Vec<String> {
+        let snippets = retrieve_at(workspace, root, path, source);
+        snippets.into_iter().filter(|s| s.kind == "import").map(|s| s.text).collect()
+    }
+
+    const TYPES: &str = "def is_prepared(request):\n    return True\n\n\nclass Request:\n    pass\n";
+
+    #[test]
+    fn import_lines_name_only_unbound_names_the_index_defines_at_top_level() {
+        let (root, mut workspace) = workspace(
+            "import-lines",
+            &[
+                ("pkg/__init__.py", ""),
+                ("pkg/_types.py", TYPES),
+                ("pkg/core.py", "class Parameter:\n    def value(self):\n        pass\n\nLIMIT = 3\nrows = []\n"),
+                ("pkg/compat.py", "def urljoin(a, b):\n    return a + b\n"),
+            ],
+        );
+        // Used without binding: `_is_prepared` (`is_prepared`, imported under a private
+        // alias), `Request`, `CoreParameter` (`core`'s `Parameter`; a parameter's default value
+        // is a use). Not proposed: a name nothing defines (`missing`), builtins (`len`), a
+        // method name (`value`), names the file binds by tuple assignment, loop or `with`
+        // (`LIMIT`, `rows`), and what it imports.
+        let source = "from .compat import urljoin\n$0\n\n\ndef send(request, kind=CoreParameter):\n    LIMIT, count = 1, 2\n    for rows in range(LIMIT):\n        missing(rows)\n    with open(urljoin('a', 'b')) as value:\n        value.read()\n    p: Request = kind()\n    return _is_prepared(request) and len(p)\n";
+        let lines = import_lines(&mut workspace, &root, "pkg/session.py", source);
+        assert_eq!(
+            lines,
+            [
+                "from .core import Parameter as CoreParameter",
+                "from ._types import Request, is_prepared as _is_prepared"
+            ]
+        );
+        // A module defining both `is_prepared` and `_is_prepared`: the public name, aliased.
+        let both = format!("{TYPES}\n\ndef _is_prepared(r):\n    pass\n");
+        std::fs::write(root.join("pkg/_types.py"), both).unwrap();
+        workspace.index_file(&root.join("pkg/_types.py"), Language::Python);
+        let lines = import_lines(&mut workspace, &root, "pkg/session.py", source);
+        assert_eq!(lines[1], "from ._types import Request, is_prepared as _is_prepared");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn import_lines_follow_the_files_style() {
+        let types = format!("{TYPES}\n\nLIMIT_A = 1\n");
+        let (root, mut workspace) = workspace(
+            "import-style",
+            &[
+                ("pkg/__init__.py", ""),
+                ("pkg/_types.py", types.as_str()),
+                ("pkg/sub/__init__.py", ""),
+                ("pkg/compat.py", "def urljoin(a, b):\n    return a + b\n"),
+            ],
+        );
+        let body = "\n\ndef send(request):\n    return _is_prepared(Request(urljoin('a', 'b')), LIMIT_A)\n";
+        // No `from` import to follow, inside a package: relative; names in order of first use.
+        let plain = format!("import os\n$0\n{body}");
+        let lines = import_lines(&mut workspace, &root, "pkg/sub/client.py", &plain);
+        assert_eq!(
+            lines,
+            ["from .._types import is_prepared as _is_prepared, Request, LIMIT_A", "from ..compat import urljoin"]
+        );
+        // Absolute imports of its own package: absolute.
+        let absolute = format!("from pkg.compat import urljoin\n$0\n{body}");
+        let lines = import_lines(&mut workspace, &root, "pkg/sub/client.py", &absolute);
+        assert_eq!(lines, ["from pkg._types import is_prepared as _is_prepared, Request, LIMIT_A"]);
+        // Relative imports, from a subpackage; a file whose name lists are sorted the way isort
+        // and Ruff sort them (constants, classes, the rest) gets its names sorted so.
+        let relative =
+            format!("from ..compat import urljoin\nfrom . import SKIP_B, SKIPPABLE, Base, apply\n$0\n{body}");
+        let lines = import_lines(&mut workspace, &root, "pkg/sub/client.py", &relative);
+        assert_eq!(lines, ["from .._types import LIMIT_A, Request, is_prepared as _is_prepared"]);
+        // Both ways, mostly absolute: the absolute form first, then the relative one (for an
+        // import line typed relative).
+        let mixed = format!("from pkg.compat import urljoin\nfrom pkg import compat\nfrom . import x\n$0\n{body}");
+        let lines = import_lines(&mut workspace, &root, "pkg/sub/client.py", &mixed);
+        assert_eq!(
+            lines,
+            [
+                "from pkg._types import is_prepared as _is_prepared, Request, LIMIT_A",
+                "from .._types import is_prepared as _is_prepared, Request, LIMIT_A"
+            ]
+        );
+        // Plainly sorted lists: plain order.
+        let plain_sorted = format!("from ..compat import urljoin\nfrom . import B, a, C\n$0\n{body}");
+        let lines = import_lines(&mut workspace, &root, "pkg/sub/client.py", &plain_sorted);
+        assert_eq!(
+            lines,
+            ["from .._types import is_prepared as _is_prepared, Request, LIMIT_A"],
+            "B, a, C is unsorted"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn no_import_line_when_every_used_name_is_bound_or_a_star_import_may_bind_it() {
+        let (root, mut workspace) = workspace("import-none", &[("pkg/__init__.py", ""), ("pkg/_types.py", TYPES)]);
+        let bound = "from ._types import Request, is_prepared as _is_prepared\n$0\n\ndef send(request):\n    return _is_prepared(Request())\n";
+        assert!(import_lines(&mut workspace, &root, "pkg/session.py", bound).is_empty());
+        let star = "from .compat import *\n$0\n\ndef send(request):\n    return _is_prepared(Request())\n";
+        assert!(import_lines(&mut workspace, &root, "pkg/session.py", star).is_empty());
+        // A name defined in the file itself is not imported.
+        let own = "import os\n$0\n\nclass Request:\n    pass\n\ndef send():\n    return Request()\n";
+        assert!(import_lines(&mut workspace, &root, "pkg/session.py", own).is_empty());
         std::fs::remove_dir_all(&root).unwrap();
     }
 

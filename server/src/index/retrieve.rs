@@ -47,36 +47,28 @@ const MIN_SHARE_OF_BEST_SCORE: f64 = 0.4;
 /// The identifiers of the file's code (not its strings or comments) that it uses but never
 /// binds (as an assignment's target, a parameter, a definition's or an alias's name), nor
 /// uses only as an attribute (`y` in `x.y`), in order of first use.
-fn free_words(cursor: &Cursor) -> Vec<String> {
+pub(super) fn free_words(cursor: &Cursor) -> Vec<String> {
     let Some(tree) = cursor.tree else {
         return Vec::new();
     };
     let rope = cursor.rope;
     let (mut used, mut bound): (Vec<String>, HashSet<String>) = (Vec::new(), HashSet::new());
-    let mut walk = tree.walk();
-    let mut descend = true;
-    loop {
-        if (descend && walk.goto_first_child()) || walk.goto_next_sibling() {
-            descend = true;
-        } else if walk.goto_parent() {
-            descend = false;
-            continue;
-        } else {
-            break;
-        }
-        let node = walk.node();
+    for node in preorder(tree) {
         if node.kind() != "identifier" {
             continue;
         }
         let word = rope.byte_slice(node.byte_range()).to_string();
         let Some(parent) = node.parent() else { continue };
         let in_field = |field: &str| parent.child_by_field_name(field) == Some(node);
-        if ["attribute", "field", "property"].iter().any(|field| in_field(field)) {
+        // `x.y`'s `y`, and a keyword argument's name (`f(key=1)`): neither a use nor a binding.
+        if ["attribute", "field", "property"].iter().any(|field| in_field(field))
+            || (parent.kind() == "keyword_argument" && in_field("name"))
+        {
             continue;
         }
-        if parent.kind().contains("parameter")
-            || ["left", "name", "alias", "pattern"].iter().any(|field| in_field(field))
-        {
+        // A parameter's default value and annotation are uses (`tqdm_class=tqdm_auto`).
+        let parameter_name = parent.kind().contains("parameter") && !in_field("value") && !in_field("type");
+        if parameter_name || binds(node) {
             bound.insert(word);
         } else if !used.contains(&word) {
             used.push(word);
@@ -84,6 +76,57 @@ fn free_words(cursor: &Cursor) -> Vec<String> {
     }
     used.retain(|word| word.len() >= 2 && !bound.contains(word));
     used
+}
+
+/// Every node of `tree` below its root, in document order.
+pub(super) fn preorder(tree: &Tree) -> impl Iterator<Item = tree_sitter::Node<'_>> {
+    let mut walk = tree.walk();
+    let mut descend = true;
+    std::iter::from_fn(move || {
+        loop {
+            if (descend && walk.goto_first_child()) || walk.goto_next_sibling() {
+                descend = true;
+                return Some(walk.node());
+            }
+            if !walk.goto_parent() {
+                return None;
+            }
+            descend = false;
+        }
+    })
+}
+
+/// Node kinds an assignment's or a loop's target is made of (`a, (b, *c) = ...`).
+const TARGET_PATTERNS: &[&str] =
+    &["pattern_list", "tuple_pattern", "list_pattern", "list_splat_pattern", "as_pattern_target", "case_pattern"];
+/// Statements that bind the names in them (`import a.b`, `global x`).
+const BINDING_STATEMENTS: &[&str] =
+    &["import_statement", "import_from_statement", "future_import_statement", "global_statement", "nonlocal_statement"];
+
+/// Whether `identifier` is bound where it stands: the target of an assignment, a loop, a
+/// `with`/`except` alias (through tuple and list patterns), a definition's or an alias's name,
+/// or a name in an import, `global` or `nonlocal` statement.
+fn binds(identifier: tree_sitter::Node) -> bool {
+    let mut node = identifier;
+    while let Some(parent) = node.parent() {
+        if BINDING_STATEMENTS.contains(&parent.kind()) {
+            return true;
+        }
+        if parent.kind() == "dotted_name" || parent.kind() == "aliased_import" {
+            // Inside an import statement only (checked on the next step up).
+            node = parent;
+            continue;
+        }
+        let in_field = |field: &str| parent.child_by_field_name(field) == Some(node);
+        if ["left", "name", "alias", "pattern"].iter().any(|field| in_field(field)) {
+            return true;
+        }
+        if !TARGET_PATTERNS.contains(&parent.kind()) {
+            return false;
+        }
+        node = parent;
+    }
+    false
 }
 
 /// Names used but not bound in the file looked up at most (a file that is mostly unresolved,
@@ -781,5 +824,7 @@ pub(crate) fn retrieve(
             text: region.text.clone(),
         });
     }
+    // Import lines the file is missing: offered on import lines, not shown in the prompt.
+    snippets.extend(super::imports::candidates(index, cursor));
     snippets
 }

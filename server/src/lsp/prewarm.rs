@@ -148,20 +148,12 @@ fn warm(server: &mut Server) {
     }
 }
 
-/// What to warm for a completion at `cursor` of `uri`: the whole prompt up to the start of
-/// the cursor's line when the prompt ends at the cursor (what stays the same while the user
-/// types on that line); else, and without a cursor, the stable head (markers and context
-/// header).
+/// What to warm for a completion at `cursor` of `uri`: the prompt up to the cursor's line
+/// when the cursor is known, else the stable head (`completion::warm_prompt`).
 fn prompt_to_warm(server: &mut Server, uri: &str, cursor: Option<usize>) -> Option<Vec<PromptPiece>> {
     let end = server.documents.get(uri)?.rope.len_bytes();
     let prepared = prepare_for(server, uri, cursor.unwrap_or(end).min(end))?;
-    match (cursor, &prepared.prompt[..]) {
-        (Some(_), [PromptPiece::Text(text)]) => {
-            let end = text.rfind('\n')?;
-            Some(vec![PromptPiece::Text(text[..=end].to_string())])
-        }
-        _ => completion::stable_head(&prepared),
-    }
+    completion::warm_prompt(&prepared, cursor.is_some())
 }
 
 /// Queues a prefill-only job of `prompt` at background priority (local model only,

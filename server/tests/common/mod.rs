@@ -356,6 +356,17 @@ impl TestServer {
             self.unread.push_back(message);
         }
         assert!(self.unread.is_empty(), "unread messages at shutdown: {:?}", self.unread);
+        // The main loop survives a panic in a handler (`Server::guarded`) and logs it; no test
+        // may cause one.
+        let panics: Vec<&Value> = self
+            .log
+            .iter()
+            .filter(|m| m["method"] == "window/logMessage")
+            .filter(|m| {
+                m["params"]["message"].as_str().is_some_and(|text| text.starts_with("internal error while handling"))
+            })
+            .collect();
+        assert!(panics.is_empty(), "the main loop panicked: {panics:?}");
     }
 
     pub fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {

@@ -9,7 +9,7 @@
 use ls_types::{DidChangeTextDocumentParams, MessageType};
 
 use crate::document::{ChangeError, Document, TextChange};
-use crate::lsp::convert::{self, line_column};
+use crate::lsp::convert::line_column;
 use crate::lsp::jsonrpc::ResponseError;
 use crate::lsp::server::Server;
 
@@ -21,10 +21,6 @@ pub fn handle(server: &mut Server, params: DidChangeTextDocumentParams) {
         server.log(MessageType::WARNING, format!("ignoring a change to {uri}, which is not open"));
         return;
     };
-    // Where the last change ends: the workspace index records the region as recently edited
-    // and prepares the context for the scope there.
-    let edited_at =
-        params.content_changes.last().and_then(|change| change.range.map(|range| (range.start, change.text.len())));
     let changes: Vec<TextChange> = params
         .content_changes
         .into_iter()
@@ -38,9 +34,9 @@ pub fn handle(server: &mut Server, params: DidChangeTextDocumentParams) {
     }
     match document.apply_changes(&changes, version, encoding) {
         // Generations started before this edit compare against it when they finish.
-        Ok(()) => {
-            let cursor =
-                edited_at.map_or(0, |(start, length)| convert::to_byte(&document.rope, start, encoding) + length);
+        // `cursor`: where the last change's text ends. The workspace index records the region as
+        // recently edited and prepares the context for the scope there.
+        Ok(cursor) => {
             super::inline_completion::buffer_edited(server, uri, cursor);
             crate::lsp::prewarm::edited(server, uri, cursor);
             let resume = std::time::Instant::now() + super::inline_completion::TYPING_PAUSE;
@@ -72,8 +68,13 @@ fn resync(server: &mut Server, uri: &str, changes: &[TextChange], version: i32) 
     let Some(old) = server.documents.get(uri) else { return };
     let mut fresh = Document::new(uri.to_string(), old.language_id.clone(), i32::MIN, &changes[full].text);
     match fresh.apply_changes(&changes[full + 1..], version, server.encoding) {
-        Ok(()) => {
+        Ok(_) => {
             server.documents.insert(uri.to_string(), fresh);
+            // Offsets kept for the old text mean nothing in the new one: warm it as if opened.
+            if server.completions.pause.as_ref().is_some_and(|(_, paused, _)| paused == uri) {
+                server.completions.pause = None;
+            }
+            crate::lsp::prewarm::opened(server, uri);
             server.log(MessageType::INFO, format!("{uri} is in sync again (version {version})"));
         }
         Err(error) => tracing::debug!(uri, "a full-text change to a document out of sync failed too: {error}"),

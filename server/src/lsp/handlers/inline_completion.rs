@@ -288,6 +288,10 @@ pub fn complete(
         tracing::debug!(uri, id = %responder.id(), "nothing to complete here");
         return responder.respond(Ok(shape.render("", replace_range)));
     };
+    if let Some(grounded) = prepared.grounded {
+        // An import line checked against the workspace index: no model needed.
+        return answer(server, responder, Ok(grounded.text), shown);
+    }
 
     submit(server, responder, prepared, route, shown);
 }
@@ -357,6 +361,7 @@ fn submit(server: &mut Server, responder: Responder, prepared: completion::Prepa
         cancel: token,
         deadline: Some(Instant::now() + Duration::from_millis(server.config.request_timeout_ms)),
         prefill_budget_ms: prefill_budget(&server.config.completion, &prepared, shown.invoked),
+        single_line: prepared.mode == completion::postprocess::Mode::SingleLine,
     };
     let observer = prepared.observer();
     let request_id = responder.id().to_string();
@@ -382,6 +387,9 @@ fn submit(server: &mut Server, responder: Responder, prepared: completion::Prepa
                     generated = generation.stats.generated_tokens,
                     prefill_ms = generation.stats.prefill_ms,
                     decode_ms = generation.stats.decode_ms,
+                    decode_runs = generation.stats.decode_runs,
+                    drafted = generation.stats.draft_tokens,
+                    accepted = generation.stats.accepted_draft_tokens,
                     "completion"
                 );
                 text

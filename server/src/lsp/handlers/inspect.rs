@@ -45,6 +45,7 @@ pub fn handle(server: &mut Server, params: Params) -> Result<Value, ResponseErro
             "mode": format!("{:?}", prepared.mode),
             "maxTokens": prepared.max_tokens,
             "sources": prepared.context.sources,
+            "grounded": prepared.grounded.as_ref().map(|grounded| json!({ "text": grounded.text, "source": grounded.source })),
         })
     });
     let document = server.documents.get(uri).ok_or_else(not_open)?;
