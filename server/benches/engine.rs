@@ -4,7 +4,7 @@
 //! the same token ids, which it reads from this output.
 //!
 //!     cargo bench --bench engine -- --model DIR [--threads 2] [--runs 3] [--prompt 512]
-//!         [--decode 128] [--scaling 256,512,1024,2048,4096] [--layouts] [--speculation] [--smoke]
+//!         [--decode 128] [--scaling 256,512,1024,2048,4096] [--layouts | --steps] [--speculation] [--smoke]
 //!
 //! Measured (greedy, medians over `--runs` after one warm-up):
 //! - cold prefill of a `--prompt`-token prompt (empty KV cache), then up to `--decode` tokens
@@ -14,6 +14,8 @@
 //!   time at that depth) and the KV-hit request (the same prompt plus one more line: only the
 //!   new tokens are prefilled);
 //! - `--layouts`: the decode step time at each scaling depth with the copying KV cache too;
+//!   `--steps`: with the shared buffer only (A/B of the attention kernel: run it with and
+//!   without `NIB_ATTENTION=onnxruntime`, the output names the kernel);
 //! - `--speculation`: prompt-lookup speculation against plain greedy decoding on three
 //!   workloads (a 64-token code continuation, the docstring action, the unit-test action on
 //!   functions of this repository): the same output (asserted), decode time, forward passes,
@@ -43,6 +45,8 @@ struct Args {
     decode: usize,
     scaling: Vec<usize>,
     layouts: bool,
+    /// `--steps`: the layouts section with the shared buffer only.
+    shared_only: bool,
     speculation: bool,
     smoke: bool,
 }
@@ -56,6 +60,7 @@ fn parse_args() -> Args {
         decode: 128,
         scaling: vec![256, 512, 1024, 2048, 4096],
         layouts: false,
+        shared_only: false,
         speculation: false,
         smoke: false,
     };
@@ -74,6 +79,7 @@ fn parse_args() -> Args {
                     list.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().expect("--scaling")).collect()
             }
             "--layouts" => args.layouts = true,
+            "--steps" => (args.layouts, args.shared_only) = (true, true),
             "--speculation" => args.speculation = true,
             "--smoke" => args.smoke = true,
             "--bench" => {} // added by `cargo bench`
@@ -211,6 +217,7 @@ fn main() {
         "decodeTokPerS": summary(decode),
         "scaling": scaling,
         "kvLayouts": layouts,
+        "attention": if engine::attention::nib_kernel_selected() { "nib" } else { "onnxruntime" },
         "speculation": speculation,
     });
     println!("{result}");
@@ -226,7 +233,8 @@ fn layout_steps(model: &mut Model, source: &str, args: &Args) -> Value {
         }
         let prompt = vec![PromptPiece::Text(prompt_of(model, source, length))];
         let mut row = json!({ "promptTokens": length });
-        for (name, layout) in [("sharedMs", KvLayout::SharedBuffer), ("copyingMs", KvLayout::Copying)] {
+        let layouts = [("sharedMs", KvLayout::SharedBuffer), ("copyingMs", KvLayout::Copying)];
+        for (name, layout) in layouts.into_iter().take(if args.shared_only { 1 } else { 2 }) {
             model.set_kv_layout(layout).expect("switch the KV layout");
             let mut steps = Vec::new();
             for _ in 0..args.runs {

@@ -152,8 +152,9 @@ fn build_session(environment: &Environment, path: &Path, threads: usize) -> ort:
     Session::builder(environment)?
         .with_optimization_level(GraphOptimizationLevel::All)?
         .with_intra_threads(threads)?
-        .with_inter_threads(1)?
-        .commit_from_file(path)
+        .with_inter_threads(1)
+        .map_err(ort::Error::from)
+        .and_then(|builder| super::attention::commit(builder, path))
 }
 
 fn ort_error(error: impl std::fmt::Display) -> EngineError {

@@ -1,0 +1,843 @@
+//! The attention arithmetic, on plain slices: rotary embedding, and causal grouped-query
+//! attention over a KV cache in blocks of keys with a numerically stable softmax (online
+//! softmax, as in flash attention), the queries that read a block computed together.
+//!
+//! Every query row's result depends only on its own query, its keys and values and its
+//! position: keys are taken in fixed blocks counted from key 0, each block gives a partial
+//! softmax (its maximum, its sum, its weighted values) and the partials are merged in block
+//! order. So a row gives the same bits whether it runs alone, in a prefill chunk or in a
+//! speculative draft, and however the work is split across threads.
+
+use std::ops::Range;
+
+/// Keys per block: a block of one KV head's keys and values (2 × 256 rows × 64 floats, 128 KiB)
+/// stays in the L2 cache while every query of its tile reads it, and the fixed cost of each
+/// (query, block) pair (its softmax reductions, the merge) is spread over 256 keys: prefill
+/// chunks far into the context measured faster than with 64.
+pub(crate) const BLOCK: usize = 256;
+
+/// At most this many query rows run as "decode": the work is split by blocks of keys (each
+/// block read once for all rows), else by tiles of rows (prefill).
+const FEW_ROWS: usize = 16;
+
+/// Query rows per unit of work in prefill: with SmolLM2-135M's groups of 3 heads, 48 queries
+/// share each block's transposed keys.
+const TILE_ROWS: usize = 16;
+
+/// What the node's attributes and the tensors' shapes fix.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Dims {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Multiplies q·k (`1/sqrt(head_dim)` when the node says 0).
+    pub scale: f32,
+    /// `softcap · tanh(score / softcap)` when positive.
+    pub softcap: f32,
+    /// Each row sees only its last `window` keys (itself included) when set.
+    pub window: Option<usize>,
+}
+
+impl Dims {
+    /// Query heads per KV head.
+    pub fn group(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+}
+
+/// Rotates `x` (one head, `head_dim` floats) by the angles of one position: `cos` and `sin` are
+/// that position's row of the caches (`rotary_dim / 2` values; dimensions past `rotary_dim`
+/// stay as they are). Non-interleaved pairs dimension `i` with `i + rotary_dim / 2`,
+/// interleaved pairs `2i` with `2i + 1`.
+pub(crate) fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool) {
+    let half = cos.len();
+    for i in 0..half {
+        let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+        let (x1, x2) = (x[a], x[b]);
+        x[a] = x1 * cos[i] - x2 * sin[i];
+        x[b] = x2 * cos[i] + x1 * sin[i];
+    }
+}
+
+/// One call's tensors. `queries` is `[rows][heads][head_dim]` (rotary applied), `keys` and
+/// `values` are `[kv_heads][stride][head_dim]` with the new rows already written at
+/// `past..past + rows`, `out` is `[rows][heads * head_dim]`.
+pub(crate) struct Call<'a> {
+    pub dims: &'a Dims,
+    pub queries: &'a [f32],
+    pub keys: &'a [f32],
+    pub values: &'a [f32],
+    pub stride: usize,
+    pub past: usize,
+    pub rows: usize,
+}
+
+/// Runs `count` independent units, possibly on several threads (ONNX Runtime's pool).
+pub(crate) type ForEach<'f> = &'f dyn Fn(usize, &(dyn Fn(usize) + Sync));
+
+/// A pointer that units write disjoint parts of.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: every unit writes only its own disjoint range (see each use).
+unsafe impl Sync for Shared {}
+unsafe impl Send for Shared {}
+
+impl Shared {
+    /// # Safety
+    /// `start + len` is within the buffer and no other unit touches the range meanwhile.
+    unsafe fn slice(self, start: usize, len: usize) -> &'static mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+}
+
+/// Causal grouped-query attention of `call`'s rows, written to `out`.
+pub(crate) fn attend(call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>) {
+    let dims = call.dims;
+    assert_eq!(out.len(), call.rows * dims.heads * dims.head_dim);
+    assert_eq!(call.queries.len(), out.len());
+    assert!(call.past + call.rows <= call.stride);
+    assert_eq!(call.keys.len(), dims.kv_heads * call.stride * dims.head_dim);
+    if call.rows <= FEW_ROWS {
+        attend_by_blocks(call, out, for_each);
+    } else {
+        attend_by_tiles(call, out, for_each);
+    }
+}
+
+/// Floats of one partial: maximum, sum, then the weighted values.
+fn partial_len(dims: &Dims) -> usize {
+    dims.head_dim + 2
+}
+
+fn blocks(call: &Call<'_>) -> usize {
+    (call.past + call.rows).div_ceil(BLOCK)
+}
+
+/// Decode and short drafts: one unit per (KV head, block of keys) computes the partials of
+/// every row and query head of the group; then one unit per KV head merges them in order.
+fn attend_by_blocks(call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>) {
+    let dims = call.dims;
+    let (blocks, group, plen) = (blocks(call), dims.group(), partial_len(dims));
+    let per_unit = call.rows * group * plen;
+    let mut partials = vec![0.0f32; dims.kv_heads * blocks * per_unit];
+    let shared = Shared(partials.as_mut_ptr());
+    for_each(dims.kv_heads * blocks, &|unit| {
+        let (kv_head, block) = (unit / blocks, unit % blocks);
+        // SAFETY: unit `unit` owns `partials[unit * per_unit..][..per_unit]`.
+        let slots = unsafe { shared.slice(unit * per_unit, per_unit) };
+        block_partials(call, kv_head, block, 0..call.rows, slots);
+    });
+    let output = Shared(out.as_mut_ptr());
+    let row_len = dims.heads * dims.head_dim;
+    for_each(dims.kv_heads, &|kv_head| {
+        let mut state = vec![0.0f32; plen];
+        for row in 0..call.rows {
+            for member in 0..group {
+                state.fill(0.0);
+                for block in 0..blocks {
+                    let unit = kv_head * blocks + block;
+                    let slot = &partials[unit * per_unit + (row * group + member) * plen..][..plen];
+                    merge(&mut state, slot);
+                }
+                let head = kv_head * group + member;
+                // SAFETY: KV head `kv_head` owns its query heads' columns of every row.
+                let target = unsafe { output.slice(row * row_len + head * dims.head_dim, dims.head_dim) };
+                finish(&state, target);
+            }
+        }
+    });
+}
+
+/// Prefill: one unit per (KV head, tile of rows) runs over the blocks its rows see, merging
+/// each block's partials as it goes (the same arithmetic as `attend_by_blocks`).
+fn attend_by_tiles(call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>) {
+    let dims = call.dims;
+    let (group, plen) = (dims.group(), partial_len(dims));
+    let tiles = call.rows.div_ceil(TILE_ROWS);
+    let output = Shared(out.as_mut_ptr());
+    let row_len = dims.heads * dims.head_dim;
+    // Later tiles see more keys: interleave the heavy and light ones so contiguous batches
+    // of units cost about the same.
+    for_each(dims.kv_heads * tiles, &|unit| {
+        let (kv_head, order) = (unit % dims.kv_heads, unit / dims.kv_heads);
+        let tile = if order % 2 == 0 { order / 2 } else { tiles - 1 - order / 2 };
+        let rows = tile * TILE_ROWS..((tile + 1) * TILE_ROWS).min(call.rows);
+        // One state per (row, query head of the group), each block's partials folded in as
+        // soon as they are computed, so a block's keys and values are read once per tile.
+        let queries = rows.len() * group;
+        let mut states = vec![0.0f32; queries * plen];
+        let mut slots = vec![0.0f32; queries * plen];
+        let last_block = (call.past + rows.end - 1) / BLOCK;
+        for block in 0..=last_block {
+            block_partials(call, kv_head, block, rows.clone(), &mut slots);
+            for (state, slot) in states.chunks_exact_mut(plen).zip(slots.chunks_exact(plen)) {
+                merge(state, slot);
+            }
+        }
+        for (index, row) in rows.enumerate() {
+            for member in 0..group {
+                let head = kv_head * group + member;
+                // SAFETY: each (row, head) is written by exactly one unit.
+                let target = unsafe { output.slice(row * row_len + head * dims.head_dim, dims.head_dim) };
+                finish(&states[(index * group + member) * plen..][..plen], target);
+            }
+        }
+    });
+}
+
+/// The keys `row` sees: `lo..hi`.
+fn visible(call: &Call<'_>, row: usize) -> (usize, usize) {
+    let hi = call.past + row + 1;
+    let lo = call.dims.window.map_or(0, |window| hi.saturating_sub(window));
+    (lo, hi)
+}
+
+/// The keys of block `block` that `row` sees: `start..end` (empty when none).
+fn seen_in_block(call: &Call<'_>, row: usize, block: usize) -> (usize, usize) {
+    let (lo, hi) = visible(call, row);
+    let (start, end) = ((block * BLOCK).max(lo), ((block + 1) * BLOCK).min(hi));
+    (start, end.max(start))
+}
+
+/// The partials of block `block` of `kv_head`'s keys for every query head of the group in each
+/// of `rows`, written to `slots` (one `[max, sum, weighted values…]` per (row, member), row by
+/// row; sum 0 when the row sees none of the block's keys). A query's partial depends only on
+/// its own query, keys, values and position, never on the other rows asked for with it.
+/// With AVX2 and FMA, heads of 64 dimensions take `fma64`'s register tiles; otherwise plain
+/// loops one query at a time (compiled for AVX2 when the CPU has it). A machine always takes
+/// the same path.
+fn block_partials(call: &Call<'_>, kv_head: usize, block: usize, rows: Range<usize>, slots: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if call.dims.head_dim == fma64::D {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            return unsafe { fma64::block_partials(call, kv_head, block, rows, slots) };
+        }
+        // SAFETY: as above.
+        return unsafe { block_partials_avx2(call, kv_head, block, rows, slots) };
+    }
+    block_partials_portable(call, kv_head, block, rows, slots)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_partials_avx2(call: &Call<'_>, kv_head: usize, block: usize, rows: Range<usize>, slots: &mut [f32]) {
+    block_partials_portable(call, kv_head, block, rows, slots)
+}
+
+#[inline(always)]
+fn block_partials_portable(call: &Call<'_>, kv_head: usize, block: usize, rows: Range<usize>, slots: &mut [f32]) {
+    let plen = partial_len(call.dims);
+    for (n, slot) in slots.chunks_exact_mut(plen).enumerate() {
+        let query = query_of(call, kv_head, &rows, n);
+        let (start, end) = seen_in_block(call, query.row, block);
+        slot.fill(0.0);
+        if start == end {
+            continue;
+        }
+        let d = call.dims.head_dim;
+        let base = kv_head * call.stride * d;
+        let mut scores = [0.0f32; BLOCK];
+        let scores = &mut scores[..end - start];
+        for (score, key) in scores.iter_mut().zip(call.keys[base + start * d..base + end * d].chunks_exact(d)) {
+            *score = dot(query.query, key);
+        }
+        for score in scores.iter_mut() {
+            *score *= call.dims.scale;
+        }
+        let (head_slot, weighted) = slot.split_at_mut(2);
+        softmax(call.dims, scores, head_slot);
+        for (&weight, value) in scores.iter().zip(call.values[base + start * d..base + end * d].chunks_exact(d)) {
+            axpy(weighted, weight, value);
+        }
+    }
+}
+
+/// One query head of one row.
+struct Query<'a> {
+    row: usize,
+    query: &'a [f32],
+}
+
+/// Query `n` of `kv_head`'s group over `rows`: row by row, the group's heads in order.
+fn query_of<'a>(call: &'a Call<'_>, kv_head: usize, rows: &Range<usize>, n: usize) -> Query<'a> {
+    let (dims, d) = (call.dims, call.dims.head_dim);
+    let (row, member) = (rows.start + n / dims.group(), n % dims.group());
+    let head = kv_head * dims.group() + member;
+    Query { row, query: &call.queries[(row * dims.heads + head) * d..][..d] }
+}
+
+/// Turns scaled q·k scores into softmax weights relative to their maximum (soft-capped first),
+/// and writes that maximum and the weights' sum to `head` (`[max, sum]`).
+#[inline(always)]
+fn softmax(dims: &Dims, scores: &mut [f32], head: &mut [f32]) {
+    if dims.softcap > 0.0 {
+        for score in scores.iter_mut() {
+            *score = dims.softcap * (*score / dims.softcap).tanh();
+        }
+    }
+    let max = maximum(scores);
+    for score in scores.iter_mut() {
+        *score = exp(*score - max);
+    }
+    head[0] = max;
+    head[1] = sum(scores);
+}
+
+/// Register tiles for heads of 64 dimensions with AVX2 and FMA, like a GEMM micro-kernel: six
+/// queries at a time, so each key and value row loaded is used by six queries rather than one
+/// (one query at a time, the loop was bound by loading every value row again per query).
+/// Each score is one FMA chain over the 64 dimensions in order, each weighted value one FMA
+/// chain over the keys in order: a query's bits do not depend on which queries share its tile.
+#[cfg(target_arch = "x86_64")]
+mod fma64 {
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    use super::{BLOCK, Call, partial_len, query_of, seen_in_block, softmax};
+
+    pub(super) const D: usize = 64;
+    /// Queries per register tile: 6 × 2 accumulators, 2 loaded rows and 1 broadcast use 15 of
+    /// the 16 AVX registers.
+    const QUERIES: usize = 6;
+    /// Keys (scores) or dimensions (weighted values) per register tile: two registers.
+    const WIDE: usize = 16;
+
+    /// See `super::block_partials`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn block_partials(
+        call: &Call<'_>,
+        kv_head: usize,
+        block: usize,
+        rows: Range<usize>,
+        slots: &mut [f32],
+    ) {
+        slots.fill(0.0);
+        // The keys any of the rows sees in this block: `first..first + len`.
+        let spans = rows.clone().map(|row| seen_in_block(call, row, block)).filter(|(start, end)| start < end);
+        let Some((first, last)) = spans.reduce(|(a, b), (c, d)| (a.min(c), b.max(d))) else {
+            return;
+        };
+        let len = last - first;
+        let base = (kv_head * call.stride + first) * D;
+        let keys = &call.keys[base..base + len * D];
+        let values = &call.values[base..base + len * D];
+        TRANSPOSED.with_borrow_mut(|transposed| {
+            transpose(keys, transposed);
+            tiles(call, (kv_head, block, rows), (first, len), transposed, values, slots);
+        });
+    }
+
+    thread_local! {
+        /// The block's keys transposed, kept per thread so that no call zeroes 64 KiB. Columns
+        /// past the block's keys hold older keys: their scores are computed but never read.
+        static TRANSPOSED: std::cell::RefCell<Box<[f32; D * BLOCK]>> =
+            std::cell::RefCell::new(Box::new([0.0; D * BLOCK]));
+    }
+
+    /// The register tiles of `block_partials`, six queries at a time, over the keys
+    /// `first..first + len` (`transposed`) and their `values`.
+    #[target_feature(enable = "avx2,fma")]
+    fn tiles(
+        call: &Call<'_>,
+        (kv_head, block, rows): (usize, usize, Range<usize>),
+        (first, len): (usize, usize),
+        transposed: &[f32; D * BLOCK],
+        values: &[f32],
+        slots: &mut [f32],
+    ) {
+        let zero = [0.0f32; D];
+        let plen = partial_len(call.dims);
+        let count = rows.len() * call.dims.group();
+        for (tile, slots) in slots.chunks_mut(QUERIES * plen).enumerate() {
+            let first_query = tile * QUERIES;
+            let in_tile = (count - first_query).min(QUERIES);
+            let query = |n: usize| query_of(call, kv_head, &rows, first_query + n);
+            let inputs: [&[f32]; QUERIES] =
+                std::array::from_fn(|n| if n < in_tile { query(n).query } else { &zero[..] });
+            let mut weights = [[0.0f32; BLOCK]; QUERIES];
+            scores(&inputs, transposed, len, call.dims.scale, &mut weights);
+            for (n, (weights, slot)) in weights.iter_mut().zip(slots.chunks_exact_mut(plen)).enumerate() {
+                let (start, end) = seen_in_block(call, query(n).row, block);
+                // (A row that sees none of the block may lie before `first`: clamped, it is empty.)
+                let own = start.clamp(first, first + len) - first..end.clamp(first, first + len) - first;
+                if own.is_empty() {
+                    weights.fill(0.0);
+                    continue;
+                }
+                softmax(call.dims, &mut weights[own.clone()], &mut slot[..2]);
+                // Keys outside the query's own range weigh 0: an FMA with weight 0 leaves its
+                // accumulator exactly as it was (values are finite, accumulators never -0),
+                // so sharing the tile's key range changes no bit.
+                weights[..own.start].fill(0.0);
+                weights[own.end..].fill(0.0);
+            }
+            weighted(&weights, values, slots, in_tile);
+        }
+    }
+
+    /// Where key `j`'s dimension `p` goes in the transposed keys: in panels of `WIDE` keys, each
+    /// panel `D` rows of `WIDE` floats, so that the score loop reads one panel straight through
+    /// (rather than rows a whole block apart, which map to few L1 cache sets).
+    #[inline(always)]
+    fn panel_at(j: usize, p: usize) -> usize {
+        (j / WIDE) * D * WIDE + p * WIDE + j % WIDE
+    }
+
+    /// The `keys.len() / D` rows of `keys` transposed into panels (`panel_at`); the rest of
+    /// `out` is left as it is.
+    #[target_feature(enable = "avx2,fma")]
+    fn transpose(keys: &[f32], out: &mut [f32; D * BLOCK]) {
+        let rows = keys.len() / D;
+        let full = rows / 8 * 8;
+        for j in (0..full).step_by(8) {
+            for p in (0..D).step_by(8) {
+                // SAFETY: rows j..j + 8, columns p..p + 8 are inside `keys` and, transposed, `out`.
+                unsafe { transpose8(keys.as_ptr().add(j * D + p), D, out.as_mut_ptr().add(panel_at(j, p)), WIDE) };
+            }
+        }
+        for j in full..rows {
+            for p in 0..D {
+                out[panel_at(j, p)] = keys[j * D + p];
+            }
+        }
+    }
+
+    /// The 8 × 8 floats at `from` (rows `from_stride` apart) written transposed at `to`.
+    ///
+    /// # Safety
+    /// Both 8 × 8 tiles are within their buffers.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn transpose8(from: *const f32, from_stride: usize, to: *mut f32, to_stride: usize) {
+        unsafe {
+            let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(from.add(i * from_stride)));
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let columns = [
+                _mm256_permute2f128_ps::<0x20>(s0, s4),
+                _mm256_permute2f128_ps::<0x20>(s1, s5),
+                _mm256_permute2f128_ps::<0x20>(s2, s6),
+                _mm256_permute2f128_ps::<0x20>(s3, s7),
+                _mm256_permute2f128_ps::<0x31>(s0, s4),
+                _mm256_permute2f128_ps::<0x31>(s1, s5),
+                _mm256_permute2f128_ps::<0x31>(s2, s6),
+                _mm256_permute2f128_ps::<0x31>(s3, s7),
+            ];
+            for (i, column) in columns.iter().enumerate() {
+                _mm256_storeu_ps(to.add(i * to_stride), *column);
+            }
+        }
+    }
+
+    /// `out[n][j] = (queries[n] · key j) · scale` for the first `len` keys (rounded up to
+    /// `WIDE`), from the transposed keys: one broadcast query element times a row of 16 keys'
+    /// elements per FMA pair.
+    #[target_feature(enable = "avx2,fma")]
+    fn scores(
+        queries: &[&[f32]; QUERIES],
+        transposed: &[f32; D * BLOCK],
+        len: usize,
+        scale: f32,
+        out: &mut [[f32; BLOCK]; QUERIES],
+    ) {
+        let scale = _mm256_set1_ps(scale);
+        assert!(queries.iter().all(|q| q.len() == D));
+        for j in (0..len).step_by(WIDE) {
+            // SAFETY: j + WIDE <= BLOCK (j, a multiple of WIDE, is below len <= BLOCK), p < D.
+            unsafe {
+                let mut acc = [[_mm256_setzero_ps(); 2]; QUERIES];
+                for p in 0..D {
+                    let row = transposed.as_ptr().add(panel_at(j, p));
+                    let (k0, k1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
+                    for (acc, query) in acc.iter_mut().zip(queries) {
+                        let q = _mm256_set1_ps(*query.get_unchecked(p));
+                        acc[0] = _mm256_fmadd_ps(q, k0, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(q, k1, acc[1]);
+                    }
+                }
+                for (acc, out) in acc.iter().zip(out.iter_mut()) {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(j), _mm256_mul_ps(acc[0], scale));
+                    _mm256_storeu_ps(out.as_mut_ptr().add(j + 8), _mm256_mul_ps(acc[1], scale));
+                }
+            }
+        }
+    }
+
+    /// `slots[n][2..] = Σ_j weights[n][j] · values[j]` for the first `count` queries (the
+    /// values' rows in order), 16 dimensions at a time.
+    #[target_feature(enable = "avx2,fma")]
+    fn weighted(weights: &[[f32; BLOCK]; QUERIES], values: &[f32], slots: &mut [f32], count: usize) {
+        let (rows, plen) = (values.len() / D, D + 2);
+        assert!(rows <= BLOCK && slots.len() >= count * plen);
+        for dim in (0..D).step_by(WIDE) {
+            // SAFETY: j < rows <= BLOCK, dim + WIDE <= D, n < count, slots hold count partials.
+            unsafe {
+                let mut acc = [[_mm256_setzero_ps(); 2]; QUERIES];
+                for j in 0..rows {
+                    let row = values.as_ptr().add(j * D + dim);
+                    let (v0, v1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
+                    for (acc, weights) in acc.iter_mut().zip(weights) {
+                        let w = _mm256_set1_ps(*weights.get_unchecked(j));
+                        acc[0] = _mm256_fmadd_ps(w, v0, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(w, v1, acc[1]);
+                    }
+                }
+                for (n, acc) in acc.iter().enumerate().take(count) {
+                    let out = slots.as_mut_ptr().add(n * plen + 2 + dim);
+                    _mm256_storeu_ps(out, acc[0]);
+                    _mm256_storeu_ps(out.add(8), acc[1]);
+                }
+            }
+        }
+    }
+}
+
+/// Folds a partial into the running state (same layout); a partial with sum 0 changes nothing.
+fn merge(state: &mut [f32], partial: &[f32]) {
+    if partial[1] == 0.0 {
+        return;
+    }
+    if state[1] == 0.0 {
+        state.copy_from_slice(partial);
+        return;
+    }
+    let max = state[0].max(partial[0]);
+    // The side that holds the maximum has the factor exp(0), exactly 1: not computed.
+    let factor = |side: f32| if side == max { 1.0 } else { exp(side - max) };
+    let (a, b) = (factor(state[0]), factor(partial[0]));
+    state[0] = max;
+    state[1] = state[1] * a + partial[1] * b;
+    for (s, &p) in state[2..].iter_mut().zip(&partial[2..]) {
+        *s = *s * a + p * b;
+    }
+}
+
+/// The attention output of a merged state: the weighted values over the sum.
+fn finish(state: &[f32], target: &mut [f32]) {
+    let inverse = if state[1] > 0.0 { 1.0 / state[1] } else { 0.0 };
+    for (t, &s) in target.iter_mut().zip(&state[2..]) {
+        *t = s * inverse;
+    }
+}
+
+/// Lanes of the dot product and sum accumulators (two AVX2 or one AVX-512 register).
+const LANES: usize = 16;
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let ((a_chunks, a_rest), (b_chunks, b_rest)) = (a.as_chunks::<LANES>(), b.as_chunks::<LANES>());
+    for (x, y) in a_chunks.iter().zip(b_chunks) {
+        for lane in 0..LANES {
+            lanes[lane] += x[lane] * y[lane];
+        }
+    }
+    let mut total = reduce(&lanes);
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        total += x * y;
+    }
+    total
+}
+
+#[inline(always)]
+fn sum(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let (chunks, rest) = values.as_chunks::<LANES>();
+    for chunk in chunks {
+        for lane in 0..LANES {
+            lanes[lane] += chunk[lane];
+        }
+    }
+    rest.iter().fold(reduce(&lanes), |total, x| total + x)
+}
+
+/// The largest of `values` (not empty, no NaN), lane by lane so that it vectorises.
+#[inline(always)]
+fn maximum(values: &[f32]) -> f32 {
+    let larger = |a: f32, b: f32| if a > b { a } else { b };
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let (chunks, rest) = values.as_chunks::<LANES>();
+    for chunk in chunks {
+        for lane in 0..LANES {
+            lanes[lane] = larger(lanes[lane], chunk[lane]);
+        }
+    }
+    lanes.iter().chain(rest).copied().fold(f32::NEG_INFINITY, larger)
+}
+
+/// A fixed-order pairwise sum of the lanes.
+#[inline(always)]
+fn reduce(lanes: &[f32; LANES]) -> f32 {
+    let mut half = [0.0f32; LANES / 2];
+    for lane in 0..LANES / 2 {
+        half[lane] = lanes[lane] + lanes[lane + LANES / 2];
+    }
+    let mut quarter = [0.0f32; LANES / 4];
+    for lane in 0..LANES / 4 {
+        quarter[lane] = half[lane] + half[lane + LANES / 4];
+    }
+    (quarter[0] + quarter[2]) + (quarter[1] + quarter[3])
+}
+
+/// `y += a · x`.
+#[inline(always)]
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+/// `e^x` for `x <= 0` (softmax weights), within about 2 ulp, 0 below -87; plain arithmetic so
+/// that loops over it vectorise (Cephes' polynomial on the range-reduced argument).
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    let clamped = x.max(-87.0);
+    let shifted = clamped * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    let r = clamped - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    // `shifted` and ROUND share their exponent, so their bits differ by exactly n: integer
+    // arithmetic that vectorises (a float-to-int cast saturates, which keeps the loop scalar).
+    let n = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
+    let scaled = y * f32::from_bits(((n + 127) as u32) << 23);
+    if x < -87.0 { 0.0 } else { scaled }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (xorshift), values in -1..1.
+    struct Noise(u64);
+
+    impl Noise {
+        fn next(&mut self) -> f32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        }
+
+        fn fill(&mut self, n: usize, scale: f32) -> Vec<f32> {
+            (0..n).map(|_| self.next() * scale).collect()
+        }
+    }
+
+    fn sequential(count: usize, unit: &(dyn Fn(usize) + Sync)) {
+        (0..count).for_each(unit);
+    }
+
+    /// Runs units in reverse on two threads: the result may not depend on the order.
+    fn threaded(count: usize, unit: &(dyn Fn(usize) + Sync)) {
+        std::thread::scope(|scope| {
+            scope.spawn(|| (0..count).rev().filter(|u| u % 2 == 0).for_each(unit));
+            scope.spawn(|| (0..count).rev().filter(|u| u % 2 == 1).for_each(unit));
+        });
+    }
+
+    /// The textbook computation in f64: scores, masked softmax, weighted values.
+    fn reference(call: &Call<'_>) -> Vec<f32> {
+        let dims = call.dims;
+        let d = dims.head_dim;
+        let mut out = vec![0.0f32; call.rows * dims.heads * d];
+        for row in 0..call.rows {
+            let (lo, hi) = visible(call, row);
+            for head in 0..dims.heads {
+                let kv_head = head / dims.group();
+                let query = &call.queries[(row * dims.heads + head) * d..][..d];
+                let key = |j: usize| &call.keys[(kv_head * call.stride + j) * d..][..d];
+                let value = |j: usize| &call.values[(kv_head * call.stride + j) * d..][..d];
+                let scores: Vec<f64> = (lo..hi)
+                    .map(|j| {
+                        let s = query.iter().zip(key(j)).map(|(&q, &k)| f64::from(q) * f64::from(k)).sum::<f64>()
+                            * f64::from(dims.scale);
+                        if dims.softcap > 0.0 {
+                            f64::from(dims.softcap) * (s / f64::from(dims.softcap)).tanh()
+                        } else {
+                            s
+                        }
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f64 = weights.iter().sum();
+                for i in 0..d {
+                    let v: f64 = (lo..hi).zip(&weights).map(|(j, w)| w * f64::from(value(j)[i])).sum();
+                    out[(row * dims.heads + head) * d + i] = (v / total) as f32;
+                }
+            }
+        }
+        out
+    }
+
+    struct Case {
+        dims: Dims,
+        past: usize,
+        rows: usize,
+        stride: usize,
+    }
+
+    fn check(case: Case, seed: u64) -> Vec<f32> {
+        let Case { dims, past, rows, stride } = case;
+        let mut noise = Noise(seed);
+        let d = dims.head_dim;
+        let queries = noise.fill(rows * dims.heads * d, 2.0);
+        let keys = noise.fill(dims.kv_heads * stride * d, 2.0);
+        let values = noise.fill(dims.kv_heads * stride * d, 1.0);
+        let call = Call { dims: &dims, queries: &queries, keys: &keys, values: &values, stride, past, rows };
+        let expected = reference(&call);
+        let mut out = vec![f32::NAN; expected.len()];
+        attend(&call, &mut out, &sequential);
+        for (i, (&got, &want)) in out.iter().zip(&expected).enumerate() {
+            assert!((got - want).abs() <= 2e-5 + 2e-5 * want.abs(), "element {i}: {got} vs {want} ({dims:?})");
+        }
+        let mut again = vec![f32::NAN; expected.len()];
+        attend(&call, &mut again, &threaded);
+        assert_eq!(out, again, "the split across threads changes nothing");
+        out
+    }
+
+    fn smollm() -> Dims {
+        Dims { heads: 9, kv_heads: 3, head_dim: 64, scale: 0.125, softcap: 0.0, window: None }
+    }
+
+    #[test]
+    fn decode_and_chunks_match_the_reference() {
+        // Decode (the engine pads a lone token to two rows), a first prefill, a prefill chunk
+        // after a past, a speculative draft, a shared buffer with unused rows past the cache.
+        for (past, rows, stride) in [(0, 1, 1), (0, 2, 2), (300, 2, 512), (0, 40, 40), (77, 33, 256), (129, 7, 136)] {
+            check(Case { dims: smollm(), past, rows, stride }, 7 + past as u64 + rows as u64);
+        }
+        // A window: the rows of one register tile see different first keys of a block.
+        for window in [50, 5] {
+            check(Case { dims: Dims { window: Some(window), ..smollm() }, past: 100, rows: 40, stride: 150 }, 5);
+        }
+    }
+
+    #[test]
+    fn other_head_shapes_softcap_and_window_match_the_reference() {
+        let tiny = Dims { heads: 4, kv_heads: 2, head_dim: 16, scale: 0.25, softcap: 0.0, window: None };
+        check(Case { dims: tiny.clone(), past: 5, rows: 3, stride: 8 }, 1);
+        let odd = Dims { heads: 2, kv_heads: 1, head_dim: 20, scale: 0.3, softcap: 0.0, window: None };
+        check(Case { dims: odd, past: 70, rows: 20, stride: 90 }, 2);
+        let capped = Dims { softcap: 2.0, ..tiny.clone() };
+        check(Case { dims: capped, past: 90, rows: 2, stride: 92 }, 3);
+        let windowed = Dims { window: Some(50), ..tiny };
+        check(Case { dims: windowed, past: 100, rows: 30, stride: 130 }, 4);
+    }
+
+    /// A row gives the same bits alone (decode), in a prefill chunk and in a draft.
+    #[test]
+    fn a_row_does_not_depend_on_the_rows_run_with_it() {
+        let dims = smollm();
+        let d = dims.head_dim;
+        let (stride, total) = (320, 300);
+        let mut noise = Noise(11);
+        let queries = noise.fill(total * dims.heads * d, 2.0);
+        let keys = noise.fill(dims.kv_heads * stride * d, 2.0);
+        let values = noise.fill(dims.kv_heads * stride * d, 1.0);
+        let run = |past: usize, rows: usize| {
+            let q = &queries[past * dims.heads * d..(past + rows) * dims.heads * d];
+            let call = Call { dims: &dims, queries: q, keys: &keys, values: &values, stride, past, rows };
+            let mut out = vec![0.0; q.len()];
+            attend(&call, &mut out, &threaded);
+            out
+        };
+        let row_len = dims.heads * d;
+        let whole = run(0, total);
+        for (past, rows) in [(250, 1), (250, 2), (240, 16), (200, 60)] {
+            let part = run(past, rows);
+            assert_eq!(part[..row_len], whole[past * row_len..(past + 1) * row_len], "row {past} in {rows} rows");
+        }
+    }
+
+    #[test]
+    fn rotary_matches_the_definition() {
+        let mut x = [1.0f32, 2.0, 3.0, 4.0];
+        rotate(&mut x, &[0.5, 1.0], &[0.25, 0.0], false);
+        assert_eq!(x, [1.0 * 0.5 - 3.0 * 0.25, 2.0, 3.0 * 0.5 + 1.0 * 0.25, 4.0]);
+        let mut y = [1.0f32, 2.0, 3.0, 4.0];
+        rotate(&mut y, &[0.5, 1.0], &[0.25, 0.0], true);
+        assert_eq!(y, [1.0 * 0.5 - 2.0 * 0.25, 2.0 * 0.5 + 1.0 * 0.25, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn exp_is_close_to_the_library_exp() {
+        for i in 0..=20_000 {
+            let x = -90.0 * i as f32 / 20_000.0;
+            let (got, want) = (exp(x), x.exp());
+            assert!((got - want).abs() <= want * 3e-7 || (x < -87.0 && got == 0.0), "exp({x}) = {got}, not {want}");
+        }
+        assert_eq!(exp(0.0), 1.0, "merge takes exp(0) as exactly 1");
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    /// CPU time of the calling thread: on a shared machine, time the thread waited for a core
+    /// does not count.
+    fn thread_seconds() -> f64 {
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `now` is a valid timespec to write to.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+        now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
+    }
+
+    /// `cargo test --release --lib engine::attention::kernel::timing -- --ignored --nocapture`:
+    /// the median CPU time of one call (one layer), one thread, the cache warm; the same cases
+    /// as `benches/attention_kernel.py` (decode pads a lone token to two rows, as the engine).
+    #[test]
+    #[ignore]
+    fn time_attend() {
+        let dims = Dims { heads: 9, kv_heads: 3, head_dim: 64, scale: 0.125, softcap: 0.0, window: None };
+        for (past, rows) in [(256usize, 2usize), (1024, 2), (4096, 2), (0, 128), (1024, 128), (3968, 128)]
+            .into_iter()
+            .filter(|&(_, rows)| std::env::var("ROWS").map_or(true, |r| r == rows.to_string()))
+        {
+            let stride = past + 256;
+            let queries: Vec<f32> = (0..rows * 9 * 64).map(|i| (i % 7) as f32 * 0.01).collect();
+            let keys: Vec<f32> = (0..3 * stride * 64).map(|i| (i % 13) as f32 * 0.01).collect();
+            let values = keys.clone();
+            let call = Call { dims: &dims, queries: &queries, keys: &keys, values: &values, stride, past, rows };
+            let mut out = vec![0.0; queries.len()];
+            let seq = |count: usize, unit: &(dyn Fn(usize) + Sync)| (0..count).for_each(unit);
+            let mut times: Vec<f64> = (0..if rows > 2 { 60 } else { 600 })
+                .map(|_| {
+                    let start = thread_seconds();
+                    attend(&call, &mut out, &seq);
+                    (thread_seconds() - start) * 1e3
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            eprintln!("nib attention past {past} rows {rows} threads 1: median {median:.3} ms CPU per call");
+        }
+    }
+}
