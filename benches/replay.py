@@ -40,6 +40,8 @@ import typist  # noqa: E402
 
 REPO = typist.REPO
 NIB = os.path.join(REPO, "target", "release", "nib")
+# More `nib.*` settings for every server the bench starts (`--settings`).
+SETTINGS: dict = {}
 
 
 class Server:
@@ -63,7 +65,7 @@ class Server:
             "workspaceFolders": [{"uri": root, "name": "nib"}],
             "capabilities": {"general": {"positionEncodings": ["utf-16"]},
                              **(capabilities or {"textDocument": {"inlineCompletion": {}, "synchronization": {}}})},
-            "initializationOptions": {"nib": {"threads": threads}},
+            "initializationOptions": {"nib": {"threads": threads, **SETTINGS}},
         })
         self.wait(init, 60)
         self.notify("initialized", {})
@@ -399,7 +401,10 @@ def main() -> None:
                     help="run one part only (the typing replay, open buffers, or the first completion after open)")
     ap.add_argument("--pause", type=float, default=1.0,
                     help="open-pause: seconds between the edit and the request (default 1)")
+    ap.add_argument("--settings", type=json.loads, default={},
+                    help='more nib settings as JSON, e.g. \'{"completion": {"prefillBudgetMs": 300}}\'')
     a = ap.parse_args()
+    SETTINGS.update(a.settings)
     os.makedirs(a.workdir, exist_ok=True)
     result = {}
     if a.part in ("all", "replay"):

@@ -125,14 +125,19 @@ def inline_completion(client, path, line, character):
 
 
 def wait_for_prewarm(client, path, timeout=30):
-    """Waits until the engine's KV cache holds the pre-warmed head of `path`; returns the tokens."""
+    """Waits until the pre-warm of `path` has run with the workspace's definitions in its prompt
+    (the index answers after the open, and its answer warms the head again); returns the tokens
+    the KV cache then holds."""
     deadline = time.perf_counter() + timeout
+    engine = {}
     while time.perf_counter() < deadline:
-        engine = client.request("nib/inspect", {"textDocument": {"uri": uri(path)}})["engine"]
-        if engine.get("cachedTokens", 0) > 0:
-            return engine["cachedTokens"]
+        state = client.request("nib/inspect", {"textDocument": {"uri": uri(path)}})
+        engine, prewarm = state["engine"], state.get("prewarm") or {}
+        if (prewarm.get("uri") == uri(path) and prewarm.get("warmed") and not prewarm.get("running")
+                and prewarm.get("withWorkspaceContext")):
+            break
         time.sleep(0.05)
-    return 0
+    return engine.get("cachedTokens", 0)
 
 
 def run_written_tests(test_path, text):
@@ -148,6 +153,25 @@ def run_written_tests(test_path, text):
                              capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
         summary = [line for line in run.stderr.splitlines() if line.startswith(("Ran ", "OK", "FAILED"))]
         print(f"   running them (python -m unittest {module}): {' — '.join(summary)}\n")
+
+
+def grounded_import(client):
+    """A new file that uses the project's functions before importing them: on the `from` line
+    nib offers the import the index proves right, without running the model."""
+    path = os.path.join(SHOP, "receipt.py")
+    text = ('"""A receipt."""\n\nfrom \n\n\ndef line_total(price, quantity, percent=0):\n'
+            '    return with_tax(apply_discount(price * quantity, percent))\n')
+    client.notify("textDocument/didOpen", {"textDocument": {
+        "uri": uri(path), "languageId": "python", "version": 1, "text": text}})
+    generated = lambda: client.request("nib/inspect", {"textDocument": {"uri": uri(path)}})["engine"]["stats"]["generatedTokens"]
+    before = generated()
+    ghost, ms = inline_completion(client, path, 2, 5)
+    show_ghost("5. A missing import in a new file (receipt.py, not saved)", text, 2, 5, ghost)
+    for number, line in enumerate(text.split("\n")[3:7], start=4):
+        print(f"  {number:3} | {line}")
+    print(f"   {ms:.0f} ms, from the workspace index (the names the code below uses, defined in pricing.py); "
+          f"the model generated {generated() - before} tokens for it\n")
+    client.notify("textDocument/didClose", {"textDocument": {"uri": uri(path)}})
 
 
 def main():
@@ -233,6 +257,8 @@ def main():
     print(f"   {ms:.0f} ms: {last['reusedTokens']} of {last['promptTokens']} prompt tokens reused from the KV cache, "
           f"{last['prefilledTokens']} prefilled, {last['generatedTokens']} generated\n")
 
+    grounded_import(client)
+
     # Code actions on pricing.py: listing is instant, generation happens on resolve.
     pricing = os.path.join(SHOP, "pricing.py")
     lines = texts[pricing].split("\n")
@@ -241,7 +267,7 @@ def main():
         "textDocument": {"uri": uri(pricing)},
         "range": {"start": {"line": line + 1, "character": 4}, "end": {"line": line + 1, "character": 4}},
         "context": {"diagnostics": []}})
-    print(f"{BOLD}5. Code actions offered in with_tax{RESET}: " + ", ".join(a["title"] for a in actions) + "\n")
+    print(f"{BOLD}6. Code actions offered in with_tax{RESET}: " + ", ".join(a["title"] for a in actions) + "\n")
     for action in actions:
         seen = len(client.notifications)
         started = time.perf_counter()
@@ -257,10 +283,10 @@ def main():
         new_text = edit["edits"][0]["newText"]
         if action["kind"].startswith("source."):
             count = sum(len(change.get("edits", [])) for change in changes)
-            print(f"{BOLD}8. {action['title']}{RESET} ({elapsed:.1f} s): {count} docstring(s) in one edit of "
+            print(f"{BOLD}9. {action['title']}{RESET} ({elapsed:.1f} s): {count} docstring(s) in one edit of "
                   f"{os.path.relpath(target[len('file://'):], ROOT)}, all checked together\n")
         elif "docstring" in action["kind"]:
-            print(f"{BOLD}6. {action['title']}{RESET} ({elapsed:.1f} s):")
+            print(f"{BOLD}7. {action['title']}{RESET} ({elapsed:.1f} s):")
             at = edit["edits"][0]["range"]["start"]["line"]
             for number, text in enumerate(lines[line:at], start=line + 1):
                 print(f"  {number:3} | {text}")
@@ -270,7 +296,7 @@ def main():
         else:
             created = any(c.get("kind") == "create" for c in changes)
             name = os.path.relpath(target[len("file://"):], ROOT)
-            print(f"{BOLD}7. {action['title']}{RESET} ({elapsed:.1f} s): {'creates' if created else 'appends to'} {name}")
+            print(f"{BOLD}8. {action['title']}{RESET} ({elapsed:.1f} s): {'creates' if created else 'appends to'} {name}")
             steps = [n["params"]["value"].get("message") for n in client.notifications[seen:]
                      if n.get("method") == "$/progress" and n["params"]["value"].get("kind") == "report"]
             if steps:

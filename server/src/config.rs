@@ -133,7 +133,7 @@ impl Default for Config {
                 enabled: true,
                 max_tokens: 64,
                 context_tokens: 1024,
-                prefill_budget_ms: 0,
+                prefill_budget_ms: 300,
                 languages: Vec::new(),
             },
             context: ContextConfig { workspace: true, max_files: 20_000 },

@@ -349,6 +349,9 @@ impl Model {
             result = Err(EngineError::Cancelled);
         }
         match &result {
+            // A pre-warm the cache already held ran nothing: it is no generation, and must not
+            // replace the last request's statistics (`nib/inspect`, the demo) with zeros.
+            Ok(generation) if generation.stats.prefilled_tokens == 0 => {}
             Ok(generation) => self.stats.record(&generation.stats),
             // A run interrupted midway may have left the cache short of its tokens list; the
             // cache is only ever extended after a successful run, so it stays consistent.

@@ -216,6 +216,9 @@ fn a_prewarm_the_cache_holds_keeps_the_cache() {
     // Up to its last token or two: the line end can join the next line's indentation.
     assert!(warm.stats.reused_tokens + 2 >= warm.stats.prompt_tokens, "{:?}", warm.stats);
     assert_eq!(model.cached_tokens(), cached, "the pre-warm made the cache forget the tokens after it");
+    // It ran nothing, so it is not counted, and the statistics still describe the request.
+    assert_eq!(model.stats.generations, 1);
+    assert_eq!(model.stats.last.as_ref(), Some(&generation.stats));
     // A pre-warm the cache does not hold runs (and the next request is the same as cold).
     let other = model.generate(&request("class Stack:\n", 0), &mut |_| Flow::Continue).unwrap();
     assert!(other.stats.prefilled_tokens > 0, "{:?}", other.stats);

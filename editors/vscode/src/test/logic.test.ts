@@ -36,7 +36,7 @@ test('contributed defaults map to exactly the server defaults of docs/configurat
     onnxRuntimePath: '',
     threads: 0,
     requestTimeoutMs: 30000,
-    completion: { enabled: true, maxTokens: 64, contextTokens: 1024, prefillBudgetMs: 0, languages: [] },
+    completion: { enabled: true, maxTokens: 64, contextTokens: 1024, prefillBudgetMs: 300, languages: [] },
     context: { workspace: true, maxFiles: 20000 },
     python: { interpreter: '' },
     tests: { verify: 'auto', timeBudgetSeconds: 30 },
@@ -107,7 +107,7 @@ test('user values are passed through, paths expanded', () => {
     enabled: false,
     maxTokens: 16,
     contextTokens: 1024,
-    prefillBudgetMs: 0,
+    prefillBudgetMs: 300,
     languages: ['python'],
   });
   assert.equal(settings.python.interpreter, '/ws/.venv/bin/python');
