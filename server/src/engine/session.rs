@@ -339,7 +339,7 @@ impl DecoderSession {
         }
         binding.bind_output_to_device("logits", &MemoryInfo::default()).map_err(ort_error)?;
         let outputs = self.session.run_binding_with_options(&binding, run.options).map_err(ort_error)?;
-        last_rows(&outputs, run.rows)
+        last_rows(&outputs, run.rows, self.signature.logits_to_keep)
     }
 
     /// The copying run: the graph returns past + new rows as new tensors, which become the cache.
@@ -351,7 +351,7 @@ impl DecoderSession {
             inputs.push((value_name.as_str().into(), value.into()));
         }
         let mut outputs = self.session.run_with_options(inputs, run.options).map_err(ort_error)?;
-        let logits = last_rows(&outputs, run.rows)?;
+        let logits = last_rows(&outputs, run.rows, self.signature.logits_to_keep)?;
         let mut layers = Vec::with_capacity(self.signature.layers);
         for (key_name, value_name) in &self.signature.present_names {
             let key = outputs.remove(key_name).ok_or_else(|| ort_error(format!("missing output {key_name}")))?;
@@ -434,11 +434,13 @@ impl DecoderSession {
     }
 }
 
-/// The last `rows` rows of `logits` ([batch, positions, vocab]), flattened.
-fn last_rows(outputs: &SessionOutputs<'_>, rows: usize) -> Result<Vec<f32>, EngineError> {
+/// The last `rows` rows of `logits` ([batch, positions, vocab]), flattened. A graph that takes
+/// `logits_to_keep` (`kept`) must return exactly those rows: a prefill chunk then computes one
+/// row of the LM head, not 128 (25 MB of fp32 logits for this vocabulary).
+fn last_rows(outputs: &SessionOutputs<'_>, rows: usize, kept: bool) -> Result<Vec<f32>, EngineError> {
     let (shape, data) = outputs["logits"].try_extract_tensor::<f32>().map_err(ort_error)?;
     let vocab = *shape.last().ok_or_else(|| ort_error("logits have no dimensions"))? as usize;
-    if vocab == 0 || data.len() < rows * vocab {
+    if vocab == 0 || data.len() < rows * vocab || (kept && data.len() != rows * vocab) {
         return Err(ort_error(format!("the model returned logits of shape {shape:?}, expected {rows} row(s)")));
     }
     Ok(data[data.len() - rows * vocab..].to_vec())
