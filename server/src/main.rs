@@ -129,6 +129,7 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    engine::allocator::tune_for_inference();
     let cli = Cli::parse();
     init_logging();
     match cli.command.unwrap_or(Command::Serve { stdio: true }) {

@@ -2,6 +2,7 @@
 //! one dedicated thread. Callers submit jobs (a prompt, limits, a cancellation token and a
 //! completion callback) and get results on that thread; the LSP threads never block on it.
 
+pub mod allocator;
 pub mod attention;
 pub mod backend;
 mod budget;

@@ -12,9 +12,10 @@
 use std::borrow::Cow;
 use std::path::Path;
 
+use ort::AsPointer;
 use ort::environment::Environment;
 use ort::memory::{Allocator, MemoryInfo};
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{RunOptions, Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor, ValueType};
 
@@ -149,12 +150,25 @@ pub struct DecoderSession {
 }
 
 fn build_session(environment: &Environment, path: &Path, threads: usize) -> ort::Result<Session> {
-    Session::builder(environment)?
+    let mut builder = Session::builder(environment)?
         .with_optimization_level(GraphOptimizationLevel::All)?
         .with_intra_threads(threads)?
-        .with_inter_threads(1)
-        .map_err(ort::Error::from)
-        .and_then(|builder| super::attention::commit(builder, path))
+        .with_inter_threads(1)?
+        // Memory patterns are planned and kept per set of input shapes, and almost every run
+        // here has new ones (the attention mask grows with the cache): off, the peak RSS after
+        // the typing replay is 11 MB lower (models/README.md, "Memory").
+        .with_memory_pattern(false)?;
+    without_cpu_arena(&mut builder)?;
+    super::attention::commit(builder, path)
+}
+
+/// Turns off ONNX Runtime's CPU memory arena, which grows by doubling its last region and never
+/// gives memory back (after the typing replay it held 32 MB in five regions of 1 to 16 MB, for
+/// about 12 MB of activations at the peak); activations then come from malloc, whose arenas
+/// `allocator.rs` bounds. The prepacked weights are allocated the same way either way.
+fn without_cpu_arena(builder: &mut SessionBuilder) -> ort::Result<()> {
+    // SAFETY: the pointer is the builder's live session options; the call only sets a flag.
+    unsafe { ort::Error::result_from_status((ort::api().DisableCpuMemArena)(builder.ptr_mut())) }
 }
 
 fn ort_error(error: impl std::fmt::Display) -> EngineError {
@@ -325,7 +339,7 @@ impl DecoderSession {
         }
         binding.bind_output_to_device("logits", &MemoryInfo::default()).map_err(ort_error)?;
         let outputs = self.session.run_binding_with_options(&binding, run.options).map_err(ort_error)?;
-        last_rows(&outputs, run.rows)
+        last_rows(&outputs, run.rows, self.signature.logits_to_keep)
     }
 
     /// The copying run: the graph returns past + new rows as new tensors, which become the cache.
@@ -337,7 +351,7 @@ impl DecoderSession {
             inputs.push((value_name.as_str().into(), value.into()));
         }
         let mut outputs = self.session.run_with_options(inputs, run.options).map_err(ort_error)?;
-        let logits = last_rows(&outputs, run.rows)?;
+        let logits = last_rows(&outputs, run.rows, self.signature.logits_to_keep)?;
         let mut layers = Vec::with_capacity(self.signature.layers);
         for (key_name, value_name) in &self.signature.present_names {
             let key = outputs.remove(key_name).ok_or_else(|| ort_error(format!("missing output {key_name}")))?;
@@ -420,11 +434,13 @@ impl DecoderSession {
     }
 }
 
-/// The last `rows` rows of `logits` ([batch, positions, vocab]), flattened.
-fn last_rows(outputs: &SessionOutputs<'_>, rows: usize) -> Result<Vec<f32>, EngineError> {
+/// The last `rows` rows of `logits` ([batch, positions, vocab]), flattened. A graph that takes
+/// `logits_to_keep` (`kept`) must return exactly those rows: a prefill chunk then computes one
+/// row of the LM head, not 128 (25 MB of fp32 logits for this vocabulary).
+fn last_rows(outputs: &SessionOutputs<'_>, rows: usize, kept: bool) -> Result<Vec<f32>, EngineError> {
     let (shape, data) = outputs["logits"].try_extract_tensor::<f32>().map_err(ort_error)?;
     let vocab = *shape.last().ok_or_else(|| ort_error("logits have no dimensions"))? as usize;
-    if vocab == 0 || data.len() < rows * vocab {
+    if vocab == 0 || data.len() < rows * vocab || (kept && data.len() != rows * vocab) {
         return Err(ort_error(format!("the model returned logits of shape {shape:?}, expected {rows} row(s)")));
     }
     Ok(data[data.len() - rows * vocab..].to_vec())

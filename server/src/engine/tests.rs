@@ -42,6 +42,15 @@ fn argmax(logits: &[f32]) -> u32 {
 }
 
 #[test]
+fn a_prefill_chunk_gets_the_last_rows_logits_only() {
+    // The fixture takes `logits_to_keep`; `forward` asks for one row, and the graph must return
+    // that row only (`last_rows` refuses more).
+    let vocab = floats(&reference()["prefill_logits"]).len();
+    let logits = model().forward_for_test(&[1, 2, 3, 4, 5, 6, 7, 8], true).unwrap();
+    assert_eq!(logits.len(), vocab);
+}
+
+#[test]
 fn logits_equal_python_onnxruntime() {
     let reference = reference();
     let tolerance = reference["tolerance"].as_f64().unwrap() as f32;

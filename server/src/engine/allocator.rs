@@ -1,0 +1,23 @@
+//! glibc malloc settings for a process that runs the model, applied once at start-up.
+//!
+//! ONNX Runtime allocates each run's activations (prefill chunks of 128 rows, decode steps of
+//! two) from whichever thread runs a kernel, and the KV buffers are reallocated as they grow.
+//! glibc gives every such thread its own arena (up to 8 per core), and memory freed into an
+//! arena stays there for that arena's next allocations: with the runtime's own memory arena off
+//! (`session.rs`), that per-thread caching kept about 17 MB more after the typing replay
+//! (models/README.md, "Memory"). Two arenas bound it; the threads that share them rarely
+//! allocate at the same moment (one inference thread and its pool run one kernel at a time).
+
+/// Most glibc malloc arenas (the main one and one for all other threads).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const ARENAS: libc::c_int = 2;
+
+/// Applies the settings. Must run before the process starts threads: glibc fixes its arena
+/// limit when a second arena is first needed.
+pub fn tune_for_inference() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a malloc parameter; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+    }
+}
