@@ -172,7 +172,10 @@ fn an_onnx_runtime_of_the_wrong_version_or_a_foreign_library_is_refused_and_the_
 fn a_panic_inside_inference_is_an_error_reply_and_the_next_completion_works() {
     // `NIB_FAULT=panic-in-generate` makes generations whose prompt contains the marker panic.
     let mut server = TestServer::spawn(&[("NIB_FAULT", "panic-in-generate")]);
-    server.initialize(json!({ "modelPath": fixture_model() }), &["utf-16"]);
+    // No workspace index: the server's folder is this repository, whose sources hold the
+    // marker (this test, the hook), and a snippet retrieved from them would make the plain
+    // file's prompt ask for the panic too.
+    server.initialize(json!({ "modelPath": fixture_model(), "context": { "workspace": false } }), &["utf-16"]);
     server.wait_for_status(|s| s["state"] == "ready");
     let marked = "file:///w/marked.py";
     server.open(marked, "python", "def f(x):\n    # nib-fault:panic\n    \n");
