@@ -4,6 +4,9 @@
 
 pub mod allocator;
 pub mod attention;
+pub mod kernels;
+pub mod linear;
+mod onnx_proto;
 pub mod backend;
 mod budget;
 pub mod fim;

@@ -20,6 +20,7 @@ use ort::session::{RunOptions, Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor, ValueType};
 
 use super::EngineError;
+use super::kernels::Kernels;
 
 /// One forward pass: the inputs besides the cache, and how many last rows of logits it returns.
 struct Run<'a> {
@@ -149,7 +150,7 @@ pub struct DecoderSession {
     max_capacity: usize,
 }
 
-fn build_session(environment: &Environment, path: &Path, threads: usize) -> ort::Result<Session> {
+fn build_session(environment: &Environment, path: &Path, threads: usize, kernels: Kernels) -> ort::Result<Session> {
     let mut builder = Session::builder(environment)?
         .with_optimization_level(GraphOptimizationLevel::All)?
         .with_intra_threads(threads)?
@@ -159,7 +160,7 @@ fn build_session(environment: &Environment, path: &Path, threads: usize) -> ort:
         // the typing replay is 11 MB lower (models/README.md, "Memory").
         .with_memory_pattern(false)?;
     without_cpu_arena(&mut builder)?;
-    super::attention::commit(builder, path)
+    super::kernels::commit(builder, path, kernels)
 }
 
 /// Turns off ONNX Runtime's CPU memory arena, which grows by doubling its last region and never
@@ -191,8 +192,30 @@ impl DecoderSession {
         layout: KvLayout,
         max_context: usize,
     ) -> Result<Self, EngineError> {
-        let session = build_session(environment, path, threads)
+        Self::load_with_kernels(environment, path, threads, layout, max_context, Kernels::from_env())
+    }
+
+    /// `load` with the given choice of nib's kernels (A/B tests) instead of the environment's.
+    pub fn load_with_kernels(
+        environment: &Environment,
+        path: &Path,
+        threads: usize,
+        layout: KvLayout,
+        max_context: usize,
+        kernels: Kernels,
+    ) -> Result<Self, EngineError> {
+        let session = build_session(environment, path, threads, kernels)
             .map_err(|error| EngineError::Model(format!("cannot load {}: {error}", path.display())))?;
+        Self::from_session(session, path, layout, max_context)
+    }
+
+    /// A decoder on a session committed elsewhere (from `path`'s model, for messages).
+    pub(crate) fn from_session(
+        session: Session,
+        path: &Path,
+        layout: KvLayout,
+        max_context: usize,
+    ) -> Result<Self, EngineError> {
         let signature = GraphSignature::read(&session)
             .map_err(|why| EngineError::Model(format!("{} is not a usable decoder: {why}", path.display())))?;
         Ok(DecoderSession { session, signature, layout, max_capacity: max_context.max(1) })

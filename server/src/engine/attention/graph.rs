@@ -3,6 +3,8 @@
 //! in the protobuf changes) and an opset import for that domain is appended to the model.
 //! Only nodes whose attributes and inputs nib's kernel implements are changed.
 
+use crate::engine::onnx_proto::{self, Fields, LEN};
+
 /// nib's operator domain; as long as `com.microsoft`, which it replaces byte for byte.
 pub(crate) const DOMAIN: &str = "nib.attention";
 const MICROSOFT: &str = "com.microsoft";
@@ -73,94 +75,7 @@ fn supported_node_domain(model: &[u8], start: usize, end: usize) -> Result<Optio
 
 /// ModelProto field 8 (opset_import): `{ domain: DOMAIN, version: 1 }`.
 fn opset_import() -> Vec<u8> {
-    let mut entry = vec![0x0a, DOMAIN.len() as u8];
-    entry.extend_from_slice(DOMAIN.as_bytes());
-    entry.extend_from_slice(&[0x10, 0x01]);
-    let mut field = vec![(8 << 3) | LEN, entry.len() as u8];
-    field.extend(entry);
-    field
-}
-
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const LEN: u8 = 2;
-const FIXED32: u8 = 5;
-
-/// One field of a protobuf message; for a length-delimited one, its payload is `start..end`.
-struct Field {
-    number: u64,
-    wire: u8,
-    start: usize,
-    end: usize,
-}
-
-/// The fields of the message in `bytes[at..]`.
-struct Fields<'a> {
-    bytes: &'a [u8],
-    at: usize,
-    failed: bool,
-}
-
-impl<'a> Fields<'a> {
-    fn new(bytes: &'a [u8], at: usize) -> Self {
-        Fields { bytes, at, failed: false }
-    }
-
-    fn varint(&mut self) -> Result<u64, String> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = *self.bytes.get(self.at).ok_or("the model file ends inside a number")?;
-            self.at += 1;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err("a number in the model file is too long".into())
-    }
-
-    fn field(&mut self) -> Result<Field, String> {
-        let key = self.varint()?;
-        let (number, wire) = (key >> 3, (key & 7) as u8);
-        let start = self.at;
-        let end = match wire {
-            VARINT => {
-                self.varint()?;
-                self.at
-            }
-            FIXED64 => start + 8,
-            FIXED32 => start + 4,
-            LEN => {
-                let len = usize::try_from(self.varint()?).map_err(|_| "a length in the model file is too large")?;
-                let payload = self.at;
-                self.at = payload.checked_add(len).ok_or("a length in the model file is too large")?;
-                return self.checked(Field { number, wire, start: payload, end: self.at });
-            }
-            other => return Err(format!("the model file has a field of unknown wire type {other}")),
-        };
-        self.at = end;
-        self.checked(Field { number, wire, start, end })
-    }
-
-    fn checked(&self, field: Field) -> Result<Field, String> {
-        if field.end > self.bytes.len() {
-            return Err("the model file ends inside a field".into());
-        }
-        Ok(field)
-    }
-}
-
-impl Iterator for Fields<'_> {
-    type Item = Result<Field, String>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.at >= self.bytes.len() {
-            return None;
-        }
-        let field = self.field();
-        self.failed = field.is_err();
-        Some(field)
-    }
+    onnx_proto::opset_import(DOMAIN)
 }
 
 #[cfg(test)]

@@ -1,0 +1,743 @@
+//! The arithmetic of a 4-bit linear layer on plain slices: `y = x · Wᵀ` for MatMulNBits' 4-bit
+//! blocks (32 weights, one scale, zero point 8) plus the converter's per-block offsets
+//! (`w = (q - 8) · scale + offset`, models/nib_convert/quant.py).
+//!
+//! Each activation row is quantized once per block of 32 to int8 (scale `max|x| / 127`, like
+//! llama.cpp's Q8 blocks and ONNX Runtime's int8-activation kernel), stored in the order the
+//! weight nibbles unpack to (the even elements, then the odd ones). Each weight block is
+//! unpacked once per tile of rows and multiplied with every row of the tile in integers (AVX2
+//! `maddubs` + `madd`, or AVX-512 VNNI `dpbusd`: the same exact sums), the zero point folded in
+//! as an integer correction; each block's integer sums are scaled into eight f32 lanes per
+//! output, reduced in a fixed order at the end. The offsets term uses the exact block sums of
+//! `x`.
+//!
+//! A row's result depends only on that row and the weights: every output is the same
+//! operations in the same order whatever rows, tile or thread it runs with. The VNNI and AVX2
+//! paths give the same bits, and so does `dot_portable`, the plain-Rust mirror the tests hold
+//! them to.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+/// Weights per block (MatMulNBits' `block_size`).
+pub(crate) const BLOCK: usize = 32;
+/// Bytes of one block of 4-bit weights.
+const BLOCK_BYTES: usize = BLOCK / 2;
+/// f32 lanes each output accumulates in (one AVX2 register).
+const LANES: usize = 8;
+/// Rows that share each unpacked weight block.
+const TILE_ROWS: usize = 4;
+/// Outputs per unit of work: 4,096 weights of 576 inputs (36 KiB with scales and offsets)
+/// stay in the L2 cache while every row of the unit reads them.
+const UNIT_COLUMNS: usize = 64;
+/// Rows per unit of work in long prefill chunks (their activations stay in the L2 cache).
+const UNIT_ROWS: usize = 64;
+
+/// One node's weights: `nibbles` `[outputs][blocks][16]` (element `2i` in the low nibble of
+/// byte `i`, `2i + 1` in the high one), `scales` `[outputs][blocks]`, `offsets` `[blocks][outputs]`.
+pub(crate) struct Weights<'a> {
+    pub outputs: usize,
+    pub blocks: usize,
+    pub nibbles: &'a [u8],
+    pub scales: &'a [f32],
+    pub offsets: Option<&'a [f32]>,
+}
+
+impl Weights<'_> {
+    /// Inputs per row.
+    pub fn inputs(&self) -> usize {
+        self.blocks * BLOCK
+    }
+
+    fn check(&self) {
+        assert_eq!(self.nibbles.len(), self.outputs * self.blocks * BLOCK_BYTES);
+        assert_eq!(self.scales.len(), self.outputs * self.blocks);
+        if let Some(offsets) = self.offsets {
+            assert_eq!(offsets.len(), self.blocks * self.outputs);
+        }
+    }
+}
+
+/// Rows of activations quantized per block, kept in pairs of blocks (an odd count padded with
+/// a zero block) in the order the weights unpack to: one 32-byte load of a pair's nibbles masks
+/// to the even elements of both blocks, and shifts to the odd ones. For row `r` and pair `p`
+/// (`at = r * pairs + p`): `values[at * 64..]` holds the even elements of block `2p`, then of
+/// block `2p + 1` (32 bytes), then their odd elements (32); lane `l` of an 8-lane dot product
+/// covers elements `8l..8l + 8` of block `2p` for `l < 4`, of block `2p + 1` after.
+/// `zero_points[at * 8..]` is −8 × each lane's sum of values (so that the dot product with the
+/// raw nibbles is the one with `q − 8`), `lane_scales[at * 8..]` each lane's block scale;
+/// `sums[r * blocks + b]` the exact sums of the inputs.
+struct Activations {
+    pairs: usize,
+    values: Vec<i8>,
+    zero_points: Vec<i32>,
+    lane_scales: Vec<f32>,
+    sums: Vec<f32>,
+}
+
+/// Runs `count` independent units, possibly on several threads (ONNX Runtime's pool).
+pub(crate) type ForEach<'f> = &'f dyn Fn(usize, &(dyn Fn(usize) + Sync));
+
+/// A pointer that units write disjoint parts of.
+#[derive(Clone, Copy)]
+struct Shared<T>(*mut T);
+// SAFETY: every unit writes only its own disjoint elements (see each use).
+unsafe impl<T> Sync for Shared<T> {}
+unsafe impl<T> Send for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// # Safety
+    /// `index` is within the buffer.
+    unsafe fn at(self, index: usize) -> *mut T {
+        unsafe { self.0.add(index) }
+    }
+}
+
+/// `out` `[rows][outputs]` = `x` `[rows][inputs]` times the weights, transposed.
+pub(crate) fn multiply(weights: &Weights<'_>, x: &[f32], rows: usize, out: &mut [f32], for_each: ForEach<'_>) {
+    weights.check();
+    assert_eq!(x.len(), rows * weights.inputs());
+    assert_eq!(out.len(), rows * weights.outputs);
+    let path = Path::detect();
+    SCRATCH.with_borrow_mut(|activations| {
+        quantize_into(activations, x, rows, weights.blocks, path, for_each);
+        let activations = &*activations;
+        let column_units = weights.outputs.div_ceil(UNIT_COLUMNS);
+        let row_units = rows.div_ceil(UNIT_ROWS);
+        let output = Shared(out.as_mut_ptr());
+        for_each(column_units * row_units, &|unit| {
+            let (row_unit, column_unit) = (unit / column_units, unit % column_units);
+            let rows = row_unit * UNIT_ROWS..((row_unit + 1) * UNIT_ROWS).min(rows);
+            let columns = column_unit * UNIT_COLUMNS..((column_unit + 1) * UNIT_COLUMNS).min(weights.outputs);
+            // SAFETY: this unit alone writes the elements (row, column) of its rows and columns.
+            unsafe { multiply_unit(weights, activations, rows, columns, output, path) };
+        });
+    });
+}
+
+/// How this machine computes (always the same one on a machine).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Path {
+    Vnni,
+    Avx2,
+    Portable,
+}
+
+impl Path {
+    fn detect() -> Path {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx2_and_fma() {
+                let vnni = std::arch::is_x86_feature_detected!("avx512vnni")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512f");
+                return if vnni { Path::Vnni } else { Path::Avx2 };
+            }
+        }
+        Path::Portable
+    }
+}
+
+/// Whether the CPU has what the fast paths need (the graph is rewritten only then: the
+/// portable path is the tests' mirror, far slower than ONNX Runtime's kernel).
+pub(crate) fn avx2_and_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+thread_local! {
+    /// The activations of the thread's last call, kept so that no call allocates (a prefill
+    /// chunk's take about 2 KiB per row at most).
+    static SCRATCH: std::cell::RefCell<Activations> = const {
+        std::cell::RefCell::new(Activations {
+            pairs: 0,
+            values: Vec::new(),
+            zero_points: Vec::new(),
+            lane_scales: Vec::new(),
+            sums: Vec::new(),
+        })
+    };
+}
+
+/// Sets `vector` to `len` zeros, keeping its memory.
+fn zeroed<T: Clone>(vector: &mut Vec<T>, len: usize, zero: T) {
+    vector.clear();
+    vector.resize(len, zero);
+}
+
+fn quantize_into(
+    activations: &mut Activations,
+    x: &[f32],
+    rows: usize,
+    blocks: usize,
+    path: Path,
+    for_each: ForEach<'_>,
+) {
+    let pairs = blocks.div_ceil(2);
+    activations.pairs = pairs;
+    zeroed(&mut activations.values, rows * pairs * 2 * BLOCK, 0);
+    zeroed(&mut activations.zero_points, rows * pairs * LANES, 0);
+    zeroed(&mut activations.lane_scales, rows * pairs * LANES, 0.0);
+    zeroed(&mut activations.sums, rows * blocks, 0.0);
+    let values = Shared(activations.values.as_mut_ptr());
+    let zero_points = Shared(activations.zero_points.as_mut_ptr());
+    let lane_scales = Shared(activations.lane_scales.as_mut_ptr());
+    let sums = Shared(activations.sums.as_mut_ptr());
+    let units = rows.div_ceil(UNIT_ROWS);
+    let unit = |unit: usize| {
+        for row in unit * UNIT_ROWS..((unit + 1) * UNIT_ROWS).min(rows) {
+            for block in 0..blocks {
+                let input: &[f32; BLOCK] = x[(row * blocks + block) * BLOCK..][..BLOCK].try_into().expect("a block");
+                let (at, half) = (row * pairs + block / 2, block % 2);
+                // SAFETY: the row's parts of each array are written by this unit alone.
+                unsafe {
+                    let pair = std::slice::from_raw_parts_mut(values.at(at * 2 * BLOCK), 2 * BLOCK);
+                    let zero_points = std::slice::from_raw_parts_mut(zero_points.at(at * LANES + half * 4), 4);
+                    let (scale, sum) = quantize_block_on(path, input, pair, half, zero_points);
+                    std::slice::from_raw_parts_mut(lane_scales.at(at * LANES + half * 4), 4).fill(scale);
+                    *sums.at(row * blocks + block) = sum;
+                }
+            }
+        }
+    };
+    if units > 1 {
+        for_each(units, &unit);
+    } else {
+        (0..units).for_each(unit);
+    }
+}
+
+/// `x`'s rows quantized (tests).
+#[cfg(test)]
+fn quantize(x: &[f32], rows: usize, blocks: usize, path: Path, for_each: ForEach<'_>) -> Activations {
+    let mut activations =
+        Activations { pairs: 0, values: Vec::new(), zero_points: Vec::new(), lane_scales: Vec::new(), sums: Vec::new() };
+    quantize_into(&mut activations, x, rows, blocks, path, for_each);
+    activations
+}
+
+fn quantize_block_on(path: Path, x: &[f32; BLOCK], pair: &mut [i8], half: usize, zero_points: &mut [i32]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if path != Path::Portable {
+        // SAFETY: the fast paths are detected only on CPUs with AVX2 and FMA.
+        return unsafe { quantize_block_avx2(x, pair, half, zero_points) };
+    }
+    let _ = path;
+    quantize_block(x, pair, half, zero_points)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_block_avx2(x: &[f32; BLOCK], pair: &mut [i8], half: usize, zero_points: &mut [i32]) -> (f32, f32) {
+    quantize_block(x, pair, half, zero_points)
+}
+
+/// One block of inputs to int8 values, written as half `half` of its pair (see `Activations`)
+/// with its four lanes' zero points; returns the scale and the exact sum. Plain IEEE
+/// arithmetic in a fixed order: the same bits however it is compiled.
+#[inline(always)]
+fn quantize_block(x: &[f32; BLOCK], pair: &mut [i8], half: usize, zero_points: &mut [i32]) -> (f32, f32) {
+    let largest = x.iter().fold(0.0f32, |largest, v| largest.max(v.abs()));
+    let scale = largest / 127.0;
+    let inverse = if largest > 0.0 { 127.0 / largest } else { 0.0 };
+    let mut values = [0i8; BLOCK];
+    for (value, &v) in values.iter_mut().zip(x) {
+        *value = (v * inverse).round_ties_even().clamp(-127.0, 127.0) as i8;
+    }
+    for i in 0..BLOCK_BYTES {
+        pair[half * BLOCK_BYTES + i] = values[2 * i];
+        pair[BLOCK + half * BLOCK_BYTES + i] = values[2 * i + 1];
+    }
+    for (lane, zero_point) in zero_points.iter_mut().enumerate() {
+        *zero_point = -8 * values[8 * lane..8 * lane + 8].iter().map(|&v| i32::from(v)).sum::<i32>();
+    }
+    let sum = x.iter().fold(0.0f32, |sum, &v| sum + v);
+    (scale, sum)
+}
+
+/// # Safety
+/// No other unit writes the elements `(rows, columns)` of `output` meanwhile.
+unsafe fn multiply_unit(
+    weights: &Weights<'_>,
+    activations: &Activations,
+    rows: Range<usize>,
+    columns: Range<usize>,
+    output: Shared<f32>,
+    path: Path,
+) {
+    let outputs = weights.outputs;
+    let mut row = rows.start;
+    while row < rows.end {
+        let tile = (rows.end - row).min(TILE_ROWS);
+        let mut column = columns.start;
+        while column < columns.end {
+            let width = if tile == TILE_ROWS { 2 } else { 4 }.min(columns.end - column);
+            let mut results = [[0.0f32; TILE_ROWS]; 4];
+            dot_tile(path, weights, activations, (row, tile), (column, width), &mut results);
+            for (c, results) in results.iter().enumerate().take(width) {
+                for (r, &result) in results.iter().enumerate().take(tile) {
+                    // SAFETY: (row + r, column + c) lies in this unit's rows and columns.
+                    unsafe { *output.at((row + r) * outputs + column + c) = result };
+                }
+            }
+            column += width;
+        }
+        row += tile;
+    }
+    if let Some(offsets) = weights.offsets {
+        for row in rows {
+            // SAFETY: as above; the row's columns of this unit, contiguous.
+            let out = unsafe { std::slice::from_raw_parts_mut(output.at(row * outputs + columns.start), columns.len()) };
+            let sums = &activations.sums[row * weights.blocks..][..weights.blocks];
+            add_offsets(path, out, sums, offsets, outputs, columns.start);
+        }
+    }
+}
+
+/// `out[c] += Σ_block sums[block] · offsets[block][first + c]`: the sum is one fused
+/// multiply-add chain over the blocks in order, from 0, then added (eight outputs at a time
+/// with AVX2 and FMA, the same operations one at a time otherwise).
+fn add_offsets(path: Path, out: &mut [f32], sums: &[f32], offsets: &[f32], outputs: usize, first: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if path != Path::Portable {
+        // SAFETY: the fast paths are detected only on CPUs with AVX2 and FMA.
+        return unsafe { add_offsets_avx2(out, sums, offsets, outputs, first) };
+    }
+    let _ = path;
+    add_offsets_portable(out, sums, offsets, outputs, first)
+}
+
+fn add_offsets_portable(out: &mut [f32], sums: &[f32], offsets: &[f32], outputs: usize, first: usize) {
+    for (c, y) in out.iter_mut().enumerate() {
+        let term = sums.iter().enumerate().fold(0.0f32, |term, (block, &sum)| {
+            sum.mul_add(offsets[block * outputs + first + c], term)
+        });
+        *y += term;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn add_offsets_avx2(out: &mut [f32], sums: &[f32], offsets: &[f32], outputs: usize, first: usize) {
+    let whole = out.len() / LANES * LANES;
+    assert!(sums.len() * outputs <= offsets.len() && first + out.len() <= outputs);
+    for c in (0..whole).step_by(LANES) {
+        // SAFETY: block * outputs + first + c + 8 <= offsets.len() (checked above); c + 8 <= out.len().
+        unsafe {
+            let mut term = _mm256_setzero_ps();
+            for (block, &sum) in sums.iter().enumerate() {
+                let offset = _mm256_loadu_ps(offsets.as_ptr().add(block * outputs + first + c));
+                term = _mm256_fmadd_ps(_mm256_set1_ps(sum), offset, term);
+            }
+            let y = out.as_mut_ptr().add(c);
+            _mm256_storeu_ps(y, _mm256_add_ps(_mm256_loadu_ps(y), term));
+        }
+    }
+    add_offsets_portable(&mut out[whole..], sums, offsets, outputs, first + whole);
+}
+
+/// The dot products of rows `tile.0..tile.0 + tile.1` with outputs `columns.0..columns.0 +
+/// columns.1` into `results[column][row]` (without the offsets term).
+fn dot_tile(
+    path: Path,
+    weights: &Weights<'_>,
+    activations: &Activations,
+    tile: (usize, usize),
+    columns: (usize, usize),
+    results: &mut [[f32; TILE_ROWS]; 4],
+) {
+    macro_rules! dispatch {
+        ($function:ident) => {
+            match (tile.1, columns.1) {
+                (4, 2) => $function::<4, 2>(weights, activations, tile.0, columns.0, results),
+                (4, 1) => $function::<4, 1>(weights, activations, tile.0, columns.0, results),
+                (3, 4) => $function::<3, 4>(weights, activations, tile.0, columns.0, results),
+                (3, c) => (0..c).for_each(|c| $function::<3, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])),
+                (2, 4) => $function::<2, 4>(weights, activations, tile.0, columns.0, results),
+                (2, c) => (0..c).for_each(|c| $function::<2, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])),
+                (1, 4) => $function::<1, 4>(weights, activations, tile.0, columns.0, results),
+                (1, c) => (0..c).for_each(|c| $function::<1, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])),
+                other => unreachable!("tile {other:?}"),
+            }
+        };
+    }
+    match path {
+        // SAFETY: Path::Vnni is detected only with AVX-512 VNNI, VL and F, AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Path::Vnni => unsafe { dispatch!(dot_vnni) },
+        // SAFETY: Path::Avx2 is detected only with AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => unsafe { dispatch!(dot_avx2) },
+        _ => {
+            for c in 0..columns.1 {
+                for r in 0..tile.1 {
+                    results[c][r] = dot_portable(weights, activations, tile.0 + r, columns.0 + c);
+                }
+            }
+        }
+    }
+}
+
+/// One output of one row in plain Rust: the SIMD paths' arithmetic, operation for operation
+/// (`mul_add` is the fused multiply-add they use; integer sums are exact in any order).
+fn dot_portable(weights: &Weights<'_>, activations: &Activations, row: usize, column: usize) -> f32 {
+    let blocks = weights.blocks;
+    let mut lanes = [0.0f32; LANES];
+    for pair in 0..activations.pairs {
+        let at = row * activations.pairs + pair;
+        let values = &activations.values[at * 2 * BLOCK..][..2 * BLOCK];
+        for (lane, total) in lanes.iter_mut().enumerate() {
+            let (block, first) = (2 * pair + lane / 4, 8 * (lane % 4));
+            let mut sum = activations.zero_points[at * LANES + lane];
+            let mut scale = 0.0;
+            if block < blocks {
+                let packed = &weights.nibbles[(column * blocks + block) * BLOCK_BYTES..][..BLOCK_BYTES];
+                for element in first..first + 8 {
+                    let i = element / 2;
+                    let (nibble, position) = if element % 2 == 0 {
+                        (packed[i] & 15, (lane / 4) * BLOCK_BYTES + i)
+                    } else {
+                        (packed[i] >> 4, BLOCK + (lane / 4) * BLOCK_BYTES + i)
+                    };
+                    sum += i32::from(nibble) * i32::from(values[position]);
+                }
+                scale = weights.scales[column * blocks + block];
+            }
+            let factor = scale * activations.lane_scales[at * LANES + lane];
+            *total = (sum as f32).mul_add(factor, *total);
+        }
+    }
+    reduce(&lanes)
+}
+
+/// The lanes' sum in the order the SIMD paths take: halves, then quarters, then the pair.
+fn reduce(lanes: &[f32; LANES]) -> f32 {
+    let half: [f32; 4] = std::array::from_fn(|i| lanes[i] + lanes[i + 4]);
+    (half[0] + half[2]) + (half[1] + half[3])
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn reduce_avx(v: __m256) -> f32 {
+    unsafe {
+        let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        _mm_cvtss_f32(_mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1)))
+    }
+}
+
+/// The weights of blocks `block` and `block + 1` of one output (`nibbles` and `scales` point
+/// at `block`): the even elements of both (bytes in `Activations`' order), their odd elements,
+/// and each lane's scale. Without a second block (`pair_complete` false) its half is zero.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn unpack_pair(nibbles: *const u8, scales: *const f32, pair_complete: bool) -> (__m256i, __m256i, __m256) {
+    unsafe {
+        let (packed, two_scales) = if pair_complete {
+            (_mm256_loadu_si256(nibbles.cast()), _mm_castpd_ps(_mm_load_sd(scales.cast())))
+        } else {
+            (_mm256_zextsi128_si256(_mm_loadu_si128(nibbles.cast())), _mm_load_ss(scales))
+        };
+        let mask = _mm256_set1_epi8(0x0f);
+        let even = _mm256_and_si256(packed, mask);
+        let odd = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
+        let spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+        (even, odd, _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two_scales), spread))
+    }
+}
+
+/// The register tile: `R` rows × `C` outputs, one accumulator each; each pair of weight blocks
+/// is unpacked once for the `R` rows. `$dot` is the integer dot product of a pair of blocks of
+/// one row, the zero points folded in (exact: both paths give the same sums).
+#[cfg(target_arch = "x86_64")]
+macro_rules! tile {
+    ($name:ident, $features:literal, $dot:expr) => {
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const R: usize, const C: usize>(
+            weights: &Weights<'_>,
+            activations: &Activations,
+            row: usize,
+            column: usize,
+            results: &mut [[f32; TILE_ROWS]],
+        ) {
+            let (blocks, pairs) = (weights.blocks, activations.pairs);
+            debug_assert!(column + C <= weights.outputs && (row + R) * pairs * LANES <= activations.lane_scales.len());
+            let mut acc = [[_mm256_setzero_ps(); R]; C];
+            // SAFETY (whole body): the caller's tile lies within the weights and activations
+            // (`multiply` checked their lengths), so every offset below is in bounds.
+            unsafe {
+                let nibbles = weights.nibbles.as_ptr().add(column * blocks * BLOCK_BYTES);
+                let scales = weights.scales.as_ptr().add(column * blocks);
+                let values = activations.values.as_ptr().add(row * pairs * 2 * BLOCK);
+                let zero_points = activations.zero_points.as_ptr().add(row * pairs * LANES);
+                let lane_scales = activations.lane_scales.as_ptr().add(row * pairs * LANES);
+                for pair in 0..pairs {
+                    let complete = 2 * pair + 1 < blocks;
+                    for c in 0..C {
+                        let block = c * blocks + 2 * pair;
+                        let (even, odd, scale) =
+                            unpack_pair(nibbles.add(block * BLOCK_BYTES), scales.add(block), complete);
+                        for r in 0..R {
+                            let at = r * pairs + pair;
+                            let x_even = _mm256_loadu_si256(values.add(at * 2 * BLOCK).cast());
+                            let x_odd = _mm256_loadu_si256(values.add(at * 2 * BLOCK + BLOCK).cast());
+                            let zero_point = _mm256_loadu_si256(zero_points.add(at * LANES).cast());
+                            let sum = $dot(zero_point, even, x_even, odd, x_odd);
+                            let factor = _mm256_mul_ps(scale, _mm256_loadu_ps(lane_scales.add(at * LANES)));
+                            acc[c][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), factor, acc[c][r]);
+                        }
+                    }
+                }
+                for c in 0..C {
+                    for r in 0..R {
+                        results[c][r] = reduce_avx(acc[c][r]);
+                    }
+                }
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+tile!(dot_avx2, "avx2,fma", |zero_point, even, x_even, odd, x_odd| {
+    let pairs = _mm256_add_epi16(_mm256_maddubs_epi16(even, x_even), _mm256_maddubs_epi16(odd, x_odd));
+    _mm256_add_epi32(zero_point, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+});
+
+#[cfg(target_arch = "x86_64")]
+tile!(dot_vnni, "avx2,fma,avx512f,avx512vl,avx512vnni", |zero_point, even, x_even, odd, x_odd| {
+    _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero_point, even, x_even), odd, x_odd)
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (xorshift).
+    struct Noise(u64);
+
+    impl Noise {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        /// Values in -scale..scale.
+        fn floats(&mut self, n: usize, scale: f32) -> Vec<f32> {
+            (0..n).map(|_| ((self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * scale).collect()
+        }
+
+        fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| (self.next() >> 32) as u8).collect()
+        }
+    }
+
+    struct Layer {
+        outputs: usize,
+        blocks: usize,
+        nibbles: Vec<u8>,
+        scales: Vec<f32>,
+        offsets: Vec<f32>,
+    }
+
+    impl Layer {
+        fn new(outputs: usize, inputs: usize, seed: u64) -> Layer {
+            let blocks = inputs / BLOCK;
+            let mut noise = Noise(seed);
+            Layer {
+                outputs,
+                blocks,
+                nibbles: noise.bytes(outputs * blocks * BLOCK_BYTES),
+                scales: noise.floats(outputs * blocks, 0.02),
+                offsets: noise.floats(blocks * outputs, 0.05),
+            }
+        }
+
+        fn weights(&self) -> Weights<'_> {
+            Weights {
+                outputs: self.outputs,
+                blocks: self.blocks,
+                nibbles: &self.nibbles,
+                scales: &self.scales,
+                offsets: Some(&self.offsets),
+            }
+        }
+
+        /// The dequantized weight (output, input), exactly as f64.
+        fn weight(&self, output: usize, input: usize) -> f64 {
+            let (block, i) = (input / BLOCK, input % BLOCK);
+            let byte = self.nibbles[(output * self.blocks + block) * BLOCK_BYTES + i / 2];
+            let q = if i % 2 == 0 { byte & 15 } else { byte >> 4 };
+            (f64::from(q) - 8.0) * f64::from(self.scales[output * self.blocks + block])
+                + f64::from(self.offsets[block * self.outputs + output])
+        }
+    }
+
+    fn sequential(count: usize, unit: &(dyn Fn(usize) + Sync)) {
+        (0..count).for_each(unit);
+    }
+
+    /// Runs units in reverse on two threads: the result may not depend on the order.
+    fn threaded(count: usize, unit: &(dyn Fn(usize) + Sync)) {
+        std::thread::scope(|scope| {
+            scope.spawn(|| (0..count).rev().filter(|u| u % 2 == 0).for_each(unit));
+            scope.spawn(|| (0..count).rev().filter(|u| u % 2 == 1).for_each(unit));
+        });
+    }
+
+    fn run(layer: &Layer, x: &[f32], rows: usize, for_each: ForEach<'_>) -> Vec<f32> {
+        let mut out = vec![f32::NAN; rows * layer.outputs];
+        multiply(&layer.weights(), x, rows, &mut out, for_each);
+        out
+    }
+
+    /// Against the f64 product of the dequantized weights and the exact inputs. The kernel
+    /// rounds each input to its block's int8 grid, off by at most half a step
+    /// (`max|x| / 254` in the block), so output n may be off by at most
+    /// `Σ_block step/2 · Σ_i |w_n,i − offset|` (the offsets term uses the exact sums), plus f32
+    /// rounding of the sums (a relative 1e-5 of `Σ |w·x|` is far above it).
+    #[test]
+    fn matches_the_dequantized_weights_within_the_int8_rounding() {
+        for (outputs, inputs, rows, seed) in [(8, 32, 1, 1), (70, 96, 5, 2), (576, 1536, 3, 3), (130, 576, 9, 4)] {
+            let layer = Layer::new(outputs, inputs, seed);
+            let x = Noise(seed + 100).floats(rows * inputs, 3.0);
+            let out = run(&layer, &x, rows, &sequential);
+            for row in 0..rows {
+                let x = &x[row * inputs..][..inputs];
+                for n in 0..outputs {
+                    let mut exact = 0.0f64;
+                    let (mut bound, mut magnitude) = (0.0f64, 0.0f64);
+                    for block in 0..inputs / BLOCK {
+                        let span = block * BLOCK..(block + 1) * BLOCK;
+                        let largest = x[span.clone()].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                        let offset = f64::from(layer.offsets[block * outputs + n]);
+                        let mut weights = 0.0;
+                        for i in span {
+                            let w = layer.weight(n, i);
+                            exact += w * f64::from(x[i]);
+                            magnitude += (w * f64::from(x[i])).abs();
+                            weights += (w - offset).abs();
+                        }
+                        bound += f64::from(largest) / 254.0 * weights;
+                    }
+                    let got = f64::from(out[row * outputs + n]);
+                    let tolerance = bound * 1.001 + 1e-5 * magnitude;
+                    assert!((got - exact).abs() <= tolerance, "row {row} output {n}: {got} vs {exact} (±{tolerance})");
+                }
+            }
+        }
+    }
+
+    /// A row gives the same bits alone (decode), in a draft, in a prefill chunk, however the
+    /// units are split across threads, and on every path this machine has (VNNI, AVX2 and the
+    /// plain-Rust mirror).
+    #[test]
+    fn a_row_does_not_depend_on_the_rows_run_with_it() {
+        let (outputs, inputs, total) = (200, 576, 150);
+        let layer = Layer::new(outputs, inputs, 9);
+        let x = Noise(10).floats(total * inputs, 2.0);
+        let whole = run(&layer, &x, total, &threaded);
+        for (first, rows) in [(0, 1), (7, 1), (100, 2), (40, 3), (60, 9), (120, 17), (1, 80)] {
+            let part = run(&layer, &x[first * inputs..(first + rows) * inputs], rows, &sequential);
+            assert_eq!(part[..], whole[first * outputs..(first + rows) * outputs], "rows {first}.. in {rows}");
+        }
+        let weights = layer.weights();
+        let activations = quantize(&x, total, weights.blocks, Path::Portable, &sequential);
+        for row in [0, 5, 77, 149] {
+            for n in [0, 1, 63, 64, 199] {
+                let mut expected = dot_portable(&weights, &activations, row, n);
+                let sums = &activations.sums[row * weights.blocks..][..weights.blocks];
+                add_offsets(Path::Portable, std::slice::from_mut(&mut expected), sums, &layer.offsets, outputs, n);
+                assert_eq!(whole[row * outputs + n], expected, "row {row} output {n} on {:?}", Path::detect());
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_and_vnni_paths_agree_bit_for_bit() {
+        if Path::detect() != Path::Vnni {
+            eprintln!("no AVX-512 VNNI: nothing to compare");
+            return;
+        }
+        let layer = Layer::new(96, 576, 12);
+        let x = Noise(13).floats(7 * 576, 2.0);
+        let activations = quantize(&x, 7, layer.blocks, Path::Avx2, &sequential);
+        let (mut avx2, mut vnni) = ([[0.0; TILE_ROWS]; 4], [[0.0; TILE_ROWS]; 4]);
+        for (rows, columns) in [((0, 4), (0, 2)), ((4, 3), (8, 4)), ((6, 1), (90, 4))] {
+            dot_tile(Path::Avx2, &layer.weights(), &activations, rows, columns, &mut avx2);
+            dot_tile(Path::Vnni, &layer.weights(), &activations, rows, columns, &mut vnni);
+            assert_eq!(avx2, vnni);
+        }
+    }
+
+    #[test]
+    fn zero_and_extreme_inputs_stay_finite() {
+        let layer = Layer::new(16, 64, 5);
+        let mut x = vec![0.0f32; 64];
+        x[40] = 1e30;
+        x[41] = -1e30;
+        let out = run(&layer, &x, 1, &sequential);
+        assert!(out.iter().all(|v| v.is_finite()), "{out:?}");
+        let zeros = run(&layer, &[0.0; 64], 1, &sequential);
+        assert!(zeros.iter().all(|&v| v == 0.0));
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    /// CPU time of the calling thread: on a shared machine, time the thread waited for a core
+    /// does not count.
+    fn thread_seconds() -> f64 {
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `now` is a valid timespec to write to.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+        now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
+    }
+
+    /// `cargo test --release --lib engine::linear::kernel::timing -- --ignored --nocapture`:
+    /// the median CPU time of one call, one thread, the weights warm in the cache (the gate and
+    /// up projections, N 3,072 × K 576, and the down projection, N 576 × K 1,536, of
+    /// SmolLM2-135M) for a decode step, a draft and a prefill chunk. Compare with
+    /// `.venv/bin/python benches/linear_kernel.py`.
+    #[test]
+    #[ignore]
+    fn time_multiply() {
+        for (outputs, inputs) in [(3072usize, 576usize), (576, 1536)] {
+            let blocks = inputs / BLOCK;
+            let nibbles: Vec<u8> = (0..outputs * blocks * BLOCK_BYTES).map(|i| (i * 7 % 251) as u8).collect();
+            let scales: Vec<f32> = (0..outputs * blocks).map(|i| (i % 13) as f32 * 1e-3).collect();
+            let offsets: Vec<f32> = (0..outputs * blocks).map(|i| (i % 11) as f32 * 1e-3).collect();
+            let weights = Weights { outputs, blocks, nibbles: &nibbles, scales: &scales, offsets: Some(&offsets) };
+            for rows in [1usize, 2, 8, 128] {
+                let x: Vec<f32> = (0..rows * inputs).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
+                let mut out = vec![0.0; rows * outputs];
+                let seq = |count: usize, unit: &(dyn Fn(usize) + Sync)| (0..count).for_each(unit);
+                let mut times: Vec<f64> = (0..if rows > 8 { 40 } else { 400 })
+                    .map(|_| {
+                        let start = thread_seconds();
+                        multiply(&weights, &x, rows, &mut out, &seq);
+                        (thread_seconds() - start) * 1e3
+                    })
+                    .collect();
+                times.sort_by(f64::total_cmp);
+                let median = times[times.len() / 2];
+                eprintln!(
+                    "nib linear N {outputs} K {inputs} rows {rows} ({:?}): median {median:.4} ms CPU per call",
+                    Path::detect()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The ONNX Runtime custom operator: a 4-bit MatMulNBits (block 32, no zero points) with the
+//! converter's optional offsets as a fourth input, `kernel::multiply` on the session's
+//! intra-op threads. Inputs: activations `[..., K]` f32, `qweight` uint8 `[N, K/32, 16]`,
+//! `scales` f32 `[N * K/32]`, optional `offsets` f32 `[K/32, N]`; output `[..., N]` f32.
+//! The weights are the initializers as ONNX Runtime holds them (mapped from the weights
+//! file), never copied.
+
+use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
+use ort::value::TensorElementType::{Float32, Uint8};
+
+use super::kernel::{self, BLOCK, Weights};
+
+const INPUT: usize = 0;
+const QWEIGHT: usize = 1;
+const SCALES: usize = 2;
+const OFFSETS: usize = 3;
+
+pub(crate) struct QuantizedLinear;
+
+/// The node's attributes.
+pub(crate) struct LinearKernel {
+    inputs: usize,
+    outputs: usize,
+}
+
+fn error(message: impl Into<String>) -> ort::Error {
+    ort::Error::new(format!("nib linear: {}", message.into()))
+}
+
+impl Operator for QuantizedLinear {
+    type Kernel<'attr> = LinearKernel;
+
+    fn name(&self) -> &str {
+        super::graph::OP_TYPE
+    }
+
+    fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
+        [
+            OperatorInput::required(Float32),
+            OperatorInput::required(Uint8),
+            OperatorInput::required(Float32),
+            OperatorInput::optional(Float32),
+        ]
+    }
+
+    fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
+        [OperatorOutput::required(Float32)]
+    }
+
+    fn create_kernel<'attr>(&self, context: &KernelContext<'attr>) -> ort::Result<LinearKernel> {
+        let int = |name: &str| context.get::<i64>(name);
+        let positive = |name: &str| {
+            int(name).filter(|&n| n > 0).map(|n| n as usize).ok_or_else(|| error(format!("{name} missing")))
+        };
+        let (inputs, outputs) = (positive("K")?, positive("N")?);
+        if int("bits") != Some(4) || int("block_size") != Some(BLOCK as i64) || !inputs.is_multiple_of(BLOCK) {
+            return Err(error(format!("implements 4 bits in blocks of {BLOCK} for K a multiple of {BLOCK}")));
+        }
+        Ok(LinearKernel { inputs, outputs })
+    }
+}
+
+impl Kernel for LinearKernel {
+    fn compute(&mut self, context: &ComputeContext) -> ort::Result<()> {
+        let input = context.input(INPUT)?.ok_or_else(|| error("no input"))?;
+        let (shape, x) = input.try_extract_tensor::<f32>()?;
+        if shape.last().copied() != Some(self.inputs as i64) {
+            return Err(error(format!("the input must be [..., {}], got {shape:?}", self.inputs)));
+        }
+        let rows = x.len() / self.inputs;
+        let qweight = context.input(QWEIGHT)?.ok_or_else(|| error("no qweight"))?;
+        let (_, nibbles) = qweight.try_extract_tensor::<u8>()?;
+        let scales = context.input(SCALES)?.ok_or_else(|| error("no scales"))?;
+        let (_, scales) = scales.try_extract_tensor::<f32>()?;
+        let offsets = context.input(OFFSETS)?;
+        let offsets = match &offsets {
+            Some(offsets) => Some(offsets.try_extract_tensor::<f32>()?.1),
+            None => None,
+        };
+        let blocks = self.inputs / BLOCK;
+        let (expected_nibbles, expected_scales) = (self.outputs * blocks * BLOCK / 2, self.outputs * blocks);
+        if nibbles.len() != expected_nibbles || scales.len() != expected_scales {
+            return Err(error(format!(
+                "qweight and scales must hold {expected_nibbles} bytes and {expected_scales} scales, got {} and {}",
+                nibbles.len(),
+                scales.len()
+            )));
+        }
+        if offsets.is_some_and(|offsets| offsets.len() != expected_scales) {
+            return Err(error(format!("offsets must hold {expected_scales} values ([K/32, N])")));
+        }
+        let weights = Weights { outputs: self.outputs, blocks, nibbles, scales, offsets };
+        let mut out_shape: Vec<i64> = shape.to_vec();
+        *out_shape.last_mut().expect("checked above") = self.outputs as i64;
+        let mut output = context.output(0, out_shape)?.ok_or_else(|| error("no output"))?;
+        let (_, out) = output.try_extract_tensor_mut::<f32>()?;
+        kernel::multiply(&weights, x, rows, out, &|count, unit| {
+            if count == 1 || context.par_for(count, count, unit).is_err() {
+                (0..count).for_each(unit);
+            }
+        });
+        Ok(())
+    }
+}
