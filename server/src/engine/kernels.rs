@@ -12,13 +12,15 @@ use ort::session::builder::SessionBuilder;
 
 use super::{attention, linear};
 
+/// The rewritten model and how many nodes moved to the pass's domain.
+pub(crate) type Rewrite = fn(&[u8]) -> Result<(Vec<u8>, usize), String>;
+
 /// One rewrite: how it changes the model's bytes, and the operators the result needs.
 pub(crate) struct Pass {
     /// What runs after the pass, and what it replaces (for logs).
     pub kernel: &'static str,
     pub replaces: &'static str,
-    /// The rewritten model and how many nodes moved to `domain`.
-    pub rewrite: fn(&[u8]) -> Result<(Vec<u8>, usize), String>,
+    pub rewrite: Rewrite,
     pub domain: fn() -> ort::Result<OperatorDomain>,
 }
 
@@ -94,8 +96,8 @@ fn with_nib_kernels(mut builder: SessionBuilder, path: &Path, passes: &[&Pass]) 
     }
     let folder = path.parent().unwrap_or(Path::new("."));
     // The weights stay in their own file next to the model: tell ONNX Runtime where.
-    let mut builder = builder
-        .with_config_entry("session.model_external_initializers_file_folder_path", folder.to_string_lossy())?;
+    let mut builder =
+        builder.with_config_entry("session.model_external_initializers_file_folder_path", folder.to_string_lossy())?;
     builder.commit_from_memory(&model).map(Some)
 }
 
@@ -114,7 +116,8 @@ mod tests {
 
     #[test]
     fn the_fixture_runs_nib_attention_kernel() {
-        let session = with_nib_kernels(builder(), &fixture_model(), &[&attention::PASS]).expect("nib's kernel is put in");
+        let session =
+            with_nib_kernels(builder(), &fixture_model(), &[&attention::PASS]).expect("nib's kernel is put in");
         assert!(session.is_some(), "the fixture's GroupQueryAttention nodes are moved to nib's domain");
     }
 

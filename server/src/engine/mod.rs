@@ -4,15 +4,15 @@
 
 pub mod allocator;
 pub mod attention;
-pub mod kernels;
-pub mod linear;
-mod onnx_proto;
 pub mod backend;
 mod budget;
 pub mod fim;
 pub mod generate;
+pub mod kernels;
+pub mod linear;
 mod lookup;
 pub mod model;
+mod onnx_proto;
 pub mod remote;
 pub mod runtime;
 mod scheduler;

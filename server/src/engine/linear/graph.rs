@@ -240,11 +240,14 @@ pub(crate) fn exact_activations(model: &[u8]) -> Result<Vec<u8>, String> {
     let graph_field = graph_field.ok_or("the model has no graph")?;
     for node in read_graph(model, &graph_field)?.nodes.iter().filter(|node| node.op_type == "MatMulNBits") {
         for &(start, end) in &node.attributes {
-            let attribute = Fields::new(&model[..end], start).filter_map(Result::ok).nth(0);
+            let attribute = Fields::new(&model[..end], start).filter_map(Result::ok).next();
             let Some(attribute) = attribute.filter(|a| a.number == NODE_ATTRIBUTE) else { continue };
-            let fields: Vec<Field> = Fields::new(&model[..attribute.end], attribute.start).filter_map(Result::ok).collect();
+            let fields: Vec<Field> =
+                Fields::new(&model[..attribute.end], attribute.start).filter_map(Result::ok).collect();
             let named = fields.iter().any(|f| f.number == ATTRIBUTE_NAME && text(model, f) == "accuracy_level");
-            if let Some(int) = fields.iter().find(|f| f.number == ATTRIBUTE_INT && f.end == f.start + 1).filter(|_| named) {
+            if let Some(int) =
+                fields.iter().find(|f| f.number == ATTRIBUTE_INT && f.end == f.start + 1).filter(|_| named)
+            {
                 bytes[int.start] = 0;
             }
         }
@@ -453,7 +456,13 @@ mod tests {
             node("MatMul", "", &["s", "l.offsets"], &["c"], &[]),
             node("Add", "", &["y0", "c"], &["y"], &[]),
             node("MatMulNBits", MICROSOFT, &["y", "m.qweight", "m.scales"], &["z"], &NBITS),
-            node("MatMulNBits", MICROSOFT, &["z", "h.qweight", "h.scales"], &["logits"], &[("K", 64), ("N", 3), ("bits", 8), ("block_size", 32)]),
+            node(
+                "MatMulNBits",
+                MICROSOFT,
+                &["z", "h.qweight", "h.scales"],
+                &["logits"],
+                &[("K", 64), ("N", 3), ("bits", 8), ("block_size", 32)],
+            ),
             int64_initializer("shape", &[0, 0, 2, 32]),
             int64_initializer("axes", &[-1]),
             float_initializer("l.offsets", &[2, 3]),
@@ -474,8 +483,10 @@ mod tests {
         let (rewritten, moved) = rewrite(&model()).unwrap();
         assert_eq!(moved, 2, "the Q4_1 layer and the Q4_0 one; not the 8-bit head");
         let nodes = nodes_of(&rewritten);
-        let summary: Vec<(String, Vec<String>, Vec<String>)> =
-            nodes.iter().map(|n| (format!("{}:{}", n.domain, n.op_type), n.inputs.clone(), n.outputs.clone())).collect();
+        let summary: Vec<(String, Vec<String>, Vec<String>)> = nodes
+            .iter()
+            .map(|n| (format!("{}:{}", n.domain, n.op_type), n.inputs.clone(), n.outputs.clone()))
+            .collect();
         let owned = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
             summary,

@@ -220,13 +220,24 @@ fn quantize_into(
 /// `x`'s rows quantized (tests).
 #[cfg(test)]
 fn quantize(x: &[f32], rows: usize, blocks: usize, path: Path, for_each: ForEach<'_>) -> Activations {
-    let mut activations =
-        Activations { pairs: 0, values: Vec::new(), zero_points: Vec::new(), lane_scales: Vec::new(), sums: Vec::new() };
+    let mut activations = Activations {
+        pairs: 0,
+        values: Vec::new(),
+        zero_points: Vec::new(),
+        lane_scales: Vec::new(),
+        sums: Vec::new(),
+    };
     quantize_into(&mut activations, x, rows, blocks, path, for_each);
     activations
 }
 
-fn quantize_block_on(path: Path, x: &[f32; BLOCK], pair: &mut [i8], half: usize, zero_points: &mut [i32]) -> (f32, f32) {
+fn quantize_block_on(
+    path: Path,
+    x: &[f32; BLOCK],
+    pair: &mut [i8],
+    half: usize,
+    zero_points: &mut [i32],
+) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
     if path != Path::Portable {
         // SAFETY: the fast paths are detected only on CPUs with AVX2 and FMA.
@@ -297,7 +308,8 @@ unsafe fn multiply_unit(
     if let Some(offsets) = weights.offsets {
         for row in rows {
             // SAFETY: as above; the row's columns of this unit, contiguous.
-            let out = unsafe { std::slice::from_raw_parts_mut(output.at(row * outputs + columns.start), columns.len()) };
+            let out =
+                unsafe { std::slice::from_raw_parts_mut(output.at(row * outputs + columns.start), columns.len()) };
             let sums = &activations.sums[row * weights.blocks..][..weights.blocks];
             add_offsets(path, out, sums, offsets, outputs, columns.start);
         }
@@ -319,9 +331,10 @@ fn add_offsets(path: Path, out: &mut [f32], sums: &[f32], offsets: &[f32], outpu
 
 fn add_offsets_portable(out: &mut [f32], sums: &[f32], offsets: &[f32], outputs: usize, first: usize) {
     for (c, y) in out.iter_mut().enumerate() {
-        let term = sums.iter().enumerate().fold(0.0f32, |term, (block, &sum)| {
-            sum.mul_add(offsets[block * outputs + first + c], term)
-        });
+        let term = sums
+            .iter()
+            .enumerate()
+            .fold(0.0f32, |term, (block, &sum)| sum.mul_add(offsets[block * outputs + first + c], term));
         *y += term;
     }
 }
@@ -364,11 +377,14 @@ fn dot_tile(
                 (4, 2) => $function::<4, 2>(weights, activations, tile.0, columns.0, results),
                 (4, 1) => $function::<4, 1>(weights, activations, tile.0, columns.0, results),
                 (3, 4) => $function::<3, 4>(weights, activations, tile.0, columns.0, results),
-                (3, c) => (0..c).for_each(|c| $function::<3, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])),
+                (3, c) => (0..c)
+                    .for_each(|c| $function::<3, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])),
                 (2, 4) => $function::<2, 4>(weights, activations, tile.0, columns.0, results),
-                (2, c) => (0..c).for_each(|c| $function::<2, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])),
+                (2, c) => (0..c)
+                    .for_each(|c| $function::<2, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])),
                 (1, 4) => $function::<1, 4>(weights, activations, tile.0, columns.0, results),
-                (1, c) => (0..c).for_each(|c| $function::<1, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])),
+                (1, c) => (0..c)
+                    .for_each(|c| $function::<1, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])),
                 other => unreachable!("tile {other:?}"),
             }
         };
@@ -381,9 +397,9 @@ fn dot_tile(
         #[cfg(target_arch = "x86_64")]
         Path::Avx2 => unsafe { dispatch!(dot_avx2) },
         _ => {
-            for c in 0..columns.1 {
-                for r in 0..tile.1 {
-                    results[c][r] = dot_portable(weights, activations, tile.0 + r, columns.0 + c);
+            for (c, results) in results.iter_mut().enumerate().take(columns.1) {
+                for (r, result) in results.iter_mut().enumerate().take(tile.1) {
+                    *result = dot_portable(weights, activations, tile.0 + r, columns.0 + c);
                 }
             }
         }

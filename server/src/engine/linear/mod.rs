@@ -56,7 +56,10 @@ mod tests {
         if dir.join("model.onnx").is_file() {
             return Some(dir);
         }
-        assert!(std::env::var_os("NIB_REQUIRE_DEFAULT_MODEL").is_none(), "the default model is missing: run `make setup`");
+        assert!(
+            std::env::var_os("NIB_REQUIRE_DEFAULT_MODEL").is_none(),
+            "the default model is missing: run `make setup`"
+        );
         eprintln!("skipping: no default model at {}", dir.display());
         None
     }
@@ -131,7 +134,8 @@ mod tests {
         let ids = tokenizer.encode(source.as_str(), false).unwrap().get_ids()[..1024].to_vec();
         let exact = logits(&dir, &ids, Linear::Exact);
         let (ours, theirs) = (logits(&dir, &ids, Linear::Nib), logits(&dir, &ids, Linear::OnnxRuntime));
-        let ((our_agreement, our_mean), (their_agreement, their_mean)) = (compare(&ours, &exact), compare(&theirs, &exact));
+        let ((our_agreement, our_mean), (their_agreement, their_mean)) =
+            (compare(&ours, &exact), compare(&theirs, &exact));
         let (mutual_agreement, mutual_mean) = compare(&ours, &theirs);
         eprintln!(
             "top-1 agreement with float activations over {} tokens: nib {our_agreement:.4} (mean |Δ| {our_mean:.4}), \
