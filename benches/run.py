@@ -276,6 +276,47 @@ def engine_section(threads: int, runs: int, smoke: bool, workdir: str, bandwidth
     return {"rows": rows, "llama": llama, "gguf": gguf, "ggufBytes": os.path.getsize(gguf), "bandwidth": bandwidth}
 
 
+DEEP_PROMPT = 2048  # issue 19: decode deep in a context, against llama.cpp at the same depth
+
+
+def deep_decode_section(threads: int, runs: int, smoke: bool, workdir: str) -> dict | None:
+    """Decode after a `DEEP_PROMPT`-token prompt: `runs` rounds of nib (int4, the default model)
+    and llama.cpp (the Q4_1 GGUF it comes from) taking turns on the same token ids."""
+    if smoke or not os.path.exists(LLAMA_PY):
+        return None
+    gguf = gguf_path()
+    ids_path = os.path.join(workdir, "ids-deep.json")
+    nib_rounds, llama_rounds = [], []
+    for round_index in range(runs):
+        progress(f"decode at depth {DEEP_PROMPT}: round {round_index + 1}/{runs}")
+        nib_rounds.append(nib_engine(DEFAULT_MODEL, threads, 1, [], smoke, ["--prompt", str(DEEP_PROMPT)]))
+        if not round_index:
+            json.dump({"promptIds": nib_rounds[0]["promptIds"], "generatedIds": nib_rounds[0]["generatedIds"]},
+                      open(ids_path, "w"))
+        llama_rounds.append(peer("llama", gguf, ids_path, threads, 1))
+    return {"promptTokens": DEEP_PROMPT,
+            "generatedTokens": len(nib_rounds[0]["generatedIds"]),
+            "nib": {"prefill": [r["prefillTokPerS"]["median"] for r in nib_rounds],
+                    "decode": [r["decodeTokPerS"]["median"] for r in nib_rounds]},
+            "llama": {"prefill": [v for r in llama_rounds for v in r["prefill"]],
+                      "decode": [v for r in llama_rounds for v in r["decode"]]}}
+
+
+def deep_decode_lines(deep: dict | None) -> list[str]:
+    if not deep:
+        return []
+    nib, llama = deep["nib"], deep["llama"]
+    ratio = statistics.median(nib["decode"]) / statistics.median(llama["decode"])
+    return ["", f"Decode deep in a context: the same comparison after a {deep['promptTokens']}-token prompt "
+            f"(int4 nib against Q4_1 llama.cpp, {deep['generatedTokens']} tokens decoded, the systems taking turns "
+            "in each round; `cargo bench --bench engine -- --prompt 2048` and `benches/peers.py llama`).", "",
+            "| system | prefill tok/s | decode tok/s |", "|---|---|---|",
+            f"| nib | {fmt(summary(nib['prefill']))} | {fmt(summary(nib['decode']), 1)} |",
+            f"| llama.cpp | {fmt(summary(llama['prefill']))} | {fmt(summary(llama['decode']), 1)} |", "",
+            target_line(f"int4: nib decode / llama.cpp decode at depth {deep['promptTokens']} (issue 19)", ratio,
+                        1.5, True, "×")]
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -441,6 +482,7 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
             lines.append(target_line(f"{r['precision']}: nib prefill / llama.cpp prefill",
                                      nib["prefillTokPerS"]["median"] / statistics.median(llama["prefill"]), 1.0, True,
                                      "×"))
+    lines += deep_decode_lines(data["engine"].get("deep"))
     lines.append("")
     # Replay
     rp = data["replay"]
@@ -730,6 +772,7 @@ def main() -> None:
     progress("memory copy bandwidth")
     bandwidth = copy_bandwidth(args.smoke)
     data["engine"] = engine_section(args.threads, args.runs, args.smoke, workdir, bandwidth)
+    data["engine"]["deep"] = deep_decode_section(args.threads, args.runs, args.smoke, workdir)
     session = typist.record(chars=40, speed=0.1) if args.smoke else typist.record()
     progress(f"end-to-end replay: {len(session['events'])} keystrokes over {session['events'][-1]['t'] / 1e3:.0f} s")
     data["replay"] = replay.replay(session, workdir)

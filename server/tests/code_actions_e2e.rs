@@ -16,8 +16,7 @@ fn start(model: &Path, workspace: &Workspace) -> TestServer {
     let capabilities = common::editor_capabilities(&["utf-16"]);
     let result = server.initialize_with(&workspace.root, json!({ "modelPath": model, "threads": 2 }), capabilities);
     assert_eq!(result["capabilities"]["codeActionProvider"]["resolveProvider"], true);
-    let status = server.wait_for_status(|s| s["state"] == "ready" || s["state"] == "error");
-    assert_eq!(status["state"], "ready", "{status}");
+    server.wait_ready();
     server
 }
 

@@ -16,8 +16,7 @@ use serde_json::json;
 fn start(model: &PathBuf) -> TestServer {
     let mut server = TestServer::spawn(&[]);
     server.initialize(json!({ "modelPath": model, "threads": 2 }), &["utf-16"]);
-    let status = server.wait_for_status(|s| s["state"] == "ready" || s["state"] == "error");
-    assert_eq!(status["state"], "ready", "{status}");
+    server.wait_ready();
     server
 }
 

@@ -30,15 +30,6 @@ fn prompt_when(server: &mut TestServer, uri: &str, line: u32, character: u32, re
     }
 }
 
-/// A server on the default model with `workspace` as its folder, once the model is ready.
-fn ready_server(workspace: &Workspace, model: &std::path::Path) -> TestServer {
-    let mut server = TestServer::spawn(&[]);
-    server.initialize_at(&workspace.root, json!({ "modelPath": model, "threads": 1 }), &["utf-16"]);
-    let status = server.wait_for_status(|s| s["state"] == "ready" || s["state"] == "error");
-    assert_eq!(status["state"], "ready", "{status}");
-    server
-}
-
 fn has_source(prompt: &Value, prefix: &str) -> bool {
     prompt["sources"]
         .as_array()
@@ -49,7 +40,7 @@ fn has_source(prompt: &Value, prefix: &str) -> bool {
 fn definitions_come_from_files_that_are_not_open() {
     let Some(model) = default_model() else { return };
     let workspace = Workspace::new("context-e2e");
-    let mut server = ready_server(&workspace, &model);
+    let mut server = TestServer::ready_at(&workspace.root, json!({ "modelPath": model, "threads": 1 }));
     let uri = workspace.uri("cart.py");
     let text = workspace.read("cart.py");
     server.open(&uri, "python", &text);
@@ -101,7 +92,7 @@ fn definitions_come_from_files_that_are_not_open() {
 fn a_missing_import_line_is_offered_from_the_index_without_the_model() {
     let Some(model) = default_model() else { return };
     let workspace = Workspace::new("context-e2e-import");
-    let mut server = ready_server(&workspace, &model);
+    let mut server = TestServer::ready_at(&workspace.root, json!({ "modelPath": model, "threads": 1 }));
     // `with_tax` is used below but no longer imported; the cursor is on the empty line after
     // the imports.
     let uri = workspace.uri("cart.py");

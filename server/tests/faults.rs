@@ -176,7 +176,7 @@ fn a_panic_inside_inference_is_an_error_reply_and_the_next_completion_works() {
     // marker (this test, the hook), and a snippet retrieved from them would make the plain
     // file's prompt ask for the panic too.
     server.initialize(json!({ "modelPath": fixture_model(), "context": { "workspace": false } }), &["utf-16"]);
-    server.wait_for_status(|s| s["state"] == "ready");
+    server.wait_ready();
     let marked = "file:///w/marked.py";
     server.open(marked, "python", "def f(x):\n    # nib-fault:panic\n    \n");
     let error = invoked_completion(&mut server, marked, 2, 4).unwrap_err();
@@ -200,7 +200,7 @@ fn inference_slower_than_the_request_timeout_is_an_error_and_a_longer_timeout_fi
     let mut server = TestServer::spawn(&[]);
     // 100 ms, the smallest accepted: shorter than prefilling this file's prompt on any CPU.
     server.initialize(json!({ "modelPath": model, "threads": 2, "requestTimeoutMs": 100 }), &["utf-16"]);
-    server.wait_for_status(|s| s["state"] == "ready");
+    server.wait_ready();
     let mut text = String::new();
     for i in 0..40 {
         text.push_str(&format!(

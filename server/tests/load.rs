@@ -43,7 +43,7 @@ fn completion_storms_with_edits_answer_every_request_once_in_bounded_memory() {
     let requests: usize = std::env::var("NIB_LOAD_REQUESTS").ok().and_then(|n| n.parse().ok()).unwrap_or(600);
     let mut server = TestServer::spawn(&[]);
     server.initialize(json!({ "modelPath": fixture_model(), "threads": 1 }), &["utf-16"]);
-    server.wait_for_status(|s| s["state"] == "ready");
+    server.wait_ready();
     let mut docs: Vec<Doc> = ["a", "b", "c"]
         .iter()
         .map(|name| Doc {

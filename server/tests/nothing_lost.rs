@@ -38,7 +38,7 @@ fn tests_are_never_planned_outside_the_workspace_folder() {
     std::os::unix::fs::symlink(scratch.0.join("outside"), scratch.0.join("ws").join("linked")).unwrap();
     let mut server = TestServer::spawn(&[]);
     server.initialize_at(&scratch.0.join("ws"), json!({ "modelPath": fixture_model() }), &["utf-16"]);
-    server.wait_for_status(|s| s["state"] == "ready");
+    server.wait_ready();
     for (uri, why) in [
         // `..` in the URI: lexically inside `ws/`, really beside it.
         (format!("file://{}/ws/../outside/m.py", scratch.0.display()), "outside the workspace"),
@@ -65,7 +65,7 @@ fn an_edit_during_generation_means_no_edit() {
     std::fs::write(&path, SOURCE).unwrap();
     let mut server = TestServer::spawn(&[]);
     server.initialize_at(&scratch.0.join("ws"), json!({ "modelPath": model, "threads": 2 }), &["utf-16"]);
-    server.wait_for_status(|s| s["state"] == "ready");
+    server.wait_ready();
     let uri = format!("file://{}", path.display());
     server.open(&uri, "python", SOURCE);
     let docstring = action(&mut server, &uri, "refactor.rewrite.nib.docstring");

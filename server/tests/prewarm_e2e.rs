@@ -37,20 +37,11 @@ fn wait_until_warm(server: &mut TestServer, uri: &str, line: Option<u32>) -> Val
     }
 }
 
-/// A server on a scratch copy of `examples/shop` with the default model loaded.
-fn shop_server(workspace: &Workspace, model: &str) -> TestServer {
-    let mut server = TestServer::spawn(&[]);
-    server.initialize_at(&workspace.root, json!({ "modelPath": model, "threads": 2 }), &["utf-16"]);
-    let status = server.wait_for_status(|s| s["state"] == "ready" || s["state"] == "error");
-    assert_eq!(status["state"], "ready", "{status}");
-    server
-}
-
 #[test]
 fn the_first_completion_in_an_opened_file_reuses_the_prewarmed_head() {
     let Some(model) = default_model() else { return };
     let workspace = Workspace::new("prewarm-open");
-    let mut server = shop_server(&workspace, &model.display().to_string());
+    let mut server = TestServer::ready_at(&workspace.root, json!({ "modelPath": model, "threads": 2 }));
     let uri = workspace.uri("cart.py");
     let text = workspace.read("cart.py");
     server.open(&uri, "python", &text);
@@ -79,7 +70,7 @@ fn the_first_completion_in_an_opened_file_reuses_the_prewarmed_head() {
 fn a_typing_pause_and_a_focus_prewarm_so_the_next_completion_is_a_cache_hit() {
     let Some(model) = default_model() else { return };
     let workspace = Workspace::new("prewarm-pause");
-    let mut server = shop_server(&workspace, &model.display().to_string());
+    let mut server = TestServer::ready_at(&workspace.root, json!({ "modelPath": model, "threads": 2 }));
     let cart = workspace.uri("cart.py");
     let text = workspace.read("cart.py");
     server.open(&cart, "python", &text);

@@ -243,7 +243,7 @@ fn requests_before_initialize_are_refused_one_by_one() {
 #[test]
 fn ten_megabyte_documents_are_edited_and_completed() {
     let mut server = TestServer::start(json!({ "modelPath": fixture_model() }), &["utf-16"]);
-    server.wait_for_status(|s| s["state"] == "ready");
+    server.wait_ready();
     let mut text = String::with_capacity(10 << 20);
     let mut i = 0;
     while text.len() < 10 << 20 {
@@ -359,7 +359,7 @@ fn memory_is_bounded_by_what_arrives_not_by_what_a_header_claims() {
 #[test]
 fn a_rejected_change_puts_the_document_out_of_sync_until_its_full_text_is_sent() {
     let mut server = TestServer::start(json!({ "modelPath": fixture_model(), "threads": 1 }), &["utf-16"]);
-    server.wait_for_status(|s| s["state"] == "ready");
+    server.wait_ready();
     let uri = "file:///w/sync.py";
     server.open(uri, "python", "def f(x):\n    \n");
     let change = |version: i32, range: Value, text: &str| {

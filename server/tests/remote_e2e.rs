@@ -263,7 +263,7 @@ fn cancelling_a_completion_closes_its_stream() {
     let Some(llama) = LlamaServer::start(None) else { return };
     let workspace = Workspace::new("remote-cancel");
     let mut server = start_nib(&workspace, remote_settings(&llama.url()), &[], Stdio::inherit());
-    server.wait_for_status(|s| s["state"] == "ready");
+    server.wait_ready();
     let nib_pid = server.pid();
 
     let uri = workspace.uri("long.py");
@@ -314,7 +314,7 @@ fn wrong_keys_dead_servers_and_fallback_are_handled() {
     let mut settings = remote_settings(&llama.url());
     settings["remote"]["apiKeyEnv"] = json!("NIB_WRONG_KEY");
     let mut server = start_nib(&workspace, settings.clone(), &env, Stdio::from(log_file));
-    server.wait_for_status(|s| s["state"] == "ready");
+    server.wait_ready();
     // The probe at start already tells the user the key is wrong.
     let message = wait_message(&mut server, "rejected the API key");
     assert!(message.contains("NIB_WRONG_KEY") && message.contains("401"), "{message}");

@@ -62,8 +62,7 @@ fn workspace(name: &str) -> ScratchDir {
 fn session(server: &mut TestServer, root: &Path, verify: &str, probe: &mut dyn FnMut(&TestServer)) -> usize {
     let options = json!({ "modelPath": fixture_model(), "threads": 1, "tests": { "verify": verify } });
     server.initialize_at(root, options, &["utf-16"]);
-    let status = server.wait_for_status(|s| s["state"] == "ready" || s["state"] == "error");
-    assert_eq!(status["state"], "ready", "{status}");
+    server.wait_ready();
     let uri = format!("file://{}", root.join("cart.py").display());
     server.open(&uri, "python", &std::fs::read_to_string(root.join("cart.py")).unwrap());
     let mut answered = 0;
@@ -219,7 +218,7 @@ fn a_redirect_is_reported_with_its_location_and_never_followed() {
     let env = [("NIB_API_KEY", "sk-do-not-leak")];
     let (mut server, workspace) =
         remote_nib("redirect", &stub.url(), json!({ "apiKeyEnv": "NIB_API_KEY" }), json!({}), &env);
-    server.wait_for_status(|s| s["state"] == "ready");
+    server.wait_ready();
     let uri = open_spot(&mut server, &workspace);
     let id = server.inline(&uri, 1, 4, 1);
     let error = server.response(id).expect_err("a redirect is an error");
@@ -242,7 +241,7 @@ fn keep_alive_lines_cannot_hold_a_code_action_past_its_deadline() {
     // An idle timeout longer than the test: only the generation's deadline can end it.
     let (mut server, workspace) =
         remote_nib("keepalive", &stub.url(), json!({ "timeoutMs": 600000 }), json!({ "requestTimeoutMs": 1000 }), &[]);
-    server.wait_for_status(|s| s["state"] == "ready");
+    server.wait_ready();
     let uri = open_cart(&mut server, &workspace);
     let action = server.code_actions(&uri, 0, 6).into_iter().find(|a| a["kind"] == "refactor.rewrite.nib.docstring");
     let id = server.send_request("codeAction/resolve", action.expect("Add docstring is offered"));
@@ -273,7 +272,7 @@ fn a_server_that_never_stops_sending_is_cut_off_at_the_token_and_byte_limits() {
     });
     let top = json!({ "requestTimeoutMs": 600000, "completion": { "maxTokens": 16 } });
     let (mut server, workspace) = remote_nib("endless", &stub.url(), json!({}), top, &[]);
-    server.wait_for_status(|s| s["state"] == "ready");
+    server.wait_ready();
     let uri = open_spot(&mut server, &workspace);
     for round in 0..2 {
         // Different positions, so the second is not answered from the first's suggestion.
@@ -340,7 +339,7 @@ fn a_test_file_that_links_out_of_the_workspace_is_never_targeted_even_dangling()
     std::os::unix::fs::symlink(&stolen, workspace.0.join("test_cart.py")).unwrap();
     let mut server = TestServer::spawn(&[]);
     server.initialize_at(&workspace.0, json!({ "modelPath": fixture_model(), "threads": 1 }), &["utf-16"]);
-    server.wait_for_status(|s| s["state"] == "ready");
+    server.wait_ready();
     let uri = open_cart(&mut server, &workspace);
     let tests = server.code_actions(&uri, 0, 6).into_iter().find(|a| a["kind"] == "refactor.nib.tests");
     let error = server.request("codeAction/resolve", tests.expect("Generate unit tests is offered")).unwrap_err();
@@ -361,7 +360,7 @@ fn exit_during_a_code_action_ends_the_server_at_once() {
     // Nothing but `shutdown` can end this generation: every limit is ten minutes.
     let (mut server, workspace) =
         remote_nib("exit", &stub.url(), json!({ "timeoutMs": 600000 }), json!({ "requestTimeoutMs": 600000 }), &[]);
-    server.wait_for_status(|s| s["state"] == "ready");
+    server.wait_ready();
     let uri = open_cart(&mut server, &workspace);
     let action = docstring_action(&mut server, &uri);
     let id = server.send_request("codeAction/resolve", action);
@@ -385,7 +384,7 @@ fn no_edit_is_applied_after_shutdown() {
         }
     });
     let (mut server, workspace) = remote_nib("after-shutdown", &stub.url(), json!({}), json!({}), &[]);
-    server.wait_for_status(|s| s["state"] == "ready");
+    server.wait_ready();
     let uri = open_cart(&mut server, &workspace);
     let data = docstring_action(&mut server, &uri)["data"].clone();
     // The executeCommand path: the edit would come as a `workspace/applyEdit` request.
@@ -487,7 +486,7 @@ fn test_edits_address_open_files_as_the_editor_spells_them_and_honour_its_capabi
         "textDocument": { "codeAction": { "resolveSupport": { "properties": ["edit"] } } },
     });
     server.initialize_with(root, settings, capabilities);
-    server.wait_for_status(|s| s["state"] == "ready");
+    server.wait_ready();
     let uri = format!("file://{}", root.join("cart.py").display());
     let test_uri = format!("file://{}", root.join("test_cart.py").display());
     assert!(uri.contains("edits(1)"), "{uri}");

@@ -13,14 +13,6 @@ use std::process::Command;
 use common::{ScratchDir, TestServer, default_model};
 use serde_json::json;
 
-fn start(model: &Path, root: &Path) -> TestServer {
-    let mut server = TestServer::spawn(&[]);
-    server.initialize_at(root, json!({ "modelPath": model, "threads": 2 }), &["utf-16"]);
-    let status = server.wait_for_status(|s| s["state"] == "ready" || s["state"] == "error");
-    assert_eq!(status["state"], "ready", "{status}");
-    server
-}
-
 /// `program` on PATH (or at `fallback`), else a skip (or a failure under `NIB_REQUIRE_TOOLCHAINS`).
 fn toolchain(program: &str, fallback: Option<&str>) -> Option<std::path::PathBuf> {
     let found = std::env::var_os("PATH")
@@ -82,7 +74,7 @@ fn javascript_tests_are_verified_with_node_test() {
     std::fs::write(root.join("package.json"), "{ \"type\": \"module\" }\n").unwrap();
     let source = "export function withTax(price, rate = 0.2) {\n  if (price < 0) {\n    throw new RangeError(\"negative price\");\n  }\n  return price * (1 + rate);\n}\n";
     std::fs::write(root.join("price.js"), source).unwrap();
-    let mut server = start(&model, &root);
+    let mut server = TestServer::ready_at(&root, json!({ "modelPath": model, "threads": 2 }));
     let (written, summary) = generate_tests(&mut server, &root, "price.js", "javascript", 4);
     assert!(summary.contains(" on the current code"), "{summary}");
     assert!(written.starts_with("import { test } from \"node:test\";\nimport assert from \"node:assert/strict\";\nimport { withTax } from \"./price.js\";\n"), "{written}");
@@ -108,7 +100,7 @@ fn typescript_tests_are_verified_with_the_projects_compiler() {
     std::os::unix::fs::symlink(&tools, root.join("node_modules")).unwrap();
     let source = "export function withTax(price: number, rate: number = 0.2): number {\n  if (price < 0) {\n    throw new RangeError(\"negative price\");\n  }\n  return price * (1 + rate);\n}\n";
     std::fs::write(root.join("price.ts"), source).unwrap();
-    let mut server = start(&model, &root);
+    let mut server = TestServer::ready_at(&root, json!({ "modelPath": model, "threads": 2 }));
     let (written, summary) = generate_tests(&mut server, &root, "price.ts", "typescript", 4);
     assert!(summary.contains(" on the current code"), "{summary}");
     assert!(written.contains("import { withTax } from \"./price\";\n"), "{written}");
@@ -133,7 +125,7 @@ fn go_tests_are_verified_with_go_test() {
     std::fs::write(root.join("go.mod"), "module example.com/calc\n\ngo 1.19\n").unwrap();
     let source = "package calc\n\nimport \"errors\"\n\nfunc Div(a, b int) (int, error) {\n\tif b == 0 {\n\t\treturn 0, errors.New(\"division by zero\")\n\t}\n\treturn a / b, nil\n}\n";
     std::fs::write(root.join("calc.go"), source).unwrap();
-    let mut server = start(&model, &root);
+    let mut server = TestServer::ready_at(&root, json!({ "modelPath": model, "threads": 2 }));
     let (written, summary) = generate_tests(&mut server, &root, "calc.go", "go", 8);
     assert!(summary.contains(" on the current code"), "{summary}");
     assert!(written.starts_with("package calc\n\nimport "), "{written}");
@@ -166,7 +158,7 @@ fn rust_tests_are_verified_with_cargo_test() {
     std::fs::create_dir_all(root.join("src")).unwrap();
     let source = "pub fn halve(value: i32) -> i32 {\n    value / 2\n}\n";
     std::fs::write(root.join("src/lib.rs"), source).unwrap();
-    let mut server = start(&model, &root);
+    let mut server = TestServer::ready_at(&root, json!({ "modelPath": model, "threads": 2 }));
     let uri = format!("file://{}", root.join("src/lib.rs").display());
     server.open(&uri, "rust", source);
     let actions = server.code_actions(&uri, 1, 4);

@@ -12,10 +12,10 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use ort::AsPointer;
 use ort::environment::Environment;
+use ort::ep;
 use ort::memory::{Allocator, MemoryInfo};
-use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{RunOptions, Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor, ValueType};
 
@@ -151,25 +151,20 @@ pub struct DecoderSession {
 }
 
 fn build_session(environment: &Environment, path: &Path, threads: usize, kernels: Kernels) -> ort::Result<Session> {
-    let mut builder = Session::builder(environment)?
+    let builder = Session::builder(environment)?
         .with_optimization_level(GraphOptimizationLevel::All)?
         .with_intra_threads(threads)?
         .with_inter_threads(1)?
         // Memory patterns are planned and kept per set of input shapes, and almost every run
         // here has new ones (the attention mask grows with the cache): off, the peak RSS after
         // the typing replay is 11 MB lower (models/README.md, "Memory").
-        .with_memory_pattern(false)?;
-    without_cpu_arena(&mut builder)?;
+        .with_memory_pattern(false)?
+        // ONNX Runtime's CPU memory arena grows by doubling its last region and never gives
+        // memory back (after the typing replay it held 32 MB in five regions of 1 to 16 MB, for
+        // about 12 MB of activations at the peak): off, activations come from malloc, whose
+        // arenas `allocator.rs` bounds. The prepacked weights are allocated the same way either way.
+        .with_execution_providers([ep::CPU::default().with_arena_allocator(false).build().error_on_failure()])?;
     super::kernels::commit(builder, path, kernels)
-}
-
-/// Turns off ONNX Runtime's CPU memory arena, which grows by doubling its last region and never
-/// gives memory back (after the typing replay it held 32 MB in five regions of 1 to 16 MB, for
-/// about 12 MB of activations at the peak); activations then come from malloc, whose arenas
-/// `allocator.rs` bounds. The prepacked weights are allocated the same way either way.
-fn without_cpu_arena(builder: &mut SessionBuilder) -> ort::Result<()> {
-    // SAFETY: the pointer is the builder's live session options; the call only sets a flag.
-    unsafe { ort::Error::result_from_status((ort::api().DisableCpuMemArena)(builder.ptr_mut())) }
 }
 
 fn ort_error(error: impl std::fmt::Display) -> EngineError {

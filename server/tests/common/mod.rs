@@ -304,6 +304,22 @@ impl TestServer {
         }
     }
 
+    /// Waits until the backend is ready, and fails at once, showing the status, if it reports
+    /// an error instead. For a server that just started: an earlier status counts too.
+    pub fn wait_ready(&mut self) -> Value {
+        let status = self.wait_for_status(|s| s["state"] == "ready" || s["state"] == "error");
+        assert_eq!(status["state"], "ready", "{status}");
+        status
+    }
+
+    /// A server with `root` as its folder and `options` as its settings, once it is ready.
+    pub fn ready_at(root: &Path, options: Value) -> Self {
+        let mut server = Self::spawn(&[]);
+        server.initialize_at(root, options, &["utf-16"]);
+        server.wait_ready();
+        server
+    }
+
     pub fn open(&mut self, uri: &str, language_id: &str, text: &str) {
         self.notify(
             "textDocument/didOpen",
