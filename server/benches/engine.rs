@@ -218,6 +218,7 @@ fn main() {
         "scaling": scaling,
         "kvLayouts": layouts,
         "attention": if engine::attention::nib_kernel_selected() { "nib" } else { "onnxruntime" },
+        "kvCache": if model.kv_fp16() { "fp16" } else { "fp32" },
         "linear": if engine::linear::nib_kernel_selected() { "nib" } else { "onnxruntime" },
         "speculation": speculation,
     });

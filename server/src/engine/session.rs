@@ -7,17 +7,20 @@
 //! `past_key_values.N.{key,value}` in; `logits`, `present.N.{key,value}` out, caches shaped
 //! `[batch, kv_heads, seq, head_dim]`. The cache lives in one of two ways (`KvLayout`): a
 //! shared buffer that ONNX Runtime writes in place (no copy per step), or the copying layout
-//! where each run returns past + new rows as new tensors.
+//! where each run returns past + new rows as new tensors. Its element type is the one the graph
+//! declares for `past_key_values.*`: fp16 when nib's attention kernel runs (its graph rewrite
+//! says so), fp32 with ONNX Runtime's.
 
 use std::borrow::Cow;
 use std::path::Path;
 
+use half::f16;
 use ort::environment::Environment;
 use ort::ep;
 use ort::memory::{Allocator, MemoryInfo};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{RunOptions, Session, SessionInputValue, SessionOutputs};
-use ort::value::{DynValue, Tensor, ValueType};
+use ort::value::{DynTensor, DynValue, PrimitiveTensorElementType, Tensor, TensorElementType, ValueType};
 
 use super::EngineError;
 use super::kernels::Kernels;
@@ -41,6 +44,8 @@ pub struct GraphSignature {
     /// The graph takes `logits_to_keep` and returns that many last rows of logits (needed to
     /// verify a speculative draft in one run).
     pub logits_to_keep: bool,
+    /// The KV cache's element type (f32 or f16), as the graph declares its past inputs.
+    pub kv_type: TensorElementType,
     past_names: Vec<(String, String)>,
     present_names: Vec<(String, String)>,
 }
@@ -73,14 +78,24 @@ impl GraphSignature {
         }
         let first_past =
             session.inputs().iter().find(|input| input.name() == "past_key_values.0.key").expect("checked above");
-        let (kv_heads, head_dim) = match first_past.dtype() {
-            ValueType::Tensor { shape, .. } if shape.len() == 4 && shape[1] > 0 && shape[3] > 0 => {
-                (shape[1] as usize, shape[3] as usize)
+        let (kv_heads, head_dim, kv_type) = match first_past.dtype() {
+            ValueType::Tensor { shape, ty, .. } if shape.len() == 4 && shape[1] > 0 && shape[3] > 0 => {
+                (shape[1] as usize, shape[3] as usize, *ty)
             }
             other => {
                 return Err(format!("`past_key_values.0.key` must be [batch, kv_heads, seq, head_dim], got {other:?}"));
             }
         };
+        let past_types = session.inputs().iter().filter(|input| input.name().starts_with("past_key_values."));
+        if !matches!(kv_type, TensorElementType::Float32 | TensorElementType::Float16)
+            || past_types
+                .into_iter()
+                .any(|input| !matches!(input.dtype(), ValueType::Tensor { ty, .. } if *ty == kv_type))
+        {
+            return Err(format!(
+                "the KV cache must be all float32 or all float16 (`past_key_values.0.key` is {kv_type})"
+            ));
+        }
         let mut past_names = Vec::new();
         let mut present_names = Vec::new();
         for layer in 0..layers {
@@ -98,6 +113,7 @@ impl GraphSignature {
         Ok(GraphSignature {
             position_ids: input_names.contains(&"position_ids"),
             logits_to_keep: input_names.contains(&"logits_to_keep"),
+            kv_type,
             layers,
             kv_heads,
             head_dim,
@@ -138,7 +154,8 @@ impl KvCache {
 
     /// Bytes of keys and values held (all layers).
     pub fn bytes(&self, signature: &GraphSignature) -> usize {
-        2 * signature.layers * signature.kv_heads * signature.head_dim * self.capacity * size_of::<f32>()
+        let element = signature.kv_type.byte_size(1).unwrap_or(size_of::<f32>());
+        2 * signature.layers * signature.kv_heads * signature.head_dim * self.capacity * element
     }
 }
 
@@ -229,11 +246,14 @@ impl DecoderSession {
     fn kv_tensor(&self, rows: usize) -> Result<DynValue, EngineError> {
         let shape = [1usize, self.signature.kv_heads, rows, self.signature.head_dim];
         match self.layout {
-            // Tensor::new: memory that ONNX Runtime may write as an output (zero-filled).
+            // DynTensor::new: memory that ONNX Runtime may write as an output (zero-filled).
             KvLayout::SharedBuffer => {
-                Ok(Tensor::<f32>::new(&Allocator::default(), shape).map_err(ort_error)?.into_dyn())
+                Ok(DynTensor::new(&Allocator::default(), self.signature.kv_type, shape).map_err(ort_error)?.into_dyn())
             }
-            KvLayout::Copying => Ok(Tensor::<f32>::from_array((shape, vec![0.0; 0])).map_err(ort_error)?.into_dyn()),
+            KvLayout::Copying if self.signature.kv_type == TensorElementType::Float16 => {
+                Ok(Tensor::<f16>::from_array((shape, Vec::new())).map_err(ort_error)?.into_dyn())
+            }
+            KvLayout::Copying => Ok(Tensor::<f32>::from_array((shape, Vec::new())).map_err(ort_error)?.into_dyn()),
         }
     }
 
@@ -406,15 +426,28 @@ impl DecoderSession {
     }
 
     /// A `[1, heads, capacity, head_dim]` tensor with the first `kept` rows of `from` (which
-    /// has `rows` rows per head), in the session's layout.
+    /// has `rows` rows per head), in the session's layout and the cache's element type.
     fn copy_rows(&self, from: &DynValue, rows: usize, kept: usize, capacity: usize) -> Result<DynValue, EngineError> {
+        match self.signature.kv_type {
+            TensorElementType::Float16 => self.copy_rows_of::<f16>(from, rows, kept, capacity),
+            _ => self.copy_rows_of::<f32>(from, rows, kept, capacity),
+        }
+    }
+
+    fn copy_rows_of<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static>(
+        &self,
+        from: &DynValue,
+        rows: usize,
+        kept: usize,
+        capacity: usize,
+    ) -> Result<DynValue, EngineError> {
         let (heads, head_dim) = (self.signature.kv_heads, self.signature.head_dim);
-        let (_, data) = from.try_extract_tensor::<f32>().map_err(ort_error)?;
+        let (_, data) = from.try_extract_tensor::<T>().map_err(ort_error)?;
         let head_rows = |head: usize| &data[head * rows * head_dim..(head * rows + kept) * head_dim];
         match self.layout {
             KvLayout::SharedBuffer => {
                 let mut to = self.kv_tensor(capacity)?;
-                let (_, target) = to.try_extract_tensor_mut::<f32>().map_err(ort_error)?;
+                let (_, target) = to.try_extract_tensor_mut::<T>().map_err(ort_error)?;
                 for head in 0..heads {
                     let start = head * capacity * head_dim;
                     target[start..start + kept * head_dim].copy_from_slice(head_rows(head));

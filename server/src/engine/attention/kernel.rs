@@ -7,8 +7,14 @@
 //! softmax (its maximum, its sum, its weighted values) and the partials are merged in block
 //! order. So a row gives the same bits whether it runs alone, in a prefill chunk or in a
 //! speculative draft, and however the work is split across threads.
+//!
+//! The KV cache is fp16 (`half::f16`): half the bytes a decode step reads at long context.
+//! Keys and values are converted to f32 as they are read (F16C with AVX2, exactly; the
+//! conversion is exact on every path), and all arithmetic is f32.
 
 use std::ops::Range;
+
+use half::f16;
 
 /// Keys per block: a block of one KV head's keys and values (2 × 256 rows × 64 floats, 128 KiB)
 /// stays in the L2 cache while every query of its tile reads it, and the fixed cost of each
@@ -60,16 +66,47 @@ pub(crate) fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool)
 }
 
 /// One call's tensors. `queries` is `[rows][heads][head_dim]` (rotary applied), `keys` and
-/// `values` are `[kv_heads][stride][head_dim]` with the new rows already written at
+/// `values` (fp16) are `[kv_heads][stride][head_dim]` with the new rows already written at
 /// `past..past + rows`, `out` is `[rows][heads * head_dim]`.
 pub(crate) struct Call<'a> {
     pub dims: &'a Dims,
     pub queries: &'a [f32],
-    pub keys: &'a [f32],
-    pub values: &'a [f32],
+    pub keys: &'a [f16],
+    pub values: &'a [f16],
     pub stride: usize,
     pub past: usize,
     pub rows: usize,
+}
+
+/// `to[i] = from[i]` rounded to fp16 (to nearest, ties to even, as IEEE 754 and F16C do), with
+/// F16C when the CPU has it: the same bits either way.
+pub(crate) fn to_f16(from: &[f32], to: &mut [f16]) {
+    assert_eq!(from.len(), to.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU has AVX2 and F16C (checked just above).
+        return unsafe { to_f16_f16c(from, to) };
+    }
+    for (to, &from) in to.iter_mut().zip(from) {
+        *to = f16::from_f32(from);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+fn to_f16_f16c(from: &[f32], to: &mut [f16]) {
+    use std::arch::x86_64::*;
+    let (chunks, rest) = from.as_chunks::<8>();
+    for (index, chunk) in chunks.iter().enumerate() {
+        // SAFETY: 8 floats read from `chunk`, 8 halves written at `to[8 * index..]` (same length).
+        unsafe {
+            let halves = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(chunk.as_ptr()));
+            _mm_storeu_si128(to.as_mut_ptr().add(8 * index).cast(), halves);
+        }
+    }
+    for (to, &from) in to[chunks.len() * 8..].iter_mut().zip(rest) {
+        *to = f16::from_f32(from);
+    }
 }
 
 /// Runs `count` independent units, possibly on several threads (ONNX Runtime's pool).
@@ -203,14 +240,17 @@ fn seen_in_block(call: &Call<'_>, row: usize, block: usize) -> (usize, usize) {
 /// of `rows`, written to `slots` (one `[max, sum, weighted values…]` per (row, member), row by
 /// row; sum 0 when the row sees none of the block's keys). A query's partial depends only on
 /// its own query, keys, values and position, never on the other rows asked for with it.
-/// With AVX2 and FMA, heads of 64 dimensions take `fma64`'s register tiles; otherwise plain
-/// loops one query at a time (compiled for AVX2 when the CPU has it). A machine always takes
-/// the same path.
+/// With AVX2, FMA and F16C, heads of 64 dimensions take `fma64`'s register tiles; otherwise
+/// plain loops one query at a time (compiled for AVX2 when the CPU has it). A machine always
+/// takes the same path.
 fn block_partials(call: &Call<'_>, kv_head: usize, block: usize, rows: Range<usize>, slots: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+    {
         if call.dims.head_dim == fma64::D {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
             return unsafe { fma64::block_partials(call, kv_head, block, rows, slots) };
         }
         // SAFETY: as above.
@@ -237,9 +277,12 @@ fn block_partials_portable(call: &Call<'_>, kv_head: usize, block: usize, rows: 
         }
         let d = call.dims.head_dim;
         let base = kv_head * call.stride * d;
+        let widen = |rows: &[f16]| rows.iter().map(|x| x.to_f32()).collect::<Vec<f32>>();
+        let keys = widen(&call.keys[base + start * d..base + end * d]);
+        let values = widen(&call.values[base + start * d..base + end * d]);
         let mut scores = [0.0f32; BLOCK];
         let scores = &mut scores[..end - start];
-        for (score, key) in scores.iter_mut().zip(call.keys[base + start * d..base + end * d].chunks_exact(d)) {
+        for (score, key) in scores.iter_mut().zip(keys.chunks_exact(d)) {
             *score = dot(query.query, key);
         }
         for score in scores.iter_mut() {
@@ -247,7 +290,7 @@ fn block_partials_portable(call: &Call<'_>, kv_head: usize, block: usize, rows: 
         }
         let (head_slot, weighted) = slot.split_at_mut(2);
         softmax(call.dims, scores, head_slot);
-        for (&weight, value) in scores.iter().zip(call.values[base + start * d..base + end * d].chunks_exact(d)) {
+        for (&weight, value) in scores.iter().zip(values.chunks_exact(d)) {
             axpy(weighted, weight, value);
         }
     }
@@ -294,6 +337,8 @@ mod fma64 {
     use std::arch::x86_64::*;
     use std::ops::Range;
 
+    use half::f16;
+
     use super::{BLOCK, Call, partial_len, query_of, seen_in_block, softmax};
 
     pub(super) const D: usize = 64;
@@ -304,7 +349,7 @@ mod fma64 {
     const WIDE: usize = 16;
 
     /// See `super::block_partials`.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn block_partials(
         call: &Call<'_>,
         kv_head: usize,
@@ -337,13 +382,13 @@ mod fma64 {
 
     /// The register tiles of `block_partials`, six queries at a time, over the keys
     /// `first..first + len` (`transposed`) and their `values`.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     fn tiles(
         call: &Call<'_>,
         (kv_head, block, rows): (usize, usize, Range<usize>),
         (first, len): (usize, usize),
         transposed: &[f32; D * BLOCK],
-        values: &[f32],
+        values: &[f16],
         slots: &mut [f32],
     ) {
         let zero = [0.0f32; D];
@@ -384,10 +429,10 @@ mod fma64 {
         (j / WIDE) * D * WIDE + p * WIDE + j % WIDE
     }
 
-    /// The `keys.len() / D` rows of `keys` transposed into panels (`panel_at`); the rest of
-    /// `out` is left as it is.
-    #[target_feature(enable = "avx2,fma")]
-    fn transpose(keys: &[f32], out: &mut [f32; D * BLOCK]) {
+    /// The `keys.len() / D` rows of `keys` widened to f32 and transposed into panels
+    /// (`panel_at`); the rest of `out` is left as it is.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn transpose(keys: &[f16], out: &mut [f32; D * BLOCK]) {
         let rows = keys.len() / D;
         let full = rows / 8 * 8;
         for j in (0..full).step_by(8) {
@@ -398,19 +443,20 @@ mod fma64 {
         }
         for j in full..rows {
             for p in 0..D {
-                out[panel_at(j, p)] = keys[j * D + p];
+                out[panel_at(j, p)] = keys[j * D + p].to_f32();
             }
         }
     }
 
-    /// The 8 × 8 floats at `from` (rows `from_stride` apart) written transposed at `to`.
+    /// The 8 × 8 halves at `from` (rows `from_stride` apart) written as floats, transposed, at
+    /// `to`.
     ///
     /// # Safety
     /// Both 8 × 8 tiles are within their buffers.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn transpose8(from: *const f32, from_stride: usize, to: *mut f32, to_stride: usize) {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn transpose8(from: *const f16, from_stride: usize, to: *mut f32, to_stride: usize) {
         unsafe {
-            let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(from.add(i * from_stride)));
+            let r: [__m256; 8] = std::array::from_fn(|i| widen8(from.add(i * from_stride)));
             let t0 = _mm256_unpacklo_ps(r[0], r[1]);
             let t1 = _mm256_unpackhi_ps(r[0], r[1]);
             let t2 = _mm256_unpacklo_ps(r[2], r[3]);
@@ -477,10 +523,19 @@ mod fma64 {
         }
     }
 
+    /// The 8 halves at `from` as floats.
+    ///
+    /// # Safety
+    /// `from..from + 8` is readable.
+    #[inline(always)]
+    unsafe fn widen8(from: *const f16) -> __m256 {
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(from.cast())) }
+    }
+
     /// `slots[n][2..] = Σ_j weights[n][j] · values[j]` for the first `count` queries (the
     /// values' rows in order), 16 dimensions at a time.
-    #[target_feature(enable = "avx2,fma")]
-    fn weighted(weights: &[[f32; BLOCK]; QUERIES], values: &[f32], slots: &mut [f32], count: usize) {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn weighted(weights: &[[f32; BLOCK]; QUERIES], values: &[f16], slots: &mut [f32], count: usize) {
         let (rows, plen) = (values.len() / D, D + 2);
         assert!(rows <= BLOCK && slots.len() >= count * plen);
         for dim in (0..D).step_by(WIDE) {
@@ -489,7 +544,7 @@ mod fma64 {
                 let mut acc = [[_mm256_setzero_ps(); 2]; QUERIES];
                 for j in 0..rows {
                     let row = values.as_ptr().add(j * D + dim);
-                    let (v0, v1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
+                    let (v0, v1) = (widen8(row), widen8(row.add(8)));
                     for (acc, weights) in acc.iter_mut().zip(weights) {
                         let w = _mm256_set1_ps(*weights.get_unchecked(j));
                         acc[0] = _mm256_fmadd_ps(w, v0, acc[0]);
@@ -646,6 +701,11 @@ mod tests {
         fn fill(&mut self, n: usize, scale: f32) -> Vec<f32> {
             (0..n).map(|_| self.next() * scale).collect()
         }
+
+        /// Keys or values as the cache holds them.
+        fn halves(&mut self, n: usize, scale: f32) -> Vec<f16> {
+            self.fill(n, scale).into_iter().map(f16::from_f32).collect()
+        }
     }
 
     fn sequential(count: usize, unit: &(dyn Fn(usize) + Sync)) {
@@ -660,7 +720,9 @@ mod tests {
         });
     }
 
-    /// The textbook computation in f64: scores, masked softmax, weighted values.
+    /// The textbook computation in f64: scores, masked softmax, weighted values, over the same
+    /// fp16 keys and values as the kernel (each widened exactly), so the kernel may differ from
+    /// it only by its f32 arithmetic: the tolerance of `check` is that of an f32 kernel.
     fn reference(call: &Call<'_>) -> Vec<f32> {
         let dims = call.dims;
         let d = dims.head_dim;
@@ -707,8 +769,8 @@ mod tests {
         let mut noise = Noise(seed);
         let d = dims.head_dim;
         let queries = noise.fill(rows * dims.heads * d, 2.0);
-        let keys = noise.fill(dims.kv_heads * stride * d, 2.0);
-        let values = noise.fill(dims.kv_heads * stride * d, 1.0);
+        let keys = noise.halves(dims.kv_heads * stride * d, 2.0);
+        let values = noise.halves(dims.kv_heads * stride * d, 1.0);
         let call = Call { dims: &dims, queries: &queries, keys: &keys, values: &values, stride, past, rows };
         let expected = reference(&call);
         let mut out = vec![f32::NAN; expected.len()];
@@ -759,8 +821,8 @@ mod tests {
         let (stride, total) = (320, 300);
         let mut noise = Noise(11);
         let queries = noise.fill(total * dims.heads * d, 2.0);
-        let keys = noise.fill(dims.kv_heads * stride * d, 2.0);
-        let values = noise.fill(dims.kv_heads * stride * d, 1.0);
+        let keys = noise.halves(dims.kv_heads * stride * d, 2.0);
+        let values = noise.halves(dims.kv_heads * stride * d, 1.0);
         let run = |past: usize, rows: usize| {
             let q = &queries[past * dims.heads * d..(past + rows) * dims.heads * d];
             let call = Call { dims: &dims, queries: q, keys: &keys, values: &values, stride, past, rows };
@@ -774,6 +836,23 @@ mod tests {
             let part = run(past, rows);
             assert_eq!(part[..row_len], whole[past * row_len..(past + 1) * row_len], "row {past} in {rows} rows");
         }
+    }
+
+    /// F16C's rounding and the portable one give the same bits, ties and tails included.
+    #[test]
+    fn fp16_rounding_is_to_nearest_even_on_every_path() {
+        let mut noise = Noise(3);
+        let mut from: Vec<f32> = noise.fill(1001, 70_000.0);
+        // Exact ties between two halves (1 + 2^-11 lies halfway between 1 and 1 + 2^-10).
+        from.extend([1.0 + 1.0 / 2048.0, 1.0 + 3.0 / 2048.0, -0.0, 1e-8, 65_520.0]);
+        let mut fast = vec![f16::ZERO; from.len()];
+        to_f16(&from, &mut fast);
+        let plain: Vec<f16> = from.iter().map(|&x| f16::from_f32(x)).collect();
+        assert_eq!(
+            fast.iter().map(|h| h.to_bits()).collect::<Vec<_>>(),
+            plain.iter().map(|h| h.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(fast[1001], f16::from_f32(1.0), "a tie rounds to the even neighbour");
     }
 
     #[test]
@@ -823,7 +902,7 @@ mod timing {
         {
             let stride = past + 256;
             let queries: Vec<f32> = (0..rows * 9 * 64).map(|i| (i % 7) as f32 * 0.01).collect();
-            let keys: Vec<f32> = (0..3 * stride * 64).map(|i| (i % 13) as f32 * 0.01).collect();
+            let keys: Vec<f16> = (0..3 * stride * 64).map(|i| f16::from_f32((i % 13) as f32 * 0.01)).collect();
             let values = keys.clone();
             let call = Call { dims: &dims, queries: &queries, keys: &keys, values: &values, stride, past, rows };
             let mut out = vec![0.0; queries.len()];

@@ -1,10 +1,13 @@
 //! The ONNX Runtime custom operator: GroupQueryAttention's inputs, outputs and attributes
 //! (batch 1), rotary embedding of the new queries and keys, the new key and value rows written
 //! into `present` (in place when `present` is the bound `past` buffer, as ONNX Runtime's kernel
-//! does), then `kernel::attend` on the session's intra-op threads.
+//! does), then `kernel::attend` on the session's intra-op threads. The past and present KV are
+//! fp16 (`graph` makes them so in the graph's signature); the new rows are rounded as they are
+//! written.
 
+use half::f16;
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
-use ort::value::TensorElementType::{Float32, Int32, Int64};
+use ort::value::TensorElementType::{Float16, Float32, Int32, Int64};
 
 use super::kernel::{self, Call, Dims};
 
@@ -49,8 +52,8 @@ impl Operator for GroupQueryAttention {
             OperatorInput::required(Float32),
             OperatorInput::optional(Float32),
             OperatorInput::optional(Float32),
-            OperatorInput::optional(Float32),
-            OperatorInput::optional(Float32),
+            OperatorInput::optional(Float16),
+            OperatorInput::optional(Float16),
             OperatorInput::required(Int32),
             OperatorInput::required(Int32),
             OperatorInput::optional(Float32),
@@ -60,7 +63,7 @@ impl Operator for GroupQueryAttention {
     }
 
     fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
-        [OperatorOutput::required(Float32), OperatorOutput::required(Float32), OperatorOutput::required(Float32)]
+        [OperatorOutput::required(Float32), OperatorOutput::required(Float16), OperatorOutput::required(Float16)]
     }
 
     fn create_kernel<'attr>(&self, context: &KernelContext<'attr>) -> ort::Result<AttentionKernel> {
@@ -207,11 +210,11 @@ impl AttentionKernel {
 }
 
 /// Copies the past rows into `present` when it is not the past buffer itself, then writes the
-/// new rows after them.
+/// new rows after them, rounded to fp16.
 fn fill_present(
     context: &ComputeContext,
     input: usize,
-    present: &mut [f32],
+    present: &mut [f16],
     layout: &Layout,
     kv_heads: usize,
     new_rows: &[f32],
@@ -223,7 +226,7 @@ fn fill_present(
     if !shared && layout.past > 0 {
         let past = context.input(input)?.ok_or_else(|| error("the cache has past rows but no past input"))?;
         let past_rows = past.shape()[2] as usize;
-        let (_, past) = past.try_extract_tensor::<f32>()?;
+        let (_, past) = past.try_extract_tensor::<f16>()?;
         if past_rows < layout.past {
             return Err(error(format!("past holds {past_rows} rows, seqlens_k says {}", layout.past)));
         }
@@ -235,7 +238,7 @@ fn fill_present(
     for (row, heads) in new_rows.chunks_exact(kv_heads * d).enumerate() {
         for (head, values) in heads.chunks_exact(d).enumerate() {
             let at = (head * layout.present_rows + layout.past + row) * d;
-            present[at..at + d].copy_from_slice(values);
+            kernel::to_f16(values, &mut present[at..at + d]);
         }
     }
     Ok(())
@@ -248,7 +251,7 @@ impl Kernel for AttentionKernel {
         let [queries, keys, values] = self.project(context, &layout)?;
         let past_data = |input: usize| -> ort::Result<Option<usize>> {
             Ok(match context.input(input)? {
-                Some(past) => Some(past.try_extract_tensor::<f32>()?.1.as_ptr() as usize),
+                Some(past) => Some(past.try_extract_tensor::<f16>()?.1.as_ptr() as usize),
                 None => None,
             })
         };
@@ -256,8 +259,8 @@ impl Kernel for AttentionKernel {
         let present_shape = [1, self.kv_heads as i64, layout.present_rows as i64, d as i64];
         let mut present_key = context.output(1, present_shape)?.ok_or_else(|| error("no present_key output"))?;
         let mut present_value = context.output(2, present_shape)?.ok_or_else(|| error("no present_value output"))?;
-        let (_, present_key) = present_key.try_extract_tensor_mut::<f32>()?;
-        let (_, present_value) = present_value.try_extract_tensor_mut::<f32>()?;
+        let (_, present_key) = present_key.try_extract_tensor_mut::<f16>()?;
+        let (_, present_value) = present_value.try_extract_tensor_mut::<f16>()?;
         fill_present(context, PAST_KEY, present_key, &layout, self.kv_heads, &keys, past_key)?;
         fill_present(context, PAST_VALUE, present_value, &layout, self.kv_heads, &values, past_value)?;
         let out_shape = [1, layout.rows as i64, (self.heads * d) as i64];
