@@ -26,6 +26,12 @@ pub(crate) const BLOCK: usize = 256;
 /// block read once for all rows), else by tiles of rows (prefill).
 const FEW_ROWS: usize = 16;
 
+/// Blocks of keys one decode unit runs in turn (1,024 keys), each block's keys and values
+/// prefetched into L2 while the block before is computed: a decode step at long context reads
+/// its whole cache from memory once, and one block at a time the loads waited. Each block still
+/// gets its own partials, merged in block order, so the grouping changes no bit.
+const BLOCKS_PER_UNIT: usize = 4;
+
 /// Query rows per unit of work in prefill: with SmolLM2-135M's groups of 3 heads, 48 queries
 /// share each block's transposed keys.
 const TILE_ROWS: usize = 16;
@@ -150,19 +156,26 @@ fn blocks(call: &Call<'_>) -> usize {
     (call.past + call.rows).div_ceil(BLOCK)
 }
 
-/// Decode and short drafts: one unit per (KV head, block of keys) computes the partials of
-/// every row and query head of the group; then one unit per KV head merges them in order.
+/// Decode and short drafts: one unit per (KV head, `BLOCKS_PER_UNIT` blocks of keys, fixed
+/// boundaries counted from key 0) computes each block's partials of every row and query head
+/// of the group; then one unit per KV head merges them in block order.
 fn attend_by_blocks(call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>) {
     let dims = call.dims;
     let (blocks, group, plen) = (blocks(call), dims.group(), partial_len(dims));
-    let per_unit = call.rows * group * plen;
-    let mut partials = vec![0.0f32; dims.kv_heads * blocks * per_unit];
+    let per_block = call.rows * group * plen;
+    let mut partials = vec![0.0f32; dims.kv_heads * blocks * per_block];
     let shared = Shared(partials.as_mut_ptr());
-    for_each(dims.kv_heads * blocks, &|unit| {
-        let (kv_head, block) = (unit / blocks, unit % blocks);
-        // SAFETY: unit `unit` owns `partials[unit * per_unit..][..per_unit]`.
-        let slots = unsafe { shared.slice(unit * per_unit, per_unit) };
-        block_partials(call, kv_head, block, 0..call.rows, slots);
+    let spans = blocks.div_ceil(BLOCKS_PER_UNIT);
+    for_each(dims.kv_heads * spans, &|unit| {
+        let (kv_head, span) = (unit / spans, unit % spans);
+        let end = ((span + 1) * BLOCKS_PER_UNIT).min(blocks);
+        for block in span * BLOCKS_PER_UNIT..end {
+            let at = (kv_head * blocks + block) * per_block;
+            // SAFETY: the unit of (kv_head, span) owns its blocks' partials.
+            let slots = unsafe { shared.slice(at, per_block) };
+            let next = (block + 1 < end).then_some(block + 1);
+            block_partials(call, kv_head, (block, next), 0..call.rows, slots);
+        }
     });
     let output = Shared(out.as_mut_ptr());
     let row_len = dims.heads * dims.head_dim;
@@ -172,8 +185,8 @@ fn attend_by_blocks(call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>) {
             for member in 0..group {
                 state.fill(0.0);
                 for block in 0..blocks {
-                    let unit = kv_head * blocks + block;
-                    let slot = &partials[unit * per_unit + (row * group + member) * plen..][..plen];
+                    let at = (kv_head * blocks + block) * per_block;
+                    let slot = &partials[at + (row * group + member) * plen..][..plen];
                     merge(&mut state, slot);
                 }
                 let head = kv_head * group + member;
@@ -206,7 +219,7 @@ fn attend_by_tiles(call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>) {
         let mut slots = vec![0.0f32; queries * plen];
         let last_block = (call.past + rows.end - 1) / BLOCK;
         for block in 0..=last_block {
-            block_partials(call, kv_head, block, rows.clone(), &mut slots);
+            block_partials(call, kv_head, (block, None), rows.clone(), &mut slots);
             for (state, slot) in states.chunks_exact_mut(plen).zip(slots.chunks_exact(plen)) {
                 merge(state, slot);
             }
@@ -242,8 +255,15 @@ fn seen_in_block(call: &Call<'_>, row: usize, block: usize) -> (usize, usize) {
 /// its own query, keys, values and position, never on the other rows asked for with it.
 /// With AVX2, FMA and F16C, heads of 64 dimensions take `fma64`'s register tiles; otherwise
 /// plain loops one query at a time (compiled for AVX2 when the CPU has it). A machine always
-/// takes the same path.
-fn block_partials(call: &Call<'_>, kv_head: usize, block: usize, rows: Range<usize>, slots: &mut [f32]) {
+/// takes the same path. `next`, a block to be computed after this one, is prefetched meanwhile
+/// (register tiles only; it changes no result).
+fn block_partials(
+    call: &Call<'_>,
+    kv_head: usize,
+    (block, next): (usize, Option<usize>),
+    rows: Range<usize>,
+    slots: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
@@ -251,7 +271,7 @@ fn block_partials(call: &Call<'_>, kv_head: usize, block: usize, rows: Range<usi
     {
         if call.dims.head_dim == fma64::D {
             // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
-            return unsafe { fma64::block_partials(call, kv_head, block, rows, slots) };
+            return unsafe { fma64::block_partials(call, kv_head, (block, next), rows, slots) };
         }
         // SAFETY: as above.
         return unsafe { block_partials_avx2(call, kv_head, block, rows, slots) };
@@ -353,7 +373,7 @@ mod fma64 {
     pub(super) unsafe fn block_partials(
         call: &Call<'_>,
         kv_head: usize,
-        block: usize,
+        (block, next): (usize, Option<usize>),
         rows: Range<usize>,
         slots: &mut [f32],
     ) {
@@ -367,10 +387,49 @@ mod fma64 {
         let base = (kv_head * call.stride + first) * D;
         let keys = &call.keys[base..base + len * D];
         let values = &call.values[base..base + len * D];
+        let mut ahead = match next {
+            Some(next) => {
+                let start = (next * BLOCK).min(call.past + call.rows);
+                let end = ((next + 1) * BLOCK).min(call.past + call.rows);
+                let range = (kv_head * call.stride + start) * D..(kv_head * call.stride + end) * D;
+                [Ahead::new(&call.keys[range.clone()]), Ahead::new(&call.values[range])]
+            }
+            None => [Ahead::new(&[]), Ahead::new(&[])],
+        };
         TRANSPOSED.with_borrow_mut(|transposed| {
             transpose(keys, transposed);
-            tiles(call, (kv_head, block, rows), (first, len), transposed, values, slots);
+            tiles(call, (kv_head, block, rows), (first, len), transposed, values, slots, &mut ahead);
         });
+    }
+
+    /// The cache lines of the next block's keys or values still to prefetch (into L2), a few
+    /// at a time from the compute loops so that the loads overlap the arithmetic.
+    struct Ahead {
+        at: *const u8,
+        end: *const u8,
+    }
+
+    impl Ahead {
+        fn new(rows: &[f16]) -> Self {
+            let range = rows.as_ptr_range();
+            Ahead { at: range.start.cast(), end: range.end.cast() }
+        }
+
+        /// Prefetches the next `count` lines, if any are left.
+        #[inline(always)]
+        fn lines(&mut self, count: usize) {
+            for _ in 0..count {
+                if self.at >= self.end {
+                    return;
+                }
+                // SAFETY: `at` is inside the slice `new` was given (checked just above); a
+                // prefetch reads nothing the program sees.
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T1>(self.at.cast());
+                    self.at = self.at.add(64.min(self.end.offset_from(self.at) as usize));
+                }
+            }
+        }
     }
 
     thread_local! {
@@ -390,6 +449,7 @@ mod fma64 {
         transposed: &[f32; D * BLOCK],
         values: &[f16],
         slots: &mut [f32],
+        [keys_ahead, values_ahead]: &mut [Ahead; 2],
     ) {
         let zero = [0.0f32; D];
         let plen = partial_len(call.dims);
@@ -401,7 +461,7 @@ mod fma64 {
             let inputs: [&[f32]; QUERIES] =
                 std::array::from_fn(|n| if n < in_tile { query(n).query } else { &zero[..] });
             let mut weights = [[0.0f32; BLOCK]; QUERIES];
-            scores(&inputs, transposed, len, call.dims.scale, &mut weights);
+            scores(&inputs, transposed, len, call.dims.scale, &mut weights, keys_ahead);
             for (n, (weights, slot)) in weights.iter_mut().zip(slots.chunks_exact_mut(plen)).enumerate() {
                 let (start, end) = seen_in_block(call, query(n).row, block);
                 // (A row that sees none of the block may lie before `first`: clamped, it is empty.)
@@ -417,7 +477,7 @@ mod fma64 {
                 weights[..own.start].fill(0.0);
                 weights[own.end..].fill(0.0);
             }
-            weighted(&weights, values, slots, in_tile);
+            weighted(&weights, values, slots, in_tile, values_ahead);
         }
     }
 
@@ -499,10 +559,13 @@ mod fma64 {
         len: usize,
         scale: f32,
         out: &mut [[f32; BLOCK]; QUERIES],
+        ahead: &mut Ahead,
     ) {
         let scale = _mm256_set1_ps(scale);
         assert!(queries.iter().all(|q| q.len() == D));
         for j in (0..len).step_by(WIDE) {
+            // The next block's rows j..j + WIDE (2 KiB of fp16 keys).
+            ahead.lines(WIDE * D * 2 / 64);
             // SAFETY: j + WIDE <= BLOCK (j, a multiple of WIDE, is below len <= BLOCK), p < D.
             unsafe {
                 let mut acc = [[_mm256_setzero_ps(); 2]; QUERIES];
@@ -535,7 +598,7 @@ mod fma64 {
     /// `slots[n][2..] = Σ_j weights[n][j] · values[j]` for the first `count` queries (the
     /// values' rows in order), 16 dimensions at a time.
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn weighted(weights: &[[f32; BLOCK]; QUERIES], values: &[f16], slots: &mut [f32], count: usize) {
+    fn weighted(weights: &[[f32; BLOCK]; QUERIES], values: &[f16], slots: &mut [f32], count: usize, ahead: &mut Ahead) {
         let (rows, plen) = (values.len() / D, D + 2);
         assert!(rows <= BLOCK && slots.len() >= count * plen);
         for dim in (0..D).step_by(WIDE) {
@@ -543,6 +606,8 @@ mod fma64 {
             unsafe {
                 let mut acc = [[_mm256_setzero_ps(); 2]; QUERIES];
                 for j in 0..rows {
+                    // One line of the next block's values per row: all of them within two passes.
+                    ahead.lines(1);
                     let row = values.as_ptr().add(j * D + dim);
                     let (v0, v1) = (widen8(row), widen8(row.add(8)));
                     for (acc, weights) in acc.iter_mut().zip(weights) {
@@ -790,9 +855,11 @@ mod tests {
 
     #[test]
     fn decode_and_chunks_match_the_reference() {
-        // Decode (the engine pads a lone token to two rows), a first prefill, a prefill chunk
-        // after a past, a speculative draft, a shared buffer with unused rows past the cache.
-        for (past, rows, stride) in [(0, 1, 1), (0, 2, 2), (300, 2, 512), (0, 40, 40), (77, 33, 256), (129, 7, 136)] {
+        // Decode (the engine pads a lone token to two rows; past 1,100: two units of blocks),
+        // a first prefill, a prefill chunk after a past, a speculative draft, a shared buffer
+        // with unused rows past the cache.
+        let cases = [(0, 1, 1), (0, 2, 2), (300, 2, 512), (1100, 2, 1280), (0, 40, 40), (77, 33, 256), (129, 7, 136)];
+        for (past, rows, stride) in cases {
             check(Case { dims: smollm(), past, rows, stride }, 7 + past as u64 + rows as u64);
         }
         // A window: the rows of one register tile see different first keys of a block.
@@ -917,6 +984,37 @@ mod timing {
             times.sort_by(f64::total_cmp);
             let median = times[times.len() / 2];
             eprintln!("nib attention past {past} rows {rows} threads 1: median {median:.3} ms CPU per call");
+            if rows == 2 {
+                eprintln!("{}", decode_from_memory(&dims, &queries, past));
+            }
         }
+    }
+
+    /// Decode as a step runs it: 30 layers, each with its own cache, one after the other, so
+    /// that every call reads its keys and values from memory rather than a warm cache.
+    fn decode_from_memory(dims: &Dims, queries: &[f32], past: usize) -> String {
+        const LAYERS: usize = 30;
+        let stride = past + 256;
+        let caches: Vec<Vec<f16>> = (0..2 * LAYERS)
+            .map(|layer| (0..3 * stride * 64).map(|i| f16::from_f32(((i + layer) % 13) as f32 * 0.01)).collect())
+            .collect();
+        let mut out = vec![0.0; queries.len()];
+        let seq = |count: usize, unit: &(dyn Fn(usize) + Sync)| (0..count).for_each(unit);
+        let mut times: Vec<f64> = (0..20)
+            .map(|_| {
+                let start = thread_seconds();
+                for layer in caches.chunks_exact(2) {
+                    let (keys, values) = (&layer[0], &layer[1]);
+                    let call = Call { dims, queries, keys, values, stride, past, rows: 2 };
+                    attend(&call, &mut out, &seq);
+                }
+                (thread_seconds() - start) * 1e3 / LAYERS as f64
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        format!(
+            "nib attention past {past} rows 2 threads 1, {LAYERS} caches in turn: median {:.3} ms CPU per call",
+            times[times.len() / 2]
+        )
     }
 }
