@@ -719,7 +719,7 @@ def update_readme(data: dict) -> None:
         f"| typing replay: single-line completion on a prefix-KV hit, p50 | {ms('kv-hit-single-line')} | | < 100 ms |",
         f"| typing replay: typing-through hit, p50 | {ms('typing-through')} | | < 5 ms |",
         f"| typing replay: KV hit rate while typing | {s['kvHitRateWhileTyping'] * 100:.0f} % | | ≥ 90 % |",
-        f"| server peak RSS after the replay | {data['replay']['memoryAfterMb']['VmHWM']:.0f} MB | | < 300 MB |",
+        f"| server peak RSS after the replay | {data['replay']['memoryAfterMb']['VmHWM']:.0f} MB | | < 250 MB |",
     ]
     start = readme.index(README_BEGIN) + len(README_BEGIN)
     readme = readme[:start] + "\n" + "\n".join(rows) + "\n" + readme[readme.index(README_END):]
