@@ -12,6 +12,22 @@ use ort::session::builder::SessionBuilder;
 
 use super::{attention, linear};
 
+/// Whether nib's kernel behind the environment variable `switch` is to run: unless it says
+/// `onnxruntime` (ONNX Runtime's own kernel, for A/B comparisons).
+pub(crate) fn selected(switch: &str) -> bool {
+    std::env::var(switch).map_or(true, |value| value != "onnxruntime")
+}
+
+/// CPU time of the calling thread (the kernels' timing tests): on a shared machine, time the
+/// thread waited for a core does not count.
+#[cfg(test)]
+pub(crate) fn thread_cpu_seconds() -> f64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
+}
+
 /// The rewritten model and how many nodes moved to the pass's domain.
 pub(crate) type Rewrite = fn(&[u8]) -> Result<(Vec<u8>, usize), String>;
 

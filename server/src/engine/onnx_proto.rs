@@ -103,7 +103,16 @@ pub(crate) fn put_len(out: &mut Vec<u8>, number: u64, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+/// Field `number` with `payload`, length-delimited, as bytes of its own (tests build models
+/// with it).
+#[cfg(test)]
+pub(crate) fn len_field(number: u64, payload: &[u8]) -> Vec<u8> {
+    let mut field = Vec::new();
+    put_len(&mut field, number, payload);
+    field
+}
+
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value & 0x7f) as u8 | 0x80);
         value >>= 7;

@@ -199,21 +199,11 @@ mod tests {
     use super::*;
 
     fn string(number: u8, text: &str) -> Vec<u8> {
-        let mut field = vec![(number << 3) | LEN, text.len() as u8];
-        field.extend_from_slice(text.as_bytes());
-        field
+        onnx_proto::len_field(number.into(), text.as_bytes())
     }
 
     fn message(number: u8, body: &[u8]) -> Vec<u8> {
-        let mut field = vec![(number << 3) | LEN];
-        let mut len = body.len();
-        while len >= 0x80 {
-            field.push((len & 0x7f) as u8 | 0x80);
-            len >>= 7;
-        }
-        field.push(len as u8);
-        field.extend_from_slice(body);
-        field
+        onnx_proto::len_field(number.into(), body)
     }
 
     /// A node reading `inputs`, writing `outputs`, with one attribute.

@@ -947,15 +947,6 @@ mod tests {
 mod timing {
     use super::*;
 
-    /// CPU time of the calling thread: on a shared machine, time the thread waited for a core
-    /// does not count.
-    fn thread_seconds() -> f64 {
-        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: `now` is a valid timespec to write to.
-        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-        now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
-    }
-
     /// `cargo test --release --lib engine::attention::kernel::timing -- --ignored --nocapture`:
     /// the median CPU time of one call (one layer), one thread, the cache warm; the same cases
     /// as `benches/attention_kernel.py` (decode pads a lone token to two rows, as the engine).
@@ -976,9 +967,9 @@ mod timing {
             let seq = |count: usize, unit: &(dyn Fn(usize) + Sync)| (0..count).for_each(unit);
             let mut times: Vec<f64> = (0..if rows > 2 { 60 } else { 600 })
                 .map(|_| {
-                    let start = thread_seconds();
+                    let start = crate::engine::kernels::thread_cpu_seconds();
                     attend(&call, &mut out, &seq);
-                    (thread_seconds() - start) * 1e3
+                    (crate::engine::kernels::thread_cpu_seconds() - start) * 1e3
                 })
                 .collect();
             times.sort_by(f64::total_cmp);
@@ -1002,13 +993,13 @@ mod timing {
         let seq = |count: usize, unit: &(dyn Fn(usize) + Sync)| (0..count).for_each(unit);
         let mut times: Vec<f64> = (0..20)
             .map(|_| {
-                let start = thread_seconds();
+                let start = crate::engine::kernels::thread_cpu_seconds();
                 for layer in caches.chunks_exact(2) {
                     let (keys, values) = (&layer[0], &layer[1]);
                     let call = Call { dims, queries, keys, values, stride, past, rows: 2 };
                     attend(&call, &mut out, &seq);
                 }
-                (thread_seconds() - start) * 1e3 / LAYERS as f64
+                (crate::engine::kernels::thread_cpu_seconds() - start) * 1e3 / LAYERS as f64
             })
             .collect();
         times.sort_by(f64::total_cmp);

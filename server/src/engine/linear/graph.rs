@@ -58,6 +58,7 @@ pub(crate) fn rewrite(model: &[u8]) -> Result<(Vec<u8>, usize), String> {
 }
 
 /// One node as read from the model.
+#[derive(Default)]
 struct Node {
     op_type: String,
     domain: String,
@@ -77,6 +78,7 @@ struct Initializer {
 }
 
 /// What the graph says about names: who makes and who reads each value.
+#[derive(Default)]
 struct Graph {
     nodes: Vec<Node>,
     initializers: HashMap<String, Initializer>,
@@ -260,13 +262,7 @@ fn text(model: &[u8], field: &Field) -> String {
 }
 
 fn read_graph(model: &[u8], graph_field: &Field) -> Result<Graph, String> {
-    let mut graph = Graph {
-        nodes: Vec::new(),
-        initializers: HashMap::new(),
-        outputs: HashSet::new(),
-        producer: HashMap::new(),
-        consumers: HashMap::new(),
-    };
+    let mut graph = Graph::default();
     for field in Fields::new(&model[..graph_field.end], graph_field.start) {
         let field = field?;
         match (field.number, field.wire) {
@@ -296,15 +292,7 @@ fn read_graph(model: &[u8], graph_field: &Field) -> Result<Graph, String> {
 }
 
 fn read_node(model: &[u8], node_field: &Field) -> Result<Node, String> {
-    let mut node = Node {
-        op_type: String::new(),
-        domain: String::new(),
-        inputs: Vec::new(),
-        outputs: Vec::new(),
-        name: None,
-        attributes: Vec::new(),
-        ints: HashMap::new(),
-    };
+    let mut node = Node::default();
     for field in Fields::new(&model[..node_field.end], node_field.start) {
         let field = field?;
         match (field.number, field.wire) {
@@ -384,26 +372,17 @@ mod tests {
     use super::*;
 
     fn string(number: u64, text: &str) -> Vec<u8> {
-        let mut field = Vec::new();
-        onnx_proto::put_len(&mut field, number, text.as_bytes());
-        field
+        onnx_proto::len_field(number, text.as_bytes())
     }
 
     fn message(number: u64, body: &[u8]) -> Vec<u8> {
-        let mut field = Vec::new();
-        onnx_proto::put_len(&mut field, number, body);
-        field
+        onnx_proto::len_field(number, body)
     }
 
     fn int_attribute(name: &str, value: i64) -> Vec<u8> {
         let mut body = string(ATTRIBUTE_NAME, name);
         body.push(0x18);
-        let mut v = value as u64;
-        while v >= 0x80 {
-            body.push((v & 0x7f) as u8 | 0x80);
-            v >>= 7;
-        }
-        body.push(v as u8);
+        onnx_proto::put_varint(&mut body, value as u64);
         body.extend([0xa0, 0x01, 2]); // type: INT
         message(NODE_ATTRIBUTE, &body)
     }

@@ -724,15 +724,6 @@ mod tests {
 mod timing {
     use super::*;
 
-    /// CPU time of the calling thread: on a shared machine, time the thread waited for a core
-    /// does not count.
-    fn thread_seconds() -> f64 {
-        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: `now` is a valid timespec to write to.
-        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-        now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
-    }
-
     /// `cargo test --release --lib engine::linear::kernel::timing -- --ignored --nocapture`:
     /// the median CPU time of one call, one thread, the weights warm in the cache (the gate and
     /// up projections, N 3,072 × K 576, and the down projection, N 576 × K 1,536, of
@@ -753,9 +744,9 @@ mod timing {
                 let seq = |count: usize, unit: &(dyn Fn(usize) + Sync)| (0..count).for_each(unit);
                 let mut times: Vec<f64> = (0..if rows > 8 { 40 } else { 400 })
                     .map(|_| {
-                        let start = thread_seconds();
+                        let start = crate::engine::kernels::thread_cpu_seconds();
                         multiply(&weights, &x, rows, &mut out, &seq);
-                        (thread_seconds() - start) * 1e3
+                        (crate::engine::kernels::thread_cpu_seconds() - start) * 1e3
                     })
                     .collect();
                 times.sort_by(f64::total_cmp);

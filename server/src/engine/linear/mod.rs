@@ -19,7 +19,7 @@ pub const SWITCH: &str = "NIB_LINEAR";
 
 /// Whether nib's kernel is to run (see `SWITCH`).
 pub fn nib_kernel_selected() -> bool {
-    std::env::var(SWITCH).map_or(true, |value| value != "onnxruntime")
+    super::kernels::selected(SWITCH)
 }
 
 /// The rewrite that puts nib's kernel into a model (committed by `engine::kernels`).
