@@ -26,8 +26,8 @@ pub(crate) const BLOCK: usize = 256;
 /// block read once for all rows), else by tiles of rows (prefill).
 const FEW_ROWS: usize = 16;
 
-/// Blocks of keys one decode unit runs in turn (1,024 keys), each block's keys and values
-/// prefetched into L2 while the block before is computed: a decode step at long context reads
+/// Blocks of keys one decode unit runs in turn (1,024 keys, of one KV head or two), each
+/// block's keys and values prefetched into L2 while the block before is computed: a decode step at long context reads
 /// its whole cache from memory once, and one block at a time the loads waited. Each block still
 /// gets its own partials, merged in block order, so the grouping changes no bit.
 const BLOCKS_PER_UNIT: usize = 4;
@@ -133,17 +133,47 @@ impl Shared {
     }
 }
 
+/// How this machine computes the blocks' partials (always the same one on a machine).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Path {
+    /// `fma64`'s register tiles in 512-bit registers: the same FMA chains as `Avx2`, so the
+    /// same bits (`tests::the_avx2_and_avx512_paths_agree_bit_for_bit`).
+    Avx512,
+    /// `fma64`'s register tiles in 256-bit registers (heads of 64 dimensions), else plain loops
+    /// compiled for AVX2 and FMA.
+    Avx2,
+    /// Plain loops, for CPUs without AVX2, FMA and F16C (and the tests' mirror).
+    Portable,
+}
+
+impl Path {
+    fn detect() -> Path {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            return if std::arch::is_x86_feature_detected!("avx512f") { Path::Avx512 } else { Path::Avx2 };
+        }
+        Path::Portable
+    }
+}
+
 /// Causal grouped-query attention of `call`'s rows, written to `out`.
 pub(crate) fn attend(call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>) {
+    attend_on(Path::detect(), call, out, for_each)
+}
+
+fn attend_on(path: Path, call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>) {
     let dims = call.dims;
     assert_eq!(out.len(), call.rows * dims.heads * dims.head_dim);
     assert_eq!(call.queries.len(), out.len());
     assert!(call.past + call.rows <= call.stride);
     assert_eq!(call.keys.len(), dims.kv_heads * call.stride * dims.head_dim);
     if call.rows <= FEW_ROWS {
-        attend_by_blocks(call, out, for_each);
+        attend_by_blocks(path, call, out, for_each);
     } else {
-        attend_by_tiles(call, out, for_each);
+        attend_by_tiles(path, call, out, for_each);
     }
 }
 
@@ -156,25 +186,26 @@ fn blocks(call: &Call<'_>) -> usize {
     (call.past + call.rows).div_ceil(BLOCK)
 }
 
-/// Decode and short drafts: one unit per (KV head, `BLOCKS_PER_UNIT` blocks of keys, fixed
-/// boundaries counted from key 0) computes each block's partials of every row and query head
-/// of the group; then one unit per KV head merges them in block order.
-fn attend_by_blocks(call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>) {
+/// Decode and short drafts: the (KV head, block of keys) pairs, KV head by KV head and block by
+/// block (fixed boundaries counted from key 0), are cut into units of `BLOCKS_PER_UNIT`; each
+/// unit computes its blocks' partials of every row and query head of the group, and then one
+/// unit per KV head merges them in block order. Cut across KV heads, the units cost about the
+/// same: with SmolLM2-135M's 3 KV heads, a cache of two or four blocks made 3 units of a KV head
+/// each, one thread of two running two of them.
+fn attend_by_blocks(path: Path, call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>) {
     let dims = call.dims;
     let (blocks, group, plen) = (blocks(call), dims.group(), partial_len(dims));
     let per_block = call.rows * group * plen;
-    let mut partials = vec![0.0f32; dims.kv_heads * blocks * per_block];
+    let pairs = dims.kv_heads * blocks;
+    let mut partials = vec![0.0f32; pairs * per_block];
     let shared = Shared(partials.as_mut_ptr());
-    let spans = blocks.div_ceil(BLOCKS_PER_UNIT);
-    for_each(dims.kv_heads * spans, &|unit| {
-        let (kv_head, span) = (unit / spans, unit % spans);
-        let end = ((span + 1) * BLOCKS_PER_UNIT).min(blocks);
-        for block in span * BLOCKS_PER_UNIT..end {
-            let at = (kv_head * blocks + block) * per_block;
-            // SAFETY: the unit of (kv_head, span) owns its blocks' partials.
-            let slots = unsafe { shared.slice(at, per_block) };
-            let next = (block + 1 < end).then_some(block + 1);
-            block_partials(call, kv_head, (block, next), 0..call.rows, slots);
+    for_each(pairs.div_ceil(BLOCKS_PER_UNIT), &|unit| {
+        let end = ((unit + 1) * BLOCKS_PER_UNIT).min(pairs);
+        for pair in unit * BLOCKS_PER_UNIT..end {
+            // SAFETY: the unit owns its pairs' partials.
+            let slots = unsafe { shared.slice(pair * per_block, per_block) };
+            let next = (pair + 1 < end).then_some(((pair + 1) / blocks, (pair + 1) % blocks));
+            block_partials(path, call, (pair / blocks, pair % blocks), next, 0..call.rows, slots);
         }
     });
     let output = Shared(out.as_mut_ptr());
@@ -200,7 +231,7 @@ fn attend_by_blocks(call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>) {
 
 /// Prefill: one unit per (KV head, tile of rows) runs over the blocks its rows see, merging
 /// each block's partials as it goes (the same arithmetic as `attend_by_blocks`).
-fn attend_by_tiles(call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>) {
+fn attend_by_tiles(path: Path, call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>) {
     let dims = call.dims;
     let (group, plen) = (dims.group(), partial_len(dims));
     let tiles = call.rows.div_ceil(TILE_ROWS);
@@ -219,7 +250,7 @@ fn attend_by_tiles(call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>) {
         let mut slots = vec![0.0f32; queries * plen];
         let last_block = (call.past + rows.end - 1) / BLOCK;
         for block in 0..=last_block {
-            block_partials(call, kv_head, (block, None), rows.clone(), &mut slots);
+            block_partials(path, call, (kv_head, block), None, rows.clone(), &mut slots);
             for (state, slot) in states.chunks_exact_mut(plen).zip(slots.chunks_exact(plen)) {
                 merge(state, slot);
             }
@@ -253,25 +284,25 @@ fn seen_in_block(call: &Call<'_>, row: usize, block: usize) -> (usize, usize) {
 /// of `rows`, written to `slots` (one `[max, sum, weighted values…]` per (row, member), row by
 /// row; sum 0 when the row sees none of the block's keys). A query's partial depends only on
 /// its own query, keys, values and position, never on the other rows asked for with it.
-/// With AVX2, FMA and F16C, heads of 64 dimensions take `fma64`'s register tiles; otherwise
-/// plain loops one query at a time (compiled for AVX2 when the CPU has it). A machine always
-/// takes the same path. `next`, a block to be computed after this one, is prefetched meanwhile
+/// With AVX2, FMA and F16C, heads of 64 dimensions take `fma64`'s register tiles (in 512-bit
+/// registers with AVX-512, the same bits); otherwise plain loops one query at a time (compiled
+/// for AVX2 when the CPU has it). A machine always takes the same path, whatever the call.
+/// `next`, a (KV head, block) pair to be computed after this one, is prefetched meanwhile
 /// (register tiles only; it changes no result).
 fn block_partials(
+    path: Path,
     call: &Call<'_>,
-    kv_head: usize,
-    (block, next): (usize, Option<usize>),
+    (kv_head, block): (usize, usize),
+    next: Option<(usize, usize)>,
     rows: Range<usize>,
     slots: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && std::arch::is_x86_feature_detected!("f16c")
-    {
+    if path != Path::Portable {
         if call.dims.head_dim == fma64::D {
-            // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
-            return unsafe { fma64::block_partials(call, kv_head, (block, next), rows, slots) };
+            let wide = path == Path::Avx512;
+            // SAFETY: the CPU has AVX2, FMA and F16C, and AVX-512 F when `wide` (`Path::detect`).
+            return unsafe { fma64::block_partials(call, (kv_head, block), next, rows, slots, wide) };
         }
         // SAFETY: as above.
         return unsafe { block_partials_avx2(call, kv_head, block, rows, slots) };
@@ -352,6 +383,7 @@ fn softmax(dims: &Dims, scores: &mut [f32], head: &mut [f32]) {
 /// (one query at a time, the loop was bound by loading every value row again per query).
 /// Each score is one FMA chain over the 64 dimensions in order, each weighted value one FMA
 /// chain over the keys in order: a query's bits do not depend on which queries share its tile.
+/// With AVX-512, `wide` runs the same chains 16 lanes a register, up to 27 queries a tile.
 #[cfg(target_arch = "x86_64")]
 mod fma64 {
     use std::arch::x86_64::*;
@@ -372,10 +404,11 @@ mod fma64 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn block_partials(
         call: &Call<'_>,
-        kv_head: usize,
-        (block, next): (usize, Option<usize>),
+        (kv_head, block): (usize, usize),
+        next: Option<(usize, usize)>,
         rows: Range<usize>,
         slots: &mut [f32],
+        wide: bool,
     ) {
         slots.fill(0.0);
         // The keys any of the rows sees in this block: `first..first + len`.
@@ -388,14 +421,22 @@ mod fma64 {
         let keys = &call.keys[base..base + len * D];
         let values = &call.values[base..base + len * D];
         let mut ahead = match next {
-            Some(next) => {
+            Some((next_kv_head, next)) => {
                 let start = (next * BLOCK).min(call.past + call.rows);
                 let end = ((next + 1) * BLOCK).min(call.past + call.rows);
-                let range = (kv_head * call.stride + start) * D..(kv_head * call.stride + end) * D;
+                let range = (next_kv_head * call.stride + start) * D..(next_kv_head * call.stride + end) * D;
                 [Ahead::new(&call.keys[range.clone()]), Ahead::new(&call.values[range])]
             }
             None => [Ahead::new(&[]), Ahead::new(&[])],
         };
+        if wide {
+            return wide::SCRATCH.with_borrow_mut(|scratch| {
+                // SAFETY: the CPU has AVX-512 F (the caller says so).
+                unsafe {
+                    wide::tiles(call, (kv_head, block, rows), (first, len), (keys, values), slots, &mut ahead, scratch)
+                }
+            });
+        }
         TRANSPOSED.with_borrow_mut(|transposed| {
             transpose(keys, transposed);
             tiles(call, (kv_head, block, rows), (first, len), transposed, values, slots, &mut ahead);
@@ -462,22 +503,37 @@ mod fma64 {
                 std::array::from_fn(|n| if n < in_tile { query(n).query } else { &zero[..] });
             let mut weights = [[0.0f32; BLOCK]; QUERIES];
             scores(&inputs, transposed, len, call.dims.scale, &mut weights, keys_ahead);
-            for (n, (weights, slot)) in weights.iter_mut().zip(slots.chunks_exact_mut(plen)).enumerate() {
-                let (start, end) = seen_in_block(call, query(n).row, block);
-                // (A row that sees none of the block may lie before `first`: clamped, it is empty.)
-                let own = start.clamp(first, first + len) - first..end.clamp(first, first + len) - first;
-                if own.is_empty() {
-                    weights.fill(0.0);
-                    continue;
-                }
-                softmax(call.dims, &mut weights[own.clone()], &mut slot[..2]);
-                // Keys outside the query's own range weigh 0: an FMA with weight 0 leaves its
-                // accumulator exactly as it was (values are finite, accumulators never -0),
-                // so sharing the tile's key range changes no bit.
-                weights[..own.start].fill(0.0);
-                weights[own.end..].fill(0.0);
-            }
+            own_softmax(call, block, (first, len), &mut weights, slots, |n| query(n).row);
             weighted(&weights, values, slots, in_tile, values_ahead);
+        }
+    }
+
+    /// Each query's softmax over its own keys among the tile's `first..first + len`, in place of
+    /// its scores (`weights[n]`), its maximum and sum written to its slot (one per query of
+    /// the tile, `row(n)` its row). Keys outside the query's own range weigh 0: an FMA with
+    /// weight 0 leaves its accumulator exactly as it was (values are finite, accumulators never
+    /// -0), so sharing the tile's key range changes no bit.
+    #[inline(always)]
+    fn own_softmax(
+        call: &Call<'_>,
+        block: usize,
+        (first, len): (usize, usize),
+        weights: &mut [[f32; BLOCK]],
+        slots: &mut [f32],
+        row: impl Fn(usize) -> usize,
+    ) {
+        let plen = partial_len(call.dims);
+        for (n, (weights, slot)) in weights.iter_mut().zip(slots.chunks_exact_mut(plen)).enumerate() {
+            let (start, end) = seen_in_block(call, row(n), block);
+            // (A row that sees none of the block may lie before `first`: clamped, it is empty.)
+            let own = start.clamp(first, first + len) - first..end.clamp(first, first + len) - first;
+            if own.is_empty() {
+                weights.fill(0.0);
+                continue;
+            }
+            softmax(call.dims, &mut weights[own.clone()], &mut slot[..2]);
+            weights[..own.start].fill(0.0);
+            weights[own.end..].fill(0.0);
         }
     }
 
@@ -620,6 +676,233 @@ mod fma64 {
                     let out = slots.as_mut_ptr().add(n * plen + 2 + dim);
                     _mm256_storeu_ps(out, acc[0]);
                     _mm256_storeu_ps(out.add(8), acc[1]);
+                }
+            }
+        }
+    }
+
+    /// The register tiles of `tiles` in 512-bit registers (AVX-512 F): up to 27 queries a tile,
+    /// 16 keys or dimensions a register, 24 to 27 accumulators. Each score is the same FMA chain
+    /// over the 64 dimensions in order, each weighted value the same FMA chain over the keys in
+    /// order (a lane's arithmetic does not depend on the register's width), and the softmax the
+    /// same function: the same bits as `tiles`, whatever the number of queries in a tile. A decode
+    /// step's queries (2 rows × 3 heads) or the longest draft's (9 rows × 3 heads) share one
+    /// pass over the block's keys and values.
+    mod wide {
+        use std::arch::x86_64::*;
+        use std::ops::Range;
+
+        use half::f16;
+
+        use super::super::{BLOCK, Call, partial_len, query_of};
+        use super::{Ahead, D, WIDE, own_softmax, panel_at};
+
+        /// Queries per register tile: 27 accumulators, a register of keys or values and a
+        /// broadcast use 29 of the 32 registers.
+        const QUERIES: usize = 27;
+
+        /// Keys per step of the score loop (`scores`' `K` panels of `WIDE` at most).
+        const STEP: usize = 4 * WIDE;
+
+        /// Kept per thread so that no call zeroes 50 KiB: the tile's queries side by side (one
+        /// base register for all of them), then their scores and weights; past a tile's count
+        /// of queries they hold what an earlier tile left, computed with, never stored. And one
+        /// step's keys transposed into panels (`panel_at`), written just before the score loop
+        /// reads them, so that they stay in the L1 cache (a whole block's would not); lanes past
+        /// the block's keys hold older keys, their scores computed, never read.
+        pub(super) struct Scratch {
+            queries: [[f32; D]; QUERIES],
+            weights: [[f32; BLOCK]; QUERIES],
+            panels: [f32; STEP * D],
+        }
+
+        thread_local! {
+            pub(super) static SCRATCH: std::cell::RefCell<Box<Scratch>> = std::cell::RefCell::new(Box::new(Scratch {
+                queries: [[0.0; D]; QUERIES],
+                weights: [[0.0; BLOCK]; QUERIES],
+                panels: [0.0; STEP * D],
+            }));
+        }
+
+        /// See `super::tiles`; `scratch` is the thread's `SCRATCH`.
+        #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+        pub(super) fn tiles(
+            call: &Call<'_>,
+            (kv_head, block, rows): (usize, usize, Range<usize>),
+            (first, len): (usize, usize),
+            (keys, values): (&[f16], &[f16]),
+            slots: &mut [f32],
+            [keys_ahead, values_ahead]: &mut [Ahead; 2],
+            scratch: &mut Scratch,
+        ) {
+            let Scratch { queries, weights, panels } = scratch;
+            let plen = partial_len(call.dims);
+            let count = rows.len() * call.dims.group();
+            for (tile, slots) in slots.chunks_mut(QUERIES * plen).enumerate() {
+                let first_query = tile * QUERIES;
+                let in_tile = (count - first_query).min(QUERIES);
+                let query = |n: usize| query_of(call, kv_head, &rows, first_query + n);
+                for (n, to) in queries.iter_mut().enumerate().take(in_tile) {
+                    to.copy_from_slice(query(n).query);
+                }
+                let scale = call.dims.scale;
+                // Fewer queries, more keys or dimensions a step: 24 accumulators or more.
+                match in_tile {
+                    0..=6 => scores::<6, 4>(queries, keys, scale, weights, panels, keys_ahead),
+                    7..=12 => scores::<12, 2>(queries, keys, scale, weights, panels, keys_ahead),
+                    13..=24 => scores::<24, 1>(queries, keys, scale, weights, panels, keys_ahead),
+                    _ => scores::<27, 1>(queries, keys, scale, weights, panels, keys_ahead),
+                }
+                own_softmax(call, block, (first, len), weights, slots, |n| query(n).row);
+                match in_tile {
+                    0..=6 => weighted::<6, 4>(weights, values, slots, in_tile, values_ahead),
+                    7..=12 => weighted::<12, 2>(weights, values, slots, in_tile, values_ahead),
+                    13..=24 => weighted::<24, 1>(weights, values, slots, in_tile, values_ahead),
+                    _ => weighted::<27, 1>(weights, values, slots, in_tile, values_ahead),
+                }
+            }
+        }
+
+        /// The `keys.len() / D` (at most `STEP`) rows of `keys` widened to f32 and transposed
+        /// into panels (`panel_at`), 16 × 16 at a time in 512-bit registers; the rest of `out`
+        /// is left as it is.
+        #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+        fn transpose(keys: &[f16], out: &mut [f32; STEP * D]) {
+            let rows = keys.len() / D;
+            assert!(rows <= STEP);
+            let full = rows / WIDE * WIDE;
+            for j in (0..full).step_by(WIDE) {
+                for p in (0..D).step_by(WIDE) {
+                    // SAFETY: rows j..j + 16, columns p..p + 16 are inside `keys` and, transposed,
+                    // `out` (a panel's rows p..p + 16).
+                    unsafe { transpose16(keys.as_ptr().add(j * D + p), out.as_mut_ptr().add(panel_at(j, p))) };
+                }
+            }
+            for j in full..rows {
+                for p in 0..D {
+                    out[panel_at(j, p)] = keys[j * D + p].to_f32();
+                }
+            }
+        }
+
+        /// The 16 × 16 halves at `from` (rows `D` apart) written as floats, transposed, at `to`
+        /// (rows `WIDE` apart).
+        ///
+        /// # Safety
+        /// Both tiles are within their buffers.
+        #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+        unsafe fn transpose16(from: *const f16, to: *mut f32) {
+            unsafe {
+                let r: [__m512; 16] =
+                    std::array::from_fn(|k| _mm512_cvtph_ps(_mm256_loadu_si256(from.add(k * D).cast())));
+                // Rows k, k + 1 interleaved, then 4 rows' columns side by side in each 128-bit
+                // lane: b[4g + m]'s lane l holds rows 4g..4g + 4 of column 4l + m.
+                let a: [__m512; 16] = std::array::from_fn(|i| {
+                    let k = i / 2 * 2;
+                    if i % 2 == 0 { _mm512_unpacklo_ps(r[k], r[k + 1]) } else { _mm512_unpackhi_ps(r[k], r[k + 1]) }
+                });
+                let b: [__m512; 16] = std::array::from_fn(|i| {
+                    let (g, m) = (i / 4, i % 4);
+                    let (x, y) = (_mm512_castps_pd(a[4 * g + m / 2]), _mm512_castps_pd(a[4 * g + 2 + m / 2]));
+                    _mm512_castpd_ps(if m % 2 == 0 { _mm512_unpacklo_pd(x, y) } else { _mm512_unpackhi_pd(x, y) })
+                });
+                for m in 0..4 {
+                    let (x0, x1, x2, x3) = (b[m], b[4 + m], b[8 + m], b[12 + m]);
+                    let low01 = _mm512_shuffle_f32x4::<0x44>(x0, x1);
+                    let high01 = _mm512_shuffle_f32x4::<0xEE>(x0, x1);
+                    let low23 = _mm512_shuffle_f32x4::<0x44>(x2, x3);
+                    let high23 = _mm512_shuffle_f32x4::<0xEE>(x2, x3);
+                    _mm512_storeu_ps(to.add(m * WIDE), _mm512_shuffle_f32x4::<0x88>(low01, low23));
+                    _mm512_storeu_ps(to.add((4 + m) * WIDE), _mm512_shuffle_f32x4::<0xDD>(low01, low23));
+                    _mm512_storeu_ps(to.add((8 + m) * WIDE), _mm512_shuffle_f32x4::<0x88>(high01, high23));
+                    _mm512_storeu_ps(to.add((12 + m) * WIDE), _mm512_shuffle_f32x4::<0xDD>(high01, high23));
+                }
+            }
+        }
+
+        /// `out[n][j] = (queries[n] · key j) · scale` for the first `Q` queries and the rows of
+        /// `keys` (rounded up to `K` panels of `WIDE`), `K` registers of keys a step, each step's
+        /// keys transposed into `panels` just before.
+        #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+        fn scores<const Q: usize, const K: usize>(
+            queries: &[[f32; D]; QUERIES],
+            keys: &[f16],
+            scale: f32,
+            out: &mut [[f32; BLOCK]; QUERIES],
+            panels: &mut [f32; STEP * D],
+            ahead: &mut Ahead,
+        ) {
+            const { assert!(Q <= QUERIES && K * WIDE <= STEP && BLOCK.is_multiple_of(K * WIDE)) };
+            let scale = _mm512_set1_ps(scale);
+            let len = keys.len() / D;
+            assert!(len <= BLOCK);
+            for j in (0..len).step_by(K * WIDE) {
+                transpose(&keys[j * D..(j + K * WIDE).min(len) * D], panels);
+                // SAFETY: j + K * WIDE <= BLOCK (j, a multiple of K * WIDE, which divides
+                // BLOCK, is below len <= BLOCK), p < D, n < Q <= QUERIES.
+                unsafe {
+                    let mut acc = [[_mm512_setzero_ps(); K]; Q];
+                    for p in 0..D {
+                        // The next block's rows j..j + K * WIDE (K × 2 KiB of fp16 keys), spread
+                        // over the step: K lines every other dimension.
+                        if p % 2 == 0 {
+                            ahead.lines(K);
+                        }
+                        let k: [__m512; K] =
+                            std::array::from_fn(|c| _mm512_loadu_ps(panels.as_ptr().add(panel_at(c * WIDE, p))));
+                        for (acc, query) in acc.iter_mut().zip(queries) {
+                            let q = _mm512_set1_ps(*query.get_unchecked(p));
+                            for (acc, &k) in acc.iter_mut().zip(&k) {
+                                *acc = _mm512_fmadd_ps(q, k, *acc);
+                            }
+                        }
+                    }
+                    for (acc, out) in acc.iter().zip(out.iter_mut()) {
+                        for (c, &acc) in acc.iter().enumerate() {
+                            _mm512_storeu_ps(out.as_mut_ptr().add(j + c * WIDE), _mm512_mul_ps(acc, scale));
+                        }
+                    }
+                }
+            }
+        }
+
+        /// `slots[n][2..] = Σ_j weights[n][j] · values[j]` for the first `count` (at most `Q`)
+        /// queries, the values' rows in order, `C` registers of dimensions a pass.
+        #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+        fn weighted<const Q: usize, const C: usize>(
+            weights: &[[f32; BLOCK]; QUERIES],
+            values: &[f16],
+            slots: &mut [f32],
+            count: usize,
+            ahead: &mut Ahead,
+        ) {
+            const { assert!(Q <= QUERIES && D.is_multiple_of(C * WIDE)) };
+            let (rows, plen) = (values.len() / D, D + 2);
+            assert!(rows <= BLOCK && count <= Q && slots.len() >= count * plen);
+            for dim in (0..D).step_by(C * WIDE) {
+                // SAFETY: j < rows <= BLOCK, dim + C * WIDE <= D, n < count, slots hold count
+                // partials.
+                unsafe {
+                    let mut acc = [[_mm512_setzero_ps(); C]; Q];
+                    for j in 0..rows {
+                        // The next block's values, C lines per row: all of them within the passes.
+                        ahead.lines(C);
+                        let row = values.as_ptr().add(j * D + dim);
+                        let v: [__m512; C] =
+                            std::array::from_fn(|c| _mm512_cvtph_ps(_mm256_loadu_si256(row.add(c * WIDE).cast())));
+                        for (acc, weights) in acc.iter_mut().zip(weights) {
+                            let w = _mm512_set1_ps(*weights.get_unchecked(j));
+                            for (acc, &v) in acc.iter_mut().zip(&v) {
+                                *acc = _mm512_fmadd_ps(w, v, *acc);
+                            }
+                        }
+                    }
+                    for (n, acc) in acc.iter().enumerate().take(count) {
+                        let out = slots.as_mut_ptr().add(n * plen + 2 + dim);
+                        for (c, &acc) in acc.iter().enumerate() {
+                            _mm512_storeu_ps(out.add(c * WIDE), acc);
+                        }
+                    }
                 }
             }
         }
@@ -880,28 +1163,74 @@ mod tests {
         check(Case { dims: windowed, past: 100, rows: 30, stride: 130 }, 4);
     }
 
-    /// A row gives the same bits alone (decode), in a prefill chunk and in a draft.
+    /// A row gives the same bits alone (decode, and the two rows the engine runs for a lone
+    /// token), in a draft and in a prefill chunk, past several units of blocks, on every path
+    /// of register tiles the CPU has.
     #[test]
     fn a_row_does_not_depend_on_the_rows_run_with_it() {
         let dims = smollm();
         let d = dims.head_dim;
-        let (stride, total) = (320, 300);
+        let (stride, total) = (1130, 1100);
         let mut noise = Noise(11);
         let queries = noise.fill(total * dims.heads * d, 2.0);
         let keys = noise.halves(dims.kv_heads * stride * d, 2.0);
         let values = noise.halves(dims.kv_heads * stride * d, 1.0);
-        let run = |past: usize, rows: usize| {
+        let run = |path: Path, past: usize, rows: usize| {
             let q = &queries[past * dims.heads * d..(past + rows) * dims.heads * d];
             let call = Call { dims: &dims, queries: q, keys: &keys, values: &values, stride, past, rows };
             let mut out = vec![0.0; q.len()];
-            attend(&call, &mut out, &threaded);
+            attend_on(path, &call, &mut out, &threaded);
             out
         };
         let row_len = dims.heads * d;
-        let whole = run(0, total);
-        for (past, rows) in [(250, 1), (250, 2), (240, 16), (200, 60)] {
-            let part = run(past, rows);
-            assert_eq!(part[..row_len], whole[past * row_len..(past + 1) * row_len], "row {past} in {rows} rows");
+        let paths = match Path::detect() {
+            Path::Avx512 => vec![Path::Avx512, Path::Avx2],
+            path => vec![path],
+        };
+        for path in paths {
+            let whole = run(path, 0, total);
+            for (past, rows) in [(250, 1), (250, 2), (1050, 1), (1050, 2), (1045, 8), (1040, 16), (1000, 60)] {
+                let part = run(path, past, rows);
+                let (row, row_in_whole) = (&part[..row_len], &whole[past * row_len..(past + 1) * row_len]);
+                assert_eq!(row, row_in_whole, "row {past} in {rows} rows ({path:?})");
+            }
+        }
+    }
+
+    /// The 512-bit register tiles give the 256-bit ones' bits, for a lone row's 3 queries a
+    /// tile, a decode step's 6, 9 and 12, drafts' 24 and 27, 40 (27 and 13) with 8 heads per KV
+    /// head, and a prefill tile's 48 (27 and 21).
+    #[test]
+    fn the_avx2_and_avx512_paths_agree_bit_for_bit() {
+        if Path::detect() != Path::Avx512 {
+            eprintln!("no AVX-512: nothing to compare");
+            return;
+        }
+        let cases = [
+            (smollm(), 0, 1),
+            (smollm(), 600, 1),
+            (smollm(), 600, 2),
+            (smollm(), 1100, 8),
+            (smollm(), 1100, 9),
+            (smollm(), 70, 4),
+        ];
+        let windowed = Dims { window: Some(100), ..smollm() };
+        let grouped = Dims { heads: 8, kv_heads: 1, head_dim: 64, scale: 0.125, softcap: 0.0, window: None };
+        let capped = Dims { softcap: 3.0, ..smollm() };
+        let more = [(windowed, 300, 40), (grouped, 200, 5), (capped, 500, 3), (smollm(), 250, 60)];
+        for (seed, (dims, past, rows)) in cases.into_iter().chain(more).enumerate() {
+            let stride = past + rows + 3;
+            let mut noise = Noise(seed as u64 + 21);
+            let d = dims.head_dim;
+            let queries = noise.fill(rows * dims.heads * d, 2.0);
+            let keys = noise.halves(dims.kv_heads * stride * d, 2.0);
+            let values = noise.halves(dims.kv_heads * stride * d, 1.0);
+            let call = Call { dims: &dims, queries: &queries, keys: &keys, values: &values, stride, past, rows };
+            let (mut narrow, mut wide) = (vec![f32::NAN; queries.len()], vec![f32::NAN; queries.len()]);
+            attend_on(Path::Avx2, &call, &mut narrow, &sequential);
+            attend_on(Path::Avx512, &call, &mut wide, &threaded);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&narrow), bits(&wide), "past {past} rows {rows} {dims:?}");
         }
     }
 
@@ -978,6 +1307,80 @@ mod timing {
             if rows == 2 {
                 eprintln!("{}", decode_from_memory(&dims, &queries, past));
             }
+        }
+    }
+
+    /// `cargo test --release --lib engine::attention::kernel::timing::time_decode -- --ignored --nocapture`:
+    /// decode (1 row, the 2 the engine runs for a lone token) and drafts (8 rows, and the 9 of
+    /// the longest draft with the token before it) at depths 512, 2,048 and 4,096, 30 caches in
+    /// turn as a step reads them; the 256-bit register tiles (the kernel before the 512-bit
+    /// ones) and the 512-bit ones called in turn on one thread, so that the machine's load
+    /// weighs on both alike, and the 512-bit ones' units scheduled on two threads. Median CPU
+    /// time per call (one layer).
+    #[test]
+    #[ignore]
+    fn time_decode() {
+        if Path::detect() != Path::Avx512 {
+            eprintln!("no AVX-512: nothing to compare");
+            return;
+        }
+        const LAYERS: usize = 30;
+        let dims = Dims { heads: 9, kv_heads: 3, head_dim: 64, scale: 0.125, softcap: 0.0, window: None };
+        let seq = |count: usize, unit: &(dyn Fn(usize) + Sync)| (0..count).for_each(unit);
+        for (past, rows) in
+            [512usize, 2048, 4096].into_iter().flat_map(|past| [(past, 1usize), (past, 2), (past, 8), (past, 9)])
+        {
+            let stride = past + 256;
+            let queries: Vec<f32> = (0..rows * 9 * 64).map(|i| ((i * 7919) % 23) as f32 * 0.02 - 0.2).collect();
+            let caches: Vec<Vec<f16>> = (0..2 * LAYERS)
+                .map(|layer| {
+                    (0..3 * stride * 64).map(|i| f16::from_f32(((i * 31 + layer) % 29) as f32 * 0.03 - 0.42)).collect()
+                })
+                .collect();
+            let mut out = vec![0.0; queries.len()];
+            // Each unit timed, then given to whichever of two threads is free first (as a pool
+            // of two idle threads takes them): the time two threads would take, without their
+            // contention for memory.
+            let two_threads = std::cell::Cell::new(0.0);
+            let scheduled = |count: usize, unit: &(dyn Fn(usize) + Sync)| {
+                let mut busy = [0.0f64; 2];
+                for index in 0..count {
+                    let start = crate::engine::kernels::thread_cpu_seconds();
+                    unit(index);
+                    let spent = crate::engine::kernels::thread_cpu_seconds() - start;
+                    let free = if busy[0] <= busy[1] { 0 } else { 1 };
+                    busy[free] += spent;
+                }
+                two_threads.set(two_threads.get() + busy[0].max(busy[1]));
+            };
+            let mut times = [Vec::new(), Vec::new(), Vec::new()];
+            for _ in 0..40 {
+                for (path, times) in [Path::Avx2, Path::Avx512].into_iter().zip(&mut times) {
+                    let start = crate::engine::kernels::thread_cpu_seconds();
+                    for layer in caches.chunks_exact(2) {
+                        let (keys, values) = (&layer[0], &layer[1]);
+                        let call = Call { dims: &dims, queries: &queries, keys, values, stride, past, rows };
+                        attend_on(path, &call, &mut out, &seq);
+                    }
+                    times.push((crate::engine::kernels::thread_cpu_seconds() - start) * 1e3 / LAYERS as f64);
+                }
+                two_threads.set(0.0);
+                for layer in caches.chunks_exact(2) {
+                    let (keys, values) = (&layer[0], &layer[1]);
+                    let call = Call { dims: &dims, queries: &queries, keys, values, stride, past, rows };
+                    attend_on(Path::Avx512, &call, &mut out, &scheduled);
+                }
+                times[2].push(two_threads.get() * 1e3 / LAYERS as f64);
+            }
+            let [avx2, avx512, two_threads] = times.map(|mut times| {
+                times.sort_by(f64::total_cmp);
+                times[times.len() / 2]
+            });
+            eprintln!(
+                "nib attention past {past} rows {rows}, {LAYERS} caches in turn: median ms CPU per call, one thread: \
+                 256-bit tiles {avx2:.3}, 512-bit {avx512:.3} ({:.2}x); 512-bit on two threads {two_threads:.3}",
+                avx2 / avx512
+            );
         }
     }
 
