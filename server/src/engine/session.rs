@@ -181,6 +181,12 @@ fn build_session(environment: &Environment, path: &Path, threads: usize, kernels
         // about 12 MB of activations at the peak): off, activations come from malloc, whose
         // arenas `allocator.rs` bounds. The prepacked weights are allocated the same way either way.
         .with_execution_providers([ep::CPU::default().with_arena_allocator(false).build().error_on_failure()])?;
+    // A developer's view of where a run's time goes: ONNX Runtime's per-node profile
+    // (benches/ort_profile.py sums it per operator).
+    let builder = match std::env::var_os("NIB_ORT_PROFILE") {
+        Some(prefix) => builder.with_profiling(prefix)?,
+        None => builder,
+    };
     super::kernels::commit(builder, path, kernels)
 }
 

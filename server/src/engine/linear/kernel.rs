@@ -26,6 +26,8 @@ pub(crate) const BLOCK: usize = 32;
 const BLOCK_BYTES: usize = BLOCK / 2;
 /// f32 lanes each output accumulates in (one AVX2 register).
 const LANES: usize = 8;
+/// The most blocks per step (see `Activations`).
+const MAX_GROUP: usize = 4;
 /// Rows that share each unpacked weight block.
 const TILE_ROWS: usize = 4;
 /// Outputs per unit of work: 4,096 weights of 576 inputs (36 KiB with scales and offsets)
@@ -62,17 +64,21 @@ impl Weights<'_> {
     }
 }
 
-/// Rows of activations quantized per block, kept in pairs of blocks (an odd count padded with
-/// a zero block) in the order the weights unpack to: one 32-byte load of a pair's nibbles masks
-/// to the even elements of both blocks, and shifts to the odd ones. For row `r` and pair `p`
-/// (`at = r * pairs + p`): `values[at * 64..]` holds the even elements of block `2p`, then of
-/// block `2p + 1` (32 bytes), then their odd elements (32); lane `l` of an 8-lane dot product
-/// covers elements `8l..8l + 8` of block `2p` for `l < 4`, of block `2p + 1` after.
-/// `zero_points[at * 8..]` is −8 × each lane's sum of values (so that the dot product with the
-/// raw nibbles is the one with `q − 8`), `lane_scales[at * 8..]` each lane's block scale;
-/// `sums[r * blocks + b]` the exact sums of the inputs.
+/// Rows of activations quantized per block, kept in steps of `group` blocks (the last step
+/// padded with zero blocks) in the order the weights unpack to: one load of a step's nibbles
+/// (`group` × 16 bytes: 32 on the 256-bit paths, 64 on the 512-bit one) masks to the even
+/// elements of its blocks, and shifts to the odd ones. For row `r` and step `s`
+/// (`at = r * steps + s`): `values[at * group * 32..]` holds the even elements of block
+/// `group * s`, then of the next blocks of the step (16 bytes each), then their odd elements;
+/// lane `l` of the step's `4 * group`-lane dot product covers elements `8 (l % 4)..+ 8` of
+/// block `group * s + l / 4`. `zero_points[at * 4 * group..]` is −8 × each lane's sum of values
+/// (so that the dot product with the raw nibbles is the one with `q − 8`),
+/// `lane_scales[at * 4 * group..]` each lane's block scale; `sums[r * blocks + b]` the exact
+/// sums of the inputs.
 struct Activations {
-    pairs: usize,
+    /// Blocks per step.
+    group: usize,
+    steps: usize,
     values: Vec<i8>,
     zero_points: Vec<i32>,
     lane_scales: Vec<f32>,
@@ -99,12 +105,15 @@ impl<T> Shared<T> {
 
 /// `out` `[rows][outputs]` = `x` `[rows][inputs]` times the weights, transposed.
 pub(crate) fn multiply(weights: &Weights<'_>, x: &[f32], rows: usize, out: &mut [f32], for_each: ForEach<'_>) {
+    multiply_on(Path::detect(), weights, x, rows, out, for_each)
+}
+
+fn multiply_on(path: Path, weights: &Weights<'_>, x: &[f32], rows: usize, out: &mut [f32], for_each: ForEach<'_>) {
     weights.check();
     assert_eq!(x.len(), rows * weights.inputs());
     assert_eq!(out.len(), rows * weights.outputs);
-    let path = Path::detect();
     SCRATCH.with_borrow_mut(|activations| {
-        quantize_into(activations, x, rows, weights.blocks, path, for_each);
+        quantize_into(activations, x, rows, weights.blocks, (path, path.group()), for_each);
         let activations = &*activations;
         let column_units = weights.outputs.div_ceil(UNIT_COLUMNS);
         let row_units = rows.div_ceil(UNIT_ROWS);
@@ -122,6 +131,9 @@ pub(crate) fn multiply(weights: &Weights<'_>, x: &[f32], rows: usize, out: &mut 
 /// How this machine computes (always the same one on a machine).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Path {
+    /// AVX-512 VNNI on 512-bit registers: four blocks per step.
+    Vnni512,
+    /// AVX-512 VNNI on 256-bit registers (the tests' second opinion on the 512-bit machines).
     Vnni,
     Avx2,
     Portable,
@@ -132,13 +144,24 @@ impl Path {
         #[cfg(target_arch = "x86_64")]
         {
             if avx2_and_fma() {
-                let vnni = std::arch::is_x86_feature_detected!("avx512vnni")
-                    && std::arch::is_x86_feature_detected!("avx512vl")
-                    && std::arch::is_x86_feature_detected!("avx512f");
-                return if vnni { Path::Vnni } else { Path::Avx2 };
+                let has = |feature: &str| match feature {
+                    "f" => std::arch::is_x86_feature_detected!("avx512f"),
+                    "bw" => std::arch::is_x86_feature_detected!("avx512bw"),
+                    "vl" => std::arch::is_x86_feature_detected!("avx512vl"),
+                    _ => std::arch::is_x86_feature_detected!("avx512vnni"),
+                };
+                if ["f", "bw", "vl", "vnni"].iter().all(|feature| has(feature)) {
+                    return Path::Vnni512;
+                }
+                return if ["f", "vl", "vnni"].iter().all(|feature| has(feature)) { Path::Vnni } else { Path::Avx2 };
             }
         }
         Path::Portable
+    }
+
+    /// Blocks per step of the dot products (see `Activations`).
+    fn group(self) -> usize {
+        if self == Path::Vnni512 { 4 } else { 2 }
     }
 }
 
@@ -160,7 +183,8 @@ thread_local! {
     /// chunk's take about 2 KiB per row at most).
     static SCRATCH: std::cell::RefCell<Activations> = const {
         std::cell::RefCell::new(Activations {
-            pairs: 0,
+            group: 0,
+            steps: 0,
             values: Vec::new(),
             zero_points: Vec::new(),
             lane_scales: Vec::new(),
@@ -180,14 +204,14 @@ fn quantize_into(
     x: &[f32],
     rows: usize,
     blocks: usize,
-    path: Path,
+    (path, group): (Path, usize),
     for_each: ForEach<'_>,
 ) {
-    let pairs = blocks.div_ceil(2);
-    activations.pairs = pairs;
-    zeroed(&mut activations.values, rows * pairs * 2 * BLOCK, 0);
-    zeroed(&mut activations.zero_points, rows * pairs * LANES, 0);
-    zeroed(&mut activations.lane_scales, rows * pairs * LANES, 0.0);
+    let (steps, lanes) = (blocks.div_ceil(group), 4 * group);
+    (activations.group, activations.steps) = (group, steps);
+    zeroed(&mut activations.values, rows * steps * group * BLOCK, 0);
+    zeroed(&mut activations.zero_points, rows * steps * lanes, 0);
+    zeroed(&mut activations.lane_scales, rows * steps * lanes, 0.0);
     zeroed(&mut activations.sums, rows * blocks, 0.0);
     let values = Shared(activations.values.as_mut_ptr());
     let zero_points = Shared(activations.zero_points.as_mut_ptr());
@@ -198,13 +222,13 @@ fn quantize_into(
         for row in unit * UNIT_ROWS..((unit + 1) * UNIT_ROWS).min(rows) {
             for block in 0..blocks {
                 let input: &[f32; BLOCK] = x[(row * blocks + block) * BLOCK..][..BLOCK].try_into().expect("a block");
-                let (at, half) = (row * pairs + block / 2, block % 2);
+                let (at, part) = (row * steps + block / group, block % group);
                 // SAFETY: the row's parts of each array are written by this unit alone.
                 unsafe {
-                    let pair = std::slice::from_raw_parts_mut(values.at(at * 2 * BLOCK), 2 * BLOCK);
-                    let zero_points = std::slice::from_raw_parts_mut(zero_points.at(at * LANES + half * 4), 4);
-                    let (scale, sum) = quantize_block_on(path, input, pair, half, zero_points);
-                    std::slice::from_raw_parts_mut(lane_scales.at(at * LANES + half * 4), 4).fill(scale);
+                    let step = std::slice::from_raw_parts_mut(values.at(at * group * BLOCK), group * BLOCK);
+                    let zero_points = std::slice::from_raw_parts_mut(zero_points.at(at * lanes + part * 4), 4);
+                    let (scale, sum) = quantize_block_on(path, input, step, part, zero_points);
+                    std::slice::from_raw_parts_mut(lane_scales.at(at * lanes + part * 4), 4).fill(scale);
                     *sums.at(row * blocks + block) = sum;
                 }
             }
@@ -219,9 +243,10 @@ fn quantize_into(
 
 /// `x`'s rows quantized (tests).
 #[cfg(test)]
-fn quantize(x: &[f32], rows: usize, blocks: usize, path: Path, for_each: ForEach<'_>) -> Activations {
+fn quantize(x: &[f32], rows: usize, blocks: usize, path: (Path, usize), for_each: ForEach<'_>) -> Activations {
     let mut activations = Activations {
-        pairs: 0,
+        group: 0,
+        steps: 0,
         values: Vec::new(),
         zero_points: Vec::new(),
         lane_scales: Vec::new(),
@@ -234,30 +259,30 @@ fn quantize(x: &[f32], rows: usize, blocks: usize, path: Path, for_each: ForEach
 fn quantize_block_on(
     path: Path,
     x: &[f32; BLOCK],
-    pair: &mut [i8],
-    half: usize,
+    step: &mut [i8],
+    part: usize,
     zero_points: &mut [i32],
 ) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
     if path != Path::Portable {
         // SAFETY: the fast paths are detected only on CPUs with AVX2 and FMA.
-        return unsafe { quantize_block_avx2(x, pair, half, zero_points) };
+        return unsafe { quantize_block_avx2(x, step, part, zero_points) };
     }
     let _ = path;
-    quantize_block(x, pair, half, zero_points)
+    quantize_block(x, step, part, zero_points)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn quantize_block_avx2(x: &[f32; BLOCK], pair: &mut [i8], half: usize, zero_points: &mut [i32]) -> (f32, f32) {
-    quantize_block(x, pair, half, zero_points)
+unsafe fn quantize_block_avx2(x: &[f32; BLOCK], step: &mut [i8], part: usize, zero_points: &mut [i32]) -> (f32, f32) {
+    quantize_block(x, step, part, zero_points)
 }
 
-/// One block of inputs to int8 values, written as half `half` of its pair (see `Activations`)
-/// with its four lanes' zero points; returns the scale and the exact sum. Plain IEEE
-/// arithmetic in a fixed order: the same bits however it is compiled.
+/// One block of inputs to int8 values, written as block `part` of its step (see
+/// `Activations`) with its four lanes' zero points; returns the scale and the exact sum. Plain
+/// IEEE arithmetic in a fixed order: the same bits however it is compiled.
 #[inline(always)]
-fn quantize_block(x: &[f32; BLOCK], pair: &mut [i8], half: usize, zero_points: &mut [i32]) -> (f32, f32) {
+fn quantize_block(x: &[f32; BLOCK], step: &mut [i8], part: usize, zero_points: &mut [i32]) -> (f32, f32) {
     let largest = x.iter().fold(0.0f32, |largest, v| largest.max(v.abs()));
     let scale = largest / 127.0;
     let inverse = if largest > 0.0 { 127.0 / largest } else { 0.0 };
@@ -265,9 +290,10 @@ fn quantize_block(x: &[f32; BLOCK], pair: &mut [i8], half: usize, zero_points: &
     for (value, &v) in values.iter_mut().zip(x) {
         *value = (v * inverse).round_ties_even().clamp(-127.0, 127.0) as i8;
     }
+    let odd = step.len() / 2;
     for i in 0..BLOCK_BYTES {
-        pair[half * BLOCK_BYTES + i] = values[2 * i];
-        pair[BLOCK + half * BLOCK_BYTES + i] = values[2 * i + 1];
+        step[part * BLOCK_BYTES + i] = values[2 * i];
+        step[odd + part * BLOCK_BYTES + i] = values[2 * i + 1];
     }
     for (lane, zero_point) in zero_points.iter_mut().enumerate() {
         *zero_point = -8 * values[8 * lane..8 * lane + 8].iter().map(|&v| i32::from(v)).sum::<i32>();
@@ -393,6 +419,9 @@ fn dot_tile(
         // SAFETY: Path::Vnni is detected only with AVX-512 VNNI, VL and F, AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
         Path::Vnni => unsafe { dispatch!(dot_vnni) },
+        // SAFETY: Path::Vnni512 is detected only with AVX-512 VNNI, BW, VL and F, AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Path::Vnni512 => unsafe { dispatch!(dot_vnni512) },
         // SAFETY: Path::Avx2 is detected only with AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
         Path::Avx2 => unsafe { dispatch!(dot_avx2) },
@@ -409,14 +438,16 @@ fn dot_tile(
 /// One output of one row in plain Rust: the SIMD paths' arithmetic, operation for operation
 /// (`mul_add` is the fused multiply-add they use; integer sums are exact in any order).
 fn dot_portable(weights: &Weights<'_>, activations: &Activations, row: usize, column: usize) -> f32 {
-    let blocks = weights.blocks;
-    let mut lanes = [0.0f32; LANES];
-    for pair in 0..activations.pairs {
-        let at = row * activations.pairs + pair;
-        let values = &activations.values[at * 2 * BLOCK..][..2 * BLOCK];
+    let (blocks, group, steps) = (weights.blocks, activations.group, activations.steps);
+    let mut lanes = [0.0f32; 4 * MAX_GROUP];
+    let lanes = &mut lanes[..4 * group];
+    let odd = group * BLOCK_BYTES;
+    for step in 0..steps {
+        let at = row * steps + step;
+        let values = &activations.values[at * group * BLOCK..][..group * BLOCK];
         for (lane, total) in lanes.iter_mut().enumerate() {
-            let (block, first) = (2 * pair + lane / 4, 8 * (lane % 4));
-            let mut sum = activations.zero_points[at * LANES + lane];
+            let (block, first) = (group * step + lane / 4, 8 * (lane % 4));
+            let mut sum = activations.zero_points[at * 4 * group + lane];
             let mut scale = 0.0;
             if block < blocks {
                 let packed = &weights.nibbles[(column * blocks + block) * BLOCK_BYTES..][..BLOCK_BYTES];
@@ -425,21 +456,26 @@ fn dot_portable(weights: &Weights<'_>, activations: &Activations, row: usize, co
                     let (nibble, position) = if element % 2 == 0 {
                         (packed[i] & 15, (lane / 4) * BLOCK_BYTES + i)
                     } else {
-                        (packed[i] >> 4, BLOCK + (lane / 4) * BLOCK_BYTES + i)
+                        (packed[i] >> 4, odd + (lane / 4) * BLOCK_BYTES + i)
                     };
                     sum += i32::from(nibble) * i32::from(values[position]);
                 }
                 scale = weights.scales[column * blocks + block];
             }
-            let factor = scale * activations.lane_scales[at * LANES + lane];
+            let factor = scale * activations.lane_scales[at * 4 * group + lane];
             *total = (sum as f32).mul_add(factor, *total);
         }
     }
-    reduce(&lanes)
+    reduce(lanes)
 }
 
-/// The lanes' sum in the order the SIMD paths take: halves, then quarters, then the pair.
-fn reduce(lanes: &[f32; LANES]) -> f32 {
+/// The lanes' sum in the order the SIMD paths take: sixteen lanes add their upper eight to
+/// their lower eight first; of eight, halves, then quarters, then the pair.
+fn reduce(lanes: &[f32]) -> f32 {
+    if lanes.len() == 2 * LANES {
+        let lower: [f32; LANES] = std::array::from_fn(|i| lanes[i] + lanes[i + LANES]);
+        return reduce(&lower);
+    }
     let half: [f32; 4] = std::array::from_fn(|i| lanes[i] + lanes[i + 4]);
     (half[0] + half[2]) + (half[1] + half[3])
 }
@@ -488,7 +524,8 @@ macro_rules! tile {
             column: usize,
             results: &mut [[f32; TILE_ROWS]],
         ) {
-            let (blocks, pairs) = (weights.blocks, activations.pairs);
+            let (blocks, pairs) = (weights.blocks, activations.steps);
+            debug_assert_eq!(activations.group, 2);
             debug_assert!(column + C <= weights.outputs && (row + R) * pairs * LANES <= activations.lane_scales.len());
             let mut acc = [[_mm256_setzero_ps(); R]; C];
             // SAFETY (whole body): the caller's tile lies within the weights and activations
@@ -542,6 +579,83 @@ tile!(dot_avx2, "avx2,fma", |zero_point, even, x_even, odd, x_odd| {
 tile!(dot_vnni, "avx2,fma,avx512f,avx512vl,avx512vnni", |zero_point, even, x_even, odd, x_odd| {
     _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero_point, even, x_even), odd, x_odd)
 });
+
+/// The weights of the step of blocks at `nibbles` and `scales` (`present` of them, 1 to 4; the
+/// rest of the step reads as zero): their even elements, their odd elements, and each of the
+/// sixteen lanes' scale.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn unpack_quad(nibbles: *const u8, scales: *const f32, present: usize) -> (__m512i, __m512i, __m512) {
+    unsafe {
+        let (packed, four_scales) = if present == MAX_GROUP {
+            (_mm512_loadu_si512(nibbles.cast()), _mm_loadu_ps(scales))
+        } else {
+            let bytes = (1u64 << (present * BLOCK_BYTES)) - 1;
+            (_mm512_maskz_loadu_epi8(bytes, nibbles.cast()), _mm_maskz_loadu_ps((1u8 << present) - 1, scales))
+        };
+        let mask = _mm512_set1_epi8(0x0f);
+        let even = _mm512_and_si512(packed, mask);
+        let odd = _mm512_and_si512(_mm512_srli_epi16(packed, 4), mask);
+        let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+        (even, odd, _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(four_scales)))
+    }
+}
+
+/// The register tile of the 512-bit path: `tile!`'s, four blocks per step.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::needless_range_loop)] // the accumulators are indexed by column and row, as in `tile!`
+unsafe fn dot_vnni512<const R: usize, const C: usize>(
+    weights: &Weights<'_>,
+    activations: &Activations,
+    row: usize,
+    column: usize,
+    results: &mut [[f32; TILE_ROWS]],
+) {
+    let (blocks, steps) = (weights.blocks, activations.steps);
+    debug_assert_eq!(activations.group, MAX_GROUP);
+    debug_assert!(column + C <= weights.outputs && (row + R) * steps * 16 <= activations.lane_scales.len());
+    let mut acc = [[_mm512_setzero_ps(); R]; C];
+    // SAFETY (whole body): the caller's tile lies within the weights and activations
+    // (`multiply` checked their lengths), the loads of a step past the last block are masked,
+    // so every access below is in bounds.
+    unsafe {
+        let nibbles = weights.nibbles.as_ptr().add(column * blocks * BLOCK_BYTES);
+        let scales = weights.scales.as_ptr().add(column * blocks);
+        let values = activations.values.as_ptr().add(row * steps * MAX_GROUP * BLOCK);
+        let zero_points = activations.zero_points.as_ptr().add(row * steps * 16);
+        let lane_scales = activations.lane_scales.as_ptr().add(row * steps * 16);
+        for step in 0..steps {
+            let present = (blocks - MAX_GROUP * step).min(MAX_GROUP);
+            let weights: [_; C] = std::array::from_fn(|c| {
+                let block = c * blocks + MAX_GROUP * step;
+                let ahead = nibbles.add(block * BLOCK_BYTES).wrapping_add(PREFETCH_BYTES);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                _mm_prefetch::<_MM_HINT_T0>(scales.add(block).wrapping_add(PREFETCH_BYTES / 4).cast());
+                unpack_quad(nibbles.add(block * BLOCK_BYTES), scales.add(block), present)
+            });
+            for r in 0..R {
+                let at = r * steps + step;
+                let x_even = _mm512_loadu_si512(values.add(at * MAX_GROUP * BLOCK).cast());
+                let x_odd = _mm512_loadu_si512(values.add(at * MAX_GROUP * BLOCK + 2 * BLOCK).cast());
+                let zero_point = _mm512_loadu_si512(zero_points.add(at * 16).cast());
+                let row_scale = _mm512_loadu_ps(lane_scales.add(at * 16));
+                for (c, &(even, odd, scale)) in weights.iter().enumerate() {
+                    let sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero_point, even, x_even), odd, x_odd);
+                    let factor = _mm512_mul_ps(scale, row_scale);
+                    acc[c][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), factor, acc[c][r]);
+                }
+            }
+        }
+        for c in 0..C {
+            for r in 0..R {
+                let lower = _mm512_castps512_ps256(acc[c][r]);
+                let upper = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[c][r])));
+                results[c][r] = reduce_avx(_mm256_add_ps(lower, upper));
+            }
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -678,7 +792,7 @@ mod tests {
             assert_eq!(part[..], whole[first * outputs..(first + rows) * outputs], "rows {first}.. in {rows}");
         }
         let weights = layer.weights();
-        let activations = quantize(&x, total, weights.blocks, Path::Portable, &sequential);
+        let activations = quantize(&x, total, weights.blocks, (Path::Portable, Path::detect().group()), &sequential);
         for row in [0, 5, 77, 149] {
             for n in [0, 1, 63, 64, 199] {
                 let mut expected = dot_portable(&weights, &activations, row, n);
@@ -692,18 +806,57 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_avx2_and_vnni_paths_agree_bit_for_bit() {
-        if Path::detect() != Path::Vnni {
+        if !matches!(Path::detect(), Path::Vnni | Path::Vnni512) {
             eprintln!("no AVX-512 VNNI: nothing to compare");
             return;
         }
         let layer = Layer::new(96, 576, 12);
         let x = Noise(13).floats(7 * 576, 2.0);
-        let activations = quantize(&x, 7, layer.blocks, Path::Avx2, &sequential);
+        let activations = quantize(&x, 7, layer.blocks, (Path::Avx2, 2), &sequential);
         let (mut avx2, mut vnni) = ([[0.0; TILE_ROWS]; 4], [[0.0; TILE_ROWS]; 4]);
         for (rows, columns) in [((0, 4), (0, 2)), ((4, 3), (8, 4)), ((6, 1), (90, 4))] {
             dot_tile(Path::Avx2, &layer.weights(), &activations, rows, columns, &mut avx2);
             dot_tile(Path::Vnni, &layer.weights(), &activations, rows, columns, &mut vnni);
             assert_eq!(avx2, vnni);
+        }
+    }
+
+    /// Each SIMD path this machine has gives the bits of the plain-Rust mirror of its order
+    /// (four blocks per step on the 512-bit path, two on the others), for block counts that
+    /// fill the last step and that do not, in every tile shape.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_path_gives_the_bits_of_its_portable_mirror() {
+        let mut paths = vec![Path::Avx2];
+        if matches!(Path::detect(), Path::Vnni | Path::Vnni512) {
+            paths.push(Path::Vnni);
+        }
+        if Path::detect() == Path::Vnni512 {
+            paths.push(Path::Vnni512);
+        }
+        if !avx2_and_fma() {
+            return;
+        }
+        for (blocks, seed) in [(1, 20), (3, 21), (18, 22), (48, 23), (6, 24)] {
+            let layer = Layer::new(12, blocks * BLOCK, seed);
+            let x = Noise(seed + 50).floats(5 * blocks * BLOCK, 2.0);
+            for &path in &paths {
+                let simd = quantize(&x, 5, blocks, (path, path.group()), &sequential);
+                let mirror = quantize(&x, 5, blocks, (Path::Portable, path.group()), &sequential);
+                for (rows, columns) in
+                    [((0, 4), (0, 2)), ((1, 4), (3, 1)), ((2, 3), (4, 4)), ((3, 2), (8, 4)), ((4, 1), (5, 4))]
+                {
+                    let mut got = [[0.0; TILE_ROWS]; 4];
+                    dot_tile(path, &layer.weights(), &simd, rows, columns, &mut got);
+                    for (c, got) in got.iter().enumerate().take(columns.1) {
+                        for (r, &got) in got.iter().enumerate().take(rows.1) {
+                            let (row, output) = (rows.0 + r, columns.0 + c);
+                            let expected = dot_portable(&layer.weights(), &mirror, row, output);
+                            assert_eq!(got, expected, "{path:?}, {blocks} blocks, row {row} output {output}");
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -738,22 +891,25 @@ mod timing {
             let scales: Vec<f32> = (0..outputs * blocks).map(|i| (i % 13) as f32 * 1e-3).collect();
             let offsets: Vec<f32> = (0..outputs * blocks).map(|i| (i % 11) as f32 * 1e-3).collect();
             let weights = Weights { outputs, blocks, nibbles: &nibbles, scales: &scales, offsets: Some(&offsets) };
-            for rows in [1usize, 2, 8, 128] {
+            let paths = match Path::detect() {
+                Path::Vnni512 => vec![Path::Vnni512, Path::Vnni],
+                path => vec![path],
+            };
+            for (rows, path) in [1usize, 2, 8, 128].into_iter().flat_map(|rows| paths.iter().map(move |&p| (rows, p))) {
                 let x: Vec<f32> = (0..rows * inputs).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
                 let mut out = vec![0.0; rows * outputs];
                 let seq = |count: usize, unit: &(dyn Fn(usize) + Sync)| (0..count).for_each(unit);
                 let mut times: Vec<f64> = (0..if rows > 8 { 40 } else { 400 })
                     .map(|_| {
                         let start = crate::engine::kernels::thread_cpu_seconds();
-                        multiply(&weights, &x, rows, &mut out, &seq);
+                        multiply_on(path, &weights, &x, rows, &mut out, &seq);
                         (crate::engine::kernels::thread_cpu_seconds() - start) * 1e3
                     })
                     .collect();
                 times.sort_by(f64::total_cmp);
                 let (median, least) = (times[times.len() / 2], times[0]);
                 eprintln!(
-                    "nib linear N {outputs} K {inputs} rows {rows} ({:?}): median {median:.4} ms CPU per call (least {least:.4})",
-                    Path::detect()
+                    "nib linear N {outputs} K {inputs} rows {rows} ({path:?}): median {median:.4} ms CPU per call (least {least:.4})"
                 );
             }
         }
