@@ -354,6 +354,21 @@ struct Query<'a> {
 }
 
 /// Query `n` of `kv_head`'s group over `rows`: row by row, the group's heads in order.
+/// A unit's queries (each row's query heads of the group) in tiles of `per_tile`: each tile's
+/// slots, its first query and how many queries it holds.
+fn query_tiles<'s>(
+    call: &Call<'_>,
+    rows: &Range<usize>,
+    per_tile: usize,
+    slots: &'s mut [f32],
+) -> impl Iterator<Item = (&'s mut [f32], usize, usize)> {
+    let count = rows.len() * call.dims.group();
+    slots.chunks_mut(per_tile * partial_len(call.dims)).enumerate().map(move |(tile, slots)| {
+        let first_query = tile * per_tile;
+        (slots, first_query, (count - first_query).min(per_tile))
+    })
+}
+
 fn query_of<'a>(call: &'a Call<'_>, kv_head: usize, rows: &Range<usize>, n: usize) -> Query<'a> {
     let (dims, d) = (call.dims, call.dims.head_dim);
     let (row, member) = (rows.start + n / dims.group(), n % dims.group());
@@ -391,7 +406,7 @@ mod fma64 {
 
     use half::f16;
 
-    use super::{BLOCK, Call, partial_len, query_of, seen_in_block, softmax};
+    use super::{BLOCK, Call, partial_len, query_of, query_tiles, seen_in_block, softmax};
 
     pub(super) const D: usize = 64;
     /// Queries per register tile: 6 × 2 accumulators, 2 loaded rows and 1 broadcast use 15 of
@@ -493,11 +508,7 @@ mod fma64 {
         [keys_ahead, values_ahead]: &mut [Ahead; 2],
     ) {
         let zero = [0.0f32; D];
-        let plen = partial_len(call.dims);
-        let count = rows.len() * call.dims.group();
-        for (tile, slots) in slots.chunks_mut(QUERIES * plen).enumerate() {
-            let first_query = tile * QUERIES;
-            let in_tile = (count - first_query).min(QUERIES);
+        for (slots, first_query, in_tile) in query_tiles(call, &rows, QUERIES, slots) {
             let query = |n: usize| query_of(call, kv_head, &rows, first_query + n);
             let inputs: [&[f32]; QUERIES] =
                 std::array::from_fn(|n| if n < in_tile { query(n).query } else { &zero[..] });
@@ -694,7 +705,7 @@ mod fma64 {
 
         use half::f16;
 
-        use super::super::{BLOCK, Call, partial_len, query_of};
+        use super::super::{BLOCK, Call, query_of, query_tiles};
         use super::{Ahead, D, WIDE, own_softmax, panel_at};
 
         /// Queries per register tile: 27 accumulators, a register of keys or values and a
@@ -736,11 +747,7 @@ mod fma64 {
             scratch: &mut Scratch,
         ) {
             let Scratch { queries, weights, panels } = scratch;
-            let plen = partial_len(call.dims);
-            let count = rows.len() * call.dims.group();
-            for (tile, slots) in slots.chunks_mut(QUERIES * plen).enumerate() {
-                let first_query = tile * QUERIES;
-                let in_tile = (count - first_query).min(QUERIES);
+            for (slots, first_query, in_tile) in query_tiles(call, &rows, QUERIES, slots) {
                 let query = |n: usize| query_of(call, kv_head, &rows, first_query + n);
                 for (n, to) in queries.iter_mut().enumerate().take(in_tile) {
                     to.copy_from_slice(query(n).query);

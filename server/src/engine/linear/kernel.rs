@@ -140,7 +140,13 @@ enum Path {
 }
 
 impl Path {
+    /// This machine's path, detected once (every call of a decode step asks).
     fn detect() -> Path {
+        static PATH: std::sync::OnceLock<Path> = std::sync::OnceLock::new();
+        *PATH.get_or_init(Path::detect_now)
+    }
+
+    fn detect_now() -> Path {
         #[cfg(target_arch = "x86_64")]
         {
             if avx2_and_fma() {
@@ -510,6 +516,38 @@ unsafe fn unpack_pair(nibbles: *const u8, scales: *const f32, pair_complete: boo
     }
 }
 
+/// Where a register tile's operands start: the weights of output `column` and the activations
+/// of `row` (see `Activations`).
+#[cfg(target_arch = "x86_64")]
+struct TileStart {
+    nibbles: *const u8,
+    scales: *const f32,
+    values: *const i8,
+    zero_points: *const i32,
+    lane_scales: *const f32,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl TileStart {
+    /// # Safety
+    /// `row` and `column` are within the activations and the weights.
+    #[inline(always)]
+    unsafe fn new(weights: &Weights<'_>, activations: &Activations, row: usize, column: usize) -> TileStart {
+        let (blocks, group) = (weights.blocks, activations.group);
+        let lanes = row * activations.steps * 4 * group;
+        // SAFETY: the caller's bounds.
+        unsafe {
+            TileStart {
+                nibbles: weights.nibbles.as_ptr().add(column * blocks * BLOCK_BYTES),
+                scales: weights.scales.as_ptr().add(column * blocks),
+                values: activations.values.as_ptr().add(row * activations.steps * group * BLOCK),
+                zero_points: activations.zero_points.as_ptr().add(lanes),
+                lane_scales: activations.lane_scales.as_ptr().add(lanes),
+            }
+        }
+    }
+}
+
 /// The register tile: `R` rows × `C` outputs, one accumulator each; each pair of weight blocks
 /// is unpacked once for the `R` rows. `$dot` is the integer dot product of a pair of blocks of
 /// one row, the zero points folded in (exact: both paths give the same sums).
@@ -531,11 +569,8 @@ macro_rules! tile {
             // SAFETY (whole body): the caller's tile lies within the weights and activations
             // (`multiply` checked their lengths), so every offset below is in bounds.
             unsafe {
-                let nibbles = weights.nibbles.as_ptr().add(column * blocks * BLOCK_BYTES);
-                let scales = weights.scales.as_ptr().add(column * blocks);
-                let values = activations.values.as_ptr().add(row * pairs * 2 * BLOCK);
-                let zero_points = activations.zero_points.as_ptr().add(row * pairs * LANES);
-                let lane_scales = activations.lane_scales.as_ptr().add(row * pairs * LANES);
+                let TileStart { nibbles, scales, values, zero_points, lane_scales } =
+                    TileStart::new(weights, activations, row, column);
                 for pair in 0..pairs {
                     let complete = 2 * pair + 1 < blocks;
                     let weights: [_; C] = std::array::from_fn(|c| {
@@ -620,11 +655,8 @@ unsafe fn dot_vnni512<const R: usize, const C: usize>(
     // (`multiply` checked their lengths), the loads of a step past the last block are masked,
     // so every access below is in bounds.
     unsafe {
-        let nibbles = weights.nibbles.as_ptr().add(column * blocks * BLOCK_BYTES);
-        let scales = weights.scales.as_ptr().add(column * blocks);
-        let values = activations.values.as_ptr().add(row * steps * MAX_GROUP * BLOCK);
-        let zero_points = activations.zero_points.as_ptr().add(row * steps * 16);
-        let lane_scales = activations.lane_scales.as_ptr().add(row * steps * 16);
+        let TileStart { nibbles, scales, values, zero_points, lane_scales } =
+            TileStart::new(weights, activations, row, column);
         for step in 0..steps {
             let present = (blocks - MAX_GROUP * step).min(MAX_GROUP);
             let weights: [_; C] = std::array::from_fn(|c| {
