@@ -3,6 +3,11 @@
 //! custom operator, then the session is committed from those bytes with every pass's operator
 //! domain registered. The model file stays as it is. When putting the kernels in fails, a
 //! warning says why and the file runs as it is, with ONNX Runtime's kernels.
+//!
+//! The result says whether a row's logits depend only on its token and position, however many
+//! rows run together (`Committed::rows_independent`): true when nothing of ONNX Runtime's that
+//! takes another path for a single row is left in the graph (nib's kernels never do; ONNX
+//! Runtime's int8 MatMulNBits does).
 
 use std::path::Path;
 
@@ -10,7 +15,29 @@ use ort::operator::OperatorDomain;
 use ort::session::Session;
 use ort::session::builder::SessionBuilder;
 
-use super::{attention, linear};
+use super::{attention, linear, onnx_proto};
+
+/// ONNX Runtime's operators that may compute a lone row another way than a row among several
+/// (its MatMulNBits with int8 activations measurably does: a few tenths of a logit). nib's
+/// operators (domains `nib.*`) never do.
+const ROW_COUNT_DEPENDENT: &[&str] =
+    &["MatMulNBits", "MatMul", "FusedMatMul", "Gemm", "GroupQueryAttention", "MultiHeadAttention", "Attention"];
+
+/// A committed session, and whether its rows are independent of each other's count.
+pub(crate) struct Committed {
+    pub session: Session,
+    /// A row's result depends only on its token and position, however many rows run with it:
+    /// a lone token may run alone.
+    pub rows_independent: bool,
+}
+
+/// Whether `model` runs none of `ROW_COUNT_DEPENDENT` (an unreadable model: it may).
+fn rows_independent(model: &[u8]) -> bool {
+    let dependent = |(domain, op_type): &(String, String)| {
+        !domain.starts_with("nib.") && ROW_COUNT_DEPENDENT.contains(&op_type.as_str())
+    };
+    onnx_proto::node_ops(model).is_ok_and(|ops| !ops.iter().any(dependent))
+}
 
 /// Whether nib's kernel behind the environment variable `switch` is to run: unless it says
 /// `onnxruntime` (ONNX Runtime's own kernel, for A/B comparisons).
@@ -67,32 +94,36 @@ impl Kernels {
 
 /// Commits `builder` on the model at `path` with the selected kernels in place of the nodes
 /// they implement, else the file as it is.
-pub(crate) fn commit(builder: SessionBuilder, path: &Path, kernels: Kernels) -> ort::Result<Session> {
+pub(crate) fn commit(builder: SessionBuilder, path: &Path, kernels: Kernels) -> ort::Result<Committed> {
     let passes = kernels.passes();
     commit_or_fall_back(builder, path, |builder, path| with_nib_kernels(builder, path, &passes))
 }
 
 /// `attempt` on a copy of `builder`; the file as it is when it moved no node or failed.
 fn commit_or_fall_back(
-    mut builder: SessionBuilder,
+    builder: SessionBuilder,
     path: &Path,
-    attempt: impl FnOnce(SessionBuilder, &Path) -> ort::Result<Option<Session>>,
-) -> ort::Result<Session> {
+    attempt: impl FnOnce(SessionBuilder, &Path) -> ort::Result<Option<Committed>>,
+) -> ort::Result<Committed> {
+    let as_it_is = |mut builder: SessionBuilder| {
+        let rows_independent = std::fs::read(path).is_ok_and(|model| rows_independent(&model));
+        Ok(Committed { session: builder.commit_from_file(path)?, rows_independent })
+    };
     match attempt(builder.clone(), path) {
-        Ok(Some(session)) => Ok(session),
-        Ok(None) => builder.commit_from_file(path),
+        Ok(Some(committed)) => Ok(committed),
+        Ok(None) => as_it_is(builder),
         Err(why) => {
             tracing::warn!(
                 "nib's kernels could not be put into {}: {why}; ONNX Runtime's own kernels run instead",
                 path.display()
             );
-            builder.commit_from_file(path)
+            as_it_is(builder)
         }
     }
 }
 
 /// The session with the passes' kernels, or None when no pass moved a node.
-fn with_nib_kernels(mut builder: SessionBuilder, path: &Path, passes: &[&Pass]) -> ort::Result<Option<Session>> {
+fn with_nib_kernels(mut builder: SessionBuilder, path: &Path, passes: &[&Pass]) -> ort::Result<Option<Committed>> {
     if passes.is_empty() {
         return Ok(None);
     }
@@ -114,7 +145,8 @@ fn with_nib_kernels(mut builder: SessionBuilder, path: &Path, passes: &[&Pass]) 
     // The weights stay in their own file next to the model: tell ONNX Runtime where.
     let mut builder =
         builder.with_config_entry("session.model_external_initializers_file_folder_path", folder.to_string_lossy())?;
-    builder.commit_from_memory(&model).map(Some)
+    let rows_independent = rows_independent(&model);
+    Ok(Some(Committed { session: builder.commit_from_memory(&model)?, rows_independent }))
 }
 
 #[cfg(test)]
@@ -132,16 +164,33 @@ mod tests {
 
     #[test]
     fn the_fixture_runs_nib_attention_kernel() {
-        let session =
+        let committed =
             with_nib_kernels(builder(), &fixture_model(), &[&attention::PASS]).expect("nib's kernel is put in");
-        assert!(session.is_some(), "the fixture's GroupQueryAttention nodes are moved to nib's domain");
+        let committed = committed.expect("the fixture's GroupQueryAttention nodes are moved to nib's domain");
+        assert!(!committed.rows_independent, "the fixture's float MatMul nodes stay ONNX Runtime's");
+    }
+
+    #[test]
+    fn rows_are_independent_only_without_onnx_runtimes_matrix_products_and_attention() {
+        use onnx_proto::len_field;
+        let node = |(domain, op_type): &(&str, &str)| {
+            len_field(1, &[len_field(4, op_type.as_bytes()), len_field(7, domain.as_bytes())].concat())
+        };
+        let model = |ops: &[(&str, &str)]| len_field(7, &ops.iter().flat_map(node).collect::<Vec<_>>());
+        let nib_attention = ("nib.attention", "GroupQueryAttention");
+        let nib_linear = ("nib.linear", "QuantizedLinear");
+        assert!(rows_independent(&model(&[("com.microsoft", "GatherBlockQuantized"), nib_linear, nib_attention])));
+        assert!(!rows_independent(&model(&[nib_linear, ("com.microsoft", "MatMulNBits")])));
+        assert!(!rows_independent(&model(&[nib_linear, ("com.microsoft", "GroupQueryAttention")])));
+        assert!(!rows_independent(&model(&[("", "MatMul")])));
+        assert!(!rows_independent(&[0xff]), "an unreadable model");
     }
 
     #[test]
     fn a_model_without_nodes_a_pass_implements_is_committed_as_it_is() {
         // The fixture's linear layers are fp32 MatMul: the linear pass moves nothing.
-        let session = with_nib_kernels(builder(), &fixture_model(), &[&linear::PASS]).expect("no failure");
-        assert!(session.is_none());
+        let committed = with_nib_kernels(builder(), &fixture_model(), &[&linear::PASS]).expect("no failure");
+        assert!(committed.is_none());
     }
 
     /// Whatever goes wrong while putting nib's kernels in, the model still loads, with ONNX
@@ -149,7 +198,8 @@ mod tests {
     #[test]
     fn a_failed_kernel_falls_back_to_onnx_runtime() {
         let failing = |_: SessionBuilder, _: &Path| Err(ort::Error::new("the custom operator was refused"));
-        let session = commit_or_fall_back(builder(), &fixture_model(), failing).expect("the file as it is loads");
-        assert!(session.inputs().iter().any(|input| input.name() == "input_ids"));
+        let committed = commit_or_fall_back(builder(), &fixture_model(), failing).expect("the file as it is loads");
+        assert!(committed.session.inputs().iter().any(|input| input.name() == "input_ids"));
+        assert!(!committed.rows_independent, "ONNX Runtime's kernels");
     }
 }

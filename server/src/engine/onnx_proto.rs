@@ -120,6 +120,36 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
+/// The domain and op type of every node of the model's main graph, in order (ModelProto field
+/// 7, the graph; its field 1, the nodes; their fields 7 and 4, the domain and the op type).
+pub(crate) fn node_ops(model: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let mut ops = Vec::new();
+    for graph in Fields::new(model, 0) {
+        let graph = graph?;
+        if (graph.number, graph.wire) != (7, LEN) {
+            continue;
+        }
+        for node in Fields::new(&model[..graph.end], graph.start) {
+            let node = node?;
+            if (node.number, node.wire) != (1, LEN) {
+                continue;
+            }
+            let (mut domain, mut op_type) = (String::new(), String::new());
+            for field in Fields::new(&model[..node.end], node.start) {
+                let field = field?;
+                let text = || String::from_utf8_lossy(&model[field.start..field.end]).into_owned();
+                match (field.number, field.wire) {
+                    (4, LEN) => op_type = text(),
+                    (7, LEN) => domain = text(),
+                    _ => {}
+                }
+            }
+            ops.push((domain, op_type));
+        }
+    }
+    Ok(ops)
+}
+
 /// ModelProto field 8 (opset_import): `{ domain, version: 1 }`.
 pub(crate) fn opset_import(domain: &str) -> Vec<u8> {
     let mut entry = Vec::new();
@@ -147,5 +177,18 @@ mod tests {
         assert_eq!((fields[1].number, fields[1].end - fields[1].start), (12, 300));
         assert_eq!(fields[1].key, fields[0].end);
         assert_eq!((fields[2].number, varint_value(&message, &fields[2])), (3, -1));
+    }
+
+    #[test]
+    fn node_ops_lists_the_graphs_nodes_in_order() {
+        let node = |domain: &str, op_type: &str| {
+            let fields = [len_field(1, b"x"), len_field(4, op_type.as_bytes()), len_field(7, domain.as_bytes())];
+            len_field(1, &fields.concat())
+        };
+        let graph = [node("com.microsoft", "MatMulNBits"), len_field(2, b"a graph name"), node("", "Add")].concat();
+        let model = [vec![0x08, 10], len_field(7, &graph), opset_import("nib.linear")].concat();
+        let owned = |(domain, op_type): (&str, &str)| (domain.to_string(), op_type.to_string());
+        assert_eq!(node_ops(&model).unwrap(), [owned(("com.microsoft", "MatMulNBits")), owned(("", "Add"))]);
+        assert!(node_ops(&model[..model.len() - 4]).is_err(), "a truncated model is an error");
     }
 }

@@ -165,9 +165,17 @@ pub struct DecoderSession {
     layout: KvLayout,
     /// The most rows a shared buffer is grown to (the model's context).
     max_capacity: usize,
+    /// A row's logits depend only on its token and position, however many rows run
+    /// (`kernels::Committed`): a lone token runs alone, not padded to two rows.
+    rows_independent: bool,
 }
 
-fn build_session(environment: &Environment, path: &Path, threads: usize, kernels: Kernels) -> ort::Result<Session> {
+fn build_session(
+    environment: &Environment,
+    path: &Path,
+    threads: usize,
+    kernels: Kernels,
+) -> ort::Result<super::kernels::Committed> {
     let builder = Session::builder(environment)?
         .with_optimization_level(GraphOptimizationLevel::All)?
         .with_intra_threads(threads)?
@@ -222,12 +230,14 @@ impl DecoderSession {
         max_context: usize,
         kernels: Kernels,
     ) -> Result<Self, EngineError> {
-        let session = build_session(environment, path, threads, kernels)
+        let committed = build_session(environment, path, threads, kernels)
             .map_err(|error| EngineError::Model(format!("cannot load {}: {error}", path.display())))?;
-        Self::from_session(session, path, layout, max_context)
+        let decoder = Self::from_session(committed.session, path, layout, max_context)?;
+        Ok(DecoderSession { rows_independent: committed.rows_independent, ..decoder })
     }
 
-    /// A decoder on a session committed elsewhere (from `path`'s model, for messages).
+    /// A decoder on a session committed elsewhere (from `path`'s model, for messages); a lone
+    /// token runs padded (its rows are not known to be independent).
     pub(crate) fn from_session(
         session: Session,
         path: &Path,
@@ -236,7 +246,12 @@ impl DecoderSession {
     ) -> Result<Self, EngineError> {
         let signature = GraphSignature::read(&session)
             .map_err(|why| EngineError::Model(format!("{} is not a usable decoder: {why}", path.display())))?;
-        Ok(DecoderSession { session, signature, layout, max_capacity: max_context.max(1) })
+        Ok(DecoderSession { session, signature, layout, max_capacity: max_context.max(1), rows_independent: false })
+    }
+
+    /// Whether a lone token runs alone (see `rows_independent`).
+    pub fn rows_independent(&self) -> bool {
+        self.rows_independent
     }
 
     pub fn layout(&self) -> KvLayout {
@@ -324,14 +339,15 @@ impl DecoderSession {
         if rows > 1 && !self.signature.logits_to_keep {
             return Err(ort_error("the graph returns one row of logits (it has no `logits_to_keep` input)"));
         }
-        // Every run has at least two positions. ONNX Runtime's int8-activation matmul
-        // (MatMulNBits, accuracy_level 4) takes another kernel for a single row, whose results
-        // differ from the many-row kernel's by up to a few tenths of a logit; with two or more
-        // rows every row's result depends only on its token and position. So chunked prefill,
+        // A row's logits must depend only on its token and position, so that chunked prefill,
         // cache reuse and speculative drafts of any length give the same logits as the same
-        // tokens run any other way. A lone token runs with a copy of itself after it, whose row
-        // the cache then forgets (and it costs about what the single-row kernel does).
-        let pad = ids.len() == 1 && self.signature.logits_to_keep;
+        // tokens run any other way. nib's kernels hold to that for any number of rows. ONNX
+        // Runtime's int8-activation matmul (MatMulNBits, accuracy_level 4) does only from two
+        // rows up: it takes another kernel for a single row, whose results differ by up to a
+        // few tenths of a logit. Where such a kernel is left in the graph, a lone token runs
+        // with a copy of itself after it, whose row the cache then forgets (that costs nib's
+        // kernels about 1.6 times a lone row's time: `engine::linear::kernel::timing`).
+        let pad = ids.len() == 1 && self.signature.logits_to_keep && !self.rows_independent;
         let padded = [ids[0], ids[0]];
         let (run_ids, run_rows) = if pad { (&padded[..], 2) } else { (ids, rows) };
         let default_options;

@@ -1,5 +1,5 @@
-//! Puts nib's operator in place of the graph's 4-bit `com.microsoft` MatMulNBits nodes (block
-//! 32, no zero points, bias or group index), each together with the offset correction the
+//! Puts nib's operator in place of the graph's 4- and 8-bit `com.microsoft` MatMulNBits nodes
+//! (block 32, no zero points, bias or group index), each together with the offset correction the
 //! converter puts beside it (`models/nib_convert/graph.py` `_linear`): `Reshape(x) →
 //! ReduceSum → MatMul(offsets) → Add` becomes the node's fourth input, `offsets`, and the node
 //! takes over the `Add`'s output. The graph message is written anew with those nodes replaced
@@ -133,13 +133,13 @@ fn rewrite_graph(model: &[u8], graph_field: &Field) -> Result<(Vec<u8>, usize), 
     Ok((output, replacements.len()))
 }
 
-/// A MatMulNBits the kernel implements: 4 bits, blocks of 32, K a multiple of 32, inputs
+/// A MatMulNBits the kernel implements: 4 or 8 bits, blocks of 32, K a multiple of 32, inputs
 /// `A`, `B`, `scales` only.
 fn supported(node: &Node) -> bool {
     let int = |name: &str| node.ints.get(name).copied();
     node.op_type == "MatMulNBits"
         && node.domain == MICROSOFT
-        && int("bits") == Some(4)
+        && int("bits").and_then(super::kernel::Bits::from_attribute).is_some()
         && int("block_size") == Some(32)
         && int("K").is_some_and(|k| k > 0 && k % 32 == 0)
         && int("N").is_some_and(|n| n > 0)
@@ -426,7 +426,7 @@ mod tests {
     const NBITS: [(&str, i64); 5] = [("K", 64), ("N", 3), ("bits", 4), ("block_size", 32), ("accuracy_level", 4)];
 
     /// The converter's layer: MatMulNBits and its offset correction, then a plain one (Q4_0),
-    /// an 8-bit one (left alone) and a consumer.
+    /// an 8-bit one (the LM head) and a 2-bit one (left alone).
     fn model() -> Vec<u8> {
         let graph = [
             node("MatMulNBits", MICROSOFT, &["x", "l.qweight", "l.scales"], &["y0"], &NBITS),
@@ -439,8 +439,15 @@ mod tests {
                 "MatMulNBits",
                 MICROSOFT,
                 &["z", "h.qweight", "h.scales"],
-                &["logits"],
+                &["h"],
                 &[("K", 64), ("N", 3), ("bits", 8), ("block_size", 32)],
+            ),
+            node(
+                "MatMulNBits",
+                MICROSOFT,
+                &["h", "t.qweight", "t.scales"],
+                &["logits"],
+                &[("K", 64), ("N", 3), ("bits", 2), ("block_size", 32)],
             ),
             int64_initializer("shape", &[0, 0, 2, 32]),
             int64_initializer("axes", &[-1]),
@@ -460,7 +467,7 @@ mod tests {
     #[test]
     fn fuses_the_offset_correction_and_leaves_other_nodes() {
         let (rewritten, moved) = rewrite(&model()).unwrap();
-        assert_eq!(moved, 2, "the Q4_1 layer and the Q4_0 one; not the 8-bit head");
+        assert_eq!(moved, 3, "the Q4_1 layer, the Q4_0 one and the 8-bit head; not the 2-bit one");
         let nodes = nodes_of(&rewritten);
         let summary: Vec<(String, Vec<String>, Vec<String>)> = nodes
             .iter()
@@ -472,7 +479,8 @@ mod tests {
             vec![
                 (format!("{DOMAIN}:{OP_TYPE}"), owned(&["x", "l.qweight", "l.scales", "l.offsets"]), owned(&["y"])),
                 (format!("{DOMAIN}:{OP_TYPE}"), owned(&["y", "m.qweight", "m.scales"]), owned(&["z"])),
-                (format!("{MICROSOFT}:MatMulNBits"), owned(&["z", "h.qweight", "h.scales"]), owned(&["logits"])),
+                (format!("{DOMAIN}:{OP_TYPE}"), owned(&["z", "h.qweight", "h.scales"]), owned(&["h"])),
+                (format!("{MICROSOFT}:MatMulNBits"), owned(&["h", "t.qweight", "t.scales"]), owned(&["logits"])),
             ]
         );
         assert_eq!(nodes[0].ints["K"], 64, "attributes are kept");
@@ -490,9 +498,10 @@ mod tests {
         body.extend(extra);
         model = [vec![0x08, 10], message(MODEL_GRAPH, &body)].concat();
         let (rewritten, moved) = rewrite(&model).unwrap();
-        assert_eq!(moved, 2);
+        assert_eq!(moved, 3);
         let ops: Vec<String> = nodes_of(&rewritten).iter().map(|n| n.op_type.clone()).collect();
-        assert_eq!(ops, ["QuantizedLinear", "Reshape", "ReduceSum", "QuantizedLinear", "MatMulNBits", "Identity"]);
+        let kept = ["QuantizedLinear", "Reshape", "ReduceSum", "QuantizedLinear", "QuantizedLinear", "MatMulNBits"];
+        assert_eq!(ops, [&kept[..], &["Identity"]].concat());
     }
 
     #[test]

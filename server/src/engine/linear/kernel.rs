@@ -1,14 +1,16 @@
-//! The arithmetic of a 4-bit linear layer on plain slices: `y = x · Wᵀ` for MatMulNBits' 4-bit
-//! blocks (32 weights, one scale, zero point 8) plus the converter's per-block offsets
-//! (`w = (q - 8) · scale + offset`, models/nib_convert/quant.py).
+//! The arithmetic of a quantized linear layer on plain slices: `y = x · Wᵀ` for MatMulNBits'
+//! blocks of 32 weights with one scale each, 4-bit (zero point 8) or 8-bit (zero point 128: the
+//! LM head), plus the converter's per-block offsets (`w = (q - zero point) · scale + offset`,
+//! models/nib_convert/quant.py).
 //!
 //! Each activation row is quantized once per block of 32 to int8 (scale `max|x| / 127`, like
 //! llama.cpp's Q8 blocks and ONNX Runtime's int8-activation kernel), stored in the order the
-//! weight nibbles unpack to (the even elements, then the odd ones). Each weight block is
-//! unpacked once per tile of rows and multiplied with every row of the tile in integers (AVX2
-//! `maddubs` + `madd`, or AVX-512 VNNI `dpbusd`: the same exact sums), the zero point folded in
-//! as an integer correction; each block's integer sums are scaled into eight f32 lanes per
-//! output, reduced in a fixed order at the end. The offsets term uses the exact block sums of
+//! weights unpack to (the even elements, then the odd ones). Each weight block is unpacked
+//! once per tile of rows and multiplied with every row of the tile in integers (AVX2 `maddubs`
+//! and `madd`, an 8-bit weight split into its two nibbles there so that no sum saturates, or
+//! AVX-512 VNNI `dpbusd`: the same exact sums), the zero point folded in as an integer
+//! correction; each block's integer sums are scaled into eight f32 lanes per output, reduced
+//! in a fixed order at the end. The offsets term uses the exact block sums of
 //! `x`.
 //!
 //! A row's result depends only on that row and the weights: every output is the same
@@ -22,8 +24,8 @@ use std::ops::Range;
 
 /// Weights per block (MatMulNBits' `block_size`).
 pub(crate) const BLOCK: usize = 32;
-/// Bytes of one block of 4-bit weights.
-const BLOCK_BYTES: usize = BLOCK / 2;
+/// Values per half of a block: the even elements of a block of activations, then the odd ones.
+const HALF: usize = BLOCK / 2;
 /// f32 lanes each output accumulates in (one AVX2 register).
 const LANES: usize = 8;
 /// The most blocks per step (see `Activations`).
@@ -39,12 +41,58 @@ const PREFETCH_BYTES: usize = 2048;
 /// Rows per unit of work in long prefill chunks (their activations stay in the L2 cache).
 const UNIT_ROWS: usize = 64;
 
-/// One node's weights: `nibbles` `[outputs][blocks][16]` (element `2i` in the low nibble of
-/// byte `i`, `2i + 1` in the high one), `scales` `[outputs][blocks]`, `offsets` `[blocks][outputs]`.
+/// How a node stores a block of 32 weights.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Bits {
+    /// 16 bytes, element `2i` in the low nibble of byte `i`, `2i + 1` in the high one; zero
+    /// point 8.
+    Four,
+    /// 32 bytes, one per element in order; zero point 128.
+    Eight,
+}
+
+impl Bits {
+    /// MatMulNBits' `bits` attribute, where the kernel implements it.
+    pub fn from_attribute(bits: i64) -> Option<Bits> {
+        match bits {
+            4 => Some(Bits::Four),
+            8 => Some(Bits::Eight),
+            _ => None,
+        }
+    }
+
+    pub fn block_bytes(self) -> usize {
+        match self {
+            Bits::Four => BLOCK / 2,
+            Bits::Eight => BLOCK,
+        }
+    }
+
+    /// Stored value of `element` (0..32) of a block.
+    fn weight(self, block: &[u8], element: usize) -> u8 {
+        match self {
+            Bits::Four if element.is_multiple_of(2) => block[element / 2] & 15,
+            Bits::Four => block[element / 2] >> 4,
+            Bits::Eight => block[element],
+        }
+    }
+
+    /// The zero point over 8 (the activations' zero points are −8 × each lane's sum).
+    fn zero_point_factor(self) -> i32 {
+        match self {
+            Bits::Four => 1,
+            Bits::Eight => 16,
+        }
+    }
+}
+
+/// One node's weights: `packed` `[outputs][blocks][bits.block_bytes()]`, `scales`
+/// `[outputs][blocks]`, `offsets` `[blocks][outputs]`.
 pub(crate) struct Weights<'a> {
+    pub bits: Bits,
     pub outputs: usize,
     pub blocks: usize,
-    pub nibbles: &'a [u8],
+    pub packed: &'a [u8],
     pub scales: &'a [f32],
     pub offsets: Option<&'a [f32]>,
 }
@@ -56,7 +104,7 @@ impl Weights<'_> {
     }
 
     fn check(&self) {
-        assert_eq!(self.nibbles.len(), self.outputs * self.blocks * BLOCK_BYTES);
+        assert_eq!(self.packed.len(), self.outputs * self.blocks * self.bits.block_bytes());
         assert_eq!(self.scales.len(), self.outputs * self.blocks);
         if let Some(offsets) = self.offsets {
             assert_eq!(offsets.len(), self.blocks * self.outputs);
@@ -65,14 +113,16 @@ impl Weights<'_> {
 }
 
 /// Rows of activations quantized per block, kept in steps of `group` blocks (the last step
-/// padded with zero blocks) in the order the weights unpack to: one load of a step's nibbles
-/// (`group` × 16 bytes: 32 on the 256-bit paths, 64 on the 512-bit one) masks to the even
-/// elements of its blocks, and shifts to the odd ones. For row `r` and step `s`
+/// padded with zero blocks) in the order the weights unpack to: one load of a step's 4-bit
+/// weights (`group` × 16 bytes: 32 on the 256-bit paths, 64 on the 512-bit one) masks to the
+/// even elements of its blocks, and shifts to the odd ones (8-bit weights are shuffled into
+/// the same order). For row `r` and step `s`
 /// (`at = r * steps + s`): `values[at * group * 32..]` holds the even elements of block
 /// `group * s`, then of the next blocks of the step (16 bytes each), then their odd elements;
 /// lane `l` of the step's `4 * group`-lane dot product covers elements `8 (l % 4)..+ 8` of
 /// block `group * s + l / 4`. `zero_points[at * 4 * group..]` is −8 × each lane's sum of values
-/// (so that the dot product with the raw nibbles is the one with `q − 8`),
+/// (so that the dot product with the raw 4-bit weights is the one with `q − 8`; 16 times that
+/// for 8-bit ones and `q − 128`),
 /// `lane_scales[at * 4 * group..]` each lane's block scale; `sums[r * blocks + b]` the exact
 /// sums of the inputs.
 struct Activations {
@@ -297,9 +347,9 @@ fn quantize_block(x: &[f32; BLOCK], step: &mut [i8], part: usize, zero_points: &
         *value = (v * inverse).round_ties_even().clamp(-127.0, 127.0) as i8;
     }
     let odd = step.len() / 2;
-    for i in 0..BLOCK_BYTES {
-        step[part * BLOCK_BYTES + i] = values[2 * i];
-        step[odd + part * BLOCK_BYTES + i] = values[2 * i + 1];
+    for i in 0..HALF {
+        step[part * HALF + i] = values[2 * i];
+        step[odd + part * HALF + i] = values[2 * i + 1];
     }
     for (lane, zero_point) in zero_points.iter_mut().enumerate() {
         *zero_point = -8 * values[8 * lane..8 * lane + 8].iter().map(|&v| i32::from(v)).sum::<i32>();
@@ -404,20 +454,29 @@ fn dot_tile(
     results: &mut [[f32; TILE_ROWS]; 4],
 ) {
     macro_rules! dispatch {
-        ($function:ident) => {
+        ($function:ident, $format:ty) => {
             match (tile.1, columns.1) {
-                (4, 2) => $function::<4, 2>(weights, activations, tile.0, columns.0, results),
-                (4, 1) => $function::<4, 1>(weights, activations, tile.0, columns.0, results),
-                (3, 4) => $function::<3, 4>(weights, activations, tile.0, columns.0, results),
-                (3, c) => (0..c)
-                    .for_each(|c| $function::<3, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])),
-                (2, 4) => $function::<2, 4>(weights, activations, tile.0, columns.0, results),
-                (2, c) => (0..c)
-                    .for_each(|c| $function::<2, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])),
-                (1, 4) => $function::<1, 4>(weights, activations, tile.0, columns.0, results),
-                (1, c) => (0..c)
-                    .for_each(|c| $function::<1, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])),
+                (4, 2) => $function::<$format, 4, 2>(weights, activations, tile.0, columns.0, results),
+                (4, 1) => $function::<$format, 4, 1>(weights, activations, tile.0, columns.0, results),
+                (3, 4) => $function::<$format, 3, 4>(weights, activations, tile.0, columns.0, results),
+                (3, c) => (0..c).for_each(|c| {
+                    $function::<$format, 3, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])
+                }),
+                (2, 4) => $function::<$format, 2, 4>(weights, activations, tile.0, columns.0, results),
+                (2, c) => (0..c).for_each(|c| {
+                    $function::<$format, 2, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])
+                }),
+                (1, 4) => $function::<$format, 1, 4>(weights, activations, tile.0, columns.0, results),
+                (1, c) => (0..c).for_each(|c| {
+                    $function::<$format, 1, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])
+                }),
                 other => unreachable!("tile {other:?}"),
+            }
+        };
+        ($function:ident) => {
+            match weights.bits {
+                Bits::Four => dispatch!($function, Nibbles),
+                Bits::Eight => dispatch!($function, Bytes),
             }
         };
     }
@@ -447,24 +506,20 @@ fn dot_portable(weights: &Weights<'_>, activations: &Activations, row: usize, co
     let (blocks, group, steps) = (weights.blocks, activations.group, activations.steps);
     let mut lanes = [0.0f32; 4 * MAX_GROUP];
     let lanes = &mut lanes[..4 * group];
-    let odd = group * BLOCK_BYTES;
+    let (odd, bytes) = (group * HALF, weights.bits.block_bytes());
     for step in 0..steps {
         let at = row * steps + step;
         let values = &activations.values[at * group * BLOCK..][..group * BLOCK];
         for (lane, total) in lanes.iter_mut().enumerate() {
             let (block, first) = (group * step + lane / 4, 8 * (lane % 4));
-            let mut sum = activations.zero_points[at * 4 * group + lane];
+            let mut sum = activations.zero_points[at * 4 * group + lane] * weights.bits.zero_point_factor();
             let mut scale = 0.0;
             if block < blocks {
-                let packed = &weights.nibbles[(column * blocks + block) * BLOCK_BYTES..][..BLOCK_BYTES];
+                let packed = &weights.packed[(column * blocks + block) * bytes..][..bytes];
                 for element in first..first + 8 {
-                    let i = element / 2;
-                    let (nibble, position) = if element % 2 == 0 {
-                        (packed[i] & 15, (lane / 4) * BLOCK_BYTES + i)
-                    } else {
-                        (packed[i] >> 4, odd + (lane / 4) * BLOCK_BYTES + i)
-                    };
-                    sum += i32::from(nibble) * i32::from(values[position]);
+                    let half = if element % 2 == 0 { 0 } else { odd };
+                    let value = values[half + (lane / 4) * HALF + element / 2];
+                    sum += i32::from(weights.bits.weight(packed, element)) * i32::from(value);
                 }
                 scale = weights.scales[column * blocks + block];
             }
@@ -496,23 +551,185 @@ unsafe fn reduce_avx(v: __m256) -> f32 {
     }
 }
 
-/// The weights of blocks `block` and `block + 1` of one output (`nibbles` and `scales` point
-/// at `block`): the even elements of both (bytes in `Activations`' order), their odd elements,
-/// and each lane's scale. Without a second block (`pair_complete` false) its half is zero.
+/// A weight format's part of the register tiles: how a step's blocks unpack into
+/// `Activations`' order (even elements, odd elements, each lane's scale) and how the integer
+/// dot product folds its zero point in.
+#[cfg(target_arch = "x86_64")]
+trait Format {
+    const BLOCK_BYTES: usize;
+
+    /// Blocks `block` and `block + 1` at `packed` and `scales` (without the second block,
+    /// `complete` false, its half is zero).
+    unsafe fn unpack_pair(packed: *const u8, scales: *const f32, complete: bool) -> (__m256i, __m256i, __m256);
+
+    /// The step of blocks at `packed` and `scales` (`present` of them, 1 to 4; the rest of the
+    /// step reads as zero).
+    unsafe fn unpack_quad(packed: *const u8, scales: *const f32, present: usize) -> (__m512i, __m512i, __m512);
+
+    /// The activations' zero points (−8 × each lane's sum) for this format's zero point.
+    unsafe fn zero_points_256(zero_point: __m256i) -> __m256i;
+    unsafe fn zero_points_512(zero_point: __m512i) -> __m512i;
+
+    /// `zero_point` + the dot products of each lane's weights and values, with AVX2 alone.
+    unsafe fn dot_avx2(zero_point: __m256i, even: __m256i, x_even: __m256i, odd: __m256i, x_odd: __m256i) -> __m256i;
+}
+
+/// 4-bit weights (`Bits::Four`).
+#[cfg(target_arch = "x86_64")]
+struct Nibbles;
+
+/// 8-bit weights (`Bits::Eight`).
+#[cfg(target_arch = "x86_64")]
+struct Bytes;
+
+/// Two blocks' scales, each spread over its four lanes (the second zero unless `complete`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn unpack_pair(nibbles: *const u8, scales: *const f32, pair_complete: bool) -> (__m256i, __m256i, __m256) {
+unsafe fn pair_scales(scales: *const f32, complete: bool) -> __m256 {
     unsafe {
-        let (packed, two_scales) = if pair_complete {
-            (_mm256_loadu_si256(nibbles.cast()), _mm_castpd_ps(_mm_load_sd(scales.cast())))
-        } else {
-            (_mm256_zextsi128_si256(_mm_loadu_si128(nibbles.cast())), _mm_load_ss(scales))
-        };
-        let mask = _mm256_set1_epi8(0x0f);
-        let even = _mm256_and_si256(packed, mask);
-        let odd = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
-        let spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-        (even, odd, _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two_scales), spread))
+        let two = if complete { _mm_castpd_ps(_mm_load_sd(scales.cast())) } else { _mm_load_ss(scales) };
+        _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1))
+    }
+}
+
+/// Four blocks' scales (`present` of them, the rest zero), each spread over its four lanes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn quad_scales(scales: *const f32, present: usize) -> __m512 {
+    unsafe {
+        let four =
+            if present == MAX_GROUP { _mm_loadu_ps(scales) } else { _mm_maskz_loadu_ps((1u8 << present) - 1, scales) };
+        let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+        _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(four))
+    }
+}
+
+/// The mask of a load of the first `count` bytes of 64.
+#[cfg(target_arch = "x86_64")]
+fn first_bytes(count: usize) -> u64 {
+    if count >= 64 { u64::MAX } else { (1u64 << count) - 1 }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Format for Nibbles {
+    const BLOCK_BYTES: usize = BLOCK / 2;
+
+    #[inline(always)]
+    unsafe fn unpack_pair(packed: *const u8, scales: *const f32, complete: bool) -> (__m256i, __m256i, __m256) {
+        unsafe {
+            let packed = if complete {
+                _mm256_loadu_si256(packed.cast())
+            } else {
+                _mm256_zextsi128_si256(_mm_loadu_si128(packed.cast()))
+            };
+            let mask = _mm256_set1_epi8(0x0f);
+            let even = _mm256_and_si256(packed, mask);
+            let odd = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
+            (even, odd, pair_scales(scales, complete))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn unpack_quad(packed: *const u8, scales: *const f32, present: usize) -> (__m512i, __m512i, __m512) {
+        unsafe {
+            let packed = _mm512_maskz_loadu_epi8(first_bytes(present * Self::BLOCK_BYTES), packed.cast());
+            let mask = _mm512_set1_epi8(0x0f);
+            let even = _mm512_and_si512(packed, mask);
+            let odd = _mm512_and_si512(_mm512_srli_epi16(packed, 4), mask);
+            (even, odd, quad_scales(scales, present))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn zero_points_256(zero_point: __m256i) -> __m256i {
+        zero_point
+    }
+
+    #[inline(always)]
+    unsafe fn zero_points_512(zero_point: __m512i) -> __m512i {
+        zero_point
+    }
+
+    #[inline(always)]
+    unsafe fn dot_avx2(zero_point: __m256i, even: __m256i, x_even: __m256i, odd: __m256i, x_odd: __m256i) -> __m256i {
+        // |sum| ≤ 2 × 2 × 15 × 127 per 16-bit lane: no saturation.
+        unsafe {
+            let pairs = _mm256_add_epi16(_mm256_maddubs_epi16(even, x_even), _mm256_maddubs_epi16(odd, x_odd));
+            _mm256_add_epi32(zero_point, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+        }
+    }
+}
+
+/// Within each 16 bytes: the 8 even ones, then the 8 odd ones.
+#[cfg(target_arch = "x86_64")]
+const EVEN_THEN_ODD: [i8; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15];
+
+#[cfg(target_arch = "x86_64")]
+impl Format for Bytes {
+    const BLOCK_BYTES: usize = BLOCK;
+
+    #[inline(always)]
+    unsafe fn unpack_pair(packed: *const u8, scales: *const f32, complete: bool) -> (__m256i, __m256i, __m256) {
+        unsafe {
+            let split = _mm256_broadcastsi128_si256(_mm_loadu_si128(EVEN_THEN_ODD.as_ptr().cast()));
+            let first = _mm256_shuffle_epi8(_mm256_loadu_si256(packed.cast()), split);
+            let second = if complete {
+                _mm256_shuffle_epi8(_mm256_loadu_si256(packed.add(BLOCK).cast()), split)
+            } else {
+                _mm256_setzero_si256()
+            };
+            // Quadwords [even, odd] of elements 0..16 and 16..32 of each block, in order.
+            const IN_ORDER: i32 = 0b11_01_10_00;
+            let even = _mm256_permute4x64_epi64::<IN_ORDER>(_mm256_unpacklo_epi64(first, second));
+            let odd = _mm256_permute4x64_epi64::<IN_ORDER>(_mm256_unpackhi_epi64(first, second));
+            (even, odd, pair_scales(scales, complete))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn unpack_quad(packed: *const u8, scales: *const f32, present: usize) -> (__m512i, __m512i, __m512) {
+        unsafe {
+            let split = _mm512_broadcast_i32x4(_mm_loadu_si128(EVEN_THEN_ODD.as_ptr().cast()));
+            let bytes = present * BLOCK;
+            let first = _mm512_maskz_loadu_epi8(first_bytes(bytes), packed.cast());
+            let second = _mm512_maskz_loadu_epi8(first_bytes(bytes.saturating_sub(64)), packed.add(64).cast());
+            let (first, second) = (_mm512_shuffle_epi8(first, split), _mm512_shuffle_epi8(second, split));
+            let even = _mm512_permutex2var_epi64(first, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), second);
+            let odd = _mm512_permutex2var_epi64(first, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), second);
+            (even, odd, quad_scales(scales, present))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn zero_points_256(zero_point: __m256i) -> __m256i {
+        unsafe { _mm256_slli_epi32::<4>(zero_point) }
+    }
+
+    #[inline(always)]
+    unsafe fn zero_points_512(zero_point: __m512i) -> __m512i {
+        unsafe { _mm512_slli_epi32::<4>(zero_point) }
+    }
+
+    /// `maddubs` would saturate on whole bytes: each weight is split into its two nibbles,
+    /// `q = 16 · high + low`, and the two sums are widened before they are added.
+    #[inline(always)]
+    unsafe fn dot_avx2(zero_point: __m256i, even: __m256i, x_even: __m256i, odd: __m256i, x_odd: __m256i) -> __m256i {
+        // SAFETY: the caller's tile runs with AVX2.
+        unsafe {
+            let mask = _mm256_set1_epi8(0x0f);
+            let (low_even, low_odd) = (_mm256_and_si256(even, mask), _mm256_and_si256(odd, mask));
+            let high_even = _mm256_and_si256(_mm256_srli_epi16(even, 4), mask);
+            let high_odd = _mm256_and_si256(_mm256_srli_epi16(odd, 4), mask);
+            // Each 16-bit sum is at most 2 × 2 × 15 × 127 in magnitude.
+            let lows = _mm256_add_epi16(_mm256_maddubs_epi16(low_even, x_even), _mm256_maddubs_epi16(low_odd, x_odd));
+            let highs =
+                _mm256_add_epi16(_mm256_maddubs_epi16(high_even, x_even), _mm256_maddubs_epi16(high_odd, x_odd));
+            let sum = _mm256_add_epi32(
+                _mm256_madd_epi16(lows, _mm256_set1_epi16(1)),
+                _mm256_madd_epi16(highs, _mm256_set1_epi16(16)),
+            );
+            _mm256_add_epi32(zero_point, sum)
+        }
     }
 }
 
@@ -520,7 +737,7 @@ unsafe fn unpack_pair(nibbles: *const u8, scales: *const f32, pair_complete: boo
 /// of `row` (see `Activations`).
 #[cfg(target_arch = "x86_64")]
 struct TileStart {
-    nibbles: *const u8,
+    packed: *const u8,
     scales: *const f32,
     values: *const i8,
     zero_points: *const i32,
@@ -538,7 +755,7 @@ impl TileStart {
         // SAFETY: the caller's bounds.
         unsafe {
             TileStart {
-                nibbles: weights.nibbles.as_ptr().add(column * blocks * BLOCK_BYTES),
+                packed: weights.packed.as_ptr().add(column * blocks * weights.bits.block_bytes()),
                 scales: weights.scales.as_ptr().add(column * blocks),
                 values: activations.values.as_ptr().add(row * activations.steps * group * BLOCK),
                 zero_points: activations.zero_points.as_ptr().add(lanes),
@@ -550,12 +767,12 @@ impl TileStart {
 
 /// The register tile: `R` rows × `C` outputs, one accumulator each; each pair of weight blocks
 /// is unpacked once for the `R` rows. `$dot` is the integer dot product of a pair of blocks of
-/// one row, the zero points folded in (exact: both paths give the same sums).
+/// one row, the zero points folded in (exact: every path gives the same sums).
 #[cfg(target_arch = "x86_64")]
 macro_rules! tile {
     ($name:ident, $features:literal, $dot:expr) => {
         #[target_feature(enable = $features)]
-        unsafe fn $name<const R: usize, const C: usize>(
+        unsafe fn $name<F: Format, const R: usize, const C: usize>(
             weights: &Weights<'_>,
             activations: &Activations,
             row: usize,
@@ -569,23 +786,23 @@ macro_rules! tile {
             // SAFETY (whole body): the caller's tile lies within the weights and activations
             // (`multiply` checked their lengths), so every offset below is in bounds.
             unsafe {
-                let TileStart { nibbles, scales, values, zero_points, lane_scales } =
+                let TileStart { packed, scales, values, zero_points, lane_scales } =
                     TileStart::new(weights, activations, row, column);
                 for pair in 0..pairs {
                     let complete = 2 * pair + 1 < blocks;
                     let weights: [_; C] = std::array::from_fn(|c| {
                         let block = c * blocks + 2 * pair;
                         // The weights stream from memory: ask for those of a later tile now.
-                        let ahead = nibbles.add(block * BLOCK_BYTES).wrapping_add(PREFETCH_BYTES);
+                        let ahead = packed.add(block * F::BLOCK_BYTES).wrapping_add(PREFETCH_BYTES);
                         _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
                         _mm_prefetch::<_MM_HINT_T0>(scales.add(block).wrapping_add(PREFETCH_BYTES / 4).cast());
-                        unpack_pair(nibbles.add(block * BLOCK_BYTES), scales.add(block), complete)
+                        F::unpack_pair(packed.add(block * F::BLOCK_BYTES), scales.add(block), complete)
                     });
                     for r in 0..R {
                         let at = r * pairs + pair;
                         let x_even = _mm256_loadu_si256(values.add(at * 2 * BLOCK).cast());
                         let x_odd = _mm256_loadu_si256(values.add(at * 2 * BLOCK + BLOCK).cast());
-                        let zero_point = _mm256_loadu_si256(zero_points.add(at * LANES).cast());
+                        let zero_point = F::zero_points_256(_mm256_loadu_si256(zero_points.add(at * LANES).cast()));
                         let row_scale = _mm256_loadu_ps(lane_scales.add(at * LANES));
                         for (c, &(even, odd, scale)) in weights.iter().enumerate() {
                             let sum = $dot(zero_point, even, x_even, odd, x_odd);
@@ -605,42 +822,18 @@ macro_rules! tile {
 }
 
 #[cfg(target_arch = "x86_64")]
-tile!(dot_avx2, "avx2,fma", |zero_point, even, x_even, odd, x_odd| {
-    let pairs = _mm256_add_epi16(_mm256_maddubs_epi16(even, x_even), _mm256_maddubs_epi16(odd, x_odd));
-    _mm256_add_epi32(zero_point, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-});
+tile!(dot_avx2, "avx2,fma", |zero_point, even, x_even, odd, x_odd| F::dot_avx2(zero_point, even, x_even, odd, x_odd));
 
 #[cfg(target_arch = "x86_64")]
 tile!(dot_vnni, "avx2,fma,avx512f,avx512vl,avx512vnni", |zero_point, even, x_even, odd, x_odd| {
     _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero_point, even, x_even), odd, x_odd)
 });
 
-/// The weights of the step of blocks at `nibbles` and `scales` (`present` of them, 1 to 4; the
-/// rest of the step reads as zero): their even elements, their odd elements, and each of the
-/// sixteen lanes' scale.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn unpack_quad(nibbles: *const u8, scales: *const f32, present: usize) -> (__m512i, __m512i, __m512) {
-    unsafe {
-        let (packed, four_scales) = if present == MAX_GROUP {
-            (_mm512_loadu_si512(nibbles.cast()), _mm_loadu_ps(scales))
-        } else {
-            let bytes = (1u64 << (present * BLOCK_BYTES)) - 1;
-            (_mm512_maskz_loadu_epi8(bytes, nibbles.cast()), _mm_maskz_loadu_ps((1u8 << present) - 1, scales))
-        };
-        let mask = _mm512_set1_epi8(0x0f);
-        let even = _mm512_and_si512(packed, mask);
-        let odd = _mm512_and_si512(_mm512_srli_epi16(packed, 4), mask);
-        let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-        (even, odd, _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(four_scales)))
-    }
-}
-
 /// The register tile of the 512-bit path: `tile!`'s, four blocks per step.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[allow(clippy::needless_range_loop)] // the accumulators are indexed by column and row, as in `tile!`
-unsafe fn dot_vnni512<const R: usize, const C: usize>(
+unsafe fn dot_vnni512<F: Format, const R: usize, const C: usize>(
     weights: &Weights<'_>,
     activations: &Activations,
     row: usize,
@@ -655,22 +848,22 @@ unsafe fn dot_vnni512<const R: usize, const C: usize>(
     // (`multiply` checked their lengths), the loads of a step past the last block are masked,
     // so every access below is in bounds.
     unsafe {
-        let TileStart { nibbles, scales, values, zero_points, lane_scales } =
+        let TileStart { packed, scales, values, zero_points, lane_scales } =
             TileStart::new(weights, activations, row, column);
         for step in 0..steps {
             let present = (blocks - MAX_GROUP * step).min(MAX_GROUP);
             let weights: [_; C] = std::array::from_fn(|c| {
                 let block = c * blocks + MAX_GROUP * step;
-                let ahead = nibbles.add(block * BLOCK_BYTES).wrapping_add(PREFETCH_BYTES);
+                let ahead = packed.add(block * F::BLOCK_BYTES).wrapping_add(PREFETCH_BYTES);
                 _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
                 _mm_prefetch::<_MM_HINT_T0>(scales.add(block).wrapping_add(PREFETCH_BYTES / 4).cast());
-                unpack_quad(nibbles.add(block * BLOCK_BYTES), scales.add(block), present)
+                F::unpack_quad(packed.add(block * F::BLOCK_BYTES), scales.add(block), present)
             });
             for r in 0..R {
                 let at = r * steps + step;
                 let x_even = _mm512_loadu_si512(values.add(at * MAX_GROUP * BLOCK).cast());
                 let x_odd = _mm512_loadu_si512(values.add(at * MAX_GROUP * BLOCK + 2 * BLOCK).cast());
-                let zero_point = _mm512_loadu_si512(zero_points.add(at * 16).cast());
+                let zero_point = F::zero_points_512(_mm512_loadu_si512(zero_points.add(at * 16).cast()));
                 let row_scale = _mm512_loadu_ps(lane_scales.add(at * 16));
                 for (c, &(even, odd, scale)) in weights.iter().enumerate() {
                     let sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero_point, even, x_even), odd, x_odd);
@@ -714,22 +907,31 @@ mod tests {
         }
     }
 
+    const BOTH: [Bits; 2] = [Bits::Four, Bits::Eight];
+
     struct Layer {
+        bits: Bits,
         outputs: usize,
         blocks: usize,
-        nibbles: Vec<u8>,
+        packed: Vec<u8>,
         scales: Vec<f32>,
         offsets: Vec<f32>,
     }
 
     impl Layer {
+        /// 4-bit weights.
         fn new(outputs: usize, inputs: usize, seed: u64) -> Layer {
+            Layer::with_bits(Bits::Four, outputs, inputs, seed)
+        }
+
+        fn with_bits(bits: Bits, outputs: usize, inputs: usize, seed: u64) -> Layer {
             let blocks = inputs / BLOCK;
             let mut noise = Noise(seed);
             Layer {
+                bits,
                 outputs,
                 blocks,
-                nibbles: noise.bytes(outputs * blocks * BLOCK_BYTES),
+                packed: noise.bytes(outputs * blocks * bits.block_bytes()),
                 scales: noise.floats(outputs * blocks, 0.02),
                 offsets: noise.floats(blocks * outputs, 0.05),
             }
@@ -737,9 +939,10 @@ mod tests {
 
         fn weights(&self) -> Weights<'_> {
             Weights {
+                bits: self.bits,
                 outputs: self.outputs,
                 blocks: self.blocks,
-                nibbles: &self.nibbles,
+                packed: &self.packed,
                 scales: &self.scales,
                 offsets: Some(&self.offsets),
             }
@@ -747,10 +950,15 @@ mod tests {
 
         /// The dequantized weight (output, input), exactly as f64.
         fn weight(&self, output: usize, input: usize) -> f64 {
-            let (block, i) = (input / BLOCK, input % BLOCK);
-            let byte = self.nibbles[(output * self.blocks + block) * BLOCK_BYTES + i / 2];
-            let q = if i % 2 == 0 { byte & 15 } else { byte >> 4 };
-            (f64::from(q) - 8.0) * f64::from(self.scales[output * self.blocks + block])
+            let (block, i, bytes) = (input / BLOCK, input % BLOCK, self.bits.block_bytes());
+            let stored = match self.bits {
+                Bits::Four => {
+                    let byte = self.packed[(output * self.blocks + block) * bytes + i / 2];
+                    f64::from(if i % 2 == 0 { byte & 15 } else { byte >> 4 }) - 8.0
+                }
+                Bits::Eight => f64::from(self.packed[(output * self.blocks + block) * bytes + i]) - 128.0,
+            };
+            stored * f64::from(self.scales[output * self.blocks + block])
                 + f64::from(self.offsets[block * self.outputs + output])
         }
     }
@@ -780,8 +988,9 @@ mod tests {
     /// rounding of the sums (a relative 1e-5 of `Σ |w·x|` is far above it).
     #[test]
     fn matches_the_dequantized_weights_within_the_int8_rounding() {
-        for (outputs, inputs, rows, seed) in [(8, 32, 1, 1), (70, 96, 5, 2), (576, 1536, 3, 3), (130, 576, 9, 4)] {
-            let layer = Layer::new(outputs, inputs, seed);
+        let shapes = [(8, 32, 1, 1), (70, 96, 5, 2), (576, 1536, 3, 3), (130, 576, 9, 4)];
+        for (bits, (outputs, inputs, rows, seed)) in BOTH.into_iter().flat_map(|bits| shapes.map(|s| (bits, s))) {
+            let layer = Layer::with_bits(bits, outputs, inputs, seed);
             let x = Noise(seed + 100).floats(rows * inputs, 3.0);
             let out = run(&layer, &x, rows, &sequential);
             for row in 0..rows {
@@ -804,7 +1013,10 @@ mod tests {
                     }
                     let got = f64::from(out[row * outputs + n]);
                     let tolerance = bound * 1.001 + 1e-5 * magnitude;
-                    assert!((got - exact).abs() <= tolerance, "row {row} output {n}: {got} vs {exact} (±{tolerance})");
+                    assert!(
+                        (got - exact).abs() <= tolerance,
+                        "{bits:?}: row {row} output {n}: {got} vs {exact} (±{tolerance})"
+                    );
                 }
             }
         }
@@ -816,21 +1028,27 @@ mod tests {
     #[test]
     fn a_row_does_not_depend_on_the_rows_run_with_it() {
         let (outputs, inputs, total) = (200, 576, 150);
-        let layer = Layer::new(outputs, inputs, 9);
-        let x = Noise(10).floats(total * inputs, 2.0);
-        let whole = run(&layer, &x, total, &threaded);
-        for (first, rows) in [(0, 1), (7, 1), (100, 2), (40, 3), (60, 9), (120, 17), (1, 80)] {
-            let part = run(&layer, &x[first * inputs..(first + rows) * inputs], rows, &sequential);
-            assert_eq!(part[..], whole[first * outputs..(first + rows) * outputs], "rows {first}.. in {rows}");
-        }
-        let weights = layer.weights();
-        let activations = quantize(&x, total, weights.blocks, (Path::Portable, Path::detect().group()), &sequential);
-        for row in [0, 5, 77, 149] {
-            for n in [0, 1, 63, 64, 199] {
-                let mut expected = dot_portable(&weights, &activations, row, n);
-                let sums = &activations.sums[row * weights.blocks..][..weights.blocks];
-                add_offsets(Path::Portable, std::slice::from_mut(&mut expected), sums, &layer.offsets, outputs, n);
-                assert_eq!(whole[row * outputs + n], expected, "row {row} output {n} on {:?}", Path::detect());
+        for bits in BOTH {
+            let layer = Layer::with_bits(bits, outputs, inputs, 9);
+            let x = Noise(10).floats(total * inputs, 2.0);
+            let whole = run(&layer, &x, total, &threaded);
+            for (first, rows) in [(0, 1), (7, 1), (100, 2), (40, 3), (60, 9), (120, 17), (1, 80)] {
+                let part = run(&layer, &x[first * inputs..(first + rows) * inputs], rows, &sequential);
+                let expected = &whole[first * outputs..(first + rows) * outputs];
+                assert_eq!(part[..], *expected, "{bits:?}: rows {first}.. in {rows}");
+            }
+            let weights = layer.weights();
+            let group = Path::detect().group();
+            let activations = quantize(&x, total, weights.blocks, (Path::Portable, group), &sequential);
+            for row in [0, 5, 77, 149] {
+                for n in [0, 1, 63, 64, 199] {
+                    let mut expected = dot_portable(&weights, &activations, row, n);
+                    let sums = &activations.sums[row * weights.blocks..][..weights.blocks];
+                    let out = std::slice::from_mut(&mut expected);
+                    add_offsets(Path::Portable, out, sums, &layer.offsets, outputs, n);
+                    let path = Path::detect();
+                    assert_eq!(whole[row * outputs + n], expected, "{bits:?}: row {row} output {n} on {path:?}");
+                }
             }
         }
     }
@@ -842,20 +1060,24 @@ mod tests {
             eprintln!("no AVX-512 VNNI: nothing to compare");
             return;
         }
-        let layer = Layer::new(96, 576, 12);
-        let x = Noise(13).floats(7 * 576, 2.0);
-        let activations = quantize(&x, 7, layer.blocks, (Path::Avx2, 2), &sequential);
-        let (mut avx2, mut vnni) = ([[0.0; TILE_ROWS]; 4], [[0.0; TILE_ROWS]; 4]);
-        for (rows, columns) in [((0, 4), (0, 2)), ((4, 3), (8, 4)), ((6, 1), (90, 4))] {
-            dot_tile(Path::Avx2, &layer.weights(), &activations, rows, columns, &mut avx2);
-            dot_tile(Path::Vnni, &layer.weights(), &activations, rows, columns, &mut vnni);
-            assert_eq!(avx2, vnni);
+        for bits in BOTH {
+            let layer = Layer::with_bits(bits, 96, 576, 12);
+            let x = Noise(13).floats(7 * 576, 2.0);
+            let activations = quantize(&x, 7, layer.blocks, (Path::Avx2, 2), &sequential);
+            let (mut avx2, mut vnni) = ([[0.0; TILE_ROWS]; 4], [[0.0; TILE_ROWS]; 4]);
+            for (rows, columns) in [((0, 4), (0, 2)), ((4, 3), (8, 4)), ((6, 1), (90, 4))] {
+                dot_tile(Path::Avx2, &layer.weights(), &activations, rows, columns, &mut avx2);
+                dot_tile(Path::Vnni, &layer.weights(), &activations, rows, columns, &mut vnni);
+                assert_eq!(avx2, vnni, "{bits:?}");
+            }
         }
     }
 
     /// Each SIMD path this machine has gives the bits of the plain-Rust mirror of its order
-    /// (four blocks per step on the 512-bit path, two on the others), for block counts that
-    /// fill the last step and that do not, in every tile shape.
+    /// (four blocks per step on the 512-bit path, two on the others), for both widths of
+    /// weights, block counts that fill the last step and that do not, in every tile shape, and
+    /// for the largest sums there are (every weight and value at its extreme: no integer sum
+    /// may saturate).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn every_path_gives_the_bits_of_its_portable_mirror() {
@@ -869,9 +1091,17 @@ mod tests {
         if !avx2_and_fma() {
             return;
         }
-        for (blocks, seed) in [(1, 20), (3, 21), (18, 22), (48, 23), (6, 24)] {
-            let layer = Layer::new(12, blocks * BLOCK, seed);
-            let x = Noise(seed + 50).floats(5 * blocks * BLOCK, 2.0);
+        let cases = [(1, 20), (3, 21), (18, 22), (48, 23), (6, 24), (5, 0)];
+        for (bits, (blocks, seed)) in BOTH.into_iter().flat_map(|bits| cases.map(|case| (bits, case))) {
+            let mut layer = Layer::with_bits(bits, 12, blocks * BLOCK, seed);
+            let mut x = Noise(seed + 50).floats(5 * blocks * BLOCK, 2.0);
+            if seed == 0 {
+                // Extremes: the largest stored weights against ±127, and the smallest.
+                let half = layer.packed.len() / 2;
+                layer.packed[..half].fill(0xff);
+                layer.packed[half..].fill(0);
+                x.iter_mut().enumerate().for_each(|(i, v)| *v = if i % 64 < 32 { 2.0 } else { -2.0 });
+            }
             for &path in &paths {
                 let simd = quantize(&x, 5, blocks, (path, path.group()), &sequential);
                 let mirror = quantize(&x, 5, blocks, (Path::Portable, path.group()), &sequential);
@@ -884,7 +1114,8 @@ mod tests {
                         for (r, &got) in got.iter().enumerate().take(rows.1) {
                             let (row, output) = (rows.0 + r, columns.0 + c);
                             let expected = dot_portable(&layer.weights(), &mirror, row, output);
-                            assert_eq!(got, expected, "{path:?}, {blocks} blocks, row {row} output {output}");
+                            let case = format!("{bits:?} on {path:?}, {blocks} blocks, row {row} output {output}");
+                            assert_eq!(got, expected, "{case}");
                         }
                     }
                 }
@@ -912,22 +1143,27 @@ mod timing {
     /// `cargo test --release --lib engine::linear::kernel::timing -- --ignored --nocapture`:
     /// the median CPU time of one call, one thread, the weights warm in the cache (the gate and
     /// up projections, N 3,072 × K 576, and the down projection, N 576 × K 1,536, of
-    /// SmolLM2-135M) for a decode step, a draft and a prefill chunk. Compare with
+    /// SmolLM2-135M, 4-bit; its 8-bit LM head, N 49,152 × K 576, whose 28 MB stream from
+    /// memory) for a decode step, a draft and a prefill chunk. Compare with
     /// `.venv/bin/python benches/linear_kernel.py`.
     #[test]
     #[ignore]
     fn time_multiply() {
-        for (outputs, inputs) in [(3072usize, 576usize), (576, 1536)] {
+        for (bits, outputs, inputs) in
+            [(Bits::Four, 3072usize, 576usize), (Bits::Four, 576, 1536), (Bits::Eight, 49152, 576)]
+        {
             let blocks = inputs / BLOCK;
-            let nibbles: Vec<u8> = (0..outputs * blocks * BLOCK_BYTES).map(|i| (i * 7 % 251) as u8).collect();
+            let packed: Vec<u8> = (0..outputs * blocks * bits.block_bytes()).map(|i| (i * 7 % 251) as u8).collect();
             let scales: Vec<f32> = (0..outputs * blocks).map(|i| (i % 13) as f32 * 1e-3).collect();
             let offsets: Vec<f32> = (0..outputs * blocks).map(|i| (i % 11) as f32 * 1e-3).collect();
-            let weights = Weights { outputs, blocks, nibbles: &nibbles, scales: &scales, offsets: Some(&offsets) };
+            let offsets = (bits == Bits::Four).then_some(&offsets[..]);
+            let weights = Weights { bits, outputs, blocks, packed: &packed, scales: &scales, offsets };
             let paths = match Path::detect() {
                 Path::Vnni512 => vec![Path::Vnni512, Path::Vnni],
                 path => vec![path],
             };
-            for (rows, path) in [1usize, 2, 8, 128].into_iter().flat_map(|rows| paths.iter().map(move |&p| (rows, p))) {
+            let rows = if bits == Bits::Four { &[1usize, 2, 8, 128][..] } else { &[1, 2, 8] };
+            for (rows, path) in rows.iter().flat_map(|&rows| paths.iter().map(move |&p| (rows, p))) {
                 let x: Vec<f32> = (0..rows * inputs).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
                 let mut out = vec![0.0; rows * outputs];
                 let seq = |count: usize, unit: &(dyn Fn(usize) + Sync)| (0..count).for_each(unit);
@@ -941,7 +1177,7 @@ mod timing {
                 times.sort_by(f64::total_cmp);
                 let (median, least) = (times[times.len() / 2], times[0]);
                 eprintln!(
-                    "nib linear N {outputs} K {inputs} rows {rows} ({path:?}): median {median:.4} ms CPU per call (least {least:.4})"
+                    "nib linear {bits:?} N {outputs} K {inputs} rows {rows} ({path:?}): median {median:.4} ms CPU per call (least {least:.4})"
                 );
             }
         }

@@ -100,6 +100,40 @@ mod tests {
         rows
     }
 
+    /// With nib's kernels in every matrix product (the 8-bit LM head included) and in the
+    /// attention, a decode step runs its lone token alone, and its logits are, bit for bit, that
+    /// token's row in a longer run (a draft, a chunk). With ONNX Runtime's MatMulNBits left in
+    /// the graph, the lone token is padded to two rows (`DecoderSession::forward_rows`).
+    #[test]
+    fn a_lone_token_runs_alone_and_gives_its_row_of_a_longer_run() {
+        let Some(dir) = default_model() else { return };
+        let files = model::load(&dir).unwrap();
+        let ids = files.tokenizer.encode("def area(width, height):\n    return width * height\n", false).unwrap();
+        let ids = ids.get_ids();
+        let load = |kernels| {
+            let environment = runtime::environment(None).unwrap();
+            DecoderSession::load_with_kernels(environment, &files.onnx, 2, files.kv_layout, 4096, kernels).unwrap()
+        };
+        let mut session = load(Kernels { attention: true, linear: true });
+        if !super::kernel::avx2_and_fma() {
+            assert!(!session.rows_independent(), "ONNX Runtime's MatMulNBits runs: padded");
+            return;
+        }
+        assert!(session.rows_independent(), "no kernel of ONNX Runtime's that depends on the row count is left");
+        let (prefix, next) = (&ids[..ids.len() - 2], &ids[ids.len() - 2..]);
+        let mut alone = session.empty_cache().unwrap();
+        session.forward(&mut alone, prefix, None).unwrap();
+        let first = session.forward(&mut alone, &next[..1], None).unwrap();
+        let second = session.forward(&mut alone, &next[1..], None).unwrap();
+        let mut together = session.empty_cache().unwrap();
+        session.forward(&mut together, prefix, None).unwrap();
+        let rows = session.forward_rows(&mut together, next, 2, None).unwrap();
+        assert_eq!(first[..], rows[..first.len()], "a lone token's logits are its row of the two-token run");
+        assert_eq!(second[..], rows[first.len()..], "and the cache it left gives the next row's");
+        assert_eq!(alone.tokens, together.tokens);
+        assert!(!load(Kernels { attention: true, linear: false }).rows_independent());
+    }
+
     #[derive(Clone, Copy, PartialEq, Eq)]
     enum Linear {
         Nib,

@@ -1,6 +1,6 @@
-//! The ONNX Runtime custom operator: a 4-bit MatMulNBits (block 32, no zero points) with the
-//! converter's optional offsets as a fourth input, `kernel::multiply` on the session's
-//! intra-op threads. Inputs: activations `[..., K]` f32, `qweight` uint8 `[N, K/32, 16]`,
+//! The ONNX Runtime custom operator: a 4- or 8-bit MatMulNBits (block 32, no zero points) with
+//! the converter's optional offsets as a fourth input, `kernel::multiply` on the session's
+//! intra-op threads. Inputs: activations `[..., K]` f32, `qweight` uint8 `[N, K/32, 16 or 32]`,
 //! `scales` f32 `[N * K/32]`, optional `offsets` f32 `[K/32, N]`; output `[..., N]` f32.
 //! The weights are the initializers as ONNX Runtime holds them (mapped from the weights
 //! file), never copied.
@@ -8,7 +8,7 @@
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType::{Float32, Uint8};
 
-use super::kernel::{self, BLOCK, Weights};
+use super::kernel::{self, BLOCK, Bits, Weights};
 
 const INPUT: usize = 0;
 const QWEIGHT: usize = 1;
@@ -19,6 +19,7 @@ pub(crate) struct QuantizedLinear;
 
 /// The node's attributes.
 pub(crate) struct LinearKernel {
+    bits: Bits,
     inputs: usize,
     outputs: usize,
 }
@@ -53,10 +54,12 @@ impl Operator for QuantizedLinear {
             int(name).filter(|&n| n > 0).map(|n| n as usize).ok_or_else(|| error(format!("{name} missing")))
         };
         let (inputs, outputs) = (positive("K")?, positive("N")?);
-        if int("bits") != Some(4) || int("block_size") != Some(BLOCK as i64) || !inputs.is_multiple_of(BLOCK) {
-            return Err(error(format!("implements 4 bits in blocks of {BLOCK} for K a multiple of {BLOCK}")));
-        }
-        Ok(LinearKernel { inputs, outputs })
+        let bits = int("bits").and_then(Bits::from_attribute);
+        let Some(bits) = bits.filter(|_| int("block_size") == Some(BLOCK as i64) && inputs.is_multiple_of(BLOCK))
+        else {
+            return Err(error(format!("implements 4 or 8 bits in blocks of {BLOCK} for K a multiple of {BLOCK}")));
+        };
+        Ok(LinearKernel { bits, inputs, outputs })
     }
 }
 
@@ -69,7 +72,7 @@ impl Kernel for LinearKernel {
         }
         let rows = x.len() / self.inputs;
         let qweight = context.input(QWEIGHT)?.ok_or_else(|| error("no qweight"))?;
-        let (_, nibbles) = qweight.try_extract_tensor::<u8>()?;
+        let (_, packed) = qweight.try_extract_tensor::<u8>()?;
         let scales = context.input(SCALES)?.ok_or_else(|| error("no scales"))?;
         let (_, scales) = scales.try_extract_tensor::<f32>()?;
         let offsets = context.input(OFFSETS)?;
@@ -78,18 +81,19 @@ impl Kernel for LinearKernel {
             None => None,
         };
         let blocks = self.inputs / BLOCK;
-        let (expected_nibbles, expected_scales) = (self.outputs * blocks * BLOCK / 2, self.outputs * blocks);
-        if nibbles.len() != expected_nibbles || scales.len() != expected_scales {
+        let (expected_bytes, expected_scales) =
+            (self.outputs * blocks * self.bits.block_bytes(), self.outputs * blocks);
+        if packed.len() != expected_bytes || scales.len() != expected_scales {
             return Err(error(format!(
-                "qweight and scales must hold {expected_nibbles} bytes and {expected_scales} scales, got {} and {}",
-                nibbles.len(),
+                "qweight and scales must hold {expected_bytes} bytes and {expected_scales} scales, got {} and {}",
+                packed.len(),
                 scales.len()
             )));
         }
         if offsets.is_some_and(|offsets| offsets.len() != expected_scales) {
             return Err(error(format!("offsets must hold {expected_scales} values ([K/32, N])")));
         }
-        let weights = Weights { outputs: self.outputs, blocks, nibbles, scales, offsets };
+        let weights = Weights { bits: self.bits, outputs: self.outputs, blocks, packed, scales, offsets };
         let mut out_shape: Vec<i64> = shape.to_vec();
         *out_shape.last_mut().expect("checked above") = self.outputs as i64;
         let mut output = context.output(0, out_shape)?.ok_or_else(|| error("no output"))?;
