@@ -1318,7 +1318,7 @@ mod timing {
     }
 
     /// `cargo test --release --lib engine::attention::kernel::timing::time_decode -- --ignored --nocapture`:
-    /// decode (1 row, the 2 the engine runs for a lone token) and drafts (8 rows, and the 9 of
+    /// decode (1 row, and the 2 a lone token runs as where it is padded) and drafts (8 rows, and the 9 of
     /// the longest draft with the token before it) at depths 512, 2,048 and 4,096, 30 caches in
     /// turn as a step reads them; the 256-bit register tiles (the kernel before the 512-bit
     /// ones) and the 512-bit ones called in turn on one thread, so that the machine's load
