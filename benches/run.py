@@ -583,7 +583,7 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
                   f"median of {len(engine_int4['kvLayouts'][0]['sharedMs']['runs'])} run(s) each, `--layouts`): "
                   "the shared KV buffer nib uses against the "
                   "copying cache (each run returns past + new rows as new tensors that become the next past; "
-                  "with nib's graph it also cuts off the second position every run has, one more copy).", "",
+                  "where a lone token is padded to two rows, it also cuts off the second one, one more copy).", "",
                   "| prompt tokens | shared buffer ms | copying ms |", "|---|---|---|"]
         for r in engine_int4["kvLayouts"]:
             lines.append(f"| {r['promptTokens']} | {fmt(r['sharedMs'], 1)} | {fmt(r['copyingMs'], 1)} |")

@@ -1145,10 +1145,11 @@ mod tests {
 
     #[test]
     fn decode_and_chunks_match_the_reference() {
-        // Decode (the engine pads a lone token to two rows; past 1,100: two units of blocks),
-        // a first prefill, a prefill chunk after a past, a speculative draft, a shared buffer
-        // with unused rows past the cache.
-        let cases = [(0, 1, 1), (0, 2, 2), (300, 2, 512), (1100, 2, 1280), (0, 40, 40), (77, 33, 256), (129, 7, 136)];
+        // Decode (one row, and the two a lone token runs as where the engine pads it; past
+        // 1,100: two units of blocks), a first prefill, a prefill chunk after a past, a
+        // speculative draft, a shared buffer with unused rows past the cache.
+        let decode = [(0, 1, 1), (0, 2, 2), (300, 1, 512), (300, 2, 512), (1100, 1, 1280), (1100, 2, 1280)];
+        let cases = decode.into_iter().chain([(0, 40, 40), (77, 33, 256), (129, 7, 136)]);
         for (past, rows, stride) in cases {
             check(Case { dims: smollm(), past, rows, stride }, 7 + past as u64 + rows as u64);
         }
@@ -1170,8 +1171,8 @@ mod tests {
         check(Case { dims: windowed, past: 100, rows: 30, stride: 130 }, 4);
     }
 
-    /// A row gives the same bits alone (decode, and the two rows the engine runs for a lone
-    /// token), in a draft and in a prefill chunk, past several units of blocks, on every path
+    /// A row gives the same bits alone (decode, and the two rows a lone token runs as where
+    /// the engine pads it), in a draft and in a prefill chunk, past several units of blocks, on every path
     /// of register tiles the CPU has.
     #[test]
     fn a_row_does_not_depend_on_the_rows_run_with_it() {
@@ -1285,7 +1286,8 @@ mod timing {
 
     /// `cargo test --release --lib engine::attention::kernel::timing -- --ignored --nocapture`:
     /// the median CPU time of one call (one layer), one thread, the cache warm; the same cases
-    /// as `benches/attention_kernel.py` (decode pads a lone token to two rows, as the engine).
+    /// as `benches/attention_kernel.py` (decode as two rows, as the engine runs a lone token
+    /// where ONNX Runtime's MatMulNBits is left in the graph).
     #[test]
     #[ignore]
     fn time_attend() {
