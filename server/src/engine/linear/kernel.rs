@@ -61,7 +61,7 @@ impl Bits {
         }
     }
 
-    pub fn block_bytes(self) -> usize {
+    pub const fn block_bytes(self) -> usize {
         match self {
             Bits::Four => BLOCK / 2,
             Bits::Eight => BLOCK,
@@ -77,11 +77,12 @@ impl Bits {
         }
     }
 
-    /// The zero point over 8 (the activations' zero points are −8 × each lane's sum).
-    fn zero_point_factor(self) -> i32 {
+    /// The zero point over 8, as a power of two (the activations' zero points are −8 × each
+    /// lane's sum; 8-bit weights need 16 times that).
+    const fn zero_point_shift(self) -> u32 {
         match self {
-            Bits::Four => 1,
-            Bits::Eight => 16,
+            Bits::Four => 0,
+            Bits::Eight => 4,
         }
     }
 }
@@ -512,7 +513,7 @@ fn dot_portable(weights: &Weights<'_>, activations: &Activations, row: usize, co
         let values = &activations.values[at * group * BLOCK..][..group * BLOCK];
         for (lane, total) in lanes.iter_mut().enumerate() {
             let (block, first) = (group * step + lane / 4, 8 * (lane % 4));
-            let mut sum = activations.zero_points[at * 4 * group + lane] * weights.bits.zero_point_factor();
+            let mut sum = activations.zero_points[at * 4 * group + lane] << weights.bits.zero_point_shift();
             let mut scale = 0.0;
             if block < blocks {
                 let packed = &weights.packed[(column * blocks + block) * bytes..][..bytes];
@@ -556,7 +557,8 @@ unsafe fn reduce_avx(v: __m256) -> f32 {
 /// dot product folds its zero point in.
 #[cfg(target_arch = "x86_64")]
 trait Format {
-    const BLOCK_BYTES: usize;
+    const BITS: Bits;
+    const BLOCK_BYTES: usize = Self::BITS.block_bytes();
 
     /// Blocks `block` and `block + 1` at `packed` and `scales` (without the second block,
     /// `complete` false, its half is zero).
@@ -567,8 +569,17 @@ trait Format {
     unsafe fn unpack_quad(packed: *const u8, scales: *const f32, present: usize) -> (__m512i, __m512i, __m512);
 
     /// The activations' zero points (−8 × each lane's sum) for this format's zero point.
-    unsafe fn zero_points_256(zero_point: __m256i) -> __m256i;
-    unsafe fn zero_points_512(zero_point: __m512i) -> __m512i;
+    #[inline(always)]
+    unsafe fn zero_points_256(zero_point: __m256i) -> __m256i {
+        // SAFETY: the caller's tile runs with AVX2.
+        unsafe { _mm256_sll_epi32(zero_point, _mm_cvtsi32_si128(Self::BITS.zero_point_shift() as i32)) }
+    }
+
+    #[inline(always)]
+    unsafe fn zero_points_512(zero_point: __m512i) -> __m512i {
+        // SAFETY: the caller's tile runs with AVX-512 F.
+        unsafe { _mm512_sll_epi32(zero_point, _mm_cvtsi32_si128(Self::BITS.zero_point_shift() as i32)) }
+    }
 
     /// `zero_point` + the dot products of each lane's weights and values, with AVX2 alone.
     unsafe fn dot_avx2(zero_point: __m256i, even: __m256i, x_even: __m256i, odd: __m256i, x_odd: __m256i) -> __m256i;
@@ -612,7 +623,7 @@ fn first_bytes(count: usize) -> u64 {
 
 #[cfg(target_arch = "x86_64")]
 impl Format for Nibbles {
-    const BLOCK_BYTES: usize = BLOCK / 2;
+    const BITS: Bits = Bits::Four;
 
     #[inline(always)]
     unsafe fn unpack_pair(packed: *const u8, scales: *const f32, complete: bool) -> (__m256i, __m256i, __m256) {
@@ -641,16 +652,6 @@ impl Format for Nibbles {
     }
 
     #[inline(always)]
-    unsafe fn zero_points_256(zero_point: __m256i) -> __m256i {
-        zero_point
-    }
-
-    #[inline(always)]
-    unsafe fn zero_points_512(zero_point: __m512i) -> __m512i {
-        zero_point
-    }
-
-    #[inline(always)]
     unsafe fn dot_avx2(zero_point: __m256i, even: __m256i, x_even: __m256i, odd: __m256i, x_odd: __m256i) -> __m256i {
         // |sum| ≤ 2 × 2 × 15 × 127 per 16-bit lane: no saturation.
         unsafe {
@@ -666,7 +667,7 @@ const EVEN_THEN_ODD: [i8; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 1
 
 #[cfg(target_arch = "x86_64")]
 impl Format for Bytes {
-    const BLOCK_BYTES: usize = BLOCK;
+    const BITS: Bits = Bits::Eight;
 
     #[inline(always)]
     unsafe fn unpack_pair(packed: *const u8, scales: *const f32, complete: bool) -> (__m256i, __m256i, __m256) {
@@ -698,16 +699,6 @@ impl Format for Bytes {
             let odd = _mm512_permutex2var_epi64(first, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), second);
             (even, odd, quad_scales(scales, present))
         }
-    }
-
-    #[inline(always)]
-    unsafe fn zero_points_256(zero_point: __m256i) -> __m256i {
-        unsafe { _mm256_slli_epi32::<4>(zero_point) }
-    }
-
-    #[inline(always)]
-    unsafe fn zero_points_512(zero_point: __m512i) -> __m512i {
-        unsafe { _mm512_slli_epi32::<4>(zero_point) }
     }
 
     /// `maddubs` would saturate on whole bytes: each weight is split into its two nibbles,
