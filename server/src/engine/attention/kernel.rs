@@ -26,10 +26,11 @@ pub(crate) const BLOCK: usize = 256;
 /// block read once for all rows), else by tiles of rows (prefill).
 const FEW_ROWS: usize = 16;
 
-/// Blocks of keys one decode unit runs in turn (1,024 keys, of one KV head or two), each
-/// block's keys and values prefetched into L2 while the block before is computed: a decode step at long context reads
-/// its whole cache from memory once, and one block at a time the loads waited. Each block still
-/// gets its own partials, merged in block order, so the grouping changes no bit.
+/// The most blocks of keys one decode unit runs in turn (1,024 keys, of one KV head or two),
+/// each block's keys and values prefetched into L2 while the block before is computed: a decode
+/// step at long context reads its whole cache from memory once, and one block at a time the
+/// loads waited. Each block still gets its own partials, merged in block order, so the grouping
+/// changes no bit.
 const BLOCKS_PER_UNIT: usize = 4;
 
 /// Query rows per unit of work in prefill: with SmolLM2-135M's groups of 3 heads, 48 queries
@@ -177,6 +178,17 @@ fn attend_on(path: Path, call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>
     }
 }
 
+/// How many units decode's `pairs` (KV head, block) pairs are cut into, unit `u` running pairs
+/// `u * pairs / units..(u + 1) * pairs / units`: as few as keep every unit within
+/// `BLOCKS_PER_UNIT` pairs, in an even number, so that the units, whose sizes differ by one pair
+/// at most, share out evenly between two threads. Units of four at fixed boundaries made 3 of
+/// 12 pairs (SmolLM2-135M's 3 KV heads, 769 to 1,024 keys) and 2 of 6 (4 and 2 pairs): one thread
+/// of two ran twice the other's pairs while the other waited.
+fn decode_units(pairs: usize) -> usize {
+    let units = pairs.div_ceil(BLOCKS_PER_UNIT);
+    (units + units % 2).min(pairs)
+}
+
 /// Floats of one partial: maximum, sum, then the weighted values.
 fn partial_len(dims: &Dims) -> usize {
     dims.head_dim + 2
@@ -187,11 +199,9 @@ fn blocks(call: &Call<'_>) -> usize {
 }
 
 /// Decode and short drafts: the (KV head, block of keys) pairs, KV head by KV head and block by
-/// block (fixed boundaries counted from key 0), are cut into units of `BLOCKS_PER_UNIT`; each
-/// unit computes its blocks' partials of every row and query head of the group, and then one
-/// unit per KV head merges them in block order. Cut across KV heads, the units cost about the
-/// same: with SmolLM2-135M's 3 KV heads, a cache of two or four blocks made 3 units of a KV head
-/// each, one thread of two running two of them.
+/// block (fixed boundaries counted from key 0), are cut into `decode_units`; each unit computes
+/// its blocks' partials of every row and query head of the group, and then one unit per KV
+/// head merges them in block order.
 fn attend_by_blocks(path: Path, call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>) {
     let dims = call.dims;
     let (blocks, group, plen) = (blocks(call), dims.group(), partial_len(dims));
@@ -199,9 +209,10 @@ fn attend_by_blocks(path: Path, call: &Call<'_>, out: &mut [f32], for_each: ForE
     let pairs = dims.kv_heads * blocks;
     let mut partials = vec![0.0f32; pairs * per_block];
     let shared = Shared(partials.as_mut_ptr());
-    for_each(pairs.div_ceil(BLOCKS_PER_UNIT), &|unit| {
-        let end = ((unit + 1) * BLOCKS_PER_UNIT).min(pairs);
-        for pair in unit * BLOCKS_PER_UNIT..end {
+    let units = decode_units(pairs);
+    for_each(units, &|unit| {
+        let end = (unit + 1) * pairs / units;
+        for pair in unit * pairs / units..end {
             // SAFETY: the unit owns its pairs' partials.
             let slots = unsafe { shared.slice(pair * per_block, per_block) };
             let next = (pair + 1 < end).then_some(((pair + 1) / blocks, (pair + 1) % blocks));
@@ -1041,6 +1052,19 @@ pub(crate) fn exp(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_units_are_even_and_near_equal() {
+        assert_eq!([1, 3, 6, 9, 12, 48].map(decode_units), [1, 2, 2, 4, 4, 12]);
+        for pairs in 1..=200 {
+            let units = decode_units(pairs);
+            assert!(units.is_multiple_of(2) || units == pairs, "{pairs} pairs: {units} units");
+            let sizes: Vec<usize> = (0..units).map(|u| (u + 1) * pairs / units - u * pairs / units).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), pairs, "{pairs} pairs: every pair once");
+            let (least, most) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            assert!(*least >= 1 && most - least <= 1 && *most <= BLOCKS_PER_UNIT, "{pairs} pairs: {sizes:?}");
+        }
+    }
 
     /// A small deterministic generator (xorshift), values in -1..1.
     struct Noise(u64);
