@@ -764,16 +764,19 @@ mod fma64 {
                     to.copy_from_slice(query(n).query);
                 }
                 let scale = call.dims.scale;
-                // Fewer queries, more keys or dimensions a step: 24 accumulators or more.
+                // Fewer queries, more keys or dimensions a step: 24 accumulators or more, but a
+                // lone row's 3 queries (a decode step) take 12 rather than compute 3 stale ones.
                 match in_tile {
-                    0..=6 => scores::<6, 4>(queries, keys, scale, weights, panels, keys_ahead),
+                    0..=3 => scores::<3, 4>(queries, keys, scale, weights, panels, keys_ahead),
+                    4..=6 => scores::<6, 4>(queries, keys, scale, weights, panels, keys_ahead),
                     7..=12 => scores::<12, 2>(queries, keys, scale, weights, panels, keys_ahead),
                     13..=24 => scores::<24, 1>(queries, keys, scale, weights, panels, keys_ahead),
                     _ => scores::<27, 1>(queries, keys, scale, weights, panels, keys_ahead),
                 }
                 own_softmax(call, block, (first, len), weights, slots, |n| query(n).row);
                 match in_tile {
-                    0..=6 => weighted::<6, 4>(weights, values, slots, in_tile, values_ahead),
+                    0..=3 => weighted::<3, 4>(weights, values, slots, in_tile, values_ahead),
+                    4..=6 => weighted::<6, 4>(weights, values, slots, in_tile, values_ahead),
                     7..=12 => weighted::<12, 2>(weights, values, slots, in_tile, values_ahead),
                     13..=24 => weighted::<24, 1>(weights, values, slots, in_tile, values_ahead),
                     _ => weighted::<27, 1>(weights, values, slots, in_tile, values_ahead),
@@ -1230,8 +1233,8 @@ mod tests {
     }
 
     /// The 512-bit register tiles give the 256-bit ones' bits, for a lone row's 3 queries a
-    /// tile, a decode step's 6, 9 and 12, drafts' 24 and 27, 40 (27 and 13) with 8 heads per KV
-    /// head, and a prefill tile's 48 (27 and 21).
+    /// tile (and 2, with 2 heads per KV head), a decode step's 6, 9 and 12, drafts' 24 and 27,
+    /// 40 (27 and 13) with 8 heads per KV head, and a prefill tile's 48 (27 and 21).
     #[test]
     fn the_avx2_and_avx512_paths_agree_bit_for_bit() {
         if Path::detect() != Path::Avx512 {
@@ -1249,7 +1252,8 @@ mod tests {
         let windowed = Dims { window: Some(100), ..smollm() };
         let grouped = Dims { heads: 8, kv_heads: 1, head_dim: 64, scale: 0.125, softcap: 0.0, window: None };
         let capped = Dims { softcap: 3.0, ..smollm() };
-        let more = [(windowed, 300, 40), (grouped, 200, 5), (capped, 500, 3), (smollm(), 250, 60)];
+        let pairs = Dims { heads: 4, kv_heads: 2, ..smollm() };
+        let more = [(windowed, 300, 40), (grouped, 200, 5), (capped, 500, 3), (smollm(), 250, 60), (pairs, 400, 1)];
         for (seed, (dims, past, rows)) in cases.into_iter().chain(more).enumerate() {
             let stride = past + rows + 3;
             let mut noise = Noise(seed as u64 + 21);
