@@ -506,8 +506,8 @@ mod fma64 {
             std::cell::RefCell::new(Box::new([0.0; D * BLOCK]));
     }
 
-    /// The register tiles of `block_partials`, six queries at a time, over the keys
-    /// `first..first + len` (`transposed`) and their `values`.
+    /// The register tiles of `block_partials`, six queries at a time (a lone row's three in
+    /// tiles of three), over the keys `first..first + len` (`transposed`) and their `values`.
     #[target_feature(enable = "avx2,fma,f16c")]
     fn tiles(
         call: &Call<'_>,
@@ -524,9 +524,18 @@ mod fma64 {
             let inputs: [&[f32]; QUERIES] =
                 std::array::from_fn(|n| if n < in_tile { query(n).query } else { &zero[..] });
             let mut weights = [[0.0f32; BLOCK]; QUERIES];
-            scores(&inputs, transposed, len, call.dims.scale, &mut weights, keys_ahead);
+            let scale = call.dims.scale;
+            if in_tile <= 3 {
+                scores::<3>(&inputs, transposed, len, scale, &mut weights, keys_ahead);
+            } else {
+                scores::<QUERIES>(&inputs, transposed, len, scale, &mut weights, keys_ahead);
+            }
             own_softmax(call, block, (first, len), &mut weights, slots, |n| query(n).row);
-            weighted(&weights, values, slots, in_tile, values_ahead);
+            if in_tile <= 3 {
+                weighted::<3>(&weights, values, slots, in_tile, values_ahead);
+            } else {
+                weighted::<QUERIES>(&weights, values, slots, in_tile, values_ahead);
+            }
         }
     }
 
@@ -627,11 +636,11 @@ mod fma64 {
         }
     }
 
-    /// `out[n][j] = (queries[n] · key j) · scale` for the first `len` keys (rounded up to
-    /// `WIDE`), from the transposed keys: one broadcast query element times a row of 16 keys'
-    /// elements per FMA pair.
+    /// `out[n][j] = (queries[n] · key j) · scale` for the first `Q` queries and the first `len`
+    /// keys (rounded up to `WIDE`), from the transposed keys: one broadcast query element times
+    /// a row of 16 keys' elements per FMA pair.
     #[target_feature(enable = "avx2,fma")]
-    fn scores(
+    fn scores<const Q: usize>(
         queries: &[&[f32]; QUERIES],
         transposed: &[f32; D * BLOCK],
         len: usize,
@@ -639,6 +648,7 @@ mod fma64 {
         out: &mut [[f32; BLOCK]; QUERIES],
         ahead: &mut Ahead,
     ) {
+        const { assert!(Q <= QUERIES) };
         let scale = _mm256_set1_ps(scale);
         assert!(queries.iter().all(|q| q.len() == D));
         for j in (0..len).step_by(WIDE) {
@@ -646,7 +656,7 @@ mod fma64 {
             ahead.lines(WIDE * D * 2 / 64);
             // SAFETY: j + WIDE <= BLOCK (j, a multiple of WIDE, is below len <= BLOCK), p < D.
             unsafe {
-                let mut acc = [[_mm256_setzero_ps(); 2]; QUERIES];
+                let mut acc = [[_mm256_setzero_ps(); 2]; Q];
                 for p in 0..D {
                     let row = transposed.as_ptr().add(panel_at(j, p));
                     let (k0, k1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
@@ -673,16 +683,23 @@ mod fma64 {
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(from.cast())) }
     }
 
-    /// `slots[n][2..] = Σ_j weights[n][j] · values[j]` for the first `count` queries (the
-    /// values' rows in order), 16 dimensions at a time.
+    /// `slots[n][2..] = Σ_j weights[n][j] · values[j]` for the first `count` (at most `Q`)
+    /// queries (the values' rows in order), 16 dimensions at a time.
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn weighted(weights: &[[f32; BLOCK]; QUERIES], values: &[f16], slots: &mut [f32], count: usize, ahead: &mut Ahead) {
+    fn weighted<const Q: usize>(
+        weights: &[[f32; BLOCK]; QUERIES],
+        values: &[f16],
+        slots: &mut [f32],
+        count: usize,
+        ahead: &mut Ahead,
+    ) {
+        const { assert!(Q <= QUERIES) };
         let (rows, plen) = (values.len() / D, D + 2);
-        assert!(rows <= BLOCK && slots.len() >= count * plen);
+        assert!(rows <= BLOCK && count <= Q && slots.len() >= count * plen);
         for dim in (0..D).step_by(WIDE) {
             // SAFETY: j < rows <= BLOCK, dim + WIDE <= D, n < count, slots hold count partials.
             unsafe {
-                let mut acc = [[_mm256_setzero_ps(); 2]; QUERIES];
+                let mut acc = [[_mm256_setzero_ps(); 2]; Q];
                 for j in 0..rows {
                     // One line of the next block's values per row: all of them within two passes.
                     ahead.lines(1);
