@@ -628,6 +628,9 @@ pub fn imports(language: Language, tree: &Tree) -> Vec<Range<usize>> {
     let query = &language.queries().imports;
     let root = tree.root_node();
     let mut cursor = QueryCursor::new();
+    // Only the root's children are kept: the cursor need not walk the rest of the tree (in a
+    // 10k-line file that walk took tens of milliseconds per completion).
+    cursor.set_max_start_depth(Some(1));
     let mut matches = cursor.matches(query, root, &[] as &[u8]);
     let mut found = Vec::new();
     while let Some(matched) = matches.next() {
