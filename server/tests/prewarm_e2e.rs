@@ -113,3 +113,40 @@ fn a_typing_pause_and_a_focus_prewarm_so_the_next_completion_is_a_cache_hit() {
     );
     server.shutdown();
 }
+
+/// A burst of opens (a restored session, many files opened at once) warms the last file only:
+/// each open's warm-up waits until the main loop has read the rest of the burst, instead of
+/// queuing a warm-up per file that the next open cancels while the main loop falls behind.
+#[test]
+fn a_burst_of_opens_warms_the_last_file_only() {
+    let Some(model) = default_model() else { return };
+    let workspace = Workspace::new("prewarm-burst");
+    let settings = json!({ "modelPath": model, "threads": 2, "context": { "workspace": false } });
+    let mut server = TestServer::ready_at(&workspace.root, settings);
+    let text = workspace.read("cart.py");
+    let uris: Vec<String> = (0..8).map(|n| workspace.uri(&format!("cart_{n}.py"))).collect();
+    let mut burst = Vec::new();
+    for uri in &uris {
+        let open = json!({ "jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {
+            "textDocument": { "uri": uri, "languageId": "python", "version": 1, "text": text } } });
+        let body = serde_json::to_vec(&open).unwrap();
+        burst.extend(format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes());
+        burst.extend(body);
+    }
+    server.send_raw(&burst);
+    let last = uris.last().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let prewarm = loop {
+        let prewarm = server.inspect(last, None)["prewarm"].clone();
+        if prewarm["uri"] == *last && prewarm["warmed"] == true && prewarm["running"] == false {
+            break prewarm;
+        }
+        assert!(Instant::now() < deadline, "the last file opened was not warmed: {prewarm}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // One warm-up; a second only if the main loop found its queue empty between two frames of
+    // the burst (the reader thread had not parsed the next one yet).
+    let queued = prewarm["queued"].as_u64().unwrap();
+    assert!((1..=2).contains(&queued), "{queued} warm-ups for a burst of {} opens: {prewarm}", uris.len());
+    server.shutdown();
+}

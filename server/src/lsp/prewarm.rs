@@ -2,7 +2,7 @@
 //! completion will start with, so that completion reuses it instead of prefilling it. The
 //! target is where the user is: the document opened or focused (at the cursor the editor sent,
 //! or else just the stable head of its prompts), then the place of the last edit. It is warmed
-//! on open and focus, 300 ms after typing stops, and again whenever the workspace index answers
+//! on open (once the main loop has read the messages waiting) and focus, 300 ms after typing stops, and again whenever the workspace index answers
 //! for the target's document, because the retrieved code at the head of the prompt may have
 //! changed with it. Any real request cancels a pre-warm (`EngineHandle::submit`), keeping the
 //! work it did when its prompt extends the pre-warm's.
@@ -31,10 +31,20 @@ pub struct Target {
     pub running: Option<CancelToken>,
 }
 
-/// A document was opened: warm the stable head of its prompts.
+/// A document was opened: the stable head of its prompts is warmed once the main loop has no
+/// message waiting (`when_idle`), so a burst of opens (a restored session, many files opened at
+/// once) warms the last of them only, instead of queuing and cancelling a warm-up for each
+/// while the main loop still has the rest of the burst to read.
 pub fn opened(server: &mut Server, uri: &str) {
     retarget(server, uri, None);
-    warm(server);
+    server.completions.warm_when_idle = true;
+}
+
+/// The main loop has no message waiting: runs the warm-up an open deferred, if any.
+pub fn when_idle(server: &mut Server) {
+    if std::mem::take(&mut server.completions.warm_when_idle) {
+        warm(server);
+    }
 }
 
 /// A document was focused (`nib/didFocus`), with the cursor when the editor sent it.
@@ -79,6 +89,7 @@ pub fn pause_elapsed(server: &mut Server) {
 /// A real completion was submitted at `cursor` of `uri`: the target moves there, and the KV
 /// cache will hold that request's prompt, not the last pre-warm's.
 pub fn requested(server: &mut Server, uri: &str, cursor: usize) {
+    server.completions.warm_when_idle = false;
     retarget(server, uri, Some(cursor));
     if let Some(target) = &mut server.completions.warm {
         target.warmed = None;
@@ -116,6 +127,7 @@ pub fn status_json(server: &Server) -> Value {
         "warmed": target.warmed.is_some(),
         "running": target.running.as_ref().is_some_and(|token| !token.is_finished()),
         "withWorkspaceContext": target.with_index,
+        "queued": server.completions.warm_ups_queued,
     })
 }
 
@@ -180,5 +192,6 @@ fn submit(server: &mut Server, uri: &str, prompt: Vec<PromptPiece>) -> Option<Ca
             }
         }),
     });
+    server.completions.warm_ups_queued += 1;
     Some(token)
 }

@@ -305,6 +305,9 @@ impl Server {
                     }
                 }
             }
+            if incoming.is_empty() {
+                self.guarded("a pre-warm", super::prewarm::when_idle);
+            }
         }
     }
 

@@ -77,6 +77,11 @@ pub struct CompletionState {
     pub pause: Option<(Instant, String, usize)>,
     /// Where the next completion is expected, for pre-warming the KV cache (`lsp::prewarm`).
     pub warm: Option<crate::lsp::prewarm::Target>,
+    /// A warm-up of `warm` waits for the main loop to have no message waiting
+    /// (`prewarm::when_idle`).
+    pub warm_when_idle: bool,
+    /// Warm-ups queued since the server started (`nib/inspect`).
+    pub warm_ups_queued: u64,
 }
 
 /// How long after the last edit typing counts as paused: longer than most gaps between keys,
