@@ -101,8 +101,9 @@ fn suffix_end(rope: &Rope, cursor: usize, budget_bytes: usize, scope: Option<&Sc
     end.max(cursor)
 }
 
-/// Identifiers in `range` of `tree`, in order of first appearance.
-fn identifiers(tree: &Tree, rope: &Rope, range: Range<usize>) -> Vec<String> {
+/// The first `limit` distinct identifiers in `range` of `tree`, in order of first appearance
+/// (the walk stops there: a 10k-line file need not be walked whole).
+fn identifiers(tree: &Tree, rope: &Rope, range: Range<usize>, limit: usize) -> Vec<String> {
     let mut seen = HashSet::new();
     let mut names = Vec::new();
     let mut cursor = tree.walk();
@@ -113,6 +114,9 @@ fn identifiers(tree: &Tree, rope: &Rope, range: Range<usize>) -> Vec<String> {
             let name = rope.byte_slice(node.byte_range()).to_string();
             if name.len() > 1 && seen.insert(name.clone()) {
                 names.push(name);
+                if names.len() == limit {
+                    return names;
+                }
             }
         }
         if overlaps && cursor.goto_first_child() {
@@ -237,8 +241,7 @@ pub fn cross_file(
     }
     let rope = &document.rope;
     let whole = 0..rope.len_bytes();
-    let mut used = identifiers(tree, rope, whole);
-    used.truncate(MAX_SYMBOLS);
+    let used = identifiers(tree, rope, whole, MAX_SYMBOLS);
     let comment = comment_prefix(Some(language));
     let mut text = String::new();
     let snippets = definitions(&used, others, budget_bytes / 2, &mut sources);
