@@ -2,10 +2,11 @@
 //! completion will start with, so that completion reuses it instead of prefilling it. The
 //! target is where the user is: the document opened or focused (at the cursor the editor sent,
 //! or else just the stable head of its prompts), then the place of the last edit. It is warmed
-//! on open (once the main loop has read the messages waiting) and focus, 300 ms after typing stops, and again whenever the workspace index answers
-//! for the target's document, because the retrieved code at the head of the prompt may have
-//! changed with it. Any real request cancels a pre-warm (`EngineHandle::submit`), keeping the
-//! work it did when its prompt extends the pre-warm's.
+//! on open (once the main loop has read the messages waiting) and focus, 300 ms after typing
+//! stops, and again whenever the workspace index answers for the target's document, because
+//! the retrieved code at the head of the prompt may have changed with it. Any real request
+//! cancels a pre-warm (`EngineHandle::submit`), keeping the work it did when its prompt extends
+//! the pre-warm's.
 
 use ls_types::Position;
 use serde_json::{Value, json};
