@@ -96,6 +96,11 @@ impl GenerationRequest {
             single_line: false,
         }
     }
+
+    /// A prefill-only request: a pre-warm of the KV cache.
+    pub fn is_prewarm(&self) -> bool {
+        self.max_tokens == 0
+    }
 }
 
 /// What the observer tells the generator after each new piece of text.
@@ -319,7 +324,7 @@ impl Model {
         stats.reused_tokens = keep;
         stats.prefilled_tokens = prompt.len() - keep;
         let mut logits = Vec::new();
-        let chunk_size = if request.max_tokens == 0 { PREWARM_CHUNK } else { PREFILL_CHUNK };
+        let chunk_size = if request.is_prewarm() { PREWARM_CHUNK } else { PREFILL_CHUNK };
         for chunk in prompt[keep..].chunks(chunk_size) {
             Self::check_interrupt(request)?;
             let started = Instant::now();
@@ -471,7 +476,7 @@ impl Model {
         }
         stats.prompt_tokens = prompt.len();
         let held = self.cache.tokens.iter().zip(&prompt).take_while(|(cached, new)| cached == new).count();
-        if request.max_tokens == 0 && held + PREWARM_SLACK >= prompt.len() {
+        if request.is_prewarm() && held + PREWARM_SLACK >= prompt.len() {
             // A pre-warm the cache already holds: running it would only make the cache forget
             // what it holds after it (the line typed since, the suggestion) to redo a last token
             // or two, which a prompt cut at a line end may join differently from the text after.
