@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestServer, Workspace, default_model};
+use common::{TestServer, Workspace, default_model, frame};
 use serde_json::{Value, json};
 
 fn engine_stats(server: &mut TestServer, uri: &str) -> Value {
@@ -129,9 +129,7 @@ fn a_burst_of_opens_warms_the_last_file_only() {
     for uri in &uris {
         let open = json!({ "jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {
             "textDocument": { "uri": uri, "languageId": "python", "version": 1, "text": text } } });
-        let body = serde_json::to_vec(&open).unwrap();
-        burst.extend(format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes());
-        burst.extend(body);
+        burst.extend(frame(&serde_json::to_vec(&open).unwrap()));
     }
     server.send_raw(&burst);
     let last = uris.last().unwrap();

@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{Random, TestServer, fixture_model};
+use common::{Random, TestServer, fixture_model, frame};
 use serde_json::{Value, json};
 
 const METHODS: &[&str] = &[
@@ -106,9 +106,7 @@ fn lone_surrogate_request(random: &mut Random, id: i64) -> Vec<u8> {
         format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"textDocument/hover","params":"\ud83d\ud83d"}}"#),
     ];
     let body = random.pick(&bodies);
-    let mut frame = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
-    frame.extend_from_slice(body.as_bytes());
-    frame
+    frame(body.as_bytes())
 }
 
 fn lone_surrogate_change(random: &mut Random, uri: &str) -> Vec<u8> {
@@ -116,9 +114,7 @@ fn lone_surrogate_change(random: &mut Random, uri: &str) -> Vec<u8> {
         r#"{{"jsonrpc":"2.0","method":"textDocument/didChange","params":{{"textDocument":{{"uri":"{uri}","version":{}}},"contentChanges":[{{"range":{{"start":{{"line":0,"character":1}},"end":{{"line":0,"character":1}}}},"text":"\ud83d"}}]}}}}"#,
         random.below(6)
     );
-    let mut frame = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
-    frame.extend_from_slice(body.as_bytes());
-    frame
+    frame(body.as_bytes())
 }
 
 /// Sends `messages` random messages; returns the ids of the requests among them.
@@ -149,9 +145,7 @@ fn fuzz(server: &mut TestServer, random: &mut Random, messages: usize, uris: &[&
                     b"{\"jsonrpc\":\"2.0\",\"method\":\"textDocument/didOpen\",\"params\":{\"text\":\"\x00\xc3\x28\"}}",
                 ];
                 let body = *random.pick(&bodies);
-                let mut frame = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
-                frame.extend_from_slice(body);
-                server.send_raw(&frame);
+                server.send_raw(&frame(body));
             }
             // Lone surrogates in a request (answered under its id) or in an edit.
             9 => {

@@ -194,10 +194,7 @@ impl TestServer {
     }
 
     pub fn send(&mut self, message: &Value) {
-        let body = serde_json::to_vec(message).unwrap();
-        let mut frame = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
-        frame.extend(body);
-        self.send_raw(&frame);
+        self.send_raw(&frame(&serde_json::to_vec(message).unwrap()));
     }
 
     pub fn notify(&mut self, method: &str, params: Value) {
@@ -237,9 +234,7 @@ impl TestServer {
                 // After `exit` the server is gone: a request it sent before (progress for the
                 // model load) is read while draining and cannot be answered any more.
                 let body = serde_json::to_vec(&json!({ "jsonrpc": "2.0", "id": id, "result": result })).unwrap();
-                let mut frame = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
-                frame.extend(body);
-                if self.stdin.write_all(&frame).and_then(|()| self.stdin.flush()).is_err() {
+                if self.stdin.write_all(&frame(&body)).and_then(|()| self.stdin.flush()).is_err() {
                     let exited = wait_with_timeout(&mut self.child, TIMEOUT).is_some();
                     assert!(exited, "cannot write to a running server");
                 }
@@ -399,6 +394,13 @@ fn spawn_dummy_stdin() -> ChildStdin {
 }
 
 /// The first item's text of an inline-completion reply ("" for none).
+/// `body` with its `Content-Length` header: one LSP frame.
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut frame = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+    frame.extend_from_slice(body);
+    frame
+}
+
 pub fn ghost_text(result: &Value) -> String {
     result["items"][0]["insertText"].as_str().unwrap_or_default().to_string()
 }
