@@ -594,11 +594,12 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
                                       False, "×")]
     if engine_int4.get("speculation"):
         lines += ["", "## Prompt-lookup speculation", "",
-                  "`cargo bench --bench engine -- --speculation` (int4, greedy, cold cache per run): the same "
+                  "`cargo bench --bench engine -- --speculation` (int4, cold cache per run): the same "
                   "work with drafts from prompt lookup verified in one forward pass, and without (one token per "
                   "run). The output is identical (asserted by the bench; `server/tests/engine_equivalence.rs` "
                   "proves it token for token). Workloads: a 64-token continuation of this repository's Python, "
-                  "the docstring action and the unit-test action on two functions of `models/nib_convert/`. "
+                  "the docstring action and the unit-test action on two functions of `models/nib_convert/` "
+                  "(greedy first tries; their retries sample, seeded, and are drafted for too). "
                   "Effective tokens/s = generated tokens / decode time; accepted = drafted tokens the model "
                   "confirmed, per verifying run.", "",
                   "| workload | plain tok/s | lookup tok/s | speed-up | drafted | accepted | accepted per run |",

@@ -16,7 +16,8 @@
 //! - `--layouts`: the decode step time at each scaling depth with the copying KV cache too;
 //!   `--steps`: with the shared buffer only (A/B of the attention kernel: run it with and
 //!   without `NIB_ATTENTION=onnxruntime`, the output names the kernel);
-//! - `--speculation`: prompt-lookup speculation against plain greedy decoding on three
+//! - `--speculation`: prompt-lookup speculation against plain decoding (greedy, and the
+//!   actions' seeded sampling on retries) on three
 //!   workloads (a 64-token code continuation, the docstring action, the unit-test action on
 //!   functions of this repository): the same output (asserted), decode time, forward passes,
 //!   drafted and accepted tokens.
@@ -288,7 +289,7 @@ fn delta(before: &EngineStats, after: &EngineStats) -> Value {
     })
 }
 
-/// Prompt lookup against plain greedy decoding, per workload; each workload runs with a cold
+/// Prompt lookup against plain decoding, per workload; each workload runs with a cold
 /// cache, `--runs` times each way, and must give the same output both ways.
 fn speculation(model: &mut Model, source: &str, args: &Args) -> Value {
     let repo = common::repo();

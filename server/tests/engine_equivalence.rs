@@ -1,5 +1,6 @@
 //! The engine's fast paths change no token: the shared KV buffer against the copying cache,
-//! prompt-lookup speculation against plain greedy decoding, a pre-warmed cache against a cold
+//! prompt-lookup speculation against plain decoding (greedy, and seeded sampling as the actions'
+//! retries use it), a pre-warmed cache against a cold
 //! one, on the tiny fixture and on the default model, over a sequence of requests that reuses, extends, truncates and regrows the
 //! cache (so rejected draft tokens would show if they left a trace).
 
@@ -7,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use nib::engine::{self, EngineSettings, Flow, Generation, GenerationRequest, KvLayout, Model, PromptPiece};
+use nib::engine::{self, EngineSettings, Flow, Generation, GenerationRequest, KvLayout, Model, PromptPiece, Sampling};
 
 fn load(dir: &Path) -> Model {
     let settings =
@@ -39,9 +40,18 @@ fn scenario(source: &str, head_chars: usize, long_chars: usize) -> Vec<(String, 
 }
 
 fn run(model: &mut Model, prompts: &[(String, usize)]) -> Vec<Generation> {
+    run_with(model, prompts, |_| Sampling::GREEDY)
+}
+
+/// `prompts` in turn, request `index` sampled as `sampling(index)` says.
+fn run_with(model: &mut Model, prompts: &[(String, usize)], sampling: impl Fn(u64) -> Sampling) -> Vec<Generation> {
     prompts
         .iter()
-        .map(|(prompt, max_tokens)| model.generate(&request(prompt, *max_tokens), &mut |_| Flow::Continue).unwrap())
+        .zip(0..)
+        .map(|((prompt, max_tokens), index)| {
+            let request = GenerationRequest { sampling: sampling(index), ..request(prompt, *max_tokens) };
+            model.generate(&request, &mut |_| Flow::Continue).unwrap()
+        })
         .collect()
 }
 
@@ -53,7 +63,8 @@ fn assert_same_tokens(label: &str, expected: &[Generation], actual: &[Generation
 }
 
 /// Copying cache without speculation (the reference), shared buffer without, and shared buffer
-/// with speculation: the same tokens for every request.
+/// with speculation: the same tokens for every request; seeded sampling with and without
+/// speculation: the same tokens too.
 fn check(dir: &Path, source: &str, head_chars: usize, long_chars: usize) -> Vec<Generation> {
     let prompts = scenario(source, head_chars, long_chars);
     let mut model = load(dir);
@@ -68,9 +79,25 @@ fn check(dir: &Path, source: &str, head_chars: usize, long_chars: usize) -> Vec<
     model.set_kv_layout(KvLayout::SharedBuffer).unwrap();
     model.set_speculation(true);
     let speculative = run(&mut model, &prompts);
-    assert_same_tokens("speculative vs plain greedy", &copying, &speculative);
+    assert_same_tokens("speculative vs plain greedy decoding", &copying, &speculative);
     let drafted: usize = speculative.iter().map(|g| g.stats.draft_tokens).sum();
     assert!(drafted > 0, "prompt lookup never drafted");
+    // The actions' retries sample (temperature 0.6, top-p 0.9); a different seed per request.
+    let sampling = |index| Sampling { temperature: 0.6, top_p: 0.9, seed: 11 + index };
+    let sampled: Vec<Vec<Generation>> = [false, true]
+        .into_iter()
+        .map(|on| {
+            model.set_speculation(on);
+            run_with(&mut model, &prompts, sampling)
+        })
+        .collect();
+    assert_same_tokens("speculative vs plain sampling", &sampled[0], &sampled[1]);
+    assert!(sampled[1].iter().any(|g| g.stats.draft_tokens > 0), "prompt lookup never drafted while sampling");
+    assert_ne!(
+        sampled[0].iter().map(|g| &g.tokens).collect::<Vec<_>>(),
+        copying.iter().map(|g| &g.tokens).collect::<Vec<_>>(),
+        "sampling picked the greedy tokens throughout: it tested nothing greedy did not"
+    );
     // A pre-warm (prefill only) of the first prompt's head, then the first prompt: a cache hit
     // with the cold request's tokens.
     model.reset_cache();

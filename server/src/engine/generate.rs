@@ -1,8 +1,8 @@
 //! Text generation on a loaded model: tokenize the prompt, reuse the longest cached token
 //! prefix, prefill the rest in cancellable chunks, then decode until a stop token, a stop
-//! string, the token limit, the caller's observer, cancellation or the deadline. Greedy decoding
+//! string, the token limit, the caller's observer, cancellation or the deadline. Decoding
 //! drafts tokens by prompt lookup (`lookup.rs`) and verifies each draft in one run; the output
-//! is the plain greedy output, token for token.
+//! is the plain output, greedy or seeded sampling, token for token.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -49,7 +49,7 @@ pub fn extends(prompt: &[PromptPiece], head: &[PromptPiece]) -> bool {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sampling {
     /// 0 means greedy.
     pub temperature: f32,
@@ -157,7 +157,7 @@ pub struct Model {
     cache: KvCache,
     stop_token_ids: Vec<u32>,
     bos_token_id: Option<u32>,
-    /// Drafting for greedy decoding; `None` decodes one token per run.
+    /// Drafting for decoding (greedy or sampled); `None` decodes one token per run.
     lookup: Option<PromptLookup>,
     prefill_speed: PrefillSpeed,
     pub stats: EngineStats,
@@ -392,24 +392,26 @@ impl Model {
         let max_tokens = request.max_tokens.min(limit - prompt.len());
 
         let prefill_started = Instant::now();
-        let mut logits = self.prefill(&prompt, request, run_options, &mut stats)?;
+        let mut sampler = Sampler::new(&request.sampling);
+        let logits = self.prefill(&prompt, request, run_options, &mut stats)?;
         stats.prefill_ms = millis(prefill_started);
 
         let decode_started = Instant::now();
         let extra_stops: Vec<u32> =
             request.stop_tokens.iter().filter_map(|token| self.tokenizer.token_to_id(token)).collect();
-        let mut sampler = Sampler::new(&request.sampling);
-        let lookup = self.lookup.filter(|_| request.sampling.temperature <= 0.0);
-        let mut draft_limit = lookup.map_or(0, |lookup| lookup.max_draft);
+        let mut draft_limit = self.lookup.map_or(0, |lookup| lookup.max_draft);
         // The prompt and the tokens generated so far: where drafts are looked up.
         let mut context = prompt;
-        // Logits of accepted draft tokens: already in the cache, so they need no run.
-        let mut verified: VecDeque<Vec<f32>> = VecDeque::new();
+        // Tokens already sampled, in order: the draft tokens a run confirmed (in the cache), then
+        // the one that followed them (not yet in the cache).
+        let mut upcoming: VecDeque<u32> = VecDeque::new();
+        if max_tokens > 0 {
+            upcoming.push_back(sampler.sample(&logits));
+        }
         let mut generated: Vec<u32> = Vec::new();
         let mut text = String::new();
         let mut finish = FinishReason::Length;
-        while generated.len() < max_tokens {
-            let next = sampler.sample(&logits);
+        while let Some(next) = upcoming.pop_front() {
             if self.stop_token_ids.contains(&next) || extra_stops.contains(&next) {
                 finish = FinishReason::StopToken;
                 break;
@@ -433,23 +435,17 @@ impl Model {
             if generated.len() == max_tokens {
                 break;
             }
-            Self::check_interrupt(request)?;
-            logits = match verified.pop_front() {
-                Some(row) => row,
-                None => {
-                    let room = (max_tokens - generated.len()).min(limit.saturating_sub(context.len()));
-                    let room = room.saturating_sub(1).min(draft_limit);
-                    let draft = lookup.map_or(&[][..], |lookup| lookup.draft(&context, room));
-                    let draft = if request.single_line { self.through_line_end(draft) } else { draft };
-                    let accepted_before = stats.accepted_draft_tokens;
-                    let logits = self.decode_step(next, draft, run_options, &mut stats, &mut verified)?;
-                    if let (Some(lookup), false) = (lookup, draft.is_empty()) {
-                        let accepted = stats.accepted_draft_tokens - accepted_before;
-                        draft_limit = lookup.next_limit(draft_limit, draft.len(), accepted);
-                    }
-                    logits
+            if upcoming.is_empty() {
+                Self::check_interrupt(request)?;
+                let room = (max_tokens - generated.len()).min(limit.saturating_sub(context.len()));
+                let room = room.saturating_sub(1).min(draft_limit);
+                let draft = self.lookup.map_or(&[][..], |lookup| lookup.draft(&context, room));
+                let draft = if request.single_line { self.through_line_end(draft) } else { draft };
+                upcoming = self.decode_step(next, draft, &mut sampler, run_options, &mut stats)?;
+                if let (Some(lookup), false) = (self.lookup, draft.is_empty()) {
+                    draft_limit = lookup.next_limit(draft_limit, draft.len(), upcoming.len() - 1);
                 }
-            };
+            }
         }
         stats.generated_tokens = generated.len();
         stats.decode_ms = millis(decode_started);
@@ -492,21 +488,25 @@ impl Model {
         draft.iter().position(ends_line).map_or(draft, |end| &draft[..=end])
     }
 
-    /// Runs `next` (the last generated token) and returns the logits that follow. With a
-    /// `draft` (tokens prompt lookup expects after `next`), all run together: the draft tokens
-    /// the model itself picks (greedy) stay in the cache and their logits go to `verified`; the
-    /// cache forgets the rest.
+    /// Runs `next` (the last generated token), and with it `draft` (the tokens prompt lookup
+    /// expects after it), and samples what follows: `sampler` takes the rows in order for as
+    /// long as it picks the draft's tokens, then one more (the first that differs, or the one
+    /// after a draft taken whole). The sampler sees the same rows in the same order as it would
+    /// one run at a time, so the tokens are those of plain decoding, greedy or sampled. The
+    /// cache keeps `next` and the confirmed draft tokens and forgets the rest; the last token
+    /// returned is not in it.
     fn decode_step(
         &mut self,
         next: u32,
         draft: &[u32],
+        sampler: &mut Sampler,
         run_options: &RunOptions,
         stats: &mut GenerationStats,
-        verified: &mut VecDeque<Vec<f32>>,
-    ) -> Result<Vec<f32>, EngineError> {
+    ) -> Result<VecDeque<u32>, EngineError> {
         stats.decode_runs += 1;
         if draft.is_empty() {
-            return self.session.forward(&mut self.cache, &[next], Some(run_options));
+            let logits = self.session.forward(&mut self.cache, &[next], Some(run_options))?;
+            return Ok(VecDeque::from([sampler.sample(&logits)]));
         }
         let mut ids = Vec::with_capacity(draft.len() + 1);
         ids.push(next);
@@ -514,20 +514,20 @@ impl Model {
         let before = self.cache.tokens.len();
         let rows = self.session.forward_rows(&mut self.cache, &ids, ids.len(), Some(run_options))?;
         let vocab = rows.len() / ids.len();
-        let mut rows: VecDeque<Vec<f32>> = rows.chunks(vocab).map(<[f32]>::to_vec).collect();
-        let accepted = draft.iter().zip(&rows).take_while(|(token, row)| argmax(row) == **token).count();
+        let mut sampled = VecDeque::with_capacity(ids.len());
+        for (index, row) in rows.chunks(vocab).enumerate() {
+            let token = sampler.sample(row);
+            sampled.push_back(token);
+            if draft.get(index) != Some(&token) {
+                break;
+            }
+        }
+        let accepted = sampled.len() - 1;
         stats.draft_tokens += draft.len();
         stats.accepted_draft_tokens += accepted;
         self.session.truncate(&mut self.cache, before + 1 + accepted)?;
-        rows.truncate(accepted + 1);
-        let first = rows.pop_front().expect("one row per token run");
-        verified.extend(rows);
-        Ok(first)
+        Ok(sampled)
     }
-}
-
-fn argmax(logits: &[f32]) -> u32 {
-    logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(index, _)| index as u32)
 }
 
 /// Greedy or seeded temperature + nucleus sampling.

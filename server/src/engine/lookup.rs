@@ -2,7 +2,7 @@
 //! names and whole lines from their context, so the tokens that followed the last few tokens
 //! the previous time they occurred (in the prompt or in the text generated so far) are a good
 //! guess for what comes next. The generator verifies a draft in one forward pass and keeps only
-//! what greedy decoding would have produced anyway; how long the next draft may be follows how
+//! what plain decoding (greedy or seeded sampling) would have produced anyway; how long the next draft may be follows how
 //! much of the last one the model took (`next_limit`).
 
 /// How drafts are looked up.
