@@ -1,9 +1,14 @@
 //! Prompt-lookup drafting for speculative decoding: completions, docstrings and tests copy
 //! names and whole lines from their context, so the tokens that followed the last few tokens
 //! the previous time they occurred (in the prompt or in the text generated so far) are a good
-//! guess for what comes next. The generator verifies a draft in one forward pass and keeps only
-//! what plain decoding (greedy or seeded sampling) would have produced anyway; how long the next draft may be follows how
-//! much of the last one the model took (`next_limit`).
+//! guess for what comes next. Where the context has no such occurrence, the generations just
+//! before (`Recent`) are searched: an action's retries say much of what the first try said,
+//! the sentences of one docstring share their phrasing, and a completion after a keystroke much
+//! of the one before it. The generator verifies a draft in one forward pass and keeps only
+//! what plain decoding (greedy or seeded sampling) would have produced anyway; how long the
+//! next draft may be follows how much of the last one the model took (`next_limit`).
+
+use std::collections::VecDeque;
 
 /// How drafts are looked up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,21 +35,28 @@ impl PromptLookup {
     /// tokens only measured no faster: `cargo bench --bench engine -- --speculation`, docstring
     /// 1.09×, 1.03× and 1.03× against 1.03× with them, tests 1.04×, 1.09× and 0.91× against
     /// 1.07×, 2026-12-02).
-    pub fn draft<'a>(&self, context: &'a [u32], limit: usize) -> &'a [u32] {
+    /// For each n, the context is searched first, then `recent` generations, the newest first.
+    pub fn draft<'a>(&self, context: &'a [u32], recent: &'a Recent, limit: usize) -> &'a [u32] {
         let limit = limit.min(self.max_draft);
         if limit == 0 {
             return &[];
         }
         let length = context.len();
         for n in (self.min_ngram.max(1)..=self.max_ngram).rev() {
-            if length <= n {
+            if length < n {
                 continue;
             }
             let pattern = &context[length - n..];
-            if let Some(start) = (0..length - n).rev().find(|&start| &context[start..start + n] == pattern) {
-                let from = start + n;
+            let found = after_latest(context, pattern).map(|from| &context[from..]).or_else(|| {
+                recent
+                    .generations
+                    .iter()
+                    .rev()
+                    .find_map(|tokens| after_latest(tokens, pattern).map(|from| &tokens[from..]))
+            });
+            if let Some(following) = found {
                 let limit = if n == 1 { 1 } else { limit };
-                return &context[from..(from + limit).min(length)];
+                return &following[..limit.min(following.len())];
             }
         }
         &[]
@@ -61,6 +73,43 @@ impl PromptLookup {
     }
 }
 
+/// Where the tokens after the latest occurrence of `pattern` in `tokens` start, if any token
+/// follows it there.
+fn after_latest(tokens: &[u32], pattern: &[u32]) -> Option<usize> {
+    let n = pattern.len();
+    (0..tokens.len().checked_sub(n)?).rev().find(|&start| &tokens[start..start + n] == pattern).map(|start| start + n)
+}
+
+/// The tokens of the last few generations, oldest first, at most `MAX_TOKENS` of them.
+#[derive(Debug, Default)]
+pub(crate) struct Recent {
+    generations: VecDeque<Vec<u32>>,
+    tokens: usize,
+}
+
+impl Recent {
+    /// Enough for an action's few tries and a docstring's sentences, and little to search.
+    const MAX_TOKENS: usize = 2048;
+
+    /// Keeps `generated` (the oldest generations go where the total passes `MAX_TOKENS`).
+    pub fn remember(&mut self, generated: &[u32]) {
+        if generated.len() < 2 {
+            return;
+        }
+        let generated = &generated[generated.len().saturating_sub(Self::MAX_TOKENS)..];
+        self.tokens += generated.len();
+        self.generations.push_back(generated.to_vec());
+        while self.tokens > Self::MAX_TOKENS {
+            let oldest = self.generations.pop_front().expect("tokens counts what generations hold");
+            self.tokens -= oldest.len();
+        }
+    }
+
+    pub fn clear(&mut self) {
+        *self = Recent::default();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,21 +119,21 @@ mod tests {
         let lookup = PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 4 };
         // ... 1 2 3 [4 5 6 7 8] ... 1 2 3 → 4 5 6 7 (limited to 4)
         let context = [9, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3];
-        assert_eq!(lookup.draft(&context, 10), &[4, 5, 6, 7]);
-        assert_eq!(lookup.draft(&context, 2), &[4, 5], "the caller's limit");
-        assert_eq!(lookup.draft(&context, 0), &[] as &[u32]);
+        assert_eq!(lookup.draft(&context, &Recent::default(), 10), &[4, 5, 6, 7]);
+        assert_eq!(lookup.draft(&context, &Recent::default(), 2), &[4, 5], "the caller's limit");
+        assert_eq!(lookup.draft(&context, &Recent::default(), 0), &[] as &[u32]);
         // The latest occurrence wins: 7 follows "2 3" the second time.
         let context = [2, 3, 5, 2, 3, 7, 1, 2, 3];
-        assert_eq!(lookup.draft(&context, 4), &[7, 1, 2, 3]);
+        assert_eq!(lookup.draft(&context, &Recent::default(), 4), &[7, 1, 2, 3]);
         // A longer match beats a more recent shorter one.
         let context = [1, 2, 3, 4, 9, 3, 5, 1, 2, 3];
-        assert_eq!(lookup.draft(&context, 2), &[4, 9]);
+        assert_eq!(lookup.draft(&context, &Recent::default(), 2), &[4, 9]);
         // The draft ends where the context does.
         let context = [5, 6, 7, 5, 6];
-        assert_eq!(lookup.draft(&context, 4), &[7, 5, 6]);
+        assert_eq!(lookup.draft(&context, &Recent::default(), 4), &[7, 5, 6]);
         // A single-token match drafts a single token.
         let context = [5, 6, 7, 5];
-        assert_eq!(lookup.draft(&context, 4), &[6]);
+        assert_eq!(lookup.draft(&context, &Recent::default(), 4), &[6]);
     }
 
     #[test]
@@ -99,11 +148,47 @@ mod tests {
     }
 
     #[test]
+    fn recent_generations_draft_where_the_context_has_no_match() {
+        let lookup = PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 4 };
+        let mut recent = Recent::default();
+        recent.remember(&[1, 2, 3, 4, 5, 6]);
+        recent.remember(&[7, 2, 3, 9, 9]);
+        // "2 3" is not in the context before its end: the newest generation's continuation.
+        assert_eq!(lookup.draft(&[8, 2, 3], &recent, 4), &[9, 9]);
+        // "1 2 3" (longer) only in the older generation.
+        assert_eq!(lookup.draft(&[1, 2, 3], &recent, 4), &[4, 5, 6]);
+        // The context first, at the same length.
+        assert_eq!(lookup.draft(&[2, 3, 0, 2, 3], &recent, 4), &[0, 2, 3]);
+        // A match at a generation's very end has nothing to draft.
+        assert!(lookup.draft(&[5, 6], &Recent::default(), 4).is_empty());
+        recent.remember(&[0, 5, 6]);
+        assert!(lookup.draft(&[4, 5, 6], &recent, 4).is_empty(), "5 6 ends every generation it is in");
+        recent.clear();
+        assert!(lookup.draft(&[8, 2, 3], &recent, 4).is_empty());
+    }
+
+    #[test]
+    fn recent_keeps_the_newest_tokens_only() {
+        let mut recent = Recent::default();
+        let long: Vec<u32> = (0..Recent::MAX_TOKENS as u32 + 10).collect();
+        recent.remember(&[1, 2]);
+        recent.remember(&long);
+        assert_eq!(recent.tokens, Recent::MAX_TOKENS);
+        assert_eq!(recent.generations.len(), 1, "the older generation made room");
+        assert_eq!(recent.generations[0].first(), Some(&10), "the newest tokens of a long one");
+        recent.remember(&[3]);
+        assert_eq!(recent.generations.len(), 1, "a lone token is nothing to draft from");
+    }
+
+    #[test]
     fn no_match_no_draft() {
         let lookup = PromptLookup { max_ngram: 3, min_ngram: 2, max_draft: 8 };
-        assert!(lookup.draft(&[1, 2, 3, 4, 5], 8).is_empty());
-        assert!(lookup.draft(&[1, 2, 1], 8).is_empty(), "a single repeated token is below min_ngram");
-        assert!(lookup.draft(&[], 8).is_empty());
-        assert!(lookup.draft(&[7], 8).is_empty());
+        assert!(lookup.draft(&[1, 2, 3, 4, 5], &Recent::default(), 8).is_empty());
+        assert!(
+            lookup.draft(&[1, 2, 1], &Recent::default(), 8).is_empty(),
+            "a single repeated token is below min_ngram"
+        );
+        assert!(lookup.draft(&[], &Recent::default(), 8).is_empty());
+        assert!(lookup.draft(&[7], &Recent::default(), 8).is_empty());
     }
 }
