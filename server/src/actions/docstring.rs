@@ -5,9 +5,9 @@
 
 use tree_sitter::Node;
 
-use super::{ActionError, Asker, Insertion, Target, clean_sentence, lower_first};
+use super::{ActionError, Asker, Insertion, Target, clean_sentence, lower_first, past_first_sentence};
 use crate::config::DocstringStyle;
-use crate::engine::{Backend, CancelToken};
+use crate::engine::{Backend, CancelToken, Flow};
 use crate::syntax::languages::DocStyle;
 use crate::syntax::scopes::{ScopeKind, Variadic};
 use crate::syntax::{self, scopes};
@@ -277,7 +277,9 @@ fn ask(
         asker.attempt = attempt.saturating_sub(1);
         let (lead, prefix) = if attempt == 0 { ("", "") } else { (steer.lead, steer.prefix) };
         let prompt = asker.prompt(question, completion_lead, lead);
-        let answer = asker.generate(prompt, 48, &["\n"])?;
+        // Only the first sentence is kept: generating past it would be thrown away.
+        let mut first_sentence = |text: &str| if past_first_sentence(text) { Flow::Stop } else { Flow::Continue };
+        let answer = asker.generate_until(prompt, 48, &["\n"], &mut first_sentence)?;
         if let Some(sentence) = clean_sentence(&format!("{prefix}{}", answer.trim_start()), subjects) {
             return Ok(sentence);
         }

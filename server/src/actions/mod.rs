@@ -142,6 +142,20 @@ impl<'a> Asker<'a> {
     }
 }
 
+/// Where `clean_sentence` ends the first sentence: a period before a space (taking backticks
+/// out neither makes nor breaks one).
+const SENTENCE_END: &str = ". ";
+/// Where small models start to ramble: a relative clause, cut off by `clean_sentence`.
+const RAMBLE: &str = ", which ";
+
+/// Whether an answer is past all `clean_sentence` keeps of it (the end of its first sentence
+/// or the start of a relative clause), so that generating more would only be thrown away.
+pub fn past_first_sentence(answer: &str) -> bool {
+    // `clean_sentence` trims the line first: a marker at its very end is not one yet.
+    let answer = answer.trim_end();
+    answer.contains(SENTENCE_END) || answer.contains(RAMBLE)
+}
+
 /// One clean sentence out of a model's answer: the first line and sentence, without quotes,
 /// code markup or "The function x" preambles, capitalised, ending with a period. `None` when
 /// nothing usable is left.
@@ -151,7 +165,7 @@ pub fn clean_sentence(answer: &str, strip_subjects: &[String]) -> Option<String>
         return None;
     }
     let mut sentence = line.replace('`', "");
-    if let Some(end) = sentence.find(". ") {
+    if let Some(end) = sentence.find(SENTENCE_END) {
         sentence.truncate(end + 1);
     }
     let mut sentence = sentence.trim().trim_matches(['"', '\'', '*', '-', ':']).trim().to_string();
@@ -173,7 +187,7 @@ pub fn clean_sentence(answer: &str, strip_subjects: &[String]) -> Option<String>
         }
     }
     // A relative clause is where small models start to ramble.
-    if let Some(cut) = sentence.find(", which ") {
+    if let Some(cut) = sentence.find(RAMBLE) {
         sentence.truncate(cut);
     }
     if sentence.chars().filter(|c| c.is_alphabetic()).count() < 3 || sentence.len() > 240 {
@@ -294,6 +308,27 @@ pub fn undocumented_test_targets(path: &str, language_id: &str, source: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer stopped anywhere once `past_first_sentence` says so cleans to the same sentence
+    /// as the whole answer (the docstring action stops generating there).
+    #[test]
+    fn an_answer_stopped_past_its_first_sentence_cleans_the_same() {
+        let subjects = vec!["ids".to_string(), "The parameter ids".to_string()];
+        let answers = [
+            "The parameter `ids` is a list of integers that is used to determine the process. It is a list.",
+            "Returns a `NBits` object from a Numpy array, which is then written out. More text follows",
+            "`data` holds the rows, e.g. the input. It is read once.",
+            "It is the `x`. value `y` here, which ends here. Then more.",
+            "  a number. It counts.",
+        ];
+        for answer in answers {
+            let whole = clean_sentence(answer, &subjects);
+            let stop = (1..=answer.len()).find(|&end| past_first_sentence(&answer[..end])).expect("a sentence ends");
+            for end in stop..=answer.len() {
+                assert_eq!(clean_sentence(&answer[..end], &subjects), whole, "{answer:?} stopped at {end}");
+            }
+        }
+    }
 
     #[test]
     fn cleans_answers_into_sentences() {
