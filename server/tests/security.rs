@@ -1,6 +1,7 @@
 //! In local mode nib opens no network connection and runs no program: completions and both
 //! code actions on the fixture model, checked three ways —
-//! - always: the server's open file descriptors, sampled while it works, include no socket;
+//! - always: the server's open file descriptors, sampled while it works, include no socket
+//!   (but the unnamed Unix pair the standard library opens while it starts a sandboxed run);
 //! - where `strace` works: not one network system call (`socket`, `connect`, ...) and no
 //!   `execve` other than nib's own start, in any of its threads;
 //! - where `unshare -rn` works: the same session runs in a network namespace without any
@@ -39,14 +40,34 @@ fn usable(wrapper: &[&str]) -> bool {
         .is_ok_and(|status| status.success())
 }
 
-/// Sockets among the open file descriptors of `pid` (and its threads, which share them).
+/// Sockets among the open file descriptors of `pid` (and its threads, which share them), but
+/// for unnamed Unix ones: the standard library opens an unnamed Unix socket pair for a moment
+/// whenever it starts a program with a `pre_exec` hook (the sandboxed test runs), to hear of a
+/// failed `exec`. The kernel's table of Unix sockets is read before and after the descriptors,
+/// so a pair that lives across the listing is found in one of them.
 fn sockets(pid: u32) -> Vec<String> {
+    let before = unnamed_unix_sockets(pid);
     let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
-    entries
+    let open: Vec<String> = entries
         .flatten()
         .filter_map(|entry| std::fs::read_link(entry.path()).ok())
         .map(|target| target.to_string_lossy().into_owned())
         .filter(|target| target.starts_with("socket:"))
+        .collect();
+    let after = unnamed_unix_sockets(pid);
+    open.into_iter().filter(|socket| !before.contains(socket) && !after.contains(socket)).collect()
+}
+
+/// The unnamed Unix sockets in the network namespace of `pid`, as `/proc/PID/fd` names them
+/// (`socket:[INODE]`): the rows of `/proc/PID/net/unix` without a path.
+fn unnamed_unix_sockets(pid: u32) -> Vec<String> {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .map(|row| row.split_whitespace().collect::<Vec<_>>())
+        .filter(|columns| columns.len() == 7)
+        .map(|columns| format!("socket:[{}]", columns[6]))
         .collect()
 }
 
@@ -91,6 +112,25 @@ fn session(server: &mut TestServer, root: &Path, verify: &str, probe: &mut dyn F
     probe(server);
     server.unread.retain(|m| m["method"] != "window/showMessage");
     answered
+}
+
+/// The probe itself, on this process (whose other tests open sockets of their own): a TCP
+/// listener and a Unix socket bound to a path count, an unnamed Unix pair does not.
+#[test]
+fn the_socket_probe_sees_network_and_named_sockets_but_not_an_unnamed_pair() {
+    use std::os::fd::AsRawFd;
+    let me = std::process::id();
+    let name = |fd: &dyn AsRawFd| {
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap().to_string_lossy().into_owned()
+    };
+    let (one, other) = std::os::unix::net::UnixStream::pair().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let scratch = ScratchDir::new("security-probe");
+    let named = std::os::unix::net::UnixListener::bind(scratch.0.join("probe.sock")).unwrap();
+    let seen = sockets(me);
+    assert!(seen.contains(&name(&listener)), "the TCP listener: {seen:?}");
+    assert!(seen.contains(&name(&named)), "the Unix socket with a path: {seen:?}");
+    assert!(!seen.contains(&name(&one)) && !seen.contains(&name(&other)), "the unnamed pair: {seen:?}");
 }
 
 #[test]
