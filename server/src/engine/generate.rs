@@ -396,8 +396,8 @@ impl Model {
         let limit = self.info.context_length;
         let max_tokens = request.max_tokens.min(limit - prompt.len());
 
-        let prefill_started = Instant::now();
         let mut sampler = Sampler::new(&request.sampling);
+        let prefill_started = Instant::now();
         let logits = self.prefill(&prompt, request, run_options, &mut stats)?;
         stats.prefill_ms = millis(prefill_started);
 
