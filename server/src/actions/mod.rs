@@ -186,7 +186,6 @@ pub fn clean_sentence(answer: &str, strip_subjects: &[String]) -> Option<String>
             sentence = rest.to_string();
         }
     }
-    // A relative clause is where small models start to ramble.
     if let Some(cut) = sentence.find(RAMBLE) {
         sentence.truncate(cut);
     }

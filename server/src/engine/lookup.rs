@@ -86,7 +86,6 @@ fn after_latest(tokens: &[u32], pattern: &[u32]) -> Option<usize> {
 #[derive(Debug, Default)]
 pub(crate) struct Recent {
     generations: VecDeque<Vec<u32>>,
-    tokens: usize,
 }
 
 impl Recent {
@@ -99,12 +98,14 @@ impl Recent {
             return;
         }
         let generated = &generated[generated.len().saturating_sub(Self::MAX_TOKENS)..];
-        self.tokens += generated.len();
         self.generations.push_back(generated.to_vec());
-        while self.tokens > Self::MAX_TOKENS {
-            let oldest = self.generations.pop_front().expect("tokens counts what generations hold");
-            self.tokens -= oldest.len();
+        while self.tokens() > Self::MAX_TOKENS {
+            self.generations.pop_front();
         }
+    }
+
+    fn tokens(&self) -> usize {
+        self.generations.iter().map(Vec::len).sum()
     }
 
     pub fn clear(&mut self) {
@@ -178,7 +179,7 @@ mod tests {
         let long: Vec<u32> = (0..Recent::MAX_TOKENS as u32 + 10).collect();
         recent.remember(&[1, 2]);
         recent.remember(&long);
-        assert_eq!(recent.tokens, Recent::MAX_TOKENS);
+        assert_eq!(recent.tokens(), Recent::MAX_TOKENS);
         assert_eq!(recent.generations.len(), 1, "the older generation made room");
         assert_eq!(recent.generations[0].first(), Some(&10), "the newest tokens of a long one");
         recent.remember(&[3]);
