@@ -306,7 +306,7 @@ fn speculation(model: &mut Model, source: &str, args: &Args) -> Value {
             "docstring" => targets
                 .iter()
                 .map(|target| {
-                    match docstring::generate(model, target, DocstringStyle::Google, CancelToken::default()) {
+                    match docstring::generate(model, target, DocstringStyle::Google, None, CancelToken::default()) {
                         Ok(insertion) => insertion.text,
                         Err(error) => format!("error: {error}"),
                     }

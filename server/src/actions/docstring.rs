@@ -21,6 +21,109 @@ pub struct Facts {
     pub raises: Vec<String>,
     pub returns_result: bool,
     pub can_panic: bool,
+    /// What the function returned when nib ran it, when it did (see `SeenResults`).
+    pub results: Option<SeenResults>,
+}
+
+/// The values a function returned when nib ran it (Python, with verification on): each kind
+/// seen, and whether a number had a fractional part. A Returns sentence that names only other
+/// kinds ("A string.") or calls fractions integers ("rounded to the nearest integer") is false,
+/// and is not offered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeenResults {
+    pub kinds: Vec<ValueKind>,
+    pub fractions: bool,
+}
+
+/// A kind of value, as prose names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    Integer,
+    Float,
+    Text,
+    Boolean,
+    List,
+    Tuple,
+    Dictionary,
+    Set,
+    Bytes,
+    Nothing,
+}
+
+/// The words that name a kind in a sentence (lower case, whole words). "set", "none" and
+/// "number" are left out: they are also verbs, negations or fit several kinds.
+const KIND_WORDS: &[(&str, ValueKind)] = &[
+    ("integer", ValueKind::Integer),
+    ("integers", ValueKind::Integer),
+    ("int", ValueKind::Integer),
+    ("float", ValueKind::Float),
+    ("floats", ValueKind::Float),
+    ("floating", ValueKind::Float),
+    ("string", ValueKind::Text),
+    ("strings", ValueKind::Text),
+    ("str", ValueKind::Text),
+    ("boolean", ValueKind::Boolean),
+    ("booleans", ValueKind::Boolean),
+    ("bool", ValueKind::Boolean),
+    ("list", ValueKind::List),
+    ("lists", ValueKind::List),
+    ("tuple", ValueKind::Tuple),
+    ("tuples", ValueKind::Tuple),
+    ("dictionary", ValueKind::Dictionary),
+    ("dictionaries", ValueKind::Dictionary),
+    ("dict", ValueKind::Dictionary),
+    ("bytes", ValueKind::Bytes),
+];
+
+/// Phrases that say a number has no fractional part.
+const WHOLE_NUMBER_PHRASES: &[&str] = &["nearest integer", "whole number", "nearest whole", "rounded to an integer"];
+
+impl ValueKind {
+    /// The kind as the object of "It returns".
+    fn noun(self) -> Option<&'static str> {
+        Some(match self {
+            ValueKind::Integer => "an integer",
+            ValueKind::Float => "a float",
+            ValueKind::Text => "a string",
+            ValueKind::Boolean => "a boolean",
+            ValueKind::List => "a list",
+            ValueKind::Tuple => "a tuple",
+            ValueKind::Dictionary => "a dictionary",
+            ValueKind::Set => "a set",
+            ValueKind::Bytes => "bytes",
+            ValueKind::Nothing => return None,
+        })
+    }
+}
+
+impl SeenResults {
+    /// Why `sentence` says something about the results that running the function showed to be
+    /// false, if it does.
+    pub fn contradiction(&self, sentence: &str) -> Option<String> {
+        let lower = sentence.to_lowercase();
+        let named: Vec<ValueKind> = lower
+            .split(|c: char| !c.is_alphanumeric())
+            .filter_map(|word| KIND_WORDS.iter().find(|(name, _)| *name == word).map(|&(_, kind)| kind))
+            .collect();
+        if !named.is_empty() && !named.iter().any(|kind| self.kinds.contains(kind)) {
+            return Some(format!("it names {:?} results, but running it returned {:?}", named, self.kinds));
+        }
+        let whole = WHOLE_NUMBER_PHRASES.iter().find(|phrase| lower.contains(*phrase));
+        match whole {
+            Some(phrase) if self.fractions => {
+                Some(format!("it says \"{phrase}\", but running it returned numbers with fractions"))
+            }
+            _ => None,
+        }
+    }
+
+    /// "a float" when every result was of that one kind.
+    pub fn noun(&self) -> Option<&'static str> {
+        match self.kinds.as_slice() {
+            [kind] => kind.noun(),
+            _ => None,
+        }
+    }
 }
 
 /// The sentences the model wrote.
@@ -141,7 +244,7 @@ pub fn write_prose(
         prose.parameters.push(parameter_sentence(&mut asker, &item, parameter)?);
     }
     if facts.returns_value {
-        prose.returns = Some(return_value_sentence(&mut asker, &item)?);
+        prose.returns = Some(return_value_sentence(&mut asker, &item, facts.results.as_ref())?);
     }
     for exception in &facts.raises {
         prose.raises.push(raises_sentence(&mut asker, &item, exception)?);
@@ -175,6 +278,7 @@ fn summary_sentence(asker: &mut Asker, target: &Target, item: &Documented) -> Re
         Steer { lead: &format!("This {what}"), prefix: "" },
         &[name.to_string(), format!("The {what} {name}"), format!("{name}()")],
         "summary",
+        UNCHECKED,
     )?;
     // A Go doc comment is a sentence about the name; the others start with a verb.
     Ok(match target.language.spec().doc {
@@ -196,16 +300,29 @@ fn parameter_sentence(asker: &mut Asker, item: &Documented, parameter: &str) -> 
         Steer { lead: &format!("`{bare}` is"), prefix: "" },
         &[format!("The parameter {bare}"), format!("The {bare} parameter"), bare.clone(), parameter.to_string()],
         &format!("description of `{bare}`"),
+        UNCHECKED,
     )
 }
 
-fn return_value_sentence(asker: &mut Asker, item: &Documented) -> Result<String, ActionError> {
+/// What the item returns. When nib ran it (`seen`), the sentence may not contradict what it
+/// returned: an answer that does is asked again, started with the kind it returned ("It returns
+/// a float"), and when no answer holds, the sentence is that kind alone ("A float.").
+fn return_value_sentence(
+    asker: &mut Asker,
+    item: &Documented,
+    seen: Option<&SeenResults>,
+) -> Result<String, ActionError> {
     let Documented { name, comment } = item;
-    ask(
+    let noun = seen.and_then(SeenResults::noun);
+    let lead = noun.map_or_else(|| "It returns".to_string(), |noun| format!("It returns {noun}"));
+    // The model continues after the kind, which the sentence keeps.
+    let prefix = noun.map_or_else(String::new, |noun| format!("{noun} "));
+    let true_to_the_code = |sentence: &str| seen.and_then(|seen| seen.contradiction(sentence));
+    let answer = ask(
         asker,
         &format!("In a few words, what does `{name}` return?"),
         &format!("{comment} {name} returns: "),
-        Steer { lead: "It returns", prefix: "" },
+        Steer { lead: &lead, prefix: &prefix },
         &[
             format!("The {name} function returns"),
             format!("The {name} method returns"),
@@ -214,7 +331,12 @@ fn return_value_sentence(asker: &mut Asker, item: &Documented) -> Result<String,
             "Returns".into(),
         ],
         "description of the return value",
-    )
+        &true_to_the_code,
+    );
+    match (answer, noun.and_then(|noun| clean_sentence(noun, &[]))) {
+        (Err(ActionError::Rejected(_)), Some(kind_alone)) => Ok(kind_alone),
+        (answer, _) => answer,
+    }
 }
 
 /// When the item raises (Python) or throws (Java, C++) `exception`.
@@ -227,6 +349,7 @@ fn raises_sentence(asker: &mut Asker, item: &Documented, exception: &str) -> Res
         Steer { lead: &format!("It raises `{exception}` when"), prefix: "If " },
         &[format!("{name} raises {exception}"), format!("It raises {exception}"), "It is raised".into()],
         &format!("description of when `{exception}` is raised"),
+        UNCHECKED,
     )
 }
 
@@ -240,6 +363,7 @@ fn errors_sentence(asker: &mut Asker, item: &Documented) -> Result<String, Actio
         Steer { lead: "It returns an error when", prefix: "If " },
         &[format!("{name} returns an error"), "It returns an error".into()],
         "description of when an error is returned",
+        UNCHECKED,
     )
 }
 
@@ -253,6 +377,7 @@ fn panics_sentence(asker: &mut Asker, item: &Documented) -> Result<String, Actio
         Steer { lead: "It panics when", prefix: "If " },
         &[format!("{name} panics"), "It panics".into()],
         "description of when it panics",
+        UNCHECKED,
     )
 }
 
@@ -263,8 +388,12 @@ struct Steer<'a> {
     prefix: &'a str,
 }
 
+/// An answer `ask` can tell nothing false about.
+const UNCHECKED: &dyn Fn(&str) -> Option<String> = &|_: &str| None;
+
 /// One question. First the model answers freely; when that is unusable (small models like to
-/// answer with code), the answer is started for it (`steer`), greedy and then sampled.
+/// answer with code, or `contradiction` says why it is false), the answer is started for it
+/// (`steer`), greedy and then sampled.
 fn ask(
     asker: &mut Asker,
     question: &str,
@@ -272,6 +401,7 @@ fn ask(
     steer: Steer,
     subjects: &[String],
     what: &str,
+    contradiction: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, ActionError> {
     for attempt in 0..3u64 {
         asker.attempt = attempt.saturating_sub(1);
@@ -280,8 +410,15 @@ fn ask(
         // Only the first sentence is kept: generating past it would be thrown away.
         let mut first_sentence = |text: &str| if past_first_sentence(text) { Flow::Stop } else { Flow::Continue };
         let answer = asker.generate_until(prompt, 48, &["\n"], &mut first_sentence)?;
-        if let Some(sentence) = clean_sentence(&format!("{prefix}{}", answer.trim_start()), subjects) {
-            return Ok(sentence);
+        let answer = answer.trim_start();
+        // "a float" + ", rounded": no space before the punctuation.
+        let prefix = if answer.starts_with([',', '.', ';']) { prefix.trim_end() } else { prefix };
+        if let Some(sentence) = clean_sentence(&format!("{prefix}{answer}"), subjects) {
+            match contradiction(&sentence) {
+                None => return Ok(sentence),
+                Some(why) => tracing::info!(sentence, "{what} not used: {why}"),
+            }
+            continue;
         }
         tracing::debug!(answer, lead, "unusable answer for {what}");
     }
@@ -622,13 +759,15 @@ pub fn document_all(
 }
 
 /// The whole action: facts, prose, rendering, check.
+/// The docstring for `target`; `seen`, what the function returned when nib ran it, if it did.
 pub fn generate(
     model: &mut dyn Backend,
     target: &Target,
     style: DocstringStyle,
+    seen: Option<SeenResults>,
     cancel: CancelToken,
 ) -> Result<Insertion, ActionError> {
-    let facts = facts(target);
+    let facts = Facts { results: seen, ..facts(target) };
     let prose = write_prose(model, target, &facts, cancel)?;
     let insertion = render(target, &facts, &prose, style);
     check(target, &facts, &insertion).map_err(|why| ActionError::Rejected(format!("no docstring inserted: {why}")))?;
@@ -641,6 +780,25 @@ mod tests {
 
     fn target(name: &str, language_id: &str, source: &str) -> Target {
         crate::actions::test_target(&format!("/w/{name}"), language_id, source)
+    }
+
+    #[test]
+    fn a_returns_sentence_is_false_when_it_names_only_kinds_the_code_did_not_return() {
+        let floats = SeenResults { kinds: vec![ValueKind::Float], fractions: true };
+        assert!(floats.contradiction("A float value rounded to the nearest integer.").is_some(), "2.4 is no integer");
+        assert!(floats.contradiction("An integer.").is_some());
+        assert!(floats.contradiction("The price as a string.").is_some());
+        assert_eq!(floats.contradiction("A float rounded to two decimal places."), None);
+        assert_eq!(floats.contradiction("The price with tax, rounded."), None, "names no kind");
+        let whole_floats = SeenResults { kinds: vec![ValueKind::Float], fractions: false };
+        assert_eq!(whole_floats.contradiction("A float rounded to the nearest integer."), None);
+        let lists = SeenResults { kinds: vec![ValueKind::List, ValueKind::Nothing], fractions: false };
+        assert_eq!(lists.contradiction("A list of integers, or None."), None, "one named kind was returned");
+        assert_eq!(lists.noun(), None, "two kinds: no one noun");
+        assert_eq!(floats.noun(), Some("a float"));
+        let integers = SeenResults { kinds: vec![ValueKind::Integer], fractions: false };
+        assert!(integers.contradiction("True if the cart is empty, as a boolean.").is_some());
+        assert_eq!(integers.contradiction("The number of items, counted once (the int of it)."), None);
     }
 
     /// Renders with canned prose and returns the document after the insertion.

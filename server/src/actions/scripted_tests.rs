@@ -98,7 +98,8 @@ fn a_python_docstring_from_the_models_sentences_with_a_retry_steered() {
         ("# price returns: ", &["the price including tax\n"]),
         ("# price raises ValueError when ", &["if base is negative\n"]),
     ]);
-    let insertion = docstring::generate(&mut model, &price, DocstringStyle::Google, CancelToken::default()).unwrap();
+    let insertion =
+        docstring::generate(&mut model, &price, DocstringStyle::Google, None, CancelToken::default()).unwrap();
     expect_test::expect![[r#"
         def price(base, rate=0.2):
             """Compute the price with tax.
@@ -122,6 +123,75 @@ fn a_python_docstring_from_the_models_sentences_with_a_retry_steered() {
     assert!(model.prompts.iter().all(|prompt| prompt.starts_with("```python\ndef price(base, rate=0.2):")));
 }
 
+/// `with_tax` as nib ran it: every result a float, some with fractions.
+fn with_tax_seen() -> docstring::SeenResults {
+    docstring::SeenResults { kinds: vec![docstring::ValueKind::Float], fractions: true }
+}
+
+/// The answers for `with_tax`'s sentences other than its Returns sentence.
+const WITH_TAX_ANSWERS: &[(&str, &[&str])] = &[
+    ("# Summary of with_tax: ", &["Add tax to a price.\n"]),
+    ("# Parameter price of with_tax: ", &["The price before tax.\n"]),
+    ("# Parameter rate of with_tax: ", &["The tax rate.\n"]),
+];
+
+/// `with_tax` as the docstring `model` writes for it leaves it.
+fn with_tax_documented(model: &mut Scripted, seen: Option<docstring::SeenResults>) -> String {
+    let with_tax = target(
+        "/w/pricing.py",
+        "python",
+        "def with_tax(price, rate=0.2):\n    return round(price * (1 + rate), 2)$0\n",
+    );
+    let insertion =
+        docstring::generate(model, &with_tax, DocstringStyle::Google, seen, CancelToken::default()).unwrap();
+    inserted(&with_tax, insertion.offset, &insertion.text)
+}
+
+#[test]
+fn a_returns_sentence_that_running_the_code_contradicts_is_asked_again_from_the_kind_it_returned() {
+    let mut model = Scripted::new(
+        &[
+            WITH_TAX_ANSWERS,
+            &[
+                // False: with_tax(2) returned 2.4.
+                ("# with_tax returns: ", &["A float value rounded to the nearest integer.\n"]),
+                ("# with_tax returns: It returns a float", &[" rounded to two decimal places.\n"]),
+            ],
+        ]
+        .concat(),
+    );
+    let text = with_tax_documented(&mut model, Some(with_tax_seen()));
+    assert!(text.contains("    Returns:\n        A float rounded to two decimal places.\n"), "{text}");
+    assert!(!text.contains("integer"), "{text}");
+    // Without what running it showed, the first answer stands: the check is what turned it down.
+    let mut unchecked = Scripted::new(
+        &[WITH_TAX_ANSWERS, &[("# with_tax returns: ", &["A float value rounded to the nearest integer.\n"])]].concat(),
+    );
+    let text = with_tax_documented(&mut unchecked, None);
+    assert!(text.contains("A float value rounded to the nearest integer."), "{text}");
+}
+
+#[test]
+fn when_every_returns_answer_is_contradicted_the_sentence_is_the_kind_it_returned() {
+    let mut model = Scripted::new(
+        &[
+            WITH_TAX_ANSWERS,
+            &[
+                ("# with_tax returns: ", &["An integer.\n"]),
+                // The steered retries, greedy then sampled.
+                (
+                    "# with_tax returns: It returns a float",
+                    &[" rounded to the nearest integer.\n", " that is a whole number.\n"],
+                ),
+            ],
+        ]
+        .concat(),
+    );
+    let text = with_tax_documented(&mut model, Some(with_tax_seen()));
+    assert!(text.contains("    Returns:\n        A float.\n"), "{text}");
+    assert_eq!(model.prompts.len(), 6, "three questions, then the returns question three times");
+}
+
 #[test]
 fn a_rust_doc_comment_with_errors_and_panics_sections() {
     let load = target(
@@ -135,7 +205,8 @@ fn a_rust_doc_comment_with_errors_and_panics_sections() {
         ("// load returns an error when ", &["if the value cannot be parsed\n"]),
         ("// load panics when ", &["if the key is missing\n"]),
     ]);
-    let insertion = docstring::generate(&mut model, &load, DocstringStyle::Google, CancelToken::default()).unwrap();
+    let insertion =
+        docstring::generate(&mut model, &load, DocstringStyle::Google, None, CancelToken::default()).unwrap();
     expect_test::expect![[r#"
         /// Load the value stored under a key.
         ///

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 
 use super::python::{self, Observed};
 use super::toolchain;
+use crate::actions::docstring::{self, SeenResults, ValueKind};
 use crate::actions::project_files::ProjectFiles;
 use crate::actions::unit_tests;
-use crate::actions::{ActionError, Insertion, Target, docstring};
+use crate::actions::{ActionError, Insertion, Target};
 use crate::config::DocstringStyle;
 use crate::engine::{CancelToken, TaskQueue};
 
@@ -51,12 +52,13 @@ pub fn document(job: &Job, progress: &dyn Fn(&str)) -> Result<Documented, Action
         plan.as_ref().and_then(|plan| toolchain::python(job.configured_interpreter.as_deref(), &plan.root));
     let (Some(plan), Some(interpreter)) = (plan, interpreter.map(|found| found.program)) else {
         progress("writing the docstring");
-        return Ok(Documented { insertion: write_docstring(job)?, message: String::new() });
+        return Ok(Documented { insertion: write_docstring(job, None)?, message: String::new() });
     };
     progress("calling the function for examples");
-    let examples = find(job, &interpreter, &plan)?;
+    let observed = observe(job, &interpreter, &plan)?;
+    let examples = examples(&observed);
     progress("writing the docstring");
-    let insertion = write_docstring(job)?;
+    let insertion = write_docstring(job, seen_results(&observed))?;
     let Some(text) = with_examples(&insertion.text, &examples, job.style).filter(|_| !examples.is_empty()) else {
         return Ok(Documented { insertion, message: String::new() });
     };
@@ -81,18 +83,60 @@ fn examples_word(count: usize) -> String {
     if count == 1 { "1 example".into() } else { format!("{count} examples") }
 }
 
+/// The calls `explore.py` made of the function and what they gave (none when it could not run
+/// them).
+fn observe(job: &Job, interpreter: &Path, plan: &unit_tests::Plan) -> Result<Vec<Observed>, ActionError> {
+    match python::explore(interpreter, &job.target, plan, python::EXPLORE_BUDGET, &job.cancel) {
+        Err(error) if error == "cancelled" => Err(super::cancelled(error)),
+        Err(_) => Ok(Vec::new()),
+        Ok(observed) => Ok(observed),
+    }
+}
+
 /// The calls that make good examples: plain results that print the same under any hash seed
 /// (no sets), nothing a docstring would need escaped, short; the shortest first.
-fn find(job: &Job, interpreter: &Path, plan: &unit_tests::Plan) -> Result<Vec<Observed>, ActionError> {
-    let observed = match python::explore(interpreter, &job.target, plan, python::EXPLORE_BUDGET, &job.cancel) {
-        Err(error) if error == "cancelled" => return Err(super::cancelled(error)),
-        Err(_) => Vec::new(),
-        Ok(observed) => observed,
-    };
-    let mut examples: Vec<Observed> = observed.into_iter().filter(good_example).collect();
+fn examples(observed: &[Observed]) -> Vec<Observed> {
+    let mut examples: Vec<Observed> = observed.iter().filter(|call| good_example(call)).cloned().collect();
     examples.sort_by_key(|call| call.call.len() + call.expected.as_deref().map_or(0, str::len));
     examples.truncate(MAX_EXAMPLES);
-    Ok(examples)
+    examples
+}
+
+/// What the calls returned, for the Returns sentence to be checked against; `None` when a
+/// result was of a kind prose has no word for (an object, an iterator) or nothing returned.
+fn seen_results(observed: &[Observed]) -> Option<SeenResults> {
+    let mut seen = SeenResults::default();
+    for call in observed.iter().filter(|call| call.raises.is_none() && !call.check) {
+        let Some(expected) = call.expected.as_deref() else { continue };
+        if call.iterator {
+            return None;
+        }
+        let kind = kind_of_repr(expected)?;
+        seen.fractions |= kind == ValueKind::Float && expected.parse::<f64>().is_ok_and(|value| value.fract() != 0.0);
+        if !seen.kinds.contains(&kind) {
+            seen.kinds.push(kind);
+        }
+    }
+    (!seen.kinds.is_empty()).then_some(seen)
+}
+
+/// The kind of value a plain Python repr (`runner.faithful_repr`) shows; `None` for others.
+fn kind_of_repr(repr: &str) -> Option<ValueKind> {
+    let digits = repr.strip_prefix('-').unwrap_or(repr);
+    Some(match repr {
+        "None" => ValueKind::Nothing,
+        "True" | "False" => ValueKind::Boolean,
+        _ if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => ValueKind::Integer,
+        _ if repr.parse::<f64>().is_ok() && repr.bytes().any(|b| b.is_ascii_digit()) => ValueKind::Float,
+        _ if repr.starts_with(['\'', '"']) => ValueKind::Text,
+        _ if repr.starts_with("b'") || repr.starts_with("b\"") => ValueKind::Bytes,
+        _ if repr.starts_with('[') => ValueKind::List,
+        _ if repr.starts_with('(') => ValueKind::Tuple,
+        "{}" => ValueKind::Dictionary,
+        _ if repr.starts_with('{') && repr.contains(": ") => ValueKind::Dictionary,
+        _ if repr.starts_with('{') || repr.starts_with("set(") || repr.starts_with("frozenset(") => ValueKind::Set,
+        _ => return None,
+    })
 }
 
 fn good_example(call: &Observed) -> bool {
@@ -109,13 +153,14 @@ fn good_example(call: &Observed) -> bool {
         && expected.len() <= MAX_WIDTH
 }
 
-/// The model's docstring, written on the engine thread.
-fn write_docstring(job: &Job) -> Result<Insertion, ActionError> {
+/// The model's docstring, written on the engine thread; its Returns sentence checked against
+/// `seen`.
+fn write_docstring(job: &Job, seen: Option<SeenResults>) -> Result<Insertion, ActionError> {
     let (sender, receiver) = crossbeam_channel::bounded(1);
     let (target, style, cancel) = (job.target.clone(), job.style, job.cancel.clone());
     job.queue.run(Box::new(move |model| {
         let result =
-            model.map_err(ActionError::from).and_then(|model| docstring::generate(model, &target, style, cancel));
+            model.map_err(ActionError::from).and_then(|model| docstring::generate(model, &target, style, seen, cancel));
         let _ = sender.send(result);
     }));
     receiver
@@ -178,6 +223,44 @@ mod tests {
             with_examples(one_line, &examples, DocstringStyle::Rest).unwrap(),
             "    \"\"\"Add tax to a price.\n\n    >>> with_tax(10)\n    12.0\n    \"\"\"\n"
         );
+    }
+
+    #[test]
+    fn the_kinds_of_results_come_from_their_reprs() {
+        let kinds = [
+            ("12", Some(ValueKind::Integer)),
+            ("-3", Some(ValueKind::Integer)),
+            ("2.4", Some(ValueKind::Float)),
+            ("1e+20", Some(ValueKind::Float)),
+            ("'a'", Some(ValueKind::Text)),
+            ("b'a'", Some(ValueKind::Bytes)),
+            ("[1, 2]", Some(ValueKind::List)),
+            ("(1, 2)", Some(ValueKind::Tuple)),
+            ("{}", Some(ValueKind::Dictionary)),
+            ("{'a': 1}", Some(ValueKind::Dictionary)),
+            ("{1, 2}", Some(ValueKind::Set)),
+            ("set()", Some(ValueKind::Set)),
+            ("True", Some(ValueKind::Boolean)),
+            ("None", Some(ValueKind::Nothing)),
+            ("Decimal('1.2')", None),
+            ("-", None),
+        ];
+        for (repr, kind) in kinds {
+            assert_eq!(kind_of_repr(repr), kind, "{repr}");
+        }
+    }
+
+    #[test]
+    fn seen_results_gather_every_returned_kind_and_whether_a_fraction_was_seen() {
+        let raised = Observed { raises: Some("ValueError".into()), ..example("f(-1)", "") };
+        let seen = seen_results(&[example("f(2)", "2.4"), example("f(0)", "0.0"), example("f(9)", "None"), raised]);
+        assert_eq!(seen, Some(SeenResults { kinds: vec![ValueKind::Float, ValueKind::Nothing], fractions: true }));
+        let whole = seen_results(&[example("f(1)", "2.0")]).unwrap();
+        assert!(!whole.fractions);
+        assert_eq!(seen_results(&[example("f(1)", "2"), example("g()", "<object>")]), None, "an unnamed kind");
+        let iterator = Observed { iterator: true, ..example("f(1)", "[1, 2]") };
+        assert_eq!(seen_results(&[iterator]), None, "an iterator, asserted as a list");
+        assert_eq!(seen_results(&[]), None);
     }
 
     #[test]

@@ -402,7 +402,7 @@ fn generate(
     report: &dyn Fn(String, usize),
 ) -> Result<Output, ActionError> {
     match work {
-        Work::Docstring(target) => docstring::generate(model, target, style, cancel.clone())
+        Work::Docstring(target) => docstring::generate(model, target, style, None, cancel.clone())
             .map(|insertion| Output::Insertions((**target).clone(), vec![insertion])),
         Work::AllDocstrings(targets) => {
             let total = targets.len();
