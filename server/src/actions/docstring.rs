@@ -124,6 +124,16 @@ impl SeenResults {
             _ => None,
         }
     }
+
+    /// Every kind returned: "a string, or None", "an integer or a float".
+    pub fn kinds_returned(&self) -> String {
+        let nouns: Vec<&str> = self.kinds.iter().filter_map(|kind| kind.noun()).collect();
+        match (nouns.join(" or "), self.kinds.contains(&ValueKind::Nothing)) {
+            (nouns, false) => nouns,
+            (nouns, true) if nouns.is_empty() => "None".into(),
+            (nouns, true) => format!("{nouns}, or None"),
+        }
+    }
 }
 
 /// The sentences the model wrote.
@@ -306,7 +316,8 @@ fn parameter_sentence(asker: &mut Asker, item: &Documented, parameter: &str) -> 
 
 /// What the item returns. When nib ran it (`seen`), the sentence may not contradict what it
 /// returned: an answer that does is asked again, started with the kind it returned ("It returns
-/// a float"), and when no answer holds, the sentence is that kind alone ("A float.").
+/// a float") when there was one, and when no answer holds, the sentence is the kinds returned
+/// alone ("A float.", "A string, or None.").
 fn return_value_sentence(
     asker: &mut Asker,
     item: &Documented,
@@ -333,8 +344,8 @@ fn return_value_sentence(
         "description of the return value",
         &true_to_the_code,
     );
-    match (answer, noun.and_then(|noun| clean_sentence(noun, &[]))) {
-        (Err(ActionError::Rejected(_)), Some(kind_alone)) => Ok(kind_alone),
+    match (answer, seen.and_then(|seen| clean_sentence(&seen.kinds_returned(), &[]))) {
+        (Err(ActionError::Rejected(_)), Some(kinds_alone)) => Ok(kinds_alone),
         (answer, _) => answer,
     }
 }
@@ -796,6 +807,10 @@ mod tests {
         assert_eq!(lists.contradiction("A list of integers, or None."), None, "one named kind was returned");
         assert_eq!(lists.noun(), None, "two kinds: no one noun");
         assert_eq!(floats.noun(), Some("a float"));
+        assert_eq!(lists.kinds_returned(), "a list, or None");
+        let numbers = SeenResults { kinds: vec![ValueKind::Integer, ValueKind::Float], fractions: false };
+        assert_eq!(numbers.kinds_returned(), "an integer or a float");
+        assert_eq!(SeenResults { kinds: vec![ValueKind::Nothing], fractions: false }.kinds_returned(), "None");
         let integers = SeenResults { kinds: vec![ValueKind::Integer], fractions: false };
         assert!(integers.contradiction("True if the cart is empty, as a boolean.").is_some());
         assert_eq!(integers.contradiction("The number of items, counted once (the int of it)."), None);

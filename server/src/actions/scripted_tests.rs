@@ -193,6 +193,26 @@ fn when_every_returns_answer_is_contradicted_the_sentence_is_the_kind_it_returne
 }
 
 #[test]
+fn a_function_that_returned_several_kinds_falls_back_to_all_of_them() {
+    let mut model = Scripted::new(
+        &[
+            WITH_TAX_ANSWERS,
+            &[
+                ("# with_tax returns: ", &["A list of tuples.\n"]),
+                ("# with_tax returns: It returns", &[" a list.\n", " a tuple.\n"]),
+            ],
+        ]
+        .concat(),
+    );
+    let seen = docstring::SeenResults {
+        kinds: vec![docstring::ValueKind::Text, docstring::ValueKind::Nothing],
+        fractions: false,
+    };
+    let text = with_tax_documented(&mut model, Some(seen));
+    assert!(text.contains("    Returns:\n        A string, or None.\n"), "{text}");
+}
+
+#[test]
 fn a_rust_doc_comment_with_errors_and_panics_sections() {
     let load = target(
         "/w/src/lib.rs",
