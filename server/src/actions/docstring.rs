@@ -33,6 +33,8 @@ pub struct Facts {
 pub struct SeenResults {
     pub kinds: Vec<ValueKind>,
     pub fractions: bool,
+    /// The results as Python reprs (`'a_b'`, `2.4`): a value the sentence quotes must be one.
+    pub values: Vec<String>,
 }
 
 /// A kind of value, as prose names it.
@@ -75,6 +77,30 @@ const KIND_WORDS: &[(&str, ValueKind)] = &[
     ("bytes", ValueKind::Bytes),
 ];
 
+/// The values `sentence` quotes ('camel_2_under', "x"): a quote opened at the start or after a
+/// space or bracket, closed by the same quote before a space, punctuation or the end (so the
+/// apostrophes of "word's" and "users'" quote nothing).
+fn quoted_values(sentence: &str) -> Vec<&str> {
+    let mut values = Vec::new();
+    let mut from = 0;
+    let opens = |at: usize, c: char| {
+        matches!(c, '\'' | '"') && sentence[..at].chars().next_back().is_none_or(|b| b.is_whitespace() || b == '(')
+    };
+    while let Some((open, quote)) =
+        sentence[from..].char_indices().map(|(i, c)| (from + i, c)).find(|&(i, c)| opens(i, c))
+    {
+        let start = open + 1;
+        let closes = |at: usize, c: char| {
+            c == quote && sentence[at + 1..].chars().next().is_none_or(|next| !next.is_alphanumeric())
+        };
+        let close = sentence[start..].char_indices().map(|(i, c)| (start + i, c)).find(|&(i, c)| closes(i, c));
+        let Some((end, _)) = close else { break };
+        values.push(&sentence[start..end]);
+        from = end + 1;
+    }
+    values
+}
+
 /// Phrases that say a number has no fractional part.
 const WHOLE_NUMBER_PHRASES: &[&str] = &["nearest integer", "whole number", "nearest whole", "rounded to an integer"];
 
@@ -109,12 +135,18 @@ impl SeenResults {
             return Some(format!("it names {:?} results, but running it returned {:?}", named, self.kinds));
         }
         let whole = WHOLE_NUMBER_PHRASES.iter().find(|phrase| lower.contains(*phrase));
-        match whole {
-            Some(phrase) if self.fractions => {
-                Some(format!("it says \"{phrase}\", but running it returned numbers with fractions"))
-            }
-            _ => None,
+        if let Some(phrase) = whole.filter(|_| self.fractions) {
+            return Some(format!("it says \"{phrase}\", but running it returned numbers with fractions"));
         }
+        // A string's repr is quoted; a number's is the number.
+        let returned = |quoted: &str| {
+            self.values.iter().any(|value| {
+                value == quoted
+                    || value.strip_prefix(['\'', '"']).and_then(|v| v.strip_suffix(['\'', '"'])) == Some(quoted)
+            })
+        };
+        let unseen = quoted_values(sentence).into_iter().find(|quoted| !returned(quoted));
+        unseen.map(|quoted| format!("it quotes '{quoted}' as a result, and no call returned that"))
     }
 
     /// "a float" when every result was of that one kind.
@@ -795,25 +827,41 @@ mod tests {
 
     #[test]
     fn a_returns_sentence_is_false_when_it_names_only_kinds_the_code_did_not_return() {
-        let floats = SeenResults { kinds: vec![ValueKind::Float], fractions: true };
+        let floats = SeenResults { kinds: vec![ValueKind::Float], fractions: true, values: Vec::new() };
         assert!(floats.contradiction("A float value rounded to the nearest integer.").is_some(), "2.4 is no integer");
         assert!(floats.contradiction("An integer.").is_some());
         assert!(floats.contradiction("The price as a string.").is_some());
         assert_eq!(floats.contradiction("A float rounded to two decimal places."), None);
         assert_eq!(floats.contradiction("The price with tax, rounded."), None, "names no kind");
-        let whole_floats = SeenResults { kinds: vec![ValueKind::Float], fractions: false };
+        let whole_floats = SeenResults { kinds: vec![ValueKind::Float], fractions: false, values: Vec::new() };
         assert_eq!(whole_floats.contradiction("A float rounded to the nearest integer."), None);
-        let lists = SeenResults { kinds: vec![ValueKind::List, ValueKind::Nothing], fractions: false };
+        let lists =
+            SeenResults { kinds: vec![ValueKind::List, ValueKind::Nothing], fractions: false, values: Vec::new() };
         assert_eq!(lists.contradiction("A list of integers, or None."), None, "one named kind was returned");
         assert_eq!(lists.noun(), None, "two kinds: no one noun");
         assert_eq!(floats.noun(), Some("a float"));
         assert_eq!(lists.kinds_returned(), "a list, or None");
-        let numbers = SeenResults { kinds: vec![ValueKind::Integer, ValueKind::Float], fractions: false };
+        let numbers =
+            SeenResults { kinds: vec![ValueKind::Integer, ValueKind::Float], fractions: false, values: Vec::new() };
         assert_eq!(numbers.kinds_returned(), "an integer or a float");
-        assert_eq!(SeenResults { kinds: vec![ValueKind::Nothing], fractions: false }.kinds_returned(), "None");
-        let integers = SeenResults { kinds: vec![ValueKind::Integer], fractions: false };
+        assert_eq!(
+            SeenResults { kinds: vec![ValueKind::Nothing], fractions: false, values: Vec::new() }.kinds_returned(),
+            "None"
+        );
+        let integers = SeenResults { kinds: vec![ValueKind::Integer], fractions: false, values: Vec::new() };
         assert!(integers.contradiction("True if the cart is empty, as a boolean.").is_some());
         assert_eq!(integers.contradiction("The number of items, counted once (the int of it)."), None);
+        let strings = SeenResults {
+            kinds: vec![ValueKind::Text],
+            fractions: false,
+            values: vec!["''".into(), "'hello world'".into()],
+        };
+        assert!(strings.contradiction("The output of camel2under is 'camel_2_under'.").is_some(), "never returned");
+        assert_eq!(strings.contradiction("A string, such as 'hello world' or \"\"."), None, "both returned");
+        let floats_seen = SeenResults { values: vec!["2.4".into()], ..floats.clone() };
+        assert_eq!(floats_seen.contradiction("A float such as '2.4'."), None);
+        assert_eq!(strings.contradiction("The input word's plural form, as the users' style says."), None);
+        assert_eq!(quoted_values("'a' or (\"b c\"), not it's 'd'x' 'e"), ["a", "b c", "d'x"]);
     }
 
     /// Renders with canned prose and returns the document after the insertion.

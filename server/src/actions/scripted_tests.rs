@@ -125,7 +125,11 @@ fn a_python_docstring_from_the_models_sentences_with_a_retry_steered() {
 
 /// `with_tax` as nib ran it: every result a float, some with fractions.
 fn with_tax_seen() -> docstring::SeenResults {
-    docstring::SeenResults { kinds: vec![docstring::ValueKind::Float], fractions: true }
+    docstring::SeenResults {
+        kinds: vec![docstring::ValueKind::Float],
+        fractions: true,
+        values: vec!["2.4".into(), "1.2".into()],
+    }
 }
 
 /// The answers for `with_tax`'s sentences other than its Returns sentence.
@@ -207,6 +211,7 @@ fn a_function_that_returned_several_kinds_falls_back_to_all_of_them() {
     let seen = docstring::SeenResults {
         kinds: vec![docstring::ValueKind::Text, docstring::ValueKind::Nothing],
         fractions: false,
+        values: vec!["'a'".into(), "None".into()],
     };
     let text = with_tax_documented(&mut model, Some(seen));
     assert!(text.contains("    Returns:\n        A string, or None.\n"), "{text}");

@@ -116,6 +116,7 @@ fn seen_results(observed: &[Observed]) -> Option<SeenResults> {
         if !seen.kinds.contains(&kind) {
             seen.kinds.push(kind);
         }
+        seen.values.push(expected.to_string());
     }
     (!seen.kinds.is_empty()).then_some(seen)
 }
@@ -254,7 +255,11 @@ mod tests {
     fn seen_results_gather_every_returned_kind_and_whether_a_fraction_was_seen() {
         let raised = Observed { raises: Some("ValueError".into()), ..example("f(-1)", "") };
         let seen = seen_results(&[example("f(2)", "2.4"), example("f(0)", "0.0"), example("f(9)", "None"), raised]);
-        assert_eq!(seen, Some(SeenResults { kinds: vec![ValueKind::Float, ValueKind::Nothing], fractions: true }));
+        let values = ["2.4", "0.0", "None"].map(String::from).to_vec();
+        assert_eq!(
+            seen,
+            Some(SeenResults { kinds: vec![ValueKind::Float, ValueKind::Nothing], fractions: true, values })
+        );
         let whole = seen_results(&[example("f(1)", "2.0")]).unwrap();
         assert!(!whole.fractions);
         assert_eq!(seen_results(&[example("f(1)", "2"), example("g()", "<object>")]), None, "an unnamed kind");
