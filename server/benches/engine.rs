@@ -307,7 +307,7 @@ fn speculation(model: &mut Model, source: &str, args: &Args) -> Value {
                 .iter()
                 .map(|target| {
                     match docstring::generate(model, target, DocstringStyle::Google, None, CancelToken::default()) {
-                        Ok(insertion) => insertion.text,
+                        Ok(written) => written.insertion.text,
                         Err(error) => format!("error: {error}"),
                     }
                 })

@@ -26,9 +26,9 @@ pub struct Facts {
 }
 
 /// The values a function returned when nib ran it (Python, with verification on): each kind
-/// seen, and whether a number had a fractional part. A Returns sentence that names only other
-/// kinds ("A string.") or calls fractions integers ("rounded to the nearest integer") is false,
-/// and is not offered.
+/// seen, whether a number had a fractional part, and the values. A Returns sentence that names
+/// only other kinds ("A string."), calls fractions integers ("rounded to the nearest integer")
+/// or quotes a value no call returned is not offered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SeenResults {
     pub kinds: Vec<ValueKind>,
@@ -127,16 +127,20 @@ impl SeenResults {
     /// false, if it does.
     pub fn contradiction(&self, sentence: &str) -> Option<String> {
         let lower = sentence.to_lowercase();
-        let named: Vec<ValueKind> = lower
-            .split(|c: char| !c.is_alphanumeric())
-            .filter_map(|word| KIND_WORDS.iter().find(|(name, _)| *name == word).map(|&(_, kind)| kind))
-            .collect();
+        let mut named: Vec<ValueKind> = Vec::new();
+        let words = lower.split(|c: char| !c.is_alphanumeric());
+        for kind in words.filter_map(|word| KIND_WORDS.iter().find(|(name, _)| *name == word).map(|&(_, kind)| kind)) {
+            if !named.contains(&kind) {
+                named.push(kind);
+            }
+        }
         if !named.is_empty() && !named.iter().any(|kind| self.kinds.contains(kind)) {
-            return Some(format!("it names {:?} results, but running it returned {:?}", named, self.kinds));
+            let said = SeenResults { kinds: named, ..SeenResults::default() }.kinds_returned();
+            return Some(format!("it says {said}, but the calls returned {}", self.kinds_returned()));
         }
         let whole = WHOLE_NUMBER_PHRASES.iter().find(|phrase| lower.contains(*phrase));
         if let Some(phrase) = whole.filter(|_| self.fractions) {
-            return Some(format!("it says \"{phrase}\", but running it returned numbers with fractions"));
+            return Some(format!("it says \"{phrase}\", but the calls returned numbers with fractions"));
         }
         // A string's repr is quoted; a number's is the number.
         let returned = |quoted: &str| {
@@ -146,7 +150,7 @@ impl SeenResults {
             })
         };
         let unseen = quoted_values(sentence).into_iter().find(|quoted| !returned(quoted));
-        unseen.map(|quoted| format!("it quotes '{quoted}' as a result, and no call returned that"))
+        unseen.map(|quoted| format!("it quotes '{quoted}' as a result, but no call returned that"))
     }
 
     /// "a float" when every result was of that one kind.
@@ -177,6 +181,8 @@ pub struct Prose {
     pub raises: Vec<String>,
     pub errors: Option<String>,
     pub panics: Option<String>,
+    /// The sentences not used because running the code contradicted them, each with why.
+    pub turned_down: Vec<String>,
 }
 
 /// Visits the nodes of `node`'s subtree, not descending into nested functions and classes.
@@ -286,7 +292,8 @@ pub fn write_prose(
         prose.parameters.push(parameter_sentence(&mut asker, &item, parameter)?);
     }
     if facts.returns_value {
-        prose.returns = Some(return_value_sentence(&mut asker, &item, facts.results.as_ref())?);
+        let (returns, turned_down) = return_value_sentence(&mut asker, &item, facts.results.as_ref())?;
+        (prose.returns, prose.turned_down) = (Some(returns), turned_down);
     }
     for exception in &facts.raises {
         prose.raises.push(raises_sentence(&mut asker, &item, exception)?);
@@ -354,13 +361,20 @@ fn return_value_sentence(
     asker: &mut Asker,
     item: &Documented,
     seen: Option<&SeenResults>,
-) -> Result<String, ActionError> {
+) -> Result<(String, Vec<String>), ActionError> {
     let Documented { name, comment } = item;
     let noun = seen.and_then(SeenResults::noun);
     let lead = noun.map_or_else(|| "It returns".to_string(), |noun| format!("It returns {noun}"));
     // The model continues after the kind, which the sentence keeps.
     let prefix = noun.map_or_else(String::new, |noun| format!("{noun} "));
-    let true_to_the_code = |sentence: &str| seen.and_then(|seen| seen.contradiction(sentence));
+    let turned_down = std::cell::RefCell::new(Vec::new());
+    let true_to_the_code = |sentence: &str| {
+        let why = seen.and_then(|seen| seen.contradiction(sentence));
+        if let Some(why) = &why {
+            turned_down.borrow_mut().push(format!("\"{sentence}\": {why}"));
+        }
+        why
+    };
     let answer = ask(
         asker,
         &format!("In a few words, what does `{name}` return?"),
@@ -376,10 +390,11 @@ fn return_value_sentence(
         "description of the return value",
         &true_to_the_code,
     );
-    match (answer, seen.and_then(|seen| clean_sentence(&seen.kinds_returned(), &[]))) {
-        (Err(ActionError::Rejected(_)), Some(kinds_alone)) => Ok(kinds_alone),
-        (answer, _) => answer,
-    }
+    let sentence = match (answer, seen.and_then(|seen| clean_sentence(&seen.kinds_returned(), &[]))) {
+        (Err(ActionError::Rejected(_)), Some(kinds_alone)) => kinds_alone,
+        (answer, _) => answer?,
+    };
+    Ok((sentence, turned_down.into_inner()))
 }
 
 /// When the item raises (Python) or throws (Java, C++) `exception`.
@@ -802,6 +817,13 @@ pub fn document_all(
 }
 
 /// The whole action: facts, prose, rendering, check.
+/// A docstring to insert, and the sentences running the code turned down on the way, each with
+/// why (for the user's message).
+pub struct Written {
+    pub insertion: Insertion,
+    pub turned_down: Vec<String>,
+}
+
 /// The docstring for `target`; `seen`, what the function returned when nib ran it, if it did.
 pub fn generate(
     model: &mut dyn Backend,
@@ -809,12 +831,12 @@ pub fn generate(
     style: DocstringStyle,
     seen: Option<SeenResults>,
     cancel: CancelToken,
-) -> Result<Insertion, ActionError> {
+) -> Result<Written, ActionError> {
     let facts = Facts { results: seen, ..facts(target) };
     let prose = write_prose(model, target, &facts, cancel)?;
     let insertion = render(target, &facts, &prose, style);
     check(target, &facts, &insertion).map_err(|why| ActionError::Rejected(format!("no docstring inserted: {why}")))?;
-    Ok(insertion)
+    Ok(Written { insertion, turned_down: prose.turned_down })
 }
 
 #[cfg(test)]
@@ -874,6 +896,7 @@ mod tests {
             raises: facts.raises.iter().map(|_| "If it is bad.".into()).collect(),
             errors: facts.returns_result.then(|| "If reading fails.".into()),
             panics: facts.can_panic.then(|| "If the input is empty.".into()),
+            turned_down: Vec::new(),
         };
         let insertion = render(target, &facts, &prose, style);
         check(target, &facts, &insertion).unwrap();

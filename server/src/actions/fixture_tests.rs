@@ -24,9 +24,9 @@ fn target(path: &str, language_id: &str, source: &str) -> Target {
 /// The document after the docstring action, or its error.
 fn docstring_outcome(model: &mut Model, target: &Target) -> String {
     match docstring::generate(model, target, DocstringStyle::Google, None, CancelToken::default()) {
-        Ok(insertion) => {
+        Ok(written) => {
             let mut text = target.rope.to_string();
-            text.insert_str(insertion.offset, &insertion.text);
+            text.insert_str(written.insertion.offset, &written.insertion.text);
             text
         }
         Err(error) => format!("error: {error}"),

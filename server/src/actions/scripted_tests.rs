@@ -98,8 +98,9 @@ fn a_python_docstring_from_the_models_sentences_with_a_retry_steered() {
         ("# price returns: ", &["the price including tax\n"]),
         ("# price raises ValueError when ", &["if base is negative\n"]),
     ]);
-    let insertion =
-        docstring::generate(&mut model, &price, DocstringStyle::Google, None, CancelToken::default()).unwrap();
+    let insertion = docstring::generate(&mut model, &price, DocstringStyle::Google, None, CancelToken::default())
+        .unwrap()
+        .insertion;
     expect_test::expect![[r#"
         def price(base, rate=0.2):
             """Compute the price with tax.
@@ -139,16 +140,15 @@ const WITH_TAX_ANSWERS: &[(&str, &[&str])] = &[
     ("# Parameter rate of with_tax: ", &["The tax rate.\n"]),
 ];
 
-/// `with_tax` as the docstring `model` writes for it leaves it.
-fn with_tax_documented(model: &mut Scripted, seen: Option<docstring::SeenResults>) -> String {
+/// `with_tax` as the docstring `model` writes for it leaves it, and the sentences turned down.
+fn with_tax_documented(model: &mut Scripted, seen: Option<docstring::SeenResults>) -> (String, Vec<String>) {
     let with_tax = target(
         "/w/pricing.py",
         "python",
         "def with_tax(price, rate=0.2):\n    return round(price * (1 + rate), 2)$0\n",
     );
-    let insertion =
-        docstring::generate(model, &with_tax, DocstringStyle::Google, seen, CancelToken::default()).unwrap();
-    inserted(&with_tax, insertion.offset, &insertion.text)
+    let written = docstring::generate(model, &with_tax, DocstringStyle::Google, seen, CancelToken::default()).unwrap();
+    (inserted(&with_tax, written.insertion.offset, &written.insertion.text), written.turned_down)
 }
 
 #[test]
@@ -164,14 +164,21 @@ fn a_returns_sentence_that_running_the_code_contradicts_is_asked_again_from_the_
         ]
         .concat(),
     );
-    let text = with_tax_documented(&mut model, Some(with_tax_seen()));
+    let (text, turned_down) = with_tax_documented(&mut model, Some(with_tax_seen()));
     assert!(text.contains("    Returns:\n        A float rounded to two decimal places.\n"), "{text}");
+    assert_eq!(
+        turned_down,
+        [
+            "\"A float value rounded to the nearest integer.\": it says \"nearest integer\", but the calls returned numbers with fractions"
+        ]
+    );
     assert!(!text.contains("integer"), "{text}");
     // Without what running it showed, the first answer stands: the check is what turned it down.
     let mut unchecked = Scripted::new(
         &[WITH_TAX_ANSWERS, &[("# with_tax returns: ", &["A float value rounded to the nearest integer.\n"])]].concat(),
     );
-    let text = with_tax_documented(&mut unchecked, None);
+    let (text, turned_down) = with_tax_documented(&mut unchecked, None);
+    assert!(turned_down.is_empty());
     assert!(text.contains("A float value rounded to the nearest integer."), "{text}");
 }
 
@@ -191,8 +198,10 @@ fn when_every_returns_answer_is_contradicted_the_sentence_is_the_kind_it_returne
         ]
         .concat(),
     );
-    let text = with_tax_documented(&mut model, Some(with_tax_seen()));
+    let (text, turned_down) = with_tax_documented(&mut model, Some(with_tax_seen()));
     assert!(text.contains("    Returns:\n        A float.\n"), "{text}");
+    assert_eq!(turned_down.len(), 3, "{turned_down:?}");
+    assert!(turned_down[0].ends_with("it says an integer, but the calls returned a float"), "{turned_down:?}");
     assert_eq!(model.prompts.len(), 6, "three questions, then the returns question three times");
 }
 
@@ -213,7 +222,7 @@ fn a_function_that_returned_several_kinds_falls_back_to_all_of_them() {
         fractions: false,
         values: vec!["'a'".into(), "None".into()],
     };
-    let text = with_tax_documented(&mut model, Some(seen));
+    let (text, _) = with_tax_documented(&mut model, Some(seen));
     assert!(text.contains("    Returns:\n        A string, or None.\n"), "{text}");
 }
 
@@ -231,7 +240,7 @@ fn a_rust_doc_comment_with_errors_and_panics_sections() {
         ("// load panics when ", &["if the key is missing\n"]),
     ]);
     let insertion =
-        docstring::generate(&mut model, &load, DocstringStyle::Google, None, CancelToken::default()).unwrap();
+        docstring::generate(&mut model, &load, DocstringStyle::Google, None, CancelToken::default()).unwrap().insertion;
     expect_test::expect![[r#"
         /// Load the value stored under a key.
         ///

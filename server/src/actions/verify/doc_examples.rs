@@ -52,15 +52,17 @@ pub fn document(job: &Job, progress: &dyn Fn(&str)) -> Result<Documented, Action
         plan.as_ref().and_then(|plan| toolchain::python(job.configured_interpreter.as_deref(), &plan.root));
     let (Some(plan), Some(interpreter)) = (plan, interpreter.map(|found| found.program)) else {
         progress("writing the docstring");
-        return Ok(Documented { insertion: write_docstring(job, None)?, message: String::new() });
+        return Ok(Documented { insertion: write_docstring(job, None)?.insertion, message: String::new() });
     };
     progress("calling the function for examples");
     let observed = observe(job, &interpreter, &plan)?;
     let examples = examples(&observed);
     progress("writing the docstring");
-    let insertion = write_docstring(job, seen_results(&observed))?;
+    let written = write_docstring(job, seen_results(&observed))?;
+    let (insertion, checked) = (written.insertion, turned_down_note(&written.turned_down));
     let Some(text) = with_examples(&insertion.text, &examples, job.style).filter(|_| !examples.is_empty()) else {
-        return Ok(Documented { insertion, message: String::new() });
+        let message = if checked.is_empty() { checked } else { format!("docstring written{checked}") };
+        return Ok(Documented { insertion, message });
     };
     progress("checking the examples with doctest");
     let mut source = job.target.rope.to_string();
@@ -68,14 +70,27 @@ pub fn document(job: &Job, progress: &dyn Fn(&str)) -> Result<Documented, Action
     match python::doctest(&interpreter, &job.target, &plan, &source, &job.cancel).map_err(super::cancelled)? {
         None => {
             let count = examples_word(examples.len());
-            let message = format!("docstring written with {count}; doctest passes on the current code");
+            let message = format!("docstring written with {count}; doctest passes on the current code{checked}");
             Ok(Documented { insertion: Insertion { text, ..insertion }, message })
         }
         Some(failure) => {
             let first = failure.lines().find(|line| !line.trim().is_empty() && !line.starts_with('*')).unwrap_or("");
-            let message = format!("docstring written without examples: doctest failed on them ({})", first.trim());
+            let message =
+                format!("docstring written without examples: doctest failed on them ({}){checked}", first.trim());
             Ok(Documented { insertion, message })
         }
+    }
+}
+
+/// What the message says of the Returns sentences running the code turned down.
+fn turned_down_note(turned_down: &[String]) -> String {
+    match turned_down {
+        [] => String::new(),
+        [only] => format!("; a Returns sentence was not used, running the code contradicts it: {only}"),
+        [first, ..] => format!(
+            "; {} Returns sentences were not used, running the code contradicts them; the first: {first}",
+            turned_down.len()
+        ),
     }
 }
 
@@ -156,7 +171,7 @@ fn good_example(call: &Observed) -> bool {
 
 /// The model's docstring, written on the engine thread; its Returns sentence checked against
 /// `seen`.
-fn write_docstring(job: &Job, seen: Option<SeenResults>) -> Result<Insertion, ActionError> {
+fn write_docstring(job: &Job, seen: Option<SeenResults>) -> Result<docstring::Written, ActionError> {
     let (sender, receiver) = crossbeam_channel::bounded(1);
     let (target, style, cancel) = (job.target.clone(), job.style, job.cancel.clone());
     job.queue.run(Box::new(move |model| {
@@ -224,6 +239,17 @@ mod tests {
             with_examples(one_line, &examples, DocstringStyle::Rest).unwrap(),
             "    \"\"\"Add tax to a price.\n\n    >>> with_tax(10)\n    12.0\n    \"\"\"\n"
         );
+    }
+
+    #[test]
+    fn the_message_says_which_returns_sentence_running_the_code_turned_down() {
+        assert_eq!(turned_down_note(&[]), "");
+        assert_eq!(
+            turned_down_note(&["\"An integer.\": it says an integer, but the calls returned a float".into()]),
+            "; a Returns sentence was not used, running the code contradicts it: \"An integer.\": it says an integer, \
+             but the calls returned a float"
+        );
+        assert!(turned_down_note(&["a".into(), "b".into()]).starts_with("; 2 Returns sentences were not used"));
     }
 
     #[test]

@@ -403,7 +403,7 @@ fn generate(
 ) -> Result<Output, ActionError> {
     match work {
         Work::Docstring(target) => docstring::generate(model, target, style, None, cancel.clone())
-            .map(|insertion| Output::Insertions((**target).clone(), vec![insertion])),
+            .map(|written| Output::Insertions((**target).clone(), vec![written.insertion])),
         Work::AllDocstrings(targets) => {
             let total = targets.len();
             let mut write = |target: &Target, facts: &docstring::Facts, index: usize| {
