@@ -816,7 +816,6 @@ pub fn document_all(
     Ok(insertions)
 }
 
-/// The whole action: facts, prose, rendering, check.
 /// A docstring to insert, and the sentences running the code turned down on the way, each with
 /// why (for the user's message).
 pub struct Written {
@@ -824,7 +823,8 @@ pub struct Written {
     pub turned_down: Vec<String>,
 }
 
-/// The docstring for `target`; `seen`, what the function returned when nib ran it, if it did.
+/// The whole action: facts, prose, rendering, check. `seen` is what the function returned when
+/// nib ran it, if it did.
 pub fn generate(
     model: &mut dyn Backend,
     target: &Target,
