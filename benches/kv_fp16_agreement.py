@@ -8,7 +8,12 @@ For scale, `--nudge` replaces the fp16 rounding by a relative change of 2^-20 (f
 model's int8-activation matmuls amplify any change in the attention output, so this floor is
 what "agreement" can mean for this model.
 
-Usage: .venv/bin/python benches/kv_fp16_agreement.py [--tokens 2048] [--nudge]
+`--int8` replaces the fp16 rounding by 8-bit quantization, as an 8-bit KV cache would keep it:
+each new key and value row of each KV head (64 values) as integers in -127..127 times one f32
+scale (its largest magnitude / 127), rounded to nearest. What an 8-bit cache, half the bytes a
+decode step reads at long context, would cost in greedy choices.
+
+Usage: .venv/bin/python benches/kv_fp16_agreement.py [--tokens 2048] [--nudge | --int8]
 """
 
 from __future__ import annotations
@@ -79,15 +84,58 @@ def nudged(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def int8_rows(model: onnx.ModelProto, kv_heads: int) -> onnx.ModelProto:
+    """`round_kv_to_fp16`'s graph with the fp16 rounding replaced by per-row, per-head symmetric
+    8-bit quantization (scale = largest magnitude / 127; an all-zero row stays zero)."""
+    graph = model.graph
+    graph.initializer.extend([
+        helper.make_tensor("int8kv/heads", TensorProto.INT64, [4], [0, 0, kv_heads, -1]),
+        helper.make_tensor("int8kv/flat", TensorProto.INT64, [3], [0, 0, -1]),
+        helper.make_tensor("int8kv/last", TensorProto.INT64, [1], [-1]),
+        helper.make_tensor("int8kv/levels", TensorProto.FLOAT, [], [127.0]),
+        helper.make_tensor("int8kv/tiny", TensorProto.FLOAT, [], [1e-30]),
+    ])
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if node.op_type == "Cast" and node.output[0].endswith("/half"):
+            continue
+        if not (node.op_type == "Cast" and node.output[0].endswith("/rounded")):
+            nodes.append(node)
+            continue
+        source = node.input[0].removesuffix("/half")
+        p = source + "/int8"
+        nodes += [
+            helper.make_node("Reshape", [source, "int8kv/heads"], [p + "/rows"]),
+            helper.make_node("Abs", [p + "/rows"], [p + "/abs"]),
+            helper.make_node("ReduceMax", [p + "/abs", "int8kv/last"], [p + "/max"], keepdims=1),
+            helper.make_node("Div", [p + "/max", "int8kv/levels"], [p + "/scale0"]),
+            helper.make_node("Max", [p + "/scale0", "int8kv/tiny"], [p + "/scale"]),
+            helper.make_node("Div", [p + "/rows", p + "/scale"], [p + "/scaled"]),
+            helper.make_node("Round", [p + "/scaled"], [p + "/levels"]),
+            helper.make_node("Mul", [p + "/levels", p + "/scale"], [p + "/back"]),
+            helper.make_node("Reshape", [p + "/back", "int8kv/flat"], [node.output[0]]),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=2048, help="positions per text")
-    parser.add_argument("--nudge", action="store_true", help="f32 noise instead of fp16 rounding")
+    kinds = parser.add_mutually_exclusive_group()
+    kinds.add_argument("--nudge", action="store_true", help="f32 noise instead of fp16 rounding")
+    kinds.add_argument("--int8", action="store_true", help="8-bit rows instead of fp16 rounding")
     args = parser.parse_args()
     tokenizer = Tokenizer.from_file(os.path.join(MODEL, "tokenizer.json"))
-    changed = round_kv_to_fp16(onnx.load(os.path.join(MODEL, "model.onnx"), load_external_data=False))
+    original = onnx.load(os.path.join(MODEL, "model.onnx"), load_external_data=False)
+    changed = round_kv_to_fp16(original)
     if args.nudge:
         changed = nudged(changed)
+    if args.int8:
+        kv_heads = next(a.i for n in original.graph.node if n.op_type == "GroupQueryAttention"
+                        for a in n.attribute if a.name == "kv_num_heads")
+        changed = int8_rows(changed, kv_heads)
     with tempfile.TemporaryDirectory() as tmp:
         # onnxruntime refuses external data outside the model's folder: a copy, not a link.
         shutil.copy(os.path.join(MODEL, "model.onnx.data"), os.path.join(tmp, "model.onnx.data"))
@@ -100,7 +148,7 @@ def main() -> int:
             agree = top1(fp32, ids) == top1(other, ids)
             total, same = total + len(ids), same + int(agree.sum())
             print(f"{text}: {len(ids)} positions, top-1 agreement {agree.mean() * 100:.2f} %", flush=True)
-    kind = "f32 nudge (2^-20)" if args.nudge else "fp16 KV"
+    kind = "f32 nudge (2^-20)" if args.nudge else "8-bit KV rows" if args.int8 else "fp16 KV"
     print(f"{kind} against fp32 KV: {same}/{total} positions agree, {same / total * 100:.2f} %")
     return 0
 
