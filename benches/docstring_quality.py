@@ -94,7 +94,6 @@ def main():
     parser.add_argument("--nib", default=tests_quality.NIB)
     parser.add_argument("--details", help="write one JSON record per function here")
     args = parser.parse_args()
-    tests_quality.MODULE = args.module
     parent = tempfile.mkdtemp(prefix="nib-docstring-quality-")
     workspace = tests_quality.make_workspace(parent, "checked")
     module_path = os.path.join(workspace, args.module)

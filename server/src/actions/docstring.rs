@@ -124,7 +124,7 @@ impl ValueKind {
 
 impl SeenResults {
     /// Why `sentence` says something about the results that running the function showed to be
-    /// false, if it does.
+    /// false (or that no call showed: a quoted value), if it does.
     pub fn contradiction(&self, sentence: &str) -> Option<String> {
         let lower = sentence.to_lowercase();
         let mut named: Vec<ValueKind> = Vec::new();
@@ -135,8 +135,7 @@ impl SeenResults {
             }
         }
         if !named.is_empty() && !named.iter().any(|kind| self.kinds.contains(kind)) {
-            let said = SeenResults { kinds: named, ..SeenResults::default() }.kinds_returned();
-            return Some(format!("it says {said}, but the calls returned {}", self.kinds_returned()));
+            return Some(format!("it says {}, but the calls returned {}", phrase(&named), self.kinds_returned()));
         }
         let whole = WHOLE_NUMBER_PHRASES.iter().find(|phrase| lower.contains(*phrase));
         if let Some(phrase) = whole.filter(|_| self.fractions) {
@@ -163,12 +162,17 @@ impl SeenResults {
 
     /// Every kind returned: "a string, or None", "an integer or a float".
     pub fn kinds_returned(&self) -> String {
-        let nouns: Vec<&str> = self.kinds.iter().filter_map(|kind| kind.noun()).collect();
-        match (nouns.join(" or "), self.kinds.contains(&ValueKind::Nothing)) {
-            (nouns, false) => nouns,
-            (nouns, true) if nouns.is_empty() => "None".into(),
-            (nouns, true) => format!("{nouns}, or None"),
-        }
+        phrase(&self.kinds)
+    }
+}
+
+/// `kinds` in words: "a string, or None", "an integer or a float".
+fn phrase(kinds: &[ValueKind]) -> String {
+    let nouns: Vec<&str> = kinds.iter().filter_map(|kind| kind.noun()).collect();
+    match (nouns.join(" or "), kinds.contains(&ValueKind::Nothing)) {
+        (nouns, false) => nouns,
+        (nouns, true) if nouns.is_empty() => "None".into(),
+        (nouns, true) => format!("{nouns}, or None"),
     }
 }
 
@@ -471,14 +475,14 @@ fn ask(
         let answer = answer.trim_start();
         // "a float" + ", rounded": no space before the punctuation.
         let prefix = if answer.starts_with([',', '.', ';']) { prefix.trim_end() } else { prefix };
-        if let Some(sentence) = clean_sentence(&format!("{prefix}{answer}"), subjects) {
-            match contradiction(&sentence) {
-                None => return Ok(sentence),
-                Some(why) => tracing::info!(sentence, "{what} not used: {why}"),
-            }
+        let Some(sentence) = clean_sentence(&format!("{prefix}{answer}"), subjects) else {
+            tracing::debug!(answer, lead, "unusable answer for {what}");
             continue;
+        };
+        match contradiction(&sentence) {
+            None => return Ok(sentence),
+            Some(why) => tracing::info!(sentence, "{what} not used: {why}"),
         }
-        tracing::debug!(answer, lead, "unusable answer for {what}");
     }
     Err(ActionError::Rejected(format!(
         "the model gave no usable {what}; nothing was inserted (try again, or a larger model)"
