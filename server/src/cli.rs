@@ -38,6 +38,7 @@ pub fn generate(
         deadline: None,
         prefill_budget_ms: None,
         single_line: false,
+        warm_alternative: None,
     };
     let mut printed = 0;
     let mut print_new = |text: &str| {
@@ -153,6 +154,7 @@ pub fn complete(
         deadline: None,
         prefill_budget_ms: None,
         single_line: prepared.mode == completion::postprocess::Mode::SingleLine,
+        warm_alternative: None,
     };
     let (text, generation) = match &prepared.grounded {
         // An import line checked against the index: no model needed.

@@ -148,3 +148,72 @@ fn a_burst_of_opens_warms_the_last_file_only() {
     assert!((1..=2).contains(&queued), "{queued} warm-ups for a burst of {} opens: {prewarm}", uris.len());
     server.shutdown();
 }
+
+/// The sources of the cross-file context at the head of the prompt nib would build at
+/// (`line`, `character`) of `uri`.
+fn context_sources(server: &mut TestServer, uri: &str, line: u32, character: u32) -> Value {
+    let params = json!({
+        "textDocument": { "uri": uri },
+        "position": { "line": line, "character": character },
+        "prompt": true,
+    });
+    let prompt = server.request("nib/inspect", params).expect("nib/inspect succeeds")["prompt"].clone();
+    let sources = prompt["sources"].as_array().cloned().unwrap_or_default();
+    // The cross-file sources come first, then the file's own ("path", its prefix and suffix).
+    sources.into_iter().take_while(|source| source != "path").collect()
+}
+
+/// Typing into a scope whose retrieved context differs from the head the KV cache holds: the
+/// automatic completion there runs with that head (its warm alternative) instead of prefilling
+/// a new one while the user types, and the index's answer for the new scope is not warmed
+/// before the typing pause.
+#[test]
+fn typing_into_a_scope_with_new_context_keeps_the_warm_head() {
+    let Some(model) = default_model() else { return };
+    let workspace = Workspace::new("prewarm-scope");
+    let mut server = TestServer::ready_at(&workspace.root, json!({ "modelPath": model, "threads": 2 }));
+    let cart = workspace.uri("cart.py");
+    let text = workspace.read("cart.py");
+    server.open(&cart, "python", &text);
+    let line = text.lines().position(|l| l.contains("def count_items")).unwrap() as u32 + 1;
+    let focus = json!({ "textDocument": { "uri": cart }, "position": { "line": line, "character": 8 } });
+    server.notify("nib/didFocus", focus);
+    wait_until_warm(&mut server, &cart, Some(line));
+    let request = server.inline(&cart, line, 8, 2);
+    server.response(request).expect("the completion is answered");
+    let warm_sources = context_sources(&mut server, &cart, line, 8);
+
+    // A new top-level function, typed key by key (each key restarts the typing pause).
+    let mut version = 1;
+    let (mut at_line, mut at_character) = (text.lines().count() as u32, 0u32);
+    for key in TYPED.chars() {
+        version += 1;
+        server.notify(
+            "textDocument/didChange",
+            json!({
+                "textDocument": { "uri": cart, "version": version },
+                "contentChanges": [{ "range": { "start": { "line": at_line, "character": at_character },
+                                                "end": { "line": at_line, "character": at_character } },
+                                     "text": key.to_string() }],
+            }),
+        );
+        (at_line, at_character) = if key == '\n' { (at_line + 1, 0) } else { (at_line, at_character + 1) };
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let new_sources = context_sources(&mut server, &cart, at_line, at_character);
+    assert_ne!(new_sources, warm_sources, "the new scope's retrieved context is the same as the warm one's");
+    let request = server.inline(&cart, at_line, at_character, 2);
+    server.response(request).expect("the completion is answered");
+    let engine = engine_stats(&mut server, &cart);
+    let last = &engine["stats"]["last"];
+    assert_eq!(last["warmAlternative"], true, "the new head ran: {engine}");
+    assert_eq!(last["cappedTokens"], 0, "{engine}");
+    // A KV-cache hit, as `benches/replay.py` counts them: at least half the prompt reused.
+    let (reused, prompt) = (last["reusedTokens"].as_u64().unwrap(), last["promptTokens"].as_u64().unwrap());
+    assert!(2 * reused >= prompt, "the warm head was not reused: {engine}");
+    server.shutdown();
+}
+
+/// What `typing_into_a_scope_with_new_context_keeps_the_warm_head` types at the end of cart.py.
+const TYPED: &str =
+    "\n\ndef checkout(cart, percent):\n    price = apply_discount(cart.subtotal(), percent)\n    return ";

@@ -137,6 +137,7 @@ impl<'a> Asker<'a> {
             deadline: self.deadline,
             prefill_budget_ms: None,
             single_line: false,
+            warm_alternative: None,
         };
         Ok(self.model.generate(&request, done)?.text)
     }

@@ -35,6 +35,8 @@ pub struct Prepared {
     pub context: CompletionContext,
     /// The completion when it needs no model: an import line the index checked (`imports`).
     pub grounded: Option<imports::Grounded>,
+    /// The cross-file context at the head of `prompt`.
+    pub cross_file: context::CrossFile,
     /// How many pieces at the head of `prompt` are the repository section (0 without one).
     repository_pieces: usize,
     surroundings: Surroundings,
@@ -147,6 +149,7 @@ pub fn prepare(inputs: &Inputs) -> Option<Prepared> {
         mode,
         context,
         grounded,
+        cross_file: inputs.cross_file.clone(),
         repository_pieces,
         surroundings,
         snapshot: Snapshot {

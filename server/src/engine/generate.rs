@@ -79,6 +79,12 @@ pub struct GenerationRequest {
     /// lookup drafts no further than a token that contains a newline, since no token after it
     /// could be used.
     pub single_line: bool,
+    /// The same completion with the cross-file context of an earlier prompt at its head: run
+    /// instead of `prompt` when the KV cache holds more of it (`Model::choose_prompt`). An
+    /// automatic completion whose scope just got new retrieved context thus reuses the cache
+    /// the last prompts built, rather than prefilling a new head while the user types; the
+    /// new head is warmed when typing pauses (`lsp::prewarm`).
+    pub warm_alternative: Option<Vec<PromptPiece>>,
 }
 
 impl GenerationRequest {
@@ -94,6 +100,7 @@ impl GenerationRequest {
             deadline: None,
             prefill_budget_ms: None,
             single_line: false,
+            warm_alternative: None,
         }
     }
 
@@ -137,6 +144,8 @@ pub struct GenerationStats {
     pub accepted_draft_tokens: usize,
     /// Prompt tokens left out to keep the prefill within the request's budget.
     pub capped_tokens: usize,
+    /// The request's warm alternative ran instead of its prompt.
+    pub warm_alternative: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -322,7 +331,7 @@ impl Model {
         run_options: &RunOptions,
         stats: &mut GenerationStats,
     ) -> Result<Vec<f32>, EngineError> {
-        let common = self.cache.tokens.iter().zip(prompt).take_while(|(cached, new)| cached == new).count();
+        let common = self.cached_prefix(prompt);
         // At least one token must run to produce logits.
         let keep = common.min(prompt.len() - 1);
         self.session.truncate(&mut self.cache, keep)?;
@@ -345,7 +354,7 @@ impl Model {
         let Some(affordable) = request.prefill_budget_ms.and_then(|ms| self.prefill_speed.tokens_within(ms)) else {
             return (prompt, 0);
         };
-        let reusable = self.cache.tokens.iter().zip(&prompt).take_while(|(cached, new)| cached == new).count();
+        let reusable = self.cached_prefix(&prompt);
         let cut = budget::Cut {
             reusable,
             keep_first: usize::from(self.bos_token_id.is_some()),
@@ -466,7 +475,8 @@ impl Model {
         stats: &mut GenerationStats,
     ) -> Result<Option<Vec<u32>>, EngineError> {
         let started = Instant::now();
-        let (prompt, capped) = self.within_budget(self.tokenize(&request.prompt)?, request);
+        let prompt = self.choose_prompt(request, stats)?;
+        let (prompt, capped) = self.within_budget(prompt, request);
         stats.capped_tokens = capped;
         stats.tokenize_ms = millis(started);
         if prompt.is_empty() {
@@ -477,7 +487,7 @@ impl Model {
             return Err(EngineError::PromptTooLong { tokens: prompt.len(), context: limit });
         }
         stats.prompt_tokens = prompt.len();
-        let held = self.cache.tokens.iter().zip(&prompt).take_while(|(cached, new)| cached == new).count();
+        let held = self.cached_prefix(&prompt);
         if request.is_prewarm() && held + PREWARM_SLACK >= prompt.len() {
             // A pre-warm the cache already holds: running it would only make the cache forget
             // what it holds after it (the line typed since, the suggestion) to redo a last token
@@ -486,6 +496,24 @@ impl Model {
             return Ok(None);
         }
         Ok(Some(prompt))
+    }
+
+    /// `request.prompt` tokenized, or its warm alternative when the KV cache holds a longer
+    /// prefix of that one (a tie keeps the prompt).
+    fn choose_prompt(&self, request: &GenerationRequest, stats: &mut GenerationStats) -> Result<Vec<u32>, EngineError> {
+        let prompt = self.tokenize(&request.prompt)?;
+        let Some(alternative) = &request.warm_alternative else { return Ok(prompt) };
+        let alternative = self.tokenize(alternative)?;
+        if self.cached_prefix(&alternative) > self.cached_prefix(&prompt) {
+            stats.warm_alternative = true;
+            return Ok(alternative);
+        }
+        Ok(prompt)
+    }
+
+    /// How many of `prompt`'s first tokens the KV cache holds.
+    fn cached_prefix(&self, prompt: &[u32]) -> usize {
+        self.cache.tokens.iter().zip(prompt).take_while(|(cached, new)| cached == new).count()
     }
 
     /// `draft` up to and including its first token that contains a newline.

@@ -320,6 +320,7 @@ mod tests {
             deadline: None,
             prefill_budget_ms: None,
             single_line: false,
+            warm_alternative: None,
         }
     }
 

@@ -221,6 +221,35 @@ fn a_cold_prompt_is_cut_to_the_prefill_budget_and_a_warm_one_runs_whole() {
     assert!(warm.stats.reused_tokens + 40 >= warm.stats.prompt_tokens, "{:?}", warm.stats);
 }
 
+/// A completion whose scope got new retrieved context runs the prompt with the head the cache
+/// holds (its warm alternative) when the cache holds more of that one, the same tokens as that
+/// prompt alone; otherwise its own prompt (a tie keeps it).
+#[test]
+fn a_warm_alternative_runs_when_the_cache_holds_more_of_it() {
+    let with_head = |head: &str, typed: &str| format!("{head}class Cart:\n    def total(self):\n        {typed}");
+    let (old_head, new_head) = ("# from pricing.py:\ndef with_tax(price):\n    return price\n\n", "# from cart.py:\n");
+    let with_alternative = |prompt: String, alternative: String| GenerationRequest {
+        warm_alternative: Some(vec![PromptPiece::Text(alternative)]),
+        ..request(&prompt, 3)
+    };
+    let mut model = model();
+    // A tie on an empty cache: the request's own prompt.
+    let first = with_alternative(with_head(new_head, "re"), with_head(old_head, "re"));
+    assert!(!model.generate(&first, &mut |_| Flow::Continue).unwrap().stats.warm_alternative);
+    model.generate(&request(&with_head(old_head, "re"), 3), &mut |_| Flow::Continue).unwrap();
+    let held = model.cached_tokens();
+    let typed = with_alternative(with_head(new_head, "ret"), with_head(old_head, "ret"));
+    let generation = model.generate(&typed, &mut |_| Flow::Continue).unwrap();
+    assert!(generation.stats.warm_alternative, "{:?}", generation.stats);
+    assert!(generation.stats.reused_tokens + 8 >= held, "{:?} with {held} cached", generation.stats);
+    let alone = self::model().generate(&request(&with_head(old_head, "ret"), 3), &mut |_| Flow::Continue).unwrap();
+    assert_eq!(generation.tokens, alone.tokens);
+    // Once the cache holds the new head (the pre-warm at the typing pause), the prompt runs.
+    model.generate(&request(&with_head(new_head, "ret"), 0), &mut |_| Flow::Continue).unwrap();
+    let next = with_alternative(with_head(new_head, "retu"), with_head(old_head, "retu"));
+    assert!(!model.generate(&next, &mut |_| Flow::Continue).unwrap().stats.warm_alternative);
+}
+
 #[test]
 fn a_prewarm_the_cache_holds_keeps_the_cache() {
     let mut model = model();

@@ -3,8 +3,9 @@
 //! target is where the user is: the document opened or focused (at the cursor the editor sent,
 //! or else just the stable head of its prompts), then the place of the last edit. It is warmed
 //! on open (once the main loop has read the messages waiting) and focus, 300 ms after typing
-//! stops, and again whenever the workspace index answers for the target's document, because
-//! the retrieved code at the head of the prompt may have changed with it. Any real request
+//! stops, and again whenever the workspace index answers for the target's document (once
+//! typing pauses, if the user is typing), because the retrieved code at the head of the prompt
+//! may have changed with it. Any real request
 //! cancels a pre-warm (`EngineHandle::submit`), keeping the work it did when its prompt extends
 //! the pre-warm's.
 
@@ -12,7 +13,7 @@ use ls_types::Position;
 use serde_json::{Value, json};
 
 use super::convert;
-use super::handlers::inline_completion::prepare_for;
+use super::handlers::inline_completion::{prepare_for, remember_context};
 use super::server::Server;
 use crate::engine::{CancelToken, GenerationRequest, Job, Priority, PromptPiece};
 use crate::{completion, index};
@@ -99,9 +100,13 @@ pub fn requested(server: &mut Server, uri: &str, cursor: usize) {
 
 /// The workspace index has a new answer, for `key`: when it is the target's file and scope,
 /// warm again (nothing is queued if the prompt came out the same). Answers for other places
-/// are left alone, so warming never asks the index for another scope than the user's.
+/// are left alone, so warming never asks the index for another scope than the user's. While
+/// the user types in the document (its typing pause still pending) the answer waits for the
+/// pause: a new head warmed now would evict, prefill chunk by prefill chunk, the head the
+/// next keystroke's completion reuses (its warm alternative, `inline_completion`).
 pub fn index_answered(server: &mut Server, key: &index::Key) {
-    if target_key(server).is_some_and(|target| target == *key) {
+    let typing = server.completions.pause.as_ref().is_some_and(|(_, uri, _)| *uri == key.uri);
+    if !typing && target_key(server).is_some_and(|target| target == *key) {
         warm(server);
     }
 }
@@ -149,11 +154,14 @@ fn warm(server: &mut Server) {
     // Looked at before the prompt is built, which then uses that answer (or a newer one).
     let with_index =
         server.config.context.workspace && target_key(server).is_some_and(|key| server.index.has_answer_for(&key));
-    let Some(prompt) = prompt_to_warm(server, &uri, cursor) else { return };
+    let Some((prompt, cross_file)) = prompt_to_warm(server, &uri, cursor) else { return };
     if server.completions.warm.as_ref().is_some_and(|target| target.warmed.as_ref() == Some(&prompt)) {
         return;
     }
     let running = submit(server, &uri, prompt.clone());
+    if running.is_some() {
+        remember_context(&mut server.completions, &uri, &cross_file);
+    }
     if let Some(target) = &mut server.completions.warm {
         target.warmed = running.is_some().then_some(prompt);
         target.with_index = with_index;
@@ -162,11 +170,16 @@ fn warm(server: &mut Server) {
 }
 
 /// What to warm for a completion at `cursor` of `uri`: the prompt up to the cursor's line
-/// when the cursor is known, else the stable head (`completion::warm_prompt`).
-fn prompt_to_warm(server: &mut Server, uri: &str, cursor: Option<usize>) -> Option<Vec<PromptPiece>> {
+/// when the cursor is known, else the stable head (`completion::warm_prompt`), with the
+/// cross-file context at its head.
+fn prompt_to_warm(
+    server: &mut Server,
+    uri: &str,
+    cursor: Option<usize>,
+) -> Option<(Vec<PromptPiece>, completion::context::CrossFile)> {
     let end = server.documents.get(uri)?.rope.len_bytes();
     let prepared = prepare_for(server, uri, cursor.unwrap_or(end).min(end))?;
-    completion::warm_prompt(&prepared, cursor.is_some())
+    Some((completion::warm_prompt(&prepared, cursor.is_some())?, prepared.cross_file))
 }
 
 /// Queues a prefill-only job of `prompt` at background priority (local model only,

@@ -4,6 +4,7 @@
 //! Newest wins: a new request cancels the one before it, which is answered `RequestCancelled`.
 //! Text typed along a shown suggestion is answered from the typing-through cache at once.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,6 +83,20 @@ pub struct CompletionState {
     pub warm_when_idle: bool,
     /// Warm-ups queued since the server started (`nib/inspect`).
     pub warm_ups_queued: u64,
+    /// The cross-file contexts the last completion prompts and pre-warms were built with,
+    /// newest first, with their document (`remember_context`).
+    pub recent_contexts: VecDeque<(String, context::CrossFile)>,
+}
+
+/// How many cross-file contexts `CompletionState::recent_contexts` keeps.
+const RECENT_CONTEXTS: usize = 3;
+
+/// Records that a prompt for `uri` with `cross_file` at its head went to the engine.
+pub fn remember_context(state: &mut CompletionState, uri: &str, cross_file: &context::CrossFile) {
+    let recent = &mut state.recent_contexts;
+    recent.retain(|(other_uri, other)| !(other_uri == uri && other == cross_file));
+    recent.push_front((uri.to_string(), cross_file.clone()));
+    recent.truncate(RECENT_CONTEXTS);
 }
 
 /// How long after the last edit typing counts as paused: longer than most gaps between keys,
@@ -298,7 +313,35 @@ pub fn complete(
         return answer(server, responder, Ok(grounded.text), shown);
     }
 
-    submit(server, responder, prepared, route, shown);
+    let budget = prefill_budget(&server.config.completion, &prepared, invoked);
+    let alternative = budget.and_then(|_| warm_alternative(server, document, cursor, &info, &prepared));
+    remember_context(&mut server.completions, uri, &prepared.cross_file);
+    submit(server, responder, (prepared, alternative), route, shown);
+}
+
+/// For an automatic completion: its prompt built with the newest other cross-file context a
+/// prompt for this document had (`GenerationRequest::warm_alternative`). When the cursor moves
+/// to a scope whose retrieved context differs, the KV cache still holds the head of the
+/// earlier prompts; the engine runs whichever of the two it holds more of, so ghost text while
+/// typing does not wait for a new head's prefill (the pre-warm at the typing pause builds it).
+fn warm_alternative(
+    server: &Server,
+    document: &Document,
+    cursor: usize,
+    info: &ModelInfo,
+    prepared: &completion::Prepared,
+) -> Option<Vec<crate::engine::PromptPiece>> {
+    let (_, earlier) = (server.completions.recent_contexts.iter())
+        .find(|(uri, cross_file)| *uri == document.uri && *cross_file != prepared.cross_file)?;
+    let alternative = completion::prepare(&completion::Inputs {
+        document,
+        cursor,
+        config: &server.config.completion,
+        model: info,
+        cross_file: earlier,
+        workspace_folders: &server.workspace_folders,
+    })?;
+    (alternative.prompt != prepared.prompt && alternative.mode == prepared.mode).then_some(alternative.prompt)
 }
 
 /// The document as if the menu item `text` replaced `range`, and the cursor after it. A copy
@@ -352,7 +395,14 @@ fn prefill_budget(
 }
 
 /// Queues the generation of a prepared completion; its reply is made on the main loop.
-fn submit(server: &mut Server, responder: Responder, prepared: completion::Prepared, route: Route, shown: Shown) {
+/// `prepared` comes with its warm alternative, if any.
+fn submit(
+    server: &mut Server,
+    responder: Responder,
+    (prepared, warm_alternative): (completion::Prepared, Option<Vec<crate::engine::PromptPiece>>),
+    route: Route,
+    shown: Shown,
+) {
     let token = CancelToken::default();
     server.track(responder.id(), &token);
     server.completions.current = Some(token.clone());
@@ -367,6 +417,7 @@ fn submit(server: &mut Server, responder: Responder, prepared: completion::Prepa
         deadline: Some(Instant::now() + Duration::from_millis(server.config.request_timeout_ms)),
         prefill_budget_ms: prefill_budget(&server.config.completion, &prepared, shown.invoked),
         single_line: prepared.mode == completion::postprocess::Mode::SingleLine,
+        warm_alternative,
     };
     let observer = prepared.observer();
     let request_id = responder.id().to_string();
@@ -389,6 +440,7 @@ fn submit(server: &mut Server, responder: Responder, prepared: completion::Prepa
                     reused = generation.stats.reused_tokens,
                     prefilled = generation.stats.prefilled_tokens,
                     capped = generation.stats.capped_tokens,
+                    warm_alternative = generation.stats.warm_alternative,
                     generated = generation.stats.generated_tokens,
                     prefill_ms = generation.stats.prefill_ms,
                     decode_ms = generation.stats.decode_ms,
