@@ -175,10 +175,8 @@ fn typing_into_a_scope_with_new_context_keeps_the_warm_head() {
     let cart = workspace.uri("cart.py");
     let text = workspace.read("cart.py");
     server.open(&cart, "python", &text);
+    wait_until_warm(&mut server, &cart, None);
     let line = text.lines().position(|l| l.contains("def count_items")).unwrap() as u32 + 1;
-    let focus = json!({ "textDocument": { "uri": cart }, "position": { "line": line, "character": 8 } });
-    server.notify("nib/didFocus", focus);
-    wait_until_warm(&mut server, &cart, Some(line));
     let request = server.inline(&cart, line, 8, 2);
     server.response(request).expect("the completion is answered");
     let warm_sources = context_sources(&mut server, &cart, line, 8);

@@ -13,7 +13,7 @@ use ls_types::Position;
 use serde_json::{Value, json};
 
 use super::convert;
-use super::handlers::inline_completion::{prepare_for, remember_context};
+use super::handlers::inline_completion::prepare_for;
 use super::server::Server;
 use crate::engine::{CancelToken, GenerationRequest, Job, Priority, PromptPiece};
 use crate::{completion, index};
@@ -160,7 +160,7 @@ fn warm(server: &mut Server) {
     }
     let running = submit(server, &uri, prompt.clone());
     if running.is_some() {
-        remember_context(&mut server.completions, &uri, &cross_file);
+        server.completions.cached_context = Some((uri.clone(), cross_file));
     }
     if let Some(target) = &mut server.completions.warm {
         target.warmed = running.is_some().then_some(prompt);

@@ -4,7 +4,6 @@
 //! Newest wins: a new request cancels the one before it, which is answered `RequestCancelled`.
 //! Text typed along a shown suggestion is answered from the typing-through cache at once.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,20 +82,10 @@ pub struct CompletionState {
     pub warm_when_idle: bool,
     /// Warm-ups queued since the server started (`nib/inspect`).
     pub warm_ups_queued: u64,
-    /// The cross-file contexts the last completion prompts and pre-warms were built with,
-    /// newest first, with their document (`remember_context`).
-    pub recent_contexts: VecDeque<(String, context::CrossFile)>,
-}
-
-/// How many cross-file contexts `CompletionState::recent_contexts` keeps.
-const RECENT_CONTEXTS: usize = 3;
-
-/// Records that a prompt for `uri` with `cross_file` at its head went to the engine.
-pub fn remember_context(state: &mut CompletionState, uri: &str, cross_file: &context::CrossFile) {
-    let recent = &mut state.recent_contexts;
-    recent.retain(|(other_uri, other)| !(other_uri == uri && other == cross_file));
-    recent.push_front((uri.to_string(), cross_file.clone()));
-    recent.truncate(RECENT_CONTEXTS);
+    /// The document and cross-file context of the prompt the KV cache was last filled with:
+    /// the last completion's (the prompt it ran, `GenerationStats::warm_alternative`), or the
+    /// last pre-warm's once submitted.
+    pub cached_context: Option<(String, context::CrossFile)>,
 }
 
 /// How long after the last edit typing counts as paused: longer than most gaps between keys,
@@ -315,24 +304,32 @@ pub fn complete(
 
     let budget = prefill_budget(&server.config.completion, &prepared, invoked);
     let alternative = budget.and_then(|_| warm_alternative(server, document, cursor, &info, &prepared));
-    remember_context(&mut server.completions, uri, &prepared.cross_file);
     submit(server, responder, (prepared, alternative), route, shown);
 }
 
-/// For an automatic completion: its prompt built with the newest other cross-file context a
-/// prompt for this document had (`GenerationRequest::warm_alternative`). When the cursor moves
-/// to a scope whose retrieved context differs, the KV cache still holds the head of the
-/// earlier prompts; the engine runs whichever of the two it holds more of, so ghost text while
-/// typing does not wait for a new head's prefill (the pre-warm at the typing pause builds it).
+/// A completion prompt built with another cross-file context than its own.
+pub struct Alternative {
+    prompt: Vec<crate::engine::PromptPiece>,
+    cross_file: context::CrossFile,
+}
+
+/// For an automatic completion whose cross-file context is not the one the KV cache was last
+/// filled with: its prompt built with that one (`GenerationRequest::warm_alternative`). When
+/// the cursor moves to a scope whose retrieved context differs, the cache still holds the head
+/// of the earlier prompts; the engine runs whichever of the two it holds more of, so ghost text
+/// while typing does not wait for a new head's prefill (the pre-warm at the typing pause
+/// builds it). While the context stays the same, nothing more is built or tokenized.
 fn warm_alternative(
     server: &Server,
     document: &Document,
     cursor: usize,
     info: &ModelInfo,
     prepared: &completion::Prepared,
-) -> Option<Vec<crate::engine::PromptPiece>> {
-    let (_, earlier) = (server.completions.recent_contexts.iter())
-        .find(|(uri, cross_file)| *uri == document.uri && *cross_file != prepared.cross_file)?;
+) -> Option<Alternative> {
+    let (uri, earlier) = server.completions.cached_context.as_ref()?;
+    if *uri != document.uri || *earlier == prepared.cross_file {
+        return None;
+    }
     let alternative = completion::prepare(&completion::Inputs {
         document,
         cursor,
@@ -341,7 +338,8 @@ fn warm_alternative(
         cross_file: earlier,
         workspace_folders: &server.workspace_folders,
     })?;
-    (alternative.prompt != prepared.prompt && alternative.mode == prepared.mode).then_some(alternative.prompt)
+    (alternative.prompt != prepared.prompt && alternative.mode == prepared.mode)
+        .then(|| Alternative { prompt: alternative.prompt, cross_file: earlier.clone() })
 }
 
 /// The document as if the menu item `text` replaced `range`, and the cursor after it. A copy
@@ -399,7 +397,7 @@ fn prefill_budget(
 fn submit(
     server: &mut Server,
     responder: Responder,
-    (prepared, warm_alternative): (completion::Prepared, Option<Vec<crate::engine::PromptPiece>>),
+    (prepared, alternative): (completion::Prepared, Option<Alternative>),
     route: Route,
     shown: Shown,
 ) {
@@ -417,8 +415,10 @@ fn submit(
         deadline: Some(Instant::now() + Duration::from_millis(server.config.request_timeout_ms)),
         prefill_budget_ms: prefill_budget(&server.config.completion, &prepared, shown.invoked),
         single_line: prepared.mode == completion::postprocess::Mode::SingleLine,
-        warm_alternative,
+        warm_alternative: alternative.as_ref().map(|alternative| alternative.prompt.clone()),
     };
+    let (own_context, alternative_context) =
+        (prepared.cross_file.clone(), alternative.map(|alternative| alternative.cross_file));
     let observer = prepared.observer();
     let request_id = responder.id().to_string();
     let main_loop = server.main_loop.clone();
@@ -430,6 +430,9 @@ fn submit(
         priority,
         on_done: Box::new(move |result| {
             // Post-processing stays on the engine thread; the reply is made on the main loop.
+            let ran_with = result.as_ref().ok().and_then(|generation| {
+                if generation.stats.warm_alternative { alternative_context } else { Some(own_context) }
+            });
             let result = result.map(|generation| {
                 let text = prepared.finish(&generation.text);
                 // The request id and counters let benches/replay.py classify every reply.
@@ -451,7 +454,12 @@ fn submit(
                 );
                 text
             });
-            main_loop.post(move |server| answer(server, responder, result, shown));
+            main_loop.post(move |server| {
+                if let Some(cross_file) = ran_with {
+                    server.completions.cached_context = Some((shown.uri.clone(), cross_file));
+                }
+                answer(server, responder, result, shown)
+            });
         }),
     });
 }
