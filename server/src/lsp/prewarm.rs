@@ -5,9 +5,8 @@
 //! on open (once the main loop has read the messages waiting) and focus, 300 ms after typing
 //! stops, and again whenever the workspace index answers for the target's document (once
 //! typing pauses, if the user is typing), because the retrieved code at the head of the prompt
-//! may have changed with it. Any real request
-//! cancels a pre-warm (`EngineHandle::submit`), keeping the work it did when its prompt extends
-//! the pre-warm's.
+//! may have changed with it. Any real request cancels a pre-warm (`EngineHandle::submit`),
+//! keeping the work it did when its prompt extends the pre-warm's.
 
 use ls_types::Position;
 use serde_json::{Value, json};

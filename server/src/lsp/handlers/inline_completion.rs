@@ -308,7 +308,7 @@ pub fn complete(
 }
 
 /// A completion prompt built with another cross-file context than its own.
-pub struct Alternative {
+struct Alternative {
     prompt: Vec<crate::engine::PromptPiece>,
     cross_file: context::CrossFile,
 }
