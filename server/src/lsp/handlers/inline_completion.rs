@@ -192,15 +192,26 @@ fn prepare_in(
     info: &ModelInfo,
 ) -> (Option<completion::Prepared>, Option<(u64, context::CrossFile)>) {
     let (cross_file, new_key) = cross_file_for(server, document, cursor, info);
-    let prepared = completion::prepare(&completion::Inputs {
+    let prepared = prepare_with(server, document, cursor, info, &cross_file);
+    (prepared, new_key.map(|key| (key, cross_file)))
+}
+
+/// The pipeline's preparation with the server's settings and the given cross-file context.
+fn prepare_with(
+    server: &Server,
+    document: &Document,
+    cursor: usize,
+    info: &ModelInfo,
+    cross_file: &context::CrossFile,
+) -> Option<completion::Prepared> {
+    completion::prepare(&completion::Inputs {
         document,
         cursor,
         config: &server.config.completion,
         model: info,
-        cross_file: &cross_file,
+        cross_file,
         workspace_folders: &server.workspace_folders,
-    });
-    (prepared, new_key.map(|key| (key, cross_file)))
+    })
 }
 
 /// The byte offset of `position` in the open document `uri`, or the answer to give instead:
@@ -302,9 +313,18 @@ pub fn complete(
         return answer(server, responder, Ok(grounded.text), shown);
     }
 
-    let budget = prefill_budget(&server.config.completion, &prepared, invoked);
-    let alternative = budget.and_then(|_| warm_alternative(server, document, cursor, &info, &prepared));
-    submit(server, responder, (prepared, alternative), route, shown);
+    let prefill_budget_ms = prefill_budget(&server.config.completion, &prepared, invoked);
+    let alternative = prefill_budget_ms.and_then(|_| warm_alternative(server, document, cursor, &info, &prepared));
+    submit(server, responder, Ready { prepared, alternative, prefill_budget_ms }, route, shown);
+}
+
+/// A completion ready for the engine.
+struct Ready {
+    prepared: completion::Prepared,
+    /// The same completion with the cache's cross-file context (`warm_alternative`).
+    alternative: Option<Alternative>,
+    /// `prefill_budget`'s answer.
+    prefill_budget_ms: Option<u64>,
 }
 
 /// A completion prompt built with another cross-file context than its own.
@@ -330,14 +350,7 @@ fn warm_alternative(
     if *uri != document.uri || *earlier == prepared.cross_file {
         return None;
     }
-    let alternative = completion::prepare(&completion::Inputs {
-        document,
-        cursor,
-        config: &server.config.completion,
-        model: info,
-        cross_file: earlier,
-        workspace_folders: &server.workspace_folders,
-    })?;
+    let alternative = prepare_with(server, document, cursor, info, earlier)?;
     (alternative.prompt != prepared.prompt && alternative.mode == prepared.mode)
         .then(|| Alternative { prompt: alternative.prompt, cross_file: earlier.clone() })
 }
@@ -393,14 +406,8 @@ fn prefill_budget(
 }
 
 /// Queues the generation of a prepared completion; its reply is made on the main loop.
-/// `prepared` comes with its warm alternative, if any.
-fn submit(
-    server: &mut Server,
-    responder: Responder,
-    (prepared, alternative): (completion::Prepared, Option<Alternative>),
-    route: Route,
-    shown: Shown,
-) {
+fn submit(server: &mut Server, responder: Responder, ready: Ready, route: Route, shown: Shown) {
+    let Ready { prepared, alternative, prefill_budget_ms } = ready;
     let token = CancelToken::default();
     server.track(responder.id(), &token);
     server.completions.current = Some(token.clone());
@@ -413,7 +420,7 @@ fn submit(
         stop_tokens: prepared.stop_tokens.clone(),
         cancel: token,
         deadline: Some(Instant::now() + Duration::from_millis(server.config.request_timeout_ms)),
-        prefill_budget_ms: prefill_budget(&server.config.completion, &prepared, shown.invoked),
+        prefill_budget_ms,
         single_line: prepared.mode == completion::postprocess::Mode::SingleLine,
         warm_alternative: alternative.as_ref().map(|alternative| alternative.prompt.clone()),
     };
