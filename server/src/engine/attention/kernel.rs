@@ -16,6 +16,8 @@ use std::ops::Range;
 
 use half::f16;
 
+use crate::engine::kernels::exp;
+
 /// Keys per block: a block of one KV head's keys and values (2 × 256 rows × 64 floats, 128 KiB)
 /// stays in the L2 cache while every query of its tile reads it, and the fixed cost of each
 /// (query, block) pair (its softmax reductions, the merge) is spread over 256 keys: prefill
@@ -1042,33 +1044,6 @@ fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
-/// `e^x` for `x <= 0` (softmax weights), within about 2 ulp, 0 below -87; plain arithmetic so
-/// that loops over it vectorise (Cephes' polynomial on the range-reduced argument).
-#[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
-    let clamped = x.max(-87.0);
-    let shifted = clamped * LOG2E + ROUND;
-    let n = shifted - ROUND;
-    let r = clamped - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let y = p * r * r + r + 1.0;
-    // `shifted` and ROUND share their exponent, so their bits differ by exactly n: integer
-    // arithmetic that vectorises (a float-to-int cast saturates, which keeps the loop scalar).
-    let n = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
-    let scaled = y * f32::from_bits(((n + 127) as u32) << 23);
-    if x < -87.0 { 0.0 } else { scaled }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1312,16 +1287,6 @@ mod tests {
         let mut y = [1.0f32, 2.0, 3.0, 4.0];
         rotate(&mut y, &[0.5, 1.0], &[0.25, 0.0], true);
         assert_eq!(y, [1.0 * 0.5 - 2.0 * 0.25, 2.0 * 0.5 + 1.0 * 0.25, 3.0, 4.0]);
-    }
-
-    #[test]
-    fn exp_is_close_to_the_library_exp() {
-        for i in 0..=20_000 {
-            let x = -90.0 * i as f32 / 20_000.0;
-            let (got, want) = (exp(x), x.exp());
-            assert!((got - want).abs() <= want * 3e-7 || (x < -87.0 && got == 0.0), "exp({x}) = {got}, not {want}");
-        }
-        assert_eq!(exp(0.0), 1.0, "merge takes exp(0) as exactly 1");
     }
 }
 

@@ -13,6 +13,9 @@ use crate::engine::onnx_proto::{self, Field, Fields, LEN, VARINT};
 /// nib's operator domain and type.
 pub(crate) const DOMAIN: &str = "nib.linear";
 pub(crate) const OP_TYPE: &str = "QuantizedLinear";
+/// The attribute saying the node's input is `[gate, up]` and the node multiplies
+/// `silu(gate) · up` (see `swiglu_before`).
+pub(crate) const SWIGLU: &str = "swiglu";
 const MICROSOFT: &str = "com.microsoft";
 
 /// ONNX field numbers used here.
@@ -28,6 +31,8 @@ const NODE_ATTRIBUTE: u64 = 5;
 const NODE_DOMAIN: u64 = 7;
 const ATTRIBUTE_NAME: u64 = 1;
 const ATTRIBUTE_INT: u64 = 3;
+const ATTRIBUTE_TYPE: u64 = 20;
+const ATTRIBUTE_TYPE_INT: u8 = 2;
 const TENSOR_DIMS: u64 = 1;
 const TENSOR_DATA_TYPE: u64 = 2;
 const TENSOR_INT64_DATA: u64 = 7;
@@ -91,6 +96,9 @@ struct Graph {
 struct Replacement {
     offsets: Option<String>,
     output: String,
+    /// The gate and up projections' output, when the node computes `silu(gate) · up` of it
+    /// itself (the `swiglu` attribute) in place of the graph's SwiGLU nodes.
+    gated: Option<String>,
 }
 
 fn rewrite_graph(model: &[u8], graph_field: &Field) -> Result<(Vec<u8>, usize), String> {
@@ -108,13 +116,20 @@ fn rewrite_graph(model: &[u8], graph_field: &Field) -> Result<(Vec<u8>, usize), 
         let replacement = match &fused {
             Some((offsets, add, correction)) => {
                 removed.extend(correction.iter().copied());
-                Replacement { offsets: Some(offsets.clone()), output: graph.nodes[*add].outputs[0].clone() }
+                let output = graph.nodes[*add].outputs[0].clone();
+                Replacement { offsets: Some(offsets.clone()), output, gated: None }
             }
-            None => Replacement { offsets: None, output: node.outputs[0].clone() },
+            None => Replacement { offsets: None, output: node.outputs[0].clone(), gated: None },
         };
         replacements.insert(index, replacement);
     }
     remove_dead_block_sums(&graph, &mut removed);
+    for (&index, replacement) in replacements.iter_mut() {
+        if let Some((gate_up, swiglu)) = swiglu_before(&graph, index, &removed) {
+            removed.extend(swiglu);
+            replacement.gated = Some(gate_up);
+        }
+    }
     let mut output = Vec::with_capacity(graph_field.end - graph_field.start);
     let mut index = 0;
     for field in Fields::new(&model[..graph_field.end], graph_field.start) {
@@ -199,6 +214,45 @@ fn offset_correction(graph: &Graph, index: usize) -> Option<(String, usize, Vec<
     Some((matmul_node.inputs[1].clone(), add, vec![add, matmul]))
 }
 
+/// For the node `index`, the converter's SwiGLU before it (`models/nib_convert/graph.py`):
+/// `Mul(Mul(g, Sigmoid(g)), u)` with `g, u = Split(x, [K, K], axis -1)`, each value read only
+/// there (or by nodes already `removed`). Returns `x` and the four nodes that become dead.
+fn swiglu_before(graph: &Graph, index: usize, removed: &HashSet<usize>) -> Option<(String, Vec<usize>)> {
+    let k = graph.nodes[index].ints["K"];
+    let plain = |name: &String, op_type: &str| {
+        let producer = *graph.producer.get(name)?;
+        let node = &graph.nodes[producer];
+        (node.op_type == op_type && node.domain.is_empty()).then_some((producer, node))
+    };
+    let (swiglu, swiglu_node) = plain(&graph.nodes[index].inputs[0], "Mul")?;
+    let [silu_out, up] = swiglu_node.inputs.as_slice() else { return None };
+    let (silu, silu_node) = plain(silu_out, "Mul")?;
+    let [gate, sigmoid_out] = silu_node.inputs.as_slice() else { return None };
+    let (sigmoid, sigmoid_node) = plain(sigmoid_out, "Sigmoid")?;
+    let (split, split_node) = plain(gate, "Split")?;
+    let sizes = split_node.inputs.get(1).and_then(|name| graph.initializers.get(name)?.int64s.as_deref());
+    if sigmoid_node.inputs != [gate.clone()]
+        || split_node.outputs != [gate.clone(), up.clone()]
+        || split_node.ints.get("axis") != Some(&-1)
+        || sizes != Some(&[k, k])
+    {
+        return None;
+    }
+    let read_only_by = |name: &String, readers: &[usize]| {
+        !graph.outputs.contains(name)
+            && graph
+                .consumers
+                .get(name)
+                .is_some_and(|all| all.iter().all(|r| readers.contains(r) || removed.contains(r)))
+    };
+    let private = read_only_by(&graph.nodes[index].inputs[0], &[index])
+        && read_only_by(silu_out, &[swiglu])
+        && read_only_by(up, &[swiglu])
+        && read_only_by(sigmoid_out, &[silu])
+        && read_only_by(gate, &[sigmoid, silu]);
+    private.then(|| (split_node.inputs[0].clone(), vec![split, sigmoid, silu, swiglu]))
+}
+
 /// Adds to `removed` the block sums (ReduceSum, then its Reshape) that only removed nodes read.
 fn remove_dead_block_sums(graph: &Graph, removed: &mut HashSet<usize>) {
     for op_type in ["ReduceSum", "Reshape"] {
@@ -217,7 +271,8 @@ fn remove_dead_block_sums(graph: &Graph, removed: &mut HashSet<usize>) {
 /// The NodeProto of nib's operator in place of `node`.
 fn replaced_node(model: &[u8], node: &Node, replacement: &Replacement) -> Vec<u8> {
     let mut bytes = Vec::new();
-    let inputs = node.inputs[..3].iter().chain(replacement.offsets.as_ref());
+    let input = replacement.gated.as_ref().unwrap_or(&node.inputs[0]);
+    let inputs = [input].into_iter().chain(&node.inputs[1..3]).chain(replacement.offsets.as_ref());
     for input in inputs {
         onnx_proto::put_len(&mut bytes, NODE_INPUT, input.as_bytes());
     }
@@ -229,8 +284,22 @@ fn replaced_node(model: &[u8], node: &Node, replacement: &Replacement) -> Vec<u8
     for &(start, end) in &node.attributes {
         bytes.extend_from_slice(&model[start..end]);
     }
+    if replacement.gated.is_some() {
+        onnx_proto::put_len(&mut bytes, NODE_ATTRIBUTE, &int_attribute(SWIGLU, 1));
+    }
     onnx_proto::put_len(&mut bytes, NODE_DOMAIN, DOMAIN.as_bytes());
     bytes
+}
+
+/// An AttributeProto holding one integer.
+fn int_attribute(name: &str, value: i64) -> Vec<u8> {
+    let mut attribute = Vec::new();
+    onnx_proto::put_len(&mut attribute, ATTRIBUTE_NAME, name.as_bytes());
+    onnx_proto::put_varint(&mut attribute, ATTRIBUTE_INT << 3 | u64::from(VARINT));
+    onnx_proto::put_varint(&mut attribute, value as u64);
+    onnx_proto::put_varint(&mut attribute, ATTRIBUTE_TYPE << 3 | u64::from(VARINT));
+    attribute.push(ATTRIBUTE_TYPE_INT);
+    attribute
 }
 
 /// `model` with every MatMulNBits' `accuracy_level` set to 0 (float activations: the exact
@@ -379,12 +448,8 @@ mod tests {
         onnx_proto::len_field(number, body)
     }
 
-    fn int_attribute(name: &str, value: i64) -> Vec<u8> {
-        let mut body = string(ATTRIBUTE_NAME, name);
-        body.push(0x18);
-        onnx_proto::put_varint(&mut body, value as u64);
-        body.extend([0xa0, 0x01, 2]); // type: INT
-        message(NODE_ATTRIBUTE, &body)
+    fn attribute(name: &str, value: i64) -> Vec<u8> {
+        message(NODE_ATTRIBUTE, &int_attribute(name, value))
     }
 
     fn node(op: &str, domain: &str, inputs: &[&str], outputs: &[&str], ints: &[(&str, i64)]) -> Vec<u8> {
@@ -398,7 +463,7 @@ mod tests {
         body.extend(string(NODE_NAME, &format!("{op}/{}", outputs[0])));
         body.extend(string(NODE_OP_TYPE, op));
         for (name, value) in ints {
-            body.extend(int_attribute(name, *value));
+            body.extend(attribute(name, *value));
         }
         if !domain.is_empty() {
             body.extend(string(NODE_DOMAIN, domain));
@@ -502,6 +567,54 @@ mod tests {
         let ops: Vec<String> = nodes_of(&rewritten).iter().map(|n| n.op_type.clone()).collect();
         let kept = ["QuantizedLinear", "Reshape", "ReduceSum", "QuantizedLinear", "QuantizedLinear", "MatMulNBits"];
         assert_eq!(ops, [&kept[..], &["Identity"]].concat());
+    }
+
+    /// A SwiGLU block as the converter writes it: the gate and up projections, `Split` (into
+    /// `halves`), `Sigmoid`, two `Mul`s, the down projection; `extra` nodes are appended.
+    fn swiglu_model(halves: &[i64], extra: &[Vec<u8>]) -> Vec<u8> {
+        let down = [("K", 64), ("N", 3), ("bits", 4), ("block_size", 32)];
+        let graph = [
+            node("MatMulNBits", MICROSOFT, &["x", "gu.qweight", "gu.scales"], &["gu"], &NBITS),
+            node("Split", "", &["gu", "halves"], &["g", "u"], &[("axis", -1)]),
+            node("Sigmoid", "", &["g"], &["s"], &[]),
+            node("Mul", "", &["g", "s"], &["a"], &[]),
+            node("Mul", "", &["a", "u"], &["h"], &[]),
+            node("MatMulNBits", MICROSOFT, &["h", "d.qweight", "d.scales"], &["y"], &down),
+            int64_initializer("halves", halves),
+            message(GRAPH_OUTPUT, &string(1, "y")),
+        ]
+        .into_iter()
+        .chain(extra.iter().cloned())
+        .collect::<Vec<_>>()
+        .concat();
+        [vec![0x08, 10], message(MODEL_GRAPH, &graph)].concat()
+    }
+
+    #[test]
+    fn the_down_projection_takes_over_the_swiglu() {
+        let (rewritten, moved) = rewrite(&swiglu_model(&[64, 64], &[])).unwrap();
+        assert_eq!(moved, 2);
+        let nodes = nodes_of(&rewritten);
+        let ops: Vec<(&str, &[String])> = nodes.iter().map(|n| (n.op_type.as_str(), &n.inputs[..1])).collect();
+        assert_eq!(ops, [(OP_TYPE, &["x".to_string()][..]), (OP_TYPE, &["gu".to_string()][..])]);
+        assert_eq!(nodes[1].ints.get(SWIGLU), Some(&1), "the down projection multiplies silu(gate) · up");
+        assert_eq!(nodes[0].ints.get(SWIGLU), None);
+        assert_eq!(nodes[1].ints["K"], 64, "its own attributes are kept");
+    }
+
+    #[test]
+    fn a_swiglu_value_read_elsewhere_keeps_the_swiglu() {
+        for value in ["g", "u", "s", "a", "h"] {
+            let (rewritten, moved) =
+                rewrite(&swiglu_model(&[64, 64], &[node("Identity", "", &[value], &["z"], &[])])).unwrap();
+            assert_eq!(moved, 2, "{value}");
+            let nodes = nodes_of(&rewritten);
+            let ops: Vec<&str> = nodes.iter().map(|n| n.op_type.as_str()).collect();
+            assert_eq!(ops, [OP_TYPE, "Split", "Sigmoid", "Mul", "Mul", OP_TYPE, "Identity"], "{value}");
+            assert_eq!(nodes[5].ints.get(SWIGLU), None, "{value}");
+        }
+        let (rewritten, _) = rewrite(&swiglu_model(&[32, 96], &[])).unwrap();
+        assert_eq!(nodes_of(&rewritten).len(), 6, "a split into other parts than K and K is left alone");
     }
 
     #[test]

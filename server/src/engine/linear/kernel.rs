@@ -179,6 +179,32 @@ fn multiply_on(path: Path, weights: &Weights<'_>, x: &[f32], rows: usize, out: &
     });
 }
 
+/// `out` `[rows][inputs]` = `silu(gate) · up` of `gate_up` `[rows][2 · inputs]` (each row's
+/// gate, then its up; `silu(g) = g · sigmoid(g)`): the input of a SwiGLU block's down
+/// projection. Units of `UNIT_ROWS` rows (a prefill chunk's run on every thread).
+pub(crate) fn swiglu(gate_up: &[f32], inputs: usize, out: &mut Vec<f32>, for_each: ForEach<'_>) {
+    let rows = gate_up.len() / (2 * inputs);
+    zeroed(out, rows * inputs, 0.0);
+    let output = Shared(out.as_mut_ptr());
+    for_each(rows.div_ceil(UNIT_ROWS), &|unit| {
+        for row in unit * UNIT_ROWS..((unit + 1) * UNIT_ROWS).min(rows) {
+            let (gate, up) = gate_up[row * 2 * inputs..][..2 * inputs].split_at(inputs);
+            // SAFETY: this unit alone writes its rows of `out`, which holds `rows` rows.
+            let out = unsafe { std::slice::from_raw_parts_mut(output.at(row * inputs), inputs) };
+            for ((y, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+                *y = g * sigmoid(g) * u;
+            }
+        }
+    });
+}
+
+/// `1 / (1 + e^-x)`, from `e^-|x|` so that the exponential never overflows.
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    let e = crate::engine::kernels::exp(-x.abs());
+    if x >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) }
+}
+
 /// How this machine computes (always the same one on a machine).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Path {
@@ -414,6 +440,9 @@ unsafe fn multiply_unit(
     path: Path,
 ) {
     let outputs = weights.outputs;
+    if let Some(offsets) = weights.offsets {
+        prefetch_offsets(offsets, weights.blocks, outputs, &columns);
+    }
     let mut row = rows.start;
     while row < rows.end {
         let tile = (rows.end - row).min(TILE_ROWS);
@@ -466,26 +495,71 @@ fn add_offsets_portable(out: &mut [f32], sums: &[f32], offsets: &[f32], outputs:
     }
 }
 
+/// Outputs whose offset chains `add_offsets_avx2` runs side by side: each chain waits for its
+/// last multiply-add, so one chain at a time left the core idle most of each step.
+const OFFSET_CHAINS: usize = 4;
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn add_offsets_avx2(out: &mut [f32], sums: &[f32], offsets: &[f32], outputs: usize, first: usize) {
-    let whole = out.len() / LANES * LANES;
     assert!(sums.len() * outputs <= offsets.len() && first + out.len() <= outputs);
-    for c in (0..whole).step_by(LANES) {
-        // SAFETY: block * outputs + first + c + 8 <= offsets.len() (checked above); c + 8 <= out.len().
-        unsafe {
-            let mut term = _mm256_setzero_ps();
-            for (block, &sum) in sums.iter().enumerate() {
-                let at = offsets.as_ptr().add(block * outputs + first + c);
-                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(UNIT_COLUMNS).cast());
-                let offset = _mm256_loadu_ps(at);
-                term = _mm256_fmadd_ps(_mm256_set1_ps(sum), offset, term);
+    let (wide, whole) = (out.len() / (OFFSET_CHAINS * LANES) * OFFSET_CHAINS * LANES, out.len() / LANES * LANES);
+    for c in (0..wide).step_by(OFFSET_CHAINS * LANES) {
+        // SAFETY: c + 32 <= out.len(), and the assertion above bounds the offsets read.
+        unsafe { add_offsets_lanes::<OFFSET_CHAINS>(out, sums, offsets, outputs, first, c) };
+    }
+    for c in (wide..whole).step_by(LANES) {
+        // SAFETY: as above, c + 8 <= out.len().
+        unsafe { add_offsets_lanes::<1>(out, sums, offsets, outputs, first, c) };
+    }
+    add_offsets_portable(&mut out[whole..], sums, offsets, outputs, first + whole);
+}
+
+/// `add_offsets` for outputs `c..c + 8 V`: `V` chains of eight lanes, each in block order.
+///
+/// # Safety
+/// AVX2 and FMA; `c + 8 V <= out.len()`, `first + out.len() <= outputs` and
+/// `sums.len() * outputs <= offsets.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn add_offsets_lanes<const V: usize>(
+    out: &mut [f32],
+    sums: &[f32],
+    offsets: &[f32],
+    outputs: usize,
+    first: usize,
+    c: usize,
+) {
+    // SAFETY: the caller's bounds.
+    unsafe {
+        let mut terms = [_mm256_setzero_ps(); V];
+        for (block, &sum) in sums.iter().enumerate() {
+            let (at, sum) = (offsets.as_ptr().add(block * outputs + first + c), _mm256_set1_ps(sum));
+            for (v, term) in terms.iter_mut().enumerate() {
+                *term = _mm256_fmadd_ps(sum, _mm256_loadu_ps(at.add(v * LANES)), *term);
             }
-            let y = out.as_mut_ptr().add(c);
+        }
+        for (v, term) in terms.into_iter().enumerate() {
+            let y = out.as_mut_ptr().add(c + v * LANES);
             _mm256_storeu_ps(y, _mm256_add_ps(_mm256_loadu_ps(y), term));
         }
     }
-    add_offsets_portable(&mut out[whole..], sums, offsets, outputs, first + whole);
+}
+
+/// Asks for a unit's offsets (`blocks` rows of its columns, `outputs` apart) before its dot
+/// products run, so that they are in the cache when `add_offsets` reads them: read at the end,
+/// one strided row after another, they each waited on memory.
+fn prefetch_offsets(offsets: &[f32], blocks: usize, outputs: usize, columns: &Range<usize>) {
+    #[cfg(target_arch = "x86_64")]
+    for block in 0..blocks {
+        let row = &offsets[block * outputs + columns.start..block * outputs + columns.end];
+        for line in row.chunks(16) {
+            // SAFETY: a prefetch of an address within the slice.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (offsets, blocks, outputs, columns);
 }
 
 /// The dot products of rows `tile.0..tile.0 + tile.1` with outputs `columns.0..columns.0 +
@@ -1154,6 +1228,42 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// The offsets term gives the plain chain's bits however many outputs a call covers (the
+    /// four-chain stretches, the single ones and the tail).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_vector_offsets_term_gives_the_plain_ones_bits() {
+        if !avx2_and_fma() {
+            return;
+        }
+        let mut noise = Noise(91);
+        let (blocks, outputs) = (48, 100);
+        let (sums, offsets) = (noise.floats(blocks, 40.0), noise.floats(blocks * outputs, 0.05));
+        for (first, len) in [(0, 100), (3, 97), (0, 64), (7, 33), (20, 8), (50, 5), (64, 36)] {
+            let start = noise.floats(len, 1.0);
+            let (mut simd, mut plain) = (start.clone(), start);
+            add_offsets(Path::Avx2, &mut simd, &sums, &offsets, outputs, first);
+            add_offsets_portable(&mut plain, &sums, &offsets, outputs, first);
+            assert_eq!(simd, plain, "outputs {first}..{}", first + len);
+        }
+    }
+
+    #[test]
+    fn swiglu_is_silu_of_the_gate_times_up() {
+        let inputs = 40;
+        let gate_up: Vec<f32> = (0..3 * 2 * inputs).map(|i| (i as f32 - 120.0) * 0.37).collect();
+        let mut out = vec![f32::NAN; 7];
+        swiglu(&gate_up, inputs, &mut out, &threaded);
+        assert_eq!(out.len(), 3 * inputs);
+        for (row, (pair, got)) in gate_up.chunks(2 * inputs).zip(out.chunks(inputs)).enumerate() {
+            for (i, &got) in got.iter().enumerate() {
+                let (g, u) = (f64::from(pair[i]), f64::from(pair[inputs + i]));
+                let want = g / (1.0 + (-g).exp()) * u;
+                assert!((f64::from(got) - want).abs() <= want.abs() * 1e-6 + 1e-30, "row {row} {i}: {got} vs {want}");
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The ONNX Runtime custom operator: a 4- or 8-bit MatMulNBits (block 32, no zero points) with
 //! the converter's optional offsets as a fourth input, `kernel::multiply` on the session's
-//! intra-op threads. Inputs: activations `[..., K]` f32, `qweight` uint8 `[N, K/32, 16 or 32]`,
+//! intra-op threads; with the attribute `swiglu` 1 its input is a SwiGLU block's `[gate, up]`
+//! (`[..., 2K]`), of which it multiplies `silu(gate) · up`. Inputs: activations `[..., K]` f32, `qweight` uint8 `[N, K/32, 16 or 32]`,
 //! `scales` f32 `[N * K/32]`, optional `offsets` f32 `[K/32, N]`; output `[..., N]` f32.
 //! The weights are the initializers as ONNX Runtime holds them (mapped from the weights
 //! file), never copied.
@@ -22,6 +23,13 @@ pub(crate) struct LinearKernel {
     bits: Bits,
     inputs: usize,
     outputs: usize,
+    /// The input is `[gate, up]`: the node multiplies `silu(gate) · up` (`kernel::swiglu`).
+    swiglu: bool,
+}
+
+thread_local! {
+    /// The last `silu(gate) · up` the thread computed, kept so that no call allocates.
+    static GATED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn error(message: impl Into<String>) -> ort::Error {
@@ -59,7 +67,8 @@ impl Operator for QuantizedLinear {
         else {
             return Err(error(format!("implements 4 or 8 bits in blocks of {BLOCK} for K a multiple of {BLOCK}")));
         };
-        Ok(LinearKernel { bits, inputs, outputs })
+        let swiglu = int(super::graph::SWIGLU) == Some(1);
+        Ok(LinearKernel { bits, inputs, outputs, swiglu })
     }
 }
 
@@ -67,10 +76,11 @@ impl Kernel for LinearKernel {
     fn compute(&mut self, context: &ComputeContext) -> ort::Result<()> {
         let input = context.input(INPUT)?.ok_or_else(|| error("no input"))?;
         let (shape, x) = input.try_extract_tensor::<f32>()?;
-        if shape.last().copied() != Some(self.inputs as i64) {
-            return Err(error(format!("the input must be [..., {}], got {shape:?}", self.inputs)));
+        let width = if self.swiglu { 2 * self.inputs } else { self.inputs };
+        if shape.last().copied() != Some(width as i64) {
+            return Err(error(format!("the input must be [..., {width}], got {shape:?}")));
         }
-        let rows = x.len() / self.inputs;
+        let rows = x.len() / width;
         let qweight = context.input(QWEIGHT)?.ok_or_else(|| error("no qweight"))?;
         let (_, packed) = qweight.try_extract_tensor::<u8>()?;
         let scales = context.input(SCALES)?.ok_or_else(|| error("no scales"))?;
@@ -98,10 +108,18 @@ impl Kernel for LinearKernel {
         *out_shape.last_mut().expect("checked above") = self.outputs as i64;
         let mut output = context.output(0, out_shape)?.ok_or_else(|| error("no output"))?;
         let (_, out) = output.try_extract_tensor_mut::<f32>()?;
-        kernel::multiply(&weights, x, rows, out, &|count, unit| {
+        let for_each = |count: usize, unit: &(dyn Fn(usize) + Sync)| {
             if count == 1 || context.par_for(count, count, unit).is_err() {
                 (0..count).for_each(unit);
             }
+        };
+        if !self.swiglu {
+            kernel::multiply(&weights, x, rows, out, &for_each);
+            return Ok(());
+        }
+        GATED.with_borrow_mut(|gated| {
+            kernel::swiglu(x, self.inputs, gated, &for_each);
+            kernel::multiply(&weights, gated, rows, out, &for_each);
         });
         Ok(())
     }
