@@ -819,25 +819,22 @@ impl Format for Bytes {
         }
     }
 
-    /// `maddubs` would saturate on whole bytes: each weight is split into its two nibbles,
-    /// `q = 16 · high + low`, and the two sums are widened before they are added.
+    /// `maddubs` multiplies unsigned bytes by signed ones and would saturate on whole stored
+    /// bytes (up to 255): the weights go in as `q − 128`, signed, their magnitude on the
+    /// unsigned side and their sign moved onto the activations (`|w| · sign(x, w) = w · x`, each
+    /// 16-bit pair sum at most 2 × 128 × 127). That sum already holds the zero point, exactly
+    /// the `zero_point` + `q · x` of the other paths, so `zero_point` is not read.
     #[inline(always)]
-    unsafe fn dot_avx2(zero_point: __m256i, even: __m256i, x_even: __m256i, odd: __m256i, x_odd: __m256i) -> __m256i {
+    unsafe fn dot_avx2(_zero_point: __m256i, even: __m256i, x_even: __m256i, odd: __m256i, x_odd: __m256i) -> __m256i {
         // SAFETY: the caller's tile runs with AVX2.
         unsafe {
-            let mask = _mm256_set1_epi8(0x0f);
-            let (low_even, low_odd) = (_mm256_and_si256(even, mask), _mm256_and_si256(odd, mask));
-            let high_even = _mm256_and_si256(_mm256_srli_epi16(even, 4), mask);
-            let high_odd = _mm256_and_si256(_mm256_srli_epi16(odd, 4), mask);
-            // Each 16-bit sum is at most 2 × 2 × 15 × 127 in magnitude.
-            let lows = _mm256_add_epi16(_mm256_maddubs_epi16(low_even, x_even), _mm256_maddubs_epi16(low_odd, x_odd));
-            let highs =
-                _mm256_add_epi16(_mm256_maddubs_epi16(high_even, x_even), _mm256_maddubs_epi16(high_odd, x_odd));
-            let sum = _mm256_add_epi32(
-                _mm256_madd_epi16(lows, _mm256_set1_epi16(1)),
-                _mm256_madd_epi16(highs, _mm256_set1_epi16(16)),
-            );
-            _mm256_add_epi32(zero_point, sum)
+            let flip = _mm256_set1_epi8(i8::MIN);
+            let (even, odd) = (_mm256_xor_si256(even, flip), _mm256_xor_si256(odd, flip));
+            let evens = _mm256_maddubs_epi16(_mm256_abs_epi8(even), _mm256_sign_epi8(x_even, even));
+            let odds = _mm256_maddubs_epi16(_mm256_abs_epi8(odd), _mm256_sign_epi8(x_odd, odd));
+            // Two pair sums may not fit 16 bits together: each is widened first.
+            let ones = _mm256_set1_epi16(1);
+            _mm256_add_epi32(_mm256_madd_epi16(evens, ones), _mm256_madd_epi16(odds, ones))
         }
     }
 }
