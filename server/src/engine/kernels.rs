@@ -56,8 +56,9 @@ pub(crate) fn thread_cpu_seconds() -> f64 {
     now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
 }
 
-/// `e^x` for `x <= 0` (softmax weights, sigmoids), within about 2 ulp, 0 below -87; plain arithmetic so
-/// that loops over it vectorise (Cephes' polynomial on the range-reduced argument).
+/// `e^x` for `x <= 0` (softmax weights, sigmoids), within about 2 ulp, 0 below -87; plain
+/// arithmetic so that loops over it vectorise (Cephes' polynomial on the range-reduced
+/// argument).
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;

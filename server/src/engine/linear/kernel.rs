@@ -7,11 +7,12 @@
 //! llama.cpp's Q8 blocks and ONNX Runtime's int8-activation kernel), stored in the order the
 //! weights unpack to (the even elements, then the odd ones). Each weight block is unpacked
 //! once per tile of rows and multiplied with every row of the tile in integers (AVX2 `maddubs`
-//! and `madd`, an 8-bit weight split into its two nibbles there so that no sum saturates, or
-//! AVX-512 VNNI `dpbusd`: the same exact sums), the zero point folded in as an integer
-//! correction; each block's integer sums are scaled into eight f32 lanes per output, reduced
-//! in a fixed order at the end. The offsets term uses the exact block sums of
-//! `x`.
+//! and `madd`, an 8-bit weight taken there as `q − 128` with its sign moved onto the
+//! activations so that no sum saturates, or AVX-512 VNNI `dpbusd`: the same exact sums), the
+//! zero point folded in as an integer correction; each block's integer sums are scaled into
+//! eight f32 lanes per output, reduced in a fixed order at the end. The offsets term uses the
+//! exact block sums of `x`, four chains of eight outputs side by side. A SwiGLU block's down
+//! projection first computes its input, `silu(gate) · up` (`swiglu`).
 //!
 //! A row's result depends only on that row and the weights: every output is the same
 //! operations in the same order whatever rows, tile or thread it runs with. The VNNI and AVX2

@@ -1,8 +1,9 @@
 //! The ONNX Runtime custom operator: a 4- or 8-bit MatMulNBits (block 32, no zero points) with
 //! the converter's optional offsets as a fourth input, `kernel::multiply` on the session's
-//! intra-op threads; with the attribute `swiglu` 1 its input is a SwiGLU block's `[gate, up]`
-//! (`[..., 2K]`), of which it multiplies `silu(gate) · up`. Inputs: activations `[..., K]` f32, `qweight` uint8 `[N, K/32, 16 or 32]`,
-//! `scales` f32 `[N * K/32]`, optional `offsets` f32 `[K/32, N]`; output `[..., N]` f32.
+//! intra-op threads. Inputs: activations `[..., K]` f32, `qweight` uint8 `[N, K/32, 16 or 32]`,
+//! `scales` f32 `[N * K/32]`, optional `offsets` f32 `[K/32, N]`; output `[..., N]` f32. With
+//! the attribute `swiglu` 1 the activations are a SwiGLU block's `[gate, up]` (`[..., 2K]`), of
+//! which the node multiplies `silu(gate) · up`.
 //! The weights are the initializers as ONNX Runtime holds them (mapped from the weights
 //! file), never copied.
 
