@@ -37,17 +37,36 @@ fn wait_until_warm(server: &mut TestServer, uri: &str, line: Option<u32>) -> Val
     }
 }
 
+/// A server on a copy of the sample workspace (`name`) with `cart.py` open and its pre-warm,
+/// built with the index's answer, run; None without the default model.
+struct WarmCart {
+    /// Its folder lives as long as this does: bind it (`workspace: _workspace`, not `..`).
+    workspace: Workspace,
+    server: TestServer,
+    uri: String,
+    text: String,
+    /// `nib/inspect`'s state once warm.
+    state: Value,
+}
+
+fn open_warm_cart(name: &str) -> Option<WarmCart> {
+    let model = default_model()?;
+    let workspace = Workspace::new(name);
+    let mut server = TestServer::ready_at(&workspace.root, json!({ "modelPath": model, "threads": 2 }));
+    let (uri, text) = (workspace.uri("cart.py"), workspace.read("cart.py"));
+    server.open(&uri, "python", &text);
+    let state = wait_until_warm(&mut server, &uri, None);
+    Some(WarmCart { workspace, server, uri, text, state })
+}
+
 #[test]
 fn the_first_completion_in_an_opened_file_reuses_the_prewarmed_head() {
-    let Some(model) = default_model() else { return };
-    let workspace = Workspace::new("prewarm-open");
-    let mut server = TestServer::ready_at(&workspace.root, json!({ "modelPath": model, "threads": 2 }));
-    let uri = workspace.uri("cart.py");
-    let text = workspace.read("cart.py");
-    server.open(&uri, "python", &text);
     // The pre-warm on open cannot have the index's answer yet (it asks for it); the answer,
     // `pricing.py`'s definitions, warms the head again.
-    let warmed = wait_until_warm(&mut server, &uri, None)["engine"].clone();
+    let Some(WarmCart { workspace: _workspace, mut server, uri, text, state }) = open_warm_cart("prewarm-open") else {
+        return;
+    };
+    let warmed = state["engine"].clone();
     assert_eq!(warmed["stats"]["last"]["generatedTokens"], 0, "{warmed}");
     let cached = warmed["cachedTokens"].as_u64().unwrap();
     assert!(cached > 40, "the head holds the retrieved definitions: {warmed}");
@@ -68,13 +87,9 @@ fn the_first_completion_in_an_opened_file_reuses_the_prewarmed_head() {
 
 #[test]
 fn a_typing_pause_and_a_focus_prewarm_so_the_next_completion_is_a_cache_hit() {
-    let Some(model) = default_model() else { return };
-    let workspace = Workspace::new("prewarm-pause");
-    let mut server = TestServer::ready_at(&workspace.root, json!({ "modelPath": model, "threads": 2 }));
-    let cart = workspace.uri("cart.py");
-    let text = workspace.read("cart.py");
-    server.open(&cart, "python", &text);
-    wait_until_warm(&mut server, &cart, None);
+    let Some(WarmCart { workspace, mut server, uri: cart, text, .. }) = open_warm_cart("prewarm-pause") else {
+        return;
+    };
     // Type a new function at the end of the file, then pause: the index's answer for its scope
     // and the pause warm the prompt up to the typed line.
     let last_line = text.lines().count() as u32;
@@ -169,13 +184,10 @@ fn context_sources(server: &mut TestServer, uri: &str, line: u32, character: u32
 /// before the typing pause.
 #[test]
 fn typing_into_a_scope_with_new_context_keeps_the_warm_head() {
-    let Some(model) = default_model() else { return };
-    let workspace = Workspace::new("prewarm-scope");
-    let mut server = TestServer::ready_at(&workspace.root, json!({ "modelPath": model, "threads": 2 }));
-    let cart = workspace.uri("cart.py");
-    let text = workspace.read("cart.py");
-    server.open(&cart, "python", &text);
-    wait_until_warm(&mut server, &cart, None);
+    let Some(WarmCart { workspace: _workspace, mut server, uri: cart, text, .. }) = open_warm_cart("prewarm-scope")
+    else {
+        return;
+    };
     let line = text.lines().position(|l| l.contains("def count_items")).unwrap() as u32 + 1;
     let request = server.inline(&cart, line, 8, 2);
     server.response(request).expect("the completion is answered");
