@@ -465,9 +465,8 @@ mod fma64 {
                 }
             });
         }
-        TRANSPOSED.with_borrow_mut(|transposed| {
-            transpose(keys, transposed);
-            tiles(call, (kv_head, block, rows), (first, len), transposed, values, slots, &mut ahead);
+        SCRATCH.with_borrow_mut(|scratch| {
+            tiles(call, (kv_head, block, rows), (first, len), (keys, values), slots, &mut ahead, scratch);
         });
     }
 
@@ -501,42 +500,70 @@ mod fma64 {
         }
     }
 
+    /// Keys per step of the score loop. When the block's queries fit one tile (a decode step, a
+    /// short draft), each step's keys are transposed into panels just before the score loop
+    /// reads them: 16 KiB that stay in the L1 cache (a whole block's, 64 KiB, did not). More
+    /// tiles (prefill) share one transposition of the whole block.
+    const STEP: usize = 4 * WIDE;
+
+    /// Kept per thread so that no call zeroes 70 KiB: a tile's scores and weights, then keys
+    /// transposed into panels (`panel_at`); past a tile's queries and a block's keys they hold
+    /// what an earlier call left, computed with, never read.
+    struct Scratch {
+        weights: [[f32; BLOCK]; QUERIES],
+        panels: [f32; BLOCK * D],
+    }
+
     thread_local! {
-        /// The block's keys transposed, kept per thread so that no call zeroes 64 KiB. Columns
-        /// past the block's keys hold older keys: their scores are computed but never read.
-        static TRANSPOSED: std::cell::RefCell<Box<[f32; D * BLOCK]>> =
-            std::cell::RefCell::new(Box::new([0.0; D * BLOCK]));
+        static SCRATCH: std::cell::RefCell<Box<Scratch>> =
+            std::cell::RefCell::new(Box::new(Scratch { weights: [[0.0; BLOCK]; QUERIES], panels: [0.0; BLOCK * D] }));
+    }
+
+    /// A block's keys (rows `first..first + len`), already transposed into the scratch's panels
+    /// when `whole`, else a step at a time.
+    #[derive(Clone, Copy)]
+    struct Keys<'a> {
+        keys: &'a [f16],
+        whole: bool,
     }
 
     /// The register tiles of `block_partials`, six queries at a time (a lone row's three in
-    /// tiles of three), over the keys `first..first + len` (`transposed`) and their `values`.
+    /// tiles of three), over the keys `first..first + len` and their `values`. A lone row's
+    /// weighted values take 12 accumulators too (32 dimensions a pass rather than 16: with 6,
+    /// each FMA waited for the one before it in its chain); its scores keep 6 (12 measured
+    /// slower there).
     #[target_feature(enable = "avx2,fma,f16c")]
     fn tiles(
         call: &Call<'_>,
         (kv_head, block, rows): (usize, usize, Range<usize>),
         (first, len): (usize, usize),
-        transposed: &[f32; D * BLOCK],
-        values: &[f16],
+        (keys, values): (&[f16], &[f16]),
         slots: &mut [f32],
         [keys_ahead, values_ahead]: &mut [Ahead; 2],
+        scratch: &mut Scratch,
     ) {
         let zero = [0.0f32; D];
+        let Scratch { weights, panels } = scratch;
+        let whole = rows.len() * call.dims.group() > QUERIES;
+        if whole {
+            transpose(keys, panels);
+        }
+        let keys = Keys { keys, whole };
         for (slots, first_query, in_tile) in query_tiles(call, &rows, QUERIES, slots) {
             let query = |n: usize| query_of(call, kv_head, &rows, first_query + n);
             let inputs: [&[f32]; QUERIES] =
                 std::array::from_fn(|n| if n < in_tile { query(n).query } else { &zero[..] });
-            let mut weights = [[0.0f32; BLOCK]; QUERIES];
             let scale = call.dims.scale;
             if in_tile <= 3 {
-                scores::<3>(&inputs, transposed, len, scale, &mut weights, keys_ahead);
+                scores::<3>(&inputs, keys, scale, weights, panels, keys_ahead);
             } else {
-                scores::<QUERIES>(&inputs, transposed, len, scale, &mut weights, keys_ahead);
+                scores::<QUERIES>(&inputs, keys, scale, weights, panels, keys_ahead);
             }
-            own_softmax(call, block, (first, len), &mut weights, slots, |n| query(n).row);
+            own_softmax(call, block, (first, len), weights, slots, |n| query(n).row);
             if in_tile <= 3 {
-                weighted::<3>(&weights, values, slots, in_tile, values_ahead);
+                weighted::<3, 4>(weights, values, slots, in_tile, values_ahead);
             } else {
-                weighted::<QUERIES>(&weights, values, slots, in_tile, values_ahead);
+                weighted::<QUERIES, 2>(weights, values, slots, in_tile, values_ahead);
             }
         }
     }
@@ -578,10 +605,10 @@ mod fma64 {
         (j / WIDE) * D * WIDE + p * WIDE + j % WIDE
     }
 
-    /// The `keys.len() / D` rows of `keys` widened to f32 and transposed into panels
-    /// (`panel_at`); the rest of `out` is left as it is.
+    /// The `keys.len() / D` (at most `BLOCK`) rows of `keys` widened to f32 and transposed into
+    /// panels (`panel_at`); the rest of `out` is left as it is.
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn transpose(keys: &[f16], out: &mut [f32; D * BLOCK]) {
+    fn transpose(keys: &[f16], out: &mut [f32; BLOCK * D]) {
         let rows = keys.len() / D;
         let full = rows / 8 * 8;
         for j in (0..full).step_by(8) {
@@ -638,39 +665,52 @@ mod fma64 {
         }
     }
 
-    /// `out[n][j] = (queries[n] · key j) · scale` for the first `Q` queries and the first `len`
-    /// keys (rounded up to `WIDE`), from the transposed keys: one broadcast query element times
-    /// a row of 16 keys' elements per FMA pair.
-    #[target_feature(enable = "avx2,fma")]
+    /// `out[n][j] = (queries[n] · key j) · scale` for the first `Q` queries and the rows of
+    /// `keys` (rounded up to `WIDE`), each step's keys transposed into `panels` just before
+    /// (unless `whole`): one broadcast query element times a row of 16 keys' elements per FMA
+    /// pair.
+    #[target_feature(enable = "avx2,fma,f16c")]
     fn scores<const Q: usize>(
         queries: &[&[f32]; QUERIES],
-        transposed: &[f32; D * BLOCK],
-        len: usize,
+        Keys { keys, whole }: Keys<'_>,
         scale: f32,
         out: &mut [[f32; BLOCK]; QUERIES],
+        panels: &mut [f32; BLOCK * D],
         ahead: &mut Ahead,
     ) {
-        const { assert!(Q <= QUERIES) };
+        const { assert!(Q <= QUERIES && STEP.is_multiple_of(WIDE) && BLOCK.is_multiple_of(STEP)) };
         let scale = _mm256_set1_ps(scale);
-        assert!(queries.iter().all(|q| q.len() == D));
-        for j in (0..len).step_by(WIDE) {
-            // The next block's rows j..j + WIDE (2 KiB of fp16 keys).
-            ahead.lines(WIDE * D * 2 / 64);
-            // SAFETY: j + WIDE <= BLOCK (j, a multiple of WIDE, is below len <= BLOCK), p < D.
-            unsafe {
-                let mut acc = [[_mm256_setzero_ps(); 2]; Q];
-                for p in 0..D {
-                    let row = transposed.as_ptr().add(panel_at(j, p));
-                    let (k0, k1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
-                    for (acc, query) in acc.iter_mut().zip(queries) {
-                        let q = _mm256_set1_ps(*query.get_unchecked(p));
-                        acc[0] = _mm256_fmadd_ps(q, k0, acc[0]);
-                        acc[1] = _mm256_fmadd_ps(q, k1, acc[1]);
+        let len = keys.len() / D;
+        assert!(len <= BLOCK && queries.iter().all(|q| q.len() == D));
+        for step in (0..len).step_by(STEP) {
+            // Where this step's panels start: a step's panels are laid out as the whole block's.
+            let at = if whole {
+                step
+            } else {
+                transpose(&keys[step * D..(step + STEP).min(len) * D], panels);
+                0
+            };
+            for j in (at..at + (len - step).min(STEP)).step_by(WIDE) {
+                // The next block's rows, 2 KiB of fp16 keys a pass.
+                ahead.lines(WIDE * D * 2 / 64);
+                // SAFETY: j + WIDE <= at + STEP <= BLOCK and step + j - at + WIDE <= BLOCK (WIDE
+                // divides STEP, which divides BLOCK), p < D.
+                unsafe {
+                    let mut acc = [[_mm256_setzero_ps(); 2]; Q];
+                    for p in 0..D {
+                        let row = panels.as_ptr().add(panel_at(j, p));
+                        let (k0, k1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
+                        for (acc, query) in acc.iter_mut().zip(queries) {
+                            let q = _mm256_set1_ps(*query.get_unchecked(p));
+                            acc[0] = _mm256_fmadd_ps(q, k0, acc[0]);
+                            acc[1] = _mm256_fmadd_ps(q, k1, acc[1]);
+                        }
                     }
-                }
-                for (acc, out) in acc.iter().zip(out.iter_mut()) {
-                    _mm256_storeu_ps(out.as_mut_ptr().add(j), _mm256_mul_ps(acc[0], scale));
-                    _mm256_storeu_ps(out.as_mut_ptr().add(j + 8), _mm256_mul_ps(acc[1], scale));
+                    let out_at = step + j - at;
+                    for (acc, out) in acc.iter().zip(out.iter_mut()) {
+                        _mm256_storeu_ps(out.as_mut_ptr().add(out_at), _mm256_mul_ps(acc[0], scale));
+                        _mm256_storeu_ps(out.as_mut_ptr().add(out_at + 8), _mm256_mul_ps(acc[1], scale));
+                    }
                 }
             }
         }
@@ -686,37 +726,39 @@ mod fma64 {
     }
 
     /// `slots[n][2..] = Σ_j weights[n][j] · values[j]` for the first `count` (at most `Q`)
-    /// queries (the values' rows in order), 16 dimensions at a time.
+    /// queries (the values' rows in order), `R` registers of 8 dimensions a pass.
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn weighted<const Q: usize>(
+    fn weighted<const Q: usize, const R: usize>(
         weights: &[[f32; BLOCK]; QUERIES],
         values: &[f16],
         slots: &mut [f32],
         count: usize,
         ahead: &mut Ahead,
     ) {
-        const { assert!(Q <= QUERIES) };
+        const { assert!(Q <= QUERIES && D.is_multiple_of(R * 8)) };
         let (rows, plen) = (values.len() / D, D + 2);
         assert!(rows <= BLOCK && count <= Q && slots.len() >= count * plen);
-        for dim in (0..D).step_by(WIDE) {
-            // SAFETY: j < rows <= BLOCK, dim + WIDE <= D, n < count, slots hold count partials.
+        for dim in (0..D).step_by(R * 8) {
+            // SAFETY: j < rows <= BLOCK, dim + R * 8 <= D, n < count, slots hold count partials.
             unsafe {
-                let mut acc = [[_mm256_setzero_ps(); 2]; Q];
+                let mut acc = [[_mm256_setzero_ps(); R]; Q];
                 for j in 0..rows {
-                    // One line of the next block's values per row: all of them within two passes.
-                    ahead.lines(1);
+                    // The next block's values, R / 2 lines per row: all of them within the passes.
+                    ahead.lines(R / 2);
                     let row = values.as_ptr().add(j * D + dim);
-                    let (v0, v1) = (widen8(row), widen8(row.add(8)));
+                    let v: [__m256; R] = std::array::from_fn(|c| widen8(row.add(c * 8)));
                     for (acc, weights) in acc.iter_mut().zip(weights) {
                         let w = _mm256_set1_ps(*weights.get_unchecked(j));
-                        acc[0] = _mm256_fmadd_ps(w, v0, acc[0]);
-                        acc[1] = _mm256_fmadd_ps(w, v1, acc[1]);
+                        for (acc, &v) in acc.iter_mut().zip(&v) {
+                            *acc = _mm256_fmadd_ps(w, v, *acc);
+                        }
                     }
                 }
                 for (n, acc) in acc.iter().enumerate().take(count) {
                     let out = slots.as_mut_ptr().add(n * plen + 2 + dim);
-                    _mm256_storeu_ps(out, acc[0]);
-                    _mm256_storeu_ps(out.add(8), acc[1]);
+                    for (c, &acc) in acc.iter().enumerate() {
+                        _mm256_storeu_ps(out.add(c * 8), acc);
+                    }
                 }
             }
         }
@@ -1297,14 +1339,26 @@ mod timing {
     /// `cargo test --release --lib engine::attention::kernel::timing -- --ignored --nocapture`:
     /// the median CPU time of one call (one layer), one thread, the cache warm; the same cases
     /// as `benches/attention_kernel.py` (decode as two rows, as the engine runs a lone token
-    /// where ONNX Runtime's MatMulNBits is left in the graph).
+    /// where ONNX Runtime's MatMulNBits is left in the graph), and decode as one row (as it runs
+    /// with nib's linear kernel); decode again with 30 caches read in turn from memory. `ROWS=N`
+    /// keeps the cases of N rows.
     #[test]
     #[ignore]
     fn time_attend() {
         let dims = Dims { heads: 9, kv_heads: 3, head_dim: 64, scale: 0.125, softcap: 0.0, window: None };
-        for (past, rows) in [(256usize, 2usize), (1024, 2), (4096, 2), (0, 128), (1024, 128), (3968, 128)]
-            .into_iter()
-            .filter(|&(_, rows)| std::env::var("ROWS").map_or(true, |r| r == rows.to_string()))
+        for (past, rows) in [
+            (256usize, 1usize),
+            (1024, 1),
+            (4096, 1),
+            (256, 2),
+            (1024, 2),
+            (4096, 2),
+            (0, 128),
+            (1024, 128),
+            (3968, 128),
+        ]
+        .into_iter()
+        .filter(|&(_, rows)| std::env::var("ROWS").map_or(true, |r| r == rows.to_string()))
         {
             let stride = past + 256;
             let queries: Vec<f32> = (0..rows * 9 * 64).map(|i| (i % 7) as f32 * 0.01).collect();
@@ -1323,8 +1377,8 @@ mod timing {
             times.sort_by(f64::total_cmp);
             let median = times[times.len() / 2];
             eprintln!("nib attention past {past} rows {rows} threads 1: median {median:.3} ms CPU per call");
-            if rows == 2 {
-                eprintln!("{}", decode_from_memory(&dims, &queries, past));
+            if rows <= 2 {
+                eprintln!("{}", decode_from_memory(&dims, &queries, past, rows));
             }
         }
     }
@@ -1405,7 +1459,7 @@ mod timing {
 
     /// Decode as a step runs it: 30 layers, each with its own cache, one after the other, so
     /// that every call reads its keys and values from memory rather than a warm cache.
-    fn decode_from_memory(dims: &Dims, queries: &[f32], past: usize) -> String {
+    fn decode_from_memory(dims: &Dims, queries: &[f32], past: usize, rows: usize) -> String {
         const LAYERS: usize = 30;
         let stride = past + 256;
         let caches: Vec<Vec<f16>> = (0..2 * LAYERS)
@@ -1418,7 +1472,7 @@ mod timing {
                 let start = crate::engine::kernels::thread_cpu_seconds();
                 for layer in caches.chunks_exact(2) {
                     let (keys, values) = (&layer[0], &layer[1]);
-                    let call = Call { dims, queries, keys, values, stride, past, rows: 2 };
+                    let call = Call { dims, queries, keys, values, stride, past, rows };
                     attend(&call, &mut out, &seq);
                 }
                 (crate::engine::kernels::thread_cpu_seconds() - start) * 1e3 / LAYERS as f64
@@ -1426,7 +1480,7 @@ mod timing {
             .collect();
         times.sort_by(f64::total_cmp);
         format!(
-            "nib attention past {past} rows 2 threads 1, {LAYERS} caches in turn: median {:.3} ms CPU per call",
+            "nib attention past {past} rows {rows} threads 1, {LAYERS} caches in turn: median {:.3} ms CPU per call",
             times[times.len() / 2]
         )
     }
