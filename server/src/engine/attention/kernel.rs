@@ -503,7 +503,8 @@ mod fma64 {
     /// Keys per step of the score loop. When the block's queries fit one tile (a decode step, a
     /// short draft), each step's keys are transposed into panels just before the score loop
     /// reads them: 16 KiB that stay in the L1 cache (a whole block's, 64 KiB, did not). More
-    /// tiles (prefill) share one transposition of the whole block.
+    /// tiles (prefill) share one transposition of the whole block. The 512-bit tiles' steps are
+    /// as long (`scores`' `K` panels of `WIDE` at most), and always transposed just before.
     const STEP: usize = 4 * WIDE;
 
     /// Kept per thread so that no call zeroes 70 KiB: a tile's scores and weights, then keys
@@ -778,14 +779,11 @@ mod fma64 {
         use half::f16;
 
         use super::super::{BLOCK, Call, query_of, query_tiles};
-        use super::{Ahead, D, WIDE, own_softmax, panel_at};
+        use super::{Ahead, D, STEP, WIDE, own_softmax, panel_at};
 
         /// Queries per register tile: 27 accumulators, a register of keys or values and a
         /// broadcast use 29 of the 32 registers.
         const QUERIES: usize = 27;
-
-        /// Keys per step of the score loop (`scores`' `K` panels of `WIDE` at most).
-        const STEP: usize = 4 * WIDE;
 
         /// Kept per thread so that no call zeroes 50 KiB: the tile's queries side by side (one
         /// base register for all of them), then their scores and weights; past a tile's count
