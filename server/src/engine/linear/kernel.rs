@@ -14,6 +14,9 @@
 //! exact block sums of `x`, four chains of eight outputs side by side. A SwiGLU block's down
 //! projection first computes its input, `silu(gate) · up` (`swiglu`).
 //!
+//! The scales and offsets are f32 or f16 (`Scale`: the node narrows them where every value is
+//! exactly an f16); the tiles widen f16 to the same f32 values, so the bits do not depend on it.
+//!
 //! A row's result depends only on that row and the weights: every output is the same
 //! operations in the same order whatever rows, tile or thread it runs with. The VNNI and AVX2
 //! paths give the same bits, and so does `dot_portable`, the plain-Rust mirror the tests hold
@@ -94,16 +97,16 @@ impl Bits {
 
 /// One node's weights: `packed` `[outputs][blocks][bits.block_bytes()]`, `scales`
 /// `[outputs][blocks]`, `offsets` `[blocks][outputs]`.
-pub(crate) struct Weights<'a> {
+pub(crate) struct Weights<'a, S: Scale = f32> {
     pub bits: Bits,
     pub outputs: usize,
     pub blocks: usize,
     pub packed: &'a [u8],
-    pub scales: &'a [f32],
-    pub offsets: Option<&'a [f32]>,
+    pub scales: &'a [S],
+    pub offsets: Option<&'a [S]>,
 }
 
-impl Weights<'_> {
+impl<S: Scale> Weights<'_, S> {
     /// Inputs per row.
     pub fn inputs(&self) -> usize {
         self.blocks * BLOCK
@@ -115,6 +118,152 @@ impl Weights<'_> {
         if let Some(offsets) = self.offsets {
             assert_eq!(offsets.len(), self.blocks * self.outputs);
         }
+    }
+}
+
+/// How a node stores its block scales and offsets: `f32`, as the converter writes them, or
+/// `f16` where every one of a node's values is exactly an `f16` (`op.rs` narrows them once),
+/// a sixth fewer bytes for a decode step to read. Either way the tiles compute with the same
+/// f32 values, so the results have the same bits.
+pub(crate) trait Scale: Copy + Send + Sync + 'static {
+    /// The value, exactly.
+    fn value(self) -> f32;
+
+    /// Two blocks' scales at `at`, each spread over its four lanes (the second zero unless
+    /// `complete`).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn pair(at: *const Self, complete: bool) -> __m256;
+
+    /// Four blocks' scales (`present` of them, the rest zero), each spread over its four lanes.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn quad(at: *const Self, present: usize) -> __m512;
+
+    /// The eight values at `at`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn eight(at: *const Self) -> __m256;
+}
+
+/// `values` as f16, or `None` where any of them is not exactly an f16 (a node's scales at its
+/// first run: eight at a time with F16C, as a load takes most of a million values).
+pub(crate) fn narrow_exactly(values: &[f32]) -> Option<Vec<half::f16>> {
+    let mut narrow = Vec::with_capacity(values.len());
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma_f16c() {
+        // SAFETY: F16C and AVX are there.
+        done = unsafe { narrow_exactly_f16c(values, &mut narrow) }?;
+    }
+    for &value in &values[done..] {
+        let half = half::f16::from_f32(value);
+        (half.to_f32().to_bits() == value.to_bits()).then_some(())?;
+        narrow.push(half);
+    }
+    Some(narrow)
+}
+
+/// `narrow_exactly` for whole groups of eight: how many it narrowed into `narrow`, or `None`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn narrow_exactly_f16c(values: &[f32], narrow: &mut Vec<half::f16>) -> Option<usize> {
+    let whole = values.len() / LANES * LANES;
+    for eight in values[..whole].chunks_exact(LANES) {
+        // SAFETY: eight values in, eight halves out, within the vector's capacity (`values.len()`).
+        unsafe {
+            let wide = _mm256_loadu_ps(eight.as_ptr());
+            let halves = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(wide);
+            let back = _mm256_castps_si256(_mm256_cvtph_ps(halves));
+            let same = _mm256_cmpeq_epi32(back, _mm256_castps_si256(wide));
+            (_mm256_movemask_epi8(same) == -1).then_some(())?;
+            _mm_storeu_si128(narrow.as_mut_ptr().add(narrow.len()).cast(), halves);
+            narrow.set_len(narrow.len() + LANES);
+        }
+    }
+    Some(whole)
+}
+
+/// Each of two values over four lanes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn spread_pair(two: __m128) -> __m256 {
+    // SAFETY: the caller's tile runs with AVX2.
+    unsafe { _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1)) }
+}
+
+/// Each of four values over four lanes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn spread_quad(four: __m128) -> __m512 {
+    // SAFETY: the caller's tile runs with AVX-512 F.
+    unsafe {
+        let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+        _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(four))
+    }
+}
+
+impl Scale for f32 {
+    fn value(self) -> f32 {
+        self
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn pair(at: *const f32, complete: bool) -> __m256 {
+        // SAFETY: the caller's bounds: two values, or one without `complete`.
+        unsafe { spread_pair(if complete { _mm_castpd_ps(_mm_load_sd(at.cast())) } else { _mm_load_ss(at) }) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn quad(at: *const f32, present: usize) -> __m512 {
+        // SAFETY: the caller's bounds: `present` values; the rest of the load is masked.
+        unsafe {
+            spread_quad(if present == MAX_GROUP {
+                _mm_loadu_ps(at)
+            } else {
+                _mm_maskz_loadu_ps((1u8 << present) - 1, at)
+            })
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn eight(at: *const f32) -> __m256 {
+        // SAFETY: the caller's bounds.
+        unsafe { _mm256_loadu_ps(at) }
+    }
+}
+
+impl Scale for half::f16 {
+    fn value(self) -> f32 {
+        self.to_f32()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn pair(at: *const half::f16, complete: bool) -> __m256 {
+        // SAFETY: the caller's bounds: two values, or one without `complete`; F16C with AVX2.
+        unsafe {
+            let bits = if complete { at.cast::<i32>().read_unaligned() } else { i32::from(at.cast::<u16>().read()) };
+            spread_pair(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn quad(at: *const half::f16, present: usize) -> __m512 {
+        // SAFETY: the caller's bounds: `present` values, the rest read as zero; F16C.
+        unsafe {
+            let mut four = [0u16; MAX_GROUP];
+            std::ptr::copy_nonoverlapping(at.cast::<u16>(), four.as_mut_ptr(), present);
+            spread_quad(_mm_cvtph_ps(_mm_loadl_epi64(four.as_ptr().cast())))
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn eight(at: *const half::f16) -> __m256 {
+        // SAFETY: the caller's bounds; F16C.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(at.cast())) }
     }
 }
 
@@ -160,11 +309,24 @@ impl<T> Shared<T> {
 }
 
 /// `out` `[rows][outputs]` = `x` `[rows][inputs]` times the weights, transposed.
-pub(crate) fn multiply(weights: &Weights<'_>, x: &[f32], rows: usize, out: &mut [f32], for_each: ForEach<'_>) {
+pub(crate) fn multiply<S: Scale>(
+    weights: &Weights<'_, S>,
+    x: &[f32],
+    rows: usize,
+    out: &mut [f32],
+    for_each: ForEach<'_>,
+) {
     multiply_on(Path::detect(), weights, x, rows, out, for_each)
 }
 
-fn multiply_on(path: Path, weights: &Weights<'_>, x: &[f32], rows: usize, out: &mut [f32], for_each: ForEach<'_>) {
+fn multiply_on<S: Scale>(
+    path: Path,
+    weights: &Weights<'_, S>,
+    x: &[f32],
+    rows: usize,
+    out: &mut [f32],
+    for_each: ForEach<'_>,
+) {
     weights.check();
     assert_eq!(x.len(), rows * weights.inputs());
     assert_eq!(out.len(), rows * weights.outputs);
@@ -249,7 +411,7 @@ impl Path {
     fn detect_now() -> Path {
         #[cfg(target_arch = "x86_64")]
         {
-            if avx2_and_fma() {
+            if avx2_fma_f16c() {
                 let has = |feature: &str| match feature {
                     "f" => std::arch::is_x86_feature_detected!("avx512f"),
                     "bw" => std::arch::is_x86_feature_detected!("avx512bw"),
@@ -273,10 +435,12 @@ impl Path {
 
 /// Whether the CPU has what the fast paths need (the graph is rewritten only then: the
 /// portable path is the tests' mirror, far slower than ONNX Runtime's kernel).
-pub(crate) fn avx2_and_fma() -> bool {
+pub(crate) fn avx2_fma_f16c() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -454,8 +618,8 @@ fn quantize_block(x: &[f32; BLOCK], step: &mut [i8], part: usize, zero_points: &
 
 /// # Safety
 /// No other unit writes the elements `(rows, columns)` of `output` meanwhile.
-unsafe fn multiply_unit(
-    weights: &Weights<'_>,
+unsafe fn multiply_unit<S: Scale>(
+    weights: &Weights<'_, S>,
     activations: &Activations,
     rows: Range<usize>,
     columns: Range<usize>,
@@ -498,7 +662,7 @@ unsafe fn multiply_unit(
 /// `out[c] += Σ_block sums[block] · offsets[block][first + c]`: the sum is one fused
 /// multiply-add chain over the blocks in order, from 0, then added (eight outputs at a time
 /// with AVX2 and FMA, the same operations one at a time otherwise).
-fn add_offsets(path: Path, out: &mut [f32], sums: &[f32], offsets: &[f32], outputs: usize, first: usize) {
+fn add_offsets<S: Scale>(path: Path, out: &mut [f32], sums: &[f32], offsets: &[S], outputs: usize, first: usize) {
     #[cfg(target_arch = "x86_64")]
     if path != Path::Portable {
         // SAFETY: the fast paths are detected only on CPUs with AVX2 and FMA.
@@ -508,12 +672,12 @@ fn add_offsets(path: Path, out: &mut [f32], sums: &[f32], offsets: &[f32], outpu
     add_offsets_portable(out, sums, offsets, outputs, first)
 }
 
-fn add_offsets_portable(out: &mut [f32], sums: &[f32], offsets: &[f32], outputs: usize, first: usize) {
+fn add_offsets_portable<S: Scale>(out: &mut [f32], sums: &[f32], offsets: &[S], outputs: usize, first: usize) {
     for (c, y) in out.iter_mut().enumerate() {
         let term = sums
             .iter()
             .enumerate()
-            .fold(0.0f32, |term, (block, &sum)| sum.mul_add(offsets[block * outputs + first + c], term));
+            .fold(0.0f32, |term, (block, &sum)| sum.mul_add(offsets[block * outputs + first + c].value(), term));
         *y += term;
     }
 }
@@ -523,17 +687,17 @@ fn add_offsets_portable(out: &mut [f32], sums: &[f32], offsets: &[f32], outputs:
 const OFFSET_CHAINS: usize = 4;
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn add_offsets_avx2(out: &mut [f32], sums: &[f32], offsets: &[f32], outputs: usize, first: usize) {
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn add_offsets_avx2<S: Scale>(out: &mut [f32], sums: &[f32], offsets: &[S], outputs: usize, first: usize) {
     assert!(sums.len() * outputs <= offsets.len() && first + out.len() <= outputs);
     let (wide, whole) = (out.len() / (OFFSET_CHAINS * LANES) * OFFSET_CHAINS * LANES, out.len() / LANES * LANES);
     for c in (0..wide).step_by(OFFSET_CHAINS * LANES) {
         // SAFETY: c + 32 <= out.len(), and the assertion above bounds the offsets read.
-        unsafe { add_offsets_lanes::<OFFSET_CHAINS>(out, sums, offsets, outputs, first, c) };
+        unsafe { add_offsets_lanes::<S, OFFSET_CHAINS>(out, sums, offsets, outputs, first, c) };
     }
     for c in (wide..whole).step_by(LANES) {
         // SAFETY: as above, c + 8 <= out.len().
-        unsafe { add_offsets_lanes::<1>(out, sums, offsets, outputs, first, c) };
+        unsafe { add_offsets_lanes::<S, 1>(out, sums, offsets, outputs, first, c) };
     }
     add_offsets_portable(&mut out[whole..], sums, offsets, outputs, first + whole);
 }
@@ -544,11 +708,11 @@ unsafe fn add_offsets_avx2(out: &mut [f32], sums: &[f32], offsets: &[f32], outpu
 /// AVX2 and FMA; `c + 8 V <= out.len()`, `first + out.len() <= outputs` and
 /// `sums.len() * outputs <= offsets.len()`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn add_offsets_lanes<const V: usize>(
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn add_offsets_lanes<S: Scale, const V: usize>(
     out: &mut [f32],
     sums: &[f32],
-    offsets: &[f32],
+    offsets: &[S],
     outputs: usize,
     first: usize,
     c: usize,
@@ -559,7 +723,7 @@ unsafe fn add_offsets_lanes<const V: usize>(
         for (block, &sum) in sums.iter().enumerate() {
             let (at, sum) = (offsets.as_ptr().add(block * outputs + first + c), _mm256_set1_ps(sum));
             for (v, term) in terms.iter_mut().enumerate() {
-                *term = _mm256_fmadd_ps(sum, _mm256_loadu_ps(at.add(v * LANES)), *term);
+                *term = _mm256_fmadd_ps(sum, S::eight(at.add(v * LANES)), *term);
             }
         }
         for (v, term) in terms.into_iter().enumerate() {
@@ -572,11 +736,11 @@ unsafe fn add_offsets_lanes<const V: usize>(
 /// Asks for a unit's offsets (`blocks` rows of its columns, `outputs` apart) before its dot
 /// products run, so that they are in the cache when `add_offsets` reads them: read at the end,
 /// one strided row after another, they each waited on memory.
-fn prefetch_offsets(offsets: &[f32], blocks: usize, outputs: usize, columns: &Range<usize>) {
+fn prefetch_offsets<S: Scale>(offsets: &[S], blocks: usize, outputs: usize, columns: &Range<usize>) {
     #[cfg(target_arch = "x86_64")]
     for block in 0..blocks {
         let row = &offsets[block * outputs + columns.start..block * outputs + columns.end];
-        for line in row.chunks(16) {
+        for line in row.chunks(64 / size_of::<S>()) {
             // SAFETY: a prefetch of an address within the slice.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
         }
@@ -587,9 +751,9 @@ fn prefetch_offsets(offsets: &[f32], blocks: usize, outputs: usize, columns: &Ra
 
 /// The dot products of rows `tile.0..tile.0 + tile.1` with outputs `columns.0..columns.0 +
 /// columns.1` into `results[column][row]` (without the offsets term).
-fn dot_tile(
+fn dot_tile<S: Scale>(
     path: Path,
-    weights: &Weights<'_>,
+    weights: &Weights<'_, S>,
     activations: &Activations,
     tile: (usize, usize),
     columns: (usize, usize),
@@ -598,19 +762,19 @@ fn dot_tile(
     macro_rules! dispatch {
         ($function:ident, $format:ty) => {
             match (tile.1, columns.1) {
-                (4, 2) => $function::<$format, 4, 2>(weights, activations, tile.0, columns.0, results),
-                (4, 1) => $function::<$format, 4, 1>(weights, activations, tile.0, columns.0, results),
-                (3, 4) => $function::<$format, 3, 4>(weights, activations, tile.0, columns.0, results),
+                (4, 2) => $function::<$format, S, 4, 2>(weights, activations, tile.0, columns.0, results),
+                (4, 1) => $function::<$format, S, 4, 1>(weights, activations, tile.0, columns.0, results),
+                (3, 4) => $function::<$format, S, 3, 4>(weights, activations, tile.0, columns.0, results),
                 (3, c) => (0..c).for_each(|c| {
-                    $function::<$format, 3, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])
+                    $function::<$format, S, 3, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])
                 }),
-                (2, 4) => $function::<$format, 2, 4>(weights, activations, tile.0, columns.0, results),
+                (2, 4) => $function::<$format, S, 2, 4>(weights, activations, tile.0, columns.0, results),
                 (2, c) => (0..c).for_each(|c| {
-                    $function::<$format, 2, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])
+                    $function::<$format, S, 2, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])
                 }),
-                (1, 4) => $function::<$format, 1, 4>(weights, activations, tile.0, columns.0, results),
+                (1, 4) => $function::<$format, S, 1, 4>(weights, activations, tile.0, columns.0, results),
                 (1, c) => (0..c).for_each(|c| {
-                    $function::<$format, 1, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])
+                    $function::<$format, S, 1, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])
                 }),
                 other => unreachable!("tile {other:?}"),
             }
@@ -644,7 +808,7 @@ fn dot_tile(
 
 /// One output of one row in plain Rust: the SIMD paths' arithmetic, operation for operation
 /// (`mul_add` is the fused multiply-add they use; integer sums are exact in any order).
-fn dot_portable(weights: &Weights<'_>, activations: &Activations, row: usize, column: usize) -> f32 {
+fn dot_portable<S: Scale>(weights: &Weights<'_, S>, activations: &Activations, row: usize, column: usize) -> f32 {
     let (blocks, group, steps) = (weights.blocks, activations.group, activations.steps);
     let mut lanes = [0.0f32; 4 * MAX_GROUP];
     let lanes = &mut lanes[..4 * group];
@@ -663,7 +827,7 @@ fn dot_portable(weights: &Weights<'_>, activations: &Activations, row: usize, co
                     let value = values[half + (lane / 4) * HALF + element / 2];
                     sum += i32::from(weights.bits.weight(packed, element)) * i32::from(value);
                 }
-                scale = weights.scales[column * blocks + block];
+                scale = weights.scales[column * blocks + block].value();
             }
             let factor = scale * activations.lane_scales[at * 4 * group + lane];
             *total = (sum as f32).mul_add(factor, *total);
@@ -703,11 +867,11 @@ trait Format {
 
     /// Blocks `block` and `block + 1` at `packed` and `scales` (without the second block,
     /// `complete` false, its half is zero).
-    unsafe fn unpack_pair(packed: *const u8, scales: *const f32, complete: bool) -> (__m256i, __m256i, __m256);
+    unsafe fn unpack_pair<S: Scale>(packed: *const u8, scales: *const S, complete: bool) -> (__m256i, __m256i, __m256);
 
     /// The step of blocks at `packed` and `scales` (`present` of them, 1 to 4; the rest of the
     /// step reads as zero).
-    unsafe fn unpack_quad(packed: *const u8, scales: *const f32, present: usize) -> (__m512i, __m512i, __m512);
+    unsafe fn unpack_quad<S: Scale>(packed: *const u8, scales: *const S, present: usize) -> (__m512i, __m512i, __m512);
 
     /// The activations' zero points (−8 × each lane's sum) for this format's zero point.
     #[inline(always)]
@@ -734,28 +898,6 @@ struct Nibbles;
 #[cfg(target_arch = "x86_64")]
 struct Bytes;
 
-/// Two blocks' scales, each spread over its four lanes (the second zero unless `complete`).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn pair_scales(scales: *const f32, complete: bool) -> __m256 {
-    unsafe {
-        let two = if complete { _mm_castpd_ps(_mm_load_sd(scales.cast())) } else { _mm_load_ss(scales) };
-        _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1))
-    }
-}
-
-/// Four blocks' scales (`present` of them, the rest zero), each spread over its four lanes.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn quad_scales(scales: *const f32, present: usize) -> __m512 {
-    unsafe {
-        let four =
-            if present == MAX_GROUP { _mm_loadu_ps(scales) } else { _mm_maskz_loadu_ps((1u8 << present) - 1, scales) };
-        let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-        _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(four))
-    }
-}
-
 /// The mask of a load of the first `count` bytes of 64.
 #[cfg(target_arch = "x86_64")]
 fn first_bytes(count: usize) -> u64 {
@@ -767,7 +909,7 @@ impl Format for Nibbles {
     const BITS: Bits = Bits::Four;
 
     #[inline(always)]
-    unsafe fn unpack_pair(packed: *const u8, scales: *const f32, complete: bool) -> (__m256i, __m256i, __m256) {
+    unsafe fn unpack_pair<S: Scale>(packed: *const u8, scales: *const S, complete: bool) -> (__m256i, __m256i, __m256) {
         unsafe {
             let packed = if complete {
                 _mm256_loadu_si256(packed.cast())
@@ -777,18 +919,18 @@ impl Format for Nibbles {
             let mask = _mm256_set1_epi8(0x0f);
             let even = _mm256_and_si256(packed, mask);
             let odd = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
-            (even, odd, pair_scales(scales, complete))
+            (even, odd, S::pair(scales, complete))
         }
     }
 
     #[inline(always)]
-    unsafe fn unpack_quad(packed: *const u8, scales: *const f32, present: usize) -> (__m512i, __m512i, __m512) {
+    unsafe fn unpack_quad<S: Scale>(packed: *const u8, scales: *const S, present: usize) -> (__m512i, __m512i, __m512) {
         unsafe {
             let packed = _mm512_maskz_loadu_epi8(first_bytes(present * Self::BLOCK_BYTES), packed.cast());
             let mask = _mm512_set1_epi8(0x0f);
             let even = _mm512_and_si512(packed, mask);
             let odd = _mm512_and_si512(_mm512_srli_epi16(packed, 4), mask);
-            (even, odd, quad_scales(scales, present))
+            (even, odd, S::quad(scales, present))
         }
     }
 
@@ -811,7 +953,7 @@ impl Format for Bytes {
     const BITS: Bits = Bits::Eight;
 
     #[inline(always)]
-    unsafe fn unpack_pair(packed: *const u8, scales: *const f32, complete: bool) -> (__m256i, __m256i, __m256) {
+    unsafe fn unpack_pair<S: Scale>(packed: *const u8, scales: *const S, complete: bool) -> (__m256i, __m256i, __m256) {
         unsafe {
             let split = _mm256_broadcastsi128_si256(_mm_loadu_si128(EVEN_THEN_ODD.as_ptr().cast()));
             let first = _mm256_shuffle_epi8(_mm256_loadu_si256(packed.cast()), split);
@@ -824,12 +966,12 @@ impl Format for Bytes {
             const IN_ORDER: i32 = 0b11_01_10_00;
             let even = _mm256_permute4x64_epi64::<IN_ORDER>(_mm256_unpacklo_epi64(first, second));
             let odd = _mm256_permute4x64_epi64::<IN_ORDER>(_mm256_unpackhi_epi64(first, second));
-            (even, odd, pair_scales(scales, complete))
+            (even, odd, S::pair(scales, complete))
         }
     }
 
     #[inline(always)]
-    unsafe fn unpack_quad(packed: *const u8, scales: *const f32, present: usize) -> (__m512i, __m512i, __m512) {
+    unsafe fn unpack_quad<S: Scale>(packed: *const u8, scales: *const S, present: usize) -> (__m512i, __m512i, __m512) {
         unsafe {
             let split = _mm512_broadcast_i32x4(_mm_loadu_si128(EVEN_THEN_ODD.as_ptr().cast()));
             let bytes = present * BLOCK;
@@ -838,7 +980,7 @@ impl Format for Bytes {
             let (first, second) = (_mm512_shuffle_epi8(first, split), _mm512_shuffle_epi8(second, split));
             let even = _mm512_permutex2var_epi64(first, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), second);
             let odd = _mm512_permutex2var_epi64(first, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), second);
-            (even, odd, quad_scales(scales, present))
+            (even, odd, S::quad(scales, present))
         }
     }
 
@@ -865,20 +1007,20 @@ impl Format for Bytes {
 /// Where a register tile's operands start: the weights of output `column` and the activations
 /// of `row` (see `Activations`).
 #[cfg(target_arch = "x86_64")]
-struct TileStart {
+struct TileStart<S> {
     packed: *const u8,
-    scales: *const f32,
+    scales: *const S,
     values: *const i8,
     zero_points: *const i32,
     lane_scales: *const f32,
 }
 
 #[cfg(target_arch = "x86_64")]
-impl TileStart {
+impl<S: Scale> TileStart<S> {
     /// # Safety
     /// `row` and `column` are within the activations and the weights.
     #[inline(always)]
-    unsafe fn new(weights: &Weights<'_>, activations: &Activations, row: usize, column: usize) -> TileStart {
+    unsafe fn new(weights: &Weights<'_, S>, activations: &Activations, row: usize, column: usize) -> TileStart<S> {
         let (blocks, group) = (weights.blocks, activations.group);
         let lanes = row * activations.steps * 4 * group;
         // SAFETY: the caller's bounds.
@@ -901,8 +1043,8 @@ impl TileStart {
 macro_rules! tile {
     ($name:ident, $features:literal, $dot:expr) => {
         #[target_feature(enable = $features)]
-        unsafe fn $name<F: Format, const R: usize, const C: usize>(
-            weights: &Weights<'_>,
+        unsafe fn $name<F: Format, S: Scale, const R: usize, const C: usize>(
+            weights: &Weights<'_, S>,
             activations: &Activations,
             row: usize,
             column: usize,
@@ -951,19 +1093,21 @@ macro_rules! tile {
 }
 
 #[cfg(target_arch = "x86_64")]
-tile!(dot_avx2, "avx2,fma", |zero_point, even, x_even, odd, x_odd| F::dot_avx2(zero_point, even, x_even, odd, x_odd));
+tile!(dot_avx2, "avx2,fma,f16c", |zero_point, even, x_even, odd, x_odd| F::dot_avx2(
+    zero_point, even, x_even, odd, x_odd
+));
 
 #[cfg(target_arch = "x86_64")]
-tile!(dot_vnni, "avx2,fma,avx512f,avx512vl,avx512vnni", |zero_point, even, x_even, odd, x_odd| {
+tile!(dot_vnni, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni", |zero_point, even, x_even, odd, x_odd| {
     _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero_point, even, x_even), odd, x_odd)
 });
 
 /// The register tile of the 512-bit path: `tile!`'s, four blocks per step.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[allow(clippy::needless_range_loop)] // the accumulators are indexed by column and row, as in `tile!`
-unsafe fn dot_vnni512<F: Format, const R: usize, const C: usize>(
-    weights: &Weights<'_>,
+unsafe fn dot_vnni512<F: Format, S: Scale, const R: usize, const C: usize>(
+    weights: &Weights<'_, S>,
     activations: &Activations,
     row: usize,
     column: usize,
@@ -1234,7 +1378,7 @@ mod tests {
         if Path::detect() == Path::Vnni512 {
             paths.push(Path::Vnni512);
         }
-        if !avx2_and_fma() {
+        if !avx2_fma_f16c() {
             return;
         }
         let cases = [(1, 20), (3, 21), (18, 22), (48, 23), (6, 24), (5, 0)];
@@ -1269,12 +1413,73 @@ mod tests {
         }
     }
 
+    /// Scales and offsets stored as f16 give the bits of the same values stored as f32, on
+    /// every path this machine has and the portable one, for one row (a decode step), a few
+    /// and a prefill tile's, block counts that fill the last step and that do not, both widths
+    /// of weights, and every output width of the offsets term.
+    #[test]
+    fn f16_scales_and_offsets_give_the_bits_of_their_f32_values() {
+        let mut paths = vec![Path::Portable];
+        if avx2_fma_f16c() {
+            paths.push(Path::Avx2);
+        }
+        if matches!(Path::detect(), Path::Vnni | Path::Vnni512) {
+            paths.push(Path::Vnni);
+        }
+        if Path::detect() == Path::Vnni512 {
+            paths.push(Path::Vnni512);
+        }
+        let to_f16 = |values: &[f32]| values.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>();
+        for (bits, (outputs, blocks, seed)) in
+            BOTH.into_iter().flat_map(|bits| [(12, 1, 60), (45, 3, 61), (100, 18, 62), (37, 5, 63)].map(|c| (bits, c)))
+        {
+            let mut layer = Layer::with_bits(bits, outputs, blocks * BLOCK, seed);
+            let (scales, offsets) = (to_f16(&layer.scales), to_f16(&layer.offsets));
+            layer.scales = scales.iter().map(|v| v.to_f32()).collect();
+            layer.offsets = offsets.iter().map(|v| v.to_f32()).collect();
+            let narrow = Weights {
+                bits,
+                outputs,
+                blocks,
+                packed: &layer.packed,
+                scales: &scales[..],
+                offsets: Some(&offsets[..]),
+            };
+            for (&path, rows) in paths.iter().flat_map(|path| [1, 2, 5, 70].map(|rows| (path, rows))) {
+                let x = Noise(seed + rows as u64).floats(rows * blocks * BLOCK, 2.0);
+                let (mut wide, mut narrowed) = (vec![0.0; rows * outputs], vec![0.0; rows * outputs]);
+                multiply_on(path, &layer.weights(), &x, rows, &mut wide, &sequential);
+                multiply_on(path, &narrow, &x, rows, &mut narrowed, &sequential);
+                let bits_of = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits_of(&wide), bits_of(&narrowed), "{bits:?} on {path:?}, {blocks} blocks, {rows} rows");
+            }
+        }
+    }
+
+    /// The vector narrowing gives `half`'s conversion and refuses what is not exactly an f16:
+    /// too many digits, past the range, below it, a NaN whose payload f16 cannot hold, in the vector
+    /// part and in the tail.
+    #[test]
+    fn narrowing_keeps_exact_values_only() {
+        let exact: Vec<f32> =
+            (0..38).map(|i| (i as f32 - 18.0) / 64.0).chain([-0.0, 65504.0, 2f32.powi(-24)]).collect();
+        let narrow = narrow_exactly(&exact).expect("every value is an f16");
+        assert_eq!(narrow, exact.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>());
+        for inexact in [0.1, 70000.0, 1.0e-9, f32::from_bits(0x7fc0_0001)] {
+            for at in [0, 13, 40] {
+                let mut values = exact.clone();
+                values[at] = inexact;
+                assert_eq!(narrow_exactly(&values), None, "{inexact} at {at}");
+            }
+        }
+    }
+
     /// The offsets term gives the plain chain's bits however many outputs a call covers (the
     /// four-chain stretches, the single ones and the tail).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_vector_offsets_term_gives_the_plain_ones_bits() {
-        if !avx2_and_fma() {
+        if !avx2_fma_f16c() {
             return;
         }
         let mut noise = Noise(91);
@@ -1310,7 +1515,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_vector_quantizer_gives_the_plain_ones_bits() {
-        if !avx2_and_fma() {
+        if !avx2_fma_f16c() {
             return;
         }
         let mut noise = Noise(77);
@@ -1380,6 +1585,47 @@ mod timing {
             times.sort_by(f64::total_cmp);
             eprintln!("nib quantize K {inputs} ({path:?}): median {:.2} us CPU per row", times[times.len() / 2]);
         }
+    }
+
+    /// One row (a decode step) through 30 gate|up projections read in turn, so that they
+    /// stream from memory as in a decode step: f32 and f16 scales and offsets in turns (the
+    /// median CPU time per projection, one thread).
+    #[test]
+    #[ignore]
+    fn time_scales_from_memory() {
+        let (outputs, inputs, layers) = (3072usize, 576usize, 30);
+        let blocks = inputs / BLOCK;
+        let packed: Vec<Vec<u8>> =
+            (0..layers).map(|l| (0..outputs * blocks * 16).map(|i| ((i + l) * 7 % 251) as u8).collect()).collect();
+        let wide: Vec<Vec<f32>> =
+            (0..layers).map(|l| (0..outputs * blocks).map(|i| ((i + l) % 13) as f32 / 1024.0).collect()).collect();
+        let narrow: Vec<_> =
+            wide.iter().map(|v| (narrow_exactly(v).expect("exact"), narrow_exactly(v).expect("exact"))).collect();
+        let wide: Vec<_> = wide.into_iter().map(|v| (v.clone(), v)).collect();
+        let x: Vec<f32> = (0..inputs).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
+        /// The time per projection of one pass over them (the offsets: a copy of the scales).
+        fn per_layer<S: Scale>(packed: &[Vec<u8>], scales: &[(Vec<S>, Vec<S>)], x: &[f32], outputs: usize) -> f64 {
+            let (mut out, blocks) = (vec![0.0; outputs], x.len() / BLOCK);
+            let start = crate::engine::kernels::thread_cpu_seconds();
+            for (packed, (scales, offsets)) in packed.iter().zip(scales) {
+                let weights = Weights { bits: Bits::Four, outputs, blocks, packed, scales, offsets: Some(offsets) };
+                multiply_on(Path::detect(), &weights, x, 1, &mut out, &|count, unit| (0..count).for_each(unit));
+            }
+            (crate::engine::kernels::thread_cpu_seconds() - start) * 1e3 / packed.len() as f64
+        }
+        let (mut f32_times, mut f16_times) = (Vec::new(), Vec::new());
+        for _ in 0..40 {
+            f32_times.push(per_layer(&packed, &wide, &x, outputs));
+            f16_times.push(per_layer(&packed, &narrow, &x, outputs));
+        }
+        f32_times.sort_by(f64::total_cmp);
+        f16_times.sort_by(f64::total_cmp);
+        eprintln!(
+            "one row, N 3072 K 576 from memory ({:?}): f32 scales median {:.4} ms, f16 median {:.4} ms",
+            Path::detect(),
+            f32_times[20],
+            f16_times[20]
+        );
     }
 
     /// `cargo test --release --lib engine::linear::kernel::timing -- --ignored --nocapture`:

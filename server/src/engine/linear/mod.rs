@@ -1,8 +1,8 @@
 //! nib's own 4-bit linear kernel in place of ONNX Runtime's MatMulNBits on the CPU: an ONNX
 //! Runtime custom operator (`op`) running `kernel`'s int8 dot products, which also takes the
 //! converter's Q4_1 offset correction into the same node (`graph`), put into the graph at load
-//! time so the model file stays as it is. Needs AVX2 and FMA. `NIB_LINEAR=onnxruntime` keeps
-//! ONNX Runtime's MatMulNBits (for A/B comparisons); so does a CPU without AVX2 and FMA (a
+//! time so the model file stays as it is. Needs AVX2, FMA and F16C. `NIB_LINEAR=onnxruntime` keeps
+//! ONNX Runtime's MatMulNBits (for A/B comparisons); so does a CPU without them (a
 //! debug line says so) and any failure to put nib's in (with a warning).
 
 mod graph;
@@ -31,8 +31,8 @@ pub(crate) const PASS: Pass = Pass {
 };
 
 fn rewrite(model: &[u8]) -> Result<(Vec<u8>, usize), String> {
-    if !kernel::avx2_and_fma() {
-        tracing::debug!("the CPU lacks AVX2 or FMA: ONNX Runtime's MatMulNBits runs, not nib's linear kernel");
+    if !kernel::avx2_fma_f16c() {
+        tracing::debug!("the CPU lacks AVX2, FMA or F16C: ONNX Runtime's MatMulNBits runs, not nib's linear kernel");
         return Ok((Vec::new(), 0));
     }
     graph::rewrite(model)
@@ -115,7 +115,7 @@ mod tests {
             DecoderSession::load_with_kernels(environment, &files.onnx, 2, files.kv_layout, 4096, kernels).unwrap()
         };
         let mut session = load(Kernels { attention: true, linear: true });
-        if !super::kernel::avx2_and_fma() {
+        if !super::kernel::avx2_fma_f16c() {
             assert!(!session.rows_independent(), "ONNX Runtime's MatMulNBits runs: padded");
             return;
         }

@@ -4,13 +4,17 @@
 //! `scales` f32 `[N * K/32]`, optional `offsets` f32 `[K/32, N]`; output `[..., N]` f32. With
 //! the attribute `swiglu` 1 the activations are a SwiGLU block's `[gate, up]` (`[..., 2K]`), of
 //! which the node multiplies `silu(gate) · up`.
-//! The weights are the initializers as ONNX Runtime holds them (mapped from the weights
-//! file), never copied.
+//! The packed weights are the initializers as ONNX Runtime holds them (mapped from the weights
+//! file), never copied. The scales and offsets are narrowed to f16 at the node's first run
+//! where every one of them is exactly an f16 (`Narrowed`), which the converter's GGUF sources
+//! give (their scales and minimums are f16); the results keep their bits.
 
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType::{Float32, Uint8};
 
-use super::kernel::{self, BLOCK, Bits, Weights};
+use half::f16;
+
+use super::kernel::{self, BLOCK, Bits, Scale, Weights};
 
 const INPUT: usize = 0;
 const QWEIGHT: usize = 1;
@@ -26,6 +30,50 @@ pub(crate) struct LinearKernel {
     outputs: usize,
     /// The input is `[gate, up]`: the node multiplies `silu(gate) · up` (`kernel::swiglu`).
     swiglu: bool,
+    narrowed: Narrowed,
+}
+
+/// The node's scales and offsets as f16, made at its first run.
+enum Narrowed {
+    NotYet,
+    /// Some value is not exactly an f16, or `NIB_LINEAR_SCALES=f32` asks for the stored f32.
+    Kept,
+    /// Narrowed from the f32 scales at `from` (initializers: the same address on every run).
+    Half {
+        from: usize,
+        scales: Vec<f16>,
+        offsets: Option<Vec<f16>>,
+    },
+}
+
+impl Narrowed {
+    fn from(scales: &[f32], offsets: Option<&[f32]>) -> Narrowed {
+        if std::env::var("NIB_LINEAR_SCALES").is_ok_and(|value| value == "f32") {
+            return Narrowed::Kept;
+        }
+        let (Some(narrow), Some(narrow_offsets)) = (
+            kernel::narrow_exactly(scales),
+            offsets.map_or(Some(None), |offsets| kernel::narrow_exactly(offsets).map(Some)),
+        ) else {
+            return Narrowed::Kept;
+        };
+        let narrowed = Narrowed::Half { from: scales.as_ptr() as usize, scales: narrow, offsets: narrow_offsets };
+        page_out(scales);
+        offsets.map(page_out);
+        narrowed
+    }
+
+    /// The f16 scales and offsets of these f32 ones, narrowed at the first call.
+    fn of(&mut self, scales: &[f32], offsets: Option<&[f32]>) -> Option<(&[f16], Option<&[f16]>)> {
+        let stale = matches!(self, Narrowed::Half { from, .. } if *from != scales.as_ptr() as usize);
+        if matches!(self, Narrowed::NotYet) || stale {
+            *self = Narrowed::from(scales, offsets);
+        }
+        match self {
+            Narrowed::Half { scales, offsets, .. } => Some((scales, offsets.as_deref())),
+            _ => None,
+        }
+    }
 }
 
 thread_local! {
@@ -69,7 +117,7 @@ impl Operator for QuantizedLinear {
             return Err(error(format!("implements 4 or 8 bits in blocks of {BLOCK} for K a multiple of {BLOCK}")));
         };
         let swiglu = int(super::graph::SWIGLU) == Some(1);
-        Ok(LinearKernel { bits, inputs, outputs, swiglu })
+        Ok(LinearKernel { bits, inputs, outputs, swiglu, narrowed: Narrowed::NotYet })
     }
 }
 
@@ -104,7 +152,6 @@ impl Kernel for LinearKernel {
         if offsets.is_some_and(|offsets| offsets.len() != expected_scales) {
             return Err(error(format!("offsets must hold {expected_scales} values ([K/32, N])")));
         }
-        let weights = Weights { bits: self.bits, outputs: self.outputs, blocks, packed, scales, offsets };
         let mut out_shape: Vec<i64> = shape.to_vec();
         *out_shape.last_mut().expect("checked above") = self.outputs as i64;
         let mut output = context.output(0, out_shape)?.ok_or_else(|| error("no output"))?;
@@ -114,14 +161,85 @@ impl Kernel for LinearKernel {
                 (0..count).for_each(unit);
             }
         };
-        if !self.swiglu {
-            kernel::multiply(&weights, x, rows, out, &for_each);
-            return Ok(());
+        let (bits, outputs, swiglu) = (self.bits, self.outputs, self.swiglu.then_some(self.inputs));
+        match self.narrowed.of(scales, offsets) {
+            Some((scales, offsets)) => {
+                let weights = Weights { bits, outputs, blocks, packed, scales, offsets };
+                run(&weights, swiglu, x, rows, out, &for_each);
+            }
+            None => run(&Weights { bits, outputs, blocks, packed, scales, offsets }, swiglu, x, rows, out, &for_each),
         }
-        GATED.with_borrow_mut(|gated| {
-            kernel::swiglu(x, self.inputs, gated, &for_each);
-            kernel::multiply(&weights, gated, rows, out, &for_each);
-        });
         Ok(())
+    }
+}
+
+/// Asks Linux to reclaim the pages wholly inside `values`, f32 values the node no longer reads
+/// (so that the f16 copies do not add to the memory in use). Mapped from the weights file, as
+/// ONNX Runtime maps initializers, they are clean and dropped, to be read again from the file
+/// if anything ever reads them; other memory is swapped out or kept, never lost. A hint: an
+/// older kernel that does not know it changes nothing.
+fn page_out(values: &[f32]) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: reads a constant.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+        let range = values.as_ptr_range();
+        let (start, end) = ((range.start as usize).next_multiple_of(page), range.end as usize / page * page);
+        if start < end {
+            // SAFETY: a hint about whole pages of memory this process maps; it changes no contents.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = values;
+}
+
+/// `out` = `x` (or, for a SwiGLU block of `swiglu` inputs, `silu(gate) · up` of it) times the
+/// weights, transposed.
+fn run<S: Scale>(
+    weights: &Weights<'_, S>,
+    swiglu: Option<usize>,
+    x: &[f32],
+    rows: usize,
+    out: &mut [f32],
+    for_each: kernel::ForEach<'_>,
+) {
+    let Some(inputs) = swiglu else {
+        return kernel::multiply(weights, x, rows, out, for_each);
+    };
+    GATED.with_borrow_mut(|gated| {
+        kernel::swiglu(x, inputs, gated, for_each);
+        kernel::multiply(weights, gated, rows, out, for_each);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scales_and_offsets_narrow_to_f16_only_where_every_value_is_one() {
+        let scales = [0.5f32, -0.0, 6.1035156e-5, 1.0 / 1024.0];
+        let offsets = [0.25f32, -3.0];
+        let Narrowed::Half { scales: narrow, offsets: Some(narrow_offsets), .. } =
+            Narrowed::from(&scales, Some(&offsets))
+        else {
+            panic!("every value is an f16");
+        };
+        assert_eq!(narrow.iter().map(|v| v.to_f32().to_bits()).collect::<Vec<_>>(), scales.map(f32::to_bits));
+        assert_eq!(narrow_offsets.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), offsets);
+        assert!(matches!(Narrowed::from(&scales, None), Narrowed::Half { offsets: None, .. }));
+        let inexact = [0.25f32, 0.1];
+        assert!(matches!(Narrowed::from(&scales, Some(&inexact)), Narrowed::Kept), "0.1 is no f16");
+        assert!(matches!(Narrowed::from(&inexact, None), Narrowed::Kept));
+        assert!(matches!(Narrowed::from(&[70000.0], None), Narrowed::Kept), "past f16's range");
+    }
+
+    #[test]
+    fn narrowed_values_are_made_again_for_other_scales() {
+        let (first, second) = ([0.5f32; 4], [0.25f32; 4]);
+        let mut narrowed = Narrowed::NotYet;
+        assert_eq!(narrowed.of(&first, None).unwrap().0[0].to_f32(), 0.5);
+        assert_eq!(narrowed.of(&second, None).unwrap().0[0].to_f32(), 0.25);
     }
 }
