@@ -447,7 +447,9 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
               f"(numpy copy, one thread, read + write): **{bw:.1f} GB/s**; the bandwidth limit of decode is "
               "bandwidth / bytes of weights read per token (the ONNX initializers less the embedding table, "
               "which is only gathered; for llama.cpp the GGUF file size, as its embedding is also its output "
-              "projection).", "",
+              "projection). nib's int4 rows read less than the file holds: its linear kernel narrows the "
+              "block scales and offsets to f16 (`NIB_LINEAR_SCALES` in docs/configuration.md), about 15 MB "
+              "fewer a token, so its share of the limit is somewhat lower than the column says.", "",
               "| system | precision | weights MB (read per token) | prefill tok/s | decode tok/s | decode tokens | "
               "decode / bandwidth limit |",
               "|---|---|---|---|---|---|---|"]

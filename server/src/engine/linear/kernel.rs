@@ -665,7 +665,7 @@ unsafe fn multiply_unit<S: Scale>(
 fn add_offsets<S: Scale>(path: Path, out: &mut [f32], sums: &[f32], offsets: &[S], outputs: usize, first: usize) {
     #[cfg(target_arch = "x86_64")]
     if path != Path::Portable {
-        // SAFETY: the fast paths are detected only on CPUs with AVX2 and FMA.
+        // SAFETY: the fast paths are detected only on CPUs with AVX2, FMA and F16C.
         return unsafe { add_offsets_avx2(out, sums, offsets, outputs, first) };
     }
     let _ = path;
@@ -705,7 +705,7 @@ unsafe fn add_offsets_avx2<S: Scale>(out: &mut [f32], sums: &[f32], offsets: &[S
 /// `add_offsets` for outputs `c..c + 8 V`: `V` chains of eight lanes, each in block order.
 ///
 /// # Safety
-/// AVX2 and FMA; `c + 8 V <= out.len()`, `first + out.len() <= outputs` and
+/// AVX2, FMA and F16C; `c + 8 V <= out.len()`, `first + out.len() <= outputs` and
 /// `sums.len() * outputs <= offsets.len()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -787,13 +787,13 @@ fn dot_tile<S: Scale>(
         };
     }
     match path {
-        // SAFETY: Path::Vnni is detected only with AVX-512 VNNI, VL and F, AVX2 and FMA.
+        // SAFETY: Path::Vnni is detected only with AVX-512 VNNI, VL and F, AVX2, FMA and F16C.
         #[cfg(target_arch = "x86_64")]
         Path::Vnni => unsafe { dispatch!(dot_vnni) },
-        // SAFETY: Path::Vnni512 is detected only with AVX-512 VNNI, BW, VL and F, AVX2 and FMA.
+        // SAFETY: Path::Vnni512 is detected only with AVX-512 VNNI, BW, VL and F, AVX2, FMA and F16C.
         #[cfg(target_arch = "x86_64")]
         Path::Vnni512 => unsafe { dispatch!(dot_vnni512) },
-        // SAFETY: Path::Avx2 is detected only with AVX2 and FMA.
+        // SAFETY: Path::Avx2 is detected only with AVX2, FMA and F16C.
         #[cfg(target_arch = "x86_64")]
         Path::Avx2 => unsafe { dispatch!(dot_avx2) },
         _ => {
