@@ -1236,6 +1236,19 @@ mod tests {
         }
     }
 
+    /// The SIMD paths this machine can run: AVX2, and the VNNI ones where AVX-512 has them.
+    fn simd_paths() -> Vec<Path> {
+        let detected = Path::detect();
+        [
+            (Path::Avx2, avx2_fma_f16c()),
+            (Path::Vnni, matches!(detected, Path::Vnni | Path::Vnni512)),
+            (Path::Vnni512, detected == Path::Vnni512),
+        ]
+        .into_iter()
+        .filter_map(|(path, runs)| runs.then_some(path))
+        .collect()
+    }
+
     fn sequential(count: usize, unit: &(dyn Fn(usize) + Sync)) {
         (0..count).for_each(unit);
     }
@@ -1371,14 +1384,8 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn every_path_gives_the_bits_of_its_portable_mirror() {
-        let mut paths = vec![Path::Avx2];
-        if matches!(Path::detect(), Path::Vnni | Path::Vnni512) {
-            paths.push(Path::Vnni);
-        }
-        if Path::detect() == Path::Vnni512 {
-            paths.push(Path::Vnni512);
-        }
-        if !avx2_fma_f16c() {
+        let paths = simd_paths();
+        if paths.is_empty() {
             return;
         }
         let cases = [(1, 20), (3, 21), (18, 22), (48, 23), (6, 24), (5, 0)];
@@ -1419,16 +1426,7 @@ mod tests {
     /// of weights, and every output width of the offsets term.
     #[test]
     fn f16_scales_and_offsets_give_the_bits_of_their_f32_values() {
-        let mut paths = vec![Path::Portable];
-        if avx2_fma_f16c() {
-            paths.push(Path::Avx2);
-        }
-        if matches!(Path::detect(), Path::Vnni | Path::Vnni512) {
-            paths.push(Path::Vnni);
-        }
-        if Path::detect() == Path::Vnni512 {
-            paths.push(Path::Vnni512);
-        }
+        let paths: Vec<Path> = std::iter::once(Path::Portable).chain(simd_paths()).collect();
         let to_f16 = |values: &[f32]| values.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>();
         for (bits, (outputs, blocks, seed)) in
             BOTH.into_iter().flat_map(|bits| [(12, 1, 60), (45, 3, 61), (100, 18, 62), (37, 5, 63)].map(|c| (bits, c)))
@@ -1599,8 +1597,7 @@ mod timing {
             (0..layers).map(|l| (0..outputs * blocks * 16).map(|i| ((i + l) * 7 % 251) as u8).collect()).collect();
         let wide: Vec<Vec<f32>> =
             (0..layers).map(|l| (0..outputs * blocks).map(|i| ((i + l) % 13) as f32 / 1024.0).collect()).collect();
-        let narrow: Vec<_> =
-            wide.iter().map(|v| (narrow_exactly(v).expect("exact"), narrow_exactly(v).expect("exact"))).collect();
+        let narrow: Vec<_> = wide.iter().map(|v| narrow_exactly(v).expect("exact")).map(|v| (v.clone(), v)).collect();
         let wide: Vec<_> = wide.into_iter().map(|v| (v.clone(), v)).collect();
         let x: Vec<f32> = (0..inputs).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
         /// The time per projection of one pass over them (the offsets: a copy of the scales).

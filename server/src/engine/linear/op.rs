@@ -48,7 +48,7 @@ enum Narrowed {
 
 impl Narrowed {
     fn from(scales: &[f32], offsets: Option<&[f32]>) -> Narrowed {
-        if std::env::var("NIB_LINEAR_SCALES").is_ok_and(|value| value == "f32") {
+        if keep_f32() {
             return Narrowed::Kept;
         }
         let (Some(narrow), Some(narrow_offsets)) = (
@@ -171,6 +171,12 @@ impl Kernel for LinearKernel {
         }
         Ok(())
     }
+}
+
+/// Whether `NIB_LINEAR_SCALES=f32` asks every node to keep the stored f32 (read once).
+fn keep_f32() -> bool {
+    static KEEP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KEEP.get_or_init(|| std::env::var("NIB_LINEAR_SCALES").is_ok_and(|value| value == "f32"))
 }
 
 /// Asks Linux to reclaim the pages wholly inside `values`, f32 values the node no longer reads
