@@ -15,6 +15,8 @@ holes). Reports exact match, edit similarity and latency per hole kind:
   rust-block  the same in Rust: a function's body (2-12 lines) removed, leaving one line of the
          body's indentation between `{` and `}`; the corpus is the Rust sources of the crates
          nib's Cargo.lock pins, as cargo unpacked them
+  word   the end of a one-line statement removed from the middle of a name of 4 or more
+         characters (half of it typed): a completion typed inside a word
 
 Every nib answer in multi-line mode is also checked for block balance: `nib complete --json`
 reports the file's tree-sitter parse errors before and after inserting the answer, and the
@@ -22,7 +24,7 @@ report gives the share of multi-line answers that add parse errors (the goal is 
 
 Usage (from the repository root):
   .venv/bin/python benches/quality.py [--holes 20] [--seed 0] [--threads 2] [--model DIR]
-      [--kinds line,rest,block,rust-block] [--systems nib,naive] [--nib PATH]
+      [--kinds line,rest,block,rust-block,word] [--systems nib,naive] [--nib PATH]
   .venv/bin/python benches/quality.py --smoke        # 1 hole per kind, writes nothing
 
 Holes are chosen deterministically (seeded) from a sorted file list; each holed file keeps its
@@ -35,9 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NIB = ROOT / "target" / "release" / "nib"
 DEFAULT_MODEL = ROOT / "models" / "smollm2-135m-instruct"
-KINDS = ("line", "rest", "block", "rust-block")
+KINDS = ("line", "rest", "block", "rust-block", "word")  # new kinds last: the others keep their holes
 NAIVE_PREFIX_BYTES = 3000
-MAX_TOKENS = {"line": 32, "rest": 32, "block": 64, "rust-block": 64}  # nib's own caps: 32 one line, 64 a block
+MAX_TOKENS = {"line": 32, "rest": 32, "block": 64, "rust-block": 64, "word": 32}  # nib's own caps: 32 one line, 64 a block
 COMPOUND = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try,
             ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Match)
 
@@ -135,6 +137,13 @@ def candidates(kind, source):
             indent = len(text) - len(text.lstrip())
             if kind == "line":
                 cuts = [indent]
+            elif kind == "word":  # inside a name of 4 or more characters: half of it typed
+                try:
+                    toks = list(tokenize.generate_tokens(io.StringIO(text.strip() + "\n").readline))
+                except (tokenize.TokenError, SyntaxError):
+                    continue
+                cuts = sorted({indent + t.start[1] + len(t.string) // 2 for t in toks if t.start[0] == 1
+                               and t.type == tokenize.NAME and len(t.string) >= 4})
             else:  # token starts after the first token, leaving at least 3 characters
                 try:
                     toks = list(tokenize.generate_tokens(io.StringIO(text.strip() + "\n").readline))

@@ -39,6 +39,7 @@ pub fn generate(
         prefill_budget_ms: None,
         single_line: false,
         warm_alternative: None,
+        heal_word: false,
     };
     let mut printed = 0;
     let mut print_new = |text: &str| {
@@ -155,6 +156,7 @@ pub fn complete(
         prefill_budget_ms: None,
         single_line: prepared.mode == completion::postprocess::Mode::SingleLine,
         warm_alternative: None,
+        heal_word: true,
     };
     let (text, generation) = match &prepared.grounded {
         // An import line checked against the index: no model needed.

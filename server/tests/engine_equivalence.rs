@@ -1,6 +1,6 @@
 //! The engine's fast paths change no token: the shared KV buffer against the copying cache,
-//! prompt-lookup speculation against plain decoding (greedy, and seeded sampling as the actions'
-//! retries use it), a pre-warmed cache against a cold
+//! prompt-lookup speculation against plain decoding (greedy, healed prompts, and seeded sampling
+//! as the actions' retries use it), a pre-warmed cache against a cold
 //! one, on the tiny fixture and on the default model, over a sequence of requests that reuses, extends, truncates and regrows the
 //! cache (so rejected draft tokens would show if they left a trace).
 
@@ -41,6 +41,18 @@ fn scenario(source: &str, head_chars: usize, long_chars: usize) -> Vec<(String, 
 
 fn run(model: &mut Model, prompts: &[(String, usize)]) -> Vec<Generation> {
     run_with(model, prompts, |_| Sampling::GREEDY)
+}
+
+/// `prompts` in turn, greedy, each ending inside a word that token healing takes back.
+fn run_healed(model: &mut Model, prompts: &[(String, usize)]) -> Vec<Generation> {
+    prompts
+        .iter()
+        .map(|(prompt, max_tokens)| {
+            let request =
+                GenerationRequest { heal_word: true, ..request(&format!("{prompt}\n    x = sel"), *max_tokens) };
+            model.generate(&request, &mut |_| Flow::Continue).unwrap()
+        })
+        .collect()
 }
 
 /// `prompts` in turn, request `index` sampled as `sampling(index)` says.
@@ -98,6 +110,17 @@ fn check(dir: &Path, source: &str, head_chars: usize, long_chars: usize) -> Vec<
         copying.iter().map(|g| &g.tokens).collect::<Vec<_>>(),
         "sampling picked the greedy tokens throughout: it tested nothing greedy did not"
     );
+    // Healed prompts: the constrained first tokens change nothing either.
+    let healed: Vec<Vec<Generation>> = [false, true]
+        .into_iter()
+        .map(|on| {
+            model.set_speculation(on);
+            model.reset_cache();
+            run_healed(&mut model, &prompts)
+        })
+        .collect();
+    assert_same_tokens("speculative vs plain decoding of healed prompts", &healed[0], &healed[1]);
+    assert!(healed[0].iter().all(|g| g.stats.healed_bytes == " sel".len()), "every prompt was healed");
     // A pre-warm (prefill only) of the first prompt's head, then the first prompt: a cache hit
     // with the cold request's tokens.
     model.reset_cache();

@@ -138,6 +138,7 @@ impl<'a> Asker<'a> {
             prefill_budget_ms: None,
             single_line: false,
             warm_alternative: None,
+            heal_word: false,
         };
         Ok(self.model.generate(&request, done)?.text)
     }

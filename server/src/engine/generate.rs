@@ -2,7 +2,8 @@
 //! prefix, prefill the rest in cancellable chunks, then decode until a stop token, a stop
 //! string, the token limit, the caller's observer, cancellation or the deadline. Decoding
 //! drafts tokens by prompt lookup (`lookup.rs`) and verifies each draft in one run; the output
-//! is the plain output, greedy or seeded sampling, token for token.
+//! is the plain output, greedy or seeded sampling, token for token. A completion's prompt that
+//! ends inside a word is healed first (`healing.rs`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use ort::session::RunOptions;
 use tokenizers::Tokenizer;
 
 use super::budget::{self, PrefillSpeed};
+use super::healing::{self, Spelling, TokenTexts};
 use super::lookup::{PromptLookup, Recent};
 use super::model::{ModelFiles, ModelInfo};
 use super::session::{DecoderSession, KvCache, KvLayout};
@@ -85,6 +87,10 @@ pub struct GenerationRequest {
     /// the last prompts built, rather than prefilling a new head while the user types; the
     /// new head is warmed when typing pauses (`lsp::prewarm`).
     pub warm_alternative: Option<Vec<PromptPiece>>,
+    /// The prompt ends at a cursor, possibly inside a word the output continues: heal it
+    /// (`healing.rs`). The generation's text is the same continuation of the prompt as sent,
+    /// written with the model's usual tokens for the word.
+    pub heal_word: bool,
 }
 
 impl GenerationRequest {
@@ -101,6 +107,7 @@ impl GenerationRequest {
             prefill_budget_ms: None,
             single_line: false,
             warm_alternative: None,
+            heal_word: false,
         }
     }
 
@@ -146,6 +153,8 @@ pub struct GenerationStats {
     pub capped_tokens: usize,
     /// The request's warm alternative ran instead of its prompt.
     pub warm_alternative: bool,
+    /// Bytes at the prompt's end that token healing left to the output to spell.
+    pub healed_bytes: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -172,6 +181,9 @@ pub struct Model {
     recent: Recent,
     prefill_speed: PrefillSpeed,
     pub stats: EngineStats,
+    /// Every token's text, for token healing (made at load: about 50 ms for 49,152 tokens,
+    /// which the first healed completion would otherwise wait for).
+    token_texts: TokenTexts,
 }
 
 fn millis(since: Instant) -> f64 {
@@ -194,6 +206,7 @@ impl Model {
         }
         let cache = session.empty_cache()?;
         let lookup = session.signature.logits_to_keep.then(PromptLookup::default);
+        let token_texts = healing::token_texts(&files.tokenizer, session.signature.vocab);
         Ok(Model {
             info: files.info,
             tokenizer: files.tokenizer,
@@ -205,6 +218,7 @@ impl Model {
             recent: Recent::default(),
             prefill_speed: PrefillSpeed::default(),
             stats: EngineStats::default(),
+            token_texts,
         })
     }
 
@@ -399,13 +413,14 @@ impl Model {
         run_options: &RunOptions,
     ) -> Result<Generation, EngineError> {
         let mut stats = GenerationStats::default();
-        let Some(prompt) = self.prompt_to_run(request, &mut stats)? else {
+        let Some((prompt, healed)) = self.prompt_to_run(request, &mut stats)? else {
             return Ok(Generation { text: String::new(), tokens: Vec::new(), finish: FinishReason::Length, stats });
         };
         let limit = self.info.context_length;
         let max_tokens = request.max_tokens.min(limit - prompt.len());
 
-        let mut sampler = Sampler::new(&request.sampling);
+        let spelling = (!healed.is_empty()).then(|| Spelling::new(healed.clone(), self.token_texts.clone()));
+        let mut sampler = Sampler::new(&request.sampling, spelling);
         let prefill_started = Instant::now();
         let logits = self.prefill(&prompt, request, run_options, &mut stats)?;
         stats.prefill_ms = millis(prefill_started);
@@ -433,9 +448,11 @@ impl Model {
             generated.push(next);
             context.push(next);
             let decoded = self.decode(&generated)?;
-            // A token can end inside a multi-byte character; wait for the rest of it.
-            if !decoded.ends_with('\u{fffd}') {
-                text = decoded;
+            // A token can end inside a multi-byte character; wait for the rest of it. A healed
+            // prompt's text starts once its healed end is spelled.
+            let visible = decoded.strip_prefix(healed.as_str()).filter(|_| sampler.spelled());
+            if let Some(visible) = visible.filter(|visible| !visible.ends_with('\u{fffd}')) {
+                text = visible.to_string();
                 if let Some(cut) = request.stop_strings.iter().filter_map(|stop| text.find(stop.as_str())).min() {
                     text.truncate(cut);
                     finish = FinishReason::StopString;
@@ -473,9 +490,9 @@ impl Model {
         &mut self,
         request: &GenerationRequest,
         stats: &mut GenerationStats,
-    ) -> Result<Option<Vec<u32>>, EngineError> {
+    ) -> Result<Option<(Vec<u32>, String)>, EngineError> {
         let started = Instant::now();
-        let prompt = self.choose_prompt(request, stats)?;
+        let (prompt, healed) = self.choose_prompt(request, stats)?;
         let (prompt, capped) = self.within_budget(prompt, request);
         stats.capped_tokens = capped;
         stats.tokenize_ms = millis(started);
@@ -495,20 +512,38 @@ impl Model {
             stats.reused_tokens = held;
             return Ok(None);
         }
-        Ok(Some(prompt))
+        stats.healed_bytes = healed.len();
+        Ok(Some((prompt, healed)))
     }
 
     /// `request.prompt` tokenized, or its warm alternative when the KV cache holds a longer
-    /// prefix of that one (a tie keeps the prompt).
-    fn choose_prompt(&self, request: &GenerationRequest, stats: &mut GenerationStats) -> Result<Vec<u32>, EngineError> {
-        let prompt = self.tokenize(&request.prompt)?;
+    /// prefix of that one (a tie keeps the prompt); with the text healing left to the output.
+    fn choose_prompt(
+        &self,
+        request: &GenerationRequest,
+        stats: &mut GenerationStats,
+    ) -> Result<(Vec<u32>, String), EngineError> {
+        let prompt = self.tokenize_healed(&request.prompt, request)?;
         let Some(alternative) = &request.warm_alternative else { return Ok(prompt) };
-        let alternative = self.tokenize(alternative)?;
-        if self.cached_prefix(&alternative) > self.cached_prefix(&prompt) {
+        let alternative = self.tokenize_healed(alternative, request)?;
+        if self.cached_prefix(&alternative.0) > self.cached_prefix(&prompt.0) {
             stats.warm_alternative = true;
             return Ok(alternative);
         }
         Ok(prompt)
+    }
+
+    /// `prompt` tokenized, healed where `request` asks for it (`healing::heal`), and the healed
+    /// text (empty when not healed).
+    fn tokenize_healed(
+        &self,
+        prompt: &[PromptPiece],
+        request: &GenerationRequest,
+    ) -> Result<(Vec<u32>, String), EngineError> {
+        match healing::heal(prompt).filter(|_| request.heal_word && !request.is_prewarm()) {
+            Some((healed, text)) => Ok((self.tokenize(&healed)?, text)),
+            None => Ok((self.tokenize(prompt)?, String::new())),
+        }
     }
 
     /// How many of `prompt`'s first tokens the KV cache holds.
@@ -564,17 +599,37 @@ impl Model {
     }
 }
 
-/// Greedy or seeded temperature + nucleus sampling.
+/// Greedy or seeded temperature + nucleus sampling, among the tokens that go on spelling a
+/// healed prompt's end while there is one.
 struct Sampler {
     temperature: f32,
     top_p: f32,
     state: u64,
+    spelling: Option<Spelling>,
 }
 
 impl Sampler {
-    fn new(sampling: &Sampling) -> Self {
+    fn new(sampling: &Sampling, spelling: Option<Spelling>) -> Self {
         // xorshift64* needs a non-zero state.
-        Sampler { temperature: sampling.temperature, top_p: sampling.top_p, state: sampling.seed | 1 }
+        Sampler { temperature: sampling.temperature, top_p: sampling.top_p, state: sampling.seed | 1, spelling }
+    }
+
+    /// Whether the healed end, if any, is spelled.
+    fn spelled(&self) -> bool {
+        self.spelling.as_ref().is_none_or(Spelling::done)
+    }
+
+    /// The next token from `logits`: among those that go on spelling while that lasts.
+    fn sample(&mut self, logits: &[f32]) -> u32 {
+        let Some(spelling) = self.spelling.as_mut().filter(|spelling| !spelling.done()) else {
+            return self.pick(logits);
+        };
+        let masked = spelling.mask(logits).into_owned();
+        let token = self.pick(&masked);
+        if let Some(spelling) = self.spelling.as_mut() {
+            spelling.advance(token);
+        }
+        token
     }
 
     fn next_unit(&mut self) -> f32 {
@@ -585,7 +640,7 @@ impl Sampler {
         bits as f32 / (1u64 << 24) as f32
     }
 
-    fn sample(&mut self, logits: &[f32]) -> u32 {
+    fn pick(&mut self, logits: &[f32]) -> u32 {
         let argmax = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(index, _)| index);
         if self.temperature <= 0.0 {
             return argmax as u32;
@@ -668,7 +723,7 @@ mod tests {
                     (state >> 40) as f32 / (1u64 << 24) as f32 * spread
                 })
                 .collect();
-            let sampler = Sampler::new(&Sampling { temperature: 0.6, top_p, seed: 1 });
+            let sampler = Sampler::new(&Sampling { temperature: 0.6, top_p, seed: 1 }, None);
             let max = logits.iter().copied().fold(f32::MIN, f32::max);
             let weighed: Vec<(usize, f32)> =
                 logits.iter().enumerate().map(|(index, &logit)| (index, ((logit - max) / 0.6).exp())).collect();
@@ -691,20 +746,20 @@ mod tests {
     #[test]
     fn greedy_picks_the_argmax_and_sampling_is_seeded() {
         let logits = [0.1, 2.0, 1.9, -1.0];
-        assert_eq!(Sampler::new(&Sampling::GREEDY).sample(&logits), 1);
+        assert_eq!(Sampler::new(&Sampling::GREEDY, None).sample(&logits), 1);
         let sampling = Sampling { temperature: 1.0, top_p: 0.95, seed: 42 };
         let first: Vec<u32> = {
-            let mut sampler = Sampler::new(&sampling);
+            let mut sampler = Sampler::new(&sampling, None);
             (0..20).map(|_| sampler.sample(&logits)).collect()
         };
         let second: Vec<u32> = {
-            let mut sampler = Sampler::new(&sampling);
+            let mut sampler = Sampler::new(&sampling, None);
             (0..20).map(|_| sampler.sample(&logits)).collect()
         };
         assert_eq!(first, second);
         assert!(first.contains(&1) && first.contains(&2), "{first:?}");
         // top_p small enough keeps only the best token.
-        let mut narrow = Sampler::new(&Sampling { temperature: 1.0, top_p: 0.1, seed: 7 });
+        let mut narrow = Sampler::new(&Sampling { temperature: 1.0, top_p: 0.1, seed: 7 }, None);
         assert!((0..20).all(|_| narrow.sample(&logits) == 1));
     }
 }

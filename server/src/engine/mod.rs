@@ -8,6 +8,7 @@ pub mod backend;
 mod budget;
 pub mod fim;
 pub mod generate;
+mod healing;
 pub mod kernels;
 pub mod linear;
 mod lookup;

@@ -321,6 +321,7 @@ mod tests {
             prefill_budget_ms: None,
             single_line: false,
             warm_alternative: None,
+            heal_word: false,
         }
     }
 

@@ -274,3 +274,29 @@ fn a_prewarm_the_cache_holds_keeps_the_cache() {
     let again = model.generate(&request(prompt, 4), &mut |_| Flow::Continue).unwrap();
     assert_eq!(again.tokens, generation.tokens);
 }
+
+/// A prompt that ends inside a word runs without the word's typed part (and its space), and the
+/// output spells that part first: the returned text continues the prompt as it was sent.
+#[test]
+fn a_prompt_ending_inside_a_word_is_healed_and_the_text_continues_it() {
+    let mut model = model();
+    let prompt = "def total(values):\n    return sum(val";
+    let healed = GenerationRequest { heal_word: true, ..request(prompt, 8) };
+    let generation = model.generate(&healed, &mut |_| Flow::Continue).unwrap();
+    assert_eq!(generation.stats.healed_bytes, "val".len());
+    let spelled = model.decode(&generation.tokens).unwrap();
+    assert!(spelled.starts_with("val"), "the output spells the typed part first: {spelled:?}");
+    assert_eq!(generation.text, spelled["val".len()..], "the text starts after it");
+    let unhealed_prompt = model.tokenize(&[PromptPiece::Text("def total(values):\n    return sum(".into())]).unwrap();
+    assert_eq!(generation.stats.prompt_tokens, unhealed_prompt.len(), "the prompt ran without the word");
+    // A space before the word goes with it; without `heal_word` the prompt runs as it is.
+    let spaced = GenerationRequest { heal_word: true, ..request("x = 1\nreturn tot", 4) };
+    let spaced = model.generate(&spaced, &mut |_| Flow::Continue).unwrap();
+    assert_eq!(spaced.stats.healed_bytes, " tot".len());
+    let spelled = model.decode(&spaced.tokens).unwrap();
+    assert!(spelled.starts_with(" tot"), "{spelled:?}");
+    assert_eq!(spaced.text, spelled[" tot".len()..]);
+    let plain = model.generate(&request(prompt, 8), &mut |_| Flow::Continue).unwrap();
+    assert_eq!(plain.stats.healed_bytes, 0);
+    assert_eq!(plain.stats.prompt_tokens, model.tokenize(&[PromptPiece::Text(prompt.into())]).unwrap().len());
+}

@@ -423,6 +423,7 @@ fn submit(server: &mut Server, responder: Responder, ready: Ready, route: Route,
         prefill_budget_ms,
         single_line: prepared.mode == completion::postprocess::Mode::SingleLine,
         warm_alternative: alternative.as_ref().map(|alternative| alternative.prompt.clone()),
+        heal_word: true,
     };
     let (own_context, alternative_context) =
         (prepared.cross_file.clone(), alternative.map(|alternative| alternative.cross_file));
@@ -457,6 +458,7 @@ fn submit(server: &mut Server, responder: Responder, ready: Ready, route: Route,
                     decode_runs = generation.stats.decode_runs,
                     drafted = generation.stats.draft_tokens,
                     accepted = generation.stats.accepted_draft_tokens,
+                    healed = generation.stats.healed_bytes,
                     "completion"
                 );
                 text
