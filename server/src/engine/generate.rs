@@ -182,8 +182,9 @@ pub struct Model {
     prefill_speed: PrefillSpeed,
     pub stats: EngineStats,
     /// Every token's text, for token healing (made at load: about 50 ms for 49,152 tokens,
-    /// which the first healed completion would otherwise wait for).
-    token_texts: TokenTexts,
+    /// which the first healed completion would otherwise wait for); `None` where the tokenizer
+    /// cannot spell by token texts (`healing::token_texts`), which turns healing off.
+    token_texts: Option<TokenTexts>,
 }
 
 fn millis(since: Instant) -> f64 {
@@ -419,7 +420,8 @@ impl Model {
         let limit = self.info.context_length;
         let max_tokens = request.max_tokens.min(limit - prompt.len());
 
-        let spelling = (!healed.is_empty()).then(|| Spelling::new(healed.clone(), self.token_texts.clone()));
+        let spelling =
+            self.token_texts.clone().filter(|_| !healed.is_empty()).map(|texts| Spelling::new(healed.clone(), texts));
         let mut sampler = Sampler::new(&request.sampling, spelling);
         let prefill_started = Instant::now();
         let logits = self.prefill(&prompt, request, run_options, &mut stats)?;
@@ -540,7 +542,8 @@ impl Model {
         prompt: &[PromptPiece],
         request: &GenerationRequest,
     ) -> Result<(Vec<u32>, String), EngineError> {
-        match healing::heal(prompt).filter(|_| request.heal_word && !request.is_prewarm()) {
+        let heals = request.heal_word && !request.is_prewarm() && self.token_texts.is_some();
+        match healing::heal(prompt).filter(|_| heals) {
             Some((healed, text)) => Ok((self.tokenize(&healed)?, text)),
             None => Ok((self.tokenize(prompt)?, String::new())),
         }

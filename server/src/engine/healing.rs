@@ -1,13 +1,14 @@
 //! Token healing for prompts that end inside a word (a completion typed mid-identifier).
 //!
-//! A byte-level BPE model reads `self.sess` as `self`, `.`, `s`, `ess`: tokens it rarely saw
+//! A byte-level BPE model reads `self.sess` as `self`, `.`, `sess`: a token it rarely saw
 //! there, since `self.session` is `self`, `.`, `session` wherever it occurs. Continuing such a
-//! prompt, the model first has to finish an unusual split, and prompt lookup finds no earlier
-//! occurrence of its last tokens. Healing backs the prompt off to before the word's typed part
+//! prompt, the model first has to finish an unusual split (or takes `sess` for a whole name),
+//! and prompt lookup finds no earlier occurrence of its last tokens. Healing backs the prompt off to before the word's typed part
 //! (and the space before it, which such vocabularies glue to the word), and makes the first
 //! sampled tokens spell that part (`Spelling`): the model then writes the word with its usual
 //! tokens. The generator returns the text after the spelled part, so callers see a
-//! continuation of the prompt they sent.
+//! continuation of the prompt they sent. A fill-in-the-middle prompt ends with its middle
+//! marker, not inside the word, and is not healed.
 
 use std::sync::Arc;
 
@@ -43,10 +44,24 @@ pub(crate) fn heal(prompt: &[PromptPiece]) -> Option<(Vec<PromptPiece>, String)>
 /// The text of every token id (special tokens: empty), for spelling.
 pub(crate) type TokenTexts = Arc<Vec<String>>;
 
-/// The texts of the ids below `vocab` (the model's vocabulary; the tokenizer's without it).
-pub(crate) fn token_texts(tokenizer: &Tokenizer, vocab: Option<usize>) -> TokenTexts {
+/// The texts of the ids below `vocab` (the model's vocabulary; the tokenizer's without it), or
+/// `None` where the tokens' texts do not add up to the text they encode (a SentencePiece
+/// tokenizer decodes `▁word` alone as `word`): spelling by token texts needs them to, so such
+/// a model is not healed.
+pub(crate) fn token_texts(tokenizer: &Tokenizer, vocab: Option<usize>) -> Option<TokenTexts> {
     let vocab = vocab.unwrap_or_else(|| tokenizer.get_vocab_size(true)) as u32;
-    Arc::new((0..vocab).map(|id| tokenizer.decode(&[id], true).unwrap_or_default()).collect())
+    let texts: Vec<String> = (0..vocab).map(|id| tokenizer.decode(&[id], true).unwrap_or_default()).collect();
+    spelled_by_texts(tokenizer, &texts).then(|| Arc::new(texts))
+}
+
+/// Whether code and the spaces around its words are spelled by its tokens' texts, one after
+/// the other.
+fn spelled_by_texts(tokenizer: &Tokenizer, texts: &[String]) -> bool {
+    const PROBE: &str = "def total(values):\n    return self.sum_of(values) + 1  # x_2";
+    let Ok(encoding) = tokenizer.encode(PROBE, false) else { return false };
+    let ids = encoding.get_ids();
+    let spelled: Option<String> = ids.iter().map(|&id| texts.get(id as usize).map(String::as_str)).collect();
+    spelled.as_deref() == Some(PROBE) && tokenizer.decode(ids, true).is_ok_and(|text| text == PROBE)
 }
 
 /// What the next sampled tokens must still spell, and the vocabulary's texts.
@@ -96,6 +111,33 @@ impl Spelling {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A word-level tokenizer that splits on spaces and writes them as `▁` on the next word
+    /// (SentencePiece's way), whose decoder drops a leading space.
+    fn metaspace_tokenizer() -> Tokenizer {
+        let words = ["[UNK]", "▁def", "def", "▁total", "▁return"];
+        let vocab: Vec<String> = words.iter().enumerate().map(|(id, word)| format!("\"{word}\": {id}")).collect();
+        let json = format!(
+            r#"{{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+                "pre_tokenizer": {{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": true}},
+                "post_processor": null,
+                "decoder": {{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": true}},
+                "model": {{"type": "WordLevel", "vocab": {{{}}}, "unk_token": "[UNK]"}}}}"#,
+            vocab.join(", ")
+        );
+        json.parse().expect("a valid tokenizer")
+    }
+
+    #[test]
+    fn a_tokenizer_whose_token_texts_do_not_add_up_is_not_healed() {
+        let tokenizer = metaspace_tokenizer();
+        assert_eq!(tokenizer.decode(&[3], true).unwrap(), "total", "alone, `▁total` loses its space");
+        assert!(token_texts(&tokenizer, None).is_none());
+        let fixture =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-model/tokenizer.json");
+        let byte_level = Tokenizer::from_file(fixture).expect("the fixture's tokenizer");
+        assert!(token_texts(&byte_level, None).is_some(), "a byte-level BPE tokenizer spells its text");
+    }
 
     fn text(value: &str) -> PromptPiece {
         PromptPiece::Text(value.to_string())
