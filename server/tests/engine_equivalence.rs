@@ -1,8 +1,8 @@
 //! The engine's fast paths change no token: the shared KV buffer against the copying cache,
-//! prompt-lookup speculation against plain decoding (greedy, healed prompts, and seeded sampling
-//! as the actions' retries use it), a pre-warmed cache against a cold
-//! one, on the tiny fixture and on the default model, over a sequence of requests that reuses, extends, truncates and regrows the
-//! cache (so rejected draft tokens would show if they left a trace).
+//! prompt-lookup speculation against plain decoding (greedy, healed prompts, and seeded
+//! sampling as the actions' retries use it), a pre-warmed cache against a cold one, on the
+//! tiny fixture and on the default model, over a sequence of requests that reuses, extends,
+//! truncates and regrows the cache (so rejected draft tokens would show if they left a trace).
 
 mod common;
 

@@ -3,12 +3,12 @@
 //! A byte-level BPE model reads `self.sess` as `self`, `.`, `sess`: a token it rarely saw
 //! there, since `self.session` is `self`, `.`, `session` wherever it occurs. Continuing such a
 //! prompt, the model first has to finish an unusual split (or takes `sess` for a whole name),
-//! and prompt lookup finds no earlier occurrence of its last tokens. Healing backs the prompt off to before the word's typed part
-//! (and the space before it, which such vocabularies glue to the word), and makes the first
-//! sampled tokens spell that part (`Spelling`): the model then writes the word with its usual
-//! tokens. The generator returns the text after the spelled part, so callers see a
-//! continuation of the prompt they sent. A fill-in-the-middle prompt ends with its middle
-//! marker, not inside the word, and is not healed.
+//! and prompt lookup finds no earlier occurrence of its last tokens. Healing backs the prompt
+//! off to before the word's typed part (and the space before it, which such vocabularies glue
+//! to the word), and makes the first sampled tokens spell that part (`Spelling`): the model
+//! then writes the word with its usual tokens. The generator returns the text after the
+//! spelled part, so callers see a continuation of the prompt they sent. A fill-in-the-middle
+//! prompt ends with its middle marker, not inside the word, and is not healed.
 
 use std::sync::Arc;
 
