@@ -137,21 +137,19 @@ def candidates(kind, source):
             indent = len(text) - len(text.lstrip())
             if kind == "line":
                 cuts = [indent]
-            elif kind == "word":  # inside a name of 4 or more characters: half of it typed
+            else:
                 try:
                     toks = list(tokenize.generate_tokens(io.StringIO(text.strip() + "\n").readline))
                 except (tokenize.TokenError, SyntaxError):
                     continue
-                cuts = sorted({indent + t.start[1] + len(t.string) // 2 for t in toks if t.start[0] == 1
-                               and t.type == tokenize.NAME and len(t.string) >= 4})
-            else:  # token starts after the first token, leaving at least 3 characters
-                try:
-                    toks = list(tokenize.generate_tokens(io.StringIO(text.strip() + "\n").readline))
-                except (tokenize.TokenError, SyntaxError):
-                    continue
-                cuts = sorted({indent + t.start[1] for t in toks[1:] if t.start[0] == 1
-                               and t.type not in (tokenize.NEWLINE, tokenize.ENDMARKER, tokenize.COMMENT)
-                               and len(text[indent + t.start[1]:].strip()) >= 3})
+                first_line = [t for t in toks if t.start[0] == 1]
+                if kind == "word":  # inside a name of 4 or more characters: half of it typed
+                    cuts = sorted({indent + t.start[1] + len(t.string) // 2 for t in first_line
+                                   if t.type == tokenize.NAME and len(t.string) >= 4})
+                else:  # token starts after the first token, leaving at least 3 characters
+                    cuts = sorted({indent + t.start[1] for t in toks[1:] if t.start[0] == 1
+                                   and t.type not in (tokenize.NEWLINE, tokenize.ENDMARKER, tokenize.COMMENT)
+                                   and len(text[indent + t.start[1]:].strip()) >= 3})
             for cut in cuts:
                 holed = lines[:n] + [text[:cut]] + lines[n + 1:]
                 found.append(("\n".join(holed), n, cut, text[cut:]))

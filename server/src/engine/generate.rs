@@ -451,8 +451,8 @@ impl Model {
             context.push(next);
             let decoded = self.decode(&generated)?;
             // A token can end inside a multi-byte character; wait for the rest of it. A healed
-            // prompt's text starts once its healed end is spelled.
-            let visible = decoded.strip_prefix(healed.as_str()).filter(|_| sampler.spelled());
+            // prompt's text starts once the tokens so far spell its healed end.
+            let visible = decoded.strip_prefix(healed.as_str());
             if let Some(visible) = visible.filter(|visible| !visible.ends_with('\u{fffd}')) {
                 text = visible.to_string();
                 if let Some(cut) = request.stop_strings.iter().filter_map(|stop| text.find(stop.as_str())).min() {
@@ -615,11 +615,6 @@ impl Sampler {
     fn new(sampling: &Sampling, spelling: Option<Spelling>) -> Self {
         // xorshift64* needs a non-zero state.
         Sampler { temperature: sampling.temperature, top_p: sampling.top_p, state: sampling.seed | 1, spelling }
-    }
-
-    /// Whether the healed end, if any, is spelled.
-    fn spelled(&self) -> bool {
-        self.spelling.as_ref().is_none_or(Spelling::done)
     }
 
     /// The next token from `logits`: among those that go on spelling while that lasts.
