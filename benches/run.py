@@ -582,7 +582,7 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
         lines.append(f"| {r['promptTokens']} | {r['coldMs']:.0f} | {r['coldPrefillMs']:.0f} | {fmt(r['hitMs'])} | "
                      f"{r['hitPrefilledTokens']} |")
     if engine_int4.get("kvLayouts"):
-        lines += ["", "Decode step time by depth (int4, ms per token over the cold request's 16 tokens, "
+        lines += ["", "Decode step time by depth (int4, ms per token over 64 tokens decoded after a cold prefill, "
                   f"median of {len(engine_int4['kvLayouts'][0]['sharedMs']['runs'])} run(s) each, `--layouts`): "
                   "the shared KV buffer nib uses against the "
                   "copying cache (each run returns past + new rows as new tensors that become the next past; "

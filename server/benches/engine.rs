@@ -226,12 +226,17 @@ fn main() {
     println!("{result}");
 }
 
-/// Decode step time (ms per token over 16 tokens after a cold prefill) at each scaling depth,
-/// with the shared buffer and with the copying cache.
+/// Tokens decoded after each cold prefill of `layout_steps`: enough steps that a moment of
+/// load on a shared machine moves their mean little (16 gave a 512-token step slower than a
+/// 1,024-token one, 12.2 against 8.3 ms, in the make bench run of 2026-12-04 04:36).
+const STEP_TOKENS: usize = 64;
+
+/// Decode step time (ms per token over `STEP_TOKENS` tokens after a cold prefill) at each
+/// scaling depth, with the shared buffer and with the copying cache.
 fn layout_steps(model: &mut Model, source: &str, args: &Args) -> Value {
     let mut rows = Vec::new();
     for &length in &args.scaling {
-        if length + 32 > model.info.context_length {
+        if length + STEP_TOKENS + 16 > model.info.context_length {
             continue;
         }
         let prompt = vec![PromptPiece::Text(prompt_of(model, source, length))];
@@ -242,7 +247,7 @@ fn layout_steps(model: &mut Model, source: &str, args: &Args) -> Value {
             let mut steps = Vec::new();
             for _ in 0..args.runs {
                 model.reset_cache();
-                let (_, generation) = run(model, &prompt, 16);
+                let (_, generation) = run(model, &prompt, STEP_TOKENS);
                 steps.push(generation.stats.decode_ms / generation.stats.generated_tokens.max(1) as f64);
             }
             row[name] = summary(steps);
