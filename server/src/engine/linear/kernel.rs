@@ -1606,7 +1606,7 @@ mod timing {
         let wide: Vec<_> = wide.into_iter().map(|v| (v.clone(), v)).collect();
         /// The time per projection of one pass over them (the offsets: a copy of the scales).
         fn per_layer<S: Scale>(packed: &[Vec<u8>], scales: &[(Vec<S>, Vec<S>)], x: &[f32], outputs: usize) -> f64 {
-            let blocks = packed[0].len() / outputs / 16;
+            let blocks = packed[0].len() / outputs / Bits::Four.block_bytes();
             let rows = x.len() / (blocks * BLOCK);
             let mut out = vec![0.0; rows * outputs];
             let start = crate::engine::kernels::thread_cpu_seconds();
