@@ -154,7 +154,11 @@ fn warm(server: &mut Server) {
     let with_index =
         server.config.context.workspace && target_key(server).is_some_and(|key| server.index.has_answer_for(&key));
     let Some((prompt, cross_file)) = prompt_to_warm(server, &uri, cursor) else { return };
-    if server.completions.warm.as_ref().is_some_and(|target| target.warmed.as_ref() == Some(&prompt)) {
+    if let Some(target) = server.completions.warm.as_mut().filter(|target| target.warmed.as_ref() == Some(&prompt)) {
+        // The same prompt: it holds the index's answer if this one does. (The answer can land
+        // between the check above and the prompt a warm-up builds, which then holds it while
+        // that warm-up records that it does not; its notice then finds the prompt unchanged.)
+        target.with_index |= with_index;
         return;
     }
     let running = submit(server, &uri, prompt.clone());
@@ -207,4 +211,73 @@ fn submit(server: &mut Server, uri: &str, prompt: Vec<PromptPiece>) -> Option<Ca
     });
     server.completions.warm_ups_queued += 1;
     Some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::document::Document;
+    use crate::engine::{Backend, EngineError, EngineHandle, FinishReason, Flow, Generation, ModelInfo};
+    use crate::lsp::handlers::did_change_watched_files::configure_index;
+    use crate::sandbox::PrivateDir;
+
+    /// A model that prefills and says nothing: what a pre-warm asks of it.
+    struct Prefiller(ModelInfo);
+
+    impl Backend for Prefiller {
+        fn info(&self) -> &ModelInfo {
+            &self.0
+        }
+
+        fn generate(
+            &mut self,
+            _: &GenerationRequest,
+            _: &mut dyn FnMut(&str) -> Flow,
+        ) -> Result<Generation, EngineError> {
+            Ok(Generation {
+                text: String::new(),
+                tokens: Vec::new(),
+                finish: FinishReason::Length,
+                stats: Default::default(),
+            })
+        }
+    }
+
+    /// A warm-up whose prompt comes out the same as the last one's, now built with the index's
+    /// answer, records that the warmed prompt holds it: the state a race between the index
+    /// thread and the main loop left (the answer landing between the check and the prompt of
+    /// the first warm-up) no longer keeps the target marked as warmed without it for good.
+    #[test]
+    fn a_warm_up_of_the_same_prompt_records_that_it_holds_the_index_answer() {
+        let folder = PrivateDir::new("nib-prewarm").unwrap();
+        std::fs::write(folder.path().join("pricing.py"), "def with_tax(price):\n    return price * 1.2\n").unwrap();
+        let source = "from pricing import with_tax\n\n\ndef total(prices):\n    subtotal = sum(prices)\n    \n";
+        let cart = folder.path().join("cart.py");
+        std::fs::write(&cart, source).unwrap();
+        let engine =
+            EngineHandle::scripted(Box::new(Prefiller(ModelInfo { context_length: 2048, ..Default::default() })));
+        let (mut server, _written, _posted) = Server::for_tests(engine, vec![folder.path().to_path_buf()]);
+        configure_index(&mut server);
+        let uri = format!("file://{}", cart.display());
+        server.documents.insert(uri.clone(), Document::new(uri.clone(), "python".into(), 1, source));
+        let cursor = Some(Position { line: 5, character: 4 });
+        focused(&mut server, &uri, cursor);
+        let key = target_key(&server).expect("the target's scope");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !server.index.has_answer_for(&key) {
+            assert!(Instant::now() < deadline, "the index did not answer: {:?}", server.index.status());
+            focused(&mut server, &uri, cursor);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        index_answered(&mut server, &key);
+        let target = server.completions.warm.as_mut().expect("a target");
+        assert!(target.warmed.is_some() && target.with_index, "warmed with the answer");
+        target.with_index = false;
+        index_answered(&mut server, &key);
+        let target = server.completions.warm.as_ref().expect("a target");
+        assert!(target.with_index, "the same prompt, built with the answer, holds it");
+        assert_eq!(status_json(&server)["withWorkspaceContext"], true);
+    }
 }
