@@ -1590,13 +1590,15 @@ mod timing {
     }
 
     /// One row (a decode step), a few (a verifying run's draft) and a prefill chunk's through
-    /// 30 gate|up projections read in turn, so that they stream from memory as in a decode
-    /// step: f32 and f16 scales and offsets in turns (the median CPU time per projection, one
-    /// thread).
+    /// 90 gate|up projections read in turn (100 MB: 30 of them, 33 MB, partly stayed in a 32 MB
+    /// L3 cache), so that they stream from memory as in a decode step: f32 and f16 scales and
+    /// offsets in turns (the median CPU time per projection, one thread), and against them a
+    /// plain read of the same bytes (f16), one load per cache line: the rate at which one
+    /// thread can stream them at all.
     #[test]
     #[ignore]
     fn time_scales_from_memory() {
-        let (outputs, inputs, layers) = (3072usize, 576usize, 30);
+        let (outputs, inputs, layers) = (3072usize, 576usize, 90);
         let blocks = inputs / BLOCK;
         let packed: Vec<Vec<u8>> =
             (0..layers).map(|l| (0..outputs * blocks * 16).map(|i| ((i + l) * 7 % 251) as u8).collect()).collect();
@@ -1616,20 +1618,36 @@ mod timing {
             }
             (crate::engine::kernels::thread_cpu_seconds() - start) * 1e3 / packed.len() as f64
         }
+        /// The time per projection of one load of every cache line of its bytes.
+        fn plain_read(packed: &[Vec<u8>], scales: &[(Vec<half::f16>, Vec<half::f16>)]) -> f64 {
+            let start = crate::engine::kernels::thread_cpu_seconds();
+            let mut total = 0u64;
+            for (packed, (scales, offsets)) in packed.iter().zip(scales) {
+                let halves = scales.iter().chain(offsets).step_by(32).map(|half| u64::from(half.to_bits()));
+                let lines = packed.chunks(64).map(|line| u64::from(line[0]));
+                total = lines.chain(halves).fold(total, u64::wrapping_add);
+            }
+            std::hint::black_box(total);
+            (crate::engine::kernels::thread_cpu_seconds() - start) * 1e3 / packed.len() as f64
+        }
         for (rows, passes) in [(1, 40), (4, 20), (9, 10), (64, 4)] {
             let x: Vec<f32> = (0..rows * inputs).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
-            let (mut f32_times, mut f16_times) = (Vec::new(), Vec::new());
+            let (mut f32_times, mut f16_times, mut read_times) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..passes {
                 f32_times.push(per_layer(&packed, &wide, &x, outputs));
                 f16_times.push(per_layer(&packed, &narrow, &x, outputs));
+                read_times.push(plain_read(&packed, &narrow));
             }
-            f32_times.sort_by(f64::total_cmp);
-            f16_times.sort_by(f64::total_cmp);
+            for times in [&mut f32_times, &mut f16_times, &mut read_times] {
+                times.sort_by(f64::total_cmp);
+            }
             eprintln!(
-                "{rows} row(s), N 3072 K 576 from memory ({:?}): f32 scales median {:.4} ms, f16 median {:.4} ms",
+                "{rows} row(s), N 3072 K 576 from memory ({:?}): f32 scales median {:.4} ms, f16 median {:.4} ms; \
+                 a plain read of the same bytes {:.4} ms",
                 Path::detect(),
                 f32_times[passes / 2],
-                f16_times[passes / 2]
+                f16_times[passes / 2],
+                read_times[passes / 2]
             );
         }
     }
