@@ -86,6 +86,11 @@ impl std::fmt::Debug for CancelToken {
 }
 
 impl CancelToken {
+    /// Whether `other` is a clone of this token (the same generation's).
+    pub fn is(&self, other: &CancelToken) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     pub fn cancel(&self) {
         self.inner.cancelled.store(true, Ordering::SeqCst);
         if let Some(run) = self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {

@@ -28,7 +28,8 @@ pub struct Target {
     pub warmed: Option<Vec<PromptPiece>>,
     /// Whether `warmed` was built with the index's answer for the target's scope.
     pub with_index: bool,
-    /// The last pre-warm's token, to tell whether it still runs.
+    /// The last pre-warm's token, until its answer reaches the main loop (`ended`); its flag
+    /// tells sooner whether the engine still runs it.
     pub running: Option<CancelToken>,
 }
 
@@ -130,7 +131,7 @@ pub fn status_json(server: &Server) -> Value {
         "uri": target.uri,
         "line": line,
         "warmed": target.warmed.is_some(),
-        "running": target.running.as_ref().is_some_and(|token| !token.is_finished()),
+        "running": target.running.is_some(),
         "withWorkspaceContext": target.with_index,
         "queued": server.completions.warm_ups_queued,
     })
@@ -143,6 +144,21 @@ fn retarget(server: &mut Server, uri: &str, cursor: Option<usize>) {
             server.completions.warm =
                 Some(Target { uri: uri.to_string(), cursor, warmed: None, with_index: false, running: None })
         }
+    }
+}
+
+/// A pre-warm's answer reached the main loop, behind the engine's statistics of its run (the
+/// engine sends them first, on the same queue): the target stops reporting it as running. So
+/// `nib/inspect` never shows a finished warm-up next to the cache of before it, as it did when
+/// it read the token's flag, which the engine thread sets at once.
+fn ended(server: &mut Server, token: &CancelToken) {
+    if let Some(target) = server
+        .completions
+        .warm
+        .as_mut()
+        .filter(|target| target.running.as_ref().is_some_and(|running| running.is(token)))
+    {
+        target.running = None;
     }
 }
 
@@ -198,15 +214,17 @@ fn submit(server: &mut Server, uri: &str, prompt: Vec<PromptPiece>) -> Option<Ca
     tracing::debug!(uri, "pre-warming the KV cache");
     let request = GenerationRequest::greedy(prompt, 0);
     let token = request.cancel.clone();
+    let (main_loop, done) = (server.main_loop.clone(), token.clone());
     server.engine.submit(Job {
         request,
         observer: None,
         route,
         priority: Priority::Background,
-        on_done: Box::new(|result| {
+        on_done: Box::new(move |result| {
             if let Err(error) = result {
                 tracing::debug!("pre-warm ended: {error}");
             }
+            main_loop.post(move |server| ended(server, &done));
         }),
     });
     server.completions.warm_ups_queued += 1;
@@ -279,5 +297,46 @@ mod tests {
         let target = server.completions.warm.as_ref().expect("a target");
         assert!(target.with_index, "the same prompt, built with the answer, holds it");
         assert_eq!(status_json(&server)["withWorkspaceContext"], true);
+    }
+
+    /// A finished pre-warm is reported as running until its answer reaches the main loop,
+    /// where the engine's statistics of the run (the tokens the cache holds) arrive first:
+    /// `nib/inspect` read the token's flag, which the engine thread sets at once, and `make
+    /// demo` once printed a finished pre-warm next to a cache of 0 tokens. On the tiny fixture
+    /// model, its events posted to the main loop as the server posts them.
+    #[test]
+    fn a_finished_pre_warm_runs_for_inspect_until_the_cache_it_left_is_known() {
+        let (mut server, _written, posted) =
+            Server::for_tests(EngineHandle::scripted(Box::new(Prefiller(ModelInfo::default()))), Vec::new());
+        let main_loop = server.main_loop.clone();
+        server.engine = EngineHandle::start(move |event| {
+            main_loop.post(move |server| crate::lsp::handlers::engine_event::handle(server, event))
+        });
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-model");
+        server.engine.configure(&crate::config::Config {
+            model_path: Some(fixture),
+            threads: Some(1),
+            ..Default::default()
+        });
+        let next = |server: &mut Server| posted.recv_timeout(Duration::from_secs(60)).expect("a message")(server);
+        while server.engine.serving().is_none() {
+            next(&mut server);
+        }
+        let source = "def total(prices):\n    subtotal = sum(prices)\n    \n";
+        let uri = "file:///project/cart.py".to_string();
+        server.documents.insert(uri.clone(), Document::new(uri.clone(), "python".into(), 1, source));
+        focused(&mut server, &uri, Some(Position { line: 2, character: 4 }));
+        let token = server.completions.warm.as_ref().and_then(|target| target.running.clone()).expect("a pre-warm");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !token.is_finished() {
+            assert!(Instant::now() < deadline, "the pre-warm did not end");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(status_json(&server)["running"], true, "its answer has not reached the main loop");
+        while server.completions.warm.as_ref().is_some_and(|target| target.running.is_some()) {
+            next(&mut server);
+        }
+        assert_eq!(status_json(&server)["warmed"], true);
+        assert!(server.engine.status().cached_tokens > 0, "the cache the pre-warm left is known");
     }
 }
