@@ -124,20 +124,27 @@ def inline_completion(client, path, line, character):
     return (items[0]["insertText"] if items else ""), elapsed
 
 
-def wait_for_prewarm(client, path, line, timeout=30):
+def inspect_until(client, params, ready, interval, timeout=30):
+    """Asks `nib/inspect` with `params` every `interval` s until `ready(answer)`, for at most
+    `timeout` s; returns the last answer and whether it was ready."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        state = client.request("nib/inspect", params)
+        if ready(state) or time.perf_counter() >= deadline:
+            return state, ready(state)
+        time.sleep(interval)
+
+
+def wait_for_prewarm(client, path, line):
     """Waits until the pre-warm of `path` up to `line` has run with the workspace's definitions
     in its prompt (the index answers after the open, and its answer warms the prompt again);
     returns the tokens the KV cache then holds."""
-    deadline = time.perf_counter() + timeout
-    engine = {}
-    while time.perf_counter() < deadline:
-        state = client.request("nib/inspect", {"textDocument": {"uri": uri(path)}})
-        engine, prewarm = state["engine"], state.get("prewarm") or {}
-        if (prewarm.get("uri") == uri(path) and prewarm.get("line") == line and prewarm.get("warmed")
-                and not prewarm.get("running") and prewarm.get("withWorkspaceContext")):
-            break
-        time.sleep(0.05)
-    return engine.get("cachedTokens", 0)
+    def warmed(state):
+        prewarm = state.get("prewarm") or {}
+        return (prewarm.get("uri") == uri(path) and prewarm.get("line") == line and prewarm.get("warmed")
+                and not prewarm.get("running") and prewarm.get("withWorkspaceContext"))
+    state, _ = inspect_until(client, {"textDocument": {"uri": uri(path)}}, warmed, interval=0.05)
+    return state["engine"].get("cachedTokens", 0)
 
 
 def run_written_tests(test_path, text):
@@ -155,19 +162,16 @@ def run_written_tests(test_path, text):
         print(f"   running them (python -m unittest {module}): {' — '.join(summary)}\n")
 
 
-def wait_for_grounded_import(client, path, line, character, timeout=30):
+def wait_for_grounded_import(client, path, line, character):
     """Waits until the import nib would offer at (line, character) is the one the workspace
     index proposed for the file (the index answers for a new file on its own thread, in less time
     than a user takes to type `from `); returns whether it did, and the milliseconds waited."""
     started = time.perf_counter()
     params = {"textDocument": {"uri": uri(path)}, "position": {"line": line, "character": character},
               "prompt": True}
-    while time.perf_counter() - started < timeout:
-        prompt = client.request("nib/inspect", params).get("prompt") or {}
-        if prompt.get("grounded"):
-            return True, (time.perf_counter() - started) * 1000
-        time.sleep(0.02)
-    return False, (time.perf_counter() - started) * 1000
+    grounded_there = lambda state: bool((state.get("prompt") or {}).get("grounded"))
+    _, grounded = inspect_until(client, params, grounded_there, interval=0.02)
+    return grounded, (time.perf_counter() - started) * 1000
 
 
 def grounded_import(client):

@@ -152,12 +152,8 @@ fn retarget(server: &mut Server, uri: &str, cursor: Option<usize>) {
 /// `nib/inspect` never shows a finished warm-up next to the cache of before it, as it did when
 /// it read the token's flag, which the engine thread sets at once.
 fn ended(server: &mut Server, token: &CancelToken) {
-    if let Some(target) = server
-        .completions
-        .warm
-        .as_mut()
-        .filter(|target| target.running.as_ref().is_some_and(|running| running.is(token)))
-    {
+    let Some(target) = server.completions.warm.as_mut() else { return };
+    if target.running.as_ref().is_some_and(|running| running.is(token)) {
         target.running = None;
     }
 }
