@@ -19,7 +19,7 @@ use ort::environment::Environment;
 use ort::ep;
 use ort::memory::{Allocator, MemoryInfo};
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::{RunOptions, Session, SessionInputValue, SessionOutputs};
+use ort::session::{IoBinding, RunOptions, Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynTensor, DynValue, PrimitiveTensorElementType, Tensor, TensorElementType, ValueType};
 
 use super::EngineError;
@@ -144,6 +144,11 @@ pub struct KvCache {
     layers: Vec<(DynValue, DynValue)>,
     capacity: usize,
     pub tokens: Vec<u32>,
+    /// The shared buffers bound as the graph's past inputs and present outputs, made at the
+    /// first run on these buffers and dropped with them (`reallocate`): binding 120 values by
+    /// name and releasing them took about 0.18 ms of every decode step (7.5 ms). A run binds
+    /// only its own inputs and the logits.
+    bound: Option<IoBinding>,
 }
 
 impl KvCache {
@@ -283,7 +288,7 @@ impl DecoderSession {
         for _ in 0..self.signature.layers {
             layers.push((self.kv_tensor(0)?, self.kv_tensor(0)?));
         }
-        Ok(KvCache { layers, capacity: 0, tokens: Vec::new() })
+        Ok(KvCache { layers, capacity: 0, tokens: Vec::new(), bound: None })
     }
 
     /// The inputs every run takes besides the cache.
@@ -386,20 +391,31 @@ impl DecoderSession {
     /// The shared-buffer run: ONNX Runtime writes the new rows into the bound buffers (rows
     /// past the cached count, within the capacity, so a failed run corrupts nothing).
     fn run_shared(&mut self, cache: &mut KvCache, run: Run<'_>) -> Result<Vec<f32>, EngineError> {
-        let mut binding = self.session.create_binding().map_err(ort_error)?;
+        let binding = match &mut cache.bound {
+            Some(binding) => binding,
+            None => cache.bound.insert(self.bind_cache(&mut cache.layers)?),
+        };
+        // Each input replaces the last run's value of its name. So do the logits: a run fills an
+        // output bound to a device, and the next would have to return logits of the same shape.
         for (name, value) in run.inputs {
             binding.bind_input(name, &value).map_err(ort_error)?;
         }
+        binding.bind_output_to_device("logits", &MemoryInfo::default()).map_err(ort_error)?;
+        let outputs = self.session.run_binding_with_options(binding, run.options).map_err(ort_error)?;
+        last_rows(&outputs, run.rows, self.signature.logits_to_keep)
+    }
+
+    /// A binding of the shared buffers `layers` as both the past inputs and the present outputs.
+    fn bind_cache(&self, layers: &mut [(DynValue, DynValue)]) -> Result<IoBinding, EngineError> {
+        let mut binding = self.session.create_binding().map_err(ort_error)?;
         let names = self.signature.past_names.iter().zip(&self.signature.present_names);
-        for (((past_key, past_value), (present_key, present_value)), (key, value)) in names.zip(&mut cache.layers) {
+        for (((past_key, past_value), (present_key, present_value)), (key, value)) in names.zip(layers) {
             binding.bind_input(past_key.as_str(), &*key).map_err(ort_error)?;
             binding.bind_output(present_key.as_str(), &mut *key).map_err(ort_error)?;
             binding.bind_input(past_value.as_str(), &*value).map_err(ort_error)?;
             binding.bind_output(present_value.as_str(), &mut *value).map_err(ort_error)?;
         }
-        binding.bind_output_to_device("logits", &MemoryInfo::default()).map_err(ort_error)?;
-        let outputs = self.session.run_binding_with_options(&binding, run.options).map_err(ort_error)?;
-        last_rows(&outputs, run.rows, self.signature.logits_to_keep)
+        Ok(binding)
     }
 
     /// The copying run: the graph returns past + new rows as new tensors, which become the cache.
@@ -420,6 +436,7 @@ impl DecoderSession {
         }
         drop(outputs);
         cache.layers = layers;
+        cache.bound = None;
         Ok(logits)
     }
 
@@ -433,6 +450,8 @@ impl DecoderSession {
     /// caches exist (the peak is the new cache plus one old tensor). A failure midway leaves
     /// tensors of two capacities, so the cache is then emptied.
     fn reallocate(&self, cache: &mut KvCache, capacity: usize) -> Result<(), EngineError> {
+        // The binding holds every old buffer: released first, each is freed as it is replaced.
+        cache.bound = None;
         let (rows, kept) = (cache.capacity, cache.tokens.len());
         let copied = cache.layers.iter_mut().try_for_each(|(key, value)| {
             *key = self.copy_rows(key, rows, kept, capacity)?;
