@@ -1,11 +1,11 @@
 //! glibc malloc settings for a process that runs the model, applied once at start-up.
 //!
-//! ONNX Runtime allocates each run's activations (prefill chunks of 128 rows, decode steps of
-//! two) from whichever thread runs a kernel, and the KV buffers are reallocated as they grow.
-//! glibc gives every such thread its own arena (up to 8 per core), and memory freed into an
-//! arena stays there for that arena's next allocations: with the runtime's own memory arena off
-//! (`session.rs`), that per-thread caching kept about 17 MB more after the typing replay
-//! (models/README.md, "Memory"). Two arenas bound it; the threads that share them rarely
+//! The KV buffers are reallocated as they grow, ONNX Runtime's memory arena grows its regions
+//! from whichever thread runs a kernel, and the server's own threads allocate too. glibc gives
+//! every such thread its own arena (up to 8 per core), and memory freed into an arena stays
+//! there for that arena's next allocations: with ONNX Runtime's arena off (as it was from
+//! 2026-11-29 to 2026-12-04), that per-thread caching kept about 17 MB more after the typing
+//! replay (models/README.md, "Memory"). Two arenas bound it; the threads that share them rarely
 //! allocate at the same moment (one inference thread and its pool run one kernel at a time).
 
 /// Most glibc malloc arenas (the main one and one for all other threads).
