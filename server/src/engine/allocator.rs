@@ -4,7 +4,7 @@
 //! from whichever thread runs a kernel, and the server's own threads allocate too. glibc gives
 //! every such thread its own arena (up to 8 per core), and memory freed into an arena stays
 //! there for that arena's next allocations: with ONNX Runtime's arena off (as it was from
-//! 2026-11-29 to 2026-12-04), that per-thread caching kept about 17 MB more after the typing
+//! 2026-12-02 to 2026-12-04), that per-thread caching kept about 17 MB more after the typing
 //! replay (models/README.md, "Memory"). Two arenas bound it; the threads that share them rarely
 //! allocate at the same moment (one inference thread and its pool run one kernel at a time).
 
