@@ -396,8 +396,9 @@ impl DecoderSession {
             Some(binding) => binding,
             None => cache.bound.insert(self.bind_cache(&mut cache.layers)?),
         };
-        // Each input replaces the last run's value of its name. So do the logits: a run fills an
-        // output bound to a device, and the next would have to return logits of the same shape.
+        // Each input replaces the last run's value of its name. The logits are bound afresh too:
+        // once a run has filled a device-bound output, the next run would have to return logits
+        // of that same shape, and the row count changes from run to run.
         for (name, value) in run.inputs {
             binding.bind_input(name, &value).map_err(ort_error)?;
         }
