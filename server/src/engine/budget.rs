@@ -41,11 +41,14 @@ impl PrefillSpeed {
 /// its part after the `reusable` cached tokens fits; else its cached head (at least the first
 /// `keep_first` tokens, e.g. BOS) and then its last tokens, as many as fit but at least
 /// [`MIN_TAIL`]. They start where the previous cut started while running from there prefills
-/// no more than that (`cached_after` holds the cache's tokens after the reusable ones, so cut
-/// prompts typed on one line reuse each other even when the measured speed, and with it the
-/// window, shrinks), else after the first line end among them (`ends_line`).
+/// no more than that and keeps at least half the tokens a fresh cut would (`cached_after`
+/// holds the cache's tokens after the reusable ones, so cut prompts typed on one line reuse
+/// each other even when the measured speed, and with it the window, shrinks), else after the
+/// first line break among them (`breaks_line`: a byte-level BPE joins a newline to the
+/// indentation after it, so a token holds it rather than ends with it) when that is in the
+/// first half of them (a long line is not given up for a line start).
 /// Returns the tokens and how many of the prompt's were left out.
-pub fn cap(prompt: &[u32], cut: Cut<'_>, affordable: usize, ends_line: impl Fn(u32) -> bool) -> (Vec<u32>, usize) {
+pub fn cap(prompt: &[u32], cut: Cut<'_>, affordable: usize, breaks_line: impl Fn(u32) -> bool) -> (Vec<u32>, usize) {
     let Cut { reusable, keep_first, cached_after } = cut;
     let head = reusable.max(keep_first).min(prompt.len());
     let tail = affordable.max(MIN_TAIL);
@@ -54,12 +57,10 @@ pub fn cap(prompt: &[u32], cut: Cut<'_>, affordable: usize, ends_line: impl Fn(u
     }
     let window_start = (prompt.len() - tail).max(head);
     let window = &prompt[window_start..];
-    let line_start = window.iter().position(|&id| ends_line(id)).map_or(0, |end| end + 1);
-    let tail = match previous_cut(&prompt[head..], cached_after, affordable) {
-        Some(start) => &prompt[head + start..],
-        None if line_start < window.len() => &window[line_start..],
-        None => window,
-    };
+    let line_start = window.iter().position(|&id| breaks_line(id)).map_or(0, |end| end + 1);
+    let fresh = if line_start <= window.len() / 2 { &window[line_start..] } else { window };
+    let rest = &prompt[head..];
+    let tail = previous_cut(rest, cached_after, affordable, fresh.len()).map_or(fresh, |start| &rest[start..]);
     let mut capped = prompt[..head].to_vec();
     capped.extend_from_slice(tail);
     let left_out = prompt.len() - capped.len();
@@ -67,16 +68,20 @@ pub fn cap(prompt: &[u32], cut: Cut<'_>, affordable: usize, ends_line: impl Fn(u
 }
 
 /// Where in `rest` (the prompt after its cached head) the previous cut starts, when running
-/// the prompt from there prefills at most `affordable` tokens the cache does not hold: the
-/// earliest such start, which keeps the most of the prompt.
-fn previous_cut(rest: &[u32], cached_after: &[u32], affordable: usize) -> Option<usize> {
+/// the prompt from there prefills at most `affordable` tokens the cache does not hold and keeps
+/// at least half of `fresh_tail`, the tokens a fresh cut keeps: the earliest such start, which
+/// keeps the most of the prompt. (Another file's cut can start with the lines this prompt ends
+/// with, such as a `__main__` guard; taking it would leave a prompt of a few tokens.)
+fn previous_cut(rest: &[u32], cached_after: &[u32], affordable: usize, fresh_tail: usize) -> Option<usize> {
     let marker = cached_after.get(..SAME_CUT)?;
-    (0..rest.len().saturating_sub(SAME_CUT - 1)).filter(|&start| &rest[start..start + SAME_CUT] == marker).find(
-        |&start| {
+    let keeps_enough = |start: usize| 2 * (rest.len() - start) >= fresh_tail;
+    (0..rest.len().saturating_sub(SAME_CUT - 1))
+        .take_while(|&start| keeps_enough(start))
+        .filter(|&start| &rest[start..start + SAME_CUT] == marker)
+        .find(|&start| {
             let held = rest[start..].iter().zip(cached_after).take_while(|(new, cached)| new == cached).count();
             rest.len() - start - held <= affordable
-        },
-    )
+        })
 }
 
 /// What the cache holds, for [`cap`].
@@ -116,6 +121,17 @@ mod tests {
         assert!(capped.len() - 1 <= 50);
     }
 
+    /// A window whose first line break comes late (indented code: its newlines are inside
+    /// tokens with the next line's indentation; or one long line) is kept whole, not cut down to
+    /// the few tokens after that break.
+    #[test]
+    fn a_late_first_line_break_does_not_shrink_the_window() {
+        let mut prompt: Vec<u32> = (1..=400).map(|n| 100 + n).collect();
+        prompt[395] = NEWLINE;
+        let (capped, _) = cap(&prompt, cut(0, 1), 50, |id| id == NEWLINE);
+        assert_eq!(capped[1..], prompt[prompt.len() - 50..]);
+    }
+
     #[test]
     fn a_warm_prompt_is_whole_and_a_half_warm_one_keeps_its_cached_head() {
         let prompt = prompt(400);
@@ -153,6 +169,20 @@ mod tests {
         let far = prompt(480);
         let (moved, _) = cap(&far, Cut { reusable: 1, keep_first: 1, cached_after }, 50, |id| id == NEWLINE);
         assert_eq!(moved[1..], far[far.len() - 48..]);
+    }
+
+    /// The cache holds another file's cut, whose first lines this prompt ends with: keeping
+    /// that "previous cut" would leave a prompt of a few tokens, so the cut is a fresh one.
+    #[test]
+    fn a_previous_cut_that_keeps_less_than_half_a_fresh_one_is_not_kept() {
+        let other = prompt(400);
+        let (capped, _) = cap(&other, cut(0, 1), 50, |id| id == NEWLINE);
+        let cached_after = &capped[1..];
+        let mut this: Vec<u32> = (1..=400).map(|n| if n % 8 == 0 { NEWLINE } else { 1000 + n }).collect();
+        this.extend_from_slice(&cached_after[..12]);
+        let (next, _) = cap(&this, Cut { reusable: 1, keep_first: 1, cached_after }, 50, |id| id == NEWLINE);
+        assert!(next.len() > 40, "a fresh cut keeps the lines that fit: {} tokens", next.len());
+        assert_eq!(next[next.len() - 12..], cached_after[..12]);
     }
 
     #[test]

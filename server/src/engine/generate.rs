@@ -375,8 +375,8 @@ impl Model {
             keep_first: usize::from(self.bos_token_id.is_some()),
             cached_after: &self.cache.tokens[reusable..],
         };
-        let ends_line = |id: u32| self.tokenizer.decode(&[id], false).is_ok_and(|text| text.ends_with('\n'));
-        budget::cap(&prompt, cut, affordable, ends_line)
+        let breaks_line = |id: u32| self.tokenizer.decode(&[id], false).is_ok_and(|text| text.contains('\n'));
+        budget::cap(&prompt, cut, affordable, breaks_line)
     }
 
     /// Generates a continuation of `request.prompt`. `observer` sees the whole text generated so
