@@ -75,7 +75,9 @@ pub struct GenerationRequest {
     pub deadline: Option<Instant>,
     /// The longest prefill this request should wait for, at the engine's measured prefill
     /// speed: a prompt whose uncached part would take longer keeps its cached head and as many
-    /// of its last tokens as fit (`budget::cap`). Only for prompts that end at the cursor.
+    /// of its last tokens as fit (`budget::cap`). Only for prompts that end at the cursor. A
+    /// pre-warm with a budget is cut only where its cut extends the cut prompt the cache holds
+    /// (which it then keeps instead of evicting); otherwise it warms the whole prompt.
     pub prefill_budget_ms: Option<u64>,
     /// The caller stops at the first line end (a single-line completion's observer): prompt
     /// lookup drafts no further than a token that contains a newline, since no token after it
@@ -376,7 +378,13 @@ impl Model {
             cached_after: &self.cache.tokens[reusable..],
         };
         let breaks_line = |id: u32| self.tokenizer.decode(&[id], false).is_ok_and(|text| text.contains('\n'));
-        budget::cap(&prompt, cut, affordable, breaks_line)
+        let (capped, left_out) = budget::cap(&prompt, cut, affordable, breaks_line);
+        // A pre-warm is cut to keep the cut prompt the cache holds, which the next keystroke's
+        // completion reuses; a cut of its own would only warm less than the whole prompt.
+        if request.is_prewarm() && left_out > 0 && self.cached_prefix(&capped) <= reusable {
+            return (prompt, 0);
+        }
+        (capped, left_out)
     }
 
     /// Generates a continuation of `request.prompt`. `observer` sees the whole text generated so

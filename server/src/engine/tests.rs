@@ -221,6 +221,36 @@ fn a_cold_prompt_is_cut_to_the_prefill_budget_and_a_warm_one_runs_whole() {
     assert!(warm.stats.reused_tokens + 40 >= warm.stats.prompt_tokens, "{:?}", warm.stats);
 }
 
+/// A pre-warm that carries the prefill budget (the one at a short typing pause) is cut as the
+/// keystroke's completion was while the cache holds a cut prompt: the cache keeps that cut's
+/// lines, and the next keystroke's completion reuses them instead of prefilling its cut again.
+/// Where the cache holds no cut of its prompt (another file's), it warms the whole prompt.
+#[test]
+fn a_prewarm_within_the_budget_keeps_a_cut_prompt_for_the_next_keystroke() {
+    let mut model = model();
+    // 1 ms per token: a 40 ms budget affords 40 new tokens.
+    model.set_prefill_speed_for_test(1.0);
+    let tokens = |model: &Model, text: &str| model.tokenize(&[PromptPiece::Text(text.to_string())]).unwrap().len();
+    let mut file = String::new();
+    while tokens(&model, &file) < 200 {
+        file.push_str(&format!("def f{}(x):\n    return x\n", file.len()));
+    }
+    let budgeted =
+        |text: &str, max_tokens| GenerationRequest { prefill_budget_ms: Some(40), ..request(text, max_tokens) };
+    let typed = model.generate(&budgeted(&format!("{file}def g"), 2), &mut |_| Flow::Continue).unwrap();
+    assert!(typed.stats.capped_tokens > 0, "{:?}", typed.stats);
+    model.generate(&budgeted(file.trim_end(), 0), &mut |_| Flow::Continue).unwrap();
+    let next = model.generate(&budgeted(&format!("{file}def ga"), 2), &mut |_| Flow::Continue).unwrap();
+    assert!(next.stats.capped_tokens > 0, "{:?}", next.stats);
+    assert!(next.stats.prefilled_tokens <= 4, "the cut was not kept: {:?}", next.stats);
+
+    let other = file.replace("def f", "def h");
+    let whole = model.generate(&budgeted(other.trim_end(), 0), &mut |_| Flow::Continue).unwrap();
+    assert_eq!(whole.stats.capped_tokens, 0, "{:?}", whole.stats);
+    let next = model.generate(&budgeted(&format!("{other}def ga"), 2), &mut |_| Flow::Continue).unwrap();
+    assert_eq!(next.stats.capped_tokens, 0, "{:?}", next.stats);
+}
+
 /// A completion whose scope got new retrieved context runs the prompt with the head the cache
 /// holds (its warm alternative) when the cache holds more of that one, the same tokens as that
 /// prompt alone; otherwise its own prompt (a tie keeps it).

@@ -2,17 +2,23 @@
 //! completion will start with, so that completion reuses it instead of prefilling it. The
 //! target is where the user is: the document opened or focused (at the cursor the editor sent,
 //! or else just the stable head of its prompts), then the place of the last edit. It is warmed
-//! on open (once the main loop has read the messages waiting) and focus, 300 ms after typing
-//! stops, and again whenever the workspace index answers for the target's document (once
-//! typing pauses, if the user is typing), because the retrieved code at the head of the prompt
-//! may have changed with it. Any real request cancels a pre-warm (`EngineHandle::submit`),
-//! keeping the work it did when its prompt extends the pre-warm's.
+//! on open (once the main loop has read the messages waiting) and focus, when typing pauses,
+//! and again whenever the workspace index answers for the target's document (once typing
+//! pauses, if the user is typing), because the retrieved code at the head of the prompt may
+//! have changed with it. Any real request cancels a pre-warm (`EngineHandle::submit`), keeping
+//! the work it did when its prompt extends the pre-warm's.
+//!
+//! A pause between keys (300 ms) warms within the completion's prefill budget, as a keystroke's
+//! completion would run: where a cold prompt was cut to the lines before the cursor, the cache
+//! keeps that cut, which the next keystroke reuses. Only a long pause (1.5 s: the user stopped)
+//! warms the whole prompt, so the prompt grows back without making each keystroke of a burst
+//! prefill its cut again.
 
 use ls_types::Position;
 use serde_json::{Value, json};
 
 use super::convert;
-use super::handlers::inline_completion::prepare_for;
+use super::handlers::inline_completion::{Pause, prefill_budget, prepare_for};
 use super::server::Server;
 use crate::engine::{CancelToken, GenerationRequest, Job, Priority, PromptPiece};
 use crate::{completion, index};
@@ -26,8 +32,14 @@ pub struct Target {
     /// The prompt the last pre-warm for this target prefilled, while nothing else ran since
     /// (a real request forgets it: the cache then holds that request's prompt).
     pub warmed: Option<Vec<PromptPiece>>,
+    /// Whether that pre-warm ran within the completion's prefill budget, so the engine may
+    /// have cut it: a warm-up of the whole prompt still has work to do.
+    pub warmed_within_budget: bool,
     /// Whether `warmed` was built with the index's answer for the target's scope.
     pub with_index: bool,
+    /// Whether a real completion ran in the target's document since it became the target: the
+    /// cache then holds a prompt the next keystroke's completion reuses.
+    pub served: bool,
     /// The last pre-warm's token, until its answer reaches the main loop (`ended`); its flag
     /// tells sooner whether the engine still runs it.
     pub running: Option<CancelToken>,
@@ -45,7 +57,7 @@ pub fn opened(server: &mut Server, uri: &str) {
 /// The main loop has no message waiting: runs the warm-up an open deferred, if any.
 pub fn when_idle(server: &mut Server) {
     if std::mem::take(&mut server.completions.warm_when_idle) {
-        warm(server);
+        warm(server, Extent::Whole);
     }
 }
 
@@ -54,7 +66,7 @@ pub fn focused(server: &mut Server, uri: &str, position: Option<Position>) {
     let Some(document) = server.documents.get(uri) else { return };
     let cursor = position.map(|position| convert::to_byte(&document.rope, position, server.encoding));
     retarget(server, uri, cursor);
-    warm(server);
+    warm(server, Extent::Whole);
 }
 
 /// The user edited `uri` ending at `cursor`: the target follows (it is warmed when typing
@@ -76,15 +88,21 @@ pub fn edited(server: &mut Server, uri: &str, cursor: usize) {
     let answered =
         || !server.config.context.workspace || target_key(server).is_some_and(|key| server.index.has_answer_for(&key));
     if warming_head && answered() {
-        warm(server);
+        warm(server, Extent::Whole);
     }
 }
 
-/// After the main loop's typing-pause timer: warms the prompt up to the paused line.
+/// After the main loop's typing-pause timer: warms the prompt up to the paused line, within
+/// the prefill budget at a short pause (then the long pause is waited for), whole at the long
+/// one.
 pub fn pause_elapsed(server: &mut Server) {
-    if let Some((_, uri, cursor)) = server.completions.pause.take() {
-        retarget(server, &uri, Some(cursor));
-        warm(server);
+    let Some(pause) = server.completions.pause.take() else { return };
+    retarget(server, &pause.uri, Some(pause.cursor));
+    if pause.long {
+        warm(server, Extent::Whole);
+    } else {
+        warm(server, Extent::WithinBudget);
+        server.completions.pause = Some(Pause { long: true, ..pause });
     }
 }
 
@@ -95,20 +113,28 @@ pub fn requested(server: &mut Server, uri: &str, cursor: usize) {
     retarget(server, uri, Some(cursor));
     if let Some(target) = &mut server.completions.warm {
         target.warmed = None;
+        target.served = true;
     }
 }
 
 /// The workspace index has a new answer, for `key`: when it is the target's file and scope,
 /// warm again (nothing is queued if the prompt came out the same). Answers for other places
 /// are left alone, so warming never asks the index for another scope than the user's. While
-/// the user types in the document (its typing pause still pending) the answer waits for the
-/// pause: a new head warmed now would evict, prefill chunk by prefill chunk, the head the
-/// next keystroke's completion reuses (its warm alternative, `inline_completion`).
+/// the user types in the document (its typing pause still pending) after a completion there,
+/// the answer waits for the pause: a new head warmed now would evict, prefill chunk by prefill
+/// chunk, the head the next keystroke's completion reuses (its warm alternative,
+/// `inline_completion`). Before any completion there (an edit right after the open) the cache
+/// holds nothing that one reuses, and the answer is warmed at once.
 pub fn index_answered(server: &mut Server, key: &index::Key) {
-    let typing = server.completions.pause.as_ref().is_some_and(|(_, uri, _)| *uri == key.uri);
-    if !typing && target_key(server).is_some_and(|target| target == *key) {
-        warm(server);
+    let Some(target) = server.completions.warm.as_ref() else { return };
+    let pause = server.completions.pause.as_ref().filter(|pause| pause.uri == key.uri);
+    let typing = pause.is_some_and(|pause| !pause.long) && target.served;
+    if typing || !target_key(server).is_some_and(|target| target == *key) {
+        return;
     }
+    // Between the short pause and the long one the user may go on typing: warm as a keystroke
+    // would run.
+    warm(server, if pause.is_some() { Extent::WithinBudget } else { Extent::Whole });
 }
 
 /// The index key of the target's file and scope.
@@ -141,8 +167,15 @@ fn retarget(server: &mut Server, uri: &str, cursor: Option<usize>) {
     match &mut server.completions.warm {
         Some(target) if target.uri == uri => target.cursor = cursor,
         _ => {
-            server.completions.warm =
-                Some(Target { uri: uri.to_string(), cursor, warmed: None, with_index: false, running: None })
+            server.completions.warm = Some(Target {
+                uri: uri.to_string(),
+                cursor,
+                warmed: None,
+                warmed_within_budget: false,
+                with_index: false,
+                served: false,
+                running: None,
+            })
         }
     }
 }
@@ -158,48 +191,70 @@ fn ended(server: &mut Server, token: &CancelToken) {
     }
 }
 
+/// How much of the target's prompt a warm-up prefills.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Extent {
+    /// All of it.
+    Whole,
+    /// What the engine would run for an automatic completion there: a cold prompt is cut to the
+    /// prefill budget, keeping what the cache holds (`engine::budget::cap`).
+    WithinBudget,
+}
+
 /// Warms the target's prompt unless the last pre-warm already did (or is doing) it.
-fn warm(server: &mut Server) {
+fn warm(server: &mut Server, extent: Extent) {
     let Some(target) = &server.completions.warm else { return };
     let (uri, cursor) = (target.uri.clone(), target.cursor);
     // Looked at before the prompt is built, which then uses that answer (or a newer one).
     let with_index =
         server.config.context.workspace && target_key(server).is_some_and(|key| server.index.has_answer_for(&key));
-    let Some((prompt, cross_file)) = prompt_to_warm(server, &uri, cursor) else { return };
-    if let Some(target) = server.completions.warm.as_mut().filter(|target| target.warmed.as_ref() == Some(&prompt)) {
+    let Some(ToWarm { prompt, cross_file, budget_ms }) = prompt_to_warm(server, &uri, cursor) else { return };
+    let budget_ms = budget_ms.filter(|_| extent == Extent::WithinBudget);
+    let done = |target: &Target| {
+        target.warmed.as_ref() == Some(&prompt) && (!target.warmed_within_budget || budget_ms.is_some())
+    };
+    if let Some(target) = server.completions.warm.as_mut().filter(|target| done(target)) {
         // The same prompt: it holds the index's answer if this one does. (The answer can land
         // between the check above and the prompt a warm-up builds, which then holds it while
         // that warm-up records that it does not; its notice then finds the prompt unchanged.)
         target.with_index |= with_index;
         return;
     }
-    let running = submit(server, &uri, prompt.clone());
+    let running = submit(server, &uri, prompt.clone(), budget_ms);
     if running.is_some() {
         server.completions.cached_context = Some((uri.clone(), cross_file));
     }
     if let Some(target) = &mut server.completions.warm {
         target.warmed = running.is_some().then_some(prompt);
+        target.warmed_within_budget = budget_ms.is_some();
         target.with_index = with_index;
         target.running = running;
     }
 }
 
+/// A warm-up's prompt, the cross-file context at its head, and the prefill budget an automatic
+/// completion there would carry.
+struct ToWarm {
+    prompt: Vec<PromptPiece>,
+    cross_file: completion::context::CrossFile,
+    budget_ms: Option<u64>,
+}
+
 /// What to warm for a completion at `cursor` of `uri`: the prompt up to the cursor's line
 /// when the cursor is known, else the stable head (`completion::warm_prompt`), with the
 /// cross-file context at its head.
-fn prompt_to_warm(
-    server: &mut Server,
-    uri: &str,
-    cursor: Option<usize>,
-) -> Option<(Vec<PromptPiece>, completion::context::CrossFile)> {
+fn prompt_to_warm(server: &mut Server, uri: &str, cursor: Option<usize>) -> Option<ToWarm> {
     let end = server.documents.get(uri)?.rope.len_bytes();
     let prepared = prepare_for(server, uri, cursor.unwrap_or(end).min(end))?;
-    Some((completion::warm_prompt(&prepared, cursor.is_some())?, prepared.cross_file))
+    let budget_ms = prefill_budget(&server.config.completion, &prepared, false);
+    let prompt = completion::warm_prompt(&prepared, cursor.is_some())?;
+    Some(ToWarm { prompt, cross_file: prepared.cross_file, budget_ms })
 }
 
 /// Queues a prefill-only job of `prompt` at background priority (local model only,
-/// completions on); its token, or `None` when nothing was queued.
-fn submit(server: &mut Server, uri: &str, prompt: Vec<PromptPiece>) -> Option<CancelToken> {
+/// completions on), cut as an automatic completion would be when it carries `budget_ms`; its
+/// token, or `None` when nothing was queued.
+fn submit(server: &mut Server, uri: &str, prompt: Vec<PromptPiece>, budget_ms: Option<u64>) -> Option<CancelToken> {
     let document = server.documents.get(uri)?;
     let config = &server.config.completion;
     let language_enabled = config.languages.is_empty() || config.languages.contains(&document.language_id);
@@ -208,7 +263,7 @@ fn submit(server: &mut Server, uri: &str, prompt: Vec<PromptPiece>) -> Option<Ca
         return None; // completions are off here, or a remote server keeps its own cache
     }
     tracing::debug!(uri, "pre-warming the KV cache");
-    let request = GenerationRequest::greedy(prompt, 0);
+    let request = GenerationRequest { prefill_budget_ms: budget_ms, ..GenerationRequest::greedy(prompt, 0) };
     let token = request.cancel.clone();
     let (main_loop, done) = (server.main_loop.clone(), token.clone());
     server.engine.submit(Job {
@@ -259,23 +314,21 @@ mod tests {
         }
     }
 
-    /// A warm-up whose prompt comes out the same as the last one's, now built with the index's
-    /// answer, records that the warmed prompt holds it: the state a race between the index
-    /// thread and the main loop left (the answer landing between the check and the prompt of
-    /// the first warm-up) no longer keeps the target marked as warmed without it for good.
-    #[test]
-    fn a_warm_up_of_the_same_prompt_records_that_it_holds_the_index_answer() {
+    const CART: &str = "from pricing import with_tax\n\n\ndef total(prices):\n    subtotal = sum(prices)\n    \n";
+
+    /// A workspace with `cart.py` (`CART`) focused at its last line, a scripted model, and the
+    /// index's answer for that scope in (its key).
+    fn cart_focused_with_an_index_answer() -> (PrivateDir, Server, index::Key) {
         let folder = PrivateDir::new("nib-prewarm").unwrap();
         std::fs::write(folder.path().join("pricing.py"), "def with_tax(price):\n    return price * 1.2\n").unwrap();
-        let source = "from pricing import with_tax\n\n\ndef total(prices):\n    subtotal = sum(prices)\n    \n";
         let cart = folder.path().join("cart.py");
-        std::fs::write(&cart, source).unwrap();
+        std::fs::write(&cart, CART).unwrap();
         let engine =
             EngineHandle::scripted(Box::new(Prefiller(ModelInfo { context_length: 2048, ..Default::default() })));
         let (mut server, _written, _posted) = Server::for_tests(engine, vec![folder.path().to_path_buf()]);
         configure_index(&mut server);
         let uri = format!("file://{}", cart.display());
-        server.documents.insert(uri.clone(), Document::new(uri.clone(), "python".into(), 1, source));
+        server.documents.insert(uri.clone(), Document::new(uri.clone(), "python".into(), 1, CART));
         let cursor = Some(Position { line: 5, character: 4 });
         focused(&mut server, &uri, cursor);
         let key = target_key(&server).expect("the target's scope");
@@ -285,6 +338,16 @@ mod tests {
             focused(&mut server, &uri, cursor);
             std::thread::sleep(Duration::from_millis(20));
         }
+        (folder, server, key)
+    }
+
+    /// A warm-up whose prompt comes out the same as the last one's, now built with the index's
+    /// answer, records that the warmed prompt holds it: the state a race between the index
+    /// thread and the main loop left (the answer landing between the check and the prompt of
+    /// the first warm-up) no longer keeps the target marked as warmed without it for good.
+    #[test]
+    fn a_warm_up_of_the_same_prompt_records_that_it_holds_the_index_answer() {
+        let (_folder, mut server, key) = cart_focused_with_an_index_answer();
         index_answered(&mut server, &key);
         let target = server.completions.warm.as_mut().expect("a target");
         assert!(target.warmed.is_some() && target.with_index, "warmed with the answer");
@@ -293,6 +356,59 @@ mod tests {
         let target = server.completions.warm.as_ref().expect("a target");
         assert!(target.with_index, "the same prompt, built with the answer, holds it");
         assert_eq!(status_json(&server)["withWorkspaceContext"], true);
+    }
+
+    /// While the user types in a file (the typing pause pending), an answer of the index for
+    /// the target's scope waits for the pause once a completion ran there (the cache holds what
+    /// the next keystroke reuses), and is warmed at once before any did (an edit right after
+    /// the open).
+    #[test]
+    fn an_index_answer_while_typing_waits_only_after_a_completion_there() {
+        let (_folder, mut server, key) = cart_focused_with_an_index_answer();
+        let uri = key.uri.clone();
+        let typing = |server: &mut Server, served: bool| {
+            server.completions.pause = Some(Pause::after_edit(&uri, CART.len() - 1));
+            let target = server.completions.warm.as_mut().expect("a target");
+            (target.warmed, target.served) = (None, served);
+            index_answered(server, &key);
+            server.completions.warm.as_ref().expect("a target").warmed.is_some()
+        };
+        assert!(typing(&mut server, false), "nothing cached to protect: warmed at once");
+        assert!(!typing(&mut server, true), "after a completion the answer waits for the pause");
+        requested(&mut server, &uri, CART.len() - 1);
+        assert!(server.completions.warm.as_ref().is_some_and(|target| target.served));
+    }
+
+    /// A short typing pause warms within the completion's prefill budget (keeping a cut prompt's
+    /// lines cached for the next keystroke), then the long pause warms the same prompt whole;
+    /// without a budget the short pause's warm-up was already whole and the long one adds none.
+    #[test]
+    fn a_short_pause_warms_within_the_budget_and_the_long_pause_warms_whole() {
+        for budget_ms in [300, 0] {
+            let engine = EngineHandle::scripted(Box::new(Prefiller(ModelInfo::default())));
+            let (mut server, _written, _posted) = Server::for_tests(engine, Vec::new());
+            server.config.completion.prefill_budget_ms = budget_ms;
+            let source = "def total(prices):\n    subtotal = sum(prices)\n    return sub";
+            let uri = "file:///project/cart.py".to_string();
+            server.documents.insert(uri.clone(), Document::new(uri.clone(), "python".into(), 1, source));
+            server.completions.pause = Some(Pause::after_edit(&uri, source.len()));
+            let pause_at = server.completions.pause.as_ref().unwrap().at();
+
+            pause_elapsed(&mut server);
+            let target = server.completions.warm.as_ref().expect("a target");
+            assert!(target.warmed.is_some(), "the short pause warms");
+            assert_eq!(target.warmed_within_budget, budget_ms > 0);
+            let long = server.completions.pause.as_ref().expect("the long pause is waited for");
+            assert!(long.long && long.at() > pause_at);
+            let queued = server.completions.warm_ups_queued;
+
+            pause_elapsed(&mut server);
+            assert!(server.completions.pause.is_none(), "nothing more to wait for");
+            let target = server.completions.warm.as_ref().expect("a target");
+            assert!(target.warmed.is_some() && !target.warmed_within_budget);
+            let expected = if budget_ms > 0 { queued + 1 } else { queued };
+            assert_eq!(server.completions.warm_ups_queued, expected, "budget {budget_ms} ms");
+        }
     }
 
     /// A finished pre-warm is reported as running until its answer reaches the main loop,

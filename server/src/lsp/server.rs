@@ -276,7 +276,7 @@ impl Server {
         loop {
             // The typing-pause pre-warm's timer; no thread sleeps for it.
             let pause = match &self.completions.pause {
-                Some((at, _, _)) => crossbeam_channel::at(*at),
+                Some(pause) => crossbeam_channel::at(pause.at()),
                 None => crossbeam_channel::never(),
             };
             select! {

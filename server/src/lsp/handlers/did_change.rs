@@ -39,8 +39,7 @@ pub fn handle(server: &mut Server, params: DidChangeTextDocumentParams) {
         Ok(cursor) => {
             super::inline_completion::buffer_edited(server, uri, cursor);
             crate::lsp::prewarm::edited(server, uri, cursor);
-            let resume = std::time::Instant::now() + super::inline_completion::TYPING_PAUSE;
-            server.completions.pause = Some((resume, uri.to_string(), cursor));
+            server.completions.pause = Some(super::inline_completion::Pause::after_edit(uri, cursor));
         }
         Err(ChangeError::StaleVersion { current, received }) if current == received => {
             server.log(MessageType::INFO, format!("ignoring a repeated change to {uri} (version {received})"));
@@ -71,7 +70,7 @@ fn resync(server: &mut Server, uri: &str, changes: &[TextChange], version: i32) 
         Ok(_) => {
             server.documents.insert(uri.to_string(), fresh);
             // Offsets kept for the old text mean nothing in the new one: warm it as if opened.
-            if server.completions.pause.as_ref().is_some_and(|(_, paused, _)| paused == uri) {
+            if server.completions.pause.as_ref().is_some_and(|pause| pause.uri == uri) {
                 server.completions.pause = None;
             }
             crate::lsp::prewarm::opened(server, uri);

@@ -72,9 +72,9 @@ pub struct CompletionState {
     /// Cross-file context from open buffers for the last document: (key, context). Used when
     /// the workspace index is off or has no answer for the document yet.
     pub cross_file: Option<(u64, context::CrossFile)>,
-    /// Where the user last typed, and when the pause after it counts (the main loop's timer
+    /// Where the user last typed, and the pause after it that comes next (the main loop's timer
     /// then pre-warms the prompt up to that line: `prewarm::pause_elapsed`).
-    pub pause: Option<(Instant, String, usize)>,
+    pub pause: Option<Pause>,
     /// Where the next completion is expected, for pre-warming the KV cache (`lsp::prewarm`).
     pub warm: Option<crate::lsp::prewarm::Target>,
     /// A warm-up of `warm` waits for the main loop to have no message waiting
@@ -91,6 +91,33 @@ pub struct CompletionState {
 /// How long after the last edit typing counts as paused: longer than most gaps between keys,
 /// short enough that the pause pre-warm has run before a user who stopped looks for ghost text.
 pub const TYPING_PAUSE: Duration = Duration::from_millis(300);
+
+/// How long after the last edit the user counts as stopped, not just between keys: the whole
+/// prompt is warmed then, even where it evicts the cut window that keeps typing fast
+/// (`prewarm::pause_elapsed`).
+pub const LONG_PAUSE: Duration = Duration::from_millis(1500);
+
+/// A typing pause the main loop waits for.
+pub struct Pause {
+    /// When the last edit was applied.
+    pub edited_at: Instant,
+    pub uri: String,
+    /// Where the last edit's text ends.
+    pub cursor: usize,
+    /// Whether the short pause has passed and the long one is waited for.
+    pub long: bool,
+}
+
+impl Pause {
+    pub fn after_edit(uri: &str, cursor: usize) -> Pause {
+        Pause { edited_at: Instant::now(), uri: uri.to_string(), cursor, long: false }
+    }
+
+    /// When the pause counts.
+    pub fn at(&self) -> Instant {
+        self.edited_at + if self.long { LONG_PAUSE } else { TYPING_PAUSE }
+    }
+}
 
 pub fn handle(server: &mut Server, responder: Responder, params: InlineCompletionParams) {
     let invoked = params.context.trigger_kind == InlineCompletionTriggerKind::INVOKED;
@@ -395,8 +422,8 @@ fn readiness(server: &Server, invoked: bool) -> Readiness {
 /// The prefill budget of an automatic completion whose prompt ends at the cursor (a plain
 /// prefix prompt): a cold one is cut to what the engine prefills within
 /// `nib.completion.prefillBudgetMs`, so ghost text never waits seconds; the cache warms in the
-/// background when typing pauses (`prewarm_line`) and the prompt grows back. An invoked completion gets its whole prompt.
-fn prefill_budget(
+/// background when typing pauses (`prewarm::pause_elapsed`) and the prompt grows back. An invoked completion gets its whole prompt.
+pub(crate) fn prefill_budget(
     config: &crate::config::CompletionConfig,
     prepared: &completion::Prepared,
     invoked: bool,
