@@ -94,15 +94,18 @@ pub fn edited(server: &mut Server, uri: &str, cursor: usize) {
 
 /// After the main loop's typing-pause timer: warms the prompt up to the paused line, within
 /// the prefill budget at a short pause (then the long pause is waited for), whole at the long
-/// one.
+/// one, unless the target moved since (a focus elsewhere).
 pub fn pause_elapsed(server: &mut Server) {
     let Some(pause) = server.completions.pause.take() else { return };
-    retarget(server, &pause.uri, Some(pause.cursor));
-    if pause.long {
-        warm(server, Extent::Whole);
-    } else {
+    if !pause.long {
+        retarget(server, &pause.uri, Some(pause.cursor));
         warm(server, Extent::WithinBudget);
         server.completions.pause = Some(Pause { long: true, ..pause });
+        return;
+    }
+    let target = server.completions.warm.as_ref();
+    if target.is_some_and(|target| target.uri == pause.uri && target.cursor == Some(pause.cursor)) {
+        warm(server, Extent::Whole);
     }
 }
 
@@ -408,6 +411,15 @@ mod tests {
             assert!(target.warmed.is_some() && !target.warmed_within_budget);
             let expected = if budget_ms > 0 { queued + 1 } else { queued };
             assert_eq!(server.completions.warm_ups_queued, expected, "budget {budget_ms} ms");
+
+            // A focus elsewhere between the two pauses: the long one leaves that target alone.
+            server.completions.pause = Some(Pause::after_edit(&uri, source.len()));
+            pause_elapsed(&mut server);
+            focused(&mut server, &uri, Some(Position { line: 0, character: 0 }));
+            let queued = server.completions.warm_ups_queued;
+            pause_elapsed(&mut server);
+            assert_eq!(server.completions.warm.as_ref().and_then(|target| target.cursor), Some(0));
+            assert_eq!(server.completions.warm_ups_queued, queued);
         }
     }
 
