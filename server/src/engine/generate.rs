@@ -377,8 +377,7 @@ impl Model {
             keep_first: usize::from(self.bos_token_id.is_some()),
             cached_after: &self.cache.tokens[reusable..],
         };
-        let breaks_line = |id: u32| self.tokenizer.decode(&[id], false).is_ok_and(|text| text.contains('\n'));
-        let (capped, left_out) = budget::cap(&prompt, cut, affordable, breaks_line);
+        let (capped, left_out) = budget::cap(&prompt, cut, affordable, |id| self.breaks_line(id));
         // A pre-warm is cut to keep the cut prompt the cache holds, which the next keystroke's
         // completion reuses; a cut of its own would only warm less than the whole prompt.
         if request.is_prewarm() && left_out > 0 && self.cached_prefix(&capped) <= reusable {
@@ -562,10 +561,15 @@ impl Model {
         self.cache.tokens.iter().zip(prompt).take_while(|(cached, new)| cached == new).count()
     }
 
+    /// Whether token `id` holds a newline (a byte-level BPE joins one to the indentation after
+    /// it, so such a token need not end with it).
+    fn breaks_line(&self, id: u32) -> bool {
+        self.tokenizer.decode(&[id], false).is_ok_and(|text| text.contains('\n'))
+    }
+
     /// `draft` up to and including its first token that contains a newline.
     fn through_line_end<'a>(&self, draft: &'a [u32]) -> &'a [u32] {
-        let ends_line = |id: &u32| self.tokenizer.decode(&[*id], false).is_ok_and(|text| text.contains('\n'));
-        draft.iter().position(ends_line).map_or(draft, |end| &draft[..=end])
+        draft.iter().position(|&id| self.breaks_line(id)).map_or(draft, |end| &draft[..=end])
     }
 
     /// Runs `next` (the last generated token), and with it `draft` (the tokens prompt lookup

@@ -422,7 +422,8 @@ fn readiness(server: &Server, invoked: bool) -> Readiness {
 /// The prefill budget of an automatic completion whose prompt ends at the cursor (a plain
 /// prefix prompt): a cold one is cut to what the engine prefills within
 /// `nib.completion.prefillBudgetMs`, so ghost text never waits seconds; the cache warms in the
-/// background when typing pauses (`prewarm::pause_elapsed`) and the prompt grows back. An invoked completion gets its whole prompt.
+/// background when typing pauses (`prewarm::pause_elapsed`) and the prompt grows back. An
+/// invoked completion gets its whole prompt.
 pub(crate) fn prefill_budget(
     config: &crate::config::CompletionConfig,
     prepared: &completion::Prepared,
