@@ -341,7 +341,8 @@ def main():
         tokens_per_s = stats["generatedTokens"] / (stats["decodeMs"] / 1000)
         print(f"decoding: {stats['generatedTokens']} tokens at {tokens_per_s:.0f} tokens/s in "
               f"{stats['decodeRuns']} forward passes (prompt lookup drafted {stats['draftTokens']} tokens, "
-              f"{stats['acceptedDraftTokens']} accepted, the output the same as plain decoding)")
+              f"{stats['acceptedDraftTokens']} accepted; {stats.get('knownRows', 0)} tokens needed no pass, "
+              f"their logits kept from an earlier one; the output the same as plain decoding)")
 
 
 if __name__ == "__main__":

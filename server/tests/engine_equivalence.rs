@@ -1,5 +1,6 @@
-//! The engine's fast paths change no token: the shared KV buffer against the copying cache,
-//! prompt-lookup speculation against plain decoding (greedy, healed prompts, and seeded
+//! The engine's fast paths change no token: reuse of the cache (its prefix, and the logit rows
+//! it kept) against an empty cache for every request, the shared KV buffer against the copying
+//! cache, prompt-lookup speculation against plain decoding (greedy, healed prompts, and seeded
 //! sampling as the actions' retries use it), a pre-warmed cache against a cold one, on the
 //! tiny fixture and on the default model, over a sequence of requests that reuses, extends,
 //! truncates and regrows the cache (so rejected draft tokens would show if they left a trace).
@@ -67,6 +68,23 @@ fn run_with(model: &mut Model, prompts: &[(String, usize)], sampling: impl Fn(u6
         .collect()
 }
 
+/// `run_with` on an empty cache for every request: nothing reused, the reference for reuse.
+fn run_cold(model: &mut Model, prompts: &[(String, usize)], sampling: impl Fn(u64) -> Sampling) -> Vec<Generation> {
+    let mut generations = Vec::new();
+    for (index, prompt) in prompts.iter().enumerate() {
+        model.reset_cache();
+        generations.extend(run_with(model, std::slice::from_ref(prompt), |_| sampling(index as u64)));
+    }
+    generations
+}
+
+/// The same tokens, request by request, whatever either run reused.
+fn assert_same_output(label: &str, expected: &[Generation], actual: &[Generation]) {
+    for (index, (expected, actual)) in expected.iter().zip(actual).enumerate() {
+        assert_eq!(expected.tokens, actual.tokens, "{label}: request {index} differs");
+    }
+}
+
 fn assert_same_tokens(label: &str, expected: &[Generation], actual: &[Generation]) {
     for (index, (expected, actual)) in expected.iter().zip(actual).enumerate() {
         assert_eq!(expected.tokens, actual.tokens, "{label}: request {index} differs");
@@ -74,9 +92,10 @@ fn assert_same_tokens(label: &str, expected: &[Generation], actual: &[Generation
     }
 }
 
-/// Copying cache without speculation (the reference), shared buffer without, and shared buffer
-/// with speculation: the same tokens for every request; seeded sampling with and without
-/// speculation: the same tokens too.
+/// Every request on an empty cache (the reference), then in turn on the copying cache without
+/// speculation, the shared buffer without, and the shared buffer with speculation: the same
+/// tokens for every request; seeded sampling with and without speculation, and on empty
+/// caches: the same tokens too.
 fn check(dir: &Path, source: &str, head_chars: usize, long_chars: usize) -> Vec<Generation> {
     let prompts = scenario(source, head_chars, long_chars);
     let mut model = load(dir);
@@ -84,7 +103,13 @@ fn check(dir: &Path, source: &str, head_chars: usize, long_chars: usize) -> Vec<
     assert!(model.speculation(), "nib's converter adds logits_to_keep");
     model.set_speculation(false);
     model.set_kv_layout(KvLayout::Copying).unwrap();
+    let cold = run_cold(&mut model, &prompts, |_| Sampling::GREEDY);
+    model.reset_cache();
     let copying = run(&mut model, &prompts);
+    assert_same_output("reused cache vs empty cache", &cold, &copying);
+    // The second request repeats the first: its prompt and first tokens come from kept rows.
+    assert_eq!(copying[1].stats.prefilled_tokens, 0, "{:?}", copying[1].stats);
+    assert!(copying[1].stats.known_rows > 1, "{:?}", copying[1].stats);
     model.set_kv_layout(KvLayout::SharedBuffer).unwrap();
     let shared = run(&mut model, &prompts);
     assert_same_tokens("shared buffer vs copying", &copying, &shared);
@@ -104,6 +129,8 @@ fn check(dir: &Path, source: &str, head_chars: usize, long_chars: usize) -> Vec<
         })
         .collect();
     assert_same_tokens("speculative vs plain sampling", &sampled[0], &sampled[1]);
+    let sampled_cold = run_cold(&mut model, &prompts, sampling);
+    assert_same_output("sampling on a reused cache vs an empty cache", &sampled_cold, &sampled[1]);
     assert!(sampled[1].iter().any(|g| g.stats.draft_tokens > 0), "prompt lookup never drafted while sampling");
     assert_ne!(
         sampled[0].iter().map(|g| &g.tokens).collect::<Vec<_>>(),

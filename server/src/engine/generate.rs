@@ -14,6 +14,7 @@ use tokenizers::Tokenizer;
 
 use super::budget::{self, PrefillSpeed};
 use super::healing::{self, Spelling, TokenTexts};
+use super::known_rows::KnownRows;
 use super::lookup::{PromptLookup, Recent};
 use super::model::{ModelFiles, ModelInfo};
 use super::session::{DecoderSession, KvCache, KvLayout};
@@ -148,6 +149,10 @@ pub struct GenerationStats {
     pub decode_ms: f64,
     /// Forward passes during decoding (one per token without speculation).
     pub decode_runs: usize,
+    /// Tokens whose logits the cache already held from an earlier run, so that none ran for
+    /// them: the prompt's last token, and generated tokens the cache held after the prompt
+    /// (`KnownRows`).
+    pub known_rows: usize,
     /// Tokens proposed by prompt lookup, and how many of them the model confirmed.
     pub draft_tokens: usize,
     pub accepted_draft_tokens: usize,
@@ -340,7 +345,9 @@ impl Model {
     }
 
     /// Brings the cache to `prompt[..len - 1]` plus the last token's logits: reuses the longest
-    /// common prefix with what is cached and prefills the rest. Returns the last logits.
+    /// common prefix with what is cached and prefills the rest. Returns the last logits. A
+    /// prompt the cache holds whole, with its last row kept, runs nothing, and the cache keeps
+    /// what it holds after the prompt for the decoding to follow (`known_row`).
     fn prefill(
         &mut self,
         prompt: &[u32],
@@ -349,8 +356,16 @@ impl Model {
         stats: &mut GenerationStats,
     ) -> Result<Vec<f32>, EngineError> {
         let common = self.cached_prefix(prompt);
+        let last = prompt.len() - 1;
+        if common == prompt.len()
+            && let Some(row) = self.cache.rows.get(last)
+        {
+            stats.reused_tokens = prompt.len();
+            stats.known_rows += 1;
+            return Ok(row.to_vec());
+        }
         // At least one token must run to produce logits.
-        let keep = common.min(prompt.len() - 1);
+        let keep = common.min(last);
         self.session.truncate(&mut self.cache, keep)?;
         stats.reused_tokens = keep;
         stats.prefilled_tokens = prompt.len() - keep;
@@ -362,6 +377,7 @@ impl Model {
             logits = self.session.forward(&mut self.cache, chunk, Some(run_options))?;
             self.prefill_speed.record(chunk.len(), millis(started));
         }
+        self.cache.rows.keep(last, &logits);
         Ok(logits)
     }
 
@@ -404,7 +420,7 @@ impl Model {
         match &result {
             // A pre-warm the cache already held ran nothing: it is no generation, and must not
             // replace the last request's statistics (`nib/inspect`, the demo) with zeros.
-            Ok(generation) if generation.stats.prefilled_tokens == 0 => {}
+            Ok(generation) if request.is_prewarm() && generation.stats.prefilled_tokens == 0 => {}
             Ok(generation) => self.stats.record(&generation.stats),
             // A run interrupted midway may have left the cache short of its tokens list; the
             // cache is only ever extended after a successful run, so it stays consistent.
@@ -446,6 +462,8 @@ impl Model {
         if max_tokens > 0 {
             upcoming.push_back(sampler.sample(&logits));
         }
+        // Positions below this keep their rows for the generations after this one.
+        let rows_until = context.len() - 1 + KnownRows::PER_GENERATION;
         let mut generated: Vec<u32> = Vec::new();
         let mut text = String::new();
         let mut finish = FinishReason::Length;
@@ -477,11 +495,18 @@ impl Model {
             }
             if upcoming.is_empty() {
                 Self::check_interrupt(request)?;
+                let position = context.len() - 1;
+                if let Some(row) = self.known_row(next, position) {
+                    stats.known_rows += 1;
+                    upcoming.push_back(sampler.sample(row));
+                    continue;
+                }
+                self.session.truncate(&mut self.cache, position)?;
                 let room = (max_tokens - generated.len()).min(limit.saturating_sub(context.len()));
                 let room = room.saturating_sub(1).min(draft_limit);
                 let draft = self.lookup.map_or(&[][..], |lookup| lookup.draft(&context, &self.recent, room));
                 let draft = if request.single_line { self.through_line_end(draft) } else { draft }.to_vec();
-                upcoming = self.decode_step(next, &draft, &mut sampler, run_options, &mut stats)?;
+                upcoming = self.decode_step(next, &draft, &mut sampler, rows_until, run_options, &mut stats)?;
                 if let (Some(lookup), false) = (self.lookup, draft.is_empty()) {
                     draft_limit = lookup.next_limit(draft_limit, draft.len(), upcoming.len() - 1);
                 }
@@ -556,6 +581,12 @@ impl Model {
         }
     }
 
+    /// The logits that follow `next` at `position`, where the cache holds that very token there
+    /// and kept the row it produced (a generation before this one ran it).
+    fn known_row(&self, next: u32, position: usize) -> Option<&[f32]> {
+        (self.cache.tokens.get(position) == Some(&next)).then(|| self.cache.rows.get(position)).flatten()
+    }
+
     /// How many of `prompt`'s first tokens the KV cache holds.
     fn cached_prefix(&self, prompt: &[u32]) -> usize {
         self.cache.tokens.iter().zip(prompt).take_while(|(cached, new)| cached == new).count()
@@ -578,30 +609,37 @@ impl Model {
     /// after a draft taken whole). The sampler sees the same rows in the same order as it would
     /// one run at a time, so the tokens are those of plain decoding, greedy or sampled. The
     /// cache keeps `next` and the confirmed draft tokens and forgets the rest; the last token
-    /// returned is not in it.
+    /// returned is not in it. The rows of positions below `rows_until` are kept (`KnownRows`).
     fn decode_step(
         &mut self,
         next: u32,
         draft: &[u32],
         sampler: &mut Sampler,
+        rows_until: usize,
         run_options: &RunOptions,
         stats: &mut GenerationStats,
     ) -> Result<VecDeque<u32>, EngineError> {
         stats.decode_runs += 1;
+        let before = self.cache.tokens.len();
         if draft.is_empty() {
             let logits = self.session.forward(&mut self.cache, &[next], Some(run_options))?;
+            if before < rows_until {
+                self.cache.rows.keep(before, &logits);
+            }
             return Ok(VecDeque::from([sampler.sample(&logits)]));
         }
         let mut ids = Vec::with_capacity(draft.len() + 1);
         ids.push(next);
         ids.extend_from_slice(draft);
-        let before = self.cache.tokens.len();
         let rows = self.session.forward_rows(&mut self.cache, &ids, ids.len(), Some(run_options))?;
         let vocab = rows.len() / ids.len();
         let mut sampled = VecDeque::with_capacity(ids.len());
         for (index, row) in rows.chunks(vocab).enumerate() {
             let token = sampler.sample(row);
             sampled.push_back(token);
+            if before + index < rows_until {
+                self.cache.rows.keep(before + index, row);
+            }
             if draft.get(index) != Some(&token) {
                 break;
             }

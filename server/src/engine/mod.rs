@@ -10,6 +10,7 @@ pub mod fim;
 pub mod generate;
 mod healing;
 pub mod kernels;
+mod known_rows;
 pub mod linear;
 mod lookup;
 pub mod model;
@@ -181,6 +182,8 @@ pub struct EngineStats {
     /// Decoding time and forward passes (fewer than tokens when drafts were accepted).
     pub decode_ms: f64,
     pub decode_runs: u64,
+    /// Tokens whose logits the cache already held, so no run was needed (`GenerationStats`).
+    pub known_rows: u64,
     pub draft_tokens: u64,
     pub accepted_draft_tokens: u64,
     pub last: Option<GenerationStats>,
@@ -199,6 +202,7 @@ impl EngineStats {
         self.generated_tokens += stats.generated_tokens as u64;
         self.decode_ms += stats.decode_ms;
         self.decode_runs += stats.decode_runs as u64;
+        self.known_rows += stats.known_rows as u64;
         self.draft_tokens += stats.draft_tokens as u64;
         self.accepted_draft_tokens += stats.accepted_draft_tokens as u64;
         self.last = Some(stats.clone());

@@ -560,7 +560,7 @@ mod tests {
 
     /// What the server's main loop receives, in order: the engine's events and a job's answer.
     enum Arrival {
-        Event(EngineEvent),
+        Event(Box<EngineEvent>),
         Answer,
     }
 
@@ -569,7 +569,7 @@ mod tests {
         let (sender, arrivals) = crossbeam_channel::unbounded();
         let events = sender.clone();
         let mut engine = EngineHandle::start(move |event| {
-            let _ = events.send(Arrival::Event(event));
+            let _ = events.send(Arrival::Event(Box::new(event)));
         });
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-model");
         engine.configure(&Config { model_path: Some(fixture), threads: Some(1), ..Config::default() });

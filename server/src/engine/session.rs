@@ -24,6 +24,7 @@ use ort::value::{DynTensor, DynValue, PrimitiveTensorElementType, Tensor, Tensor
 
 use super::EngineError;
 use super::kernels::Kernels;
+use super::known_rows::KnownRows;
 
 /// One forward pass: the inputs besides the cache, and how many last rows of logits it returns.
 struct Run<'a> {
@@ -144,6 +145,8 @@ pub struct KvCache {
     layers: Vec<(DynValue, DynValue)>,
     capacity: usize,
     pub tokens: Vec<u32>,
+    /// Logit rows some of `tokens` produced, forgotten with the tokens a cut removes.
+    pub(crate) rows: KnownRows,
     /// The shared buffers bound as the graph's past inputs and present outputs (the copying
     /// layout never binds: each of its runs passes the cache as inputs), made at the
     /// first run on these buffers and dropped with them (`reallocate`): binding 120 values by
@@ -289,7 +292,7 @@ impl DecoderSession {
         for _ in 0..self.signature.layers {
             layers.push((self.kv_tensor(0)?, self.kv_tensor(0)?));
         }
-        Ok(KvCache { layers, capacity: 0, tokens: Vec::new(), bound: None })
+        Ok(KvCache { layers, capacity: 0, tokens: Vec::new(), rows: KnownRows::default(), bound: None })
     }
 
     /// The inputs every run takes besides the cache.
@@ -513,6 +516,7 @@ impl DecoderSession {
             return Ok(());
         }
         cache.tokens.truncate(keep);
+        cache.rows.forget_from(keep);
         match self.layout {
             KvLayout::SharedBuffer => {
                 let smaller = grown_capacity(keep.max(1), self.max_capacity) * 2;

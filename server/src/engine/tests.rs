@@ -111,7 +111,15 @@ fn prefix_reuse_gives_the_same_tokens_with_less_prefill() {
     assert_eq!(cold.stats.reused_tokens, 0);
     let warm = model.generate(&request(prompt, 8), &mut |_| Flow::Continue).unwrap();
     assert_eq!(warm.tokens, cold.tokens);
-    assert_eq!(warm.stats.prefilled_tokens, 1, "only the last prompt token runs again");
+    // The cache holds the prompt and the tokens generated after it, with the rows they produced.
+    assert_eq!(warm.stats.prefilled_tokens, 0, "{:?}", warm.stats);
+    assert_eq!((warm.stats.known_rows, warm.stats.decode_runs), (8, 0), "{:?}", warm.stats);
+    // A longer generation follows the cached tokens, then runs past them.
+    let longer_generation = model.generate(&request(prompt, 24), &mut |_| Flow::Continue).unwrap();
+    let cold_longer = self::model().generate(&request(prompt, 24), &mut |_| Flow::Continue).unwrap();
+    assert_eq!(longer_generation.tokens, cold_longer.tokens);
+    assert_eq!(longer_generation.stats.known_rows, 8, "{:?}", longer_generation.stats);
+    assert!(longer_generation.stats.decode_runs > 0);
     // A longer prompt sharing the start reuses it.
     let longer = format!("{prompt}    return 1\n");
     let extended = model.generate(&request(&longer, 8), &mut |_| Flow::Continue).unwrap();
@@ -121,7 +129,7 @@ fn prefix_reuse_gives_the_same_tokens_with_less_prefill() {
     assert!(extended.stats.reused_tokens >= cold.stats.prompt_tokens - 2, "{:?}", extended.stats);
     assert!(extended.stats.prefilled_tokens < from_scratch.stats.prefilled_tokens);
     let stats = &model.stats;
-    assert_eq!((stats.generations, stats.cache_hits, stats.cache_misses), (3, 2, 1));
+    assert_eq!((stats.generations, stats.cache_hits, stats.cache_misses), (4, 3, 1));
 }
 
 #[test]
