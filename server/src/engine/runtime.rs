@@ -3,7 +3,7 @@
 //! becomes a message that says how to fix it.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use ort::environment::Environment;
 
@@ -14,6 +14,9 @@ const MIN_MINOR_VERSION: u32 = 31;
 
 /// ONNX Runtime allows one environment per process; it lives as long as the process.
 static ENVIRONMENT: OnceLock<(PathBuf, Environment)> = OnceLock::new();
+/// Held while the environment is made: two threads that load models at once (the test
+/// binaries do) would otherwise both make one, and ONNX Runtime refuses the second.
+static MAKING: Mutex<()> = Mutex::new(());
 
 const FIX: &str = "run `make setup`, or set `nib.onnxRuntimePath` (or ORT_DYLIB_PATH) to libonnxruntime.so from the \
                    onnxruntime 1.31 wheel on PyPI";
@@ -21,14 +24,11 @@ const FIX: &str = "run `make setup`, or set `nib.onnxRuntimePath` (or ORT_DYLIB_
 /// The process-wide ONNX Runtime environment, loading the library on first use. Once loaded,
 /// a library cannot be swapped for another: a different `configured` path then only logs.
 pub fn environment(configured: Option<&Path>) -> Result<&'static Environment, EngineError> {
-    if let Some((loaded, environment)) = ENVIRONMENT.get() {
-        if let Some(path) = configured.filter(|path| *path != loaded) {
-            tracing::warn!(
-                "onnxruntime is already loaded from {}; restart nib to use {}",
-                loaded.display(),
-                path.display()
-            );
-        }
+    if let Some(environment) = loaded(configured) {
+        return Ok(environment);
+    }
+    let _making = MAKING.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(environment) = loaded(configured) {
         return Ok(environment);
     }
     let library = find_library(configured)?;
@@ -42,6 +42,19 @@ pub fn environment(configured: Option<&Path>) -> Result<&'static Environment, En
         .map_err(|error| EngineError::Runtime(format!("cannot start onnxruntime: {error}")))?;
     tracing::info!("onnxruntime loaded from {}", library.display());
     Ok(&ENVIRONMENT.get_or_init(|| (library, environment)).1)
+}
+
+/// The environment if it is made; a `configured` library other than the loaded one is logged.
+fn loaded(configured: Option<&Path>) -> Option<&'static Environment> {
+    let (loaded, environment) = ENVIRONMENT.get()?;
+    if let Some(path) = configured.filter(|path| *path != loaded) {
+        tracing::warn!(
+            "onnxruntime is already loaded from {}; restart nib to use {}",
+            loaded.display(),
+            path.display()
+        );
+    }
+    Some(environment)
 }
 
 /// The library to load: the setting, then `ORT_DYLIB_PATH`, then nib's own virtualenv, then
