@@ -247,9 +247,11 @@ def replay(session: dict, workdir: str) -> dict:
         record = records.get(request_id)
         item = {"id": request_id, "class": classify(reply, record), "ms": (received - sent_at) * 1e3}
         if record and record["kind"] == "completion":
+            # A server older than the tokenize time in its log shows null there (A/B runs).
+            tokenize_ms = float(record["tokenize_ms"]) if "tokenize_ms" in record else None
             item.update(mode=record.get("mode"), reused=int(record["reused"]), prefilled=int(record["prefilled"]),
-                        generated=int(record["generated"]), prefillMs=float(record["prefill_ms"]),
-                        decodeMs=float(record["decode_ms"]))
+                        generated=int(record["generated"]), tokenizeMs=tokenize_ms,
+                        prefillMs=float(record["prefill_ms"]), decodeMs=float(record["decode_ms"]))
         requests.append(item)
     return {"status": status, "memoryIdleMb": idle, "memoryAfterMb": after, "engineStats": engine,
             "keystrokes": len(session["events"]), "typedChars": session["typedChars"],

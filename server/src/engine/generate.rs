@@ -17,6 +17,7 @@ use super::healing::{self, Spelling, TokenTexts};
 use super::known_rows::KnownRows;
 use super::lookup::{PromptLookup, Recent};
 use super::model::{ModelFiles, ModelInfo};
+use super::piece_ids::PieceIds;
 use super::session::{DecoderSession, KvCache, KvLayout};
 use super::{CancelToken, EngineError, EngineStats};
 
@@ -192,6 +193,8 @@ pub struct Model {
     /// which the first healed completion would otherwise wait for); `None` where the tokenizer
     /// cannot spell by token texts (`healing::token_texts`), which turns healing off.
     token_texts: Option<TokenTexts>,
+    /// The ids of the text pieces tokenized lately.
+    piece_ids: PieceIds,
 }
 
 fn millis(since: Instant) -> f64 {
@@ -227,6 +230,7 @@ impl Model {
             prefill_speed: PrefillSpeed::default(),
             stats: EngineStats::default(),
             token_texts,
+            piece_ids: PieceIds::default(),
         })
     }
 
@@ -256,18 +260,19 @@ impl Model {
         self.prefill_speed.record(1000, ms_per_token * 1000.0);
     }
 
-    /// Token ids of a prompt, pieces tokenized one by one.
-    pub fn tokenize(&self, prompt: &[PromptPiece]) -> Result<Vec<u32>, EngineError> {
+    /// Token ids of a prompt, pieces tokenized one by one (a piece tokenized lately is not
+    /// tokenized again: `PieceIds`).
+    pub fn tokenize(&mut self, prompt: &[PromptPiece]) -> Result<Vec<u32>, EngineError> {
         let mut ids: Vec<u32> = self.bos_token_id.into_iter().collect();
         for piece in prompt {
             match piece {
                 PromptPiece::Text(text) if text.is_empty() => {}
                 PromptPiece::Text(text) => {
-                    let encoding = self
-                        .tokenizer
-                        .encode(text.as_str(), false)
-                        .map_err(|error| EngineError::Inference(format!("tokenizer failed: {error}")))?;
-                    ids.extend_from_slice(encoding.get_ids());
+                    let encode = |text: &str| match self.tokenizer.encode(text, false) {
+                        Ok(encoding) => Ok(encoding.get_ids().to_vec()),
+                        Err(error) => Err(EngineError::Inference(format!("tokenizer failed: {error}"))),
+                    };
+                    ids.extend_from_slice(self.piece_ids.ids(text, encode)?);
                 }
                 PromptPiece::Special(token) => ids.push(self.tokenizer.token_to_id(token).ok_or_else(|| {
                     EngineError::Inference(format!("the model's vocabulary has no special token {token:?}"))
@@ -553,7 +558,7 @@ impl Model {
     /// `request.prompt` tokenized, or its warm alternative when the KV cache holds a longer
     /// prefix of that one (a tie keeps the prompt); with the text healing left to the output.
     fn choose_prompt(
-        &self,
+        &mut self,
         request: &GenerationRequest,
         stats: &mut GenerationStats,
     ) -> Result<(Vec<u32>, String), EngineError> {
@@ -570,7 +575,7 @@ impl Model {
     /// `prompt` tokenized, healed where `request` asks for it (`healing::heal`), and the healed
     /// text (empty when not healed).
     fn tokenize_healed(
-        &self,
+        &mut self,
         prompt: &[PromptPiece],
         request: &GenerationRequest,
     ) -> Result<(Vec<u32>, String), EngineError> {

@@ -15,6 +15,7 @@ pub mod linear;
 mod lookup;
 pub mod model;
 mod onnx_proto;
+mod piece_ids;
 pub mod remote;
 pub mod runtime;
 mod scheduler;

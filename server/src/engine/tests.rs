@@ -203,18 +203,18 @@ fn a_cold_prompt_is_cut_to_the_prefill_budget_and_a_warm_one_runs_whole() {
     assert!(model.prefill_ms_per_token().is_some(), "loading measures the prefill speed");
     // 1 ms per token: a 40 ms budget affords 40 new tokens.
     model.set_prefill_speed_for_test(1.0);
-    let tokens = |model: &Model, text: &str| model.tokenize(&[PromptPiece::Text(text.to_string())]).unwrap().len();
+    let tokens = |model: &mut Model, text: &str| model.tokenize(&[PromptPiece::Text(text.to_string())]).unwrap().len();
     let mut file = String::new();
     for n in 0.. {
         let line = format!("def f{n}(x):\n    return x + {n}\n");
-        if tokens(&model, &format!("{file}{line}def g")) > 200 {
+        if tokens(&mut model, &format!("{file}{line}def g")) > 200 {
             break;
         }
         file.push_str(&line);
     }
     let budgeted = |text: &str| GenerationRequest { prefill_budget_ms: Some(40), ..request(text, 2) };
     let cold = model.generate(&budgeted(&file), &mut |_| Flow::Continue).unwrap();
-    let whole = tokens(&model, &file);
+    let whole = tokens(&mut model, &file);
     assert!(whole > 120, "{whole}");
     assert!(cold.stats.capped_tokens > 0, "{:?}", cold.stats);
     assert!(cold.stats.prefilled_tokens <= 41, "{:?}", cold.stats);
@@ -225,7 +225,7 @@ fn a_cold_prompt_is_cut_to_the_prefill_budget_and_a_warm_one_runs_whole() {
     let typed = format!("{file}def g");
     let warm = model.generate(&budgeted(&typed), &mut |_| Flow::Continue).unwrap();
     assert_eq!(warm.stats.capped_tokens, 0, "{:?}", warm.stats);
-    assert_eq!(warm.stats.prompt_tokens, tokens(&model, &typed));
+    assert_eq!(warm.stats.prompt_tokens, tokens(&mut model, &typed));
     assert!(warm.stats.reused_tokens + 40 >= warm.stats.prompt_tokens, "{:?}", warm.stats);
 }
 
@@ -238,9 +238,9 @@ fn a_prewarm_within_the_budget_keeps_a_cut_prompt_for_the_next_keystroke() {
     let mut model = model();
     // 1 ms per token: a 40 ms budget affords 40 new tokens.
     model.set_prefill_speed_for_test(1.0);
-    let tokens = |model: &Model, text: &str| model.tokenize(&[PromptPiece::Text(text.to_string())]).unwrap().len();
+    let tokens = |model: &mut Model, text: &str| model.tokenize(&[PromptPiece::Text(text.to_string())]).unwrap().len();
     let mut file = String::new();
-    while tokens(&model, &file) < 200 {
+    while tokens(&mut model, &file) < 200 {
         file.push_str(&format!("def f{}(x):\n    return x\n", file.len()));
     }
     let budgeted =
