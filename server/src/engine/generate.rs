@@ -28,8 +28,12 @@ const PREFILL_CHUNK: usize = 128;
 /// Tokens per forward pass of a prefill-only request (a pre-warm). A real request whose prompt
 /// extends a running pre-warm waits for its pass in flight (the work is kept), so that pass is
 /// kept short: 128 tokens took about 230 ms on two cores, a wait longer than the rest of a
-/// completion on a warm cache.
-const PREWARM_CHUNK: usize = 32;
+/// completion on a warm cache. Passes of 64 tokens prefill about 775 tokens/s against about 640
+/// for passes of 32 (a 700-token pre-warm, 2026-12-04), so a file opened and paused on for 1 s
+/// is warmed further: the 40 first completions there took a median of 197 ms against 249 ms
+/// with 32 (`benches/replay.py --part open-pause`, 8 runs each, the two in turns, 2026-12-05),
+/// and the typing replay's single-line KV hits a p50 of 54.5 and 51.9 ms against 51.0 and 50.3.
+const PREWARM_CHUNK: usize = 64;
 
 /// A prefill-only request (a pre-warm) that would prefill at most this many tokens runs nothing.
 const PREWARM_SLACK: usize = 2;
