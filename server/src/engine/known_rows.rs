@@ -7,10 +7,9 @@
 //! replay`, 2026-12-04) 186 of the 255 generations found their whole prompt cached, most with
 //! tokens of the last generation after it: each ran the prompt's last token again only to get
 //! logits already computed once, and about half then decoded, run by run, tokens the cache
-//! held. A row is the model's output for a
-//! position and depends only on the tokens up to it (`DecoderSession::forward_rows`), so a
-//! kept row is the row a run would give, and it stays true for as long as the cache keeps its
-//! position (`KvCache` forgets the rows it cuts off).
+//! held. A row is the model's output for a position and depends only on the tokens up to it
+//! (`DecoderSession::forward_rows`), so a kept row is the row a run would give, and it stays
+//! true for as long as the cache keeps its position (`KvCache` forgets the rows it cuts off).
 
 use std::collections::VecDeque;
 
