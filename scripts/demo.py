@@ -339,10 +339,11 @@ def main():
           f"{stats['reusedTokens']} tokens reused, {stats['prefilledTokens']} prefilled")
     if stats.get("decodeMs") and stats.get("decodeRuns"):
         tokens_per_s = stats["generatedTokens"] / (stats["decodeMs"] / 1000)
+        known = stats.get("knownRows", 0)
+        known = f"; {known} tokens needed no pass, their logits kept from an earlier one" if known else ""
         print(f"decoding: {stats['generatedTokens']} tokens at {tokens_per_s:.0f} tokens/s in "
               f"{stats['decodeRuns']} forward passes (prompt lookup drafted {stats['draftTokens']} tokens, "
-              f"{stats['acceptedDraftTokens']} accepted; {stats.get('knownRows', 0)} tokens needed no pass, "
-              f"their logits kept from an earlier one; the output the same as plain decoding)")
+              f"{stats['acceptedDraftTokens']} accepted{known}; the output the same as plain decoding)")
 
 
 if __name__ == "__main__":
