@@ -5,8 +5,8 @@
 //! on open (once the main loop has read the messages waiting) and focus, when typing pauses,
 //! and again whenever the workspace index answers for the target's document (once typing
 //! pauses, if the user is typing there after a completion), because the retrieved code at the
-//! head of the prompt may have changed with it. Any real request cancels a pre-warm (`EngineHandle::submit`), keeping
-//! the work it did when its prompt extends the pre-warm's.
+//! head of the prompt may have changed with it. Any real request cancels a pre-warm
+//! (`EngineHandle::submit`), keeping the work it did when its prompt extends the pre-warm's.
 //!
 //! A pause between keys (300 ms) warms within the completion's prefill budget, as a keystroke's
 //! completion would run: where a cold prompt was cut to the lines before the cursor, the cache
