@@ -5,8 +5,9 @@
 //! before (`Recent`) are searched: an action's retries say much of what the first try said,
 //! the sentences of one docstring share their phrasing, and a completion after a keystroke much
 //! of the one before it. The generator verifies a draft in one forward pass and keeps only
-//! what plain decoding (greedy or seeded sampling) would have produced anyway; how long the
-//! next draft may be follows how much of the last one the model took (`next_limit`).
+//! what plain decoding (greedy or seeded sampling) would have produced anyway. How long a draft
+//! may be follows how far the match reaches back (`agreeing`) and how much of the last draft
+//! the model took (`next_limit`).
 
 use std::collections::VecDeque;
 
@@ -22,7 +23,7 @@ pub(crate) struct PromptLookup {
 
 impl Default for PromptLookup {
     fn default() -> Self {
-        PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 8 }
+        PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 16 }
     }
 }
 
@@ -31,12 +32,14 @@ impl PromptLookup {
     /// tokens (the longest n that occurs), at most `limit` of them; empty when nothing matches.
     /// For each n, the context is searched first, then `recent` generations, the newest first.
     ///
-    /// A match of a single token is weak evidence: it drafts one token, and only while the
-    /// last draft was not turned down whole (`limit` is then 1, see `next_limit`). Each drafted
-    /// token costs a row in the run that verifies it. In prose the model turned down 85 % of
-    /// these guesses (the docstring workload of `cargo bench --bench engine -- --speculation`,
-    /// 17 of 113 taken, 2026-12-03), and guessing on after a miss made that workload slower than
-    /// no drafts at all (0.97×); in code that copies, a taken guess keeps them coming.
+    /// A draft is no longer than the stretch of tokens, ending at the match, that the context
+    /// and the occurrence share (`agreeing`: at least n): the further back they agree, the
+    /// likelier the model is copying, and each drafted token costs a row in the run that
+    /// verifies it (about a quarter of a lone token's run). So a single token's match drafts
+    /// one token, and only while the last draft was not turned down whole (`limit` is then 1,
+    /// see `next_limit`): in prose, guessing on after a miss made the docstring workload of
+    /// `cargo bench --bench engine -- --speculation` slower than no drafts at all (0.97×,
+    /// 2026-12-03).
     pub fn draft<'a>(&self, context: &'a [u32], recent: &'a Recent, limit: usize) -> &'a [u32] {
         let limit = limit.min(self.max_draft);
         if limit == 0 {
@@ -49,16 +52,16 @@ impl PromptLookup {
                 continue;
             }
             let pattern = &context[length - n..];
-            let found = after_latest(context, pattern).map(|from| &context[from..]).or_else(|| {
+            let found = after_latest(context, pattern).map(|from| (context, from)).or_else(|| {
                 recent
                     .generations
                     .iter()
                     .rev()
-                    .find_map(|tokens| after_latest(tokens, pattern).map(|from| &tokens[from..]))
+                    .find_map(|tokens| after_latest(tokens, pattern).map(|from| (&tokens[..], from)))
             });
-            if let Some(following) = found {
-                let limit = if n == 1 { 1 } else { limit };
-                return &following[..limit.min(following.len())];
+            if let Some((source, from)) = found {
+                let limit = limit.min(agreeing(source, from, context, self.max_draft));
+                return &source[from..][..limit.min(source.len() - from)];
             }
         }
         &[]
@@ -80,6 +83,12 @@ impl PromptLookup {
 fn after_latest(tokens: &[u32], pattern: &[u32]) -> Option<usize> {
     let n = pattern.len();
     (0..tokens.len().checked_sub(n)?).rev().find(|&start| &tokens[start..start + n] == pattern).map(|start| start + n)
+}
+
+/// How many tokens, up to `most`, end both `source[..from]` and `context`: how far back the
+/// match that found `from` reaches.
+fn agreeing(source: &[u32], from: usize, context: &[u32], most: usize) -> usize {
+    source[..from].iter().rev().zip(context.iter().rev()).take(most).take_while(|(a, b)| a == b).count()
 }
 
 /// The tokens of the last few generations, oldest first, at most `MAX_TOKENS` of them.
@@ -120,20 +129,23 @@ mod tests {
     #[test]
     fn drafts_what_followed_the_latest_longest_match() {
         let lookup = PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 4 };
-        // ... 1 2 3 [4 5 6 7 8] ... 1 2 3 → 4 5 6 7 (limited to 4)
-        let context = [9, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3];
+        // ... 0 1 2 3 [4 5 6 7 8] ... 0 1 2 3 → 4 5 6 7 (limited to 4)
+        let context = [0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3];
         assert_eq!(lookup.draft(&context, &Recent::default(), 10), &[4, 5, 6, 7]);
         assert_eq!(lookup.draft(&context, &Recent::default(), 2), &[4, 5], "the caller's limit");
         assert_eq!(lookup.draft(&context, &Recent::default(), 0), &[] as &[u32]);
-        // The latest occurrence wins: 7 follows "2 3" the second time.
-        let context = [2, 3, 5, 2, 3, 7, 1, 2, 3];
-        assert_eq!(lookup.draft(&context, &Recent::default(), 4), &[7, 1, 2, 3]);
+        // No longer than the match reaches back: 9 1 2 3 and 0 1 2 3 share three tokens.
+        let context = [9, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3];
+        assert_eq!(lookup.draft(&context, &Recent::default(), 10), &[4, 5, 6]);
+        // The latest occurrence wins: 7 follows "1 2 3" the second time.
+        let context = [1, 2, 3, 5, 1, 2, 3, 7, 1, 2, 3];
+        assert_eq!(lookup.draft(&context, &Recent::default(), 4), &[7, 1, 2]);
         // A longer match beats a more recent shorter one.
         let context = [1, 2, 3, 4, 9, 3, 5, 1, 2, 3];
         assert_eq!(lookup.draft(&context, &Recent::default(), 2), &[4, 9]);
         // The draft ends where the context does.
-        let context = [5, 6, 7, 5, 6];
-        assert_eq!(lookup.draft(&context, &Recent::default(), 4), &[7, 5, 6]);
+        let context = [5, 6, 5, 6, 5, 6];
+        assert_eq!(lookup.draft(&context, &Recent::default(), 4), &[5, 6]);
         // A single-token match drafts a single token.
         let context = [5, 6, 7, 5];
         assert_eq!(lookup.draft(&context, &Recent::default(), 4), &[6]);
@@ -144,7 +156,7 @@ mod tests {
 
     #[test]
     fn a_rejected_draft_shrinks_the_next_and_a_taken_one_grows_it() {
-        let lookup = PromptLookup::default();
+        let lookup = PromptLookup { max_draft: 8, ..PromptLookup::default() };
         assert_eq!(lookup.next_limit(8, 8, 0), 1, "nothing taken: the next draft rides along alone");
         assert_eq!(lookup.next_limit(8, 6, 2), 3);
         assert_eq!(lookup.next_limit(1, 1, 1), 2, "taken whole: doubled");
@@ -164,7 +176,7 @@ mod tests {
         // "1 2 3" (longer) only in the older generation.
         assert_eq!(lookup.draft(&[1, 2, 3], &recent, 4), &[4, 5, 6]);
         // The context first, at the same length.
-        assert_eq!(lookup.draft(&[2, 3, 0, 2, 3], &recent, 4), &[0, 2, 3]);
+        assert_eq!(lookup.draft(&[2, 3, 0, 2, 3], &recent, 4), &[0, 2]);
         // A match at a generation's very end has nothing to draft.
         assert!(lookup.draft(&[5, 6], &Recent::default(), 4).is_empty());
         recent.remember(&[0, 5, 6]);
