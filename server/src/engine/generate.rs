@@ -630,13 +630,6 @@ impl Model {
     ) -> Result<VecDeque<u32>, EngineError> {
         stats.decode_runs += 1;
         let before = self.cache.tokens.len();
-        if draft.is_empty() {
-            let logits = self.session.forward(&mut self.cache, &[next], Some(run_options))?;
-            if before < rows_until {
-                self.cache.rows.keep(before, &logits);
-            }
-            return Ok(VecDeque::from([sampler.sample(&logits)]));
-        }
         let mut ids = Vec::with_capacity(draft.len() + 1);
         ids.push(next);
         ids.extend_from_slice(draft);
