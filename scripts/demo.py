@@ -341,9 +341,12 @@ def main():
         tokens_per_s = stats["generatedTokens"] / (stats["decodeMs"] / 1000)
         known = stats.get("knownRows", 0)
         known = f"; {known} tokens needed no pass, their logits kept from an earlier one" if known else ""
+        beside = stats.get("sideBySideTokens", 0)
+        beside = (f"; {beside} tokens of the docstring's answers decoded side by side, one token of each per pass"
+                  if beside else "")
         print(f"decoding: {stats['generatedTokens']} tokens at {tokens_per_s:.0f} tokens/s in "
               f"{stats['decodeRuns']} forward passes (prompt lookup drafted {stats['draftTokens']} tokens, "
-              f"{stats['acceptedDraftTokens']} accepted{known}; the output the same as plain decoding)")
+              f"{stats['acceptedDraftTokens']} accepted{known}{beside}; the output the same as plain decoding)")
 
 
 if __name__ == "__main__":

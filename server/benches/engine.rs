@@ -20,7 +20,8 @@
 //!   actions' seeded sampling on retries) on three
 //!   workloads (a 64-token code continuation, the docstring action, the unit-test action on
 //!   functions of this repository): the same output (asserted), decode time, forward passes,
-//!   drafted and accepted tokens.
+//!   drafted and accepted tokens; the docstring workload also with its questions decoded side
+//!   by side (`Model::generate_batch`).
 //!
 //! The prompt is real Python source of this repository, cut at a token boundary.
 
@@ -337,8 +338,17 @@ fn speculation(model: &mut Model, source: &str, args: &Args) -> Value {
     for &name in workloads {
         let mut row = json!({ "workload": name });
         let mut outputs = Vec::new();
-        for (key, on) in [("plain", false), ("lookup", true)] {
-            model.set_speculation(on);
+        // Plain: one token per run, one generation after another; lookup: prompt lookup;
+        // side by side: an action's independent generations decode in one batch (lookup on,
+        // for the generations that run alone).
+        let ways: &[(&str, bool, bool)] = if name == "docstring" {
+            &[("plain", false, false), ("lookup", true, false), ("sideBySide", true, true)]
+        } else {
+            &[("plain", false, false), ("lookup", true, false)]
+        };
+        for &(key, speculation, batching) in ways {
+            model.set_speculation(speculation);
+            model.set_batching(batching);
             let (mut walls, mut counters) = (Vec::new(), Vec::new());
             for _ in 0..args.runs {
                 model.reset_cache();
@@ -360,7 +370,7 @@ fn speculation(model: &mut Model, source: &str, args: &Args) -> Value {
             });
         }
         let plain = &outputs[0].1;
-        assert!(outputs.iter().all(|(_, output)| output == plain), "{name}: speculation changed the output");
+        assert!(outputs.iter().all(|(_, output)| output == plain), "{name}: a fast path changed the output");
         let speedup = row["lookup"]["effectiveTokPerS"].as_f64().unwrap_or(0.0)
             / row["plain"]["effectiveTokPerS"].as_f64().unwrap_or(f64::NAN);
         row["speedup"] = json!(speedup);
@@ -370,8 +380,22 @@ fn speculation(model: &mut Model, source: &str, args: &Args) -> Value {
             row["lookup"]["effectiveTokPerS"].as_f64().unwrap_or(0.0),
             row["lookup"]["acceptedPerDraftRun"].as_f64().unwrap_or(0.0),
         );
+        if row["sideBySide"].is_object() {
+            let ratio = |field: &str| {
+                row["sideBySide"][field]["median"].as_f64().or(row["sideBySide"][field].as_f64()).unwrap_or(0.0)
+                    / row["plain"][field]["median"].as_f64().or(row["plain"][field].as_f64()).unwrap_or(f64::NAN)
+            };
+            let (decode, wall) = (ratio("effectiveTokPerS"), 1.0 / ratio("wallMs"));
+            row["sideBySideSpeedup"] = json!(decode);
+            row["sideBySideWallSpeedup"] = json!(wall);
+            eprintln!(
+                "engine bench: {name} side by side: {:.1} tok/s ({decode:.2}x plain decoding), the action {wall:.2}x as fast",
+                row["sideBySide"]["effectiveTokPerS"].as_f64().unwrap_or(0.0),
+            );
+        }
         rows.push(row);
     }
     model.set_speculation(false);
+    model.set_batching(true);
     Value::Array(rows)
 }

@@ -3,13 +3,16 @@
 //! cache, prompt-lookup speculation against plain decoding (greedy, healed prompts, and seeded
 //! sampling as the actions' retries use it), a pre-warmed cache against a cold one, on the
 //! tiny fixture and on the default model, over a sequence of requests that reuses, extends,
-//! truncates and regrows the cache (so rejected draft tokens would show if they left a trace).
+//! truncates and regrows the cache (so rejected draft tokens would show if they left a trace),
+//! and the same requests decoded side by side in one batch against one at a time.
 
 mod common;
 
 use std::path::Path;
 
-use nib::engine::{self, EngineSettings, Flow, Generation, GenerationRequest, KvLayout, Model, PromptPiece, Sampling};
+use nib::engine::{
+    self, EngineError, EngineSettings, Flow, Generation, GenerationRequest, KvLayout, Model, PromptPiece, Sampling,
+};
 
 fn load(dir: &Path) -> Model {
     let settings =
@@ -66,6 +69,82 @@ fn run_with(model: &mut Model, prompts: &[(String, usize)], sampling: impl Fn(u6
             model.generate(&request, &mut |_| Flow::Continue).unwrap()
         })
         .collect()
+}
+
+/// `prompts` as requests, request `index` sampled as `sampling(index)` says.
+fn requests(prompts: &[(String, usize)], sampling: impl Fn(u64) -> Sampling) -> Vec<GenerationRequest> {
+    let request_at = |((prompt, max_tokens), index): (&(String, usize), u64)| GenerationRequest {
+        sampling: sampling(index),
+        ..request(prompt, *max_tokens)
+    };
+    prompts.iter().zip(0..).map(request_at).collect()
+}
+
+/// An observer that stops at the first line end when `line` is set.
+fn first_line(line: bool) -> impl FnMut(&str) -> Flow {
+    move |text: &str| if line && text.contains('\n') { Flow::Stop } else { Flow::Continue }
+}
+
+/// `requests` one after another (`Model::generate`), observed by `first_line(line)`.
+fn run_each(model: &mut Model, requests: &[GenerationRequest], line: bool) -> Vec<Generation> {
+    requests.iter().map(|request| model.generate(request, &mut first_line(line)).unwrap()).collect()
+}
+
+/// `requests` side by side (`Model::generate_batch`), observed by `first_line(line)`; with
+/// `completions`, a completion of another prompt runs on the model before each prefill and
+/// each run of the batch, as the engine answers waiting completions there (and the number of
+/// those runs is checked).
+fn run_batch(model: &mut Model, requests: &[GenerationRequest], line: bool, completions: bool) -> Vec<Generation> {
+    let mut observers: Vec<_> = requests.iter().map(|_| first_line(line)).collect();
+    let mut observers: Vec<&mut dyn FnMut(&str) -> Flow> =
+        observers.iter_mut().map(|observer| observer as &mut dyn FnMut(&str) -> Flow).collect();
+    let mut between_runs = 0;
+    let mut between = |model: &mut Model| {
+        if completions {
+            between_runs += 1;
+            model.generate(&request("class Completion:\n    def", 3), &mut |_| Flow::Continue).unwrap();
+        }
+    };
+    let results = model.generate_batch_yielding(requests, &mut observers, &mut between);
+    let generations: Vec<Generation> = results.into_iter().map(|generation| generation.unwrap()).collect();
+    if completions {
+        let runs = generations.iter().map(|g| g.stats.decode_runs).max().unwrap_or(0);
+        let expected = if model.batches() { requests.len() + runs } else { requests.len() };
+        assert!(between_runs >= expected, "{between_runs} completions ran between the batch's {expected} steps");
+    }
+    generations
+}
+
+/// The requests of `prompts` side by side give the generations they give one at a time,
+/// greedy or sampled, run to their limits or stopped by their observers at different tokens
+/// (the batch loses its sequences one by one).
+fn check_batch(model: &mut Model, prompts: &[(String, usize)], sampling: impl Fn(u64) -> Sampling + Copy) {
+    model.set_speculation(false);
+    for (requests, line) in [(requests(prompts, |_| Sampling::GREEDY), false), (requests(prompts, sampling), true)] {
+        model.reset_cache();
+        let alone = run_each(model, &requests, line);
+        let batched = run_batch(model, &requests, line, false);
+        assert_same_output(&format!("side by side vs one at a time (first line only: {line})"), &alone, &batched);
+        // A model whose rows depend on how many run together decodes one request at a time.
+        let beside = batched.iter().map(|generation| generation.stats.decoded_beside).max().unwrap_or(0);
+        assert_eq!(beside > 0, model.batches(), "{beside} decoded beside each other at most");
+        assert!(alone.iter().all(|generation| generation.stats.decoded_beside == 0));
+        let lengths: std::collections::BTreeSet<usize> = batched.iter().map(|g| g.tokens.len()).collect();
+        assert!(lengths.len() > 2, "the sequences ended at different tokens: {lengths:?}");
+    }
+    // Completions run between the batch's runs change none of its tokens.
+    let greedy = requests(prompts, |_| Sampling::GREEDY);
+    let alone = run_each(model, &greedy, false);
+    assert_same_output("side by side with completions between", &alone, &run_batch(model, &greedy, false, true));
+    // A cancelled request ends with `Cancelled`; the others of its batch are not held back.
+    let requests = requests(prompts, |_| Sampling::GREEDY);
+    requests[1].cancel.cancel();
+    let mut observers: Vec<_> = requests.iter().map(|_| first_line(false)).collect();
+    let mut observers: Vec<&mut dyn FnMut(&str) -> Flow> =
+        observers.iter_mut().map(|observer| observer as &mut dyn FnMut(&str) -> Flow).collect();
+    let results = model.generate_batch(&requests, &mut observers);
+    assert!(matches!(results[1], Err(EngineError::Cancelled)), "{:?}", results[1].as_ref().err());
+    assert!(results.iter().enumerate().all(|(index, result)| index == 1 || result.is_ok()));
 }
 
 /// `run_with` on an empty cache for every request: nothing reused, the reference for reuse.
@@ -132,6 +211,7 @@ fn check(dir: &Path, source: &str, head_chars: usize, long_chars: usize) -> Vec<
     assert_same_tokens("speculative vs plain sampling", &sampled[0], &sampled[1]);
     let sampled_cold = run_cold(&mut model, &prompts, sampling);
     assert_same_output("sampling on a reused cache vs an empty cache", &sampled_cold, &sampled[1]);
+    check_batch(&mut model, &prompts, sampling);
     assert!(sampled[1].iter().any(|g| g.stats.draft_tokens > 0), "prompt lookup never drafted while sampling");
     assert_ne!(
         sampled[0].iter().map(|g| &g.tokens).collect::<Vec<_>>(),
@@ -174,6 +254,7 @@ fn fast_paths_change_no_token_on_the_default_model() {
     let Some(dir) = common::default_model() else { return };
     let source = std::fs::read_to_string(common::repo_root().join("models/nib_convert/graph.py")).unwrap();
     // ~1,100 tokens: the shared buffer grows three times (256, 512, 768, 1152 rows).
+    assert!(load(&dir).batches(), "nib's kernels run the default model: its rows are independent");
     let generations = check(&dir, &source, 600, 4000);
     let accepted: usize = generations.iter().map(|g| g.stats.accepted_draft_tokens).sum();
     assert!(accepted > 0, "the default model accepted no drafted token on code it can copy from");

@@ -281,7 +281,9 @@ pub fn facts(target: &Target) -> Facts {
     facts
 }
 
-/// Asks the model for every sentence the docstring needs.
+/// Asks the model for every sentence the docstring needs. The questions do not depend on each
+/// other's answers: their first answers are generated together (side by side on the
+/// in-process model), then each is checked, and asked again when unusable, in order.
 pub fn write_prose(
     model: &mut dyn Backend,
     target: &Target,
@@ -291,24 +293,47 @@ pub fn write_prose(
     let context = format!("```{}\n{}\n```", target.fence(), target.source());
     let mut asker = Asker::new(model, cancel, context);
     let item = Documented { name: &target.scope.name, comment: target.language.spec().line_comment };
-    let mut prose = Prose { summary: summary_sentence(&mut asker, target, &item)?, ..Prose::default() };
-    for parameter in &facts.parameters {
-        prose.parameters.push(parameter_sentence(&mut asker, &item, parameter)?);
+    let seen = facts.results.as_ref();
+    let mut questions = vec![summary_question(target, &item)];
+    questions.extend(facts.parameters.iter().map(|parameter| parameter_question(&item, parameter)));
+    questions.extend(facts.returns_value.then(|| return_value_question(&item, seen)));
+    questions.extend(facts.raises.iter().map(|exception| raises_question(&item, exception)));
+    questions.extend(facts.returns_result.then(|| errors_question(&item)));
+    questions.extend(facts.can_panic.then(|| panics_question(&item)));
+    let prompts = questions.iter().map(|question| question.prompt(&asker, 0)).collect();
+    let first_answers = asker.generate_each(prompts, ANSWER_TOKENS, &["\n"], &first_sentence);
+    let mut answers = questions.iter().zip(first_answers);
+    let mut next = |asker: &mut Asker, contradiction: &dyn Fn(&str) -> Option<String>| {
+        let (question, first) = answers.next().expect("one answer per question");
+        ask(asker, question, first, contradiction)
+    };
+    let mut prose = Prose { summary: finish_summary(target, &item, next(&mut asker, UNCHECKED)?), ..Prose::default() };
+    for _ in &facts.parameters {
+        prose.parameters.push(next(&mut asker, UNCHECKED)?);
     }
     if facts.returns_value {
-        let (returns, turned_down) = return_value_sentence(&mut asker, &item, facts.results.as_ref())?;
+        let (returns, turned_down) =
+            return_value_sentence(seen, |true_to_the_code| next(&mut asker, true_to_the_code))?;
         (prose.returns, prose.turned_down) = (Some(returns), turned_down);
     }
-    for exception in &facts.raises {
-        prose.raises.push(raises_sentence(&mut asker, &item, exception)?);
+    for _ in &facts.raises {
+        prose.raises.push(next(&mut asker, UNCHECKED)?);
     }
     if facts.returns_result {
-        prose.errors = Some(errors_sentence(&mut asker, &item)?);
+        prose.errors = Some(next(&mut asker, UNCHECKED)?);
     }
     if facts.can_panic {
-        prose.panics = Some(panics_sentence(&mut asker, &item)?);
+        prose.panics = Some(next(&mut asker, UNCHECKED)?);
     }
     Ok(prose)
+}
+
+/// The most tokens of one answer (a sentence).
+const ANSWER_TOKENS: usize = 48;
+
+/// Only the first sentence is kept: generating past it would be thrown away.
+fn first_sentence(text: &str) -> Flow {
+    if past_first_sentence(text) { Flow::Stop } else { Flow::Continue }
 }
 
 /// The item the questions are about: its name, and how its language starts a comment (the
@@ -318,59 +343,105 @@ struct Documented<'a> {
     comment: &'a str,
 }
 
+/// One question about the item, and how its answer may be steered: `lead` is written as the
+/// start of the answer (the model continues it), and `prefix` goes before what it wrote ("If "
+/// before a condition). `subjects` are the answer's subjects `clean_sentence` strips ("The
+/// parameter x"), `what` names the answer in messages.
+struct Question {
+    question: String,
+    completion_lead: String,
+    lead: String,
+    prefix: String,
+    subjects: Vec<String>,
+    what: String,
+}
+
+impl Question {
+    /// The prompt of try `attempt`: the first is free, the later ones steered.
+    fn prompt(&self, asker: &Asker, attempt: u64) -> Vec<crate::engine::PromptPiece> {
+        let lead = if attempt == 0 { "" } else { self.lead.as_str() };
+        asker.prompt(&self.question, &self.completion_lead, lead)
+    }
+
+    fn prefix(&self, attempt: u64) -> &str {
+        if attempt == 0 { "" } else { &self.prefix }
+    }
+}
+
 /// What the item does, as a sentence in the language's convention.
-fn summary_sentence(asker: &mut Asker, target: &Target, item: &Documented) -> Result<String, ActionError> {
+fn summary_question(target: &Target, item: &Documented) -> Question {
     let Documented { name, comment } = item;
     let what = target.scope.kind.as_str();
-    let summary = ask(
-        asker,
-        &format!(
+    Question {
+        question: format!(
             "Write one short sentence that says what the {what} `{name}` does. Start with a verb such as \"Return\", \"Compute\" or \"Create\"."
         ),
-        &format!("{comment} Summary of {name}: "),
-        Steer { lead: &format!("This {what}"), prefix: "" },
-        &[name.to_string(), format!("The {what} {name}"), format!("{name}()")],
-        "summary",
-        UNCHECKED,
-    )?;
-    // A Go doc comment is a sentence about the name; the others start with a verb.
-    Ok(match target.language.spec().doc {
+        completion_lead: format!("{comment} Summary of {name}: "),
+        lead: format!("This {what}"),
+        prefix: String::new(),
+        subjects: vec![name.to_string(), format!("The {what} {name}"), format!("{name}()")],
+        what: "summary".into(),
+    }
+}
+
+/// A Go doc comment is a sentence about the name; the others start with a verb.
+fn finish_summary(target: &Target, item: &Documented, summary: String) -> String {
+    match target.language.spec().doc {
         DocStyle::GoDoc => summary,
         DocStyle::Docstring | DocStyle::RustDoc | DocStyle::JsDoc | DocStyle::Javadoc | DocStyle::Doxygen => {
-            super::imperative(&summary, name)
+            super::imperative(&summary, item.name)
         }
-    })
+    }
 }
 
 /// What one parameter is (`parameter` as documentation spells it, `*args` included).
-fn parameter_sentence(asker: &mut Asker, item: &Documented, parameter: &str) -> Result<String, ActionError> {
+fn parameter_question(item: &Documented, parameter: &str) -> Question {
     let Documented { name, comment } = item;
     let bare = parameter.trim_start_matches('*').to_string();
-    ask(
-        asker,
-        &format!("In a few words, what is the parameter `{bare}` of `{name}`?"),
-        &format!("{comment} Parameter {bare} of {name}: "),
-        Steer { lead: &format!("`{bare}` is"), prefix: "" },
-        &[format!("The parameter {bare}"), format!("The {bare} parameter"), bare.clone(), parameter.to_string()],
-        &format!("description of `{bare}`"),
-        UNCHECKED,
-    )
+    Question {
+        question: format!("In a few words, what is the parameter `{bare}` of `{name}`?"),
+        completion_lead: format!("{comment} Parameter {bare} of {name}: "),
+        lead: format!("`{bare}` is"),
+        prefix: String::new(),
+        subjects: vec![
+            format!("The parameter {bare}"),
+            format!("The {bare} parameter"),
+            bare.clone(),
+            parameter.into(),
+        ],
+        what: format!("description of `{bare}`"),
+    }
 }
 
-/// What the item returns. When nib ran it (`seen`), the sentence may not contradict what it
-/// returned: an answer that does is asked again, started with the kind it returned ("It returns
-/// a float") when there was one, and when no answer holds, the sentence is the kinds returned
-/// alone ("A float.", "A string, or None.").
-fn return_value_sentence(
-    asker: &mut Asker,
-    item: &Documented,
-    seen: Option<&SeenResults>,
-) -> Result<(String, Vec<String>), ActionError> {
+/// What the item returns; steered with the kind it returned when nib ran it (`seen`: "It
+/// returns a float"), which the sentence keeps.
+fn return_value_question(item: &Documented, seen: Option<&SeenResults>) -> Question {
     let Documented { name, comment } = item;
     let noun = seen.and_then(SeenResults::noun);
-    let lead = noun.map_or_else(|| "It returns".to_string(), |noun| format!("It returns {noun}"));
-    // The model continues after the kind, which the sentence keeps.
-    let prefix = noun.map_or_else(String::new, |noun| format!("{noun} "));
+    Question {
+        question: format!("In a few words, what does `{name}` return?"),
+        completion_lead: format!("{comment} {name} returns: "),
+        lead: noun.map_or_else(|| "It returns".to_string(), |noun| format!("It returns {noun}")),
+        prefix: noun.map_or_else(String::new, |noun| format!("{noun} ")),
+        subjects: vec![
+            format!("The {name} function returns"),
+            format!("The {name} method returns"),
+            format!("{name} returns"),
+            "It returns".into(),
+            "Returns".into(),
+        ],
+        what: "description of the return value".into(),
+    }
+}
+
+/// The Returns sentence, asked by `ask` with a check: when nib ran the item (`seen`), the
+/// sentence may not contradict what it returned. When no answer holds, the sentence is the
+/// kinds returned alone ("A float.", "A string, or None."). Also the answers turned down, and
+/// why.
+fn return_value_sentence(
+    seen: Option<&SeenResults>,
+    ask: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> Result<String, ActionError>,
+) -> Result<(String, Vec<String>), ActionError> {
     let turned_down = std::cell::RefCell::new(Vec::new());
     let true_to_the_code = |sentence: &str| {
         let why = seen.and_then(|seen| seen.contradiction(sentence));
@@ -379,21 +450,7 @@ fn return_value_sentence(
         }
         why
     };
-    let answer = ask(
-        asker,
-        &format!("In a few words, what does `{name}` return?"),
-        &format!("{comment} {name} returns: "),
-        Steer { lead: &lead, prefix: &prefix },
-        &[
-            format!("The {name} function returns"),
-            format!("The {name} method returns"),
-            format!("{name} returns"),
-            "It returns".into(),
-            "Returns".into(),
-        ],
-        "description of the return value",
-        &true_to_the_code,
-    );
+    let answer = ask(&true_to_the_code);
     let sentence = match (answer, seen.and_then(|seen| clean_sentence(&seen.kinds_returned(), &[]))) {
         (Err(ActionError::Rejected(_)), Some(kinds_alone)) => kinds_alone,
         (answer, _) => answer?,
@@ -402,90 +459,82 @@ fn return_value_sentence(
 }
 
 /// When the item raises (Python) or throws (Java, C++) `exception`.
-fn raises_sentence(asker: &mut Asker, item: &Documented, exception: &str) -> Result<String, ActionError> {
+fn raises_question(item: &Documented, exception: &str) -> Question {
     let Documented { name, comment } = item;
-    ask(
-        asker,
-        &format!("In a few words, when does `{name}` raise `{exception}`?"),
-        &format!("{comment} {name} raises {exception} when "),
-        Steer { lead: &format!("It raises `{exception}` when"), prefix: "If " },
-        &[format!("{name} raises {exception}"), format!("It raises {exception}"), "It is raised".into()],
-        &format!("description of when `{exception}` is raised"),
-        UNCHECKED,
-    )
+    Question {
+        question: format!("In a few words, when does `{name}` raise `{exception}`?"),
+        completion_lead: format!("{comment} {name} raises {exception} when "),
+        lead: format!("It raises `{exception}` when"),
+        prefix: "If ".into(),
+        subjects: vec![format!("{name} raises {exception}"), format!("It raises {exception}"), "It is raised".into()],
+        what: format!("description of when `{exception}` is raised"),
+    }
 }
 
 /// When a Rust function returns an `Err`: its `# Errors` section.
-fn errors_sentence(asker: &mut Asker, item: &Documented) -> Result<String, ActionError> {
+fn errors_question(item: &Documented) -> Question {
     let Documented { name, comment } = item;
-    ask(
-        asker,
-        &format!("In a few words, when does `{name}` return an error?"),
-        &format!("{comment} {name} returns an error when "),
-        Steer { lead: "It returns an error when", prefix: "If " },
-        &[format!("{name} returns an error"), "It returns an error".into()],
-        "description of when an error is returned",
-        UNCHECKED,
-    )
+    Question {
+        question: format!("In a few words, when does `{name}` return an error?"),
+        completion_lead: format!("{comment} {name} returns an error when "),
+        lead: "It returns an error when".into(),
+        prefix: "If ".into(),
+        subjects: vec![format!("{name} returns an error"), "It returns an error".into()],
+        what: "description of when an error is returned".into(),
+    }
 }
 
 /// When a Rust function panics: its `# Panics` section.
-fn panics_sentence(asker: &mut Asker, item: &Documented) -> Result<String, ActionError> {
+fn panics_question(item: &Documented) -> Question {
     let Documented { name, comment } = item;
-    ask(
-        asker,
-        &format!("In a few words, when does `{name}` panic?"),
-        &format!("{comment} {name} panics when "),
-        Steer { lead: "It panics when", prefix: "If " },
-        &[format!("{name} panics"), "It panics".into()],
-        "description of when it panics",
-        UNCHECKED,
-    )
-}
-
-/// How an answer may be steered: `lead` is written as the start of the answer (the model
-/// continues it), and `prefix` goes before what it wrote ("If " before a condition).
-struct Steer<'a> {
-    lead: &'a str,
-    prefix: &'a str,
+    Question {
+        question: format!("In a few words, when does `{name}` panic?"),
+        completion_lead: format!("{comment} {name} panics when "),
+        lead: "It panics when".into(),
+        prefix: "If ".into(),
+        subjects: vec![format!("{name} panics"), "It panics".into()],
+        what: "description of when it panics".into(),
+    }
 }
 
 /// An answer `ask` can tell nothing false about.
 const UNCHECKED: &dyn Fn(&str) -> Option<String> = &|_: &str| None;
 
-/// One question. First the model answers freely; when that is unusable (small models like to
-/// answer with code, or `contradiction` says why it is false), the answer is started for it
-/// (`steer`), greedy and then sampled.
+/// One question, whose first, free answer (greedy) is `first`. When that is unusable (small
+/// models like to answer with code, or `contradiction` says why it is false), the answer is
+/// started for the model (`Question::lead`), greedy and then sampled.
 fn ask(
     asker: &mut Asker,
-    question: &str,
-    completion_lead: &str,
-    steer: Steer,
-    subjects: &[String],
-    what: &str,
+    question: &Question,
+    first: Result<String, ActionError>,
     contradiction: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, ActionError> {
+    let mut first = Some(first);
     for attempt in 0..3u64 {
         asker.attempt = attempt.saturating_sub(1);
-        let (lead, prefix) = if attempt == 0 { ("", "") } else { (steer.lead, steer.prefix) };
-        let prompt = asker.prompt(question, completion_lead, lead);
-        // Only the first sentence is kept: generating past it would be thrown away.
-        let mut first_sentence = |text: &str| if past_first_sentence(text) { Flow::Stop } else { Flow::Continue };
-        let answer = asker.generate_until(prompt, 48, &["\n"], &mut first_sentence)?;
+        let answer = match first.take() {
+            Some(first) => first?,
+            None => {
+                let prompt = question.prompt(asker, attempt);
+                asker.generate_until(prompt, ANSWER_TOKENS, &["\n"], &mut first_sentence)?
+            }
+        };
         let answer = answer.trim_start();
         // "a float" + ", rounded": no space before the punctuation.
+        let prefix = question.prefix(attempt);
         let prefix = if answer.starts_with([',', '.', ';']) { prefix.trim_end() } else { prefix };
-        let Some(sentence) = clean_sentence(&format!("{prefix}{answer}"), subjects) else {
-            tracing::debug!(answer, lead, "unusable answer for {what}");
+        let Some(sentence) = clean_sentence(&format!("{prefix}{answer}"), &question.subjects) else {
+            tracing::debug!(answer, attempt, "unusable answer for {}", question.what);
             continue;
         };
         match contradiction(&sentence) {
             None => return Ok(sentence),
-            Some(why) => tracing::info!(sentence, "{what} not used: {why}"),
+            Some(why) => tracing::info!(sentence, "{} not used: {why}", question.what),
         }
     }
     Err(ActionError::Rejected(format!(
-        "the model gave no usable {what}; nothing was inserted (try again, or a larger model)"
+        "the model gave no usable {}; nothing was inserted (try again, or a larger model)",
+        question.what
     )))
 }
 

@@ -122,12 +122,36 @@ impl<'a> Asker<'a> {
         stops: &[&str],
         done: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<String, ActionError> {
+        let request = self.request(prompt, max_tokens, stops);
+        Ok(self.model.generate(&request, done)?.text)
+    }
+
+    /// `generate_until` for each of `prompts`, each stopped by `done` on its own text: the
+    /// answers it gives one after another, which the model may decode side by side.
+    pub fn generate_each(
+        &mut self,
+        prompts: Vec<Vec<PromptPiece>>,
+        max_tokens: usize,
+        stops: &[&str],
+        done: &dyn Fn(&str) -> Flow,
+    ) -> Vec<Result<String, ActionError>> {
+        let requests: Vec<GenerationRequest> =
+            prompts.into_iter().map(|prompt| self.request(prompt, max_tokens, stops)).collect();
+        let mut observers: Vec<_> = requests.iter().map(|_| |text: &str| done(text)).collect();
+        let mut observers: Vec<&mut dyn FnMut(&str) -> Flow> =
+            observers.iter_mut().map(|observer| observer as &mut dyn FnMut(&str) -> Flow).collect();
+        let generations = self.model.generate_batch(&requests, &mut observers);
+        generations.into_iter().map(|generation| Ok(generation?.text)).collect()
+    }
+
+    /// The request for `prompt`: greedy on the first try; retries (higher `attempt`) sample.
+    fn request(&self, prompt: Vec<PromptPiece>, max_tokens: usize, stops: &[&str]) -> GenerationRequest {
         let sampling = if self.attempt == 0 {
             Sampling::GREEDY
         } else {
             Sampling { temperature: 0.6, top_p: 0.9, seed: 0x5eed + self.attempt }
         };
-        let request = GenerationRequest {
+        GenerationRequest {
             prompt,
             max_tokens,
             sampling,
@@ -139,8 +163,7 @@ impl<'a> Asker<'a> {
             single_line: false,
             warm_alternative: None,
             heal_word: false,
-        };
-        Ok(self.model.generate(&request, done)?.text)
+        }
     }
 }
 

@@ -16,6 +16,17 @@ pub trait Backend {
         request: &GenerationRequest,
         observer: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Generation, EngineError>;
+
+    /// Generates each of `requests` (`observers[i]` watching request `i`): the results
+    /// `generate` gives one after another, in order. The in-process model decodes them side by
+    /// side.
+    fn generate_batch(
+        &mut self,
+        requests: &[GenerationRequest],
+        observers: &mut [&mut dyn FnMut(&str) -> Flow],
+    ) -> Vec<Result<Generation, EngineError>> {
+        requests.iter().zip(observers).map(|(request, observer)| self.generate(request, *observer)).collect()
+    }
 }
 
 impl Backend for Model {
@@ -29,5 +40,13 @@ impl Backend for Model {
         observer: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Generation, EngineError> {
         Model::generate(self, request, observer)
+    }
+
+    fn generate_batch(
+        &mut self,
+        requests: &[GenerationRequest],
+        observers: &mut [&mut dyn FnMut(&str) -> Flow],
+    ) -> Vec<Result<Generation, EngineError>> {
+        Model::generate_batch(self, requests, observers)
     }
 }

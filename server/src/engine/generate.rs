@@ -151,8 +151,10 @@ pub struct GenerationStats {
     pub generated_tokens: usize,
     pub tokenize_ms: f64,
     pub prefill_ms: f64,
+    /// Decoding time; a generation decoded in a batch is charged its share of each run.
     pub decode_ms: f64,
-    /// Forward passes during decoding (one per token without speculation).
+    /// Forward passes during decoding (one per token without speculation), the batch runs it
+    /// took part in included.
     pub decode_runs: usize,
     /// Tokens whose logits the cache already held from an earlier run, so that none ran for
     /// them: the prompt's last token, and generated tokens the cache held after the prompt
@@ -161,6 +163,9 @@ pub struct GenerationStats {
     /// Tokens proposed by prompt lookup, and how many of them the model confirmed.
     pub draft_tokens: usize,
     pub accepted_draft_tokens: usize,
+    /// The most other generations this one was decoded beside, in one batch
+    /// (`Model::generate_batch`); 0 when it decoded alone.
+    pub decoded_beside: usize,
     /// Prompt tokens left out to keep the prefill within the request's budget.
     pub capped_tokens: usize,
     /// The request's warm alternative ran instead of its prompt.
@@ -183,12 +188,15 @@ pub struct Generation {
 pub struct Model {
     pub info: ModelInfo,
     pub tokenizer: Tokenizer,
-    session: DecoderSession,
-    cache: KvCache,
+    pub(super) session: DecoderSession,
+    pub(super) cache: KvCache,
     stop_token_ids: Vec<u32>,
     bos_token_id: Option<u32>,
     /// Drafting for decoding (greedy or sampled); `None` decodes one token per run.
     lookup: Option<PromptLookup>,
+    /// `generate_batch` decodes side by side where the session can (off: one after another,
+    /// for comparisons).
+    pub(super) batching: bool,
     /// The last generations, where drafts are also looked up.
     recent: Recent,
     prefill_speed: PrefillSpeed,
@@ -201,7 +209,7 @@ pub struct Model {
     piece_ids: PieceIds,
 }
 
-fn millis(since: Instant) -> f64 {
+pub(super) fn millis(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
 
@@ -230,6 +238,7 @@ impl Model {
             stop_token_ids: files.stop_token_ids,
             bos_token_id: files.bos_token_id,
             lookup,
+            batching: true,
             recent: Recent::default(),
             prefill_speed: PrefillSpeed::default(),
             stats: EngineStats::default(),
@@ -343,7 +352,7 @@ impl Model {
         Ok(())
     }
 
-    fn check_interrupt(request: &GenerationRequest) -> Result<(), EngineError> {
+    pub(super) fn check_interrupt(request: &GenerationRequest) -> Result<(), EngineError> {
         if request.cancel.is_cancelled() {
             return Err(EngineError::Cancelled);
         }
@@ -357,7 +366,7 @@ impl Model {
     /// common prefix with what is cached and prefills the rest. Returns the last logits. A
     /// prompt the cache holds whole, with its last row kept, runs nothing, and the cache keeps
     /// what it holds after the prompt for the decoding to follow (`known_row`).
-    fn prefill(
+    pub(super) fn prefill(
         &mut self,
         prompt: &[u32],
         request: &GenerationRequest,
@@ -452,16 +461,13 @@ impl Model {
         let limit = self.info.context_length;
         let max_tokens = request.max_tokens.min(limit - prompt.len());
 
-        let spelling =
-            self.token_texts.clone().filter(|_| !healed.is_empty()).map(|texts| Spelling::new(healed.clone(), texts));
-        let mut sampler = Sampler::new(&request.sampling, spelling);
+        let mut sampler = Sampler::new(&request.sampling, self.spelling(&healed));
         let prefill_started = Instant::now();
         let logits = self.prefill(&prompt, request, run_options, &mut stats)?;
         stats.prefill_ms = millis(prefill_started);
 
         let decode_started = Instant::now();
-        let extra_stops: Vec<u32> =
-            request.stop_tokens.iter().filter_map(|token| self.tokenizer.token_to_id(token)).collect();
+        let mut output = Output::new(self, request, healed, max_tokens);
         let mut draft_limit = self.lookup.map_or(0, |lookup| lookup.max_draft);
         // The prompt and the tokens generated so far: where drafts are looked up.
         let mut context = prompt;
@@ -473,35 +479,11 @@ impl Model {
         }
         // Positions below this keep their rows for the generations after this one.
         let rows_until = context.len() - 1 + KnownRows::PER_GENERATION;
-        let mut generated: Vec<u32> = Vec::new();
-        let mut text = String::new();
-        let mut finish = FinishReason::Length;
         while let Some(next) = upcoming.pop_front() {
-            if self.stop_token_ids.contains(&next) || extra_stops.contains(&next) {
-                finish = FinishReason::StopToken;
+            if output.take(self, next, observer)? == Flow::Stop {
                 break;
             }
-            generated.push(next);
             context.push(next);
-            let decoded = self.decode(&generated)?;
-            // A token can end inside a multi-byte character; wait for the rest of it. A healed
-            // prompt's text starts once the tokens so far spell its healed end.
-            let visible = decoded.strip_prefix(healed.as_str());
-            if let Some(visible) = visible.filter(|visible| !visible.ends_with('\u{fffd}')) {
-                text = visible.to_string();
-                if let Some(cut) = request.stop_strings.iter().filter_map(|stop| text.find(stop.as_str())).min() {
-                    text.truncate(cut);
-                    finish = FinishReason::StopString;
-                    break;
-                }
-                if observer(&text) == Flow::Stop {
-                    finish = FinishReason::Observer;
-                    break;
-                }
-            }
-            if generated.len() == max_tokens {
-                break;
-            }
             if upcoming.is_empty() {
                 Self::check_interrupt(request)?;
                 let position = context.len() - 1;
@@ -511,7 +493,7 @@ impl Model {
                     continue;
                 }
                 self.session.truncate(&mut self.cache, position)?;
-                let room = (max_tokens - generated.len()).min(limit.saturating_sub(context.len()));
+                let room = (max_tokens - output.generated.len()).min(limit.saturating_sub(context.len()));
                 let room = room.saturating_sub(1).min(draft_limit);
                 let draft = self.lookup.map_or(&[][..], |lookup| lookup.draft(&context, &self.recent, room));
                 let draft = if request.single_line { self.through_line_end(draft) } else { draft }.to_vec();
@@ -521,15 +503,13 @@ impl Model {
                 }
             }
         }
-        self.recent.remember(&generated);
-        stats.generated_tokens = generated.len();
         stats.decode_ms = millis(decode_started);
-        Ok(Generation { text, tokens: generated, finish, stats })
+        Ok(output.finish(self, stats))
     }
 
     /// The request's prompt as tokens, cut to its latency budget and checked against the context
     /// length; `None` for a pre-warm the cache already holds, which needs no run.
-    fn prompt_to_run(
+    pub(super) fn prompt_to_run(
         &mut self,
         request: &GenerationRequest,
         stats: &mut GenerationStats,
@@ -588,6 +568,11 @@ impl Model {
             Some((healed, text)) => Ok((self.tokenize(&healed)?, text)),
             None => Ok((self.tokenize(prompt)?, String::new())),
         }
+    }
+
+    /// What a sampler must spell first: the prompt's end token healing left to the output.
+    pub(super) fn spelling(&self, healed: &str) -> Option<Spelling> {
+        self.token_texts.clone().filter(|_| !healed.is_empty()).map(|texts| Spelling::new(healed.to_string(), texts))
     }
 
     /// The logits that follow `next` at `position`, where the cache holds that very token there
@@ -654,9 +639,77 @@ impl Model {
     }
 }
 
+/// A generation's output as its tokens come: its text, and when it ends (a stop token or
+/// string, the observer, the token limit).
+pub(super) struct Output<'r> {
+    request: &'r GenerationRequest,
+    extra_stops: Vec<u32>,
+    /// The prompt's end that token healing left to the output to spell.
+    healed: String,
+    max_tokens: usize,
+    pub(super) generated: Vec<u32>,
+    text: String,
+    reason: FinishReason,
+}
+
+impl<'r> Output<'r> {
+    pub(super) fn new(model: &Model, request: &'r GenerationRequest, healed: String, max_tokens: usize) -> Self {
+        let extra_stops = request.stop_tokens.iter().filter_map(|token| model.tokenizer.token_to_id(token)).collect();
+        Output {
+            request,
+            extra_stops,
+            healed,
+            max_tokens,
+            generated: Vec::new(),
+            text: String::new(),
+            reason: FinishReason::Length,
+        }
+    }
+
+    /// Takes the next token; `Flow::Stop` when the output ends with it (a stop token is not
+    /// kept).
+    pub(super) fn take(
+        &mut self,
+        model: &Model,
+        next: u32,
+        observer: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<Flow, EngineError> {
+        if model.stop_token_ids.contains(&next) || self.extra_stops.contains(&next) {
+            self.reason = FinishReason::StopToken;
+            return Ok(Flow::Stop);
+        }
+        self.generated.push(next);
+        let decoded = model.decode(&self.generated)?;
+        // A token can end inside a multi-byte character; wait for the rest of it. A healed
+        // prompt's text starts once the tokens so far spell its healed end.
+        let visible = decoded.strip_prefix(self.healed.as_str());
+        if let Some(visible) = visible.filter(|visible| !visible.ends_with('\u{fffd}')) {
+            self.text = visible.to_string();
+            let stops = &self.request.stop_strings;
+            if let Some(cut) = stops.iter().filter_map(|stop| self.text.find(stop.as_str())).min() {
+                self.text.truncate(cut);
+                self.reason = FinishReason::StopString;
+                return Ok(Flow::Stop);
+            }
+            if observer(&self.text) == Flow::Stop {
+                self.reason = FinishReason::Observer;
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(if self.generated.len() == self.max_tokens { Flow::Stop } else { Flow::Continue })
+    }
+
+    /// The generation, its tokens remembered for drafting (`Recent`).
+    pub(super) fn finish(self, model: &mut Model, mut stats: GenerationStats) -> Generation {
+        model.recent.remember(&self.generated);
+        stats.generated_tokens = self.generated.len();
+        Generation { text: self.text, tokens: self.generated, finish: self.reason, stats }
+    }
+}
+
 /// Greedy or seeded temperature + nucleus sampling, among the tokens that go on spelling a
 /// healed prompt's end while there is one.
-struct Sampler {
+pub(super) struct Sampler {
     temperature: f32,
     top_p: f32,
     state: u64,
@@ -664,13 +717,13 @@ struct Sampler {
 }
 
 impl Sampler {
-    fn new(sampling: &Sampling, spelling: Option<Spelling>) -> Self {
+    pub(super) fn new(sampling: &Sampling, spelling: Option<Spelling>) -> Self {
         // xorshift64* needs a non-zero state.
         Sampler { temperature: sampling.temperature, top_p: sampling.top_p, state: sampling.seed | 1, spelling }
     }
 
     /// The next token from `logits`: among those that go on spelling while that lasts.
-    fn sample(&mut self, logits: &[f32]) -> u32 {
+    pub(super) fn sample(&mut self, logits: &[f32]) -> u32 {
         let Some(spelling) = self.spelling.as_mut().filter(|spelling| !spelling.done()) else {
             return self.pick(logits);
         };

@@ -5,6 +5,7 @@
 pub mod allocator;
 pub mod attention;
 pub mod backend;
+mod batch;
 mod budget;
 pub mod fim;
 pub mod generate;
@@ -180,13 +181,16 @@ pub struct EngineStats {
     pub reused_tokens: u64,
     pub prefilled_tokens: u64,
     pub generated_tokens: u64,
-    /// Decoding time and forward passes (fewer than tokens when drafts were accepted).
+    /// Decoding time and forward passes (fewer than tokens when drafts were accepted, or when
+    /// generations decoded side by side).
     pub decode_ms: f64,
     pub decode_runs: u64,
     /// Tokens whose logits the cache already held, so no run was needed (`GenerationStats`).
     pub known_rows: u64,
     pub draft_tokens: u64,
     pub accepted_draft_tokens: u64,
+    /// Tokens of generations decoded side by side with others (`Model::generate_batch`).
+    pub side_by_side_tokens: u64,
     pub last: Option<GenerationStats>,
 }
 
@@ -206,6 +210,9 @@ impl EngineStats {
         self.known_rows += stats.known_rows as u64;
         self.draft_tokens += stats.draft_tokens as u64;
         self.accepted_draft_tokens += stats.accepted_draft_tokens as u64;
+        if stats.decoded_beside > 0 {
+            self.side_by_side_tokens += stats.generated_tokens as u64;
+        }
         self.last = Some(stats.clone());
     }
 }

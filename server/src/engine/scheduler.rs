@@ -262,9 +262,9 @@ impl Inbox {
     }
 }
 
-/// The backend a local task generates through: before each of the task's generations it runs
-/// the jobs that wait with a higher priority, so a completion is answered between two steps of
-/// a long code action instead of after it.
+/// The backend a local task generates through: before each of the task's generations (and
+/// each run of a batch of them) it runs the jobs that wait with a higher priority, so a
+/// completion is answered between two steps of a long code action instead of after it.
 pub(super) struct Yielding<'q> {
     pub model: &'q mut Model,
     pub queue: &'q Inbox,
@@ -282,10 +282,26 @@ impl Backend for Yielding<'_> {
         request: &GenerationRequest,
         observer: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Generation, EngineError> {
-        while let Some(job) = self.queue.job_above(Priority::ActionStep) {
-            (self.run_job)(&mut *self.model, *job);
-        }
+        run_waiting_jobs(self.queue, self.run_job, self.model);
         self.model.generate(request, observer)
+    }
+
+    /// Side by side, with the waiting jobs run before each prefill and each run of the batch.
+    fn generate_batch(
+        &mut self,
+        requests: &[GenerationRequest],
+        observers: &mut [&mut dyn FnMut(&str) -> Flow],
+    ) -> Vec<Result<Generation, EngineError>> {
+        let (queue, run_job) = (self.queue, &mut *self.run_job);
+        let mut between = |model: &mut Model| run_waiting_jobs(queue, run_job, model);
+        self.model.generate_batch_yielding(requests, observers, &mut between)
+    }
+}
+
+/// Runs the jobs that wait with a higher priority than a task's step.
+fn run_waiting_jobs(queue: &Inbox, run_job: &mut dyn FnMut(&mut Model, Job), model: &mut Model) {
+    while let Some(job) = queue.job_above(Priority::ActionStep) {
+        run_job(model, *job);
     }
 }
 

@@ -52,6 +52,12 @@ pub struct GraphSignature {
 }
 
 impl GraphSignature {
+    /// Bytes of keys and values one token takes in the cache (all layers).
+    pub fn kv_bytes_per_row(&self) -> usize {
+        let element = self.kv_type.byte_size(1).unwrap_or(size_of::<f32>());
+        2 * self.layers * self.kv_heads * self.head_dim * element
+    }
+
     fn read(session: &Session) -> Result<Self, String> {
         let input_names: Vec<&str> = session.inputs().iter().map(|input| input.name()).collect();
         for required in ["input_ids", "attention_mask"] {
@@ -163,8 +169,29 @@ impl KvCache {
 
     /// Bytes of keys and values held (all layers).
     pub fn bytes(&self, signature: &GraphSignature) -> usize {
-        let element = signature.kv_type.byte_size(1).unwrap_or(size_of::<f32>());
-        2 * signature.layers * signature.kv_heads * signature.head_dim * self.capacity * element
+        signature.kv_bytes_per_row() * self.capacity
+    }
+}
+
+/// The caches of several sequences decoded side by side (`DecoderSession::forward_batch`):
+/// one buffer per layer and kind, `[sequences, kv_heads, capacity, head_dim]`, bound as both
+/// the past input and the present output like `KvLayout::SharedBuffer`'s; sequence `s` has
+/// `lengths[s]` rows of its own region.
+pub struct BatchCache {
+    layers: Vec<(DynValue, DynValue)>,
+    capacity: usize,
+    lengths: Vec<usize>,
+    bound: Option<IoBinding>,
+}
+
+impl BatchCache {
+    /// The sequences in the batch.
+    pub fn len(&self) -> usize {
+        self.lengths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lengths.is_empty()
     }
 }
 
@@ -295,10 +322,9 @@ impl DecoderSession {
         Ok(KvCache { layers, capacity: 0, tokens: Vec::new(), rows: KnownRows::default(), bound: None })
     }
 
-    /// The inputs every run takes besides the cache.
-    fn step_inputs(&self, past: usize, ids: &[u32], rows: usize) -> Result<Vec<(&'static str, DynValue)>, EngineError> {
-        // An id past the embedding would make ONNX Runtime read out of bounds (quantized
-        // gathers do not check); a tokenizer that does not match the model is refused here.
+    /// An id past the embedding would make ONNX Runtime read out of bounds (quantized gathers
+    /// do not check); a tokenizer that does not match the model is refused here.
+    fn check_ids(&self, ids: &[u32]) -> Result<(), EngineError> {
         if let Some(vocab) = self.signature.vocab
             && let Some(id) = ids.iter().find(|&&id| id as usize >= vocab)
         {
@@ -306,6 +332,12 @@ impl DecoderSession {
                 "token id {id} is outside the model's vocabulary of {vocab}: the tokenizer does not match the model"
             )));
         }
+        Ok(())
+    }
+
+    /// The inputs every run takes besides the cache.
+    fn step_inputs(&self, past: usize, ids: &[u32], rows: usize) -> Result<Vec<(&'static str, DynValue)>, EngineError> {
+        self.check_ids(ids)?;
         let total = past + ids.len();
         let input_ids: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
         let tensor = |shape: Vec<usize>, data: Vec<i64>| -> Result<DynValue, EngineError> {
@@ -509,6 +541,136 @@ impl DecoderSession {
         }
     }
 
+    /// Whether sequences can run side by side (`forward_batch`): their rows must give the
+    /// same logits as one sequence alone (`rows_independent`), in shared buffers.
+    pub fn batches(&self) -> bool {
+        self.rows_independent && self.layout == KvLayout::SharedBuffer
+    }
+
+    /// A batch of `sequences` empty caches with room for `capacity` rows each
+    /// (`copy_into_batch` fills them).
+    pub fn new_batch(&self, sequences: usize, capacity: usize) -> Result<BatchCache, EngineError> {
+        assert!(self.batches(), "only rows that do not depend on each other run side by side");
+        let capacity = capacity.clamp(1, self.max_capacity);
+        let lengths = vec![0; sequences];
+        let mut layers = Vec::with_capacity(self.signature.layers);
+        for _ in 0..self.signature.layers {
+            layers.push((self.stack_rows(&[], &lengths, capacity)?, self.stack_rows(&[], &lengths, capacity)?));
+        }
+        Ok(BatchCache { layers, capacity, lengths, bound: None })
+    }
+
+    /// Copies the first `rows` rows of `cache` into sequence `sequence` of `batch`.
+    pub fn copy_into_batch(
+        &self,
+        cache: &KvCache,
+        rows: usize,
+        batch: &mut BatchCache,
+        sequence: usize,
+    ) -> Result<(), EngineError> {
+        assert!(rows <= cache.tokens.len() && rows < batch.capacity, "{rows} rows do not fit the batch");
+        let (heads, head_dim) = (self.signature.kv_heads, self.signature.head_dim);
+        for (from, to) in cache.layers.iter().zip(&mut batch.layers) {
+            for (from, to) in [(&from.0, &mut to.0), (&from.1, &mut to.1)] {
+                let (from, to) = ((from, 0, cache.capacity), (to, sequence, batch.capacity));
+                match self.signature.kv_type {
+                    TensorElementType::Float16 => copy_region::<f16>(from, to, rows, heads, head_dim)?,
+                    _ => copy_region::<f32>(from, to, rows, heads, head_dim)?,
+                }
+            }
+        }
+        batch.lengths[sequence] = rows;
+        Ok(())
+    }
+
+    /// Keeps only the sequences `keep` (in that order) of `batch`.
+    pub fn keep_in_batch(&self, batch: &mut BatchCache, keep: &[usize]) -> Result<(), EngineError> {
+        batch.bound = None;
+        let lengths: Vec<usize> = keep.iter().map(|&sequence| batch.lengths[sequence]).collect();
+        for (key, value) in &mut batch.layers {
+            for tensor in [key, value] {
+                let sources: Vec<_> = keep.iter().map(|&sequence| (&*tensor, sequence, batch.capacity)).collect();
+                *tensor = self.stack_rows(&sources, &lengths, batch.capacity)?;
+            }
+        }
+        batch.lengths = lengths;
+        Ok(())
+    }
+
+    /// Runs one token after each sequence of `batch` (`ids[s]` after sequence `s`) and returns
+    /// each one's logits, sequence after sequence.
+    pub fn forward_batch(
+        &mut self,
+        batch: &mut BatchCache,
+        ids: &[u32],
+        run_options: &RunOptions,
+    ) -> Result<Vec<f32>, EngineError> {
+        assert_eq!(ids.len(), batch.len(), "one token per sequence");
+        if batch.lengths.iter().any(|&length| length + 1 > batch.capacity) {
+            return Err(ort_error("a sequence of the batch has no room left"));
+        }
+        let inputs = self.batch_inputs(&batch.lengths, ids)?;
+        let binding = match &mut batch.bound {
+            Some(binding) => binding,
+            None => batch.bound.insert(self.bind_cache(&mut batch.layers)?),
+        };
+        for (name, value) in inputs {
+            binding.bind_input(name, &value).map_err(ort_error)?;
+        }
+        binding.bind_output_to_device("logits", &MemoryInfo::default()).map_err(ort_error)?;
+        let outputs = self.session.run_binding_with_options(binding, run_options).map_err(ort_error)?;
+        let logits = last_rows(&outputs, ids.len(), self.signature.logits_to_keep)?;
+        batch.lengths.iter_mut().for_each(|length| *length += 1);
+        Ok(logits)
+    }
+
+    /// A batch run's inputs: each sequence's token at its own position, the attention mask
+    /// covering each one's rows (zeros after a shorter sequence's).
+    fn batch_inputs(&self, lengths: &[usize], ids: &[u32]) -> Result<Vec<(&'static str, DynValue)>, EngineError> {
+        self.check_ids(ids)?;
+        let batch = ids.len();
+        let width = lengths.iter().map(|length| length + 1).max().unwrap_or(1);
+        let mask: Vec<i64> =
+            lengths.iter().flat_map(|&length| (0..width).map(move |column| i64::from(column <= length))).collect();
+        let tensor = |shape: Vec<usize>, data: Vec<i64>| -> Result<DynValue, EngineError> {
+            Ok(Tensor::from_array((shape, data)).map_err(ort_error)?.into_dyn())
+        };
+        let mut inputs = vec![
+            ("input_ids", tensor(vec![batch, 1], ids.iter().map(|&id| i64::from(id)).collect())?),
+            ("attention_mask", tensor(vec![batch, width], mask)?),
+        ];
+        if self.signature.position_ids {
+            inputs.push(("position_ids", tensor(vec![batch, 1], lengths.iter().map(|&n| n as i64).collect())?));
+        }
+        if self.signature.logits_to_keep {
+            inputs.push(("logits_to_keep", tensor(vec![1], vec![1])?));
+        }
+        Ok(inputs)
+    }
+
+    /// One `[lengths.len(), heads, capacity, head_dim]` tensor whose region `s` holds the first
+    /// `lengths[s]` rows of source `s` (zeros where there is none): `(tensor, region, rows)`, a
+    /// region of a tensor of `rows` rows per head.
+    fn stack_rows(
+        &self,
+        sources: &[(&DynValue, usize, usize)],
+        lengths: &[usize],
+        capacity: usize,
+    ) -> Result<DynValue, EngineError> {
+        let (heads, head_dim) = (self.signature.kv_heads, self.signature.head_dim);
+        let shape = [lengths.len(), heads, capacity, head_dim];
+        let mut to =
+            DynTensor::new(&Allocator::default(), self.signature.kv_type, shape).map_err(ort_error)?.into_dyn();
+        for (slot, (&(from, region, rows), &kept)) in sources.iter().zip(lengths).enumerate() {
+            let (from, to) = ((from, region, rows), (&mut to, slot, capacity));
+            match self.signature.kv_type {
+                TensorElementType::Float16 => copy_region::<f16>(from, to, kept, heads, head_dim)?,
+                _ => copy_region::<f32>(from, to, kept, heads, head_dim)?,
+            }
+        }
+        Ok(to)
+    }
+
     /// Cuts the cache back to its first `keep` tokens. A shared buffer only forgets the count
     /// (rows past it are never read), and gives memory back when it is mostly unused.
     pub fn truncate(&self, cache: &mut KvCache, keep: usize) -> Result<(), EngineError> {
@@ -529,6 +691,25 @@ impl DecoderSession {
         }
         Ok(())
     }
+}
+
+/// Copies the first `kept` rows of each of `heads` heads from a region of one tensor to a
+/// region of another: `(tensor, region, rows per head)` each.
+fn copy_region<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static>(
+    (from, from_region, from_rows): (&DynValue, usize, usize),
+    (to, to_region, to_rows): (&mut DynValue, usize, usize),
+    kept: usize,
+    heads: usize,
+    head_dim: usize,
+) -> Result<(), EngineError> {
+    let (_, source) = from.try_extract_tensor::<T>().map_err(ort_error)?;
+    let (_, target) = to.try_extract_tensor_mut::<T>().map_err(ort_error)?;
+    for head in 0..heads {
+        let from_at = (from_region * heads + head) * from_rows * head_dim;
+        let to_at = (to_region * heads + head) * to_rows * head_dim;
+        target[to_at..to_at + kept * head_dim].copy_from_slice(&source[from_at..from_at + kept * head_dim]);
+    }
+    Ok(())
 }
 
 /// The last `rows` rows of `logits` ([batch, positions, vocab]), flattened. A graph that takes

@@ -1,9 +1,10 @@
-//! The ONNX Runtime custom operator: GroupQueryAttention's inputs, outputs and attributes
-//! (batch 1), rotary embedding of the new queries and keys, the new key and value rows written
-//! into `present` (in place when `present` is the bound `past` buffer, as ONNX Runtime's kernel
+//! The ONNX Runtime custom operator: GroupQueryAttention's inputs, outputs and attributes,
+//! rotary embedding of the new queries and keys, the new key and value rows written into
+//! `present` (in place when `present` is the bound `past` buffer, as ONNX Runtime's kernel
 //! does), then `kernel::attend` on the session's intra-op threads. The past and present KV are
 //! fp16 (`graph` makes them so in the graph's signature); the new rows are rounded as they are
-//! written.
+//! written. A batch is its sequences one after another, each with its own length
+//! (`seqlens_k`), positions and region of the cache, run exactly as it would run alone.
 
 use half::f16;
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
@@ -88,12 +89,19 @@ impl Operator for GroupQueryAttention {
 
 /// The shapes of one call.
 struct Layout {
+    /// New rows of each sequence of the batch.
     rows: usize,
     head_dim: usize,
-    past: usize,
-    total: usize,
-    /// Rows per head of `present` (the shared buffer's capacity, or `total`).
+    /// Cached rows before the new ones, per sequence of the batch.
+    past: Vec<usize>,
+    /// Rows per head of `present` (the shared buffer's capacity, or the longest sequence).
     present_rows: usize,
+}
+
+impl Layout {
+    fn batch(&self) -> usize {
+        self.past.len()
+    }
 }
 
 impl AttentionKernel {
@@ -105,10 +113,10 @@ impl AttentionKernel {
     fn layout(&self, context: &ComputeContext) -> ort::Result<Layout> {
         let query = context.input(QUERY)?.ok_or_else(|| error("no query"))?;
         let shape = query.shape();
-        if shape.len() != 3 || shape[0] != 1 {
-            return Err(error(format!("query must be [1, sequence, hidden] (batch 1), got {shape:?}")));
+        if shape.len() != 3 || shape[0] < 1 {
+            return Err(error(format!("query must be [batch, sequence, hidden], got {shape:?}")));
         }
-        let (rows, hidden) = (shape[1] as usize, shape[2] as usize);
+        let (batch, rows, hidden) = (shape[0] as usize, shape[1] as usize, shape[2] as usize);
         let packed = context.input(KEY)?.is_none();
         let width = if packed { self.heads + 2 * self.kv_heads } else { self.heads };
         if rows == 0 || hidden % width != 0 {
@@ -117,18 +125,26 @@ impl AttentionKernel {
         let head_dim = hidden / width;
         let seqlens = context.input(SEQLENS_K)?.ok_or_else(|| error("no seqlens_k"))?;
         let (_, seqlens) = seqlens.try_extract_tensor::<i32>()?;
-        let total = seqlens.first().map(|&n| n as i64 + 1).filter(|&n| n >= rows as i64);
-        let total = total.ok_or_else(|| error(format!("seqlens_k {seqlens:?} is shorter than the {rows} new rows")))?;
-        let total = total as usize;
+        // Each sequence's length, its new rows included (`seqlens_k` is one less).
+        let totals: Option<Vec<usize>> = (seqlens.len() == batch)
+            .then(|| seqlens.iter().map(|&n| usize::try_from(n + 1).ok().filter(|&n| n >= rows)).collect())
+            .flatten();
+        let totals = totals.ok_or_else(|| {
+            error(format!("seqlens_k {seqlens:?} must give each of {batch} sequence(s) at least its {rows} new rows"))
+        })?;
         let total_length = context.input(TOTAL_LENGTH)?.ok_or_else(|| error("no total_sequence_length"))?;
         let (_, total_length) = total_length.try_extract_tensor::<i32>()?;
         let total_length = total_length.first().copied().unwrap_or(0).max(0) as usize;
         let past_rows = match context.input(PAST_KEY)? {
             Some(past) => {
                 let shape = past.shape();
-                if shape.len() != 4 || shape[1] as usize != self.kv_heads || shape[3] as usize != head_dim {
+                if shape.len() != 4
+                    || shape[0] as usize != batch
+                    || shape[1] as usize != self.kv_heads
+                    || shape[3] as usize != head_dim
+                {
                     return Err(error(format!(
-                        "past_key must be [1, {}, past, {head_dim}], got {shape:?}",
+                        "past_key must be [{batch}, {}, past, {head_dim}], got {shape:?}",
                         self.kv_heads
                     )));
                 }
@@ -136,8 +152,9 @@ impl AttentionKernel {
             }
             None => 0,
         };
-        let present_rows = total_length.max(past_rows).max(total);
-        Ok(Layout { rows, head_dim, past: total - rows, total, present_rows })
+        let longest = totals.iter().copied().max().unwrap_or(rows);
+        let present_rows = total_length.max(past_rows).max(longest);
+        Ok(Layout { rows, head_dim, past: totals.iter().map(|total| total - rows).collect(), present_rows })
     }
 
     /// The new rows' queries `[rows][heads][head_dim]`, keys and values `[rows][kv_heads][head_dim]`,
@@ -152,8 +169,8 @@ impl AttentionKernel {
             (Some(key), Some(value)) => {
                 let (_, key) = key.try_extract_tensor::<f32>()?;
                 let (_, value) = value.try_extract_tensor::<f32>()?;
-                if key.len() != layout.rows * kv_len || value.len() != key.len() {
-                    return Err(error("key and value must be [1, sequence, kv_num_heads * head_size]"));
+                if key.len() != layout.batch() * layout.rows * kv_len || value.len() != key.len() {
+                    return Err(error("key and value must be [batch, sequence, kv_num_heads * head_size]"));
                 }
                 (queries, keys, values) = (query.to_vec(), key.to_vec(), value.to_vec());
             }
@@ -190,10 +207,14 @@ impl AttentionKernel {
         }
         let positions: Vec<i64> = match context.input(POSITION_IDS)? {
             Some(ids) => ids.try_extract_tensor::<i64>()?.1.to_vec(),
-            None => (layout.past as i64..layout.total as i64).collect(),
+            None => layout.past.iter().flat_map(|&past| (past..past + layout.rows).map(|p| p as i64)).collect(),
         };
-        if positions.len() != layout.rows {
-            return Err(error(format!("position_ids has {} values for {} rows", positions.len(), layout.rows)));
+        if positions.len() != layout.batch() * layout.rows {
+            return Err(error(format!(
+                "position_ids has {} values for {} rows",
+                positions.len(),
+                layout.batch() * layout.rows
+            )));
         }
         for (row, &position) in positions.iter().enumerate() {
             let position = usize::try_from(position).ok().filter(|&p| (p + 1) * half <= cos.len());
@@ -210,7 +231,8 @@ impl AttentionKernel {
 }
 
 /// Copies the past rows into `present` when it is not the past buffer itself, then writes the
-/// new rows after them, rounded to fp16.
+/// new rows after them, rounded to fp16: sequence by sequence of the batch, each in its own
+/// `[kv_heads, present_rows, head_dim]` region.
 fn fill_present(
     context: &ComputeContext,
     input: usize,
@@ -221,24 +243,30 @@ fn fill_present(
     past_data: Option<usize>,
 ) -> ort::Result<()> {
     let d = layout.head_dim;
+    let region = kv_heads * layout.present_rows * d;
     // A shared buffer (the same memory as `present`) is never borrowed while `present` is.
     let shared = past_data == Some(present.as_ptr() as usize);
-    if !shared && layout.past > 0 {
-        let past = context.input(input)?.ok_or_else(|| error("the cache has past rows but no past input"))?;
-        let past_rows = past.shape()[2] as usize;
-        let (_, past) = past.try_extract_tensor::<f16>()?;
-        if past_rows < layout.past {
-            return Err(error(format!("past holds {past_rows} rows, seqlens_k says {}", layout.past)));
+    let sequences = present.chunks_exact_mut(region).zip(new_rows.chunks_exact(layout.rows * kv_heads * d));
+    for (sequence, (present, new_rows)) in sequences.enumerate() {
+        let past = layout.past[sequence];
+        if !shared && past > 0 {
+            let past_tensor =
+                context.input(input)?.ok_or_else(|| error("the cache has past rows but no past input"))?;
+            let past_rows = past_tensor.shape()[2] as usize;
+            let (_, past_data) = past_tensor.try_extract_tensor::<f16>()?;
+            if past_rows < past {
+                return Err(error(format!("past holds {past_rows} rows, seqlens_k says {past}")));
+            }
+            for head in 0..kv_heads {
+                let from = &past_data[(sequence * kv_heads + head) * past_rows * d..][..past * d];
+                present[head * layout.present_rows * d..][..past * d].copy_from_slice(from);
+            }
         }
-        for head in 0..kv_heads {
-            let from = &past[head * past_rows * d..][..layout.past * d];
-            present[head * layout.present_rows * d..][..layout.past * d].copy_from_slice(from);
-        }
-    }
-    for (row, heads) in new_rows.chunks_exact(kv_heads * d).enumerate() {
-        for (head, values) in heads.chunks_exact(d).enumerate() {
-            let at = (head * layout.present_rows + layout.past + row) * d;
-            kernel::to_f16(values, &mut present[at..at + d]);
+        for (row, heads) in new_rows.chunks_exact(kv_heads * d).enumerate() {
+            for (head, values) in heads.chunks_exact(d).enumerate() {
+                let at = (head * layout.present_rows + past + row) * d;
+                kernel::to_f16(values, &mut present[at..at + d]);
+            }
         }
     }
     Ok(())
@@ -256,31 +284,35 @@ impl Kernel for AttentionKernel {
             })
         };
         let (past_key, past_value) = (past_data(PAST_KEY)?, past_data(PAST_VALUE)?);
-        let present_shape = [1, self.kv_heads as i64, layout.present_rows as i64, d as i64];
+        let batch = layout.batch();
+        let present_shape = [batch as i64, self.kv_heads as i64, layout.present_rows as i64, d as i64];
         let mut present_key = context.output(1, present_shape)?.ok_or_else(|| error("no present_key output"))?;
         let mut present_value = context.output(2, present_shape)?.ok_or_else(|| error("no present_value output"))?;
         let (_, present_key) = present_key.try_extract_tensor_mut::<f16>()?;
         let (_, present_value) = present_value.try_extract_tensor_mut::<f16>()?;
         fill_present(context, PAST_KEY, present_key, &layout, self.kv_heads, &keys, past_key)?;
         fill_present(context, PAST_VALUE, present_value, &layout, self.kv_heads, &values, past_value)?;
-        let out_shape = [1, layout.rows as i64, (self.heads * d) as i64];
+        let out_shape = [batch as i64, layout.rows as i64, (self.heads * d) as i64];
         let mut out = context.output(0, out_shape)?.ok_or_else(|| error("no output"))?;
         let (_, out) = out.try_extract_tensor_mut::<f32>()?;
         let dims = self.dims(d);
-        let call = Call {
-            dims: &dims,
-            queries: &queries,
-            keys: present_key,
-            values: present_value,
-            stride: layout.present_rows,
-            past: layout.past,
-            rows: layout.rows,
-        };
-        kernel::attend(&call, out, &|count, unit| {
-            if context.par_for(count, count, unit).is_err() {
-                (0..count).for_each(unit);
-            }
-        });
+        let (row_len, region) = (layout.rows * self.heads * d, self.kv_heads * layout.present_rows * d);
+        for (sequence, out) in out.chunks_exact_mut(row_len).enumerate() {
+            let call = Call {
+                dims: &dims,
+                queries: &queries[sequence * row_len..][..row_len],
+                keys: &present_key[sequence * region..][..region],
+                values: &present_value[sequence * region..][..region],
+                stride: layout.present_rows,
+                past: layout.past[sequence],
+                rows: layout.rows,
+            };
+            kernel::attend(&call, out, &|count, unit| {
+                if context.par_for(count, count, unit).is_err() {
+                    (0..count).for_each(unit);
+                }
+            });
+        }
         Ok(())
     }
 }
