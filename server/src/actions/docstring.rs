@@ -363,7 +363,7 @@ impl Question {
         asker.prompt(&self.question, &self.completion_lead, lead)
     }
 
-    fn prefix(&self, attempt: u64) -> &str {
+    fn prefix_for(&self, attempt: u64) -> &str {
         if attempt == 0 { "" } else { &self.prefix }
     }
 }
@@ -521,7 +521,7 @@ fn ask(
         };
         let answer = answer.trim_start();
         // "a float" + ", rounded": no space before the punctuation.
-        let prefix = question.prefix(attempt);
+        let prefix = question.prefix_for(attempt);
         let prefix = if answer.starts_with([',', '.', ';']) { prefix.trim_end() } else { prefix };
         let Some(sentence) = clean_sentence(&format!("{prefix}{answer}"), &question.subjects) else {
             tracing::debug!(answer, attempt, "unusable answer for {}", question.what);

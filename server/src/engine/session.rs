@@ -524,11 +524,7 @@ impl DecoderSession {
         match self.layout {
             KvLayout::SharedBuffer => {
                 let mut to = self.kv_tensor(capacity)?;
-                let (_, target) = to.try_extract_tensor_mut::<T>().map_err(ort_error)?;
-                for head in 0..heads {
-                    let start = head * capacity * head_dim;
-                    target[start..start + kept * head_dim].copy_from_slice(head_rows(head));
-                }
+                copy_region::<T>((from, 0, rows), (&mut to, 0, capacity), kept, heads, head_dim)?;
                 Ok(to)
             }
             KvLayout::Copying => {
@@ -569,14 +565,9 @@ impl DecoderSession {
         sequence: usize,
     ) -> Result<(), EngineError> {
         assert!(rows <= cache.tokens.len() && rows < batch.capacity, "{rows} rows do not fit the batch");
-        let (heads, head_dim) = (self.signature.kv_heads, self.signature.head_dim);
         for (from, to) in cache.layers.iter().zip(&mut batch.layers) {
             for (from, to) in [(&from.0, &mut to.0), (&from.1, &mut to.1)] {
-                let (from, to) = ((from, 0, cache.capacity), (to, sequence, batch.capacity));
-                match self.signature.kv_type {
-                    TensorElementType::Float16 => copy_region::<f16>(from, to, rows, heads, head_dim)?,
-                    _ => copy_region::<f32>(from, to, rows, heads, head_dim)?,
-                }
+                self.copy_kv((from, 0, cache.capacity), (to, sequence, batch.capacity), rows)?;
             }
         }
         batch.lengths[sequence] = rows;
@@ -661,14 +652,24 @@ impl DecoderSession {
         let shape = [lengths.len(), heads, capacity, head_dim];
         let mut to =
             DynTensor::new(&Allocator::default(), self.signature.kv_type, shape).map_err(ort_error)?.into_dyn();
-        for (slot, (&(from, region, rows), &kept)) in sources.iter().zip(lengths).enumerate() {
-            let (from, to) = ((from, region, rows), (&mut to, slot, capacity));
-            match self.signature.kv_type {
-                TensorElementType::Float16 => copy_region::<f16>(from, to, kept, heads, head_dim)?,
-                _ => copy_region::<f32>(from, to, kept, heads, head_dim)?,
-            }
+        for (slot, (&source, &kept)) in sources.iter().zip(lengths).enumerate() {
+            self.copy_kv(source, (&mut to, slot, capacity), kept)?;
         }
         Ok(to)
+    }
+
+    /// `copy_region` in the cache's element type.
+    fn copy_kv(
+        &self,
+        from: (&DynValue, usize, usize),
+        to: (&mut DynValue, usize, usize),
+        kept: usize,
+    ) -> Result<(), EngineError> {
+        let (heads, head_dim) = (self.signature.kv_heads, self.signature.head_dim);
+        match self.signature.kv_type {
+            TensorElementType::Float16 => copy_region::<f16>(from, to, kept, heads, head_dim),
+            _ => copy_region::<f32>(from, to, kept, heads, head_dim),
+        }
     }
 
     /// Cuts the cache back to its first `keep` tokens. A shared buffer only forgets the count
