@@ -21,3 +21,14 @@ pub fn tune_for_inference() {
         libc::mallopt(libc::M_ARENA_MAX, ARENAS);
     }
 }
+
+/// Returns the free memory of malloc's arenas to the system: after a batch
+/// (`Model::generate_batch`) freed its buffers, which glibc would otherwise keep for later
+/// allocations, so the process's resident memory goes back to what it was before the batch.
+pub fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory malloc holds free; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

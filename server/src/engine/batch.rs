@@ -120,6 +120,8 @@ impl Model {
         if one_token {
             requests[0].cancel.detach_run();
         }
+        // The batch's buffers are freed by now; malloc would keep their memory.
+        super::allocator::give_back_freed_memory();
         let results: Vec<_> =
             work.results.into_iter().map(|result| result.expect("every request has a result")).collect();
         self.record_batch(&results, work.passes);
