@@ -186,12 +186,8 @@ pub struct BatchCache {
 
 impl BatchCache {
     /// The sequences in the batch.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lengths.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lengths.is_empty()
     }
 }
 

@@ -125,11 +125,7 @@ impl AttentionKernel {
         let head_dim = hidden / width;
         let seqlens = context.input(SEQLENS_K)?.ok_or_else(|| error("no seqlens_k"))?;
         let (_, seqlens) = seqlens.try_extract_tensor::<i32>()?;
-        // Each sequence's length, its new rows included (`seqlens_k` is one less).
-        let totals: Option<Vec<usize>> = (seqlens.len() == batch)
-            .then(|| seqlens.iter().map(|&n| usize::try_from(n + 1).ok().filter(|&n| n >= rows)).collect())
-            .flatten();
-        let totals = totals.ok_or_else(|| {
+        let past = cached_rows(seqlens, batch, rows).ok_or_else(|| {
             error(format!("seqlens_k {seqlens:?} must give each of {batch} sequence(s) at least its {rows} new rows"))
         })?;
         let total_length = context.input(TOTAL_LENGTH)?.ok_or_else(|| error("no total_sequence_length"))?;
@@ -152,9 +148,9 @@ impl AttentionKernel {
             }
             None => 0,
         };
-        let longest = totals.iter().copied().max().unwrap_or(rows);
+        let longest = past.iter().max().map_or(rows, |past| past + rows);
         let present_rows = total_length.max(past_rows).max(longest);
-        Ok(Layout { rows, head_dim, past: totals.iter().map(|total| total - rows).collect(), present_rows })
+        Ok(Layout { rows, head_dim, past, present_rows })
     }
 
     /// The new rows' queries `[rows][heads][head_dim]`, keys and values `[rows][kv_heads][head_dim]`,
@@ -228,6 +224,15 @@ impl AttentionKernel {
         }
         Ok(())
     }
+}
+
+/// Each sequence's cached rows before its `rows` new ones: `seqlens_k` holds each one's length,
+/// new rows included, less one; `None` unless it has one per sequence, each that long.
+fn cached_rows(seqlens: &[i32], batch: usize, rows: usize) -> Option<Vec<usize>> {
+    if seqlens.len() != batch {
+        return None;
+    }
+    seqlens.iter().map(|&length| usize::try_from(length + 1).ok()?.checked_sub(rows)).collect()
 }
 
 /// Copies the past rows into `present` when it is not the past buffer itself, then writes the
