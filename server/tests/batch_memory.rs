@@ -1,7 +1,8 @@
 //! A batch of generations decoded side by side (`Model::generate_batch`) holds its own KV
 //! buffers, tens of MB, while it decodes; afterwards the process's resident memory goes back to
 //! what it was, rather than malloc keeping the freed buffers (`allocator::give_back_freed_memory`).
-//! One test in its own process, so that nothing else allocates meanwhile.
+//! One test in its own process, so that nothing else allocates meanwhile; `cargo test --release
+//! --test batch_memory -- --nocapture` prints the two figures.
 
 mod common;
 
@@ -40,5 +41,6 @@ fn memory_goes_back_after_a_batch() {
     let before = resident_mb();
     batch(&mut model, 1);
     let after = resident_mb();
+    eprintln!("resident memory: {before:.0} MB before the batch, {after:.0} MB after it");
     assert!(after < before + 40.0, "resident memory grew from {before:.0} MB to {after:.0} MB after a batch");
 }
