@@ -3,24 +3,28 @@
 //! LM head), plus the converter's per-block offsets (`w = (q - zero point) · scale + offset`,
 //! models/nib_convert/quant.py).
 //!
-//! Each activation row is quantized once per block of 32 to int8 (scale `max|x| / 127`, like
-//! llama.cpp's Q8 blocks and ONNX Runtime's int8-activation kernel), stored in the order the
-//! weights unpack to (the even elements, then the odd ones). Each weight block is unpacked
-//! once per tile of rows and multiplied with every row of the tile in integers (AVX2 `maddubs`
-//! and `madd`, an 8-bit weight taken there as `q − 128` with its sign moved onto the
-//! activations so that no sum saturates, or AVX-512 VNNI `dpbusd`: the same exact sums), the
-//! zero point folded in as an integer correction; each block's integer sums are scaled into
-//! eight f32 lanes per output, reduced in a fixed order at the end. The offsets term uses the
-//! exact block sums of `x`, four chains of eight outputs side by side. A SwiGLU block's down
-//! projection first computes its input, `silu(gate) · up` (`swiglu`).
+//! The weights are repacked once (`Repacked`, at a node's first run) so that a register holds
+//! one block of sixteen outputs side by side: each 32-bit lane is one output, its four bytes
+//! four consecutive weights of that output (for 4-bit weights, a byte's low nibble is one of
+//! the block's first 16 weights, its high nibble the weight 16 places on). Each activation row
+//! is quantized once per block of 32 to int8 (scale `max|x| / 127`, like llama.cpp's Q8 blocks
+//! and ONNX Runtime's int8-activation kernel), in order, and four of its values at a time are
+//! broadcast to every lane: eight AVX-512 VNNI `dpbusd` (or AVX2 `maddubs` and `madd`, an 8-bit
+//! weight taken there as `q − 128` with its sign moved onto the activations so that no sum
+//! saturates) give each output's exact integer dot product for the block, the zero point
+//! folded in as `−zero point · Σ values`. Then each output takes, per block in block order,
+//! one fused multiply-add for it, `acc = float(sum) · (weight scale · activation scale) + acc`,
+//! and one for the offsets term, which uses the exact sum of the block's inputs:
+//! `acc = Σ x · offset + acc`. A SwiGLU block's down projection first computes its input,
+//! `silu(gate) · up` (`swiglu`).
 //!
 //! The scales and offsets are f32 or f16 (`Scale`: the node narrows them where every value is
 //! exactly an f16); the tiles widen f16 to the same f32 values, so the bits do not depend on it.
 //!
-//! A row's result depends only on that row and the weights: every output is the same
-//! operations in the same order whatever rows, tile or thread it runs with. The VNNI and AVX2
-//! paths give the same bits, and so does `dot_portable`, the plain-Rust mirror the tests hold
-//! them to.
+//! An output's result depends only on its row and the weights: it is the same operations in
+//! the same order whatever rows, tile, thread or path it runs with. The 512-bit VNNI path, the
+//! AVX2 path and `dot_portable`, the plain-Rust mirror the tests hold them to, give the same
+//! bits.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -28,14 +32,17 @@ use std::ops::Range;
 
 /// Weights per block (MatMulNBits' `block_size`).
 pub(crate) const BLOCK: usize = 32;
-/// Values per half of a block: the even elements of a block of activations, then the odd ones.
-const HALF: usize = BLOCK / 2;
-/// f32 lanes each output accumulates in (one AVX2 register).
+/// Outputs side by side in one register of the 512-bit path (two of the AVX2 path): the unit
+/// of the repacked weights.
+pub(crate) const GROUP: usize = 16;
+/// Inputs per 32-bit lane: one `dpbusd` step.
+const QUAD: usize = 4;
+/// f32 lanes of one AVX2 register.
 const LANES: usize = 8;
-/// The most blocks per step (see `Activations`).
-const MAX_GROUP: usize = 4;
-/// Rows that share each unpacked weight block.
-const TILE_ROWS: usize = 4;
+/// The most rows that share each repacked weight block.
+const TILE_ROWS: usize = 8;
+/// The most groups of outputs in one register tile.
+const TILE_GROUPS: usize = 4;
 /// Outputs per unit of work in prefill: 4,096 weights of 576 inputs (36 KiB with scales and
 /// offsets) stay in the L2 cache while every row of the unit reads them.
 const UNIT_COLUMNS: usize = 64;
@@ -43,13 +50,14 @@ const UNIT_COLUMNS: usize = 64;
 const STREAM_ROWS: usize = 2;
 /// Outputs per unit of work, about, where the weights stream from memory (`stream_columns`).
 const STREAM_COLUMNS: usize = 512;
-/// How far ahead of the weights in use the tiles prefetch (bytes of nibbles, and a quarter of
+/// How far ahead of the weights in use the tiles prefetch (bytes of weights, and an eighth of
 /// that of scales).
 const PREFETCH_BYTES: usize = 2048;
 /// Rows per unit of work in long prefill chunks (their activations stay in the L2 cache).
 const UNIT_ROWS: usize = 64;
 
-/// How a node stores a block of 32 weights.
+/// How a node stores a block of 32 weights (in MatMulNBits' order; `Repacked` has the
+/// kernel's).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Bits {
     /// 16 bytes, element `2i` in the low nibble of byte `i`, `2i + 1` in the high one; zero
@@ -76,7 +84,9 @@ impl Bits {
         }
     }
 
-    /// Stored value of `element` (0..32) of a block.
+    /// Stored value of `element` (0..32) of a block in MatMulNBits' order (the tests'
+    /// reference for `repack_lane`).
+    #[cfg(test)]
     fn weight(self, block: &[u8], element: usize) -> u8 {
         match self {
             Bits::Four if element.is_multiple_of(2) => block[element / 2] & 15,
@@ -85,25 +95,124 @@ impl Bits {
         }
     }
 
-    /// The zero point over 8, as a power of two (the activations' zero points are −8 × each
-    /// lane's sum; 8-bit weights need 16 times that).
+    /// The zero point, as a power of two (the integer correction is `−Σ values` times it).
     const fn zero_point_shift(self) -> u32 {
         match self {
-            Bits::Four => 0,
-            Bits::Eight => 4,
+            Bits::Four => 3,
+            Bits::Eight => 7,
+        }
+    }
+
+    /// `source`, one output's block in MatMulNBits' order, into lane `lane` of a group's
+    /// repacked block `target` (`repacked_at`).
+    fn repack_lane(self, source: &[u8], target: &mut [u8], lane: usize) {
+        for quad in 0..4 {
+            for within in 0..QUAD {
+                let at = (quad * GROUP + lane) * QUAD + within;
+                let element = quad * QUAD + within;
+                match self {
+                    Bits::Four => {
+                        let nibble = |element: usize| (source[element / 2] >> (4 * (element % 2))) & 15;
+                        target[at] = nibble(element) | nibble(element + BLOCK / 2) << 4;
+                    }
+                    Bits::Eight => {
+                        target[at] = source[element];
+                        target[at + 4 * GROUP * QUAD] = source[element + BLOCK / 2];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where stored `element` (0..32) of output `lane` of a group lies in a repacked block of
+    /// the group: its byte, and whether it is that byte's high nibble.
+    const fn repacked_at(self, lane: usize, element: usize) -> (usize, bool) {
+        let (quad, within) = (element / QUAD, element % QUAD);
+        match self {
+            Bits::Four => (((quad % 4) * GROUP + lane) * QUAD + within, quad >= 4),
+            Bits::Eight => ((quad * GROUP + lane) * QUAD + within, false),
         }
     }
 }
 
-/// One node's weights: `packed` `[outputs][blocks][bits.block_bytes()]`, `scales`
-/// `[outputs][blocks]`, `offsets` `[blocks][outputs]`.
+/// A node's weights in the kernel's order: `packed` `[groups][blocks][group block]`, where a
+/// group block is `bits.block_bytes() · GROUP` bytes (`Bits::repacked_at`), and `scales` and
+/// `offsets` `[groups][blocks][GROUP]`, for `groups = ⌈outputs / GROUP⌉` (the last group
+/// padded with zeros). Made once per node, from MatMulNBits' `[outputs][blocks][block]` and
+/// the converter's `[blocks][outputs]` offsets.
+pub(crate) struct Repacked<S> {
+    pub bits: Bits,
+    pub outputs: usize,
+    pub blocks: usize,
+    packed: Vec<u8>,
+    scales: Vec<S>,
+    offsets: Option<Vec<S>>,
+}
+
+impl<S: Scale> Repacked<S> {
+    /// MatMulNBits' `packed` `[outputs][blocks][bits.block_bytes()]` and `scales`
+    /// `[outputs][blocks]`, and the converter's `offsets` `[blocks][outputs]`, in the kernel's
+    /// order; one unit of work per group of outputs (a load repacks 130 million weights).
+    pub fn new(
+        bits: Bits,
+        (outputs, blocks): (usize, usize),
+        (packed, scales, offsets): (&[u8], &[S], Option<&[S]>),
+        for_each: ForEach<'_>,
+    ) -> Repacked<S> {
+        let bytes = bits.block_bytes();
+        assert_eq!(packed.len(), outputs * blocks * bytes);
+        assert_eq!(scales.len(), outputs * blocks);
+        assert!(offsets.is_none_or(|offsets| offsets.len() == blocks * outputs));
+        let groups = outputs.div_ceil(GROUP);
+        let mut repacked = vec![0u8; groups * blocks * GROUP * bytes];
+        let mut repacked_scales = vec![S::ZERO; groups * blocks * GROUP];
+        let mut repacked_offsets = offsets.map(|_| vec![S::ZERO; groups * blocks * GROUP]);
+        let targets = (
+            Shared(repacked.as_mut_ptr()),
+            Shared(repacked_scales.as_mut_ptr()),
+            repacked_offsets.as_mut().map(|offsets| Shared(offsets.as_mut_ptr())),
+        );
+        for_each(groups, &|group| {
+            let per_group = blocks * GROUP;
+            // SAFETY: each unit writes its own group's part of each buffer, which holds `groups`.
+            let (target, target_scales, mut target_offsets) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(targets.0.at(group * per_group * bytes), per_group * bytes),
+                    std::slice::from_raw_parts_mut(targets.1.at(group * per_group), per_group),
+                    targets.2.map(|offsets| std::slice::from_raw_parts_mut(offsets.at(group * per_group), per_group)),
+                )
+            };
+            for output in group * GROUP..((group + 1) * GROUP).min(outputs) {
+                let lane = output % GROUP;
+                for block in 0..blocks {
+                    let source = &packed[(output * blocks + block) * bytes..][..bytes];
+                    bits.repack_lane(source, &mut target[block * GROUP * bytes..][..GROUP * bytes], lane);
+                    target_scales[block * GROUP + lane] = scales[output * blocks + block];
+                    if let (Some(offsets), Some(target)) = (offsets, target_offsets.as_deref_mut()) {
+                        target[block * GROUP + lane] = offsets[block * outputs + output];
+                    }
+                }
+            }
+        });
+        Repacked { bits, outputs, blocks, packed: repacked, scales: repacked_scales, offsets: repacked_offsets }
+    }
+
+    pub fn weights(&self) -> Weights<'_, S> {
+        let Repacked { bits, outputs, blocks, .. } = *self;
+        let (packed, scales, offsets) = (&self.packed[..], &self.scales[..], self.offsets.as_deref());
+        Weights { bits, outputs, blocks, packed, scales, offsets }
+    }
+}
+
+/// One node's weights as the kernel reads them (`Repacked`).
+#[derive(Clone, Copy)]
 pub(crate) struct Weights<'a, S: Scale = f32> {
     pub bits: Bits,
     pub outputs: usize,
     pub blocks: usize,
-    pub packed: &'a [u8],
-    pub scales: &'a [S],
-    pub offsets: Option<&'a [S]>,
+    packed: &'a [u8],
+    scales: &'a [S],
+    offsets: Option<&'a [S]>,
 }
 
 impl<S: Scale> Weights<'_, S> {
@@ -112,31 +221,56 @@ impl<S: Scale> Weights<'_, S> {
         self.blocks * BLOCK
     }
 
+    fn groups(&self) -> usize {
+        self.outputs.div_ceil(GROUP)
+    }
+
     fn check(&self) {
-        assert_eq!(self.packed.len(), self.outputs * self.blocks * self.bits.block_bytes());
-        assert_eq!(self.scales.len(), self.outputs * self.blocks);
-        if let Some(offsets) = self.offsets {
-            assert_eq!(offsets.len(), self.blocks * self.outputs);
-        }
+        let padded = self.groups() * GROUP * self.blocks;
+        assert_eq!(self.packed.len(), padded * self.bits.block_bytes());
+        assert_eq!(self.scales.len(), padded);
+        assert!(self.offsets.is_none_or(|offsets| offsets.len() == padded));
+    }
+
+    /// The start of `group`'s repacked `block` and of its scales.
+    fn group_block(&self, group: usize, block: usize) -> (&[u8], &[S]) {
+        let at = (group * self.blocks + block) * GROUP;
+        let bytes = GROUP * self.bits.block_bytes();
+        (&self.packed[at / GROUP * bytes..][..bytes], &self.scales[at..][..GROUP])
+    }
+
+    /// The offset of `block` of `output`.
+    pub(super) fn offset(&self, output: usize, block: usize) -> Option<S> {
+        self.offsets.map(|offsets| offsets[(output / GROUP * self.blocks + block) * GROUP + output % GROUP])
+    }
+
+    /// The stored weight `element` of `block` of `output`, and that block's scale.
+    pub(super) fn stored(&self, output: usize, block: usize, element: usize) -> (u8, S) {
+        let (packed, scales) = self.group_block(output / GROUP, block);
+        let (at, high) = self.bits.repacked_at(output % GROUP, element);
+        let byte = packed[at];
+        let value = match (self.bits, high) {
+            (Bits::Four, false) => byte & 15,
+            (Bits::Four, true) => byte >> 4,
+            (Bits::Eight, _) => byte,
+        };
+        (value, scales[output % GROUP])
     }
 }
 
 /// How a node stores its block scales and offsets: `f32`, as the converter writes them, or
 /// `f16` where every one of a node's values is exactly an `f16` (`op.rs` narrows them once),
-/// a sixth fewer bytes for a decode step to read. Either way the tiles compute with the same
-/// f32 values, so the results have the same bits.
+/// fewer bytes for a decode step to read. Either way the tiles compute with the same f32
+/// values, so the results have the same bits.
 pub(crate) trait Scale: Copy + Send + Sync + 'static {
+    const ZERO: Self;
+
     /// The value, exactly.
     fn value(self) -> f32;
 
-    /// Two blocks' scales at `at`, each spread over its four lanes (the second zero unless
-    /// `complete`).
+    /// The sixteen values at `at` (AVX-512 F).
     #[cfg(target_arch = "x86_64")]
-    unsafe fn pair(at: *const Self, complete: bool) -> __m256;
-
-    /// Four blocks' scales (`present` of them, the rest zero), each spread over its four lanes.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn quad(at: *const Self, present: usize) -> __m512;
+    unsafe fn sixteen(at: *const Self) -> __m512;
 
     /// The eight values at `at`.
     #[cfg(target_arch = "x86_64")]
@@ -181,48 +315,18 @@ unsafe fn narrow_exactly_f16c(values: &[f32], narrow: &mut Vec<half::f16>) -> Op
     Some(whole)
 }
 
-/// Each of two values over four lanes.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn spread_pair(two: __m128) -> __m256 {
-    // SAFETY: the caller's tile runs with AVX2.
-    unsafe { _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1)) }
-}
-
-/// Each of four values over four lanes.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn spread_quad(four: __m128) -> __m512 {
-    // SAFETY: the caller's tile runs with AVX-512 F.
-    unsafe {
-        let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-        _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(four))
-    }
-}
-
 impl Scale for f32 {
+    const ZERO: f32 = 0.0;
+
     fn value(self) -> f32 {
         self
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn pair(at: *const f32, complete: bool) -> __m256 {
-        // SAFETY: the caller's bounds: two values, or one without `complete`.
-        unsafe { spread_pair(if complete { _mm_castpd_ps(_mm_load_sd(at.cast())) } else { _mm_load_ss(at) }) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn quad(at: *const f32, present: usize) -> __m512 {
-        // SAFETY: the caller's bounds: `present` values; the rest of the load is masked.
-        unsafe {
-            spread_quad(if present == MAX_GROUP {
-                _mm_loadu_ps(at)
-            } else {
-                _mm_maskz_loadu_ps((1u8 << present) - 1, at)
-            })
-        }
+    unsafe fn sixteen(at: *const f32) -> __m512 {
+        // SAFETY: the caller's bounds; AVX-512 F.
+        unsafe { _mm512_loadu_ps(at) }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -234,33 +338,17 @@ impl Scale for f32 {
 }
 
 impl Scale for half::f16 {
+    const ZERO: half::f16 = half::f16::ZERO;
+
     fn value(self) -> f32 {
         self.to_f32()
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn pair(at: *const half::f16, complete: bool) -> __m256 {
-        // SAFETY: the caller's bounds: two values, or one without `complete`; F16C with AVX2.
-        unsafe {
-            let bits = if complete { at.cast::<i32>().read_unaligned() } else { i32::from(at.cast::<u16>().read()) };
-            spread_pair(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn quad(at: *const half::f16, present: usize) -> __m512 {
-        // SAFETY: the caller's bounds: `present` values; the rest of the load is masked (AVX-512
-        // BW and VL, which the 512-bit tiles run with).
-        unsafe {
-            let four = if present == MAX_GROUP {
-                _mm_loadl_epi64(at.cast())
-            } else {
-                _mm_maskz_loadu_epi16((1u8 << present) - 1, at.cast())
-            };
-            spread_quad(_mm_cvtph_ps(four))
-        }
+    unsafe fn sixteen(at: *const half::f16) -> __m512 {
+        // SAFETY: the caller's bounds; AVX-512 F.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(at.cast())) }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -271,27 +359,22 @@ impl Scale for half::f16 {
     }
 }
 
-/// Rows of activations quantized per block, kept in steps of `group` blocks (the last step
-/// padded with zero blocks) in the order the weights unpack to: one load of a step's 4-bit
-/// weights (`group` × 16 bytes: 32 on the 256-bit paths, 64 on the 512-bit one) masks to the
-/// even elements of its blocks, and shifts to the odd ones (8-bit weights are shuffled into
-/// the same order). For row `r` and step `s`
-/// (`at = r * steps + s`): `values[at * group * 32..]` holds the even elements of block
-/// `group * s`, then of the next blocks of the step (16 bytes each), then their odd elements;
-/// lane `l` of the step's `4 * group`-lane dot product covers elements `8 (l % 4)..+ 8` of
-/// block `group * s + l / 4`. `zero_points[at * 4 * group..]` is −8 × each lane's sum of values
-/// (so that the dot product with the raw 4-bit weights is the one with `q − 8`; 16 times that
-/// for 8-bit ones and `q − 128`),
-/// `lane_scales[at * 4 * group..]` each lane's block scale; `sums[r * blocks + b]` the exact
-/// sums of the inputs.
+/// Rows of activations quantized per block of 32, in order: `values[(r * blocks + b) * 32..]`
+/// the int8 values of block `b` of row `r`, `value_sums[r * blocks + b]` their sum,
+/// `scales[r * blocks + b]` the block's scale, `sums[r * blocks + b]` the exact sum of its
+/// inputs (for the offsets term).
 struct Activations {
-    /// Blocks per step.
-    group: usize,
-    steps: usize,
+    blocks: usize,
     values: Vec<i8>,
-    zero_points: Vec<i32>,
-    lane_scales: Vec<f32>,
+    value_sums: Vec<i32>,
+    scales: Vec<f32>,
     sums: Vec<f32>,
+}
+
+impl Activations {
+    const fn new() -> Activations {
+        Activations { blocks: 0, values: Vec::new(), value_sums: Vec::new(), scales: Vec::new(), sums: Vec::new() }
+    }
 }
 
 /// Runs `count` independent units, possibly on several threads (ONNX Runtime's pool).
@@ -335,7 +418,7 @@ fn multiply_on<S: Scale>(
     assert_eq!(x.len(), rows * weights.inputs());
     assert_eq!(out.len(), rows * weights.outputs);
     SCRATCH.with_borrow_mut(|activations| {
-        quantize_into(activations, x, rows, weights.blocks, (path, path.group()), for_each);
+        quantize_into(activations, x, rows, weights.blocks, path, for_each);
         let activations = &*activations;
         let width = if rows <= STREAM_ROWS { stream_columns(weights.outputs) } else { UNIT_COLUMNS };
         let column_units = weights.outputs.div_ceil(width);
@@ -352,22 +435,20 @@ fn multiply_on<S: Scale>(
 }
 
 /// Outputs per unit of work for one or two rows: an even number of units (two threads share
-/// them out evenly) of about `STREAM_COLUMNS` outputs where there are enough, in multiples of
-/// four (the register tiles' width). Each unit reads its weights as one stream, which the
-/// prefetchers keep ahead of, except at the start of a unit. Engine bench A/B, runs in turns,
-/// 256 tokens decoded (an AMD EPYC with AVX2, 2 cores, 2026-12-03): against units of 64
-/// outputs, units of at least 256 decoded 5 % faster after a 16-token prompt; 512, 6 % faster
-/// than 256 (8 of 10 paired runs) and 5 % faster than 64 after a 512-token prompt (10 of 12);
-/// 1,024 the same as 512; one unit per thread, 3 % slower than 512. With more rows the tiles
-/// read each weight block once per four rows, so the work is bound by arithmetic rather than
-/// memory, and units of 64 (re-read from the L1 and L2 caches, shared out more evenly) were
-/// faster: 30 layers' 4-bit weights in turn, units of 64 against these, 4 rows 4 % faster,
-/// 9 rows 7 % faster; 1 and 2 rows 3–10 % slower.
+/// them out evenly) of about `STREAM_COLUMNS` outputs where there are enough, in whole groups
+/// of `GROUP`. Each unit reads its weights as one stream, which the prefetchers keep ahead of,
+/// except at the start of a unit. Engine bench A/B, runs in turns, 256 tokens decoded (an AMD
+/// EPYC with AVX2, 2 cores, 2026-12-03, with the kernel before `Repacked`): against units of
+/// 64 outputs, units of at least 256 decoded 5 % faster after a 16-token prompt; 512, 6 %
+/// faster than 256 (8 of 10 paired runs) and 5 % faster than 64 after a 512-token prompt (10
+/// of 12); 1,024 the same as 512; one unit per thread, 3 % slower than 512. With more rows the
+/// tiles read each weight block once per four rows, so the work is bound by arithmetic rather
+/// than memory, and units of 64 (re-read from the L1 and L2 caches, shared out more evenly)
+/// are used.
 fn stream_columns(outputs: usize) -> usize {
     let units = (outputs / STREAM_COLUMNS).max(2);
-    outputs.div_ceil(units + units % 2).next_multiple_of(4)
+    outputs.div_ceil(units + units % 2).next_multiple_of(GROUP)
 }
-
 /// `out` `[rows][inputs]` = `silu(gate) · up` of `gate_up` `[rows][2 · inputs]` (each row's
 /// gate, then its up; `silu(g) = g · sigmoid(g)`): the input of a SwiGLU block's down
 /// projection. Units of `UNIT_ROWS` rows (a prefill chunk's run on every thread).
@@ -394,13 +475,13 @@ fn sigmoid(x: f32) -> f32 {
     if x >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) }
 }
 
-/// How this machine computes (always the same one on a machine).
+/// How this machine computes (always the same one on a machine; every path gives the same
+/// bits).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Path {
-    /// AVX-512 VNNI on 512-bit registers: four blocks per step.
+    /// AVX-512 VNNI on 512-bit registers: sixteen outputs per register.
     Vnni512,
-    /// AVX-512 VNNI on 256-bit registers (the tests' second opinion on the 512-bit machines).
-    Vnni,
+    /// AVX2 and FMA: eight outputs per register.
     Avx2,
     Portable,
 }
@@ -416,24 +497,14 @@ impl Path {
         #[cfg(target_arch = "x86_64")]
         {
             if avx2_fma_f16c() {
-                let has = |feature: &str| match feature {
-                    "f" => std::arch::is_x86_feature_detected!("avx512f"),
-                    "bw" => std::arch::is_x86_feature_detected!("avx512bw"),
-                    "vl" => std::arch::is_x86_feature_detected!("avx512vl"),
-                    _ => std::arch::is_x86_feature_detected!("avx512vnni"),
-                };
-                if ["f", "bw", "vl", "vnni"].iter().all(|feature| has(feature)) {
-                    return Path::Vnni512;
-                }
-                return if ["f", "vl", "vnni"].iter().all(|feature| has(feature)) { Path::Vnni } else { Path::Avx2 };
+                let avx512 = std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512vnni");
+                return if avx512 { Path::Vnni512 } else { Path::Avx2 };
             }
         }
         Path::Portable
-    }
-
-    /// Blocks per step of the dot products (see `Activations`).
-    fn group(self) -> usize {
-        if self == Path::Vnni512 { 4 } else { 2 }
     }
 }
 
@@ -454,17 +525,8 @@ pub(crate) fn avx2_fma_f16c() -> bool {
 
 thread_local! {
     /// The activations of the thread's last call, kept so that no call allocates (a prefill
-    /// chunk's take about 2 KiB per row at most).
-    static SCRATCH: std::cell::RefCell<Activations> = const {
-        std::cell::RefCell::new(Activations {
-            group: 0,
-            steps: 0,
-            values: Vec::new(),
-            zero_points: Vec::new(),
-            lane_scales: Vec::new(),
-            sums: Vec::new(),
-        })
-    };
+    /// chunk's take about 1 KiB per row at most).
+    static SCRATCH: std::cell::RefCell<Activations> = const { std::cell::RefCell::new(Activations::new()) };
 }
 
 /// Sets `vector` to `len` zeros, keeping its memory.
@@ -478,33 +540,27 @@ fn quantize_into(
     x: &[f32],
     rows: usize,
     blocks: usize,
-    (path, group): (Path, usize),
+    path: Path,
     for_each: ForEach<'_>,
 ) {
-    let (steps, lanes) = (blocks.div_ceil(group), 4 * group);
-    (activations.group, activations.steps) = (group, steps);
-    zeroed(&mut activations.values, rows * steps * group * BLOCK, 0);
-    zeroed(&mut activations.zero_points, rows * steps * lanes, 0);
-    zeroed(&mut activations.lane_scales, rows * steps * lanes, 0.0);
+    activations.blocks = blocks;
+    zeroed(&mut activations.values, rows * blocks * BLOCK, 0);
+    zeroed(&mut activations.value_sums, rows * blocks, 0);
+    zeroed(&mut activations.scales, rows * blocks, 0.0);
     zeroed(&mut activations.sums, rows * blocks, 0.0);
     let values = Shared(activations.values.as_mut_ptr());
-    let zero_points = Shared(activations.zero_points.as_mut_ptr());
-    let lane_scales = Shared(activations.lane_scales.as_mut_ptr());
+    let value_sums = Shared(activations.value_sums.as_mut_ptr());
+    let scales = Shared(activations.scales.as_mut_ptr());
     let sums = Shared(activations.sums.as_mut_ptr());
     let units = rows.div_ceil(UNIT_ROWS);
     let unit = |unit: usize| {
-        for row in unit * UNIT_ROWS..((unit + 1) * UNIT_ROWS).min(rows) {
-            for block in 0..blocks {
-                let input: &[f32; BLOCK] = x[(row * blocks + block) * BLOCK..][..BLOCK].try_into().expect("a block");
-                let (at, part) = (row * steps + block / group, block % group);
-                // SAFETY: the row's parts of each array are written by this unit alone.
-                unsafe {
-                    let step = std::slice::from_raw_parts_mut(values.at(at * group * BLOCK), group * BLOCK);
-                    let zero_points = std::slice::from_raw_parts_mut(zero_points.at(at * lanes + part * 4), 4);
-                    let (scale, sum) = quantize_block_on(path, input, step, part, zero_points);
-                    std::slice::from_raw_parts_mut(lane_scales.at(at * lanes + part * 4), 4).fill(scale);
-                    *sums.at(row * blocks + block) = sum;
-                }
+        for at in unit * UNIT_ROWS * blocks..((unit + 1) * UNIT_ROWS).min(rows) * blocks {
+            let input: &[f32; BLOCK] = x[at * BLOCK..][..BLOCK].try_into().expect("a block");
+            // SAFETY: the row's parts of each array are written by this unit alone.
+            unsafe {
+                let block = &mut *values.at(at * BLOCK).cast::<[i8; BLOCK]>();
+                let quantized = quantize_block_on(path, input, block);
+                (*scales.at(at), *value_sums.at(at), *sums.at(at)) = quantized;
             }
         }
     };
@@ -517,46 +573,31 @@ fn quantize_into(
 
 /// `x`'s rows quantized (tests).
 #[cfg(test)]
-fn quantize(x: &[f32], rows: usize, blocks: usize, path: (Path, usize), for_each: ForEach<'_>) -> Activations {
-    let mut activations = Activations {
-        group: 0,
-        steps: 0,
-        values: Vec::new(),
-        zero_points: Vec::new(),
-        lane_scales: Vec::new(),
-        sums: Vec::new(),
-    };
-    quantize_into(&mut activations, x, rows, blocks, path, for_each);
+fn quantize(x: &[f32], rows: usize, blocks: usize, path: Path) -> Activations {
+    let mut activations = Activations::new();
+    quantize_into(&mut activations, x, rows, blocks, path, &|count, unit| (0..count).for_each(unit));
     activations
 }
 
-fn quantize_block_on(
-    path: Path,
-    x: &[f32; BLOCK],
-    step: &mut [i8],
-    part: usize,
-    zero_points: &mut [i32],
-) -> (f32, f32) {
+fn quantize_block_on(path: Path, x: &[f32; BLOCK], values: &mut [i8; BLOCK]) -> (f32, i32, f32) {
     #[cfg(target_arch = "x86_64")]
     if path != Path::Portable {
         // SAFETY: the fast paths are detected only on CPUs with AVX2 and FMA.
-        return unsafe { quantize_block_avx2(x, step, part, zero_points) };
+        return unsafe { quantize_block_avx2(x, values) };
     }
     let _ = path;
-    quantize_block(x, step, part, zero_points)
+    quantize_block(x, values)
 }
 
 /// `quantize_block` in registers, with its bits: the largest magnitude (a maximum, in any
-/// order), the rounding and the integer sums are exact; the float sum keeps its order. A
+/// order), the rounding and the integer sum are exact; the float sum keeps its order. A
 /// decode step quantizes about 3,000 blocks on the calling thread while the pool waits, so this
 /// is on every step's critical path.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn quantize_block_avx2(x: &[f32; BLOCK], step: &mut [i8], part: usize, zero_points: &mut [i32]) -> (f32, f32) {
-    let odd = step.len() / 2;
-    assert!(part * HALF + HALF <= odd && zero_points.len() == 4);
-    // SAFETY: `x` holds 32 floats; the stores stay within `step` and `zero_points` (checked).
-    let scale = unsafe {
+unsafe fn quantize_block_avx2(x: &[f32; BLOCK], out: &mut [i8; BLOCK]) -> (f32, i32, f32) {
+    // SAFETY: `x` holds 32 floats and `out` 32 bytes.
+    let (scale, value_sum) = unsafe {
         let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.as_ptr().add(LANES * i)));
         // The running maximum goes second: `max_ps` then passes over a NaN, as `f32::max` does.
         let mut largest = _mm256_setzero_ps();
@@ -577,51 +618,40 @@ unsafe fn quantize_block_avx2(x: &[f32; BLOCK], step: &mut [i8], part: usize, ze
             _mm256_cvtps_epi32(clamped)
         });
         // Packing works per 128-bit lane: groups of four elements come out as 0, 2, 4, 6, 1, 3,
-        // 5, 7; put them back in order, then the even elements before the odd ones.
+        // 5, 7; put them back in order.
         let bytes =
             _mm256_packs_epi16(_mm256_packs_epi32(values[0], values[1]), _mm256_packs_epi32(values[2], values[3]));
         let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        let order = _mm_loadu_si128(EVEN_THEN_ODD.as_ptr().cast());
-        let split = _mm256_shuffle_epi8(bytes, _mm256_broadcastsi128_si256(order));
-        let split = _mm256_permute4x64_epi64::<0b11_01_10_00>(split);
-        _mm_storeu_si128(step.as_mut_ptr().add(part * HALF).cast(), _mm256_castsi256_si128(split));
-        _mm_storeu_si128(step.as_mut_ptr().add(odd + part * HALF).cast(), _mm256_extracti128_si256::<1>(split));
-        // Each lane of four zero points is the sum of one register of eight values.
-        let pairs = _mm256_hadd_epi32(_mm256_hadd_epi32(values[0], values[1]), _mm256_hadd_epi32(values[2], values[3]));
-        let lanes = _mm_add_epi32(_mm256_castsi256_si128(pairs), _mm256_extracti128_si256::<1>(pairs));
-        _mm_storeu_si128(zero_points.as_mut_ptr().cast(), _mm_mullo_epi32(lanes, _mm_set1_epi32(-8)));
-        scale
+        _mm256_storeu_si256(out.as_mut_ptr().cast(), bytes);
+        let total = _mm256_add_epi32(_mm256_add_epi32(values[0], values[1]), _mm256_add_epi32(values[2], values[3]));
+        let total = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256::<1>(total));
+        let total = _mm_add_epi32(total, _mm_shuffle_epi32::<0b01_00_11_10>(total));
+        let total = _mm_add_epi32(total, _mm_shuffle_epi32::<0b10_11_00_01>(total));
+        (scale, _mm_cvtsi128_si32(total))
     };
     let sum = x.iter().fold(0.0f32, |sum, &v| sum + v);
-    (scale, sum)
+    (scale, value_sum, sum)
 }
 
-/// One block of inputs to int8 values, written as block `part` of its step (see
-/// `Activations`) with its four lanes' zero points; returns the scale and the exact sum. Plain
-/// IEEE arithmetic in a fixed order: the same bits however it is compiled.
+/// One block of inputs to int8 values, in order; returns the scale, the values' sum and the
+/// inputs' exact sum. Plain IEEE arithmetic in a fixed order: the same bits however it is
+/// compiled.
 #[inline(always)]
-fn quantize_block(x: &[f32; BLOCK], step: &mut [i8], part: usize, zero_points: &mut [i32]) -> (f32, f32) {
+fn quantize_block(x: &[f32; BLOCK], values: &mut [i8; BLOCK]) -> (f32, i32, f32) {
     let largest = x.iter().fold(0.0f32, |largest, v| largest.max(v.abs()));
     let scale = largest / 127.0;
     let inverse = if largest > 0.0 { 127.0 / largest } else { 0.0 };
-    let mut values = [0i8; BLOCK];
     for (value, &v) in values.iter_mut().zip(x) {
         *value = (v * inverse).round_ties_even().clamp(-127.0, 127.0) as i8;
     }
-    let odd = step.len() / 2;
-    for i in 0..HALF {
-        step[part * HALF + i] = values[2 * i];
-        step[odd + part * HALF + i] = values[2 * i + 1];
-    }
-    for (lane, zero_point) in zero_points.iter_mut().enumerate() {
-        *zero_point = -8 * values[8 * lane..8 * lane + 8].iter().map(|&v| i32::from(v)).sum::<i32>();
-    }
+    let value_sum = values.iter().map(|&v| i32::from(v)).sum();
     let sum = x.iter().fold(0.0f32, |sum, &v| sum + v);
-    (scale, sum)
+    (scale, value_sum, sum)
 }
 
 /// # Safety
-/// No other unit writes the elements `(rows, columns)` of `output` meanwhile.
+/// No other unit writes the elements `(rows, columns)` of `output` meanwhile, and `columns`
+/// starts at a whole group (`GROUP`).
 unsafe fn multiply_unit<S: Scale>(
     weights: &Weights<'_, S>,
     activations: &Activations,
@@ -631,156 +661,74 @@ unsafe fn multiply_unit<S: Scale>(
     path: Path,
 ) {
     let outputs = weights.outputs;
-    if let Some(offsets) = weights.offsets {
-        prefetch_offsets(offsets, weights.blocks, outputs, &columns);
-    }
+    debug_assert!(columns.start.is_multiple_of(GROUP));
+    let groups = columns.start / GROUP..columns.end.div_ceil(GROUP);
     let mut row = rows.start;
     while row < rows.end {
-        let tile = (rows.end - row).min(TILE_ROWS);
-        let mut column = columns.start;
-        while column < columns.end {
-            let width = if tile == TILE_ROWS { 2 } else { 4 }.min(columns.end - column);
-            let mut results = [[0.0f32; TILE_ROWS]; 4];
-            dot_tile(path, weights, activations, (row, tile), (column, width), &mut results);
-            for (c, results) in results.iter().enumerate().take(width) {
-                for (r, &result) in results.iter().enumerate().take(tile) {
-                    // SAFETY: (row + r, column + c) lies in this unit's rows and columns.
-                    unsafe { *output.at((row + r) * outputs + column + c) = result };
+        let tile = tile_rows(path, rows.end - row);
+        let mut group = groups.start;
+        while group < groups.end {
+            let width = tile_groups(tile, weights.bits).min(groups.end - group);
+            let mut results = [[[0.0f32; GROUP]; TILE_ROWS]; TILE_GROUPS];
+            dot_tile(path, weights, activations, (row, tile), (group, width), &mut results);
+            for (g, results) in results.iter().enumerate().take(width) {
+                let first = (group + g) * GROUP;
+                let count = GROUP.min(outputs - first);
+                for (r, result) in results.iter().enumerate().take(tile) {
+                    // SAFETY: outputs `first..first + count` of row `row + r` lie in this unit's
+                    // rows and columns (its columns end at a whole group or at `outputs`).
+                    unsafe { output.at((row + r) * outputs + first).copy_from_nonoverlapping(result.as_ptr(), count) };
                 }
             }
-            column += width;
+            group += width;
         }
         row += tile;
     }
-    if let Some(offsets) = weights.offsets {
-        for row in rows {
-            // SAFETY: as above; the row's columns of this unit, contiguous.
-            let out =
-                unsafe { std::slice::from_raw_parts_mut(output.at(row * outputs + columns.start), columns.len()) };
-            let sums = &activations.sums[row * weights.blocks..][..weights.blocks];
-            add_offsets(path, out, sums, offsets, outputs, columns.start);
-        }
-    }
 }
 
-/// `out[c] += Σ_block sums[block] · offsets[block][first + c]`: the sum is one fused
-/// multiply-add chain over the blocks in order, from 0, then added (eight outputs at a time
-/// with AVX2 and FMA, the same operations one at a time otherwise).
-fn add_offsets<S: Scale>(path: Path, out: &mut [f32], sums: &[f32], offsets: &[S], outputs: usize, first: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if path != Path::Portable {
-        // SAFETY: the fast paths are detected only on CPUs with AVX2, FMA and F16C.
-        return unsafe { add_offsets_avx2(out, sums, offsets, outputs, first) };
-    }
-    let _ = path;
-    add_offsets_portable(out, sums, offsets, outputs, first)
+/// Rows of the next register tile, of `left`: 8, 4, 2 or 1 (at most 4 on the AVX2 path, whose
+/// 16 registers would not hold eight rows' accumulators beside a block's weights).
+fn tile_rows(path: Path, left: usize) -> usize {
+    let most = if path == Path::Vnni512 { TILE_ROWS } else { 4 };
+    [8, 4, 2, 1].into_iter().find(|&rows| rows <= left.min(most)).expect("a row is left")
 }
 
-fn add_offsets_portable<S: Scale>(out: &mut [f32], sums: &[f32], offsets: &[S], outputs: usize, first: usize) {
-    for (c, y) in out.iter_mut().enumerate() {
-        let term = sums
-            .iter()
-            .enumerate()
-            .fold(0.0f32, |term, (block, &sum)| sum.mul_add(offsets[block * outputs + first + c].value(), term));
-        *y += term;
+/// Groups of outputs per register tile of `rows` rows: a lone row takes four groups, or two
+/// of 8-bit weights (whose blocks take twice the registers), so that enough chains of
+/// integer dot products run side by side; two rows take two; more take one, its block read
+/// once for all of them.
+fn tile_groups(rows: usize, bits: Bits) -> usize {
+    match (rows, bits) {
+        (1, Bits::Four) => 4,
+        (1 | 2, _) => 2,
+        _ => 1,
     }
 }
-
-/// Outputs whose offset chains `add_offsets_avx2` runs side by side: each chain waits for its
-/// last multiply-add, so one chain at a time left the core idle most of each step.
-const OFFSET_CHAINS: usize = 4;
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn add_offsets_avx2<S: Scale>(out: &mut [f32], sums: &[f32], offsets: &[S], outputs: usize, first: usize) {
-    assert!(sums.len() * outputs <= offsets.len() && first + out.len() <= outputs);
-    let (wide, whole) = (out.len() / (OFFSET_CHAINS * LANES) * OFFSET_CHAINS * LANES, out.len() / LANES * LANES);
-    for c in (0..wide).step_by(OFFSET_CHAINS * LANES) {
-        // SAFETY: c + 32 <= out.len(), and the assertion above bounds the offsets read.
-        unsafe { add_offsets_lanes::<S, OFFSET_CHAINS>(out, sums, offsets, outputs, first, c) };
-    }
-    for c in (wide..whole).step_by(LANES) {
-        // SAFETY: as above, c + 8 <= out.len().
-        unsafe { add_offsets_lanes::<S, 1>(out, sums, offsets, outputs, first, c) };
-    }
-    add_offsets_portable(&mut out[whole..], sums, offsets, outputs, first + whole);
-}
-
-/// `add_offsets` for outputs `c..c + 8 V`: `V` chains of eight lanes, each in block order.
-///
-/// # Safety
-/// AVX2, FMA and F16C; `c + 8 V <= out.len()`, `first + out.len() <= outputs` and
-/// `sums.len() * outputs <= offsets.len()`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn add_offsets_lanes<S: Scale, const V: usize>(
-    out: &mut [f32],
-    sums: &[f32],
-    offsets: &[S],
-    outputs: usize,
-    first: usize,
-    c: usize,
-) {
-    // SAFETY: the caller's bounds.
-    unsafe {
-        let mut terms = [_mm256_setzero_ps(); V];
-        for (block, &sum) in sums.iter().enumerate() {
-            let (at, sum) = (offsets.as_ptr().add(block * outputs + first + c), _mm256_set1_ps(sum));
-            for (v, term) in terms.iter_mut().enumerate() {
-                *term = _mm256_fmadd_ps(sum, S::eight(at.add(v * LANES)), *term);
-            }
-        }
-        for (v, term) in terms.into_iter().enumerate() {
-            let y = out.as_mut_ptr().add(c + v * LANES);
-            _mm256_storeu_ps(y, _mm256_add_ps(_mm256_loadu_ps(y), term));
-        }
-    }
-}
-
-/// Asks for a unit's offsets (`blocks` rows of its columns, `outputs` apart) before its dot
-/// products run, so that they are in the cache when `add_offsets` reads them: read at the end,
-/// one strided row after another, they each waited on memory.
-fn prefetch_offsets<S: Scale>(offsets: &[S], blocks: usize, outputs: usize, columns: &Range<usize>) {
-    #[cfg(target_arch = "x86_64")]
-    for block in 0..blocks {
-        let row = &offsets[block * outputs + columns.start..block * outputs + columns.end];
-        for line in row.chunks(64 / size_of::<S>()) {
-            // SAFETY: a prefetch of an address within the slice.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (offsets, blocks, outputs, columns);
-}
-
-/// The dot products of rows `tile.0..tile.0 + tile.1` with outputs `columns.0..columns.0 +
-/// columns.1` into `results[column][row]` (without the offsets term).
+/// The dot products of rows `tile.0..tile.0 + tile.1` with the outputs of groups
+/// `groups.0..groups.0 + groups.1` into `results[group][row][lane]`.
 fn dot_tile<S: Scale>(
     path: Path,
     weights: &Weights<'_, S>,
     activations: &Activations,
     tile: (usize, usize),
-    columns: (usize, usize),
-    results: &mut [[f32; TILE_ROWS]; 4],
+    groups: (usize, usize),
+    results: &mut [[[f32; GROUP]; TILE_ROWS]; TILE_GROUPS],
 ) {
     macro_rules! dispatch {
         ($function:ident, $format:ty) => {
-            match (tile.1, columns.1) {
-                (4, 2) => $function::<$format, S, 4, 2>(weights, activations, tile.0, columns.0, results),
-                (4, 1) => $function::<$format, S, 4, 1>(weights, activations, tile.0, columns.0, results),
-                (3, 4) => $function::<$format, S, 3, 4>(weights, activations, tile.0, columns.0, results),
-                (3, c) => (0..c).for_each(|c| {
-                    $function::<$format, S, 3, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])
+            match (tile.1, groups.1) {
+                (1, 4) => $function::<$format, S, 1, 4>((weights, activations), (tile.0, groups.0), results),
+                (1, 2) => $function::<$format, S, 1, 2>((weights, activations), (tile.0, groups.0), results),
+                (2, 2) => $function::<$format, S, 2, 2>((weights, activations), (tile.0, groups.0), results),
+                (rows, count) => (0..count).for_each(|g| {
+                    let results = &mut results[g..];
+                    match rows {
+                        1 => $function::<$format, S, 1, 1>((weights, activations), (tile.0, groups.0 + g), results),
+                        2 => $function::<$format, S, 2, 1>((weights, activations), (tile.0, groups.0 + g), results),
+                        4 => $function::<$format, S, 4, 1>((weights, activations), (tile.0, groups.0 + g), results),
+                        _ => $function::<$format, S, 8, 1>((weights, activations), (tile.0, groups.0 + g), results),
+                    }
                 }),
-                (2, 4) => $function::<$format, S, 2, 4>(weights, activations, tile.0, columns.0, results),
-                (2, c) => (0..c).for_each(|c| {
-                    $function::<$format, S, 2, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])
-                }),
-                (1, 4) => $function::<$format, S, 1, 4>(weights, activations, tile.0, columns.0, results),
-                (1, c) => (0..c).for_each(|c| {
-                    $function::<$format, S, 1, 1>(weights, activations, tile.0, columns.0 + c, &mut results[c..])
-                }),
-                other => unreachable!("tile {other:?}"),
             }
         };
         ($function:ident) => {
@@ -790,10 +738,10 @@ fn dot_tile<S: Scale>(
             }
         };
     }
+    debug_assert!(
+        groups.0 + groups.1 <= weights.groups() && (tile.0 + tile.1) * weights.blocks <= activations.scales.len()
+    );
     match path {
-        // SAFETY: Path::Vnni is detected only with AVX-512 VNNI, VL and F, AVX2, FMA and F16C.
-        #[cfg(target_arch = "x86_64")]
-        Path::Vnni => unsafe { dispatch!(dot_vnni) },
         // SAFETY: Path::Vnni512 is detected only with AVX-512 VNNI, BW, VL and F, AVX2, FMA and F16C.
         #[cfg(target_arch = "x86_64")]
         Path::Vnni512 => unsafe { dispatch!(dot_vnni512) },
@@ -801,9 +749,14 @@ fn dot_tile<S: Scale>(
         #[cfg(target_arch = "x86_64")]
         Path::Avx2 => unsafe { dispatch!(dot_avx2) },
         _ => {
-            for (c, results) in results.iter_mut().enumerate().take(columns.1) {
-                for (r, result) in results.iter_mut().enumerate().take(tile.1) {
-                    *result = dot_portable(weights, activations, tile.0 + r, columns.0 + c);
+            for (g, results) in results.iter_mut().enumerate().take(groups.1) {
+                for (r, results) in results.iter_mut().enumerate().take(tile.1) {
+                    for (lane, result) in results.iter_mut().enumerate() {
+                        let output = (groups.0 + g) * GROUP + lane;
+                        if output < weights.outputs {
+                            *result = dot_portable(weights, activations, tile.0 + r, output);
+                        }
+                    }
                 }
             }
         }
@@ -812,86 +765,47 @@ fn dot_tile<S: Scale>(
 
 /// One output of one row in plain Rust: the SIMD paths' arithmetic, operation for operation
 /// (`mul_add` is the fused multiply-add they use; integer sums are exact in any order).
-fn dot_portable<S: Scale>(weights: &Weights<'_, S>, activations: &Activations, row: usize, column: usize) -> f32 {
-    let (blocks, group, steps) = (weights.blocks, activations.group, activations.steps);
-    let mut lanes = [0.0f32; 4 * MAX_GROUP];
-    let lanes = &mut lanes[..4 * group];
-    let (odd, bytes) = (group * HALF, weights.bits.block_bytes());
-    for step in 0..steps {
-        let at = row * steps + step;
-        let values = &activations.values[at * group * BLOCK..][..group * BLOCK];
-        for (lane, total) in lanes.iter_mut().enumerate() {
-            let (block, first) = (group * step + lane / 4, 8 * (lane % 4));
-            let mut sum = activations.zero_points[at * 4 * group + lane] << weights.bits.zero_point_shift();
-            let mut scale = 0.0;
-            if block < blocks {
-                let packed = &weights.packed[(column * blocks + block) * bytes..][..bytes];
-                for element in first..first + 8 {
-                    let half = if element % 2 == 0 { 0 } else { odd };
-                    let value = values[half + (lane / 4) * HALF + element / 2];
-                    sum += i32::from(weights.bits.weight(packed, element)) * i32::from(value);
-                }
-                scale = weights.scales[column * blocks + block].value();
-            }
-            let factor = scale * activations.lane_scales[at * 4 * group + lane];
-            *total = (sum as f32).mul_add(factor, *total);
+fn dot_portable<S: Scale>(weights: &Weights<'_, S>, activations: &Activations, row: usize, output: usize) -> f32 {
+    let mut total = 0.0f32;
+    for block in 0..weights.blocks {
+        let at = row * weights.blocks + block;
+        let values = &activations.values[at * BLOCK..][..BLOCK];
+        let mut sum = -(activations.value_sums[at] << weights.bits.zero_point_shift());
+        for (element, &value) in values.iter().enumerate() {
+            sum += i32::from(weights.stored(output, block, element).0) * i32::from(value);
+        }
+        let factor = weights.stored(output, block, 0).1.value() * activations.scales[at];
+        total = (sum as f32).mul_add(factor, total);
+        if let Some(offset) = weights.offset(output, block) {
+            total = activations.sums[at].mul_add(offset.value(), total);
         }
     }
-    reduce(lanes)
+    total
 }
 
-/// The lanes' sum in the order the SIMD paths take: sixteen lanes add their upper eight to
-/// their lower eight first; of eight, halves, then quarters, then the pair.
-fn reduce(lanes: &[f32]) -> f32 {
-    if lanes.len() == 2 * LANES {
-        let lower: [f32; LANES] = std::array::from_fn(|i| lanes[i] + lanes[i + LANES]);
-        return reduce(&lower);
-    }
-    let half: [f32; 4] = std::array::from_fn(|i| lanes[i] + lanes[i + 4]);
-    (half[0] + half[2]) + (half[1] + half[3])
-}
-
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn reduce_avx(v: __m256) -> f32 {
-    unsafe {
-        let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
-        _mm_cvtss_f32(_mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1)))
-    }
-}
-
-/// A weight format's part of the register tiles: how a step's blocks unpack into
-/// `Activations`' order (even elements, odd elements, each lane's scale) and how the integer
-/// dot product folds its zero point in.
+/// A weight format's part of the register tiles: how a group's repacked block unpacks into the
+/// weights of each quad of inputs, and its AVX2 integer dot product.
 #[cfg(target_arch = "x86_64")]
 trait Format {
     const BITS: Bits;
-    const BLOCK_BYTES: usize = Self::BITS.block_bytes();
+    /// Bytes of a group's repacked block.
+    const GROUP_BYTES: usize = Self::BITS.block_bytes() * GROUP;
 
-    /// Blocks `block` and `block + 1` at `packed` and `scales` (without the second block,
-    /// `complete` false, its half is zero).
-    unsafe fn unpack_pair<S: Scale>(packed: *const u8, scales: *const S, complete: bool) -> (__m256i, __m256i, __m256);
+    /// The block at `at`: for each quad of inputs, its four weights in each output's lane (for
+    /// 4-bit weights, those of the last four quads times 16: see `Nibbles::dot_512`).
+    unsafe fn unpack_512(at: *const u8) -> [__m512i; BLOCK / QUAD];
 
-    /// The step of blocks at `packed` and `scales` (`present` of them, 1 to 4; the rest of the
-    /// step reads as zero).
-    unsafe fn unpack_quad<S: Scale>(packed: *const u8, scales: *const S, present: usize) -> (__m512i, __m512i, __m512);
+    /// `zero_point` + each lane's dot product of `unpack_512`'s weights and the block's values
+    /// at `x` (each quad broadcast), with AVX-512 VNNI: two chains of four `dpbusd`, for their
+    /// latency; the integer sums are exact.
+    unsafe fn dot_512(zero_point: __m512i, quads: &[__m512i; BLOCK / QUAD], x: *const i32) -> __m512i;
 
-    /// The activations' zero points (−8 × each lane's sum) for this format's zero point.
-    #[inline(always)]
-    unsafe fn zero_points_256(zero_point: __m256i) -> __m256i {
-        // SAFETY: the caller's tile runs with AVX2.
-        unsafe { _mm256_sll_epi32(zero_point, _mm_cvtsi32_si128(Self::BITS.zero_point_shift() as i32)) }
-    }
+    /// Half `half` (outputs `8 half..+ 8`) of the block at `at`, as `unpack_512`'s.
+    unsafe fn unpack_256(at: *const u8, half: usize) -> [__m256i; BLOCK / QUAD];
 
-    #[inline(always)]
-    unsafe fn zero_points_512(zero_point: __m512i) -> __m512i {
-        // SAFETY: the caller's tile runs with AVX-512 F.
-        unsafe { _mm512_sll_epi32(zero_point, _mm_cvtsi32_si128(Self::BITS.zero_point_shift() as i32)) }
-    }
-
-    /// `zero_point` + the dot products of each lane's weights and values, with AVX2 alone.
-    unsafe fn dot_avx2(zero_point: __m256i, even: __m256i, x_even: __m256i, odd: __m256i, x_odd: __m256i) -> __m256i;
+    /// `zero_point` + each lane's dot product of its weights and the block's values `x`
+    /// (each quad broadcast), with AVX2 alone: exactly the `dpbusd` sums.
+    unsafe fn dot_avx2(zero_point: __m256i, weights: &[__m256i; BLOCK / QUAD], x: &[__m256i; BLOCK / QUAD]) -> __m256i;
 }
 
 /// 4-bit weights (`Bits::Four`).
@@ -902,90 +816,99 @@ struct Nibbles;
 #[cfg(target_arch = "x86_64")]
 struct Bytes;
 
-/// The mask of a load of the first `count` bytes of 64.
-#[cfg(target_arch = "x86_64")]
-fn first_bytes(count: usize) -> u64 {
-    if count >= 64 { u64::MAX } else { (1u64 << count) - 1 }
-}
-
 #[cfg(target_arch = "x86_64")]
 impl Format for Nibbles {
     const BITS: Bits = Bits::Four;
 
     #[inline(always)]
-    unsafe fn unpack_pair<S: Scale>(packed: *const u8, scales: *const S, complete: bool) -> (__m256i, __m256i, __m256) {
+    unsafe fn unpack_512(at: *const u8) -> [__m512i; BLOCK / QUAD] {
+        // SAFETY: the caller's bounds (256 bytes); AVX-512 BW.
         unsafe {
-            let packed = if complete {
-                _mm256_loadu_si256(packed.cast())
-            } else {
-                _mm256_zextsi128_si256(_mm_loadu_si128(packed.cast()))
-            };
+            let (low, high) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(0xf0u8 as i8));
+            std::array::from_fn(|quad| {
+                let chunk = _mm512_loadu_si512(at.add(64 * (quad % 4)).cast());
+                _mm512_and_si512(chunk, if quad < 4 { low } else { high })
+            })
+        }
+    }
+
+    /// The high nibbles stay in place, as 16 times their weights: their chain's sum is 16 times
+    /// the dot product (at most 16 × 15 × 127 × 16 in a lane), shifted back exactly. That
+    /// spares a shift per register of weights.
+    #[inline(always)]
+    unsafe fn dot_512(zero_point: __m512i, quads: &[__m512i; BLOCK / QUAD], x: *const i32) -> __m512i {
+        // SAFETY: the caller's bounds (32 values at `x`); AVX-512 VNNI.
+        unsafe {
+            let (mut low, mut high) = (zero_point, _mm512_setzero_si512());
+            for quad in 0..4 {
+                low = _mm512_dpbusd_epi32(low, quads[quad], _mm512_set1_epi32(x.add(quad).read_unaligned()));
+                let next = _mm512_set1_epi32(x.add(quad + 4).read_unaligned());
+                high = _mm512_dpbusd_epi32(high, quads[quad + 4], next);
+            }
+            _mm512_add_epi32(low, _mm512_srai_epi32(high, 4))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn unpack_256(at: *const u8, half: usize) -> [__m256i; BLOCK / QUAD] {
+        // SAFETY: the caller's bounds (256 bytes); AVX2.
+        unsafe {
             let mask = _mm256_set1_epi8(0x0f);
-            let even = _mm256_and_si256(packed, mask);
-            let odd = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
-            (even, odd, S::pair(scales, complete))
+            let chunks: [__m256i; 4] = std::array::from_fn(|k| _mm256_loadu_si256(at.add(64 * k + 32 * half).cast()));
+            std::array::from_fn(|quad| {
+                let chunk = chunks[quad % 4];
+                if quad < 4 {
+                    _mm256_and_si256(chunk, mask)
+                } else {
+                    _mm256_and_si256(_mm256_srli_epi16(chunk, 4), mask)
+                }
+            })
         }
     }
 
+    /// Each 16-bit lane adds 16 products of a weight (0..=15) and a value (|v| ≤ 127): at most
+    /// 30,480, so the eight `maddubs` add up in 16 bits without saturating.
     #[inline(always)]
-    unsafe fn unpack_quad<S: Scale>(packed: *const u8, scales: *const S, present: usize) -> (__m512i, __m512i, __m512) {
+    unsafe fn dot_avx2(zero_point: __m256i, weights: &[__m256i; BLOCK / QUAD], x: &[__m256i; BLOCK / QUAD]) -> __m256i {
+        // SAFETY: the caller's tile runs with AVX2.
         unsafe {
-            let packed = _mm512_maskz_loadu_epi8(first_bytes(present * Self::BLOCK_BYTES), packed.cast());
-            let mask = _mm512_set1_epi8(0x0f);
-            let even = _mm512_and_si512(packed, mask);
-            let odd = _mm512_and_si512(_mm512_srli_epi16(packed, 4), mask);
-            (even, odd, S::quad(scales, present))
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn dot_avx2(zero_point: __m256i, even: __m256i, x_even: __m256i, odd: __m256i, x_odd: __m256i) -> __m256i {
-        // |sum| ≤ 2 × 2 × 15 × 127 per 16-bit lane: no saturation.
-        unsafe {
-            let pairs = _mm256_add_epi16(_mm256_maddubs_epi16(even, x_even), _mm256_maddubs_epi16(odd, x_odd));
+            let mut pairs = _mm256_maddubs_epi16(weights[0], x[0]);
+            for quad in 1..BLOCK / QUAD {
+                pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(weights[quad], x[quad]));
+            }
             _mm256_add_epi32(zero_point, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
         }
     }
 }
-
-/// Within each 16 bytes: the 8 even ones, then the 8 odd ones.
-#[cfg(target_arch = "x86_64")]
-const EVEN_THEN_ODD: [i8; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15];
 
 #[cfg(target_arch = "x86_64")]
 impl Format for Bytes {
     const BITS: Bits = Bits::Eight;
 
     #[inline(always)]
-    unsafe fn unpack_pair<S: Scale>(packed: *const u8, scales: *const S, complete: bool) -> (__m256i, __m256i, __m256) {
+    unsafe fn unpack_512(at: *const u8) -> [__m512i; BLOCK / QUAD] {
+        // SAFETY: the caller's bounds (512 bytes); AVX-512 F.
+        unsafe { std::array::from_fn(|quad| _mm512_loadu_si512(at.add(64 * quad).cast())) }
+    }
+
+    #[inline(always)]
+    unsafe fn dot_512(zero_point: __m512i, quads: &[__m512i; BLOCK / QUAD], x: *const i32) -> __m512i {
+        // SAFETY: the caller's bounds (32 values at `x`); AVX-512 VNNI.
         unsafe {
-            let split = _mm256_broadcastsi128_si256(_mm_loadu_si128(EVEN_THEN_ODD.as_ptr().cast()));
-            let first = _mm256_shuffle_epi8(_mm256_loadu_si256(packed.cast()), split);
-            let second = if complete {
-                _mm256_shuffle_epi8(_mm256_loadu_si256(packed.add(BLOCK).cast()), split)
-            } else {
-                _mm256_setzero_si256()
-            };
-            // Quadwords [even, odd] of elements 0..16 and 16..32 of each block, in order.
-            const IN_ORDER: i32 = 0b11_01_10_00;
-            let even = _mm256_permute4x64_epi64::<IN_ORDER>(_mm256_unpacklo_epi64(first, second));
-            let odd = _mm256_permute4x64_epi64::<IN_ORDER>(_mm256_unpackhi_epi64(first, second));
-            (even, odd, S::pair(scales, complete))
+            let (mut even, mut odd) = (zero_point, _mm512_setzero_si512());
+            for quad in (0..BLOCK / QUAD).step_by(2) {
+                even = _mm512_dpbusd_epi32(even, quads[quad], _mm512_set1_epi32(x.add(quad).read_unaligned()));
+                let next = _mm512_set1_epi32(x.add(quad + 1).read_unaligned());
+                odd = _mm512_dpbusd_epi32(odd, quads[quad + 1], next);
+            }
+            _mm512_add_epi32(even, odd)
         }
     }
 
     #[inline(always)]
-    unsafe fn unpack_quad<S: Scale>(packed: *const u8, scales: *const S, present: usize) -> (__m512i, __m512i, __m512) {
-        unsafe {
-            let split = _mm512_broadcast_i32x4(_mm_loadu_si128(EVEN_THEN_ODD.as_ptr().cast()));
-            let bytes = present * BLOCK;
-            let first = _mm512_maskz_loadu_epi8(first_bytes(bytes), packed.cast());
-            let second = _mm512_maskz_loadu_epi8(first_bytes(bytes.saturating_sub(64)), packed.add(64).cast());
-            let (first, second) = (_mm512_shuffle_epi8(first, split), _mm512_shuffle_epi8(second, split));
-            let even = _mm512_permutex2var_epi64(first, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), second);
-            let odd = _mm512_permutex2var_epi64(first, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), second);
-            (even, odd, S::quad(scales, present))
-        }
+    unsafe fn unpack_256(at: *const u8, half: usize) -> [__m256i; BLOCK / QUAD] {
+        // SAFETY: the caller's bounds (512 bytes); AVX2.
+        unsafe { std::array::from_fn(|quad| _mm256_loadu_si256(at.add(64 * quad + 32 * half).cast())) }
     }
 
     /// `maddubs` multiplies unsigned bytes by signed ones and would saturate on whole stored
@@ -994,166 +917,189 @@ impl Format for Bytes {
     /// 16-bit pair sum at most 2 × 128 × 127). That sum already holds the zero point, exactly
     /// the `zero_point` + `q · x` of the other paths, so `zero_point` is not read.
     #[inline(always)]
-    unsafe fn dot_avx2(_zero_point: __m256i, even: __m256i, x_even: __m256i, odd: __m256i, x_odd: __m256i) -> __m256i {
+    unsafe fn dot_avx2(
+        _zero_point: __m256i,
+        weights: &[__m256i; BLOCK / QUAD],
+        x: &[__m256i; BLOCK / QUAD],
+    ) -> __m256i {
         // SAFETY: the caller's tile runs with AVX2.
         unsafe {
-            let flip = _mm256_set1_epi8(i8::MIN);
-            let (even, odd) = (_mm256_xor_si256(even, flip), _mm256_xor_si256(odd, flip));
-            let evens = _mm256_maddubs_epi16(_mm256_abs_epi8(even), _mm256_sign_epi8(x_even, even));
-            let odds = _mm256_maddubs_epi16(_mm256_abs_epi8(odd), _mm256_sign_epi8(x_odd, odd));
-            // Two pair sums may not fit 16 bits together: each is widened first.
-            let ones = _mm256_set1_epi16(1);
-            _mm256_add_epi32(_mm256_madd_epi16(evens, ones), _mm256_madd_epi16(odds, ones))
+            let (flip, ones) = (_mm256_set1_epi8(i8::MIN), _mm256_set1_epi16(1));
+            let mut sum = _mm256_setzero_si256();
+            for quad in 0..BLOCK / QUAD {
+                let signed = _mm256_xor_si256(weights[quad], flip);
+                let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(signed), _mm256_sign_epi8(x[quad], signed));
+                // Two pair sums may not fit 16 bits together: each quad is widened first.
+                sum = _mm256_add_epi32(sum, _mm256_madd_epi16(pairs, ones));
+            }
+            sum
         }
     }
 }
 
-/// Where a register tile's operands start: the weights of output `column` and the activations
-/// of `row` (see `Activations`).
+/// Where a register tile's operands start: the repacked weights and scales of `group`'s first
+/// block, and the first block of `row`'s values, value sums and scales.
 #[cfg(target_arch = "x86_64")]
 struct TileStart<S> {
     packed: *const u8,
     scales: *const S,
+    /// Null without offsets.
+    offsets: *const S,
     values: *const i8,
-    zero_points: *const i32,
-    lane_scales: *const f32,
+    value_sums: *const i32,
+    row_scales: *const f32,
+    sums: *const f32,
 }
 
 #[cfg(target_arch = "x86_64")]
 impl<S: Scale> TileStart<S> {
     /// # Safety
-    /// `row` and `column` are within the activations and the weights.
+    /// `row` and `group` are within the activations and the weights.
     #[inline(always)]
-    unsafe fn new(weights: &Weights<'_, S>, activations: &Activations, row: usize, column: usize) -> TileStart<S> {
-        let (blocks, group) = (weights.blocks, activations.group);
-        let lanes = row * activations.steps * 4 * group;
+    unsafe fn new(weights: &Weights<'_, S>, activations: &Activations, row: usize, group: usize) -> TileStart<S> {
+        let (blocks, bytes) = (weights.blocks, weights.bits.block_bytes());
         // SAFETY: the caller's bounds.
         unsafe {
             TileStart {
-                packed: weights.packed.as_ptr().add(column * blocks * weights.bits.block_bytes()),
-                scales: weights.scales.as_ptr().add(column * blocks),
-                values: activations.values.as_ptr().add(row * activations.steps * group * BLOCK),
-                zero_points: activations.zero_points.as_ptr().add(lanes),
-                lane_scales: activations.lane_scales.as_ptr().add(lanes),
+                packed: weights.packed.as_ptr().add(group * blocks * GROUP * bytes),
+                scales: weights.scales.as_ptr().add(group * blocks * GROUP),
+                offsets: weights
+                    .offsets
+                    .map_or(std::ptr::null(), |offsets| offsets.as_ptr().add(group * blocks * GROUP)),
+                values: activations.values.as_ptr().add(row * blocks * BLOCK),
+                value_sums: activations.value_sums.as_ptr().add(row * blocks),
+                row_scales: activations.scales.as_ptr().add(row * blocks),
+                sums: activations.sums.as_ptr().add(row * blocks),
+            }
+        }
+    }
+
+    /// The integer zero-point correction, the scale and the exact input sum of `row`'s (from
+    /// the tile's first) `block`.
+    #[inline(always)]
+    unsafe fn row_block<F: Format>(&self, blocks: usize, row: usize, block: usize) -> (i32, f32, f32) {
+        // SAFETY: the caller's bounds.
+        unsafe {
+            let at = row * blocks + block;
+            (-(*self.value_sums.add(at) << F::BITS.zero_point_shift()), *self.row_scales.add(at), *self.sums.add(at))
+        }
+    }
+
+    /// Asks for the weights `PREFETCH_BYTES` ahead of a group block at `packed`, and their scales.
+    #[inline(always)]
+    unsafe fn prefetch<F: Format>(packed: *const u8, scales: *const S) {
+        // SAFETY: prefetches are hints; the addresses need not be valid.
+        unsafe {
+            for line in (0..F::GROUP_BYTES).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(packed.wrapping_add(PREFETCH_BYTES + line).cast());
+            }
+            _mm_prefetch::<_MM_HINT_T0>(scales.wrapping_add(PREFETCH_BYTES / F::GROUP_BYTES * GROUP).cast());
+        }
+    }
+}
+
+/// `body(0)`, …, `body(N - 1)`, written out: a loop over a tile's rows compiled as a loop
+/// kept its accumulators in memory.
+#[inline(always)]
+fn unrolled<const N: usize>(mut body: impl FnMut(usize)) {
+    macro_rules! each {
+        ($($index:literal)*) => { $(if $index < N { body($index) })* };
+    }
+    const { assert!(N <= TILE_ROWS) };
+    each!(0 1 2 3 4 5 6 7);
+}
+
+/// The register tile of the 512-bit path: `R` rows × `C` groups of sixteen outputs, one
+/// accumulator each; each group's block is unpacked once for the `R` rows, and each quad of a
+/// row's values is broadcast to every lane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::needless_range_loop)] // the accumulators are indexed by group and row
+unsafe fn dot_vnni512<F: Format, S: Scale, const R: usize, const C: usize>(
+    (weights, activations): (&Weights<'_, S>, &Activations),
+    (row, group): (usize, usize),
+    results: &mut [[[f32; GROUP]; TILE_ROWS]],
+) {
+    let blocks = weights.blocks;
+    let mut acc = [[_mm512_setzero_ps(); R]; C];
+    // SAFETY (whole body): the caller's tile lies within the weights and activations
+    // (`multiply` checked their lengths), so every offset below is in bounds.
+    unsafe {
+        let start = TileStart::new(weights, activations, row, group);
+        for block in 0..blocks {
+            let columns: [_; C] = std::array::from_fn(|c| {
+                let at = (c * blocks + block) * GROUP;
+                let (packed, scales) = (start.packed.add(at / GROUP * F::GROUP_BYTES), start.scales.add(at));
+                TileStart::<S>::prefetch::<F>(packed, scales);
+                let offsets = (!start.offsets.is_null()).then(|| S::sixteen(start.offsets.add(at)));
+                (F::unpack_512(packed), S::sixteen(scales), offsets)
+            });
+            unrolled::<R>(|r| {
+                let (zero_point, row_scale, input_sum) = start.row_block::<F>(blocks, r, block);
+                let (zero_point, row_scale) = (_mm512_set1_epi32(zero_point), _mm512_set1_ps(row_scale));
+                let x = start.values.add((r * blocks + block) * BLOCK).cast::<i32>();
+                for (c, (quads, scale, offsets)) in columns.iter().enumerate() {
+                    let sum = _mm512_cvtepi32_ps(F::dot_512(zero_point, quads, x));
+                    acc[c][r] = _mm512_fmadd_ps(sum, _mm512_mul_ps(*scale, row_scale), acc[c][r]);
+                    if let Some(offsets) = offsets {
+                        acc[c][r] = _mm512_fmadd_ps(_mm512_set1_ps(input_sum), *offsets, acc[c][r]);
+                    }
+                }
+            });
+        }
+        for c in 0..C {
+            for r in 0..R {
+                _mm512_storeu_ps(results[c][r].as_mut_ptr(), acc[c][r]);
             }
         }
     }
 }
 
-/// The register tile: `R` rows × `C` outputs, one accumulator each; each pair of weight blocks
-/// is unpacked once for the `R` rows. `$dot` is the integer dot product of a pair of blocks of
-/// one row, the zero points folded in (exact: every path gives the same sums).
+/// The register tile of the AVX2 path: `dot_vnni512`'s, each group in two halves of eight
+/// outputs.
 #[cfg(target_arch = "x86_64")]
-macro_rules! tile {
-    ($name:ident, $features:literal, $dot:expr) => {
-        #[target_feature(enable = $features)]
-        unsafe fn $name<F: Format, S: Scale, const R: usize, const C: usize>(
-            weights: &Weights<'_, S>,
-            activations: &Activations,
-            row: usize,
-            column: usize,
-            results: &mut [[f32; TILE_ROWS]],
-        ) {
-            let (blocks, pairs) = (weights.blocks, activations.steps);
-            debug_assert_eq!(activations.group, 2);
-            debug_assert!(column + C <= weights.outputs && (row + R) * pairs * LANES <= activations.lane_scales.len());
-            let mut acc = [[_mm256_setzero_ps(); R]; C];
-            // SAFETY (whole body): the caller's tile lies within the weights and activations
-            // (`multiply` checked their lengths), so every offset below is in bounds.
-            unsafe {
-                let TileStart { packed, scales, values, zero_points, lane_scales } =
-                    TileStart::new(weights, activations, row, column);
-                for pair in 0..pairs {
-                    let complete = 2 * pair + 1 < blocks;
-                    let weights: [_; C] = std::array::from_fn(|c| {
-                        let block = c * blocks + 2 * pair;
-                        // The weights stream from memory: ask for those of a later tile now.
-                        let ahead = packed.add(block * F::BLOCK_BYTES).wrapping_add(PREFETCH_BYTES);
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-                        _mm_prefetch::<_MM_HINT_T0>(scales.add(block).wrapping_add(PREFETCH_BYTES / 4).cast());
-                        F::unpack_pair(packed.add(block * F::BLOCK_BYTES), scales.add(block), complete)
-                    });
-                    for r in 0..R {
-                        let at = r * pairs + pair;
-                        let x_even = _mm256_loadu_si256(values.add(at * 2 * BLOCK).cast());
-                        let x_odd = _mm256_loadu_si256(values.add(at * 2 * BLOCK + BLOCK).cast());
-                        let zero_point = F::zero_points_256(_mm256_loadu_si256(zero_points.add(at * LANES).cast()));
-                        let row_scale = _mm256_loadu_ps(lane_scales.add(at * LANES));
-                        for (c, &(even, odd, scale)) in weights.iter().enumerate() {
-                            let sum = $dot(zero_point, even, x_even, odd, x_odd);
-                            let factor = _mm256_mul_ps(scale, row_scale);
-                            acc[c][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), factor, acc[c][r]);
-                        }
-                    }
-                }
-                for c in 0..C {
-                    for r in 0..R {
-                        results[c][r] = reduce_avx(acc[c][r]);
-                    }
-                }
-            }
-        }
-    };
-}
-
-#[cfg(target_arch = "x86_64")]
-tile!(dot_avx2, "avx2,fma,f16c", |zero_point, even, x_even, odd, x_odd| F::dot_avx2(
-    zero_point, even, x_even, odd, x_odd
-));
-
-#[cfg(target_arch = "x86_64")]
-tile!(dot_vnni, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni", |zero_point, even, x_even, odd, x_odd| {
-    _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero_point, even, x_even), odd, x_odd)
-});
-
-/// The register tile of the 512-bit path: `tile!`'s, four blocks per step.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[allow(clippy::needless_range_loop)] // the accumulators are indexed by column and row, as in `tile!`
-unsafe fn dot_vnni512<F: Format, S: Scale, const R: usize, const C: usize>(
-    weights: &Weights<'_, S>,
-    activations: &Activations,
-    row: usize,
-    column: usize,
-    results: &mut [[f32; TILE_ROWS]],
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // the accumulators are indexed by group and row
+unsafe fn dot_avx2<F: Format, S: Scale, const R: usize, const C: usize>(
+    (weights, activations): (&Weights<'_, S>, &Activations),
+    (row, group): (usize, usize),
+    results: &mut [[[f32; GROUP]; TILE_ROWS]],
 ) {
-    let (blocks, steps) = (weights.blocks, activations.steps);
-    debug_assert_eq!(activations.group, MAX_GROUP);
-    debug_assert!(column + C <= weights.outputs && (row + R) * steps * 16 <= activations.lane_scales.len());
-    let mut acc = [[_mm512_setzero_ps(); R]; C];
-    // SAFETY (whole body): the caller's tile lies within the weights and activations
-    // (`multiply` checked their lengths), the loads of a step past the last block are masked,
-    // so every access below is in bounds.
+    let blocks = weights.blocks;
+    let mut acc = [[[_mm256_setzero_ps(); 2]; R]; C];
+    // SAFETY (whole body): as in `dot_vnni512`.
     unsafe {
-        let TileStart { packed, scales, values, zero_points, lane_scales } =
-            TileStart::new(weights, activations, row, column);
-        for step in 0..steps {
-            let present = (blocks - MAX_GROUP * step).min(MAX_GROUP);
-            let weights: [_; C] = std::array::from_fn(|c| {
-                let block = c * blocks + MAX_GROUP * step;
-                let ahead = packed.add(block * F::BLOCK_BYTES).wrapping_add(PREFETCH_BYTES);
-                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-                _mm_prefetch::<_MM_HINT_T0>(scales.add(block).wrapping_add(PREFETCH_BYTES / 4).cast());
-                F::unpack_quad(packed.add(block * F::BLOCK_BYTES), scales.add(block), present)
+        let start = TileStart::new(weights, activations, row, group);
+        for block in 0..blocks {
+            let rows: [_; R] = std::array::from_fn(|r| {
+                let (zero_point, row_scale, input_sum) = start.row_block::<F>(blocks, r, block);
+                let x = start.values.add((r * blocks + block) * BLOCK).cast::<i32>();
+                let quads = std::array::from_fn(|quad| _mm256_set1_epi32(x.add(quad).read_unaligned()));
+                (_mm256_set1_epi32(zero_point), _mm256_set1_ps(row_scale), _mm256_set1_ps(input_sum), quads)
             });
-            for r in 0..R {
-                let at = r * steps + step;
-                let x_even = _mm512_loadu_si512(values.add(at * MAX_GROUP * BLOCK).cast());
-                let x_odd = _mm512_loadu_si512(values.add(at * MAX_GROUP * BLOCK + 2 * BLOCK).cast());
-                let zero_point = F::zero_points_512(_mm512_loadu_si512(zero_points.add(at * 16).cast()));
-                let row_scale = _mm512_loadu_ps(lane_scales.add(at * 16));
-                for (c, &(even, odd, scale)) in weights.iter().enumerate() {
-                    let sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero_point, even, x_even), odd, x_odd);
-                    let factor = _mm512_mul_ps(scale, row_scale);
-                    acc[c][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), factor, acc[c][r]);
+            for c in 0..C {
+                let at = (c * blocks + block) * GROUP;
+                let (packed, scales) = (start.packed.add(at / GROUP * F::GROUP_BYTES), start.scales.add(at));
+                TileStart::<S>::prefetch::<F>(packed, scales);
+                for half in 0..2 {
+                    let (quads, scale) = (F::unpack_256(packed, half), S::eight(scales.add(half * LANES)));
+                    let offsets = (!start.offsets.is_null()).then(|| S::eight(start.offsets.add(at + half * LANES)));
+                    for (r, (zero_point, row_scale, input_sum, x)) in rows.iter().enumerate() {
+                        let sum = _mm256_cvtepi32_ps(F::dot_avx2(*zero_point, &quads, x));
+                        let mut total = _mm256_fmadd_ps(sum, _mm256_mul_ps(scale, *row_scale), acc[c][r][half]);
+                        if let Some(offsets) = offsets {
+                            total = _mm256_fmadd_ps(*input_sum, offsets, total);
+                        }
+                        acc[c][r][half] = total;
+                    }
                 }
             }
         }
         for c in 0..C {
             for r in 0..R {
-                let lower = _mm512_castps512_ps256(acc[c][r]);
-                let upper = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[c][r])));
-                results[c][r] = reduce_avx(_mm256_add_ps(lower, upper));
+                for half in 0..2 {
+                    _mm256_storeu_ps(results[c][r][half * LANES..].as_mut_ptr(), acc[c][r][half]);
+                }
             }
         }
     }
@@ -1186,6 +1132,7 @@ mod tests {
 
     const BOTH: [Bits; 2] = [Bits::Four, Bits::Eight];
 
+    /// A node's weights as MatMulNBits stores them, and repacked.
     struct Layer {
         bits: Bits,
         outputs: usize,
@@ -1193,6 +1140,7 @@ mod tests {
         packed: Vec<u8>,
         scales: Vec<f32>,
         offsets: Vec<f32>,
+        repacked: Repacked<f32>,
     }
 
     impl Layer {
@@ -1204,25 +1152,20 @@ mod tests {
         fn with_bits(bits: Bits, outputs: usize, inputs: usize, seed: u64) -> Layer {
             let blocks = inputs / BLOCK;
             let mut noise = Noise(seed);
-            Layer {
-                bits,
-                outputs,
-                blocks,
-                packed: noise.bytes(outputs * blocks * bits.block_bytes()),
-                scales: noise.floats(outputs * blocks, 0.02),
-                offsets: noise.floats(blocks * outputs, 0.05),
-            }
+            let packed = noise.bytes(outputs * blocks * bits.block_bytes());
+            let scales = noise.floats(outputs * blocks, 0.02);
+            let offsets = noise.floats(blocks * outputs, 0.05);
+            Layer::from_parts(bits, outputs, packed, scales, offsets)
+        }
+
+        fn from_parts(bits: Bits, outputs: usize, packed: Vec<u8>, scales: Vec<f32>, offsets: Vec<f32>) -> Layer {
+            let blocks = scales.len() / outputs;
+            let repacked = Repacked::new(bits, (outputs, blocks), (&packed, &scales, Some(&offsets)), &sequential);
+            Layer { bits, outputs, blocks, packed, scales, offsets, repacked }
         }
 
         fn weights(&self) -> Weights<'_> {
-            Weights {
-                bits: self.bits,
-                outputs: self.outputs,
-                blocks: self.blocks,
-                packed: &self.packed,
-                scales: &self.scales,
-                offsets: Some(&self.offsets),
-            }
+            self.repacked.weights()
         }
 
         /// The dequantized weight (output, input), exactly as f64.
@@ -1240,17 +1183,12 @@ mod tests {
         }
     }
 
-    /// The SIMD paths this machine can run: AVX2, and the VNNI ones where AVX-512 has them.
+    /// The SIMD paths this machine can run: AVX2, and the VNNI one where AVX-512 has it.
     fn simd_paths() -> Vec<Path> {
-        let detected = Path::detect();
-        [
-            (Path::Avx2, avx2_fma_f16c()),
-            (Path::Vnni, matches!(detected, Path::Vnni | Path::Vnni512)),
-            (Path::Vnni512, detected == Path::Vnni512),
-        ]
-        .into_iter()
-        .filter_map(|(path, runs)| runs.then_some(path))
-        .collect()
+        [(Path::Avx2, avx2_fma_f16c()), (Path::Vnni512, Path::detect() == Path::Vnni512)]
+            .into_iter()
+            .filter_map(|(path, runs)| runs.then_some(path))
+            .collect()
     }
 
     fn sequential(count: usize, unit: &(dyn Fn(usize) + Sync)) {
@@ -1328,14 +1266,10 @@ mod tests {
                 assert_eq!(part[..], *expected, "{bits:?}: rows {first}.. in {rows}");
             }
             let weights = layer.weights();
-            let group = Path::detect().group();
-            let activations = quantize(&x, total, weights.blocks, (Path::Portable, group), &sequential);
+            let activations = quantize(&x, total, weights.blocks, Path::Portable);
             for row in [0, 5, 77, 149] {
                 for n in [0, 1, 63, 64, 199] {
-                    let mut expected = dot_portable(&weights, &activations, row, n);
-                    let sums = &activations.sums[row * weights.blocks..][..weights.blocks];
-                    let out = std::slice::from_mut(&mut expected);
-                    add_offsets(Path::Portable, out, sums, &layer.offsets, outputs, n);
+                    let expected = dot_portable(&weights, &activations, row, n);
                     let path = Path::detect();
                     assert_eq!(whole[row * outputs + n], expected, "{bits:?}: row {row} output {n} on {path:?}");
                 }
@@ -1344,13 +1278,13 @@ mod tests {
     }
 
     /// One or two rows' units cover every output once, in an even number of non-empty units of
-    /// a multiple of four outputs, of about `STREAM_COLUMNS` where a node has enough outputs.
+    /// whole groups of outputs, of about `STREAM_COLUMNS` where a node has enough outputs.
     #[test]
     fn stream_units_are_even_and_cover_every_output() {
         for outputs in [1, 3, 8, 200, 576, 960, 1536, 3072, 49152] {
             let width = stream_columns(outputs);
             let units = outputs.div_ceil(width);
-            assert!(width.is_multiple_of(4), "{outputs}: width {width}");
+            assert!(width.is_multiple_of(GROUP), "{outputs}: width {width}");
             assert!((units - 1) * width < outputs, "{outputs}: an empty unit");
             assert!(units.is_multiple_of(2) || units == 1, "{outputs}: {units} units");
             if outputs >= 2 * STREAM_COLUMNS {
@@ -1360,66 +1294,62 @@ mod tests {
         assert_eq!([576, 960, 3072, 49152].map(stream_columns), [288, 480, 512, 512]);
     }
 
-    #[cfg(target_arch = "x86_64")]
+    /// Repacking keeps every stored weight and scale, in every lane of whole and partial
+    /// groups.
     #[test]
-    fn the_avx2_and_vnni_paths_agree_bit_for_bit() {
-        if !matches!(Path::detect(), Path::Vnni | Path::Vnni512) {
-            eprintln!("no AVX-512 VNNI: nothing to compare");
-            return;
-        }
-        for bits in BOTH {
-            let layer = Layer::with_bits(bits, 96, 576, 12);
-            let x = Noise(13).floats(7 * 576, 2.0);
-            let activations = quantize(&x, 7, layer.blocks, (Path::Avx2, 2), &sequential);
-            let (mut avx2, mut vnni) = ([[0.0; TILE_ROWS]; 4], [[0.0; TILE_ROWS]; 4]);
-            for (rows, columns) in [((0, 4), (0, 2)), ((4, 3), (8, 4)), ((6, 1), (90, 4))] {
-                dot_tile(Path::Avx2, &layer.weights(), &activations, rows, columns, &mut avx2);
-                dot_tile(Path::Vnni, &layer.weights(), &activations, rows, columns, &mut vnni);
-                assert_eq!(avx2, vnni, "{bits:?}");
+    fn repacking_keeps_every_weight_and_scale() {
+        for (bits, outputs) in [(Bits::Four, 37), (Bits::Eight, 21), (Bits::Four, 16)] {
+            let layer = Layer::with_bits(bits, outputs, 3 * BLOCK, 31);
+            let weights = layer.weights();
+            for (output, block, element) in
+                (0..outputs).flat_map(|o| (0..3).flat_map(move |b| (0..BLOCK).map(move |e| (o, b, e))))
+            {
+                let bytes = bits.block_bytes();
+                let source = &layer.packed[(output * 3 + block) * bytes..][..bytes];
+                let expected = (bits.weight(source, element), layer.scales[output * 3 + block]);
+                assert_eq!(weights.stored(output, block, element), expected, "{bits:?} {output} {block} {element}");
+                assert_eq!(weights.offset(output, block), Some(layer.offsets[block * outputs + output]));
             }
         }
     }
 
-    /// Each SIMD path this machine has gives the bits of the plain-Rust mirror of its order
-    /// (four blocks per step on the 512-bit path, two on the others), for both widths of
-    /// weights, block counts that fill the last step and that do not, in every tile shape, and
-    /// for the largest sums there are (every weight and value at its extreme: no integer sum
-    /// may saturate).
-    #[cfg(target_arch = "x86_64")]
+    /// Each SIMD path this machine has gives the bits of the plain-Rust mirror, for both widths
+    /// of weights, whole and partial groups of outputs, every tile shape (1 to 9 rows and a
+    /// prefill chunk's), and the largest sums there are (every weight and value at its
+    /// extreme: no integer sum may saturate).
     #[test]
-    fn every_path_gives_the_bits_of_its_portable_mirror() {
+    fn every_path_gives_the_bits_of_the_portable_mirror() {
         let paths = simd_paths();
         if paths.is_empty() {
             return;
         }
-        let cases = [(1, 20), (3, 21), (18, 22), (48, 23), (6, 24), (5, 0)];
-        for (bits, (blocks, seed)) in BOTH.into_iter().flat_map(|bits| cases.map(|case| (bits, case))) {
-            let mut layer = Layer::with_bits(bits, 12, blocks * BLOCK, seed);
-            let mut x = Noise(seed + 50).floats(5 * blocks * BLOCK, 2.0);
+        let cases = [(1, 45, 20), (3, 16, 21), (18, 100, 22), (48, 12, 23), (6, 70, 24), (5, 40, 0)];
+        for (bits, (blocks, outputs, seed)) in BOTH.into_iter().flat_map(|bits| cases.map(|case| (bits, case))) {
+            let mut layer = Layer::with_bits(bits, outputs, blocks * BLOCK, seed);
+            let rows = if seed == 0 { 9 } else { 70 };
+            let mut x = Noise(seed + 50).floats(rows * blocks * BLOCK, 2.0);
             if seed == 0 {
                 // Extremes: the largest stored weights against ±127, and the smallest.
                 let half = layer.packed.len() / 2;
                 layer.packed[..half].fill(0xff);
                 layer.packed[half..].fill(0);
+                layer = Layer::from_parts(bits, outputs, layer.packed, layer.scales, layer.offsets);
                 x.iter_mut().enumerate().for_each(|(i, v)| *v = if i % 64 < 32 { 2.0 } else { -2.0 });
             }
-            for &path in &paths {
-                let simd = quantize(&x, 5, blocks, (path, path.group()), &sequential);
-                let mirror = quantize(&x, 5, blocks, (Path::Portable, path.group()), &sequential);
-                for (rows, columns) in
-                    [((0, 4), (0, 2)), ((1, 4), (3, 1)), ((2, 3), (4, 4)), ((3, 2), (8, 4)), ((4, 1), (5, 4))]
-                {
-                    let mut got = [[0.0; TILE_ROWS]; 4];
-                    dot_tile(path, &layer.weights(), &simd, rows, columns, &mut got);
-                    for (c, got) in got.iter().enumerate().take(columns.1) {
-                        for (r, &got) in got.iter().enumerate().take(rows.1) {
-                            let (row, output) = (rows.0 + r, columns.0 + c);
-                            let expected = dot_portable(&layer.weights(), &mirror, row, output);
-                            let case = format!("{bits:?} on {path:?}, {blocks} blocks, row {row} output {output}");
-                            assert_eq!(got, expected, "{case}");
-                        }
-                    }
-                }
+            let all = [1, 2, 3, 4, 5, 9, 70];
+            for (&path, rows) in
+                paths.iter().flat_map(|path| all.iter().filter(|&&r| r <= rows).map(move |&r| (path, r)))
+            {
+                let x = &x[..rows * blocks * BLOCK];
+                let (mut got, mut expected) = (vec![0.0; rows * outputs], vec![0.0; rows * outputs]);
+                multiply_on(path, &layer.weights(), x, rows, &mut got, &sequential);
+                multiply_on(Path::Portable, &layer.weights(), x, rows, &mut expected, &sequential);
+                let bits_of = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits_of(&got),
+                    bits_of(&expected),
+                    "{bits:?} on {path:?}, {blocks} blocks, {outputs} outputs, {rows} rows"
+                );
             }
         }
     }
@@ -1439,14 +1369,9 @@ mod tests {
             let (scales, offsets) = (to_f16(&layer.scales), to_f16(&layer.offsets));
             layer.scales = scales.iter().map(|v| v.to_f32()).collect();
             layer.offsets = offsets.iter().map(|v| v.to_f32()).collect();
-            let narrow = Weights {
-                bits,
-                outputs,
-                blocks,
-                packed: &layer.packed,
-                scales: &scales[..],
-                offsets: Some(&offsets[..]),
-            };
+            layer = Layer::from_parts(bits, outputs, layer.packed, layer.scales, layer.offsets);
+            let narrow = Repacked::new(bits, (outputs, blocks), (&layer.packed, &scales, Some(&offsets)), &sequential);
+            let narrow = narrow.weights();
             for (&path, rows) in paths.iter().flat_map(|path| [1, 2, 5, 70].map(|rows| (path, rows))) {
                 let x = Noise(seed + rows as u64).floats(rows * blocks * BLOCK, 2.0);
                 let (mut wide, mut narrowed) = (vec![0.0; rows * outputs], vec![0.0; rows * outputs]);
@@ -1476,26 +1401,6 @@ mod tests {
         }
     }
 
-    /// The offsets term gives the plain chain's bits however many outputs a call covers (the
-    /// four-chain stretches, the single ones and the tail).
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn the_vector_offsets_term_gives_the_plain_ones_bits() {
-        if !avx2_fma_f16c() {
-            return;
-        }
-        let mut noise = Noise(91);
-        let (blocks, outputs) = (48, 100);
-        let (sums, offsets) = (noise.floats(blocks, 40.0), noise.floats(blocks * outputs, 0.05));
-        for (first, len) in [(0, 100), (3, 97), (0, 64), (7, 33), (20, 8), (50, 5), (64, 36)] {
-            let start = noise.floats(len, 1.0);
-            let (mut simd, mut plain) = (start.clone(), start);
-            add_offsets(Path::Avx2, &mut simd, &sums, &offsets, outputs, first);
-            add_offsets_portable(&mut plain, &sums, &offsets, outputs, first);
-            assert_eq!(simd, plain, "outputs {first}..{}", first + len);
-        }
-    }
-
     #[test]
     fn swiglu_is_silu_of_the_gate_times_up() {
         let inputs = 40;
@@ -1512,7 +1417,7 @@ mod tests {
         }
     }
 
-    /// The AVX2 quantizer gives the plain one's bits: values, their order, zero points, scale
+    /// The AVX2 quantizer gives the plain one's bits: values, their order, their sum, scale
     /// and sum.
     #[cfg(target_arch = "x86_64")]
     #[test]
@@ -1531,17 +1436,14 @@ mod tests {
         blocks.push(std::array::from_fn(|i| [1.0, -3.0, f32::NEG_INFINITY, f32::NAN][i % 4]));
         blocks.push(std::array::from_fn(|i| if i == 7 { f32::NAN } else { i as f32 }));
         for (index, block) in blocks.iter().enumerate() {
-            for (group, part) in [(2, 0), (2, 1), (4, 3)] {
-                let (mut plain, mut vector) = (vec![99i8; group * BLOCK], vec![99i8; group * BLOCK]);
-                let (mut plain_points, mut vector_points) = ([5i32; 4], [5i32; 4]);
-                let expected = quantize_block(block, &mut plain, part, &mut plain_points);
-                // SAFETY: AVX2 and FMA are present (checked above).
-                let got = unsafe { quantize_block_avx2(block, &mut vector, part, &mut vector_points) };
-                assert_eq!(got.0.to_bits(), expected.0.to_bits(), "block {index}: scale");
-                assert_eq!(got.1.to_bits(), expected.1.to_bits(), "block {index}: sum");
-                assert_eq!(vector, plain, "block {index}: values");
-                assert_eq!(vector_points, plain_points, "block {index}: zero points");
-            }
+            let (mut plain, mut vector) = ([99i8; BLOCK], [99i8; BLOCK]);
+            let expected = quantize_block(block, &mut plain);
+            // SAFETY: AVX2 and FMA are present (checked above).
+            let got = unsafe { quantize_block_avx2(block, &mut vector) };
+            assert_eq!(got.0.to_bits(), expected.0.to_bits(), "block {index}: scale");
+            assert_eq!(got.1, expected.1, "block {index}: value sum");
+            assert_eq!(got.2.to_bits(), expected.2.to_bits(), "block {index}: sum");
+            assert_eq!(vector, plain, "block {index}: values");
         }
     }
 
@@ -1573,13 +1475,13 @@ mod timing {
         let sequential = |count: usize, unit: &(dyn Fn(usize) + Sync)| (0..count).for_each(unit);
         for (inputs, path) in [576usize, 1536].into_iter().flat_map(|k| [(k, Path::detect()), (k, Path::Portable)]) {
             let x: Vec<f32> = (0..inputs).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013).collect();
-            let (blocks, group) = (inputs / BLOCK, path.group());
-            let mut activations = quantize(&x, 1, blocks, (path, group), &sequential);
+            let blocks = inputs / BLOCK;
+            let mut activations = quantize(&x, 1, blocks, path);
             let mut times: Vec<f64> = (0..2000)
                 .map(|_| {
                     let start = crate::engine::kernels::thread_cpu_seconds();
                     for _ in 0..10 {
-                        quantize_into(&mut activations, &x, 1, blocks, (path, group), &sequential);
+                        quantize_into(&mut activations, &x, 1, blocks, path, &sequential);
                     }
                     (crate::engine::kernels::thread_cpu_seconds() - start) * 1e5
                 })
@@ -1604,26 +1506,33 @@ mod timing {
             (0..layers).map(|l| (0..outputs * blocks * 16).map(|i| ((i + l) * 7 % 251) as u8).collect()).collect();
         let wide: Vec<Vec<f32>> =
             (0..layers).map(|l| (0..outputs * blocks).map(|i| ((i + l) % 13) as f32 / 1024.0).collect()).collect();
-        let narrow: Vec<_> = wide.iter().map(|v| narrow_exactly(v).expect("exact")).map(|v| (v.clone(), v)).collect();
-        let wide: Vec<_> = wide.into_iter().map(|v| (v.clone(), v)).collect();
+        fn repack<S: Scale>(packed: &[u8], scales: Vec<S>, blocks: usize) -> (Repacked<S>, Vec<S>) {
+            let (sizes, sequential) =
+                ((scales.len() / blocks, blocks), |count, unit: &(dyn Fn(usize) + Sync)| (0..count).for_each(unit));
+            (Repacked::new(Bits::Four, sizes, (packed, &scales, Some(&scales)), &sequential), scales)
+        }
+        let narrow: Vec<_> = wide.iter().map(|v| narrow_exactly(v).expect("exact")).collect();
+        let narrow: Vec<_> = packed.iter().zip(narrow).map(|(p, v)| repack(p, v, blocks)).collect();
+        let wide: Vec<_> = packed.iter().zip(wide).map(|(p, v)| repack(p, v, blocks)).collect();
         /// The time per projection of one pass over them (the offsets: a copy of the scales).
-        fn per_layer<S: Scale>(packed: &[Vec<u8>], scales: &[(Vec<S>, Vec<S>)], x: &[f32], outputs: usize) -> f64 {
-            let blocks = packed[0].len() / outputs / Bits::Four.block_bytes();
+        fn per_layer<S: Scale>(layers: &[(Repacked<S>, Vec<S>)], x: &[f32]) -> f64 {
+            let (outputs, blocks) = (layers[0].0.outputs, layers[0].0.blocks);
             let rows = x.len() / (blocks * BLOCK);
             let mut out = vec![0.0; rows * outputs];
             let start = crate::engine::kernels::thread_cpu_seconds();
-            for (packed, (scales, offsets)) in packed.iter().zip(scales) {
-                let weights = Weights { bits: Bits::Four, outputs, blocks, packed, scales, offsets: Some(offsets) };
+            for (repacked, _) in layers {
+                let weights = repacked.weights();
                 multiply_on(Path::detect(), &weights, x, rows, &mut out, &|count, unit| (0..count).for_each(unit));
             }
-            (crate::engine::kernels::thread_cpu_seconds() - start) * 1e3 / packed.len() as f64
+            (crate::engine::kernels::thread_cpu_seconds() - start) * 1e3 / layers.len() as f64
         }
         /// The time per projection of one load of every cache line of its bytes.
-        fn plain_read(packed: &[Vec<u8>], scales: &[(Vec<half::f16>, Vec<half::f16>)]) -> f64 {
+        fn plain_read(packed: &[Vec<u8>], scales: &[(Repacked<half::f16>, Vec<half::f16>)]) -> f64 {
             let start = crate::engine::kernels::thread_cpu_seconds();
             let mut total = 0u64;
-            for (packed, (scales, offsets)) in packed.iter().zip(scales) {
-                let halves = scales.iter().chain(offsets).step_by(32).map(|half| u64::from(half.to_bits()));
+            for (packed, (repacked, _)) in packed.iter().zip(scales) {
+                let offsets = repacked.offsets.iter().flatten();
+                let halves = repacked.scales.iter().chain(offsets).step_by(32).map(|half| u64::from(half.to_bits()));
                 let lines = packed.chunks(64).map(|line| u64::from(line[0]));
                 total = lines.chain(halves).fold(total, u64::wrapping_add);
             }
@@ -1634,8 +1543,8 @@ mod timing {
             let x: Vec<f32> = (0..rows * inputs).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
             let (mut f32_times, mut f16_times, mut read_times) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..passes {
-                f32_times.push(per_layer(&packed, &wide, &x, outputs));
-                f16_times.push(per_layer(&packed, &narrow, &x, outputs));
+                f32_times.push(per_layer(&wide, &x));
+                f16_times.push(per_layer(&narrow, &x));
                 read_times.push(plain_read(&packed, &narrow));
             }
             for times in [&mut f32_times, &mut f16_times, &mut read_times] {
@@ -1669,12 +1578,14 @@ mod timing {
             let scales: Vec<f32> = (0..outputs * blocks).map(|i| (i % 13) as f32 * 1e-3).collect();
             let offsets: Vec<f32> = (0..outputs * blocks).map(|i| (i % 11) as f32 * 1e-3).collect();
             let offsets = (bits == Bits::Four).then_some(&offsets[..]);
-            let weights = Weights { bits, outputs, blocks, packed: &packed, scales: &scales, offsets };
+            let seq = |count: usize, unit: &(dyn Fn(usize) + Sync)| (0..count).for_each(unit);
+            let repacked = Repacked::new(bits, (outputs, blocks), (&packed, &scales, offsets), &seq);
+            let weights = repacked.weights();
             let paths = match Path::detect() {
-                Path::Vnni512 => vec![Path::Vnni512, Path::Vnni],
+                Path::Vnni512 => vec![Path::Vnni512, Path::Avx2],
                 path => vec![path],
             };
-            let rows = if bits == Bits::Four { &[1usize, 2, 8, 128][..] } else { &[1, 2, 8] };
+            let rows = if bits == Bits::Four { &[1usize, 2, 4, 8, 16, 128][..] } else { &[1, 2, 8] };
             for (rows, path) in rows.iter().flat_map(|&rows| paths.iter().map(move |&p| (rows, p))) {
                 let x: Vec<f32> = (0..rows * inputs).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
                 let mut out = vec![0.0; rows * outputs];

@@ -4,17 +4,18 @@
 //! `scales` f32 `[N * K/32]`, optional `offsets` f32 `[K/32, N]`; output `[..., N]` f32. With
 //! the attribute `swiglu` 1 the activations are a SwiGLU block's `[gate, up]` (`[..., 2K]`), of
 //! which the node multiplies `silu(gate) · up`.
-//! The packed weights are the initializers as ONNX Runtime holds them (mapped from the weights
-//! file), never copied. The scales and offsets are narrowed to f16 at the node's first run
-//! where every one of them is exactly an f16 (`Narrowed`), which the converter's GGUF sources
-//! give (their scales and minimums are f16); the results keep their bits.
+//! At the node's first run the weights and scales are repacked into the kernel's order
+//! (`kernel::Repacked`) and the scales and offsets narrowed to f16 where every one of them is
+//! exactly an f16 (`Prepared`), which the converter's GGUF sources give (their scales and
+//! minimums are f16); the results keep their bits. ONNX Runtime's copies, which the node no
+//! longer reads, are then paged out (`page_out`), so the memory in use does not grow.
 
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType::{Float32, Uint8};
 
 use half::f16;
 
-use super::kernel::{self, BLOCK, Bits, Scale, Weights};
+use super::kernel::{self, BLOCK, Bits, Repacked, Scale};
 
 const INPUT: usize = 0;
 const QWEIGHT: usize = 1;
@@ -30,49 +31,67 @@ pub(crate) struct LinearKernel {
     outputs: usize,
     /// The input is `[gate, up]`: the node multiplies `silu(gate) · up` (`kernel::swiglu`).
     swiglu: bool,
-    narrowed: Narrowed,
+    prepared: Prepared,
 }
 
-/// The node's scales and offsets as f16, made at its first run.
-enum Narrowed {
+/// The node's weights in the kernel's order, made at its first run from the initializers at
+/// `from` (the same address on every run).
+enum Prepared {
     NotYet,
-    /// Some value is not exactly an f16, or `NIB_LINEAR_SCALES=f32` asks for the stored f32.
-    Kept,
-    /// Narrowed from the f32 scales at `from` (initializers: the same address on every run).
+    /// Some scale or offset is not exactly an f16, or `NIB_LINEAR_SCALES=f32` asks for the
+    /// stored f32.
+    Wide {
+        from: usize,
+        weights: Repacked<f32>,
+    },
     Half {
         from: usize,
-        scales: Vec<f16>,
-        offsets: Option<Vec<f16>>,
+        weights: Repacked<f16>,
     },
 }
 
-impl Narrowed {
-    fn from(scales: &[f32], offsets: Option<&[f32]>) -> Narrowed {
-        if keep_f32() {
-            return Narrowed::Kept;
-        }
-        let (Some(narrow), Some(narrow_offsets)) = (
-            kernel::narrow_exactly(scales),
-            offsets.map_or(Some(None), |offsets| kernel::narrow_exactly(offsets).map(Some)),
-        ) else {
-            return Narrowed::Kept;
+impl Prepared {
+    fn from(
+        (bits, outputs): (Bits, usize),
+        packed: &[u8],
+        (scales, offsets): (&[f32], Option<&[f32]>),
+        for_each: kernel::ForEach<'_>,
+    ) -> Prepared {
+        let (from, blocks) = (packed.as_ptr() as usize, scales.len() / outputs);
+        let narrowed = (!keep_f32()).then(|| {
+            let offsets = offsets.map_or(Some(None), |offsets| kernel::narrow_exactly(offsets).map(Some))?;
+            Some((kernel::narrow_exactly(scales)?, offsets))
+        });
+        let prepared = match narrowed.flatten() {
+            Some((scales, narrow_offsets)) => {
+                let narrowed = (packed, &scales[..], narrow_offsets.as_deref());
+                Prepared::Half { from, weights: Repacked::new(bits, (outputs, blocks), narrowed, for_each) }
+            }
+            None => {
+                let weights = Repacked::new(bits, (outputs, blocks), (packed, scales, offsets), for_each);
+                Prepared::Wide { from, weights }
+            }
         };
-        let narrowed = Narrowed::Half { from: scales.as_ptr() as usize, scales: narrow, offsets: narrow_offsets };
+        page_out(packed);
         page_out(scales);
         offsets.map(page_out);
-        narrowed
+        prepared
     }
 
-    /// The f16 scales and offsets of these f32 ones, narrowed at the first call.
-    fn of(&mut self, scales: &[f32], offsets: Option<&[f32]>) -> Option<(&[f16], Option<&[f16]>)> {
-        let stale = matches!(self, Narrowed::Half { from, .. } if *from != scales.as_ptr() as usize);
-        if matches!(self, Narrowed::NotYet) || stale {
-            *self = Narrowed::from(scales, offsets);
+    /// Prepared from these initializers (again where they moved).
+    fn of(
+        &mut self,
+        node: (Bits, usize),
+        packed: &[u8],
+        scales: (&[f32], Option<&[f32]>),
+        for_each: kernel::ForEach<'_>,
+    ) -> &Prepared {
+        let address = packed.as_ptr() as usize;
+        let current = matches!(self, Prepared::Wide { from, .. } | Prepared::Half { from, .. } if *from == address);
+        if !current {
+            *self = Prepared::from(node, packed, scales, for_each);
         }
-        match self {
-            Narrowed::Half { scales, offsets, .. } => Some((scales, offsets.as_deref())),
-            _ => None,
-        }
+        self
     }
 }
 
@@ -117,7 +136,7 @@ impl Operator for QuantizedLinear {
             return Err(error(format!("implements 4 or 8 bits in blocks of {BLOCK} for K a multiple of {BLOCK}")));
         };
         let swiglu = int(super::graph::SWIGLU) == Some(1);
-        Ok(LinearKernel { bits, inputs, outputs, swiglu, narrowed: Narrowed::NotYet })
+        Ok(LinearKernel { bits, inputs, outputs, swiglu, prepared: Prepared::NotYet })
     }
 }
 
@@ -161,13 +180,11 @@ impl Kernel for LinearKernel {
                 (0..count).for_each(unit);
             }
         };
-        let (bits, outputs, swiglu) = (self.bits, self.outputs, self.swiglu.then_some(self.inputs));
-        match self.narrowed.of(scales, offsets) {
-            Some((scales, offsets)) => {
-                let weights = Weights { bits, outputs, blocks, packed, scales, offsets };
-                run(&weights, swiglu, x, rows, out, &for_each);
-            }
-            None => run(&Weights { bits, outputs, blocks, packed, scales, offsets }, swiglu, x, rows, out, &for_each),
+        let swiglu = self.swiglu.then_some(self.inputs);
+        match self.prepared.of((self.bits, self.outputs), packed, (scales, offsets), &for_each) {
+            Prepared::Half { weights, .. } => run(&weights.weights(), swiglu, x, rows, out, &for_each),
+            Prepared::Wide { weights, .. } => run(&weights.weights(), swiglu, x, rows, out, &for_each),
+            Prepared::NotYet => unreachable!("prepared above"),
         }
         Ok(())
     }
@@ -179,12 +196,12 @@ fn keep_f32() -> bool {
     *KEEP.get_or_init(|| std::env::var("NIB_LINEAR_SCALES").is_ok_and(|value| value == "f32"))
 }
 
-/// Asks Linux to reclaim the pages wholly inside `values`, f32 values the node no longer reads
-/// (so that the f16 copies do not add to the memory in use). Mapped from the weights file, as
+/// Asks Linux to reclaim the pages wholly inside `values`, initializers the node no longer
+/// reads (so that its own copies do not add to the memory in use). Mapped from the weights file, as
 /// ONNX Runtime maps initializers, they are clean and dropped, to be read again from the file
 /// if anything ever reads them; other memory is swapped out or kept, never lost. A hint: an
 /// older kernel that does not know it changes nothing.
-fn page_out(values: &[f32]) {
+fn page_out<T>(values: &[T]) {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: reads a constant.
@@ -203,7 +220,7 @@ fn page_out(values: &[f32]) {
 /// `out` = `x` (or, for a SwiGLU block of `swiglu` inputs, `silu(gate) · up` of it) times the
 /// weights, transposed.
 fn run<S: Scale>(
-    weights: &Weights<'_, S>,
+    weights: &kernel::Weights<'_, S>,
     swiglu: Option<usize>,
     x: &[f32],
     rows: usize,
@@ -223,29 +240,46 @@ fn run<S: Scale>(
 mod tests {
     use super::*;
 
-    #[test]
-    fn scales_and_offsets_narrow_to_f16_only_where_every_value_is_one() {
-        let scales = [0.5f32, -0.0, 6.1035156e-5, 1.0 / 1024.0];
-        let offsets = [0.25f32, -3.0];
-        let Narrowed::Half { scales: narrow, offsets: Some(narrow_offsets), .. } =
-            Narrowed::from(&scales, Some(&offsets))
-        else {
-            panic!("every value is an f16");
-        };
-        assert_eq!(narrow.iter().map(|v| v.to_f32().to_bits()).collect::<Vec<_>>(), scales.map(f32::to_bits));
-        assert_eq!(narrow_offsets.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), offsets);
-        assert!(matches!(Narrowed::from(&scales, None), Narrowed::Half { offsets: None, .. }));
-        let inexact = [0.25f32, 0.1];
-        assert!(matches!(Narrowed::from(&scales, Some(&inexact)), Narrowed::Kept), "0.1 is no f16");
-        assert!(matches!(Narrowed::from(&inexact, None), Narrowed::Kept));
-        assert!(matches!(Narrowed::from(&[70000.0], None), Narrowed::Kept), "past f16's range");
+    fn sequential(count: usize, unit: &(dyn Fn(usize) + Sync)) {
+        (0..count).for_each(unit);
+    }
+
+    /// Prepared weights in the kernel's order from MatMulNBits' (outputs 0..2 of one block).
+    fn prepare(scales: &[f32], offsets: Option<&[f32]>) -> Prepared {
+        let packed = vec![0x21u8; scales.len() * 16];
+        Prepared::from((Bits::Four, scales.len()), &packed, (scales, offsets), &sequential)
     }
 
     #[test]
-    fn narrowed_values_are_made_again_for_other_scales() {
-        let (first, second) = ([0.5f32; 4], [0.25f32; 4]);
-        let mut narrowed = Narrowed::NotYet;
-        assert_eq!(narrowed.of(&first, None).unwrap().0[0].to_f32(), 0.5);
-        assert_eq!(narrowed.of(&second, None).unwrap().0[0].to_f32(), 0.25);
+    fn scales_and_offsets_narrow_to_f16_only_where_every_value_is_one() {
+        let scales = [0.5f32, -0.0, 6.1035156e-5, 1.0 / 1024.0];
+        let offsets = [0.25f32, -3.0, 1.0, 2.0];
+        let Prepared::Half { weights, .. } = prepare(&scales, Some(&offsets)) else {
+            panic!("every value is an f16");
+        };
+        let weights = weights.weights();
+        let narrow: Vec<f32> = (0..4).map(|output| weights.stored(output, 0, 0).1.to_f32()).collect();
+        assert_eq!(narrow.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), scales.map(f32::to_bits));
+        let narrow_offsets: Vec<f32> = (0..4).map(|output| weights.offset(output, 0).unwrap().to_f32()).collect();
+        assert_eq!(narrow_offsets, offsets);
+        assert!(matches!(prepare(&scales, None), Prepared::Half { .. }));
+        let inexact = [0.25f32, 0.1, 0.5, 0.5];
+        assert!(matches!(prepare(&scales, Some(&inexact)), Prepared::Wide { .. }), "0.1 is no f16");
+        assert!(matches!(prepare(&inexact, None), Prepared::Wide { .. }));
+        assert!(matches!(prepare(&[70000.0], None), Prepared::Wide { .. }), "past f16's range");
+    }
+
+    #[test]
+    fn prepared_weights_are_made_again_for_other_initializers() {
+        let (first, second) = (vec![0x21u8; 16], vec![0x43u8; 16]);
+        let mut prepared = Prepared::NotYet;
+        let stored = |prepared: &Prepared| match prepared {
+            Prepared::Half { weights, .. } => weights.weights().stored(0, 0, 1).0,
+            _ => panic!("narrowed"),
+        };
+        let node = (Bits::Four, 1);
+        assert_eq!(stored(prepared.of(node, &first, (&[0.5], None), &sequential)), 2);
+        assert_eq!(stored(prepared.of(node, &first, (&[0.5], None), &sequential)), 2);
+        assert_eq!(stored(prepared.of(node, &second, (&[0.5], None), &sequential)), 4);
     }
 }
