@@ -6,8 +6,8 @@
 //! the sentences of one docstring share their phrasing, and a completion after a keystroke much
 //! of the one before it. The generator verifies a draft in one forward pass and keeps only
 //! what plain decoding (greedy or seeded sampling) would have produced anyway. How long a draft
-//! may be follows how far the match reaches back (`agreeing`) and how much of the last draft
-//! the model took (`next_limit`).
+//! may be follows how far the match reaches back (`agreeing`, plus `past_match`) and how much
+//! of the last draft the model took (`next_limit`).
 
 use std::collections::VecDeque;
 
@@ -19,11 +19,14 @@ pub(crate) struct PromptLookup {
     pub min_ngram: usize,
     /// Most tokens drafted at once.
     pub max_draft: usize,
+    /// How many tokens a draft may run past the length of the stretch that the context and the
+    /// occurrence share (`agreeing`).
+    pub past_match: usize,
 }
 
 impl Default for PromptLookup {
     fn default() -> Self {
-        PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 16 }
+        PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 16, past_match: 2 }
     }
 }
 
@@ -33,13 +36,16 @@ impl PromptLookup {
     /// For each n, the context is searched first, then `recent` generations, the newest first.
     ///
     /// A draft is no longer than the stretch of tokens, ending at the match, that the context
-    /// and the occurrence share (`agreeing`: at least n): the further back they agree, the
-    /// likelier the model is copying, and each drafted token costs a row in the run that
-    /// verifies it (about a quarter of a lone token's run). So a single token's match drafts
-    /// one token, and only while the last draft was not turned down whole (`limit` is then 1,
-    /// see `next_limit`): in prose, guessing on after a miss made the docstring workload of
-    /// `cargo bench --bench engine -- --speculation` slower than no drafts at all (0.97×,
-    /// 2026-12-03).
+    /// and the occurrence share (`agreeing`: at least n), plus `past_match`: the further back
+    /// they agree, the likelier the model is copying, and each drafted token costs a row in the
+    /// run that verifies it. Since the linear kernel repacked its weights (2026-12-05) a row
+    /// costs about a sixth of a lone token's run, so two tokens past the shared stretch pay:
+    /// counted on `cargo bench --bench engine -- --speculation` (a run about 6 ms, a drafted
+    /// row about 1 ms: 0.9 to 1.6 ms, estimated from the same runs), the unit-test workload took 248 runs and 581 drafted rows with none past it,
+    /// 213 runs and 615 rows with two; the docstring's 187 and 149, 181 and 189 (its prose
+    /// copies less: about even). A single token's match drafts only while the last draft was
+    /// not turned down whole (`limit` is then 1, see `next_limit`): in prose, guessing on after
+    /// a miss made the docstring workload slower than no drafts at all (0.97×, 2026-12-03).
     pub fn draft<'a>(&self, context: &'a [u32], recent: &'a Recent, limit: usize) -> &'a [u32] {
         let limit = limit.min(self.max_draft);
         if limit == 0 {
@@ -60,7 +66,7 @@ impl PromptLookup {
                     .find_map(|tokens| after_latest(tokens, pattern).map(|from| (&tokens[..], from)))
             });
             if let Some((source, from)) = found {
-                let limit = limit.min(agreeing(source, from, context, self.max_draft));
+                let limit = limit.min(agreeing(source, from, context, self.max_draft) + self.past_match);
                 return &source[from..][..limit.min(source.len() - from)];
             }
         }
@@ -128,7 +134,7 @@ mod tests {
 
     #[test]
     fn drafts_what_followed_the_latest_longest_match() {
-        let lookup = PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 4 };
+        let lookup = PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 4, past_match: 0 };
         // ... 0 1 2 3 [4 5 6 7 8] ... 0 1 2 3 → 4 5 6 7 (limited to 4)
         let context = [0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3];
         assert_eq!(lookup.draft(&context, &Recent::default(), 10), &[4, 5, 6, 7]);
@@ -155,6 +161,19 @@ mod tests {
     }
 
     #[test]
+    fn a_draft_runs_past_the_shared_stretch_by_past_match() {
+        let lookup = PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 8, past_match: 2 };
+        // 9 1 2 3 and 0 1 2 3 share three tokens: three, then two more.
+        let context = [9, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3];
+        assert_eq!(lookup.draft(&context, &Recent::default(), 10), &[4, 5, 6, 7, 8]);
+        // A single token's match: one, then two more, within the caller's limit.
+        let context = [5, 6, 7, 8, 5];
+        assert_eq!(lookup.draft(&context, &Recent::default(), 8), &[6, 7, 8]);
+        assert_eq!(lookup.draft(&context, &Recent::default(), 2), &[6, 7]);
+        assert!(lookup.draft(&context, &Recent::default(), 1).is_empty(), "still none after a miss");
+    }
+
+    #[test]
     fn a_rejected_draft_shrinks_the_next_and_a_taken_one_grows_it() {
         let lookup = PromptLookup { max_draft: 8, ..PromptLookup::default() };
         assert_eq!(lookup.next_limit(8, 8, 0), 1, "nothing taken: the next draft rides along alone");
@@ -167,7 +186,7 @@ mod tests {
 
     #[test]
     fn recent_generations_draft_where_the_context_has_no_match() {
-        let lookup = PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 4 };
+        let lookup = PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 4, past_match: 0 };
         let mut recent = Recent::default();
         recent.remember(&[1, 2, 3, 4, 5, 6]);
         recent.remember(&[7, 2, 3, 9, 9]);
@@ -200,7 +219,7 @@ mod tests {
 
     #[test]
     fn no_match_no_draft() {
-        let lookup = PromptLookup { max_ngram: 3, min_ngram: 2, max_draft: 8 };
+        let lookup = PromptLookup { max_ngram: 3, min_ngram: 2, max_draft: 8, past_match: 0 };
         assert!(lookup.draft(&[1, 2, 3, 4, 5], &Recent::default(), 8).is_empty());
         assert!(
             lookup.draft(&[1, 2, 1], &Recent::default(), 8).is_empty(),
