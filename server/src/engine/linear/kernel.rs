@@ -152,7 +152,8 @@ pub(crate) struct Repacked<S> {
 impl<S: Scale> Repacked<S> {
     /// MatMulNBits' `packed` `[outputs][blocks][bits.block_bytes()]` and `scales`
     /// `[outputs][blocks]`, and the converter's `offsets` `[blocks][outputs]`, in the kernel's
-    /// order; one unit of work per group of outputs (a load repacks 130 million weights).
+    /// order; one unit of work per group of outputs (loading the default model repacks about
+    /// 135 million weights).
     pub fn new(
         bits: Bits,
         (outputs, blocks): (usize, usize),
@@ -525,7 +526,7 @@ pub(crate) fn avx2_fma_f16c() -> bool {
 
 thread_local! {
     /// The activations of the thread's last call, kept so that no call allocates (a prefill
-    /// chunk's take about 1 KiB per row at most).
+    /// chunk's take about 2 KiB per row at most).
     static SCRATCH: std::cell::RefCell<Activations> = const { std::cell::RefCell::new(Activations::new()) };
 }
 
