@@ -42,7 +42,7 @@ const LANES: usize = 8;
 /// The most rows that share each repacked weight block.
 const TILE_ROWS: usize = 8;
 /// The most groups of outputs in one register tile.
-const TILE_GROUPS: usize = 4;
+const TILE_GROUPS: usize = 2;
 /// Outputs per unit of work in prefill: 4,096 weights of 576 inputs (36 KiB with scales and
 /// offsets) stay in the L2 cache while every row of the unit reads them.
 const UNIT_COLUMNS: usize = 64;
@@ -669,7 +669,7 @@ unsafe fn multiply_unit<S: Scale>(
         let tile = tile_rows(path, rows.end - row);
         let mut group = groups.start;
         while group < groups.end {
-            let width = tile_groups(path, tile, weights.bits).min(groups.end - group);
+            let width = tile_groups(path, tile).min(groups.end - group);
             let mut results = [[[0.0f32; GROUP]; TILE_ROWS]; TILE_GROUPS];
             dot_tile(path, weights, activations, (row, tile), (group, width), &mut results);
             for (g, results) in results.iter().enumerate().take(width) {
@@ -687,27 +687,28 @@ unsafe fn multiply_unit<S: Scale>(
     }
 }
 
-/// Rows of the next register tile, of `left`: 8, 4, 2 or 1 (at most 4 on the AVX2 path, whose
-/// 16 registers would not hold eight rows' accumulators beside a block's weights).
+/// Rows of the next register tile, of `left`: 8, 4, 3, 2 or 1 (at most 4 on the AVX2 path,
+/// whose 16 registers would not hold eight rows' accumulators beside a block's weights). Three
+/// rows in one tile read the weights once: from memory, a gate and up projection took
+/// 0.097–0.100 ms as tiles of two and one rows against 0.077 ms for four rows.
 fn tile_rows(path: Path, left: usize) -> usize {
     let most = if path == Path::Vnni512 { TILE_ROWS } else { 4 };
-    [8, 4, 2, 1].into_iter().find(|&rows| rows <= left.min(most)).expect("a row is left")
+    [8, 4, 3, 2, 1].into_iter().find(|&rows| rows <= left.min(most)).expect("a row is left")
 }
 
-/// Groups of outputs per register tile of `rows` rows: a lone row takes four groups, or two
-/// of 8-bit weights (whose blocks take twice the registers), so that enough chains of
-/// integer dot products run side by side; two rows take two; more take one on the 512-bit
-/// path, its block read once for all of them, and two on the AVX2 path, whose tiles of four
-/// rows ran faster so (`timing::time_multiply`, eight rows of gate and up: 0.18 ms against
-/// 0.36 with one group, AMD EPYC, 2026-12-05).
-fn tile_groups(path: Path, rows: usize, bits: Bits) -> usize {
-    match (rows, bits) {
-        (1, Bits::Four) => 4,
-        (1 | 2, _) => 2,
-        _ if path == Path::Avx2 => 2,
-        _ => 1,
-    }
+/// Groups of outputs per register tile of `rows` rows: one, so that a tile reads its weights
+/// as one stream, except on the AVX2 path with more than two rows, whose tiles of four rows ran
+/// faster with two (`timing::time_multiply`, eight rows of gate and up: 0.18 ms against 0.36
+/// with one group, AMD EPYC, 2026-12-05). Decode steps and drafts stream their weights from
+/// memory, where several streams at once were slower (`timing::time_scales_from_memory`, a
+/// gate and up projection, one thread, 2026-12-05): a lone row took 0.050–0.060 ms with one
+/// group against 0.09–0.11 with four, two rows 0.061–0.071 against 0.089–0.093 with two; and
+/// the engine decoded at 168–182 tok/s against 128–151 (`cargo bench --bench engine -- --runs 3
+/// --scaling 256 --speculation`, the builds in turns).
+fn tile_groups(path: Path, rows: usize) -> usize {
+    if path == Path::Avx2 && rows > 2 { 2 } else { 1 }
 }
+
 /// The dot products of rows `tile.0..tile.0 + tile.1` with the outputs of groups
 /// `groups.0..groups.0 + groups.1` into `results[group][row][lane]`.
 fn dot_tile<S: Scale>(
@@ -721,15 +722,13 @@ fn dot_tile<S: Scale>(
     macro_rules! dispatch {
         ($function:ident, $format:ty) => {
             match (tile.1, groups.1) {
-                (1, 4) => $function::<$format, S, 1, 4>((weights, activations), (tile.0, groups.0), results),
-                (1, 2) => $function::<$format, S, 1, 2>((weights, activations), (tile.0, groups.0), results),
-                (2, 2) => $function::<$format, S, 2, 2>((weights, activations), (tile.0, groups.0), results),
                 (4, 2) => $function::<$format, S, 4, 2>((weights, activations), (tile.0, groups.0), results),
                 (rows, count) => (0..count).for_each(|g| {
                     let results = &mut results[g..];
                     match rows {
                         1 => $function::<$format, S, 1, 1>((weights, activations), (tile.0, groups.0 + g), results),
                         2 => $function::<$format, S, 2, 1>((weights, activations), (tile.0, groups.0 + g), results),
+                        3 => $function::<$format, S, 3, 1>((weights, activations), (tile.0, groups.0 + g), results),
                         4 => $function::<$format, S, 4, 1>((weights, activations), (tile.0, groups.0 + g), results),
                         _ => $function::<$format, S, 8, 1>((weights, activations), (tile.0, groups.0 + g), results),
                     }
@@ -1544,7 +1543,7 @@ mod timing {
             std::hint::black_box(total);
             (crate::engine::kernels::thread_cpu_seconds() - start) * 1e3 / packed.len() as f64
         }
-        for (rows, passes) in [(1, 40), (4, 20), (9, 10), (64, 4)] {
+        for (rows, passes) in [(1, 40), (2, 30), (3, 30), (4, 20), (9, 10), (64, 4)] {
             let x: Vec<f32> = (0..rows * inputs).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
             let (mut f32_times, mut f16_times, mut read_times) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..passes {
