@@ -206,7 +206,6 @@ impl<S: Scale> Repacked<S> {
 }
 
 /// One node's weights as the kernel reads them (`Repacked`).
-#[derive(Clone, Copy)]
 pub(crate) struct Weights<'a, S: Scale = f32> {
     pub bits: Bits,
     pub outputs: usize,
@@ -730,7 +729,8 @@ fn dot_tile<S: Scale>(
                         2 => $function::<$format, S, 2, 1>((weights, activations), (tile.0, groups.0 + g), results),
                         3 => $function::<$format, S, 3, 1>((weights, activations), (tile.0, groups.0 + g), results),
                         4 => $function::<$format, S, 4, 1>((weights, activations), (tile.0, groups.0 + g), results),
-                        _ => $function::<$format, S, 8, 1>((weights, activations), (tile.0, groups.0 + g), results),
+                        8 => $function::<$format, S, 8, 1>((weights, activations), (tile.0, groups.0 + g), results),
+                        other => unreachable!("no tile of {other} rows (`tile_rows`)"),
                     }
                 }),
             }
