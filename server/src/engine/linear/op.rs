@@ -31,23 +31,17 @@ pub(crate) struct LinearKernel {
     outputs: usize,
     /// The input is `[gate, up]`: the node multiplies `silu(gate) · up` (`kernel::swiglu`).
     swiglu: bool,
-    prepared: Prepared,
+    /// Made at the node's first run, from the initializers at the address it keeps (the same
+    /// on every run).
+    prepared: Option<(usize, Prepared)>,
 }
 
-/// The node's weights in the kernel's order, made at its first run from the initializers at
-/// `from` (the same address on every run).
+/// The node's weights in the kernel's order.
 enum Prepared {
-    NotYet,
     /// Some scale or offset is not exactly an f16, or `NIB_LINEAR_SCALES=f32` asks for the
     /// stored f32.
-    Wide {
-        from: usize,
-        weights: Repacked<f32>,
-    },
-    Half {
-        from: usize,
-        weights: Repacked<f16>,
-    },
+    Wide(Repacked<f32>),
+    Half(Repacked<f16>),
 }
 
 impl Prepared {
@@ -57,7 +51,7 @@ impl Prepared {
         (scales, offsets): (&[f32], Option<&[f32]>),
         for_each: kernel::ForEach<'_>,
     ) -> Prepared {
-        let (from, blocks) = (packed.as_ptr() as usize, scales.len() / outputs);
+        let blocks = scales.len() / outputs;
         let narrowed = (!keep_f32()).then(|| {
             let offsets = offsets.map_or(Some(None), |offsets| kernel::narrow_exactly(offsets).map(Some))?;
             Some((kernel::narrow_exactly(scales)?, offsets))
@@ -65,12 +59,9 @@ impl Prepared {
         let prepared = match narrowed.flatten() {
             Some((scales, narrow_offsets)) => {
                 let narrowed = (packed, &scales[..], narrow_offsets.as_deref());
-                Prepared::Half { from, weights: Repacked::new(bits, (outputs, blocks), narrowed, for_each) }
+                Prepared::Half(Repacked::new(bits, (outputs, blocks), narrowed, for_each))
             }
-            None => {
-                let weights = Repacked::new(bits, (outputs, blocks), (packed, scales, offsets), for_each);
-                Prepared::Wide { from, weights }
-            }
+            None => Prepared::Wide(Repacked::new(bits, (outputs, blocks), (packed, scales, offsets), for_each)),
         };
         page_out(packed);
         page_out(scales);
@@ -78,20 +69,19 @@ impl Prepared {
         prepared
     }
 
-    /// Prepared from these initializers (again where they moved).
-    fn of(
-        &mut self,
+    /// `prepared`, made from these initializers unless it was from the same ones.
+    fn of<'a>(
+        prepared: &'a mut Option<(usize, Prepared)>,
         node: (Bits, usize),
         packed: &[u8],
         scales: (&[f32], Option<&[f32]>),
         for_each: kernel::ForEach<'_>,
-    ) -> &Prepared {
+    ) -> &'a Prepared {
         let address = packed.as_ptr() as usize;
-        let current = matches!(self, Prepared::Wide { from, .. } | Prepared::Half { from, .. } if *from == address);
-        if !current {
-            *self = Prepared::from(node, packed, scales, for_each);
+        if prepared.as_ref().is_none_or(|(from, _)| *from != address) {
+            *prepared = Some((address, Prepared::from(node, packed, scales, for_each)));
         }
-        self
+        &prepared.as_ref().expect("made above").1
     }
 }
 
@@ -136,7 +126,7 @@ impl Operator for QuantizedLinear {
             return Err(error(format!("implements 4 or 8 bits in blocks of {BLOCK} for K a multiple of {BLOCK}")));
         };
         let swiglu = int(super::graph::SWIGLU) == Some(1);
-        Ok(LinearKernel { bits, inputs, outputs, swiglu, prepared: Prepared::NotYet })
+        Ok(LinearKernel { bits, inputs, outputs, swiglu, prepared: None })
     }
 }
 
@@ -181,10 +171,9 @@ impl Kernel for LinearKernel {
             }
         };
         let swiglu = self.swiglu.then_some(self.inputs);
-        match self.prepared.of((self.bits, self.outputs), packed, (scales, offsets), &for_each) {
-            Prepared::Half { weights, .. } => run(&weights.weights(), swiglu, x, rows, out, &for_each),
-            Prepared::Wide { weights, .. } => run(&weights.weights(), swiglu, x, rows, out, &for_each),
-            Prepared::NotYet => unreachable!("prepared above"),
+        match Prepared::of(&mut self.prepared, (self.bits, self.outputs), packed, (scales, offsets), &for_each) {
+            Prepared::Half(weights) => run(&weights.weights(), swiglu, x, rows, out, &for_each),
+            Prepared::Wide(weights) => run(&weights.weights(), swiglu, x, rows, out, &for_each),
         }
         Ok(())
     }
@@ -254,7 +243,7 @@ mod tests {
     fn scales_and_offsets_narrow_to_f16_only_where_every_value_is_one() {
         let scales = [0.5f32, -0.0, 6.1035156e-5, 1.0 / 1024.0];
         let offsets = [0.25f32, -3.0, 1.0, 2.0];
-        let Prepared::Half { weights, .. } = prepare(&scales, Some(&offsets)) else {
+        let Prepared::Half(weights) = prepare(&scales, Some(&offsets)) else {
             panic!("every value is an f16");
         };
         let weights = weights.weights();
@@ -262,24 +251,24 @@ mod tests {
         assert_eq!(narrow.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), scales.map(f32::to_bits));
         let narrow_offsets: Vec<f32> = (0..4).map(|output| weights.offset(output, 0).unwrap().to_f32()).collect();
         assert_eq!(narrow_offsets, offsets);
-        assert!(matches!(prepare(&scales, None), Prepared::Half { .. }));
+        assert!(matches!(prepare(&scales, None), Prepared::Half(_)));
         let inexact = [0.25f32, 0.1, 0.5, 0.5];
-        assert!(matches!(prepare(&scales, Some(&inexact)), Prepared::Wide { .. }), "0.1 is no f16");
-        assert!(matches!(prepare(&inexact, None), Prepared::Wide { .. }));
-        assert!(matches!(prepare(&[70000.0], None), Prepared::Wide { .. }), "past f16's range");
+        assert!(matches!(prepare(&scales, Some(&inexact)), Prepared::Wide(_)), "0.1 is no f16");
+        assert!(matches!(prepare(&inexact, None), Prepared::Wide(_)));
+        assert!(matches!(prepare(&[70000.0], None), Prepared::Wide(_)), "past f16's range");
     }
 
     #[test]
     fn prepared_weights_are_made_again_for_other_initializers() {
         let (first, second) = (vec![0x21u8; 16], vec![0x43u8; 16]);
-        let mut prepared = Prepared::NotYet;
+        let mut prepared = None;
         let stored = |prepared: &Prepared| match prepared {
-            Prepared::Half { weights, .. } => weights.weights().stored(0, 0, 1).0,
-            _ => panic!("narrowed"),
+            Prepared::Half(weights) => weights.weights().stored(0, 0, 1).0,
+            Prepared::Wide(_) => panic!("narrowed"),
         };
         let node = (Bits::Four, 1);
-        assert_eq!(stored(prepared.of(node, &first, (&[0.5], None), &sequential)), 2);
-        assert_eq!(stored(prepared.of(node, &first, (&[0.5], None), &sequential)), 2);
-        assert_eq!(stored(prepared.of(node, &second, (&[0.5], None), &sequential)), 4);
+        assert_eq!(stored(Prepared::of(&mut prepared, node, &first, (&[0.5], None), &sequential)), 2);
+        assert_eq!(stored(Prepared::of(&mut prepared, node, &first, (&[0.5], None), &sequential)), 2);
+        assert_eq!(stored(Prepared::of(&mut prepared, node, &second, (&[0.5], None), &sequential)), 4);
     }
 }
