@@ -583,7 +583,8 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
                      f"{r['hitPrefilledTokens']} |")
     if engine_int4.get("kvLayouts"):
         lines += ["", "Decode step time by depth (int4, ms per token over 64 tokens decoded after a cold prefill, "
-                  f"median of {len(engine_int4['kvLayouts'][0]['sharedMs']['runs'])} run(s) each, `--layouts`): "
+                  f"median of {len(engine_int4['kvLayouts'][0]['sharedMs']['runs'])} rounds, each running every "
+                  "depth and layout in turn, `--layouts`): "
                   "the shared KV buffer nib uses against the "
                   "copying cache (each run returns past + new rows as new tensors that become the next past; "
                   "where a lone token is padded to two rows, it also cuts off the second one, one more copy).", "",
@@ -597,7 +598,9 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
                                       False, "×")]
     if engine_int4.get("speculation"):
         lines += ["", "## Prompt-lookup speculation", "",
-                  "`cargo bench --bench engine -- --speculation` (int4, cold cache per run): the same "
+                  "`cargo bench --bench engine -- --speculation` (int4, cold cache per run; medians of "
+                  f"{engine_int4.get('rounds', 1)} rounds, each running every way of a workload in turn, so that "
+                  "the shared machine's drifting speed falls on both sides of a ratio alike): the same "
                   "work with drafts from prompt lookup verified in one forward pass, and without (one token per "
                   "run). The output is identical (asserted by the bench; `server/tests/engine_equivalence.rs` "
                   "proves it token for token). Workloads: a 64-token continuation of this repository's Python, "

@@ -3,7 +3,7 @@
 //! runs it for each precision and compares it with a Python onnxruntime loop and llama.cpp on
 //! the same token ids, which it reads from this output.
 //!
-//!     cargo bench --bench engine -- --model DIR [--threads 2] [--runs 3] [--prompt 512]
+//!     cargo bench --bench engine -- --model DIR [--threads 2] [--runs 3] [--rounds 3] [--prompt 512]
 //!         [--decode 128] [--scaling 256,512,1024,2048,4096] [--layouts | --steps] [--speculation] [--smoke]
 //!
 //! Measured (greedy, medians over `--runs` after one warm-up):
@@ -15,13 +15,21 @@
 //!   new tokens are prefilled);
 //! - `--layouts`: the decode step time at each scaling depth with the copying KV cache too;
 //!   `--steps`: with the shared buffer only (A/B of the attention kernel: run it with and
-//!   without `NIB_ATTENTION=onnxruntime`, the output names the kernel);
+//!   without `NIB_ATTENTION=onnxruntime`, the output names the kernel); medians of `--rounds`
+//!   rounds, each running every depth and layout in turn;
 //! - `--speculation`: prompt-lookup speculation against plain decoding (greedy, and the
 //!   actions' seeded sampling on retries) on three
 //!   workloads (a 64-token code continuation, the docstring action, the unit-test action on
 //!   functions of this repository): the same output (asserted), decode time, forward passes,
 //!   drafted and accepted tokens; the docstring workload also with its questions decoded side
-//!   by side (`Model::generate_batch`).
+//!   by side (`Model::generate_batch`); medians of `--rounds` rounds, each running every way of
+//!   a workload in turn.
+//!
+//! The step and speculation sections report ratios (a deep step over a shallow one, a fast path
+//! over plain decoding). On a shared machine whose speed drifts by a third within a minute, one
+//! side timed after the other measured the drift as much as the engine (`--speculation` seven
+//! times on one build, 2026-12-05: the unit-test speed-up 1.49× to 1.91×), so each round times
+//! both sides within seconds of each other.
 //!
 //! The prompt is real Python source of this repository, cut at a token boundary.
 
@@ -43,6 +51,8 @@ struct Args {
     model: Option<PathBuf>,
     threads: usize,
     runs: usize,
+    /// Rounds of the step and speculation sections.
+    rounds: usize,
     prompt: usize,
     decode: usize,
     scaling: Vec<usize>,
@@ -58,6 +68,7 @@ fn parse_args() -> Args {
         model: None,
         threads: 2,
         runs: 3,
+        rounds: 3,
         prompt: 512,
         decode: 128,
         scaling: vec![256, 512, 1024, 2048, 4096],
@@ -73,6 +84,7 @@ fn parse_args() -> Args {
             "--model" => args.model = Some(PathBuf::from(value())),
             "--threads" => args.threads = value().parse().expect("--threads N"),
             "--runs" => args.runs = value().parse().expect("--runs N"),
+            "--rounds" => args.rounds = value().parse().expect("--rounds N"),
             "--prompt" => args.prompt = value().parse().expect("--prompt N"),
             "--decode" => args.decode = value().parse().expect("--decode N"),
             "--scaling" => {
@@ -90,7 +102,7 @@ fn parse_args() -> Args {
     }
     if args.smoke {
         // One short iteration of everything: the bench must run, its numbers mean nothing.
-        (args.runs, args.prompt, args.decode, args.scaling) = (1, 64, 4, vec![64]);
+        (args.runs, args.rounds, args.prompt, args.decode, args.scaling) = (1, 1, 64, 4, vec![64]);
     }
     args
 }
@@ -211,6 +223,7 @@ fn main() {
     let result = json!({
         "model": model.info.dir,
         "threads": args.threads,
+        "rounds": args.rounds,
         "loadMs": load_ms,
         "promptIds": ids,
         "generatedIds": generated_ids,
@@ -233,24 +246,31 @@ fn main() {
 const STEP_TOKENS: usize = 64;
 
 /// Decode step time (ms per token over `STEP_TOKENS` tokens after a cold prefill) at each
-/// scaling depth, with the shared buffer and with the copying cache.
+/// scaling depth, with the shared buffer and with the copying cache: `--rounds` rounds, each
+/// running every depth and layout in turn.
 fn layout_steps(model: &mut Model, source: &str, args: &Args) -> Value {
-    let mut rows = Vec::new();
-    for &length in &args.scaling {
-        if length + STEP_TOKENS + 16 > model.info.context_length {
-            continue;
-        }
-        let prompt = vec![PromptPiece::Text(prompt_of(model, source, length))];
-        let mut row = json!({ "promptTokens": length });
-        let layouts = [("sharedMs", KvLayout::SharedBuffer), ("copyingMs", KvLayout::Copying)];
-        for (name, layout) in layouts.into_iter().take(if args.shared_only { 1 } else { 2 }) {
-            model.set_kv_layout(layout).expect("switch the KV layout");
-            let mut steps = Vec::new();
-            for _ in 0..args.runs {
+    let layouts = [("sharedMs", KvLayout::SharedBuffer), ("copyingMs", KvLayout::Copying)];
+    let layouts = &layouts[..if args.shared_only { 1 } else { 2 }];
+    let depths: Vec<usize> =
+        args.scaling.iter().copied().filter(|&length| length + STEP_TOKENS + 16 <= model.info.context_length).collect();
+    let prompts: Vec<_> =
+        depths.iter().map(|&length| vec![PromptPiece::Text(prompt_of(model, source, length))]).collect();
+    let mut steps = vec![vec![Vec::new(); layouts.len()]; depths.len()];
+    for _ in 0..args.rounds {
+        for (prompt, steps) in prompts.iter().zip(&mut steps) {
+            for (&(_, layout), steps) in layouts.iter().zip(steps) {
+                model.set_kv_layout(layout).expect("switch the KV layout");
                 model.reset_cache();
-                let (_, generation) = run(model, &prompt, STEP_TOKENS);
+                let (_, generation) = run(model, prompt, STEP_TOKENS);
                 steps.push(generation.stats.decode_ms / generation.stats.generated_tokens.max(1) as f64);
             }
+        }
+    }
+    model.set_kv_layout(KvLayout::SharedBuffer).expect("switch the KV layout");
+    let mut rows = Vec::new();
+    for (length, steps) in depths.into_iter().zip(steps) {
+        let mut row = json!({ "promptTokens": length });
+        for (&(name, _), steps) in layouts.iter().zip(steps) {
             row[name] = summary(steps);
         }
         eprintln!(
@@ -260,7 +280,6 @@ fn layout_steps(model: &mut Model, source: &str, args: &Args) -> Value {
         );
         rows.push(row);
     }
-    model.set_kv_layout(KvLayout::SharedBuffer).expect("switch the KV layout");
     Value::Array(rows)
 }
 
@@ -296,7 +315,7 @@ fn delta(before: &EngineStats, after: &EngineStats) -> Value {
 }
 
 /// Prompt lookup against plain decoding, per workload; each workload runs with a cold
-/// cache, `--runs` times each way, and must give the same output both ways.
+/// cache, `--rounds` rounds of every way in turn, and must give the same output every way.
 fn speculation(model: &mut Model, source: &str, args: &Args) -> Value {
     let repo = common::repo();
     let targets = [
@@ -346,11 +365,11 @@ fn speculation(model: &mut Model, source: &str, args: &Args) -> Value {
         } else {
             &[("plain", false, false), ("lookup", true, false)]
         };
-        for &(key, speculation, batching) in ways {
-            model.set_speculation(speculation);
-            model.set_batching(batching);
-            let (mut walls, mut counters) = (Vec::new(), Vec::new());
-            for _ in 0..args.runs {
+        let mut timed = vec![(Vec::new(), Vec::new()); ways.len()];
+        for _ in 0..args.rounds {
+            for (&(key, speculation, batching), (walls, counters)) in ways.iter().zip(&mut timed) {
+                model.set_speculation(speculation);
+                model.set_batching(batching);
                 model.reset_cache();
                 let before = model.stats.clone();
                 let started = Instant::now();
@@ -358,6 +377,8 @@ fn speculation(model: &mut Model, source: &str, args: &Args) -> Value {
                 walls.push(started.elapsed().as_secs_f64() * 1e3);
                 counters.push(delta(&before, &model.stats));
             }
+        }
+        for (&(key, _, _), (walls, counters)) in ways.iter().zip(timed) {
             let median_of = |field: &str| {
                 median(&mut counters.iter().map(|c| c[field].as_f64().unwrap_or(0.0)).collect::<Vec<_>>())
             };
