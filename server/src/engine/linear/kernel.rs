@@ -234,9 +234,9 @@ impl<S: Scale> Weights<'_, S> {
 
     /// The start of `group`'s repacked `block` and of its scales.
     fn group_block(&self, group: usize, block: usize) -> (&[u8], &[S]) {
-        let at = (group * self.blocks + block) * GROUP;
+        let index = group * self.blocks + block;
         let bytes = GROUP * self.bits.block_bytes();
-        (&self.packed[at / GROUP * bytes..][..bytes], &self.scales[at..][..GROUP])
+        (&self.packed[index * bytes..][..bytes], &self.scales[index * GROUP..][..GROUP])
     }
 
     /// The offset of `block` of `output`.
@@ -442,8 +442,8 @@ fn multiply_on<S: Scale>(
 /// 64 outputs, units of at least 256 decoded 5 % faster after a 16-token prompt; 512, 6 %
 /// faster than 256 (8 of 10 paired runs) and 5 % faster than 64 after a 512-token prompt (10
 /// of 12); 1,024 the same as 512; one unit per thread, 3 % slower than 512. With more rows the
-/// tiles read each weight block once per four rows, so the work is bound by arithmetic rather
-/// than memory, and units of 64 (re-read from the L1 and L2 caches, shared out more evenly)
+/// tiles read each weight block once per tile of up to eight rows, so the work is bound by
+/// arithmetic rather than memory, and units of 64 (re-read from the L1 and L2 caches, shared out more evenly)
 /// are used.
 fn stream_columns(outputs: usize) -> usize {
     let units = (outputs / STREAM_COLUMNS).max(2);
@@ -1028,6 +1028,15 @@ impl<S: Scale> TileStart<S> {
         }
     }
 
+    /// The tile's group `c` (from its first), repacked `block`: where its weights start, and the
+    /// index of its sixteen scales and offsets.
+    #[inline(always)]
+    unsafe fn group_block<F: Format>(&self, blocks: usize, c: usize, block: usize) -> (*const u8, usize) {
+        let index = c * blocks + block;
+        // SAFETY: the caller's bounds.
+        (unsafe { self.packed.add(index * F::GROUP_BYTES) }, index * GROUP)
+    }
+
     /// Asks for the weights `PREFETCH_BYTES` ahead of a group block at `packed`, and their scales.
     #[inline(always)]
     unsafe fn prefetch<F: Format>(packed: *const u8, scales: *const S) {
@@ -1071,8 +1080,8 @@ unsafe fn dot_vnni512<F: Format, S: Scale, const R: usize, const C: usize>(
         let start = TileStart::new(weights, activations, row, group);
         for block in 0..blocks {
             let columns: [_; C] = std::array::from_fn(|c| {
-                let at = (c * blocks + block) * GROUP;
-                let (packed, scales) = (start.packed.add(at / GROUP * F::GROUP_BYTES), start.scales.add(at));
+                let (packed, at) = start.group_block::<F>(blocks, c, block);
+                let scales = start.scales.add(at);
                 TileStart::<S>::prefetch::<F>(packed, scales);
                 let offsets = (!start.offsets.is_null()).then(|| S::sixteen(start.offsets.add(at)));
                 (F::unpack_512(packed), S::sixteen(scales), offsets)
@@ -1121,8 +1130,8 @@ unsafe fn dot_avx2<F: Format, S: Scale, const R: usize, const C: usize>(
                 (_mm256_set1_epi32(zero_point), _mm256_set1_ps(row_scale), _mm256_set1_ps(input_sum), quads)
             });
             for c in 0..C {
-                let at = (c * blocks + block) * GROUP;
-                let (packed, scales) = (start.packed.add(at / GROUP * F::GROUP_BYTES), start.scales.add(at));
+                let (packed, at) = start.group_block::<F>(blocks, c, block);
+                let scales = start.scales.add(at);
                 TileStart::<S>::prefetch::<F>(packed, scales);
                 for half in 0..2 {
                     let (quads, scale) = (F::unpack_256(packed, half), S::eight(scales.add(half * LANES)));

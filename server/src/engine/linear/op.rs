@@ -52,11 +52,8 @@ impl Prepared {
         for_each: kernel::ForEach<'_>,
     ) -> Prepared {
         let blocks = scales.len() / outputs;
-        let narrowed = (!keep_f32()).then(|| {
-            let offsets = offsets.map_or(Some(None), |offsets| kernel::narrow_exactly(offsets).map(Some))?;
-            Some((kernel::narrow_exactly(scales)?, offsets))
-        });
-        let prepared = match narrowed.flatten() {
+        let narrowed = if keep_f32() { None } else { narrowed(scales, offsets) };
+        let prepared = match narrowed {
             Some((scales, narrow_offsets)) => {
                 let narrowed = (packed, &scales[..], narrow_offsets.as_deref());
                 Prepared::Half(Repacked::new(bits, (outputs, blocks), narrowed, for_each))
@@ -177,6 +174,15 @@ impl Kernel for LinearKernel {
         }
         Ok(())
     }
+}
+
+/// The scales and offsets as f16, where every one of them is exactly an f16.
+fn narrowed(scales: &[f32], offsets: Option<&[f32]>) -> Option<(Vec<f16>, Option<Vec<f16>>)> {
+    let offsets = match offsets {
+        Some(offsets) => Some(kernel::narrow_exactly(offsets)?),
+        None => None,
+    };
+    Some((kernel::narrow_exactly(scales)?, offsets))
 }
 
 /// Whether `NIB_LINEAR_SCALES=f32` asks every node to keep the stored f32 (read once).
