@@ -471,9 +471,11 @@ pub(crate) fn swiglu(gate_up: &[f32], inputs: usize, out: &mut Vec<f32>, for_eac
 /// Each lane does the same operations in the same order (Rust never fuses a multiply and an
 /// add on its own), so every path gives the same bits
 /// (`tests::every_gated_path_gives_the_same_bits`).
-/// Compiled for the baseline CPU, the loop ran 4 lanes at best: timed inside the nodes, the 30
-/// layers' SwiGLU took 0.08 ms a lone row and 0.32–0.36 ms four rows, against 0.04 and 0.11 ms
-/// in 16 lanes (AMD EPYC, 2026-12-05).
+/// Compiled for the baseline CPU, the loop ran 4 lanes at best. With this and each unit's
+/// results zeroed once (`multiply_unit`), the engine bench (`cargo bench --bench engine --
+/// --runs 1 --scaling '' --speculation`, the builds in turns, three pairs, AMD EPYC,
+/// 2026-12-05) prefilled 512 tokens at 1,285–1,690 against 1,156–1,578 tok/s and decoded at
+/// 158–195 against 135–190.
 fn gated_on(path: Path, gate: &[f32], up: &[f32], out: &mut [f32]) {
     match path {
         // SAFETY: Path::Vnni512 is detected only with AVX-512 F (and AVX2).
