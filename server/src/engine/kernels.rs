@@ -30,6 +30,9 @@ pub(crate) struct Committed {
     /// A row's result depends only on its token and position, however many rows run with it:
     /// a lone token may run alone.
     pub rows_independent: bool,
+    /// Every KV cache tensor holds a multiple of this many rows per head, copied in whole
+    /// groups (nib's attention keeps keys in panels of 16 rows; 1 with ONNX Runtime's).
+    pub kv_row_group: usize,
 }
 
 /// Whether `model` runs none of `ROW_COUNT_DEPENDENT` (an unreadable model: it may).
@@ -94,6 +97,9 @@ pub(crate) struct Pass {
     pub replaces: &'static str,
     pub rewrite: Rewrite,
     pub domain: fn() -> ort::Result<OperatorDomain>,
+    /// What every KV cache tensor's rows per head must be a multiple of while the pass's
+    /// kernel is in the graph (1: any count).
+    pub kv_row_group: usize,
 }
 
 /// Which of nib's kernels a session gets.
@@ -136,7 +142,7 @@ fn commit_or_fall_back(
 ) -> ort::Result<Committed> {
     // ONNX Runtime's own kernels: its rows are not known to be independent.
     let as_it_is = |mut builder: SessionBuilder| {
-        Ok(Committed { session: builder.commit_from_file(path)?, rows_independent: false })
+        Ok(Committed { session: builder.commit_from_file(path)?, rows_independent: false, kv_row_group: 1 })
     };
     match attempt(builder.clone(), path) {
         Ok(Some(committed)) => Ok(committed),
@@ -157,14 +163,14 @@ fn with_nib_kernels(mut builder: SessionBuilder, path: &Path, passes: &[&Pass]) 
         return Ok(None);
     }
     let mut model = std::fs::read(path).map_err(|why| ort::Error::new(format!("cannot read the model: {why}")))?;
-    let mut moved_any = false;
+    let (mut moved_any, mut kv_row_group) = (false, 1);
     for pass in passes {
         let (rewritten, moved) = (pass.rewrite)(&model).map_err(ort::Error::new)?;
         if moved == 0 {
             continue;
         }
         tracing::debug!(nodes = moved, "{} runs in place of {}", pass.kernel, pass.replaces);
-        (model, moved_any) = (rewritten, true);
+        (model, moved_any, kv_row_group) = (rewritten, true, kv_row_group.max(pass.kv_row_group));
         builder = builder.with_operators((pass.domain)()?)?;
     }
     if !moved_any {
@@ -175,7 +181,7 @@ fn with_nib_kernels(mut builder: SessionBuilder, path: &Path, passes: &[&Pass]) 
     let mut builder =
         builder.with_config_entry("session.model_external_initializers_file_folder_path", folder.to_string_lossy())?;
     let rows_independent = rows_independent(&model);
-    Ok(Some(Committed { session: builder.commit_from_memory(&model)?, rows_independent }))
+    Ok(Some(Committed { session: builder.commit_from_memory(&model)?, rows_independent, kv_row_group }))
 }
 
 #[cfg(test)]

@@ -200,6 +200,9 @@ pub struct DecoderSession {
     /// A row's logits depend only on its token and position, however many rows run
     /// (`kernels::Committed`): a lone token runs alone, not padded to two rows.
     rows_independent: bool,
+    /// Every KV tensor holds a multiple of this many rows per head, and rows are copied in
+    /// whole groups (`kernels::Committed::kv_row_group`).
+    kv_row_group: usize,
 }
 
 fn build_session(
@@ -265,7 +268,11 @@ impl DecoderSession {
         let committed = build_session(environment, path, threads, kernels)
             .map_err(|error| EngineError::Model(format!("cannot load {}: {error}", path.display())))?;
         let decoder = Self::from_session(committed.session, path, layout, max_context)?;
-        Ok(DecoderSession { rows_independent: committed.rows_independent, ..decoder })
+        Ok(DecoderSession {
+            rows_independent: committed.rows_independent,
+            kv_row_group: committed.kv_row_group,
+            ..decoder
+        })
     }
 
     /// A decoder on a session committed elsewhere (from `path`'s model, for messages); a lone
@@ -278,7 +285,14 @@ impl DecoderSession {
     ) -> Result<Self, EngineError> {
         let signature = GraphSignature::read(&session)
             .map_err(|why| EngineError::Model(format!("{} is not a usable decoder: {why}", path.display())))?;
-        Ok(DecoderSession { session, signature, layout, max_capacity: max_context.max(1), rows_independent: false })
+        Ok(DecoderSession {
+            session,
+            signature,
+            layout,
+            max_capacity: max_context.max(1),
+            rows_independent: false,
+            kv_row_group: 1,
+        })
     }
 
     /// Whether a lone token runs alone (see `rows_independent`).
@@ -294,6 +308,12 @@ impl DecoderSession {
     pub fn set_layout(&mut self, layout: KvLayout) -> Result<KvCache, EngineError> {
         self.layout = layout;
         self.empty_cache()
+    }
+
+    /// `rows` rounded up to whole groups of `kv_row_group`: a KV tensor's rows per head, and
+    /// the rows copied to keep `rows` of them.
+    fn kv_rows(&self, rows: usize) -> usize {
+        rows.next_multiple_of(self.kv_row_group)
     }
 
     fn kv_tensor(&self, rows: usize) -> Result<DynValue, EngineError> {
@@ -404,11 +424,7 @@ impl DecoderSession {
                 }
                 self.run_shared(cache, run)?
             }
-            KvLayout::Copying => {
-                let logits = self.run_copying(cache, run)?;
-                cache.capacity = past + run_ids.len();
-                logits
-            }
+            KvLayout::Copying => self.run_copying(cache, run)?,
         };
         cache.tokens.extend_from_slice(ids);
         if pad {
@@ -468,6 +484,7 @@ impl DecoderSession {
             layers.push((key, value));
         }
         drop(outputs);
+        cache.capacity = layers.first().map_or(0, |(key, _)| rows_per_head(key));
         cache.layers = layers;
         Ok(logits)
     }
@@ -484,6 +501,7 @@ impl DecoderSession {
     fn reallocate(&self, cache: &mut KvCache, capacity: usize) -> Result<(), EngineError> {
         // The binding holds every old buffer: released first, each is freed as it is replaced.
         cache.bound = None;
+        let capacity = self.kv_rows(capacity);
         let (rows, kept) = (cache.capacity, cache.tokens.len());
         let copied = cache.layers.iter_mut().try_for_each(|(key, value)| {
             *key = self.copy_rows(key, rows, kept, capacity)?;
@@ -499,7 +517,8 @@ impl DecoderSession {
     }
 
     /// A `[1, heads, capacity, head_dim]` tensor with the first `kept` rows of `from` (which
-    /// has `rows` rows per head), in the session's layout and the cache's element type.
+    /// has `rows` rows per head), in the session's layout and the cache's element type. In the
+    /// copying layout, `capacity` is `kept` (both in whole groups, `kv_rows`).
     fn copy_rows(&self, from: &DynValue, rows: usize, kept: usize, capacity: usize) -> Result<DynValue, EngineError> {
         match self.signature.kv_type {
             TensorElementType::Float16 => self.copy_rows_of::<f16>(from, rows, kept, capacity),
@@ -515,6 +534,7 @@ impl DecoderSession {
         capacity: usize,
     ) -> Result<DynValue, EngineError> {
         let (heads, head_dim) = (self.signature.kv_heads, self.signature.head_dim);
+        let kept = self.kv_rows(kept);
         let (_, data) = from.try_extract_tensor::<T>().map_err(ort_error)?;
         let head_rows = |head: usize| &data[head * rows * head_dim..(head * rows + kept) * head_dim];
         match self.layout {
@@ -543,7 +563,7 @@ impl DecoderSession {
     /// (`copy_into_batch` fills them).
     pub fn new_batch(&self, sequences: usize, capacity: usize) -> Result<BatchCache, EngineError> {
         assert!(self.batches(), "only rows that do not depend on each other run side by side");
-        let capacity = capacity.clamp(1, self.max_capacity);
+        let capacity = self.kv_rows(capacity.clamp(1, self.max_capacity));
         let lengths = vec![0; sequences];
         let mut layers = Vec::with_capacity(self.signature.layers);
         for _ in 0..self.signature.layers {
@@ -654,7 +674,7 @@ impl DecoderSession {
         Ok(to)
     }
 
-    /// `copy_region` in the cache's element type.
+    /// `copy_region` of `kept` rows in whole groups (`kv_rows`), in the cache's element type.
     fn copy_kv(
         &self,
         from: (&DynValue, usize, usize),
@@ -662,6 +682,7 @@ impl DecoderSession {
         kept: usize,
     ) -> Result<(), EngineError> {
         let (heads, head_dim) = (self.signature.kv_heads, self.signature.head_dim);
+        let kept = self.kv_rows(kept);
         match self.signature.kv_type {
             TensorElementType::Float16 => copy_region::<f16>(from, to, kept, heads, head_dim),
             _ => copy_region::<f32>(from, to, kept, heads, head_dim),
@@ -707,6 +728,14 @@ fn copy_region<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static>
         target[to_at..to_at + kept * head_dim].copy_from_slice(&source[from_at..from_at + kept * head_dim]);
     }
     Ok(())
+}
+
+/// Rows per head of a `[batch, heads, rows, head_dim]` KV tensor.
+fn rows_per_head(tensor: &DynValue) -> usize {
+    match tensor.dtype() {
+        ValueType::Tensor { shape, .. } if shape.len() == 4 => shape[2].max(0) as usize,
+        _ => 0,
+    }
 }
 
 /// The last `rows` rows of `logits` ([batch, positions, vocab]), flattened. A graph that takes

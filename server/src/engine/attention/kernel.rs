@@ -11,6 +11,14 @@
 //! The KV cache is fp16 (`half::f16`): half the bytes a decode step reads at long context.
 //! Keys and values are converted to f32 as they are read (F16C with AVX2, exactly; the
 //! conversion is exact on every path), and all arithmetic is f32.
+//!
+//! Values are kept row by row. Keys are kept in panels of `PANEL` keys (`key_at`): a panel holds
+//! its keys' first dimension side by side, then their second, and so on, which is the layout
+//! the score loop multiplies, one register of 16 keys' elements by one query element. So no
+//! call transposes keys: it widens them as it reads them. (Transposing each block's keys as it
+//! was read, a layer's decode at 4,096 cached tokens took 0.182 ms on one thread with the cache
+//! warm, against 0.125 ms in panels: `timing::time_attend`.) A cache therefore holds a
+//! multiple of `PANEL` rows per head.
 
 use std::ops::Range;
 
@@ -35,8 +43,18 @@ const FEW_ROWS: usize = 16;
 /// changes no bit.
 const BLOCKS_PER_UNIT: usize = 4;
 
+/// Keys per panel of the cache's keys (`key_at`): one 512-bit register, or two 256-bit ones,
+/// of f32.
+pub(crate) const PANEL: usize = 16;
+
+/// Where dimension `dim` of key `row` lies among one KV head's keys of `head_dim` dimensions:
+/// panel `row / PANEL`, then `head_dim` rows of `PANEL` halves, one row per dimension.
+pub(crate) fn key_at(row: usize, dim: usize, head_dim: usize) -> usize {
+    (row / PANEL) * PANEL * head_dim + dim * PANEL + row % PANEL
+}
+
 /// Query rows per unit of work in prefill: with SmolLM2-135M's groups of 3 heads, 48 queries
-/// share each block's transposed keys.
+/// share each read of a block's keys.
 const TILE_ROWS: usize = 16;
 
 /// What the node's attributes and the tensors' shapes fix.
@@ -75,8 +93,9 @@ pub(crate) fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool)
 }
 
 /// One call's tensors. `queries` is `[rows][heads][head_dim]` (rotary applied), `keys` and
-/// `values` (fp16) are `[kv_heads][stride][head_dim]` with the new rows already written at
-/// `past..past + rows`, `out` is `[rows][heads * head_dim]`.
+/// `values` (fp16) hold `stride` rows (a multiple of `PANEL`) per KV head, the new rows already
+/// written at `past..past + rows`: `values` is `[kv_heads][stride][head_dim]`, `keys` is in
+/// panels (`[kv_heads][stride]` at `key_at`). `out` is `[rows][heads * head_dim]`.
 pub(crate) struct Call<'a> {
     pub dims: &'a Dims,
     pub queries: &'a [f32],
@@ -171,7 +190,7 @@ fn attend_on(path: Path, call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>
     let dims = call.dims;
     assert_eq!(out.len(), call.rows * dims.heads * dims.head_dim);
     assert_eq!(call.queries.len(), out.len());
-    assert!(call.past + call.rows <= call.stride);
+    assert!(call.past + call.rows <= call.stride && call.stride.is_multiple_of(PANEL));
     assert_eq!(call.keys.len(), dims.kv_heads * call.stride * dims.head_dim);
     if call.rows <= FEW_ROWS {
         attend_by_blocks(path, call, out, for_each);
@@ -341,9 +360,10 @@ fn block_partials_portable(call: &Call<'_>, kv_head: usize, block: usize, rows: 
         }
         let d = call.dims.head_dim;
         let base = kv_head * call.stride * d;
-        let widen = |rows: &[f16]| rows.iter().map(|x| x.to_f32()).collect::<Vec<f32>>();
-        let keys = widen(&call.keys[base + start * d..base + end * d]);
-        let values = widen(&call.values[base + start * d..base + end * d]);
+        let head_keys = &call.keys[base..base + call.stride * d];
+        let keys: Vec<f32> =
+            (start..end).flat_map(|j| (0..d).map(move |p| head_keys[key_at(j, p, d)].to_f32())).collect();
+        let values: Vec<f32> = call.values[base + start * d..base + end * d].iter().map(|x| x.to_f32()).collect();
         let mut scores = [0.0f32; BLOCK];
         let scores = &mut scores[..end - start];
         for (score, key) in scores.iter_mut().zip(keys.chunks_exact(d)) {
@@ -419,7 +439,7 @@ mod fma64 {
 
     use half::f16;
 
-    use super::{BLOCK, Call, partial_len, query_of, query_tiles, seen_in_block, softmax};
+    use super::{BLOCK, Call, PANEL, key_at, partial_len, query_of, query_tiles, seen_in_block, softmax};
 
     pub(super) const D: usize = 64;
     /// Queries per register tile: 6 × 2 accumulators, 2 loaded rows and 1 broadcast use 15 of
@@ -439,14 +459,17 @@ mod fma64 {
         wide: bool,
     ) {
         slots.fill(0.0);
-        // The keys any of the rows sees in this block: `first..first + len`.
+        // The keys any of the rows sees in this block, from the start of the first one's panel:
+        // `first..first + len` (keys before a row's own weigh 0 for it, see `own_softmax`).
         let spans = rows.clone().map(|row| seen_in_block(call, row, block)).filter(|(start, end)| start < end);
         let Some((first, last)) = spans.reduce(|(a, b), (c, d)| (a.min(c), b.max(d))) else {
             return;
         };
+        let first = first / PANEL * PANEL;
         let len = last - first;
+        // A panel's keys are `PANEL` whole rows of the row-major layout's bytes.
         let base = (kv_head * call.stride + first) * D;
-        let keys = &call.keys[base..base + len * D];
+        let keys = &call.keys[base..base + len.next_multiple_of(PANEL) * D];
         let values = &call.values[base..base + len * D];
         let mut ahead = match next {
             Some((next_kv_head, next)) => {
@@ -500,39 +523,23 @@ mod fma64 {
         }
     }
 
-    /// Keys per step of the score loop. When the block's queries fit one tile (a decode step, a
-    /// short draft), each step's keys are transposed into panels just before the score loop
-    /// reads them: 16 KiB that stay in the L1 cache (a whole block's, 64 KiB, did not). More
-    /// tiles (prefill) share one transposition of the whole block. The 512-bit tiles' steps are
-    /// as long (`scores`' `K` panels of `WIDE` at most), and always transposed just before.
-    const STEP: usize = 4 * WIDE;
-
-    /// Kept per thread so that no call zeroes 70 KiB: a tile's scores and weights, then keys
-    /// transposed into panels (`panel_at`); past a tile's queries and a block's keys they hold
-    /// what an earlier call left, computed with, never read.
+    /// Kept per thread so that no call zeroes 6 KiB: a tile's scores and weights; past a tile's
+    /// queries and a block's keys they hold what an earlier call left, computed with, never
+    /// read.
     struct Scratch {
         weights: [[f32; BLOCK]; QUERIES],
-        panels: [f32; BLOCK * D],
     }
 
     thread_local! {
         static SCRATCH: std::cell::RefCell<Box<Scratch>> =
-            std::cell::RefCell::new(Box::new(Scratch { weights: [[0.0; BLOCK]; QUERIES], panels: [0.0; BLOCK * D] }));
-    }
-
-    /// A block's keys (rows `first..first + len`), already transposed into the scratch's panels
-    /// when `whole`, else a step at a time.
-    #[derive(Clone, Copy)]
-    struct Keys<'a> {
-        keys: &'a [f16],
-        whole: bool,
+            std::cell::RefCell::new(Box::new(Scratch { weights: [[0.0; BLOCK]; QUERIES] }));
     }
 
     /// The register tiles of `block_partials`, six queries at a time (a lone row's three in
-    /// tiles of three), over the keys `first..first + len` and their `values`. A lone row's
-    /// weighted values take 12 accumulators too (32 dimensions a pass rather than 16: with 6,
-    /// each FMA waited for the one before it in its chain); its scores keep 6 (12 measured
-    /// slower there).
+    /// tiles of three), over the keys `first..first + len` (`keys`, whole panels) and their
+    /// `values`. A lone row's weighted values take 12 accumulators too (32 dimensions a pass
+    /// rather than 16: with 6, each FMA waited for the one before it in its chain); its scores
+    /// keep 6 (12 measured slower there).
     #[target_feature(enable = "avx2,fma,f16c")]
     fn tiles(
         call: &Call<'_>,
@@ -544,21 +551,16 @@ mod fma64 {
         scratch: &mut Scratch,
     ) {
         let zero = [0.0f32; D];
-        let Scratch { weights, panels } = scratch;
-        let whole = rows.len() * call.dims.group() > QUERIES;
-        if whole {
-            transpose(keys, panels);
-        }
-        let keys = Keys { keys, whole };
+        let weights = &mut scratch.weights;
         for (slots, first_query, in_tile) in query_tiles(call, &rows, QUERIES, slots) {
             let query = |n: usize| query_of(call, kv_head, &rows, first_query + n);
             let inputs: [&[f32]; QUERIES] =
                 std::array::from_fn(|n| if n < in_tile { query(n).query } else { &zero[..] });
             let scale = call.dims.scale;
             if in_tile <= 3 {
-                scores::<3>(&inputs, keys, scale, weights, panels, keys_ahead);
+                scores::<3>(&inputs, keys, scale, weights, keys_ahead);
             } else {
-                scores::<QUERIES>(&inputs, keys, scale, weights, panels, keys_ahead);
+                scores::<QUERIES>(&inputs, keys, scale, weights, keys_ahead);
             }
             own_softmax(call, block, (first, len), weights, slots, |n| query(n).row);
             if in_tile <= 3 {
@@ -598,120 +600,41 @@ mod fma64 {
         }
     }
 
-    /// Where key `j`'s dimension `p` goes in the transposed keys: in panels of `WIDE` keys, each
-    /// panel `D` rows of `WIDE` floats, so that the score loop reads one panel straight through
-    /// (rather than rows a whole block apart, which map to few L1 cache sets).
-    #[inline(always)]
-    fn panel_at(j: usize, p: usize) -> usize {
-        (j / WIDE) * D * WIDE + p * WIDE + j % WIDE
-    }
-
-    /// The `keys.len() / D` (at most `BLOCK`) rows of `keys` widened to f32 and transposed into
-    /// panels (`panel_at`); the rest of `out` is left as it is.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn transpose(keys: &[f16], out: &mut [f32; BLOCK * D]) {
-        let rows = keys.len() / D;
-        let full = rows / 8 * 8;
-        for j in (0..full).step_by(8) {
-            for p in (0..D).step_by(8) {
-                // SAFETY: rows j..j + 8, columns p..p + 8 are inside `keys` and, transposed, `out`.
-                unsafe { transpose8(keys.as_ptr().add(j * D + p), D, out.as_mut_ptr().add(panel_at(j, p)), WIDE) };
-            }
-        }
-        for j in full..rows {
-            for p in 0..D {
-                out[panel_at(j, p)] = keys[j * D + p].to_f32();
-            }
-        }
-    }
-
-    /// The 8 × 8 halves at `from` (rows `from_stride` apart) written as floats, transposed, at
-    /// `to`.
-    ///
-    /// # Safety
-    /// Both 8 × 8 tiles are within their buffers.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn transpose8(from: *const f16, from_stride: usize, to: *mut f32, to_stride: usize) {
-        unsafe {
-            let r: [__m256; 8] = std::array::from_fn(|i| widen8(from.add(i * from_stride)));
-            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-            let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-            let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-            let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-            let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-            let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-            let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-            let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-            let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-            let columns = [
-                _mm256_permute2f128_ps::<0x20>(s0, s4),
-                _mm256_permute2f128_ps::<0x20>(s1, s5),
-                _mm256_permute2f128_ps::<0x20>(s2, s6),
-                _mm256_permute2f128_ps::<0x20>(s3, s7),
-                _mm256_permute2f128_ps::<0x31>(s0, s4),
-                _mm256_permute2f128_ps::<0x31>(s1, s5),
-                _mm256_permute2f128_ps::<0x31>(s2, s6),
-                _mm256_permute2f128_ps::<0x31>(s3, s7),
-            ];
-            for (i, column) in columns.iter().enumerate() {
-                _mm256_storeu_ps(to.add(i * to_stride), *column);
-            }
-        }
-    }
-
-    /// `out[n][j] = (queries[n] · key j) · scale` for the first `Q` queries and the rows of
-    /// `keys` (rounded up to `WIDE`), each step's keys transposed into `panels` just before
-    /// (unless `whole`): one broadcast query element times a row of 16 keys' elements per FMA
-    /// pair.
+    /// `out[n][j] = (queries[n] · key j) · scale` for the first `Q` queries and every key of
+    /// `keys` (whole panels, `key_at`): one broadcast query element times a panel's row of 16
+    /// keys' elements per FMA pair.
     #[target_feature(enable = "avx2,fma,f16c")]
     fn scores<const Q: usize>(
         queries: &[&[f32]; QUERIES],
-        Keys { keys, whole }: Keys<'_>,
+        keys: &[f16],
         scale: f32,
         out: &mut [[f32; BLOCK]; QUERIES],
-        panels: &mut [f32; BLOCK * D],
         ahead: &mut Ahead,
     ) {
-        const { assert!(Q <= QUERIES && STEP.is_multiple_of(WIDE) && BLOCK.is_multiple_of(STEP)) };
+        const { assert!(Q <= QUERIES && WIDE == PANEL) };
         let scale = _mm256_set1_ps(scale);
         let len = keys.len() / D;
-        assert!(len <= BLOCK && queries.iter().all(|q| q.len() == D));
-        for step in (0..len).step_by(STEP) {
-            // Where this step's panels start: a step's panels are laid out as the whole block's.
-            let at = if whole {
-                step
-            } else {
-                transpose(&keys[step * D..(step + STEP).min(len) * D], panels);
-                0
-            };
-            for j in (at..at + (len - step).min(STEP)).step_by(WIDE) {
-                // The next block's rows, 2 KiB of fp16 keys a pass.
-                ahead.lines(WIDE * D * 2 / 64);
-                // SAFETY: j + WIDE <= at + STEP <= BLOCK and step + j - at + WIDE <= BLOCK (WIDE
-                // divides STEP, which divides BLOCK), p < D.
-                unsafe {
-                    let mut acc = [[_mm256_setzero_ps(); 2]; Q];
-                    for p in 0..D {
-                        let row = panels.as_ptr().add(panel_at(j, p));
-                        let (k0, k1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
-                        for (acc, query) in acc.iter_mut().zip(queries) {
-                            let q = _mm256_set1_ps(*query.get_unchecked(p));
-                            acc[0] = _mm256_fmadd_ps(q, k0, acc[0]);
-                            acc[1] = _mm256_fmadd_ps(q, k1, acc[1]);
-                        }
+        assert!(len <= BLOCK && len.is_multiple_of(WIDE) && queries.iter().all(|q| q.len() == D));
+        for j in (0..len).step_by(WIDE) {
+            // The next block's rows, 2 KiB of fp16 keys a panel.
+            ahead.lines(WIDE * D * 2 / 64);
+            // SAFETY: j + WIDE <= len <= BLOCK, so panel j / WIDE (D rows of WIDE halves) is
+            // inside `keys`; p < D.
+            unsafe {
+                let panel = keys.as_ptr().add(key_at(j, 0, D));
+                let mut acc = [[_mm256_setzero_ps(); 2]; Q];
+                for p in 0..D {
+                    let row = panel.add(p * WIDE);
+                    let (k0, k1) = (widen8(row), widen8(row.add(8)));
+                    for (acc, query) in acc.iter_mut().zip(queries) {
+                        let q = _mm256_set1_ps(*query.get_unchecked(p));
+                        acc[0] = _mm256_fmadd_ps(q, k0, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(q, k1, acc[1]);
                     }
-                    let out_at = step + j - at;
-                    for (acc, out) in acc.iter().zip(out.iter_mut()) {
-                        _mm256_storeu_ps(out.as_mut_ptr().add(out_at), _mm256_mul_ps(acc[0], scale));
-                        _mm256_storeu_ps(out.as_mut_ptr().add(out_at + 8), _mm256_mul_ps(acc[1], scale));
-                    }
+                }
+                for (acc, out) in acc.iter().zip(out.iter_mut()) {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(j), _mm256_mul_ps(acc[0], scale));
+                    _mm256_storeu_ps(out.as_mut_ptr().add(j + 8), _mm256_mul_ps(acc[1], scale));
                 }
             }
         }
@@ -778,30 +701,25 @@ mod fma64 {
 
         use half::f16;
 
-        use super::super::{BLOCK, Call, query_of, query_tiles};
-        use super::{Ahead, D, STEP, WIDE, own_softmax, panel_at};
+        use super::super::{BLOCK, Call, PANEL, query_of, query_tiles};
+        use super::{Ahead, D, WIDE, own_softmax};
 
         /// Queries per register tile: 27 accumulators, a register of keys or values and a
         /// broadcast use 29 of the 32 registers.
         const QUERIES: usize = 27;
 
-        /// Kept per thread so that no call zeroes 50 KiB: the tile's queries side by side (one
+        /// Kept per thread so that no call zeroes 34 KiB: the tile's queries side by side (one
         /// base register for all of them), then their scores and weights; past a tile's count
-        /// of queries they hold what an earlier tile left, computed with, never stored. And one
-        /// step's keys transposed into panels (`panel_at`), written just before the score loop
-        /// reads them, so that they stay in the L1 cache (a whole block's would not); lanes past
-        /// the block's keys hold older keys, their scores computed, never read.
+        /// of queries they hold what an earlier tile left, computed with, never stored.
         pub(super) struct Scratch {
             queries: [[f32; D]; QUERIES],
             weights: [[f32; BLOCK]; QUERIES],
-            panels: [f32; STEP * D],
         }
 
         thread_local! {
             pub(super) static SCRATCH: std::cell::RefCell<Box<Scratch>> = std::cell::RefCell::new(Box::new(Scratch {
                 queries: [[0.0; D]; QUERIES],
                 weights: [[0.0; BLOCK]; QUERIES],
-                panels: [0.0; STEP * D],
             }));
         }
 
@@ -816,7 +734,7 @@ mod fma64 {
             [keys_ahead, values_ahead]: &mut [Ahead; 2],
             scratch: &mut Scratch,
         ) {
-            let Scratch { queries, weights, panels } = scratch;
+            let Scratch { queries, weights } = scratch;
             for (slots, first_query, in_tile) in query_tiles(call, &rows, QUERIES, slots) {
                 let query = |n: usize| query_of(call, kv_head, &rows, first_query + n);
                 for (n, to) in queries.iter_mut().enumerate().take(in_tile) {
@@ -826,11 +744,11 @@ mod fma64 {
                 // Fewer queries, more keys or dimensions a step: 24 accumulators or more, but a
                 // lone row's 3 queries (a decode step) take 12 rather than compute 3 stale ones.
                 match in_tile {
-                    0..=3 => scores::<3, 4>(queries, keys, scale, weights, panels, keys_ahead),
-                    4..=6 => scores::<6, 4>(queries, keys, scale, weights, panels, keys_ahead),
-                    7..=12 => scores::<12, 2>(queries, keys, scale, weights, panels, keys_ahead),
-                    13..=24 => scores::<24, 1>(queries, keys, scale, weights, panels, keys_ahead),
-                    _ => scores::<27, 1>(queries, keys, scale, weights, panels, keys_ahead),
+                    0..=3 => scores::<3, 4>(queries, keys, scale, weights, keys_ahead),
+                    4..=6 => scores::<6, 4>(queries, keys, scale, weights, keys_ahead),
+                    7..=12 => scores::<12, 2>(queries, keys, scale, weights, keys_ahead),
+                    13..=24 => scores::<24, 1>(queries, keys, scale, weights, keys_ahead),
+                    _ => scores::<27, 1>(queries, keys, scale, weights, keys_ahead),
                 }
                 own_softmax(call, block, (first, len), weights, slots, |n| query(n).row);
                 match in_tile {
@@ -843,104 +761,65 @@ mod fma64 {
             }
         }
 
-        /// The `keys.len() / D` (at most `STEP`) rows of `keys` widened to f32 and transposed
-        /// into panels (`panel_at`), 16 × 16 at a time in 512-bit registers; the rest of `out`
-        /// is left as it is.
-        #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-        fn transpose(keys: &[f16], out: &mut [f32; STEP * D]) {
-            let rows = keys.len() / D;
-            assert!(rows <= STEP);
-            let full = rows / WIDE * WIDE;
-            for j in (0..full).step_by(WIDE) {
-                for p in (0..D).step_by(WIDE) {
-                    // SAFETY: rows j..j + 16, columns p..p + 16 are inside `keys` and, transposed,
-                    // `out` (a panel's rows p..p + 16).
-                    unsafe { transpose16(keys.as_ptr().add(j * D + p), out.as_mut_ptr().add(panel_at(j, p))) };
-                }
-            }
-            for j in full..rows {
-                for p in 0..D {
-                    out[panel_at(j, p)] = keys[j * D + p].to_f32();
-                }
-            }
-        }
-
-        /// The 16 × 16 halves at `from` (rows `D` apart) written as floats, transposed, at `to`
-        /// (rows `WIDE` apart).
-        ///
-        /// # Safety
-        /// Both tiles are within their buffers.
-        #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-        unsafe fn transpose16(from: *const f16, to: *mut f32) {
-            unsafe {
-                let r: [__m512; 16] =
-                    std::array::from_fn(|k| _mm512_cvtph_ps(_mm256_loadu_si256(from.add(k * D).cast())));
-                // Rows k, k + 1 interleaved, then 4 rows' columns side by side in each 128-bit
-                // lane: b[4g + m]'s lane l holds rows 4g..4g + 4 of column 4l + m.
-                let a: [__m512; 16] = std::array::from_fn(|i| {
-                    let k = i / 2 * 2;
-                    if i % 2 == 0 { _mm512_unpacklo_ps(r[k], r[k + 1]) } else { _mm512_unpackhi_ps(r[k], r[k + 1]) }
-                });
-                let b: [__m512; 16] = std::array::from_fn(|i| {
-                    let (g, m) = (i / 4, i % 4);
-                    let (x, y) = (_mm512_castps_pd(a[4 * g + m / 2]), _mm512_castps_pd(a[4 * g + 2 + m / 2]));
-                    _mm512_castpd_ps(if m % 2 == 0 { _mm512_unpacklo_pd(x, y) } else { _mm512_unpackhi_pd(x, y) })
-                });
-                for m in 0..4 {
-                    let (x0, x1, x2, x3) = (b[m], b[4 + m], b[8 + m], b[12 + m]);
-                    let low01 = _mm512_shuffle_f32x4::<0x44>(x0, x1);
-                    let high01 = _mm512_shuffle_f32x4::<0xEE>(x0, x1);
-                    let low23 = _mm512_shuffle_f32x4::<0x44>(x2, x3);
-                    let high23 = _mm512_shuffle_f32x4::<0xEE>(x2, x3);
-                    _mm512_storeu_ps(to.add(m * WIDE), _mm512_shuffle_f32x4::<0x88>(low01, low23));
-                    _mm512_storeu_ps(to.add((4 + m) * WIDE), _mm512_shuffle_f32x4::<0xDD>(low01, low23));
-                    _mm512_storeu_ps(to.add((8 + m) * WIDE), _mm512_shuffle_f32x4::<0x88>(high01, high23));
-                    _mm512_storeu_ps(to.add((12 + m) * WIDE), _mm512_shuffle_f32x4::<0xDD>(high01, high23));
-                }
-            }
-        }
-
-        /// `out[n][j] = (queries[n] · key j) · scale` for the first `Q` queries and the rows of
-        /// `keys` (rounded up to `K` panels of `WIDE`), `K` registers of keys a step, each step's
-        /// keys transposed into `panels` just before.
+        /// `out[n][j] = (queries[n] · key j) · scale` for the first `Q` queries and every key of
+        /// `keys` (whole panels, `key_at`), `K` panels a step (the last steps one at a time).
         #[target_feature(enable = "avx512f,avx2,fma,f16c")]
         fn scores<const Q: usize, const K: usize>(
             queries: &[[f32; D]; QUERIES],
             keys: &[f16],
             scale: f32,
             out: &mut [[f32; BLOCK]; QUERIES],
-            panels: &mut [f32; STEP * D],
             ahead: &mut Ahead,
         ) {
-            const { assert!(Q <= QUERIES && K * WIDE <= STEP && BLOCK.is_multiple_of(K * WIDE)) };
+            const { assert!(Q <= QUERIES && WIDE == PANEL) };
+            let panels = keys.len() / (WIDE * D);
+            assert!(panels * WIDE <= BLOCK && keys.len() == panels * WIDE * D);
+            let whole_steps = panels / K * K;
+            for panel in (0..whole_steps).step_by(K) {
+                panel_scores::<Q, K>(queries, keys, panel, scale, out, ahead);
+            }
+            for panel in whole_steps..panels {
+                panel_scores::<Q, 1>(queries, keys, panel, scale, out, ahead);
+            }
+        }
+
+        /// `scores` of the `K` panels from panel `first`: one broadcast query element times a
+        /// panel's row of 16 keys' elements (widened from fp16) per FMA.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+        fn panel_scores<const Q: usize, const K: usize>(
+            queries: &[[f32; D]; QUERIES],
+            keys: &[f16],
+            first: usize,
+            scale: f32,
+            out: &mut [[f32; BLOCK]; QUERIES],
+            ahead: &mut Ahead,
+        ) {
+            assert!((first + K) * WIDE * D <= keys.len());
             let scale = _mm512_set1_ps(scale);
-            let len = keys.len() / D;
-            assert!(len <= BLOCK);
-            for j in (0..len).step_by(K * WIDE) {
-                transpose(&keys[j * D..(j + K * WIDE).min(len) * D], panels);
-                // SAFETY: j + K * WIDE <= BLOCK (j, a multiple of K * WIDE, which divides
-                // BLOCK, is below len <= BLOCK), p < D, n < Q <= QUERIES.
-                unsafe {
-                    let mut acc = [[_mm512_setzero_ps(); K]; Q];
-                    for p in 0..D {
-                        // The next block's rows j..j + K * WIDE (K × 2 KiB of fp16 keys), spread
-                        // over the step: K lines every other dimension.
-                        if p % 2 == 0 {
-                            ahead.lines(K);
-                        }
-                        let k: [__m512; K] =
-                            std::array::from_fn(|c| _mm512_loadu_ps(panels.as_ptr().add(panel_at(c * WIDE, p))));
-                        for (acc, query) in acc.iter_mut().zip(queries) {
-                            let q = _mm512_set1_ps(*query.get_unchecked(p));
-                            for (acc, &k) in acc.iter_mut().zip(&k) {
-                                *acc = _mm512_fmadd_ps(q, k, *acc);
-                            }
+            // SAFETY: panels first..first + K (D rows of WIDE halves each) are inside `keys`
+            // (asserted), p < D, n < Q <= QUERIES, (first + K) * WIDE <= BLOCK (`scores`).
+            unsafe {
+                let panels = keys.as_ptr().add(first * WIDE * D);
+                let mut acc = [[_mm512_setzero_ps(); K]; Q];
+                for p in 0..D {
+                    // The next block's keys, K lines every other dimension (K × 2 KiB a step).
+                    if p % 2 == 0 {
+                        ahead.lines(K);
+                    }
+                    let k: [__m512; K] = std::array::from_fn(|c| {
+                        _mm512_cvtph_ps(_mm256_loadu_si256(panels.add((c * D + p) * WIDE).cast()))
+                    });
+                    for (acc, query) in acc.iter_mut().zip(queries) {
+                        let q = _mm512_set1_ps(*query.get_unchecked(p));
+                        for (acc, &k) in acc.iter_mut().zip(&k) {
+                            *acc = _mm512_fmadd_ps(q, k, *acc);
                         }
                     }
-                    for (acc, out) in acc.iter().zip(out.iter_mut()) {
-                        for (c, &acc) in acc.iter().enumerate() {
-                            _mm512_storeu_ps(out.as_mut_ptr().add(j + c * WIDE), _mm512_mul_ps(acc, scale));
-                        }
+                }
+                for (acc, out) in acc.iter().zip(out.iter_mut()) {
+                    for (c, &acc) in acc.iter().enumerate() {
+                        _mm512_storeu_ps(out.as_mut_ptr().add((first + c) * WIDE), _mm512_mul_ps(acc, scale));
                     }
                 }
             }
@@ -1146,11 +1025,12 @@ mod tests {
             for head in 0..dims.heads {
                 let kv_head = head / dims.group();
                 let query = &call.queries[(row * dims.heads + head) * d..][..d];
-                let key = |j: usize| &call.keys[(kv_head * call.stride + j) * d..][..d];
+                let head_keys = &call.keys[kv_head * call.stride * d..][..call.stride * d];
+                let key = |j: usize| (0..d).map(|p| head_keys[key_at(j, p, d)]).collect::<Vec<f16>>();
                 let value = |j: usize| &call.values[(kv_head * call.stride + j) * d..][..d];
                 let scores: Vec<f64> = (lo..hi)
                     .map(|j| {
-                        let s = query.iter().zip(key(j)).map(|(&q, &k)| f64::from(q) * f64::from(k)).sum::<f64>()
+                        let s = query.iter().zip(&key(j)).map(|(&q, &k)| f64::from(q) * f64::from(k)).sum::<f64>()
                             * f64::from(dims.scale);
                         if dims.softcap > 0.0 {
                             f64::from(dims.softcap) * (s / f64::from(dims.softcap)).tanh()
@@ -1180,6 +1060,7 @@ mod tests {
 
     fn check(case: Case, seed: u64) -> Vec<f32> {
         let Case { dims, past, rows, stride } = case;
+        let stride = stride.next_multiple_of(PANEL);
         let mut noise = Noise(seed);
         let d = dims.head_dim;
         let queries = noise.fill(rows * dims.heads * d, 2.0);
@@ -1237,7 +1118,7 @@ mod tests {
     fn a_row_does_not_depend_on_the_rows_run_with_it() {
         let dims = smollm();
         let d = dims.head_dim;
-        let (stride, total) = (1130, 1100);
+        let (stride, total) = (1136, 1100);
         let mut noise = Noise(11);
         let queries = noise.fill(total * dims.heads * d, 2.0);
         let keys = noise.halves(dims.kv_heads * stride * d, 2.0);
@@ -1287,7 +1168,7 @@ mod tests {
         let pairs = Dims { heads: 4, kv_heads: 2, ..smollm() };
         let more = [(windowed, 300, 40), (grouped, 200, 5), (capped, 500, 3), (smollm(), 250, 60), (pairs, 400, 1)];
         for (seed, (dims, past, rows)) in cases.into_iter().chain(more).enumerate() {
-            let stride = past + rows + 3;
+            let stride = (past + rows + 3usize).next_multiple_of(PANEL);
             let mut noise = Noise(seed as u64 + 21);
             let d = dims.head_dim;
             let queries = noise.fill(rows * dims.heads * d, 2.0);
@@ -1317,6 +1198,29 @@ mod tests {
             plain.iter().map(|h| h.to_bits()).collect::<Vec<_>>()
         );
         assert_eq!(fast[1001], f16::from_f32(1.0), "a tie rounds to the even neighbour");
+    }
+
+    /// A head's keys of any `stride` (a multiple of `PANEL`) fill its region exactly once, and
+    /// a panel's keys are whole rows of the row-major layout's bytes (what the session copies).
+    #[test]
+    fn key_at_places_every_key_once() {
+        for (stride, d) in [(16, 64), (48, 64), (32, 20), (16, 1)] {
+            let mut seen = vec![0u8; stride * d];
+            for row in 0..stride {
+                for dim in 0..d {
+                    seen[key_at(row, dim, d)] += 1;
+                }
+            }
+            assert!(seen.iter().all(|&n| n == 1), "stride {stride}, {d} dimensions");
+            for panel in (0..stride).step_by(PANEL) {
+                let places: Vec<usize> = (panel..panel + PANEL)
+                    .flat_map(|row| (0..d).map(move |dim| (row, dim)))
+                    .map(|(row, dim)| key_at(row, dim, d))
+                    .collect();
+                assert_eq!(places.iter().min(), Some(&(panel * d)));
+                assert_eq!(places.iter().max(), Some(&((panel + PANEL) * d - 1)));
+            }
+        }
     }
 
     #[test]

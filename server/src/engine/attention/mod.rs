@@ -27,4 +27,5 @@ pub(crate) const PASS: Pass = Pass {
     replaces: "ONNX Runtime's GroupQueryAttention",
     rewrite: graph::rewrite,
     domain: || OperatorDomain::new(graph::DOMAIN)?.add(op::GroupQueryAttention),
+    kv_row_group: kernel::PANEL,
 };

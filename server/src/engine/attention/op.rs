@@ -3,7 +3,8 @@
 //! `present` (in place when `present` is the bound `past` buffer, as ONNX Runtime's kernel
 //! does), then `kernel::attend` on the session's intra-op threads. The past and present KV are
 //! fp16 (`graph` makes them so in the graph's signature); the new rows are rounded as they are
-//! written. A batch is its sequences one after another, each with its own length
+//! written, the keys into panels (`kernel::key_at`), so every past and present tensor holds a
+//! multiple of `kernel::PANEL` rows per head. A batch is its sequences one after another, each with its own length
 //! (`seqlens_k`), positions and region of the cache, run exactly as it would run alone.
 
 use half::f16;
@@ -144,12 +145,19 @@ impl AttentionKernel {
                         self.kv_heads
                     )));
                 }
-                shape[2] as usize
+                let past_rows = shape[2] as usize;
+                if !past_rows.is_multiple_of(kernel::PANEL) {
+                    return Err(error(format!(
+                        "past_key holds {past_rows} rows per head, not a multiple of {} (keys are kept in panels)",
+                        kernel::PANEL
+                    )));
+                }
+                past_rows
             }
             None => 0,
         };
         let longest = past.iter().max().map_or(rows, |past| past + rows);
-        let present_rows = total_length.max(past_rows).max(longest);
+        let present_rows = total_length.max(past_rows).max(longest).next_multiple_of(kernel::PANEL);
         Ok(Layout { rows, head_dim, past, present_rows })
     }
 
@@ -235,12 +243,21 @@ fn cached_rows(seqlens: &[i32], batch: usize, rows: usize) -> Option<Vec<usize>>
     seqlens.iter().map(|&length| usize::try_from(length + 1).ok()?.checked_sub(rows)).collect()
 }
 
+/// How a cache tensor lays out one head's rows.
+#[derive(Clone, Copy, PartialEq)]
+enum Rows {
+    /// Row after row (values).
+    Plain,
+    /// In panels (keys, `kernel::key_at`).
+    Panels,
+}
+
 /// Copies the past rows into `present` when it is not the past buffer itself, then writes the
 /// new rows after them, rounded to fp16: sequence by sequence of the batch, each in its own
-/// `[kv_heads, present_rows, head_dim]` region.
+/// region of `kv_heads` heads of `present_rows` rows, laid out as `rows` says.
 fn fill_present(
     context: &ComputeContext,
-    input: usize,
+    (input, rows): (usize, Rows),
     present: &mut [f16],
     layout: &Layout,
     kv_heads: usize,
@@ -262,15 +279,26 @@ fn fill_present(
             if past_rows < past {
                 return Err(error(format!("past holds {past_rows} rows, seqlens_k says {past}")));
             }
+            // Whole panels: both tensors hold a multiple of PANEL rows (`layout`).
+            let copied = past.next_multiple_of(kernel::PANEL) * d;
             for head in 0..kv_heads {
-                let from = &past_data[(sequence * kv_heads + head) * past_rows * d..][..past * d];
-                present[head * layout.present_rows * d..][..past * d].copy_from_slice(from);
+                let from = &past_data[(sequence * kv_heads + head) * past_rows * d..][..copied];
+                present[head * layout.present_rows * d..][..copied].copy_from_slice(from);
             }
         }
+        let mut rounded = vec![f16::ZERO; d];
         for (row, heads) in new_rows.chunks_exact(kv_heads * d).enumerate() {
             for (head, values) in heads.chunks_exact(d).enumerate() {
-                let at = (head * layout.present_rows + past + row) * d;
-                kernel::to_f16(values, &mut present[at..at + d]);
+                let head_rows = &mut present[head * layout.present_rows * d..][..layout.present_rows * d];
+                kernel::to_f16(values, &mut rounded);
+                match rows {
+                    Rows::Plain => head_rows[(past + row) * d..][..d].copy_from_slice(&rounded),
+                    Rows::Panels => {
+                        for (dim, &half) in rounded.iter().enumerate() {
+                            head_rows[kernel::key_at(past + row, dim, d)] = half;
+                        }
+                    }
+                }
             }
         }
     }
@@ -295,8 +323,8 @@ impl Kernel for AttentionKernel {
         let mut present_value = context.output(2, present_shape)?.ok_or_else(|| error("no present_value output"))?;
         let (_, present_key) = present_key.try_extract_tensor_mut::<f16>()?;
         let (_, present_value) = present_value.try_extract_tensor_mut::<f16>()?;
-        fill_present(context, PAST_KEY, present_key, &layout, self.kv_heads, &keys, past_key)?;
-        fill_present(context, PAST_VALUE, present_value, &layout, self.kv_heads, &values, past_value)?;
+        fill_present(context, (PAST_KEY, Rows::Panels), present_key, &layout, self.kv_heads, &keys, past_key)?;
+        fill_present(context, (PAST_VALUE, Rows::Plain), present_value, &layout, self.kv_heads, &values, past_value)?;
         let out_shape = [batch as i64, layout.rows as i64, (self.heads * d) as i64];
         let mut out = context.output(0, out_shape)?.ok_or_else(|| error("no output"))?;
         let (_, out) = out.try_extract_tensor_mut::<f32>()?;

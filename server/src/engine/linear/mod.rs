@@ -28,6 +28,7 @@ pub(crate) const PASS: Pass = Pass {
     replaces: "ONNX Runtime's MatMulNBits",
     rewrite,
     domain: || OperatorDomain::new(graph::DOMAIN)?.add(op::QuantizedLinear),
+    kv_row_group: 1,
 };
 
 fn rewrite(model: &[u8]) -> Result<(Vec<u8>, usize), String> {
