@@ -4,8 +4,9 @@
 //! does), then `kernel::attend` on the session's intra-op threads. The past and present KV are
 //! fp16 (`graph` makes them so in the graph's signature); the new rows are rounded as they are
 //! written, the keys into panels (`kernel::key_at`), so every past and present tensor holds a
-//! multiple of `kernel::PANEL` rows per head. A batch is its sequences one after another, each with its own length
-//! (`seqlens_k`), positions and region of the cache, run exactly as it would run alone.
+//! multiple of `kernel::PANEL` rows per head. A batch is its sequences one after another, each
+//! with its own length (`seqlens_k`), positions and region of the cache, run exactly as it would
+//! run alone.
 
 use half::f16;
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
