@@ -689,7 +689,7 @@ mod fma64 {
     }
 
     /// The register tiles of `tiles` in 512-bit registers (AVX-512 F): up to 27 queries a tile,
-    /// 16 keys or dimensions a register, 24 to 27 accumulators. Each score is the same FMA chain
+    /// 16 keys or dimensions a register, 12 to 27 accumulators. Each score is the same FMA chain
     /// over the 64 dimensions in order, each weighted value the same FMA chain over the keys in
     /// order (a lane's arithmetic does not depend on the register's width), and the softmax the
     /// same function: the same bits as `tiles`, whatever the number of queries in a tile. A decode
@@ -723,6 +723,27 @@ mod fma64 {
             }));
         }
 
+        /// Calls `function::<Q, R>(arguments)` for a tile of `queries` queries: `Q` queries (a
+        /// size for each multiple of 3, as a row brings its KV head's 3 query heads with
+        /// SmolLM2-135M, so that no draft computes stale queries: 5 rows' 15 ran in tiles of
+        /// 24), and `R` registers of keys or dimensions a step, more for fewer queries (12
+        /// accumulators or more).
+        macro_rules! by_tile_size {
+            ($queries:expr, $function:ident($($argument:expr),*)) => {
+                match $queries {
+                    0..=3 => $function::<3, 4>($($argument),*),
+                    4..=6 => $function::<6, 4>($($argument),*),
+                    7..=9 => $function::<9, 2>($($argument),*),
+                    10..=12 => $function::<12, 2>($($argument),*),
+                    13..=15 => $function::<15, 1>($($argument),*),
+                    16..=18 => $function::<18, 1>($($argument),*),
+                    19..=21 => $function::<21, 1>($($argument),*),
+                    22..=24 => $function::<24, 1>($($argument),*),
+                    _ => $function::<27, 1>($($argument),*),
+                }
+            };
+        }
+
         /// See `super::tiles`; `scratch` is the thread's `SCRATCH`.
         #[target_feature(enable = "avx512f,avx2,fma,f16c")]
         pub(super) fn tiles(
@@ -741,23 +762,9 @@ mod fma64 {
                     to.copy_from_slice(query(n).query);
                 }
                 let scale = call.dims.scale;
-                // Fewer queries, more keys or dimensions a step: 24 accumulators or more, but a
-                // lone row's 3 queries (a decode step) take 12 rather than compute 3 stale ones.
-                match in_tile {
-                    0..=3 => scores::<3, 4>(queries, keys, scale, weights, keys_ahead),
-                    4..=6 => scores::<6, 4>(queries, keys, scale, weights, keys_ahead),
-                    7..=12 => scores::<12, 2>(queries, keys, scale, weights, keys_ahead),
-                    13..=24 => scores::<24, 1>(queries, keys, scale, weights, keys_ahead),
-                    _ => scores::<27, 1>(queries, keys, scale, weights, keys_ahead),
-                }
+                by_tile_size!(in_tile, scores(queries, keys, scale, weights, keys_ahead));
                 own_softmax(call, block, (first, len), weights, slots, |n| query(n).row);
-                match in_tile {
-                    0..=3 => weighted::<3, 4>(weights, values, slots, in_tile, values_ahead),
-                    4..=6 => weighted::<6, 4>(weights, values, slots, in_tile, values_ahead),
-                    7..=12 => weighted::<12, 2>(weights, values, slots, in_tile, values_ahead),
-                    13..=24 => weighted::<24, 1>(weights, values, slots, in_tile, values_ahead),
-                    _ => weighted::<27, 1>(weights, values, slots, in_tile, values_ahead),
-                }
+                by_tile_size!(in_tile, weighted(weights, values, slots, in_tile, values_ahead));
             }
         }
 
@@ -1146,8 +1153,8 @@ mod tests {
     }
 
     /// The 512-bit register tiles give the 256-bit ones' bits, for a lone row's 3 queries a
-    /// tile (and 2, with 2 heads per KV head), a decode step's 6, 9 and 12, drafts' 24 and 27,
-    /// 40 (27 and 13) with 8 heads per KV head, and a prefill tile's 48 (27 and 21).
+    /// tile (and 2, with 2 heads per KV head), drafts' 6, 9, 12, 18, 24 and 27, 40 (27 and 13)
+    /// with 8 heads per KV head, and a prefill tile's 48 (27 and 21).
     #[test]
     fn the_avx2_and_avx512_paths_agree_bit_for_bit() {
         if Path::detect() != Path::Avx512 {
@@ -1166,7 +1173,14 @@ mod tests {
         let grouped = Dims { heads: 8, kv_heads: 1, head_dim: 64, scale: 0.125, softcap: 0.0, window: None };
         let capped = Dims { softcap: 3.0, ..smollm() };
         let pairs = Dims { heads: 4, kv_heads: 2, ..smollm() };
-        let more = [(windowed, 300, 40), (grouped, 200, 5), (capped, 500, 3), (smollm(), 250, 60), (pairs, 400, 1)];
+        let more = [
+            (windowed, 300, 40),
+            (grouped, 200, 5),
+            (capped, 500, 3),
+            (smollm(), 250, 60),
+            (pairs, 400, 1),
+            (smollm(), 900, 6),
+        ];
         for (seed, (dims, past, rows)) in cases.into_iter().chain(more).enumerate() {
             let stride = (past + rows + 3usize).next_multiple_of(PANEL);
             let mut noise = Noise(seed as u64 + 21);
@@ -1286,12 +1300,12 @@ mod timing {
     }
 
     /// `cargo test --release --lib engine::attention::kernel::timing::time_decode -- --ignored --nocapture`:
-    /// decode (1 row, and the 2 a lone token runs as where it is padded) and drafts (8 rows, and the 9 of
-    /// the longest draft with the token before it) at depths 512, 2,048 and 4,096, 30 caches in
-    /// turn as a step reads them; the 256-bit register tiles (the kernel before the 512-bit
-    /// ones) and the 512-bit ones called in turn on one thread, so that the machine's load
-    /// weighs on both alike, and the 512-bit ones' units scheduled on two threads. Median CPU
-    /// time per call (one layer).
+    /// decode (1 row, and the 2 a lone token runs as where it is padded) and drafts (3, 5 and 8
+    /// rows, and the 9 of the longest draft with the token before it; `ROWS=3,5` keeps those) at
+    /// depths 512, 2,048 and 4,096, 30 caches in turn as a step reads them; the 256-bit register
+    /// tiles (the kernel before the 512-bit ones) and the 512-bit ones called in turn on one
+    /// thread, so that the machine's load weighs on both alike, and the 512-bit ones' units
+    /// scheduled on two threads. Median CPU time per call (one layer).
     #[test]
     #[ignore]
     fn time_decode() {
@@ -1302,8 +1316,10 @@ mod timing {
         const LAYERS: usize = 30;
         let dims = Dims { heads: 9, kv_heads: 3, head_dim: 64, scale: 0.125, softcap: 0.0, window: None };
         let seq = |count: usize, unit: &(dyn Fn(usize) + Sync)| (0..count).for_each(unit);
-        for (past, rows) in
-            [512usize, 2048, 4096].into_iter().flat_map(|past| [(past, 1usize), (past, 2), (past, 8), (past, 9)])
+        for (past, rows) in [512usize, 2048, 4096]
+            .into_iter()
+            .flat_map(|past| [1usize, 2, 3, 5, 8, 9].map(|rows| (past, rows)))
+            .filter(|&(_, rows)| std::env::var("ROWS").map_or(true, |r| r.split(',').any(|r| r == rows.to_string())))
         {
             let stride = past + 256;
             let queries: Vec<f32> = (0..rows * 9 * 64).map(|i| ((i * 7919) % 23) as f32 * 0.02 - 0.2).collect();
