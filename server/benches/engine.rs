@@ -140,6 +140,9 @@ fn summary(mut values: Vec<f64>) -> Value {
 }
 
 fn main() {
+    // The memory settings the server runs with.
+    nib::engine::allocator::restart_with_huge_pages();
+    nib::engine::allocator::tune_for_inference();
     let args = parse_args();
     let settings =
         EngineSettings { model_dir: args.model.clone(), onnx_runtime_path: None, threads: args.threads, remote: None };

@@ -129,6 +129,7 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    engine::allocator::restart_with_huge_pages();
     engine::allocator::tune_for_inference();
     let cli = Cli::parse();
     init_logging();

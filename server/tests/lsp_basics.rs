@@ -26,6 +26,32 @@ fn initialize_negotiates_encodings_and_shuts_down_cleanly() {
     }
 }
 
+/// The server restarts itself once with transparent huge pages for malloc's memory
+/// (`engine::allocator::restart_with_huge_pages`), and leaves a user's own setting of the
+/// tunable as it is.
+#[test]
+fn the_server_runs_with_huge_pages_unless_the_user_set_them() {
+    let modes = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if !modes.contains("[always]") && !modes.contains("[madvise]") {
+        eprintln!("skipping: transparent huge pages are off here ({modes:?})");
+        return;
+    }
+    // The process's environment as it started (glibc parses GLIBC_TUNABLES in place, ending
+    // each setting it reads with a NUL: so the settings are looked for, not the whole value).
+    let environment = |env: &[(&str, &str)]| {
+        let mut server = TestServer::spawn(env);
+        server.initialize(options(), &["utf-16"]);
+        let environ = std::fs::read(format!("/proc/{}/environ", server.pid())).unwrap();
+        server.shutdown();
+        String::from_utf8_lossy(&environ).into_owned()
+    };
+    assert!(environment(&[]).contains("GLIBC_TUNABLES=glibc.malloc.hugetlb=1"));
+    let theirs = environment(&[("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")]);
+    assert!(theirs.contains("GLIBC_TUNABLES=glibc.malloc.arena_max=4") && theirs.contains("glibc.malloc.hugetlb=1"));
+    let off = environment(&[("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")]);
+    assert!(off.contains("GLIBC_TUNABLES=glibc.malloc.hugetlb=0") && !off.contains("hugetlb=1"), "{off}");
+}
+
 #[test]
 fn lifecycle_errors_and_exit_codes() {
     let mut server = TestServer::spawn(&[]);
