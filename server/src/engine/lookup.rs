@@ -43,9 +43,10 @@ impl PromptLookup {
     /// counted on `cargo bench --bench engine -- --speculation` (a run about 6 ms, a drafted
     /// row about 1 ms: 0.9 to 1.6 ms, estimated from the same runs), the unit-test workload
     /// took 248 runs and 581 drafted rows with none past it, 213 runs and 615 rows with two;
-    /// the docstring's 187 and 149, 181 and 189 (its prose copies less: about even). A single token's match drafts only while the last draft was
-    /// not turned down whole (`limit` is then 1, see `next_limit`): in prose, guessing on after
-    /// a miss made the docstring workload slower than no drafts at all (0.97×, 2026-12-03).
+    /// the docstring's 187 and 149, 181 and 189 (its prose copies less: about even). A single
+    /// token's match drafts only while the last draft was not turned down whole (`limit` is
+    /// then 1, see `next_limit`): in prose, guessing on after a miss made the docstring workload
+    /// slower than no drafts at all (0.97×, 2026-12-03).
     pub fn draft<'a>(&self, context: &'a [u32], recent: &'a Recent, limit: usize) -> &'a [u32] {
         let limit = limit.min(self.max_draft);
         if limit == 0 {

@@ -701,7 +701,7 @@ mod fma64 {
 
         use half::f16;
 
-        use super::super::{BLOCK, Call, PANEL, query_of, query_tiles};
+        use super::super::{BLOCK, Call, PANEL, key_at, query_of, query_tiles};
         use super::{Ahead, D, WIDE, own_softmax};
 
         /// Queries per register tile: 27 accumulators, a register of keys or values and a
@@ -807,7 +807,7 @@ mod fma64 {
             // SAFETY: panels first..first + K (D rows of WIDE halves each) are inside `keys`
             // (asserted), p < D, n < Q <= QUERIES, (first + K) * WIDE <= BLOCK (`scores`).
             unsafe {
-                let panels = keys.as_ptr().add(first * WIDE * D);
+                let panels = keys.as_ptr().add(key_at(first * WIDE, 0, D));
                 let mut acc = [[_mm512_setzero_ps(); K]; Q];
                 for p in 0..D {
                     // The next block's keys, K lines every other dimension (K × 2 KiB a step).
@@ -815,7 +815,7 @@ mod fma64 {
                         ahead.lines(K);
                     }
                     let k: [__m512; K] = std::array::from_fn(|c| {
-                        _mm512_cvtph_ps(_mm256_loadu_si256(panels.add((c * D + p) * WIDE).cast()))
+                        _mm512_cvtph_ps(_mm256_loadu_si256(panels.add(key_at(c * WIDE, p, D)).cast()))
                     });
                     for (acc, query) in acc.iter_mut().zip(queries) {
                         let q = _mm512_set1_ps(*query.get_unchecked(p));

@@ -245,7 +245,7 @@ fn cached_rows(seqlens: &[i32], batch: usize, rows: usize) -> Option<Vec<usize>>
 }
 
 /// How a cache tensor lays out one head's rows.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Rows {
     /// Row after row (values).
     Plain,

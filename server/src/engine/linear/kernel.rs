@@ -443,8 +443,8 @@ fn multiply_on<S: Scale>(
 /// faster than 256 (8 of 10 paired runs) and 5 % faster than 64 after a 512-token prompt (10
 /// of 12); 1,024 the same as 512; one unit per thread, 3 % slower than 512. With more rows the
 /// tiles read each weight block once per tile of up to eight rows, so the work is bound by
-/// arithmetic rather than memory, and units of 64 (re-read from the L1 and L2 caches, shared out more evenly)
-/// are used.
+/// arithmetic rather than memory, and units of 64 (re-read from the L1 and L2 caches, shared
+/// out more evenly) are used.
 fn stream_columns(outputs: usize) -> usize {
     let units = (outputs / STREAM_COLUMNS).max(2);
     outputs.div_ceil(units + units % 2).next_multiple_of(GROUP)
