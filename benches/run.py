@@ -348,6 +348,48 @@ def target_line(name: str, value: float, target: float, higher_is_better: bool, 
             f"**missed by {miss * 100:.0f} %**")
 
 
+def lookup_costs(row: dict) -> dict | None:
+    """Where the lookup way's decode time went, per round (the two ways of a round ran in turn):
+    the plain way gives the time of a run of one token (its decode time / its runs); the rest of
+    the lookup way's time, past that much per run, is charged to its drafted rows (a run's time
+    taken as linear in its rows). A draft cut to just the tokens the model took would have kept
+    every run and dropped the rows it turned down: the speed-up of that perfect cut is the most
+    that drafting fewer tokens could gain. Medians over the rounds."""
+    rounds = []
+    for plain, lookup in zip(row["plain"]["runs"], row["lookup"]["runs"]):
+        if not plain["decodeRuns"] or not lookup["draftTokens"]:
+            continue
+        step = plain["decodeMs"] / plain["decodeRuns"]
+        row_ms = (lookup["decodeMs"] - lookup["decodeRuns"] * step) / lookup["draftTokens"]
+        perfect = lookup["decodeRuns"] * step + lookup["acceptedDraftTokens"] * row_ms
+        rounds.append({"step": step, "row": row_ms, "perfect": plain["decodeMs"] / perfect,
+                       "wasted": lookup["draftTokens"] - lookup["acceptedDraftTokens"]})
+    if not rounds:
+        return None
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+
+
+def lookup_cost_lines(rows: list[dict]) -> list[str]:
+    costs = [(r["workload"], lookup_costs(r)) for r in rows]
+    costs = [(name, c) for name, c in costs if c]
+    if not costs:
+        return []
+    lines = ["", "Where the lookup way's time goes (`lookup_costs` in `benches/run.py`, from the counters "
+             "above, per round, medians; a run's time taken as linear in its rows): a run of one token "
+             "takes the plain way's decode time per run, and the rest of the lookup way's time is charged "
+             "to its drafted rows. A drafted row costs that much whether the model takes its token or "
+             "not, so drafting a token pays where the chance that the model takes it is above the row's "
+             "share of a run. The last column is the speed-up had every draft been cut to exactly the "
+             "tokens the model took (the same runs, no row turned down): the most that drafting fewer "
+             "tokens could gain.", "",
+             "| workload | ms per run of one token | ms per drafted row | row / run | rows turned down | "
+             "speed-up with a perfect cut |", "|---|---|---|---|---|---|"]
+    for name, c in costs:
+        lines.append(f"| {name} | {c['step']:.2f} | {c['row']:.2f} | {c['row'] / c['step']:.2f} | "
+                     f"{c['wasted']:.0f} | {c['perfect']:.2f}× |")
+    return lines
+
+
 def interpolate(points: list[tuple[float, float]], x: float) -> float:
     points = sorted(points)
     if x <= points[0][0] or len(points) == 1:
@@ -622,6 +664,7 @@ def report(data: dict, args: argparse.Namespace, svg_name: str) -> str:
                                      min(actions), 1.8, True, "×"))
         lines.append(target_line("prompt lookup speed-up on any workload (lowest)",
                                  min(r["speedup"] for r in engine_int4["speculation"]), 1.0, True, "×"))
+        lines += lookup_cost_lines(engine_int4["speculation"])
         side = [r for r in engine_int4["speculation"] if "sideBySide" in r]
         if side:
             lines += ["", "### Side by side", "",
