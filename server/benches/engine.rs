@@ -4,7 +4,8 @@
 //! the same token ids, which it reads from this output.
 //!
 //!     cargo bench --bench engine -- --model DIR [--threads 2] [--runs 3] [--rounds 3] [--prompt 512]
-//!         [--decode 128] [--scaling 256,512,1024,2048,4096] [--layouts | --steps] [--speculation] [--smoke]
+//!         [--decode 128] [--scaling 256,512,1024,2048,4096] [--layouts | --steps] [--speculation]
+//!         [--targets 'FILE::NEEDLE;...'] [--smoke]
 //!
 //! Measured (greedy, medians over `--runs` after one warm-up):
 //! - cold prefill of a `--prompt`-token prompt (empty KV cache), then up to `--decode` tokens
@@ -20,7 +21,10 @@
 //! - `--speculation`: prompt-lookup speculation against plain decoding (greedy, and the
 //!   actions' seeded sampling on retries) on three
 //!   workloads (a 64-token code continuation, the docstring action, the unit-test action on
-//!   functions of this repository): the same output (asserted), decode time, forward passes,
+//!   two functions of this repository, or on the Python functions `--targets` names: each
+//!   `FILE::NEEDLE` is a file, relative to the repository or absolute, and text that ends
+//!   inside the function, such as `def quote`; a file outside the repository is planned with
+//!   its own folder as the workspace): the same output (asserted), decode time, forward passes,
 //!   drafted and accepted tokens; the docstring workload also with its questions decoded side
 //!   by side (`Model::generate_batch`); medians of `--rounds` rounds, each running every way of
 //!   a workload in turn.
@@ -60,6 +64,8 @@ struct Args {
     /// `--steps`: the layouts section with the shared buffer only.
     shared_only: bool,
     speculation: bool,
+    /// `--targets`: the functions of the action workloads, as `FILE::NEEDLE` pairs.
+    targets: Vec<(PathBuf, String)>,
     smoke: bool,
 }
 
@@ -75,6 +81,10 @@ fn parse_args() -> Args {
         layouts: false,
         shared_only: false,
         speculation: false,
+        targets: vec![
+            ("models/nib_convert/runtime.py".into(), "    def greedy".into()),
+            ("models/nib_convert/quant.py".into(), "def to_nbits".into()),
+        ],
         smoke: false,
     };
     let mut it = std::env::args().skip(1);
@@ -95,6 +105,13 @@ fn parse_args() -> Args {
             "--layouts" => args.layouts = true,
             "--steps" => (args.layouts, args.shared_only) = (true, true),
             "--speculation" => args.speculation = true,
+            "--targets" => {
+                let pair = |target: &str| {
+                    let (file, needle) = target.split_once("::").expect("--targets 'FILE::NEEDLE;...'");
+                    (PathBuf::from(file), needle.to_string())
+                };
+                args.targets = value().split(';').filter(|t| !t.is_empty()).map(pair).collect();
+            }
             "--smoke" => args.smoke = true,
             "--bench" => {} // added by `cargo bench`
             other => panic!("unknown argument {other}"),
@@ -320,20 +337,23 @@ fn delta(before: &EngineStats, after: &EngineStats) -> Value {
 /// Prompt lookup against plain decoding, per workload; each workload runs with a cold
 /// cache, `--rounds` rounds of every way in turn, and must give the same output every way.
 fn speculation(model: &mut Model, source: &str, args: &Args) -> Value {
-    let repo = common::repo();
-    let targets = [
-        target_in(&repo.join("models/nib_convert/runtime.py"), "    def greedy"),
-        target_in(&repo.join("models/nib_convert/quant.py"), "def to_nbits"),
-    ];
+    let repo = common::repo().canonicalize().expect("repository path");
+    let targets: Vec<(Target, Vec<PathBuf>)> = args
+        .targets
+        .iter()
+        .map(|(file, needle)| {
+            let path = repo.join(file).canonicalize().unwrap_or_else(|error| panic!("{}: {error}", file.display()));
+            let folder = if path.starts_with(&repo) { repo.clone() } else { path.parent().expect("a folder").into() };
+            (target_in(&path, needle), vec![folder])
+        })
+        .collect();
     let continuation = vec![PromptPiece::Text(prompt_of(model, source, 512))];
-    let folders = vec![repo.canonicalize().expect("repository path")];
-    let files = nib::actions::project_files::ProjectFiles::new(folders.clone(), Vec::new());
     let workload = |model: &mut Model, name: &str| -> String {
         match name {
             "completion" => run(model, &continuation, 64).1.text,
             "docstring" => targets
                 .iter()
-                .map(|target| {
+                .map(|(target, _)| {
                     match docstring::generate(model, target, DocstringStyle::Google, None, CancelToken::default()) {
                         Ok(written) => written.insertion.text,
                         Err(error) => format!("error: {error}"),
@@ -343,8 +363,9 @@ fn speculation(model: &mut Model, source: &str, args: &Args) -> Value {
                 .join("\n"),
             _ => targets
                 .iter()
-                .map(|target| {
-                    let plan = unit_tests::plan(target, &folders, &files).expect("a test plan");
+                .map(|(target, folders)| {
+                    let files = nib::actions::project_files::ProjectFiles::new(folders.clone(), Vec::new());
+                    let plan = unit_tests::plan(target, folders, &files).expect("a test plan");
                     match unit_tests::generate(model, target, &plan, CancelToken::default()) {
                         Ok(edit) => format!("{edit:?}"),
                         Err(error) => format!("error: {error}"),
