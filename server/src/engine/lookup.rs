@@ -26,9 +26,16 @@ pub(crate) struct PromptLookup {
     pub past_match: usize,
 }
 
+/// Matches of up to 6 tokens, tried longest first: a longer match is a more specific one. Against
+/// up to 3 (`cargo bench --bench engine -- --runs 1 --rounds 1 --scaling '' --speculation`, with
+/// and without the standard-library `--targets` of `repeating`, 2026-12-05), the unit-test
+/// workload took 925 verifying runs against 976 on the standard library (4,346 drafted rows
+/// against 4,305) and 203 against 213 on this repository's functions (627 rows against 620);
+/// the docstring workload 927 against 926 (1,389 rows against 1,394) and 178 against 181 (185
+/// against 189).
 impl Default for PromptLookup {
     fn default() -> Self {
-        PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 16, past_match: 2 }
+        PromptLookup { max_ngram: 6, min_ngram: 1, max_draft: 16, past_match: 2 }
     }
 }
 
