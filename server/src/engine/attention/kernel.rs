@@ -640,11 +640,14 @@ mod fma64 {
         }
     }
 
-    /// The 8 halves at `from` as floats.
+    /// The 8 halves at `from` as floats. It carries its target features and inlines into the
+    /// tiles, which enable them too (see the linear kernel's `Format`: an `inline(always)`
+    /// helper without them can leave its intrinsics as calls).
     ///
     /// # Safety
     /// `from..from + 8` is readable.
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx,f16c")]
     unsafe fn widen8(from: *const f16) -> __m256 {
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(from.cast())) }
     }
