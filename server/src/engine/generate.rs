@@ -495,8 +495,10 @@ impl Model {
                 self.session.truncate(&mut self.cache, position)?;
                 let room = (max_tokens - output.generated.len()).min(limit.saturating_sub(context.len()));
                 let room = room.saturating_sub(1).min(draft_limit);
-                let draft = self.lookup.map_or_else(Vec::new, |lookup| lookup.draft(&context, &self.recent, room));
-                let draft = if request.single_line { self.through_line_end(&draft).to_vec() } else { draft };
+                let mut draft = self.lookup.map_or_else(Vec::new, |lookup| lookup.draft(&context, &self.recent, room));
+                if request.single_line {
+                    draft.truncate(self.through_line_end(&draft).len());
+                }
                 upcoming = self.decode_step(next, &draft, &mut sampler, rows_until, run_options, &mut stats)?;
                 if let (Some(lookup), false) = (self.lookup, draft.is_empty()) {
                     draft_limit = lookup.next_limit(draft_limit, draft.len(), upcoming.len() - 1);

@@ -68,15 +68,16 @@ impl PromptLookup {
                 continue;
             }
             let pattern = &context[length - n..];
+            // How many tokens a match at `from` in `source` may draft.
+            let reach =
+                |source: &[u32], from| limit.min(agreeing(source, from, context, self.max_draft) + self.past_match);
             if let Some(from) = after_latest(context, pattern) {
-                let limit = limit.min(agreeing(context, from, context, self.max_draft) + self.past_match);
-                return repeating(&context[from..], limit);
+                return repeating(&context[from..], reach(context, from));
             }
             let found =
                 recent.generations.iter().rev().find_map(|tokens| Some((tokens, after_latest(tokens, pattern)?)));
             if let Some((source, from)) = found {
-                let limit = limit.min(agreeing(source, from, context, self.max_draft) + self.past_match);
-                return source[from..][..limit.min(source.len() - from)].to_vec();
+                return source[from..][..reach(source, from).min(source.len() - from)].to_vec();
             }
         }
         Vec::new()
