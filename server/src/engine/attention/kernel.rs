@@ -33,8 +33,23 @@ use crate::engine::kernels::exp;
 pub(crate) const BLOCK: usize = 256;
 
 /// At most this many query rows run as "decode": the work is split by blocks of keys (each
-/// block read once for all rows), else by tiles of rows (prefill).
-const FEW_ROWS: usize = 16;
+/// block read once for all rows), else by tiles of rows (prefill). The longest draft (16
+/// tokens, `lookup::PromptLookup`, with the token before it) is 17 rows, which as tiles of 16
+/// rows were a large tile and a one-row tile per KV head: one thread ran two of the three large
+/// ones while the other ran one. By blocks (`timing::time_decode`, two threads, one layer's
+/// median, the limits 16 and 32 in one build, AMD EPYC, 2026-12-05), 17 rows took 0.133–0.136
+/// ms against 0.165–0.169 at 512 cached tokens, 0.499–0.507 against 0.641–0.648 at 2,048 and
+/// 0.988 against 1.280–1.289 at 4,096; 24 rows 0.187–0.191 against 0.196–0.203 at 512 and
+/// 1.362–1.370 against 1.524–1.535 at 4,096; 32 rows about the same (0.250–0.252 against
+/// 0.246–0.248, 1.794–1.798 against 1.837–1.846).
+const FEW_ROWS: usize = 32;
+
+/// From this many rows, a call is a draft, bound by its arithmetic (`pair_order`).
+const DRAFT_ROWS: usize = 3;
+
+fn is_draft(call: &Call<'_>) -> bool {
+    call.rows >= DRAFT_ROWS
+}
 
 /// The most blocks of keys one decode unit runs in turn (1,024 keys, of one KV head or two),
 /// each block's keys and values prefetched into L2 while the block before is computed: a decode
@@ -210,6 +225,33 @@ fn decode_units(pairs: usize) -> usize {
     (units + units % 2).min(pairs)
 }
 
+/// The (KV head, block) pairs in the order the units run them, and how many units there are
+/// (unit `u` runs the pairs `u * pairs / units..(u + 1) * pairs / units` in turn, each
+/// prefetching the next one's keys and values).
+///
+/// A decode step (one row, or two) reads its whole cache from memory: KV head by KV head,
+/// in `decode_units` runs of consecutive blocks, so that each block's loads are prefetched
+/// while the one before is computed. A draft (`DRAFT_ROWS` rows or more) is bound by its
+/// arithmetic instead, and a pair's work is its block's length in keys, a whole `BLOCK` but
+/// for each head's last one: one pair per unit, block by block, so that the whole blocks come
+/// first and the short last ones fill in at the end, whichever thread is free taking the next.
+/// The decode runs of equal pair counts left one thread idle while the other ran a unit holding
+/// more whole blocks. `timing::time_decode`, two threads, one layer's median, the two orders in
+/// one build (AMD EPYC, 2026-12-05): 9 rows at 512 cached tokens 0.071 ms against 0.087–0.089,
+/// 5 rows 0.041 against 0.049–0.050, 3 rows 0.029 against 0.033–0.034; at 2,048 tokens 9 rows
+/// 0.266 against 0.285–0.303, at 4,096 0.534 against 0.548–0.566. For a decode step the order
+/// made no such difference (one row at 4,096 tokens 0.136–0.139 against 0.126–0.133).
+fn pair_order(call: &Call<'_>, blocks: usize) -> (Vec<(usize, usize)>, usize) {
+    let kv_heads = call.dims.kv_heads;
+    let pairs = kv_heads * blocks;
+    if is_draft(call) {
+        let order = (0..pairs).map(|at| (at % kv_heads, at / kv_heads)).collect();
+        return (order, pairs);
+    }
+    let order = (0..pairs).map(|at| (at / blocks, at % blocks)).collect();
+    (order, decode_units(pairs))
+}
+
 /// Floats of one partial: maximum, sum, then the weighted values.
 fn partial_len(dims: &Dims) -> usize {
     dims.head_dim + 2
@@ -219,10 +261,9 @@ fn blocks(call: &Call<'_>) -> usize {
     (call.past + call.rows).div_ceil(BLOCK)
 }
 
-/// Decode and short drafts: the (KV head, block of keys) pairs, KV head by KV head and block by
-/// block (fixed boundaries counted from key 0), are cut into `decode_units`; each unit computes
-/// its blocks' partials of every row and query head of the group, and then one unit per KV
-/// head merges them in block order.
+/// Decode and drafts: each (KV head, block of keys) pair (fixed boundaries counted from key 0)
+/// computes its block's partials of every row and query head of the group, and then one unit
+/// per KV head merges them in block order. How the pairs are shared out is `pair_order`'s.
 fn attend_by_blocks(path: Path, call: &Call<'_>, out: &mut [f32], for_each: ForEach<'_>) {
     let dims = call.dims;
     let (blocks, group, plen) = (blocks(call), dims.group(), partial_len(dims));
@@ -230,14 +271,17 @@ fn attend_by_blocks(path: Path, call: &Call<'_>, out: &mut [f32], for_each: ForE
     let pairs = dims.kv_heads * blocks;
     let mut partials = vec![0.0f32; pairs * per_block];
     let shared = Shared(partials.as_mut_ptr());
-    let units = decode_units(pairs);
+    let (order, units) = pair_order(call, blocks);
+    // A draft's unit prefetches the next unit's pair, a decode unit only its own next one.
+    let across_units = is_draft(call);
     for_each(units, &|unit| {
         let end = (unit + 1) * pairs / units;
-        for pair in unit * pairs / units..end {
+        for at in unit * pairs / units..end {
+            let (kv_head, block) = order[at];
             // SAFETY: the unit owns its pairs' partials.
-            let slots = unsafe { shared.slice(pair * per_block, per_block) };
-            let next = (pair + 1 < end).then_some(((pair + 1) / blocks, (pair + 1) % blocks));
-            block_partials(path, call, (pair / blocks, pair % blocks), next, 0..call.rows, slots);
+            let slots = unsafe { shared.slice((kv_head * blocks + block) * per_block, per_block) };
+            let next = if across_units || at + 1 < end { order.get(at + 1).copied() } else { None };
+            block_partials(path, call, (kv_head, block), next, 0..call.rows, slots);
         }
     });
     let output = Shared(out.as_mut_ptr());
@@ -1122,8 +1166,9 @@ mod tests {
     }
 
     /// A row gives the same bits alone (decode, and the two rows a lone token runs as where
-    /// the engine pads it), in a draft and in a prefill chunk, past several units of blocks, on every path
-    /// of register tiles the CPU has.
+    /// the engine pads it), in a draft (8 rows, the longest draft's 17, and the 32 that still
+    /// run by blocks) and in a prefill chunk, past several units of blocks, on every path of
+    /// register tiles the CPU has.
     #[test]
     fn a_row_does_not_depend_on_the_rows_run_with_it() {
         let dims = smollm();
@@ -1147,7 +1192,9 @@ mod tests {
         };
         for path in paths {
             let whole = run(path, 0, total);
-            for (past, rows) in [(250, 1), (250, 2), (1050, 1), (1050, 2), (1045, 8), (1040, 16), (1000, 60)] {
+            for (past, rows) in
+                [(250, 1), (250, 2), (1050, 1), (1050, 2), (1045, 8), (1040, 17), (1000, 32), (1000, 60)]
+            {
                 let part = run(path, past, rows);
                 let (row, row_in_whole) = (&part[..row_len], &whole[past * row_len..(past + 1) * row_len]);
                 assert_eq!(row, row_in_whole, "row {past} in {rows} rows ({path:?})");
@@ -1303,8 +1350,8 @@ mod timing {
     }
 
     /// `cargo test --release --lib engine::attention::kernel::timing::time_decode -- --ignored --nocapture`:
-    /// decode (1 row, and the 2 a lone token runs as where it is padded) and drafts (3, 5 and 8
-    /// rows, and the 9 of the longest draft with the token before it; `ROWS=3,5` keeps those) at
+    /// decode (1 row, and the 2 a lone token runs as where it is padded) and drafts (3, 5, 8 and 9
+    /// rows, and the 17 of the longest draft with the token before it; `ROWS=3,5` keeps those) at
     /// depths 512, 2,048 and 4,096, 30 caches in turn as a step reads them; the 256-bit register
     /// tiles (the kernel before the 512-bit ones) and the 512-bit ones called in turn on one
     /// thread, so that the machine's load weighs on both alike, and the 512-bit ones' units
@@ -1321,7 +1368,7 @@ mod timing {
         let seq = |count: usize, unit: &(dyn Fn(usize) + Sync)| (0..count).for_each(unit);
         for (past, rows) in [512usize, 2048, 4096]
             .into_iter()
-            .flat_map(|past| [1usize, 2, 3, 5, 8, 9].map(|rows| (past, rows)))
+            .flat_map(|past| [1usize, 2, 3, 5, 8, 9, 17].map(|rows| (past, rows)))
             .filter(|&(_, rows)| std::env::var("ROWS").map_or(true, |r| r.split(',').any(|r| r == rows.to_string())))
         {
             let stride = past + 256;
