@@ -15,7 +15,7 @@ use tokenizers::Tokenizer;
 use super::budget::{self, PrefillSpeed};
 use super::healing::{self, Spelling, TokenTexts};
 use super::known_rows::KnownRows;
-use super::lookup::{PromptLookup, Recent};
+use super::lookup::{Draft, PromptLookup, Recent};
 use super::model::{ModelFiles, ModelInfo};
 use super::piece_ids::PieceIds;
 use super::session::{DecoderSession, KvCache, KvLayout};
@@ -469,6 +469,8 @@ impl Model {
         let decode_started = Instant::now();
         let mut output = Output::new(self, request, healed, max_tokens);
         let mut draft_limit = self.lookup.map_or(0, |lookup| lookup.max_draft);
+        // Where the next draft goes on after the last one was turned down (`lookup::Resume`).
+        let mut resume = None;
         // The prompt and the tokens generated so far: where drafts are looked up.
         let mut context = prompt;
         // Tokens already sampled, in order: the draft tokens a run confirmed (in the cache), then
@@ -489,20 +491,25 @@ impl Model {
                 let position = context.len() - 1;
                 if let Some(row) = self.known_row(next, position) {
                     stats.known_rows += 1;
+                    resume = None;
                     upcoming.push_back(sampler.sample(row));
                     continue;
                 }
                 self.session.truncate(&mut self.cache, position)?;
                 let room = (max_tokens - output.generated.len()).min(limit.saturating_sub(context.len()));
                 let room = room.saturating_sub(1).min(draft_limit);
-                let mut draft = self.lookup.map_or_else(Vec::new, |lookup| lookup.draft(&context, &self.recent, room));
+                let mut draft = self
+                    .lookup
+                    .map_or_else(Draft::default, |lookup| lookup.draft(&context, &self.recent, room, resume));
                 if request.single_line {
-                    draft.truncate(self.through_line_end(&draft).len());
+                    draft.tokens.truncate(self.through_line_end(&draft.tokens).len());
                 }
-                upcoming = self.decode_step(next, &draft, &mut sampler, rows_until, run_options, &mut stats)?;
-                if let (Some(lookup), false) = (self.lookup, draft.is_empty()) {
-                    draft_limit = lookup.next_limit(draft_limit, draft.len(), upcoming.len() - 1);
+                upcoming = self.decode_step(next, &draft.tokens, &mut sampler, rows_until, run_options, &mut stats)?;
+                let accepted = upcoming.len() - 1;
+                if let (Some(lookup), false) = (self.lookup, draft.tokens.is_empty()) {
+                    draft_limit = lookup.next_limit(draft_limit, draft.tokens.len(), accepted);
                 }
+                resume = draft.resume_after(accepted);
             }
         }
         stats.decode_ms = millis(decode_started);

@@ -9,7 +9,8 @@
 //! may be follows how far the match reaches back (`agreeing`, plus `past_match`) and how much
 //! of the last draft the model took (`next_limit`). Where the text after a match in the context
 //! runs up to the context's end, the text is repeating, and the draft repeats it on
-//! (`repeating`).
+//! (`repeating`). Where the model turns a copied draft down at one token, it has most often put
+//! another value into the same template, and the next draft goes on after it (`Resume`).
 
 use std::collections::VecDeque;
 
@@ -55,32 +56,49 @@ impl PromptLookup {
     /// the docstring's 187 and 149, 181 and 189 (its prose copies less: about even). A single
     /// token's match drafts only while the last draft was not turned down whole (`limit` is
     /// then 1, see `next_limit`): in prose, guessing on after a miss made the docstring workload
-    /// slower than no drafts at all (0.97×, 2026-12-03).
-    pub fn draft(&self, context: &[u32], recent: &Recent, limit: usize) -> Vec<u32> {
+    /// slower than no drafts at all (0.97×, 2026-12-03). Where no match of two tokens or more is
+    /// found, a `resume` the last draft left drafts next.
+    pub fn draft(&self, context: &[u32], recent: &Recent, limit: usize, resume: Option<Resume>) -> Draft {
         let limit = limit.min(self.max_draft);
         if limit == 0 {
-            return Vec::new();
+            return Draft::default();
         }
-        let length = context.len();
-        let shortest = if limit < 2 { 2 } else { 1 };
-        for n in (self.min_ngram.max(shortest)..=self.max_ngram).rev() {
-            if length < n {
-                continue;
-            }
-            let pattern = &context[length - n..];
-            // How many tokens a match at `from` in `source` may draft.
-            let reach =
-                |source: &[u32], from| limit.min(agreeing(source, from, context, self.max_draft) + self.past_match);
-            if let Some(from) = after_latest(context, pattern) {
-                return repeating(&context[from..], reach(context, from));
-            }
-            let found =
-                recent.generations.iter().rev().find_map(|tokens| Some((tokens, after_latest(tokens, pattern)?)));
-            if let Some((source, from)) = found {
-                return source[from..][..reach(source, from).min(source.len() - from)].to_vec();
-            }
+        let matched = |n| self.matched(context, recent, limit, n);
+        if let Some(draft) = (self.min_ngram.max(2)..=self.max_ngram).rev().find_map(matched) {
+            return draft;
         }
-        Vec::new()
+        if let Some(draft) = resume.and_then(|resume| resume.draft(context, recent, limit)) {
+            return draft;
+        }
+        if self.min_ngram <= 1 && limit >= 2 {
+            return matched(1).unwrap_or_default();
+        }
+        Draft::default()
+    }
+
+    /// The draft after the latest occurrence of the context's last `n` tokens: in the context
+    /// first, then in `recent` generations, the newest first.
+    fn matched(&self, context: &[u32], recent: &Recent, limit: usize, n: usize) -> Option<Draft> {
+        let pattern = context.get(context.len().checked_sub(n)?..)?;
+        // How far the match at `at` in `tokens` reaches back, and how many tokens it may draft.
+        let reach = |tokens: &[u32], at| {
+            let shared = agreeing(tokens, at, context, self.max_draft);
+            (shared, limit.min(shared + self.past_match))
+        };
+        if let Some(at) = after_latest(context, pattern) {
+            let (shared, length) = reach(context, at);
+            let origin = Origin { source: Source::Context, at, end: context.len(), shared };
+            return Some(Draft { tokens: repeating(&context[at..], length), origin: Some(origin) });
+        }
+        let (index, tokens, at) = recent
+            .generations
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(index, tokens)| Some((index, tokens, after_latest(tokens, pattern)?)))?;
+        let (shared, length) = reach(tokens, at);
+        let origin = Origin { source: Source::Recent(index), at, end: tokens.len(), shared };
+        Some(Draft { tokens: tokens[at..][..length.min(tokens.len() - at)].to_vec(), origin: Some(origin) })
     }
 
     /// The most tokens the next draft of a generation may have, after a verify run that
@@ -91,6 +109,85 @@ impl PromptLookup {
     /// rejecting.
     pub fn next_limit(&self, limit: usize, drafted: usize, accepted: usize) -> usize {
         if accepted >= drafted { (limit * 2).clamp(1, self.max_draft) } else { (accepted + 1).min(self.max_draft) }
+    }
+}
+
+/// A draft and where it was copied from.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Draft {
+    pub tokens: Vec<u32>,
+    origin: Option<Origin>,
+}
+
+/// Where a draft's tokens were copied from: `source[at..]`, of which `end` tokens were there
+/// then, after a match that shared `shared` tokens with the context's end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Origin {
+    source: Source,
+    at: usize,
+    end: usize,
+    shared: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Context,
+    /// The recent generation of that index (the same all through a generation).
+    Recent(usize),
+}
+
+/// Where the next draft goes on after a draft the model turned down at one token: the
+/// draft's source past that token, as if the model's token had taken its place. Tests and
+/// lists repeat a template with other values (`assert add(1, 2) == 3` after `assert add(0, 0)
+/// == 0`), and the tokens after the new value are the template's again; but the context's
+/// last tokens, the new value among them, match nowhere, so the lookup found no draft, or a
+/// single token's guess, until the template had gone on for two tokens. On the unit-test
+/// workload (`cargo bench --bench engine -- --runs 1 --rounds 1 --scaling '' --speculation`,
+/// with and without `--targets`, 2026-12-05; every run and row counted), going on for up to
+/// `RESUMED` tokens after drafts from matches of `RESUME_AFTER_SHARED` tokens or more took 195
+/// verifying runs against 203 with 640 drafted rows against 627 on this repository's two
+/// functions, 876 against 889 (4,555 rows against 4,562) on 14 more of its converter's and
+/// its sample project's, and 918 against 925 (4,346 rows, the same) on 15 of Python's standard
+/// library (`repeating`'s); the docstring workload 175 against 178 (192 rows against 185),
+/// 848 against 853 (1,238 against 1,215) and 925 against 927 (1,410 against 1,389). A replay of the logged
+/// generations under each rule had given these unit-test counts exactly. Weighing a run as 1 and a row as 0.2 to 0.25 of one (`make
+/// bench`'s `lookup_costs`), that is 0.3 to 1.7 % less time on each of the three. Going on after any draft,
+/// whatever its match shared, took fewer runs but more rows (188, 869 and 913 runs, 674, 4,674
+/// and 4,487 rows), more time on two of the three; going on for 4 tokens gained more on the
+/// first and less on the other two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Resume {
+    source: Source,
+    at: usize,
+    end: usize,
+}
+
+/// A draft goes on after a token turned down only where its match shared this many tokens
+/// (`Resume`): a shorter match is too weak a sign of a template.
+const RESUME_AFTER_SHARED: usize = 3;
+/// The most tokens a resumed draft has (`Resume`).
+const RESUMED: usize = 2;
+
+impl Draft {
+    /// Where the next draft goes on, after the model took the first `accepted` of these tokens
+    /// and then another (`Resume`): none where it took them all.
+    pub fn resume_after(&self, accepted: usize) -> Option<Resume> {
+        let origin = self.origin?;
+        let template = accepted < self.tokens.len() && origin.shared >= RESUME_AFTER_SHARED;
+        template.then_some(Resume { source: origin.source, at: origin.at + accepted + 1, end: origin.end })
+    }
+}
+
+impl Resume {
+    fn draft(self, context: &[u32], recent: &Recent, limit: usize) -> Option<Draft> {
+        let source = match self.source {
+            Source::Context => context,
+            Source::Recent(index) => recent.generations.get(index)?,
+        };
+        let tokens = source.get(self.at..self.end.min(source.len()))?;
+        let length = tokens.len().min(limit).min(RESUMED);
+        let origin = Origin { source: self.source, at: self.at, end: self.end, shared: 0 };
+        (length > 0).then(|| Draft { tokens: tokens[..length].to_vec(), origin: Some(origin) })
     }
 }
 
@@ -166,30 +263,34 @@ mod tests {
         let lookup = PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 4, past_match: 0 };
         // ... 0 1 2 3 [4 5 6 7 8] ... 0 1 2 3 → 4 5 6 7 (limited to 4)
         let context = [0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3];
-        assert_eq!(lookup.draft(&context, &Recent::default(), 10), &[4, 5, 6, 7]);
-        assert_eq!(lookup.draft(&context, &Recent::default(), 2), &[4, 5], "the caller's limit");
-        assert_eq!(lookup.draft(&context, &Recent::default(), 0), &[] as &[u32]);
+        assert_eq!(lookup.draft(&context, &Recent::default(), 10, None).tokens, &[4, 5, 6, 7]);
+        assert_eq!(lookup.draft(&context, &Recent::default(), 2, None).tokens, &[4, 5], "the caller's limit");
+        assert_eq!(lookup.draft(&context, &Recent::default(), 0, None).tokens, &[] as &[u32]);
         // No longer than the match reaches back: 9 1 2 3 and 0 1 2 3 share three tokens.
         let context = [9, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3];
-        assert_eq!(lookup.draft(&context, &Recent::default(), 10), &[4, 5, 6]);
+        assert_eq!(lookup.draft(&context, &Recent::default(), 10, None).tokens, &[4, 5, 6]);
         // The latest occurrence wins: 7 follows "1 2 3" the second time.
         let context = [1, 2, 3, 5, 1, 2, 3, 7, 1, 2, 3];
-        assert_eq!(lookup.draft(&context, &Recent::default(), 4), &[7, 1, 2]);
+        assert_eq!(lookup.draft(&context, &Recent::default(), 4, None).tokens, &[7, 1, 2]);
         // A longer match beats a more recent shorter one.
         let context = [1, 2, 3, 4, 9, 3, 5, 1, 2, 3];
-        assert_eq!(lookup.draft(&context, &Recent::default(), 2), &[4, 9]);
+        assert_eq!(lookup.draft(&context, &Recent::default(), 2, None).tokens, &[4, 9]);
         // Where the match's continuation reaches the context's end, the context is repeating:
         // the draft repeats it on.
         let context = [5, 6, 5, 6, 5, 6];
-        assert_eq!(lookup.draft(&context, &Recent::default(), 4), &[5, 6, 5, 6]);
+        assert_eq!(lookup.draft(&context, &Recent::default(), 4, None).tokens, &[5, 6, 5, 6]);
         let context = [1, 2, 3, 1, 2, 3, 1, 2];
-        assert_eq!(lookup.draft(&context, &Recent::default(), 4), &[3, 1, 2, 3], "a period of three");
+        assert_eq!(lookup.draft(&context, &Recent::default(), 4, None).tokens, &[3, 1, 2, 3], "a period of three");
         // A single-token match drafts a single token.
         let context = [5, 6, 7, 5];
-        assert_eq!(lookup.draft(&context, &Recent::default(), 4), &[6]);
+        assert_eq!(lookup.draft(&context, &Recent::default(), 4, None).tokens, &[6]);
         // ... but not right after a draft turned down whole (the limit is 1 then).
-        assert!(lookup.draft(&context, &Recent::default(), 1).is_empty());
-        assert_eq!(lookup.draft(&[5, 6, 7, 5, 6], &Recent::default(), 1), &[7], "a longer match still drafts");
+        assert!(lookup.draft(&context, &Recent::default(), 1, None).tokens.is_empty());
+        assert_eq!(
+            lookup.draft(&[5, 6, 7, 5, 6], &Recent::default(), 1, None).tokens,
+            &[7],
+            "a longer match still drafts"
+        );
     }
 
     #[test]
@@ -197,12 +298,48 @@ mod tests {
         let lookup = PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 8, past_match: 2 };
         // 9 1 2 3 and 0 1 2 3 share three tokens: three, then two more.
         let context = [9, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3];
-        assert_eq!(lookup.draft(&context, &Recent::default(), 10), &[4, 5, 6, 7, 8]);
+        assert_eq!(lookup.draft(&context, &Recent::default(), 10, None).tokens, &[4, 5, 6, 7, 8]);
         // A single token's match: one, then two more, within the caller's limit.
         let context = [5, 6, 7, 8, 5];
-        assert_eq!(lookup.draft(&context, &Recent::default(), 8), &[6, 7, 8]);
-        assert_eq!(lookup.draft(&context, &Recent::default(), 2), &[6, 7]);
-        assert!(lookup.draft(&context, &Recent::default(), 1).is_empty(), "still none after a miss");
+        assert_eq!(lookup.draft(&context, &Recent::default(), 8, None).tokens, &[6, 7, 8]);
+        assert_eq!(lookup.draft(&context, &Recent::default(), 2, None).tokens, &[6, 7]);
+        assert!(lookup.draft(&context, &Recent::default(), 1, None).tokens.is_empty(), "still none after a miss");
+    }
+
+    #[test]
+    fn a_draft_turned_down_at_one_token_goes_on_after_it() {
+        let lookup = PromptLookup { max_ngram: 3, min_ngram: 1, max_draft: 8, past_match: 2 };
+        // A template with other values: f ( 1 , 2 ) = 3 ; then f ( 1 , again.
+        let template = [10, 11, 1, 12, 2, 13, 3, 14];
+        let context = [&template[..], &[10, 11, 1, 12]].concat();
+        let draft = lookup.draft(&context, &Recent::default(), 8, None);
+        assert_eq!(draft.tokens, &[2, 13, 3, 14, 10, 11]);
+        assert_eq!(draft.resume_after(6), None, "taken whole: the lookup goes on as it is");
+        // The model writes 5 where the draft had 2: nothing matches "12 5" or "5".
+        let resume = draft.resume_after(0);
+        let after = [&context[..], &[5]].concat();
+        assert!(lookup.draft(&after, &Recent::default(), 8, None).tokens.is_empty());
+        assert_eq!(lookup.draft(&after, &Recent::default(), 8, resume).tokens, &[13, 3], "the template after the 2");
+        assert_eq!(lookup.draft(&after, &Recent::default(), 1, resume).tokens, &[13], "within the caller's limit");
+        // A match of two tokens or more still comes first.
+        let after = [&context[..], &[3, 14]].concat();
+        assert_eq!(lookup.draft(&after, &Recent::default(), 8, resume).tokens, &[10, 11, 1, 12]);
+        // After a match of fewer than 3 shared tokens, nothing goes on.
+        let weak = [7, 1, 12, 2, 13, 9, 1, 12];
+        let draft = lookup.draft(&weak, &Recent::default(), 8, None);
+        assert_eq!(draft.tokens, &[2, 13, 9, 1]);
+        assert_eq!(draft.resume_after(0), None);
+        // From a recent generation: the model took the 2, then wrote 7 where the draft had 13.
+        let mut recent = Recent::default();
+        recent.remember(&template);
+        let context = [20, 11, 1, 12];
+        let draft = lookup.draft(&context, &recent, 8, None);
+        assert_eq!(draft.tokens, &[2, 13, 3, 14]);
+        let after = [&context[..], &[2, 7]].concat();
+        assert_eq!(lookup.draft(&after, &recent, 8, draft.resume_after(1)).tokens, &[3, 14]);
+        // A resumed draft turned down goes on no further.
+        let resumed = lookup.draft(&after, &recent, 8, draft.resume_after(1));
+        assert_eq!(resumed.resume_after(0), None);
     }
 
     #[test]
@@ -223,17 +360,17 @@ mod tests {
         recent.remember(&[1, 2, 3, 4, 5, 6]);
         recent.remember(&[7, 2, 3, 9, 9]);
         // "2 3" is not in the context before its end: the newest generation's continuation.
-        assert_eq!(lookup.draft(&[8, 2, 3], &recent, 4), &[9, 9]);
+        assert_eq!(lookup.draft(&[8, 2, 3], &recent, 4, None).tokens, &[9, 9]);
         // "1 2 3" (longer) only in the older generation.
-        assert_eq!(lookup.draft(&[1, 2, 3], &recent, 4), &[4, 5, 6]);
+        assert_eq!(lookup.draft(&[1, 2, 3], &recent, 4, None).tokens, &[4, 5, 6]);
         // The context first, at the same length.
-        assert_eq!(lookup.draft(&[2, 3, 0, 2, 3], &recent, 4), &[0, 2]);
+        assert_eq!(lookup.draft(&[2, 3, 0, 2, 3], &recent, 4, None).tokens, &[0, 2]);
         // A match at a generation's very end has nothing to draft.
-        assert!(lookup.draft(&[5, 6], &Recent::default(), 4).is_empty());
+        assert!(lookup.draft(&[5, 6], &Recent::default(), 4, None).tokens.is_empty());
         recent.remember(&[0, 5, 6]);
-        assert!(lookup.draft(&[4, 5, 6], &recent, 4).is_empty(), "5 6 ends every generation it is in");
+        assert!(lookup.draft(&[4, 5, 6], &recent, 4, None).tokens.is_empty(), "5 6 ends every generation it is in");
         recent.clear();
-        assert!(lookup.draft(&[8, 2, 3], &recent, 4).is_empty());
+        assert!(lookup.draft(&[8, 2, 3], &recent, 4, None).tokens.is_empty());
     }
 
     #[test]
@@ -252,12 +389,12 @@ mod tests {
     #[test]
     fn no_match_no_draft() {
         let lookup = PromptLookup { max_ngram: 3, min_ngram: 2, max_draft: 8, past_match: 0 };
-        assert!(lookup.draft(&[1, 2, 3, 4, 5], &Recent::default(), 8).is_empty());
+        assert!(lookup.draft(&[1, 2, 3, 4, 5], &Recent::default(), 8, None).tokens.is_empty());
         assert!(
-            lookup.draft(&[1, 2, 1], &Recent::default(), 8).is_empty(),
+            lookup.draft(&[1, 2, 1], &Recent::default(), 8, None).tokens.is_empty(),
             "a single repeated token is below min_ngram"
         );
-        assert!(lookup.draft(&[], &Recent::default(), 8).is_empty());
-        assert!(lookup.draft(&[7], &Recent::default(), 8).is_empty());
+        assert!(lookup.draft(&[], &Recent::default(), 8, None).tokens.is_empty());
+        assert!(lookup.draft(&[7], &Recent::default(), 8, None).tokens.is_empty());
     }
 }
