@@ -136,25 +136,25 @@ enum Source {
     Recent(usize),
 }
 
-/// Where the next draft goes on after a draft the model turned down at one token: the
-/// draft's source past that token, as if the model's token had taken its place. Tests and
-/// lists repeat a template with other values (`assert add(1, 2) == 3` after `assert add(0, 0)
-/// == 0`), and the tokens after the new value are the template's again; but the context's
-/// last tokens, the new value among them, match nowhere, so the lookup found no draft, or a
-/// single token's guess, until the template had gone on for two tokens. On the unit-test
-/// workload (`cargo bench --bench engine -- --runs 1 --rounds 1 --scaling '' --speculation`,
-/// with and without `--targets`, 2026-12-05; every run and row counted), going on for up to
-/// `RESUMED` tokens after drafts from matches of `RESUME_AFTER_SHARED` tokens or more took 195
-/// verifying runs against 203 with 640 drafted rows against 627 on this repository's two
-/// functions, 876 against 889 (4,555 rows against 4,562) on 14 more of its converter's and
-/// its sample project's, and 918 against 925 (4,346 rows, the same) on 15 of Python's standard
-/// library (`repeating`'s); the docstring workload 175 against 178 (192 rows against 185),
-/// 848 against 853 (1,238 against 1,215) and 925 against 927 (1,410 against 1,389). A replay of the logged
-/// generations under each rule had given these unit-test counts exactly. Weighing a run as 1 and a row as 0.2 to 0.25 of one (`make
-/// bench`'s `lookup_costs`), that is 0.3 to 1.7 % less time on each of the three. Going on after any draft,
-/// whatever its match shared, took fewer runs but more rows (188, 869 and 913 runs, 674, 4,674
-/// and 4,487 rows), more time on two of the three; going on for 4 tokens gained more on the
-/// first and less on the other two.
+/// Where the next draft goes on after a draft the model turned down at one token: the draft's
+/// source past that token, as if the model's token had taken its place. Tests and lists repeat
+/// a template with other values (`assert add(1, 2) == 3` after `assert add(0, 0) == 0`), and
+/// the tokens after the new value are the template's again; but the context's last tokens, the
+/// new value among them, match nowhere, so the lookup found no draft, or a single token's
+/// guess, until the template had gone on for two tokens. On the unit-test workload (`cargo
+/// bench --bench engine -- --runs 1 --rounds 1 --scaling '' --speculation`, with and without
+/// `--targets`, 2026-12-05; every run and row counted), going on for up to `RESUMED` tokens
+/// after drafts from matches of `RESUME_AFTER_SHARED` tokens or more took 195 verifying runs
+/// against 203 with 640 drafted rows against 627 on this repository's two functions, 876
+/// against 889 (4,555 rows against 4,562) on 14 more of its converter's and its sample
+/// project's, and 918 against 925 (4,346 rows, the same) on 15 of Python's standard library
+/// (`repeating`'s); the docstring workload 175 against 178 (192 rows against 185), 848 against
+/// 853 (1,238 against 1,215) and 925 against 927 (1,410 against 1,389). A replay of the logged
+/// generations under each rule had given these unit-test counts exactly. Weighing a run as 1
+/// and a row as 0.2 to 0.25 of one (`make bench`'s `lookup_costs`), that is 0.3 to 1.7 % less
+/// time on each of the three. Going on after any draft, whatever its match shared, took fewer
+/// runs but more rows (188, 869 and 913 runs, 674, 4,674 and 4,487 rows), more time on two of
+/// the three; going on for 4 tokens gained more on the first and less on the other two.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Resume {
     source: Source,
