@@ -87,7 +87,7 @@ impl PromptLookup {
         };
         if let Some(at) = after_latest(context, pattern) {
             let (shared, length) = reach(context, at);
-            let origin = Origin { source: Source::Context, at, end: context.len(), shared };
+            let origin = Origin { from: Span { source: Source::Context, at, end: context.len() }, shared };
             return Some(Draft { tokens: repeating(&context[at..], length), origin: Some(origin) });
         }
         let (index, tokens, at) = recent
@@ -97,7 +97,7 @@ impl PromptLookup {
             .rev()
             .find_map(|(index, tokens)| Some((index, tokens, after_latest(tokens, pattern)?)))?;
         let (shared, length) = reach(tokens, at);
-        let origin = Origin { source: Source::Recent(index), at, end: tokens.len(), shared };
+        let origin = Origin { from: Span { source: Source::Recent(index), at, end: tokens.len() }, shared };
         Some(Draft { tokens: tokens[at..][..length.min(tokens.len() - at)].to_vec(), origin: Some(origin) })
     }
 
@@ -113,20 +113,36 @@ impl PromptLookup {
 }
 
 /// A draft and where it was copied from.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub(crate) struct Draft {
     pub tokens: Vec<u32>,
     origin: Option<Origin>,
 }
 
-/// Where a draft's tokens were copied from: `source[at..]`, of which `end` tokens were there
-/// then, after a match that shared `shared` tokens with the context's end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a draft's tokens were copied from, after a match that shared `shared` tokens with the
+/// context's end.
+#[derive(Clone, Copy, Debug)]
 struct Origin {
+    from: Span,
+    shared: usize,
+}
+
+/// Tokens `at..end` of a source (its `end` tokens were all it had when the span was taken).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
     source: Source,
     at: usize,
     end: usize,
-    shared: usize,
+}
+
+impl Span {
+    fn tokens<'a>(&self, context: &'a [u32], recent: &'a Recent) -> Option<&'a [u32]> {
+        let source = match self.source {
+            Source::Context => context,
+            Source::Recent(index) => recent.generations.get(index)?,
+        };
+        source.get(self.at..self.end.min(source.len()))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,11 +172,7 @@ enum Source {
 /// runs but more rows (188, 869 and 913 runs, 674, 4,674 and 4,487 rows), more time on two of
 /// the three; going on for 4 tokens gained more on the first and less on the other two.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Resume {
-    source: Source,
-    at: usize,
-    end: usize,
-}
+pub(crate) struct Resume(Span);
 
 /// A draft goes on after a token turned down only where its match shared this many tokens
 /// (`Resume`): a shorter match is too weak a sign of a template.
@@ -174,19 +186,15 @@ impl Draft {
     pub fn resume_after(&self, accepted: usize) -> Option<Resume> {
         let origin = self.origin?;
         let template = accepted < self.tokens.len() && origin.shared >= RESUME_AFTER_SHARED;
-        template.then_some(Resume { source: origin.source, at: origin.at + accepted + 1, end: origin.end })
+        template.then_some(Resume(Span { at: origin.from.at + accepted + 1, ..origin.from }))
     }
 }
 
 impl Resume {
     fn draft(self, context: &[u32], recent: &Recent, limit: usize) -> Option<Draft> {
-        let source = match self.source {
-            Source::Context => context,
-            Source::Recent(index) => recent.generations.get(index)?,
-        };
-        let tokens = source.get(self.at..self.end.min(source.len()))?;
+        let tokens = self.0.tokens(context, recent)?;
         let length = tokens.len().min(limit).min(RESUMED);
-        let origin = Origin { source: self.source, at: self.at, end: self.end, shared: 0 };
+        let origin = Origin { from: self.0, shared: 0 };
         (length > 0).then(|| Draft { tokens: tokens[..length].to_vec(), origin: Some(origin) })
     }
 }
