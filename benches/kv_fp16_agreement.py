@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """What an fp16 KV cache costs in greedy choices: teacher-forced top-1 agreement of the default
 model with fp32 KV (its graph as it is) against the same graph with every key and value rounded
-to fp16 as it enters the cache (models/fp16_kv.py, how nib's attention kernel keeps the cache),
-both in Python onnxruntime, over real source not written here (installed packages' files).
+to fp16 as it enters the cache (models/kv_rounding.py; nib's attention kernel kept its cache so
+until 2026-12-05, and now keeps it in bf16: its test
+`nib_attention_keeps_the_model_as_faithful_as_onnx_runtime_attention` measures that), both in
+Python onnxruntime, over real source not written here (installed packages' files).
 
 For scale, `--nudge` replaces the fp16 rounding by a relative change of 2^-20 (f32 noise): the
 model's int8-activation matmuls amplify any change in the attention output, so this floor is
@@ -33,7 +35,7 @@ from tokenizers import Tokenizer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "models"))
 
-from fp16_kv import round_kv_to_fp16  # noqa: E402
+from kv_rounding import round_attention_inputs  # noqa: E402
 
 MODEL = os.path.join(ROOT, "models", "smollm2-135m-instruct")
 SITE = os.path.dirname(os.path.dirname(np.__file__))
@@ -71,7 +73,7 @@ def top1(sess: ort.InferenceSession, ids: list[int]) -> np.ndarray:
 
 
 def nudged(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`round_kv_to_fp16`'s graph with the rounding replaced by a multiplication by 1 + 2^-20."""
+    """`round_attention_inputs`' graph with the rounding replaced by a multiplication by 1 + 2^-20."""
     model.graph.initializer.append(helper.make_tensor("fp16kv/nudge", TensorProto.FLOAT, [], [1.0 + 2.0**-20]))
     for node in model.graph.node:
         if node.op_type == "Cast" and node.output[0].endswith("/half"):
@@ -85,7 +87,7 @@ def nudged(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def int8_rows(model: onnx.ModelProto, kv_heads: int) -> onnx.ModelProto:
-    """`round_kv_to_fp16`'s graph with the fp16 rounding replaced by per-row, per-head symmetric
+    """`round_attention_inputs`' graph with the fp16 rounding replaced by per-row, per-head symmetric
     8-bit quantization (scale = largest magnitude / 127; an all-zero row stays zero)."""
     graph = model.graph
     graph.initializer.extend([
@@ -129,7 +131,7 @@ def main() -> int:
     args = parser.parse_args()
     tokenizer = Tokenizer.from_file(os.path.join(MODEL, "tokenizer.json"))
     original = onnx.load(os.path.join(MODEL, "model.onnx"), load_external_data=False)
-    changed = round_kv_to_fp16(original)
+    changed = round_attention_inputs(original, TensorProto.FLOAT16)
     if args.nudge:
         changed = nudged(changed)
     if args.int8:

@@ -11,8 +11,9 @@ against (tolerance 1e-4), computed here with Python onnxruntime:
   prompt, prompt_ids, greedy_tokens (16 steps, KV cache), prefill_logits (last position, full
   vocabulary), decode_logits (after each of the first 3 decode steps), and prefix_* (the same
   greedy run when the first half of the prompt is a cached prefix and the rest is prefilled
-  with past_seq > 0); fp16_kv: the same logits with every key and value rounded to fp16 as it
-  enters the cache, which is how nib's attention kernel keeps it (models/fp16_kv.py).
+  with past_seq > 0); bf16_kv: the same logits with every key and value rounded to bf16 as it
+  enters the cache and every query rounded to bf16, as nib's attention kernel rounds them
+  (models/kv_rounding.py).
 Deterministic: running it twice gives identical files.
 """
 
@@ -26,7 +27,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fp16_kv import round_kv_to_fp16  # noqa: E402
+from kv_rounding import round_attention_inputs  # noqa: E402
 from nib_convert.check import check_numerics, check_tokenizer  # noqa: E402
 from nib_convert.convert import convert  # noqa: E402
 from nib_convert.graph import GraphOptions  # noqa: E402
@@ -66,7 +67,7 @@ def main() -> int:
         raise SystemExit("no seed gave a special-token-free greedy run")
     prefix_len = len(ids) // 2
     ptoks, plogits = dec.greedy(ids, STEPS, prefix_len=prefix_len)
-    fp16_kv = fp16_kv_reference(a.out, ids, prefix_len)
+    bf16_kv = bf16_kv_reference(a.out, ids, prefix_len)
     ref = {
         "prompt": PROMPT,
         "prompt_ids": ids,
@@ -77,7 +78,7 @@ def main() -> int:
         "prefix_len": prefix_len,
         "prefix_greedy_tokens": ptoks,
         "prefix_prefill_logits": [float(x) for x in plogits[0]],
-        "fp16_kv": fp16_kv,
+        "bf16_kv": bf16_kv,
         "tolerance": 1e-4,
         "note": "decode_logits[i] are the last-position logits after feeding greedy_tokens[i] "
                 "(i = 0, 1, 2); prefix_*: prompt_ids[:prefix_len] prefilled first, then "
@@ -91,13 +92,16 @@ def main() -> int:
     return 0
 
 
-def fp16_kv_reference(model_dir: str, ids: list[int], prefix_len: int) -> dict:
-    """prefill, decode and prefix-prefill logits of the model with its KV rounded to fp16."""
+def bf16_kv_reference(model_dir: str, ids: list[int], prefix_len: int) -> dict:
+    """prefill, decode and prefix-prefill logits of the model with its KV and queries rounded to
+    bf16."""
     import onnx
+    from onnx import TensorProto
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
-        onnx.save(round_kv_to_fp16(onnx.load(os.path.join(model_dir, "model.onnx"))), path)
+        model = onnx.load(os.path.join(model_dir, "model.onnx"))
+        onnx.save(round_attention_inputs(model, TensorProto.BFLOAT16, queries=True), path)
         dec = OrtDecoder(path, threads=1)
         _, logits = dec.greedy(ids, 3)
         _, plogits = dec.greedy(ids, 0, prefix_len=prefix_len)

@@ -253,7 +253,7 @@ fn main() {
         "scaling": scaling,
         "kvLayouts": layouts,
         "attention": if engine::attention::nib_kernel_selected() { "nib" } else { "onnxruntime" },
-        "kvCache": if model.kv_fp16() { "fp16" } else { "fp32" },
+        "kvCache": if model.kv_bf16() { "bf16" } else { "fp32" },
         "linear": if engine::linear::nib_kernel_selected() { "nib" } else { "onnxruntime" },
         "speculation": speculation,
     });

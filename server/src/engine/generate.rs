@@ -326,9 +326,9 @@ impl Model {
         self.cache.bytes(&self.session.signature)
     }
 
-    /// Whether the KV cache is fp16 (nib's attention kernel runs) rather than fp32.
-    pub fn kv_fp16(&self) -> bool {
-        self.session.signature.kv_type == ort::value::TensorElementType::Float16
+    /// Whether the KV cache is bf16 (nib's attention kernel runs) rather than fp32.
+    pub fn kv_bf16(&self) -> bool {
+        self.session.signature.kv_type == ort::value::TensorElementType::Bfloat16
     }
 
     pub fn kv_layout(&self) -> KvLayout {

@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use half::f16;
+use half::bf16;
 use ort::environment::Environment;
 use ort::ep;
 use ort::memory::{Allocator, MemoryInfo};
@@ -45,7 +45,8 @@ pub struct GraphSignature {
     /// The graph takes `logits_to_keep` and returns that many last rows of logits (needed to
     /// verify a speculative draft in one run).
     pub logits_to_keep: bool,
-    /// The KV cache's element type (f32 or f16), as the graph declares its past inputs.
+    /// The KV cache's element type (f32, or bf16 for nib's attention kernel), as the graph declares
+    /// its past inputs.
     pub kv_type: TensorElementType,
     past_names: Vec<(String, String)>,
     present_names: Vec<(String, String)>,
@@ -94,13 +95,13 @@ impl GraphSignature {
             }
         };
         let past_types = session.inputs().iter().filter(|input| input.name().starts_with("past_key_values."));
-        if !matches!(kv_type, TensorElementType::Float32 | TensorElementType::Float16)
+        if !matches!(kv_type, TensorElementType::Float32 | TensorElementType::Bfloat16)
             || past_types
                 .into_iter()
                 .any(|input| !matches!(input.dtype(), ValueType::Tensor { ty, .. } if *ty == kv_type))
         {
             return Err(format!(
-                "the KV cache must be all float32 or all float16 (`past_key_values.0.key` is {kv_type})"
+                "the KV cache must be all float32 or all bfloat16 (`past_key_values.0.key` is {kv_type})"
             ));
         }
         let mut past_names = Vec::new();
@@ -323,8 +324,8 @@ impl DecoderSession {
             KvLayout::SharedBuffer => {
                 Ok(DynTensor::new(&Allocator::default(), self.signature.kv_type, shape).map_err(ort_error)?.into_dyn())
             }
-            KvLayout::Copying if self.signature.kv_type == TensorElementType::Float16 => {
-                Ok(Tensor::<f16>::from_array((shape, Vec::new())).map_err(ort_error)?.into_dyn())
+            KvLayout::Copying if self.signature.kv_type == TensorElementType::Bfloat16 => {
+                Ok(Tensor::<bf16>::from_array((shape, Vec::new())).map_err(ort_error)?.into_dyn())
             }
             KvLayout::Copying => Ok(Tensor::<f32>::from_array((shape, Vec::new())).map_err(ort_error)?.into_dyn()),
         }
@@ -521,7 +522,7 @@ impl DecoderSession {
     /// copying layout, `capacity` is `kept` (both in whole groups, `kv_rows`).
     fn copy_rows(&self, from: &DynValue, rows: usize, kept: usize, capacity: usize) -> Result<DynValue, EngineError> {
         match self.signature.kv_type {
-            TensorElementType::Float16 => self.copy_rows_of::<f16>(from, rows, kept, capacity),
+            TensorElementType::Bfloat16 => self.copy_rows_of::<bf16>(from, rows, kept, capacity),
             _ => self.copy_rows_of::<f32>(from, rows, kept, capacity),
         }
     }
@@ -684,7 +685,7 @@ impl DecoderSession {
         let (heads, head_dim) = (self.signature.kv_heads, self.signature.head_dim);
         let kept = self.kv_rows(kept);
         match self.signature.kv_type {
-            TensorElementType::Float16 => copy_region::<f16>(from, to, kept, heads, head_dim),
+            TensorElementType::Bfloat16 => copy_region::<bf16>(from, to, kept, heads, head_dim),
             _ => copy_region::<f32>(from, to, kept, heads, head_dim),
         }
     }

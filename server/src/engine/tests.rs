@@ -50,21 +50,29 @@ fn a_prefill_chunk_gets_the_last_rows_logits_only() {
     assert_eq!(logits.len(), vocab);
 }
 
-/// With nib's attention kernel the KV cache is fp16, and the logits are compared with Python
-/// onnxruntime's on a copy of the graph that rounds every key and value to fp16 as it enters
-/// the cache (`models/fp16_kv.py`): the same tolerance as fp32 then holds (the
-/// fp32 reference is 0.012 away). With `NIB_ATTENTION=onnxruntime`, fp32 against fp32.
+/// With nib's attention kernel the KV cache is bf16, and the logits are compared with Python
+/// onnxruntime's on a copy of the graph that rounds every key, value and query to bf16 as nib's
+/// kernel does (`models/kv_rounding.py`; the fp32 reference is 0.22 away on this tiny random
+/// model, which magnifies any change). The kernel also rounds its softmax weights to bf16,
+/// which onnxruntime's attention cannot: that moves this model's logits by up to 0.050
+/// (2026-12-05; with the weights left in f32 they were within the fp32 tolerance, 1e-4), so the
+/// comparison allows `BF16_WEIGHTS_TOLERANCE`. The kernel's arithmetic itself is checked to f32
+/// precision against a reference that rounds as it does
+/// (`engine::attention::kernel::tests::decode_and_chunks_match_the_reference`). With
+/// `NIB_ATTENTION=onnxruntime`, fp32 against fp32.
 #[test]
 fn logits_equal_python_onnxruntime() {
+    const BF16_WEIGHTS_TOLERANCE: f32 = 0.1;
     let full = reference();
-    let tolerance = full["tolerance"].as_f64().unwrap() as f32;
+    let mut tolerance = full["tolerance"].as_f64().unwrap() as f32;
     let mut model = model();
-    assert_eq!(model.kv_fp16(), super::attention::nib_kernel_selected(), "the KV type follows the kernel");
+    assert_eq!(model.kv_bf16(), super::attention::nib_kernel_selected(), "the KV type follows the kernel");
     let mut reference = full.clone();
-    if model.kv_fp16() {
+    if model.kv_bf16() {
         for key in ["prefill_logits", "decode_logits", "prefix_prefill_logits"] {
-            reference[key] = full["fp16_kv"][key].clone();
+            reference[key] = full["bf16_kv"][key].clone();
         }
+        tolerance = BF16_WEIGHTS_TOLERANCE;
     }
     let prompt = ids(&reference["prompt_ids"]);
     assert_eq!(model.tokenize(&[PromptPiece::Text(reference["prompt"].as_str().unwrap().into())]).unwrap(), prompt);

@@ -1,8 +1,8 @@
 //! Points the graph's `com.microsoft` GroupQueryAttention nodes at nib's operator: the node's
 //! domain string is overwritten in place with `nib.attention` (the same length, so no length
 //! in the protobuf changes) and an opset import for that domain is appended to the model.
-//! nib's kernel keeps the KV cache in fp16, so the past inputs and present outputs those nodes
-//! read and write become float16 in the graph's signature (the element type is a one-byte
+//! nib's kernel keeps the KV cache in bf16, so the past inputs and present outputs those nodes
+//! read and write become bfloat16 in the graph's signature (the element type is a one-byte
 //! varint either way, overwritten in place too); the session reads that type back and
 //! allocates the cache to match. All nodes move or none does: a graph whose KV is not plain
 //! graph inputs and outputs of these nodes, or that has a node the kernel does not implement,
@@ -23,11 +23,11 @@ const KNOWN_ATTRIBUTES: [&str; 7] =
 /// total_sequence_length, cos and sin caches, position_ids (not attention_bias, head_sink).
 const KNOWN_INPUTS: usize = 10;
 
-/// ONNX `TensorProto.DataType`: FLOAT and FLOAT16.
+/// ONNX `TensorProto.DataType`: FLOAT and BFLOAT16.
 const FLOAT: u8 = 1;
-const FLOAT16: u8 = 10;
+const BFLOAT16: u8 = 16;
 
-/// `model` with its GroupQueryAttention nodes moved to `DOMAIN` and their KV made float16,
+/// `model` with its GroupQueryAttention nodes moved to `DOMAIN` and their KV made bfloat16,
 /// and how many nodes moved (0: the model as it is).
 pub(crate) fn rewrite(model: &[u8]) -> Result<(Vec<u8>, usize), String> {
     let mut graph = None;
@@ -60,7 +60,7 @@ pub(crate) fn rewrite(model: &[u8]) -> Result<(Vec<u8>, usize), String> {
         bytes[node.domain_at..node.domain_at + DOMAIN.len()].copy_from_slice(DOMAIN.as_bytes());
     }
     for at in kv_element_types(model, &graph, &nodes, &consumed)? {
-        bytes[at] = FLOAT16;
+        bytes[at] = BFLOAT16;
     }
     bytes.extend(opset_import());
     Ok((bytes, nodes.len()))
@@ -259,7 +259,7 @@ mod tests {
     }
 
     #[test]
-    fn moves_the_attention_nodes_and_makes_their_kv_float16() {
+    fn moves_the_attention_nodes_and_makes_their_kv_bfloat16() {
         let model = model(["num_heads", "num_heads"], &[]);
         let (rewritten, moved) = rewrite(&model).unwrap();
         assert_eq!(moved, 2);
@@ -270,7 +270,7 @@ mod tests {
         for (name, element_type) in element_types(&rewritten) {
             let kv = name.starts_with("past.") || name.starts_with("present.");
             let expected = if kv {
-                FLOAT16
+                BFLOAT16
             } else if name == "input_ids" {
                 7
             } else {

@@ -2,15 +2,16 @@
 //! rotary embedding of the new queries and keys, the new key and value rows written into
 //! `present` (in place when `present` is the bound `past` buffer, as ONNX Runtime's kernel
 //! does), then `kernel::attend` on the session's intra-op threads. The past and present KV are
-//! fp16 (`graph` makes them so in the graph's signature); the new rows are rounded as they are
-//! written, the keys into panels (`kernel::key_at`), so every past and present tensor holds a
-//! multiple of `kernel::PANEL` rows per head. A batch is its sequences one after another, each
+//! bf16 (`graph` makes them so in the graph's signature); the new rows are rounded as they are
+//! written, the keys into panels (`kernel::key_at`), the values into pairs of rows
+//! (`kernel::value_at`), so every past and present tensor holds a multiple of `kernel::PANEL`
+//! rows per head. A batch is its sequences one after another, each
 //! with its own length (`seqlens_k`), positions and region of the cache, run exactly as it would
 //! run alone.
 
-use half::f16;
+use half::bf16;
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
-use ort::value::TensorElementType::{Float16, Float32, Int32, Int64};
+use ort::value::TensorElementType::{Bfloat16, Float32, Int32, Int64};
 
 use super::kernel::{self, Call, Dims};
 
@@ -55,8 +56,8 @@ impl Operator for GroupQueryAttention {
             OperatorInput::required(Float32),
             OperatorInput::optional(Float32),
             OperatorInput::optional(Float32),
-            OperatorInput::optional(Float16),
-            OperatorInput::optional(Float16),
+            OperatorInput::optional(Bfloat16),
+            OperatorInput::optional(Bfloat16),
             OperatorInput::required(Int32),
             OperatorInput::required(Int32),
             OperatorInput::optional(Float32),
@@ -66,7 +67,7 @@ impl Operator for GroupQueryAttention {
     }
 
     fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
-        [OperatorOutput::required(Float32), OperatorOutput::required(Float16), OperatorOutput::required(Float16)]
+        [OperatorOutput::required(Float32), OperatorOutput::required(Bfloat16), OperatorOutput::required(Bfloat16)]
     }
 
     fn create_kernel<'attr>(&self, context: &KernelContext<'attr>) -> ort::Result<AttentionKernel> {
@@ -247,19 +248,19 @@ fn cached_rows(seqlens: &[i32], batch: usize, rows: usize) -> Option<Vec<usize>>
 /// How a cache tensor lays out one head's rows.
 #[derive(Clone, Copy)]
 enum Rows {
-    /// Row after row (values).
-    Plain,
+    /// In pairs of rows (values, `kernel::value_at`).
+    Pairs,
     /// In panels (keys, `kernel::key_at`).
     Panels,
 }
 
 /// Copies the past rows into `present` when it is not the past buffer itself, then writes the
-/// new rows after them, rounded to fp16: sequence by sequence of the batch, each in its own
+/// new rows after them, rounded to bf16: sequence by sequence of the batch, each in its own
 /// region of `kv_heads` heads of `present_rows` rows, laid out as `rows` says.
 fn fill_present(
     context: &ComputeContext,
     (input, rows): (usize, Rows),
-    present: &mut [f16],
+    present: &mut [bf16],
     layout: &Layout,
     kv_heads: usize,
     new_rows: &[f32],
@@ -276,7 +277,7 @@ fn fill_present(
             let past_tensor =
                 context.input(input)?.ok_or_else(|| error("the cache has past rows but no past input"))?;
             let past_rows = past_tensor.shape()[2] as usize;
-            let (_, past_data) = past_tensor.try_extract_tensor::<f16>()?;
+            let (_, past_data) = past_tensor.try_extract_tensor::<bf16>()?;
             if past_rows < past {
                 return Err(error(format!("past holds {past_rows} rows, seqlens_k says {past}")));
             }
@@ -287,18 +288,28 @@ fn fill_present(
                 present[head * layout.present_rows * d..][..copied].copy_from_slice(from);
             }
         }
-        let mut rounded = vec![f16::ZERO; d];
+        let mut rounded = vec![bf16::ZERO; d];
+        let at = |row: usize, dim: usize| match rows {
+            Rows::Pairs => kernel::value_at(row, dim, d),
+            Rows::Panels => kernel::key_at(row, dim, d),
+        };
         for (row, heads) in new_rows.chunks_exact(kv_heads * d).enumerate() {
             for (head, values) in heads.chunks_exact(d).enumerate() {
                 let head_rows = &mut present[head * layout.present_rows * d..][..layout.present_rows * d];
-                kernel::to_f16(values, &mut rounded);
-                match rows {
-                    Rows::Plain => head_rows[(past + row) * d..][..d].copy_from_slice(&rounded),
-                    Rows::Panels => {
-                        for (dim, &half) in rounded.iter().enumerate() {
-                            head_rows[kernel::key_at(past + row, dim, d)] = half;
-                        }
-                    }
+                kernel::to_bf16(values, &mut rounded);
+                for (dim, &number) in rounded.iter().enumerate() {
+                    head_rows[at(past + row, dim)] = number;
+                }
+            }
+        }
+        // The row that shares a pair with the last one written is multiplied by a weight of 0:
+        // it must hold finite numbers (`kernel::Call`), which a fresh output need not.
+        let end = past + layout.rows;
+        if matches!(rows, Rows::Pairs) && end % 2 == 1 {
+            for head in 0..kv_heads {
+                let head_rows = &mut present[head * layout.present_rows * d..][..layout.present_rows * d];
+                for dim in 0..d {
+                    head_rows[at(end, dim)] = bf16::ZERO;
                 }
             }
         }
@@ -313,7 +324,7 @@ impl Kernel for AttentionKernel {
         let [queries, keys, values] = self.project(context, &layout)?;
         let past_data = |input: usize| -> ort::Result<Option<usize>> {
             Ok(match context.input(input)? {
-                Some(past) => Some(past.try_extract_tensor::<f16>()?.1.as_ptr() as usize),
+                Some(past) => Some(past.try_extract_tensor::<bf16>()?.1.as_ptr() as usize),
                 None => None,
             })
         };
@@ -322,10 +333,10 @@ impl Kernel for AttentionKernel {
         let present_shape = [batch as i64, self.kv_heads as i64, layout.present_rows as i64, d as i64];
         let mut present_key = context.output(1, present_shape)?.ok_or_else(|| error("no present_key output"))?;
         let mut present_value = context.output(2, present_shape)?.ok_or_else(|| error("no present_value output"))?;
-        let (_, present_key) = present_key.try_extract_tensor_mut::<f16>()?;
-        let (_, present_value) = present_value.try_extract_tensor_mut::<f16>()?;
+        let (_, present_key) = present_key.try_extract_tensor_mut::<bf16>()?;
+        let (_, present_value) = present_value.try_extract_tensor_mut::<bf16>()?;
         fill_present(context, (PAST_KEY, Rows::Panels), present_key, &layout, self.kv_heads, &keys, past_key)?;
-        fill_present(context, (PAST_VALUE, Rows::Plain), present_value, &layout, self.kv_heads, &values, past_value)?;
+        fill_present(context, (PAST_VALUE, Rows::Pairs), present_value, &layout, self.kv_heads, &values, past_value)?;
         let out_shape = [batch as i64, layout.rows as i64, (self.heads * d) as i64];
         let mut out = context.output(0, out_shape)?.ok_or_else(|| error("no output"))?;
         let (_, out) = out.try_extract_tensor_mut::<f32>()?;

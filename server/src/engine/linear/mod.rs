@@ -72,11 +72,16 @@ mod tests {
     /// The default model's logits at every position of real code, teacher-forced in chunks
     /// of 128 tokens, with ONNX Runtime's attention; the linear layers run `linear`.
     fn logits(dir: &Path, ids: &[u32], linear: Linear) -> Vec<Vec<f32>> {
+        logits_with(dir, ids, linear, false)
+    }
+
+    /// `logits`, with nib's attention kernel where `nib_attention` (not with `Linear::Exact`).
+    fn logits_with(dir: &Path, ids: &[u32], linear: Linear, nib_attention: bool) -> Vec<Vec<f32>> {
         let files = model::load(dir).unwrap();
         let environment = runtime::environment(None).unwrap();
         let mut session = match linear {
             Linear::Nib | Linear::OnnxRuntime => {
-                let kernels = Kernels { attention: false, linear: linear == Linear::Nib };
+                let kernels = Kernels { attention: nib_attention, linear: linear == Linear::Nib };
                 DecoderSession::load_with_kernels(environment, &files.onnx, 2, files.kv_layout, 4096, kernels).unwrap()
             }
             Linear::Exact => {
@@ -180,5 +185,55 @@ mod tests {
         assert!(our_agreement >= their_agreement - 0.015, "nib {our_agreement} vs ONNX Runtime {their_agreement}");
         assert!(our_mean <= their_mean * 1.05, "nib {our_mean} vs ONNX Runtime {their_mean}");
         assert!(mutual_agreement >= 0.9, "nib and ONNX Runtime agree on {mutual_agreement} of the tokens");
+    }
+
+    /// Real source not written here, pinned by the Python environment's lock file (as
+    /// `benches/kv_fp16_agreement.py` reads it): `None` where the environment is missing.
+    fn installed_sources() -> Option<Vec<PathBuf>> {
+        let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/lib");
+        let python = std::fs::read_dir(&lib)
+            .ok()?
+            .flatten()
+            .find(|entry| entry.file_name().to_string_lossy().starts_with("python3"))?;
+        let site = python.path().join("site-packages");
+        let files = ["onnx/helper.py", "numpy/lib/_function_base_impl.py", "tokenizers/__init__.pyi"]
+            .map(|file| site.join(file));
+        files.iter().all(|file| file.is_file()).then(|| files.to_vec())
+    }
+
+    /// nib's attention kernel keeps its cache, its queries and its softmax weights in bf16
+    /// (`engine::attention::kernel`), where ONNX Runtime's computes in f32 over an f32 cache.
+    /// With nib's linear kernel in both, the model must stay as faithful to the float
+    /// reference (`Linear::Exact`, ONNX Runtime's attention) with nib's attention as with ONNX
+    /// Runtime's: within 1 point of top-1 agreement over 4,096 positions of real source (a
+    /// near-tie flips either way: over 2,048 positions of this repository's text, bf16 was 0.7
+    /// points below, over 8,192 of Python's standard library 0.15 above) and 3 % of the mean
+    /// difference. Measured here 2026-12-05: nib's bf16 attention 97.09 % (mean |Δ| 0.1711),
+    /// ONNX Runtime's 97.12 % (0.1710), nib's fp16 cache before 97.07 % (0.1687).
+    #[test]
+    fn nib_attention_keeps_the_model_as_faithful_as_onnx_runtime_attention() {
+        let Some(dir) = default_model() else { return };
+        let Some(installed) = installed_sources() else {
+            assert!(std::env::var_os("NIB_REQUIRE_DEFAULT_MODEL").is_none(), "no Python environment: run `make setup`");
+            return eprintln!("skipping: no Python environment to read installed sources from");
+        };
+        let tokenizer = model::load(&dir).unwrap().tokenizer;
+        let (mut ours, mut theirs, mut exact) = (Vec::new(), Vec::new(), Vec::new());
+        for text in [dir.join("../nib_convert/graph.py")].into_iter().chain(installed) {
+            let source = std::fs::read_to_string(&text).unwrap();
+            let ids = tokenizer.encode(source.as_str(), false).unwrap().get_ids()[..1024].to_vec();
+            ours.extend(logits_with(&dir, &ids, Linear::Nib, true));
+            theirs.extend(logits_with(&dir, &ids, Linear::Nib, false));
+            exact.extend(logits(&dir, &ids, Linear::Exact));
+        }
+        let ((our_agreement, our_mean), (their_agreement, their_mean)) =
+            (compare(&ours, &exact), compare(&theirs, &exact));
+        eprintln!(
+            "top-1 agreement with the float reference over {} positions: nib's attention {our_agreement:.4} \
+             (mean |Δ| {our_mean:.4}), ONNX Runtime's {their_agreement:.4} ({their_mean:.4})",
+            exact.len()
+        );
+        assert!(our_agreement >= their_agreement - 0.01, "nib {our_agreement} vs ONNX Runtime {their_agreement}");
+        assert!(our_mean <= their_mean * 1.03, "nib {our_mean} vs ONNX Runtime {their_mean}");
     }
 }

@@ -1,9 +1,15 @@
-"""A copy of a converted model whose GroupQueryAttention keys and values are rounded to fp16
-before they enter the cache, as nib's attention kernel keeps them (server/src/engine/attention):
-rotary moves out of the node (RotaryEmbedding on the split query and key), the new keys and
-values go through a Cast to float16 and back, and the node attends over the rounded cache with
-its usual f32 arithmetic. Python onnxruntime then computes the reference the Rust tests compare
-nib's kernel with (make_fixture.py, reference.json "fp16_kv").
+"""A copy of a converted model whose GroupQueryAttention keys and values (and, if asked, its
+queries) are rounded to a 16-bit float type before they enter the cache: rotary moves out of
+the node (RotaryEmbedding on the split query and key), the new keys and values go through a Cast
+to the narrow type and back, and the node attends over the rounded cache with its usual f32
+arithmetic.
+
+nib's attention kernel (server/src/engine/attention) keeps its keys and values in bf16 and
+rounds its queries to bf16, so Python onnxruntime computes the reference the Rust tests compare
+nib's kernel with on `round_attention_inputs(model, TensorProto.BFLOAT16, queries=True)`
+(make_fixture.py, reference.json "bf16_kv"). The kernel also rounds its softmax weights to bf16,
+which onnxruntime's GroupQueryAttention has no place for: the Rust test's tolerance covers that.
+benches/kv_fp16_agreement.py measures what such roundings cost in greedy choices.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ def _attribute(node: onnx.NodeProto, name: str, default: int = 0) -> int:
     return next((a.i for a in node.attribute if a.name == name), default)
 
 
-def round_kv_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` (packed-QKV GroupQueryAttention with do_rotary) with fp16-rounded new K/V rows."""
+def round_attention_inputs(model: onnx.ModelProto, to: int, queries: bool = False) -> onnx.ModelProto:
+    """`model` (packed-QKV GroupQueryAttention with do_rotary) with its new K/V rows (and its
+    rotated queries where `queries`) rounded to the ONNX element type `to` (FLOAT16, BFLOAT16)."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     nodes: list[onnx.NodeProto] = []
@@ -44,11 +51,12 @@ def round_kv_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
                 "RotaryEmbedding", [name, positions, cos, sin], [rotated[-1]], domain="com.microsoft",
                 interleaved=interleaved, num_heads=count))
         rounded = []
-        for name in (rotated[1], split[2]):
-            nodes.append(helper.make_node("Cast", [name], [name + "/half"], to=TensorProto.FLOAT16))
+        for name in ((rotated[0],) if queries else ()) + (rotated[1], split[2]):
+            nodes.append(helper.make_node("Cast", [name], [name + "/half"], to=to))
             nodes.append(helper.make_node("Cast", [name + "/half"], [name + "/rounded"], to=TensorProto.FLOAT))
             rounded.append(name + "/rounded")
-        inputs = [rotated[0], rounded[0], rounded[1], *node.input[3:7]]
+        query = rounded.pop(0) if queries else rotated[0]
+        inputs = [query, rounded[0], rounded[1], *node.input[3:7]]
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         attributes["do_rotary"] = 0
         nodes.append(helper.make_node(
