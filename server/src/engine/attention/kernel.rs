@@ -15,7 +15,7 @@
 //! products to an f32 accumulator (the odd element's first, each addition rounded), elsewhere
 //! two FMAs in that order do the same, so every path gives the same bits. The dot products do
 //! twice the multiply-adds per instruction of f32 FMAs: a speculative draft, bound by its
-//! arithmetic, gets cheaper (see `FEW_ROWS`'s neighbours and `timing::time_decode`).
+//! arithmetic, gets cheaper (`timing::time_decode`; docs/configuration.md, `NIB_ATTENTION`).
 //!
 //! Values are kept in pairs of rows (`value_at`): the two rows' elements of one dimension side
 //! by side, the pair a dot product sums. Keys are kept in panels of `PANEL` keys (`key_at`): a
@@ -849,7 +849,7 @@ mod fma64 {
         /// broadcast use 29 of the 32 registers.
         const QUERIES: usize = 27;
 
-        /// Kept per thread so that no call zeroes 34 KiB: the tile's queries side by side (one
+        /// Kept per thread so that no call zeroes 52 KiB: the tile's queries side by side (one
         /// base register for all of them), then their scores and weights, and both as bf16
         /// numbers for `VDPBF16PS`; past a tile's count of queries they hold what an earlier
         /// tile left, computed with, never stored.
