@@ -205,7 +205,7 @@ impl Path {
             }
             let dot =
                 std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512bf16");
-            return if dot { Path::Bf16 } else { Path::Avx512 };
+            return if dot && dot_adds_as_two_fmas() { Path::Bf16 } else { Path::Avx512 };
         }
         Path::Portable
     }
@@ -216,6 +216,56 @@ impl Path {
         let all = [Path::Bf16, Path::Avx512, Path::Avx2, Path::Portable];
         all.into_iter().skip_while(|&path| path != Path::detect()).collect()
     }
+}
+
+/// Whether this CPU's `VDPBF16PS` adds a pair's two products as two FMAs do, the odd
+/// element's first, each addition rounded to nearest even (the instruction's documented
+/// arithmetic, which AMD's Zen 4 follows), checked once on `dot_probe`'s lanes: a CPU that
+/// differed would change the bits, so it takes the FMA tiles instead.
+#[cfg(target_arch = "x86_64")]
+fn dot_adds_as_two_fmas() -> bool {
+    static MATCHES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MATCHES.get_or_init(|| {
+        let (accumulators, a, b) = dot_probe();
+        let matches =
+            accumulators.chunks_exact(16).zip(a.chunks_exact(32).zip(b.chunks_exact(32))).all(|(acc, (a, b))| {
+                // SAFETY: the caller saw AVX-512 F, BW and BF16.
+                let lanes =
+                    unsafe { fma64::dot_lanes(acc.try_into().unwrap(), a.try_into().unwrap(), b.try_into().unwrap()) };
+                lanes.iter().enumerate().all(|(i, lane)| {
+                    lane.to_bits() == two_fmas(acc[i], [a[2 * i], a[2 * i + 1]], [b[2 * i], b[2 * i + 1]]).to_bits()
+                })
+            });
+        if !matches {
+            tracing::info!("this CPU's VDPBF16PS rounds otherwise than two FMAs: the attention runs on FMAs");
+        }
+        matches
+    })
+}
+
+/// `acc` plus the products of two pairs of bf16 numbers (as bits), the odd elements' first,
+/// each addition rounded (each product is exact).
+fn two_fmas(acc: f32, a: [u16; 2], b: [u16; 2]) -> f32 {
+    let number = |bits: u16| f32::from_bits(u32::from(bits) << 16);
+    (acc + number(a[1]) * number(b[1])) + number(a[0]) * number(b[0])
+}
+
+/// 64 lanes of (accumulator, pair, pair) of numbers between 2^-20 and 2^20 in magnitude (no
+/// sum is subnormal), on which adding a pair's products in the other order, or both at once,
+/// gives other bits in some lanes (`tests::the_dot_probe_tells_the_orders_apart`).
+fn dot_probe() -> (Vec<f32>, Vec<u16>, Vec<u16>) {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let mantissa = (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+        round_bf16(mantissa * 2f32.powi((state % 41) as i32 - 20))
+    };
+    let accumulators = (0..64).map(|_| next()).collect();
+    let mut pairs = || (0..128).map(|_| (next().to_bits() >> 16) as u16).collect::<Vec<u16>>();
+    let a = pairs();
+    (accumulators, a, pairs())
 }
 
 /// Causal grouped-query attention of `call`'s rows, written to `out`.
@@ -547,6 +597,8 @@ mod fma64 {
     use half::bf16;
 
     use super::{BLOCK, Call, PANEL, key_at, partial_len, query_of, query_tiles, seen_in_block, softmax};
+
+    pub(super) use wide::dot_lanes;
 
     pub(super) const D: usize = 64;
     /// Queries per register tile: 6 × 2 accumulators, 2 loaded rows and 1 broadcast use 15 of
@@ -1093,6 +1145,24 @@ mod fma64 {
             unsafe { std::mem::transmute(_mm512_set1_epi32(at.cast::<i32>().read_unaligned())) }
         }
 
+        /// One `VDPBF16PS` of 16 lanes: `acc` plus the products of `a`'s and `b`'s pairs (bf16
+        /// bits), for `super::super::dot_adds_as_two_fmas`.
+        ///
+        /// # Safety
+        /// The CPU has AVX-512 BW and BF16.
+        #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+        pub(in super::super) unsafe fn dot_lanes(acc: &[f32; 16], a: &[u16; 32], b: &[u16; 32]) -> [f32; 16] {
+            let mut lanes = [0.0f32; 16];
+            // SAFETY: 16 floats and 32 halves read, 16 floats written; a 512-bit integer vector
+            // and a bf16 one are the same bits.
+            unsafe {
+                let a = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(a.as_ptr().cast()));
+                let b = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(b.as_ptr().cast()));
+                _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_dpbf16_ps(_mm512_loadu_ps(acc.as_ptr()), a, b));
+            }
+            lanes
+        }
+
         /// `scores` with `VDPBF16PS`: per pair of dimensions, a broadcast pair of the query's
         /// elements and a panel's 16 keys' pairs, the odd products added first, then the even.
         ///
@@ -1536,6 +1606,24 @@ mod tests {
                 assert_eq!(first, bits(path), "{path:?} against {:?}: past {past} rows {rows} {dims:?}", paths[0]);
             }
         }
+    }
+
+    /// On the probe's lanes, adding a pair's products even element first, or both at once with
+    /// one rounding, gives other bits than two FMAs odd first: a `VDPBF16PS` that did either
+    /// would be caught (`dot_adds_as_two_fmas`).
+    #[test]
+    fn the_dot_probe_tells_the_orders_apart() {
+        let (accumulators, a, b) = dot_probe();
+        let number = |bits: u16| f32::from_bits(u32::from(bits) << 16);
+        let (mut even_first, mut at_once) = (0, 0);
+        for (lane, &acc) in accumulators.iter().enumerate() {
+            let (a, b) = ([a[2 * lane], a[2 * lane + 1]], [b[2 * lane], b[2 * lane + 1]]);
+            let expected = two_fmas(acc, a, b).to_bits();
+            let (odd, even) = (number(a[1]) * number(b[1]), number(a[0]) * number(b[0]));
+            even_first += usize::from(((acc + even) + odd).to_bits() != expected);
+            at_once += usize::from(((f64::from(acc) + f64::from(odd) + f64::from(even)) as f32).to_bits() != expected);
+        }
+        assert!(even_first > 0 && at_once > 0, "{even_first} and {at_once} of 64 lanes differ");
     }
 
     /// bf16 rounding is to nearest, ties to even, as `half`'s; magnitudes below `TINY` are +0.
