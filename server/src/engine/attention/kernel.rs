@@ -1006,14 +1006,41 @@ mod fma64 {
             ahead: &mut Ahead,
         ) {
             const { assert!(Q <= QUERIES && WIDE == PANEL) };
-            let panels = keys.len() / (WIDE * D);
-            assert!(panels * WIDE <= BLOCK && keys.len() == panels * WIDE * D);
-            let whole_steps = panels / K * K;
+            let (whole_steps, panels) = panel_steps::<K>(keys);
             for panel in (0..whole_steps).step_by(K) {
                 panel_scores::<Q, K>(queries, keys, panel, scale, out, ahead);
             }
             for panel in whole_steps..panels {
                 panel_scores::<Q, 1>(queries, keys, panel, scale, out, ahead);
+            }
+        }
+
+        /// The panels of `keys` (whole panels, at most a block's): the first of them that
+        /// `scores` runs one at a time (a multiple of `K`), and how many there are.
+        fn panel_steps<const K: usize>(keys: &[bf16]) -> (usize, usize) {
+            let panels = keys.len() / (WIDE * D);
+            assert!(panels * WIDE <= BLOCK && keys.len() == panels * WIDE * D);
+            (panels / K * K, panels)
+        }
+
+        /// `out[n][first * WIDE..]` = the accumulators of a step of panels from panel `first`,
+        /// times `scale`.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn store_scores<const Q: usize, const K: usize>(
+            acc: &[[__m512; K]; Q],
+            first: usize,
+            scale: f32,
+            out: &mut [[f32; BLOCK]; QUERIES],
+        ) {
+            let scale = _mm512_set1_ps(scale);
+            for (acc, out) in acc.iter().zip(out.iter_mut()) {
+                for (c, &acc) in acc.iter().enumerate() {
+                    assert!((first + c + 1) * WIDE <= BLOCK);
+                    // SAFETY: a register's 16 floats at (first + c) * WIDE..(first + c + 1) * WIDE
+                    // (asserted) of a row of BLOCK floats.
+                    unsafe { _mm512_storeu_ps(out.as_mut_ptr().add((first + c) * WIDE), _mm512_mul_ps(acc, scale)) };
+                }
             }
         }
 
@@ -1030,7 +1057,6 @@ mod fma64 {
             ahead: &mut Ahead,
         ) {
             assert!((first + K) * WIDE * D <= keys.len());
-            let scale = _mm512_set1_ps(scale);
             // SAFETY: panels first..first + K (D / 2 rows of WIDE pairs each) are inside `keys`
             // (asserted), 2 * pair + 1 < D, n < Q <= QUERIES, (first + K) * WIDE <= BLOCK
             // (`scores`).
@@ -1051,11 +1077,7 @@ mod fma64 {
                         }
                     }
                 }
-                for (acc, out) in acc.iter().zip(out.iter_mut()) {
-                    for (c, &acc) in acc.iter().enumerate() {
-                        _mm512_storeu_ps(out.as_mut_ptr().add((first + c) * WIDE), _mm512_mul_ps(acc, scale));
-                    }
-                }
+                store_scores(&acc, first, scale, out);
             }
         }
 
@@ -1177,9 +1199,7 @@ mod fma64 {
             ahead: &mut Ahead,
         ) {
             const { assert!(Q <= QUERIES && WIDE == PANEL) };
-            let panels = keys.len() / (WIDE * D);
-            assert!(panels * WIDE <= BLOCK && keys.len() == panels * WIDE * D);
-            let whole_steps = panels / K * K;
+            let (whole_steps, panels) = panel_steps::<K>(keys);
             for panel in (0..whole_steps).step_by(K) {
                 // SAFETY: the caller's.
                 unsafe { dot_panel_scores::<Q, K>(queries, keys, panel, scale, out, ahead) };
@@ -1205,7 +1225,6 @@ mod fma64 {
             ahead: &mut Ahead,
         ) {
             assert!((first + K) * WIDE * D <= keys.len());
-            let scale = _mm512_set1_ps(scale);
             // SAFETY: as `panel_scores`.
             unsafe {
                 let panels = keys.as_ptr().add(key_at(first * WIDE, 0, D));
@@ -1222,11 +1241,7 @@ mod fma64 {
                         }
                     }
                 }
-                for (acc, out) in acc.iter().zip(out.iter_mut()) {
-                    for (c, &acc) in acc.iter().enumerate() {
-                        _mm512_storeu_ps(out.as_mut_ptr().add((first + c) * WIDE), _mm512_mul_ps(acc, scale));
-                    }
-                }
+                store_scores(&acc, first, scale, out);
             }
         }
 
